@@ -1,0 +1,97 @@
+"""One hierarchy for every error mirrorsync reports.
+
+Each error renders as one line naming what failed (file and key, URL, stack) and
+carries the process exit status the CLI uses for it. Nothing outside this module
+decides exit codes.
+"""
+
+from __future__ import annotations
+
+# Documented exit statuses (README, "Exit codes").
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 75  # EX_TEMPFAIL
+
+
+class MirrorsyncError(Exception):
+    """Base of every error mirrorsync raises on purpose."""
+
+    exit_code: int = EXIT_PARTIAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(MirrorsyncError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: str, key: str | None, problem: str) -> None:
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+
+class UsageError(MirrorsyncError):
+    """The command line asks for something that cannot be done."""
+
+    exit_code = EXIT_USAGE
+
+
+class FormatError(MirrorsyncError):
+    """A remote document does not have the shape its format requires."""
+
+    def __init__(self, what: str, problem: str, url: str | None = None) -> None:
+        self.what = what
+        self.problem = problem
+        self.url = url
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f" at {self.url}" if self.url else ""
+        return f"malformed {self.what}{where}: {self.problem}"
+
+    def at(self, url: str) -> FormatError:
+        """Return the same error, naming the URL the document came from."""
+        return type(self)(self.what, self.problem, url)
+
+
+class FetchError(MirrorsyncError):
+    """A request failed for good (after any retries)."""
+
+    def __init__(self, url: str, problem: str, status: int | None = None) -> None:
+        super().__init__(f"{url}: {problem}")
+        self.url = url
+        self.problem = problem
+        self.status = status
+
+
+class NotFoundError(FetchError):
+    """The server answered 404 or 410."""
+
+
+class IntegrityError(MirrorsyncError):
+    """Downloaded bytes do not match the length or checksum they were promised."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(f"{url}: {problem}")
+        self.url = url
+        self.problem = problem
+
+
+class StoreError(MirrorsyncError):
+    """The database cannot be opened, migrated or queried."""
+
+
+class LockHeldError(MirrorsyncError):
+    """Another run holds the lock on this database."""
+
+    exit_code = EXIT_LOCKED
