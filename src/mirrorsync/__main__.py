@@ -1,0 +1,3 @@
+from mirrorsync.cli import main
+
+raise SystemExit(main())
