@@ -1,0 +1,111 @@
+"""The catalogue of releases and stacks, ``cache_spack_io_index.json`` (FORMATS.md §1).
+
+Also the pure URL arithmetic that goes with it: mapping ``s3://bucket/key`` to
+HTTPS, and finding a stack's mirror root, layout and content address from the
+URL the catalogue gives for its index.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+from mirrorsync.errors import FormatError
+
+Layout = Literal["v3", "v2"]
+
+_V3_INDEX_RE = re.compile(
+    r"^(?P<root>.+?)/blobs/sha256/(?P<prefix>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})$"
+)
+_V2_INDEX_SUFFIX = "/build_cache/index.json"
+
+
+class _Entry(msgspec.Struct, forbid_unknown_fields=False):
+    label: str
+    url: str
+
+
+_DECODER = msgspec.json.Decoder(dict[str, list[_Entry]])
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogStack:
+    release: str
+    stack: str
+    url: str  # as written in the catalogue (may be s3://)
+
+
+def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
+    """Decode a catalogue into one record per (release, stack), in file order."""
+    try:
+        document = _DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise FormatError("catalogue", str(exc), url) from None
+    out: list[CatalogStack] = []
+    for release, entries in document.items():
+        if not release.strip():
+            raise FormatError("catalogue", "a release has an empty name", url)
+        seen: set[str] = set()
+        for entry in entries:
+            if not entry.label.strip():
+                raise FormatError(
+                    "catalogue", f"release {release!r} has a stack with no label", url
+                )
+            if entry.label in seen:
+                raise FormatError(
+                    "catalogue", f"release {release!r} lists stack {entry.label!r} twice", url
+                )
+            seen.add(entry.label)
+            out.append(CatalogStack(release=release, stack=entry.label, url=entry.url))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class IndexLocation:
+    """Where a stack's index lives, derived from its catalogue URL."""
+
+    mirror_root: str  # http(s) URL, no trailing slash
+    layout: Layout
+    index_url: str
+    index_checksum: str | None  # v3: the content address in the URL
+
+
+def resolve_url(url: str, bucket_urls: Mapping[str, str]) -> str:
+    """Map ``s3://bucket/key`` through ``bucket_urls``; pass http(s) URLs through."""
+    if url.startswith(("http://", "https://")):
+        return url
+    if url.startswith("s3://"):
+        bucket, _, key = url[len("s3://") :].partition("/")
+        base = bucket_urls.get(bucket)
+        if base is None:
+            raise FormatError(
+                "catalogue",
+                f"no bucket_urls entry for s3 bucket {bucket!r} (in {url})",
+            )
+        return base.rstrip("/") + "/" + key
+    raise FormatError("catalogue", f"unsupported URL scheme in {url!r}")
+
+
+def locate_index(url: str, bucket_urls: Mapping[str, str]) -> IndexLocation:
+    """Find mirror root and layout from a catalogue URL (v3 blob or v2 index.json)."""
+    http_url = resolve_url(url, bucket_urls)
+    match = _V3_INDEX_RE.match(http_url)
+    if match:
+        if match["sha"][:2] != match["prefix"]:
+            raise FormatError("catalogue", f"blob URL {url!r} has a wrong prefix directory")
+        return IndexLocation(match["root"], "v3", http_url, match["sha"])
+    if http_url.endswith(_V2_INDEX_SUFFIX):
+        return IndexLocation(http_url[: -len(_V2_INDEX_SUFFIX)], "v2", http_url, None)
+    raise FormatError(
+        "catalogue",
+        f"{url!r} is neither a v3 index blob (.../blobs/sha256/xx/<sha256>) "
+        "nor a v2 index (.../build_cache/index.json)",
+    )
+
+
+def blob_url(mirror_root: str, algorithm: str, checksum: str) -> str:
+    return f"{mirror_root}/blobs/{algorithm}/{checksum[:2]}/{checksum}"
