@@ -1,0 +1,9 @@
+"""HTTP access to build caches: one shared client, throttled and retried.
+
+The public surface is :class:`HttpClient` and its result types; throttling and
+the retry policy live in private modules behind it.
+"""
+
+from mirrorsync.fetch.client import Downloaded, Fetched, HttpClient, NotModified, Tally
+
+__all__ = ["Downloaded", "Fetched", "HttpClient", "NotModified", "Tally"]

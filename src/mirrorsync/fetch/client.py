@@ -1,0 +1,258 @@
+"""The HTTP client every part of mirrorsync shares."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from mirrorsync import __version__
+from mirrorsync.config import HttpConfig
+from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
+from mirrorsync.fetch.retry import (
+    RetryableStatus,
+    RetryWait,
+    describe,
+    is_retryable,
+    is_retryable_status,
+    log_retry,
+    parse_retry_after,
+)
+from mirrorsync.fetch.throttle import Throttle
+
+USER_AGENT = f"mirrorsync/{__version__}"
+SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
+_CHUNK = 1 << 20
+
+T = TypeVar("T")
+
+
+@dataclass
+class Tally:
+    """Requests and bytes, counted for one stack or for the whole run."""
+
+    requests: int = 0
+    bytes: int = 0
+    retries: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.requests += other.requests
+        self.bytes += other.bytes
+        self.retries += other.retries
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    url: str
+    content: bytes
+    etag: str | None
+    last_modified: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    url: str
+    path: Path
+    length: int
+    sha256: str
+
+
+class HttpClient:
+    """One ``httpx.AsyncClient`` behind a global concurrency cap, per-host rate and retries."""
+
+    def __init__(self, config: HttpConfig, *, verify: bool = True) -> None:
+        self._config = config
+        self._throttle = Throttle(config.concurrency, config.per_host_rate)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(config.timeout),
+            limits=httpx.Limits(
+                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+            ),
+            headers={"user-agent": USER_AGENT},
+            follow_redirects=True,
+            verify=verify,
+        )
+        self.stats = Tally()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def get(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        max_bytes: int = SMALL_DOCUMENT_CAP,
+        tally: Tally | None = None,
+    ) -> Fetched | NotModified:
+        """GET a small document into memory, conditionally when validators are given."""
+        headers = {}
+        if etag:
+            headers["if-none-match"] = etag
+        if last_modified:
+            headers["if-modified-since"] = last_modified
+
+        async def attempt() -> Fetched | NotModified:
+            async with self._request("GET", url, headers, tally) as response:
+                if response.status_code == 304:
+                    return NotModified(url)
+                body = bytearray()
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    body += chunk
+                    self._count_bytes(len(chunk), tally)
+                    if len(body) > max_bytes:
+                        raise FetchError(url, f"larger than the {max_bytes}-byte cap")
+                return Fetched(
+                    url,
+                    bytes(body),
+                    response.headers.get("etag"),
+                    response.headers.get("last-modified"),
+                )
+
+        return await self._retrying(url, attempt, tally)
+
+    async def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        expected_length: int | None = None,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+        tally: Tally | None = None,
+    ) -> Downloaded:
+        """Stream a blob to ``dest``, hashing it on the way; check length and checksum."""
+
+        async def attempt() -> Downloaded:
+            async with self._request("GET", url, {}, tally) as response:
+                declared = response.headers.get("content-length")
+                if max_bytes is not None and declared and int(declared) > max_bytes:
+                    raise FetchError(url, f"{declared} bytes is over the {max_bytes}-byte cap")
+                digest = hashlib.sha256()
+                length = 0
+                with dest.open("wb") as out:
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        length += len(chunk)
+                        if max_bytes is not None and length > max_bytes:
+                            raise FetchError(url, f"larger than the {max_bytes}-byte cap")
+                        digest.update(chunk)
+                        out.write(chunk)
+                        self._count_bytes(len(chunk), tally)
+                return Downloaded(url, dest, length, digest.hexdigest())
+
+        result = await self._retrying(url, attempt, tally)
+        if expected_length is not None and result.length != expected_length:
+            raise IntegrityError(
+                url, f"got {result.length} bytes, the manifest says {expected_length}"
+            )
+        if expected_sha256 is not None and result.sha256 != expected_sha256:
+            raise IntegrityError(
+                url, f"sha256 is {result.sha256}, the manifest says {expected_sha256}"
+            )
+        return result
+
+    async def head(self, url: str, *, tally: Tally | None = None) -> int | None:
+        """HEAD a URL; return its Content-Length (None when not given)."""
+
+        async def attempt() -> int | None:
+            async with self._request("HEAD", url, {}, tally) as response:
+                value = response.headers.get("content-length")
+                return int(value) if value and value.isdigit() else None
+
+        return await self._retrying(url, attempt, tally)
+
+    # -- internals ---------------------------------------------------------
+
+    def _count_bytes(self, n: int, tally: Tally | None) -> None:
+        self.stats.bytes += n
+        if tally is not None:
+            tally.bytes += n
+
+    @asynccontextmanager
+    async def _request(
+        self, method: str, url: str, headers: dict[str, str], tally: Tally | None
+    ) -> AsyncIterator[httpx.Response]:
+        """One throttled request; the status is checked before the body is read."""
+        async with self._throttle.slot(httpx.URL(url).host):
+            self.stats.requests += 1
+            if tally is not None:
+                tally.requests += 1
+            request = self._client.build_request(method, url, headers=headers)
+            response = await self._client.send(request, stream=True)
+            try:
+                _check_status(url, response)
+                yield response
+            finally:
+                await response.aclose()
+
+    async def _retrying(
+        self, url: str, attempt: Callable[[], Awaitable[T]], tally: Tally | None
+    ) -> T:
+        policy = self._config.retries
+
+        def count_retry(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            if tally is not None:
+                tally.retries += 1
+            log_retry(state)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=RetryWait(policy),
+            retry=retry_if_exception(is_retryable),
+            before_sleep=count_retry,
+            sleep=anyio.sleep,
+        )
+        try:
+            return await retrying(attempt)
+        except RetryError as exc:  # pragma: no cover - reraise=False path not used
+            raise FetchError(url, "retries exhausted") from exc
+        except RetryableStatus as exc:
+            raise FetchError(
+                url, f"{describe(exc)} after {policy.attempts} attempts", exc.status
+            ) from None
+        except httpx.TransportError as exc:
+            raise FetchError(url, f"{describe(exc)} after {policy.attempts} attempts") from None
+        except httpx.InvalidURL as exc:
+            raise FetchError(url, f"invalid URL: {exc}") from None
+
+
+def _check_status(url: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 400 or status == 304:
+        return
+    if is_retryable_status(status):
+        raise RetryableStatus(
+            url,
+            status,
+            response.reason_phrase,
+            parse_retry_after(response.headers.get("retry-after")),
+        )
+    if status in (404, 410):
+        raise NotFoundError(url, f"HTTP {status} {response.reason_phrase}".rstrip(), status)
+    raise FetchError(url, f"HTTP {status} {response.reason_phrase}".rstrip(), status)
