@@ -1,0 +1,376 @@
+"""What a sync writes: snapshots of stacks, their events, release changes, HTTP cache.
+
+Each public function is one transaction. A snapshot's memberships, version row
+and events are written together, so a crash leaves either all of them or none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from mirrorsync.formats.index import SpecInfo
+from mirrorsync.store.db import Store
+
+
+@dataclass(frozen=True, slots=True)
+class StackRow:
+    id: int
+    source_id: int
+    release: str
+    name: str
+    present: bool
+    index_url: str | None
+    mirror_root: str | None
+    layout: str | None
+    index_checksum: str | None
+    version: int
+    spec_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StackLocation:
+    """Where a stack's index was found this time."""
+
+    index_url: str
+    mirror_root: str
+    layout: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A new state of one stack, as the difference from its current version."""
+
+    stack_id: int
+    location: StackLocation | None
+    index_checksum: str | None
+    added: Sequence[SpecInfo]
+    removed: Sequence[str]  # hashes
+    announce: bool = False  # emit stack.added first
+    retire: bool = False  # emit stack.removed last; the stack leaves the catalogue
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    version: int  # the stack's version after the commit (unchanged if nothing changed)
+    added: int
+    removed: int
+    events: int
+
+
+_STACK_COLUMNS = (
+    "id, source_id, release, name, present, index_url, mirror_root, layout,"
+    " index_checksum, version, spec_count"
+)
+
+
+def _stack(row: Any) -> StackRow:
+    r = tuple(row)
+    return StackRow(r[0], r[1], r[2], r[3], bool(r[4]), *r[5:])
+
+
+async def ensure_source(store: Store, name: str, kind: str, url: str) -> int:
+    async with store.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO sources (name, kind, url) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, url = excluded.url",
+            (name, kind, url),
+        )
+        return await _scalar(conn, "SELECT id FROM sources WHERE name = ?", (name,))
+
+
+async def ensure_stack(store: Store, source_id: int, release: str, name: str) -> StackRow:
+    """The stack's row, created (version 0, not yet announced) if new."""
+    async with store.transaction() as conn:
+        await conn.execute(
+            "INSERT OR IGNORE INTO stacks (source_id, release, name) VALUES (?, ?, ?)",
+            (source_id, release, name),
+        )
+        async with conn.execute(
+            f"SELECT {_STACK_COLUMNS} FROM stacks WHERE source_id = ? AND release = ? AND name = ?",
+            (source_id, release, name),
+        ) as cursor:
+            row = await cursor.fetchone()
+    assert row is not None
+    return _stack(row)
+
+
+async def stacks_of(store: Store, source_id: int) -> list[StackRow]:
+    async with store.conn.execute(
+        f"SELECT {_STACK_COLUMNS} FROM stacks WHERE source_id = ? ORDER BY release, name",
+        (source_id,),
+    ) as cursor:
+        return [_stack(row) for row in await cursor.fetchall()]
+
+
+async def current_hashes(store: Store, stack_id: int) -> set[str]:
+    async with store.conn.execute(
+        "SELECT s.hash FROM memberships m JOIN specs s ON s.id = m.spec_id"
+        " WHERE m.stack_id = ? AND m.left IS NULL",
+        (stack_id,),
+    ) as cursor:
+        return {row[0] for row in await cursor.fetchall()}
+
+
+async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committed:
+    """Write a stack's new version, its memberships and its events in one transaction."""
+    async with store.transaction() as conn:
+        async with conn.execute(
+            "SELECT s.version, s.spec_count, s.source_id, s.release FROM stacks s WHERE s.id = ?",
+            (snapshot.stack_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None, f"stack {snapshot.stack_id} vanished"
+        old_version, old_count, source_id, release = row
+        changed = bool(snapshot.added or snapshot.removed or snapshot.announce or snapshot.retire)
+        if not changed:
+            await _note_checked(conn, snapshot, at)
+            return Committed(old_version, 0, 0, 0)
+
+        version = old_version + 1
+        event_ids_before = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        base = (source_id, release, snapshot.stack_id, version, at)
+        if snapshot.announce:
+            await _stack_event(conn, "stack.added", base)
+        added = await _add_members(conn, snapshot, version, at, base)
+        removed = await _remove_members(conn, snapshot, version, base)
+        if snapshot.retire:
+            await _stack_event(conn, "stack.removed", base)
+        spec_count = old_count + added - removed
+        await conn.execute(
+            "INSERT INTO stack_versions"
+            " (stack_id, version, created_at, index_checksum, spec_count, added, removed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (snapshot.stack_id, version, at, snapshot.index_checksum, spec_count, added, removed),
+        )
+        await _update_stack(conn, snapshot, at, version=version, spec_count=spec_count)
+        event_ids_after = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        return Committed(version, added, removed, event_ids_after - event_ids_before)
+
+
+async def record_unchanged(store: Store, snapshot: Snapshot, at: str) -> None:
+    """The stack was checked and found as it was: note the time, clear any error."""
+    async with store.transaction() as conn:
+        await _note_checked(conn, snapshot, at)
+
+
+async def record_failure(store: Store, stack_id: int, error: str, at: str) -> None:
+    async with store.transaction() as conn:
+        await conn.execute(
+            "UPDATE stacks SET last_error = ?, last_error_at = ?, last_checked = ? WHERE id = ?",
+            (error, at, at, stack_id),
+        )
+
+
+async def known_releases(store: Store, source_id: int) -> set[str]:
+    async with store.conn.execute(
+        "SELECT name FROM releases WHERE source_id = ? AND present = 1", (source_id,)
+    ) as cursor:
+        return {row[0] for row in await cursor.fetchall()}
+
+
+async def record_releases(
+    store: Store, source_id: int, added: Iterable[str], removed: Iterable[str], at: str
+) -> int:
+    """Mark releases as listed or gone, with one event each; returns the event count."""
+    count = 0
+    async with store.transaction() as conn:
+        for name in added:
+            await conn.execute(
+                "INSERT INTO releases (source_id, name, present, added_at) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT (source_id, name) DO UPDATE"
+                " SET present = 1, added_at = excluded.added_at, removed_at = NULL",
+                (source_id, name, at),
+            )
+            await _release_event(conn, "release.added", source_id, name, at)
+            count += 1
+        for name in removed:
+            await conn.execute(
+                "UPDATE releases SET present = 0, removed_at = ? WHERE source_id = ? AND name = ?",
+                (at, source_id, name),
+            )
+            await _release_event(conn, "release.removed", source_id, name, at)
+            count += 1
+    return count
+
+
+async def cached_document(store: Store, url: str) -> tuple[str | None, str | None, bytes] | None:
+    async with store.conn.execute(
+        "SELECT etag, last_modified, body FROM http_cache WHERE url = ?", (url,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return (row[0], row[1], bytes(row[2])) if row else None
+
+
+async def cache_document(
+    store: Store, url: str, etag: str | None, last_modified: str | None, body: bytes
+) -> None:
+    async with store.transaction() as conn:
+        if etag is None and last_modified is None:
+            await conn.execute("DELETE FROM http_cache WHERE url = ?", (url,))
+            return
+        await conn.execute(
+            "INSERT OR REPLACE INTO http_cache (url, etag, last_modified, body) VALUES (?, ?, ?, ?)",
+            (url, etag, last_modified, body),
+        )
+
+
+# -- inside a transaction ------------------------------------------------------
+
+_INSERT_EVENT = (
+    "INSERT INTO events (type, source_id, release, stack_id, spec_id, stack_version, occurred_at) "
+)
+
+_TEMP_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS incoming (hash TEXT PRIMARY KEY, name TEXT, version TEXT,"
+    " platform TEXT, os TEXT, target TEXT, compiler TEXT, variants TEXT)",
+    "CREATE TEMP TABLE IF NOT EXISTS outgoing (hash TEXT PRIMARY KEY)",
+)
+
+
+async def _add_members(
+    conn: aiosqlite.Connection,
+    snapshot: Snapshot,
+    version: int,
+    at: str,
+    base: tuple[object, ...],
+) -> int:
+    if not snapshot.added:
+        return 0
+    for ddl in _TEMP_TABLES:
+        await conn.execute(ddl)
+    await conn.executemany(
+        "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            (
+                s.hash,
+                s.name,
+                s.version,
+                s.platform,
+                s.os,
+                s.target,
+                s.compiler,
+                json.dumps(list(s.variants)),
+            )
+            for s in snapshot.added
+        ),
+    )
+    await conn.execute(
+        "INSERT OR IGNORE INTO specs"
+        " (hash, name, version, platform, os, target, compiler, variants, first_seen)"
+        " SELECT hash, name, version, platform, os, target, compiler, variants, ? FROM incoming",
+        (at,),
+    )
+    cursor = await conn.execute(
+        "INSERT INTO memberships (stack_id, spec_id, entered, left)"
+        " SELECT ?, s.id, ?, NULL FROM incoming i JOIN specs s ON s.hash = i.hash",
+        (snapshot.stack_id, version),
+    )
+    count = cursor.rowcount
+    await conn.execute(
+        _INSERT_EVENT + "SELECT 'spec.added', ?, ?, ?, s.id, ?, ?"
+        " FROM incoming i JOIN specs s ON s.hash = i.hash ORDER BY i.hash",
+        base,
+    )
+    await conn.execute("DELETE FROM incoming")
+    return count
+
+
+async def _remove_members(
+    conn: aiosqlite.Connection, snapshot: Snapshot, version: int, base: tuple[object, ...]
+) -> int:
+    if not snapshot.removed:
+        return 0
+    for ddl in _TEMP_TABLES:
+        await conn.execute(ddl)
+    await conn.executemany(
+        "INSERT OR IGNORE INTO outgoing VALUES (?)", ((h,) for h in snapshot.removed)
+    )
+    await conn.execute(
+        _INSERT_EVENT + "SELECT 'spec.removed', ?, ?, ?, s.id, ?, ?"
+        " FROM outgoing o JOIN specs s ON s.hash = o.hash"
+        " JOIN memberships m ON m.spec_id = s.id AND m.stack_id = ? AND m.left IS NULL"
+        " ORDER BY o.hash",
+        (*base, snapshot.stack_id),
+    )
+    cursor = await conn.execute(
+        "UPDATE memberships SET left = ?"
+        " WHERE stack_id = ? AND left IS NULL"
+        " AND spec_id IN (SELECT s.id FROM outgoing o JOIN specs s ON s.hash = o.hash)",
+        (version, snapshot.stack_id),
+    )
+    count = cursor.rowcount
+    await conn.execute("DELETE FROM outgoing")
+    return count
+
+
+async def _stack_event(conn: aiosqlite.Connection, kind: str, base: tuple[object, ...]) -> None:
+    await conn.execute(
+        _INSERT_EVENT + "VALUES (?, ?, ?, ?, NULL, ?, ?)",
+        (kind, *base),
+    )
+
+
+async def _release_event(
+    conn: aiosqlite.Connection, kind: str, source_id: int, release: str, at: str
+) -> None:
+    await conn.execute(
+        _INSERT_EVENT + "VALUES (?, ?, ?, NULL, NULL, NULL, ?)",
+        (kind, source_id, release, at),
+    )
+
+
+async def _update_stack(
+    conn: aiosqlite.Connection, snapshot: Snapshot, at: str, *, version: int, spec_count: int
+) -> None:
+    location = snapshot.location
+    await conn.execute(
+        "UPDATE stacks SET version = ?, spec_count = ?, present = ?, last_changed = ?,"
+        " last_checked = ?, last_error = NULL, last_error_at = NULL,"
+        " index_checksum = coalesce(?, index_checksum),"
+        " index_url = coalesce(?, index_url), mirror_root = coalesce(?, mirror_root),"
+        " layout = coalesce(?, layout)"
+        " WHERE id = ?",
+        (
+            version,
+            spec_count,
+            0 if snapshot.retire else 1,
+            at,
+            at,
+            snapshot.index_checksum,
+            location.index_url if location else None,
+            location.mirror_root if location else None,
+            location.layout if location else None,
+            snapshot.stack_id,
+        ),
+    )
+
+
+async def _note_checked(conn: aiosqlite.Connection, snapshot: Snapshot, at: str) -> None:
+    location = snapshot.location
+    await conn.execute(
+        "UPDATE stacks SET last_checked = ?, last_error = NULL, last_error_at = NULL,"
+        " index_checksum = coalesce(?, index_checksum),"
+        " index_url = coalesce(?, index_url), mirror_root = coalesce(?, mirror_root),"
+        " layout = coalesce(?, layout)"
+        " WHERE id = ?",
+        (
+            at,
+            snapshot.index_checksum,
+            location.index_url if location else None,
+            location.mirror_root if location else None,
+            location.layout if location else None,
+            snapshot.stack_id,
+        ),
+    )
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
