@@ -1,0 +1,106 @@
+"""The command line: every command, its options and their help."""
+
+from __future__ import annotations
+
+import argparse
+
+from mirrorsync import __version__
+
+EVENT_TYPES = (
+    "spec.added",
+    "spec.removed",
+    "stack.added",
+    "stack.removed",
+    "release.added",
+    "release.removed",
+)
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """-c/-v/-q are accepted before and after the command name."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="configuration file (else $MIRRORSYNC_CONFIG, ./mirrorsync.yaml, "
+        "/etc/mirrorsync/mirrorsync.yaml)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="more log output (repeat for debug)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="less log output",
+    )
+
+
+def _stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--release", required=True, help="release, e.g. develop")
+    parser.add_argument("--stack", required=True, help="stack, e.g. e4s or root")
+    parser.add_argument("--source", help="source name, when several sources have this stack")
+
+
+def _json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mirrorsync",
+        description="Keep versioned history of Spack build caches and announce what changed.",
+    )
+    parser.add_argument("--version", action="version", version=f"mirrorsync {__version__}")
+    _common(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _common(sub, top=False)
+        return sub
+
+    once = command("once", "sync every source once, then exit")
+    once.add_argument("--source", help="sync only this source")
+    once.add_argument("--dry-run", action="store_true", help="show what would change; keep nothing")
+    _json(once)
+
+    status = command("status", "current version, size and health of every stack")
+    _json(status)
+
+    history = command("history", "versions of one stack, with +added/-removed counts")
+    _stack_options(history)
+    _json(history)
+
+    diff = command("diff", "specs added and removed between two versions or dates")
+    _stack_options(diff)
+    diff.add_argument("from_", metavar="FROM", help="version number or ISO date")
+    diff.add_argument("to", metavar="TO", help="version number or ISO date")
+    _json(diff)
+
+    at = command("at", "what one stack held at a version or date")
+    _stack_options(at)
+    at.add_argument("when", metavar="WHEN", help="version number or ISO date")
+    _json(at)
+
+    show = command("show", "where a spec hash has been, and when it came and went")
+    show.add_argument("hash", metavar="HASH")
+    _json(show)
+
+    events = command("events", "change events in id order")
+    events.add_argument("--since", type=int, default=0, metavar="ID", help="only ids above ID")
+    events.add_argument(
+        "--type", dest="types", action="append", choices=EVENT_TYPES, help="repeatable"
+    )
+    events.add_argument("--limit", type=int, metavar="N")
+    _json(events)
+
+    command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+    return parser

@@ -1,0 +1,298 @@
+"""Pure parsers: catalogue, index, manifests, clear-signed text. Bytes in, records or FormatError out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mirrorsync.errors import FormatError
+from mirrorsync.formats.catalog import locate_index, parse_catalog, resolve_url
+from mirrorsync.formats.clearsign import split_clearsigned
+from mirrorsync.formats.index import parse_index, variants_from_parameters
+from mirrorsync.formats.manifest import (
+    hash_from_manifest_name,
+    parse_index_manifest,
+    parse_manifest,
+)
+
+H1 = "2lo2i7w7ijqlkydoeuimi4u5hfplepcc"
+H2 = "2owbnqfae5o7z36jalkszocp6y3xmhe3"
+SHA = "4f0c" + "a" * 60
+BUCKETS = {"spack-binaries": "https://binaries.spack.io/"}
+
+
+def node(h: str, **extra: object) -> dict[str, object]:
+    spec: dict[str, object] = {
+        "name": "py-pyproject-hooks",
+        "version": "1.2.0",
+        "arch": {
+            "platform": "linux",
+            "platform_os": "ubuntu24.04",
+            "target": {"name": "x86_64_v3", "vendor": "GenuineIntel", "features": ["avx2"]},
+        },
+        "namespace": "builtin",
+        "parameters": {"build_system": "python_pip", "cflags": [], "shared": True, "debug": False},
+        "package_hash": "x",
+        "dependencies": [{"name": "python", "hash": H2, "parameters": {"deptypes": ["run"]}}],
+        "hash": h,
+    }
+    spec.update(extra)
+    return spec
+
+
+def index_bytes(installs: dict[str, object], version: str = "8") -> bytes:
+    return json.dumps({"database": {"version": version, "installs": installs}}).encode()
+
+
+def test_index_keeps_only_cached_specs_and_the_fields_we_use() -> None:
+    data = index_bytes(
+        {
+            H1: {"spec": node(H1), "ref_count": 1, "in_buildcache": True},
+            H2: {"spec": node(H2, name="python"), "ref_count": 3, "in_buildcache": False},
+        }
+    )
+    index = parse_index(data)
+    assert index.db_version == 8 and index.hashes == {H1}
+    info = index.info(H1)
+    assert (info.name, info.version, info.platform, info.os, info.target) == (
+        "py-pyproject-hooks",
+        "1.2.0",
+        "linux",
+        "ubuntu24.04",
+        "x86_64_v3",
+    )
+    assert info.compiler is None
+    assert info.variants == ("build_system=python_pip", "~debug", "+shared")
+
+
+def test_index_v7_compiler_and_plain_string_target() -> None:
+    spec = node(H1, compiler={"name": "gcc", "version": "11.4.0"})
+    spec["arch"] = {"platform": "linux", "platform_os": "ubuntu22.04", "target": "x86_64"}
+    index = parse_index(index_bytes({H1: {"spec": spec, "in_buildcache": True}}, "7"))
+    info = index.info(H1)
+    assert (info.compiler, info.target, index.db_version) == ("gcc@=11.4.0", "x86_64", 7)
+
+
+def test_variants_follow_the_cache_page_rules() -> None:
+    params = {
+        "build_type": "Release",
+        "tensile": True,
+        "asan": False,
+        "amdgpu_target": ["gfx90a", "gfx942"],
+        "ldflags": [],
+    }
+    assert variants_from_parameters(params) == (
+        "amdgpu_target=gfx90a,gfx942",
+        "~asan",
+        "build_type=Release",
+        "+tensile",
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"{", "malformed build cache index"),
+        (b'{"database": {"version": "8", "installs": []}}', "Expected `object`"),
+        (
+            index_bytes({"NOTAHASH": {"spec": node(H1), "in_buildcache": True}}),
+            "is not a spec hash",
+        ),
+        (index_bytes({H1: {"spec": node(H2), "in_buildcache": True}}), "holds a spec whose hash"),
+        (
+            index_bytes({H1: {"spec": {"hash": H1}, "in_buildcache": True}}),
+            "missing required field `name`",
+        ),
+    ],
+)
+def test_index_refuses_bad_documents_naming_the_url(data: bytes, problem: str) -> None:
+    with pytest.raises(FormatError, match="https://m/index") as caught:
+        parse_index(data, "https://m/index")
+    assert problem in str(caught.value)
+
+
+def test_catalog_entries_and_locations() -> None:
+    data = json.dumps(
+        {
+            "develop": [
+                {
+                    "label": "root",
+                    "url": f"s3://spack-binaries/develop/blobs/sha256/{SHA[:2]}/{SHA}",
+                },
+                {"label": "e4s", "url": "s3://spack-binaries/develop/e4s/build_cache/index.json"},
+            ],
+            "v1.0.0": [],
+        }
+    ).encode()
+    entries = parse_catalog(data)
+    assert [(e.release, e.stack) for e in entries] == [("develop", "root"), ("develop", "e4s")]
+    root = locate_index(entries[0].url, BUCKETS)
+    assert (root.mirror_root, root.layout, root.index_checksum) == (
+        "https://binaries.spack.io/develop",
+        "v3",
+        SHA,
+    )
+    e4s = locate_index(entries[1].url, BUCKETS)
+    assert (e4s.mirror_root, e4s.layout, e4s.index_checksum) == (
+        "https://binaries.spack.io/develop/e4s",
+        "v2",
+        None,
+    )
+
+
+def test_catalog_errors() -> None:
+    with pytest.raises(FormatError, match="lists stack 'e4s' twice"):
+        parse_catalog(b'{"develop": [{"label": "e4s", "url": "x"}, {"label": "e4s", "url": "y"}]}')
+    with pytest.raises(FormatError, match="no bucket_urls entry for s3 bucket 'other'"):
+        resolve_url("s3://other/develop/build_cache/index.json", BUCKETS)
+    with pytest.raises(FormatError, match="neither a v3 index blob"):
+        locate_index("https://h/develop/index.json", BUCKETS)
+    with pytest.raises(FormatError, match="wrong prefix directory"):
+        locate_index(f"https://h/develop/blobs/sha256/00/{SHA}", BUCKETS)
+
+
+MANIFEST = {
+    "version": 3,
+    "data": [
+        {
+            "contentLength": 18342,
+            "mediaType": "application/vnd.spack.install.v2.tar+gzip",
+            "compression": "gzip",
+            "checksumAlgorithm": "sha256",
+            "checksum": SHA,
+        },
+        {
+            "contentLength": 1211,
+            "mediaType": "application/vnd.spack.db.v8+json",
+            "compression": "none",
+            "checksumAlgorithm": "sha256",
+            "checksum": "b" * 64,
+        },
+    ],
+}
+
+
+def clearsign(body: bytes) -> bytes:
+    escaped = b"".join(
+        (b"- " + line if line.startswith(b"-") else line) for line in body.splitlines(keepends=True)
+    )
+    return (
+        b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n"
+        + escaped
+        + b"\n-----BEGIN PGP SIGNATURE-----\n\niQEzBAEBCgAdFiEE\n=abcd\n-----END PGP SIGNATURE-----\n"
+    )
+
+
+def test_manifest_plain_and_clearsigned_agree() -> None:
+    plain = json.dumps(MANIFEST, indent=2).encode()
+    signed = clearsign(plain)
+    assert parse_manifest(plain) == parse_manifest(signed)
+    record = parse_index_manifest(signed)
+    assert (record.checksum, record.content_length) == ("b" * 64, 1211)
+
+
+def test_clearsign_undoes_dash_escaping_exactly() -> None:
+    body = b"-leading dash\nplain\n--- more\nlast"
+    assert split_clearsigned(clearsign(body)).body == body
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            clearsign(b"{}").replace(b"-----END PGP SIGNATURE-----", b""),
+            "no -----END PGP SIGNATURE-----",
+        ),
+        (
+            clearsign(b"{}").split(b"-----BEGIN PGP SIGNATURE-----")[0],
+            "no -----BEGIN PGP SIGNATURE-----",
+        ),
+        (
+            json.dumps({"data": [{**MANIFEST["data"][0], "checksum": "XYZ"}]}).encode(),
+            "is not 64 lowercase hex",
+        ),  # type: ignore[dict-item]
+        (
+            json.dumps({"data": [{**MANIFEST["data"][0], "checksumAlgorithm": "crc"}]}).encode(),
+            "unknown checksum algorithm",
+        ),  # type: ignore[dict-item]
+    ],
+)
+def test_manifest_refusals(data: bytes, problem: str) -> None:
+    with pytest.raises(FormatError, match="https://m/x.json") as caught:
+        parse_manifest(data, "https://m/x.json")
+    assert problem in str(caught.value)
+
+
+def test_index_manifest_without_db_record() -> None:
+    only_tarball = json.dumps({"data": [MANIFEST["data"][0]]}).encode()  # type: ignore[index]
+    with pytest.raises(FormatError, match=r"no application/vnd\.spack\.db\* record"):
+        parse_index_manifest(only_tarball)
+
+
+def test_hash_from_manifest_name() -> None:
+    assert hash_from_manifest_name(f"py-a-b-1.2.0-{H1}.spec.manifest.json") == H1
+    with pytest.raises(FormatError):
+        hash_from_manifest_name("py-a-1.2.0-nothash.spec.manifest.json")
+
+
+# -- properties: any bytes give a record or a FormatError, never anything else ----
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_parsers_only_raise_format_error_on_random_bytes(data: bytes) -> None:
+    for parse in (parse_index, parse_catalog, parse_manifest, parse_index_manifest):
+        try:
+            parse(data)  # type: ignore[operator]
+        except FormatError:
+            pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_parsers_only_raise_format_error_on_random_json(value: object) -> None:
+    data = json.dumps(value).encode()
+    for parse in (parse_index, parse_catalog, parse_manifest):
+        try:
+            parse(data)  # type: ignore[operator]
+        except FormatError:
+            pass
+    try:
+        split_clearsigned(clearsign(data))
+    except FormatError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["installs", "spec", "hash", "name", "in_buildcache", "arch", "target"]),
+    json_values,
+)
+def test_index_with_one_field_replaced_only_raises_format_error(field: str, value: object) -> None:
+    spec = node(H1)
+    install: dict[str, object] = {"spec": spec, "in_buildcache": True}
+    document: dict[str, object] = {"database": {"version": "8", "installs": {H1: install}}}
+    if field == "installs":
+        document["database"] = {"version": "8", "installs": value}
+    elif field in ("spec", "in_buildcache"):
+        install[field] = value
+    elif field == "target":
+        spec["arch"] = {"platform": "linux", "target": value}
+    else:
+        spec[field] = value
+    try:
+        parse_index(json.dumps(document).encode())
+    except FormatError:
+        pass
