@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     if args.command == "demo":
-        from mirrorsync.demo import run_demo
+        from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 
         handler: Command = run_demo
     else:

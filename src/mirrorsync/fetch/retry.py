@@ -7,7 +7,7 @@ import logging
 import time
 
 import httpx
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import RetryCallState, wait_exponential, wait_random
 
 from mirrorsync.config import RetryConfig
 
@@ -57,9 +57,10 @@ class RetryWait:
 
     def __init__(self, policy: RetryConfig) -> None:
         self._max = policy.backoff_max
-        self._backoff = wait_exponential_jitter(
-            initial=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial
-        )
+        # initial * 2^n, capped, plus up to ``initial`` of random jitter.
+        self._backoff = wait_exponential(
+            multiplier=policy.backoff_initial, max=policy.backoff_max
+        ) + wait_random(0, policy.backoff_initial)
 
     def __call__(self, state: RetryCallState) -> float:
         delay: float = self._backoff(state)

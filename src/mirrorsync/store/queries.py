@@ -248,6 +248,12 @@ async def intervals(store: Store, spec_hash: str) -> list[Interval]:
         return [Interval(*r) for r in await cursor.fetchall()]
 
 
+async def last_event_id(store: Store) -> int:
+    async with store.conn.execute("SELECT coalesce(max(id), 0) FROM events") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def events(
     store: Store,
     *,

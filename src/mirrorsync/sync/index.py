@@ -78,7 +78,7 @@ class IndexFetcher:
         url = blob_url(root, record.checksum_algorithm, record.checksum)
         if record.checksum == previous:
             return FetchedIndex(previous, "v3", url, None)
-        path = self.workdir / f"{record.checksum}.json"
+        path = self._scratch(name)
         await self.client.download(
             url,
             path,
@@ -106,7 +106,7 @@ class IndexFetcher:
             expected = text
             if expected == previous:
                 return FetchedIndex(previous, "v2", index_url, None)
-        path = self.workdir / f"{name.replace('/', '_')}.index.json"
+        path = self._scratch(name)
         try:
             downloaded = await self.client.download(
                 index_url, path, expected_sha256=expected, tally=tally
@@ -119,6 +119,11 @@ class IndexFetcher:
             return FetchedIndex(previous, "v2", index_url, None)
         index = await _parse_file(path, index_url)
         return FetchedIndex(downloaded.sha256, "v2", index_url, index)
+
+    def _scratch(self, name: str) -> Path:
+        """A download path of this stack's own: stacks may share an index blob."""
+        slug = "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+        return self.workdir / f"{slug}.index.json"
 
     async def small_document(self, url: str, tally: Tally) -> bytes:
         """GET with If-None-Match/If-Modified-Since from the last answer, if any."""

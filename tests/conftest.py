@@ -1,0 +1,86 @@
+"""Shared test fixtures: a real fixture HTTP server on loopback, configs, CLI processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mirrorsync.config import Config, parse_config
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.sync import RunReport, run_once
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def docroot(tmp_path: Path) -> Path:
+    path = tmp_path / "www"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server(docroot: Path) -> Iterator[FixtureServer]:
+    with FixtureServer(docroot) as running:
+        yield running
+
+
+def catalog_config(
+    tmp_path: Path, server: FixtureServer, *, extra: str = "", http: str = ""
+) -> Config:
+    """A config with one catalogue source served by ``server``."""
+    text = f"""
+database: {tmp_path / "state.db"}
+sources:
+  - name: test
+    kind: catalog
+    url: {server.url}/cache_spack_io_index.json
+    bucket_urls: {{spack-binaries: {server.url}/}}
+{extra}
+http:
+  concurrency: 8
+  per_host_rate: 1000
+  timeout: 5
+  retries: {{attempts: 3, backoff_initial: 0.01, backoff_max: 0.05}}
+{http}
+"""
+    return parse_config(text, str(tmp_path / "mirrorsync.yaml"))
+
+
+def write_config(path: Path, config_text: str) -> Path:
+    path.write_text(config_text)
+    return path
+
+
+def sync(config: Config, **kwargs: Any) -> RunReport:
+    return anyio.run(lambda: run_once(config, **kwargs))
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mirrorsync`` as a real process."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    full_env.pop(
+        "MIRRORSYNC_CONFIG", None
+    ) if env is None or "MIRRORSYNC_CONFIG" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "mirrorsync", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
