@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -155,7 +156,7 @@ def test_catalog_errors() -> None:
         locate_index(f"https://h/develop/blobs/sha256/00/{SHA}", BUCKETS)
 
 
-MANIFEST = {
+MANIFEST: dict[str, Any] = {
     "version": 3,
     "data": [
         {
@@ -214,11 +215,11 @@ def test_clearsign_undoes_dash_escaping_exactly() -> None:
         (
             json.dumps({"data": [{**MANIFEST["data"][0], "checksum": "XYZ"}]}).encode(),
             "is not 64 lowercase hex",
-        ),  # type: ignore[dict-item]
+        ),
         (
             json.dumps({"data": [{**MANIFEST["data"][0], "checksumAlgorithm": "crc"}]}).encode(),
             "unknown checksum algorithm",
-        ),  # type: ignore[dict-item]
+        ),
     ],
 )
 def test_manifest_refusals(data: bytes, problem: str) -> None:
@@ -228,7 +229,7 @@ def test_manifest_refusals(data: bytes, problem: str) -> None:
 
 
 def test_index_manifest_without_db_record() -> None:
-    only_tarball = json.dumps({"data": [MANIFEST["data"][0]]}).encode()  # type: ignore[index]
+    only_tarball = json.dumps({"data": [MANIFEST["data"][0]]}).encode()
     with pytest.raises(FormatError, match=r"no application/vnd\.spack\.db\* record"):
         parse_index_manifest(only_tarball)
 
@@ -247,7 +248,7 @@ def test_hash_from_manifest_name() -> None:
 def test_parsers_only_raise_format_error_on_random_bytes(data: bytes) -> None:
     for parse in (parse_index, parse_catalog, parse_manifest, parse_index_manifest):
         with contextlib.suppress(FormatError):
-            parse(data)  # type: ignore[operator]
+            parse(data)
 
 
 json_values = st.recursive(
@@ -265,7 +266,7 @@ def test_parsers_only_raise_format_error_on_random_json(value: object) -> None:
     data = json.dumps(value).encode()
     for parse in (parse_index, parse_catalog, parse_manifest):
         with contextlib.suppress(FormatError):
-            parse(data)  # type: ignore[operator]
+            parse(data)
     with contextlib.suppress(FormatError):
         split_clearsigned(clearsign(data))
 

@@ -20,8 +20,8 @@ STATES = [
     list(range(0, 10)),
     list(range(0, 12)),  # +2
     list(range(3, 12)),  # -3
-    list(range(3, 12)) + [20, 21, 22, 0],  # +4, and 0 comes back
-    list(range(5, 12)) + [20, 21, 22, 0, 30],  # -2 +1
+    [*list(range(3, 12)), 20, 21, 22, 0],  # +4, and 0 comes back
+    [*list(range(5, 12)), 20, 21, 22, 0, 30],  # -2 +1
     [0, 30, 31],  # a big drop
 ]
 

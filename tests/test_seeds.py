@@ -51,5 +51,5 @@ def test_seed_snapshots_differ_exactly_as_the_pages_do(
     # Every change is one-directional per stack: nothing both added and removed.
     kinds = Counter((e["stack"], e["type"]) for e in changes if str(e["type"]).startswith("spec."))
     assert all(not (kinds[(s, "spec.added")] and kinds[(s, "spec.removed")]) for s, _ in kinds)
-    assert [e["type"] for e in changes if e["stack"] == "e4s"][0] == "stack.added"
+    assert next(e["type"] for e in changes if e["stack"] == "e4s") == "stack.added"
     assert all(e["name"] == "py-pyproject-hooks" for e in changes if e["hash"])

@@ -92,7 +92,7 @@ def test_catalog_changes_give_exactly_the_right_events(
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     for e in changes:
         assert e["source"] == "test" and e["occurred_at"]
-        if e["type"].startswith("spec."):  # type: ignore[union-attr]
+        if str(e["type"]).startswith("spec."):
             assert e["name"] and e["version"]
             assert e["stack_version"] == (1 if e["release"] == "v1.1.0" else 2)
 
