@@ -1,0 +1,227 @@
+"""cache.spack.io package pages: Jekyll front matter in, typed records out.
+
+A page is a YAML block between two ``---`` lines whose ``meta`` and
+``spec_details`` values are JSON written in YAML flow style (FORMATS.md,
+section 5). Pages come from the network, so the YAML is screened before it is
+built: aliases are refused (no "billion laughs") and nesting is capped (libyaml
+builds nested nodes recursively in C and would crash the process).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+import yaml
+
+from mirrorsync.errors import FormatError
+from mirrorsync.formats._common import is_spec_hash
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+WHAT = "cache page"
+MAX_DEPTH = 32
+FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
+
+_COMPILER_RE = re.compile(r"^([A-Za-z0-9_.+-]+)@=?([A-Za-z0-9_.+-]+)$")
+_VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+VariantValue = bool | str | list[str]
+
+
+class PageMeta(msgspec.Struct, frozen=True):
+    """The page's ``meta`` summary; lists are sorted on real pages."""
+
+    compilers: tuple[str, ...] = ()
+    oss: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    versions: tuple[str, ...] = ()
+    stacks: tuple[str, ...] = ()
+    num_specs: int | None = None
+    num_specs_by_stack: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class PageSpec(msgspec.Struct, frozen=True):
+    """One ``spec_details`` entry: one hash of the package in the release."""
+
+    hash: str
+    version: str
+    compiler: str
+    os: str
+    platform: str
+    target: str
+    variants: tuple[str, ...]
+    stacks: tuple[str, ...]
+    size: int | None
+    tarball: str | None
+
+
+class Page(msgspec.Struct, frozen=True):
+    package: str
+    release: str
+    meta: PageMeta
+    specs: tuple[PageSpec, ...]
+
+
+class _RawSpec(msgspec.Struct):
+    hash: str
+    compiler: str
+    versions: list[str]
+    os: str
+    platform: str
+    target: str
+    variants: list[str]
+    stacks: list[str]
+    size: int | str = "-"
+    tarball: str | None = None
+
+
+class _FrontMatter(msgspec.Struct):
+    title: str
+    categories: list[str]
+    meta: PageMeta
+    spec_details: list[_RawSpec]
+
+
+def parse_page(data: bytes, url: str | None = None) -> Page:
+    """Parse one page; any malformation raises :class:`FormatError` naming ``url``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(WHAT, f"not UTF-8 ({exc.reason} at byte {exc.start})", url) from None
+    doc = _load_front_matter(text, url)
+    try:
+        fm = msgspec.convert(doc, _FrontMatter)
+    except msgspec.ValidationError as exc:
+        raise FormatError(WHAT, str(exc), url) from None
+    if len(fm.categories) != 2 or fm.categories[0] != "package" or not fm.categories[1]:
+        raise FormatError(
+            WHAT, f"categories must be [package, <release>], not {fm.categories}", url
+        )
+    if not fm.title:
+        raise FormatError(WHAT, "empty title", url)
+    specs = tuple(_spec(raw, i, url) for i, raw in enumerate(fm.spec_details))
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.hash in seen:
+            raise FormatError(WHAT, f"hash {spec.hash} listed twice", url)
+        seen.add(spec.hash)
+    return Page(package=fm.title, release=fm.categories[1], meta=fm.meta, specs=specs)
+
+
+def _load_front_matter(text: str, url: str | None) -> Any:
+    lines = text.removeprefix("\ufeff").split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        raise FormatError(WHAT, "no front matter (first line is not ---)", url)
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.rstrip() == "---"), None)
+    if end is None:
+        raise FormatError(WHAT, "front matter is not closed by ---", url)
+    block = "\n".join(lines[1:end])
+    try:
+        depth = 0
+        for event in yaml.parse(block, Loader=_Loader):
+            if isinstance(event, yaml.AliasEvent):
+                raise FormatError(WHAT, "YAML aliases are not allowed", url)
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise FormatError(WHAT, f"nested deeper than {MAX_DEPTH} levels", url)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        doc = yaml.load(block, Loader=_Loader)
+    except FormatError:
+        raise
+    except Exception as exc:  # PyYAML raises ValueError etc. besides YAMLError
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        raise FormatError(WHAT, f"invalid YAML: {problem}", url) from None
+    if not isinstance(doc, dict):
+        raise FormatError(WHAT, "front matter is not a mapping", url)
+    return doc
+
+
+def _spec(raw: _RawSpec, index: int, url: str | None) -> PageSpec:
+    where = f"spec_details[{index}]"
+    if not is_spec_hash(raw.hash):
+        raise FormatError(WHAT, f"{where}: hash {raw.hash!r} is not 32 of [a-z0-9]", url)
+    if len(raw.versions) != 1 or not raw.versions[0]:
+        raise FormatError(WHAT, f"{where}: versions must hold one version", url)
+    try:
+        split_compiler(raw.compiler)
+        variants_to_parameters(raw.variants)
+    except FormatError as exc:
+        raise FormatError(WHAT, f"{where}: {exc.problem}", url) from None
+    size: int | None
+    if raw.size == "-":
+        size = None
+    elif isinstance(raw.size, int) and raw.size >= 0:
+        size = raw.size
+    elif isinstance(raw.size, str) and raw.size.isascii() and raw.size.isdigit():
+        size = int(raw.size)
+    else:
+        raise FormatError(WHAT, f"{where}: size {raw.size!r} is neither '-' nor a byte count", url)
+    return PageSpec(
+        hash=raw.hash,
+        version=raw.versions[0],
+        compiler=raw.compiler,
+        os=raw.os,
+        platform=raw.platform,
+        target=raw.target,
+        variants=tuple(raw.variants),
+        stacks=tuple(raw.stacks),
+        size=size,
+        tarball=raw.tarball,
+    )
+
+
+def split_compiler(compiler: str) -> tuple[str, str] | None:
+    """``"none"`` -> None; ``"gcc@=11.4.0"`` or ``"gcc@11.4.0"`` -> ``("gcc", "11.4.0")``."""
+    if compiler == "none":
+        return None
+    m = _COMPILER_RE.match(compiler)
+    if m is None:
+        raise FormatError(WHAT, f"compiler {compiler!r} is not 'none' or name@=version")
+    return m.group(1), m.group(2)
+
+
+def variants_to_parameters(variants: Iterable[str]) -> dict[str, VariantValue]:
+    """Invert the page rule: ``+x`` -> True, ``~x`` -> False, ``a=b`` -> "b", ``a=b,c`` -> [b, c].
+
+    A single value stays a string: a one-element list variant cannot be told
+    apart from a single-valued one on a page.
+    """
+    params: dict[str, VariantValue] = {}
+    for variant in variants:
+        value: VariantValue
+        if variant[:1] in ("+", "~"):
+            name, value = variant[1:], variant[0] == "+"
+        elif "=" in variant:
+            name, _, text = variant.partition("=")
+            value = text.split(",") if "," in text else text
+        else:
+            raise FormatError(WHAT, f"variant {variant!r} is not +name, ~name or name=value")
+        if not _VARIANT_NAME_RE.match(name):
+            raise FormatError(WHAT, f"variant {variant!r} has a bad name")
+        params[name] = value
+    return params
+
+
+def parameters_to_variants(parameters: Mapping[str, object]) -> tuple[str, ...]:
+    """The page rule: spec-node ``parameters`` -> sorted variant strings, flags left out."""
+    out: list[str] = []
+    for name in sorted(parameters):
+        value = parameters[name]
+        if name in FLAG_PARAMETERS:
+            continue
+        if isinstance(value, bool):
+            out.append(("+" if value else "~") + name)
+        elif isinstance(value, list | tuple):
+            out.append(f"{name}={','.join(str(v) for v in value)}")
+        else:
+            out.append(f"{name}={value}")
+    return tuple(out)
