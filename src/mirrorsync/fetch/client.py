@@ -14,7 +14,6 @@ import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    RetryError,
     retry_if_exception,
     stop_after_attempt,
 )
@@ -219,7 +218,7 @@ class HttpClient:
             self.stats.retries += 1
             if tally is not None:
                 tally.retries += 1
-            log_retry(state)
+            log_retry(url, state)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts),
@@ -227,11 +226,10 @@ class HttpClient:
             retry=retry_if_exception(is_retryable),
             before_sleep=count_retry,
             sleep=anyio.sleep,
+            reraise=True,
         )
         try:
             return await retrying(attempt)
-        except RetryError as exc:  # pragma: no cover - reraise=False path not used
-            raise FetchError(url, "retries exhausted") from exc
         except RetryableStatus as exc:
             raise FetchError(
                 url, f"{describe(exc)} after {policy.attempts} attempts", exc.status

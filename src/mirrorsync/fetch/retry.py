@@ -84,11 +84,8 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def log_retry(state: RetryCallState) -> None:
+def log_retry(url: str, state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
-    url = getattr(exc, "url", None) or (state.kwargs.get("url") if state.kwargs else None)
-    if url is None and state.args:
-        url = state.args[0]
     wait = state.next_action.sleep if state.next_action else 0.0
     log.warning(
         "retrying %s in %.1fs (attempt %d failed: %s)",
