@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich costs ~0.1 s to import: only commands that print tables pay it
+    from rich.console import Console
+    from rich.table import Table
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     # Piped output should not be cut at 80 columns.
     width = None if stream.isatty() else 200
@@ -22,6 +24,9 @@ def console(stderr: bool = False) -> Console:
 def table(
     columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None = None
 ) -> Table:
+    from rich import box
+    from rich.table import Table
+
     t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
     for name in columns:
         numeric = name.startswith(("+", "-")) or name in {"version", "specs", "id", "events"}

@@ -155,7 +155,7 @@ class HttpClient:
                 digest = hashlib.sha256()
                 length = 0
                 with dest.open("wb") as out:
-                    async for chunk in response.aiter_bytes(_CHUNK):
+                    async for chunk in response.aiter_bytes():  # as received, no re-chunking
                         length += len(chunk)
                         if max_bytes is not None and length > max_bytes:
                             raise FetchError(url, f"larger than the {max_bytes}-byte cap")

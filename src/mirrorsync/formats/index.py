@@ -10,7 +10,7 @@ the database, so unchanged specs cost nothing beyond their hash.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -84,6 +84,8 @@ class Index:
 
     db_version: int
     installs: dict[str, Install]
+    # Many specs share their parameters verbatim: render each distinct set once.
+    _variants: dict[bytes, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def hashes(self) -> frozenset[str]:
@@ -93,7 +95,12 @@ class Index:
         return len(self.installs)
 
     def info(self, spec_hash: str) -> SpecInfo:
-        return spec_info(spec_hash, self.installs[spec_hash].spec, self.db_version)
+        node = self.installs[spec_hash].spec
+        raw = bytes(node.parameters)
+        variants = self._variants.get(raw)
+        if variants is None:
+            variants = self._variants[raw] = variants_from_parameters(_decode_parameters(raw))
+        return spec_info(spec_hash, node, variants)
 
     def infos(self, hashes: Iterable[str]) -> Iterator[SpecInfo]:
         for h in hashes:
@@ -135,8 +142,8 @@ def parse_index(data: bytes | bytearray | memoryview, url: str | None = None) ->
     return Index(db_version=db_version, installs=cached)
 
 
-def spec_info(spec_hash: str, node: SpecNode, db_version: int) -> SpecInfo:
-    arch = node.arch or Arch()
+def spec_info(spec_hash: str, node: SpecNode, variants: tuple[str, ...]) -> SpecInfo:
+    arch = node.arch or _NO_ARCH
     target = arch.target if isinstance(arch.target, str) else arch.target.name
     compiler = None
     if node.compiler is not None:
@@ -149,11 +156,14 @@ def spec_info(spec_hash: str, node: SpecNode, db_version: int) -> SpecInfo:
         os=arch.platform_os,
         target=target,
         compiler=compiler,
-        variants=variants_from_parameters(_decode_parameters(node.parameters)),
+        variants=variants,
     )
 
 
-def _decode_parameters(raw: msgspec.Raw) -> dict[str, Any]:
+_NO_ARCH = Arch()
+
+
+def _decode_parameters(raw: bytes) -> dict[str, Any]:
     try:
         return _PARAMS_DECODER.decode(raw)
     except msgspec.DecodeError:

@@ -7,7 +7,7 @@ and events are written together, so a crash leaves either all of them or none.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,8 +226,7 @@ _INSERT_EVENT = (
 )
 
 _TEMP_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS incoming (hash TEXT PRIMARY KEY, name TEXT, version TEXT,"
-    " platform TEXT, os TEXT, target TEXT, compiler TEXT, variants TEXT)",
+    "CREATE TEMP TABLE IF NOT EXISTS incoming (hash TEXT PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS outgoing (hash TEXT PRIMARY KEY)",
 )
 
@@ -243,27 +242,23 @@ async def _add_members(
         return 0
     for ddl in _TEMP_TABLES:
         await conn.execute(ddl)
+    variants_json: dict[tuple[str, ...], str] = {}
+
+    def rows() -> Iterator[tuple[object, ...]]:
+        for s in snapshot.added:
+            text = variants_json.get(s.variants)
+            if text is None:
+                text = variants_json[s.variants] = json.dumps(list(s.variants))
+            yield (s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, text, at)
+
+    # Metadata is written once per hash, ever; a spec seen before keeps its row.
     await conn.executemany(
-        "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            (
-                s.hash,
-                s.name,
-                s.version,
-                s.platform,
-                s.os,
-                s.target,
-                s.compiler,
-                json.dumps(list(s.variants)),
-            )
-            for s in snapshot.added
-        ),
+        "INSERT INTO specs (hash, name, version, platform, os, target, compiler, variants,"
+        " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+        rows(),
     )
-    await conn.execute(
-        "INSERT OR IGNORE INTO specs"
-        " (hash, name, version, platform, os, target, compiler, variants, first_seen)"
-        " SELECT hash, name, version, platform, os, target, compiler, variants, ? FROM incoming",
-        (at,),
+    await conn.executemany(
+        "INSERT OR IGNORE INTO incoming VALUES (?)", ((s.hash,) for s in snapshot.added)
     )
     cursor = await conn.execute(
         "INSERT INTO memberships (stack_id, spec_id, entered, left)"

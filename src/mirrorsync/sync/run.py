@@ -15,7 +15,7 @@ from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
 from mirrorsync.store import Store, utcnow, writes
-from mirrorsync.sync.index import IndexFetcher, Target
+from mirrorsync.sync.index import FetchedIndex, IndexFetcher, Target
 from mirrorsync.sync.outcome import RunReport, StackOutcome
 
 log = logging.getLogger("mirrorsync.sync")
@@ -64,6 +64,22 @@ async def _open_store(config: Config, workdir: Path, dry_run: bool) -> Store:
     finally:
         await store.close()
     return await Store.open(copy)
+
+
+def _difference(
+    row: writes.StackRow, fetched: FetchedIndex, location: writes.StackLocation, old: set[str]
+) -> writes.Snapshot:
+    """What the new index adds to and removes from the stack's current members."""
+    assert fetched.index is not None
+    new = fetched.index.installs.keys()
+    return writes.Snapshot(
+        stack_id=row.id,
+        location=location,
+        index_checksum=fetched.checksum,
+        added=list(fetched.index.infos(sorted(new - old))),
+        removed=sorted(old - new),
+        announce=not row.present,
+    )
 
 
 class _Run:
@@ -149,17 +165,10 @@ class _Run:
                         source_name, row, "unchanged", row.version, row.spec_count, started, tally
                     )
                     return
-                index = fetched.index
                 old = await writes.current_hashes(self.store, row.id)
-                new = index.hashes
-                snapshot = writes.Snapshot(
-                    stack_id=row.id,
-                    location=location,
-                    index_checksum=fetched.checksum,
-                    added=list(index.infos(sorted(new - old))),
-                    removed=sorted(old - new),
-                    announce=not row.present,
-                )
+                snapshot = _difference(row, fetched, location, old)
+                spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
+                del fetched, old  # frees the index and its raw bytes before the commit
                 committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         except MirrorsyncError as exc:
             await self._failed(source_name, row, str(exc), started, tally)
@@ -169,7 +178,7 @@ class _Run:
             row,
             "changed" if committed.events else "unchanged",
             committed.version,
-            len(new),
+            spec_count,
             started,
             tally,
         )

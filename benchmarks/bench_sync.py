@@ -1,0 +1,342 @@
+"""Benchmark mirrorsync against the naive approach at the size of the real develop cache.
+
+Generates (once, cached in benchmarks/.cache/) a v3 build cache whose root index
+holds N realistic spec nodes (~1.4 kB each: targets with feature lists, ~6
+dependencies, variants), serves it from the fixture server in its own process
+on 127.0.0.1, and measures each step as a separate process (wall time and peak
+RSS from wait4):
+
+  baseline    download, json.loads, insert every cached hash in one transaction
+  first       mirrorsync's first sync (manifests: none)
+  churn       a resync after 1% churn (N/100 hashes gone, N/100 new)
+  unchanged   a resync with nothing changed
+  growth      database size after 30 syncs with 1% churn each vs after the first
+  scale       (--scale) first sync of 2N specs: memory beyond the raw index bytes
+
+Every figure is reported as a ratio to the baseline of the same run: these
+machines are shared and noisy, absolute times do not compare across runs.
+
+Usage: python benchmarks/bench_sync.py [--specs 100000] [--churn-syncs 30] [--scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+sys.path.insert(0, str(SRC))
+
+import httpx  # noqa: E402
+
+from mirrorsync.fixture.build import build_catalog_from_specs  # noqa: E402
+from mirrorsync.fixture.specs import synthetic_specs  # noqa: E402
+from mirrorsync.formats.catalog import locate_index  # noqa: E402
+
+CACHE = HERE / ".cache"
+CATALOG = "cache_spack_io_index.json"
+INDEX_MANIFEST = "develop/v3/manifests/index/index.manifest.json"
+
+
+@dataclass
+class Sample:
+    name: str
+    wall: float
+    rss_mb: float
+    note: str = ""
+
+
+def measure(name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> Sample:
+    """Run ``cmd`` as a child process; wall time and its own peak RSS."""
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{name} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
+    return Sample(name, wall, usage.ru_maxrss / 1024)
+
+
+class Dataset:
+    """A docroot whose develop/root index can be switched between states by window."""
+
+    def __init__(self, n: int, windows: int) -> None:
+        self.n = n
+        self.step = n // 100
+        self.dir = CACHE / f"specs-{n}"
+        self.docroot = self.dir / "www"
+        self.windows = windows
+        self._pool: list[dict[str, object]] | None = None
+
+    def pool(self) -> list[dict[str, object]]:
+        if self._pool is None:
+            print(f"generating {self.n + self.windows * self.step} spec nodes ...", file=sys.stderr)
+            self._pool = synthetic_specs(self.n + self.windows * self.step, seed=1)
+        return self._pool
+
+    def state_dir(self, k: int) -> Path:
+        return self.dir / "states" / str(k)
+
+    def ensure_cached(self, k: int) -> None:
+        """States 0 and 1 are kept on disk between runs."""
+        if (self.state_dir(k) / "ready").exists() and self.blob_of(k).exists():
+            return
+        self.write_state(k)
+        keep = self.state_dir(k)
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.docroot / CATALOG, keep / "catalog.json")
+        shutil.copy(self.docroot / INDEX_MANIFEST, keep / "manifest.json")
+        (keep / "ready").write_text("")
+
+    def write_state(self, k: int) -> Path:
+        window = self.pool()[k * self.step : k * self.step + self.n]
+        info = build_catalog_from_specs(
+            self.docroot, {"develop": {"root": window}}, manifests=False
+        )
+        return self.docroot / info["develop"]["root"].index_blob_relpath
+
+    def blob_of(self, k: int) -> Path:
+        manifest = self.state_dir(k) / "manifest.json"
+        if not manifest.exists():
+            return self.dir / "missing"
+        checksum = str(json.loads(manifest.read_text())["data"][0]["checksum"])
+        return self.docroot / "develop" / "blobs" / "sha256" / checksum[:2] / checksum
+
+    def use_cached(self, k: int) -> None:
+        shutil.copy(self.state_dir(k) / "catalog.json", self.docroot / CATALOG)
+        shutil.copy(self.state_dir(k) / "manifest.json", self.docroot / INDEX_MANIFEST)
+
+
+class Generator:
+    """Writes states from a child process, so the benchmark's own RSS stays small.
+
+    A forked child's peak RSS counts the parent's pages until it execs; a large
+    spec pool in this process would inflate every measurement.
+    """
+
+    def __init__(self, n: int, windows: int) -> None:
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--specs",
+                str(n),
+                "--churn-syncs",
+                str(windows),
+                "--generator",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def write(self, command: str) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != "done":
+            sys.exit(f"generator failed on {command!r}")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def generator_loop(data: Dataset) -> int:
+    for line in sys.stdin:
+        verb, k = line.split()
+        if verb == "cache":
+            data.ensure_cached(int(k))
+        else:
+            data.write_state(int(k))
+        print("done", flush=True)
+    return 0
+
+
+class Server:
+    def __init__(self, docroot: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mirrorsync.fixture", "serve", str(docroot)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def config_text(url: str, database: Path) -> str:
+    return (
+        f"database: {database}\n"
+        "sources:\n"
+        "  - name: bench\n"
+        "    kind: catalog\n"
+        f"    url: {url}/{CATALOG}\n"
+        f"    bucket_urls: {{spack-binaries: {url}/}}\n"
+        "    manifests: none\n"
+        "http: {concurrency: 32, per_host_rate: 1000}\n"
+    )
+
+
+def mirrorsync(config: Path) -> list[str]:
+    return [sys.executable, "-m", "mirrorsync", "-q", "-c", str(config), "once"]
+
+
+def db_bytes(database: Path) -> int:
+    return sum(p.stat().st_size for p in database.parent.glob(database.name + "*") if p.is_file())
+
+
+def checkpoint(database: Path) -> None:
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", type=int, default=100_000)
+    parser.add_argument("--churn-syncs", type=int, default=30)
+    parser.add_argument("--scale", action="store_true", help="also sync 2N specs once")
+    parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    data = Dataset(args.specs, args.churn_syncs)
+    if args.generator:
+        return generator_loop(data)
+    generator = Generator(args.specs, args.churn_syncs)
+    generator.write("cache 0")
+    generator.write("cache 1")
+    data.use_cached(0)
+    keep = {data.blob_of(0), data.blob_of(1)}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    work = Path(tempfile.mkdtemp(prefix="mirrorsync-bench-"))
+    server = Server(data.docroot)
+    results: list[Sample] = []
+    try:
+        data.use_cached(0)
+        catalog = json.loads((data.docroot / CATALOG).read_text())
+        blob_url = locate_index(
+            catalog["develop"][0]["url"], {"spack-binaries": server.url + "/"}
+        ).index_url
+        index_size = int(
+            json.loads((data.docroot / INDEX_MANIFEST).read_text())["data"][0]["contentLength"]
+        )
+
+        results.append(
+            measure(
+                "baseline",
+                [sys.executable, str(HERE / "naive_sync.py"), blob_url, str(work / "naive.db")],
+                env=env,
+            )
+        )
+        config = work / "bench.yaml"
+        database = work / "bench.db"
+        config.write_text(config_text(server.url, database))
+        first = measure("first", mirrorsync(config), env=env)
+        checkpoint(database)
+        first_db = db_bytes(database)
+        results.append(first)
+        data.use_cached(1)
+        before = db_bytes(database)
+        churn = measure("churn", mirrorsync(config), env=env)
+        churn.note = f"db grew {(db_bytes(database) - before) / 1e6:.1f} MB (first sync wrote {first_db / 1e6:.1f} MB)"
+        results.append(churn)
+        server_log_before = _server_requests(server.url)
+        unchanged = measure("unchanged", mirrorsync(config), env=env)
+        blobs = [
+            r for r in _server_requests(server.url)[len(server_log_before) :] if "/blobs/" in r
+        ]
+        unchanged.note = f"index blob requests: {len(blobs)}"
+        results.append(unchanged)
+
+        # Database growth over repeated 1% churn (states 2..K are written on the fly).
+        for k in range(2, args.churn_syncs + 1):
+            old = {p for p in (data.docroot / "develop" / "blobs").rglob("*") if p.is_file()}
+            generator.write(f"write {k}")
+            subprocess.run(mirrorsync(config), env=env, check=True)
+            for p in old:  # keep the docroot from growing by an index per step
+                if p.stat().st_size > 1e6 and p not in keep:
+                    p.unlink()
+        checkpoint(database)
+        growth = db_bytes(database) / first_db
+        data.use_cached(0)  # leave the cache as the next run expects it
+    finally:
+        server.stop()
+        generator.close()
+
+    if args.scale:
+        results.append(scale_sample(args.specs * 2, env))
+
+    base = results[0]
+    targets = {"first": (0.5, 0.3), "churn": (0.25, None), "unchanged": (0.05, None)}
+    print(
+        f"\nmirrorsync benchmark: {args.specs} specs, index {index_size / 1e6:.0f} MB, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'step':<11} {'wall s':>8} {'RSS MB':>8} {'wall x':>8} {'RSS x':>7}  target          note"
+    )
+    for s in results:
+        wall_x, rss_x = s.wall / base.wall, s.rss_mb / base.rss_mb
+        target = targets.get(s.name)
+        verdict = ""
+        if target:
+            ok = wall_x <= target[0] and (target[1] is None or rss_x <= target[1])
+            verdict = (
+                f"<= {target[0]}x"
+                + (f", {target[1]}x" if target[1] else "")
+                + (" ok" if ok else " MISSED")
+            )
+        print(
+            f"{s.name:<11} {s.wall:8.2f} {s.rss_mb:8.0f} {wall_x:8.3f} {rss_x:7.3f}  {verdict:<15} {s.note}"
+        )
+    print(
+        f"{'growth':<11} database after {args.churn_syncs} syncs with 1% churn: {growth:.2f}x its size after the first (target <= 1.5x){' ok' if growth <= 1.5 else ' MISSED'}"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _server_requests(url: str) -> list[str]:
+    return [r["path"] for r in httpx.get(f"{url}/_fixture/requests").json()]
+
+
+def scale_sample(n: int, env: dict[str, str]) -> Sample:
+    data = Dataset(n, 0)
+    generator = Generator(n, 0)
+    generator.write("cache 0")
+    generator.close()
+    data.use_cached(0)
+    work = Path(tempfile.mkdtemp(prefix="mirrorsync-bench-"))
+    server = Server(data.docroot)
+    try:
+        config = work / "scale.yaml"
+        config.write_text(config_text(server.url, work / "scale.db"))
+        sample = measure(f"first {n // 1000}k", mirrorsync(config), env=env)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return sample
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
