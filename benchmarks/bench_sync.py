@@ -285,7 +285,13 @@ def main() -> int:
         generator.close()
 
     if args.scale:
-        results.append(scale_sample(args.specs * 2, env))
+        big, big_index = scale_sample(args.specs * 2, env)
+        first = next(r for r in results if r.name == "first")
+        beyond = (big.rss_mb - big_index / 2**20) / (first.rss_mb - index_size / 2**20)
+        big.note = (
+            f"RSS beyond raw index bytes: {beyond:.2f}x that of {args.specs} specs (target < 2x)"
+        )
+        results.append(big)
 
     base = results[0]
     targets = {"first": (0.5, 0.3), "churn": (0.25, None), "unchanged": (0.05, None)}
@@ -320,7 +326,7 @@ def _server_requests(url: str) -> list[str]:
     return [r["path"] for r in httpx.get(f"{url}/_fixture/requests").json()]
 
 
-def scale_sample(n: int, env: dict[str, str]) -> Sample:
+def scale_sample(n: int, env: dict[str, str]) -> tuple[Sample, int]:
     data = Dataset(n, 0)
     generator = Generator(n, 0)
     generator.write("cache 0")
@@ -332,10 +338,13 @@ def scale_sample(n: int, env: dict[str, str]) -> Sample:
         config = work / "scale.yaml"
         config.write_text(config_text(server.url, work / "scale.db"))
         sample = measure(f"first {n // 1000}k", mirrorsync(config), env=env)
+        size = int(
+            json.loads((data.docroot / INDEX_MANIFEST).read_text())["data"][0]["contentLength"]
+        )
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return sample
+    return sample, size
 
 
 if __name__ == "__main__":
