@@ -81,7 +81,7 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ),
         (
             "sources: [{name: a, kind: s3, url: 'http://x'}]",
-            "f.yaml: sources[0].kind: invalid value 's3' (expected one of: catalog, mirror)",
+            "f.yaml: sources[0].kind: invalid value 's3' (expected one of: catalog, mirror, pages)",
         ),
         (
             "sources: [{name: a, kind: mirror, url: 'ftp://x'}]",

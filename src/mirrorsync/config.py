@@ -84,7 +84,21 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     manifests: ManifestPolicy = "new"
 
 
-Source = CatalogSource | MirrorSource
+class PagesSource(_Strict, tag="pages", tag_field="kind"):
+    """cache.spack.io package pages: each one package's specs in one release, per stack.
+
+    A stack's content is the union, over every page of its release, of the
+    hashes whose ``stacks`` name it. Pages name no mirror, so there are no spec
+    manifests to crawl (hence no ``manifests`` key).
+    """
+
+    kind: ClassVar[str] = "pages"
+
+    name: Name
+    urls: list[str]
+
+
+Source = CatalogSource | MirrorSource | PagesSource
 
 
 class Config(_Strict):
@@ -182,7 +196,7 @@ def _explain(message: str) -> tuple[str | None, str]:
             return key, problem
     msg = msg.replace("`", "")
     if msg.startswith("Invalid value") and path.endswith("kind"):
-        msg += " (expected one of: catalog, mirror)"
+        msg += " (expected one of: catalog, mirror, pages)"
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
         msg = "expected a name of letters, digits, '.', '_' and '-'"
     return path or None, msg[0].lower() + msg[1:] if msg else msg
@@ -198,6 +212,9 @@ def _check(config: Config) -> None:
         if source.name in seen:
             raise ConfigError(path, f"{key}.name", f"duplicate source name {source.name!r}")
         seen.add(source.name)
+        if isinstance(source, PagesSource):
+            _check_page_urls(path, key, source.urls)
+            continue
         _check_url(path, f"{key}.url", source.url)
         if isinstance(source, CatalogSource):
             for bucket, base in source.bucket_urls.items():
@@ -205,6 +222,17 @@ def _check(config: Config) -> None:
             for field in ("releases", "exclude_releases", "stacks", "exclude_stacks"):
                 for j, glob in enumerate(getattr(source, field) or []):
                     _check_glob(path, f"{key}.{field}[{j}]", glob)
+
+
+def _check_page_urls(path: str, key: str, urls: list[str]) -> None:
+    if not urls:
+        raise ConfigError(path, f"{key}.urls", "expected at least one page URL")
+    seen: set[str] = set()
+    for j, url in enumerate(urls):
+        _check_url(path, f"{key}.urls[{j}]", url)
+        if url in seen:
+            raise ConfigError(path, f"{key}.urls[{j}]", f"duplicate URL {url!r}")
+        seen.add(url)
 
 
 def _check_url(path: str, key: str, url: str) -> None:

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import anyio
 
-from mirrorsync.config import CatalogSource, Config, MirrorSource, Source
+from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource, Source
 from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import FetchedIndex, IndexFetcher, Target
 from mirrorsync.sync.outcome import RunReport, StackOutcome
+from mirrorsync.sync.pages import PagesSync
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -94,6 +95,12 @@ class _Run:
 
     async def source(self, source: Source) -> None:
         try:
+            if isinstance(source, PagesSource):
+                source_id = await writes.ensure_source(
+                    self.store, source.name, source.kind, source.urls[0]
+                )
+                await PagesSync(self.store, self.fetcher, self.report).run(source, source_id)
+                return
             source_id = await writes.ensure_source(self.store, source.name, source.kind, source.url)
             if isinstance(source, CatalogSource):
                 await self.catalog(source, source_id)
