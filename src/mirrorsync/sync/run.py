@@ -115,9 +115,7 @@ class _Run:
         await self.stack(source.name, source_id, source.release, source.stack, target)
 
     async def catalog(self, source: CatalogSource, source_id: int) -> None:
-        tally = Tally()
-        body = await self.fetcher.small_document(source.url, tally)
-        self.report.tally.add(tally)
+        body = await self.fetcher.small_document(source.url, Tally())
         entries = parse_catalog(body, source.url)
         listed = {e.release for e in entries}
         wanted = [e for e in entries if source.wants(e.release, e.stack)]
