@@ -162,7 +162,7 @@ async def status(args: argparse.Namespace) -> int:
                     h.pending_events,
                     h.dead_events,
                     h.last_success_at,
-                    h.last_error,
+                    h.disabled_reason or h.current_error,
                 )
                 for h in hooks
             ],
@@ -316,7 +316,7 @@ async def webhooks(args: argparse.Namespace) -> int:
                     w.dead_events,
                     w.last_success_at,
                     w.next_attempt_at if w.pending_events else "",
-                    w.disabled_reason or w.last_error,
+                    w.current_error,
                 )
                 for w in listings
             ],

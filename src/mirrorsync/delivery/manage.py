@@ -33,6 +33,17 @@ class Listing:
     last_error_at: str | None = None
     disabled_reason: str | None = None
 
+    @property
+    def current_error(self) -> str | None:
+        """Why it is disabled, else the last error unless a delivery has succeeded since."""
+        if self.disabled_reason:
+            return self.disabled_reason
+        if self.last_error_at and (
+            not self.last_success_at or self.last_error_at > self.last_success_at
+        ):
+            return self.last_error
+        return None
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 

@@ -94,6 +94,15 @@ class WebhookSummary:
     last_error: str | None
     last_error_at: str | None
 
+    @property
+    def current_error(self) -> str | None:
+        """The last error, unless a delivery has succeeded since."""
+        if self.last_error_at and (
+            not self.last_success_at or self.last_error_at > self.last_success_at
+        ):
+            return self.last_error
+        return None
+
 
 _WEBHOOK_COLUMNS = (
     "id, name, url, configured, enabled, disabled_reason, disabled_at, registered_after_event,"
