@@ -100,11 +100,57 @@ class PagesSource(_Strict, tag="pages", tag_field="kind"):
 
 Source = CatalogSource | MirrorSource | PagesSource
 
+EVENT_TYPES = (
+    "spec.added",
+    "spec.removed",
+    "stack.added",
+    "stack.removed",
+    "release.added",
+    "release.removed",
+)
+EventType = Literal[
+    "spec.added", "spec.removed", "stack.added", "stack.removed", "release.added", "release.removed"
+]
+_DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class WebhookFilter(_Strict):
+    """Globs an event must match to be sent; an absent list matches everything."""
+
+    releases: list[str] | None = None
+    stacks: list[str] | None = None
+    packages: list[str] | None = None
+
+
+class WebhookConfig(_Strict):
+    """An HTTP endpoint that receives signed batches of change events."""
+
+    name: Name
+    url: str
+    secret_env: str | None = None  # name of an environment variable holding whsec_...
+    secret_file: str | None = None  # path of a file holding whsec_...
+    secret: str | None = None  # inline; only in an owner-only configuration file
+    events: list[EventType] | None = None  # default: every type
+    filter: WebhookFilter = msgspec.field(default_factory=WebhookFilter)
+    max_batch: PositiveInt = 500
+    timeout: PositiveFloat = 10.0
+    max_age: float | str = "3d"  # seconds, or a number with unit s/m/h/d
+
+    def __repr__(self) -> str:  # the inline secret never reaches a log or traceback
+        return f"WebhookConfig(name={self.name!r}, url={self.url!r})"
+
+    @property
+    def max_age_seconds(self) -> float:
+        """``max_age`` in seconds (validated by ``parse_config``)."""
+        return _duration(self.max_age)
+
 
 class Config(_Strict):
     sources: list[Source]
     database: str | None = None
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    webhooks: list[WebhookConfig] = []
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
@@ -123,6 +169,17 @@ class Config(_Strict):
                 return source
         names = ", ".join(s.name for s in self.sources)
         raise ConfigError(self.path, "sources", f"no source named {name!r} (have: {names})")
+
+    def webhook_key(self, name: str) -> str:
+        """The configuration key of a webhook, ``webhooks[i]``, for error messages."""
+        for i, hook in enumerate(self.webhooks):
+            if hook.name == name:
+                return f"webhooks[{i}]"
+        names = ", ".join(h.name for h in self.webhooks) or "none configured"
+        raise ConfigError(self.path, "webhooks", f"no webhook named {name!r} (have: {names})")
+
+    def webhook(self, name: str) -> WebhookConfig:
+        return self.webhooks[int(self.webhook_key(name)[len("webhooks[") : -1])]
 
 
 def find_config(explicit: str | None) -> Path:
@@ -197,6 +254,8 @@ def _explain(message: str) -> tuple[str | None, str]:
     msg = msg.replace("`", "")
     if msg.startswith("Invalid value") and path.endswith("kind"):
         msg += " (expected one of: catalog, mirror, pages)"
+    elif msg.startswith("Invalid enum value") and re.search(r"\.events\[\d+\]$", path):
+        msg += f" (expected one of: {', '.join(EVENT_TYPES)})"
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
         msg = "expected a name of letters, digits, '.', '_' and '-'"
     return path or None, msg[0].lower() + msg[1:] if msg else msg
@@ -222,6 +281,83 @@ def _check(config: Config) -> None:
             for field in ("releases", "exclude_releases", "stacks", "exclude_stacks"):
                 for j, glob in enumerate(getattr(source, field) or []):
                     _check_glob(path, f"{key}.{field}[{j}]", glob)
+    _check_webhooks(config)
+
+
+def _check_webhooks(config: Config) -> None:
+    path = config.path
+    seen: set[str] = set()
+    for i, hook in enumerate(config.webhooks):
+        key = f"webhooks[{i}]"
+        if hook.name in seen:
+            raise ConfigError(path, f"{key}.name", f"duplicate webhook name {hook.name!r}")
+        seen.add(hook.name)
+        _check_url(path, f"{key}.url", hook.url)
+        given = [k for k in ("secret_env", "secret_file", "secret") if getattr(hook, k) is not None]
+        if len(given) != 1:
+            problem = "give exactly one of secret_env, secret_file or secret"
+            raise ConfigError(path, key, f"{problem} (got {', '.join(given) or 'none'})")
+        if hook.secret_env is not None and not hook.secret_env:
+            raise ConfigError(path, f"{key}.secret_env", "expected an environment variable name")
+        if hook.secret_file is not None and not hook.secret_file:
+            raise ConfigError(path, f"{key}.secret_file", "expected a file path")
+        if hook.secret is not None:
+            _check_inline_secret(path, f"{key}.secret", hook.secret)
+        if hook.events is not None and not hook.events:
+            raise ConfigError(path, f"{key}.events", "expected at least one event type")
+        for field in ("releases", "stacks", "packages"):
+            globs = getattr(hook.filter, field)
+            if globs is not None and not globs:
+                raise ConfigError(path, f"{key}.filter.{field}", "expected at least one glob")
+            for j, glob in enumerate(globs or []):
+                _check_glob(path, f"{key}.filter.{field}[{j}]", glob)
+                if "[^" in glob:  # fnmatch reads ^ literally, SQL GLOB as negation
+                    raise ConfigError(
+                        path,
+                        f"{key}.filter.{field}[{j}]",
+                        "write [!...] to negate a set, not [^...]",
+                    )
+        try:
+            age = _duration(hook.max_age)
+        except ValueError:
+            age = 0.0
+        if age <= 0:
+            raise ConfigError(
+                path,
+                f"{key}.max_age",
+                f"expected seconds or a duration such as 3d, 12h, 30m, got {hook.max_age!r}",
+            )
+
+
+def _check_inline_secret(path: str, key: str, secret: str) -> None:
+    """An inline secret is accepted only from a file nobody but its owner can read."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise ConfigError(
+            path,
+            key,
+            "an inline secret needs a configuration file that is readable by its owner only",
+        ) from None
+    if mode & 0o077:
+        raise ConfigError(
+            path,
+            key,
+            f"an inline secret is refused: the file is mode {mode & 0o777:04o}, readable by others; "
+            "chmod 600 it, or use secret_env or secret_file",
+        )
+    if not secret.startswith("whsec_") or len(secret) <= len("whsec_"):
+        raise ConfigError(path, key, "expected a whsec_... secret (value not shown)")
+
+
+def _duration(value: float | str) -> float:
+    """Seconds from a number of seconds or ``<number><s|m|h|d>``; ValueError otherwise."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION_RE.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return float(match["n"]) * _DURATION_UNITS[match["unit"]]
 
 
 def _check_page_urls(path: str, key: str, urls: list[str]) -> None:
@@ -262,4 +398,7 @@ def _selected(name: str, include: list[str] | None, exclude: list[str]) -> bool:
 def config_to_dict(config: Config) -> dict[str, Any]:
     """A plain mapping of the effective settings (for ``--dry-run`` and debugging)."""
     result: dict[str, Any] = msgspec.to_builtins(config)
+    for hook in result.get("webhooks", []):
+        if hook.get("secret") is not None:
+            hook["secret"] = "<redacted>"
     return result

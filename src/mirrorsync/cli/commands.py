@@ -8,9 +8,11 @@ import sys
 
 from mirrorsync.cli.render import print_json, print_json_line, print_table
 from mirrorsync.config import Config, load_config
-from mirrorsync.errors import EXIT_OK, UsageError
+from mirrorsync.delivery import WebhookResult, manage
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.store import Store, queries
+from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync import RunReport, run_once
 
 
@@ -58,6 +60,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
             }
             for o in sorted(report.stacks, key=lambda o: o.label)
         ],
+        "webhooks": [r.to_dict() for r in report.webhooks],
     }
 
 
@@ -86,12 +89,41 @@ def _print_report(report: RunReport) -> None:
         rows,
         title=title,
     )
+    if report.webhooks:
+        _print_webhook_results(report.webhooks)
+
+
+def _print_webhook_results(results: list[WebhookResult]) -> None:
+    print_table(
+        ["webhook", "delivered", "requests", "pending", "dead", "next attempt", "error"],
+        [
+            (
+                r.name,
+                r.delivered_events,
+                r.requests,
+                r.pending_events,
+                r.dead_events,
+                r.next_attempt_at if r.pending_events else "",
+                r.disabled or r.error or "",
+            )
+            for r in results
+        ],
+    )
 
 
 async def status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with await _open(config) as store:
         rows = await queries.status(store)
+        hooks = await webhook_store.summaries(store)
+    for hook in hooks:
+        if hook.dead_events:
+            print(
+                f"mirrorsync: webhook {hook.name}: {hook.dead_events} events in "
+                f"{hook.dead_deliveries} deliveries are dead (oldest from {hook.oldest_dead_at}); "
+                f"'mirrorsync webhooks retry --name {hook.name} --dead' sends them again",
+                file=sys.stderr,
+            )
     if args.json:
         print_json([dataclasses.asdict(r) for r in rows])
         return EXIT_OK
@@ -120,6 +152,21 @@ async def status(args: argparse.Namespace) -> int:
             for r in rows
         ],
     )
+    if hooks:
+        print_table(
+            ["webhook", "state", "pending", "dead", "last success", "last error"],
+            [
+                (
+                    h.name,
+                    "not in config" if not h.configured else "enabled" if h.enabled else "disabled",
+                    h.pending_events,
+                    h.dead_events,
+                    h.last_success_at,
+                    h.disabled_reason or h.current_error,
+                )
+                for h in hooks
+            ],
+        )
     return EXIT_OK
 
 
@@ -239,3 +286,84 @@ async def events(args: argparse.Namespace) -> int:
         ["id", "type", "source", "release", "stack", "version", "spec", "hash", "time"], rows
     )
     return EXIT_OK
+
+
+async def webhooks(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    action = args.webhooks_command
+    if action == "list":
+        listings = await manage.list_webhooks(config)
+        if args.json:
+            print_json([w.to_dict() for w in listings])
+            return EXIT_OK
+        print_table(
+            [
+                "name",
+                "url",
+                "state",
+                "pending",
+                "dead",
+                "last success",
+                "next attempt",
+                "last error",
+            ],
+            [
+                (
+                    w.name,
+                    w.url,
+                    w.state,
+                    w.pending_events,
+                    w.dead_events,
+                    w.last_success_at,
+                    w.next_attempt_at if w.pending_events else "",
+                    w.current_error,
+                )
+                for w in listings
+            ],
+        )
+        return EXIT_OK
+    if action == "test":
+        ping = await manage.ping(config, args.name)
+        answer = ping.answer
+        if args.json:
+            print_json(
+                {
+                    "name": ping.name,
+                    "webhook_id": ping.message_id,
+                    "status": answer.status,
+                    "ok": answer.acknowledged,
+                    "error": answer.problem,
+                    "seconds": round(answer.seconds, 3),
+                }
+            )
+        elif answer.acknowledged:
+            print(
+                f"webhook {ping.name}: {ping.origin} acknowledged ping {ping.message_id} "
+                f"with HTTP {answer.status} in {answer.seconds:.2f}s"
+            )
+        if not answer.acknowledged:
+            print(
+                f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}",
+                file=sys.stderr,
+            )
+            return EXIT_PARTIAL
+        return EXIT_OK
+    if action == "retry":
+        results = await manage.retry(config, args.name, dead=args.dead)
+    elif action == "replay":
+        replayed, results = await manage.replay(config, args.name, args.since)
+        if not args.json:
+            print(
+                f"webhook {args.name}: {replayed.enqueued} events queued again"
+                f" ({replayed.waiting} already pending, {replayed.dead} dead: --dead on retry)"
+            )
+    else:  # pragma: no cover - argparse allows only the actions above
+        raise UsageError(f"unknown webhooks action {action!r}")
+    if args.json:
+        print_json([r.to_dict() for r in results])
+    else:
+        _print_webhook_results(results)
+    failures = [r.failure for r in results if r.failure]
+    for line in failures:
+        print(f"mirrorsync: failed: {line}", file=sys.stderr)
+    return EXIT_PARTIAL if failures else EXIT_OK

@@ -103,4 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
     _json(events)
 
     command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+
+    hooks = command("webhooks", "webhook endpoints: what is pending, retry, test, replay")
+    actions = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        _common(sub, top=False)
+        return sub
+
+    _json(action("list", "endpoints with pending and dead counts, last success and error"))
+    retry = action("retry", "deliver everything pending now, whatever the schedule says")
+    retry.add_argument("--name", help="only this webhook (also enables it again after a 410 Gone)")
+    retry.add_argument("--dead", action="store_true", help="also send dead deliveries again")
+    _json(retry)
+    test = action("test", "send one signed ping and show the answer")
+    test.add_argument("--name", required=True, help="webhook name")
+    _json(test)
+    replay = action("replay", "send every matching event above an id again")
+    replay.add_argument("--name", required=True, help="webhook name")
+    replay.add_argument(
+        "--since", type=int, required=True, metavar="EVENT_ID", help="events with ids above this"
+    )
+    _json(replay)
     return parser

@@ -14,6 +14,7 @@ from typing import Any
 import aiosqlite
 
 from mirrorsync.formats.index import SpecInfo
+from mirrorsync.store import webhooks
 from mirrorsync.store.db import Store
 
 
@@ -149,6 +150,7 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
         )
         await _update_stack(conn, snapshot, at, version=version, spec_count=spec_count)
         event_ids_after = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        await webhooks.enqueue(conn, event_ids_before, event_ids_after)  # the outbox
         return Committed(version, added, removed, event_ids_after - event_ids_before)
 
 
@@ -179,6 +181,7 @@ async def record_releases(
     """Mark releases as listed or gone, with one event each; returns the event count."""
     count = 0
     async with store.transaction() as conn:
+        event_ids_before = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
         for name in added:
             await conn.execute(
                 "INSERT INTO releases (source_id, name, present, added_at) VALUES (?, ?, 1, ?)"
@@ -195,6 +198,8 @@ async def record_releases(
             )
             await _release_event(conn, "release.removed", source_id, name, at)
             count += 1
+        event_ids_after = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        await webhooks.enqueue(conn, event_ids_before, event_ids_after)  # the outbox
     return count
 
 

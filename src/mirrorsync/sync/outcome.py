@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL
 from mirrorsync.fetch import Tally
 
@@ -41,12 +42,14 @@ class RunReport:
     source_errors: list[tuple[str, str]] = field(default_factory=list)  # (source, message)
     release_events: int = 0
     tally: Tally = field(default_factory=Tally)
+    webhooks: list[WebhookResult] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
-        """One line per failed source or stack, naming it and why."""
+        """One line per failed source, stack or webhook delivery, naming it and why."""
         lines = [f"source {name}: {message}" for name, message in self.source_errors]
         lines += [f"{o.label}: {o.error}" for o in self.stacks if o.status == "failed"]
+        lines += [r.failure for r in self.webhooks if r.failure]
         return lines
 
     @property

@@ -11,6 +11,8 @@ from pathlib import Path
 import anyio
 
 from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource, Source
+from mirrorsync.delivery import Outbox
+from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
@@ -42,12 +44,18 @@ async def run_once(
         workdir = Path(tmp)
         store = await _open_store(config, workdir, dry_run)
         try:
+            # Webhooks: deliver what is due, sync (which fills the outbox), deliver that.
+            outbox = None if dry_run else await Outbox.open(config, store)
+            if outbox:
+                report.webhooks = await outbox.deliver()
             async with HttpClient(config.http) as client:
                 run = _Run(store, client, IndexFetcher(client, store, workdir), report)
                 async with anyio.create_task_group() as tg:
                     for source in sources:
                         tg.start_soon(run.source, source)
                 report.tally.add(client.stats)
+            if outbox:
+                report.webhooks = merge_results(report.webhooks, await outbox.deliver())
         finally:
             await store.close()
     report.finished_at = utcnow()

@@ -1,0 +1,133 @@
+"""One signed POST to a webhook, retried within the run on 5xx, 429 and network errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from mirrorsync import __version__
+from mirrorsync.config import RetryConfig, WebhookConfig
+from mirrorsync.delivery.signing import headers
+from mirrorsync.fetch.retry import (
+    RetryableStatus,
+    RetryWait,
+    describe,
+    is_retryable,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+log = logging.getLogger("mirrorsync.delivery")
+
+USER_AGENT = f"mirrorsync/{__version__}"
+
+
+def origin(url: str) -> str:
+    """Scheme, host and port only: a webhook URL's path often carries a token."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How a delivery attempt ended (after any in-run retries)."""
+
+    status: int | None  # the last HTTP status, None if no answer came
+    requests: int
+    problem: str | None = None  # None when acknowledged (2xx)
+    seconds: float = 0.0
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.problem is None
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+class Sender:
+    """Signed POSTs over one ``httpx.AsyncClient``; redirects are not followed."""
+
+    def __init__(self, retries: RetryConfig) -> None:
+        self._retries = retries
+        self._client = httpx.AsyncClient(headers={"user-agent": USER_AGENT}, follow_redirects=False)
+
+    async def __aenter__(self) -> Sender:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.aclose()
+
+    async def post(
+        self, hook: WebhookConfig, key: bytes, message_id: str, body: bytes, *, retry: bool = True
+    ) -> Answer:
+        """POST ``body``; 2xx acknowledges, 410 and other 4xx/3xx end it, the rest is retried."""
+        requests = 0
+        started = time.monotonic()
+
+        async def attempt() -> int:
+            nonlocal requests
+            requests += 1
+            signed = headers(key, message_id, int(time.time()), body)
+            async with self._client.stream(
+                "POST", hook.url, content=body, headers=signed, timeout=hook.timeout
+            ) as response:
+                status = response.status_code
+                if is_retryable_status(status):
+                    raise RetryableStatus(
+                        hook.url,
+                        status,
+                        response.reason_phrase,
+                        parse_retry_after(response.headers.get("retry-after")),
+                    )
+                return status
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "webhook %s: retrying %s in %.1fs (attempt %d failed: %s)",
+                hook.name,
+                origin(hook.url),
+                wait,
+                state.attempt_number,
+                describe(exc) if exc else "?",
+            )
+
+        attempts = self._retries.attempts if retry else 1
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=RetryWait(self._retries),
+            retry=retry_if_exception(is_retryable),
+            before_sleep=before_sleep,
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        try:
+            status: int = await retrying(attempt)
+        except RetryableStatus as exc:
+            after = f" after {requests} attempts" if requests > 1 else ""
+            return Answer(exc.status, requests, f"{describe(exc)}{after}", _since(started))
+        except httpx.TransportError as exc:
+            after = f" after {requests} attempts" if requests > 1 else ""
+            return Answer(None, requests, f"{describe(exc)}{after}", _since(started))
+        except httpx.HTTPError as exc:  # an invalid URL and the like: no retry helps
+            return Answer(None, requests, describe(exc), _since(started))
+        if 200 <= status < 300:
+            return Answer(status, requests, None, _since(started))
+        phrase = httpx.codes.get_reason_phrase(status)
+        return Answer(status, requests, f"HTTP {status} {phrase}".rstrip(), _since(started))
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started

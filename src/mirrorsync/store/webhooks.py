@@ -1,0 +1,434 @@
+"""Webhook outbox: endpoints, which events each must receive, and the batches sent.
+
+``enqueue`` is called inside the transaction that writes events, so an event and
+its pending deliveries are committed together or not at all. A batch (delivery)
+is fixed before its first attempt and keeps its message id across retries; its
+outbox rows are deleted when the receiver acknowledges it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from mirrorsync.store.db import Store
+from mirrorsync.store.queries import Event
+
+#: Filter fields and the SQL expression each matches against (see ``enqueue``).
+FILTER_FIELDS = {"type": "e.type", "release": "e.release", "stack": "st.name", "package": "s.name"}
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A webhook as configured: which events it wants, as shell globs."""
+
+    name: str
+    url: str
+    types: Sequence[str] | None = None  # None: every type
+    releases: Sequence[str] | None = None
+    stacks: Sequence[str] | None = None
+    packages: Sequence[str] | None = None
+
+    def filters(self) -> list[tuple[str, str]]:
+        """(field, SQL GLOB) pairs. SQLite negates a set with ``[^``, fnmatch with ``[!``."""
+        pairs: list[tuple[str, str]] = []
+        for field, globs in (
+            ("type", self.types),
+            ("release", self.releases),
+            ("stack", self.stacks),
+            ("package", self.packages),
+        ):
+            pairs += [(field, glob.replace("[!", "[^")) for glob in globs or ()]
+        return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRow:
+    id: int
+    name: str
+    url: str
+    configured: bool
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: str | None
+    registered_after_event: int
+    failures: int
+    next_attempt_at: str | None
+    last_success_at: str | None
+    last_error: str | None
+    last_error_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    webhook_id: int
+    message_id: str
+    state: str
+    created_at: str
+    oldest_event_at: str
+    first_event_id: int
+    last_event_id: int
+    event_count: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSummary:
+    name: str
+    url: str
+    configured: bool
+    enabled: bool
+    disabled_reason: str | None
+    pending_events: int
+    pending_deliveries: int  # batches already formed and waiting
+    dead_events: int
+    dead_deliveries: int
+    oldest_dead_at: str | None
+    failures: int
+    next_attempt_at: str | None
+    last_success_at: str | None
+    last_error: str | None
+    last_error_at: str | None
+
+    @property
+    def current_error(self) -> str | None:
+        """The last error, unless a delivery has succeeded since."""
+        if self.last_error_at and (
+            not self.last_success_at or self.last_error_at > self.last_success_at
+        ):
+            return self.last_error
+        return None
+
+
+_WEBHOOK_COLUMNS = (
+    "id, name, url, configured, enabled, disabled_reason, disabled_at, registered_after_event,"
+    " failures, next_attempt_at, last_success_at, last_error, last_error_at"
+)
+_DELIVERY_COLUMNS = (
+    "id, webhook_id, message_id, state, created_at, oldest_event_at, first_event_id,"
+    " last_event_id, event_count, attempts"
+)
+
+
+def _webhook(row: Any) -> WebhookRow:
+    r = tuple(row)
+    return WebhookRow(r[0], r[1], r[2], bool(r[3]), bool(r[4]), *r[5:])
+
+
+def _match(field: str) -> str:
+    """An event matches a field when the webhook has no glob for it, or one matches."""
+    value = FILTER_FIELDS[field]
+    rows = f"SELECT 1 FROM webhook_filters f WHERE f.webhook_id = w.id AND f.field = '{field}'"
+    return f"(NOT EXISTS ({rows}) OR EXISTS ({rows} AND {value} GLOB f.glob))"
+
+
+_ENQUEUE = (
+    "INSERT OR IGNORE INTO webhook_outbox (webhook_id, event_id)"
+    " SELECT w.id, e.id FROM events e"
+    " JOIN webhooks w ON w.configured = 1 AND w.enabled = 1 AND (:hook IS NULL OR w.id = :hook)"
+    " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
+    " WHERE e.id > :after AND e.id <= :upto AND "
+    + " AND ".join(_match(field) for field in FILTER_FIELDS)
+    + " ORDER BY e.id"
+)
+
+
+# -- inside the caller's transaction -------------------------------------------
+
+
+async def enqueue(
+    conn: aiosqlite.Connection, after_id: int, upto_id: int, *, webhook_id: int | None = None
+) -> int:
+    """Put events ``after_id < id <= upto_id`` in the outbox of every webhook they match.
+
+    Call it in the transaction that wrote those events. Returns the rows added.
+    """
+    if upto_id <= after_id:
+        return 0
+    cursor = await conn.execute(_ENQUEUE, {"after": after_id, "upto": upto_id, "hook": webhook_id})
+    return max(cursor.rowcount, 0)
+
+
+# -- transactions of their own -------------------------------------------------
+
+
+async def register(store: Store, hooks: Sequence[Registration], at: str) -> None:
+    """Make the table match the configuration before a run enqueues anything.
+
+    A new webhook receives events from now on. A webhook whose URL changed is
+    enabled again (it may have been disabled by a 410 from the old URL). One that
+    left the configuration keeps its pending deliveries but gets no new events.
+    """
+    async with store.transaction() as conn:
+        for hook in hooks:
+            await conn.execute(
+                "INSERT INTO webhooks (name, url, registered_at, registered_after_event)"
+                " VALUES (?, ?, ?, (SELECT coalesce(max(id), 0) FROM events))"
+                " ON CONFLICT (name) DO UPDATE SET configured = 1, url = excluded.url,"
+                " enabled = CASE WHEN url = excluded.url THEN enabled ELSE 1 END,"
+                " disabled_reason = CASE WHEN url = excluded.url THEN disabled_reason END,"
+                " disabled_at = CASE WHEN url = excluded.url THEN disabled_at END",
+                (hook.name, hook.url, at),
+            )
+            webhook_id = await _scalar(conn, "SELECT id FROM webhooks WHERE name = ?", (hook.name,))
+            await conn.execute("DELETE FROM webhook_filters WHERE webhook_id = ?", (webhook_id,))
+            await conn.executemany(
+                "INSERT OR IGNORE INTO webhook_filters (webhook_id, field, glob) VALUES (?, ?, ?)",
+                [(webhook_id, field, glob) for field, glob in hook.filters()],
+            )
+        names = [hook.name for hook in hooks]
+        await conn.execute(
+            f"UPDATE webhooks SET configured = 0 WHERE name NOT IN ({', '.join('?' for _ in names)})",
+            names,
+        )
+
+
+async def get(store: Store, name: str) -> WebhookRow | None:
+    async with store.conn.execute(
+        f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE name = ?", (name,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return _webhook(row) if row else None
+
+
+async def next_delivery(store: Store, webhook_id: int, max_batch: int, at: str) -> Delivery | None:
+    """The oldest pending delivery, else a new batch of the lowest waiting events."""
+    async with store.transaction() as conn:
+        async with conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries"
+            " WHERE webhook_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
+            (webhook_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row:
+            return Delivery(*row)
+        return await _new_batch(conn, webhook_id, max_batch, at, "pending")
+
+
+async def delivery_events(store: Store, delivery_id: int) -> list[Event]:
+    """The events of one delivery, in id order, with the fields of ``events --json``."""
+    async with store.conn.execute(
+        "SELECT e.id, e.type, src.name, e.release, st.name, s.hash, s.name, s.version,"
+        " e.stack_version, e.occurred_at"
+        " FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
+        " JOIN sources src ON src.id = e.source_id"
+        " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
+        " WHERE o.delivery_id = ? ORDER BY e.id",
+        (delivery_id,),
+    ) as cursor:
+        return [Event(*row) for row in await cursor.fetchall()]
+
+
+async def acknowledge(store: Store, delivery: Delivery, at: str) -> None:
+    """The receiver answered 2xx: the batch is done and its events leave the outbox."""
+    async with store.transaction() as conn:
+        await conn.execute("DELETE FROM webhook_outbox WHERE delivery_id = ?", (delivery.id,))
+        await conn.execute(
+            "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1,"
+            " last_attempt_at = ?, finished_at = ? WHERE id = ?",
+            (at, at, delivery.id),
+        )
+        await conn.execute(
+            "UPDATE webhooks SET failures = 0, next_attempt_at = NULL, last_success_at = ?"
+            " WHERE id = ?",
+            (at, delivery.webhook_id),
+        )
+
+
+async def record_failure(
+    store: Store,
+    delivery: Delivery,
+    error: str,
+    at: str,
+    *,
+    next_attempt_at: str,
+    dead_before: str,
+    max_batch: int,
+) -> int:
+    """A failed attempt: schedule the next one; whatever is older than ``dead_before`` dies.
+
+    Every pending delivery of the webhook whose oldest event occurred before
+    ``dead_before`` becomes dead, and waiting events that old are batched into
+    dead deliveries, so ``status`` and ``webhooks list`` count them. Returns the
+    number of events that became dead.
+    """
+    async with store.transaction() as conn:
+        webhook_id = delivery.webhook_id
+        await conn.execute(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_attempt_at = ?,"
+            " last_error = ? WHERE id = ?",
+            (at, error, delivery.id),
+        )
+        await conn.execute(
+            "UPDATE webhooks SET failures = failures + 1, next_attempt_at = ?,"
+            " last_error = ?, last_error_at = ? WHERE id = ?",
+            (next_attempt_at, error, at, webhook_id),
+        )
+        dead = await _scalar(
+            conn,
+            "SELECT coalesce(sum(event_count), 0) FROM webhook_deliveries"
+            " WHERE webhook_id = ? AND state = 'pending' AND oldest_event_at < ?",
+            (webhook_id, dead_before),
+        )
+        await conn.execute(
+            "UPDATE webhook_deliveries SET state = 'dead', finished_at = ?,"
+            " last_error = coalesce(last_error, ?)"
+            " WHERE webhook_id = ? AND state = 'pending' AND oldest_event_at < ?",
+            (at, error, webhook_id, dead_before),
+        )
+        while batch := await _new_batch(
+            conn, webhook_id, max_batch, at, "dead", before=dead_before, error=error
+        ):
+            dead += batch.event_count
+        return dead
+
+
+async def disable(store: Store, webhook_id: int, reason: str, at: str) -> None:
+    """The endpoint answered 410 Gone: no more events are enqueued or sent to it."""
+    async with store.transaction() as conn:
+        await conn.execute(
+            "UPDATE webhooks SET enabled = 0, disabled_reason = ?, disabled_at = ?,"
+            " last_error = ?, last_error_at = ? WHERE id = ?",
+            (reason, at, reason, at, webhook_id),
+        )
+
+
+async def enable(store: Store, webhook_id: int) -> None:
+    async with store.transaction() as conn:
+        await conn.execute(
+            "UPDATE webhooks SET enabled = 1, disabled_reason = NULL, disabled_at = NULL,"
+            " failures = 0, next_attempt_at = NULL WHERE id = ?",
+            (webhook_id,),
+        )
+
+
+async def revive_dead(store: Store, webhook_id: int) -> int:
+    """Dead deliveries become pending again (same batches, same message ids)."""
+    async with store.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE webhook_deliveries SET state = 'pending', finished_at = NULL"
+            " WHERE webhook_id = ? AND state = 'dead'",
+            (webhook_id,),
+        )
+        return max(cursor.rowcount, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    enqueued: int  # events put in the outbox again
+    waiting: int  # matching events already pending
+    dead: int  # matching events in dead deliveries (``retry --dead`` sends those)
+
+
+async def replay(store: Store, webhook_id: int, since: int) -> Replayed:
+    """Enqueue again every matching event with id above ``since``."""
+    async with store.transaction() as conn:
+        upto = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        enqueued = await enqueue(conn, since, upto, webhook_id=webhook_id)
+        async with conn.execute(
+            "SELECT coalesce(d.state, 'pending'), count(*) FROM webhook_outbox o"
+            " LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
+            " WHERE o.webhook_id = ? AND o.event_id > ? GROUP BY 1",
+            (webhook_id, since),
+        ) as cursor:
+            counts = {state: int(n) for state, n in await cursor.fetchall()}
+    return Replayed(enqueued, counts.get("pending", 0) - enqueued, counts.get("dead", 0))
+
+
+async def summaries(store: Store) -> list[WebhookSummary]:
+    """Every registered webhook with its pending and dead counts."""
+    async with store.conn.execute(
+        "SELECT w.name, w.url, w.configured, w.enabled, w.disabled_reason,"
+        " (SELECT count(*) FROM webhook_outbox o"
+        "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
+        "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending')),"
+        " (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
+        "   AND d.state = 'pending'),"
+        " (SELECT count(*) FROM webhook_outbox o JOIN webhook_deliveries d"
+        "   ON d.id = o.delivery_id WHERE o.webhook_id = w.id AND d.state = 'dead'),"
+        " (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
+        "   AND d.state = 'dead'),"
+        " (SELECT min(d.oldest_event_at) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
+        "   AND d.state = 'dead'),"
+        " w.failures, w.next_attempt_at, w.last_success_at, w.last_error, w.last_error_at"
+        " FROM webhooks w ORDER BY w.name"
+    ) as cursor:
+        return [
+            WebhookSummary(r[0], r[1], bool(r[2]), bool(r[3]), *r[4:])
+            for r in await cursor.fetchall()
+        ]
+
+
+async def deliveries(store: Store, webhook_id: int) -> list[Delivery]:
+    """Every delivery of a webhook, oldest first."""
+    async with store.conn.execute(
+        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = ? ORDER BY id",
+        (webhook_id,),
+    ) as cursor:
+        return [Delivery(*row) for row in await cursor.fetchall()]
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+async def _new_batch(
+    conn: aiosqlite.Connection,
+    webhook_id: int,
+    max_batch: int,
+    at: str,
+    state: str,
+    *,
+    before: str | None = None,
+    error: str | None = None,
+) -> Delivery | None:
+    """Fix the next ``max_batch`` waiting events (optionally only those older than
+    ``before``) as one delivery with a fresh message id."""
+    async with conn.execute(
+        "SELECT o.event_id, e.occurred_at FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
+        " WHERE o.webhook_id = ? AND o.delivery_id IS NULL AND (? IS NULL OR e.occurred_at < ?)"
+        " ORDER BY o.event_id LIMIT ?",
+        (webhook_id, before, before, max_batch),
+    ) as cursor:
+        rows = list(await cursor.fetchall())
+    if not rows:
+        return None
+    ids = [int(r[0]) for r in rows]
+    cursor = await conn.execute(
+        "INSERT INTO webhook_deliveries (webhook_id, message_id, state, created_at,"
+        " oldest_event_at, first_event_id, last_event_id, event_count, last_error, finished_at)"
+        " VALUES (?, 'msg_' || lower(hex(randomblob(16))), ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            webhook_id,
+            state,
+            at,
+            min(str(r[1]) for r in rows),
+            ids[0],
+            ids[-1],
+            len(ids),
+            error,
+            at if state == "dead" else None,
+        ),
+    )
+    delivery_id = cursor.lastrowid
+    assert delivery_id is not None
+    await conn.executemany(
+        "UPDATE webhook_outbox SET delivery_id = ? WHERE webhook_id = ? AND event_id = ?",
+        [(delivery_id, webhook_id, event_id) for event_id in ids],
+    )
+    async with conn.execute(
+        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?", (delivery_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return Delivery(*row)
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
