@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
 import yaml
@@ -100,17 +100,10 @@ class PagesSource(_Strict, tag="pages", tag_field="kind"):
 
 Source = CatalogSource | MirrorSource | PagesSource
 
-EVENT_TYPES = (
-    "spec.added",
-    "spec.removed",
-    "stack.added",
-    "stack.removed",
-    "release.added",
-    "release.removed",
-)
 EventType = Literal[
     "spec.added", "spec.removed", "stack.added", "stack.removed", "release.added", "release.removed"
 ]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 _DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mirrorsync import __version__
-
-EVENT_TYPES = (
-    "spec.added",
-    "spec.removed",
-    "stack.added",
-    "stack.removed",
-    "release.added",
-    "release.removed",
-)
+from mirrorsync.config import EVENT_TYPES
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:

@@ -327,26 +327,10 @@ async def _release_event(
 async def _update_stack(
     conn: aiosqlite.Connection, snapshot: Snapshot, at: str, *, version: int, spec_count: int
 ) -> None:
-    location = snapshot.location
+    await _note_checked(conn, snapshot, at)
     await conn.execute(
-        "UPDATE stacks SET version = ?, spec_count = ?, present = ?, last_changed = ?,"
-        " last_checked = ?, last_error = NULL, last_error_at = NULL,"
-        " index_checksum = coalesce(?, index_checksum),"
-        " index_url = coalesce(?, index_url), mirror_root = coalesce(?, mirror_root),"
-        " layout = coalesce(?, layout)"
-        " WHERE id = ?",
-        (
-            version,
-            spec_count,
-            0 if snapshot.retire else 1,
-            at,
-            at,
-            snapshot.index_checksum,
-            location.index_url if location else None,
-            location.mirror_root if location else None,
-            location.layout if location else None,
-            snapshot.stack_id,
-        ),
+        "UPDATE stacks SET version = ?, spec_count = ?, present = ?, last_changed = ? WHERE id = ?",
+        (version, spec_count, 0 if snapshot.retire else 1, at, snapshot.stack_id),
     )
 
 
