@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 
@@ -10,6 +11,7 @@ from mirrorsync.cli.render import print_json, print_json_line, print_table
 from mirrorsync.config import Config, load_config
 from mirrorsync.errors import EXIT_OK, UsageError
 from mirrorsync.formats._common import is_spec_hash
+from mirrorsync.lock import hold
 from mirrorsync.store import Store, queries
 from mirrorsync.sync import RunReport, run_once
 
@@ -20,7 +22,10 @@ async def _open(config: Config) -> Store:
 
 async def once(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    report = await run_once(config, only_source=args.source, dry_run=args.dry_run)
+    async with contextlib.AsyncExitStack() as stack:
+        if not args.dry_run:  # a dry run writes only a throwaway copy
+            await stack.enter_async_context(hold(config.database_path, wait=args.wait))
+        report = await run_once(config, only_source=args.source, dry_run=args.dry_run)
     if args.json:
         print_json(_report_dict(report))
     else:

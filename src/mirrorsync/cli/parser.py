@@ -49,6 +49,17 @@ def _stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="source name, when several sources have this stack")
 
 
+def _lock_option(parser: argparse.ArgumentParser) -> None:
+    """For commands that write the database, and so take the run lock."""
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another run holds the lock, wait up to SECONDS for it (default: exit 75 at once)",
+    )
+
+
 def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -70,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     once = command("once", "sync every source once, then exit")
     once.add_argument("--source", help="sync only this source")
     once.add_argument("--dry-run", action="store_true", help="show what would change; keep nothing")
+    _lock_option(once)
     _json(once)
 
     status = command("status", "current version, size and health of every stack")
