@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import sys
 
 from mirrorsync.cli.render import print_json, print_json_line, print_table
 from mirrorsync.config import Config, load_config
 from mirrorsync.errors import EXIT_OK, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
+from mirrorsync.logs import print_line
 from mirrorsync.store import Store, queries
 from mirrorsync.sync import RunReport, run_once
 
@@ -31,7 +31,7 @@ async def once(args: argparse.Namespace) -> int:
     else:
         _print_report(report)
     for line in report.failures:
-        print(f"mirrorsync: failed: {line}", file=sys.stderr)
+        print_line(f"mirrorsync: failed: {line}")
     return report.exit_code
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mirrorsync import __version__
+from mirrorsync.logs import LOG_FORMATS
 
 EVENT_TYPES = (
     "spec.added",
@@ -40,6 +41,12 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         action="count",
         default=0 if top else argparse.SUPPRESS,
         help="less log output",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="plain" if top else argparse.SUPPRESS,
+        help="plain: one line per event (default); json: one JSON object per line",
     )
 
 

@@ -14,6 +14,7 @@ from mirrorsync.config import CatalogSource, Config, MirrorSource, Source
 from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
+from mirrorsync.logs import fields
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target
 from mirrorsync.sync.outcome import RunReport, StackOutcome
@@ -51,7 +52,38 @@ async def run_once(
             await store.close()
     report.finished_at = utcnow()
     report.seconds = time.monotonic() - started
+    _log_run(report)
     return report
+
+
+_STATUSES = ("changed", "unchanged", "removed", "failed")
+
+
+def _log_run(report: RunReport) -> None:
+    counts = {s: sum(1 for o in report.stacks if o.status == s) for s in _STATUSES}
+    log.info(
+        "run finished%s: %d stacks (%s), %d failures, %d events, %d requests, %d bytes, %.2fs",
+        " (dry run, nothing kept)" if report.dry_run else "",
+        len(report.stacks),
+        ", ".join(f"{n} {s}" for s, n in counts.items()),
+        len(report.failures),
+        report.events,
+        report.tally.requests,
+        report.tally.bytes,
+        report.seconds,
+        extra=fields(
+            event="run",
+            dry_run=report.dry_run,
+            stacks=len(report.stacks),
+            **counts,
+            failures=len(report.failures),
+            events=report.events,
+            requests=report.tally.requests,
+            bytes=report.tally.bytes,
+            retries=report.tally.retries,
+            seconds=round(report.seconds, 3),
+        ),
+    )
 
 
 async def _open_store(config: Config, workdir: Path, dry_run: bool) -> Store:
@@ -228,11 +260,29 @@ class _Run:
 
     @staticmethod
     def _log(o: StackOutcome) -> None:
+        """Each stack's outcome, once: INFO, or ERROR when it failed."""
         figures = (
             f"version {o.version}, {o.spec_count} specs, +{o.added} -{o.removed}, "
             f"{o.tally.requests} requests, {o.tally.bytes} bytes, {o.seconds:.2f}s"
         )
+        extra = fields(
+            event="stack",
+            source=o.source,
+            release=o.release,
+            stack=o.stack,
+            status=o.status,
+            version=o.version,
+            specs=o.spec_count,
+            added=o.added,
+            removed=o.removed,
+            events=o.events,
+            requests=o.tally.requests,
+            bytes=o.tally.bytes,
+            retries=o.tally.retries,
+            seconds=round(o.seconds, 3),
+            error=o.error,
+        )
         if o.status == "failed":
-            log.error("%s failed: %s (%s)", o.label, o.error, figures)
+            log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
         else:
-            log.info("%s %s: %s", o.label, o.status, figures)
+            log.info("%s %s: %s", o.label, o.status, figures, extra=extra)
