@@ -6,14 +6,17 @@ import argparse
 import contextlib
 import dataclasses
 
-from mirrorsync.cli.render import print_json, print_json_line, print_table
+from rich.filesize import decimal
+
+from mirrorsync.cli.progress import live_progress
+from mirrorsync.cli.render import console, print_json, print_json_line, print_table
 from mirrorsync.config import Config, load_config
 from mirrorsync.errors import EXIT_OK, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
-from mirrorsync.logs import print_line
+from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
-from mirrorsync.sync import RunReport, run_once
+from mirrorsync.sync import RunProgress, RunReport, run_once
 
 
 async def _open(config: Config) -> Store:
@@ -21,14 +24,25 @@ async def _open(config: Config) -> Store:
 
 
 async def once(args: argparse.Namespace) -> int:
+    """One sync under the run lock, then what a person or a program wants.
+
+    stdout carries only ``--json``. At a terminal (stderr is a TTY) a live progress
+    display runs on stderr and a summary table per stack ends the run; otherwise
+    the log lines on stderr (one per stack, one for the run) are the record.
+    """
     config = load_config(args.config)
+    interactive = stderr_is_terminal()
+    progress = RunProgress()
     async with contextlib.AsyncExitStack() as stack:
         if not args.dry_run:  # a dry run writes only a throwaway copy
             await stack.enter_async_context(hold(config.database_path, wait=args.wait))
-        report = await run_once(config, only_source=args.source, dry_run=args.dry_run)
+        with live_progress(progress, console(stderr=True), enabled=interactive):
+            report = await run_once(
+                config, only_source=args.source, dry_run=args.dry_run, progress=progress
+            )
     if args.json:
         print_json(_report_dict(report))
-    else:
+    elif interactive:
         _print_report(report)
     for line in report.failures:
         print_line(f"mirrorsync: failed: {line}")
@@ -67,11 +81,11 @@ def _report_dict(report: RunReport) -> dict[str, object]:
 
 
 def _print_report(report: RunReport) -> None:
-    rows = [
+    """The summary table a person at a terminal gets on stderr: one row per stack."""
+    several_sources = len({o.source for o in report.stacks}) > 1
+    rows: list[tuple[object, ...]] = [
         (
-            o.source,
-            o.release,
-            o.stack,
+            o.label if several_sources else f"{o.release}/{o.stack}",
             o.status,
             o.version,
             o.spec_count,
@@ -84,13 +98,12 @@ def _print_report(report: RunReport) -> None:
     title = (
         f"{'dry run: nothing kept. ' if report.dry_run else ''}"
         f"{len(report.stacks)} stacks, {report.events} events, "
-        f"{report.tally.requests} requests, {report.tally.bytes} bytes, {report.seconds:.1f}s"
+        f"{report.tally.requests} requests, {decimal(report.tally.bytes)}, {report.seconds:.1f}s"
     )
-    print_table(
-        ["source", "release", "stack", "status", "version", "specs", "+added", "-removed", "error"],
-        rows,
-        title=title,
-    )
+    columns = ["stack", "status", "version", "specs", "+added", "-removed", "error"]
+    if not any(o.error for o in report.stacks):  # room for long stack names
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    print_table(columns, rows, title=title, stderr=True)
 
 
 async def status(args: argparse.Namespace) -> int:

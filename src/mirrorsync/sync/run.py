@@ -18,6 +18,7 @@ from mirrorsync.logs import fields
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target
 from mirrorsync.sync.outcome import RunReport, StackOutcome
+from mirrorsync.sync.progress import RunProgress
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -26,24 +27,32 @@ INDEX_WORKERS = 2
 
 
 async def run_once(
-    config: Config, *, only_source: str | None = None, dry_run: bool = False
+    config: Config,
+    *,
+    only_source: str | None = None,
+    dry_run: bool = False,
+    progress: RunProgress | None = None,
 ) -> RunReport:
     """Sync every source (or one); a failing stack never stops the others.
 
     With ``dry_run`` the sync runs against a throwaway copy of the database, so
-    the report shows what would change and nothing is kept.
+    the report shows what would change and nothing is kept. ``progress``, if
+    given, is kept up to date while the run goes on.
     """
     sources: Sequence[Source] = (
         [config.source(only_source)] if only_source else list(config.sources)
     )
     report = RunReport(started_at=utcnow(), dry_run=dry_run)
+    progress = progress if progress is not None else RunProgress()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
         workdir = Path(tmp)
         store = await _open_store(config, workdir, dry_run)
         try:
             async with HttpClient(config.http) as client:
-                run = _Run(store, client, IndexFetcher(client, store, workdir), report)
+                progress.http = client.stats
+                fetcher = IndexFetcher(client, store, workdir, progress=progress)
+                run = _Run(store, client, fetcher, report, progress)
                 async with anyio.create_task_group() as tg:
                     for source in sources:
                         tg.start_soon(run.source, source)
@@ -100,12 +109,18 @@ async def _open_store(config: Config, workdir: Path, dry_run: bool) -> Store:
 
 class _Run:
     def __init__(
-        self, store: Store, client: HttpClient, fetcher: IndexFetcher, report: RunReport
+        self,
+        store: Store,
+        client: HttpClient,
+        fetcher: IndexFetcher,
+        report: RunReport,
+        progress: RunProgress,
     ) -> None:
         self.store = store
         self.client = client
         self.fetcher = fetcher
         self.report = report
+        self.progress = progress
         self.index_slots = anyio.CapacityLimiter(INDEX_WORKERS)
 
     async def source(self, source: Source) -> None:
@@ -121,6 +136,7 @@ class _Run:
 
     async def mirror(self, source: MirrorSource, source_id: int) -> None:
         target = Target(mirror_root=source.url.rstrip("/"), layout=None)
+        self.progress.stacks_total += 1
         await self.stack(source.name, source_id, source.release, source.stack, target)
 
     async def catalog(self, source: CatalogSource, source_id: int) -> None:
@@ -138,12 +154,17 @@ class _Run:
             self.store, source_id, new_releases, [], at
         )
         present = {(e.release, e.stack) for e in entries}
+        gone = [
+            row
+            for row in await writes.stacks_of(self.store, source_id)
+            if row.present and (row.release, row.name) not in present
+        ]
+        self.progress.stacks_total += len(wanted) + len(gone)
         async with anyio.create_task_group() as tg:
             for entry in wanted:
                 tg.start_soon(self.catalog_stack, source, source_id, entry)
-            for row in await writes.stacks_of(self.store, source_id):
-                if row.present and (row.release, row.name) not in present:
-                    tg.start_soon(self.retire, source.name, row)
+            for row in gone:
+                tg.start_soon(self.retire, source.name, row)
         self.report.release_events += await writes.record_releases(
             self.store, source_id, [], gone_releases, utcnow()
         )
@@ -243,6 +264,8 @@ class _Run:
             tally=tally,
         )
         self.report.stacks.append(outcome)
+        self.progress.stacks_done += 1
+        self.progress.stacks_failed += status == "failed"
         if status == "unchanged":
             self._log(outcome)
         return outcome
