@@ -87,10 +87,21 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
 Source = CatalogSource | MirrorSource
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics, written at the end of every run."""
+
+    textfile: str | None = None  # node_exporter textfile collector file, e.g. .../mirrorsync.prom
+
+    @property
+    def textfile_path(self) -> Path | None:
+        return Path(os.path.expanduser(self.textfile)) if self.textfile else None
+
+
 class Config(_Strict):
     sources: list[Source]
     database: str | None = None
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
@@ -192,6 +203,13 @@ def _check(config: Config) -> None:
     path = config.path
     if not config.sources:
         raise ConfigError(path, "sources", "expected at least one source")
+    textfile = config.metrics.textfile
+    if textfile is not None and not textfile.endswith(".prom"):
+        raise ConfigError(
+            path,
+            "metrics.textfile",
+            f"expected a file name ending in .prom (node_exporter reads only those), got {textfile!r}",
+        )
     seen: set[str] = set()
     for i, source in enumerate(config.sources):
         key = f"sources[{i}]"

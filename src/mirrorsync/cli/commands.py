@@ -8,10 +8,11 @@ import dataclasses
 
 from rich.filesize import decimal
 
+from mirrorsync import metrics
 from mirrorsync.cli.progress import live_progress
 from mirrorsync.cli.render import console, print_json, print_json_line, print_table
 from mirrorsync.config import Config, load_config
-from mirrorsync.errors import EXIT_OK, UsageError
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MetricsError, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
 from mirrorsync.logs import print_line, stderr_is_terminal
@@ -24,7 +25,7 @@ async def _open(config: Config) -> Store:
 
 
 async def once(args: argparse.Namespace) -> int:
-    """One sync under the run lock, then what a person or a program wants.
+    """One sync under the run lock; then metrics, then what a person or a program wants.
 
     stdout carries only ``--json``. At a terminal (stderr is a TTY) a live progress
     display runs on stderr and a summary table per stack ends the run; otherwise
@@ -33,6 +34,7 @@ async def once(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     interactive = stderr_is_terminal()
     progress = RunProgress()
+    metrics_failure: str | None = None
     async with contextlib.AsyncExitStack() as stack:
         if not args.dry_run:  # a dry run writes only a throwaway copy
             await stack.enter_async_context(hold(config.database_path, wait=args.wait))
@@ -40,12 +42,19 @@ async def once(args: argparse.Namespace) -> int:
             report = await run_once(
                 config, only_source=args.source, dry_run=args.dry_run, progress=progress
             )
+        try:
+            await metrics.export(config, report)
+        except MetricsError as exc:
+            metrics_failure = str(exc)
     if args.json:
         print_json(_report_dict(report))
     elif interactive:
         _print_report(report)
     for line in report.failures:
         print_line(f"mirrorsync: failed: {line}")
+    if metrics_failure is not None:
+        print_line(f"mirrorsync: failed: {metrics_failure}")
+        return max(report.exit_code, EXIT_PARTIAL)
     return report.exit_code
 
 
