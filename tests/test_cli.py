@@ -48,7 +48,13 @@ def test_once_then_queries(tmp_path: Path, docroot: Path, server: FixtureServer)
 
     done = run_cli("-c", str(config), "once", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "develop" in done.stdout and "e4s" in done.stdout
+    # Not at a terminal: nothing on stdout; one log line per stack on stderr.
+    assert done.stdout == ""
+    stack_lines = [line for line in done.stderr.splitlines() if " changed: " in line]
+    assert sorted(line.split(" changed: ")[0].split()[-1] for line in stack_lines) == [
+        "test:develop/e4s",
+        "test:develop/root",
+    ]
     assert "Traceback" not in done.stderr
 
     events = run_cli("events", "-c", str(config), "--json", cwd=tmp_path)

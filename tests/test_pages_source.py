@@ -445,7 +445,7 @@ def test_cli_once_with_a_pages_config(tmp_path: Path, docroot: Path, server: Fix
 
     done = run_cli("-c", str(config), "once", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "ml-linux-x86_64-rocm" in done.stdout and "Traceback" not in done.stderr
+    assert "ml-linux-x86_64-rocm" in done.stderr and "Traceback" not in done.stderr
 
     status = json.loads(run_cli("-c", str(config), "status", "--json", cwd=tmp_path).stdout)
     counts = {s["stack"]: s["spec_count"] for s in status}

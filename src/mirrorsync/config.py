@@ -139,11 +139,22 @@ class WebhookConfig(_Strict):
         return _duration(self.max_age)
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics, written at the end of every run."""
+
+    textfile: str | None = None  # node_exporter textfile collector file, e.g. .../mirrorsync.prom
+
+    @property
+    def textfile_path(self) -> Path | None:
+        return Path(os.path.expanduser(self.textfile)) if self.textfile else None
+
+
 class Config(_Strict):
     sources: list[Source]
     database: str | None = None
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     webhooks: list[WebhookConfig] = []
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
@@ -258,6 +269,13 @@ def _check(config: Config) -> None:
     path = config.path
     if not config.sources:
         raise ConfigError(path, "sources", "expected at least one source")
+    textfile = config.metrics.textfile
+    if textfile is not None and not textfile.endswith(".prom"):
+        raise ConfigError(
+            path,
+            "metrics.textfile",
+            f"expected a file name ending in .prom (node_exporter reads only those), got {textfile!r}",
+        )
     seen: set[str] = set()
     for i, source in enumerate(config.sources):
         key = f"sources[{i}]"

@@ -95,3 +95,7 @@ class LockHeldError(MirrorsyncError):
     """Another run holds the lock on this database."""
 
     exit_code = EXIT_LOCKED
+
+
+class MetricsError(MirrorsyncError):
+    """The metrics file cannot be written."""

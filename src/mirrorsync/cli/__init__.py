@@ -7,8 +7,6 @@ usage error, 75 another run holds the lock.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -16,6 +14,7 @@ import anyio
 from mirrorsync.cli import commands
 from mirrorsync.cli.parser import build_parser
 from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
+from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -31,21 +30,10 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _setup_logging(verbose: int, quiet: int) -> None:
-    level = logging.INFO - 10 * verbose + 10 * quiet
-    handler = logging.StreamHandler(sys.stderr)
-    # No timestamps: journald and most log collectors add their own.
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("mirrorsync")
-    root.handlers[:] = [handler]
-    root.setLevel(max(logging.DEBUG, min(logging.CRITICAL, level)))
-    root.propagate = False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())
     if args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 
@@ -58,15 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
     except MirrorsyncError as exc:
-        print(f"mirrorsync: error: {exc}", file=sys.stderr)
+        print_line(f"mirrorsync: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("mirrorsync: interrupted", file=sys.stderr)
+        print_line("mirrorsync: interrupted")
         return 130
     except BrokenPipeError:
         return EXIT_PARTIAL
     except OSError as exc:
-        print(f"mirrorsync: error: {exc}", file=sys.stderr)
+        print_line(f"mirrorsync: error: {exc}")
         return EXIT_PARTIAL
 
 

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import sys
+import logging
 
-from mirrorsync.cli.render import print_json, print_json_line, print_table
+from rich.filesize import decimal
+
+from mirrorsync import metrics
+from mirrorsync.cli.progress import live_progress
+from mirrorsync.cli.render import console, print_json, print_json_line, print_table
 from mirrorsync.config import Config, load_config
 from mirrorsync.delivery import WebhookResult, manage
-from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MetricsError, UsageError
 from mirrorsync.formats._common import is_spec_hash
+from mirrorsync.lock import hold
+from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
-from mirrorsync.sync import RunReport, run_once
+from mirrorsync.sync import RunProgress, RunReport, run_once
 
 
 async def _open(config: Config) -> Store:
@@ -21,14 +28,36 @@ async def _open(config: Config) -> Store:
 
 
 async def once(args: argparse.Namespace) -> int:
+    """One sync under the run lock; then metrics, then what a person or a program wants.
+
+    stdout carries only ``--json``. At a terminal (stderr is a TTY) a live progress
+    display runs on stderr and a summary table per stack ends the run; otherwise
+    the log lines on stderr (one per stack, one for the run) are the record.
+    """
     config = load_config(args.config)
-    report = await run_once(config, only_source=args.source, dry_run=args.dry_run)
+    interactive = stderr_is_terminal()
+    progress = RunProgress()
+    metrics_failure: str | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        if not args.dry_run:  # a dry run writes only a throwaway copy
+            await stack.enter_async_context(hold(config.database_path, wait=args.wait))
+        with live_progress(progress, console(stderr=True), enabled=interactive):
+            report = await run_once(
+                config, only_source=args.source, dry_run=args.dry_run, progress=progress
+            )
+        try:
+            await metrics.export(config, report)
+        except MetricsError as exc:
+            metrics_failure = str(exc)
     if args.json:
         print_json(_report_dict(report))
-    else:
+    elif interactive:
         _print_report(report)
     for line in report.failures:
-        print(f"mirrorsync: failed: {line}", file=sys.stderr)
+        print_line(f"mirrorsync: failed: {line}")
+    if metrics_failure is not None:
+        print_line(f"mirrorsync: failed: {metrics_failure}")
+        return max(report.exit_code, EXIT_PARTIAL)
     return report.exit_code
 
 
@@ -65,11 +94,11 @@ def _report_dict(report: RunReport) -> dict[str, object]:
 
 
 def _print_report(report: RunReport) -> None:
-    rows = [
+    """The summary table a person at a terminal gets on stderr: one row per stack."""
+    several_sources = len({o.source for o in report.stacks}) > 1
+    rows: list[tuple[object, ...]] = [
         (
-            o.source,
-            o.release,
-            o.stack,
+            o.label if several_sources else f"{o.release}/{o.stack}",
             o.status,
             o.version,
             o.spec_count,
@@ -82,18 +111,17 @@ def _print_report(report: RunReport) -> None:
     title = (
         f"{'dry run: nothing kept. ' if report.dry_run else ''}"
         f"{len(report.stacks)} stacks, {report.events} events, "
-        f"{report.tally.requests} requests, {report.tally.bytes} bytes, {report.seconds:.1f}s"
+        f"{report.tally.requests} requests, {decimal(report.tally.bytes)}, {report.seconds:.1f}s"
     )
-    print_table(
-        ["source", "release", "stack", "status", "version", "specs", "+added", "-removed", "error"],
-        rows,
-        title=title,
-    )
+    columns = ["stack", "status", "version", "specs", "+added", "-removed", "error"]
+    if not any(o.error for o in report.stacks):  # room for long stack names
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    print_table(columns, rows, title=title, stderr=True)
     if report.webhooks:
-        _print_webhook_results(report.webhooks)
+        _print_webhook_results(report.webhooks, stderr=True)
 
 
-def _print_webhook_results(results: list[WebhookResult]) -> None:
+def _print_webhook_results(results: list[WebhookResult], *, stderr: bool = False) -> None:
     print_table(
         ["webhook", "delivered", "requests", "pending", "dead", "next attempt", "error"],
         [
@@ -108,6 +136,7 @@ def _print_webhook_results(results: list[WebhookResult]) -> None:
             )
             for r in results
         ],
+        stderr=stderr,
     )
 
 
@@ -118,11 +147,11 @@ async def status(args: argparse.Namespace) -> int:
         hooks = await webhook_store.summaries(store)
     for hook in hooks:
         if hook.dead_events:
-            print(
+            print_line(
                 f"mirrorsync: webhook {hook.name}: {hook.dead_events} events in "
                 f"{hook.dead_deliveries} deliveries are dead (oldest from {hook.oldest_dead_at}); "
                 f"'mirrorsync webhooks retry --name {hook.name} --dead' sends them again",
-                file=sys.stderr,
+                logging.WARNING,
             )
     if args.json:
         print_json([dataclasses.asdict(r) for r in rows])
@@ -342,10 +371,7 @@ async def webhooks(args: argparse.Namespace) -> int:
                 f"with HTTP {answer.status} in {answer.seconds:.2f}s"
             )
         if not answer.acknowledged:
-            print(
-                f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}",
-                file=sys.stderr,
-            )
+            print_line(f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}")
             return EXIT_PARTIAL
         return EXIT_OK
     if action == "retry":
@@ -365,5 +391,5 @@ async def webhooks(args: argparse.Namespace) -> int:
         _print_webhook_results(results)
     failures = [r.failure for r in results if r.failure]
     for line in failures:
-        print(f"mirrorsync: failed: {line}", file=sys.stderr)
+        print_line(f"mirrorsync: failed: {line}")
     return EXIT_PARTIAL if failures else EXIT_OK

@@ -6,6 +6,7 @@ import argparse
 
 from mirrorsync import __version__
 from mirrorsync.config import EVENT_TYPES
+from mirrorsync.logs import LOG_FORMATS
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -33,12 +34,29 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         default=0 if top else argparse.SUPPRESS,
         help="less log output",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="plain" if top else argparse.SUPPRESS,
+        help="plain: one line per event (default); json: one JSON object per line",
+    )
 
 
 def _stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--release", required=True, help="release, e.g. develop")
     parser.add_argument("--stack", required=True, help="stack, e.g. e4s or root")
     parser.add_argument("--source", help="source name, when several sources have this stack")
+
+
+def _lock_option(parser: argparse.ArgumentParser) -> None:
+    """For commands that write the database, and so take the run lock."""
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another run holds the lock, wait up to SECONDS for it (default: exit 75 at once)",
+    )
 
 
 def _json(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     once = command("once", "sync every source once, then exit")
     once.add_argument("--source", help="sync only this source")
     once.add_argument("--dry-run", action="store_true", help="show what would change; keep nothing")
+    _lock_option(once)
     _json(once)
 
     status = command("status", "current version, size and health of every stack")

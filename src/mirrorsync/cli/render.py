@@ -37,9 +37,13 @@ def table(
 
 
 def print_table(
-    columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None = None
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    title: str | None = None,
+    stderr: bool = False,
 ) -> None:
-    console().print(table(columns, rows, title=title))
+    console(stderr).print(table(columns, rows, title=title))
 
 
 def print_json(value: Any) -> None:

@@ -10,6 +10,7 @@ import httpx
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 from mirrorsync.config import RetryConfig
+from mirrorsync.logs import fields
 
 log = logging.getLogger("mirrorsync.fetch")
 
@@ -87,10 +88,14 @@ def describe(exc: BaseException) -> str:
 def log_retry(url: str, state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
+    reason = describe(exc) if exc else "?"
     log.warning(
         "retrying %s in %.1fs (attempt %d failed: %s)",
         url,
         wait,
         state.attempt_number,
-        describe(exc) if exc else "?",
+        reason,
+        extra=fields(
+            event="retry", url=url, attempt=state.attempt_number, wait=round(wait, 3), reason=reason
+        ),
     )

@@ -281,3 +281,9 @@ async def events(
         while rows := await cursor.fetchmany(1000):
             for r in rows:
                 yield Event(*r)
+
+
+async def event_counts(store: Store) -> dict[str, int]:
+    """How many events of each type the database holds, all time."""
+    async with store.conn.execute("SELECT type, count(*) FROM events GROUP BY type") as cursor:
+        return {str(r[0]): int(r[1]) for r in await cursor.fetchall()}

@@ -14,6 +14,7 @@ from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
 from mirrorsync.formats.manifest import parse_index_manifest
 from mirrorsync.store import Store, writes
+from mirrorsync.sync.progress import RunProgress
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -42,10 +43,18 @@ class FetchedIndex:
 class IndexFetcher:
     """Downloads indexes into ``workdir``; small documents go through the HTTP cache."""
 
-    def __init__(self, client: HttpClient, store: Store, workdir: Path) -> None:
+    def __init__(
+        self,
+        client: HttpClient,
+        store: Store,
+        workdir: Path,
+        *,
+        progress: RunProgress | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.workdir = workdir
+        self.progress = progress if progress is not None else RunProgress()
 
     async def fetch(
         self, target: Target, previous: str | None, tally: Tally, name: str
@@ -68,6 +77,7 @@ class IndexFetcher:
     ) -> FetchedIndex:
         manifest_url = f"{root}/{V3_INDEX_MANIFEST}"
         body = await self.small_document(manifest_url, tally)
+        self.progress.manifests += 1
         record = parse_index_manifest(body, manifest_url)
         if record.checksum_algorithm != "sha256":
             raise FormatError(

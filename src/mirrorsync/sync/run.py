@@ -16,10 +16,12 @@ from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
+from mirrorsync.logs import fields
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import FetchedIndex, IndexFetcher, Target
 from mirrorsync.sync.outcome import RunReport, StackOutcome
 from mirrorsync.sync.pages import PagesSync
+from mirrorsync.sync.progress import RunProgress
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -28,17 +30,23 @@ INDEX_WORKERS = 2
 
 
 async def run_once(
-    config: Config, *, only_source: str | None = None, dry_run: bool = False
+    config: Config,
+    *,
+    only_source: str | None = None,
+    dry_run: bool = False,
+    progress: RunProgress | None = None,
 ) -> RunReport:
     """Sync every source (or one); a failing stack never stops the others.
 
     With ``dry_run`` the sync runs against a throwaway copy of the database, so
-    the report shows what would change and nothing is kept.
+    the report shows what would change and nothing is kept. ``progress``, if
+    given, is kept up to date while the run goes on.
     """
     sources: Sequence[Source] = (
         [config.source(only_source)] if only_source else list(config.sources)
     )
     report = RunReport(started_at=utcnow(), dry_run=dry_run)
+    progress = progress if progress is not None else RunProgress()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
         workdir = Path(tmp)
@@ -49,7 +57,9 @@ async def run_once(
             if outbox:
                 report.webhooks = await outbox.deliver()
             async with HttpClient(config.http) as client:
-                run = _Run(store, client, IndexFetcher(client, store, workdir), report)
+                progress.http = client.stats
+                fetcher = IndexFetcher(client, store, workdir, progress=progress)
+                run = _Run(store, client, fetcher, report, progress)
                 async with anyio.create_task_group() as tg:
                     for source in sources:
                         tg.start_soon(run.source, source)
@@ -60,7 +70,38 @@ async def run_once(
             await store.close()
     report.finished_at = utcnow()
     report.seconds = time.monotonic() - started
+    _log_run(report)
     return report
+
+
+_STATUSES = ("changed", "unchanged", "removed", "failed")
+
+
+def _log_run(report: RunReport) -> None:
+    counts = {s: sum(1 for o in report.stacks if o.status == s) for s in _STATUSES}
+    log.info(
+        "run finished%s: %d stacks (%s), %d failures, %d events, %d requests, %d bytes, %.2fs",
+        " (dry run, nothing kept)" if report.dry_run else "",
+        len(report.stacks),
+        ", ".join(f"{n} {s}" for s, n in counts.items()),
+        len(report.failures),
+        report.events,
+        report.tally.requests,
+        report.tally.bytes,
+        report.seconds,
+        extra=fields(
+            event="run",
+            dry_run=report.dry_run,
+            stacks=len(report.stacks),
+            **counts,
+            failures=len(report.failures),
+            events=report.events,
+            requests=report.tally.requests,
+            bytes=report.tally.bytes,
+            retries=report.tally.retries,
+            seconds=round(report.seconds, 3),
+        ),
+    )
 
 
 async def _open_store(config: Config, workdir: Path, dry_run: bool) -> Store:
@@ -93,12 +134,18 @@ def _difference(
 
 class _Run:
     def __init__(
-        self, store: Store, client: HttpClient, fetcher: IndexFetcher, report: RunReport
+        self,
+        store: Store,
+        client: HttpClient,
+        fetcher: IndexFetcher,
+        report: RunReport,
+        progress: RunProgress,
     ) -> None:
         self.store = store
         self.client = client
         self.fetcher = fetcher
         self.report = report
+        self.progress = progress
         self.index_slots = anyio.CapacityLimiter(INDEX_WORKERS)
 
     async def source(self, source: Source) -> None:
@@ -120,6 +167,7 @@ class _Run:
 
     async def mirror(self, source: MirrorSource, source_id: int) -> None:
         target = Target(mirror_root=source.url.rstrip("/"), layout=None)
+        self.progress.stacks_total += 1
         await self.stack(source.name, source_id, source.release, source.stack, target)
 
     async def catalog(self, source: CatalogSource, source_id: int) -> None:
@@ -135,12 +183,17 @@ class _Run:
             self.store, source_id, new_releases, [], at
         )
         present = {(e.release, e.stack) for e in entries}
+        gone = [
+            row
+            for row in await writes.stacks_of(self.store, source_id)
+            if row.present and (row.release, row.name) not in present
+        ]
+        self.progress.stacks_total += len(wanted) + len(gone)
         async with anyio.create_task_group() as tg:
             for entry in wanted:
                 tg.start_soon(self.catalog_stack, source, source_id, entry)
-            for row in await writes.stacks_of(self.store, source_id):
-                if row.present and (row.release, row.name) not in present:
-                    tg.start_soon(self.retire, source.name, row)
+            for row in gone:
+                tg.start_soon(self.retire, source.name, row)
         self.report.release_events += await writes.record_releases(
             self.store, source_id, [], gone_releases, utcnow()
         )
@@ -233,6 +286,8 @@ class _Run:
             tally=tally,
         )
         self.report.stacks.append(outcome)
+        self.progress.stacks_done += 1
+        self.progress.stacks_failed += status == "failed"
         if status == "unchanged":
             self._log(outcome)
         return outcome
@@ -250,11 +305,29 @@ class _Run:
 
     @staticmethod
     def _log(o: StackOutcome) -> None:
+        """Each stack's outcome, once: INFO, or ERROR when it failed."""
         figures = (
             f"version {o.version}, {o.spec_count} specs, +{o.added} -{o.removed}, "
             f"{o.tally.requests} requests, {o.tally.bytes} bytes, {o.seconds:.2f}s"
         )
+        extra = fields(
+            event="stack",
+            source=o.source,
+            release=o.release,
+            stack=o.stack,
+            status=o.status,
+            version=o.version,
+            specs=o.spec_count,
+            added=o.added,
+            removed=o.removed,
+            events=o.events,
+            requests=o.tally.requests,
+            bytes=o.tally.bytes,
+            retries=o.tally.retries,
+            seconds=round(o.seconds, 3),
+            error=o.error,
+        )
         if o.status == "failed":
-            log.error("%s failed: %s (%s)", o.label, o.error, figures)
+            log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
         else:
-            log.info("%s %s: %s", o.label, o.status, figures)
+            log.info("%s %s: %s", o.label, o.status, figures, extra=extra)

@@ -1,0 +1,143 @@
+"""One run at a time per database: an ``flock`` on ``<database>.lock``.
+
+The lock belongs to an open file description, so the kernel releases it when
+the process exits, however it exits (a crash or SIGKILL included): nothing is
+left behind to clean up. The file itself stays; it holds the PID and start time
+of the last holder, which is what a refused run reports. It is never deleted,
+because unlinking a lock file while another process waits on it would let two
+runs hold "the" lock on two different inodes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from mirrorsync.errors import LockHeldError, StoreError
+from mirrorsync.store import utcnow
+
+log = logging.getLogger("mirrorsync.lock")
+
+#: How often a waiting run tries again.
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds (or last held) a lock, as written in the lock file."""
+
+    pid: int | None
+    since: str | None
+
+    def describe(self) -> str:
+        since = self.since or "an unknown time"
+        pid = self.pid if self.pid is not None else "unknown"
+        return f"since {since}, PID {pid}"
+
+
+def lock_path(database: Path) -> Path:
+    """The lock file beside ``database``: ``state.db`` -> ``state.db.lock``."""
+    return database.with_name(database.name + ".lock")
+
+
+def read_holder(path: Path) -> Holder:
+    """Parse ``pid=N`` / ``since=TIME`` lines; missing or garbled values are None."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return Holder(None, None)
+    values = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    pid_text = values.get("pid", "").strip()
+    return Holder(
+        int(pid_text) if pid_text.isdigit() else None,
+        values.get("since", "").strip() or None,
+    )
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on one file. Use :func:`hold` to take it."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.path = lock_path(database)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; on success write our PID and start time."""
+        if self._fd is not None:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open lock file: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise StoreError(f"{self.path}: cannot lock: {exc.strerror}") from None
+        # Ours now: record who we are (the file may still hold a dead holder's lines).
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid={os.getpid()}\nsince={utcnow()}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    def holder(self) -> Holder:
+        """Who holds the lock now. Retries briefly: a new holder writes just after locking."""
+        for _ in range(10):
+            found = read_holder(self.path)
+            if found.pid is not None and found.since is not None:
+                return found
+            time.sleep(0.02)
+        return read_holder(self.path)
+
+    def refusal(self) -> LockHeldError:
+        return LockHeldError(
+            f"another run holds the lock on {self.database} {self.holder().describe()}"
+        )
+
+
+@asynccontextmanager
+async def hold(database: Path, *, wait: float = 0.0) -> AsyncIterator[RunLock]:
+    """Hold the run lock of ``database`` for the body of the ``async with``.
+
+    Without ``wait`` a held lock raises :class:`LockHeldError` at once; with it,
+    the lock is retried every :data:`POLL_SECONDS` for up to ``wait`` seconds.
+    Every command that writes the database takes this lock.
+    """
+    lock = RunLock(database)
+    if not lock.try_acquire():
+        if wait <= 0:
+            raise lock.refusal()
+        log.info("waiting up to %gs for the lock held %s", wait, lock.holder().describe())
+        deadline = time.monotonic() + wait
+        while not lock.try_acquire():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise lock.refusal()
+            await anyio.sleep(min(POLL_SECONDS, left))
+    log.debug("holding the run lock %s", lock.path)
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,296 @@
+"""Prometheus metrics in text format, for node_exporter's textfile collector.
+
+At the end of every run (not a dry run) ``once`` writes ``metrics.textfile``
+whole: figures of that run, and figures read from the database (per stack spec
+count and version, events by type). The file is written to a temporary name in
+the same directory and renamed over the old one, so a scrape never sees half a
+file. ``mirrorsync_last_run_success_timestamp_seconds`` is carried over from the
+previous file when a run fails, so "time since the last good run" stays right.
+
+Other features add their own figures through ``export(..., collectors=[...])``:
+a collector is an async function of the open :class:`Store` returning
+:class:`Family` objects (pending and dead webhook deliveries will come in that
+way; it should return nothing while its tables do not exist yet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from mirrorsync.config import Config
+from mirrorsync.errors import MetricsError
+from mirrorsync.store import Store, queries
+from mirrorsync.sync.outcome import RunReport
+
+PREFIX = "mirrorsync_"
+LAST_SUCCESS = f"{PREFIX}last_run_success_timestamp_seconds"
+
+_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric: name, type, help, and its samples (one per label set)."""
+
+    name: str
+    kind: Literal["gauge", "counter"]
+    help: str
+    samples: Sequence[Sample]
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"invalid metric name {self.name!r}")
+        for sample in self.samples:
+            for label in sample.labels:
+                if not _LABEL_RE.match(label):
+                    raise ValueError(f"invalid label name {label!r} in {self.name}")
+
+
+Collector = Callable[[Store], Awaitable[list[Family]]]
+
+
+def gauge(name: str, help_text: str, value: float) -> Family:
+    return Family(PREFIX + name, "gauge", help_text, [Sample(value)])
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(families: Iterable[Family]) -> str:
+    """The Prometheus text exposition format (version 0.0.4)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for family in families:
+        if family.name in seen:
+            raise ValueError(f"metric {family.name} given twice")
+        seen.add(family.name)
+        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+        lines.append(f"# TYPE {family.name} {family.kind}")
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sample.labels.items())
+            lines.append(
+                f"{family.name}{{{labels}}} {_number(sample.value)}"
+                if labels
+                else f"{family.name} {_number(sample.value)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, families: Iterable[Family]) -> None:
+    """Write atomically: a temporary file beside ``path``, fsynced, then renamed over it.
+
+    The temporary name does not end in ``.prom``, so node_exporter never reads it.
+    The file is made world-readable (0644): node_exporter runs as another user.
+    """
+    text = render(families)
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise MetricsError(f"{path}: cannot write metrics: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fchmod(out.fileno(), 0o644)
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise MetricsError(f"{path}: cannot write metrics: {exc.strerror}") from None
+
+
+def previous_value(path: Path, name: str) -> float | None:
+    """The value of an unlabelled sample in an existing metrics file, if any."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        metric, _, value = line.partition(" ")
+        if metric == name:
+            try:
+                return float(value.strip())
+            except ValueError:
+                return None
+    return None
+
+
+def _epoch(timestamp: str | None) -> float | None:
+    """mirrorsync's ``2026-11-01T12:00:00.000000Z`` as Unix seconds."""
+    if not timestamp:
+        return None
+    try:
+        when = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return when.timestamp()
+
+
+def run_families(report: RunReport, last_success: float | None) -> list[Family]:
+    """What this run did."""
+    started = _epoch(report.started_at) or 0.0
+    finished = _epoch(report.finished_at) or started + report.seconds
+    if not report.failures:
+        last_success = finished
+    statuses = ("changed", "unchanged", "removed", "failed")
+    families = [
+        gauge(
+            "last_run_start_timestamp_seconds",
+            "When the last run started (Unix time).",
+            started,
+        ),
+        gauge(
+            "last_run_end_timestamp_seconds",
+            "When the last run finished (Unix time).",
+            finished,
+        ),
+        gauge("last_run_duration_seconds", "How long the last run took.", report.seconds),
+        gauge(
+            "last_run_success",
+            "1 if the last run synced every source and stack, else 0.",
+            0 if report.failures else 1,
+        ),
+        Family(
+            PREFIX + "last_run_failures",
+            "gauge",
+            "Sources and stacks that failed in the last run.",
+            [
+                Sample(len(report.source_errors), {"kind": "source"}),
+                Sample(sum(o.status == "failed" for o in report.stacks), {"kind": "stack"}),
+            ],
+        ),
+        Family(
+            PREFIX + "last_run_stacks",
+            "gauge",
+            "Stacks handled in the last run, by outcome.",
+            [Sample(sum(o.status == s for o in report.stacks), {"status": s}) for s in statuses],
+        ),
+        gauge("last_run_events", "Events recorded by the last run.", report.events),
+        gauge(
+            "last_run_http_requests",
+            "HTTP requests made by the last run, retries included.",
+            report.tally.requests,
+        ),
+        gauge(
+            "last_run_http_received_bytes",
+            "Response body bytes downloaded by the last run.",
+            report.tally.bytes,
+        ),
+        gauge("last_run_http_retries", "Requests retried in the last run.", report.tally.retries),
+    ]
+    if last_success is not None:
+        families.append(
+            gauge(
+                "last_run_success_timestamp_seconds",
+                "When the last run with no failure finished (Unix time).",
+                last_success,
+            )
+        )
+    return families
+
+
+async def database_families(store: Store) -> list[Family]:
+    """What the database holds after the run."""
+    stacks = await queries.status(store)
+
+    def per_stack(name: str, help_text: str, values: Iterable[float]) -> Family:
+        return Family(
+            PREFIX + name,
+            "gauge",
+            help_text,
+            [
+                Sample(v, {"source": s.source, "release": s.release, "stack": s.stack})
+                for s, v in zip(stacks, values, strict=True)
+            ],
+        )
+
+    families = [
+        per_stack(
+            "stack_specs", "Specs in the stack's current version.", (s.spec_count for s in stacks)
+        ),
+        per_stack(
+            "stack_version", "The stack's current version number.", (s.version for s in stacks)
+        ),
+        per_stack(
+            "stack_present",
+            "1 while the catalogue lists the stack (or it is a mirror source), 0 once removed or never synced.",
+            (int(s.present) for s in stacks),
+        ),
+        per_stack(
+            "stack_failing",
+            "1 if the stack's last check failed.",
+            (int(s.last_error is not None) for s in stacks),
+        ),
+        per_stack(
+            "stack_last_checked_timestamp_seconds",
+            "When the stack was last checked (Unix time; 0 if never).",
+            (_epoch(s.last_checked) or 0 for s in stacks),
+        ),
+        per_stack(
+            "stack_last_changed_timestamp_seconds",
+            "When the stack's content last changed (Unix time; 0 if never).",
+            (_epoch(s.last_changed) or 0 for s in stacks),
+        ),
+    ]
+    counts = await queries.event_counts(store)
+    families.append(
+        Family(
+            PREFIX + "events_total",
+            "counter",
+            "Events recorded in the database, by type.",
+            [Sample(n, {"type": t}) for t, n in sorted(counts.items())],
+        )
+    )
+    return families
+
+
+async def export(
+    config: Config, report: RunReport, collectors: Sequence[Collector] = ()
+) -> Path | None:
+    """Write the configured metrics file after a run; None when metrics are off.
+
+    Raises :class:`MetricsError` naming the file when it cannot be written.
+    """
+    path = config.metrics.textfile_path
+    if path is None or report.dry_run:
+        return None
+    families = run_families(report, previous_value(path, LAST_SUCCESS))
+    async with await Store.open(config.database_path, create=False) as store:
+        families += await database_families(store)
+        for collect in collectors:
+            families += await collect(store)
+    write_textfile(path, families)
+    return path

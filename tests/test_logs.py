@@ -1,0 +1,151 @@
+"""Logs on stderr: one event per line, plain or JSON, journald priorities, -v/-q."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, json_lines, run_cli
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
+
+STACK_FIELDS = {"source", "release", "stack", "status", "added", "removed", "bytes", "requests"}
+
+
+def specs(prefix: str, n: int) -> list[dict[str, object]]:
+    return [spec_node(f"pkg-{prefix}", f"{i}.0", fake_hash(f"{prefix}{i}")) for i in range(n)]
+
+
+def write_config(tmp_path: Path, server: FixtureServer) -> Path:
+    path = tmp_path / "mirrorsync.yaml"
+    path.write_text(
+        f"database: {tmp_path / 'l.db'}\n"
+        "sources:\n"
+        "  - name: test\n"
+        "    kind: catalog\n"
+        f"    url: {server.url}/cache_spack_io_index.json\n"
+        f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
+        "http: {timeout: 5, retries: {attempts: 3, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+    )
+    return path
+
+
+def setup_run(tmp_path: Path, docroot: Path, server: FixtureServer) -> Path:
+    """Two stacks; root's index manifest answers 503 once (a retry), e4s fails for good."""
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 3), "e4s": specs("b", 2)}})
+    server.add_fault("/develop/v3/manifests/index/*", "status", status=503, times=1)
+    server.add_fault("/develop/e4s/*", "status", status=500, times=None)
+    return write_config(tmp_path, server)
+
+
+def test_json_logs_one_object_per_line_with_stack_figures(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config = setup_run(tmp_path, docroot, server)
+    done = run_cli("-c", str(config), "--log-format", "json", "once", "--json", cwd=tmp_path)
+    assert done.returncode == 1
+    entries = json_lines(done.stderr)  # every line parses, or this raises
+    assert len(entries) == len(done.stderr.splitlines())
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+
+    stacks = [e for e in entries if e.get("event") == "stack"]
+    assert sorted((e["stack"], e["level"], e["status"]) for e in stacks) == [
+        ("e4s", "error", "failed"),
+        ("root", "info", "changed"),
+    ]
+    report = {s["stack"]: s for s in json.loads(done.stdout)["stacks"]}
+    for entry in stacks:
+        assert set(entry) >= STACK_FIELDS
+        figures = report[entry["stack"]]
+        for field in ("added", "removed", "bytes", "requests"):
+            assert entry[field] == figures[field], (entry["stack"], field)
+    assert stacks[0]["seconds"] >= 0 and report["root"]["added"] == 3
+
+    retries = [e for e in entries if e.get("event") == "retry"]
+    assert retries and all(e["level"] == "warning" for e in retries)
+    root_retry = [e for e in retries if "/develop/v3/" in e["url"]]
+    assert len(root_retry) == 1 and root_retry[0]["reason"] == "HTTP 503 Service Unavailable"
+    assert root_retry[0]["attempt"] == 1
+
+    run = [e for e in entries if e.get("event") == "run"]
+    assert len(run) == 1 and run[0]["failures"] == 1 and run[0]["changed"] == 1
+    # The closing failure line is JSON too, at error level.
+    failed = [e for e in entries if e["message"].startswith("mirrorsync: failed:")]
+    assert len(failed) == 1 and failed[0]["level"] == "error"
+    assert "test:develop/e4s" in failed[0]["message"]
+
+
+def test_plain_logs_each_stack_once_and_retries_as_warnings(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config = setup_run(tmp_path, docroot, server)
+    done = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert "\x1b" not in done.stderr  # no terminal codes in logs
+    root = [line for line in lines if line.startswith("INFO mirrorsync.sync: test:develop/root ")]
+    assert len(root) == 1
+    assert "changed: version 1, 3 specs, +3 -0," in root[0] and " requests, " in root[0]
+    e4s = [line for line in lines if "test:develop/e4s failed" in line]
+    assert len(e4s) == 1 and e4s[0].startswith("ERROR mirrorsync.sync: ")
+    warnings = [line for line in lines if line.startswith("WARNING mirrorsync.fetch: retrying ")]
+    assert any(
+        "/develop/v3/" in w and "(attempt 1 failed: HTTP 503 Service Unavailable)" in w
+        for w in warnings
+    )
+    assert lines[-1].startswith("mirrorsync: failed: test:develop/e4s: ")
+
+    quiet = run_cli("-c", str(config), "once", "-q", cwd=tmp_path)
+    assert not any(line.startswith("INFO ") for line in quiet.stderr.splitlines())
+    assert any(line.startswith("ERROR ") for line in quiet.stderr.splitlines())
+    verbose = run_cli("-c", str(config), "once", "-v", cwd=tmp_path)
+    assert f"DEBUG mirrorsync.lock: holding the run lock {tmp_path / 'l.db.lock'}" in verbose.stderr
+
+
+def run_with_stderr_file(args: list[str], cwd: Path, stderr: Path, journal: bool) -> str:
+    """Run the CLI with stderr on a file, claiming that file is the journal or not."""
+    with stderr.open("w") as err:
+        st = os.fstat(err.fileno())
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        # systemd sets JOURNAL_STREAM=device:inode of the stream it connected.
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino if journal else st.st_ino + 1}"
+        subprocess.run(
+            [sys.executable, "-m", "mirrorsync", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=60,
+        )
+    return stderr.read_text()
+
+
+def test_syslog_priority_prefixes_only_when_stderr_is_the_journal(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config = setup_run(tmp_path, docroot, server)
+    args = ["-c", str(config), "once"]
+    journal = run_with_stderr_file(args, tmp_path, tmp_path / "journal.txt", journal=True)
+    lines = journal.splitlines()
+    assert lines and all(line[:3] in ("<3>", "<4>", "<6>", "<7>") for line in lines), journal
+    assert any(line.startswith("<6>INFO mirrorsync.sync: test:develop/root") for line in lines)
+    assert any(line.startswith("<4>WARNING mirrorsync.fetch: retrying") for line in lines)
+    assert any(line.startswith("<3>ERROR mirrorsync.sync: test:develop/e4s") for line in lines)
+    assert lines[-1].startswith("<3>mirrorsync: failed: test:develop/e4s")
+
+    other = run_with_stderr_file(args, tmp_path, tmp_path / "other.txt", journal=False)
+    assert other and not any(line.startswith("<") for line in other.splitlines())
+
+
+def test_errors_are_json_in_json_mode(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [{name: a, kind: catalog}]\nhttp: {timeout: soon}\n")
+    done = run_cli("--log-format", "json", "-c", str(bad), "status", cwd=tmp_path)
+    assert done.returncode == 2
+    (entry,) = json_lines(done.stderr)
+    assert entry["level"] == "error"
+    assert entry["message"] == f"mirrorsync: error: {bad}: http.timeout: expected float, got str"
