@@ -220,3 +220,34 @@ def test_metrics_textfile_must_be_a_prom_file() -> None:
         parse_config("sources: [{name: a, kind: catalog}]\nmetrics: {port: 9100}\n")
     config = parse_config("sources: [{name: a, kind: catalog}]\nmetrics: {textfile: ~/m.prom}\n")
     assert config.metrics.textfile_path == Path.home() / "m.prom"
+
+
+def test_webhook_backlog_is_exported(tmp_path: Path, docroot: Path, server: FixtureServer) -> None:
+    textfile = tmp_path / "mirrorsync.prom"
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 4), "e4s": specs("b", 2)}})
+    config = write_config(tmp_path, server, textfile)
+    with config.open("a") as out:  # a receiver that is down, subscribed to e4s only
+        out.write(
+            "webhooks:\n"
+            "  - name: down\n"
+            "    url: http://127.0.0.1:9/hook\n"
+            "    secret_env: HOOK_SECRET\n"
+            "    filter: {stacks: [e4s]}\n"
+        )
+    env = {"HOOK_SECRET": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}
+    done = run_cli("-c", str(config), "once", cwd=tmp_path, env=env)
+    assert done.returncode == 1 and "webhook down" in done.stderr
+    samples = parse_prometheus(textfile.read_text())
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        (e4s_events,) = db.execute(
+            "SELECT count(*) FROM events e JOIN stacks s ON s.id = e.stack_id WHERE s.name = 'e4s'"
+        ).fetchone()
+    assert e4s_events == 3  # stack.added and two spec.added
+    listed = json.loads(
+        run_cli("-c", str(config), "webhooks", "list", "--json", cwd=tmp_path, env=env).stdout
+    )
+    assert listed[0]["pending_events"] == e4s_events
+    hook = (("webhook", "down"),)
+    assert samples[("mirrorsync_webhook_pending_events", hook)] == e4s_events
+    assert samples[("mirrorsync_webhook_dead_events", hook)] == 0
+    assert samples[("mirrorsync_webhook_enabled", hook)] == 1

@@ -7,10 +7,8 @@ the same directory and renamed over the old one, so a scrape never sees half a
 file. ``mirrorsync_last_run_success_timestamp_seconds`` is carried over from the
 previous file when a run fails, so "time since the last good run" stays right.
 
-Other features add their own figures through ``export(..., collectors=[...])``:
-a collector is an async function of the open :class:`Store` returning
-:class:`Family` objects (pending and dead webhook deliveries will come in that
-way; it should return nothing while its tables do not exist yet).
+Webhook endpoints get their pending and dead event counts, read from the
+outbox in the same database.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Literal
 from mirrorsync.config import Config
 from mirrorsync.errors import MetricsError
 from mirrorsync.store import Store, queries
+from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync.outcome import RunReport
 
 PREFIX = "mirrorsync_"
@@ -60,9 +59,6 @@ class Family:
             for label in sample.labels:
                 if not _LABEL_RE.match(label):
                     raise ValueError(f"invalid label name {label!r} in {self.name}")
-
-
-Collector = Callable[[Store], Awaitable[list[Family]]]
 
 
 def gauge(name: str, help_text: str, value: float) -> Family:
@@ -274,12 +270,30 @@ async def database_families(store: Store) -> list[Family]:
             [Sample(n, {"type": t}) for t, n in sorted(counts.items())],
         )
     )
+    hooks = [h for h in await webhook_store.summaries(store) if h.configured]
+    for name, help_text, values in (
+        (
+            "webhook_pending_events",
+            "Events queued for the webhook and not yet acknowledged (dead ones excluded).",
+            [h.pending_events for h in hooks],
+        ),
+        (
+            "webhook_dead_events",
+            "Events whose delivery failed past max_age; 'webhooks retry --dead' resends them.",
+            [h.dead_events for h in hooks],
+        ),
+        (
+            "webhook_enabled",
+            "0 once the receiver answered 410 Gone and the webhook was disabled.",
+            [int(h.enabled) for h in hooks],
+        ),
+    ):
+        samples = [Sample(v, {"webhook": h.name}) for h, v in zip(hooks, values, strict=True)]
+        families.append(Family(PREFIX + name, "gauge", help_text, samples))
     return families
 
 
-async def export(
-    config: Config, report: RunReport, collectors: Sequence[Collector] = ()
-) -> Path | None:
+async def export(config: Config, report: RunReport) -> Path | None:
     """Write the configured metrics file after a run; None when metrics are off.
 
     Raises :class:`MetricsError` naming the file when it cannot be written.
@@ -290,7 +304,5 @@ async def export(
     families = run_families(report, previous_value(path, LAST_SUCCESS))
     async with await Store.open(config.database_path, create=False) as store:
         families += await database_families(store)
-        for collect in collectors:
-            families += await collect(store)
     write_textfile(path, families)
     return path
