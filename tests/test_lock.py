@@ -191,3 +191,23 @@ def test_dry_run_needs_no_lock_and_once_names_this_holder(
         assert match is not None and int(match["pid"]) == os.getpid(), refused.stderr
     finally:
         lock.release()
+
+
+def test_webhook_retry_and_replay_take_the_run_lock(tmp_path: Path) -> None:
+    database = tmp_path / "hooks.db"
+    config = tmp_path / "mirrorsync.yaml"
+    config.write_text(
+        f"database: {database}\n"
+        "sources: [{name: s, kind: mirror, url: 'http://127.0.0.1:9/m'}]\n"
+        "webhooks: [{name: h, url: 'http://127.0.0.1:9/hook', secret_env: HOOK_SECRET}]\n"
+    )
+    env = {"HOOK_SECRET": "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}
+    held = RunLock(database)
+    assert held.try_acquire()
+    try:
+        for args in (("retry",), ("replay", "--name", "h", "--since", "0")):
+            done = run_cli("-c", str(config), "webhooks", *args, cwd=tmp_path, env=env)
+            assert done.returncode == EXIT_LOCKED, done.stderr
+            assert REFUSAL_RE.match(done.stderr.strip()), done.stderr
+    finally:
+        held.release()

@@ -374,10 +374,13 @@ async def webhooks(args: argparse.Namespace) -> int:
             print_line(f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}")
             return EXIT_PARTIAL
         return EXIT_OK
+    # Delivering writes the outbox: never at the same time as a run (or another retry).
     if action == "retry":
-        results = await manage.retry(config, args.name, dead=args.dead)
+        async with hold(config.database_path, wait=args.wait):
+            results = await manage.retry(config, args.name, dead=args.dead)
     elif action == "replay":
-        replayed, results = await manage.replay(config, args.name, args.since)
+        async with hold(config.database_path, wait=args.wait):
+            replayed, results = await manage.replay(config, args.name, args.since)
         if not args.json:
             print(
                 f"webhook {args.name}: {replayed.enqueued} events queued again"

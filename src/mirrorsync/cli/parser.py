@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = action("retry", "deliver everything pending now, whatever the schedule says")
     retry.add_argument("--name", help="only this webhook (also enables it again after a 410 Gone)")
     retry.add_argument("--dead", action="store_true", help="also send dead deliveries again")
+    _lock_option(retry)
     _json(retry)
     test = action("test", "send one signed ping and show the answer")
     test.add_argument("--name", required=True, help="webhook name")
@@ -136,5 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--since", type=int, required=True, metavar="EVENT_ID", help="events with ids above this"
     )
+    _lock_option(replay)
     _json(replay)
     return parser
