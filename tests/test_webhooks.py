@@ -611,3 +611,23 @@ def test_signature_follows_standard_webhooks(tmp_path: Path) -> None:
     for bad in ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_???", "whsec_" + "QUJD"):
         with pytest.raises(ValueError):
             parse_secret(bad)
+
+
+def test_secret_file_expands_the_systemd_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = new_secret()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "webhook-secret").write_text(secret + "\n")
+    config = parse_config(
+        "sources: [{name: s, kind: mirror, url: 'http://127.0.0.1:9/m'}]\n"
+        "webhooks: [{name: h, url: 'http://127.0.0.1:9/hook',"
+        " secret_file: '${CREDENTIALS_DIRECTORY}/webhook-secret'}]\n",
+        str(tmp_path / "c.yaml"),
+    )
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert load_secret(config, config.webhooks[0]) == parse_secret(secret)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(ConfigError, match=r"webhooks\[0\]\.secret_file: cannot read"):
+        load_secret(config, config.webhooks[0])

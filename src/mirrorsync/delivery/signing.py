@@ -52,7 +52,8 @@ def load_secret(config: Config, hook: WebhookConfig) -> bytes:
             )
     elif hook.secret_file is not None:
         field = f"{key}.secret_file"
-        path = Path(os.path.expanduser(hook.secret_file))
+        # ${CREDENTIALS_DIRECTORY}/webhook-secret is how systemd's LoadCredential= arrives.
+        path = Path(os.path.expandvars(os.path.expanduser(hook.secret_file)))
         try:
             value = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
