@@ -60,6 +60,7 @@ class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
     stacks: list[str] | None = None
     exclude_stacks: list[str] = []
     manifests: ManifestPolicy = "new"
+    verify_signatures: bool = False
 
     def buckets(self) -> dict[str, str]:
         """The built-in bucket mapping, overridden by the configured one."""
@@ -82,6 +83,7 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     release: str = "default"
     stack: str = "root"
     manifests: ManifestPolicy = "new"
+    verify_signatures: bool = False
 
 
 Source = CatalogSource | MirrorSource

@@ -95,3 +95,12 @@ class LockHeldError(MirrorsyncError):
     """Another run holds the lock on this database."""
 
     exit_code = EXIT_LOCKED
+
+
+class SignatureError(MirrorsyncError):
+    """A clear-signed document does not carry a good signature by a key the mirror publishes."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(f"{url}: {problem}")
+        self.url = url
+        self.problem = problem

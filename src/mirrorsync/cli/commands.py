@@ -55,6 +55,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "requests": o.tally.requests,
                 "bytes": o.tally.bytes,
                 "seconds": round(o.seconds, 3),
+                "manifests": dataclasses.asdict(o.manifests) if o.manifests else None,
             }
             for o in sorted(report.stacks, key=lambda o: o.label)
         ],

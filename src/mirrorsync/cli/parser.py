@@ -13,6 +13,7 @@ EVENT_TYPES = (
     "stack.removed",
     "release.added",
     "release.removed",
+    "spec.manifest_missing",
 )
 
 

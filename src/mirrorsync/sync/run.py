@@ -15,7 +15,9 @@ from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
 from mirrorsync.store import Store, utcnow, writes
+from mirrorsync.store.manifests import StackTarget
 from mirrorsync.sync.index import IndexFetcher, Target
+from mirrorsync.sync.manifests import ManifestCrawler
 from mirrorsync.sync.outcome import RunReport, StackOutcome
 
 log = logging.getLogger("mirrorsync.sync")
@@ -43,6 +45,11 @@ async def run_once(
         try:
             async with HttpClient(config.http) as client:
                 run = _Run(store, client, IndexFetcher(client, store, workdir), report)
+                if not dry_run:  # a dry run reports index changes; it crawls nothing
+                    run.crawler = ManifestCrawler(
+                        client, store, workdir, workers=config.http.concurrency
+                    )
+                    run.sources = {s.name: s for s in sources}
                 async with anyio.create_task_group() as tg:
                     for source in sources:
                         tg.start_soon(run.source, source)
@@ -75,6 +82,8 @@ class _Run:
         self.fetcher = fetcher
         self.report = report
         self.index_slots = anyio.CapacityLimiter(INDEX_WORKERS)
+        self.crawler: ManifestCrawler | None = None
+        self.sources: dict[str, Source] = {}
 
     async def source(self, source: Source) -> None:
         try:
@@ -131,6 +140,31 @@ class _Run:
     async def stack(
         self, source_name: str, source_id: int, release: str, stack: str, target: Target
     ) -> None:
+        """Sync the stack's index, then crawl its spec manifests (outside the index slots)."""
+        synced = await self._sync_index(source_name, source_id, release, stack, target)
+        if synced is not None:
+            await self._crawl(source_name, *synced)
+
+    async def _crawl(
+        self, source_name: str, stack_id: int, location: writes.StackLocation, o: StackOutcome
+    ) -> None:
+        source = self.sources.get(source_name)
+        if self.crawler is None or source is None or source.manifests == "none":
+            return
+        target = StackTarget(
+            stack_id, source_name, o.release, o.stack, location.mirror_root, location.layout, 0
+        )
+        started, tally = time.monotonic(), Tally()
+        o.manifests = await self.crawler.crawl(
+            target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
+        )
+        o.tally.add(tally)
+        o.seconds += time.monotonic() - started
+
+    async def _sync_index(
+        self, source_name: str, source_id: int, release: str, stack: str, target: Target
+    ) -> tuple[int, writes.StackLocation, StackOutcome] | None:
+        """Fetch, diff and commit the stack's index; None if that failed."""
         row = await writes.ensure_stack(self.store, source_id, release, stack)
         started = time.monotonic()
         tally = Tally()
@@ -145,10 +179,10 @@ class _Run:
                 if fetched.index is None:
                     snapshot = writes.Snapshot(row.id, location, fetched.checksum, (), ())
                     await writes.record_unchanged(self.store, snapshot, utcnow())
-                    self._done(
+                    unchanged = self._done(
                         source_name, row, "unchanged", row.version, row.spec_count, started, tally
                     )
-                    return
+                    return row.id, location, unchanged
                 index = fetched.index
                 old = await writes.current_hashes(self.store, row.id)
                 new = index.hashes
@@ -163,7 +197,7 @@ class _Run:
                 committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         except MirrorsyncError as exc:
             await self._failed(source_name, row, str(exc), started, tally)
-            return
+            return None
         outcome = self._done(
             source_name,
             row,
@@ -179,6 +213,7 @@ class _Run:
             committed.events,
         )
         self._log(outcome)
+        return row.id, location, outcome
 
     async def retire(self, source_name: str, row: writes.StackRow) -> None:
         """The catalogue no longer lists this stack: close its memberships."""
