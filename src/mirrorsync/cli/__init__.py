@@ -27,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "at": commands.at,
     "show": commands.show,
     "events": commands.events,
+    "verify": commands.verify,
 }
 
 

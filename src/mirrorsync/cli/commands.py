@@ -7,11 +7,13 @@ import dataclasses
 import sys
 
 from mirrorsync.cli.render import print_json, print_json_line, print_table
+from mirrorsync.cli.verify_output import VerifyOutput
 from mirrorsync.config import Config, load_config
-from mirrorsync.errors import EXIT_OK, UsageError
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.store import Store, queries
 from mirrorsync.sync import RunReport, run_once
+from mirrorsync.verify import verify as verify_mirror
 
 
 async def _open(config: Config) -> Store:
@@ -240,3 +242,24 @@ async def events(args: argparse.Namespace) -> int:
         ["id", "type", "source", "release", "stack", "version", "spec", "hash", "time"], rows
     )
     return EXIT_OK
+
+
+async def verify(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with VerifyOutput() as output:
+        summary = await verify_mirror(
+            config,
+            output,
+            source=args.source,
+            release=args.release,
+            stack=args.stack,
+            checksums=args.checksums,
+        )
+    print(
+        f"mirrorsync: verify: {summary.specs} specs in {summary.stacks} stacks, "
+        f"{summary.problems} problems, {summary.tally.requests} requests, "
+        f"{summary.tally.bytes} bytes, {summary.seconds:.1f}s",
+        file=sys.stderr,
+    )
+    return EXIT_PARTIAL if summary.problems else EXIT_OK
+

@@ -104,4 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     _json(events)
 
     command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+
+    verify = command(
+        "verify", "check that every binary the latest synced indexes list is on the mirror"
+    )
+    verify.add_argument("--source", help="only stacks of this source")
+    verify.add_argument("--release", help="only stacks of this release")
+    verify.add_argument("--stack", help="only stacks with this name")
+    verify.add_argument(
+        "--checksums", action="store_true", help="download every blob and check its digest"
+    )
+
     return parser

@@ -170,9 +170,7 @@ class StackMirror:
             try:
                 url, data = second, await _get(self.client, second, tally)
             except NotFoundError:
-                raise NotFoundError(
-                    signed, "missing (and so is the unsigned .spec.json)", 404
-                ) from None
+                raise NotFoundError(signed, "not found, nor the unsigned .spec.json", 404) from None
             self._plain_first = url == plain
         await self._check_signature(data, url)
         binary = parse_v2_specfile(data, url)
