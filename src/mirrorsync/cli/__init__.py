@@ -28,6 +28,7 @@ COMMANDS: dict[str, Command] = {
     "show": commands.show,
     "events": commands.events,
     "verify": commands.verify,
+    "export": commands.export,
 }
 
 

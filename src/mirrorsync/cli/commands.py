@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from mirrorsync.cli.render import print_json, print_json_line, print_table
 from mirrorsync.cli.verify_output import VerifyOutput
 from mirrorsync.config import Config, load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from mirrorsync.export import export_pages
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.store import Store, queries
 from mirrorsync.sync import RunReport, run_once
@@ -263,3 +265,13 @@ async def verify(args: argparse.Namespace) -> int:
     )
     return EXIT_PARTIAL if summary.problems else EXIT_OK
 
+
+async def export(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    out = Path(args.out)
+    async with await _open(config) as store:
+        written = await export_pages(
+            store, release=args.release, out=out, packages=args.packages, source=args.source
+        )
+    print(f"wrote {len(written)} pages under {out / args.release}")
+    return EXIT_OK
