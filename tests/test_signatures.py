@@ -11,13 +11,16 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from conftest import catalog_config, run_cli, sync, write_config
+from mirrorsync.config import Config
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import gpg_clearsign, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
+from mirrorsync.verify import Problem, verify
 
 SIGNED = "    verify_signatures: true\n    manifests: all"
 
@@ -96,10 +99,36 @@ def test_good_signatures_pass_and_tampering_is_an_error(
     assert found[("e4s", specs[3]["hash"])] == ("ok", None)
     assert {found[("root", s["hash"])] for s in specs} == {("ok", None)}
 
+    # verify checks the same signatures when the source asks for it.
+    found_problems = _verify(config)
+    assert sorted(p.hash for p in found_problems) == sorted(s["hash"] for s in specs[:3])
+    assert all(p.stack == "e4s" and ": " in p.line() for p in found_problems)
+    assert all(p.what.startswith("spec manifest signature: ") for p in found_problems)
+
     # Without verify_signatures the same manifests are read without gpg, and all parse.
     unchecked = catalog_config(tmp_path, server, extra="    manifests: all")
     assert sync(unchecked).exit_code == 0
     assert set(statuses(config.database_path).values()) == {("ok", None)}
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, specs: int) -> None:
+        pass
+
+    def problem(self, problem: Problem) -> None:
+        self.problems.append(problem)
+
+
+def _verify(config: Config) -> list[Problem]:
+    collect = _Collect()
+    anyio.run(lambda: verify(config, collect))
+    return collect.problems
 
 
 def _body(clearsigned: str) -> str:
