@@ -18,7 +18,7 @@ from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.store.manifests import StackTarget
 from mirrorsync.sync.index import IndexFetcher, Target
 from mirrorsync.sync.manifests import ManifestCrawler
-from mirrorsync.sync.outcome import RunReport, StackOutcome
+from mirrorsync.sync.outcome import ManifestTally, RunReport, StackOutcome
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -155,9 +155,13 @@ class _Run:
             stack_id, source_name, o.release, o.stack, location.mirror_root, location.layout, 0
         )
         started, tally = time.monotonic(), Tally()
-        o.manifests = await self.crawler.crawl(
-            target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
-        )
+        try:
+            o.manifests = await self.crawler.crawl(
+                target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
+            )
+        except MirrorsyncError as exc:  # e.g. the database: this stack only, not its siblings
+            log.error("%s: spec manifest crawl failed: %s", o.label, exc)
+            o.manifests = ManifestTally(failure=f"spec manifest crawl failed: {exc}")
         o.tally.add(tally)
         o.seconds += time.monotonic() - started
 
