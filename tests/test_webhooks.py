@@ -78,6 +78,7 @@ def write_config(
         "    kind: catalog\n"
         f"    url: {server.url}/cache_spack_io_index.json\n"
         f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
+        "    manifests: none\n"  # the mirrors have no spec manifests: no crawl, no missing events
         + ("webhooks:\n" + "\n".join(hooks) + "\n" if hooks else "")
         + "http:\n"
         "  timeout: 5\n"
@@ -562,7 +563,8 @@ def test_webhook_configuration_is_checked_naming_file_and_key(tmp_path: Path) ->
     )
     assert config_error(tmp_path, base + "    secret_env: A\n    events: [spec.changed]\n") == (
         f"{where}: webhooks[0].events[0]: invalid enum value 'spec.changed' (expected one of: "
-        "spec.added, spec.removed, stack.added, stack.removed, release.added, release.removed)"
+        "spec.added, spec.removed, stack.added, stack.removed, release.added, release.removed, "
+        "spec.manifest_missing)"
     )
     assert config_error(tmp_path, base + "    secret_env: A\n    filter: {package: [x]}\n") == (
         f"{where}: webhooks[0].filter.package: unknown key"

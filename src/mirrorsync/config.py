@@ -60,6 +60,7 @@ class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
     stacks: list[str] | None = None
     exclude_stacks: list[str] = []
     manifests: ManifestPolicy = "new"
+    verify_signatures: bool = False
 
     def buckets(self) -> dict[str, str]:
         """The built-in bucket mapping, overridden by the configured one."""
@@ -82,6 +83,7 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     release: str = "default"
     stack: str = "root"
     manifests: ManifestPolicy = "new"
+    verify_signatures: bool = False
 
 
 class PagesSource(_Strict, tag="pages", tag_field="kind"):
@@ -101,7 +103,13 @@ class PagesSource(_Strict, tag="pages", tag_field="kind"):
 Source = CatalogSource | MirrorSource | PagesSource
 
 EventType = Literal[
-    "spec.added", "spec.removed", "stack.added", "stack.removed", "release.added", "release.removed"
+    "spec.added",
+    "spec.removed",
+    "stack.added",
+    "stack.removed",
+    "release.added",
+    "release.removed",
+    "spec.manifest_missing",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 _DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")

@@ -99,3 +99,12 @@ class LockHeldError(MirrorsyncError):
 
 class MetricsError(MirrorsyncError):
     """The metrics file cannot be written."""
+
+
+class SignatureError(MirrorsyncError):
+    """A clear-signed document does not carry a good signature by a key the mirror publishes."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(f"{url}: {problem}")
+        self.url = url
+        self.problem = problem

@@ -27,6 +27,8 @@ COMMANDS: dict[str, Command] = {
     "show": commands.show,
     "events": commands.events,
     "webhooks": commands.webhooks,
+    "verify": commands.verify,
+    "export": commands.export,
 }
 
 

@@ -6,21 +6,26 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import sys
+from pathlib import Path
 
 from rich.filesize import decimal
 
 from mirrorsync import metrics
 from mirrorsync.cli.progress import live_progress
 from mirrorsync.cli.render import console, print_json, print_json_line, print_table
+from mirrorsync.cli.verify_output import VerifyOutput
 from mirrorsync.config import Config, load_config
 from mirrorsync.delivery import WebhookResult, manage
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MetricsError, UsageError
+from mirrorsync.export import export_pages
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
 from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync import RunProgress, RunReport, run_once
+from mirrorsync.verify import verify as verify_mirror
 
 
 async def _open(config: Config) -> Store:
@@ -86,6 +91,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "requests": o.tally.requests,
                 "bytes": o.tally.bytes,
                 "seconds": round(o.seconds, 3),
+                "manifests": dataclasses.asdict(o.manifests) if o.manifests else None,
             }
             for o in sorted(report.stacks, key=lambda o: o.label)
         ],
@@ -396,3 +402,34 @@ async def webhooks(args: argparse.Namespace) -> int:
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+async def verify(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with VerifyOutput() as output:
+        summary = await verify_mirror(
+            config,
+            output,
+            source=args.source,
+            release=args.release,
+            stack=args.stack,
+            checksums=args.checksums,
+        )
+    print(
+        f"mirrorsync: verify: {summary.specs} specs in {summary.stacks} stacks, "
+        f"{summary.problems} problems, {summary.tally.requests} requests, "
+        f"{summary.tally.bytes} bytes, {summary.seconds:.1f}s",
+        file=sys.stderr,
+    )
+    return EXIT_PARTIAL if summary.problems else EXIT_OK
+
+
+async def export(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    out = Path(args.out)
+    async with await _open(config) as store:
+        written = await export_pages(
+            store, release=args.release, out=out, packages=args.packages, source=args.source
+        )
+    print(f"wrote {len(written)} pages under {out / args.release}")
+    return EXIT_OK

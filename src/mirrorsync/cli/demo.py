@@ -33,6 +33,7 @@ def _config_text(url: str, database: Path) -> str:
         "    kind: catalog\n"
         f"    url: {url}/cache_spack_io_index.json\n"
         f"    bucket_urls: {{spack-binaries: {url}/}}\n"
+        "http: {per_host_rate: 1000}  # a local server: no need to be gentle\n"
     )
 
 

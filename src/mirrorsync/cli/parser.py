@@ -139,4 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lock_option(replay)
     _json(replay)
+
+    verify = command(
+        "verify", "check that every binary the latest synced indexes list is on the mirror"
+    )
+    verify.add_argument("--source", help="only stacks of this source")
+    verify.add_argument("--release", help="only stacks of this release")
+    verify.add_argument("--stack", help="only stacks with this name")
+    verify.add_argument(
+        "--checksums", action="store_true", help="download every blob and check its digest"
+    )
+
+    export = command("export", "write documents from the synced state")
+    kinds = export.add_subparsers(dest="what", metavar="WHAT", required=True)
+    pages = kinds.add_parser(
+        "pages",
+        help="cache.spack.io package pages: OUT/<release>/<package>/specs.md",
+        description="cache.spack.io package pages: OUT/<release>/<package>/specs.md",
+    )
+    _common(pages, top=False)
+    pages.add_argument("--release", required=True, help="release, e.g. develop")
+    pages.add_argument(
+        "--package",
+        dest="packages",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="P",
+        help="only these packages (repeatable; default: every package of the release)",
+    )
+    pages.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
+    pages.add_argument("--source", help="source name, when several sources have this release")
     return parser

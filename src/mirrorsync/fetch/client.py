@@ -185,6 +185,23 @@ class HttpClient:
 
         return await self._retrying(url, attempt, tally)
 
+    async def measure(
+        self, url: str, *, algorithm: str = "sha256", tally: Tally | None = None
+    ) -> tuple[int, str]:
+        """GET a blob without keeping it: its length and hex digest (``algorithm``)."""
+
+        async def attempt() -> tuple[int, str]:
+            async with self._request("GET", url, {}, tally) as response:
+                digest = hashlib.new(algorithm)
+                length = 0
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    length += len(chunk)
+                    digest.update(chunk)
+                    self._count_bytes(len(chunk), tally)
+                return length, digest.hexdigest()
+
+        return await self._retrying(url, attempt, tally)
+
     # -- internals ---------------------------------------------------------
 
     def _count_bytes(self, n: int, tally: Tally | None) -> None:

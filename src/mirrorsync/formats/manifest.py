@@ -91,3 +91,17 @@ def hash_from_manifest_name(filename: str) -> str:
 
 def _is_lower_hex(value: str) -> bool:
     return all(c in "0123456789abcdef" for c in value)
+
+
+def spec_manifest_records(
+    data: bytes, url: str | None = None
+) -> tuple[BlobRecord, BlobRecord, Manifest]:
+    """The tarball and spec-metadata records of a spec manifest (and the whole manifest)."""
+    manifest = parse_manifest(data, url, what="spec manifest")
+    tarball = manifest.find(TARBALL_MEDIA_PREFIX)
+    spec = manifest.find(SPEC_MEDIA_PREFIX)
+    if tarball is None:
+        raise FormatError("spec manifest", f"no {TARBALL_MEDIA_PREFIX}* record", url)
+    if spec is None:
+        raise FormatError("spec manifest", f"no {SPEC_MEDIA_PREFIX}* record", url)
+    return tarball, spec, manifest

@@ -9,6 +9,7 @@ builds nested nodes recursively in C and would crash the process).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -225,3 +226,91 @@ def parameters_to_variants(parameters: Mapping[str, object]) -> tuple[str, ...]:
         else:
             out.append(f"{name}={value}")
     return tuple(out)
+
+
+# -- writing pages -------------------------------------------------------------
+
+
+def summarise(specs: Iterable[PageSpec]) -> PageMeta:
+    """The ``meta`` block the generator derives from a page's ``spec_details``."""
+    compilers: set[str] = set()
+    oss: set[str] = set()
+    platforms: set[str] = set()
+    targets: set[str] = set()
+    versions: set[str] = set()
+    by_stack: dict[str, int] = {}
+    count = 0
+    for spec in specs:
+        count += 1
+        compilers.add(spec.compiler)
+        oss.add(spec.os)
+        platforms.add(spec.platform)
+        targets.add(spec.target)
+        versions.add(spec.version)
+        for label in set(spec.stacks):
+            by_stack[label] = by_stack.get(label, 0) + 1
+    return PageMeta(
+        compilers=tuple(sorted(compilers)),
+        oss=tuple(sorted(oss)),
+        platforms=tuple(sorted(platforms)),
+        targets=tuple(sorted(targets)),
+        versions=tuple(sorted(versions)),
+        stacks=tuple(sorted(by_stack)),
+        num_specs=count,
+        num_specs_by_stack=dict(sorted(by_stack.items())),
+    )
+
+
+def render_page(page: Page) -> bytes:
+    """A page in the generator's format: the inverse of :func:`parse_page`.
+
+    Front matter only, keys in the generator's order; ``meta`` and
+    ``spec_details`` are JSON with sorted keys, entries sorted by hash and their
+    stacks by name; ``size`` is ``"-"`` when unknown; ``tarball`` only when known.
+    """
+    meta: dict[str, object] = {
+        "compilers": list(page.meta.compilers),
+        "num_specs_by_stack": dict(page.meta.num_specs_by_stack),
+        "oss": list(page.meta.oss),
+        "platforms": list(page.meta.platforms),
+        "stacks": list(page.meta.stacks),
+        "targets": list(page.meta.targets),
+        "versions": list(page.meta.versions),
+    }
+    if page.meta.num_specs is not None:
+        meta["num_specs"] = page.meta.num_specs
+    details = []
+    for spec in sorted(page.specs, key=lambda s: s.hash):
+        entry: dict[str, object] = {
+            "compiler": spec.compiler,
+            "hash": spec.hash,
+            "os": spec.os,
+            "platform": spec.platform,
+            "size": "-" if spec.size is None else spec.size,
+            "stacks": sorted(spec.stacks),
+            "target": spec.target,
+            "variants": list(spec.variants),
+            "versions": [spec.version],
+        }
+        if spec.tarball is not None:
+            entry["tarball"] = spec.tarball
+        details.append(entry)
+    lines = [
+        "---",
+        f"title: {json.dumps(page.package)}",
+        "layout: cache",
+        f"categories: [package, {_flow_scalar(page.release)}]",
+        f"meta: {json.dumps(meta, sort_keys=True)}",
+        f"spec_details: {json.dumps(details, sort_keys=True)}",
+        "---",
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def _flow_scalar(value: str) -> str:
+    """``value`` bare when YAML reads it back as that same string, else JSON-quoted."""
+    try:
+        plain = yaml.load(f"[{value}]", Loader=_Loader) == [value]
+    except yaml.YAMLError:
+        plain = False
+    return value if plain else json.dumps(value)

@@ -13,6 +13,44 @@ Status = Literal["changed", "unchanged", "failed", "removed"]
 
 
 @dataclass
+class ManifestTally:
+    """What one stack's spec-manifest crawl found."""
+
+    fetched: int = 0
+    ok: int = 0
+    missing: int = 0
+    malformed: int = 0
+    bad_signature: int = 0
+    errors: int = 0  # fetches that failed for good (after retries)
+    events: int = 0
+    failure: str | None = None  # what stopped the crawl before it began
+    first_problem: str | None = None  # of a bad signature or failed fetch
+
+    def add(self, status: str, problem: str | None) -> None:
+        self.fetched += 1
+        if status in ("ok", "missing", "malformed", "bad_signature"):
+            setattr(self, status, getattr(self, status) + 1)
+        else:
+            self.errors += 1
+        if status in ("bad_signature", "error") and self.first_problem is None:
+            self.first_problem = problem
+
+    @property
+    def problem(self) -> str | None:
+        """Why this crawl counts as a failure: bad signatures or failed fetches (not missing)."""
+        if self.failure:
+            return self.failure
+        parts = []
+        if self.bad_signature:
+            parts.append(f"{self.bad_signature} with a bad signature")
+        if self.errors:
+            parts.append(f"{self.errors} could not be fetched")
+        if not parts:
+            return None
+        return f"spec manifests: {', '.join(parts)} (first: {self.first_problem})"
+
+
+@dataclass
 class StackOutcome:
     source: str
     release: str
@@ -26,6 +64,7 @@ class StackOutcome:
     error: str | None = None
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
+    manifests: ManifestTally | None = None  # None: no crawl (policy none, dry run, failed sync)
 
     @property
     def label(self) -> str:
@@ -50,11 +89,18 @@ class RunReport:
         lines = [f"source {name}: {message}" for name, message in self.source_errors]
         lines += [f"{o.label}: {o.error}" for o in self.stacks if o.status == "failed"]
         lines += [r.failure for r in self.webhooks if r.failure]
+        lines += [
+            f"{o.label}: {o.manifests.problem}"
+            for o in self.stacks
+            if o.manifests is not None and o.manifests.problem
+        ]
         return lines
 
     @property
     def events(self) -> int:
-        return self.release_events + sum(o.events for o in self.stacks)
+        return self.release_events + sum(
+            o.events + (o.manifests.events if o.manifests else 0) for o in self.stacks
+        )
 
     @property
     def exit_code(self) -> int:

@@ -18,8 +18,10 @@ from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
 from mirrorsync.logs import fields
 from mirrorsync.store import Store, utcnow, writes
+from mirrorsync.store.manifests import StackTarget
 from mirrorsync.sync.index import FetchedIndex, IndexFetcher, Target
-from mirrorsync.sync.outcome import RunReport, StackOutcome
+from mirrorsync.sync.manifests import ManifestCrawler
+from mirrorsync.sync.outcome import ManifestTally, RunReport, StackOutcome
 from mirrorsync.sync.pages import PagesSync
 from mirrorsync.sync.progress import RunProgress
 
@@ -60,6 +62,11 @@ async def run_once(
                 progress.http = client.stats
                 fetcher = IndexFetcher(client, store, workdir, progress=progress)
                 run = _Run(store, client, fetcher, report, progress)
+                if not dry_run:  # a dry run reports index changes; it crawls nothing
+                    run.crawler = ManifestCrawler(
+                        client, store, workdir, workers=config.http.concurrency, progress=progress
+                    )
+                    run.sources = {s.name: s for s in sources if not isinstance(s, PagesSource)}
                 async with anyio.create_task_group() as tg:
                     for source in sources:
                         tg.start_soon(run.source, source)
@@ -147,6 +154,8 @@ class _Run:
         self.report = report
         self.progress = progress
         self.index_slots = anyio.CapacityLimiter(INDEX_WORKERS)
+        self.crawler: ManifestCrawler | None = None
+        self.sources: dict[str, CatalogSource | MirrorSource] = {}  # those with manifests
 
     async def source(self, source: Source) -> None:
         try:
@@ -213,6 +222,36 @@ class _Run:
     async def stack(
         self, source_name: str, source_id: int, release: str, stack: str, target: Target
     ) -> None:
+        """Sync the stack's index, then crawl its spec manifests (outside the index slots)."""
+        synced = await self._sync_index(source_name, source_id, release, stack, target)
+        if synced is not None:
+            await self._crawl(source_name, *synced)
+            self._log(synced[2])  # once, with the crawl's requests and bytes included
+
+    async def _crawl(
+        self, source_name: str, stack_id: int, location: writes.StackLocation, o: StackOutcome
+    ) -> None:
+        source = self.sources.get(source_name)
+        if self.crawler is None or source is None or source.manifests == "none":
+            return
+        target = StackTarget(
+            stack_id, source_name, o.release, o.stack, location.mirror_root, location.layout, 0
+        )
+        started, tally = time.monotonic(), Tally()
+        try:
+            o.manifests = await self.crawler.crawl(
+                target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
+            )
+        except MirrorsyncError as exc:  # e.g. the database: this stack only, not its siblings
+            log.error("%s: spec manifest crawl failed: %s", o.label, exc)
+            o.manifests = ManifestTally(failure=f"spec manifest crawl failed: {exc}")
+        o.tally.add(tally)
+        o.seconds += time.monotonic() - started
+
+    async def _sync_index(
+        self, source_name: str, source_id: int, release: str, stack: str, target: Target
+    ) -> tuple[int, writes.StackLocation, StackOutcome] | None:
+        """Fetch, diff and commit the stack's index; None if that failed."""
         row = await writes.ensure_stack(self.store, source_id, release, stack)
         started = time.monotonic()
         tally = Tally()
@@ -227,10 +266,10 @@ class _Run:
                 if fetched.index is None:
                     snapshot = writes.Snapshot(row.id, location, fetched.checksum, (), ())
                     await writes.record_unchanged(self.store, snapshot, utcnow())
-                    self._done(
+                    unchanged = self._done(
                         source_name, row, "unchanged", row.version, row.spec_count, started, tally
                     )
-                    return
+                    return row.id, location, unchanged
                 old = await writes.current_hashes(self.store, row.id)
                 snapshot = _difference(row, fetched, location, old)
                 spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
@@ -238,7 +277,7 @@ class _Run:
                 committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         except MirrorsyncError as exc:
             await self._failed(source_name, row, str(exc), started, tally)
-            return
+            return None
         outcome = self._done(
             source_name,
             row,
@@ -253,7 +292,7 @@ class _Run:
             committed.removed,
             committed.events,
         )
-        self._log(outcome)
+        return row.id, location, outcome
 
     async def retire(self, source_name: str, row: writes.StackRow) -> None:
         """The catalogue no longer lists this stack: close its memberships."""
@@ -288,8 +327,6 @@ class _Run:
         self.report.stacks.append(outcome)
         self.progress.stacks_done += 1
         self.progress.stacks_failed += status == "failed"
-        if status == "unchanged":
-            self._log(outcome)
         return outcome
 
     async def _failed(

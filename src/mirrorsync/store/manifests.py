@@ -1,0 +1,356 @@
+"""Spec manifests: what the crawler still has to fetch, what it found, and what pages show.
+
+Work lists are read a page at a time by spec id (keyset pagination over the
+``memberships_current`` index), so a stack of 100,000 specs never sits in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from mirrorsync.errors import UsageError
+from mirrorsync.store.db import Store
+
+OK = "ok"
+MISSING = "missing"
+MALFORMED = "malformed"
+BAD_SIGNATURE = "bad_signature"
+ERROR = "error"
+STATUSES = (OK, MISSING, MALFORMED, BAD_SIGNATURE, ERROR)
+MISSING_EVENT = "spec.manifest_missing"
+
+
+@dataclass(frozen=True, slots=True)
+class SpecRef:
+    """One spec of a stack, with what it takes to name its files."""
+
+    spec_id: int
+    hash: str
+    name: str
+    version: str
+    platform: str
+    os: str
+    target: str
+    compiler: str | None  # "gcc@=11.4.0"; None for database v8
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestResult:
+    """What one fetch of a spec's manifest found."""
+
+    spec_id: int
+    status: str
+    problem: str | None = None
+    tarball_size: int | None = None
+    tarball_algorithm: str | None = None
+    tarball_checksum: str | None = None
+    spec_algorithm: str | None = None
+    spec_checksum: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StackTarget:
+    """A stack to crawl or verify: where its mirror is and how many specs it holds."""
+
+    id: int
+    source: str
+    release: str
+    name: str
+    mirror_root: str
+    layout: str
+    spec_count: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}:{self.release}/{self.name}"
+
+
+_REF_COLUMNS = "s.id, s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler"
+
+
+# -- crawl state ---------------------------------------------------------------
+
+
+async def begin_crawl(store: Store, stack_id: int, policy: str, at: str) -> str:
+    """The cutoff of this crawl: manifests fetched (ok) at or after it are not fetched again.
+
+    ``new``: the empty string, so every ok manifest counts. ``all``: the start
+    of the unfinished pass if a run was stopped during one, else ``at``.
+    """
+    if policy != "all":
+        return ""
+    async with store.transaction() as conn:
+        async with conn.execute(
+            "SELECT started_at, finished_at FROM manifest_crawls WHERE stack_id = ?", (stack_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None and row[1] is None:
+            return str(row[0])
+        await conn.execute(
+            "INSERT OR REPLACE INTO manifest_crawls (stack_id, started_at, finished_at)"
+            " VALUES (?, ?, NULL)",
+            (stack_id, at),
+        )
+    return at
+
+
+async def finish_crawl(store: Store, stack_id: int, at: str) -> None:
+    async with store.transaction() as conn:
+        await conn.execute(
+            "UPDATE manifest_crawls SET finished_at = ? WHERE stack_id = ?", (at, stack_id)
+        )
+
+
+async def pending(
+    store: Store, stack_id: int, cutoff: str, *, page: int = 500
+) -> AsyncIterator[SpecRef]:
+    """Current members of the stack without an ok manifest fetched at or after ``cutoff``."""
+    after = 0
+    while True:
+        async with store.conn.execute(
+            f"SELECT {_REF_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
+            " WHERE m.stack_id = :stack AND m.left IS NULL AND m.spec_id > :after"
+            " AND NOT EXISTS (SELECT 1 FROM spec_manifests sm WHERE sm.stack_id = :stack"
+            "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff)"
+            " ORDER BY m.spec_id LIMIT :page",
+            {"stack": stack_id, "after": after, "cutoff": cutoff, "page": page},
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        for row in rows:
+            yield SpecRef(*row)
+        if len(rows) < page:
+            return
+        after = int(rows[-1][0])
+
+
+async def members(store: Store, stack_id: int, *, page: int = 500) -> AsyncIterator[SpecRef]:
+    """Every current member of the stack, by spec id, a page at a time."""
+    after = 0
+    while True:
+        async with store.conn.execute(
+            f"SELECT {_REF_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
+            " WHERE m.stack_id = ? AND m.left IS NULL AND m.spec_id > ?"
+            " ORDER BY m.spec_id LIMIT ?",
+            (stack_id, after, page),
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        for row in rows:
+            yield SpecRef(*row)
+        if len(rows) < page:
+            return
+        after = int(rows[-1][0])
+
+
+async def record_results(
+    store: Store, stack_id: int, results: Sequence[ManifestResult], at: str
+) -> int:
+    """Store a batch of fetch results in one transaction; return the events written.
+
+    A manifest found missing that was not already known to be missing records a
+    ``spec.manifest_missing`` event for the stack's current version.
+    """
+    if not results:
+        return 0
+    async with store.transaction() as conn:
+        missing = [(r.spec_id,) for r in results if r.status == MISSING]
+        events = 0
+        if missing:
+            async with conn.execute(
+                "SELECT source_id, release, version FROM stacks WHERE id = ?", (stack_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None, f"stack {stack_id} vanished"
+            source_id, release, version = row
+            for (spec_id,) in missing:
+                cursor = await conn.execute(
+                    "INSERT INTO events"
+                    " (type, source_id, release, stack_id, spec_id, stack_version, occurred_at)"
+                    " SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM spec_manifests"
+                    "  WHERE stack_id = ? AND spec_id = ? AND status = 'missing')",
+                    (
+                        MISSING_EVENT,
+                        source_id,
+                        release,
+                        stack_id,
+                        spec_id,
+                        version,
+                        at,
+                        stack_id,
+                        spec_id,
+                    ),
+                )
+                events += max(cursor.rowcount, 0)
+        await conn.executemany(
+            "INSERT OR REPLACE INTO spec_manifests (stack_id, spec_id, status, problem,"
+            " tarball_size, tarball_algorithm, tarball_checksum, spec_algorithm, spec_checksum,"
+            " fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    stack_id,
+                    r.spec_id,
+                    r.status,
+                    r.problem,
+                    r.tarball_size,
+                    r.tarball_algorithm,
+                    r.tarball_checksum,
+                    r.spec_algorithm,
+                    r.spec_checksum,
+                    at,
+                )
+                for r in results
+            ],
+        )
+    return events
+
+
+# -- stacks to verify ----------------------------------------------------------
+
+
+async def stack_targets(
+    store: Store,
+    *,
+    source: str | None = None,
+    release: str | None = None,
+    stack: str | None = None,
+) -> list[StackTarget]:
+    """Present, synced stacks matching the filters, in a stable order."""
+    sql = (
+        "SELECT st.id, src.name, st.release, st.name, st.mirror_root, st.layout, st.spec_count"
+        " FROM stacks st JOIN sources src ON src.id = st.source_id"
+        " WHERE st.present = 1 AND st.mirror_root IS NOT NULL AND st.layout IS NOT NULL"
+    )
+    params: list[object] = []
+    for column, value in (("src.name", source), ("st.release", release), ("st.name", stack)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    sql += " ORDER BY src.name, st.release, st.name"
+    async with store.conn.execute(sql, params) as cursor:
+        return [StackTarget(*row) for row in await cursor.fetchall()]
+
+
+# -- pages ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PageRow:
+    """One spec of a package in a release, with the stacks that hold it now."""
+
+    hash: str
+    name: str
+    version: str
+    platform: str
+    os: str
+    target: str
+    compiler: str | None
+    variants: tuple[str, ...]
+    stacks: tuple[str, ...]
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    """The present stacks of one release of one source, and those whose specs a page lists."""
+
+    source_id: int
+    release: str
+    stacks: dict[int, str]  # stack id -> label
+    listed: tuple[int, ...]  # the root stack; without one, every stack
+
+
+async def release_view(store: Store, release: str, source: str | None) -> ReleaseView:
+    """The release's stacks; UsageError if no source or several sources have it."""
+    sql = (
+        "SELECT src.id, src.name, st.id, st.name FROM stacks st"
+        " JOIN sources src ON src.id = st.source_id WHERE st.release = ? AND st.present = 1"
+    )
+    params: list[object] = [release]
+    if source is not None:
+        sql += " AND src.name = ?"
+        params.append(source)
+    async with store.conn.execute(sql, params) as cursor:
+        rows = list(await cursor.fetchall())
+    where = f"{source}:{release}" if source else release
+    if not rows:
+        raise UsageError(f"no synced release {where} in {store.path}")
+    sources = {int(r[0]): str(r[1]) for r in rows}
+    if len(sources) > 1:
+        names = ", ".join(sorted(sources.values()))
+        raise UsageError(f"release {release} exists in several sources ({names}); pass --source")
+    stacks = {int(r[2]): str(r[3]) for r in rows}
+    root = tuple(i for i, name in stacks.items() if name == "root")
+    return ReleaseView(next(iter(sources)), release, stacks, root or tuple(sorted(stacks)))
+
+
+async def release_packages(store: Store, view: ReleaseView) -> list[str]:
+    """Names of every package the release's pages list, sorted."""
+    marks = ", ".join("?" for _ in view.listed)
+    async with store.conn.execute(
+        "SELECT DISTINCT s.name FROM memberships m JOIN specs s ON s.id = m.spec_id"
+        f" WHERE m.stack_id IN ({marks}) AND m.left IS NULL ORDER BY s.name",
+        view.listed,
+    ) as cursor:
+        return [str(row[0]) for row in await cursor.fetchall()]
+
+
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+
+
+async def package_rows(store: Store, view: ReleaseView, package: str) -> list[PageRow]:
+    """The specs of one package in the release, by hash, with stacks and tarball sizes.
+
+    A size comes from an ok manifest of the root stack if it has one, else from
+    the first stack by name that has one.
+    """
+    marks = ", ".join("?" for _ in view.listed)
+    async with store.conn.execute(
+        "SELECT s.id, s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler,"
+        " s.variants FROM specs s WHERE s.name = ? AND EXISTS (SELECT 1 FROM memberships m"
+        f"  WHERE m.spec_id = s.id AND m.left IS NULL AND m.stack_id IN ({marks}))"
+        " ORDER BY s.hash",
+        (package, *view.listed),
+    ) as cursor:
+        specs = list(await cursor.fetchall())
+    ids = [int(r[0]) for r in specs]
+    held: dict[int, set[str]] = {i: set() for i in ids}
+    sizes: dict[int, tuple[bool, str, int]] = {}  # spec -> best (not root, stack, size)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        spec_marks = ", ".join("?" for _ in chunk)
+        async with store.conn.execute(
+            f"SELECT spec_id, stack_id FROM memberships WHERE spec_id IN ({spec_marks})"
+            " AND left IS NULL",
+            chunk,
+        ) as cursor:
+            for spec_id, stack_id in await cursor.fetchall():
+                if stack_id in view.stacks:
+                    held[spec_id].add(view.stacks[stack_id])
+        async with store.conn.execute(
+            "SELECT spec_id, stack_id, tarball_size FROM spec_manifests"
+            f" WHERE spec_id IN ({spec_marks}) AND status = 'ok' AND tarball_size IS NOT NULL",
+            chunk,
+        ) as cursor:
+            for spec_id, stack_id, size in await cursor.fetchall():
+                label = view.stacks.get(stack_id)
+                if label is None:
+                    continue
+                candidate = (label != "root", label, int(size))
+                if spec_id not in sizes or candidate < sizes[spec_id]:
+                    sizes[spec_id] = candidate
+    return [
+        PageRow(
+            hash=r[1],
+            name=r[2],
+            version=r[3],
+            platform=r[4],
+            os=r[5],
+            target=r[6],
+            compiler=r[7],
+            variants=tuple(json.loads(r[8])),
+            stacks=tuple(sorted(held[r[0]])),
+            size=sizes[r[0]][2] if r[0] in sizes else None,
+        )
+        for r in specs
+    ]

@@ -1,0 +1,386 @@
+"""The spec-manifest crawler, and reading one spec's files from a mirror.
+
+After a stack's index is synced, its members' manifests are fetched by a small
+pool of workers through the shared HTTP client (same throttle and retries):
+
+- v3: ``v3/manifests/spec/<name>/<name>-<version>-<hash>.spec.manifest.json``,
+  which gives the tarball's size and checksum and the spec blob's checksum;
+- v2: ``build_cache/<stem>.spec.json.sig`` (or ``.spec.json``), which gives the
+  ``.spack`` checksum, and a HEAD of the ``.spack`` for its size.
+
+Results are committed in batches as they come, so a run that is killed resumes
+where it stopped: ``new`` fetches members without a good manifest on record,
+``all`` fetches those not fetched since the current pass began.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from mirrorsync.errors import (
+    FetchError,
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    SignatureError,
+)
+from mirrorsync.fetch import Fetched, HttpClient, Tally
+from mirrorsync.formats.catalog import blob_url
+from mirrorsync.formats.clearsign import is_clearsigned
+from mirrorsync.formats.manifest import (
+    SPEC_MEDIA_PREFIX,
+    TARBALL_MEDIA_PREFIX,
+    BlobRecord,
+    parse_manifest,
+    spec_manifest_path,
+    spec_manifest_records,
+)
+from mirrorsync.formats.specfile import (
+    KEY_INDEX_MEDIA_PREFIX,
+    PUBLIC_KEY_MEDIA_TYPE,
+    V2_KEY_INDEX,
+    V3_KEY_INDEX_MANIFEST,
+    parse_key_index,
+    parse_v2_specfile,
+    v2_paths,
+    v2_public_key,
+    v3_key_manifest,
+)
+from mirrorsync.gpg import Keyring
+from mirrorsync.store import Store, utcnow
+from mirrorsync.store import manifests as store_manifests
+from mirrorsync.store.manifests import (
+    BAD_SIGNATURE,
+    ERROR,
+    MALFORMED,
+    MISSING,
+    OK,
+    ManifestResult,
+    SpecRef,
+    StackTarget,
+)
+from mirrorsync.sync.outcome import ManifestTally
+from mirrorsync.sync.pool import run_pool
+from mirrorsync.sync.progress import RunProgress
+
+log = logging.getLogger("mirrorsync.sync")
+
+#: Results committed together; a killed run loses at most this many fetches.
+FLUSH_RESULTS = 100
+#: ...or whatever arrived in this many seconds, whichever comes first.
+FLUSH_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A file a spec's manifest names, and what it should be."""
+
+    role: str  # "tarball", "spec metadata", or the media type
+    url: str
+    length: int | None  # None: not given (v2)
+    algorithm: str
+    checksum: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpecFiles:
+    """What a spec's manifest (v3) or spec file (v2) says about its files."""
+
+    url: str  # the manifest or spec file itself
+    tarball: Blob
+    blobs: tuple[Blob, ...]  # every file it names, the tarball first
+    spec_algorithm: str
+    spec_checksum: str  # v3: of the spec blob; v2: of the spec file as served
+
+
+def _role(media_type: str) -> str:
+    if media_type.startswith(TARBALL_MEDIA_PREFIX):
+        return "tarball"
+    if media_type.startswith(SPEC_MEDIA_PREFIX):
+        return "spec metadata"
+    return media_type
+
+
+def _compiler(compiler: str | None) -> tuple[str, str] | None:
+    if not compiler:
+        return None
+    name, _, version = compiler.partition("@")
+    return name, version.removeprefix("=")
+
+
+class StackMirror:
+    """One stack's mirror root: where each spec's files are, and reading them."""
+
+    def __init__(
+        self, client: HttpClient, root: str, layout: str, keyring: Keyring | None = None
+    ) -> None:
+        self.client = client
+        self.root = root.rstrip("/")
+        self.layout = layout
+        self.keyring = keyring
+        self._plain_first = False  # v2: this mirror's spec files turned out unsigned
+
+    async def spec_files(self, ref: SpecRef, tally: Tally) -> SpecFiles:
+        """Fetch and read one spec's manifest or spec file.
+
+        Raises NotFoundError (missing), FormatError (malformed), SignatureError
+        (with a keyring: not signed by the mirror's keys), FetchError.
+        """
+        if self.layout == "v3":
+            return await self._v3(ref, tally)
+        return await self._v2(ref, tally)
+
+    async def _v3(self, ref: SpecRef, tally: Tally) -> SpecFiles:
+        url = f"{self.root}/{spec_manifest_path(ref.name, ref.version, ref.hash)}"
+        data = await _get(self.client, url, tally)
+        await self._check_signature(data, url)
+        tarball, spec, manifest = spec_manifest_records(data, url)
+        blobs = [self._blob(tarball)] + [self._blob(r) for r in manifest.data if r is not tarball]
+        return SpecFiles(url, blobs[0], tuple(blobs), spec.checksum_algorithm, spec.checksum)
+
+    def _blob(self, record: BlobRecord) -> Blob:
+        return Blob(
+            _role(record.media_type),
+            blob_url(self.root, record.checksum_algorithm, record.checksum),
+            record.content_length,
+            record.checksum_algorithm,
+            record.checksum,
+        )
+
+    async def _v2(self, ref: SpecRef, tally: Tally) -> SpecFiles:
+        paths = v2_paths(
+            platform=ref.platform,
+            os=ref.os,
+            target=ref.target,
+            compiler=_compiler(ref.compiler),
+            name=ref.name,
+            version=ref.version,
+            spec_hash=ref.hash,
+        )
+        signed, plain = f"{self.root}/{paths.spec_signed}", f"{self.root}/{paths.spec_plain}"
+        first, second = (plain, signed) if self._plain_first else (signed, plain)
+        try:
+            url, data = first, await _get(self.client, first, tally)
+        except NotFoundError:
+            try:
+                url, data = second, await _get(self.client, second, tally)
+            except NotFoundError:
+                raise NotFoundError(signed, "not found, nor the unsigned .spec.json", 404) from None
+            self._plain_first = url == plain
+        await self._check_signature(data, url)
+        binary = parse_v2_specfile(data, url)
+        tarball = Blob(
+            "tarball", f"{self.root}/{paths.tarball}", None, binary.algorithm, binary.checksum
+        )
+        return SpecFiles(url, tarball, (tarball,), "sha256", hashlib.sha256(data).hexdigest())
+
+    async def _check_signature(self, data: bytes, url: str) -> None:
+        if self.keyring is None:
+            return
+        if not is_clearsigned(data):
+            raise SignatureError(url, "not signed, and verify_signatures is on")
+        await self.keyring.verify(data, url)
+
+    async def load_keys(self, keyring: Keyring, tally: Tally) -> None:
+        """Import the public keys the mirror publishes; SignatureError if there are none."""
+        if self.layout == "v3":
+            index_url = f"{self.root}/{V3_KEY_INDEX_MANIFEST}"
+            try:
+                record = await self._manifest_record(index_url, KEY_INDEX_MEDIA_PREFIX, tally)
+            except NotFoundError:
+                raise SignatureError(index_url, "the mirror publishes no public keys") from None
+            index = await self._checked_blob(record, tally)
+            for fingerprint in parse_key_index(index, index_url):
+                url = f"{self.root}/{v3_key_manifest(fingerprint)}"
+                key = await self._checked_blob(
+                    await self._manifest_record(url, PUBLIC_KEY_MEDIA_TYPE, tally), tally
+                )
+                await keyring.import_key(key, url)
+        else:
+            index_url = f"{self.root}/{V2_KEY_INDEX}"
+            try:
+                index = await _get(self.client, index_url, tally)
+            except NotFoundError:
+                raise SignatureError(index_url, "the mirror publishes no public keys") from None
+            for fingerprint in parse_key_index(index, index_url):
+                url = f"{self.root}/{v2_public_key(fingerprint)}"
+                await keyring.import_key(await _get(self.client, url, tally), url)
+        if not keyring.fingerprints:
+            raise SignatureError(index_url, "the key index lists no keys")
+        self.keyring = keyring
+
+    async def _manifest_record(self, url: str, media_prefix: str, tally: Tally) -> BlobRecord:
+        manifest = parse_manifest(await _get(self.client, url, tally), url, "key manifest")
+        record = manifest.find(media_prefix)
+        if record is None:
+            raise FormatError("key manifest", f"no {media_prefix}* record", url)
+        return record
+
+    async def _checked_blob(self, record: BlobRecord, tally: Tally) -> bytes:
+        url = blob_url(self.root, record.checksum_algorithm, record.checksum)
+        data = await _get(self.client, url, tally)
+        if len(data) != record.content_length:
+            raise IntegrityError(
+                url, f"got {len(data)} bytes, the manifest says {record.content_length}"
+            )
+        digest = hashlib.new(record.checksum_algorithm, data).hexdigest()
+        if digest != record.checksum:
+            raise IntegrityError(
+                url, f"{record.checksum_algorithm} is {digest}, the manifest says {record.checksum}"
+            )
+        return data
+
+
+async def _get(client: HttpClient, url: str, tally: Tally) -> bytes:
+    result = await client.get(url, tally=tally)
+    assert isinstance(result, Fetched)  # unconditional requests are never answered 304
+    return result.content
+
+
+async def open_mirror(
+    client: HttpClient,
+    target: StackTarget,
+    *,
+    verify_signatures: bool,
+    gnupg_home: Path,
+    tally: Tally,
+) -> StackMirror:
+    """The stack's mirror, with its public keys loaded when signatures are to be checked."""
+    mirror = StackMirror(client, target.mirror_root, target.layout)
+    if verify_signatures:
+        await mirror.load_keys(Keyring.create(gnupg_home), tally)
+    return mirror
+
+
+class ManifestCrawler:
+    """Fetches the spec manifests of stacks and records what they say."""
+
+    def __init__(
+        self,
+        client: HttpClient,
+        store: Store,
+        workdir: Path,
+        *,
+        workers: int,
+        progress: RunProgress | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.workdir = workdir
+        self.workers = workers
+        self.progress = progress
+
+    async def crawl(
+        self, target: StackTarget, policy: str, *, verify_signatures: bool, tally: Tally
+    ) -> ManifestTally:
+        counts = ManifestTally()
+        if policy == "none":
+            return counts
+        try:
+            mirror = await open_mirror(
+                self.client,
+                target,
+                verify_signatures=verify_signatures,
+                gnupg_home=self.workdir / f"gnupg-{target.id}",
+                tally=tally,
+            )
+        except (SignatureError, FetchError, FormatError, IntegrityError) as exc:
+            counts.failure = f"cannot check signatures: {exc}"
+            log.error("%s: spec manifests not fetched: %s", target.label, counts.failure)
+            return counts
+        cutoff = await store_manifests.begin_crawl(self.store, target.id, policy, utcnow())
+        batch: list[ManifestResult] = []
+        last_flush = time.monotonic()
+
+        async def flush() -> None:
+            nonlocal batch, last_flush
+            if batch:
+                done, batch = batch, []
+                counts.events += await store_manifests.record_results(
+                    self.store, target.id, done, utcnow()
+                )
+            last_flush = time.monotonic()
+
+        async def work(ref: SpecRef) -> ManifestResult:
+            return await self.fetch(mirror, ref, tally)
+
+        async def consume(result: ManifestResult) -> None:
+            batch.append(result)
+            counts.add(result.status, result.problem)
+            if self.progress is not None:
+                self.progress.manifests += 1
+            if len(batch) >= FLUSH_RESULTS or time.monotonic() - last_flush >= FLUSH_SECONDS:
+                await flush()
+
+        try:
+            await run_pool(
+                store_manifests.pending(self.store, target.id, cutoff),
+                work,
+                consume,
+                workers=self.workers,
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await flush()
+        if policy == "all":
+            await store_manifests.finish_crawl(self.store, target.id, utcnow())
+        _log_counts(target.label, counts)
+        return counts
+
+    async def fetch(self, mirror: StackMirror, ref: SpecRef, tally: Tally) -> ManifestResult:
+        """One spec: its manifest's figures, or why there are none."""
+        try:
+            files = await mirror.spec_files(ref, tally)
+            size = files.tarball.length
+            if size is None:  # v2: the spec file has no sizes
+                try:
+                    size = await self.client.head(files.tarball.url, tally=tally)
+                except NotFoundError:
+                    log.debug("%s: %s is missing", ref.hash, files.tarball.url)
+        except NotFoundError as exc:
+            return ManifestResult(ref.spec_id, MISSING, f"{exc.url} not found")
+        except FormatError as exc:
+            return ManifestResult(ref.spec_id, MALFORMED, str(exc))
+        except SignatureError as exc:
+            return ManifestResult(ref.spec_id, BAD_SIGNATURE, str(exc))
+        except (FetchError, IntegrityError) as exc:
+            return ManifestResult(ref.spec_id, ERROR, str(exc))
+        return ManifestResult(
+            ref.spec_id,
+            OK,
+            tarball_size=size,
+            tarball_algorithm=files.tarball.algorithm,
+            tarball_checksum=files.tarball.checksum,
+            spec_algorithm=files.spec_algorithm,
+            spec_checksum=files.spec_checksum,
+        )
+
+
+def _log_counts(label: str, c: ManifestTally) -> None:
+    if not c.fetched:
+        log.debug("%s: no spec manifests to fetch", label)
+        return
+    parts = [
+        f"{n} {word}"
+        for n, word in (
+            (c.ok, "ok"),
+            (c.missing, "missing"),
+            (c.malformed, "malformed"),
+            (c.bad_signature, "with a bad signature"),
+            (c.errors, "failed"),
+        )
+        if n
+    ]
+    text = f"{label}: {c.fetched} spec manifests fetched: {', '.join(parts)}"
+    if c.problem:
+        log.error("%s (first: %s)", text, c.first_problem)
+    elif c.missing or c.malformed:
+        log.warning("%s", text)
+    else:
+        log.info("%s", text)

@@ -1,0 +1,195 @@
+"""``verify``: is every binary the latest synced index lists really on the mirror?
+
+For each spec of each selected stack: its manifest (v3) or spec file (v2) must
+exist and parse, and every blob it names must exist with the promised length
+(a HEAD request); with ``checksums`` each blob is downloaded, without being
+kept, and its digest checked. Specs stream from the database a page at a time
+through a bounded pool of workers, so memory stays flat on 100,000 specs, and
+each problem is reported as soon as it is found.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from mirrorsync.config import Config, PagesSource
+from mirrorsync.errors import (
+    FetchError,
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    SignatureError,
+    UsageError,
+)
+from mirrorsync.fetch import HttpClient, Tally
+from mirrorsync.store import Store
+from mirrorsync.store.manifests import SpecRef, StackTarget, members, stack_targets
+from mirrorsync.sync.manifests import Blob, StackMirror, open_mirror
+from mirrorsync.sync.pool import run_pool
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    source: str
+    release: str
+    stack: str
+    hash: str  # "-" for a problem of the whole stack
+    package: str  # name@version, "-" for the whole stack
+    what: str
+
+    def line(self) -> str:
+        return f"{self.source}:{self.release}/{self.stack} {self.hash} {self.package}: {self.what}"
+
+
+class Reporter(Protocol):
+    """Where verify's findings go as they happen (the CLI prints them)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, specs: int) -> None: ...
+
+    def problem(self, problem: Problem) -> None: ...
+
+
+@dataclass
+class VerifySummary:
+    stacks: int = 0
+    specs: int = 0
+    problems: int = 0
+    seconds: float = 0.0
+    tally: Tally = field(default_factory=Tally)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    target: StackTarget
+    mirror: StackMirror
+    ref: SpecRef
+
+
+async def verify(
+    config: Config,
+    reporter: Reporter,
+    *,
+    source: str | None = None,
+    release: str | None = None,
+    stack: str | None = None,
+    checksums: bool = False,
+) -> VerifySummary:
+    """Check the selected stacks; every problem goes to ``reporter`` as it is found."""
+    started = time.monotonic()
+    summary = VerifySummary()
+    # Pages sources name no mirror: their stacks have no mirror root and are not targets.
+    by_name = {s.name: s for s in config.sources if not isinstance(s, PagesSource)}
+    async with await Store.open(config.database_path, create=False) as store:
+        targets = await stack_targets(store, source=source, release=release, stack=stack)
+        if not targets:
+            wanted = " ".join(
+                f"--{k} {v}"
+                for k, v in (("source", source), ("release", release), ("stack", stack))
+                if v
+            )
+            raise UsageError(f"no synced stack matches {wanted or 'anything'} in {store.path}")
+        summary.stacks = len(targets)
+        reporter.start(sum(t.spec_count for t in targets))
+        with tempfile.TemporaryDirectory(prefix="mirrorsync-verify-") as tmp:
+            async with HttpClient(config.http) as client:
+
+                async def items() -> AsyncIterator[_Item]:
+                    for target in targets:
+                        wanted = by_name.get(target.source)
+                        signatures = wanted.verify_signatures if wanted else False
+                        try:
+                            mirror = await open_mirror(
+                                client,
+                                target,
+                                verify_signatures=signatures,
+                                gnupg_home=Path(tmp) / f"gnupg-{target.id}",
+                                tally=summary.tally,
+                            )
+                        except (SignatureError, FetchError, FormatError, IntegrityError) as exc:
+                            summary.problems += 1
+                            reporter.problem(
+                                Problem(
+                                    target.source,
+                                    target.release,
+                                    target.name,
+                                    "-",
+                                    "-",
+                                    f"cannot check signatures: {exc}",
+                                )
+                            )
+                            mirror = StackMirror(client, target.mirror_root, target.layout)
+                        async for ref in members(store, target.id):
+                            yield _Item(target, mirror, ref)
+
+                async def work(item: _Item) -> list[Problem]:
+                    return await _check(client, item, checksums, summary.tally)
+
+                async def consume(problems: list[Problem]) -> None:
+                    summary.specs += 1
+                    summary.problems += len(problems)
+                    for problem in problems:
+                        reporter.problem(problem)
+                    reporter.advance(1)
+
+                await run_pool(items(), work, consume, workers=config.http.concurrency)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally) -> list[Problem]:
+    target, ref = item.target, item.ref
+
+    def problem(what: str) -> Problem:
+        return Problem(
+            target.source, target.release, target.name, ref.hash, f"{ref.name}@{ref.version}", what
+        )
+
+    word = "spec manifest" if item.mirror.layout == "v3" else "spec file"
+    try:
+        files = await item.mirror.spec_files(ref, tally)
+    except NotFoundError as exc:
+        note = "" if exc.problem.startswith("HTTP") else f" ({exc.problem})"
+        return [problem(f"{word} missing: {exc.url}{note}")]
+    except FormatError as exc:
+        return [problem(f"{word} unreadable: {exc}")]
+    except SignatureError as exc:
+        return [problem(f"{word} signature: {exc}")]
+    except (FetchError, IntegrityError) as exc:
+        return [problem(f"{word} could not be fetched: {exc}")]
+    found = []
+    for blob in files.blobs:
+        what = await _check_blob(client, blob, checksums, tally, word)
+        if what:
+            found.append(problem(what))
+    return found
+
+
+async def _check_blob(
+    client: HttpClient, blob: Blob, checksums: bool, tally: Tally, word: str
+) -> str | None:
+    """What is wrong with one blob, or None; ``word`` names what promised it."""
+    length: int | None
+    digest: str | None = None
+    try:
+        if checksums:
+            length, digest = await client.measure(blob.url, algorithm=blob.algorithm, tally=tally)
+        else:
+            length = await client.head(blob.url, tally=tally)
+    except NotFoundError:
+        return f"{blob.role} missing: {blob.url}"
+    except FetchError as exc:
+        return f"{blob.role} could not be checked: {exc}"
+    if blob.length is not None and length is not None and length != blob.length:
+        return f"{blob.role} is {length} bytes, the {word} says {blob.length}: {blob.url}"
+    if digest is not None and digest != blob.checksum:
+        return (
+            f"{blob.role} {blob.algorithm} is {digest}, the {word} says {blob.checksum}: {blob.url}"
+        )
+    return None

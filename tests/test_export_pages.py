@@ -1,0 +1,225 @@
+"""``export pages``: cache.spack.io pages written back from synced state, checked both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO, run_cli, write_config
+from mirrorsync.fixture.build import build_catalog_from_specs, build_from_seed, load_seed
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.formats.pages import Page, PageMeta, PageSpec, parse_page, render_page, summarise
+
+SEEDS = REPO / "src" / "mirrorsync" / "fixture" / "data"
+
+
+def seed_bytes(name: str) -> bytes:
+    return next(SEEDS.glob(f"{name}_*.txt")).read_bytes()
+
+
+@pytest.mark.parametrize("seed", ["000", "001"])
+def test_render_page_writes_the_seed_back_byte_for_byte(seed: str) -> None:
+    page = parse_page(seed_bytes(seed))
+    assert summarise(page.specs) == page.meta
+    shuffled = Page(page.package, page.release, page.meta, tuple(reversed(page.specs)))
+    assert render_page(shuffled) == seed_bytes(seed)
+
+
+def test_render_page_quotes_what_yaml_would_misread() -> None:
+    spec = PageSpec("a" * 32, "1.0", "none", "rhel8", "linux", "x86_64", (), ("root",), 12, None)
+    for release in ("1.0", "yes", "null", "v1: x", "develop-2025-03-23"):
+        page = Page("zlib", release, summarise([spec]), (spec,))
+        again = parse_page(render_page(page))
+        assert (again.release, again.specs[0].size) == (release, 12)
+    text = render_page(Page("zlib", "v0.23.1", PageMeta(), (spec,))).decode()
+    assert "categories: [package, v0.23.1]\n" in text
+
+
+def _config(tmp_path: Path, server: FixtureServer, manifests: str) -> Path:
+    return write_config(
+        tmp_path / "c.yaml",
+        f"""
+database: {tmp_path / "state.db"}
+sources:
+  - name: test
+    kind: catalog
+    url: {server.url}/cache_spack_io_index.json
+    bucket_urls: {{spack-binaries: {server.url}/}}
+    manifests: {manifests}
+http: {{concurrency: 8, per_host_rate: 1000, timeout: 10}}
+""",
+    )
+
+
+def _export(tmp_path: Path, config: Path, release: str, *extra: str) -> Path:
+    out = tmp_path / "pages"
+    result = run_cli(
+        "-c", str(config), "export", "pages", "--release", release, "--out", str(out), *extra,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _fields(spec: PageSpec) -> tuple[Any, ...]:
+    """Everything but the size, stacks as a set."""
+    return (
+        spec.version, spec.compiler, spec.os, spec.platform, spec.target,
+        spec.variants, frozenset(spec.stacks),
+    )  # fmt: skip
+
+
+def test_seed_001_round_trip_with_every_size_filled(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    infos = build_from_seed(docroot, "001")["develop"]
+    config = _config(tmp_path, server, "all")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    out = _export(tmp_path, config, "develop")
+    written = out / "develop" / "py-pyproject-hooks" / "specs.md"
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == [
+        written.relative_to(out)
+    ]
+
+    exported, seed = parse_page(written.read_bytes()), load_seed("001")
+    assert (exported.package, exported.release) == (seed.package, seed.release)
+    assert exported.meta == seed.meta
+    assert {s.hash: _fields(s) for s in exported.specs} == {s.hash: _fields(s) for s in seed.specs}
+    sizes = {s.hash: s.size for s in exported.specs}
+    assert None not in sizes.values()
+    assert sizes == {
+        h: (docroot / path).stat().st_size for h, path in infos["root"].tarballs.items()
+    }
+    # Same layout as the generator's: sorted by hash, stacks sorted.
+    assert [s.hash for s in exported.specs] == sorted(sizes)
+    assert all(list(s.stacks) == sorted(s.stacks) for s in exported.specs)
+
+
+def test_without_sizes_the_export_is_the_seed_byte_for_byte(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build_from_seed(docroot, "001")
+    config = _config(tmp_path, server, "none")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    out = _export(tmp_path, config, "develop")
+    assert (out / "develop/py-pyproject-hooks/specs.md").read_bytes() == seed_bytes("001")
+
+
+# A database-v7 release in the v2 layout: compilers, and every kind of variant.
+V7_SPECS: list[tuple[str, str, tuple[str, str], dict[str, Any], list[str], list[str]]] = [
+    # name, version, compiler, parameters, expected variants, stacks
+    (
+        "hip", "6.1.2", ("gcc", "11.4.0"),
+        {"asan": False, "build_type": "Release", "build_system": "cmake"},
+        ["~asan", "build_system=cmake", "build_type=Release"],
+        ["root", "e4s", "ml-linux-x86_64-rocm"],
+    ),
+    (
+        "hip", "6.2.0", ("gcc", "12.3.0"),
+        {"asan": True, "build_type": "RelWithDebInfo", "build_system": "cmake"},
+        ["+asan", "build_system=cmake", "build_type=RelWithDebInfo"],
+        ["root", "ml-linux-x86_64-rocm"],
+    ),
+    (
+        "rocblas", "6.1.2", ("gcc", "11.4.0"),
+        {"tensile": True, "amdgpu_target": ["gfx90a", "gfx942"], "build_system": "cmake",
+         "cflags": ["-O2"]},
+        ["amdgpu_target=gfx90a,gfx942", "build_system=cmake", "+tensile"],
+        ["root", "e4s"],
+    ),
+    (
+        "rocblas", "6.2.0", ("gcc", "11.4.0"),
+        {"tensile": False, "amdgpu_target": ["gfx90a"], "build_system": "cmake"},
+        ["amdgpu_target=gfx90a", "build_system=cmake", "~tensile"],
+        ["root"],
+    ),
+    (  # only in e4s, not in root: not on the page (a page lists what the root index holds)
+        "rocblas", "6.3.0", ("gcc", "13.3.0"),
+        {"tensile": True, "build_system": "cmake"},
+        ["build_system=cmake", "+tensile"],
+        ["e4s"],
+    ),
+]  # fmt: skip
+
+
+def test_database_v7_release_in_v2_layout_round_trip(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    stacks: dict[str, list[dict[str, Any]]] = {}
+    expected: dict[str, dict[str, tuple[Any, ...]]] = {"hip": {}, "rocblas": {}}
+    for i, (name, version, compiler, params, variants, labels) in enumerate(V7_SPECS):
+        spec_hash = fake_hash(f"v7-{i}")
+        node = spec_node(
+            name, version, spec_hash, os="rhel8", target="zen3",
+            parameters=params, compiler=compiler, db_version=7,
+        )  # fmt: skip
+        for label in labels:
+            stacks.setdefault(label, []).append(node)
+        if "root" in labels:
+            expected[name][spec_hash] = (
+                version, f"{compiler[0]}@={compiler[1]}", "rhel8", "linux", "zen3",
+                tuple(variants), frozenset(labels),
+            )  # fmt: skip
+    infos = build_catalog_from_specs(docroot, {"v0.23.1": stacks}, layout="v2", db_version=7)
+    config = _config(tmp_path, server, "all")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    out = _export(tmp_path, config, "v0.23.1")
+
+    root_tarballs = infos["v0.23.1"]["root"].tarballs
+    for package in ("hip", "rocblas"):
+        data = (out / "v0.23.1" / package / "specs.md").read_bytes()
+        assert data.startswith(
+            f'---\ntitle: "{package}"\nlayout: cache\ncategories: [package, v0.23.1]\n'.encode()
+        )
+        page = parse_page(data)
+        assert {s.hash: _fields(s) for s in page.specs} == expected[package]
+        assert {s.hash: s.size for s in page.specs} == {
+            h: (docroot / root_tarballs[h]).stat().st_size for h in expected[package]
+        }
+    hip = parse_page((out / "v0.23.1/hip/specs.md").read_bytes()).meta
+    assert hip == PageMeta(
+        compilers=("gcc@=11.4.0", "gcc@=12.3.0"),
+        oss=("rhel8",),
+        platforms=("linux",),
+        targets=("zen3",),
+        versions=("6.1.2", "6.2.0"),
+        stacks=("e4s", "ml-linux-x86_64-rocm", "root"),
+        num_specs=2,
+        num_specs_by_stack={"e4s": 1, "ml-linux-x86_64-rocm": 2, "root": 2},
+    )
+    rocblas = parse_page((out / "v0.23.1/rocblas/specs.md").read_bytes()).meta
+    assert (rocblas.num_specs, rocblas.num_specs_by_stack) == (2, {"e4s": 1, "root": 2})
+    assert rocblas.versions == ("6.1.2", "6.2.0")  # 6.3.0 is only in e4s
+
+
+def test_export_selected_packages_and_refuse_unknown_ones(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    specs = [spec_node(name, "1.0", fake_hash(f"sel-{name}")) for name in ("zlib", "cmake", "curl")]
+    build_catalog_from_specs(docroot, {"develop": {"root": specs}})
+    config = _config(tmp_path, server, "none")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    out = _export(tmp_path, config, "develop", "--package", "zlib", "--package", "curl")
+    assert sorted(p.name for p in (out / "develop").iterdir()) == ["curl", "zlib"]
+
+    everything = _export(tmp_path, config, "develop")
+    assert sorted(p.name for p in (everything / "develop").iterdir()) == ["cmake", "curl", "zlib"]
+
+    def refused(*args: str) -> str:
+        result = run_cli(
+            "-c", str(config), "export", "pages", "--out", str(tmp_path / "x"), *args,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert not (tmp_path / "x").exists()
+        return result.stderr.strip()
+
+    assert refused("--release", "develop", "--package", "zlib", "nope") == (
+        "mirrorsync: error: release develop has no package nope"
+    )
+    assert refused("--release", "v0.1.0").startswith(
+        "mirrorsync: error: no synced release v0.1.0 in "
+    )
