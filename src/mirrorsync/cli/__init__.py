@@ -16,6 +16,7 @@ import anyio
 from mirrorsync.cli import commands
 from mirrorsync.cli.parser import build_parser
 from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
+from mirrorsync.redact import ScrubFilter
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -35,6 +36,7 @@ def _setup_logging(verbose: int, quiet: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     # No timestamps: journald and most log collectors add their own.
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ScrubFilter())  # no credentials in logs, whoever logs them
     root = logging.getLogger("mirrorsync")
     root.handlers[:] = [handler]
     root.setLevel(max(logging.DEBUG, min(logging.CRITICAL, level)))
