@@ -26,3 +26,14 @@ def is_lower_hex(value: str, length: int) -> bool:
 def has_control_chars(value: str) -> bool:
     """Control characters (newlines, escapes...) would forge log lines and table rows."""
     return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+
+
+def decode_problem(exc: Exception) -> str:
+    """What a JSON decoder's error says, in words fit for a one-line report.
+
+    msgspec raises ``UnicodeDecodeError`` (not ``DecodeError``) for bytes that
+    are not UTF-8, so the parsers catch both and describe them here.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 ({exc.reason})"  # msgspec's offsets are within one string
+    return str(exc)

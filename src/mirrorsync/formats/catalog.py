@@ -15,7 +15,12 @@ from typing import Literal
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import DIGEST_LENGTHS, has_control_chars, is_lower_hex
+from mirrorsync.formats._common import (
+    DIGEST_LENGTHS,
+    decode_problem,
+    has_control_chars,
+    is_lower_hex,
+)
 
 Layout = Literal["v3", "v2"]
 
@@ -44,8 +49,8 @@ def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
     """Decode a catalogue into one record per (release, stack), in file order."""
     try:
         document = _DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        raise FormatError("catalogue", str(exc), url) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise FormatError("catalogue", decode_problem(exc), url) from None
     out: list[CatalogStack] = []
     for release, entries in document.items():
         if not release.strip():

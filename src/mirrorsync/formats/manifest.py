@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import DIGEST_LENGTHS, is_lower_hex, is_spec_hash
+from mirrorsync.formats._common import DIGEST_LENGTHS, decode_problem, is_lower_hex, is_spec_hash
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 
 DB_MEDIA_PREFIX = "application/vnd.spack.db"
@@ -45,13 +45,13 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
         manifest = _DECODER.decode(body)
     except FormatError as exc:
         raise exc.at(url) if url else exc from None
-    except msgspec.DecodeError as exc:
-        raise FormatError(what, str(exc), url) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(what, decode_problem(exc), url) from None
     for record in manifest.data:
         expected = DIGEST_LENGTHS.get(record.checksum_algorithm)
         if expected is None:
             raise FormatError(
-                what, f"unknown checksum algorithm {record.checksum_algorithm!r}", url
+                what, f"unknown checksum algorithm {record.checksum_algorithm[:40]!r}", url
             )
         if not is_lower_hex(record.checksum, expected):
             raise FormatError(
