@@ -99,6 +99,38 @@ def test_insecure_source_skips_verification_and_says_so_on_every_run(
     assert "lax:default/root changed" in runs[0].stderr
 
 
+def test_redirect_from_https_to_plain_http_is_refused(
+    tmp_path: Path, docroot: Path, tls_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS[0]))
+    manifest = "/m/v3/manifests/index/index.manifest.json"
+    with tls_server, FixtureServer(docroot) as plain:
+        tls_server.add_fault(manifest, "redirect", location=f"{plain.url}{manifest}", times=None)
+        report = sync(parse_config(mirror_config(tmp_path, tls_server.url)))
+        assert plain.count(manifest) == 1  # followed, then refused: nothing from it is used
+    (line,) = report.failures
+    assert line == (
+        f"site:default/root: {tls_server.url}{manifest}: redirected to {plain.url}{manifest} "
+        "without TLS; refused (set 'insecure: true' on the source to allow it)"
+    )
+    assert report.stacks[0].version == 0
+
+
+def test_redirects_within_tls_are_followed(
+    tmp_path: Path, docroot: Path, tls_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS[0]))
+    write_v3_mirror(docroot / "moved", nodes("t", 3))
+    manifest = "v3/manifests/index/index.manifest.json"
+    with tls_server:
+        tls_server.add_fault(
+            f"/m/{manifest}", "redirect", status=301, location=f"/moved/{manifest}", times=None
+        )
+        report = sync(parse_config(mirror_config(tmp_path, tls_server.url)))
+        assert tls_server.count(f"/moved/{manifest}") == 1
+    assert report.exit_code == 0, report.failures
+
+
 SECRET = "s3cr3t-Tok3n"
 
 

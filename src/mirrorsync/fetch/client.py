@@ -221,6 +221,12 @@ class HttpClient:
             request = self._client.build_request(method, url, headers=headers)
             response = await self._client.send(request, stream=True)
             try:
+                if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
+                    raise FetchError(
+                        url,
+                        f"redirected to {response.url} without TLS; refused "
+                        "(set 'insecure: true' on the source to allow it)",
+                    )
                 _check_status(url, response)
                 yield response
             finally:
