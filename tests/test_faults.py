@@ -275,3 +275,15 @@ def test_cli_names_each_failed_stack_on_one_line(
         ("stack.added", "develop", "root"),
         ("spec.added", "develop", "root"),
     }
+
+
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_client_errors_are_not_retried(
+    tmp_path: Path, docroot: Path, server: FixtureServer, status: int
+) -> None:
+    build(docroot, 0)
+    server.add_fault("/develop/e4s/*", "status", status=status, times=None)
+    report = sync(make_config(tmp_path, server, attempts=5))
+    (line,) = report.failures
+    assert f"HTTP {status}" in line and "attempts" not in line
+    assert server.count("/develop/e4s/*") == 1

@@ -8,6 +8,8 @@ when its length and checksum are the ones promised.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,9 +158,12 @@ class IndexFetcher:
         return FetchedIndex(downloaded.sha256, "v2", index_url, path)
 
     def _scratch(self, name: str) -> Path:
-        """A download path of this stack's own: stacks may share an index blob."""
+        """A new download path of this stack's own: stacks may share an index blob,
+        and two names may look alike once made safe for a file name."""
         slug = "".join(c if c.isalnum() or c in "-." else "_" for c in name)
-        return self.workdir / f"{slug}.index.json"
+        fd, path = tempfile.mkstemp(dir=self.workdir, prefix=f"{slug}-", suffix=".index.json")
+        os.close(fd)
+        return Path(path)
 
     async def small_document(
         self, url: str, tally: Tally, kind: LimitKind, check: Callable[[bytes], T]
