@@ -7,8 +7,9 @@ points are found from outside, without hooks in mirrorsync:
 - downloading: the index blobs stall on the fixture server after 1 MiB;
 - parsing: a downloaded index sits complete in the scratch directory (it is
   deleted once parsed);
-- committing: the database's write lock has been held for 50 ms on end, which
-  only a snapshot commit does (the small bookkeeping transactions take ~1 ms).
+- committing: an index has been parsed (its scratch file is gone) and the
+  database's write lock has been held for 50 ms on end; after the first parse
+  only snapshot commits write.
 
 Then one change (a third of each stack replaced) is killed in its commit too.
 The final state must equal the reference run's: every version, membership,
@@ -17,6 +18,7 @@ spec and event, each event exactly once, and no half-written version.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -93,26 +95,37 @@ class Runner:
         yield from self.scratch.glob("mirrorsync-*/*.index.json")
 
 
-def complete_download(runner: Runner, sizes: set[int]) -> Callable[[], bool]:
-    def check() -> bool:
-        for path in runner.scratch_files():
-            try:
-                if path.stat().st_size in sizes:
-                    return True
-            except FileNotFoundError:
-                pass
-        return False
+class Downloads:
+    """Watches the scratch directory for complete index downloads, and for them to go."""
 
-    return check
+    def __init__(self, runner: Runner, sizes: set[int]) -> None:
+        self.runner = runner
+        self.sizes = sizes
+        self.seen: set[Path] = set()
+
+    def complete(self) -> bool:
+        """An index is downloaded whole and not yet parsed (parsing deletes it)."""
+        found = False
+        for path in self.runner.scratch_files():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_size in self.sizes:
+                    self.seen.add(path)
+                    found = True
+        return found
+
+    def parsed(self) -> bool:
+        """Some index seen whole has been parsed since: only commits write after that."""
+        self.complete()
+        return any(not path.exists() for path in self.seen)
 
 
-def long_write(db: Path, *, after: Callable[[], bool] = lambda: True) -> Callable[[], bool]:
-    """True once another process has held the write lock for 50 ms on end."""
+def long_write(db: Path, *, after: Callable[[], bool]) -> Callable[[], bool]:
+    """True once ``after()`` holds and another process has held the write lock for 50 ms."""
     busy_since: float | None = None
 
     def check() -> bool:
         nonlocal busy_since
-        if not db.exists() or not after():
+        if not after() or not db.exists():
             return False
         conn = sqlite3.connect(db, timeout=0, isolation_level=None)
         try:
@@ -171,11 +184,11 @@ def test_sigkill_anywhere_then_a_normal_run_equals_an_uninterrupted_sync(
 
         # 2. An index downloaded and being parsed.
         sizes = {info.index_size for info in infos.values()}
-        crashed.kill_when(complete_download(crashed, sizes), "a complete download")
+        crashed.kill_when(Downloads(crashed, sizes).complete, "a complete download")
         assert committed(crash_db) == 0
 
-        # 3. The first snapshot commit.
-        crashed.kill_when(long_write(crash_db), "a long write transaction")
+        # 3. The first snapshot commit: an index was parsed, and a write is under way.
+        crashed.kill_when(long_write(crash_db, after=Downloads(crashed, sizes).parsed), "a commit")
         assert committed(crash_db) == 0
         check_consistent(crash_db)
 
@@ -194,7 +207,10 @@ def test_sigkill_anywhere_then_a_normal_run_equals_an_uninterrupted_sync(
         # 5. A change, killed while it commits, then finished.
         infos = publish(second)
         assert reference.run() == 0
-        crashed.kill_when(long_write(crash_db), "a long write transaction of the change")
+        sizes = {info.index_size for info in infos.values()}
+        crashed.kill_when(
+            long_write(crash_db, after=Downloads(crashed, sizes).parsed), "a commit of the change"
+        )
         check_consistent(crash_db)
         assert crashed.run() == 0
 
