@@ -45,6 +45,49 @@ class HttpConfig(_Strict):
     per_host_rate: PositiveFloat = 20.0
     timeout: PositiveFloat = 30.0
     retries: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    # Requests in flight to one host (scheme, name and port); default half of
+    # ``concurrency``, so one dead host never holds every slot.
+    per_host_concurrency: PositiveInt | None = None
+
+    @property
+    def host_concurrency(self) -> int:
+        if self.per_host_concurrency is not None:
+            return min(self.per_host_concurrency, self.concurrency)
+        return max(1, self.concurrency // 2)
+
+
+_SIZE_RE = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>(?:[KMGT]i?)?B?)\s*$", re.IGNORECASE)
+ByteSize = Annotated[int, msgspec.Meta(ge=1)] | str
+LimitKind = Literal["catalog", "manifest", "index", "page"]
+
+
+def parse_size(value: int | str) -> int:
+    """``1048576``, ``"1 MiB"``, ``"16MB"``, ``"4GiB"`` -> bytes (ValueError if not a size)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    if match is None:
+        raise ValueError(f"expected a size such as 1048576, 64 MiB or 2 GB, got {value!r}")
+    unit = match["unit"].upper().rstrip("B")
+    power = "_KMGT".index(unit[:1] or "_")
+    base = 1024 if unit.endswith("I") else 1000
+    size = int(match["n"]) * int(pow(base, power))
+    if size < 1:
+        raise ValueError(f"expected a size of at least 1 byte, got {value!r}")
+    return size
+
+
+class LimitsConfig(_Strict):
+    """Size caps per kind of remote document: anything bigger is refused unread."""
+
+    catalog: ByteSize = 16 * 1024**2  # cache_spack_io_index.json (a few tens of kB in 2026)
+    manifest: ByteSize = 1024**2  # index/spec manifests and index.json.hash (a few kB)
+    index: ByteSize = 4 * 1024**3  # an index blob or index.json (~200 MB in 2026)
+    page: ByteSize = 16 * 1024**2  # a cache.spack.io package page (tens of kB)
+
+    def cap(self, kind: LimitKind) -> int:
+        value: int | str = getattr(self, kind)
+        return parse_size(value)
 
 
 class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
@@ -61,6 +104,7 @@ class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
     exclude_stacks: list[str] = []
     manifests: ManifestPolicy = "new"
     verify_signatures: bool = False
+    insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
 
     def buckets(self) -> dict[str, str]:
         """The built-in bucket mapping, overridden by the configured one."""
@@ -84,6 +128,7 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     stack: str = "root"
     manifests: ManifestPolicy = "new"
     verify_signatures: bool = False
+    insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
 
 
 class PagesSource(_Strict, tag="pages", tag_field="kind"):
@@ -98,6 +143,7 @@ class PagesSource(_Strict, tag="pages", tag_field="kind"):
 
     name: Name
     urls: list[str]
+    insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
 
 
 Source = CatalogSource | MirrorSource | PagesSource
@@ -163,6 +209,7 @@ class Config(_Strict):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     webhooks: list[WebhookConfig] = []
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
@@ -232,6 +279,11 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(path, None, f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(path, None, "invalid YAML: nested too deeply") from None
+    except Exception as exc:  # PyYAML raises ValueError for dates such as 2024-02-30, ...
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(path, None, f"invalid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(path, None, "expected a mapping with at least a 'sources' list")
     if "path" in raw:
@@ -246,12 +298,17 @@ def parse_config(text: str, path: str = "<config>") -> Config:
 
 
 _AT_RE = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_KEY_AT_RE = re.compile(r"^(?P<msg>.*?) - at `key` in `\$(?P<path>[^`]*)`$", re.DOTALL)
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 _MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
 
 
 def _explain(message: str) -> tuple[str | None, str]:
     """Turn msgspec's ``Expected `int`, got `str` - at `$.http.timeout``` into key + problem."""
+    key_match = _KEY_AT_RE.match(message)
+    if key_match:  # a mapping key of the wrong type, e.g. ``1: x``
+        where = key_match["path"].lstrip(".") or None
+        return where, f"keys must be strings ({key_match['msg'].replace('`', '').lower()})"
     match = _AT_RE.match(message)
     assert match is not None  # the pattern matches any string
     msg, path = match["msg"], (match["path"] or "").lstrip(".")
@@ -275,6 +332,13 @@ def _explain(message: str) -> tuple[str | None, str]:
 
 def _check(config: Config) -> None:
     path = config.path
+    if config.database is not None and (not config.database.strip() or "\x00" in config.database):
+        raise ConfigError(path, "database", f"expected a file path, got {config.database!r}")
+    for kind in ("catalog", "manifest", "index"):
+        try:
+            setattr(config.limits, kind, parse_size(getattr(config.limits, kind)))
+        except ValueError as exc:
+            raise ConfigError(path, f"limits.{kind}", str(exc)) from None
     if not config.sources:
         raise ConfigError(path, "sources", "expected at least one source")
     textfile = config.metrics.textfile

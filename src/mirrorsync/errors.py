@@ -2,10 +2,13 @@
 
 Each error renders as one line naming what failed (file and key, URL, stack) and
 carries the process exit status the CLI uses for it. Nothing outside this module
-decides exit codes.
+decides exit codes. Messages are forced onto one line and have the credentials
+of any URL in them masked, whatever a library put into them.
 """
 
 from __future__ import annotations
+
+from mirrorsync.redact import one_line, redact_url, scrub
 
 # Documented exit statuses (README, "Exit codes").
 EXIT_OK = 0
@@ -20,6 +23,7 @@ class MirrorsyncError(Exception):
     exit_code: int = EXIT_PARTIAL
 
     def __init__(self, message: str) -> None:
+        message = one_line(scrub(message))
         super().__init__(message)
         self.message = message
 
@@ -52,7 +56,7 @@ class FormatError(MirrorsyncError):
     def __init__(self, what: str, problem: str, url: str | None = None) -> None:
         self.what = what
         self.problem = problem
-        self.url = url
+        self.url = redact_url(url) if url else url
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -69,7 +73,7 @@ class FetchError(MirrorsyncError):
 
     def __init__(self, url: str, problem: str, status: int | None = None) -> None:
         super().__init__(f"{url}: {problem}")
-        self.url = url
+        self.url = redact_url(url)
         self.problem = problem
         self.status = status
 
@@ -83,7 +87,7 @@ class IntegrityError(MirrorsyncError):
 
     def __init__(self, url: str, problem: str) -> None:
         super().__init__(f"{url}: {problem}")
-        self.url = url
+        self.url = redact_url(url)
         self.problem = problem
 
 

@@ -80,7 +80,7 @@ class RunLock:
         if self._fd is not None:
             return True
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the store does
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot open lock file: {exc.strerror}") from None

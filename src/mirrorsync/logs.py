@@ -21,6 +21,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+from mirrorsync.redact import ScrubFilter
+
 LogFormat = Literal["plain", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("plain", "json")
 
@@ -140,6 +142,7 @@ def setup_logging(
     else:
         handler.setFormatter(PlainFormatter(priority_prefix=stderr_is_journal()))
     root = logging.getLogger("mirrorsync")
+    handler.addFilter(ScrubFilter())  # no credentials in logs, whoever logs them
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False

@@ -5,5 +5,6 @@ the retry policy live in private modules behind it.
 """
 
 from mirrorsync.fetch.client import Downloaded, Fetched, HttpClient, NotModified, Tally
+from mirrorsync.fetch.throttle import Throttle, origin
 
-__all__ = ["Downloaded", "Fetched", "HttpClient", "NotModified", "Tally"]
+__all__ = ["Downloaded", "Fetched", "HttpClient", "NotModified", "Tally", "Throttle", "origin"]

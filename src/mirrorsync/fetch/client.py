@@ -24,13 +24,15 @@ from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
+    StopForLongRetryAfter,
     describe,
     is_retryable,
     is_retryable_status,
     log_retry,
     parse_retry_after,
+    retry_after_too_long,
 )
-from mirrorsync.fetch.throttle import Throttle
+from mirrorsync.fetch.throttle import Throttle, origin
 
 USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
@@ -75,11 +77,25 @@ class Downloaded:
 
 
 class HttpClient:
-    """One ``httpx.AsyncClient`` behind a global concurrency cap, per-host rate and retries."""
+    """One ``httpx.AsyncClient`` behind a global concurrency cap, per-host limits and retries.
 
-    def __init__(self, config: HttpConfig, *, verify: bool = True) -> None:
+    TLS certificates are verified unless ``verify=False``. Clients that pass
+    the same ``throttle`` share its limits (e.g. one verifying and one not).
+    """
+
+    def __init__(
+        self,
+        config: HttpConfig,
+        *,
+        verify: bool = True,
+        throttle: Throttle | None = None,
+        stats: Tally | None = None,
+    ) -> None:
         self._config = config
-        self._throttle = Throttle(config.concurrency, config.per_host_rate)
+        self.verify = verify
+        self._throttle = throttle or Throttle(
+            config.concurrency, config.per_host_rate, config.host_concurrency
+        )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             limits=httpx.Limits(
@@ -89,7 +105,7 @@ class HttpClient:
             follow_redirects=True,
             verify=verify,
         )
-        self.stats = Tally()
+        self.stats = stats if stats is not None else Tally()  # clients may share one
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -107,9 +123,14 @@ class HttpClient:
         etag: str | None = None,
         last_modified: str | None = None,
         max_bytes: int = SMALL_DOCUMENT_CAP,
+        limit_name: str | None = None,
         tally: Tally | None = None,
     ) -> Fetched | NotModified:
-        """GET a small document into memory, conditionally when validators are given."""
+        """GET a small document into memory, conditionally when validators are given.
+
+        A body over ``max_bytes`` (declared or read) is refused (``limit_name``
+        names the setting in the message).
+        """
         headers = {}
         if etag:
             headers["if-none-match"] = etag
@@ -120,12 +141,13 @@ class HttpClient:
             async with self._request("GET", url, headers, tally) as response:
                 if response.status_code == 304:
                     return NotModified(url)
+                _check_declared_length(url, response, max_bytes, limit_name)
                 body = bytearray()
                 async for chunk in response.aiter_bytes(_CHUNK):
                     body += chunk
                     self._count_bytes(len(chunk), tally)
                     if len(body) > max_bytes:
-                        raise FetchError(url, f"larger than the {max_bytes}-byte cap")
+                        raise _too_large(url, None, max_bytes, limit_name)
                 return Fetched(
                     url,
                     bytes(body),
@@ -143,22 +165,22 @@ class HttpClient:
         expected_length: int | None = None,
         expected_sha256: str | None = None,
         max_bytes: int | None = None,
+        limit_name: str | None = None,
         tally: Tally | None = None,
     ) -> Downloaded:
         """Stream a blob to ``dest``, hashing it on the way; check length and checksum."""
 
         async def attempt() -> Downloaded:
             async with self._request("GET", url, {}, tally) as response:
-                declared = response.headers.get("content-length")
-                if max_bytes is not None and declared and int(declared) > max_bytes:
-                    raise FetchError(url, f"{declared} bytes is over the {max_bytes}-byte cap")
+                if max_bytes is not None:
+                    _check_declared_length(url, response, max_bytes, limit_name)
                 digest = hashlib.sha256()
                 length = 0
                 with dest.open("wb") as out:
                     async for chunk in response.aiter_bytes():  # as received, no re-chunking
                         length += len(chunk)
                         if max_bytes is not None and length > max_bytes:
-                            raise FetchError(url, f"larger than the {max_bytes}-byte cap")
+                            raise _too_large(url, None, max_bytes, limit_name)
                         digest.update(chunk)
                         out.write(chunk)
                         self._count_bytes(len(chunk), tally)
@@ -214,13 +236,19 @@ class HttpClient:
         self, method: str, url: str, headers: dict[str, str], tally: Tally | None
     ) -> AsyncIterator[httpx.Response]:
         """One throttled request; the status is checked before the body is read."""
-        async with self._throttle.slot(httpx.URL(url).host):
+        async with self._throttle.slot(origin(url)):
             self.stats.requests += 1
             if tally is not None:
                 tally.requests += 1
             request = self._client.build_request(method, url, headers=headers)
             response = await self._client.send(request, stream=True)
             try:
+                if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
+                    raise FetchError(
+                        url,
+                        f"redirected to {response.url} without TLS; refused "
+                        "(set 'insecure: true' on the source to allow it)",
+                    )
                 _check_status(url, response)
                 yield response
             finally:
@@ -238,7 +266,7 @@ class HttpClient:
             log_retry(url, state)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
+            stop=stop_after_attempt(policy.attempts) | StopForLongRetryAfter(policy.backoff_max),
             wait=RetryWait(policy),
             retry=retry_if_exception(is_retryable),
             before_sleep=count_retry,
@@ -248,13 +276,35 @@ class HttpClient:
         try:
             return await retrying(attempt)
         except RetryableStatus as exc:
-            raise FetchError(
-                url, f"{describe(exc)} after {policy.attempts} attempts", exc.status
-            ) from None
-        except httpx.TransportError as exc:
-            raise FetchError(url, f"{describe(exc)} after {policy.attempts} attempts") from None
-        except httpx.InvalidURL as exc:
+            if retry_after_too_long(exc, policy.backoff_max):
+                problem = (
+                    f"{describe(exc)}: the server asks to retry after {exc.retry_after:.0f}s, "
+                    f"longer than http.retries.backoff_max ({policy.backoff_max:g}s); "
+                    "trying again next run"
+                )
+            else:
+                problem = f"{describe(exc)} after {policy.attempts} attempts"
+            raise FetchError(url, problem, exc.status) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise FetchError(url, f"invalid URL: {exc}") from None
+        except httpx.TransportError as exc:
+            if not is_retryable(exc):
+                raise FetchError(url, describe(exc)) from None
+            raise FetchError(url, f"{describe(exc)} after {policy.attempts} attempts") from None
+
+
+def _check_declared_length(
+    url: str, response: httpx.Response, max_bytes: int, limit_name: str | None
+) -> None:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(url, int(declared), max_bytes, limit_name)
+
+
+def _too_large(url: str, size: int | None, max_bytes: int, limit_name: str | None) -> FetchError:
+    what = f"{size} bytes, over" if size is not None else "body over"
+    setting = f" ({limit_name})" if limit_name else ""
+    return FetchError(url, f"{what} the {max_bytes}-byte limit{setting}; refused")
 
 
 def _check_status(url: str, response: httpx.Response) -> None:

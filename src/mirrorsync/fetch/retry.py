@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import ssl
 import time
 
 import httpx
 from tenacity import RetryCallState, wait_exponential, wait_random
+from tenacity.stop import stop_base
 
 from mirrorsync.config import RetryConfig
 from mirrorsync.logs import fields
+from mirrorsync.redact import redact_url
 
 log = logging.getLogger("mirrorsync.fetch")
 
@@ -27,8 +30,50 @@ class RetryableStatus(Exception):
 
 def is_retryable(exc: BaseException) -> bool:
     # Connection refused/reset, timeouts, truncated bodies and protocol errors
-    # are all TransportErrors; 5xx and 429 arrive as RetryableStatus.
+    # are all TransportErrors; 5xx and 429 arrive as RetryableStatus. A
+    # certificate that does not verify will not verify on a second try either.
+    if isinstance(exc, httpx.UnsupportedProtocol) or tls_verify_failure(exc) is not None:
+        return False
     return isinstance(exc, RetryableStatus | httpx.TransportError)
+
+
+def tls_verify_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error behind ``exc``, if that is what it is."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        todo += [a for a in current.args if isinstance(a, BaseException)]
+    return None
+
+
+class StopForLongRetryAfter(stop_base):
+    """Give up when the server asks for a longer pause than ``backoff_max``.
+
+    Coming back sooner than asked would ignore the server; sleeping longer
+    would stall the run. The stack fails for this run and is tried next run.
+    """
+
+    def __init__(self, backoff_max: float) -> None:
+        self._max = backoff_max
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return retry_after_too_long(exc, self._max)
+
+
+def retry_after_too_long(exc: BaseException | None, backoff_max: float) -> bool:
+    return (
+        isinstance(exc, RetryableStatus)
+        and exc.retry_after is not None
+        and exc.retry_after > backoff_max
+    )
 
 
 def is_retryable_status(status: int) -> bool:
@@ -52,8 +97,9 @@ def parse_retry_after(value: str | None) -> float | None:
 class RetryWait:
     """Exponential backoff with jitter, but never less than the server's Retry-After.
 
-    A Retry-After longer than ``backoff_max`` is capped there: an unattended run
-    should fail this stack and try again next time rather than sleep for hours.
+    Never more than ``backoff_max`` either: a Retry-After longer than that stops
+    the retries instead (:class:`StopForLongRetryAfter`), since an unattended
+    run should fail this stack and try again next time rather than sleep for hours.
     """
 
     def __init__(self, policy: RetryConfig) -> None:
@@ -75,14 +121,36 @@ def describe(exc: BaseException) -> str:
     """One short phrase for a failed attempt, for logs and error lines."""
     if isinstance(exc, RetryableStatus):
         return str(exc)
+    failure = tls_verify_failure(exc)
+    if failure is not None:
+        reason = failure.verify_message or failure.reason or "certificate verify failed"
+        return (
+            f"TLS certificate verification failed ({reason}); set 'insecure: true' "
+            "on the source only if you trust this server"
+        )
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})"
     if isinstance(exc, httpx.ConnectError):
         return f"connection failed: {exc}" if str(exc) else "connection failed"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"connection broken: {exc}" if str(exc) else "connection broken"
-    text = str(exc)
+    text = str(exc) or _cause_text(exc)
+    if isinstance(exc, httpx.ReadError | httpx.WriteError) and text:
+        return f"connection broken: {text}"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cause_text(exc: BaseException) -> str:
+    """The first non-empty message down the chain (httpx often wraps an OSError silently)."""
+    current = exc.__cause__ or exc.__context__
+    for _ in range(8):
+        if current is None:
+            break
+        text = str(current)
+        if text:
+            return text
+        current = current.__cause__ or current.__context__
+    return ""
 
 
 def log_retry(url: str, state: RetryCallState) -> None:
@@ -91,7 +159,7 @@ def log_retry(url: str, state: RetryCallState) -> None:
     reason = describe(exc) if exc else "?"
     log.warning(
         "retrying %s in %.1fs (attempt %d failed: %s)",
-        url,
+        redact_url(url),
         wait,
         state.attempt_number,
         reason,

@@ -1,4 +1,8 @@
-"""Throttling: a global cap on requests in flight and a token bucket per host."""
+"""Throttling: a global cap on requests in flight, and per host a cap and a token bucket.
+
+A host is an origin: scheme, name and port. Two servers on one machine are two
+hosts, as they are to a user; ``https://h`` and ``https://h:443`` are one.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import httpx
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str | httpx.URL) -> str:
+    """``scheme://host:port`` of a URL, the key of everything per host.
+
+    A URL httpx cannot parse keys on its first three ``/`` parts; the request
+    itself then fails with a proper error.
+    """
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    except httpx.InvalidURL:
+        return "/".join(str(url).split("/")[:3])
+    port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)
+    return f"{parsed.scheme}://{parsed.host}:{port}"
 
 
 class _Bucket:
@@ -30,19 +51,34 @@ class _Bucket:
             self.tokens -= 1.0
 
 
-class Throttle:
-    """``concurrency`` requests in flight over all hosts, ``per_host_rate`` per second each."""
+class _Host:
+    def __init__(self, rate: float, concurrency: int) -> None:
+        self.bucket = _Bucket(rate)
+        self.limiter = anyio.CapacityLimiter(concurrency)
 
-    def __init__(self, concurrency: int, per_host_rate: float) -> None:
+
+class Throttle:
+    """``concurrency`` requests in flight in all, ``per_host_concurrency`` and
+    ``per_host_rate`` per second to each host.
+
+    The per-host cap is taken before a global slot, so requests queued for a
+    slow or dead host never hold slots that other hosts could use.
+    """
+
+    def __init__(
+        self, concurrency: int, per_host_rate: float, per_host_concurrency: int | None = None
+    ) -> None:
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._rate = per_host_rate
-        self._buckets: dict[str, _Bucket] = {}
+        self._per_host = min(per_host_concurrency or concurrency, concurrency)
+        self._hosts: dict[str, _Host] = {}
 
     @asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
-        bucket = self._buckets.get(host)
-        if bucket is None:
-            bucket = self._buckets[host] = _Bucket(self._rate)
-        await bucket.take()
-        async with self._limiter:
-            yield
+        entry = self._hosts.get(host)
+        if entry is None:
+            entry = self._hosts[host] = _Host(self._rate, self._per_host)
+        async with entry.limiter:
+            await entry.bucket.take()
+            async with self._limiter:
+                yield

@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import re
 
-HASH_RE = re.compile(r"^[a-z0-9]{32}$")
+HASH_RE = re.compile(r"^[a-z2-7]{32}$")  # base32, lowercase: Spack's DAG hash alphabet
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: Hex digits of each checksum algorithm a manifest may name.
+DIGEST_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
 
 
 def is_spec_hash(value: str) -> bool:
-    """A Spack DAG hash: 32 lowercase base32 characters."""
+    """A Spack DAG hash: 32 lowercase base32 characters (a-z, 2-7)."""
     return HASH_RE.fullmatch(value) is not None
 
 
 def is_sha256(value: str) -> bool:
     return SHA256_RE.fullmatch(value) is not None
+
+
+def is_lower_hex(value: str, length: int) -> bool:
+    return len(value) == length and all(c in "0123456789abcdef" for c in value)
+
+
+def has_control_chars(value: str) -> bool:
+    """Control characters (newlines, escapes...) would forge log lines and table rows."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+
+
+def decode_problem(exc: Exception) -> str:
+    """What a JSON decoder's error says, in words fit for a one-line report.
+
+    msgspec raises ``UnicodeDecodeError`` (not ``DecodeError``) for bytes that
+    are not UTF-8, so the parsers catch both and describe them here.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 ({exc.reason})"  # msgspec's offsets are within one string
+    return str(exc)

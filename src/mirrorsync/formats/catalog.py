@@ -15,6 +15,12 @@ from typing import Literal
 import msgspec
 
 from mirrorsync.errors import FormatError
+from mirrorsync.formats._common import (
+    DIGEST_LENGTHS,
+    decode_problem,
+    has_control_chars,
+    is_lower_hex,
+)
 
 Layout = Literal["v3", "v2"]
 
@@ -43,18 +49,20 @@ def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
     """Decode a catalogue into one record per (release, stack), in file order."""
     try:
         document = _DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        raise FormatError("catalogue", str(exc), url) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise FormatError("catalogue", decode_problem(exc), url) from None
     out: list[CatalogStack] = []
     for release, entries in document.items():
         if not release.strip():
             raise FormatError("catalogue", "a release has an empty name", url)
+        _check_name("release", release, url)
         seen: set[str] = set()
         for entry in entries:
             if not entry.label.strip():
                 raise FormatError(
                     "catalogue", f"release {release!r} has a stack with no label", url
                 )
+            _check_name(f"release {release!r}: stack", entry.label, url)
             if entry.label in seen:
                 raise FormatError(
                     "catalogue", f"release {release!r} lists stack {entry.label!r} twice", url
@@ -62,6 +70,14 @@ def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
             seen.add(entry.label)
             out.append(CatalogStack(release=release, stack=entry.label, url=entry.url))
     return out
+
+
+def _check_name(what: str, name: str, url: str | None) -> None:
+    if len(name) > MAX_NAME or has_control_chars(name) or name != name.strip():
+        raise FormatError("catalogue", f"{what} name {name[:80]!r} is not a plain name", url)
+
+
+MAX_NAME = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +93,8 @@ class IndexLocation:
 def resolve_url(url: str, bucket_urls: Mapping[str, str]) -> str:
     """Map ``s3://bucket/key`` through ``bucket_urls``; pass http(s) URLs through."""
     if url.startswith(("http://", "https://")):
+        rest = url.partition("://")[2]
+        _check_path(url, rest.partition("/")[2])
         return url
     if url.startswith("s3://"):
         bucket, _, key = url[len("s3://") :].partition("/")
@@ -86,8 +104,17 @@ def resolve_url(url: str, bucket_urls: Mapping[str, str]) -> str:
                 "catalogue",
                 f"no bucket_urls entry for s3 bucket {bucket!r} (in {url})",
             )
+        _check_path(url, key)
         return base.rstrip("/") + "/" + key
-    raise FormatError("catalogue", f"unsupported URL scheme in {url!r}")
+    raise FormatError("catalogue", f"unsupported URL scheme in {url[:200]!r}")
+
+
+def _check_path(url: str, path: str) -> None:
+    """Refuse paths that climb out of their bucket or mirror (``..``, encoded dots, ``\\``)."""
+    decoded = path.split("?", 1)[0].split("#", 1)[0].lower().replace("%2e", ".")
+    segments = decoded.replace("%2f", "/").replace("%5c", "/").replace("\\", "/").split("/")
+    if any(segment in (".", "..") for segment in segments) or has_control_chars(path):
+        raise FormatError("catalogue", f"URL {url[:200]!r} would escape its mirror root")
 
 
 def locate_index(url: str, bucket_urls: Mapping[str, str]) -> IndexLocation:
@@ -108,4 +135,10 @@ def locate_index(url: str, bucket_urls: Mapping[str, str]) -> IndexLocation:
 
 
 def blob_url(mirror_root: str, algorithm: str, checksum: str) -> str:
+    """``<root>/blobs/<algorithm>/<first two hex>/<checksum>``; nothing else can come out."""
+    length = DIGEST_LENGTHS.get(algorithm)
+    if length is None or not is_lower_hex(checksum, length):
+        raise FormatError(
+            "blob address", f"{algorithm[:20]!r}/{checksum[:80]!r} is not a known digest"
+        )
     return f"{mirror_root}/blobs/{algorithm}/{checksum[:2]}/{checksum}"

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import is_spec_hash
+from mirrorsync.formats._common import decode_problem, is_spec_hash
 
 #: Parameters that are compiler flags, not variants (left out of variant lists).
 FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
@@ -114,8 +114,8 @@ def parse_index(data: bytes | bytearray | memoryview, url: str | None = None) ->
     """
     try:
         document = _DECODER.decode(data)
-    except msgspec.DecodeError as exc:  # ValidationError is a subclass
-        raise FormatError("build cache index", str(exc), url) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a DecodeError
+        raise FormatError("build cache index", decode_problem(exc), url) from None
     database = document.database
     try:
         db_version = int(database.version) if database.version != "" else 0
@@ -166,7 +166,7 @@ _NO_ARCH = Arch()
 def _decode_parameters(raw: bytes) -> dict[str, Any]:
     try:
         return _PARAMS_DECODER.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return {}
 
 

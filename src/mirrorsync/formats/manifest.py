@@ -9,14 +9,12 @@ from __future__ import annotations
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import is_spec_hash
+from mirrorsync.formats._common import DIGEST_LENGTHS, decode_problem, is_lower_hex, is_spec_hash
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 
 DB_MEDIA_PREFIX = "application/vnd.spack.db"
 TARBALL_MEDIA_PREFIX = "application/vnd.spack.install"
 SPEC_MEDIA_PREFIX = "application/vnd.spack.spec"
-
-_DIGEST_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
 
 
 class BlobRecord(msgspec.Struct, rename="camel"):
@@ -47,15 +45,15 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
         manifest = _DECODER.decode(body)
     except FormatError as exc:
         raise exc.at(url) if url else exc from None
-    except msgspec.DecodeError as exc:
-        raise FormatError(what, str(exc), url) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(what, decode_problem(exc), url) from None
     for record in manifest.data:
-        expected = _DIGEST_LENGTHS.get(record.checksum_algorithm)
+        expected = DIGEST_LENGTHS.get(record.checksum_algorithm)
         if expected is None:
             raise FormatError(
-                what, f"unknown checksum algorithm {record.checksum_algorithm!r}", url
+                what, f"unknown checksum algorithm {record.checksum_algorithm[:40]!r}", url
             )
-        if len(record.checksum) != expected or not _is_lower_hex(record.checksum):
+        if not is_lower_hex(record.checksum, expected):
             raise FormatError(
                 what,
                 f"checksum {record.checksum[:80]!r} is not {expected} lowercase hex digits",
@@ -87,10 +85,6 @@ def hash_from_manifest_name(filename: str) -> str:
     if not is_spec_hash(candidate):
         raise FormatError("spec manifest name", f"{filename!r} does not end in a spec hash")
     return candidate
-
-
-def _is_lower_hex(value: str) -> bool:
-    return all(c in "0123456789abcdef" for c in value)
 
 
 def spec_manifest_records(

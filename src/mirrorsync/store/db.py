@@ -48,11 +48,12 @@ class Store:
             raise StoreError(f"{path}: no database yet; run 'mirrorsync once' first")
         try:
             if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # Owner-only from the first byte; SQLite gives -wal/-shm the same mode.
+                # Directories it makes and the file itself are owner-only from the
+                # first byte; SQLite gives -wal/-shm/-journal the database's mode.
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
             conn = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, ValueError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from None
         store = cls(conn, path)
         try:
@@ -67,7 +68,8 @@ class Store:
         return store
 
     async def copy_to(self, path: Path) -> None:
-        """A consistent copy of the whole database (SQLite online backup)."""
+        """A consistent copy of the whole database (SQLite online backup), owner-only."""
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         async with aiosqlite.connect(path) as target:
             await self.conn.backup(target)
 

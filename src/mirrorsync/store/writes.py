@@ -2,6 +2,7 @@
 
 Each public function is one transaction. A snapshot's memberships, version row
 and events are written together, so a crash leaves either all of them or none.
+URLs and messages are stored with their credentials masked (:mod:`mirrorsync.redact`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import aiosqlite
 
 from mirrorsync.formats.index import SpecInfo
+from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store import webhooks
 from mirrorsync.store.db import Store
 
@@ -79,7 +81,7 @@ async def ensure_source(store: Store, name: str, kind: str, url: str) -> int:
         await conn.execute(
             "INSERT INTO sources (name, kind, url) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, url = excluded.url",
-            (name, kind, url),
+            (name, kind, redact_url(url)),
         )
         return await _scalar(conn, "SELECT id FROM sources WHERE name = ?", (name,))
 
@@ -164,7 +166,7 @@ async def record_failure(store: Store, stack_id: int, error: str, at: str) -> No
     async with store.transaction() as conn:
         await conn.execute(
             "UPDATE stacks SET last_error = ?, last_error_at = ?, last_checked = ? WHERE id = ?",
-            (error, at, at, stack_id),
+            (scrub(error), at, at, stack_id),
         )
 
 
@@ -205,7 +207,7 @@ async def record_releases(
 
 async def cached_document(store: Store, url: str) -> tuple[str | None, str | None, bytes] | None:
     async with store.conn.execute(
-        "SELECT etag, last_modified, body FROM http_cache WHERE url = ?", (url,)
+        "SELECT etag, last_modified, body FROM http_cache WHERE url = ?", (redact_url(url),)
     ) as cursor:
         row = await cursor.fetchone()
     return (row[0], row[1], bytes(row[2])) if row else None
@@ -216,11 +218,11 @@ async def cache_document(
 ) -> None:
     async with store.transaction() as conn:
         if etag is None and last_modified is None:
-            await conn.execute("DELETE FROM http_cache WHERE url = ?", (url,))
+            await conn.execute("DELETE FROM http_cache WHERE url = ?", (redact_url(url),))
             return
         await conn.execute(
             "INSERT OR REPLACE INTO http_cache (url, etag, last_modified, body) VALUES (?, ?, ?, ?)",
-            (url, etag, last_modified, body),
+            (redact_url(url), etag, last_modified, body),
         )
 
 
@@ -345,8 +347,8 @@ async def _note_checked(conn: aiosqlite.Connection, snapshot: Snapshot, at: str)
         (
             at,
             snapshot.index_checksum,
-            location.index_url if location else None,
-            location.mirror_root if location else None,
+            redact_url(location.index_url) if location else None,
+            redact_url(location.mirror_root) if location else None,
             location.layout if location else None,
             snapshot.stack_id,
         ),

@@ -32,11 +32,6 @@ from mirrorsync.sync.outcome import RunReport, StackOutcome, Status
 
 log = logging.getLogger("mirrorsync.sync")
 
-#: Pages parsed at once, off the event loop. One: msgspec 0.22 builds a Struct's
-#: type information on its first ``convert`` and two threads doing that at the
-#: same time crash the process (seen as SIGSEGV in ``msgspec._core``).
-PARSE_WORKERS = 1
-
 
 @dataclass(frozen=True, slots=True)
 class FetchedPage:
@@ -130,12 +125,15 @@ class PagesSync:
         """Every page, or one line per page that could not be fetched or parsed."""
         pages: dict[str, FetchedPage] = {}
         failures: dict[str, str] = {}
-        parsing = anyio.CapacityLimiter(PARSE_WORKERS)
 
         async def one(url: str) -> None:
             try:
-                body = await self.fetcher.small_document(url, Tally())
-                page = await anyio.to_thread.run_sync(parse_page, body, url, limiter=parsing)
+                # Parsed before it may enter the HTTP cache, on the event loop's thread:
+                # pages are small, and msgspec 0.22 crashes (SIGSEGV) when two threads
+                # make their first ``convert`` to a Struct at the same time.
+                body, page = await self.fetcher.small_document(
+                    url, Tally(), "page", lambda b: (b, parse_page(b, url))
+                )
             except MirrorsyncError as exc:
                 failures[url] = str(exc)
                 return

@@ -6,6 +6,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
@@ -13,13 +14,15 @@ import anyio
 from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource, Source
 from mirrorsync.delivery import Outbox
 from mirrorsync.delivery.outbox import merge_results
-from mirrorsync.errors import MirrorsyncError
-from mirrorsync.fetch import HttpClient, Tally
+from mirrorsync.errors import FormatError, MirrorsyncError
+from mirrorsync.fetch import HttpClient, Tally, Throttle, origin
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
+from mirrorsync.formats.index import Index
 from mirrorsync.logs import fields
+from mirrorsync.redact import redact_url
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.store.manifests import StackTarget
-from mirrorsync.sync.index import FetchedIndex, IndexFetcher, Target
+from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.manifests import ManifestCrawler
 from mirrorsync.sync.outcome import ManifestTally, RunReport, StackOutcome
 from mirrorsync.sync.pages import PagesSync
@@ -27,8 +30,11 @@ from mirrorsync.sync.progress import RunProgress
 
 log = logging.getLogger("mirrorsync.sync")
 
-#: Indexes decoded at once. Each can be ~150 MB of JSON; this bounds memory.
+#: Indexes decoded and committed at once. Each can be ~150 MB of JSON; this bounds memory.
 INDEX_WORKERS = 2
+#: Stacks per host fetching their index at once (each holds one index on disk until parsed).
+#: Per host, so stacks waiting on a slow or dead host never hold up the others.
+HOST_INDEX_WORKERS = 2
 
 
 async def run_once(
@@ -50,6 +56,15 @@ async def run_once(
     report = RunReport(started_at=utcnow(), dry_run=dry_run)
     progress = progress if progress is not None else RunProgress()
     started = time.monotonic()
+    for source in sources:
+        if source.insecure:  # on every run, so it is never forgotten
+            log.warning(
+                "source %s: TLS certificate verification is OFF (insecure: true); "
+                "anyone on the network path can alter what it syncs",
+                source.name,
+            )
+    http = config.http
+    throttle = Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
     with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
         workdir = Path(tmp)
         store = await _open_store(config, workdir, dry_run)
@@ -58,19 +73,26 @@ async def run_once(
             outbox = None if dry_run else await Outbox.open(config, store)
             if outbox:
                 report.webhooks = await outbox.deliver()
-            async with HttpClient(config.http) as client:
-                progress.http = client.stats
-                fetcher = IndexFetcher(client, store, workdir, progress=progress)
-                run = _Run(store, client, fetcher, report, progress)
-                if not dry_run:  # a dry run reports index changes; it crawls nothing
-                    run.crawler = ManifestCrawler(
-                        client, store, workdir, workers=config.http.concurrency, progress=progress
+            async with AsyncExitStack() as stack:
+                # One client per TLS setting, sharing the throttle and the running tally.
+                run = _Run(store, report, progress)
+                for insecure in sorted({s.insecure for s in sources}):
+                    client = HttpClient(
+                        http, verify=not insecure, throttle=throttle, stats=progress.http
                     )
-                    run.sources = {s.name: s for s in sources if not isinstance(s, PagesSource)}
+                    await stack.enter_async_context(client)
+                    run.fetchers[insecure] = IndexFetcher(
+                        client, store, workdir, config.limits, progress=progress
+                    )
+                    if not dry_run:  # a dry run reports index changes; it crawls nothing
+                        run.crawlers[insecure] = ManifestCrawler(
+                            client, store, workdir, workers=http.concurrency, progress=progress
+                        )
+                run.sources = {s.name: s for s in sources if not isinstance(s, PagesSource)}
                 async with anyio.create_task_group() as tg:
                     for source in sources:
                         tg.start_soon(run.source, source)
-                report.tally.add(client.stats)
+            report.tally.add(progress.http)
             if outbox:
                 report.webhooks = merge_results(report.webhooks, await outbox.deliver())
         finally:
@@ -124,64 +146,62 @@ async def _open_store(config: Config, workdir: Path, dry_run: bool) -> Store:
 
 
 def _difference(
-    row: writes.StackRow, fetched: FetchedIndex, location: writes.StackLocation, old: set[str]
+    row: writes.StackRow,
+    index: Index,
+    checksum: str,
+    location: writes.StackLocation,
+    old: set[str],
 ) -> writes.Snapshot:
     """What the new index adds to and removes from the stack's current members."""
-    assert fetched.index is not None
-    new = fetched.index.installs.keys()
+    new = index.installs.keys()
     return writes.Snapshot(
         stack_id=row.id,
         location=location,
-        index_checksum=fetched.checksum,
-        added=list(fetched.index.infos(sorted(new - old))),
+        index_checksum=checksum,
+        added=list(index.infos(sorted(new - old))),
         removed=sorted(old - new),
         announce=not row.present,
     )
 
 
 class _Run:
-    def __init__(
-        self,
-        store: Store,
-        client: HttpClient,
-        fetcher: IndexFetcher,
-        report: RunReport,
-        progress: RunProgress,
-    ) -> None:
+    def __init__(self, store: Store, report: RunReport, progress: RunProgress) -> None:
         self.store = store
-        self.client = client
-        self.fetcher = fetcher
         self.report = report
         self.progress = progress
+        self.fetchers: dict[bool, IndexFetcher] = {}  # by the source's ``insecure``
+        self.crawlers: dict[bool, ManifestCrawler] = {}  # none in a dry run
         self.index_slots = anyio.CapacityLimiter(INDEX_WORKERS)
-        self.crawler: ManifestCrawler | None = None
+        self.host_slots: dict[str, anyio.CapacityLimiter] = {}
         self.sources: dict[str, CatalogSource | MirrorSource] = {}  # those with manifests
 
     async def source(self, source: Source) -> None:
+        fetcher = self.fetchers[source.insecure]
         try:
             if isinstance(source, PagesSource):
                 source_id = await writes.ensure_source(
                     self.store, source.name, source.kind, source.urls[0]
                 )
-                await PagesSync(self.store, self.fetcher, self.report).run(source, source_id)
+                await PagesSync(self.store, fetcher, self.report).run(source, source_id)
                 return
             source_id = await writes.ensure_source(self.store, source.name, source.kind, source.url)
             if isinstance(source, CatalogSource):
-                await self.catalog(source, source_id)
+                await self.catalog(fetcher, source, source_id)
             else:
-                await self.mirror(source, source_id)
+                await self.mirror(fetcher, source, source_id)
         except MirrorsyncError as exc:
             log.error("source %s failed: %s", source.name, exc)
             self.report.source_errors.append((source.name, str(exc)))
 
-    async def mirror(self, source: MirrorSource, source_id: int) -> None:
+    async def mirror(self, fetcher: IndexFetcher, source: MirrorSource, source_id: int) -> None:
         target = Target(mirror_root=source.url.rstrip("/"), layout=None)
         self.progress.stacks_total += 1
-        await self.stack(source.name, source_id, source.release, source.stack, target)
+        await self.stack(fetcher, source.name, source_id, source.release, source.stack, target)
 
-    async def catalog(self, source: CatalogSource, source_id: int) -> None:
-        body = await self.fetcher.small_document(source.url, Tally())
-        entries = parse_catalog(body, source.url)
+    async def catalog(self, fetcher: IndexFetcher, source: CatalogSource, source_id: int) -> None:
+        entries = await fetcher.small_document(
+            source.url, Tally(), "catalog", lambda body: parse_catalog(body, source.url)
+        )
         listed = {e.release for e in entries}
         wanted = [e for e in entries if source.wants(e.release, e.stack)]
         known = await writes.known_releases(self.store, source_id)
@@ -200,7 +220,7 @@ class _Run:
         self.progress.stacks_total += len(wanted) + len(gone)
         async with anyio.create_task_group() as tg:
             for entry in wanted:
-                tg.start_soon(self.catalog_stack, source, source_id, entry)
+                tg.start_soon(self.catalog_stack, fetcher, source, source_id, entry)
             for row in gone:
                 tg.start_soon(self.retire, source.name, row)
         self.report.release_events += await writes.record_releases(
@@ -208,38 +228,62 @@ class _Run:
         )
 
     async def catalog_stack(
-        self, source: CatalogSource, source_id: int, entry: CatalogStack
+        self, fetcher: IndexFetcher, source: CatalogSource, source_id: int, entry: CatalogStack
     ) -> None:
         try:
             location = locate_index(entry.url, source.buckets())
         except MirrorsyncError as exc:
+            if isinstance(exc, FormatError) and exc.url is None:
+                exc = exc.at(source.url)
             row = await writes.ensure_stack(self.store, source_id, entry.release, entry.stack)
             await self._failed(source.name, row, str(exc), time.monotonic(), Tally())
             return
         target = Target(location.mirror_root, location.layout, location.index_checksum)
-        await self.stack(source.name, source_id, entry.release, entry.stack, target)
+        await self.stack(fetcher, source.name, source_id, entry.release, entry.stack, target)
+
+    def _host_slot(self, url: str) -> anyio.CapacityLimiter:
+        key = origin(url)
+        slot = self.host_slots.get(key)
+        if slot is None:
+            slot = self.host_slots[key] = anyio.CapacityLimiter(HOST_INDEX_WORKERS)
+        return slot
 
     async def stack(
-        self, source_name: str, source_id: int, release: str, stack: str, target: Target
+        self,
+        fetcher: IndexFetcher,
+        source_name: str,
+        source_id: int,
+        release: str,
+        stack: str,
+        target: Target,
     ) -> None:
         """Sync the stack's index, then crawl its spec manifests (outside the index slots)."""
-        synced = await self._sync_index(source_name, source_id, release, stack, target)
+        synced = await self._sync_index(fetcher, source_name, source_id, release, stack, target)
         if synced is not None:
-            await self._crawl(source_name, *synced)
+            stack_id, location, outcome = synced
+            # The crawl needs the real root: the stored location has credentials masked.
+            crawler = self.crawlers.get(not fetcher.client.verify)
+            await self._crawl(crawler, source_name, stack_id, target.mirror_root, location, outcome)
             self._log(synced[2])  # once, with the crawl's requests and bytes included
 
     async def _crawl(
-        self, source_name: str, stack_id: int, location: writes.StackLocation, o: StackOutcome
+        self,
+        crawler: ManifestCrawler | None,
+        source_name: str,
+        stack_id: int,
+        mirror_root: str,
+        location: writes.StackLocation,
+        o: StackOutcome,
     ) -> None:
         source = self.sources.get(source_name)
-        if self.crawler is None or source is None or source.manifests == "none":
+        if crawler is None or source is None or source.manifests == "none":
             return
         target = StackTarget(
-            stack_id, source_name, o.release, o.stack, location.mirror_root, location.layout, 0
+            stack_id, source_name, o.release, o.stack, mirror_root, location.layout, 0
         )
         started, tally = time.monotonic(), Tally()
         try:
-            o.manifests = await self.crawler.crawl(
+            o.manifests = await crawler.crawl(
                 target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
             )
         except MirrorsyncError as exc:  # e.g. the database: this stack only, not its siblings
@@ -249,7 +293,13 @@ class _Run:
         o.seconds += time.monotonic() - started
 
     async def _sync_index(
-        self, source_name: str, source_id: int, release: str, stack: str, target: Target
+        self,
+        fetcher: IndexFetcher,
+        source_name: str,
+        source_id: int,
+        release: str,
+        stack: str,
+        target: Target,
     ) -> tuple[int, writes.StackLocation, StackOutcome] | None:
         """Fetch, diff and commit the stack's index; None if that failed."""
         row = await writes.ensure_stack(self.store, source_id, release, stack)
@@ -258,23 +308,27 @@ class _Run:
         name = f"{source_name}:{release}/{stack}"
         previous = row.index_checksum if row.present else None
         try:
-            async with self.index_slots:
-                fetched = await self.fetcher.fetch(target, previous, tally, name)
+            # Download under this host's slots, then decode and commit under the
+            # global ones: a slow host only ever waits on itself.
+            async with self._host_slot(target.mirror_root):
+                fetched = await fetcher.fetch(target, previous, tally, name)
                 location = writes.StackLocation(
-                    fetched.index_url, target.mirror_root, fetched.layout
+                    redact_url(fetched.index_url), redact_url(target.mirror_root), fetched.layout
                 )
-                if fetched.index is None:
+                if fetched.path is None:
                     snapshot = writes.Snapshot(row.id, location, fetched.checksum, (), ())
                     await writes.record_unchanged(self.store, snapshot, utcnow())
                     unchanged = self._done(
                         source_name, row, "unchanged", row.version, row.spec_count, started, tally
                     )
                     return row.id, location, unchanged
-                old = await writes.current_hashes(self.store, row.id)
-                snapshot = _difference(row, fetched, location, old)
-                spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
-                del fetched, old  # frees the index and its raw bytes before the commit
-                committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
+                async with self.index_slots:
+                    index = await parse_downloaded(fetched.path, fetched.index_url)
+                    old = await writes.current_hashes(self.store, row.id)
+                    snapshot = _difference(row, index, fetched.checksum, location, old)
+                    spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
+                    del index, old  # frees the index and its raw bytes before the commit
+                    committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         except MirrorsyncError as exc:
             await self._failed(source_name, row, str(exc), started, tally)
             return None

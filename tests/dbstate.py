@@ -1,0 +1,122 @@
+"""Read a mirrorsync database as plain data, to compare states and count events."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [tuple(row) for row in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+def versions(db: Path) -> dict[tuple[str, str], int]:
+    """(release, stack) -> current version."""
+    return {
+        (str(r), str(s)): int(v)
+        for r, s, v in _rows(db, "SELECT release, name, version FROM stacks")
+    }
+
+
+def errors(db: Path) -> dict[tuple[str, str], str | None]:
+    rows = _rows(db, "SELECT release, name, last_error FROM stacks")
+    return {(str(r), str(s)): (None if e is None else str(e)) for r, s, e in rows}
+
+
+def event_counts(db: Path) -> Counter[tuple[str, str, str | None]]:
+    """(type, release, stack or None) -> how many events."""
+    rows = _rows(
+        db,
+        "SELECT e.type, e.release, s.name FROM events e LEFT JOIN stacks s ON s.id = e.stack_id",
+    )
+    return Counter((str(t), str(r), None if s is None else str(s)) for t, r, s in rows)
+
+
+# Everything a sync decides, without ids or times (which differ between runs).
+# Events are compared as a multiset: (type, release, stack, hash, version) and how often.
+_FACETS = {
+    "stacks": "SELECT release, name, present, version, spec_count, index_checksum, layout,"
+    " last_error FROM {db}.stacks",
+    "versions": "SELECT st.release, st.name, v.version, v.index_checksum, v.spec_count, v.added,"
+    " v.removed FROM {db}.stack_versions v JOIN {db}.stacks st ON st.id = v.stack_id",
+    "memberships": "SELECT st.release, st.name, sp.hash, m.entered, m.left FROM {db}.memberships m"
+    " JOIN {db}.stacks st ON st.id = m.stack_id JOIN {db}.specs sp ON sp.id = m.spec_id",
+    "specs": "SELECT hash, name, version, platform, os, target, compiler, variants FROM {db}.specs",
+    "releases": "SELECT name, present FROM {db}.releases",
+    "events": "SELECT e.type, e.release, st.name, sp.hash, e.stack_version, count(*)"
+    " FROM {db}.events e LEFT JOIN {db}.stacks st ON st.id = e.stack_id"
+    " LEFT JOIN {db}.specs sp ON sp.id = e.spec_id GROUP BY 1, 2, 3, 4, 5",
+}
+
+
+def differences(a: Path, b: Path) -> dict[str, tuple[list[tuple[object, ...]], ...]]:
+    """Per facet, a few rows only ``a`` has and a few only ``b`` has; empty when equal."""
+    conn = sqlite3.connect(":memory:", uri=True)
+    try:
+        conn.execute("ATTACH ? AS a", (f"file:{a}?mode=ro",))
+        conn.execute("ATTACH ? AS b", (f"file:{b}?mode=ro",))
+        found: dict[str, tuple[list[tuple[object, ...]], ...]] = {}
+        for facet, sql in _FACETS.items():
+            qa, qb = sql.format(db="a"), sql.format(db="b")
+            only_a = [tuple(r) for r in conn.execute(f"{qa} EXCEPT {qb} LIMIT 5")]
+            only_b = [tuple(r) for r in conn.execute(f"{qb} EXCEPT {qa} LIMIT 5")]
+            if only_a or only_b:
+                found[facet] = (only_a, only_b)
+        return found
+    finally:
+        conn.close()
+
+
+def event_stats(db: Path) -> tuple[Counter[str], int]:
+    """Events per type, and the most times any one event (type, stack, hash, version) occurs."""
+    per_type = Counter(
+        {str(t): int(n) for t, n in _rows(db, "SELECT type, count(*) FROM events GROUP BY type")}
+    )
+    (most,) = _rows(
+        db,
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events"
+        " GROUP BY type, release, stack_id, spec_id, stack_version)",
+    )
+    return per_type, int(most[0])
+
+
+def check_consistent(db: Path) -> None:
+    """No half-written version: every figure the store keeps agrees with the rows behind it."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        stacks = list(conn.execute("SELECT id, name, version, spec_count FROM stacks"))
+        for stack_id, name, version, spec_count in stacks:
+            (open_members,) = conn.execute(
+                "SELECT count(*) FROM memberships WHERE stack_id = ? AND left IS NULL", (stack_id,)
+            ).fetchone()
+            assert open_members == spec_count, (name, open_members, spec_count)
+            rows = list(
+                conn.execute(
+                    "SELECT version, spec_count, added, removed FROM stack_versions"
+                    " WHERE stack_id = ? ORDER BY version",
+                    (stack_id,),
+                )
+            )
+            assert [r[0] for r in rows] == list(range(1, version + 1)), (name, rows, version)
+            for v, count, added, removed in rows:
+                (held,) = conn.execute(
+                    "SELECT count(*) FROM memberships WHERE stack_id = ? AND entered <= ?"
+                    " AND (left IS NULL OR left > ?)",
+                    (stack_id, v, v),
+                ).fetchone()
+                assert held == count, (name, v, held, count)
+                for kind, expected in (("spec.added", added), ("spec.removed", removed)):
+                    (n,) = conn.execute(
+                        "SELECT count(*) FROM events WHERE stack_id = ? AND stack_version = ?"
+                        " AND type = ?",
+                        (stack_id, v, kind),
+                    ).fetchone()
+                    assert n == expected, (name, v, kind, n, expected)
+    finally:
+        conn.close()

@@ -1,0 +1,341 @@
+"""Bad input: a bad configuration exits 2 with one line; a bad remote document is refused
+with a message naming its URL, and nothing from it is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import catalog_config, run_cli, sync
+from dbstate import event_counts, versions
+from mirrorsync.config import Config
+from mirrorsync.fixture.build import (
+    CATALOG_NAME,
+    INDEX_MANIFEST,
+    build_catalog_from_specs,
+    clearsign,
+    write_catalog,
+    write_v2_mirror,
+)
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
+
+# -- configuration -------------------------------------------------------------
+
+GOOD_SOURCE = "sources: [{name: a, kind: mirror, url: 'https://m.example.org/spack'}]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (GOOD_SOURCE + "colour: red\n", "colour: unknown key"),
+        (
+            GOOD_SOURCE + "http: {retries: {attempts: 2, pause: 3}}\n",
+            "http.retries.pause: unknown key",
+        ),
+        (GOOD_SOURCE + "http: {timeout: soon}\n", "http.timeout: expected float, got str"),
+        (GOOD_SOURCE + "http: {concurrency: 2.5}\n", "http.concurrency: expected int, got float"),
+        (
+            "sources: [{name: a, kind: mirror, url: 'https://m/s', insecure: 'no'}]",
+            "sources[0].insecure: expected bool, got str",
+        ),
+        ("sources: [{kind: catalog}]", "sources[0].name: required key is missing"),
+        ("sources: [{name: a}]", "sources[0].kind: required key is missing"),
+        ("database: x.db\n", "sources: required key is missing"),
+        (
+            "sources: [{name: a, kind: catalog, stacks: ['e4s', '[ml']}]",
+            "sources[0].stacks[1]: glob '[ml' has an unclosed '['",
+        ),
+        (
+            "sources: [{name: a, kind: catalog, exclude_releases: ['']}]",
+            "sources[0].exclude_releases[0]: expected a non-empty glob",
+        ),
+        (GOOD_SOURCE + "limits: {index: huge}\n", "limits.index: expected a size such as"),
+        (GOOD_SOURCE + "limits: {manifest: 0}\n", "limits.manifest: expected int >= 1"),
+        (GOOD_SOURCE + "database: ''\n", "database: expected a file path"),
+        (GOOD_SOURCE + "when: 2024-02-30\n", "invalid YAML: day is out of range for month"),
+        ("sources: " + "[" * 2000, "invalid YAML"),
+        ("sources: [{name: 'a b', kind: catalog}]", "sources[0].name: expected a name of letters"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    done = run_cli("-c", str(path), "once", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"mirrorsync: error: {path}: ") and says in line, line
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_unreadable_configuration_exits_2(tmp_path: Path) -> None:
+    not_utf8 = tmp_path / "latin1.yaml"
+    not_utf8.write_bytes("sources: [{name: caf\xe9, kind: catalog}]".encode("latin-1"))
+    a_directory = tmp_path / "dir.yaml"
+    a_directory.mkdir()
+    for path, says in ((not_utf8, "cannot read"), (a_directory, "cannot read")):
+        done = run_cli("-c", str(path), "status", cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"mirrorsync: error: {path}: {says}"), line
+
+
+# -- remote documents ------------------------------------------------------------
+
+
+def nodes(prefix: str, n: int) -> list[dict[str, object]]:
+    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
+
+
+def build(docroot: Path) -> None:
+    build_catalog_from_specs(docroot, {"develop": {"root": nodes("r", 3), "e4s": nodes("e", 3)}})
+
+
+def serve_index(docroot: Path, data: bytes) -> str:
+    """Publish ``data`` as the e4s index, with a manifest and catalogue that vouch for it."""
+    root = docroot / "develop/e4s"
+    sha = hashlib.sha256(data).hexdigest()
+    blob = root / f"blobs/sha256/{sha[:2]}/{sha}"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    record = {
+        "contentLength": len(data),
+        "mediaType": "application/vnd.spack.db.v8+json",
+        "compression": "none",
+        "checksumAlgorithm": "sha256",
+        "checksum": sha,
+    }
+    (root / INDEX_MANIFEST).write_text(json.dumps({"version": 3, "data": [record]}))
+    write_catalog(docroot, {"develop": {"root": "develop", "e4s": "develop/e4s"}})
+    return f"/develop/e4s/blobs/sha256/{sha[:2]}/{sha}"
+
+
+def install(h: str, **spec: object) -> dict[str, object]:
+    node = spec_node("zlib", "1.3", fake_hash("x"))
+    node.update(hash=h, **spec)
+    return {"spec": node, "in_buildcache": True}
+
+
+def index(installs: object) -> bytes:
+    return json.dumps({"database": {"version": "8", "installs": installs}}).encode()
+
+
+H = fake_hash("h")
+BAD_INDEXES = {
+    "truncated": index({H: install(H)})[:-20],
+    "not-json": b"<html>503 Service Unavailable</html>",
+    "installs-a-list": index([install(H)]),
+    "no-name": index({H: {"spec": {"hash": H, "version": "1"}, "in_buildcache": True}}),
+    "hash-uppercase": index({H.upper(): install(H.upper())}),
+    "hash-not-base32": index({"0189" + H[4:]: install("0189" + H[4:])}),
+    "hash-too-short": index({H[:31]: install(H[:31])}),
+    "hash-mismatch": index({H: install(fake_hash("other"))}),
+    "not-utf8": index({H: install(H, version="caf\udce9")}).replace(b"\\udce9", b"\xe9"),
+}
+
+
+def assert_nothing_stored_for_e4s(db: Path, bad_hashes: set[str]) -> None:
+    assert versions(db) == {("develop", "root"): 1, ("develop", "e4s"): 0}
+    assert not any(stack == "e4s" for _, _, stack in event_counts(db))
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT hash FROM specs")}
+    assert not stored & bad_hashes
+    assert stored == {str(n["hash"]) for n in nodes("r", 3)}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEXES))
+def test_bad_index_is_refused_naming_its_url(
+    tmp_path: Path, docroot: Path, server: FixtureServer, case: str
+) -> None:
+    build(docroot)
+    blob_path = serve_index(docroot, BAD_INDEXES[case])
+    config = catalog_config(tmp_path, server)
+    report = sync(config)
+    assert report.exit_code == 1
+    (line,) = report.failures
+    assert line.startswith(
+        f"test:develop/e4s: malformed build cache index at {server.url}{blob_path}: "
+    ), line
+    assert_nothing_stored_for_e4s(config.database_path, {H, H.upper(), H[:31]})
+
+
+GOOD_RECORD = {
+    "contentLength": 10,
+    "mediaType": "application/vnd.spack.db.v8+json",
+    "compression": "none",
+    "checksumAlgorithm": "sha256",
+    "checksum": "ab" * 32,
+}
+BAD_MANIFESTS = {
+    "truncated": json.dumps({"data": [GOOD_RECORD]})[:-5].encode(),
+    "data-not-a-list": json.dumps({"data": GOOD_RECORD}).encode(),
+    "checksum-not-hex": json.dumps({"data": [{**GOOD_RECORD, "checksum": "zz" * 32}]}).encode(),
+    "checksum-short": json.dumps({"data": [{**GOOD_RECORD, "checksum": "ab" * 31}]}).encode(),
+    "checksum-upper": json.dumps({"data": [{**GOOD_RECORD, "checksum": "AB" * 32}]}).encode(),
+    "algorithm-path": json.dumps(
+        {"data": [{**GOOD_RECORD, "checksumAlgorithm": "../../../etc"}]}
+    ).encode(),
+    "no-index-record": json.dumps(
+        {"data": [{**GOOD_RECORD, "mediaType": "application/vnd.spack.install.v2.tar+gzip"}]}
+    ).encode(),
+    "armour-no-end": clearsign(json.dumps({"data": [GOOD_RECORD]}))
+    .replace("-----END PGP SIGNATURE-----", "")
+    .encode(),
+    "armour-no-signature": clearsign(json.dumps({"data": [GOOD_RECORD]}))
+    .split("-----BEGIN PGP SIGNATURE-----")[0]
+    .encode(),
+    "armour-bad-header": clearsign(json.dumps({"data": [GOOD_RECORD]}))
+    .replace("Hash: SHA512", "Hash SHA512")
+    .encode(),
+    "not-utf8": b'{"data": [{"mediaType": "caf\xe9"}]}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_bad_index_manifest_is_refused_and_not_cached(
+    tmp_path: Path, docroot: Path, server: FixtureServer, case: str
+) -> None:
+    build(docroot)
+    manifest = docroot / "develop/e4s" / INDEX_MANIFEST
+    manifest.write_bytes(BAD_MANIFESTS[case])
+    config = catalog_config(tmp_path, server)
+    report = sync(config)
+    (line,) = report.failures
+    url = f"{server.url}/develop/e4s/{INDEX_MANIFEST}"
+    assert line.startswith(f"test:develop/e4s: malformed index manifest at {url}: "), line
+    assert server.count("/develop/e4s/blobs/*") == 0
+    assert_nothing_stored_for_e4s(config.database_path, set())
+    with sqlite3.connect(config.database_path) as conn:
+        cached = {row[0] for row in conn.execute("SELECT url FROM http_cache")}
+    assert (
+        url not in cached
+        and f"{server.url}/develop/v3/manifests/index/index.manifest.json" in cached
+    )
+
+
+BAD_CATALOGUES = {
+    "truncated": (b'{"develop": [{"label": "root", "url": "s3://spack', "Input data was truncated"),
+    "release-not-a-list": (b'{"develop": {"label": "root"}}', "Expected `array`, got `object`"),
+    "entry-without-url": (b'{"develop": [{"label": "root"}]}', "missing required field `url`"),
+    "control-characters": (
+        b'{"develop\\u001b[31m": [{"label": "root", "url": "s3://spack-binaries/x/build_cache/index.json"}]}',
+        "is not a plain name",
+    ),
+    "not-utf8": (b'{"d\xe9velop": []}', "not UTF-8 (invalid continuation byte)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CATALOGUES))
+def test_bad_catalogue_is_refused_and_nothing_is_stored(
+    tmp_path: Path, docroot: Path, server: FixtureServer, case: str
+) -> None:
+    build(docroot)
+    data, says = BAD_CATALOGUES[case]
+    (docroot / CATALOG_NAME).write_bytes(data)
+    config = catalog_config(tmp_path, server)
+    report = sync(config)
+    (line,) = report.failures
+    url = f"{server.url}/{CATALOG_NAME}"
+    assert line.startswith(f"source test: malformed catalogue at {url}: ") and says in line, line
+    assert report.stacks == [] and server.count("/develop/*") == 0
+    with sqlite3.connect(config.database_path) as conn:
+        for table in ("releases", "stacks", "events", "specs", "http_cache"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+
+
+def test_catalogue_url_escaping_the_bucket_fails_that_stack_only(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build(docroot)
+    catalog = docroot / CATALOG_NAME
+    document = json.loads(catalog.read_text())
+    sha = "ab" * 32
+    document["develop"].append(
+        {"label": "evil", "url": f"s3://spack-binaries/../../etc/blobs/sha256/ab/{sha}"}
+    )
+    document["develop"].append(
+        {"label": "sneaky", "url": f"s3://spack-binaries/%2e%2e/x/blobs/sha256/ab/{sha}"}
+    )
+    catalog.write_text(json.dumps(document))
+    report = sync(catalog_config(tmp_path, server))
+    failures = sorted(report.failures)
+    assert len(failures) == 2
+    for line, label in zip(failures, ("evil", "sneaky"), strict=True):
+        assert line.startswith(f"test:develop/{label}: malformed catalogue at {server.url}/")
+        assert "would escape its mirror root" in line
+    assert {o.stack for o in report.stacks if o.status == "changed"} == {"root", "e4s"}
+    assert all("etc" not in r.path and "%2e" not in r.path for r in server.requests)
+
+
+def test_v2_hash_file_that_is_not_a_sha256_is_refused(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build_catalog_from_specs(docroot, {"develop": {"root": nodes("r", 2)}}, layout="v2")
+    (docroot / "develop/build_cache/index.json.hash").write_text("<html>oops</html>")
+    report = sync(catalog_config(tmp_path, server))
+    (line,) = report.failures
+    url = f"{server.url}/develop/build_cache/index.json.hash"
+    assert (
+        line
+        == f"test:develop/root: malformed index.json.hash at {url}: '<html>oops</html>' is not a sha256"
+    )
+    assert server.count("/develop/build_cache/index.json") == 0
+
+
+# -- size caps -------------------------------------------------------------------
+
+
+def limits_config(tmp_path: Path, server: FixtureServer, limits: str) -> Config:
+    return catalog_config(tmp_path, server, extra=f"limits: {{{limits}}}")
+
+
+def test_gigantic_catalogue_is_refused_unread(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build(docroot)
+    report = sync(limits_config(tmp_path, server, "catalog: 100"))
+    (line,) = report.failures
+    size = (docroot / CATALOG_NAME).stat().st_size
+    assert line == (
+        f"source test: {server.url}/{CATALOG_NAME}: {size} bytes, over the 100-byte limit "
+        "(limits.catalog); refused"
+    )
+    assert report.tally.bytes == 0
+
+
+def test_gigantic_manifest_is_refused(tmp_path: Path, docroot: Path, server: FixtureServer) -> None:
+    build(docroot)
+    report = sync(limits_config(tmp_path, server, "manifest: 50"))
+    assert len(report.failures) == 2
+    assert all("over the 50-byte limit (limits.manifest); refused" in f for f in report.failures)
+
+
+def test_gigantic_v3_index_is_refused_before_download(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build_catalog_from_specs(docroot, {"develop": {"root": nodes("r", 3), "e4s": nodes("e", 30)}})
+    report = sync(limits_config(tmp_path, server, "index: 8 KiB"))
+    (line,) = report.failures
+    assert line.startswith(f"test:develop/e4s: {server.url}/develop/e4s/blobs/sha256/")
+    assert "over the 8192-byte limit (limits.index); refused" in line
+    assert server.count("/develop/e4s/blobs/*") == 0  # the manifest said it all
+    assert versions(tmp_path / "state.db") == {("develop", "root"): 1, ("develop", "e4s"): 0}
+
+
+def test_gigantic_v2_index_is_refused_from_its_declared_length(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    info = write_v2_mirror(docroot / "develop", nodes("v", 30))
+    write_catalog(docroot, {"develop": {"root": "develop"}})
+    report = sync(limits_config(tmp_path, server, "index: 4096"))
+    (line,) = report.failures
+    assert line == (
+        f"test:develop/root: {server.url}/develop/build_cache/index.json: {info.index_size} "
+        "bytes, over the 4096-byte limit (limits.index); refused"
+    )
+    assert report.stacks[0].tally.bytes == 64  # the hash file; not one byte of the index

@@ -1,0 +1,221 @@
+"""TLS is verified unless a source says ``insecure: true``; secrets stay on the wire; files are owner-only."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import REPO, run_cli, sync
+from mirrorsync.config import parse_config
+from mirrorsync.fixture.build import CATALOG_NAME, build_catalog_from_specs, write_v3_mirror
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.store import Store, writes
+
+DATA = Path(__file__).parent / "data"
+TLS = (DATA / "tls-cert.pem", DATA / "tls-key.pem")
+
+
+def nodes(prefix: str, n: int) -> list[dict[str, object]]:
+    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
+
+
+def mirror_config(tmp_path: Path, url: str, *, insecure: str = "") -> str:
+    return (
+        f"database: {tmp_path / 'tls.db'}\n"
+        "sources:\n"
+        f"  - {{name: site, kind: mirror, url: '{url}/m'{insecure}}}\n"
+        "http: {timeout: 5, retries: {attempts: 3, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+    )
+
+
+@pytest.fixture
+def tls_server(docroot: Path) -> FixtureServer:
+    write_v3_mirror(docroot / "m", nodes("t", 3))
+    return FixtureServer(docroot, tls=TLS)
+
+
+def test_tls_is_verified_by_default_and_a_failure_is_not_retried(
+    tmp_path: Path, tls_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with tls_server:
+        assert tls_server.url.startswith("https://")
+        report = sync(parse_config(mirror_config(tmp_path, tls_server.url)))
+    assert report.exit_code == 1
+    (line,) = report.failures
+    manifest = f"{tls_server.url}/m/v3/manifests/index/index.manifest.json"
+    assert line.startswith(
+        f"site:default/root: {manifest}: TLS certificate verification failed "
+        "(self-signed certificate)"
+    ), line
+    assert "insecure: true" in line
+    assert report.tally.retries == 0 and report.stacks[0].status == "failed"
+
+
+def test_a_trusted_certificate_verifies(
+    tmp_path: Path, tls_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same server passes once its certificate is trusted: verification is real.
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS[0]))
+    with tls_server:
+        report = sync(parse_config(mirror_config(tmp_path, tls_server.url)))
+    assert report.exit_code == 0, report.failures
+    assert report.stacks[0].added == 3
+
+
+def test_insecure_source_skips_verification_and_says_so_on_every_run(
+    tmp_path: Path, tls_server: FixtureServer
+) -> None:
+    path = tmp_path / "c.yaml"
+    # Two sources on the same untrusted server: only the one marked insecure syncs.
+    path.write_text(
+        f"database: {tmp_path / 'tls.db'}\n"
+        "sources:\n"
+        f"  - {{name: lax, kind: mirror, url: '{tls_server.url}/m', insecure: true}}\n"
+        f"  - {{name: strict, kind: mirror, url: '{tls_server.url}/m'}}\n"
+        "http: {timeout: 5, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+    )
+    env = {"SSL_CERT_FILE": "", "SSL_CERT_DIR": ""}
+    with tls_server:
+        runs = [run_cli("-c", str(path), "once", cwd=tmp_path, env=env) for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 1
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
+        assert any("source lax: TLS certificate verification is OFF" in w for w in warnings)
+        assert not any("source strict" in w for w in warnings)
+        failed = [ln for ln in done.stderr.splitlines() if ln.startswith("mirrorsync: failed:")]
+        assert len(failed) == 1 and "strict:default/root" in failed[0]
+        assert "certificate verification failed" in failed[0]
+    assert "lax:default/root changed" in runs[0].stderr
+
+
+def test_redirect_from_https_to_plain_http_is_refused(
+    tmp_path: Path, docroot: Path, tls_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS[0]))
+    manifest = "/m/v3/manifests/index/index.manifest.json"
+    with tls_server, FixtureServer(docroot) as plain:
+        tls_server.add_fault(manifest, "redirect", location=f"{plain.url}{manifest}", times=None)
+        report = sync(parse_config(mirror_config(tmp_path, tls_server.url)))
+        assert plain.count(manifest) == 1  # followed, then refused: nothing from it is used
+    (line,) = report.failures
+    assert line == (
+        f"site:default/root: {tls_server.url}{manifest}: redirected to {plain.url}{manifest} "
+        "without TLS; refused (set 'insecure: true' on the source to allow it)"
+    )
+    assert report.stacks[0].version == 0
+
+
+def test_redirects_within_tls_are_followed(
+    tmp_path: Path, docroot: Path, tls_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS[0]))
+    write_v3_mirror(docroot / "moved", nodes("t", 3))
+    manifest = "v3/manifests/index/index.manifest.json"
+    with tls_server:
+        tls_server.add_fault(
+            f"/m/{manifest}", "redirect", status=301, location=f"/moved/{manifest}", times=None
+        )
+        report = sync(parse_config(mirror_config(tmp_path, tls_server.url)))
+        assert tls_server.count(f"/moved/{manifest}") == 1
+    assert report.exit_code == 0, report.failures
+
+
+SECRET = "s3cr3t-Tok3n"
+
+
+def test_credentials_in_urls_never_reach_output_logs_or_the_database(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build_catalog_from_specs(
+        docroot, {"develop": {"root": nodes("r", 3), "e4s": nodes("e", 2), "ml": nodes("m", 2)}}
+    )
+    host = server.url.removeprefix("http://")
+    authed = f"http://mirror-user:{SECRET}@{host}"
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"database: {tmp_path / 'secret.db'}\n"
+        "sources:\n"
+        "  - name: test\n"
+        "    kind: catalog\n"
+        f"    url: '{authed}/{CATALOG_NAME}?X-Amz-Signature={SECRET}'\n"
+        f"    bucket_urls: {{spack-binaries: '{authed}/'}}\n"
+        "http: {timeout: 5, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+    )
+    # Failures and retries, so URLs land in errors, logs and the status.
+    server.add_fault("/develop/e4s/*", "status", status=503, times=None)
+    server.add_fault("/develop/ml/blobs/*", "reset", after_bytes=5, times=None)
+    outputs = [run_cli("-vv", "-c", str(path), "once", cwd=tmp_path)]
+    outputs.append(run_cli("-c", str(path), "once", "--json", cwd=tmp_path))
+    for command in (["status"], ["status", "--json"], ["events", "--json"]):
+        outputs.append(run_cli("-c", str(path), *command, cwd=tmp_path))
+    outputs.append(run_cli("-c", str(path), "once", "--dry-run", "--json", cwd=tmp_path))
+
+    # The credentials were used on the wire...
+    expected = "Basic " + base64.b64encode(f"mirror-user:{SECRET}".encode()).decode()
+    assert {r.headers.get("Authorization") for r in server.requests} == {expected}
+    # ...and appear nowhere else, while the URLs are still named.
+    first = outputs[0]
+    assert first.returncode == 1 and "retrying http://***@" in first.stderr
+    assert "failed: test:develop/e4s: http://***@" in first.stderr
+    for done in outputs:
+        assert SECRET not in done.stdout and SECRET not in done.stderr
+        assert "mirror-user" not in done.stdout + done.stderr
+    with sqlite3.connect(tmp_path / "secret.db") as conn:
+        (stored,) = conn.execute("SELECT url FROM sources").fetchone()
+        roots = {r[0] for r in conn.execute("SELECT mirror_root FROM stacks")}
+    assert stored == f"http://***@{host}/{CATALOG_NAME}?X-Amz-Signature=***"
+    assert roots == {f"http://***@{host}/develop", None}  # e4s and ml never synced
+    for file in tmp_path.glob("secret.db*"):
+        data = file.read_bytes()
+        assert SECRET.encode() not in data and b"mirror-user" not in data, file
+
+
+def test_database_wal_and_shm_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    db = tmp_path / "new-dir" / "state.db"
+
+    async def open_and_write() -> dict[str, int]:
+        async with await Store.open(db) as store:
+            await writes.ensure_source(store, "s", "mirror", "https://h/m")
+            return {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
+
+    old = os.umask(0)
+    try:
+        modes = anyio.run(open_and_write)
+    finally:
+        os.umask(old)
+    assert modes == {"state.db": 0o600, "state.db-wal": 0o600, "state.db-shm": 0o600}
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+def test_cli_run_creates_an_owner_only_database_under_umask_zero(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    write_v3_mirror(docroot / "m", nodes("u", 2))
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"database: {tmp_path / 'state' / 'u.db'}\n"
+        f"sources: [{{name: site, kind: mirror, url: '{server.url}/m'}}]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mirrorsync", "-c", str(path), "once"],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        umask=0,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    files = list((tmp_path / "state").iterdir())
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), files
