@@ -12,6 +12,8 @@ RSS from wait4):
   unchanged   a resync with nothing changed
   growth      database size after 30 syncs with 1% churn each vs after the first
   scale       (--scale) first sync of 2N specs: memory beyond the raw index bytes
+  crawl       10,000 spec manifests at --crawl-concurrency, against plain httpx GETs
+              of the same URLs at the same concurrency (the HTTP stack's ceiling)
 
 Every figure is reported as a ratio to the baseline of the same run: these
 machines are shared and noisy, absolute times do not compare across runs.
@@ -195,7 +197,7 @@ def config_text(url: str, database: Path) -> str:
         f"    url: {url}/{CATALOG}\n"
         f"    bucket_urls: {{spack-binaries: {url}/}}\n"
         "    manifests: none\n"
-        "http: {concurrency: 32, per_host_rate: 1000}\n"
+        "http: {concurrency: 32, per_host_rate: 10000}\n"
     )
 
 
@@ -217,12 +219,15 @@ def main() -> int:
     parser.add_argument("--specs", type=int, default=100_000)
     parser.add_argument("--churn-syncs", type=int, default=30)
     parser.add_argument("--scale", action="store_true", help="also sync 2N specs once")
+    parser.add_argument("--crawl-specs", type=int, default=10_000)
+    parser.add_argument("--crawl-concurrency", type=int, default=32)
     parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     data = Dataset(args.specs, args.churn_syncs)
     if args.generator:
         return generator_loop(data)
+    crawl_line = crawl_sample(args.crawl_specs, args.crawl_concurrency)
     generator = Generator(args.specs, args.churn_syncs)
     generator.write("cache 0")
     generator.write("cache 1")
@@ -318,8 +323,56 @@ def main() -> int:
     print(
         f"{'growth':<11} database after {args.churn_syncs} syncs with 1% churn: {growth:.2f}x its size after the first (target <= 1.5x){' ok' if growth <= 1.5 else ' MISSED'}"
     )
+    print(f"{'crawl':<11} {crawl_line}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def crawl_sample(n: int, concurrency: int) -> str:
+    """Manifests per second: mirrorsync's crawl, and plain httpx on the same URLs."""
+    docroot = CACHE / f"crawl-{n}" / "www"
+    if not (docroot.parent / "ready").exists():
+        print(f"writing a mirror with {n} spec manifests ...", file=sys.stderr)
+        specs = synthetic_specs(n, seed=7)
+        build_catalog_from_specs(docroot, {"develop": {"root": specs}}, manifests=True)
+        (docroot.parent / "ready").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    work = Path(tempfile.mkdtemp(prefix="mirrorsync-crawl-"))
+    server = Server(docroot)
+    try:
+        raw = subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "raw_fetch.py"),
+                server.url,
+                str(docroot),
+                str(concurrency),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout
+        raw_seconds = float(raw.split(" in ")[1].split("s")[0])
+        walls = {}
+        for policy in ("none", "new"):  # the index alone, then the index and every manifest
+            config = work / f"{policy}.yaml"
+            config.write_text(
+                config_text(server.url, work / f"{policy}.db")
+                .replace("manifests: none", f"manifests: {policy}")
+                .replace("concurrency: 32", f"concurrency: {concurrency}")
+            )
+            walls[policy] = measure(policy, mirrorsync(config), env=env).wall
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    crawl = walls["new"] - walls["none"]
+    rate, ceiling = n / crawl, n / raw_seconds
+    return (
+        f"{n} spec manifests at concurrency {concurrency}: {crawl:.2f}s, {rate:.0f}/s; "
+        f"plain httpx GETs of the same URLs: {ceiling:.0f}/s; ratio {rate / ceiling:.2f} "
+        f"(target >= 500/s{' ok' if rate >= 500 else ' MISSED'})"
+    )
 
 
 def _server_requests(url: str) -> list[str]:

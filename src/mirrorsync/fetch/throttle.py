@@ -6,6 +6,7 @@ hosts, as they are to a user; ``https://h`` and ``https://h:443`` are one.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,8 +21,20 @@ def origin(url: str | httpx.URL) -> str:
     """``scheme://host:port`` of a URL, the key of everything per host.
 
     A URL httpx cannot parse keys on its first three ``/`` parts; the request
-    itself then fails with a proper error.
+    itself then fails with a proper error. Parsed once per distinct
+    ``scheme://authority``: a crawl asks this for every one of its requests.
     """
+    if isinstance(url, str):
+        return _origin_of_authority("/".join(url.split("/", 3)[:3]))
+    return _origin(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_of_authority(prefix: str) -> str:
+    return _origin(prefix)
+
+
+def _origin(url: str | httpx.URL) -> str:
     try:
         parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     except httpx.InvalidURL:

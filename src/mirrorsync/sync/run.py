@@ -86,7 +86,7 @@ async def run_once(
                     )
                     if not dry_run:  # a dry run reports index changes; it crawls nothing
                         run.crawlers[insecure] = ManifestCrawler(
-                            client, store, workdir, workers=http.concurrency, progress=progress
+                            client, store, workdir, workers=http.host_concurrency, progress=progress
                         )
                 run.sources = {s.name: s for s in sources if not isinstance(s, PagesSource)}
                 async with anyio.create_task_group() as tg:
