@@ -17,6 +17,7 @@ from mirrorsync.config import Config, PagesSource, parse_config
 from mirrorsync.errors import EXIT_USAGE, ConfigError
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash
+from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, parse_page
 from mirrorsync.store import Store, queries
 from mirrorsync.sync import pages as pages_sync
@@ -109,8 +110,8 @@ def members(db: Path, release: str, stack: str) -> set[str]:
     return anyio.run(read)
 
 
-def spec_row(db: Path, spec_hash: str) -> queries.SpecRow | None:
-    async def read() -> queries.SpecRow | None:
+def spec_row(db: Path, spec_hash: str) -> SpecInfo | None:
+    async def read() -> SpecInfo | None:
         async with await Store.open(db, create=False) as store:
             return await queries.spec(store, spec_hash)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirrorsync.errors import UsageError
+from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -40,23 +41,11 @@ class VersionRow:
 
 
 @dataclass(frozen=True, slots=True)
-class SpecRow:
-    hash: str
-    name: str
-    version: str
-    platform: str
-    os: str
-    target: str
-    compiler: str | None
-    variants: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Diff:
     from_version: int
     to_version: int
-    added: list[SpecRow]
-    removed: list[SpecRow]
+    added: list[SpecInfo]
+    removed: list[SpecInfo]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +90,9 @@ class Event:
 _SPEC_COLUMNS = "s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, s.variants"
 
 
-def _spec(row: Any) -> SpecRow:
+def _spec(row: Any) -> SpecInfo:
     hash_, name, version, platform, os, target, compiler, variants = row
-    return SpecRow(
+    return SpecInfo(
         hash_, name, version, platform, os, target, compiler, tuple(json.loads(variants))
     )
 
@@ -193,7 +182,7 @@ def _normalise_instant(text: str) -> str:
 _AT_VERSION = "m.entered <= :v AND (m.left IS NULL OR m.left > :v)"
 
 
-async def members_at(store: Store, stack_id: int, version: int) -> list[SpecRow]:
+async def members_at(store: Store, stack_id: int, version: int) -> list[SpecInfo]:
     """Every spec the stack held at ``version``, by hash."""
     async with store.conn.execute(
         f"SELECT {_SPEC_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
@@ -206,7 +195,7 @@ async def members_at(store: Store, stack_id: int, version: int) -> list[SpecRow]
 async def diff(store: Store, stack_id: int, from_version: int, to_version: int) -> Diff:
     """Specs held at ``to_version`` but not ``from_version`` (added), and the reverse."""
 
-    async def only_in(a: int, b: int) -> list[SpecRow]:
+    async def only_in(a: int, b: int) -> list[SpecInfo]:
         async with store.conn.execute(
             f"SELECT {_SPEC_COLUMNS} FROM specs s WHERE s.id IN ("
             " SELECT m.spec_id FROM memberships m WHERE m.stack_id = :stack"
@@ -226,7 +215,7 @@ async def diff(store: Store, stack_id: int, from_version: int, to_version: int) 
     )
 
 
-async def spec(store: Store, spec_hash: str) -> SpecRow | None:
+async def spec(store: Store, spec_hash: str) -> SpecInfo | None:
     async with store.conn.execute(
         f"SELECT {_SPEC_COLUMNS} FROM specs s WHERE s.hash = ?", (spec_hash,)
     ) as cursor:
