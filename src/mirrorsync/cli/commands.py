@@ -12,20 +12,16 @@ from pathlib import Path
 from rich.filesize import decimal
 
 from mirrorsync import metrics
-from mirrorsync.cli.progress import live_progress
 from mirrorsync.cli.render import console, print_json, print_json_line, print_table
-from mirrorsync.cli.verify_output import VerifyOutput
 from mirrorsync.config import Config, load_config
 from mirrorsync.delivery import WebhookResult, manage
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MetricsError, UsageError
-from mirrorsync.export import export_pages
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
 from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync import RunProgress, RunReport, run_once
-from mirrorsync.verify import verify as verify_mirror
 
 
 async def _open(config: Config) -> Store:
@@ -46,10 +42,13 @@ async def once(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         if not args.dry_run:  # a dry run writes only a throwaway copy
             await stack.enter_async_context(hold(config.database_path, wait=args.wait))
-        with live_progress(progress, console(stderr=True), enabled=interactive):
-            report = await run_once(
-                config, only_source=args.source, dry_run=args.dry_run, progress=progress
-            )
+        if interactive:  # rich's progress machinery is imported only for a person to see
+            from mirrorsync.cli.progress import live_progress
+
+            stack.enter_context(live_progress(progress, console(stderr=True), enabled=True))
+        report = await run_once(
+            config, only_source=args.source, dry_run=args.dry_run, progress=progress
+        )
         try:
             await metrics.export(config, report)
         except MetricsError as exc:
@@ -406,6 +405,9 @@ async def webhooks(args: argparse.Namespace) -> int:
 
 async def verify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    from mirrorsync.cli.verify_output import VerifyOutput  # rich: only for this command
+    from mirrorsync.verify import verify as verify_mirror
+
     with VerifyOutput() as output:
         summary = await verify_mirror(
             config,
@@ -428,6 +430,8 @@ async def export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     out = Path(args.out)
     async with await _open(config) as store:
+        from mirrorsync.export import export_pages
+
         written = await export_pages(
             store, release=args.release, out=out, packages=args.packages, source=args.source
         )
