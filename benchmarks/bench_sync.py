@@ -15,7 +15,8 @@ RSS from wait4):
   crawl       10,000 spec manifests at --crawl-concurrency, against plain httpx GETs
               of the same URLs at the same concurrency (the HTTP stack's ceiling)
 
-Every figure is reported as a ratio to the baseline of the same run: these
+The baseline and the "nothing changed" step, which change no state, are run
+--repeat times and their median is used. Every figure is a ratio to the baseline of the same run: these
 machines are shared and noisy, absolute times do not compare across runs.
 
 Usage: python benchmarks/bench_sync.py [--specs 100000] [--churn-syncs 30] [--scale]
@@ -56,6 +57,14 @@ class Sample:
     wall: float
     rss_mb: float
     note: str = ""
+
+
+def median_of(runs: int, name: str, cmd: list[str], *, env: dict[str, str]) -> Sample:
+    """For steps that leave nothing changed: the run with the median wall time."""
+    samples = sorted((measure(name, cmd, env=env) for _ in range(runs)), key=lambda s: s.wall)
+    middle = samples[len(samples) // 2]
+    middle.note = f"median of {runs}: " + ", ".join(f"{s.wall:.2f}" for s in samples) + " s"
+    return middle
 
 
 def measure(name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> Sample:
@@ -219,6 +228,9 @@ def main() -> int:
     parser.add_argument("--specs", type=int, default=100_000)
     parser.add_argument("--churn-syncs", type=int, default=30)
     parser.add_argument("--scale", action="store_true", help="also sync 2N specs once")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the baseline and of 'unchanged' (median)"
+    )
     parser.add_argument("--crawl-specs", type=int, default=10_000)
     parser.add_argument("--crawl-concurrency", type=int, default=32)
     parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
@@ -247,13 +259,8 @@ def main() -> int:
             json.loads((data.docroot / INDEX_MANIFEST).read_text())["data"][0]["contentLength"]
         )
 
-        results.append(
-            measure(
-                "baseline",
-                [sys.executable, str(HERE / "naive_sync.py"), blob_url, str(work / "naive.db")],
-                env=env,
-            )
-        )
+        naive = [sys.executable, str(HERE / "naive_sync.py"), blob_url, str(work / "naive.db")]
+        results.append(median_of(args.repeat, "baseline", naive, env=env))
         config = work / "bench.yaml"
         database = work / "bench.db"
         config.write_text(config_text(server.url, database))
@@ -267,11 +274,11 @@ def main() -> int:
         churn.note = f"db grew {(db_bytes(database) - before) / 1e6:.1f} MB (first sync wrote {first_db / 1e6:.1f} MB)"
         results.append(churn)
         server_log_before = _server_requests(server.url)
-        unchanged = measure("unchanged", mirrorsync(config), env=env)
+        unchanged = median_of(args.repeat, "unchanged", mirrorsync(config), env=env)
         blobs = [
             r for r in _server_requests(server.url)[len(server_log_before) :] if "/blobs/" in r
         ]
-        unchanged.note = f"index blob requests: {len(blobs)}"
+        unchanged.note += f"; index blob requests: {len(blobs)}"
         results.append(unchanged)
 
         # Database growth over repeated 1% churn (states 2..K are written on the fly).
