@@ -19,6 +19,20 @@ from mirrorsync.sync import RunReport, run_once
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: What every event carries (issue: events --json and webhook bodies).
+EVENT_FIELDS = {
+    "id",
+    "type",
+    "source",
+    "release",
+    "stack",
+    "hash",
+    "name",
+    "version",
+    "stack_version",
+    "occurred_at",
+}
+
 
 @pytest.fixture
 def docroot(tmp_path: Path) -> Path:

@@ -5,23 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import json_lines, run_cli
+from conftest import EVENT_FIELDS, json_lines, run_cli
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-
-EVENT_FIELDS = {
-    "id",
-    "type",
-    "source",
-    "release",
-    "stack",
-    "hash",
-    "name",
-    "version",
-    "stack_version",
-    "occurred_at",
-}
 
 
 def write_catalog_config(tmp_path: Path, server: FixtureServer) -> Path:

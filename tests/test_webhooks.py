@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import REPO, run_cli, sync
+from conftest import EVENT_FIELDS, REPO, run_cli, sync
 from mirrorsync.config import Config, load_config, parse_config
 from mirrorsync.delivery import manage, schedule
 from mirrorsync.delivery.signing import load_secret, parse_secret, sign
@@ -29,20 +29,6 @@ from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as store_webhooks
 from receiver import Receiver, new_secret
-
-EVENT_FIELDS = {
-    "id",
-    "type",
-    "source",
-    "release",
-    "stack",
-    "hash",
-    "name",
-    "version",
-    "stack_version",
-    "occurred_at",
-}
-
 
 # -- helpers -------------------------------------------------------------------
 

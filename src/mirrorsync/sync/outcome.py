@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
 from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL
 from mirrorsync.fetch import Tally
+from mirrorsync.logs import fields
+
+log = logging.getLogger("mirrorsync.sync")
 
 Status = Literal["changed", "unchanged", "failed", "removed"]
 
@@ -105,3 +109,32 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         return EXIT_PARTIAL if self.failures else EXIT_OK
+
+
+def log_outcome(o: StackOutcome) -> None:
+    """Each stack's outcome, once: INFO, or ERROR when it failed."""
+    figures = (
+        f"version {o.version}, {o.spec_count} specs, +{o.added} -{o.removed}, "
+        f"{o.tally.requests} requests, {o.tally.bytes} bytes, {o.seconds:.2f}s"
+    )
+    extra = fields(
+        event="stack",
+        source=o.source,
+        release=o.release,
+        stack=o.stack,
+        status=o.status,
+        version=o.version,
+        specs=o.spec_count,
+        added=o.added,
+        removed=o.removed,
+        events=o.events,
+        requests=o.tally.requests,
+        bytes=o.tally.bytes,
+        retries=o.tally.retries,
+        seconds=round(o.seconds, 3),
+        error=o.error,
+    )
+    if o.status == "failed":
+        log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
+    else:
+        log.info("%s %s: %s", o.label, o.status, figures, extra=extra)

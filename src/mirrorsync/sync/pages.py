@@ -28,7 +28,7 @@ from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher
-from mirrorsync.sync.outcome import RunReport, StackOutcome, Status
+from mirrorsync.sync.outcome import RunReport, StackOutcome, Status, log_outcome
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -153,7 +153,9 @@ class PagesSync:
         if row.present and row.index_checksum == view.fingerprint:
             snapshot = writes.Snapshot(row.id, None, view.fingerprint, (), ())
             await writes.record_unchanged(self.store, snapshot, utcnow())
-            _log(self._outcome(source_name, row, "unchanged", row.version, len(specs), started))
+            log_outcome(
+                self._outcome(source_name, row, "unchanged", row.version, len(specs), started)
+            )
             return
         old = await writes.current_hashes(self.store, row.id)
         new = set(specs)
@@ -179,7 +181,7 @@ class PagesSync:
             committed.removed,
             committed.events,
         )
-        _log(outcome)
+        log_outcome(outcome)
 
     async def retire(self, source_name: str, row: writes.StackRow) -> None:
         """No page lists this stack any more: close its memberships."""
@@ -189,7 +191,7 @@ class PagesSync:
         committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         outcome = self._outcome(source_name, row, "removed", committed.version, 0, started)
         outcome.removed, outcome.events = committed.removed, committed.events
-        _log(outcome)
+        log_outcome(outcome)
 
     def _outcome(
         self,
@@ -211,16 +213,3 @@ class PagesSync:
         )
         self.report.stacks.append(outcome)
         return outcome
-
-
-def _log(o: StackOutcome) -> None:
-    log.info(
-        "%s %s: version %d, %d specs, +%d -%d, %.2fs",
-        o.label,
-        o.status,
-        o.version,
-        o.spec_count,
-        o.added,
-        o.removed,
-        o.seconds,
-    )

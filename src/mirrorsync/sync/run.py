@@ -24,7 +24,7 @@ from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.store.manifests import StackTarget
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.manifests import ManifestCrawler
-from mirrorsync.sync.outcome import ManifestTally, RunReport, StackOutcome
+from mirrorsync.sync.outcome import ManifestTally, RunReport, StackOutcome, log_outcome
 from mirrorsync.sync.pages import PagesSync
 from mirrorsync.sync.progress import RunProgress
 
@@ -264,7 +264,7 @@ class _Run:
             # The crawl needs the real root: the stored location has credentials masked.
             crawler = self.crawlers.get(not fetcher.client.verify)
             await self._crawl(crawler, source_name, stack_id, target.mirror_root, location, outcome)
-            self._log(synced[2])  # once, with the crawl's requests and bytes included
+            log_outcome(synced[2])  # once, with the crawl's requests and bytes included
 
     async def _crawl(
         self,
@@ -356,7 +356,7 @@ class _Run:
         committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         outcome = self._done(source_name, row, "removed", committed.version, 0, started, Tally())
         outcome.removed, outcome.events = committed.removed, committed.events
-        self._log(outcome)
+        log_outcome(outcome)
 
     def _done(
         self,
@@ -392,33 +392,4 @@ class _Run:
             source_name, row, "failed", row.version, row.spec_count, started, tally
         )
         outcome.error = error
-        self._log(outcome)
-
-    @staticmethod
-    def _log(o: StackOutcome) -> None:
-        """Each stack's outcome, once: INFO, or ERROR when it failed."""
-        figures = (
-            f"version {o.version}, {o.spec_count} specs, +{o.added} -{o.removed}, "
-            f"{o.tally.requests} requests, {o.tally.bytes} bytes, {o.seconds:.2f}s"
-        )
-        extra = fields(
-            event="stack",
-            source=o.source,
-            release=o.release,
-            stack=o.stack,
-            status=o.status,
-            version=o.version,
-            specs=o.spec_count,
-            added=o.added,
-            removed=o.removed,
-            events=o.events,
-            requests=o.tally.requests,
-            bytes=o.tally.bytes,
-            retries=o.tally.retries,
-            seconds=round(o.seconds, 3),
-            error=o.error,
-        )
-        if o.status == "failed":
-            log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
-        else:
-            log.info("%s %s: %s", o.label, o.status, figures, extra=extra)
+        log_outcome(outcome)
