@@ -50,13 +50,13 @@ async def export_pages(
         rows = await package_rows(store, view, name)
         specs = tuple(
             PageSpec(
-                hash=r.hash,
-                version=r.version,
-                compiler=r.compiler or "none",
-                os=r.os,
-                platform=r.platform,
-                target=r.target,
-                variants=r.variants,
+                hash=r.spec.hash,
+                version=r.spec.version,
+                compiler=r.spec.compiler or "none",
+                os=r.spec.os,
+                platform=r.spec.platform,
+                target=r.spec.target,
+                variants=r.spec.variants,
                 stacks=r.stacks,
                 size=r.size,
                 tarball=None,

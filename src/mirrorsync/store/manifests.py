@@ -6,12 +6,13 @@ Work lists are read a page at a time by spec id (keyset pagination over the
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from mirrorsync.errors import UsageError
+from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
+from mirrorsync.store.queries import SPEC_COLUMNS, spec_from_row
 
 OK = "ok"
 MISSING = "missing"
@@ -238,14 +239,7 @@ async def stack_targets(
 class PageRow:
     """One spec of a package in a release, with the stacks that hold it now."""
 
-    hash: str
-    name: str
-    version: str
-    platform: str
-    os: str
-    target: str
-    compiler: str | None
-    variants: tuple[str, ...]
+    spec: SpecInfo
     stacks: tuple[str, ...]
     size: int | None
 
@@ -306,8 +300,7 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
     """
     marks = ", ".join("?" for _ in view.listed)
     async with store.conn.execute(
-        "SELECT s.id, s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler,"
-        " s.variants FROM specs s WHERE s.name = ? AND EXISTS (SELECT 1 FROM memberships m"
+        f"SELECT s.id, {SPEC_COLUMNS} FROM specs s WHERE s.name = ? AND EXISTS (SELECT 1 FROM memberships m"
         f"  WHERE m.spec_id = s.id AND m.left IS NULL AND m.stack_id IN ({marks}))"
         " ORDER BY s.hash",
         (package, *view.listed),
@@ -341,14 +334,7 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
                     sizes[spec_id] = candidate
     return [
         PageRow(
-            hash=r[1],
-            name=r[2],
-            version=r[3],
-            platform=r[4],
-            os=r[5],
-            target=r[6],
-            compiler=r[7],
-            variants=tuple(json.loads(r[8])),
+            spec=spec_from_row(r[1:]),
             stacks=tuple(sorted(held[r[0]])),
             size=sizes[r[0]][2] if r[0] in sizes else None,
         )

@@ -87,10 +87,11 @@ class Event:
         }
 
 
-_SPEC_COLUMNS = "s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, s.variants"
+SPEC_COLUMNS = "s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, s.variants"
 
 
-def _spec(row: Any) -> SpecInfo:
+def spec_from_row(row: Any) -> SpecInfo:
+    """A SpecInfo from the eight columns of ``SPEC_COLUMNS``, in that order."""
     hash_, name, version, platform, os, target, compiler, variants = row
     return SpecInfo(
         hash_, name, version, platform, os, target, compiler, tuple(json.loads(variants))
@@ -185,11 +186,11 @@ _AT_VERSION = "m.entered <= :v AND (m.left IS NULL OR m.left > :v)"
 async def members_at(store: Store, stack_id: int, version: int) -> list[SpecInfo]:
     """Every spec the stack held at ``version``, by hash."""
     async with store.conn.execute(
-        f"SELECT {_SPEC_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
+        f"SELECT {SPEC_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
         f" WHERE m.stack_id = :stack AND {_AT_VERSION} ORDER BY s.hash",
         {"stack": stack_id, "v": version},
     ) as cursor:
-        return [_spec(r) for r in await cursor.fetchall()]
+        return [spec_from_row(r) for r in await cursor.fetchall()]
 
 
 async def diff(store: Store, stack_id: int, from_version: int, to_version: int) -> Diff:
@@ -197,7 +198,7 @@ async def diff(store: Store, stack_id: int, from_version: int, to_version: int) 
 
     async def only_in(a: int, b: int) -> list[SpecInfo]:
         async with store.conn.execute(
-            f"SELECT {_SPEC_COLUMNS} FROM specs s WHERE s.id IN ("
+            f"SELECT {SPEC_COLUMNS} FROM specs s WHERE s.id IN ("
             " SELECT m.spec_id FROM memberships m WHERE m.stack_id = :stack"
             " AND m.entered <= :a AND (m.left IS NULL OR m.left > :a)"
             " EXCEPT SELECT m.spec_id FROM memberships m WHERE m.stack_id = :stack"
@@ -205,7 +206,7 @@ async def diff(store: Store, stack_id: int, from_version: int, to_version: int) 
             " ORDER BY s.name, s.version, s.hash",
             {"stack": stack_id, "a": a, "b": b},
         ) as cursor:
-            return [_spec(r) for r in await cursor.fetchall()]
+            return [spec_from_row(r) for r in await cursor.fetchall()]
 
     return Diff(
         from_version,
@@ -217,10 +218,10 @@ async def diff(store: Store, stack_id: int, from_version: int, to_version: int) 
 
 async def spec(store: Store, spec_hash: str) -> SpecInfo | None:
     async with store.conn.execute(
-        f"SELECT {_SPEC_COLUMNS} FROM specs s WHERE s.hash = ?", (spec_hash,)
+        f"SELECT {SPEC_COLUMNS} FROM specs s WHERE s.hash = ?", (spec_hash,)
     ) as cursor:
         row = await cursor.fetchone()
-    return _spec(row) if row else None
+    return spec_from_row(row) if row else None
 
 
 async def intervals(store: Store, spec_hash: str) -> list[Interval]:
