@@ -108,33 +108,31 @@ async def pending(
     store: Store, stack_id: int, cutoff: str, *, page: int = 500
 ) -> AsyncIterator[SpecRef]:
     """Current members of the stack without an ok manifest fetched at or after ``cutoff``."""
+    unfetched = (
+        " AND NOT EXISTS (SELECT 1 FROM spec_manifests sm WHERE sm.stack_id = :stack"
+        "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff)"
+    )
+    async for ref in _current_members(store, stack_id, page, unfetched, {"cutoff": cutoff}):
+        yield ref
+
+
+async def members(store: Store, stack_id: int, *, page: int = 500) -> AsyncIterator[SpecRef]:
+    """Every current member of the stack, by spec id, a page at a time."""
+    async for ref in _current_members(store, stack_id, page, "", {}):
+        yield ref
+
+
+async def _current_members(
+    store: Store, stack_id: int, page: int, condition: str, params: dict[str, object]
+) -> AsyncIterator[SpecRef]:
+    """Keyset pagination over the stack's current members: memory stays one page."""
     after = 0
     while True:
         async with store.conn.execute(
             f"SELECT {_REF_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
             " WHERE m.stack_id = :stack AND m.left IS NULL AND m.spec_id > :after"
-            " AND NOT EXISTS (SELECT 1 FROM spec_manifests sm WHERE sm.stack_id = :stack"
-            "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff)"
-            " ORDER BY m.spec_id LIMIT :page",
-            {"stack": stack_id, "after": after, "cutoff": cutoff, "page": page},
-        ) as cursor:
-            rows = list(await cursor.fetchall())
-        for row in rows:
-            yield SpecRef(*row)
-        if len(rows) < page:
-            return
-        after = int(rows[-1][0])
-
-
-async def members(store: Store, stack_id: int, *, page: int = 500) -> AsyncIterator[SpecRef]:
-    """Every current member of the stack, by spec id, a page at a time."""
-    after = 0
-    while True:
-        async with store.conn.execute(
-            f"SELECT {_REF_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
-            " WHERE m.stack_id = ? AND m.left IS NULL AND m.spec_id > ?"
-            " ORDER BY m.spec_id LIMIT ?",
-            (stack_id, after, page),
+            f"{condition} ORDER BY m.spec_id LIMIT :page",
+            {**params, "stack": stack_id, "after": after, "page": page},
         ) as cursor:
             rows = list(await cursor.fetchall())
         for row in rows:

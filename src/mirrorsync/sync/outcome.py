@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,6 +74,30 @@ class StackOutcome:
     @property
     def label(self) -> str:
         return f"{self.source}:{self.release}/{self.stack}"
+
+    @classmethod
+    def of(
+        cls,
+        source: str,
+        release: str,
+        stack: str,
+        status: Status,
+        version: int,
+        spec_count: int,
+        started: float,
+        tally: Tally | None = None,
+    ) -> StackOutcome:
+        """An outcome timed from ``started`` (a ``time.monotonic()`` reading)."""
+        return cls(
+            source,
+            release,
+            stack,
+            status,
+            version=version,
+            spec_count=spec_count,
+            seconds=time.monotonic() - started,
+            tally=tally if tally is not None else Tally(),
+        )
 
 
 @dataclass

@@ -202,14 +202,8 @@ class PagesSync:
         spec_count: int,
         started: float,
     ) -> StackOutcome:
-        outcome = StackOutcome(
-            source=source_name,
-            release=row.release,
-            stack=row.name,
-            status=status,
-            version=version,
-            spec_count=spec_count,
-            seconds=time.monotonic() - started,
+        outcome = StackOutcome.of(
+            source_name, row.release, row.name, status, version, spec_count, started
         )
         self.report.stacks.append(outcome)
         return outcome

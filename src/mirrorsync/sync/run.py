@@ -24,7 +24,13 @@ from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.store.manifests import StackTarget
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.manifests import ManifestCrawler
-from mirrorsync.sync.outcome import ManifestTally, RunReport, StackOutcome, log_outcome
+from mirrorsync.sync.outcome import (
+    ManifestTally,
+    RunReport,
+    StackOutcome,
+    Status,
+    log_outcome,
+)
 from mirrorsync.sync.pages import PagesSync
 from mirrorsync.sync.progress import RunProgress
 
@@ -362,21 +368,14 @@ class _Run:
         self,
         source_name: str,
         row: writes.StackRow,
-        status: str,
+        status: Status,
         version: int,
         spec_count: int,
         started: float,
         tally: Tally,
     ) -> StackOutcome:
-        outcome = StackOutcome(
-            source=source_name,
-            release=row.release,
-            stack=row.name,
-            status=status,  # type: ignore[arg-type]
-            version=version,
-            spec_count=spec_count,
-            seconds=time.monotonic() - started,
-            tally=tally,
+        outcome = StackOutcome.of(
+            source_name, row.release, row.name, status, version, spec_count, started, tally
         )
         self.report.stacks.append(outcome)
         self.progress.stacks_done += 1
