@@ -15,8 +15,11 @@ RSS from wait4):
   crawl       10,000 spec manifests at --crawl-concurrency, against plain httpx GETs
               of the same URLs at the same concurrency (the HTTP stack's ceiling)
 
-The baseline and the "nothing changed" step, which change no state, are run
---repeat times and their median is used. Every figure is a ratio to the baseline of the same run: these
+The baseline, the 1% churn (alternating between two states, each resync a 1%
+change) and the "nothing changed" step are run --repeat times and their median
+is used. mirrorsync's sources are byte-compiled first, as pip does on install,
+so that no step pays for compiling them (PYTHONDONTWRITEBYTECODE would otherwise
+make every process compile every module). Every figure is a ratio to the baseline of the same run: these
 machines are shared and noisy, absolute times do not compare across runs.
 
 Usage: python benchmarks/bench_sync.py [--specs 100000] [--churn-syncs 30] [--scale]
@@ -61,9 +64,13 @@ class Sample:
 
 def median_of(runs: int, name: str, cmd: list[str], *, env: dict[str, str]) -> Sample:
     """For steps that leave nothing changed: the run with the median wall time."""
-    samples = sorted((measure(name, cmd, env=env) for _ in range(runs)), key=lambda s: s.wall)
-    middle = samples[len(samples) // 2]
-    middle.note = f"median of {runs}: " + ", ".join(f"{s.wall:.2f}" for s in samples) + " s"
+    return median([measure(name, cmd, env=env) for _ in range(runs)])
+
+
+def median(samples: list[Sample]) -> Sample:
+    ordered = sorted(samples, key=lambda s: s.wall)
+    middle = ordered[len(ordered) // 2]
+    middle.note = f"median of {len(ordered)}: " + ", ".join(f"{s.wall:.2f}" for s in ordered) + " s"
     return middle
 
 
@@ -239,6 +246,7 @@ def main() -> int:
     data = Dataset(args.specs, args.churn_syncs)
     if args.generator:
         return generator_loop(data)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(SRC)], check=True)
     crawl_line = crawl_sample(args.crawl_specs, args.crawl_concurrency)
     generator = Generator(args.specs, args.churn_syncs)
     generator.write("cache 0")
@@ -268,10 +276,20 @@ def main() -> int:
         checkpoint(database)
         first_db = db_bytes(database)
         results.append(first)
+        churns = []
+        for k in range(args.repeat):  # states 1, 0, 1, ...: each resync a 1% churn
+            data.use_cached(1 - k % 2)
+            before = db_bytes(database)
+            churns.append(measure("churn", mirrorsync(config), env=env))
+            if k == 0:
+                grew = db_bytes(database) - before
         data.use_cached(1)
-        before = db_bytes(database)
-        churn = measure("churn", mirrorsync(config), env=env)
-        churn.note = f"db grew {(db_bytes(database) - before) / 1e6:.1f} MB (first sync wrote {first_db / 1e6:.1f} MB)"
+        if args.repeat % 2 == 0:  # end on state 1, where the growth series starts
+            subprocess.run(mirrorsync(config), env=env, check=True)
+        churn = median(churns)
+        churn.note += (
+            f"; db grew {grew / 1e6:.1f} MB at the first (first sync wrote {first_db / 1e6:.1f} MB)"
+        )
         results.append(churn)
         server_log_before = _server_requests(server.url)
         unchanged = median_of(args.repeat, "unchanged", mirrorsync(config), env=env)
