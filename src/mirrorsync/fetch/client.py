@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from tenacity import (
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
 from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
+from mirrorsync.fetch.pools import PoolShards
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -37,6 +39,7 @@ from mirrorsync.fetch.throttle import Throttle, origin
 USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
 _CHUNK = 1 << 20
+_DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 
 T = TypeVar("T")
 
@@ -98,12 +101,13 @@ class HttpClient:
         )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
-            limits=httpx.Limits(
-                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+            transport=PoolShards(
+                connections=config.concurrency,
+                ssl_context=httpx.create_ssl_context(verify=verify),
             ),
             headers={"user-agent": USER_AGENT},
             follow_redirects=True,
-            verify=verify,
+            verify=verify,  # for proxies taken from the environment
         )
         self.stats = stats if stats is not None else Tally()  # clients may share one
 
@@ -249,6 +253,8 @@ class HttpClient:
                         f"redirected to {response.url} without TLS; refused "
                         "(set 'insecure: true' on the source to allow it)",
                     )
+                if method == "HEAD" or response.status_code >= 400:
+                    await _drain(response)
                 _check_status(url, response)
                 yield response
             finally:
@@ -291,6 +297,16 @@ class HttpClient:
             if not is_retryable(exc):
                 raise FetchError(url, describe(exc)) from None
             raise FetchError(url, f"{describe(exc)} after {policy.attempts} attempts") from None
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read a small body nobody needs (HEAD, error pages), so that the connection
+    can serve the next request: closing a response with its body unread closes
+    the connection, and a crawl with many 404s would reconnect for each."""
+    declared = response.headers.get("content-length", "")
+    if response.request.method == "HEAD" or (declared.isdigit() and int(declared) <= _DRAIN_MAX):
+        with contextlib.suppress(httpx.TransportError):  # the status says what went wrong
+            await response.aread()
 
 
 def _check_declared_length(
