@@ -164,6 +164,32 @@ def test_bad_index_is_refused_naming_its_url(
     assert_nothing_stored_for_e4s(config.database_path, {H, H.upper(), H[:31]})
 
 
+@pytest.mark.parametrize("case", ["no-name", "hash-mismatch", "not-utf8"])
+def test_bad_new_spec_in_a_resync_is_refused_and_the_stack_kept(
+    tmp_path: Path, docroot: Path, server: FixtureServer, case: str
+) -> None:
+    """A resync decodes only the new specs (lazily): a bad one still fails the stack."""
+    build(docroot)
+    config = catalog_config(tmp_path, server)
+    assert sync(config).exit_code == 0
+    good = {str(n["hash"]): {"spec": n, "in_buildcache": True} for n in nodes("e", 3)}
+    bad = json.loads(BAD_INDEXES[case].decode(errors="surrogateescape"))["database"]["installs"]
+    data = index({**good, **bad})
+    if case == "not-utf8":
+        data = data.replace(b"\\udce9", b"\xe9")
+    blob_path = serve_index(docroot, data)
+    report = sync(config)
+    assert report.exit_code == 1
+    (line,) = report.failures
+    assert line.startswith(
+        f"test:develop/e4s: malformed build cache index at {server.url}{blob_path}: install {H}"
+    ), line
+    assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
+    with sqlite3.connect(config.database_path) as conn:
+        stored = {row[0] for row in conn.execute("SELECT hash FROM specs")}
+    assert H not in stored and set(good) <= stored
+
+
 GOOD_RECORD = {
     "contentLength": 10,
     "mediaType": "application/vnd.spack.db.v8+json",

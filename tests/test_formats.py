@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mirrorsync.errors import FormatError
+from mirrorsync.fixture.specs import synthetic_specs
 from mirrorsync.formats.catalog import locate_index, parse_catalog, resolve_url
 from mirrorsync.formats.clearsign import split_clearsigned
 from mirrorsync.formats.index import parse_index, variants_from_parameters
@@ -110,10 +111,25 @@ def test_variants_follow_the_cache_page_rules() -> None:
         ),
     ],
 )
-def test_index_refuses_bad_documents_naming_the_url(data: bytes, problem: str) -> None:
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_index_refuses_bad_documents_naming_the_url(data: bytes, problem: str, lazy: bool) -> None:
+    """Eagerly at parse time; lazily when the bad spec is asked for (as a sync does)."""
     with pytest.raises(FormatError, match="https://m/index") as caught:
-        parse_index(data, "https://m/index")
+        index = parse_index(data, "https://m/index", lazy=lazy)
+        list(index.infos(index.hashes))
     assert problem in str(caught.value)
+
+
+def test_lazy_and_eager_parsing_agree_on_every_spec() -> None:
+    specs = synthetic_specs(300, seed=3)
+    installs: dict[str, object] = {
+        str(n["hash"]): {"spec": n, "in_buildcache": i % 7 != 0} for i, n in enumerate(specs)
+    }
+    data = index_bytes(installs)
+    eager, lazy = parse_index(data), parse_index(data, lazy=True)
+    assert eager.hashes == lazy.hashes and len(eager) == 300 - 43
+    hashes = sorted(eager.hashes)
+    assert list(eager.infos(hashes)) == list(lazy.infos(hashes))
 
 
 def test_catalog_entries_and_locations() -> None:

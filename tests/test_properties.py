@@ -312,14 +312,14 @@ H = fake_hash("p")
 
 
 @FAST
-@given(st.integers(0, 999), latin)
-def test_index_with_bytes_that_are_not_utf8(where: int, raw: bytes) -> None:
+@given(st.integers(0, 999), latin, st.booleans())
+def test_index_with_bytes_that_are_not_utf8(where: int, raw: bytes, lazy: bool) -> None:
     node = spec_node("zlib", "1.3", H)
     data = json.dumps(
         {"database": {"version": "8", "installs": {H: {"spec": node, "in_buildcache": True}}}}
     )
     with contextlib.suppress(FormatError):
-        index = parse_index(inject(data.encode(), where, raw))
+        index = parse_index(inject(data.encode(), where, raw), lazy=lazy)
         list(index.infos(index.hashes))
 
 
@@ -343,19 +343,21 @@ def test_index_with_bytes_that_are_not_utf8(where: int, raw: bytes) -> None:
         )
         | values,
         max_size=4,
-    )
+    ),
+    st.booleans(),
 )
 def test_accepted_index_holds_only_spec_hashes_with_usable_records(
-    installs: dict[str, Any],
+    installs: dict[str, Any], lazy: bool
 ) -> None:
     data = json.dumps({"database": {"version": "8", "installs": installs}}).encode()
     try:
-        index = parse_index(data, "https://m/i")
+        index = parse_index(data, "https://m/i", lazy=lazy)
+        infos = list(index.infos(sorted(index.hashes)))  # what a commit would store
     except FormatError as exc:
         assert exc.url == "https://m/i"
         return
     assert all(is_spec_hash(h) for h in index.hashes)
-    for info in index.infos(sorted(index.hashes)):  # what a commit would store
+    for info in infos:
         assert info.name and isinstance(info.variants, tuple)
     cached = {
         h for h, v in installs.items() if isinstance(v, dict) and v.get("in_buildcache") is True

@@ -210,12 +210,14 @@ def _parse_hash_file(body: bytes, url: str) -> str:
     return text
 
 
-async def parse_downloaded(path: Path, url: str) -> Index:
-    """Parse a downloaded index in a worker thread; the file is removed either way."""
+async def parse_downloaded(path: Path, url: str, *, lazy: bool = False) -> Index:
+    """Parse a downloaded index in a worker thread; the file is removed either way.
+
+    ``lazy``: leave spec nodes raw until asked for (see ``parse_index``)."""
 
     def work() -> Index:
         try:
-            return parse_index(path.read_bytes(), url)
+            return parse_index(path.read_bytes(), url, lazy=lazy)
         finally:
             path.unlink(missing_ok=True)
 

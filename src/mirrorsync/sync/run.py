@@ -159,7 +159,7 @@ def _difference(
     old: set[str],
 ) -> writes.Snapshot:
     """What the new index adds to and removes from the stack's current members."""
-    new = index.installs.keys()
+    new = index.nodes.keys()
     return writes.Snapshot(
         stack_id=row.id,
         location=location,
@@ -329,7 +329,9 @@ class _Run:
                     )
                     return row.id, location, unchanged
                 async with self.index_slots:
-                    index = await parse_downloaded(fetched.path, fetched.index_url)
+                    # A resync stores only the new specs: decode only those.
+                    lazy = row.present and row.spec_count > 0
+                    index = await parse_downloaded(fetched.path, fetched.index_url, lazy=lazy)
                     old = await writes.current_hashes(self.store, row.id)
                     snapshot = _difference(row, index, fetched.checksum, location, old)
                     spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
