@@ -74,7 +74,7 @@ def test_every_ending_of_a_request_releases_its_slot(server: FixtureServer) -> N
     the transport counts nothing in flight afterwards."""
     server.add_fault("/gone.json", "drop", times=None)
     server.add_fault("/slow.json", "delay", times=None, delay=5)
-    shards = PoolShards(connections=4, ssl_context=httpx.create_ssl_context())
+    shards = PoolShards(connections=4)
 
     async def main() -> None:
         async with httpx.AsyncClient(transport=shards, timeout=2) as client:

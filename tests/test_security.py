@@ -116,6 +116,34 @@ def test_redirect_from_https_to_plain_http_is_refused(
     assert report.stacks[0].version == 0
 
 
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "trusted"])
+def test_redirect_from_plain_http_to_https_verifies_the_certificate(
+    tmp_path: Path,
+    docroot: Path,
+    tls_server: FixtureServer,
+    monkeypatch: pytest.MonkeyPatch,
+    trusted: bool,
+) -> None:
+    """The https connection pools are made on the first https request, even one
+    reached by a redirect: it is verified like any other."""
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(TLS[0]))
+    else:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    manifest = "/m/v3/manifests/index/index.manifest.json"
+    with tls_server, FixtureServer(docroot) as plain:
+        plain.add_fault(manifest, "redirect", location=f"{tls_server.url}{manifest}", times=None)
+        report = sync(parse_config(mirror_config(tmp_path, plain.url)))
+    if trusted:
+        assert report.exit_code == 0, report.failures
+        assert report.stacks[0].added == 3
+    else:
+        (line,) = report.failures
+        assert "TLS certificate verification failed (self-signed certificate)" in line, line
+        assert report.stacks[0].version == 0
+
+
 def test_redirects_within_tls_are_followed(
     tmp_path: Path, docroot: Path, tls_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

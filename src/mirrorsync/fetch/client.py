@@ -101,10 +101,7 @@ class HttpClient:
         )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
-            transport=PoolShards(
-                connections=config.concurrency,
-                ssl_context=httpx.create_ssl_context(verify=verify),
-            ),
+            transport=PoolShards(connections=config.concurrency, verify=verify),
             headers={"user-agent": USER_AGENT},
             follow_redirects=True,
             verify=verify,  # for proxies taken from the environment

@@ -25,25 +25,21 @@ CONNECTIONS_PER_POOL = 2
 
 
 class PoolShards(httpx.AsyncBaseTransport):
-    """``connections`` keep-alive connections in pools of ``per_pool``."""
+    """``connections`` keep-alive connections per URL scheme, in pools of ``per_pool``.
+
+    The pools for a scheme are made on its first request, so a run that only
+    speaks plain http never reads the CA bundle (50 ms at every start). https
+    pools verify certificates as httpx does unless ``verify`` is False; http
+    pools are given a context that trusts nothing, never used.
+    """
 
     def __init__(
-        self,
-        *,
-        connections: int,
-        ssl_context: ssl.SSLContext,
-        per_pool: int = CONNECTIONS_PER_POOL,
+        self, *, connections: int, verify: bool = True, per_pool: int = CONNECTIONS_PER_POOL
     ) -> None:
         full, rest = divmod(max(1, connections), per_pool)
         self._sizes = [per_pool] * full + ([rest] if rest else [])
-        self._pools = [
-            httpx.AsyncHTTPTransport(
-                verify=ssl_context,
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-            )
-            for size in self._sizes
-        ]
-        self._in_flight = [0] * len(self._pools)
+        self._verify = verify
+        self._schemes: dict[str, _Shards] = {}
 
     @property
     def connections(self) -> int:
@@ -52,28 +48,53 @@ class PoolShards(httpx.AsyncBaseTransport):
     @property
     def in_flight(self) -> int:
         """Requests sent whose response has not been closed yet."""
-        return sum(self._in_flight)
+        return sum(sum(shards.in_flight) for shards in self._schemes.values())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        scheme = request.url.scheme
+        shards = self._schemes.get(scheme)
+        if shards is None:
+            if scheme == "https":
+                context = httpx.create_ssl_context(verify=self._verify)
+            else:  # httpx refuses other schemes before they reach a transport
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no CA: verifies nothing
+            shards = self._schemes[scheme] = _Shards(self._sizes, context)
+        return await shards.send(request)
+
+    async def aclose(self) -> None:
+        for shards in self._schemes.values():
+            for pool in shards.pools:
+                await pool.aclose()
+
+
+class _Shards:
+    def __init__(self, sizes: list[int], context: ssl.SSLContext) -> None:
+        self.sizes = sizes
+        self.pools = [
+            httpx.AsyncHTTPTransport(
+                verify=context,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            for size in sizes
+        ]
+        self.in_flight = [0] * len(sizes)
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
         # The pool with the most free connections; ties go to the first, so a
         # light load keeps using the same few connections.
-        i = max(range(len(self._pools)), key=lambda k: self._sizes[k] - self._in_flight[k])
-        self._in_flight[i] += 1
+        i = max(range(len(self.pools)), key=lambda k: self.sizes[k] - self.in_flight[k])
+        self.in_flight[i] += 1
         try:
-            response = await self._pools[i].handle_async_request(request)
+            response = await self.pools[i].handle_async_request(request)
         except BaseException:
-            self._in_flight[i] -= 1
+            self.in_flight[i] -= 1
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Released(response.stream, lambda: self._release(i))
         return response
 
     def _release(self, i: int) -> None:
-        self._in_flight[i] -= 1
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        self.in_flight[i] -= 1
 
 
 class _Released(httpx.AsyncByteStream):
