@@ -52,16 +52,22 @@ class _Bucket:
         self.lock = anyio.Lock()
 
     async def take(self) -> None:
+        if not self.lock.locked() and self._refill() >= 1.0:  # nobody waiting, a token free
+            self.tokens -= 1.0
+            return
         # Waiters queue on the lock, so tokens go out in arrival order.
         async with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens < 1.0:
+            if self._refill() < 1.0:
                 await anyio.sleep((1.0 - self.tokens) / self.rate)
                 self.tokens = 1.0
                 self.stamp = time.monotonic()
             self.tokens -= 1.0
+
+    def _refill(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return self.tokens
 
 
 class _Host:
@@ -91,7 +97,21 @@ class Throttle:
         entry = self._hosts.get(host)
         if entry is None:
             entry = self._hosts[host] = _Host(self._rate, self._per_host)
-        async with entry.limiter:
+        async with _slot(entry.limiter):
             await entry.bucket.take()
-            async with self._limiter:
+            async with _slot(self._limiter):
                 yield
+
+
+@asynccontextmanager
+async def _slot(limiter: anyio.CapacityLimiter) -> AsyncIterator[None]:
+    """A limiter's token; taken without a trip through the event loop when one is
+    free (anyio's ``acquire`` yields to the loop even then: 5% of a crawl's CPU)."""
+    try:
+        limiter.acquire_nowait()
+    except anyio.WouldBlock:
+        await limiter.acquire()
+    try:
+        yield
+    finally:
+        limiter.release()
