@@ -14,7 +14,7 @@ from rich.filesize import decimal
 from mirrorsync import metrics
 from mirrorsync.cli.render import console, print_json, print_json_line, print_table
 from mirrorsync.config import Config, load_config
-from mirrorsync.delivery import WebhookResult, manage
+from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MetricsError, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
@@ -323,6 +323,8 @@ async def events(args: argparse.Namespace) -> int:
 
 
 async def webhooks(args: argparse.Namespace) -> int:
+    from mirrorsync.delivery import manage  # only these commands need it
+
     config = load_config(args.config)
     action = args.webhooks_command
     if action == "list":

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL
 from mirrorsync.fetch import Tally
 from mirrorsync.logs import fields
+
+if TYPE_CHECKING:
+    from mirrorsync.delivery import WebhookResult
 
 log = logging.getLogger("mirrorsync.sync")
 

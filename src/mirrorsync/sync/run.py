@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -21,9 +22,7 @@ from mirrorsync.formats.index import Index
 from mirrorsync.logs import fields
 from mirrorsync.redact import redact_url
 from mirrorsync.store import Store, utcnow, writes
-from mirrorsync.store.manifests import StackTarget
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
-from mirrorsync.sync.manifests import ManifestCrawler
 from mirrorsync.sync.outcome import (
     ManifestTally,
     RunReport,
@@ -31,8 +30,10 @@ from mirrorsync.sync.outcome import (
     Status,
     log_outcome,
 )
-from mirrorsync.sync.pages import PagesSync
 from mirrorsync.sync.progress import RunProgress
+
+if TYPE_CHECKING:  # the crawler and the pages source are imported when a run uses them
+    from mirrorsync.sync.manifests import ManifestCrawler
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -90,7 +91,9 @@ async def run_once(
                     run.fetchers[insecure] = IndexFetcher(
                         client, store, workdir, config.limits, progress=progress
                     )
-                    if not dry_run:  # a dry run reports index changes; it crawls nothing
+                    if not dry_run and _crawls(sources):  # a dry run crawls nothing
+                        from mirrorsync.sync.manifests import ManifestCrawler
+
                         run.crawlers[insecure] = ManifestCrawler(
                             client, store, workdir, workers=http.host_concurrency, progress=progress
                         )
@@ -110,6 +113,10 @@ async def run_once(
 
 
 _STATUSES = ("changed", "unchanged", "removed", "failed")
+
+
+def _crawls(sources: Sequence[Source]) -> bool:
+    return any(not isinstance(s, PagesSource) and s.manifests != "none" for s in sources)
 
 
 def _log_run(report: RunReport) -> None:
@@ -185,6 +192,8 @@ class _Run:
         fetcher = self.fetchers[source.insecure]
         try:
             if isinstance(source, PagesSource):
+                from mirrorsync.sync.pages import PagesSync
+
                 source_id = await writes.ensure_source(
                     self.store, source.name, source.kind, source.urls[0]
                 )
@@ -284,6 +293,8 @@ class _Run:
         source = self.sources.get(source_name)
         if crawler is None or source is None or source.manifests == "none":
             return
+        from mirrorsync.store.manifests import StackTarget
+
         target = StackTarget(
             stack_id, source_name, o.release, o.stack, mirror_root, location.layout, 0
         )
