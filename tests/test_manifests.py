@@ -376,3 +376,44 @@ def test_pool_holds_a_bounded_number_of_items() -> None:
     assert consumed == 20_000 and total == 2 * sum(range(20_000))
     assert most_in_flight == 8
     assert most_ahead <= 8 + 8 + 8 + 2  # both buffers, the workers, and one item at each end
+
+
+def test_pool_stops_everything_on_the_first_error_and_raises_it() -> None:
+    started: list[int] = []
+
+    async def items() -> AsyncIterator[int]:
+        for i in range(1000):
+            yield i
+
+    async def work(item: int) -> int:
+        started.append(item)
+        if item == 10:
+            raise ValueError("item 10 is bad")
+        await anyio.sleep(0.01)
+        return item
+
+    async def consume(result: int) -> None:
+        pass
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            await run_pool(items(), work, consume, workers=4)
+
+    with pytest.raises(ExceptionGroup) as caught:  # from the pool's task group
+        anyio.run(main)
+    assert caught.group_contains(ValueError, match="item 10 is bad")
+    assert len(started) < 30  # the other workers stopped instead of draining the items
+
+
+def test_pool_with_no_items_finishes() -> None:
+    async def items() -> AsyncIterator[int]:
+        return
+        yield
+
+    async def work(item: int) -> int:
+        raise AssertionError("no item to work on")
+
+    async def consume(result: int) -> None:
+        raise AssertionError("nothing to consume")
+
+    anyio.run(lambda: run_pool(items(), work, consume, workers=3))

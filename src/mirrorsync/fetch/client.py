@@ -142,16 +142,23 @@ class HttpClient:
             async with self._request("GET", url, headers, tally) as response:
                 if response.status_code == 304:
                     return NotModified(url)
-                _check_declared_length(url, response, max_bytes, limit_name)
-                body = bytearray()
-                async for chunk in response.aiter_bytes(_CHUNK):
-                    body += chunk
-                    self._count_bytes(len(chunk), tally)
-                    if len(body) > max_bytes:
-                        raise _too_large(url, None, max_bytes, limit_name)
+                content: bytes
+                if _check_declared_length(url, response, max_bytes, limit_name):
+                    # Within the limit: read at once (h11 refuses a body longer
+                    # than its Content-Length).
+                    content = await response.aread()
+                    self._count_bytes(len(content), tally)
+                else:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        body += chunk
+                        self._count_bytes(len(chunk), tally)
+                        if len(body) > max_bytes:
+                            raise _too_large(url, None, max_bytes, limit_name)
+                    content = bytes(body)
                 return Fetched(
                     url,
-                    bytes(body),
+                    content,
                     response.headers.get("etag"),
                     response.headers.get("last-modified"),
                 )
@@ -328,10 +335,14 @@ async def _drain(response: httpx.Response) -> None:
 
 def _check_declared_length(
     url: str, response: httpx.Response, max_bytes: int, limit_name: str | None
-) -> None:
+) -> bool:
+    """Refuse a declared length over the limit; True if a length was declared."""
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if not declared.isdigit():
+        return False
+    if int(declared) > max_bytes:
         raise _too_large(url, int(declared), max_bytes, limit_name)
+    return True
 
 
 def _too_large(url: str, size: int | None, max_bytes: int, limit_name: str | None) -> FetchError:

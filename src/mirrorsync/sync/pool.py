@@ -9,10 +9,10 @@ so whatever it writes (a database batch, a line of output) needs no locking.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,16 +36,18 @@ async def run_pool(
     async def produce() -> None:
         async with send_items:
             async for item in items:
-                await send_items.send(item)
+                await _send(send_items, item)
 
-    async def worker(inbox: ObjectReceiveStream[T], outbox: ObjectSendStream[R]) -> None:
+    async def worker(
+        inbox: MemoryObjectReceiveStream[T], outbox: MemoryObjectSendStream[R]
+    ) -> None:
         async with inbox, outbox:
-            async for item in inbox:
-                await outbox.send(await work(item))
+            while (item := await _receive(inbox)) is not _END:
+                await _send(outbox, await work(item))
 
     async def collect() -> None:
         async with receive_results:
-            async for result in receive_results:
+            while (result := await _receive(receive_results)) is not _END:
                 await consume(result)
 
     async with anyio.create_task_group() as tg:
@@ -54,3 +56,28 @@ async def run_pool(
         async with receive_items, send_results:
             for _ in range(workers):
                 tg.start_soon(worker, receive_items.clone(), send_results.clone())
+
+
+# anyio's send() and receive() yield to the event loop even when they need not
+# wait: four extra loop turns per item, a tenth of a loopback crawl's CPU. These
+# wait only when the buffer is full or empty; every item's work awaits anyway.
+_END: Any = object()
+
+
+async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _receive(stream: MemoryObjectReceiveStream[T]) -> T:
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        try:
+            return await stream.receive()
+        except anyio.EndOfStream:
+            return cast(T, _END)
+    except anyio.EndOfStream:
+        return cast(T, _END)
