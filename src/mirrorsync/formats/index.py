@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -51,36 +51,25 @@ class SpecNode(msgspec.Struct):
     hash: str = ""
 
 
-class Install(msgspec.Struct):
-    spec: SpecNode
+S = TypeVar("S", SpecNode, msgspec.Raw)
+
+
+class Install(msgspec.Struct, Generic[S]):
+    spec: S  # decoded, or raw JSON for a lazy parse
     in_buildcache: bool = False
 
 
-class _Database(msgspec.Struct):
-    installs: dict[str, Install]
+class _Database(msgspec.Struct, Generic[S]):
+    installs: dict[str, Install[S]]
     version: str | int = ""
 
 
-class _IndexDocument(msgspec.Struct):
-    database: _Database
+class _IndexDocument(msgspec.Struct, Generic[S]):
+    database: _Database[S]
 
 
-class _RawInstall(msgspec.Struct):
-    spec: msgspec.Raw
-    in_buildcache: bool = False
-
-
-class _RawDatabase(msgspec.Struct):
-    installs: dict[str, _RawInstall]
-    version: str | int = ""
-
-
-class _RawIndexDocument(msgspec.Struct):
-    database: _RawDatabase
-
-
-_DECODER = msgspec.json.Decoder(_IndexDocument)
-_RAW_DECODER = msgspec.json.Decoder(_RawIndexDocument)
+_DECODER = msgspec.json.Decoder(_IndexDocument[SpecNode])
+_RAW_DECODER = msgspec.json.Decoder(_IndexDocument[msgspec.Raw])
 _NODE_DECODER = msgspec.json.Decoder(SpecNode)
 _PARAMS_DECODER = msgspec.json.Decoder(dict[str, Any])
 
@@ -166,7 +155,7 @@ def parse_index(
             raise FormatError(
                 "build cache index", f"install key {spec_hash[:40]!r} is not a spec hash", url
             )
-        if isinstance(install, Install):
+        if isinstance(install.spec, SpecNode):
             _check_node(spec_hash, install.spec, url)
         if install.in_buildcache:
             nodes[spec_hash] = install.spec
