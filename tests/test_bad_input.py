@@ -3,6 +3,7 @@ with a message naming its URL, and nothing from it is stored."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import sqlite3
@@ -339,6 +340,39 @@ def test_gigantic_manifest_is_refused(tmp_path: Path, docroot: Path, server: Fix
     report = sync(limits_config(tmp_path, server, "manifest: 50"))
     assert len(report.failures) == 2
     assert all("over the 50-byte limit (limits.manifest); refused" in f for f in report.failures)
+
+
+def test_compressed_manifest_is_held_to_the_limit_once_decompressed(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A gzip body's declared length is its compressed size: 1 MB of zeros in
+    1 kB must still be refused by a 100 kB limit."""
+    build(docroot)
+    bomb = gzip.compress(b"0" * 1_000_000)
+    manifest = "/develop/e4s/v3/manifests/index/index.manifest.json"
+    server.add_fault(manifest, "gzipped", status=200, body=bomb, times=None)
+    report = sync(limits_config(tmp_path, server, "manifest: 100000"))
+    (line,) = report.failures
+    assert line == (
+        f"test:develop/e4s: {server.url}{manifest}: body over the 100000-byte limit "
+        "(limits.manifest); refused"
+    )
+    assert len(bomb) < 100_000
+
+
+@pytest.mark.parametrize("status", [404, 503])
+def test_error_response_with_a_broken_gzip_body_reports_the_status(
+    tmp_path: Path, docroot: Path, server: FixtureServer, status: int
+) -> None:
+    """The body of an error response is drained to keep the connection, never
+    decoded: its status is what fails the stack."""
+    build(docroot)
+    manifest = "/develop/e4s/v3/manifests/index/index.manifest.json"
+    server.add_fault(manifest, "gzipped", status=status, body=b"not gzip!", times=None)
+    report = sync(catalog_config(tmp_path, server))  # 3 attempts for what is retried
+    (line,) = report.failures
+    assert line.startswith(f"test:develop/e4s: {server.url}{manifest}: HTTP {status}"), line
+    assert server.count(manifest) == (1 if status == 404 else 3)
 
 
 def test_gigantic_v3_index_is_refused_before_download(

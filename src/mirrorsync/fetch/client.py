@@ -40,6 +40,7 @@ USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
 _CHUNK = 1 << 20
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
+_DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 
 T = TypeVar("T")
 
@@ -144,8 +145,8 @@ class HttpClient:
                     return NotModified(url)
                 content: bytes
                 if _check_declared_length(url, response, max_bytes, limit_name):
-                    # Within the limit: read at once (h11 refuses a body longer
-                    # than its Content-Length).
+                    # Within the limit and not compressed: read at once (h11
+                    # refuses a body longer than its Content-Length).
                     content = await response.aread()
                     self._count_bytes(len(content), tally)
                 else:
@@ -326,23 +327,30 @@ class HttpClient:
 async def _drain(response: httpx.Response) -> None:
     """Read a small body nobody needs (HEAD, error pages), so that the connection
     can serve the next request: closing a response with its body unread closes
-    the connection, and a crawl with many 404s would reconnect for each."""
+    the connection, and a crawl with many 404s would reconnect for each.
+
+    Raw bytes, never decompressed; a body that fails or dawdles is given up on
+    (its connection is then closed): the status is what the caller reports.
+    """
     declared = response.headers.get("content-length", "")
     if response.request.method == "HEAD" or (declared.isdigit() and int(declared) <= _DRAIN_MAX):
-        with contextlib.suppress(httpx.TransportError):  # the status says what went wrong
-            await response.aread()
+        with anyio.move_on_after(_DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError):
+            async for _ in response.aiter_raw():
+                pass
 
 
 def _check_declared_length(
     url: str, response: httpx.Response, max_bytes: int, limit_name: str | None
 ) -> bool:
-    """Refuse a declared length over the limit; True if a length was declared."""
+    """Refuse a declared length over the limit. True if the body is exactly the
+    declared length: a length was declared and the body is not compressed (a
+    compressed body's declared length says nothing of its decoded size)."""
     declared = response.headers.get("content-length", "")
     if not declared.isdigit():
         return False
     if int(declared) > max_bytes:
         raise _too_large(url, int(declared), max_bytes, limit_name)
-    return True
+    return response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
 
 
 def _too_large(url: str, size: int | None, max_bytes: int, limit_name: str | None) -> FetchError:

@@ -56,8 +56,10 @@ class PoolShards(httpx.AsyncBaseTransport):
         if shards is None:
             if scheme == "https":
                 context = httpx.create_ssl_context(verify=self._verify)
-            else:  # httpx refuses other schemes before they reach a transport
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no CA: verifies nothing
+            elif scheme == "http":
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no CA: would verify nothing
+            else:
+                raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
             shards = self._schemes[scheme] = _Shards(self._sizes, context)
         return await shards.send(request)
 
