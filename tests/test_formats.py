@@ -120,6 +120,21 @@ def test_index_refuses_bad_documents_naming_the_url(data: bytes, problem: str, l
     assert problem in str(caught.value)
 
 
+def test_lazy_parse_checks_every_install_and_only_the_nodes_asked_for() -> None:
+    bad_node = {"spec": {"hash": H1, "version": "1"}, "in_buildcache": True}  # no name
+    data = index_bytes({H1: bad_node, H2: {"spec": node(H2), "in_buildcache": True}})
+    index = parse_index(data, "https://m/index", lazy=True)
+    assert index.info(H2).name == "py-pyproject-hooks"
+    with pytest.raises(FormatError, match="missing required field `name`"):
+        index.info(H1)  # a resync asks only about new hashes: stored ones are not read
+    for spec in (42, None, [1]):
+        not_an_object = index_bytes({H1: {"spec": spec, "in_buildcache": True}})
+        with pytest.raises(FormatError, match="https://m/index"):
+            parse_index(not_an_object, "https://m/index", lazy=True).info(H1)
+    with pytest.raises(FormatError, match="missing required field `spec`"):
+        parse_index(index_bytes({H1: {"in_buildcache": True}}), lazy=True)
+
+
 def test_lazy_and_eager_parsing_agree_on_every_spec() -> None:
     specs = synthetic_specs(300, seed=3)
     installs: dict[str, object] = {

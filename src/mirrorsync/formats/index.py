@@ -135,7 +135,9 @@ def parse_index(
 
     Raises FormatError for invalid JSON, wrong shapes and malformed hashes; for
     a bad spec node too, unless ``lazy``, when ``Index.info`` raises it for the
-    nodes it is asked about (the only ones a sync stores).
+    nodes it is asked about. A resync asks only about new hashes, the only
+    ones it stores: the nodes of specs already stored (checked when they were
+    first seen; a hash names its spec's content) are not read again.
     """
     decoder = _RAW_DECODER if lazy else _DECODER
     try:

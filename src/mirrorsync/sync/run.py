@@ -344,7 +344,11 @@ class _Run:
                     lazy = row.present and row.spec_count > 0
                     index = await parse_downloaded(fetched.path, fetched.index_url, lazy=lazy)
                     old = await writes.current_hashes(self.store, row.id)
-                    snapshot = _difference(row, index, fetched.checksum, location, old)
+                    # Decodes the new specs' nodes: off the event loop, as a stack
+                    # replaced wholesale has 100,000 of them (~0.85 s).
+                    snapshot = await anyio.to_thread.run_sync(
+                        _difference, row, index, fetched.checksum, location, old
+                    )
                     spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
                     del index, old  # frees the index and its raw bytes before the commit
                     committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
