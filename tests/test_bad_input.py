@@ -24,6 +24,7 @@ from mirrorsync.fixture.build import (
 )
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.sync import RunReport
 
 # -- configuration -------------------------------------------------------------
 
@@ -149,6 +150,14 @@ def assert_nothing_stored_for_e4s(db: Path, bad_hashes: set[str]) -> None:
     assert stored == {str(n["hash"]) for n in nodes("r", 3)}
 
 
+def assert_e4s_index_refused(report: RunReport, url: str, problem: str = "") -> None:
+    assert report.exit_code == 1
+    (line,) = report.failures
+    assert line.startswith(f"test:develop/e4s: malformed build cache index at {url}: {problem}"), (
+        line
+    )
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INDEXES))
 def test_bad_index_is_refused_naming_its_url(
     tmp_path: Path, docroot: Path, server: FixtureServer, case: str
@@ -156,12 +165,7 @@ def test_bad_index_is_refused_naming_its_url(
     build(docroot)
     blob_path = serve_index(docroot, BAD_INDEXES[case])
     config = catalog_config(tmp_path, server)
-    report = sync(config)
-    assert report.exit_code == 1
-    (line,) = report.failures
-    assert line.startswith(
-        f"test:develop/e4s: malformed build cache index at {server.url}{blob_path}: "
-    ), line
+    assert_e4s_index_refused(sync(config), f"{server.url}{blob_path}")
     assert_nothing_stored_for_e4s(config.database_path, {H, H.upper(), H[:31]})
 
 
@@ -179,12 +183,7 @@ def test_bad_new_spec_in_a_resync_is_refused_and_the_stack_kept(
     if case == "not-utf8":
         data = data.replace(b"\\udce9", b"\xe9")
     blob_path = serve_index(docroot, data)
-    report = sync(config)
-    assert report.exit_code == 1
-    (line,) = report.failures
-    assert line.startswith(
-        f"test:develop/e4s: malformed build cache index at {server.url}{blob_path}: install {H}"
-    ), line
+    assert_e4s_index_refused(sync(config), f"{server.url}{blob_path}", f"install {H}")
     assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
     with sqlite3.connect(config.database_path) as conn:
         stored = {row[0] for row in conn.execute("SELECT hash FROM specs")}
