@@ -88,6 +88,15 @@ class Event:
 
 
 SPEC_COLUMNS = "s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, s.variants"
+#: The columns of an ``Event``, in order, from events ``e`` joined by ``EVENT_JOINS``.
+EVENT_COLUMNS = (
+    "e.id, e.type, src.name, e.release, st.name, s.hash, s.name, s.version,"
+    " e.stack_version, e.occurred_at"
+)
+EVENT_JOINS = (
+    "JOIN sources src ON src.id = e.source_id"
+    " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
+)
 
 
 def spec_from_row(row: Any) -> SpecInfo:
@@ -252,13 +261,7 @@ async def events(
     limit: int | None = None,
 ) -> AsyncIterator[Event]:
     """Events with id > ``since`` in id order, streamed."""
-    sql = (
-        "SELECT e.id, e.type, src.name, e.release, st.name, s.hash, s.name, s.version,"
-        " e.stack_version, e.occurred_at"
-        " FROM events e JOIN sources src ON src.id = e.source_id"
-        " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
-        " WHERE e.id > ?"
-    )
+    sql = f"SELECT {EVENT_COLUMNS} FROM events e {EVENT_JOINS} WHERE e.id > ?"
     params: list[object] = [since]
     if types:
         sql += f" AND e.type IN ({', '.join('?' for _ in types)})"

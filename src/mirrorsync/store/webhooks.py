@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from mirrorsync.store.db import Store
-from mirrorsync.store.queries import Event
+from mirrorsync.store.queries import EVENT_COLUMNS, EVENT_JOINS, Event
 
 #: Filter fields and the SQL expression each matches against (see ``enqueue``).
 FILTER_FIELDS = {"type": "e.type", "release": "e.release", "stack": "st.name", "package": "s.name"}
@@ -212,12 +212,8 @@ async def next_delivery(store: Store, webhook_id: int, max_batch: int, at: str) 
 async def delivery_events(store: Store, delivery_id: int) -> list[Event]:
     """The events of one delivery, in id order, with the fields of ``events --json``."""
     async with store.conn.execute(
-        "SELECT e.id, e.type, src.name, e.release, st.name, s.hash, s.name, s.version,"
-        " e.stack_version, e.occurred_at"
-        " FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
-        " JOIN sources src ON src.id = e.source_id"
-        " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
-        " WHERE o.delivery_id = ? ORDER BY e.id",
+        f"SELECT {EVENT_COLUMNS} FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
+        f" {EVENT_JOINS} WHERE o.delivery_id = ? ORDER BY e.id",
         (delivery_id,),
     ) as cursor:
         return [Event(*row) for row in await cursor.fetchall()]
