@@ -122,6 +122,13 @@ async def current_hashes(store: Store, stack_id: int) -> set[str]:
     return set(row[0].split(" ")) if row is not None and row[0] else set()
 
 
+async def retire_stack(store: Store, stack_id: int, at: str) -> Committed:
+    """The source no longer lists the stack: close every membership it holds."""
+    old = await current_hashes(store, stack_id)
+    snapshot = Snapshot(stack_id, None, None, (), sorted(old), retire=True)
+    return await commit_snapshot(store, snapshot, at)
+
+
 async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committed:
     """Write a stack's new version, its memberships and its events in one transaction."""
     async with store.transaction() as conn:

@@ -13,6 +13,7 @@ from mirrorsync.logs import fields
 
 if TYPE_CHECKING:
     from mirrorsync.delivery import WebhookResult
+    from mirrorsync.store.writes import StackRow
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -77,30 +78,6 @@ class StackOutcome:
     def label(self) -> str:
         return f"{self.source}:{self.release}/{self.stack}"
 
-    @classmethod
-    def of(
-        cls,
-        source: str,
-        release: str,
-        stack: str,
-        status: Status,
-        version: int,
-        spec_count: int,
-        started: float,
-        tally: Tally | None = None,
-    ) -> StackOutcome:
-        """An outcome timed from ``started`` (a ``time.monotonic()`` reading)."""
-        return cls(
-            source,
-            release,
-            stack,
-            status,
-            version=version,
-            spec_count=spec_count,
-            seconds=time.monotonic() - started,
-            tally=tally if tally is not None else Tally(),
-        )
-
 
 @dataclass
 class RunReport:
@@ -136,6 +113,30 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         return EXIT_PARTIAL if self.failures else EXIT_OK
+
+    def add_stack(
+        self,
+        source: str,
+        row: StackRow,
+        status: Status,
+        version: int,
+        spec_count: int,
+        started: float,
+        tally: Tally | None = None,
+    ) -> StackOutcome:
+        """Record a stack's outcome, timed from ``started`` (a ``time.monotonic()`` reading)."""
+        outcome = StackOutcome(
+            source,
+            row.release,
+            row.name,
+            status,
+            version=version,
+            spec_count=spec_count,
+            seconds=time.monotonic() - started,
+            tally=tally if tally is not None else Tally(),
+        )
+        self.stacks.append(outcome)
+        return outcome
 
 
 def log_outcome(o: StackOutcome) -> None:

@@ -28,7 +28,7 @@ from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher
-from mirrorsync.sync.outcome import RunReport, StackOutcome, Status, log_outcome
+from mirrorsync.sync.outcome import RunReport, log_outcome
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -154,7 +154,9 @@ class PagesSync:
             snapshot = writes.Snapshot(row.id, None, view.fingerprint, (), ())
             await writes.record_unchanged(self.store, snapshot, utcnow())
             log_outcome(
-                self._outcome(source_name, row, "unchanged", row.version, len(specs), started)
+                self.report.add_stack(
+                    source_name, row, "unchanged", row.version, len(specs), started
+                )
             )
             return
         old = await writes.current_hashes(self.store, row.id)
@@ -168,7 +170,7 @@ class PagesSync:
             announce=not row.present,
         )
         committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
-        outcome = self._outcome(
+        outcome = self.report.add_stack(
             source_name,
             row,
             "changed" if committed.events else "unchanged",
@@ -186,24 +188,7 @@ class PagesSync:
     async def retire(self, source_name: str, row: writes.StackRow) -> None:
         """No page lists this stack any more: close its memberships."""
         started = time.monotonic()
-        old = await writes.current_hashes(self.store, row.id)
-        snapshot = writes.Snapshot(row.id, None, None, (), sorted(old), retire=True)
-        committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
-        outcome = self._outcome(source_name, row, "removed", committed.version, 0, started)
+        committed = await writes.retire_stack(self.store, row.id, utcnow())
+        outcome = self.report.add_stack(source_name, row, "removed", committed.version, 0, started)
         outcome.removed, outcome.events = committed.removed, committed.events
         log_outcome(outcome)
-
-    def _outcome(
-        self,
-        source_name: str,
-        row: writes.StackRow,
-        status: Status,
-        version: int,
-        spec_count: int,
-        started: float,
-    ) -> StackOutcome:
-        outcome = StackOutcome.of(
-            source_name, row.release, row.name, status, version, spec_count, started
-        )
-        self.report.stacks.append(outcome)
-        return outcome

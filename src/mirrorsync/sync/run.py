@@ -374,9 +374,7 @@ class _Run:
     async def retire(self, source_name: str, row: writes.StackRow) -> None:
         """The catalogue no longer lists this stack: close its memberships."""
         started = time.monotonic()
-        old = await writes.current_hashes(self.store, row.id)
-        snapshot = writes.Snapshot(row.id, None, None, (), sorted(old), retire=True)
-        committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
+        committed = await writes.retire_stack(self.store, row.id, utcnow())
         outcome = self._done(source_name, row, "removed", committed.version, 0, started, Tally())
         outcome.removed, outcome.events = committed.removed, committed.events
         log_outcome(outcome)
@@ -391,10 +389,9 @@ class _Run:
         started: float,
         tally: Tally,
     ) -> StackOutcome:
-        outcome = StackOutcome.of(
-            source_name, row.release, row.name, status, version, spec_count, started, tally
+        outcome = self.report.add_stack(
+            source_name, row, status, version, spec_count, started, tally
         )
-        self.report.stacks.append(outcome)
         self.progress.stacks_done += 1
         self.progress.stacks_failed += status == "failed"
         return outcome
