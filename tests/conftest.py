@@ -47,11 +47,23 @@ def server(docroot: Path) -> Iterator[FixtureServer]:
         yield running
 
 
-def catalog_config(
-    tmp_path: Path, server: FixtureServer, *, extra: str = "", http: str = ""
-) -> Config:
-    """A config with one catalogue source served by ``server``."""
-    text = f"""
+TEST_HTTP = """http:
+  concurrency: 8
+  per_host_rate: 1000
+  timeout: 5
+  retries: {attempts: 3, backoff_initial: 0.01, backoff_max: 0.05}
+"""
+
+
+def catalog_config_text(
+    tmp_path: Path, server: FixtureServer, *, extra: str = "", http: str = TEST_HTTP
+) -> str:
+    """YAML for one catalogue source named ``test`` served by ``server``.
+
+    ``extra``: more lines, indented as keys of the source (``    manifests: all``)
+    or not (``limits: ...``); ``http``: the whole ``http`` section.
+    """
+    return f"""
 database: {tmp_path / "state.db"}
 sources:
   - name: test
@@ -59,13 +71,12 @@ sources:
     url: {server.url}/cache_spack_io_index.json
     bucket_urls: {{spack-binaries: {server.url}/}}
 {extra}
-http:
-  concurrency: 8
-  per_host_rate: 1000
-  timeout: 5
-  retries: {{attempts: 3, backoff_initial: 0.01, backoff_max: 0.05}}
-{http}
-"""
+{http}"""
+
+
+def catalog_config(tmp_path: Path, server: FixtureServer, *, extra: str = "") -> Config:
+    """The parsed ``catalog_config_text``."""
+    text = catalog_config_text(tmp_path, server, extra=extra)
     return parse_config(text, str(tmp_path / "mirrorsync.yaml"))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, run_cli, write_config
+from conftest import REPO, catalog_config_text, run_cli, write_config
 from mirrorsync.fixture.build import build_catalog_from_specs, build_from_seed, load_seed
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
@@ -39,19 +39,13 @@ def test_render_page_quotes_what_yaml_would_misread() -> None:
 
 
 def _config(tmp_path: Path, server: FixtureServer, manifests: str) -> Path:
-    return write_config(
-        tmp_path / "c.yaml",
-        f"""
-database: {tmp_path / "state.db"}
-sources:
-  - name: test
-    kind: catalog
-    url: {server.url}/cache_spack_io_index.json
-    bucket_urls: {{spack-binaries: {server.url}/}}
-    manifests: {manifests}
-http: {{concurrency: 8, per_host_rate: 1000, timeout: 10}}
-""",
+    text = catalog_config_text(
+        tmp_path,
+        server,
+        extra=f"    manifests: {manifests}",
+        http="http: {concurrency: 8, per_host_rate: 1000, timeout: 10}\n",
     )
+    return write_config(tmp_path / "c.yaml", text)
 
 
 def _export(tmp_path: Path, config: Path, release: str, *extra: str) -> Path:

@@ -18,7 +18,16 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from conftest import REPO, catalog_config, json_lines, run_cli, sync, write_config
+from conftest import (
+    REPO,
+    TEST_HTTP,
+    catalog_config,
+    catalog_config_text,
+    json_lines,
+    run_cli,
+    sync,
+    write_config,
+)
 from mirrorsync.fixture.build import (
     MirrorInfo,
     build_catalog_from_specs,
@@ -239,20 +248,10 @@ def test_a_manifest_that_cannot_be_fetched_fails_the_run_and_is_retried(
 
 
 def _config_text(tmp_path: Path, server: FixtureServer, extra: str, concurrency: int = 8) -> str:
-    return f"""
-database: {tmp_path / "state.db"}
-sources:
-  - name: test
-    kind: catalog
-    url: {server.url}/cache_spack_io_index.json
-    bucket_urls: {{spack-binaries: {server.url}/}}
-{extra}
-http:
-  concurrency: {concurrency}
-  per_host_rate: 1000
-  timeout: 10
-  retries: {{attempts: 3, backoff_initial: 0.01, backoff_max: 0.05}}
-"""
+    http = TEST_HTTP.replace("concurrency: 8", f"concurrency: {concurrency}")
+    return catalog_config_text(
+        tmp_path, server, extra=extra, http=http.replace("timeout: 5", "timeout: 10")
+    )
 
 
 def _ok_rows(db: Path) -> int:

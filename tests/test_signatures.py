@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import catalog_config, run_cli, sync, write_config
+from conftest import catalog_config, catalog_config_text, run_cli, sync, write_config
 from mirrorsync.config import Config
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
@@ -173,15 +173,7 @@ def test_without_gpg_installed_the_run_says_so(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     build_catalog_from_specs(docroot, {"develop": {"root": nodes(2)}})
-    text = f"""
-database: {tmp_path / "state.db"}
-sources:
-  - name: test
-    kind: catalog
-    url: {server.url}/cache_spack_io_index.json
-    bucket_urls: {{spack-binaries: {server.url}/}}
-    verify_signatures: true
-"""
+    text = catalog_config_text(tmp_path, server, extra="    verify_signatures: true", http="")
     config = write_config(tmp_path / "c.yaml", text)
     empty = tmp_path / "bin"
     empty.mkdir()

@@ -8,30 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, run_cli, write_config
+from conftest import REPO, catalog_config_text, run_cli, write_config
 from mirrorsync.fixture.build import build_catalog_from_specs, build_from_seed
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 
 
 def _config(tmp_path: Path, server: FixtureServer) -> Path:
-    return write_config(
-        tmp_path / "c.yaml",
-        f"""
-database: {tmp_path / "state.db"}
-sources:
-  - name: test
-    kind: catalog
-    url: {server.url}/cache_spack_io_index.json
-    bucket_urls: {{spack-binaries: {server.url}/}}
-    manifests: none
-http:
-  concurrency: 8
-  per_host_rate: 1000
-  timeout: 10
-  retries: {{attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}
-""",
+    http = (
+        "http:\n  concurrency: 8\n  per_host_rate: 1000\n  timeout: 10\n"
+        "  retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}\n"
     )
+    text = catalog_config_text(tmp_path, server, extra="    manifests: none", http=http)
+    return write_config(tmp_path / "c.yaml", text)
 
 
 def _corrupt(path: Path) -> None:
