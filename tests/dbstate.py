@@ -7,6 +7,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+#: Specs gained (+) or lost (-) per stack from seed page 000 to seed page 001.
+SEED_NET_CHANGE = {
+    "e4s": 20,
+    "root": -35,
+    "ml-linux-aarch64-cpu": -9,
+    "ml-linux-aarch64-cuda": -9,
+    "ml-linux-x86_64-cpu": -12,
+    "ml-linux-x86_64-cuda": -9,
+    "ml-linux-x86_64-rocm": -6,
+}
+
+
+def net_by_stack(events: list[dict[str, object]]) -> dict[str, int]:
+    """Per stack, spec.added minus spec.removed events."""
+    net = Counter[str]()
+    for e in events:
+        if e["type"] == "spec.added":
+            net[str(e["stack"])] += 1
+        elif e["type"] == "spec.removed":
+            net[str(e["stack"])] -= 1
+    return dict(net)
+
 
 def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from conftest import json_lines, run_cli, sync
+from dbstate import SEED_NET_CHANGE, net_by_stack
 from mirrorsync.config import Config, PagesSource, parse_config
 from mirrorsync.errors import EXIT_USAGE, ConfigError
 from mirrorsync.fixture.server import FixtureServer
@@ -118,16 +119,6 @@ def spec_row(db: Path, spec_hash: str) -> SpecInfo | None:
     return anyio.run(read)
 
 
-def net_by_stack(events: list[dict[str, object]]) -> dict[str, int]:
-    net = Counter[str]()
-    for e in events:
-        if e["type"] == "spec.added":
-            net[str(e["stack"])] += 1
-        elif e["type"] == "spec.removed":
-            net[str(e["stack"])] -= 1
-    return dict(net)
-
-
 # -- configuration -------------------------------------------------------------
 
 
@@ -219,15 +210,7 @@ def test_seed_000_then_001_at_one_url_gives_exactly_the_documented_changes(
     second = sync(config)
     assert second.exit_code == 0, second.failures
     changes = all_events(db)[len(events) :]
-    assert net_by_stack(changes) == {
-        "e4s": 20,
-        "root": -35,
-        "ml-linux-aarch64-cpu": -9,
-        "ml-linux-aarch64-cuda": -9,
-        "ml-linux-x86_64-cpu": -12,
-        "ml-linux-x86_64-cuda": -9,
-        "ml-linux-x86_64-rocm": -6,
-    }
+    assert net_by_stack(changes) == SEED_NET_CHANGE
     kinds = Counter(e["type"] for e in changes)
     assert kinds == Counter({"stack.added": 1, "spec.added": 20, "spec.removed": 80})
     assert {(r, s): v for (r, s), (v, _, _) in stacks_state(db).items()} == {

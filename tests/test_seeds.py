@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import catalog_config, sync
+from dbstate import SEED_NET_CHANGE, net_by_stack
 from mirrorsync.fixture.build import build_from_seed
 from mirrorsync.fixture.server import FixtureServer
 from test_sync import all_events
@@ -32,21 +33,8 @@ def test_seed_snapshots_differ_exactly_as_the_pages_do(
     second = sync(config)
     assert second.exit_code == 0, second.failures
     changes = all_events(config.database_path)[seen:]
-    net = Counter[str]()
-    for e in changes:
-        if e["type"] == "spec.added":
-            net[str(e["stack"])] += 1
-        elif e["type"] == "spec.removed":
-            net[str(e["stack"])] -= 1
-    assert dict(net) == {
-        "e4s": 20,
-        "root": -35,
-        "ml-linux-aarch64-cpu": -9,
-        "ml-linux-aarch64-cuda": -9,
-        "ml-linux-x86_64-cpu": -12,
-        "ml-linux-x86_64-cuda": -9,
-        "ml-linux-x86_64-rocm": -6,
-    }
+    net = net_by_stack(changes)
+    assert net == SEED_NET_CHANGE
     assert sum(v for k, v in net.items() if k.startswith("ml-")) == -45
     # Every change is one-directional per stack: nothing both added and removed.
     kinds = Counter((e["stack"], e["type"]) for e in changes if str(e["type"]).startswith("spec."))
