@@ -55,6 +55,12 @@ TEST_HTTP = """http:
 """
 
 
+#: An http section for CLI tests: short timeout, two quick attempts.
+QUICK_RETRIES = (
+    "http: {timeout: 5, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+)
+
+
 def catalog_config_text(
     tmp_path: Path, server: FixtureServer, *, extra: str = "", http: str = TEST_HTTP
 ) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import EVENT_FIELDS, json_lines, run_cli
+from conftest import EVENT_FIELDS, QUICK_RETRIES, catalog_config_text, json_lines, run_cli
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
@@ -13,15 +13,7 @@ from mirrorsync.fixture.specs import fake_hash, spec_node
 
 def write_catalog_config(tmp_path: Path, server: FixtureServer) -> Path:
     path = tmp_path / "mirrorsync.yaml"
-    path.write_text(
-        f"database: {tmp_path / 'cli.db'}\n"
-        "sources:\n"
-        "  - name: test\n"
-        "    kind: catalog\n"
-        f"    url: {server.url}/cache_spack_io_index.json\n"
-        f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
-        "http: {timeout: 5, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
-    )
+    path.write_text(catalog_config_text(tmp_path, server, http=QUICK_RETRIES))
     return path
 
 
