@@ -62,15 +62,21 @@ QUICK_RETRIES = (
 
 
 def catalog_config_text(
-    tmp_path: Path, server: FixtureServer, *, extra: str = "", http: str = TEST_HTTP
+    tmp_path: Path,
+    server: FixtureServer,
+    *,
+    extra: str = "",
+    http: str = TEST_HTTP,
+    database: str = "state.db",
 ) -> str:
     """YAML for one catalogue source named ``test`` served by ``server``.
 
     ``extra``: more lines, indented as keys of the source (``    manifests: all``)
-    or not (``limits: ...``); ``http``: the whole ``http`` section.
+    or not (``limits: ...``); ``http``: the whole ``http`` section; ``database``:
+    the database's file name in ``tmp_path``.
     """
     return f"""
-database: {tmp_path / "state.db"}
+database: {tmp_path / database}
 sources:
   - name: test
     kind: catalog

@@ -13,7 +13,7 @@ from mirrorsync.fixture.specs import fake_hash, spec_node
 
 def write_catalog_config(tmp_path: Path, server: FixtureServer) -> Path:
     path = tmp_path / "mirrorsync.yaml"
-    path.write_text(catalog_config_text(tmp_path, server, http=QUICK_RETRIES))
+    path.write_text(catalog_config_text(tmp_path, server, http=QUICK_RETRIES, database="cli.db"))
     return path
 
 

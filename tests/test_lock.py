@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import QUICK_RETRIES, REPO, catalog_config_text, run_cli
 from mirrorsync.errors import EXIT_LOCKED, LockHeldError
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
@@ -31,15 +31,8 @@ REFUSAL_RE = re.compile(
 def write_config(tmp_path: Path, server: FixtureServer) -> Path:
     """Generous HTTP timeout: the slow fixture answers late, it does not fail."""
     path = tmp_path / "mirrorsync.yaml"
-    path.write_text(
-        f"database: {tmp_path / 'lock.db'}\n"
-        "sources:\n"
-        "  - name: test\n"
-        "    kind: catalog\n"
-        f"    url: {server.url}{CATALOG}\n"
-        f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
-        "http: {timeout: 60, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
-    )
+    http = QUICK_RETRIES.replace("timeout: 5", "timeout: 60")
+    path.write_text(catalog_config_text(tmp_path, server, http=http, database="lock.db"))
     return path
 
 

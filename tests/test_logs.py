@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, json_lines, run_cli
+from conftest import QUICK_RETRIES, REPO, catalog_config_text, json_lines, run_cli
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
@@ -22,15 +22,8 @@ def specs(prefix: str, n: int) -> list[dict[str, object]]:
 
 def write_config(tmp_path: Path, server: FixtureServer) -> Path:
     path = tmp_path / "mirrorsync.yaml"
-    path.write_text(
-        f"database: {tmp_path / 'l.db'}\n"
-        "sources:\n"
-        "  - name: test\n"
-        "    kind: catalog\n"
-        f"    url: {server.url}/cache_spack_io_index.json\n"
-        f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
-        "http: {timeout: 5, retries: {attempts: 3, backoff_initial: 0.01, backoff_max: 0.02}}\n"
-    )
+    http = QUICK_RETRIES.replace("attempts: 2", "attempts: 3")
+    path.write_text(catalog_config_text(tmp_path, server, http=http, database="l.db"))
     return path
 
 

@@ -79,7 +79,9 @@ def specs(prefix: str, n: int) -> list[dict[str, object]]:
 def write_config(tmp_path: Path, server: FixtureServer, textfile: Path) -> Path:
     path = tmp_path / "mirrorsync.yaml"
     metrics = f"metrics: {{textfile: {textfile}}}"
-    path.write_text(catalog_config_text(tmp_path, server, extra=metrics, http=QUICK_RETRIES))
+    path.write_text(
+        catalog_config_text(tmp_path, server, extra=metrics, http=QUICK_RETRIES, database="m.db")
+    )
     return path
 
 
@@ -114,7 +116,7 @@ def test_metrics_file_matches_the_database_and_the_run(
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
     samples = parse_prometheus(textfile.read_text())
-    check_against_database(samples, tmp_path / "state.db")
+    check_against_database(samples, tmp_path / "m.db")
     assert samples[("mirrorsync_last_run_success", ())] == 1
     assert samples[("mirrorsync_last_run_http_requests", ())] == report["requests"]
     assert samples[("mirrorsync_last_run_http_received_bytes", ())] == report["bytes"]
@@ -142,7 +144,7 @@ def test_metrics_file_matches_the_database_and_the_run(
     report2 = json.loads(second.stdout)
     samples2 = parse_prometheus(textfile.read_text())
     assert textfile.stat().st_ino != inode  # replaced by rename, not rewritten in place
-    check_against_database(samples2, tmp_path / "state.db")
+    check_against_database(samples2, tmp_path / "m.db")
     assert samples2[stack_key("stack_version", "develop", "root")] == 2
     assert samples2[stack_key("stack_version", "develop", "e4s")] == 1  # kept its version
     assert samples2[stack_key("stack_failing", "develop", "e4s")] == 1
@@ -167,7 +169,7 @@ def test_unwritable_metrics_file_fails_the_run_after_syncing(
     assert done.stderr.splitlines()[-1] == (
         f"mirrorsync: failed: {missing}: cannot write metrics: No such file or directory"
     )
-    with sqlite3.connect(tmp_path / "state.db") as db:  # the sync itself was kept
+    with sqlite3.connect(tmp_path / "m.db") as db:  # the sync itself was kept
         assert db.execute("SELECT version FROM stacks").fetchall() == [(1,)]
 
 
@@ -230,7 +232,7 @@ def test_webhook_backlog_is_exported(tmp_path: Path, docroot: Path, server: Fixt
     done = run_cli("-c", str(config), "once", cwd=tmp_path, env=env)
     assert done.returncode == 1 and "webhook down" in done.stderr
     samples = parse_prometheus(textfile.read_text())
-    with sqlite3.connect(tmp_path / "state.db") as db:
+    with sqlite3.connect(tmp_path / "m.db") as db:
         (e4s_events,) = db.execute(
             "SELECT count(*) FROM events e JOIN stacks s ON s.id = e.stack_id WHERE s.name = 'e4s'"
         ).fetchone()

@@ -14,7 +14,7 @@ import termios
 import time
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, catalog_config_text
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
@@ -69,14 +69,7 @@ def test_terminal_gets_progress_then_a_summary_table(
     # e4s's index is slow, so the display is drawn while one stack is done and one is not.
     server.add_fault("/develop/e4s/v3/manifests/index/*", "delay", delay=1.0)
     config = tmp_path / "mirrorsync.yaml"
-    config.write_text(
-        f"database: {tmp_path / 't.db'}\n"
-        "sources:\n"
-        "  - name: test\n"
-        "    kind: catalog\n"
-        f"    url: {server.url}/cache_spack_io_index.json\n"
-        f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
-    )
+    config.write_text(catalog_config_text(tmp_path, server, http="", database="t.db"))
     code, stdout, screen = run_on_pty(["-c", str(config), "once"], tmp_path)
     assert code == 0, screen
     assert stdout == ""  # human output is for the terminal on stderr only

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import EVENT_FIELDS, REPO, run_cli, sync
+from conftest import EVENT_FIELDS, REPO, catalog_config_text, run_cli, sync
 from mirrorsync.config import Config, load_config, parse_config
 from mirrorsync.delivery import manage, schedule
 from mirrorsync.delivery.signing import load_secret, parse_secret, sign
@@ -57,19 +57,13 @@ def write_config(
     name: str = "mirrorsync.yaml",
 ) -> Path:
     path = tmp_path / name
-    path.write_text(
-        f"database: {tmp_path / 'state.db'}\n"
-        "sources:\n"
-        "  - name: test\n"
-        "    kind: catalog\n"
-        f"    url: {server.url}/cache_spack_io_index.json\n"
-        f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
-        "    manifests: none\n"  # the mirrors have no spec manifests: no crawl, no missing events
-        + ("webhooks:\n" + "\n".join(hooks) + "\n" if hooks else "")
-        + "http:\n"
-        "  timeout: 5\n"
+    # The mirrors have no spec manifests: no crawl, no missing events.
+    extra = "    manifests: none\n" + ("webhooks:\n" + "\n".join(hooks) if hooks else "")
+    http = (
+        "http:\n  timeout: 5\n"
         f"  retries: {{attempts: {attempts}, backoff_initial: 0.01, backoff_max: 0.05}}\n"
     )
+    path.write_text(catalog_config_text(tmp_path, server, extra=extra, http=http))
     return path
 
 
