@@ -25,7 +25,7 @@ CONNECTIONS_PER_POOL = 2
 
 
 class PoolShards(httpx.AsyncBaseTransport):
-    """``connections`` keep-alive connections per URL scheme, in pools of ``per_pool``.
+    """``connections`` keep-alive connections per URL scheme, in pools of two.
 
     The pools for a scheme are made on its first request, so a run that only
     speaks plain http never reads the CA bundle (50 ms at every start). https
@@ -33,17 +33,11 @@ class PoolShards(httpx.AsyncBaseTransport):
     pools are given a context that trusts nothing, never used.
     """
 
-    def __init__(
-        self, *, connections: int, verify: bool = True, per_pool: int = CONNECTIONS_PER_POOL
-    ) -> None:
-        full, rest = divmod(max(1, connections), per_pool)
-        self._sizes = [per_pool] * full + ([rest] if rest else [])
+    def __init__(self, *, connections: int, verify: bool = True) -> None:
+        full, rest = divmod(max(1, connections), CONNECTIONS_PER_POOL)
+        self._sizes = [CONNECTIONS_PER_POOL] * full + ([rest] if rest else [])
         self._verify = verify
         self._schemes: dict[str, _Shards] = {}
-
-    @property
-    def connections(self) -> int:
-        return sum(self._sizes)
 
     @property
     def in_flight(self) -> int:
