@@ -176,7 +176,7 @@ def test_short_body_is_detected(srv: FixtureServer, client: httpx.Client) -> Non
     srv.add_fault("*/blob", "short", after_bytes=5000)
     with client.stream("GET", "/m/blobs/blob") as r:
         assert r.status_code == 200 and r.headers["content-length"] == str(len(BLOB))
-        with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+        with pytest.raises(httpx.RemoteProtocolError):
             r.read()
     srv.add_fault("*/index.json", "short", after_bytes=10**6)  # never the whole body
     with pytest.raises(httpx.RemoteProtocolError):

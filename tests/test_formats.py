@@ -99,7 +99,7 @@ def test_variants_follow_the_cache_page_rules() -> None:
     ("data", "problem"),
     [
         (b"{", "malformed build cache index"),
-        (b'{"database": {"version": "8", "installs": []}}', "Expected `object`"),
+        (b'{"database": {"version": "8", "installs": []}}', "installs"),
         (
             index_bytes({"NOTAHASH": {"spec": node(H1), "in_buildcache": True}}),
             "is not a spec hash",
@@ -107,7 +107,7 @@ def test_variants_follow_the_cache_page_rules() -> None:
         (index_bytes({H1: {"spec": node(H2), "in_buildcache": True}}), "holds a spec whose hash"),
         (
             index_bytes({H1: {"spec": {"hash": H1}, "in_buildcache": True}}),
-            "missing required field `name`",
+            "`name`",
         ),
     ],
 )
@@ -125,13 +125,13 @@ def test_lazy_parse_checks_every_install_and_only_the_nodes_asked_for() -> None:
     data = index_bytes({H1: bad_node, H2: {"spec": node(H2), "in_buildcache": True}})
     index = parse_index(data, "https://m/index", lazy=True)
     assert index.info(H2).name == "py-pyproject-hooks"
-    with pytest.raises(FormatError, match="missing required field `name`"):
+    with pytest.raises(FormatError, match="`name`"):
         index.info(H1)  # a resync asks only about new hashes: stored ones are not read
     for spec in (42, None, [1]):
         not_an_object = index_bytes({H1: {"spec": spec, "in_buildcache": True}})
         with pytest.raises(FormatError, match="https://m/index"):
             parse_index(not_an_object, "https://m/index", lazy=True).info(H1)
-    with pytest.raises(FormatError, match="missing required field `spec`"):
+    with pytest.raises(FormatError, match="`spec`"):
         parse_index(index_bytes({H1: {"in_buildcache": True}}), lazy=True)
 
 

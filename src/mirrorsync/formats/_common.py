@@ -28,12 +28,20 @@ def has_control_chars(value: str) -> bool:
     return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
 
 
-def decode_problem(exc: Exception) -> str:
+def decode_problem(exc: Exception, data: bytes | bytearray | memoryview) -> str:
     """What a JSON decoder's error says, in words fit for a one-line report.
 
-    msgspec raises ``UnicodeDecodeError`` (not ``DecodeError``) for bytes that
-    are not UTF-8, so the parsers catch both and describe them here.
+    Bytes that are not UTF-8 are described in mirrorsync's own words, whatever
+    the decoder raised (msgspec's exception and wording for them changed
+    between releases): the check runs only once decoding has failed.
     """
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 ({exc.reason})"  # msgspec's offsets are within one string
-    return str(exc)
+    return utf8_problem(data) or str(exc)
+
+
+def utf8_problem(data: bytes | bytearray | memoryview) -> str | None:
+    """``not UTF-8 at byte N`` for bytes that are not UTF-8, else None."""
+    try:
+        bytes(data).decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not UTF-8 at byte {bad.start}"
+    return None

@@ -50,7 +50,7 @@ def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
     try:
         document = _DECODER.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise FormatError("catalogue", decode_problem(exc), url) from None
+        raise FormatError("catalogue", decode_problem(exc, data), url) from None
     out: list[CatalogStack] = []
     for release, entries in document.items():
         if not release.strip():

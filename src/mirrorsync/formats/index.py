@@ -111,10 +111,11 @@ class Index:
         now: FormatError (naming the index URL) if it is not a usable spec."""
         node = self.nodes[spec_hash]
         if isinstance(node, msgspec.Raw):
+            raw_node = node
             try:
-                node = _NODE_DECODER.decode(node)
+                node = _NODE_DECODER.decode(raw_node)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                problem = f"install {spec_hash}: spec {decode_problem(exc)}"
+                problem = f"install {spec_hash}: spec {decode_problem(exc, raw_node)}"
                 raise FormatError("build cache index", problem, self.url) from None
             _check_node(spec_hash, node, self.url)
         raw = bytes(node.parameters)
@@ -143,7 +144,7 @@ def parse_index(
     try:
         document = decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a DecodeError
-        raise FormatError("build cache index", decode_problem(exc), url) from None
+        raise FormatError("build cache index", decode_problem(exc, data), url) from None
     database = document.database
     try:
         db_version = int(database.version) if database.version != "" else 0

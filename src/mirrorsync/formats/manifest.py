@@ -46,7 +46,7 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
     except FormatError as exc:
         raise exc.at(url) if url else exc from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(what, decode_problem(exc), url) from None
+        raise FormatError(what, decode_problem(exc, body), url) from None
     for record in manifest.data:
         expected = DIGEST_LENGTHS.get(record.checksum_algorithm)
         if expected is None:

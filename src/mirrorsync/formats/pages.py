@@ -18,7 +18,7 @@ import msgspec
 import yaml
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import is_spec_hash
+from mirrorsync.formats._common import is_spec_hash, utf8_problem
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -94,8 +94,8 @@ def parse_page(data: bytes, url: str | None = None) -> Page:
     """Parse one page; any malformation raises :class:`FormatError` naming ``url``."""
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(WHAT, f"not UTF-8 ({exc.reason} at byte {exc.start})", url) from None
+    except UnicodeDecodeError:
+        raise FormatError(WHAT, utf8_problem(data) or "not UTF-8", url) from None
     doc = _load_front_matter(text, url)
     try:
         fm = msgspec.convert(doc, _FrontMatter)
