@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from mirrorsync.errors import FormatError
 from mirrorsync.fixture.specs import synthetic_specs
-from mirrorsync.formats.catalog import locate_index, parse_catalog, resolve_url
+from mirrorsync.formats.catalog import (
+    locate_index,
+    parse_catalog,
+    parse_catalog_document,
+    resolve_url,
+)
 from mirrorsync.formats.clearsign import split_clearsigned
 from mirrorsync.formats.index import parse_index, variants_from_parameters
 from mirrorsync.formats.manifest import (
@@ -176,9 +181,15 @@ def test_catalog_entries_and_locations() -> None:
     )
 
 
+def test_a_repeated_label_keeps_the_first_entry_and_reports_the_others() -> None:
+    data = b'{"develop": [{"label": "e4s", "url": "x"}, {"label": "e4s", "url": "y"}]}'
+    document = parse_catalog_document(data)
+    assert [(e.stack, e.url) for e in document.stacks] == [("e4s", "x")]
+    assert [(e.release, e.stack, e.url) for e in document.repeated] == [("develop", "e4s", "y")]
+    assert parse_catalog(data) == document.stacks
+
+
 def test_catalog_errors() -> None:
-    with pytest.raises(FormatError, match="lists stack 'e4s' twice"):
-        parse_catalog(b'{"develop": [{"label": "e4s", "url": "x"}, {"label": "e4s", "url": "y"}]}')
     with pytest.raises(FormatError, match="no bucket_urls entry for s3 bucket 'other'"):
         resolve_url("s3://other/develop/build_cache/index.json", BUCKETS)
     with pytest.raises(FormatError, match="neither a v3 index blob"):

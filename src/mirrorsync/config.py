@@ -126,6 +126,7 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     url: str
     release: str = "default"
     stack: str = "root"
+    view: Name | None = None  # v3/manifests/index/<view>/index.manifest.json; None: top level
     manifests: ManifestPolicy = "new"
     verify_signatures: bool = False
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)

@@ -78,6 +78,8 @@ class Downloaded:
     path: Path
     length: int
     sha256: str
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 class HttpClient:
@@ -178,9 +180,42 @@ class HttpClient:
         tally: Tally | None = None,
     ) -> Downloaded:
         """Stream a blob to ``dest``, hashing it on the way; check length and checksum."""
+        result = await self.download_if_modified(
+            url,
+            dest,
+            expected_length=expected_length,
+            expected_sha256=expected_sha256,
+            max_bytes=max_bytes,
+            limit_name=limit_name,
+            tally=tally,
+        )
+        assert isinstance(result, Downloaded)  # unconditional requests are never answered 304
+        return result
 
-        async def attempt() -> Downloaded:
-            async with self._request("GET", url, {}, tally) as response:
+    async def download_if_modified(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        expected_length: int | None = None,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+        limit_name: str | None = None,
+        tally: Tally | None = None,
+    ) -> Downloaded | NotModified:
+        """``download``, conditionally when validators are given: NotModified on a 304."""
+        headers = {}
+        if etag:
+            headers["if-none-match"] = etag
+        if last_modified:
+            headers["if-modified-since"] = last_modified
+
+        async def attempt() -> Downloaded | NotModified:
+            async with self._request("GET", url, headers, tally) as response:
+                if response.status_code == 304:
+                    return NotModified(url)
                 if max_bytes is not None:
                     _check_declared_length(url, response, max_bytes, limit_name)
                 digest = hashlib.sha256()
@@ -193,9 +228,18 @@ class HttpClient:
                         digest.update(chunk)
                         out.write(chunk)
                         self._count_bytes(len(chunk), tally)
-                return Downloaded(url, dest, length, digest.hexdigest())
+                return Downloaded(
+                    url,
+                    dest,
+                    length,
+                    digest.hexdigest(),
+                    response.headers.get("etag"),
+                    response.headers.get("last-modified"),
+                )
 
         result = await self._retrying(url, attempt, tally)
+        if isinstance(result, NotModified):
+            return result
         if expected_length is not None and result.length != expected_length:
             raise IntegrityError(
                 url, f"got {result.length} bytes, the manifest says {expected_length}"

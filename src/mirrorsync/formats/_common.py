@@ -8,6 +8,14 @@ HASH_RE = re.compile(r"^[a-z2-7]{32}$")  # base32, lowercase: Spack's DAG hash a
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 #: Hex digits of each checksum algorithm a manifest may name.
 DIGEST_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
+_IMPOLITE = re.compile(r"[^A-Za-z0-9_+.-]")
+
+
+def polite_filename(part: str) -> str:
+    """A file name part as Spack makes it (``llnl.util.filesystem.polite_filename``):
+    every character outside ``[A-Za-z0-9_+.-]`` becomes ``_``, so a git version
+    ``git.abc123=1.0`` is written ``git.abc123_1.0``."""
+    return _IMPOLITE.sub("_", part)
 
 
 def is_spec_hash(value: str) -> bool:

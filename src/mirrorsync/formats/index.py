@@ -20,8 +20,11 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from mirrorsync.errors import FormatError
+from mirrorsync.errors import FormatError, UnsupportedFormatError
 from mirrorsync.formats._common import decode_problem, is_spec_hash
+
+#: Database versions mirrorsync reads (FORMATS.md section 4): Spack 0.17 to 1.3.
+DB_VERSIONS = (6, 7, 8, 9)
 
 #: Parameters that are compiler flags, not variants (left out of variant lists).
 FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
@@ -146,12 +149,21 @@ def parse_index(
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a DecodeError
         raise FormatError("build cache index", decode_problem(exc, data), url) from None
     database = document.database
+    if database.version == "":
+        raise FormatError("build cache index", "the database has no version", url)
     try:
-        db_version = int(database.version) if database.version != "" else 0
+        db_version = int(database.version)
     except ValueError:
         raise FormatError(
             "build cache index", f"database version {database.version!r} is not a number", url
         ) from None
+    if db_version not in DB_VERSIONS:
+        raise UnsupportedFormatError(
+            "build cache index",
+            f"database version {db_version} (mirrorsync reads versions "
+            f"{DB_VERSIONS[0]} to {DB_VERSIONS[-1]})",
+            url,
+        )
     nodes: dict[str, SpecNode | msgspec.Raw] = {}
     for spec_hash, install in database.installs.items():
         if not is_spec_hash(spec_hash):

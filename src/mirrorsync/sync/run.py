@@ -17,7 +17,7 @@ from mirrorsync.delivery import Outbox
 from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import FormatError, MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally, Throttle, origin
-from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
+from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog_document
 from mirrorsync.formats.index import Index
 from mirrorsync.logs import fields
 from mirrorsync.redact import redact_url
@@ -209,14 +209,24 @@ class _Run:
             self.report.source_errors.append((source.name, str(exc)))
 
     async def mirror(self, fetcher: IndexFetcher, source: MirrorSource, source_id: int) -> None:
-        target = Target(mirror_root=source.url.rstrip("/"), layout=None)
+        target = Target(mirror_root=source.url.rstrip("/"), layout=None, view=source.view)
         self.progress.stacks_total += 1
         await self.stack(fetcher, source.name, source_id, source.release, source.stack, target)
 
     async def catalog(self, fetcher: IndexFetcher, source: CatalogSource, source_id: int) -> None:
-        entries = await fetcher.small_document(
-            source.url, Tally(), "catalog", lambda body: parse_catalog(body, source.url)
+        catalog = await fetcher.small_document(
+            source.url, Tally(), "catalog", lambda body: parse_catalog_document(body, source.url)
         )
+        entries = catalog.stacks
+        for extra in catalog.repeated:
+            log.warning(
+                "source %s: %s lists stack %r of release %r again (%s); the first entry is used",
+                source.name,
+                redact_url(source.url),
+                extra.stack,
+                extra.release,
+                redact_url(extra.url),
+            )
         listed = {e.release for e in entries}
         wanted = [e for e in entries if source.wants(e.release, e.stack)]
         known = await writes.known_releases(self.store, source_id)
@@ -342,7 +352,13 @@ class _Run:
                 async with self.index_slots:
                     # A resync stores only the new specs: decode only those.
                     lazy = row.present and row.spec_count > 0
-                    index = await parse_downloaded(fetched.path, fetched.index_url, lazy=lazy)
+                    index = await parse_downloaded(
+                        fetched.path,
+                        fetched.index_url,
+                        lazy=lazy,
+                        compression=fetched.compression,
+                        max_bytes=fetcher.limits.cap("index"),
+                    )
                     old = await writes.current_hashes(self.store, row.id)
                     # Decodes the new specs' nodes: off the event loop, as a stack
                     # replaced wholesale has 100,000 of them (~0.85 s).
