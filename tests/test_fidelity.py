@@ -1,0 +1,320 @@
+"""Build caches as Spack really writes them (issue 12): what the fixture used to leave out.
+
+Each test serves, from the project's fixture server, what Spack or the public
+catalogue generator writes (FORMATS.md): stacks re-indexed under a day-old
+catalogue, repeated labels, several database records in one index manifest,
+gzip indexes, git versions in file names, v2 mirrors without a hash file,
+index views.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TEST_HTTP, catalog_config, sync
+from mirrorsync.config import Config, parse_config
+from mirrorsync.errors import FormatError, UnsupportedFormatError
+from mirrorsync.fixture.build import (
+    CATALOG_NAME,
+    build_catalog_from_specs,
+    write_catalog,
+    write_v2_mirror,
+    write_v3_mirror,
+)
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import Node, fake_hash, spec_node
+from mirrorsync.formats.index import parse_index
+from mirrorsync.formats.manifest import parse_index_manifest
+
+REALDATA = REPO.parent / "shared" / "realdata"
+if not REALDATA.is_dir():
+    REALDATA = Path("/work/shared/realdata")
+
+
+def nodes(prefix: str, n: int, name: str = "zlib", **kwargs: object) -> list[Node]:
+    return [
+        spec_node(f"{name}-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}"), **kwargs)  # type: ignore[arg-type]
+        for i in range(n)
+    ]
+
+
+def mirror_config(tmp_path: Path, url: str, extra: str = "") -> Config:
+    text = (
+        f"database: {tmp_path / 'state.db'}\n"
+        f"sources:\n  - name: site\n    kind: mirror\n    url: '{url}'\n    release: local\n"
+        f"{extra}{TEST_HTTP}"
+    )
+    return parse_config(text, str(tmp_path / "mirrorsync.yaml"))
+
+
+def members(db: Path, stack: str = "root") -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {
+            row[0]
+            for row in conn.execute(
+                "SELECT s.hash FROM memberships m JOIN specs s ON s.id = m.spec_id"
+                " JOIN stacks st ON st.id = m.stack_id WHERE st.name = ? AND m.left IS NULL",
+                (stack,),
+            )
+        }
+
+
+def manifest_statuses(db: Path) -> dict[str, str]:
+    with sqlite3.connect(db) as conn:
+        return dict(
+            conn.execute(
+                "SELECT s.hash, sm.status FROM spec_manifests sm JOIN specs s ON s.id = sm.spec_id"
+            ).fetchall()
+        )
+
+
+# -- point 2: the catalogue lags, the index manifest is the truth ----------------
+
+
+def test_a_stack_reindexed_under_an_unchanged_catalogue_is_noticed_on_the_next_run(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    root, e4s = nodes("r", 3), nodes("e", 4)
+    build_catalog_from_specs(docroot, {"develop": {"root": root, "e4s": e4s}})
+    catalogue = (docroot / CATALOG_NAME).read_bytes()
+    config = catalog_config(tmp_path, server, extra="    manifests: none")
+    assert sync(config).exit_code == 0
+
+    # e4s is re-indexed during the day; the catalogue is regenerated only at 23:00.
+    write_v3_mirror(docroot / "develop/e4s", e4s[1:] + nodes("n", 2), manifests=False)
+    (docroot / CATALOG_NAME).write_bytes(catalogue)
+    server.reset_log()
+    report = sync(config)
+    assert report.exit_code == 0, report.failures
+    by_stack = {o.stack: o for o in report.stacks}
+    assert (by_stack["e4s"].status, by_stack["e4s"].added, by_stack["e4s"].removed) == (
+        "changed",
+        2,
+        1,
+    )
+    assert by_stack["root"].status == "unchanged"
+    assert members(config.database_path, "e4s") == {n["hash"] for n in e4s[1:] + nodes("n", 2)}
+    assert server.count("/develop/e4s/blobs/*") == 1
+
+    # Nothing changed: every index manifest answered 304, not one index blob downloaded.
+    server.reset_log()
+    report = sync(config)
+    assert {o.status for o in report.stacks} == {"unchanged"}
+    assert server.count("*/blobs/*") == 0
+    manifests = [r for r in server.requests if r.path.endswith("index.manifest.json")]
+    assert sorted(r.path for r in manifests) == [
+        "/develop/e4s/v3/manifests/index/index.manifest.json",
+        "/develop/v3/manifests/index/index.manifest.json",
+    ]
+    assert {(r.status, r.bytes_sent) for r in manifests} == {(304, 0)}
+
+
+# -- point 8: a repeated label ------------------------------------------------------
+
+
+def test_a_repeated_stack_label_keeps_the_first_and_syncs_everything_else(
+    tmp_path: Path, docroot: Path, server: FixtureServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, e4s, nested = nodes("r", 3), nodes("e", 2), nodes("x", 5)
+    build_catalog_from_specs(docroot, {"develop": {"root": root, "e4s": e4s}})
+    write_v3_mirror(docroot / "develop/e4s/nested", nested, manifests=False)
+    # As the generator writes it for a mirror nested under a stack's path.
+    write_catalog(
+        docroot,
+        {"develop": {"root": "develop", "e4s": "develop/e4s"}},
+        repeated={"develop": [("e4s", "develop/e4s/nested")]},
+    )
+    listed = json.loads((docroot / CATALOG_NAME).read_bytes())["develop"]
+    assert [e["label"] for e in listed] == ["root", "e4s", "e4s"]
+
+    config = catalog_config(tmp_path, server, extra="    manifests: none")
+    with caplog.at_level(logging.WARNING, logger="mirrorsync"):
+        report = sync(config)
+    assert report.exit_code == 0, report.failures
+    assert sorted((o.stack, o.spec_count) for o in report.stacks) == [("e4s", 2), ("root", 3)]
+    assert members(config.database_path, "e4s") == {n["hash"] for n in e4s}
+    assert server.count("/develop/e4s/nested/*") == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "lists stack 'e4s' of release 'develop' again" in warning
+    assert "the first entry is used" in warning
+
+
+# -- point 9: database versions, several records, compression -------------------
+
+
+def _index_manifest(*records: tuple[str, bytes, str]) -> bytes:
+    data = [
+        {
+            "contentLength": len(blob),
+            "mediaType": media,
+            "compression": compression,
+            "checksumAlgorithm": "sha256",
+            "checksum": hashlib.sha256(blob).hexdigest(),
+        }
+        for media, blob, compression in records
+    ]
+    return json.dumps({"version": 3, "data": data}, indent=0, separators=(",", ":")).encode()
+
+
+def test_the_newest_database_record_mirrorsync_reads_is_chosen() -> None:
+    v9, v8, v10 = b"nine", b"eight", b"ten"
+    newest_first = _index_manifest(
+        ("application/vnd.spack.db.v9+json", v9, "none"),
+        ("application/vnd.spack.db.v8+json", v8, "none"),
+    )
+    assert parse_index_manifest(newest_first).checksum == hashlib.sha256(v9).hexdigest()
+    unknown_first = _index_manifest(
+        ("application/vnd.spack.db.v10+json", v10, "none"),
+        ("application/vnd.spack.db.v8+json", v8, "none"),
+    )
+    assert parse_index_manifest(unknown_first).checksum == hashlib.sha256(v8).hexdigest()
+    with pytest.raises(UnsupportedFormatError, match=r"at https://m/x: no database version"):
+        parse_index_manifest(
+            _index_manifest(("application/vnd.spack.db.v10+json", v10, "none")), "https://m/x"
+        )
+    with pytest.raises(UnsupportedFormatError, match="index compression 'zstd'"):
+        parse_index_manifest(_index_manifest(("application/vnd.spack.db.v8+json", v8, "zstd")))
+
+
+@pytest.mark.parametrize("version", ["5", "10"])
+def test_an_unknown_database_version_is_refused_naming_url_and_version(version: str) -> None:
+    data = json.dumps({"database": {"version": version, "installs": {}}}).encode()
+    with pytest.raises(UnsupportedFormatError) as caught:
+        parse_index(data, "https://m/build_cache/index.json")
+    assert str(caught.value) == (
+        "unsupported build cache index at https://m/build_cache/index.json: "
+        f"database version {version} (mirrorsync reads versions 6 to 9)"
+    )
+    with pytest.raises(FormatError, match="has no version"):
+        parse_index(b'{"database": {"installs": {}}}')
+
+
+def test_the_real_database_v6_and_v8_indexes_are_read() -> None:
+    mirrors = REALDATA / "spack-test-mirrors"
+    v6 = parse_index((mirrors / "legacy_yaml/build_cache/index.json").read_bytes())
+    assert v6.db_version == 6 and len(v6) > 0
+    v8 = parse_index((mirrors / "v2_layout/signed/build_cache/index.json").read_bytes())
+    assert (v8.db_version, len(v8)) == (8, 6)
+
+
+def test_an_index_manifest_with_v9_and_v8_records_and_gzip_blobs_syncs_the_v9_index(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    specs = nodes("g", 4)
+    info = write_v3_mirror(
+        docroot / "site",
+        specs,
+        db_version=9,
+        older_db_versions=(8,),
+        index_compression="gzip",
+        manifests=False,
+    )
+    manifest = json.loads((docroot / "site/v3/manifests/index/index.manifest.json").read_bytes())
+    assert [(r["mediaType"], r["compression"]) for r in manifest["data"]] == [
+        ("application/vnd.spack.db.v9+json", "gzip"),
+        ("application/vnd.spack.db.v8+json", "gzip"),
+    ]
+    config = mirror_config(tmp_path, f"{server.url}/site", "    manifests: none\n")
+    report = sync(config)
+    assert report.exit_code == 0, report.failures
+    assert members(config.database_path) == {n["hash"] for n in specs}
+    blobs = [r.path for r in server.requests if "/blobs/" in r.path]
+    assert blobs == [f"/site/{info.index_blob_relpath}"]  # the v9 one only
+    assert json.loads(gzip.decompress(info.index_path.read_bytes()))["database"]["version"] == "9"
+
+
+def test_a_manifest_of_only_unknown_database_versions_fails_the_stack(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    write_v3_mirror(docroot / "site", nodes("u", 2), manifests=False)
+    path = docroot / "site/v3/manifests/index/index.manifest.json"
+    path.write_bytes(path.read_bytes().replace(b"db.v8+json", b"db.v10+json"))
+    report = sync(mirror_config(tmp_path, f"{server.url}/site"))
+    assert report.exit_code == 1
+    (line,) = report.failures
+    assert f"unsupported index manifest at {server.url}/site/v3/manifests/index/" in line
+    assert "application/vnd.spack.db.v10+json" in line
+
+
+# -- point 7: file names made safe -------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["v3", "v2"])
+def test_a_spec_at_a_git_version_is_found_at_its_safe_file_name(
+    tmp_path: Path, docroot: Path, server: FixtureServer, layout: str
+) -> None:
+    git = spec_node("hdf5", "git.abc123=1.0", fake_hash("git"), db_version=7)
+    plain = spec_node("zlib", "1.3", fake_hash("plain"), db_version=7)
+    write = write_v3_mirror if layout == "v3" else write_v2_mirror
+    info = write(docroot / "site", [git, plain], signed=False)
+    name = info.spec_files[git["hash"]]
+    assert "git.abc123_1.0" in name and "=" not in name
+    config = mirror_config(tmp_path, f"{server.url}/site", "    manifests: all\n")
+    report = sync(config)
+    assert report.exit_code == 0, report.failures
+    assert manifest_statuses(config.database_path) == {git["hash"]: "ok", plain["hash"]: "ok"}
+
+
+# -- point 10: v2 without index.json.hash --------------------------------------------
+
+
+def test_a_v2_index_without_hash_file_is_asked_for_with_its_validators(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    specs = nodes("v", 3, db_version=7)
+    write_v2_mirror(docroot / "site", specs, manifests=False)
+    (docroot / "site/build_cache/index.json.hash").unlink()
+    config = mirror_config(tmp_path, f"{server.url}/site")
+    assert sync(config).exit_code == 0
+
+    server.reset_log()
+    report = sync(config)
+    assert report.stacks[0].status == "unchanged"
+    (index,) = [r for r in server.requests if r.path == "/site/build_cache/index.json"]
+    assert index.status == 304 and index.bytes_sent == 0
+    assert "if-none-match" in {k.lower() for k in index.headers}
+
+    write_v2_mirror(docroot / "site", specs + nodes("w", 2, db_version=7), manifests=False)
+    (docroot / "site/build_cache/index.json.hash").unlink()
+    server.reset_log()
+    report = sync(config)
+    assert (report.stacks[0].status, report.stacks[0].added) == ("changed", 2)
+    (index,) = [r for r in server.requests if r.path == "/site/build_cache/index.json"]
+    assert index.status == 200
+
+
+# -- point 12: index views -----------------------------------------------------------
+
+
+def test_a_mirror_source_reads_the_view_it_names_else_the_top_level_index(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    specs = nodes("w", 5)
+    write_v3_mirror(docroot / "site", specs, views={"cuda": specs[:2]}, manifests=False)
+    url = f"{server.url}/site"
+    top = mirror_config(tmp_path / "a", url, "    manifests: none\n")
+    (tmp_path / "a").mkdir()
+    assert sync(top).exit_code == 0
+    assert members(top.database_path) == {n["hash"] for n in specs}
+
+    (tmp_path / "b").mkdir()
+    view = mirror_config(tmp_path / "b", url, "    view: cuda\n")
+    server.reset_log()
+    assert sync(view).exit_code == 0
+    assert members(view.database_path) == {n["hash"] for n in specs[:2]}
+    assert server.count("/site/v3/manifests/index/cuda/index.manifest.json") == 1
+    assert server.count("/site/v3/manifests/index/index.manifest.json") == 0
+
+    (tmp_path / "c").mkdir()
+    missing = mirror_config(tmp_path / "c", url, "    view: nope\n")
+    report = sync(missing)
+    assert report.exit_code == 1
+    assert "/site/v3/manifests/index/nope/index.manifest.json" in report.failures[0]
+    assert server.count("/site/build_cache/*") == 0  # a view is v3 only: no v2 guess
