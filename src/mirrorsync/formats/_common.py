@@ -18,6 +18,18 @@ def polite_filename(part: str) -> str:
     return _IMPOLITE.sub("_", part)
 
 
+def compiler_text(name: str, version: str) -> str:
+    """A compiler as mirrorsync stores and writes it: ``gcc@13.2.0``, as Spack 1.x prints it."""
+    return f"{name}@{version}"
+
+
+def canonical_compiler(text: str) -> str:
+    """``gcc@=10.2.1`` (Spack 0.2x, and ``annotations.compiler``) -> ``gcc@10.2.1``;
+    ``gcc@10.2.1`` stays as it is."""
+    name, at, version = text.partition("@")
+    return compiler_text(name, version.removeprefix("=")) if at else text
+
+
 def is_spec_hash(value: str) -> bool:
     """A Spack DAG hash: 32 lowercase base32 characters (a-z, 2-7)."""
     return HASH_RE.fullmatch(value) is not None
