@@ -13,14 +13,16 @@ import gzip
 import hashlib
 import json
 import logging
+import shutil
 import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from conftest import REPO, TEST_HTTP, catalog_config, sync
 from mirrorsync.config import Config, parse_config
-from mirrorsync.errors import FormatError, UnsupportedFormatError
+from mirrorsync.errors import ConfigError, FormatError, UnsupportedFormatError
 from mirrorsync.fixture.build import (
     CATALOG_NAME,
     build_catalog_from_specs,
@@ -32,10 +34,10 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.formats.index import parse_index
 from mirrorsync.formats.manifest import parse_index_manifest
+from mirrorsync.verify import Problem, verify
 
-REALDATA = REPO.parent / "shared" / "realdata"
-if not REALDATA.is_dir():
-    REALDATA = Path("/work/shared/realdata")
+REALDATA = REPO / "tests/data/realdata"  # copied unchanged from ../shared/realdata
+REAL_SIGNED_V2 = REALDATA / "spack-test-mirrors/v2_layout/signed"
 
 
 def nodes(prefix: str, n: int, name: str = "zlib", **kwargs: object) -> list[Node]:
@@ -318,3 +320,146 @@ def test_a_mirror_source_reads_the_view_it_names_else_the_top_level_index(
     assert report.exit_code == 1
     assert "/site/v3/manifests/index/nope/index.manifest.json" in report.failures[0]
     assert server.count("/site/build_cache/*") == 0  # a view is v3 only: no v2 guess
+
+
+# -- point 6: trusted keys -------------------------------------------------------------
+
+REAL_KEYS = {
+    "CBAB2C1032C6FF5078049EC0FA61D50C12CAD37E",
+    "A98A04B882E19D85FD36EE069565D80B055C92FF",
+    "E89D4971F0097B1E7A3EB57371B484802E78D7CD",
+}
+#: The realdata README: edited after signing, so their signatures are bad.
+EDITED = {
+    "test-debian6-core2-gcc-10.2.1-libdwarf-20130729-sk2gqqz4n5njmvktycnd25wq25jxiqkr.spec.json.sig",
+    "test-debian6-core2-gcc-10.2.1-libelf-0.8.13-rqh2vuf6fqwkmipzgi2wjx352mq7y7ez.spec.json.sig",
+    "test-debian6-m1-none-none-gcc-runtime-10.2.1-izgzpzeljwairalfjm3k6fntbb64nt6n.spec.json.sig",
+}
+STALE_INDEX_VICTIM = (
+    "test-debian6-m1-gcc-10.2.1-libdwarf-20130729-u5uz3dcch5if4eve4sef67o2rf2lbfgh.spec.json.sig"
+)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, specs: int) -> None:
+        pass
+
+    def problem(self, problem: Problem) -> None:
+        self.problems.append(problem)
+
+
+def run_verify(config: Config) -> list[Problem]:
+    collect = _Collect()
+    anyio.run(lambda: verify(config, collect))
+    return collect.problems
+
+
+def _signature_problems(problems: list[Problem]) -> dict[str, str]:
+    """Spec file name -> what was wrong with its signature."""
+    found = {}
+    for p in problems:
+        if p.what.startswith("spec file signature: "):
+            url = p.what.removeprefix("spec file signature: ").split(": ", 1)[0]
+            found[url.rsplit("/", 1)[-1]] = p.what
+    return found
+
+
+def _trusted_yaml(entries: list[str]) -> str:
+    return "    verify_signatures: true\n    manifests: all\n    trusted_keys:\n" + "".join(
+        f"      - '{e}'\n" for e in entries
+    )
+
+
+@pytest.mark.parametrize("given_as", ["fingerprints", "files", "both"])
+def test_the_real_signed_mirror_with_its_three_keys_pinned_has_exactly_three_bad_signatures(
+    tmp_path: Path, docroot: Path, server: FixtureServer, given_as: str
+) -> None:
+    shutil.copytree(REAL_SIGNED_V2, docroot / "real")
+    keys = tmp_path / "keys"
+    shutil.copytree(REAL_SIGNED_V2 / "build_cache/_pgp", keys)
+    files = [str(keys / f"{k}.pub") for k in sorted(REAL_KEYS)]
+    entries = {
+        "fingerprints": sorted(REAL_KEYS),
+        "files": files,
+        "both": files[:1] + sorted(REAL_KEYS)[1:],
+    }[given_as]
+    config = mirror_config(tmp_path, f"{server.url}/real", _trusted_yaml(entries))
+    report = sync(config)
+    assert report.exit_code == 1  # three bad signatures
+    assert report.stacks[0].manifests.ok == 3 and report.stacks[0].manifests.bad_signature == 3
+
+    server.reset_log()
+    problems = run_verify(config)
+    bad = _signature_problems(problems)
+    assert set(bad) == EDITED
+    assert all("bad signature: the signed text was changed" in what for what in bad.values())
+    # Every spec file is found at its real name; the only other problems are the
+    # .spack binaries, which the real test mirror does not include.
+    others = [p.what for p in problems if not p.what.startswith("spec file signature: ")]
+    assert len(others) == 3 and all(w.startswith("tarball missing: ") for w in others)
+    asked = {Path(r.path).name for r in server.requests if r.path.endswith(".spec.json.sig")}
+    assert asked == {p.name for p in (docroot / "real/build_cache").glob("*.spec.json.sig")}
+    assert server.count("*.spec.json") == 0 and server.count("*/_pgp/index.json") == 0
+    if given_as == "fingerprints":  # fetched from where the mirror publishes them
+        assert server.count("/real/build_cache/_pgp/*.pub") == 3
+
+
+def test_without_trusted_keys_the_stale_key_index_fails_a_good_file_and_the_run_says_so(
+    tmp_path: Path, docroot: Path, server: FixtureServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copytree(REAL_SIGNED_V2, docroot / "real")
+    extra = "    verify_signatures: true\n    manifests: all\n"
+    config = mirror_config(tmp_path, f"{server.url}/real", extra)
+    with caplog.at_level(logging.WARNING, logger="mirrorsync"):
+        sync(config)
+    trusting = [r for r in caplog.records if "keys the mirror itself publishes" in r.getMessage()]
+    assert len(trusting) == 1 and "source site:" in trusting[0].getMessage()
+    bad = _signature_problems(run_verify(config))
+    assert set(bad) == EDITED | {STALE_INDEX_VICTIM}
+    assert "a key the mirror does not publish" in bad[STALE_INDEX_VICTIM]
+
+
+def test_a_pinned_fingerprint_is_trusted_only_for_its_own_key(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    shutil.copytree(REAL_SIGNED_V2, docroot / "real")
+    pgp = docroot / "real/build_cache/_pgp"
+    # The mirror serves another key under the pinned fingerprint's name.
+    cbab, e89d = (
+        "CBAB2C1032C6FF5078049EC0FA61D50C12CAD37E",
+        "E89D4971F0097B1E7A3EB57371B484802E78D7CD",
+    )
+    (pgp / f"{cbab}.pub").write_bytes((pgp / f"{e89d}.pub").read_bytes())
+    config = mirror_config(tmp_path, f"{server.url}/real", _trusted_yaml([cbab]))
+    report = sync(config)
+    assert report.exit_code == 1
+    (line,) = report.failures
+    assert "cannot check signatures: " in line
+    assert f"the key served for trusted key {cbab} is {e89d}; not trusted" in line
+
+    # Pinned by file, a key the mirror also publishes is not trusted unless pinned.
+    (tmp_path / "db2").mkdir()
+    only = tmp_path / "cbab.pub"
+    shutil.copy(REAL_SIGNED_V2 / f"build_cache/_pgp/{cbab}.pub", only)
+    config = mirror_config(tmp_path / "db2", f"{server.url}/real", _trusted_yaml([str(only)]))
+    sync(config)
+    bad = _signature_problems(run_verify(config))
+    assert "a key not in trusted_keys" in bad[STALE_INDEX_VICTIM]
+    assert set(bad) == EDITED | {STALE_INDEX_VICTIM}
+
+
+def test_trusted_keys_are_checked_in_the_configuration(tmp_path: Path) -> None:
+    base = f"database: {tmp_path / 'db'}\nsources:\n  - name: s\n    kind: mirror\n    url: http://h/m\n"
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.trusted_keys: trusted_keys needs verify"):
+        parse_config(base + "    trusted_keys: [CBAB2C1032C6FF5078049EC0FA61D50C12CAD37E]\n")
+    with pytest.raises(ConfigError, match=r"trusted_keys\[0\]: expected a 40-hex key fingerprint"):
+        parse_config(base + "    verify_signatures: true\n    trusted_keys: [nope.pub]\n")
+    spaced = "CBAB 2C10 32C6 FF50 7804  9EC0 FA61 D50C 12CA D37E"
+    config = parse_config(base + f"    verify_signatures: true\n    trusted_keys: ['{spaced}']\n")
+    assert config.sources[0].trusted_keys == [spaced]

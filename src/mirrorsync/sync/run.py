@@ -70,6 +70,7 @@ async def run_once(
                 "anyone on the network path can alter what it syncs",
                 source.name,
             )
+    log_key_trust(sources)
     http = config.http
     throttle = Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
     with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
@@ -113,6 +114,21 @@ async def run_once(
 
 
 _STATUSES = ("changed", "unchanged", "removed", "failed")
+
+
+def log_key_trust(sources: Sequence[Source]) -> None:
+    """Once per run: a source checking signatures without ``trusted_keys`` trusts
+    whatever keys its mirror serves, which proves nothing against whoever can change it."""
+    for source in sources:
+        if isinstance(source, PagesSource) or not source.verify_signatures:
+            continue
+        if source.trusted_keys is None:
+            log.warning(
+                "source %s: signatures are checked against the keys the mirror itself "
+                "publishes (no trusted_keys), so they prove nothing against whoever can "
+                "change the mirror",
+                source.name,
+            )
 
 
 def _crawls(sources: Sequence[Source]) -> bool:
@@ -311,7 +327,11 @@ class _Run:
         started, tally = time.monotonic(), Tally()
         try:
             o.manifests = await crawler.crawl(
-                target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
+                target,
+                source.manifests,
+                verify_signatures=source.verify_signatures,
+                tally=tally,
+                trusted_keys=source.trusted_keys,
             )
         except MirrorsyncError as exc:  # e.g. the database: this stack only, not its siblings
             log.error("%s: spec manifest crawl failed: %s", o.label, exc)
