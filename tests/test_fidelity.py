@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from conftest import REPO, TEST_HTTP, catalog_config, sync
-from mirrorsync.config import Config, parse_config
+from mirrorsync.config import Config, MirrorSource, parse_config
 from mirrorsync.errors import ConfigError, FormatError, UnsupportedFormatError
 from mirrorsync.fixture.build import (
     CATALOG_NAME,
@@ -392,7 +392,8 @@ def test_the_real_signed_mirror_with_its_three_keys_pinned_has_exactly_three_bad
     config = mirror_config(tmp_path, f"{server.url}/real", _trusted_yaml(entries))
     report = sync(config)
     assert report.exit_code == 1  # three bad signatures
-    assert report.stacks[0].manifests.ok == 3 and report.stacks[0].manifests.bad_signature == 3
+    tally = report.stacks[0].manifests
+    assert tally is not None and (tally.ok, tally.bad_signature) == (3, 3)
 
     server.reset_log()
     problems = run_verify(config)
@@ -462,4 +463,5 @@ def test_trusted_keys_are_checked_in_the_configuration(tmp_path: Path) -> None:
         parse_config(base + "    verify_signatures: true\n    trusted_keys: [nope.pub]\n")
     spaced = "CBAB 2C10 32C6 FF50 7804  9EC0 FA61 D50C 12CA D37E"
     config = parse_config(base + f"    verify_signatures: true\n    trusted_keys: ['{spaced}']\n")
-    assert config.sources[0].trusted_keys == [spaced]
+    source = config.sources[0]
+    assert isinstance(source, MirrorSource) and source.trusted_keys == [spaced]
