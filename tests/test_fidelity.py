@@ -465,3 +465,62 @@ def test_trusted_keys_are_checked_in_the_configuration(tmp_path: Path) -> None:
     config = parse_config(base + f"    verify_signatures: true\n    trusted_keys: ['{spaced}']\n")
     source = config.sources[0]
     assert isinstance(source, MirrorSource) and source.trusted_keys == [spaced]
+
+
+# -- point 11: file:// mirrors ------------------------------------------------------
+
+
+def test_a_file_url_mirror_is_read_with_the_same_checks_events_and_crawl(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "shared fs/mirror"  # a space: the URL is percent-encoded
+    specs = nodes("f", 4)
+    info = write_v3_mirror(root, specs, signed=False)
+    url = root.as_uri()
+    assert url.startswith("file:///") and "%20" in url
+    config = mirror_config(tmp_path, url, "    manifests: all\n")
+    first = sync(config)
+    assert first.exit_code == 0, first.failures
+    (o,) = first.stacks
+    assert (o.status, o.added, o.spec_count) == ("changed", 4, 4)
+    assert o.manifests is not None and o.manifests.ok == 4
+    assert set(manifest_statuses(config.database_path).values()) == {"ok"}
+    assert run_verify(config) == []
+
+    again = sync(config)  # the index manifest answered 304; `all` reads the 4 manifests again
+    manifest_bytes = sum((root / rel).stat().st_size for rel in info.spec_files.values())
+    assert again.stacks[0].status == "unchanged"
+    assert (again.stacks[0].tally.requests, again.stacks[0].tally.bytes) == (5, manifest_bytes)
+
+    info = write_v3_mirror(root, specs[1:] + nodes("g", 2), signed=False)
+    (root / info.spec_files[specs[1]["hash"]]).unlink()
+    changed = sync(config)
+    (o,) = changed.stacks
+    assert (o.added, o.removed, o.spec_count) == (2, 1, 5)
+    with sqlite3.connect(config.database_path) as conn:
+        missing = conn.execute("SELECT count(*) FROM events WHERE type = 'spec.manifest_missing'")
+        assert missing.fetchone() == (1,)
+
+    # The same integrity checks: a blob whose length is not the promised one.
+    tarball = root / info.tarballs[specs[2]["hash"]]
+    tarball.write_bytes(tarball.read_bytes() + b"x")
+    problems = [p.what for p in run_verify(config)]
+    assert any(w.startswith("tarball is ") and "the spec manifest says" in w for w in problems)
+    assert any(w.startswith("spec manifest missing: file:///") for w in problems)
+
+
+def test_a_file_url_v2_mirror_without_hash_file_is_not_read_again_when_unchanged(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "v2"
+    write_v2_mirror(root, nodes("h", 3, db_version=7), signed=False)
+    (root / "build_cache/index.json.hash").unlink()
+    config = mirror_config(tmp_path, root.as_uri(), "    manifests: none\n")
+    assert sync(config).stacks[0].added == 3
+    second = sync(config)
+    assert second.stacks[0].status == "unchanged"
+    assert second.stacks[0].tally.bytes == 0  # a 304 from the file's validators
+    missing = mirror_config(tmp_path / "x", (tmp_path / "nowhere").as_uri())
+    (tmp_path / "x").mkdir()
+    report = sync(missing)
+    assert report.exit_code == 1 and "nowhere/build_cache/index.json" in report.failures[0]

@@ -22,6 +22,7 @@ from tenacity import (
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
 from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
+from mirrorsync.fetch.files import FileTransport
 from mirrorsync.fetch.pools import PoolShards
 from mirrorsync.fetch.retry import (
     RetryableStatus,
@@ -105,6 +106,7 @@ class HttpClient:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             transport=PoolShards(connections=config.concurrency, verify=verify),
+            mounts={"file://": FileTransport()},  # local mirrors, through the same API
             headers={"user-agent": USER_AGENT},
             follow_redirects=True,
             verify=verify,  # for proxies taken from the environment
@@ -288,12 +290,17 @@ class HttpClient:
     async def _request(
         self, method: str, url: str, headers: dict[str, str], tally: Tally | None
     ) -> AsyncIterator[httpx.Response]:
-        """One throttled request; the status is checked before the body is read."""
-        async with self._throttle.slot(origin(url)):
+        """One throttled request; the status is checked before the body is read.
+
+        ``file://`` requests skip the throttle: it spares servers, a local disk needs none."""
+        slot = self._throttle.slot(origin(url)) if not url.startswith("file:") else _NO_SLOT
+        async with slot:
             self.stats.requests += 1
             if tally is not None:
                 tally.requests += 1
-            request = self._client.build_request(method, url, headers=headers)
+            # httpx takes a URL without a host for a relative one: name the local host.
+            target = "file://localhost/" + url[8:] if url.startswith("file:///") else url
+            request = self._client.build_request(method, target, headers=headers)
             response = await self._client.send(request, stream=True)
             try:
                 if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
@@ -366,6 +373,14 @@ class HttpClient:
             if not is_retryable(exc):
                 raise FetchError(url, describe(exc)) from None
             raise FetchError(url, f"{describe(exc)} after {policy.attempts} attempts") from None
+
+
+class _NoSlot(contextlib.AbstractAsyncContextManager[None]):
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SLOT = _NoSlot()
 
 
 async def _drain(response: httpx.Response) -> None:
