@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -31,6 +32,7 @@ from mirrorsync.fixture.build import (
     write_v3_mirror,
 )
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.signing import fingerprints, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.formats.index import parse_index
 from mirrorsync.formats.manifest import parse_index_manifest
@@ -524,3 +526,37 @@ def test_a_file_url_v2_mirror_without_hash_file_is_not_read_again_when_unchanged
     (tmp_path / "x").mkdir()
     report = sync(missing)
     assert report.exit_code == 1 and "nowhere/build_cache/index.json" in report.failures[0]
+
+
+@pytest.fixture
+def gpg_home(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "gnupg"
+    make_signing_key(home, "Mirror Signer <signer@example.org>")
+    yield home
+    stop_agent(home)
+
+
+def test_a_stale_v3_key_index_passes_with_the_key_pinned_by_fingerprint(
+    tmp_path: Path, docroot: Path, server: FixtureServer, gpg_home: Path
+) -> None:
+    specs = nodes("k", 6)
+    info = write_v3_mirror(docroot / "site", specs, gpg_home=gpg_home, key_index=())
+    headers = {
+        (docroot / "site" / rel).read_text().split("\n")[1] for rel in info.spec_files.values()
+    }
+    assert headers == {"Hash: SHA256", "Hash: SHA512"}  # both occur, as on real mirrors
+    (fingerprint,) = fingerprints(gpg_home)
+    url = f"{server.url}/site"
+
+    # The key index lists no key: trusting the mirror's own keys, nothing can pass.
+    stale = mirror_config(tmp_path, url, "    verify_signatures: true\n    manifests: all\n")
+    report = sync(stale)
+    assert report.exit_code == 1 and "the key index lists no keys" in report.failures[0]
+
+    (tmp_path / "pinned").mkdir()
+    pinned = mirror_config(tmp_path / "pinned", url, _trusted_yaml([fingerprint.lower()]))
+    report = sync(pinned)
+    assert report.exit_code == 0, report.failures
+    assert set(manifest_statuses(pinned.database_path).values()) == {"ok"}
+    assert server.count(f"/site/v3/manifests/key/{fingerprint}.key.manifest.json") == 1
+    assert run_verify(pinned) == []
