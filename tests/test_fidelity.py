@@ -293,6 +293,21 @@ def test_a_v2_index_without_hash_file_is_asked_for_with_its_validators(
     (index,) = [r for r in server.requests if r.path == "/site/build_cache/index.json"]
     assert index.status == 200
 
+    # A refused index leaves its validators out of the HTTP cache: asked for again in full.
+    good = (docroot / "site/build_cache/index.json").read_bytes()
+    (docroot / "site/build_cache/index.json").write_bytes(good[:-20])
+    assert sync(config).exit_code == 1
+    with sqlite3.connect(config.database_path) as conn:
+        (kept,) = conn.execute(
+            "SELECT body FROM http_cache WHERE url LIKE '%/build_cache/index.json'"
+        ).fetchone()
+    assert kept.decode() == hashlib.sha256(good).hexdigest()
+    (docroot / "site/build_cache/index.json").write_bytes(good)
+    server.reset_log()
+    assert sync(config).stacks[0].status == "unchanged"
+    (index,) = [r for r in server.requests if r.path == "/site/build_cache/index.json"]
+    assert index.status == 304  # the good index's validators were kept, not the refused one's
+
 
 # -- point 12: index views -----------------------------------------------------------
 

@@ -59,6 +59,9 @@ class FetchedIndex:
     index_url: str
     path: Path | None  # the verified download, to parse; None: unchanged since ``previous``
     compression: str = "none"  # of the download, undone by ``parse_downloaded``
+    # v2 without index.json.hash: the download's ETag and Last-Modified, to keep
+    # (``IndexFetcher.committed``) once the index was accepted
+    validators: tuple[str | None, str | None] | None = None
 
 
 class IndexFetcher:
@@ -198,17 +201,27 @@ class IndexFetcher:
                 if not (downloaded.etag or downloaded.last_modified)
                 else "index.json asked for with its validators from now on",
             )
-            await writes.cache_document(
-                self.store,
-                index_url,
-                downloaded.etag,
-                downloaded.last_modified,
-                downloaded.sha256.encode(),
-            )
+            validators = (downloaded.etag, downloaded.last_modified)
+            if downloaded.sha256 == previous:  # the index already stored: keep them now
+                path.unlink(missing_ok=True)
+                fetched = FetchedIndex(previous, "v2", index_url, None, validators=validators)
+                await self.committed(fetched)
+                return fetched
+            return FetchedIndex(downloaded.sha256, "v2", index_url, path, validators=validators)
         if downloaded.sha256 == previous:
             path.unlink(missing_ok=True)
             return FetchedIndex(previous, "v2", index_url, None)
         return FetchedIndex(downloaded.sha256, "v2", index_url, path)
+
+    async def committed(self, fetched: FetchedIndex) -> None:
+        """The index was accepted: keep the validators of a v2 index without a hash
+        file (with its sha256, never its bytes), so the next run asks conditionally.
+        Only then: a refused index leaves nothing in the HTTP cache."""
+        if fetched.validators is not None:
+            etag, last_modified = fetched.validators
+            await writes.cache_document(
+                self.store, fetched.index_url, etag, last_modified, fetched.checksum.encode()
+            )
 
     def _scratch(self, name: str) -> Path:
         """A new download path of this stack's own: stacks may share an index blob,

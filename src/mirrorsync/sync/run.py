@@ -388,6 +388,7 @@ class _Run:
                     spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
                     del index, old  # frees the index and its raw bytes before the commit
                     committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
+                    await fetcher.committed(fetched)
         except MirrorsyncError as exc:
             await self._failed(source_name, row, str(exc), started, tally)
             return None
