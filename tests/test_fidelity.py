@@ -21,7 +21,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import REPO, TEST_HTTP, catalog_config, sync
+from conftest import REPO, TEST_HTTP, catalog_config, run_cli, sync, write_config
 from mirrorsync.config import Config, MirrorSource, parse_config
 from mirrorsync.errors import ConfigError, FormatError, UnsupportedFormatError
 from mirrorsync.fixture.build import (
@@ -426,6 +426,18 @@ def test_the_real_signed_mirror_with_its_three_keys_pinned_has_exactly_three_bad
     assert server.count("*.spec.json") == 0 and server.count("*/_pgp/index.json") == 0
     if given_as == "fingerprints":  # fetched from where the mirror publishes them
         assert server.count("/real/build_cache/_pgp/*.pub") == 3
+        # The same from the command line, as a real process.
+        text = (
+            f"database: {config.database_path}\nsources:\n  - name: site\n    kind: mirror\n"
+            f"    url: '{server.url}/real'\n    release: local\n"
+            + _trusted_yaml(entries)
+            + TEST_HTTP
+        )
+        result = run_cli("-c", str(write_config(tmp_path / "c.yaml", text)), "verify", cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        lines = [line for line in result.stdout.splitlines() if "spec file signature: " in line]
+        assert {line.split("/")[-1].split(":")[0] for line in lines} == EDITED
+        assert "Traceback" not in result.stderr
 
 
 def test_without_trusted_keys_the_stale_key_index_fails_a_good_file_and_the_run_says_so(
