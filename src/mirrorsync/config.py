@@ -104,6 +104,7 @@ class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
     exclude_stacks: list[str] = []
     manifests: ManifestPolicy = "new"
     verify_signatures: bool = False
+    trusted_keys: list[str] | None = None  # key files and/or fingerprints; None: the mirror's own
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
 
     def buckets(self) -> dict[str, str]:
@@ -126,8 +127,10 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     url: str
     release: str = "default"
     stack: str = "root"
+    view: Name | None = None  # v3/manifests/index/<view>/index.manifest.json; None: top level
     manifests: ManifestPolicy = "new"
     verify_signatures: bool = False
+    trusted_keys: list[str] | None = None  # key files and/or fingerprints; None: the mirror's own
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
 
 
@@ -147,6 +150,29 @@ class PagesSource(_Strict, tag="pages", tag_field="kind"):
 
 
 Source = CatalogSource | MirrorSource | PagesSource
+
+_FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
+
+
+def trusted_fingerprint(entry: str) -> str | None:
+    """A ``trusted_keys`` entry as a key fingerprint (40 hex digits, spaces allowed as gpg
+    prints them), upper case; None when the entry is a key file instead."""
+    compact = entry.replace(" ", "").upper()
+    return compact if _FINGERPRINT_RE.match(compact) else None
+
+
+def split_trusted_keys(entries: list[str]) -> tuple[list[str], list[Path]]:
+    """``trusted_keys`` as (fingerprints, key files), in the order given."""
+    fingerprints: list[str] = []
+    files: list[Path] = []
+    for entry in entries:
+        fingerprint = trusted_fingerprint(entry)
+        if fingerprint is not None:
+            fingerprints.append(fingerprint)
+        else:
+            files.append(Path(os.path.expanduser(entry)))
+    return fingerprints, files
+
 
 EventType = Literal[
     "spec.added",
@@ -357,7 +383,8 @@ def _check(config: Config) -> None:
         if isinstance(source, PagesSource):
             _check_page_urls(path, key, source.urls)
             continue
-        _check_url(path, f"{key}.url", source.url)
+        _check_url(path, f"{key}.url", source.url, files=isinstance(source, MirrorSource))
+        _check_trusted_keys(path, key, source)
         if isinstance(source, CatalogSource):
             for bucket, base in source.bucket_urls.items():
                 _check_url(path, f"{key}.bucket_urls.{bucket}", base)
@@ -454,9 +481,35 @@ def _check_page_urls(path: str, key: str, urls: list[str]) -> None:
         seen.add(url)
 
 
-def _check_url(path: str, key: str, url: str) -> None:
+def _check_url(path: str, key: str, url: str, *, files: bool = False) -> None:
+    """An http(s) URL; with ``files``, a ``file:///absolute/path`` too."""
+    if files and url.startswith("file:"):
+        if not url.startswith("file:///") or len(url) <= len("file:///"):
+            raise ConfigError(path, key, f"expected file:///absolute/path, got {url!r}")
+        return
     if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
-        raise ConfigError(path, key, f"expected an http:// or https:// URL, got {url!r}")
+        kinds = "an http://, https:// or file:///" if files else "an http:// or https://"
+        raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
+
+
+def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSource) -> None:
+    entries = source.trusted_keys
+    if entries is None:
+        return
+    if not source.verify_signatures:
+        raise ConfigError(path, f"{key}.trusted_keys", "trusted_keys needs verify_signatures: true")
+    if not entries:
+        raise ConfigError(path, f"{key}.trusted_keys", "expected at least one key")
+    for j, entry in enumerate(entries):
+        if trusted_fingerprint(entry) is not None:
+            continue
+        if not os.path.isfile(os.path.expanduser(entry)):
+            raise ConfigError(
+                path,
+                f"{key}.trusted_keys[{j}]",
+                f"expected a 40-hex key fingerprint or a public key file, got {entry!r} "
+                "(no such file)",
+            )
 
 
 def _check_glob(path: str, key: str, glob: str) -> None:

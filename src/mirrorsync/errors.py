@@ -68,6 +68,14 @@ class FormatError(MirrorsyncError):
         return type(self)(self.what, self.problem, url)
 
 
+class UnsupportedFormatError(FormatError):
+    """A remote document is well formed but in a version (or encoding) mirrorsync does not read."""
+
+    def _render(self) -> str:
+        where = f" at {self.url}" if self.url else ""
+        return f"unsupported {self.what}{where}: {self.problem}"
+
+
 class FetchError(MirrorsyncError):
     """A request failed for good (after any retries)."""
 

@@ -20,9 +20,19 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import decode_problem, is_spec_hash
+from mirrorsync.errors import FormatError, UnsupportedFormatError
+from mirrorsync.formats._common import (
+    canonical_compiler,
+    compiler_text,
+    decode_problem,
+    is_spec_hash,
+)
 
+#: Database versions mirrorsync reads (FORMATS.md section 4): Spack 0.17 to 1.3.
+DB_VERSIONS = (6, 7, 8, 9)
+
+#: The virtuals a compiler dependency provides, in Spack's order of preference.
+COMPILER_LANGUAGES = ("c", "cxx", "fortran")
 #: Parameters that are compiler flags, not variants (left out of variant lists).
 FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
 
@@ -42,13 +52,37 @@ class Compiler(msgspec.Struct):
     version: str
 
 
+class Annotations(msgspec.Struct):
+    compiler: str | None = None  # database v8/v9 nodes converted from older specs: "gcc@=10.2.1"
+
+
+class DependencyParameters(msgspec.Struct):
+    virtuals: tuple[str, ...] = ()
+
+
+class Dependency(msgspec.Struct):
+    name: str = ""
+    hash: str = ""
+    parameters: DependencyParameters | None = None
+
+
 class SpecNode(msgspec.Struct):
     name: str
     version: str = ""
     arch: Arch | None = None
-    compiler: Compiler | None = None
+    compiler: Compiler | None = None  # database v6/v7 only
     parameters: msgspec.Raw = msgspec.Raw(b"{}")
+    annotations: Annotations | None = None
+    # A list since spec format v2; the older name-keyed form has no virtuals.
+    dependencies: tuple[Dependency, ...] | dict[str, msgspec.Raw] | None = ()
     hash: str = ""
+
+
+class _NameVersion(msgspec.Struct):
+    """Just what a compiler's own node contributes: its version."""
+
+    name: str = ""
+    version: str = ""
 
 
 S = TypeVar("S", SpecNode, msgspec.Raw)
@@ -71,6 +105,7 @@ class _IndexDocument(msgspec.Struct, Generic[S]):
 _DECODER = msgspec.json.Decoder(_IndexDocument[SpecNode])
 _RAW_DECODER = msgspec.json.Decoder(_IndexDocument[msgspec.Raw])
 _NODE_DECODER = msgspec.json.Decoder(SpecNode)
+_NAME_VERSION_DECODER = msgspec.json.Decoder(_NameVersion)
 _PARAMS_DECODER = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -96,6 +131,10 @@ class Index:
     db_version: int
     nodes: dict[str, SpecNode | msgspec.Raw]
     url: str | None = None
+    #: Installs listed with ``in_buildcache: false`` (externals, dependencies not
+    #: pushed): not binaries in the cache, but part of the index, e.g. a
+    #: compiler whose version names the specs it built.
+    uncached: dict[str, SpecNode | msgspec.Raw] = field(default_factory=dict)
     # Many specs share their parameters verbatim: render each distinct set once.
     _variants: dict[bytes, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
@@ -122,7 +161,36 @@ class Index:
         variants = self._variants.get(raw)
         if variants is None:
             variants = self._variants[raw] = variants_from_parameters(_decode_parameters(raw))
-        return spec_info(spec_hash, node, variants)
+        return spec_info(spec_hash, node, variants, self._compiler(node))
+
+    def _compiler(self, node: SpecNode) -> str | None:
+        """The node's compiler in canonical text (FORMATS.md section 4): its
+        ``compiler`` (database v6/v7), ``annotations.compiler``, or the version of
+        the dependency providing ``c``, else ``cxx``, else ``fortran`` (v8/v9)."""
+        if node.compiler is not None:
+            return compiler_text(node.compiler.name, node.compiler.version)
+        if node.annotations is not None and node.annotations.compiler:
+            return canonical_compiler(node.annotations.compiler)
+        if not isinstance(node.dependencies, tuple):
+            return None
+        for language in COMPILER_LANGUAGES:
+            for dep in node.dependencies:
+                if dep.parameters is not None and language in dep.parameters.virtuals:
+                    version = self._version_of(dep.hash)
+                    # A dependency missing from the index: Spack skips it too.
+                    return None if version is None else compiler_text(dep.name, version)
+        return None
+
+    def _version_of(self, spec_hash: str) -> str | None:
+        node = self.nodes.get(spec_hash) or self.uncached.get(spec_hash)
+        if node is None:
+            return None
+        if isinstance(node, SpecNode):
+            return node.version or None
+        try:
+            return _NAME_VERSION_DECODER.decode(node).version or None
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
 
     def infos(self, hashes: Iterable[str]) -> Iterator[SpecInfo]:
         for h in hashes:
@@ -146,13 +214,23 @@ def parse_index(
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a DecodeError
         raise FormatError("build cache index", decode_problem(exc, data), url) from None
     database = document.database
+    if database.version == "":
+        raise FormatError("build cache index", "the database has no version", url)
     try:
-        db_version = int(database.version) if database.version != "" else 0
+        db_version = int(database.version)
     except ValueError:
         raise FormatError(
             "build cache index", f"database version {database.version!r} is not a number", url
         ) from None
+    if db_version not in DB_VERSIONS:
+        raise UnsupportedFormatError(
+            "build cache index",
+            f"database version {db_version} (mirrorsync reads versions "
+            f"{DB_VERSIONS[0]} to {DB_VERSIONS[-1]})",
+            url,
+        )
     nodes: dict[str, SpecNode | msgspec.Raw] = {}
+    uncached: dict[str, SpecNode | msgspec.Raw] = {}
     for spec_hash, install in database.installs.items():
         if not is_spec_hash(spec_hash):
             raise FormatError(
@@ -162,7 +240,9 @@ def parse_index(
             _check_node(spec_hash, install.spec, url)
         if install.in_buildcache:
             nodes[spec_hash] = install.spec
-    return Index(db_version=db_version, nodes=nodes, url=url)
+        else:
+            uncached[spec_hash] = install.spec
+    return Index(db_version=db_version, nodes=nodes, url=url, uncached=uncached)
 
 
 def _check_node(spec_hash: str, node: SpecNode, url: str | None) -> None:
@@ -176,10 +256,11 @@ def _check_node(spec_hash: str, node: SpecNode, url: str | None) -> None:
         raise FormatError("build cache index", f"install {spec_hash} has no name", url)
 
 
-def spec_info(spec_hash: str, node: SpecNode, variants: tuple[str, ...]) -> SpecInfo:
+def spec_info(
+    spec_hash: str, node: SpecNode, variants: tuple[str, ...], compiler: str | None
+) -> SpecInfo:
     arch = node.arch or _NO_ARCH
     target = arch.target
-    compiler = node.compiler
     # Positional: this runs once per new spec, 100,000 times on a first sync.
     return SpecInfo(
         spec_hash,
@@ -188,7 +269,7 @@ def spec_info(spec_hash: str, node: SpecNode, variants: tuple[str, ...]) -> Spec
         arch.platform,
         arch.platform_os,
         target if isinstance(target, str) else target.name,
-        None if compiler is None else f"{compiler.name}@={compiler.version}",
+        compiler,
         variants,
     )
 

@@ -34,7 +34,7 @@ class SpecRef:
     platform: str
     os: str
     target: str
-    compiler: str | None  # "gcc@=11.4.0"; None for database v8
+    compiler: str | None  # "gcc@13.2.0"; None for a spec without one
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import anyio
 from mirrorsync.config import PagesSource
 from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import Tally
+from mirrorsync.formats._common import compiler_text
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
 from mirrorsync.store import Store, utcnow, writes
@@ -58,7 +59,7 @@ def spec_info(package: str, spec: PageSpec) -> SpecInfo:
         platform=spec.platform,
         os=spec.os,
         target=spec.target,
-        compiler=f"{compiler[0]}@={compiler[1]}" if compiler else None,
+        compiler=compiler_text(*compiler) if compiler else None,
         variants=spec.variants,
     )
 

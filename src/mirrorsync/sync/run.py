@@ -17,7 +17,7 @@ from mirrorsync.delivery import Outbox
 from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import FormatError, MirrorsyncError
 from mirrorsync.fetch import HttpClient, Tally, Throttle, origin
-from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
+from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog_document
 from mirrorsync.formats.index import Index
 from mirrorsync.logs import fields
 from mirrorsync.redact import redact_url
@@ -70,6 +70,7 @@ async def run_once(
                 "anyone on the network path can alter what it syncs",
                 source.name,
             )
+    log_key_trust(sources)
     http = config.http
     throttle = Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
     with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
@@ -113,6 +114,21 @@ async def run_once(
 
 
 _STATUSES = ("changed", "unchanged", "removed", "failed")
+
+
+def log_key_trust(sources: Sequence[Source]) -> None:
+    """Once per run: a source checking signatures without ``trusted_keys`` trusts
+    whatever keys its mirror serves, which proves nothing against whoever can change it."""
+    for source in sources:
+        if isinstance(source, PagesSource) or not source.verify_signatures:
+            continue
+        if source.trusted_keys is None:
+            log.warning(
+                "source %s: signatures are checked against the keys the mirror itself "
+                "publishes (no trusted_keys), so they prove nothing against whoever can "
+                "change the mirror",
+                source.name,
+            )
 
 
 def _crawls(sources: Sequence[Source]) -> bool:
@@ -209,14 +225,24 @@ class _Run:
             self.report.source_errors.append((source.name, str(exc)))
 
     async def mirror(self, fetcher: IndexFetcher, source: MirrorSource, source_id: int) -> None:
-        target = Target(mirror_root=source.url.rstrip("/"), layout=None)
+        target = Target(mirror_root=source.url.rstrip("/"), layout=None, view=source.view)
         self.progress.stacks_total += 1
         await self.stack(fetcher, source.name, source_id, source.release, source.stack, target)
 
     async def catalog(self, fetcher: IndexFetcher, source: CatalogSource, source_id: int) -> None:
-        entries = await fetcher.small_document(
-            source.url, Tally(), "catalog", lambda body: parse_catalog(body, source.url)
+        catalog = await fetcher.small_document(
+            source.url, Tally(), "catalog", lambda body: parse_catalog_document(body, source.url)
         )
+        entries = catalog.stacks
+        for extra in catalog.repeated:
+            log.warning(
+                "source %s: %s lists stack %r of release %r again (%s); the first entry is used",
+                source.name,
+                redact_url(source.url),
+                extra.stack,
+                extra.release,
+                redact_url(extra.url),
+            )
         listed = {e.release for e in entries}
         wanted = [e for e in entries if source.wants(e.release, e.stack)]
         known = await writes.known_releases(self.store, source_id)
@@ -301,7 +327,11 @@ class _Run:
         started, tally = time.monotonic(), Tally()
         try:
             o.manifests = await crawler.crawl(
-                target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
+                target,
+                source.manifests,
+                verify_signatures=source.verify_signatures,
+                tally=tally,
+                trusted_keys=source.trusted_keys,
             )
         except MirrorsyncError as exc:  # e.g. the database: this stack only, not its siblings
             log.error("%s: spec manifest crawl failed: %s", o.label, exc)
@@ -342,7 +372,13 @@ class _Run:
                 async with self.index_slots:
                     # A resync stores only the new specs: decode only those.
                     lazy = row.present and row.spec_count > 0
-                    index = await parse_downloaded(fetched.path, fetched.index_url, lazy=lazy)
+                    index = await parse_downloaded(
+                        fetched.path,
+                        fetched.index_url,
+                        lazy=lazy,
+                        compression=fetched.compression,
+                        max_bytes=fetcher.limits.cap("index"),
+                    )
                     old = await writes.current_hashes(self.store, row.id)
                     # Decodes the new specs' nodes: off the event loop, as a stack
                     # replaced wholesale has 100,000 of them (~0.85 s).
@@ -352,6 +388,7 @@ class _Run:
                     spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
                     del index, old  # frees the index and its raw bytes before the commit
                     committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
+                    await fetcher.committed(fetched)
         except MirrorsyncError as exc:
             await self._failed(source_name, row, str(exc), started, tally)
             return None
