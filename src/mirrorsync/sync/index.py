@@ -18,8 +18,8 @@ from typing import TypeVar
 import anyio
 
 from mirrorsync.config import LimitKind, LimitsConfig
-from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
-from mirrorsync.fetch import Fetched, HttpClient, Tally
+from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, ScratchError
+from mirrorsync.fetch import Downloaded, Fetched, HttpClient, Tally
 from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
@@ -118,10 +118,9 @@ class IndexFetcher:
                 f"{record.content_length} bytes per {manifest_url}, over the {cap}-byte limit "
                 "(limits.index); refused",
             )
-        path = self._scratch(name)
-        await self.client.download(
+        path, _ = await self._download(
             url,
-            path,
+            name,
             expected_length=record.content_length,
             expected_sha256=record.checksum,
             max_bytes=cap,
@@ -146,10 +145,9 @@ class IndexFetcher:
         else:
             if expected == previous:
                 return FetchedIndex(previous, "v2", index_url, None)
-        path = self._scratch(name)
-        downloaded = await self.client.download(
+        path, downloaded = await self._download(
             index_url,
-            path,
+            name,
             max_bytes=self.limits.cap("index"),
             limit_name="limits.index",
             tally=tally,
@@ -165,6 +163,47 @@ class IndexFetcher:
             path.unlink(missing_ok=True)
             return FetchedIndex(previous, "v2", index_url, None)
         return FetchedIndex(downloaded.sha256, "v2", index_url, path)
+
+    async def _download(
+        self,
+        url: str,
+        name: str,
+        *,
+        expected_length: int | None = None,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+        limit_name: str | None = None,
+        tally: Tally,
+    ) -> tuple[Path, Downloaded]:
+        """Download into a scratch file of this stack's own.
+
+        A download that fails leaves no partial file to hold the scratch space,
+        and a scratch file that cannot be written (a full ``$TMPDIR``) is a
+        :class:`ScratchError` naming it: the stack fails, the run goes on.
+        """
+        path: Path | None = None
+        try:
+            path = self._scratch(name)
+            downloaded = await self.client.download(
+                url,
+                path,
+                expected_length=expected_length,
+                expected_sha256=expected_sha256,
+                max_bytes=max_bytes,
+                limit_name=limit_name,
+                tally=tally,
+            )
+        except BaseException as exc:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ScratchError(
+                    f"{path or self.workdir}: cannot write the index from {url}: "
+                    f"{exc.strerror or exc}; free space in {self.workdir.parent} "
+                    "or set TMPDIR to a directory with room for it"
+                ) from None
+            raise
+        return path, downloaded
 
     def _scratch(self, name: str) -> Path:
         """A new download path of this stack's own: stacks may share an index blob,
