@@ -9,6 +9,7 @@ next run must end in exactly the state of an uninterrupted sync.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -78,7 +79,7 @@ def test_signal_mid_run_ends_it_cleanly_and_the_next_run_completes(
     metrics = tmp_path / "mirrorsync.prom"
     server.add_fault("/develop/e4s/blobs/*", "stall", after_bytes=100, delay=20, times=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mirrorsync", "-c", str(config), "once"],
+        [sys.executable, "-m", "mirrorsync", "-c", str(config), "once", "--json"],
         env={**os.environ, "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(scratch)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -97,7 +98,7 @@ def test_signal_mid_run_ends_it_cleanly_and_the_next_run_completes(
         wait_for(two_committed_one_stalled, proc, "two stacks committed, e4s downloading")
         assert list(scratch.glob("mirrorsync-*/*.index.json"))  # e4s's download, in flight
         proc.send_signal(signum)
-        _, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -106,6 +107,9 @@ def test_signal_mid_run_ends_it_cleanly_and_the_next_run_completes(
     assert "Traceback" not in err
     lines = err.splitlines()
     assert lines[-1] == line and lines.count(line) == 1, err
+    report = json.loads(out)  # what it did, for a program to read
+    assert report["interrupted"] is True
+    assert sorted(s["stack"] for s in report["stacks"]) == ["ml", "root"]
     assert list(scratch.iterdir()) == []  # the scratch directory is gone
     text = metrics.read_text()  # written for the interrupted run
     assert "mirrorsync_last_run_success 0" in text

@@ -66,6 +66,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
         "finished_at": report.finished_at,
         "seconds": round(report.seconds, 3),
         "dry_run": report.dry_run,
+        "interrupted": report.interrupted,
         "events": report.events,
         "requests": report.tally.requests,
         "bytes": report.tally.bytes,
