@@ -78,17 +78,21 @@ def publish(docroot: Path, server: FixtureServer, case: str) -> None:
         parameters = specs["e4s"][1]["parameters"]
         assert isinstance(parameters, dict)
         parameters["deep"] = "DEEP"
+    elif case == "deep-unknown-field":  # a field mirrorsync never reads
+        specs["e4s"][1]["annotations_of_the_future"] = "DEEP"
     build_catalog_from_specs(docroot, {"develop": specs}, manifests=False)
     if case == "bad-gzip":  # 200, Content-Encoding: gzip, a body that is not gzip
         body = json.dumps({"version": 3, "data": []})
         server.add_fault(E4S_MANIFEST, "gzipped", status=200, body=body, times=None)
     elif case == "redirect-loop":
         server.add_fault(E4S_MANIFEST, "redirect", location=E4S_MANIFEST, times=None)
-    elif case == "deep-nesting":
+    elif case.startswith("deep-"):
         nest_e4s_parameters(docroot, DEPTH)
 
 
-@pytest.mark.parametrize("case", ["bad-gzip", "redirect-loop", "deep-nesting"])
+@pytest.mark.parametrize(
+    "case", ["bad-gzip", "redirect-loop", "deep-nesting", "deep-unknown-field"]
+)
 def test_hostile_stack_fails_alone_with_one_line_every_run(
     tmp_path: Path, docroot: Path, server: FixtureServer, case: str
 ) -> None:
@@ -111,6 +115,28 @@ def test_hostile_stack_fails_alone_with_one_line_every_run(
         assert versions(db) == {("develop", "root"): 1, ("develop", "e4s"): 0, ("develop", "ml"): 1}
         assert errors(db)[("develop", "e4s")] == failed[0].split(": ", 3)[3]
     assert {stack for _, _, stack in event_counts(db)} == {None, "root", "ml"}
+
+
+def test_crawl_whose_task_group_fails_fails_only_that_stacks_crawl(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """The crawl's workers run in a task group: its error arrives as an ExceptionGroup."""
+    build_catalog_from_specs(docroot, {"develop": {s: nodes(s, 3) for s in STACKS}})
+    pattern = "/develop/e4s/v3/manifests/spec/*"
+    server.add_fault(pattern, "gzipped", status=200, body="not gzip", times=None)
+    config = parse_config(config_text(tmp_path, server).replace("manifests: none", ""), "c.yaml")
+    report = sync(config)
+    assert report.exit_code == 1
+    (line,) = report.failures
+    assert line.startswith("test:develop/e4s: spec manifest crawl failed: http://"), line
+    assert "/develop/e4s/v3/manifests/spec/" in line
+    crawled = {o.stack: o.manifests.ok if o.manifests else None for o in report.stacks}
+    assert crawled == {"root": 3, "e4s": 0, "ml": 3}, crawled
+    assert versions(config.database_path) == {
+        ("develop", "root"): 1,
+        ("develop", "e4s"): 1,  # its index was committed before the crawl
+        ("develop", "ml"): 1,
+    }
 
 
 def test_store_error_retiring_a_stack_fails_that_stack_and_the_run_reports(
