@@ -59,8 +59,12 @@ def wait_for(condition: object, proc: subprocess.Popen[str], what: str) -> None:
 
 @pytest.mark.parametrize(
     ("signum", "code", "line"),
-    [(signal.SIGTERM, 143, "mirrorsync: terminated"), (signal.SIGHUP, 129, "mirrorsync: hung up")],
-    ids=["SIGTERM", "SIGHUP"],
+    [
+        (signal.SIGTERM, 143, "mirrorsync: terminated"),
+        (signal.SIGHUP, 129, "mirrorsync: hung up"),
+        (signal.SIGINT, 130, "mirrorsync: interrupted"),
+    ],
+    ids=["SIGTERM", "SIGHUP", "SIGINT"],
 )
 def test_signal_mid_run_ends_it_cleanly_and_the_next_run_completes(
     tmp_path: Path,
