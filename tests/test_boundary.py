@@ -15,17 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, sync
+from conftest import QUICK_RETRIES, catalog_config_text, run_cli, spec_nodes, sync
 from dbstate import errors, event_counts, versions
 from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import (
-    CATALOG_NAME,
     INDEX_MANIFEST,
     build_catalog_from_specs,
     write_catalog,
 )
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.specs import fake_hash, spec_node
 from receiver import Receiver, new_secret
 
 STACKS = ("root", "e4s", "ml")
@@ -34,21 +32,10 @@ E4S_MANIFEST = f"/develop/e4s/{INDEX_MANIFEST}"
 DEPTH = 2100
 
 
-def nodes(prefix: str, n: int) -> list[dict[str, object]]:
-    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
-
-
 def config_text(tmp_path: Path, server: FixtureServer, extra: str = "") -> str:
-    return f"""
-database: {tmp_path / "state.db"}
-sources:
-  - name: test
-    kind: catalog
-    url: {server.url}/{CATALOG_NAME}
-    bucket_urls: {{spack-binaries: {server.url}/}}
-    manifests: none
-http: {{timeout: 5, retries: {{attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}}}
-{extra}"""
+    return catalog_config_text(
+        tmp_path, server, extra=f"    manifests: none\n{extra}", http=QUICK_RETRIES
+    )
 
 
 def nest_e4s_parameters(docroot: Path, depth: int) -> None:
@@ -73,7 +60,7 @@ def nest_e4s_parameters(docroot: Path, depth: int) -> None:
 
 
 def publish(docroot: Path, server: FixtureServer, case: str) -> None:
-    specs = {s: nodes(s, 3) for s in STACKS}
+    specs = {s: spec_nodes(s, 3) for s in STACKS}
     if case == "deep-nesting":
         parameters = specs["e4s"][1]["parameters"]
         assert isinstance(parameters, dict)
@@ -121,7 +108,7 @@ def test_crawl_whose_task_group_fails_fails_only_that_stacks_crawl(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     """The crawl's workers run in a task group: its error arrives as an ExceptionGroup."""
-    build_catalog_from_specs(docroot, {"develop": {s: nodes(s, 3) for s in STACKS}})
+    build_catalog_from_specs(docroot, {"develop": {s: spec_nodes(s, 3) for s in STACKS}})
     pattern = "/develop/e4s/v3/manifests/spec/*"
     server.add_fault(pattern, "gzipped", status=200, body="not gzip", times=None)
     config = parse_config(config_text(tmp_path, server).replace("manifests: none", ""), "c.yaml")
@@ -142,7 +129,7 @@ def test_crawl_whose_task_group_fails_fails_only_that_stacks_crawl(
 def test_store_error_retiring_a_stack_fails_that_stack_and_the_run_reports(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
-    build_catalog_from_specs(docroot, {"develop": {s: nodes(s, 3) for s in STACKS}})
+    build_catalog_from_specs(docroot, {"develop": {s: spec_nodes(s, 3) for s in STACKS}})
     secret_file = tmp_path / "hook.secret"
     secret = new_secret()
     secret_file.write_text(secret)
@@ -160,7 +147,7 @@ def test_store_error_retiring_a_stack_fails_that_stack_and_the_run_reports(
         # The catalogue drops ml and root gains a spec; the database refuses to close
         # ml's memberships (a real SQLite trigger, as a damaged schema might).
         build_catalog_from_specs(
-            docroot, {"develop": {"root": nodes("root", 4), "e4s": nodes("e4s", 3)}}
+            docroot, {"develop": {"root": spec_nodes("root", 4), "e4s": spec_nodes("e4s", 3)}}
         )
         conn = sqlite3.connect(db)
         conn.execute(

@@ -11,55 +11,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from conftest import run_cli
+from conftest import quick_config_file, run_cli, spec_nodes
 from dbstate import check_consistent, differences, errors, versions
-from mirrorsync.fixture.build import CATALOG_NAME, build_catalog_from_specs
+from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.specs import fake_hash, spec_node
 
 STACKS = ("root", "e4s", "ml")
-
-
-def nodes(prefix: str, n: int) -> list[dict[str, object]]:
-    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, unmounted afterwards."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def write_config(tmp_path: Path, server: FixtureServer, db: Path) -> Path:
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        f"database: {db}\n"
-        "sources:\n"
-        "  - name: test\n"
-        "    kind: catalog\n"
-        f"    url: {server.url}/{CATALOG_NAME}\n"
-        f"    bucket_urls: {{spack-binaries: '{server.url}/'}}\n"
-        "    manifests: none\n"
-        "http: {timeout: 10, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
-    )
-    return path
 
 
 def copy_of(db: Path, to: Path) -> Path:
@@ -75,19 +34,23 @@ def failed_lines(stderr: str) -> list[str]:
 
 
 def test_database_disk_full_ends_the_run_in_one_line_and_keeps_the_database(
-    tmp_path: Path, docroot: Path, server: FixtureServer, small_disk: Path
+    tmp_path: Path, docroot: Path, server: FixtureServer, small_tmpfs: Path
 ) -> None:
-    db = small_disk / "state.db"
-    config = write_config(tmp_path, server, db)
+    db = small_tmpfs / "state.db"
+    config = quick_config_file(tmp_path, server, "small/state.db")
     build_catalog_from_specs(
-        docroot, {"develop": {s: nodes(s, 3) for s in STACKS}}, manifests=False
+        docroot, {"develop": {s: spec_nodes(s, 3) for s in STACKS}}, manifests=False
     )
     first = run_cli("-c", str(config), "once", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     before = copy_of(db, tmp_path / "before.db")
 
     # e4s gains 6,000 specs: more than the 1 MiB disk holds.
-    stacks = {"root": nodes("root", 3), "e4s": nodes("e4s", 6000), "ml": nodes("ml", 3)}
+    stacks = {
+        "root": spec_nodes("root", 3),
+        "e4s": spec_nodes("e4s", 6000),
+        "ml": spec_nodes("ml", 3),
+    }
     build_catalog_from_specs(docroot, {"develop": stacks}, manifests=False)
     for _ in range(2):  # and the same again on the next run
         done = run_cli("-c", str(config), "once", cwd=tmp_path)
@@ -99,30 +62,34 @@ def test_database_disk_full_ends_the_run_in_one_line_and_keeps_the_database(
         check_consistent(db)
         assert differences(before, db) == {}  # the failing change rolled back, whole
     # With room again, the next run records the change.
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
     done = run_cli("-c", str(config), "once", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert versions(db)[("develop", "e4s")] == 2
 
 
 def test_scratch_full_fails_the_stack_whose_index_does_not_fit(
-    tmp_path: Path, docroot: Path, server: FixtureServer, small_disk: Path
+    tmp_path: Path, docroot: Path, server: FixtureServer, small_tmpfs: Path
 ) -> None:
     db = tmp_path / "state.db"
-    config = write_config(tmp_path, server, db)
+    config = quick_config_file(tmp_path, server, "state.db")
     # e4s's index is several MiB; root's and ml's a few KiB.
-    stacks = {"root": nodes("root", 3), "e4s": nodes("e4s", 3000), "ml": nodes("ml", 3)}
+    stacks = {
+        "root": spec_nodes("root", 3),
+        "e4s": spec_nodes("e4s", 3000),
+        "ml": spec_nodes("ml", 3),
+    }
     build_catalog_from_specs(docroot, {"develop": stacks}, manifests=False)
     # e4s downloads last, so the small indexes never meet a full scratch disk.
     server.add_fault("/develop/e4s/blobs/*", "delay", delay=1.0, times=None)
-    env = {"TMPDIR": str(small_disk)}
+    env = {"TMPDIR": str(small_tmpfs)}
     for _ in range(2):
         done = run_cli("-c", str(config), "once", cwd=tmp_path, env={**os.environ, **env})
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr
         (line,) = failed_lines(done.stderr)
-        assert line.startswith(f"mirrorsync: failed: test:develop/e4s: {small_disk}/"), line
+        assert line.startswith(f"mirrorsync: failed: test:develop/e4s: {small_tmpfs}/"), line
         assert "cannot write the index from" in line and "set TMPDIR" in line
         assert versions(db) == {("develop", "root"): 1, ("develop", "e4s"): 0, ("develop", "ml"): 1}
         assert "cannot write the index" in (errors(db)[("develop", "e4s")] or "")
-        assert list(small_disk.iterdir()) == []  # nothing left behind on it
+        assert list(small_tmpfs.iterdir()) == []  # nothing left behind on it

@@ -9,36 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from conftest import run_cli
+from conftest import quick_config_file, run_cli, spec_nodes
 from dbstate import differences, event_counts
-from mirrorsync.fixture.build import CATALOG_NAME, build_catalog_from_specs
+from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.specs import fake_hash, spec_node
-
-
-def nodes(prefix: str, n: int) -> list[dict[str, object]]:
-    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
-
-
-def write_config(tmp_path: Path, server: FixtureServer, db: Path) -> Path:
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        f"database: {db}\n"
-        "sources:\n"
-        "  - name: test\n"
-        "    kind: catalog\n"
-        f"    url: {server.url}/{CATALOG_NAME}\n"
-        f"    bucket_urls: {{spack-binaries: '{server.url}/'}}\n"
-        "    manifests: none\n"
-        "http: {timeout: 10, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
-    )
-    return path
 
 
 def files_under(path: Path) -> set[Path]:
@@ -48,9 +24,11 @@ def files_under(path: Path) -> set[Path]:
 def test_dry_run_on_a_fresh_config_creates_no_file_or_directory(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
-    build_catalog_from_specs(docroot, {"develop": {"root": nodes("r", 3), "e4s": nodes("e", 2)}})
+    build_catalog_from_specs(
+        docroot, {"develop": {"root": spec_nodes("r", 3), "e4s": spec_nodes("e", 2)}}
+    )
     state = tmp_path / "state"
-    config = write_config(tmp_path, server, state / "sub" / "mirrorsync.db")
+    config = quick_config_file(tmp_path, server, "state/sub/mirrorsync.db")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     before = files_under(tmp_path)
@@ -68,32 +46,15 @@ def test_dry_run_on_a_fresh_config_creates_no_file_or_directory(
     assert not state.exists()
 
 
-@pytest.fixture
-def small_tmpdir(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small-tmp"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_dry_run_of_a_big_database_needs_no_copy_and_changes_nothing(
-    tmp_path: Path, docroot: Path, server: FixtureServer, small_tmpdir: Path
+    tmp_path: Path, docroot: Path, server: FixtureServer, small_tmpfs: Path
 ) -> None:
-    big = nodes("big", 9000)
+    big = spec_nodes("big", 9000)
     build_catalog_from_specs(
-        docroot, {"develop": {"root": nodes("r", 3), "e4s": big}}, manifests=False
+        docroot, {"develop": {"root": spec_nodes("r", 3), "e4s": big}}, manifests=False
     )
     db = tmp_path / "state.db"
-    config = write_config(tmp_path, server, db)
+    config = quick_config_file(tmp_path, server, "state.db")
     assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
     assert db.stat().st_size > 2 * (1 << 20)  # twice what the scratch disk holds
     copy = sqlite3.connect(tmp_path / "before.db")
@@ -104,9 +65,9 @@ def test_dry_run_of_a_big_database_needs_no_copy_and_changes_nothing(
 
     # root loses two specs; e4s (the big index) is unchanged and not downloaded.
     build_catalog_from_specs(
-        docroot, {"develop": {"root": nodes("r", 1), "e4s": big}}, manifests=False
+        docroot, {"develop": {"root": spec_nodes("r", 1), "e4s": big}}, manifests=False
     )
-    env = {**os.environ, "TMPDIR": str(small_tmpdir)}
+    env = {**os.environ, "TMPDIR": str(small_tmpfs)}
     dry = run_cli("-c", str(config), "once", "--dry-run", "--json", cwd=tmp_path, env=env)
     assert dry.returncode == 0, dry.stderr
     assert "Traceback" not in dry.stderr
@@ -114,4 +75,4 @@ def test_dry_run_of_a_big_database_needs_no_copy_and_changes_nothing(
     assert stacks == {"root": ("changed", 2), "e4s": ("unchanged", 0)}
     assert differences(tmp_path / "before.db", db) == {}
     assert not any(t == "spec.removed" for t, _, _ in event_counts(db))
-    assert list(small_tmpdir.iterdir()) == []
+    assert list(small_tmpfs.iterdir()) == []

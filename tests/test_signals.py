@@ -19,32 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, sync
+from conftest import REPO, catalog_config_text, spec_nodes, sync
 from dbstate import differences, event_stats, versions
 from mirrorsync.config import parse_config
-from mirrorsync.fixture.build import CATALOG_NAME, build_catalog_from_specs
+from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.specs import fake_hash, spec_node
 
 STACKS = ("root", "e4s", "ml")
 
 
-def nodes(prefix: str, n: int) -> list[dict[str, object]]:
-    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
-
-
 def config_text(tmp_path: Path, server: FixtureServer, db: str) -> str:
-    return f"""
-database: {tmp_path / db}
-sources:
-  - name: test
-    kind: catalog
-    url: {server.url}/{CATALOG_NAME}
-    bucket_urls: {{spack-binaries: {server.url}/}}
-    manifests: none
-metrics: {{textfile: {tmp_path / "mirrorsync.prom"}}}
-http: {{timeout: 60, retries: {{attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}}}
-"""
+    extra = f"    manifests: none\nmetrics: {{textfile: {tmp_path / 'mirrorsync.prom'}}}"
+    http = "http: {timeout: 60, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}"
+    return catalog_config_text(tmp_path, server, extra=extra, http=http, database=db)
 
 
 def wait_for(condition: object, proc: subprocess.Popen[str], what: str) -> None:
@@ -74,7 +61,7 @@ def test_signal_mid_run_ends_it_cleanly_and_the_next_run_completes(
     code: int,
     line: str,
 ) -> None:
-    build_catalog_from_specs(docroot, {"develop": {s: nodes(s, 5) for s in STACKS}})
+    build_catalog_from_specs(docroot, {"develop": {s: spec_nodes(s, 5) for s in STACKS}})
     config = tmp_path / "c.yaml"
     config.write_text(config_text(tmp_path, server, "state.db"))
     db = tmp_path / "state.db"
