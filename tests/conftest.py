@@ -15,6 +15,7 @@ import pytest
 
 from mirrorsync.config import Config, parse_config
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.sync import RunReport, run_once
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +46,24 @@ def docroot(tmp_path: Path) -> Path:
 def server(docroot: Path) -> Iterator[FixtureServer]:
     with FixtureServer(docroot) as running:
         yield running
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs (a full disk on demand), unmounted afterwards; needs root."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 TEST_HTTP = """http:
@@ -90,6 +109,19 @@ def catalog_config(tmp_path: Path, server: FixtureServer, *, extra: str = "") ->
     """The parsed ``catalog_config_text``."""
     text = catalog_config_text(tmp_path, server, extra=extra)
     return parse_config(text, str(tmp_path / "mirrorsync.yaml"))
+
+
+def spec_nodes(prefix: str, n: int) -> list[dict[str, object]]:
+    """``n`` distinct spec nodes of package ``pkg-PREFIX``, versions 1.0, 1.1, ..."""
+    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
+
+
+def quick_config_file(tmp_path: Path, server: FixtureServer, database: str) -> Path:
+    """``tmp_path/c.yaml``: the ``test`` catalogue, no manifest crawl, quick retries."""
+    text = catalog_config_text(
+        tmp_path, server, extra="    manifests: none", http=QUICK_RETRIES, database=database
+    )
+    return write_config(tmp_path / "c.yaml", text)
 
 
 def write_config(path: Path, config_text: str) -> Path:

@@ -102,6 +102,19 @@ class IntegrityError(MirrorsyncError):
 class StoreError(MirrorsyncError):
     """The database cannot be opened, migrated or queried."""
 
+    #: True when no other stack could succeed either, so the run stops at once.
+    ends_run: bool = False
+
+
+class DatabaseFullError(StoreError):
+    """The database's file system is full: the write was rolled back, nothing of it kept."""
+
+    ends_run = True
+
+
+class ScratchError(MirrorsyncError):
+    """A scratch file (a downloaded index, under ``$TMPDIR``) cannot be written."""
+
 
 class LockHeldError(MirrorsyncError):
     """Another run holds the lock on this database."""

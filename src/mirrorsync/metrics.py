@@ -159,7 +159,7 @@ def run_families(report: RunReport, last_success: float | None) -> list[Family]:
     """What this run did."""
     started = _epoch(report.started_at) or 0.0
     finished = _epoch(report.finished_at) or started + report.seconds
-    if not report.failures:
+    if report.succeeded:
         last_success = finished
     statuses = ("changed", "unchanged", "removed", "failed")
     families = [
@@ -177,7 +177,7 @@ def run_families(report: RunReport, last_success: float | None) -> list[Family]:
         gauge(
             "last_run_success",
             "1 if the last run synced every source and stack, else 0.",
-            0 if report.failures else 1,
+            1 if report.succeeded else 0,
         ),
         Family(
             PREFIX + "last_run_failures",

@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -19,7 +19,7 @@ from typing import TypeVar
 import anyio
 
 from mirrorsync.config import LimitKind, LimitsConfig
-from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
+from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, ScratchError
 from mirrorsync.fetch import Downloaded, Fetched, HttpClient, Tally
 from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
@@ -36,6 +36,7 @@ V2_INDEX = "build_cache/index.json"
 V2_INDEX_HASH = "build_cache/index.json.hash"
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +133,18 @@ class IndexFetcher:
                 f"{record.content_length} bytes per {manifest_url}, over the {cap}-byte limit "
                 "(limits.index); refused",
             )
-        path = self._scratch(name)
-        await self.client.download(
+        path, _ = await self._download(
             url,
-            path,
-            expected_length=record.content_length,
-            expected_sha256=record.checksum,
-            max_bytes=cap,
-            limit_name="limits.index",
-            tally=tally,
+            name,
+            lambda path: self.client.download(
+                url,
+                path,
+                expected_length=record.content_length,
+                expected_sha256=record.checksum,
+                max_bytes=cap,
+                limit_name="limits.index",
+                tally=tally,
+            ),
         )
         return FetchedIndex(record.checksum, "v3", url, path, record.compression)
 
@@ -159,11 +163,14 @@ class IndexFetcher:
         else:
             if expected == previous:
                 return FetchedIndex(previous, "v2", index_url, None)
-        path = self._scratch(name)
         cap = self.limits.cap("index")
         if expected is not None:
-            downloaded = await self.client.download(
-                index_url, path, max_bytes=cap, limit_name="limits.index", tally=tally
+            path, downloaded = await self._download(
+                index_url,
+                name,
+                lambda path: self.client.download(
+                    index_url, path, max_bytes=cap, limit_name="limits.index", tally=tally
+                ),
             )
             if downloaded.sha256 != expected:
                 path.unlink(missing_ok=True)
@@ -178,14 +185,18 @@ class IndexFetcher:
             # index they were given for, never the index itself.
             cached = await writes.cached_document(self.store, index_url) if previous else None
             known = cached[2].decode("ascii", "replace") if cached else None
-            result = await self.client.download_if_modified(
+            path, result = await self._download(
                 index_url,
-                path,
-                etag=cached[0] if cached and known == previous else None,
-                last_modified=cached[1] if cached and known == previous else None,
-                max_bytes=cap,
-                limit_name="limits.index",
-                tally=tally,
+                name,
+                lambda path: self.client.download_if_modified(
+                    index_url,
+                    path,
+                    etag=cached[0] if cached and known == previous else None,
+                    last_modified=cached[1] if cached and known == previous else None,
+                    max_bytes=cap,
+                    limit_name="limits.index",
+                    tally=tally,
+                ),
             )
             if not isinstance(result, Downloaded):
                 path.unlink(missing_ok=True)
@@ -222,6 +233,31 @@ class IndexFetcher:
             await writes.cache_document(
                 self.store, fetched.index_url, etag, last_modified, fetched.checksum.encode()
             )
+
+    async def _download(
+        self, url: str, name: str, fetch: Callable[[Path], Awaitable[R]]
+    ) -> tuple[Path, R]:
+        """``fetch(path)`` into a scratch file of this stack's own.
+
+        A download that fails leaves no partial file to hold the scratch space,
+        and a scratch file that cannot be written (a full ``$TMPDIR``) is a
+        :class:`ScratchError` naming it: the stack fails, the run goes on.
+        """
+        path: Path | None = None
+        try:
+            path = self._scratch(name)
+            result = await fetch(path)
+        except BaseException as exc:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ScratchError(
+                    f"{path or self.workdir}: cannot write the index from {url}: "
+                    f"{exc.strerror or exc}; free space in {self.workdir.parent} "
+                    "or set TMPDIR to a directory with room for it"
+                ) from None
+            raise
+        return path, result
 
     def _scratch(self, name: str) -> Path:
         """A new download path of this stack's own: stacks may share an index blob,

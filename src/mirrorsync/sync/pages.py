@@ -156,7 +156,13 @@ class PagesSync:
             await writes.record_unchanged(self.store, snapshot, utcnow())
             log_outcome(
                 self.report.add_stack(
-                    source_name, row, "unchanged", row.version, len(specs), started
+                    source_name,
+                    row.release,
+                    row.name,
+                    "unchanged",
+                    row.version,
+                    len(specs),
+                    started,
                 )
             )
             return
@@ -173,7 +179,8 @@ class PagesSync:
         committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         outcome = self.report.add_stack(
             source_name,
-            row,
+            row.release,
+            row.name,
             "changed" if committed.events else "unchanged",
             committed.version,
             len(new),
@@ -190,6 +197,8 @@ class PagesSync:
         """No page lists this stack any more: close its memberships."""
         started = time.monotonic()
         committed = await writes.retire_stack(self.store, row.id, utcnow())
-        outcome = self.report.add_stack(source_name, row, "removed", committed.version, 0, started)
+        outcome = self.report.add_stack(
+            source_name, row.release, row.name, "removed", committed.version, 0, started
+        )
         outcome.removed, outcome.events = committed.removed, committed.events
         log_outcome(outcome)
