@@ -302,7 +302,7 @@ async def export(config: Config, report: RunReport) -> Path | None:
     if path is None or report.dry_run:
         return None
     families = run_families(report, previous_value(path, LAST_SUCCESS))
-    async with await Store.open(config.database_path, create=False) as store:
+    async with await Store.open_read_only(config.database_path) as store:
         families += await database_families(store)
     write_textfile(path, families)
     return path

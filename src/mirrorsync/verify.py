@@ -86,7 +86,7 @@ async def verify(
     summary = VerifySummary()
     # Pages sources name no mirror: their stacks have no mirror root and are not targets.
     by_name = {s.name: s for s in config.sources if not isinstance(s, PagesSource)}
-    async with await Store.open(config.database_path, create=False) as store:
+    async with await Store.open_read_only(config.database_path) as store:
         targets = await stack_targets(store, source=source, release=release, stack=stack)
         if not targets:
             wanted = " ".join(

@@ -25,7 +25,8 @@ from mirrorsync.sync import RunProgress, RunReport, run_once
 
 
 async def _open(config: Config) -> Store:
-    return await Store.open(config.database_path, create=False)
+    """Every command here only reads: the database is opened read-only, never migrated."""
+    return await Store.open_read_only(config.database_path)
 
 
 async def once(args: argparse.Namespace) -> int:
