@@ -268,6 +268,7 @@ def assert_damaged(done: subprocess.CompletedProcess[str], db: Path, cause: str)
 @pytest.mark.parametrize(
     ("command", "table"),
     [(["status"], "stacks"), (["events"], "events"), (["once"], "stacks")],
+    ids=["status", "events", "once"],
 )
 def test_a_corrupted_page_is_one_line_naming_the_file(
     synced: Path, command: list[str], table: str
