@@ -283,6 +283,16 @@ async def record_failure(
         return dead
 
 
+async def cap_next_attempt(store: Store, webhook_id: int, latest: str) -> bool:
+    """Bring a next attempt later than ``latest`` back to it; True if it was later."""
+    async with store.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE webhooks SET next_attempt_at = ? WHERE id = ? AND next_attempt_at > ?",
+            (latest, webhook_id, latest),
+        )
+        return cursor.rowcount > 0
+
+
 async def disable(store: Store, webhook_id: int, reason: str, at: str) -> None:
     """The endpoint answered 410 Gone: no more events are enqueued or sent to it."""
     async with store.transaction() as conn:

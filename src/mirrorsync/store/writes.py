@@ -145,6 +145,7 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
             return Committed(old_version, 0, 0, 0)
 
         version = old_version + 1
+        await _check_clock(store, conn, snapshot.stack_id, version, at)
         where = Where(source_id, release, snapshot.stack_id, version, at)
         events = 0
         if snapshot.announce:
@@ -343,6 +344,25 @@ async def _note_checked(conn: aiosqlite.Connection, snapshot: Snapshot, at: str)
             snapshot.stack_id,
         ),
     )
+
+
+async def _check_clock(
+    store: Store, conn: aiosqlite.Connection, stack_id: int, version: int, at: str
+) -> None:
+    """Warn (once a run) when a new version is dated before one already recorded."""
+    async with conn.execute(
+        "SELECT max(v.created_at), src.name || ':' || st.release || '/' || st.name"
+        " FROM stacks st JOIN sources src ON src.id = st.source_id"
+        " LEFT JOIN stack_versions v ON v.stack_id = st.id WHERE st.id = ?",
+        (stack_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is not None and row[0] is not None and at < row[0]:
+        store.warn_clock_once(
+            f"the clock went backwards: {row[1]} version {version} is recorded at {at}, "
+            f"before an earlier version's {row[0]}; dates in at, diff and show count each "
+            "version from the latest time of those before it"
+        )
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:
