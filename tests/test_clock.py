@@ -14,30 +14,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import catalog_config, catalog_config_text, run_cli, sync, write_config
+from conftest import Clock, catalog_config, catalog_config_text, run_cli, sync, write_config
 from mirrorsync.config import load_config
 from mirrorsync.delivery import schedule
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.store import Store, db
+from mirrorsync.store import Store
 from mirrorsync.store import webhooks as store_webhooks
 from receiver import Receiver, new_secret
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock(datetime.now(UTC))
-    monkeypatch.setattr(db, "now", fake)
-    return fake
 
 
 def specs(prefix: str, n: int) -> list[dict[str, object]]:

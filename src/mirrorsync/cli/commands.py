@@ -189,12 +189,13 @@ async def status(args: argparse.Namespace) -> int:
     )
     if hooks:
         print_table(
-            ["webhook", "state", "pending", "dead", "last success", "last error"],
+            ["webhook", "state", "pending", "oldest pending", "dead", "last success", "last error"],
             [
                 (
                     h.name,
                     "not in config" if not h.configured else "enabled" if h.enabled else "disabled",
                     h.pending_events,
+                    h.oldest_pending_at,
                     h.dead_events,
                     h.last_success_at,
                     h.disabled_reason or h.current_error,

@@ -32,6 +32,11 @@ def latest_attempt(now: str) -> str:
     return isoformat(parse(now) + timedelta(seconds=SCHEDULE[-1]))
 
 
+def before(now: str, seconds: float) -> str:
+    """The instant ``seconds`` before ``now``."""
+    return isoformat(parse(now) - timedelta(seconds=seconds))
+
+
 def dead_before(now: str, max_age: float) -> str:
     """Deliveries whose oldest event occurred before this instant are dead when they fail."""
     return isoformat(parse(now) - timedelta(seconds=max_age))
