@@ -91,8 +91,11 @@ def test_read_only_commands_leave_the_database_bytes_unchanged(synced: Path) -> 
         ["diff", "--release", "develop", "--stack", "root", "0", "1"],
         ["at", "--release", "develop", "--stack", "root", "1"],
         ["webhooks", "list"],
+        ["verify"],
+        ["export", "pages", "--release", "develop", "--out", str(synced.parent / "pages")],
     ):
-        assert cli(synced, *command).returncode == 0, command
+        done = cli(synced, *command)
+        assert done.returncode == 0, (command, done.stderr)
     assert fingerprint(db) == before
 
 
