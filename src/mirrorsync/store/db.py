@@ -128,7 +128,9 @@ class _Connection(aiosqlite.Connection):
 
 async def _connect(path: Path, target: str, *, uri: bool = False) -> _Connection:
     def connector() -> sqlite3.Connection:
-        return sqlite3.connect(target, uri=uri, isolation_level=None)
+        # timeout is SQLite's busy timeout, from the first statement on: another
+        # process may be creating the file or switching it to WAL at this moment.
+        return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=10.0)
 
     conn = _Connection(connector, path)
     try:
@@ -206,7 +208,6 @@ class Store:
                 raise
         try:
             _check_version(path, version, read_only=True)
-            await conn.execute("PRAGMA busy_timeout=10000")
         except BaseException:
             await conn.close()
             raise
@@ -232,7 +233,6 @@ class Store:
 
     async def _configure(self) -> None:
         for pragma in (
-            "PRAGMA busy_timeout=10000",  # first: another process may be creating the file
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",  # durable at checkpoints; WAL keeps commits atomic
             "PRAGMA foreign_keys=ON",
