@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,23 @@ def run_cli(
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class Clock:
+    """The store's clock, set by a test (``clock`` fixture)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Every timestamp mirrorsync stores, in this process, comes from ``clock.at``."""
+    from mirrorsync.store import db
+
+    fake = Clock(datetime.now(UTC))
+    monkeypatch.setattr(db, "now", fake)
+    return fake

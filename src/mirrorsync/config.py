@@ -8,6 +8,7 @@ wrong types are errors that name the file, the key and what was expected.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -209,6 +210,8 @@ class WebhookConfig(_Strict):
     max_batch: PositiveInt = 500
     timeout: PositiveFloat = 10.0
     max_age: float | str = "3d"  # seconds, or a number with unit s/m/h/d
+    keep_delivered: float | str = "7d"  # delivered batches' records are purged after this
+    keep_dead: float | str = "30d"  # dead batches (and their events' outbox rows) likewise
 
     def __repr__(self) -> str:  # the inline secret never reaches a log or traceback
         return f"WebhookConfig(name={self.name!r}, url={self.url!r})"
@@ -217,6 +220,14 @@ class WebhookConfig(_Strict):
     def max_age_seconds(self) -> float:
         """``max_age`` in seconds (validated by ``parse_config``)."""
         return _duration(self.max_age)
+
+    @property
+    def keep_delivered_seconds(self) -> float:
+        return _duration(self.keep_delivered)
+
+    @property
+    def keep_dead_seconds(self) -> float:
+        return _duration(self.keep_dead)
 
 
 class MetricsConfig(_Strict):
@@ -427,16 +438,18 @@ def _check_webhooks(config: Config) -> None:
                         f"{key}.filter.{field}[{j}]",
                         "write [!...] to negate a set, not [^...]",
                     )
-        try:
-            age = _duration(hook.max_age)
-        except ValueError:
-            age = 0.0
-        if age <= 0:
-            raise ConfigError(
-                path,
-                f"{key}.max_age",
-                f"expected seconds or a duration such as 3d, 12h, 30m, got {hook.max_age!r}",
-            )
+        for field in ("max_age", "keep_delivered", "keep_dead"):
+            value = getattr(hook, field)
+            try:
+                age = _duration(value)
+            except ValueError:
+                age = 0.0
+            if not (age > 0 and math.isfinite(age)):
+                raise ConfigError(
+                    path,
+                    f"{key}.{field}",
+                    f"expected seconds or a duration such as 3d, 12h, 30m, got {value!r}",
+                )
 
 
 def _check_inline_secret(path: str, key: str, secret: str) -> None:

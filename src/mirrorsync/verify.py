@@ -88,7 +88,7 @@ async def verify(
     # Pages sources name no mirror: their stacks have no mirror root and are not targets.
     by_name = {s.name: s for s in config.sources if not isinstance(s, PagesSource)}
     log_key_trust([by_name[t] for t in sorted({source} if source else by_name) if t in by_name])
-    async with await Store.open(config.database_path, create=False) as store:
+    async with await Store.open_read_only(config.database_path) as store:
         targets = await stack_targets(store, source=source, release=release, stack=stack)
         if not targets:
             wanted = " ".join(

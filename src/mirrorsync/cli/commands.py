@@ -25,7 +25,8 @@ from mirrorsync.sync import RunProgress, RunReport, run_once
 
 
 async def _open(config: Config) -> Store:
-    return await Store.open(config.database_path, create=False)
+    """Every command here only reads: the database is opened read-only, never migrated."""
+    return await Store.open_read_only(config.database_path)
 
 
 async def once(args: argparse.Namespace) -> int:
@@ -184,12 +185,13 @@ async def status(args: argparse.Namespace) -> int:
     )
     if hooks:
         print_table(
-            ["webhook", "state", "pending", "dead", "last success", "last error"],
+            ["webhook", "state", "pending", "oldest pending", "dead", "last success", "last error"],
             [
                 (
                     h.name,
                     "not in config" if not h.configured else "enabled" if h.enabled else "disabled",
                     h.pending_events,
+                    h.oldest_pending_at,
                     h.dead_events,
                     h.last_success_at,
                     h.disabled_reason or h.current_error,
