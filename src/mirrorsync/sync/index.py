@@ -19,7 +19,7 @@ import anyio
 
 from mirrorsync.config import LimitKind, LimitsConfig
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
-from mirrorsync.fetch import Fetched, HttpClient, Tally
+from mirrorsync.fetch import Fetched, HttpClient, Tally, Url
 from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
@@ -40,7 +40,7 @@ T = TypeVar("T")
 class Target:
     """Where to look for a stack's index, and what the catalogue already told us."""
 
-    mirror_root: str
+    mirror_root: Url
     layout: str | None  # None: detect (mirror sources)
     catalog_checksum: str | None = None  # v3 content address from the catalogue URL
 
@@ -49,7 +49,7 @@ class Target:
 class FetchedIndex:
     checksum: str
     layout: str
-    index_url: str
+    index_url: Url
     path: Path | None  # the verified download, to parse; None: unchanged since ``previous``
 
 
@@ -78,11 +78,14 @@ class IndexFetcher:
         root = target.mirror_root
         if target.layout == "v3" or target.layout is None:
             if previous is not None and target.catalog_checksum == previous:
-                return FetchedIndex(previous, "v3", blob_url(root, "sha256", previous), None)
-            manifest_url = f"{root}/{V3_INDEX_MANIFEST}"
+                return FetchedIndex(previous, "v3", _blob(root, "sha256", previous), None)
+            manifest_url = root.join(V3_INDEX_MANIFEST)
             try:
                 record = await self.small_document(
-                    manifest_url, tally, "manifest", lambda b: parse_index_manifest(b, manifest_url)
+                    manifest_url,
+                    tally,
+                    "manifest",
+                    lambda b: parse_index_manifest(b, manifest_url.display),
                 )
                 self.progress.manifests += 1
             except NotFoundError:
@@ -95,8 +98,8 @@ class IndexFetcher:
 
     async def _fetch_v3(
         self,
-        root: str,
-        manifest_url: str,
+        root: Url,
+        manifest_url: Url,
         record: BlobRecord,
         previous: str | None,
         tally: Tally,
@@ -108,7 +111,7 @@ class IndexFetcher:
                 f"index checksum algorithm {record.checksum_algorithm[:20]!r} is not sha256",
                 manifest_url,
             )
-        url = blob_url(root, record.checksum_algorithm, record.checksum)
+        url = _blob(root, record.checksum_algorithm, record.checksum)
         if record.checksum == previous:
             return FetchedIndex(previous, "v3", url, None)
         cap = self.limits.cap("index")
@@ -131,10 +134,10 @@ class IndexFetcher:
         return FetchedIndex(record.checksum, "v3", url, path)
 
     async def _fetch_v2(
-        self, root: str, previous: str | None, tally: Tally, name: str
+        self, root: Url, previous: str | None, tally: Tally, name: str
     ) -> FetchedIndex:
-        index_url = f"{root}/{V2_INDEX}"
-        hash_url = f"{root}/{V2_INDEX_HASH}"
+        index_url = root.join(V2_INDEX)
+        hash_url = root.join(V2_INDEX_HASH)
         expected: str | None
         try:
             expected = await self.small_document(
@@ -175,14 +178,14 @@ class IndexFetcher:
         return Path(path)
 
     async def small_document(
-        self, url: str, tally: Tally, kind: LimitKind, check: Callable[[bytes], T]
+        self, url: Url, tally: Tally, kind: LimitKind, check: Callable[[bytes], T]
     ) -> T:
         """GET with If-None-Match/If-Modified-Since from the last answer, if any.
 
         ``check`` parses the body; only a body it accepts enters the HTTP cache,
         so a refused document leaves nothing behind.
         """
-        cached = await writes.cached_document(self.store, url)
+        cached = await writes.cached_document(self.store, url.display)
         etag, last_modified = (cached[0], cached[1]) if cached else (None, None)
         result = await self.client.get(
             url,
@@ -195,7 +198,7 @@ class IndexFetcher:
         if isinstance(result, Fetched):
             value = check(result.content)
             await writes.cache_document(
-                self.store, url, result.etag, result.last_modified, result.content
+                self.store, url.display, result.etag, result.last_modified, result.content
             )
             return value
         if cached is None:  # a 304 answers only a conditional request
@@ -203,21 +206,25 @@ class IndexFetcher:
         return check(cached[2])
 
 
-def _parse_hash_file(body: bytes, url: str) -> str:
+def _blob(root: Url, algorithm: str, checksum: str) -> Url:
+    return root.map(lambda address: blob_url(address, algorithm, checksum))
+
+
+def _parse_hash_file(body: bytes, url: Url) -> str:
     text = body.decode("ascii", "replace").strip()
     if not is_sha256(text):
         raise FormatError("index.json.hash", f"{text[:80]!r} is not a sha256", url)
     return text
 
 
-async def parse_downloaded(path: Path, url: str, *, lazy: bool = False) -> Index:
+async def parse_downloaded(path: Path, url: Url, *, lazy: bool = False) -> Index:
     """Parse a downloaded index in a worker thread; the file is removed either way.
 
     ``lazy``: leave spec nodes raw until asked for (see ``parse_index``)."""
 
     def work() -> Index:
         try:
-            return parse_index(path.read_bytes(), url, lazy=lazy)
+            return parse_index(path.read_bytes(), url.display, lazy=lazy)
         finally:
             path.unlink(missing_ok=True)
 

@@ -16,11 +16,10 @@ from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource, 
 from mirrorsync.delivery import Outbox
 from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import FormatError, MirrorsyncError
-from mirrorsync.fetch import HttpClient, Tally, Throttle, origin
+from mirrorsync.fetch import HttpClient, Tally, Throttle, Url, origin
 from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
 from mirrorsync.formats.index import Index
 from mirrorsync.logs import fields
-from mirrorsync.redact import redact_url
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.outcome import (
@@ -209,13 +208,14 @@ class _Run:
             self.report.source_errors.append((source.name, str(exc)))
 
     async def mirror(self, fetcher: IndexFetcher, source: MirrorSource, source_id: int) -> None:
-        target = Target(mirror_root=source.url.rstrip("/"), layout=None)
+        target = Target(mirror_root=Url(source.url).rstrip("/"), layout=None)
         self.progress.stacks_total += 1
         await self.stack(fetcher, source.name, source_id, source.release, source.stack, target)
 
     async def catalog(self, fetcher: IndexFetcher, source: CatalogSource, source_id: int) -> None:
+        url = Url(source.url)
         entries = await fetcher.small_document(
-            source.url, Tally(), "catalog", lambda body: parse_catalog(body, source.url)
+            url, Tally(), "catalog", lambda body: parse_catalog(body, url.display)
         )
         listed = {e.release for e in entries}
         wanted = [e for e in entries if source.wants(e.release, e.stack)]
@@ -253,7 +253,7 @@ class _Run:
             row = await writes.ensure_stack(self.store, source_id, entry.release, entry.stack)
             await self._failed(source.name, row, str(exc), time.monotonic(), Tally())
             return
-        target = Target(location.mirror_root, location.layout, location.index_checksum)
+        target = Target(Url(location.mirror_root), location.layout, location.index_checksum)
         await self.stack(fetcher, source.name, source_id, entry.release, entry.stack, target)
 
     def _host_slot(self, url: str) -> anyio.CapacityLimiter:
@@ -286,7 +286,7 @@ class _Run:
         crawler: ManifestCrawler | None,
         source_name: str,
         stack_id: int,
-        mirror_root: str,
+        mirror_root: Url,
         location: writes.StackLocation,
         o: StackOutcome,
     ) -> None:
@@ -296,12 +296,16 @@ class _Run:
         from mirrorsync.store.manifests import StackTarget
 
         target = StackTarget(
-            stack_id, source_name, o.release, o.stack, mirror_root, location.layout, 0
+            stack_id, source_name, o.release, o.stack, mirror_root.display, location.layout, 0
         )
         started, tally = time.monotonic(), Tally()
         try:
             o.manifests = await crawler.crawl(
-                target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
+                target,
+                mirror_root,
+                source.manifests,
+                verify_signatures=source.verify_signatures,
+                tally=tally,
             )
         except MirrorsyncError as exc:  # e.g. the database: this stack only, not its siblings
             log.error("%s: spec manifest crawl failed: %s", o.label, exc)
@@ -327,10 +331,10 @@ class _Run:
         try:
             # Download under this host's slots, then decode and commit under the
             # global ones: a slow host only ever waits on itself.
-            async with self._host_slot(target.mirror_root):
+            async with self._host_slot(target.mirror_root.address):
                 fetched = await fetcher.fetch(target, previous, tally, name)
                 location = writes.StackLocation(
-                    redact_url(fetched.index_url), redact_url(target.mirror_root), fetched.layout
+                    fetched.index_url.display, target.mirror_root.display, fetched.layout
                 )
                 if fetched.path is None:
                     snapshot = writes.Snapshot(row.id, location, fetched.checksum, (), ())
