@@ -386,7 +386,7 @@ class HttpClient:
                 raise FetchError(url, describe(exc)) from None
             problem = f"{describe(exc)} after {policy.attempts} attempts"
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                self._throttle.breakers.trip(origin(url.address), problem)
+                raise self._throttle.breakers.trip(origin(url.address), url, problem) from None
             raise FetchError(url, problem) from None
 
 
