@@ -137,6 +137,34 @@ def test_a_trickling_index_manifest_fails_its_stack_within_the_deadline(
     assert server.count(f"/develop/e4s/{INDEX_MANIFEST}") == 1  # a deadline is not retried
 
 
+def test_the_run_deadline_ends_what_is_left_and_keeps_what_synced(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A request still waiting when ``http.run_deadline`` comes is ended there:
+    its stack fails for this run, the others are committed, and the run ends
+    by itself (the unit's TimeoutStartSec is only a backstop)."""
+    build_catalog_from_specs(docroot, {"develop": {s: nodes(s, 5) for s in STACKS}})
+    server.add_fault("/develop/e4s/blobs/*", "delay", delay=20, times=None)
+    text = catalog_config_text(
+        tmp_path,
+        server,
+        extra="    manifests: none",
+        http=http_section(extra="  run_deadline: 2s\n"),
+    )
+    started = time.monotonic()
+    report = sync(parse_config(text, str(tmp_path / "c.yaml")))
+    seconds = time.monotonic() - started
+    assert seconds < 5, seconds
+    (line,) = report.failures
+    assert re.fullmatch(
+        f"test:develop/e4s: {re.escape(server.url)}/develop/e4s/blobs/sha256/\\S+: not finished: "
+        + re.escape("the run reached http.run_deadline (2s); trying again next run"),
+        line,
+    ), line
+    statuses = {o.stack: o.status for o in report.stacks}
+    assert statuses == {"root": "changed", "e4s": "failed", "ml": "changed"}
+
+
 def test_a_trickling_manifest_crawl_does_not_starve_other_stacks_on_its_host(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
