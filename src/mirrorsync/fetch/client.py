@@ -191,14 +191,17 @@ class HttpClient:
         expected_sha256: str | None = None,
         max_bytes: int | None = None,
         limit_name: str | None = None,
+        promised_by: str = "the manifest",
         tally: Tally | None = None,
     ) -> Downloaded:
         """Stream a blob to ``dest``, hashing it on the way; check length and checksum.
 
-        With ``expected_length`` no more than that (+1 byte) is read or written."""
+        With ``expected_length`` no more than that (+1 byte) is read or written.
+        ``promised_by`` names what promised them, in messages."""
 
         async def read(response: httpx.Response) -> Downloaded:
             body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
+            body.promised_by = promised_by
             body.hash_with("sha256")
             with dest.open("wb") as out:
                 async for chunk in body:
@@ -417,6 +420,7 @@ class _Body:
         self._expected = expected_length
         self._count = count
         self._digest: Any = None
+        self.promised_by = "the manifest"
         self._decoder = _decoder(url, response.headers.get("content-encoding", ""))
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and self._decoder is None:  # identity: the declared length is it
@@ -425,7 +429,9 @@ class _Body:
                 raise _too_large(url, size, max_bytes, limit_name)
             if expected_length is not None and size != expected_length:
                 raise IntegrityError(
-                    url, f"the server declares {size} bytes, the manifest says {expected_length}"
+                    url,
+                    f"got {size} bytes, the manifest says {expected_length} "
+                    "(by its Content-Length; not read)",
                 )
 
     def hash_with(self, algorithm: str) -> None:
@@ -487,7 +493,7 @@ class _Body:
         if expected_digest is not None and digest != expected_digest:
             name = self._digest.name if self._digest is not None else "digest"
             raise IntegrityError(
-                self.url, f"{name} is {digest}, the manifest says {expected_digest}"
+                self.url, f"{name} is {digest}, but {self.promised_by} says {expected_digest}"
             )
         return digest
 

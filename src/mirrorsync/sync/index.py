@@ -150,20 +150,21 @@ class IndexFetcher:
             if expected == previous:
                 return FetchedIndex(previous, "v2", index_url, None)
         path = self._scratch(name)
-        downloaded = await self.client.download(
-            index_url,
-            path,
-            max_bytes=self.limits.cap("index"),
-            limit_name="limits.index",
-            tally=tally,
-        )
-        if expected is not None and downloaded.sha256 != expected:
+        try:
+            downloaded = await self.client.download(
+                index_url,
+                path,
+                expected_sha256=expected,
+                max_bytes=self.limits.cap("index"),
+                limit_name="limits.index",
+                promised_by=V2_INDEX_HASH,
+                tally=tally,
+            )
+        except IntegrityError as exc:
             path.unlink(missing_ok=True)
             raise IntegrityError(
-                index_url,
-                f"sha256 is {downloaded.sha256}, but {V2_INDEX_HASH} says {expected} "
-                "(the mirror is inconsistent, perhaps being updated); nothing stored",
-            )
+                index_url, f"{exc.problem} (the mirror is inconsistent, perhaps being updated)"
+            ) from None
         if downloaded.sha256 == previous:
             path.unlink(missing_ok=True)
             return FetchedIndex(previous, "v2", index_url, None)
