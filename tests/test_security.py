@@ -255,21 +255,30 @@ def test_cli_run_creates_an_owner_only_database_under_umask_zero(
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), files
 
 
+@pytest.mark.parametrize("kind", ["mirror", "catalog"])
 def test_verify_uses_the_configured_address_with_its_credentials_and_insecure(
-    tmp_path: Path, docroot: Path
+    tmp_path: Path, docroot: Path, kind: str
 ) -> None:
     """The store keeps mirror roots masked: verify must send the configured
     credentials (the server refuses requests without them), not ``***``, and
-    skip certificate checks only for a source marked insecure."""
-    write_v3_mirror(docroot / "m", nodes("a", 4))
+    skip certificate checks only for a source marked insecure. A catalogue's
+    stacks get theirs from its bucket_urls."""
+    if kind == "mirror":
+        write_v3_mirror(docroot / "m", nodes("a", 4))
+    else:
+        build_catalog_from_specs(docroot, {"develop": {"root": nodes("a", 4)}})
     with FixtureServer(docroot, tls=TLS, auth=("mirror-user", SECRET)) as server:
-        host = server.url.removeprefix("https://")
+        authed = f"https://mirror-user:{SECRET}@{server.url.removeprefix('https://')}"
+        source = (
+            f"{{name: site, kind: mirror, url: '{authed}/m', insecure: true}}"
+            if kind == "mirror"
+            else f"{{name: site, kind: catalog, url: '{authed}/{CATALOG_NAME}',"
+            f" bucket_urls: {{spack-binaries: '{authed}/'}}, insecure: true}}"
+        )
         path = tmp_path / "c.yaml"
         path.write_text(
             f"database: {tmp_path / 'auth.db'}\n"
-            "sources:\n"
-            f"  - {{name: site, kind: mirror, url: 'https://mirror-user:{SECRET}@{host}/m',"
-            " insecure: true}\n"
+            f"sources:\n  - {source}\n"
             "http: {timeout: 5, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
         )
         env = {"SSL_CERT_FILE": "", "SSL_CERT_DIR": ""}  # the certificate does not verify
