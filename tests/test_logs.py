@@ -171,3 +171,16 @@ def test_json_logs_mask_credentials_in_every_field_whoever_logs_them() -> None:
     assert entry["nested"] == {"urls": [masked]}
     assert entry["thing"] == masked
     assert "pa55w0rd" not in done.stderr
+    # Plain lines too, the exception's own text included.
+    plain = script.replace("log_format='json'", "log_format='plain'").replace(
+        "'plain message', extra=", "'failed', exc_info=ValueError(url), extra="
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", plain],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    # (the mask takes the closing parenthesis with the query value: no harm done)
+    assert done.stderr == f"WARNING mirrorsync.test: failed (ValueError: {masked}\n"

@@ -63,8 +63,8 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = f"{record.levelname} {record.name}: {record.getMessage()}"
-        if record.exc_info and record.exc_info[1] is not None:
-            text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        if record.exc_info and record.exc_info[1] is not None:  # a library's words: masked too
+            text += scrub(f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
         text = text.replace("\r", "\\r").replace("\n", "\\n")
         if self.priority_prefix:
             return f"<{_priority(record.levelno)}>{text}"
