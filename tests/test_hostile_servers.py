@@ -14,9 +14,12 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from pathlib import Path
 
 import anyio
@@ -25,7 +28,7 @@ import pytest
 from conftest import REPO, catalog_config_text, run_cli, sync, write_config
 from mirrorsync.config import parse_config
 from mirrorsync.errors import FetchError
-from mirrorsync.fetch import HostDownError, HttpClient, Url
+from mirrorsync.fetch import Fetched, HostDownError, HttpClient, Url
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
@@ -264,3 +267,59 @@ def test_verify_against_a_host_that_went_down_reports_it_once_and_exits_1(
     assert "20 specs in 1 stacks, 1 problems" in summary
     assert "20 not checked" in summary
     assert seconds < 15, seconds
+
+
+def _serve_once(head: bytes, body: bytes) -> int:
+    """A one-request server on loopback answering ``head`` + ``body``; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(head + body)
+
+    threading.Thread(target=answer, daemon=True).start()
+    port: int = listener.getsockname()[1]
+    return port
+
+
+DOC = b'{"spack": "binary cache"}' * 400
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "problem"),
+    [
+        ("gzip", gzip.compress(DOC), None),
+        ("deflate", zlib.compress(DOC), None),
+        ("deflate", zlib.compress(DOC)[2:-4], None),  # raw deflate, as some servers send it
+        ("gzip", b"this is not gzip at all", "body does not decode as its Content-Encoding says"),
+        ("br", b"\x0b\x02\x80hello\x03", "unsupported Content-Encoding 'br'; refused"),
+    ],
+    ids=["gzip", "deflate", "raw-deflate", "bad-gzip", "brotli"],
+)
+def test_compressed_bodies_are_decoded_by_mirrorsync_or_refused_naming_the_url(
+    encoding: str, body: bytes, problem: str | None
+) -> None:
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    url = Url(f"http://127.0.0.1:{_serve_once(head, body)}/doc.json")
+    config = parse_config(
+        "sources: [{name: m, kind: mirror, url: 'http://h/m'}]\n" + http_section()
+    )
+
+    async def main() -> bytes:
+        async with HttpClient(config.http) as client:
+            fetched = await client.get(url)
+            assert isinstance(fetched, Fetched)
+            return fetched.content
+
+    if problem is None:
+        assert anyio.run(main) == DOC
+    else:
+        with pytest.raises(FetchError) as caught:
+            anyio.run(main)
+        assert str(caught.value).startswith(f"{url}: {problem}")

@@ -421,6 +421,7 @@ class _Body:
         self._count = count
         self._digest: Any = None
         self.promised_by = "the manifest"
+        self._raw_deflate = False
         self._decoder = _decoder(url, response.headers.get("content-encoding", ""))
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and self._decoder is None:  # identity: the declared length is it
@@ -462,9 +463,20 @@ class _Body:
             out: bytes = self._decoder.decompress(raw, self._budget())
             return out
         except zlib.error as exc:
+            if self._raw_deflate_fallback():  # "deflate" sent without its zlib header
+                return self._decompress(raw)
             raise FetchError(
                 self.url, f"body does not decode as its Content-Encoding says ({exc})"
             ) from None
+
+    def _raw_deflate_fallback(self) -> bool:
+        """Some servers send raw deflate as ``deflate``; switch, if nothing was decoded yet."""
+        encoding = self._response.headers.get("content-encoding", "").strip().lower()
+        if encoding != "deflate" or self.length or self._raw_deflate:
+            return False
+        self._raw_deflate = True
+        self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+        return True
 
     def _take(self, chunk: bytes) -> bytes:
         budget = self._budget()
