@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +41,7 @@ from mirrorsync.redact import Url, redact_url
 
 USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
+_STEP = 1 << 20  # most bytes decompressed at once
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 
@@ -445,9 +446,12 @@ class _Body:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for raw in self._response.aiter_raw():
-            chunk = raw if self._decoder is None else self._decompress(raw)
-            if chunk:
-                yield self._take(chunk)
+            if self._decoder is None:
+                if raw:
+                    yield self._take(raw)
+                continue
+            for piece in self._decompress(raw):
+                yield self._take(piece)
         if self._decoder is not None:
             rest = self._decoder.flush()
             if not self._decoder.eof:
@@ -455,19 +459,30 @@ class _Body:
             if rest:
                 yield self._take(rest)
 
-    def _decompress(self, raw: bytes) -> bytes:
-        assert self._decoder is not None
-        if self._decoder.eof:  # trailing bytes after the compressed stream: ignored
-            return b""
-        try:
-            out: bytes = self._decoder.decompress(raw, self._budget())
-            return out
-        except zlib.error as exc:
-            if self._raw_deflate_fallback():  # "deflate" sent without its zlib header
-                return self._decompress(raw)
-            raise FetchError(
-                self.url, f"body does not decode as its Content-Encoding says ({exc})"
-            ) from None
+    def _decompress(self, raw: bytes) -> Iterator[bytes]:
+        """``raw`` decoded, at most ``_STEP`` bytes (or the budget) per piece: each
+        piece is taken (and counted against the bounds) before the next is made."""
+        data = raw
+        while data:
+            decoder = self._decoder
+            assert decoder is not None
+            if decoder.eof:  # trailing bytes after the compressed stream: ignored
+                return
+            budget = self._budget()
+            try:
+                out: bytes = decoder.decompress(data, min(budget, _STEP) if budget else _STEP)
+            except zlib.error as exc:
+                if self._raw_deflate_fallback():  # "deflate" sent without its zlib header
+                    continue
+                raise FetchError(
+                    self.url, f"body does not decode as its Content-Encoding says ({exc})"
+                ) from None
+            tail: bytes = decoder.unconsumed_tail
+            if not out and len(tail) >= len(data):  # no progress: cannot happen, never spin
+                return
+            data = tail
+            if out:
+                yield out
 
     def _raw_deflate_fallback(self) -> bool:
         """Some servers send raw deflate as ``deflate``; switch, if nothing was decoded yet."""
