@@ -15,6 +15,7 @@ import gzip
 import json
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -166,6 +167,42 @@ def test_the_run_deadline_ends_what_is_left_and_keeps_what_synced(
     ), line
     statuses = {o.stack: o.status for o in report.stacks}
     assert statuses == {"root": "changed", "e4s": "failed", "ml": "changed"}
+
+
+def test_a_crawl_stops_at_the_run_deadline_and_the_next_run_resumes_it(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """What the crawl did not ask for before the deadline is not recorded as
+    failed: it stays pending, and the next run fetches exactly that."""
+    write_v3_mirror(docroot / "m", nodes("c", 40))
+    server.add_fault("/m/v3/manifests/spec/*", "delay", delay=0.3, times=None)
+    text = (
+        f"database: {tmp_path / 'state.db'}\n"
+        f"sources: [{{name: site, kind: mirror, url: '{server.url}/m'}}]\n"
+        + http_section(extra="  per_host_concurrency: 2\n  run_deadline: 1.5s\n")
+    )
+    config = parse_config(text, str(tmp_path / "c.yaml"))
+    started = time.monotonic()
+    report = sync(config)
+    assert time.monotonic() - started < 4
+    (outcome,) = report.stacks
+    assert outcome.status == "changed" and outcome.manifests is not None
+    assert (outcome.manifests.failure or "").startswith("spec manifest crawl stopped: ")
+    assert "the run reached http.run_deadline (1.5s)" in (outcome.manifests.failure or "")
+    assert report.exit_code == 1
+
+    def recorded() -> dict[str, int]:
+        with sqlite3.connect(tmp_path / "state.db") as conn:
+            rows = conn.execute("SELECT status, count(*) FROM spec_manifests GROUP BY 1")
+            return dict(rows.fetchall())
+
+    first = recorded()
+    assert set(first) == {"ok"} and 0 < first["ok"] < 40, first  # nothing marked failed
+    server.clear_faults()
+    server.reset_log()
+    assert sync(config).exit_code == 0
+    assert recorded() == {"ok": 40}
+    assert server.count("/m/v3/manifests/spec/*") == 40 - first["ok"]  # only the rest
 
 
 def test_a_trickling_manifest_crawl_does_not_starve_other_stacks_on_its_host(

@@ -26,7 +26,7 @@ from mirrorsync.errors import (
     SignatureError,
     UsageError,
 )
-from mirrorsync.fetch import HostDownError, HttpClient, Tally, Throttle, Url
+from mirrorsync.fetch import HostDownError, HttpClient, RunDeadlineError, Tally, Throttle, Url
 from mirrorsync.store import Store
 from mirrorsync.store.manifests import SpecRef, StackTarget, members, stack_targets
 from mirrorsync.sync.manifests import Blob, StackMirror, open_mirror
@@ -41,7 +41,12 @@ class Problem:
     hash: str  # "-" for a problem of the whole stack
     package: str  # name@version, "-" for the whole stack
     what: str
-    down: HostDownError | None = None  # not checked: its host is down (reported once)
+    # Not checked: its host is down, or the run's time is up (each reported once).
+    stop: HostDownError | RunDeadlineError | None = None
+
+    @property
+    def stop_key(self) -> str:
+        return self.stop.host if isinstance(self.stop, HostDownError) else "run_deadline"
 
     def line(self) -> str:
         return f"{self.source}:{self.release}/{self.stack} {self.hash} {self.package}: {self.what}"
@@ -62,8 +67,8 @@ class VerifySummary:
     stacks: int = 0
     specs: int = 0
     problems: int = 0
-    unchecked: int = 0  # specs not checked because their host was down
-    hosts_down: list[str] = field(default_factory=list)
+    unchecked: int = 0  # specs not checked: their host was down, or the run's time up
+    stopped_by: list[str] = field(default_factory=list)  # hosts down, "run_deadline"
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
 
@@ -153,11 +158,11 @@ async def verify(
                 async def consume(problems: list[Problem]) -> None:
                     summary.specs += 1
                     for problem in problems:
-                        if problem.down is not None:
+                        if problem.stop is not None:
                             summary.unchecked += 1
-                            if problem.down.host in summary.hosts_down:
-                                continue  # the host is reported down once
-                            summary.hosts_down.append(problem.down.host)
+                            if problem.stop_key in summary.stopped_by:
+                                continue  # a down host or the deadline is reported once
+                            summary.stopped_by.append(problem.stop_key)
                         summary.problems += 1
                         reporter.problem(problem)
                     reporter.advance(1)
@@ -201,7 +206,7 @@ async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally)
     word = "spec manifest" if item.mirror.layout == "v3" else "spec file"
     try:
         files = await item.mirror.spec_files(ref, tally)
-    except HostDownError as exc:
+    except (HostDownError, RunDeadlineError) as exc:
         return [Problem(target.source, target.release, target.name, "-", "-", str(exc), exc)]
     except NotFoundError as exc:
         note = "" if exc.problem.startswith("HTTP") else f" ({exc.problem})"
@@ -216,7 +221,7 @@ async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally)
     for blob in files.blobs:
         try:
             what = await _check_blob(client, blob, checksums, tally, word)
-        except HostDownError as exc:
+        except (HostDownError, RunDeadlineError) as exc:
             return [Problem(target.source, target.release, target.name, "-", "-", str(exc), exc)]
         if what:
             found.append(problem(what))
@@ -238,7 +243,7 @@ async def _check_blob(
             length = await client.head(blob.url, tally=tally)
     except NotFoundError:
         return f"{blob.role} missing: {blob.url}"
-    except HostDownError:
+    except (HostDownError, RunDeadlineError):
         raise
     except IntegrityError as exc:  # read no further than the promised length
         return f"{blob.role}: {exc}"

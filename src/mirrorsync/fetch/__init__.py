@@ -11,6 +11,7 @@ from mirrorsync.fetch.client import (
     Fetched,
     HttpClient,
     NotModified,
+    RunDeadlineError,
     Tally,
 )
 from mirrorsync.fetch.throttle import Throttle, origin
@@ -24,6 +25,7 @@ __all__ = [
     "HostDownError",
     "HttpClient",
     "NotModified",
+    "RunDeadlineError",
     "Tally",
     "Throttle",
     "Url",

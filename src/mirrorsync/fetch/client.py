@@ -87,6 +87,10 @@ class DeadlineError(FetchError):
     """A request ran past ``http.deadline``, or the run past ``http.run_deadline``."""
 
 
+class RunDeadlineError(DeadlineError):
+    """The run reached ``http.run_deadline``: no request is sent or finished after it."""
+
+
 class HttpClient:
     """One ``httpx.AsyncClient`` behind a global concurrency cap, per-host limits and retries.
 
@@ -289,7 +293,9 @@ class HttpClient:
         breakers = self._throttle.breakers
         breakers.check(host, url)
         run_left = self._run_ends - time.monotonic()
-        with anyio.move_on_after(max(0.0, run_left)):
+        if run_left <= 0:
+            raise self._run_over(url)
+        with anyio.move_on_after(run_left):
             async with self._throttle.slot(host):
                 breakers.check(host, url)  # it may have gone down while this one queued
                 with anyio.move_on_after(self._deadline):
@@ -299,7 +305,10 @@ class HttpClient:
                     f"timed out: no complete answer within http.deadline "
                     f"({self._deadline:g}s); not retried",
                 )
-        raise DeadlineError(
+        raise self._run_over(url)
+
+    def _run_over(self, url: Url) -> RunDeadlineError:
+        return RunDeadlineError(
             url,
             f"not finished: the run reached http.run_deadline "
             f"({self._config.run_deadline_seconds:g}s); trying again next run",

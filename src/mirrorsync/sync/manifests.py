@@ -30,7 +30,14 @@ from mirrorsync.errors import (
     NotFoundError,
     SignatureError,
 )
-from mirrorsync.fetch import Fetched, HttpClient, Tally, Url
+from mirrorsync.fetch import (
+    Fetched,
+    HostDownError,
+    HttpClient,
+    RunDeadlineError,
+    Tally,
+    Url,
+)
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.clearsign import is_clearsigned
 from mirrorsync.formats.manifest import (
@@ -320,10 +327,23 @@ class ManifestCrawler:
                 )
             last_flush = time.monotonic()
 
-        async def work(ref: SpecRef) -> ManifestResult:
-            return await self.fetch(mirror, ref, tally)
+        # Once its host is down or the run's time is up, no request is sent: the
+        # rest of the crawl is not recorded (it stays pending for the next run).
+        stopped: str | None = None
 
-        async def consume(result: ManifestResult) -> None:
+        async def work(ref: SpecRef) -> ManifestResult | None:
+            nonlocal stopped
+            if stopped is not None:
+                return None
+            try:
+                return await self.fetch(mirror, ref, tally)
+            except (HostDownError, RunDeadlineError) as exc:
+                stopped = stopped or str(exc)
+                return None
+
+        async def consume(result: ManifestResult | None) -> None:
+            if result is None:
+                return
             batch.append(result)
             counts.add(result.status, result.problem)
             if self.progress is not None:
@@ -341,6 +361,10 @@ class ManifestCrawler:
         finally:
             with anyio.CancelScope(shield=True):
                 await flush()
+        if stopped is not None:
+            counts.failure = f"spec manifest crawl stopped: {stopped}"
+            log.error("%s: %s", target.label, counts.failure)
+            return counts
         if policy == "all":
             await store_manifests.finish_crawl(self.store, target.id, utcnow())
         _log_counts(target.label, counts)
@@ -356,6 +380,8 @@ class ManifestCrawler:
                     size = await self.client.head(files.tarball.url, tally=tally)
                 except NotFoundError:
                     log.debug("%s: %s is missing", ref.hash, files.tarball.url)
+        except (HostDownError, RunDeadlineError):
+            raise  # not this spec's fault: the crawl stops (see ``crawl``)
         except NotFoundError as exc:
             return ManifestResult(ref.spec_id, MISSING, f"{exc.url} not found")
         except FormatError as exc:
