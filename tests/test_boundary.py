@@ -104,10 +104,12 @@ def test_hostile_stack_fails_alone_with_one_line_every_run(
     assert {stack for _, _, stack in event_counts(db)} == {None, "root", "ml"}
 
 
-def test_crawl_whose_task_group_fails_fails_only_that_stacks_crawl(
+def test_crawl_whose_manifests_are_all_broken_fails_only_that_stacks_crawl(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
-    """The crawl's workers run in a task group: its error arrives as an ExceptionGroup."""
+    """Bodies that do not decode as their Content-Encoding says: once an httpx error
+    out of the crawl's task group (an ExceptionGroup), now each a fetch failure the
+    client names; either way only e4s's crawl fails, after its index committed."""
     build_catalog_from_specs(docroot, {"develop": {s: spec_nodes(s, 3) for s in STACKS}})
     pattern = "/develop/e4s/v3/manifests/spec/*"
     server.add_fault(pattern, "gzipped", status=200, body="not gzip", times=None)
@@ -115,7 +117,7 @@ def test_crawl_whose_task_group_fails_fails_only_that_stacks_crawl(
     report = sync(config)
     assert report.exit_code == 1
     (line,) = report.failures
-    assert line.startswith("test:develop/e4s: spec manifest crawl failed: http://"), line
+    assert line.startswith("test:develop/e4s: spec manifest"), line
     assert "/develop/e4s/v3/manifests/spec/" in line
     crawled = {o.stack: o.manifests.ok if o.manifests else None for o in report.stacks}
     assert crawled == {"root": 3, "e4s": 0, "ml": 3}, crawled

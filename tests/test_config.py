@@ -99,6 +99,23 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ("- just a list", "f.yaml: expected a mapping with at least a 'sources' list"),
         ("sources: [", "f.yaml: invalid YAML at line 1, column 11"),
         ("path: x\nsources: []", "f.yaml: path: unknown key"),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {deadline: soon}",
+            "f.yaml: http.deadline: expected seconds or a duration such as 3d, 12h, 30m, "
+            "got 'soon'",
+        ),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {deadline: .nan}",
+            "f.yaml: http.deadline: expected seconds or a duration",
+        ),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {run_deadline: .inf}",
+            "f.yaml: http.run_deadline: expected seconds or a duration",
+        ),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {run_deadline: 0}",
+            "f.yaml: http.run_deadline: expected seconds or a duration",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_naming_key(text: str, message: str) -> None:
@@ -124,3 +141,12 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_deadlines_take_the_same_durations_as_max_age() -> None:
+    base = "sources: [{name: a, kind: catalog}]\n"
+    defaults = parse_config(base).http
+    assert (defaults.deadline_seconds, defaults.run_deadline_seconds) == (15 * 60, 5 * 3600)
+    given = parse_config(base + "http: {deadline: 90s, run_deadline: 2h}").http
+    assert (given.deadline_seconds, given.run_deadline_seconds) == (90, 7200)
+    assert parse_config(base + "http: {deadline: 2.5}").http.deadline_seconds == 2.5

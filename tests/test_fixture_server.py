@@ -300,3 +300,40 @@ def test_module_builds_a_seed_and_serves_it_until_sigterm(tmp_path: Path) -> Non
         assert [e["status"] for e in log] == [200, 500]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_excess_sends_more_than_the_file_with_no_length_to_stop_at(
+    srv: FixtureServer, client: httpx.Client
+) -> None:
+    srv.add_fault("/m/blobs/blob", "excess", after_bytes=12345)
+    response = client.get("/m/blobs/blob")
+    assert response.status_code == 200
+    assert "content-length" not in response.headers
+    assert response.content == BLOB + bytes(12345)
+    assert srv.requests[-1].bytes_sent == len(BLOB) + 12345
+    assert client.get("/m/blobs/blob").content == BLOB  # once only
+
+
+def test_trickle_sends_headers_and_body_a_byte_at_a_time(srv: FixtureServer) -> None:
+    srv.add_fault("/m/index.json", "trickle", delay=0.01)
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+    try:
+        started = time.monotonic()
+        conn.request("GET", "/m/index.json")
+        response = conn.getresponse()  # the status line and headers, byte by byte
+        headers_after = time.monotonic() - started
+        body = response.read()
+    finally:
+        conn.close()
+    assert (response.status, body) == (200, b'{"a": 1}')
+    assert headers_after > 0.01 * 100  # well over 100 header bytes, 10 ms each
+
+
+def test_auth_answers_401_without_the_credentials(www: Path) -> None:
+    with FixtureServer(www, auth=("u", "p")) as server, httpx.Client(base_url=server.url) as c:
+        refused = c.get("/m/index.json")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic ")
+        assert c.get("/m/index.json", auth=("u", "wrong")).status_code == 401
+        assert c.get("/m/index.json", auth=("u", "p")).content == b'{"a": 1}'
+        assert c.get("/_fixture/requests").status_code == 200  # the control API is open

@@ -16,6 +16,7 @@ from mirrorsync.fetch import Fetched, HttpClient, origin
 from mirrorsync.fixture.build import CATALOG_NAME, build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.redact import Url
 
 TIMEOUT = 1.0
 
@@ -96,7 +97,7 @@ def test_requests_queued_for_a_dead_host_leave_slots_for_others(tmp_path: Path) 
                 async def doomed() -> None:
                     nonlocal failures
                     try:
-                        await client.get(f"{dead.url}/f.json")
+                        await client.get(Url(f"{dead.url}/f.json"))
                     except FetchError:
                         failures += 1
 
@@ -105,7 +106,7 @@ def test_requests_queued_for_a_dead_host_leave_slots_for_others(tmp_path: Path) 
                         tg.start_soon(doomed)
                     await anyio.sleep(0.2)  # they hold or queue for every slot they may
                     started = time.monotonic()
-                    fetched = await client.get(f"{good.url}/f.json")
+                    fetched = await client.get(Url(f"{good.url}/f.json"))
                     seconds = time.monotonic() - started
                     assert isinstance(fetched, Fetched) and fetched.content == b"{}"
             return seconds, failures

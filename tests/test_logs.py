@@ -142,3 +142,45 @@ def test_errors_are_json_in_json_mode(tmp_path: Path) -> None:
     (entry,) = json_lines(done.stderr)
     assert entry["level"] == "error"
     assert entry["message"] == f"mirrorsync: error: {bad}: http.timeout: expected float, got str"
+
+
+def test_json_logs_mask_credentials_in_every_field_whoever_logs_them() -> None:
+    """A field holding a raw URL (a caller forgetting to pass the display form,
+    a library's error) is masked like the message: in strings, nested lists
+    and mappings, and values rendered with str()."""
+    script = (
+        "import logging\n"
+        "from mirrorsync.logs import fields, setup_logging\n"
+        "setup_logging(log_format='json')\n"
+        "url = 'https://user:pa55w0rd@h.example/x?X-Amz-Signature=pa55w0rd'\n"
+        "class Thing:\n"
+        "    def __str__(self): return url\n"
+        "logging.getLogger('mirrorsync.test').warning(\n"
+        "    'plain message', extra=fields(url=url, nested={'urls': [url]}, thing=Thing()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    (entry,) = json_lines(done.stderr)
+    masked = "https://***@h.example/x?X-Amz-Signature=***"
+    assert entry["url"] == masked
+    assert entry["nested"] == {"urls": [masked]}
+    assert entry["thing"] == masked
+    assert "pa55w0rd" not in done.stderr
+    # Plain lines too, the exception's own text included.
+    plain = script.replace("log_format='json'", "log_format='plain'").replace(
+        "'plain message', extra=", "'failed', exc_info=ValueError(url), extra="
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", plain],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    # (the mask takes the closing parenthesis with the query value: no harm done)
+    assert done.stderr == f"WARNING mirrorsync.test: failed (ValueError: {masked}\n"

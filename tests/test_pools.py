@@ -13,6 +13,7 @@ from mirrorsync.errors import NotFoundError
 from mirrorsync.fetch import HttpClient
 from mirrorsync.fetch.pools import PoolShards
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.redact import Url
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_concurrent_requests_use_at_most_the_configured_connections(
     async def main() -> None:
         async with HttpClient(config(6)) as client, anyio.create_task_group() as tg:
             for i in range(120):
-                tg.start_soon(client.get, f"{server.url}/doc{i}.json")
+                tg.start_soon(client.get, Url(f"{server.url}/doc{i}.json"))
 
     with server:
         anyio.run(main)
@@ -57,11 +58,11 @@ def test_one_request_at_a_time_keeps_to_one_connection(server: FixtureServer) ->
     async def main() -> None:
         async with HttpClient(config(8)) as client:
             for i in range(10):
-                await client.get(f"{server.url}/doc{i}.json")
-                await client.head(f"{server.url}/doc{i}.json")
+                await client.get(Url(f"{server.url}/doc{i}.json"))
+                await client.head(Url(f"{server.url}/doc{i}.json"))
                 with pytest.raises(NotFoundError):
-                    await client.get(f"{server.url}/missing{i}.json")
-                await client.measure(f"{server.url}/doc{i}.json")
+                    await client.get(Url(f"{server.url}/missing{i}.json"))
+                await client.measure(Url(f"{server.url}/doc{i}.json"))
 
     with server:
         anyio.run(main)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sqlite3
 import stat
@@ -11,9 +12,10 @@ import sys
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
-from conftest import REPO, run_cli, sync
+from conftest import REPO, json_lines, run_cli, sync
 from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import CATALOG_NAME, build_catalog_from_specs, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
@@ -185,6 +187,7 @@ def test_credentials_in_urls_never_reach_output_logs_or_the_database(
     server.add_fault("/develop/ml/blobs/*", "reset", after_bytes=5, times=None)
     outputs = [run_cli("-vv", "-c", str(path), "once", cwd=tmp_path)]
     outputs.append(run_cli("-c", str(path), "once", "--json", cwd=tmp_path))
+    outputs.append(run_cli("-vv", "--log-format", "json", "-c", str(path), "once", cwd=tmp_path))
     for command in (["status"], ["status", "--json"], ["events", "--json"]):
         outputs.append(run_cli("-c", str(path), *command, cwd=tmp_path))
     outputs.append(run_cli("-c", str(path), "once", "--dry-run", "--json", cwd=tmp_path))
@@ -199,6 +202,9 @@ def test_credentials_in_urls_never_reach_output_logs_or_the_database(
     for done in outputs:
         assert SECRET not in done.stdout and SECRET not in done.stderr
         assert "mirror-user" not in done.stdout + done.stderr
+    # Every field of a JSON line is masked, not only its message.
+    retry = next(e for e in json_lines(outputs[2].stderr) if e.get("event") == "retry")
+    assert retry["url"].startswith("http://***@") and retry["url"].endswith("/index.manifest.json")
     with sqlite3.connect(tmp_path / "secret.db") as conn:
         (stored,) = conn.execute("SELECT url FROM sources").fetchone()
         roots = {r[0] for r in conn.execute("SELECT mirror_root FROM stacks")}
@@ -247,3 +253,101 @@ def test_cli_run_creates_an_owner_only_database_under_umask_zero(
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     files = list((tmp_path / "state").iterdir())
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), files
+
+
+@pytest.mark.parametrize("kind", ["mirror", "catalog"])
+def test_verify_uses_the_configured_address_with_its_credentials_and_insecure(
+    tmp_path: Path, docroot: Path, kind: str
+) -> None:
+    """The store keeps mirror roots masked: verify must send the configured
+    credentials (the server refuses requests without them), not ``***``, and
+    skip certificate checks only for a source marked insecure. A catalogue's
+    stacks get theirs from its bucket_urls."""
+    if kind == "mirror":
+        write_v3_mirror(docroot / "m", nodes("a", 4))
+    else:
+        build_catalog_from_specs(docroot, {"develop": {"root": nodes("a", 4)}})
+    with FixtureServer(docroot, tls=TLS, auth=("mirror-user", SECRET)) as server:
+        authed = f"https://mirror-user:{SECRET}@{server.url.removeprefix('https://')}"
+        source = (
+            f"{{name: site, kind: mirror, url: '{authed}/m', insecure: true}}"
+            if kind == "mirror"
+            else f"{{name: site, kind: catalog, url: '{authed}/{CATALOG_NAME}',"
+            f" bucket_urls: {{spack-binaries: '{authed}/'}}, insecure: true}}"
+        )
+        path = tmp_path / "c.yaml"
+        path.write_text(
+            f"database: {tmp_path / 'auth.db'}\n"
+            f"sources:\n  - {source}\n"
+            "http: {timeout: 5, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+        )
+        env = {"SSL_CERT_FILE": "", "SSL_CERT_DIR": ""}  # the certificate does not verify
+        synced = run_cli("-c", str(path), "once", cwd=tmp_path, env=env)
+        assert synced.returncode == 0, synced.stderr
+        server.reset_log()
+        checked = run_cli("-c", str(path), "verify", cwd=tmp_path, env=env)
+        statuses = {r.status for r in server.requests}
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout == ""
+    assert "verify: 4 specs in 1 stacks, 0 problems" in checked.stderr
+    assert statuses == {200}  # 4 manifests and 8 blobs, none refused with 401
+    assert len(server.requests) == 4 + 2 * 4
+    for done in (synced, checked):
+        assert SECRET not in done.stdout + done.stderr
+
+
+def test_the_fixture_server_refuses_requests_without_its_credentials(docroot: Path) -> None:
+    write_v3_mirror(docroot / "m", nodes("b", 1))
+    with FixtureServer(docroot, auth=("u", "p")) as server:
+
+        async def main() -> tuple[int, int]:
+            async with httpx.AsyncClient() as client:
+                url = f"{server.url}/m/v3/layout.json"
+                bare = await client.get(url)
+                authed = await client.get(url, auth=("u", "p"))
+                return bare.status_code, authed.status_code
+
+        assert anyio.run(main) == (401, 200)
+
+
+HOOK_SECRET = "h00k-T0ken-9"
+
+
+def test_webhook_url_credentials_and_tokens_are_never_stored_or_printed(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """Userinfo and query values whose names look like secrets (token, key,
+    pass, secret, sig, auth, cred, session) are masked in the database, the
+    listing and its JSON; the delivery itself uses the real URL."""
+    from receiver import Receiver, new_secret
+
+    write_v3_mirror(docroot / "m", nodes("w", 2))
+    secret = new_secret()
+    with Receiver(secret) as receiver:
+        base = receiver.url.removeprefix("http://")
+        hook_url = f"http://hook-user:{HOOK_SECRET}@{base}?token={HOOK_SECRET}&team=infra"
+        path = tmp_path / "c.yaml"
+        path.write_text(
+            f"database: {tmp_path / 'hook.db'}\n"
+            f"sources: [{{name: site, kind: mirror, url: '{server.url}/m'}}]\n"
+            f"webhooks:\n  - {{name: chat, url: '{hook_url}', secret_env: HOOK_KEY}}\n"
+        )
+        env = {"HOOK_KEY": secret}
+        outputs = [run_cli("-vv", "-c", str(path), "once", cwd=tmp_path, env=env)]
+        assert outputs[0].returncode == 0, outputs[0].stderr
+        delivered = receiver.acknowledged_ids()
+        for command in (["webhooks", "list"], ["webhooks", "list", "--json"], ["status"]):
+            outputs.append(run_cli("-c", str(path), *command, cwd=tmp_path, env=env))
+    assert len(delivered) == 3  # stack.added and two spec.added, over the real URL
+    display = f"http://***@{base}?token=***&team=infra"
+    listed = json.loads(outputs[2].stdout)
+    assert [hook["url"] for hook in listed] == [display]
+    assert "http://***@" in outputs[1].stdout, outputs[1].stdout
+    for done in outputs:
+        assert HOOK_SECRET not in done.stdout + done.stderr
+        assert "hook-user" not in done.stdout + done.stderr
+    with sqlite3.connect(tmp_path / "hook.db") as conn:
+        (stored,) = conn.execute("SELECT url FROM webhooks").fetchone()
+    assert stored == display
+    for file in tmp_path.glob("hook.db*"):
+        assert HOOK_SECRET.encode() not in file.read_bytes(), file

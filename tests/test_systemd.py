@@ -102,6 +102,22 @@ def test_units_say_what_the_issue_asks() -> None:
     assert timer["RandomizedDelaySec"] and timer["WantedBy"] == ["timers.target"]
 
 
+def test_the_unit_gives_a_run_more_time_than_its_run_deadline() -> None:
+    """systemd's TimeoutStartSec kills the run (SIGTERM); http.run_deadline
+    makes it end by itself first, with time left to commit and report."""
+    from mirrorsync.config import HttpConfig
+
+    (timeout,) = unit_settings(UNITS / "mirrorsync.service")["TimeoutStartSec"]
+    done = subprocess.run(
+        [analyze(), "timespan", timeout], capture_output=True, text=True, timeout=60
+    )
+    micros = re.search(r"μs: (\d+)", done.stdout)
+    assert micros is not None, done.stdout + done.stderr
+    seconds = int(micros[1]) / 1e6
+    run_deadline = HttpConfig().run_deadline_seconds
+    assert run_deadline + 15 * 60 <= seconds <= run_deadline + 60 * 60, (timeout, run_deadline)
+
+
 def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
     service, timer = unit_copies(tmp_path)
     done = verify(service, timer)

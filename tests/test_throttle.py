@@ -11,6 +11,7 @@ import pytest
 from mirrorsync.config import HttpConfig
 from mirrorsync.fetch import HttpClient
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.redact import Url
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def fetch_all(server: FixtureServer, config: HttpConfig, n: int) -> float:
     async def main() -> None:
         async with HttpClient(config) as client, anyio.create_task_group() as tg:
             for i in range(n):
-                tg.start_soon(client.get, f"{server.url}/doc{i}.json")
+                tg.start_soon(client.get, Url(f"{server.url}/doc{i}.json"))
 
     with server:
         started = time.monotonic()

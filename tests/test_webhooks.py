@@ -613,3 +613,53 @@ def test_secret_file_expands_the_systemd_credentials_directory(
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(ConfigError, match=r"webhooks\[0\]\.secret_file: cannot read"):
         load_secret(config, config.webhooks[0])
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_webhook_timeout(
+    tmp_path: Path, secret: str
+) -> None:
+    """``timeout`` bounds the whole request: an answer sent one byte every
+    0.2 s never trips a read timeout, yet the ping ends after ``timeout``."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                    conn.sendall(bytes([byte]))
+                    time.sleep(0.2)
+            except OSError:  # mirrorsync hung up: what it should do
+                pass
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"database: {tmp_path / 'w.db'}\n"
+        "sources: [{name: site, kind: mirror, url: 'http://127.0.0.1:9/m'}]\n"
+        "webhooks:\n"
+        f"  - {{name: chat, url: 'http://127.0.0.1:{port}/hook', secret_env: HOOK_SECRET,"
+        " timeout: 1}\n"
+    )
+    started = time.monotonic()
+    done = run_cli(
+        "-c",
+        str(path),
+        "webhooks",
+        "test",
+        "--name",
+        "chat",
+        cwd=tmp_path,
+        env={"HOOK_SECRET": secret},
+    )
+    seconds = time.monotonic() - started
+    listener.close()
+    assert done.returncode == 1, done.stderr
+    assert f"mirrorsync: failed: webhook chat: http://127.0.0.1:{port}: timed out" in done.stderr
+    assert seconds < 6, seconds  # the answer alone would take 7.6 s

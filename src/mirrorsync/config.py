@@ -8,7 +8,6 @@ wrong types are errors that name the file, the key and what was expected.
 from __future__ import annotations
 
 import fnmatch
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -49,6 +48,22 @@ class HttpConfig(_Strict):
     # Requests in flight to one host (scheme, name and port); default half of
     # ``concurrency``, so one dead host never holds every slot.
     per_host_concurrency: PositiveInt | None = None
+    # Longest one request may take from getting its slot to its last byte, however
+    # steadily the bytes trickle in (``timeout`` bounds each read only).
+    deadline: float | str = "15m"
+    # No request runs later than this after the run began: what is left fails
+    # and the run ends (systemd/mirrorsync.service's TimeoutStartSec is longer).
+    run_deadline: float | str = "5h"
+
+    @property
+    def deadline_seconds(self) -> float:
+        """``deadline`` in seconds (validated by ``parse_config``)."""
+        return _duration(self.deadline)
+
+    @property
+    def run_deadline_seconds(self) -> float:
+        """``run_deadline`` in seconds (validated by ``parse_config``)."""
+        return _duration(self.run_deadline)
 
     @property
     def host_concurrency(self) -> int:
@@ -378,6 +393,8 @@ def _check(config: Config) -> None:
             raise ConfigError(path, f"limits.{kind}", str(exc)) from None
     if not config.sources:
         raise ConfigError(path, "sources", "expected at least one source")
+    for name in ("deadline", "run_deadline"):
+        _check_duration(path, f"http.{name}", getattr(config.http, name))
     textfile = config.metrics.textfile
     if textfile is not None and not textfile.endswith(".prom"):
         raise ConfigError(
@@ -439,17 +456,18 @@ def _check_webhooks(config: Config) -> None:
                         "write [!...] to negate a set, not [^...]",
                     )
         for field in ("max_age", "keep_delivered", "keep_dead"):
-            value = getattr(hook, field)
-            try:
-                age = _duration(value)
-            except ValueError:
-                age = 0.0
-            if not (age > 0 and math.isfinite(age)):
-                raise ConfigError(
-                    path,
-                    f"{key}.{field}",
-                    f"expected seconds or a duration such as 3d, 12h, 30m, got {value!r}",
-                )
+            _check_duration(path, f"{key}.{field}", getattr(hook, field))
+
+
+def _check_duration(path: str, key: str, value: float | str) -> None:
+    try:
+        seconds = _duration(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):  # NaN fails this too
+        raise ConfigError(
+            path, key, f"expected seconds or a duration such as 3d, 12h, 30m, got {value!r}"
+        )
 
 
 def _check_inline_secret(path: str, key: str, secret: str) -> None:

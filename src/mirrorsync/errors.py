@@ -8,7 +8,7 @@ of any URL in them masked, whatever a library put into them.
 
 from __future__ import annotations
 
-from mirrorsync.redact import one_line, redact_url, scrub
+from mirrorsync.redact import Url, one_line, redact_url, scrub
 
 # Documented exit statuses (README, "Exit codes").
 EXIT_OK = 0
@@ -54,17 +54,17 @@ class UsageError(MirrorsyncError):
 class FormatError(MirrorsyncError):
     """A remote document does not have the shape its format requires."""
 
-    def __init__(self, what: str, problem: str, url: str | None = None) -> None:
+    def __init__(self, what: str, problem: str, url: Url | str | None = None) -> None:
         self.what = what
         self.problem = problem
-        self.url = redact_url(url) if url else url
+        self.url = redact_url(str(url)) if url else None
         super().__init__(self._render())
 
     def _render(self) -> str:
         where = f" at {self.url}" if self.url else ""
         return f"malformed {self.what}{where}: {self.problem}"
 
-    def at(self, url: str) -> FormatError:
+    def at(self, url: Url | str) -> FormatError:
         """Return the same error, naming the URL the document came from."""
         return type(self)(self.what, self.problem, url)
 
@@ -80,9 +80,9 @@ class UnsupportedFormatError(FormatError):
 class FetchError(MirrorsyncError):
     """A request failed for good (after any retries)."""
 
-    def __init__(self, url: str, problem: str, status: int | None = None) -> None:
+    def __init__(self, url: Url | str, problem: str, status: int | None = None) -> None:
         super().__init__(f"{url}: {problem}")
-        self.url = redact_url(url)
+        self.url = redact_url(str(url))
         self.problem = problem
         self.status = status
 
@@ -94,9 +94,9 @@ class NotFoundError(FetchError):
 class IntegrityError(MirrorsyncError):
     """Downloaded bytes do not match the length or checksum they were promised."""
 
-    def __init__(self, url: str, problem: str) -> None:
+    def __init__(self, url: Url | str, problem: str) -> None:
         super().__init__(f"{url}: {problem}")
-        self.url = redact_url(url)
+        self.url = redact_url(str(url))
         self.problem = problem
 
 
@@ -145,7 +145,7 @@ class MetricsError(MirrorsyncError):
 class SignatureError(MirrorsyncError):
     """A clear-signed document does not carry a good signature by a key the mirror publishes."""
 
-    def __init__(self, url: str, problem: str) -> None:
+    def __init__(self, url: Url | str, problem: str) -> None:
         super().__init__(f"{url}: {problem}")
-        self.url = url
+        self.url = redact_url(str(url))
         self.problem = problem

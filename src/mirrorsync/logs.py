@@ -21,7 +21,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from mirrorsync.redact import ScrubFilter
+from mirrorsync.redact import ScrubFilter, scrub
 
 LogFormat = Literal["plain", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("plain", "json")
@@ -63,8 +63,8 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = f"{record.levelname} {record.name}: {record.getMessage()}"
-        if record.exc_info and record.exc_info[1] is not None:
-            text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        if record.exc_info and record.exc_info[1] is not None:  # a library's words: masked too
+            text += scrub(f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
         text = text.replace("\r", "\\r").replace("\n", "\\n")
         if self.priority_prefix:
             return f"<{_priority(record.levelno)}>{text}"
@@ -85,7 +85,19 @@ class JsonFormatter(logging.Formatter):
             entry["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
         for key, value in _record_fields(record).items():
             entry.setdefault(key, value)
-        return json.dumps(entry, separators=(",", ":"), default=str)
+        # Every field, not only the message: a URL in ``url`` or ``error`` is masked too.
+        return json.dumps(_scrubbed(entry), separators=(",", ":"), default=lambda v: scrub(str(v)))
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with the credentials of every URL in every string in it masked."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {str(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value
 
 
 class StderrHandler(logging.Handler):

@@ -4,12 +4,18 @@ Credentials reach mirrorsync inside URLs (``https://user:token@host/...``, or
 signed query strings such as ``?X-Amz-Signature=...``). They are needed on the
 wire and nowhere else, so every URL or message that is shown or stored passes
 through :func:`redact_url` or :func:`scrub` first.
+
+Addresses travel as :class:`Url`, which holds both forms: the fetch layer sends
+``address``; everything else (messages, logs, the database, JSON) gets the
+display form, which is also what ``str()`` and f-strings give.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 MASK = "***"
 
@@ -34,6 +40,40 @@ def scrub(text: str) -> str:
 def redact_url(url: str) -> str:
     """A URL fit to show or store: userinfo and secret-looking query values masked."""
     return scrub(url)
+
+
+@dataclass(frozen=True, slots=True)
+class Url:
+    """A URL to send requests to (``address``) and its ``display`` form, credentials masked.
+
+    ``str(url)``, f-strings and ``repr`` give the display form, so a Url that
+    lands in a message, a log line, a database row or JSON never shows its
+    secrets; only the HTTP client reads ``address``. Derive new URLs with
+    :meth:`join` or :meth:`map`, which work on the address and mask again.
+    """
+
+    address: str
+    display: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "display", redact_url(self.address))
+
+    def __str__(self) -> str:
+        return self.display
+
+    def __repr__(self) -> str:
+        return f"Url({self.display!r})"
+
+    def join(self, path: str) -> Url:
+        """``<this>/<path>``, one slash between them."""
+        return Url(f"{self.address.rstrip('/')}/{path.lstrip('/')}")
+
+    def map(self, derive: Callable[[str], str]) -> Url:
+        """The URL ``derive`` makes of this address (e.g. a blob address from a mirror root)."""
+        return Url(derive(self.address))
+
+    def rstrip(self, chars: str = "/") -> Url:
+        return Url(self.address.rstrip(chars))
 
 
 def one_line(text: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mirrorsync.config import Config, PagesSource
+from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource
 from mirrorsync.errors import (
     FetchError,
     FormatError,
@@ -26,7 +26,7 @@ from mirrorsync.errors import (
     SignatureError,
     UsageError,
 )
-from mirrorsync.fetch import HttpClient, Tally
+from mirrorsync.fetch import HostDownError, HttpClient, RunDeadlineError, Tally, Throttle, Url
 from mirrorsync.store import Store
 from mirrorsync.store.manifests import SpecRef, StackTarget, members, stack_targets
 from mirrorsync.sync.manifests import Blob, StackMirror, open_mirror
@@ -42,6 +42,12 @@ class Problem:
     hash: str  # "-" for a problem of the whole stack
     package: str  # name@version, "-" for the whole stack
     what: str
+    # Not checked: its host is down, or the run's time is up (each reported once).
+    stop: HostDownError | RunDeadlineError | None = None
+
+    @property
+    def stop_key(self) -> str:
+        return self.stop.host if isinstance(self.stop, HostDownError) else "run_deadline"
 
     def line(self) -> str:
         return f"{self.source}:{self.release}/{self.stack} {self.hash} {self.package}: {self.what}"
@@ -62,6 +68,8 @@ class VerifySummary:
     stacks: int = 0
     specs: int = 0
     problems: int = 0
+    unchecked: int = 0  # specs not checked: their host was down, or the run's time up
+    stopped_by: list[str] = field(default_factory=list)  # hosts down, "run_deadline"
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
 
@@ -70,6 +78,7 @@ class VerifySummary:
 class _Item:
     target: StackTarget
     mirror: StackMirror
+    client: HttpClient
     ref: SpecRef
 
 
@@ -99,18 +108,42 @@ async def verify(
             raise UsageError(f"no synced stack matches {wanted or 'anything'} in {store.path}")
         summary.stacks = len(targets)
         reporter.start(sum(t.spec_count for t in targets))
+        http = config.http
+        # One client per TLS setting of the sources, sharing limits and the hosts found down.
+        throttle = Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
         with tempfile.TemporaryDirectory(prefix="mirrorsync-verify-") as tmp:
-            async with HttpClient(config.http) as client:
+            async with (
+                HttpClient(http, throttle=throttle) as strict,
+                HttpClient(http, verify=False, throttle=throttle) as lax,
+            ):
 
                 async def items() -> AsyncIterator[_Item]:
                     for target in targets:
                         wanted = by_name.get(target.source)
+                        client = lax if wanted is not None and wanted.insecure else strict
                         signatures = wanted.verify_signatures if wanted else False
                         trusted = wanted.trusted_keys if wanted else None
+
+                        def stack_problem(what: str, target: StackTarget = target) -> Problem:
+                            return Problem(
+                                target.source, target.release, target.name, "-", "-", what
+                            )
+
+                        root = mirror_address(target.mirror_root, wanted)
+                        if root is None:
+                            summary.problems += 1
+                            reporter.problem(
+                                stack_problem(
+                                    f"not checked: its mirror root {target.mirror_root} has "
+                                    "credentials the configuration no longer gives"
+                                )
+                            )
+                            continue
                         try:
                             mirror = await open_mirror(
                                 client,
                                 target,
+                                root,
                                 verify_signatures=signatures,
                                 gnupg_home=Path(tmp) / f"gnupg-{target.id}",
                                 tally=summary.tally,
@@ -118,33 +151,52 @@ async def verify(
                             )
                         except (SignatureError, FetchError, FormatError, IntegrityError) as exc:
                             summary.problems += 1
-                            reporter.problem(
-                                Problem(
-                                    target.source,
-                                    target.release,
-                                    target.name,
-                                    "-",
-                                    "-",
-                                    f"cannot check signatures: {exc}",
-                                )
-                            )
-                            mirror = StackMirror(client, target.mirror_root, target.layout)
+                            reporter.problem(stack_problem(f"cannot check signatures: {exc}"))
+                            mirror = StackMirror(client, root, target.layout)
                         async for ref in members(store, target.id):
-                            yield _Item(target, mirror, ref)
+                            yield _Item(target, mirror, client, ref)
 
                 async def work(item: _Item) -> list[Problem]:
-                    return await _check(client, item, checksums, summary.tally)
+                    return await _check(item.client, item, checksums, summary.tally)
 
                 async def consume(problems: list[Problem]) -> None:
                     summary.specs += 1
-                    summary.problems += len(problems)
                     for problem in problems:
+                        if problem.stop is not None:
+                            summary.unchecked += 1
+                            if problem.stop_key in summary.stopped_by:
+                                continue  # a down host or the deadline is reported once
+                            summary.stopped_by.append(problem.stop_key)
+                        summary.problems += 1
                         reporter.problem(problem)
                     reporter.advance(1)
 
                 await run_pool(items(), work, consume, workers=config.http.concurrency)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def mirror_address(display_root: str, source: CatalogSource | MirrorSource | None) -> Url | None:
+    """The address of a stack's mirror root, from the configuration.
+
+    The store keeps only display forms (credentials masked): the address is the
+    configured URL (a mirror's ``url``, a catalogue's bucket bases or its own
+    origin) whose display form the stored root starts with, with the rest of
+    the stored path appended. None if the stored root has masked credentials
+    that no configured URL supplies.
+    """
+    candidates: list[Url] = []
+    if isinstance(source, MirrorSource):
+        candidates.append(Url(source.url))
+    elif isinstance(source, CatalogSource):
+        candidates += [Url(base) for base in source.buckets().values()]
+        candidates.append(Url(source.url).map(lambda url: "/".join(url.split("/", 3)[:3])))
+    for base in sorted(candidates, key=lambda c: len(c.display), reverse=True):
+        prefix = base.display.rstrip("/")
+        if display_root == prefix or display_root.startswith(prefix + "/"):
+            return Url(base.rstrip("/").address + display_root[len(prefix) :])
+    root = Url(display_root)
+    return root if root.display == root.address else None
 
 
 async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally) -> list[Problem]:
@@ -158,6 +210,8 @@ async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally)
     word = "spec manifest" if item.mirror.layout == "v3" else "spec file"
     try:
         files = await item.mirror.spec_files(ref, tally)
+    except (HostDownError, RunDeadlineError) as exc:
+        return [Problem(target.source, target.release, target.name, "-", "-", str(exc), exc)]
     except NotFoundError as exc:
         note = "" if exc.problem.startswith("HTTP") else f" ({exc.problem})"
         return [problem(f"{word} missing: {exc.url}{note}")]
@@ -169,7 +223,10 @@ async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally)
         return [problem(f"{word} could not be fetched: {exc}")]
     found = []
     for blob in files.blobs:
-        what = await _check_blob(client, blob, checksums, tally, word)
+        try:
+            what = await _check_blob(client, blob, checksums, tally, word)
+        except (HostDownError, RunDeadlineError) as exc:
+            return [Problem(target.source, target.release, target.name, "-", "-", str(exc), exc)]
         if what:
             found.append(problem(what))
     return found
@@ -183,11 +240,17 @@ async def _check_blob(
     digest: str | None = None
     try:
         if checksums:
-            length, digest = await client.measure(blob.url, algorithm=blob.algorithm, tally=tally)
+            length, digest = await client.measure(
+                blob.url, algorithm=blob.algorithm, expected_length=blob.length, tally=tally
+            )
         else:
             length = await client.head(blob.url, tally=tally)
     except NotFoundError:
         return f"{blob.role} missing: {blob.url}"
+    except (HostDownError, RunDeadlineError):
+        raise
+    except IntegrityError as exc:  # read no further than the promised length
+        return f"{blob.role}: {exc}"
     except FetchError as exc:
         return f"{blob.role} could not be checked: {exc}"
     if blob.length is not None and length is not None and length != blob.length:

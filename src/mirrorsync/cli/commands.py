@@ -419,7 +419,9 @@ async def verify(args: argparse.Namespace) -> int:
         )
     print(
         f"mirrorsync: verify: {summary.specs} specs in {summary.stacks} stacks, "
-        f"{summary.problems} problems, {summary.tally.requests} requests, "
+        f"{summary.problems} problems, "
+        + (f"{summary.unchecked} not checked, " if summary.unchecked else "")
+        + f"{summary.tally.requests} requests, "
         f"{summary.tally.bytes} bytes, {summary.seconds:.1f}s",
         file=sys.stderr,
     )

@@ -11,6 +11,7 @@ from mirrorsync.delivery.outbox import Outbox, WebhookResult
 from mirrorsync.delivery.sender import Answer, Sender, origin
 from mirrorsync.delivery.signing import load_secret
 from mirrorsync.errors import UsageError
+from mirrorsync.redact import Url, redact_url
 from mirrorsync.store import Store, utcnow, webhooks
 
 
@@ -19,7 +20,7 @@ class Listing:
     """One webhook as configured and as the store knows it."""
 
     name: str
-    url: str
+    url: str  # display form: credentials and secret-looking query values masked
     state: str  # enabled | disabled | not registered yet | not in config
     pending_events: int = 0
     pending_deliveries: int = 0
@@ -64,10 +65,10 @@ async def list_webhooks(config: Config) -> list[Listing]:
     for hook in config.webhooks:
         summary = known.pop(hook.name, None)
         if summary is None:
-            listings.append(Listing(hook.name, hook.url, "not registered yet"))
+            listings.append(Listing(hook.name, Url(hook.url).display, "not registered yet"))
         else:
-            listings.append(_listing(summary, hook.url))
-    listings += [_listing(s, s.url) for s in known.values()]
+            listings.append(_listing(summary, Url(hook.url).display))
+    listings += [_listing(s, redact_url(s.url)) for s in known.values()]  # stored masked
     return listings
 
 

@@ -22,6 +22,7 @@ from mirrorsync.config import Config, WebhookConfig
 from mirrorsync.delivery import payload, schedule
 from mirrorsync.delivery.sender import Sender, origin
 from mirrorsync.delivery.signing import load_secret
+from mirrorsync.redact import Url
 from mirrorsync.store import Store, queries, utcnow, webhooks
 
 log = logging.getLogger("mirrorsync.delivery")
@@ -86,7 +87,7 @@ def merge_results(
 def registration(hook: WebhookConfig) -> webhooks.Registration:
     return webhooks.Registration(
         name=hook.name,
-        url=hook.url,
+        url=Url(hook.url),
         types=hook.events,
         releases=hook.filter.releases,
         stacks=hook.filter.stacks,

@@ -79,18 +79,22 @@ class Sender:
             nonlocal requests
             requests += 1
             signed = headers(key, message_id, int(time.time()), body)
-            async with self._client.stream(
-                "POST", hook.url, content=body, headers=signed, timeout=hook.timeout
-            ) as response:
-                status = response.status_code
-                if is_retryable_status(status):
-                    raise RetryableStatus(
-                        hook.url,
-                        status,
-                        response.reason_phrase,
-                        parse_retry_after(response.headers.get("retry-after")),
-                    )
-                return status
+            # ``timeout`` bounds the whole request, not only each read: a receiver
+            # trickling its answer a byte at a time cannot hold the run.
+            with anyio.move_on_after(hook.timeout):
+                async with self._client.stream(
+                    "POST", hook.url, content=body, headers=signed, timeout=hook.timeout
+                ) as response:
+                    status = response.status_code
+                    if is_retryable_status(status):
+                        raise RetryableStatus(
+                            hook.url,
+                            status,
+                            response.reason_phrase,
+                            parse_retry_after(response.headers.get("retry-after")),
+                        )
+                    return status
+            raise httpx.ReadTimeout(f"no complete answer within {hook.timeout:g}s")
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None

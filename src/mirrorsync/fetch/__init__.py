@@ -4,7 +4,30 @@ The public surface is :class:`HttpClient` and its result types; throttling and
 the retry policy live in private modules behind it.
 """
 
-from mirrorsync.fetch.client import Downloaded, Fetched, HttpClient, NotModified, Tally
+from mirrorsync.fetch.breaker import Breakers, HostDownError
+from mirrorsync.fetch.client import (
+    DeadlineError,
+    Downloaded,
+    Fetched,
+    HttpClient,
+    NotModified,
+    RunDeadlineError,
+    Tally,
+)
 from mirrorsync.fetch.throttle import Throttle, origin
+from mirrorsync.redact import Url
 
-__all__ = ["Downloaded", "Fetched", "HttpClient", "NotModified", "Tally", "Throttle", "origin"]
+__all__ = [
+    "Breakers",
+    "DeadlineError",
+    "Downloaded",
+    "Fetched",
+    "HostDownError",
+    "HttpClient",
+    "NotModified",
+    "RunDeadlineError",
+    "Tally",
+    "Throttle",
+    "Url",
+    "origin",
+]

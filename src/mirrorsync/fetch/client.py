@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -22,6 +23,7 @@ from tenacity import (
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
 from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
+from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.files import FileTransport
 from mirrorsync.fetch.pools import PoolShards
 from mirrorsync.fetch.retry import (
@@ -36,10 +38,11 @@ from mirrorsync.fetch.retry import (
     retry_after_too_long,
 )
 from mirrorsync.fetch.throttle import Throttle, origin
+from mirrorsync.redact import Url, redact_url
 
 USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
-_CHUNK = 1 << 20
+_STEP = 1 << 20  # most bytes decompressed at once
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 
@@ -62,7 +65,7 @@ class Tally:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    url: str
+    url: Url
     content: bytes
     etag: str | None
     last_modified: str | None
@@ -70,12 +73,12 @@ class Fetched:
 
 @dataclass(frozen=True, slots=True)
 class NotModified:
-    url: str
+    url: Url
 
 
 @dataclass(frozen=True, slots=True)
 class Downloaded:
-    url: str
+    url: Url
     path: Path
     length: int
     sha256: str
@@ -83,11 +86,26 @@ class Downloaded:
     last_modified: str | None = None
 
 
+class DeadlineError(FetchError):
+    """A request ran past ``http.deadline``, or the run past ``http.run_deadline``."""
+
+
+class RunDeadlineError(DeadlineError):
+    """The run reached ``http.run_deadline``: no request is sent or finished after it."""
+
+
 class HttpClient:
     """One ``httpx.AsyncClient`` behind a global concurrency cap, per-host limits and retries.
 
     TLS certificates are verified unless ``verify=False``. Clients that pass
-    the same ``throttle`` share its limits (e.g. one verifying and one not).
+    the same ``throttle`` share its limits, its per-host circuit breakers and
+    its run deadline (e.g. one verifying and one not).
+
+    Every body is read by :class:`_Body`, the one place where lengths and
+    digests are checked: a body is never read, or decompressed, past its
+    promised length (+1 byte, to see that it is too long) or its size limit.
+    Every attempt must end within ``http.deadline`` of getting its slot, and
+    none runs past ``http.run_deadline`` after the throttle was made.
     """
 
     def __init__(
@@ -103,15 +121,22 @@ class HttpClient:
         self._throttle = throttle or Throttle(
             config.concurrency, config.per_host_rate, config.host_concurrency
         )
+        self._deadline = config.deadline_seconds
+        self._run_ends = self._throttle.started + config.run_deadline_seconds
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             transport=PoolShards(connections=config.concurrency, verify=verify),
             mounts={"file://": FileTransport()},  # local mirrors, through the same API
-            headers={"user-agent": USER_AGENT},
+            # Only encodings _Body decodes itself, a bounded step at a time.
+            headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
             follow_redirects=True,
             verify=verify,  # for proxies taken from the environment
         )
         self.stats = stats if stats is not None else Tally()  # clients may share one
+
+    @property
+    def breakers(self) -> Breakers:
+        return self._throttle.breakers
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -124,18 +149,22 @@ class HttpClient:
 
     async def get(
         self,
-        url: str,
+        url: Url,
         *,
         etag: str | None = None,
         last_modified: str | None = None,
         max_bytes: int = SMALL_DOCUMENT_CAP,
         limit_name: str | None = None,
+        expected_length: int | None = None,
+        expected_digest: str | None = None,
+        algorithm: str = "sha256",
         tally: Tally | None = None,
     ) -> Fetched | NotModified:
         """GET a small document into memory, conditionally when validators are given.
 
         A body over ``max_bytes`` (declared or read) is refused (``limit_name``
-        names the setting in the message).
+        names the setting in the message); one whose length or ``algorithm``
+        digest is not the one expected is an IntegrityError.
         """
         headers = {}
         if etag:
@@ -143,45 +172,41 @@ class HttpClient:
         if last_modified:
             headers["if-modified-since"] = last_modified
 
-        async def attempt() -> Fetched | NotModified:
-            async with self._request("GET", url, headers, tally) as response:
-                if response.status_code == 304:
-                    return NotModified(url)
-                content: bytes
-                if _check_declared_length(url, response, max_bytes, limit_name):
-                    # Within the limit and not compressed: read at once (h11
-                    # refuses a body longer than its Content-Length).
-                    content = await response.aread()
-                    self._count_bytes(len(content), tally)
-                else:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes(_CHUNK):
-                        body += chunk
-                        self._count_bytes(len(chunk), tally)
-                        if len(body) > max_bytes:
-                            raise _too_large(url, None, max_bytes, limit_name)
-                    content = bytes(body)
-                return Fetched(
-                    url,
-                    content,
-                    response.headers.get("etag"),
-                    response.headers.get("last-modified"),
-                )
+        async def read(response: httpx.Response) -> Fetched | NotModified:
+            if response.status_code == 304:
+                return NotModified(url)
+            body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
+            if expected_digest is not None:
+                body.hash_with(algorithm)
+            content = bytearray()
+            async for chunk in body:
+                content += chunk
+            body.check(expected_digest)
+            return Fetched(
+                url,
+                bytes(content),
+                response.headers.get("etag"),
+                response.headers.get("last-modified"),
+            )
 
-        return await self._retrying(url, attempt, tally)
+        return await self._fetch("GET", url, headers, tally, read)
 
     async def download(
         self,
-        url: str,
+        url: Url,
         dest: Path,
         *,
         expected_length: int | None = None,
         expected_sha256: str | None = None,
         max_bytes: int | None = None,
         limit_name: str | None = None,
+        promised_by: str = "the manifest",
         tally: Tally | None = None,
     ) -> Downloaded:
-        """Stream a blob to ``dest``, hashing it on the way; check length and checksum."""
+        """Stream a blob to ``dest``, hashing it on the way; check length and checksum.
+
+        With ``expected_length`` no more than that (+1 byte) is read or written.
+        ``promised_by`` names what promised them, in messages."""
         result = await self.download_if_modified(
             url,
             dest,
@@ -189,6 +214,7 @@ class HttpClient:
             expected_sha256=expected_sha256,
             max_bytes=max_bytes,
             limit_name=limit_name,
+            promised_by=promised_by,
             tally=tally,
         )
         assert isinstance(result, Downloaded)  # unconditional requests are never answered 304
@@ -196,7 +222,7 @@ class HttpClient:
 
     async def download_if_modified(
         self,
-        url: str,
+        url: Url,
         dest: Path,
         *,
         etag: str | None = None,
@@ -205,6 +231,7 @@ class HttpClient:
         expected_sha256: str | None = None,
         max_bytes: int | None = None,
         limit_name: str | None = None,
+        promised_by: str = "the manifest",
         tally: Tally | None = None,
     ) -> Downloaded | NotModified:
         """``download``, conditionally when validators are given: NotModified on a 304."""
@@ -214,110 +241,159 @@ class HttpClient:
         if last_modified:
             headers["if-modified-since"] = last_modified
 
-        async def attempt() -> Downloaded | NotModified:
-            async with self._request("GET", url, headers, tally) as response:
-                if response.status_code == 304:
-                    return NotModified(url)
-                if max_bytes is not None:
-                    _check_declared_length(url, response, max_bytes, limit_name)
-                digest = hashlib.sha256()
-                length = 0
-                with dest.open("wb") as out:
-                    async for chunk in response.aiter_bytes():  # as received, no re-chunking
-                        length += len(chunk)
-                        if max_bytes is not None and length > max_bytes:
-                            raise _too_large(url, None, max_bytes, limit_name)
-                        digest.update(chunk)
-                        out.write(chunk)
-                        self._count_bytes(len(chunk), tally)
-                return Downloaded(
-                    url,
-                    dest,
-                    length,
-                    digest.hexdigest(),
-                    response.headers.get("etag"),
-                    response.headers.get("last-modified"),
-                )
-
-        result = await self._retrying(url, attempt, tally)
-        if isinstance(result, NotModified):
-            return result
-        if expected_length is not None and result.length != expected_length:
-            raise IntegrityError(
-                url, f"got {result.length} bytes, the manifest says {expected_length}"
+        async def read(response: httpx.Response) -> Downloaded | NotModified:
+            if response.status_code == 304:
+                return NotModified(url)
+            body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
+            body.promised_by = promised_by
+            body.hash_with("sha256")
+            with dest.open("wb") as out:
+                async for chunk in body:
+                    out.write(chunk)
+            return Downloaded(
+                url,
+                dest,
+                body.length,
+                body.check(expected_sha256),
+                response.headers.get("etag"),
+                response.headers.get("last-modified"),
             )
-        if expected_sha256 is not None and result.sha256 != expected_sha256:
-            raise IntegrityError(
-                url, f"sha256 is {result.sha256}, the manifest says {expected_sha256}"
-            )
-        return result
 
-    async def head(self, url: str, *, tally: Tally | None = None) -> int | None:
+        return await self._fetch("GET", url, headers, tally, read)
+
+    async def head(self, url: Url, *, tally: Tally | None = None) -> int | None:
         """HEAD a URL; return its Content-Length (None when not given)."""
 
-        async def attempt() -> int | None:
-            async with self._request("HEAD", url, {}, tally) as response:
-                value = response.headers.get("content-length")
-                return int(value) if value and value.isdigit() else None
+        async def read(response: httpx.Response) -> int | None:
+            value = response.headers.get("content-length")
+            return int(value) if value and value.isdigit() else None
 
-        return await self._retrying(url, attempt, tally)
+        return await self._fetch("HEAD", url, {}, tally, read)
 
     async def measure(
-        self, url: str, *, algorithm: str = "sha256", tally: Tally | None = None
+        self,
+        url: Url,
+        *,
+        algorithm: str = "sha256",
+        expected_length: int | None = None,
+        tally: Tally | None = None,
     ) -> tuple[int, str]:
-        """GET a blob without keeping it: its length and hex digest (``algorithm``)."""
+        """GET a blob without keeping it: its length and hex digest (``algorithm``).
 
-        async def attempt() -> tuple[int, str]:
-            async with self._request("GET", url, {}, tally) as response:
-                digest = hashlib.new(algorithm)
-                length = 0
-                async for chunk in response.aiter_bytes(_CHUNK):
-                    length += len(chunk)
-                    digest.update(chunk)
-                    self._count_bytes(len(chunk), tally)
-                return length, digest.hexdigest()
+        With ``expected_length``, a longer body is refused (IntegrityError) after
+        that many bytes and one more."""
 
-        return await self._retrying(url, attempt, tally)
+        async def read(response: httpx.Response) -> tuple[int, str]:
+            body = self._body(url, response, None, None, expected_length, tally)
+            body.hash_with(algorithm)
+            async for _ in body:
+                pass
+            return body.length, body.check(None)
+
+        return await self._fetch("GET", url, {}, tally, read)
 
     # -- internals ---------------------------------------------------------
 
-    def _count_bytes(self, n: int, tally: Tally | None) -> None:
-        self.stats.bytes += n
-        if tally is not None:
-            tally.bytes += n
-
-    @asynccontextmanager
-    async def _request(
-        self, method: str, url: str, headers: dict[str, str], tally: Tally | None
-    ) -> AsyncIterator[httpx.Response]:
-        """One throttled request; the status is checked before the body is read.
-
-        ``file://`` requests skip the throttle: it spares servers, a local disk needs none."""
-        slot = self._throttle.slot(origin(url)) if not url.startswith("file:") else _NO_SLOT
-        async with slot:
-            self.stats.requests += 1
+    def _body(
+        self,
+        url: Url,
+        response: httpx.Response,
+        max_bytes: int | None,
+        limit_name: str | None,
+        expected_length: int | None,
+        tally: Tally | None,
+    ) -> _Body:
+        def count(n: int) -> None:
+            self.stats.bytes += n
             if tally is not None:
-                tally.requests += 1
-            # httpx takes a URL without a host for a relative one: name the local host.
-            target = "file://localhost/" + url[8:] if url.startswith("file:///") else url
-            request = self._client.build_request(method, target, headers=headers)
-            response = await self._client.send(request, stream=True)
-            try:
-                if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
-                    raise FetchError(
-                        url,
-                        f"redirected to {response.url} without TLS; refused "
-                        "(set 'insecure: true' on the source to allow it)",
-                    )
-                if method == "HEAD" or response.status_code >= 400:
-                    await _drain(response)
-                _check_status(url, response)
-                yield response
-            finally:
-                await response.aclose()
+                tally.bytes += n
+
+        return _Body(url, response, max_bytes, limit_name, expected_length, count)
+
+    async def _fetch(
+        self,
+        method: str,
+        url: Url,
+        headers: dict[str, str],
+        tally: Tally | None,
+        read: Callable[[httpx.Response], Awaitable[T]],
+    ) -> T:
+        """One request, retried per ``http.retries``; ``read`` turns the answer into a result."""
+
+        async def attempt() -> T:
+            return await self._once(method, url, headers, tally, read)
+
+        return await self._retrying(url, attempt, tally)
+
+    async def _once(
+        self,
+        method: str,
+        url: Url,
+        headers: dict[str, str],
+        tally: Tally | None,
+        read: Callable[[httpx.Response], Awaitable[T]],
+    ) -> T:
+        """One throttled attempt, within the deadlines; the status is checked before
+        the body is read."""
+        host = origin(url.address)
+        breakers = self._throttle.breakers
+        breakers.check(host, url)
+        run_left = self._run_ends - time.monotonic()
+        if run_left <= 0:
+            raise self._run_over(url)
+        # file:// requests skip the throttle: it spares servers, a local disk needs none.
+        slot = _NO_SLOT if url.address.startswith("file:") else self._throttle.slot(host)
+        with anyio.move_on_after(run_left):
+            async with slot:
+                breakers.check(host, url)  # it may have gone down while this one queued
+                with anyio.move_on_after(self._deadline):
+                    return await self._send(method, url, headers, tally, read)
+                raise DeadlineError(
+                    url,
+                    f"timed out: no complete answer within http.deadline "
+                    f"({self._deadline:g}s); not retried",
+                )
+        raise self._run_over(url)
+
+    def _run_over(self, url: Url) -> RunDeadlineError:
+        return RunDeadlineError(
+            url,
+            f"not finished: the run reached http.run_deadline "
+            f"({self._config.run_deadline_seconds:g}s); trying again next run",
+        )
+
+    async def _send(
+        self,
+        method: str,
+        url: Url,
+        headers: dict[str, str],
+        tally: Tally | None,
+        read: Callable[[httpx.Response], Awaitable[T]],
+    ) -> T:
+        self.stats.requests += 1
+        if tally is not None:
+            tally.requests += 1
+        address = url.address
+        if address.startswith("file:///"):  # httpx takes a URL without a host for a relative one
+            address = "file://localhost/" + address[8:]
+        request = self._client.build_request(method, address, headers=headers)
+        response = await self._client.send(request, stream=True)
+        try:
+            if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
+                raise FetchError(
+                    url,
+                    f"redirected to {redact_url(str(response.url))} without TLS; refused "
+                    "(set 'insecure: true' on the source to allow it)",
+                )
+            if method == "HEAD" or response.status_code >= 400:
+                await _drain(response)
+            _check_status(url, response)
+            return await read(response)
+        finally:
+            await response.aclose()
 
     async def _retrying(
-        self, url: str, attempt: Callable[[], Awaitable[T]], tally: Tally | None
+        self, url: Url, attempt: Callable[[], Awaitable[T]], tally: Tally | None
     ) -> T:
         # Most requests succeed at once: only a failed first attempt sets up the
         # retry machinery, which replays that failure as its own first attempt
@@ -337,7 +413,7 @@ class HttpClient:
         return await self._retry_policy(url, replay_then_attempt, tally)
 
     async def _retry_policy(
-        self, url: str, attempt: Callable[[], Awaitable[T]], tally: Tally | None
+        self, url: Url, attempt: Callable[[], Awaitable[T]], tally: Tally | None
     ) -> T:
         policy = self._config.retries
 
@@ -372,7 +448,10 @@ class HttpClient:
         except httpx.TransportError as exc:
             if not is_retryable(exc):
                 raise FetchError(url, describe(exc)) from None
-            raise FetchError(url, f"{describe(exc)} after {policy.attempts} attempts") from None
+            problem = f"{describe(exc)} after {policy.attempts} attempts"
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                raise self._throttle.breakers.trip(origin(url.address), url, problem) from None
+            raise FetchError(url, problem) from None
 
 
 class _NoSlot(contextlib.AbstractAsyncContextManager[None]):
@@ -381,6 +460,150 @@ class _NoSlot(contextlib.AbstractAsyncContextManager[None]):
 
 
 _NO_SLOT = _NoSlot()
+
+
+class _Body:
+    """A response body as stored (decoded from any Content-Encoding), read in
+    bounded steps: the one length, limit and digest check of every download.
+
+    Never reads or decompresses more than the promised ``expected_length`` + 1
+    bytes (the one more shows the body is too long), nor more than
+    ``max_bytes`` + 1; a declared Content-Length that breaks either is refused
+    before the body is read. ``count`` is told of every byte passed on.
+    """
+
+    def __init__(
+        self,
+        url: Url,
+        response: httpx.Response,
+        max_bytes: int | None,
+        limit_name: str | None,
+        expected_length: int | None,
+        count: Callable[[int], None],
+    ) -> None:
+        self.url = url
+        self.length = 0
+        self._response = response
+        self._max = max_bytes
+        self._limit_name = limit_name
+        self._expected = expected_length
+        self._count = count
+        self._digest: Any = None
+        self.promised_by = "the manifest"
+        self._raw_deflate = False
+        self._decoder = _decoder(url, response.headers.get("content-encoding", ""))
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and self._decoder is None:  # identity: the declared length is it
+            size = int(declared)
+            if max_bytes is not None and size > max_bytes:
+                raise _too_large(url, size, max_bytes, limit_name)
+            if expected_length is not None and size != expected_length:
+                raise IntegrityError(
+                    url,
+                    f"got {size} bytes, the manifest says {expected_length} "
+                    "(by its Content-Length; not read)",
+                )
+
+    def hash_with(self, algorithm: str) -> None:
+        self._digest = hashlib.new(algorithm)
+
+    def _budget(self) -> int:
+        """How many more bytes may be taken: up to one past the tighter bound (0: no bound)."""
+        bounds = [b for b in (self._expected, self._max) if b is not None]
+        return min(bounds) + 1 - self.length if bounds else 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for raw in self._response.aiter_raw():
+            if self._decoder is None:
+                if raw:
+                    yield self._take(raw)
+                continue
+            for piece in self._decompress(raw):
+                yield self._take(piece)
+        if self._decoder is not None:
+            rest = self._decoder.flush()
+            if not self._decoder.eof:
+                raise FetchError(self.url, "compressed body ends early (Content-Encoding)")
+            if rest:
+                yield self._take(rest)
+
+    def _decompress(self, raw: bytes) -> Iterator[bytes]:
+        """``raw`` decoded, at most ``_STEP`` bytes (or the budget) per piece: each
+        piece is taken (and counted against the bounds) before the next is made."""
+        data = raw
+        while data:
+            decoder = self._decoder
+            assert decoder is not None
+            if decoder.eof:  # trailing bytes after the compressed stream: ignored
+                return
+            budget = self._budget()
+            try:
+                out: bytes = decoder.decompress(data, min(budget, _STEP) if budget else _STEP)
+            except zlib.error as exc:
+                if self._raw_deflate_fallback():  # "deflate" sent without its zlib header
+                    continue
+                raise FetchError(
+                    self.url, f"body does not decode as its Content-Encoding says ({exc})"
+                ) from None
+            tail: bytes = decoder.unconsumed_tail
+            if not out and len(tail) >= len(data):  # no progress: cannot happen, never spin
+                return
+            data = tail
+            if out:
+                yield out
+
+    def _raw_deflate_fallback(self) -> bool:
+        """Some servers send raw deflate as ``deflate``; switch, if nothing was decoded yet."""
+        encoding = self._response.headers.get("content-encoding", "").strip().lower()
+        if encoding != "deflate" or self.length or self._raw_deflate:
+            return False
+        self._raw_deflate = True
+        self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+        return True
+
+    def _take(self, chunk: bytes) -> bytes:
+        budget = self._budget()
+        if budget and len(chunk) >= budget:  # past a bound: refuse, keeping none of it
+            over = self.length + len(chunk)
+            if self._expected is not None and over > self._expected:
+                raise IntegrityError(
+                    self.url,
+                    f"more than the {self._expected} bytes the manifest promises; refused",
+                )
+            assert self._max is not None
+            raise _too_large(self.url, None, self._max, self._limit_name)
+        self.length += len(chunk)
+        self._count(len(chunk))
+        if self._digest is not None:
+            self._digest.update(chunk)
+        return chunk
+
+    def check(self, expected_digest: str | None) -> str:
+        """The body's hex digest ("" if not hashed), once its length and digest are checked."""
+        if self._expected is not None and self.length != self._expected:
+            raise IntegrityError(
+                self.url, f"got {self.length} bytes, the manifest says {self._expected}"
+            )
+        digest: str = self._digest.hexdigest() if self._digest is not None else ""
+        if expected_digest is not None and digest != expected_digest:
+            name = self._digest.name if self._digest is not None else "digest"
+            raise IntegrityError(
+                self.url, f"{name} is {digest}, but {self.promised_by} says {expected_digest}"
+            )
+        return digest
+
+
+def _decoder(url: Url, encoding: str) -> Any:
+    """A zlib decompressor for the response's Content-Encoding; None for identity."""
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        return None
+    if codings in (["gzip"], ["x-gzip"]):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if codings == ["deflate"]:
+        return zlib.decompressobj()
+    raise FetchError(url, f"unsupported Content-Encoding {encoding[:40]!r}; refused")
 
 
 async def _drain(response: httpx.Response) -> None:
@@ -398,27 +621,13 @@ async def _drain(response: httpx.Response) -> None:
                 pass
 
 
-def _check_declared_length(
-    url: str, response: httpx.Response, max_bytes: int, limit_name: str | None
-) -> bool:
-    """Refuse a declared length over the limit. True if the body is exactly the
-    declared length: a length was declared and the body is not compressed (a
-    compressed body's declared length says nothing of its decoded size)."""
-    declared = response.headers.get("content-length", "")
-    if not declared.isdigit():
-        return False
-    if int(declared) > max_bytes:
-        raise _too_large(url, int(declared), max_bytes, limit_name)
-    return response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
-
-
-def _too_large(url: str, size: int | None, max_bytes: int, limit_name: str | None) -> FetchError:
+def _too_large(url: Url, size: int | None, max_bytes: int, limit_name: str | None) -> FetchError:
     what = f"{size} bytes, over" if size is not None else "body over"
     setting = f" ({limit_name})" if limit_name else ""
     return FetchError(url, f"{what} the {max_bytes}-byte limit{setting}; refused")
 
 
-def _check_status(url: str, response: httpx.Response) -> None:
+def _check_status(url: Url, response: httpx.Response) -> None:
     status = response.status_code
     if status < 400 or status == 304:
         return

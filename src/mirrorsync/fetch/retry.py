@@ -13,7 +13,7 @@ from tenacity.stop import stop_base
 
 from mirrorsync.config import RetryConfig
 from mirrorsync.logs import fields
-from mirrorsync.redact import redact_url
+from mirrorsync.redact import Url
 
 log = logging.getLogger("mirrorsync.fetch")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("mirrorsync.fetch")
 class RetryableStatus(Exception):
     """A 5xx or 429 answer: retried, then reported as a FetchError."""
 
-    def __init__(self, url: str, status: int, reason: str, retry_after: float | None) -> None:
+    def __init__(self, url: Url | str, status: int, reason: str, retry_after: float | None) -> None:
         super().__init__(f"HTTP {status} {reason}".rstrip())
         self.url = url
         self.status = status
@@ -153,17 +153,21 @@ def _cause_text(exc: BaseException) -> str:
     return ""
 
 
-def log_retry(url: str, state: RetryCallState) -> None:
+def log_retry(url: Url, state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
     reason = describe(exc) if exc else "?"
     log.warning(
         "retrying %s in %.1fs (attempt %d failed: %s)",
-        redact_url(url),
+        url,
         wait,
         state.attempt_number,
         reason,
         extra=fields(
-            event="retry", url=url, attempt=state.attempt_number, wait=round(wait, 3), reason=reason
+            event="retry",
+            url=url.display,
+            attempt=state.attempt_number,
+            wait=round(wait, 3),
+            reason=reason,
         ),
     )

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 
+from mirrorsync.fetch.breaker import Breakers
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -81,12 +83,16 @@ class Throttle:
     ``per_host_rate`` per second to each host.
 
     The per-host cap is taken before a global slot, so requests queued for a
-    slow or dead host never hold slots that other hosts could use.
+    slow or dead host never hold slots that other hosts could use. The clients
+    sharing a throttle also share its ``breakers`` (hosts found down) and the
+    moment it was made, ``started``, from which ``http.run_deadline`` counts.
     """
 
     def __init__(
         self, concurrency: int, per_host_rate: float, per_host_concurrency: int | None = None
     ) -> None:
+        self.breakers = Breakers()
+        self.started = time.monotonic()
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._rate = per_host_rate
         self._per_host = min(per_host_concurrency or concurrency, concurrency)

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiosqlite
 
+from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.db import Store
 from mirrorsync.store.queries import EVENT_COLUMNS, EVENT_JOINS, Event
 
@@ -26,7 +27,7 @@ class Registration:
     """A webhook as configured: which events it wants, as shell globs."""
 
     name: str
-    url: str
+    url: Url  # only its display form is stored
     types: Sequence[str] | None = None  # None: every type
     releases: Sequence[str] | None = None
     stacks: Sequence[str] | None = None
@@ -163,8 +164,18 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
     A new webhook receives events from now on. A webhook whose URL changed is
     enabled again (it may have been disabled by a 410 from the old URL). One that
     left the configuration keeps its pending deliveries but gets no new events.
+
+    Only a URL's display form is stored (userinfo and secret-looking query
+    values masked, see ``redact``); a change is a change of that form. Rows that
+    older versions stored in clear are masked here, before the comparison.
     """
     async with store.transaction() as conn:
+        async with conn.execute("SELECT id, url FROM webhooks") as cursor:
+            stored = await cursor.fetchall()
+        await conn.executemany(
+            "UPDATE webhooks SET url = ? WHERE id = ?",
+            [(redact_url(url), i) for i, url in stored if redact_url(url) != url],
+        )
         for hook in hooks:
             await conn.execute(
                 "INSERT INTO webhooks (name, url, registered_at, registered_after_event)"
@@ -173,7 +184,7 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
                 " enabled = CASE WHEN url = excluded.url THEN enabled ELSE 1 END,"
                 " disabled_reason = CASE WHEN url = excluded.url THEN disabled_reason END,"
                 " disabled_at = CASE WHEN url = excluded.url THEN disabled_at END",
-                (hook.name, hook.url, at),
+                (hook.name, hook.url.display, at),
             )
             webhook_id = await _scalar(conn, "SELECT id FROM webhooks WHERE name = ?", (hook.name,))
             await conn.execute("DELETE FROM webhook_filters WHERE webhook_id = ?", (webhook_id,))

@@ -20,7 +20,7 @@ import anyio
 
 from mirrorsync.config import LimitKind, LimitsConfig
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, ScratchError
-from mirrorsync.fetch import Downloaded, Fetched, HttpClient, Tally
+from mirrorsync.fetch import Downloaded, Fetched, HttpClient, Tally, Url
 from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
@@ -43,7 +43,7 @@ R = TypeVar("R")
 class Target:
     """Where to look for a stack's index, and what the catalogue already told us."""
 
-    mirror_root: str
+    mirror_root: Url
     layout: str | None  # None: detect (mirror sources)
     catalog_checksum: str | None = None  # v3 content address in the catalogue (informative only)
     view: str | None = None  # a named index view (v3 only); None: the top-level index
@@ -57,7 +57,7 @@ class Target:
 class FetchedIndex:
     checksum: str
     layout: str
-    index_url: str
+    index_url: Url
     path: Path | None  # the verified download, to parse; None: unchanged since ``previous``
     compression: str = "none"  # of the download, undone by ``parse_downloaded``
     # v2 without index.json.hash: the download's ETag and Last-Modified, to keep
@@ -94,10 +94,13 @@ class IndexFetcher:
         """
         root = target.mirror_root
         if target.layout == "v3" or target.layout is None:
-            manifest_url = f"{root}/{target.manifest_path}"
+            manifest_url = root.join(target.manifest_path)
             try:
                 record = await self.small_document(
-                    manifest_url, tally, "manifest", lambda b: parse_index_manifest(b, manifest_url)
+                    manifest_url,
+                    tally,
+                    "manifest",
+                    lambda b: parse_index_manifest(b, manifest_url.display),
                 )
                 self.progress.manifests += 1
             except NotFoundError:
@@ -110,8 +113,8 @@ class IndexFetcher:
 
     async def _fetch_v3(
         self,
-        root: str,
-        manifest_url: str,
+        root: Url,
+        manifest_url: Url,
         record: BlobRecord,
         previous: str | None,
         tally: Tally,
@@ -123,7 +126,7 @@ class IndexFetcher:
                 f"index checksum algorithm {record.checksum_algorithm[:20]!r} is not sha256",
                 manifest_url,
             )
-        url = blob_url(root, record.checksum_algorithm, record.checksum)
+        url = _blob(root, record.checksum_algorithm, record.checksum)
         if record.checksum == previous:
             return FetchedIndex(previous, "v3", url, None)
         cap = self.limits.cap("index")
@@ -149,10 +152,10 @@ class IndexFetcher:
         return FetchedIndex(record.checksum, "v3", url, path, record.compression)
 
     async def _fetch_v2(
-        self, root: str, previous: str | None, tally: Tally, name: str
+        self, root: Url, previous: str | None, tally: Tally, name: str
     ) -> FetchedIndex:
-        index_url = f"{root}/{V2_INDEX}"
-        hash_url = f"{root}/{V2_INDEX_HASH}"
+        index_url = root.join(V2_INDEX)
+        hash_url = root.join(V2_INDEX_HASH)
         expected: str | None
         try:
             expected = await self.small_document(
@@ -165,25 +168,33 @@ class IndexFetcher:
                 return FetchedIndex(previous, "v2", index_url, None)
         cap = self.limits.cap("index")
         if expected is not None:
-            path, downloaded = await self._download(
-                index_url,
-                name,
-                lambda path: self.client.download(
-                    index_url, path, max_bytes=cap, limit_name="limits.index", tally=tally
-                ),
-            )
-            if downloaded.sha256 != expected:
-                path.unlink(missing_ok=True)
+            try:
+                path, downloaded = await self._download(
+                    index_url,
+                    name,
+                    lambda path: self.client.download(
+                        index_url,
+                        path,
+                        expected_sha256=expected,
+                        max_bytes=cap,
+                        limit_name="limits.index",
+                        promised_by=V2_INDEX_HASH,
+                        tally=tally,
+                    ),
+                )
+            except IntegrityError as exc:
                 raise IntegrityError(
                     index_url,
-                    f"sha256 is {downloaded.sha256}, but {V2_INDEX_HASH} says {expected} "
-                    "(the mirror is inconsistent, perhaps being updated); nothing stored",
-                )
+                    f"{exc.problem} (the mirror is inconsistent, perhaps being updated); "
+                    "nothing stored",
+                ) from None
         else:
             # No hash file: ask for index.json conditionally (ETag / Last-Modified), as
             # Spack does. The HTTP cache keeps the validators with the sha256 of the
             # index they were given for, never the index itself.
-            cached = await writes.cached_document(self.store, index_url) if previous else None
+            cached = (
+                await writes.cached_document(self.store, index_url.display) if previous else None
+            )
             known = cached[2].decode("ascii", "replace") if cached else None
             path, result = await self._download(
                 index_url,
@@ -231,11 +242,15 @@ class IndexFetcher:
         if fetched.validators is not None:
             etag, last_modified = fetched.validators
             await writes.cache_document(
-                self.store, fetched.index_url, etag, last_modified, fetched.checksum.encode()
+                self.store,
+                fetched.index_url.display,
+                etag,
+                last_modified,
+                fetched.checksum.encode(),
             )
 
     async def _download(
-        self, url: str, name: str, fetch: Callable[[Path], Awaitable[R]]
+        self, url: Url, name: str, fetch: Callable[[Path], Awaitable[R]]
     ) -> tuple[Path, R]:
         """``fetch(path)`` into a scratch file of this stack's own.
 
@@ -268,14 +283,14 @@ class IndexFetcher:
         return Path(path)
 
     async def small_document(
-        self, url: str, tally: Tally, kind: LimitKind, check: Callable[[bytes], T]
+        self, url: Url, tally: Tally, kind: LimitKind, check: Callable[[bytes], T]
     ) -> T:
         """GET with If-None-Match/If-Modified-Since from the last answer, if any.
 
         ``check`` parses the body; only a body it accepts enters the HTTP cache,
         so a refused document leaves nothing behind.
         """
-        cached = await writes.cached_document(self.store, url)
+        cached = await writes.cached_document(self.store, url.display)
         etag, last_modified = (cached[0], cached[1]) if cached else (None, None)
         result = await self.client.get(
             url,
@@ -288,7 +303,7 @@ class IndexFetcher:
         if isinstance(result, Fetched):
             value = check(result.content)
             await writes.cache_document(
-                self.store, url, result.etag, result.last_modified, result.content
+                self.store, url.display, result.etag, result.last_modified, result.content
             )
             return value
         if cached is None:  # a 304 answers only a conditional request
@@ -296,7 +311,11 @@ class IndexFetcher:
         return check(cached[2])
 
 
-def _parse_hash_file(body: bytes, url: str) -> str:
+def _blob(root: Url, algorithm: str, checksum: str) -> Url:
+    return root.map(lambda address: blob_url(address, algorithm, checksum))
+
+
+def _parse_hash_file(body: bytes, url: Url) -> str:
     text = body.decode("ascii", "replace").strip()
     if not is_sha256(text):
         raise FormatError("index.json.hash", f"{text[:80]!r} is not a sha256", url)
@@ -305,7 +324,7 @@ def _parse_hash_file(body: bytes, url: str) -> str:
 
 async def parse_downloaded(
     path: Path,
-    url: str,
+    url: Url,
     *,
     lazy: bool = False,
     compression: str = "none",
@@ -321,8 +340,8 @@ async def parse_downloaded(
         try:
             data = path.read_bytes()
             if compression == "gzip":
-                data = _gunzip(data, url, max_bytes)
-            return parse_index(data, url, lazy=lazy)
+                data = _gunzip(data, url.display, max_bytes)
+            return parse_index(data, url.display, lazy=lazy)
         finally:
             path.unlink(missing_ok=True)
 

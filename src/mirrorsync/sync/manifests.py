@@ -31,7 +31,14 @@ from mirrorsync.errors import (
     NotFoundError,
     SignatureError,
 )
-from mirrorsync.fetch import Fetched, HttpClient, Tally
+from mirrorsync.fetch import (
+    Fetched,
+    HostDownError,
+    HttpClient,
+    RunDeadlineError,
+    Tally,
+    Url,
+)
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.clearsign import is_clearsigned
 from mirrorsync.formats.manifest import (
@@ -83,7 +90,7 @@ class Blob:
     """A file a spec's manifest names, and what it should be."""
 
     role: str  # "tarball", "spec metadata", or the media type
-    url: str
+    url: Url
     length: int | None  # None: not given (v2)
     algorithm: str
     checksum: str
@@ -93,7 +100,7 @@ class Blob:
 class SpecFiles:
     """What a spec's manifest (v3) or spec file (v2) says about its files."""
 
-    url: str  # the manifest or spec file itself
+    url: Url  # the manifest or spec file itself
     tarball: Blob
     blobs: tuple[Blob, ...]  # every file it names, the tarball first
     spec_algorithm: str
@@ -119,7 +126,7 @@ class StackMirror:
     """One stack's mirror root: where each spec's files are, and reading them."""
 
     def __init__(
-        self, client: HttpClient, root: str, layout: str, keyring: Keyring | None = None
+        self, client: HttpClient, root: Url, layout: str, keyring: Keyring | None = None
     ) -> None:
         self.client = client
         self.root = root.rstrip("/")
@@ -138,20 +145,25 @@ class StackMirror:
         return await self._v2(ref, tally)
 
     async def _v3(self, ref: SpecRef, tally: Tally) -> SpecFiles:
-        url = f"{self.root}/{spec_manifest_path(ref.name, ref.version, ref.hash)}"
+        url = self.root.join(spec_manifest_path(ref.name, ref.version, ref.hash))
         data = await _get(self.client, url, tally)
         await self._check_signature(data, url)
-        tarball, spec, manifest = spec_manifest_records(data, url)
+        tarball, spec, manifest = spec_manifest_records(data, url.display)
         blobs = [self._blob(tarball)] + [self._blob(r) for r in manifest.data if r is not tarball]
         return SpecFiles(url, blobs[0], tuple(blobs), spec.checksum_algorithm, spec.checksum)
 
     def _blob(self, record: BlobRecord) -> Blob:
         return Blob(
             _role(record.media_type),
-            blob_url(self.root, record.checksum_algorithm, record.checksum),
+            self._blob_url(record),
             record.content_length,
             record.checksum_algorithm,
             record.checksum,
+        )
+
+    def _blob_url(self, record: BlobRecord) -> Url:
+        return self.root.map(
+            lambda root: blob_url(root, record.checksum_algorithm, record.checksum)
         )
 
     async def _v2(self, ref: SpecRef, tally: Tally) -> SpecFiles:
@@ -164,7 +176,7 @@ class StackMirror:
             version=ref.version,
             spec_hash=ref.hash,
         )
-        signed, plain = f"{self.root}/{paths.spec_signed}", f"{self.root}/{paths.spec_plain}"
+        signed, plain = self.root.join(paths.spec_signed), self.root.join(paths.spec_plain)
         first, second = (plain, signed) if self._plain_first else (signed, plain)
         try:
             url, data = first, await _get(self.client, first, tally)
@@ -175,18 +187,18 @@ class StackMirror:
                 raise NotFoundError(signed, "not found, nor the unsigned .spec.json", 404) from None
             self._plain_first = url == plain
         await self._check_signature(data, url)
-        binary = parse_v2_specfile(data, url)
+        binary = parse_v2_specfile(data, url.display)
         tarball = Blob(
-            "tarball", f"{self.root}/{paths.tarball}", None, binary.algorithm, binary.checksum
+            "tarball", self.root.join(paths.tarball), None, binary.algorithm, binary.checksum
         )
         return SpecFiles(url, tarball, (tarball,), "sha256", hashlib.sha256(data).hexdigest())
 
-    async def _check_signature(self, data: bytes, url: str) -> None:
+    async def _check_signature(self, data: bytes, url: Url) -> None:
         if self.keyring is None:
             return
         if not is_clearsigned(data):
             raise SignatureError(url, "not signed, and verify_signatures is on")
-        await self.keyring.verify(data, url)
+        await self.keyring.verify(data, url.display)
 
     async def load_keys(
         self, keyring: Keyring, tally: Tally, trusted_keys: list[str] | None = None
@@ -201,27 +213,27 @@ class StackMirror:
         if trusted_keys is not None:
             await self._load_trusted(keyring, tally, trusted_keys)
         elif self.layout == "v3":
-            index_url = f"{self.root}/{V3_KEY_INDEX_MANIFEST}"
+            index_url = self.root.join(V3_KEY_INDEX_MANIFEST)
             try:
                 record = await self._manifest_record(index_url, KEY_INDEX_MEDIA_PREFIX, tally)
             except NotFoundError:
                 raise SignatureError(index_url, "the mirror publishes no public keys") from None
             index = await self._checked_blob(record, tally)
-            for fingerprint in parse_key_index(index, index_url):
-                url = f"{self.root}/{v3_key_manifest(fingerprint)}"
+            for fingerprint in parse_key_index(index, index_url.display):
+                url = self.root.join(v3_key_manifest(fingerprint))
                 key = await self._checked_blob(
                     await self._manifest_record(url, PUBLIC_KEY_MEDIA_TYPE, tally), tally
                 )
-                await keyring.import_key(key, url)
+                await keyring.import_key(key, url.display)
         else:
-            index_url = f"{self.root}/{V2_KEY_INDEX}"
+            index_url = self.root.join(V2_KEY_INDEX)
             try:
                 index = await _get(self.client, index_url, tally)
             except NotFoundError:
                 raise SignatureError(index_url, "the mirror publishes no public keys") from None
-            for fingerprint in parse_key_index(index, index_url):
-                url = f"{self.root}/{v2_public_key(fingerprint)}"
-                await keyring.import_key(await _get(self.client, url, tally), url)
+            for fingerprint in parse_key_index(index, index_url.display):
+                url = self.root.join(v2_public_key(fingerprint))
+                await keyring.import_key(await _get(self.client, url, tally), url.display)
         if not keyring.fingerprints:
             raise SignatureError(index_url, "the key index lists no keys")
         self.keyring = keyring
@@ -239,46 +251,44 @@ class StackMirror:
             if fingerprint in keyring.fingerprints:
                 continue  # given as a file too
             if self.layout == "v3":
-                url = f"{self.root}/{v3_key_manifest(fingerprint)}"
+                url = self.root.join(v3_key_manifest(fingerprint))
                 try:
                     record = await self._manifest_record(url, PUBLIC_KEY_MEDIA_TYPE, tally)
                     key = await self._checked_blob(record, tally)
                 except NotFoundError:
                     raise SignatureError(url, _UNPUBLISHED.format(fingerprint)) from None
             else:
-                url = f"{self.root}/{v2_public_key(fingerprint)}"
+                url = self.root.join(v2_public_key(fingerprint))
                 try:
                     key = await _get(self.client, url, tally)
                 except NotFoundError:
                     raise SignatureError(url, _UNPUBLISHED.format(fingerprint)) from None
-            await keyring.import_only(key, url, fingerprint)
+            await keyring.import_only(key, url.display, fingerprint)
 
-    async def _manifest_record(self, url: str, media_prefix: str, tally: Tally) -> BlobRecord:
-        manifest = parse_manifest(await _get(self.client, url, tally), url, "key manifest")
+    async def _manifest_record(self, url: Url, media_prefix: str, tally: Tally) -> BlobRecord:
+        data = await _get(self.client, url, tally)
+        manifest = parse_manifest(data, url.display, "key manifest")
         record = manifest.find(media_prefix)
         if record is None:
             raise FormatError("key manifest", f"no {media_prefix}* record", url)
         return record
 
     async def _checked_blob(self, record: BlobRecord, tally: Tally) -> bytes:
-        url = blob_url(self.root, record.checksum_algorithm, record.checksum)
-        data = await _get(self.client, url, tally)
-        if len(data) != record.content_length:
-            raise IntegrityError(
-                url, f"got {len(data)} bytes, the manifest says {record.content_length}"
-            )
-        digest = hashlib.new(record.checksum_algorithm, data).hexdigest()
-        if digest != record.checksum:
-            raise IntegrityError(
-                url, f"{record.checksum_algorithm} is {digest}, the manifest says {record.checksum}"
-            )
-        return data
+        result = await self.client.get(
+            self._blob_url(record),
+            expected_length=record.content_length,
+            expected_digest=record.checksum,
+            algorithm=record.checksum_algorithm,
+            tally=tally,
+        )
+        assert isinstance(result, Fetched)  # unconditional requests are never answered 304
+        return result.content
 
 
 _UNPUBLISHED = "trusted key {} is not published by the mirror; give its public key file instead"
 
 
-async def _get(client: HttpClient, url: str, tally: Tally) -> bytes:
+async def _get(client: HttpClient, url: Url, tally: Tally) -> bytes:
     result = await client.get(url, tally=tally)
     assert isinstance(result, Fetched)  # unconditional requests are never answered 304
     return result.content
@@ -287,15 +297,18 @@ async def _get(client: HttpClient, url: str, tally: Tally) -> bytes:
 async def open_mirror(
     client: HttpClient,
     target: StackTarget,
+    root: Url,
     *,
     verify_signatures: bool,
     gnupg_home: Path,
     tally: Tally,
     trusted_keys: list[str] | None = None,
 ) -> StackMirror:
-    """The stack's mirror, with its keys loaded when signatures are to be checked:
-    ``trusted_keys`` if given, else those the mirror publishes."""
-    mirror = StackMirror(client, target.mirror_root, target.layout)
+    """The stack's mirror at ``root`` (the address from the configuration: the
+    store's ``target.mirror_root`` has credentials masked), with its keys loaded
+    when signatures are to be checked: ``trusted_keys`` if given, else those the
+    mirror publishes."""
+    mirror = StackMirror(client, root, target.layout)
     if verify_signatures:
         await mirror.load_keys(Keyring.create(gnupg_home), tally, trusted_keys)
     return mirror
@@ -322,6 +335,7 @@ class ManifestCrawler:
     async def crawl(
         self,
         target: StackTarget,
+        root: Url,
         policy: str,
         *,
         verify_signatures: bool,
@@ -335,6 +349,7 @@ class ManifestCrawler:
             mirror = await open_mirror(
                 self.client,
                 target,
+                root,
                 verify_signatures=verify_signatures,
                 gnupg_home=self.workdir / f"gnupg-{target.id}",
                 tally=tally,
@@ -357,10 +372,23 @@ class ManifestCrawler:
                 )
             last_flush = time.monotonic()
 
-        async def work(ref: SpecRef) -> ManifestResult:
-            return await self.fetch(mirror, ref, tally)
+        # Once its host is down or the run's time is up, no request is sent: the
+        # rest of the crawl is not recorded (it stays pending for the next run).
+        stopped: str | None = None
 
-        async def consume(result: ManifestResult) -> None:
+        async def work(ref: SpecRef) -> ManifestResult | None:
+            nonlocal stopped
+            if stopped is not None:
+                return None
+            try:
+                return await self.fetch(mirror, ref, tally)
+            except (HostDownError, RunDeadlineError) as exc:
+                stopped = stopped or str(exc)
+                return None
+
+        async def consume(result: ManifestResult | None) -> None:
+            if result is None:
+                return
             batch.append(result)
             counts.add(result.status, result.problem)
             if self.progress is not None:
@@ -378,6 +406,10 @@ class ManifestCrawler:
         finally:
             with anyio.CancelScope(shield=True):
                 await flush()
+        if stopped is not None:
+            counts.failure = f"spec manifest crawl stopped: {stopped}"
+            log.error("%s: %s", target.label, counts.failure)
+            return counts
         if policy == "all":
             await store_manifests.finish_crawl(self.store, target.id, utcnow())
         _log_counts(target.label, counts)
@@ -393,6 +425,8 @@ class ManifestCrawler:
                     size = await self.client.head(files.tarball.url, tally=tally)
                 except NotFoundError:
                     log.debug("%s: %s is missing", ref.hash, files.tarball.url)
+        except (HostDownError, RunDeadlineError):
+            raise  # not this spec's fault: the crawl stops (see ``crawl``)
         except NotFoundError as exc:
             return ManifestResult(ref.spec_id, MISSING, f"{exc.url} not found")
         except FormatError as exc:

@@ -23,7 +23,7 @@ import anyio
 
 from mirrorsync.config import PagesSource
 from mirrorsync.errors import MirrorsyncError
-from mirrorsync.fetch import Tally
+from mirrorsync.fetch import Tally, Url
 from mirrorsync.formats._common import compiler_text
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
@@ -133,7 +133,7 @@ class PagesSync:
                 # pages are small, and msgspec 0.22 crashes (SIGSEGV) when two threads
                 # make their first ``convert`` to a Struct at the same time.
                 body, page = await self.fetcher.small_document(
-                    url, Tally(), "page", lambda b: (b, parse_page(b, url))
+                    Url(url), Tally(), "page", lambda b: (b, parse_page(b, Url(url).display))
                 )
             except MirrorsyncError as exc:
                 failures[url] = str(exc)

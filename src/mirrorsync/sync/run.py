@@ -19,11 +19,10 @@ from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource, 
 from mirrorsync.delivery import Outbox
 from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import FormatError, MetricsError, MirrorsyncError, ScratchError, StoreError
-from mirrorsync.fetch import HttpClient, Tally, Throttle, origin
+from mirrorsync.fetch import HttpClient, Tally, Throttle, Url, origin
 from mirrorsync.formats.catalog import locate_index, parse_catalog_document
 from mirrorsync.formats.index import Index
 from mirrorsync.logs import fields
-from mirrorsync.redact import redact_url
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.outcome import (
@@ -103,14 +102,14 @@ class StackJob:
         if self.catalog_url is None:
             assert isinstance(self.source, MirrorSource)
             return Target(
-                mirror_root=self.source.url.rstrip("/"), layout=None, view=self.source.view
+                mirror_root=Url(self.source.url).rstrip("/"), layout=None, view=self.source.view
             )
         assert isinstance(self.source, CatalogSource)
         try:
             location = locate_index(self.catalog_url, self.source.buckets())
         except FormatError as exc:
             raise exc.at(self.source.url) if exc.url is None else exc from None
-        return Target(location.mirror_root, location.layout, location.index_checksum)
+        return Target(Url(location.mirror_root), location.layout, location.index_checksum)
 
 
 @dataclass
@@ -380,18 +379,19 @@ async def _plan_catalog(
 ) -> tuple[list[StackJob], list[str]]:
     """The stacks to sync and to retire, and the releases gone; new releases recorded."""
     fetcher = ctx.fetchers[source.insecure]
+    url = Url(source.url)
     catalog = await fetcher.small_document(
-        source.url, Tally(), "catalog", lambda body: parse_catalog_document(body, source.url)
+        url, Tally(), "catalog", lambda body: parse_catalog_document(body, url.display)
     )
     entries = catalog.stacks
     for extra in catalog.repeated:
         log.warning(
             "source %s: %s lists stack %r of release %r again (%s); the first entry is used",
             source.name,
-            redact_url(source.url),
+            url.display,
             extra.stack,
             extra.release,
-            redact_url(extra.url),
+            Url(extra.url).display,
         )
     listed = {e.release for e in entries}
     wanted = [e for e in entries if source.wants(e.release, e.stack)]
@@ -451,10 +451,10 @@ async def _sync_index(
     previous = row.index_checksum if row.present else None
     # Download under this host's slots, then decode and commit under the
     # global ones: a slow host only ever waits on itself.
-    async with ctx.host_slot(target.mirror_root):
+    async with ctx.host_slot(target.mirror_root.address):
         fetched = await fetcher.fetch(target, previous, tally, job.label)
         location = writes.StackLocation(
-            redact_url(fetched.index_url), redact_url(target.mirror_root), fetched.layout
+            fetched.index_url.display, target.mirror_root.display, fetched.layout
         )
         if fetched.path is None:
             snapshot = writes.Snapshot(row.id, location, fetched.checksum, (), ())
@@ -521,13 +521,15 @@ async def _crawl(
     from mirrorsync.store.manifests import StackTarget
 
     # The crawl needs the real root: the stored location has credentials masked.
+    root = job.target().mirror_root
     target = StackTarget(
-        stack_id, job.source.name, o.release, o.stack, job.target().mirror_root, location.layout, 0
+        stack_id, job.source.name, o.release, o.stack, root.display, location.layout, 0
     )
     started, tally = time.monotonic(), Tally()
     try:
         o.manifests = await crawler.crawl(
             target,
+            root,
             job.source.manifests,
             verify_signatures=job.source.verify_signatures,
             tally=tally,
