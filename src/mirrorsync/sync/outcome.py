@@ -13,6 +13,7 @@ from mirrorsync.logs import fields
 
 if TYPE_CHECKING:
     from mirrorsync.delivery import WebhookResult
+    from mirrorsync.mirrors import MirrorOutcome
     from mirrorsync.store.writes import StackRow
 
 log = logging.getLogger("mirrorsync.sync")
@@ -90,6 +91,7 @@ class RunReport:
     release_events: int = 0
     tally: Tally = field(default_factory=Tally)
     webhooks: list[WebhookResult] = field(default_factory=list)
+    mirrors: list[MirrorOutcome] = field(default_factory=list)  # local copies, after the sync
 
     @property
     def failures(self) -> list[str]:
@@ -102,12 +104,15 @@ class RunReport:
             for o in self.stacks
             if o.manifests is not None and o.manifests.problem
         ]
+        lines += [m.failure for m in self.mirrors if m.failure]
         return lines
 
     @property
     def events(self) -> int:
-        return self.release_events + sum(
-            o.events + (o.manifests.events if o.manifests else 0) for o in self.stacks
+        return (
+            self.release_events
+            + sum(o.events + (o.manifests.events if o.manifests else 0) for o in self.stacks)
+            + sum(m.status == "published" for m in self.mirrors)
         )
 
     @property

@@ -33,6 +33,7 @@ from mirrorsync.sync.outcome import (
 from mirrorsync.sync.progress import RunProgress
 
 if TYPE_CHECKING:  # the crawler and the pages source are imported when a run uses them
+    from mirrorsync.mirrors import MirrorOutcome
     from mirrorsync.sync.manifests import ManifestCrawler
 
 log = logging.getLogger("mirrorsync.sync")
@@ -101,6 +102,9 @@ async def run_once(
                 async with anyio.create_task_group() as tg:
                     for source in sources:
                         tg.start_soon(run.source, source)
+                report.mirrors = await _mirrors(
+                    config, store, workdir, throttle, progress, only_source, dry_run
+                )
             report.tally.add(progress.http)
             if outbox:
                 report.webhooks = merge_results(report.webhooks, await outbox.deliver())
@@ -113,6 +117,31 @@ async def run_once(
 
 
 _STATUSES = ("changed", "unchanged", "removed", "failed")
+
+
+async def _mirrors(
+    config: Config,
+    store: Store,
+    workdir: Path,
+    throttle: Throttle,
+    progress: RunProgress,
+    only_source: str | None,
+    dry_run: bool,
+) -> list[MirrorOutcome]:
+    """The local copies, brought up to the state just synced (same throttle and tally)."""
+    if not config.mirrors:
+        return []
+    from mirrorsync.mirrors import run_mirrors
+
+    return await run_mirrors(
+        config,
+        store,
+        workdir,
+        only_source=only_source,
+        dry_run=dry_run,
+        throttle=throttle,
+        stats=progress.http,
+    )
 
 
 def _crawls(sources: Sequence[Source]) -> bool:
