@@ -8,7 +8,11 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +24,7 @@ import pytest
 
 from conftest import QUICK_RETRIES, run_cli, write_config
 from mirrorsync.config import Config, parse_config
+from mirrorsync.errors import ConfigError
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import make_signing_key, stop_agent
@@ -400,3 +405,163 @@ def test_a_failure_fails_the_copy_with_one_line_and_keeps_what_was_published(
         assert _check_copy(copy) == {v["hash"] for v in nodes.values()}
         status = run_cli("-c", str(config), "status", cwd=tmp_path)
         assert "local" in status.stdout and expected.split(":")[-1].strip()[:20] in status.stdout
+
+
+# -- SIGKILL at random moments ----------------------------------------------------------
+
+
+def test_sigkilled_runs_never_expose_a_broken_index_and_a_clean_run_completes(
+    tmp_path: Path, docroot: Path, upstream: FixtureServer
+) -> None:
+    from mirrorsync.fixture.specs import synthetic_specs
+
+    specs = synthetic_specs(40, seed=15)
+    write_v3_mirror(docroot / "develop", specs[:15])
+    write_catalog(docroot, {"develop": {"root": "develop"}})
+    text = _config_text(tmp_path, upstream, "    delete_after: 1h").replace(
+        "concurrency: 4", "concurrency: 2"
+    )
+    config = write_config(tmp_path / "c.yaml", text)
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    copy = tmp_path / "copy"
+    first = _check_copy(copy)
+    assert first == {s["hash"] for s in specs[:15]}
+
+    write_v3_mirror(docroot / "develop", specs[10:])
+    write_catalog(docroot, {"develop": {"root": "develop"}})
+    _sync(parse_config(text, str(config)))
+    upstream.reset_log()
+    upstream.add_fault("*/blobs/*", "delay", times=None, delay=0.02)
+
+    problems: list[str] = []
+    seen: set[frozenset[str]] = set()
+    stop = threading.Event()
+
+    def reader() -> None:  # what a Spack client polling the copy would see
+        while not stop.is_set():
+            try:
+                seen.add(frozenset(_check_copy(copy)))
+            except (OSError, AssertionError, ValueError, KeyError) as exc:
+                problems.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    rng = random.Random(15)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    kills = 0
+    try:
+        for _ in range(6):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mirrorsync", "-c", str(config), "mirror"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(rng.uniform(0.3, 1.2))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+            process.wait(timeout=30)
+        upstream.clear_faults()
+        clean = run_cli("-c", str(config), "mirror", cwd=tmp_path)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert clean.returncode == 0, clean.stderr
+    assert kills >= 3
+    assert problems == []
+    final = {s["hash"] for s in specs[10:]}
+    assert _check_copy(copy) == final
+    assert seen <= {frozenset(first), frozenset(final)}  # only whole states, old or new
+    # Resumed, not restarted: a blob received whole is fetched again only if a kill
+    # came between its last byte and its rename (at most one in flight per worker).
+    sizes = {r.path: r.bytes_sent for r in upstream.requests if r.status == 200}
+    whole = [
+        r.path
+        for r in upstream.requests
+        if "/blobs/" in r.path and r.status == 200 and r.bytes_sent == sizes[r.path]
+    ]
+    assert len(whole) - len(set(whole)) <= 2 * kills
+
+
+# -- command, events, configuration -------------------------------------------------------
+
+
+def test_mirror_command_dry_run_counts_then_runs_and_records_an_event(
+    tmp_path: Path, docroot: Path, upstream: FixtureServer
+) -> None:
+    nodes = _graph()
+    _publish_upstream(docroot, nodes, None)
+    config_text = _config_text(tmp_path, upstream, '    os: ["ubuntu*"]\n    delete_after: 0')
+    config = write_config(tmp_path / "c.yaml", config_text)
+    _sync(parse_config(config_text, str(config)))
+    copy = tmp_path / "copy"
+
+    dry = run_cli("-c", str(config), "mirror", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    binaries = [v for k, v in nodes.items() if k not in ("openssl", "hdf5")]  # hdf5: rhel8
+    tarball_bytes = sum(
+        len(p.read_bytes())
+        for p in (docroot / "develop/blobs/sha256").rglob("*")
+        if p.is_file()
+        and any(p.name in (docroot / "develop" / _rel(n)).read_text() for n in binaries)
+    )
+    assert f"mirror local: {len(binaries)} binaries" in dry.stdout
+    assert f"would download {2 * len(binaries)} blobs ({tarball_bytes} bytes)" in dry.stdout
+    assert f"and {len(binaries)} manifests; would delete up to 0 files (0 bytes)" in dry.stdout
+    assert not copy.exists() or not any(copy.rglob("*.json"))  # a dry run writes nothing
+
+    done = run_cli("-c", str(config), "mirror", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert (result["status"], result["binaries"], result["added"]) == ("published", 6, 6)
+    assert result["blobs_fetched"] == 2 * 6 + 0  # no keys: the fixture mirror is unsigned
+    again = run_cli("-c", str(config), "mirror", "--dry-run", cwd=tmp_path)
+    assert "would download 0 blobs (0 bytes) and 0 manifests" in again.stdout
+
+    events = run_cli(
+        "-c", str(config), "events", "--json", "--type", "mirror.updated", cwd=tmp_path
+    )
+    (event,) = [json.loads(x) for x in events.stdout.splitlines()]
+    assert event["type"] == "mirror.updated" and event["stack_version"] == 1
+    assert event["mirror"] == {
+        "name": "local",
+        "binaries": 6,
+        "bytes": result["bytes"],
+        "added": 6,
+        "removed": 0,
+    }
+
+
+def _rel(node: Node) -> str:
+    name, version, spec_hash = node["name"], node["version"], node["hash"]
+    return f"v3/manifests/spec/{name}/{name}-{version}-{spec_hash}.spec.manifest.json"
+
+
+@pytest.mark.parametrize(
+    ("mirror", "problem"),
+    [
+        ("    sign_index: true", "mirrors[0].sign_index: Spack never signs v3 index manifests"),
+        ("    delete_after: soon", "mirrors[0].delete_after: expected seconds or a duration"),
+        ("    packages: ['py-[']", "mirrors[0].packages[0]: glob 'py-[' has an unclosed '['"),
+        ("    colour: red", "mirrors[0].colour: unknown key"),
+    ],
+)
+def test_mirror_configuration_errors_name_the_key(
+    tmp_path: Path, server: FixtureServer, mirror: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, server, mirror)
+    assert problem in str(caught.value)
+
+
+def test_a_mirror_needs_a_catalog_or_mirror_source_and_a_release(
+    tmp_path: Path, server: FixtureServer
+) -> None:
+    text = _config_text(tmp_path, server, "").replace("    release: develop\n", "")
+    with pytest.raises(ConfigError, match=r"mirrors\[0\]\.release: required for a catalog"):
+        parse_config(text, "c.yaml")
+    text = _config_text(tmp_path, server, "").replace("source: test", "source: nope")
+    with pytest.raises(ConfigError, match=r"mirrors\[0\]\.source: expected a catalog or mirror"):
+        parse_config(text, "c.yaml")
