@@ -363,7 +363,9 @@ def test_a_failure_fails_the_copy_with_one_line_and_keeps_what_was_published(
     root = docroot / "develop"
     write_v3_mirror(root, list(nodes.values()), tarball=_tarball_for)
     write_catalog(docroot, {"develop": {"root": "develop"}})
-    config = write_config(tmp_path / "c.yaml", _config_text(tmp_path, upstream, ""))
+    prom = tmp_path / "mirrorsync.prom"
+    text = _config_text(tmp_path, upstream, "") + f"metrics: {{textfile: {prom}}}\n"
+    config = write_config(tmp_path / "c.yaml", text)
     copy = tmp_path / "copy"
     with contextlib.ExitStack() as stack:
         if fault == "disk full":
@@ -403,6 +405,10 @@ def test_a_failure_fails_the_copy_with_one_line_and_keeps_what_was_published(
         assert {k: v for k, v in after.items() if k in published} == published
         assert not [k for k in after if k.endswith(".part")]
         assert _check_copy(copy) == {v["hash"] for v in nodes.values()}
+        metrics = prom.read_text()
+        assert 'mirrorsync_last_run_failures{kind="mirror"} 1' in metrics
+        assert 'mirrorsync_mirror_failing{mirror="local"} 1' in metrics
+        assert 'mirrorsync_mirror_version{mirror="local"} 1' in metrics
         status = run_cli("-c", str(config), "status", cwd=tmp_path)
         assert "local" in status.stdout and expected.split(":")[-1].strip()[:20] in status.stdout
 
