@@ -571,3 +571,26 @@ def test_a_mirror_needs_a_catalog_or_mirror_source_and_a_release(
     text = _config_text(tmp_path, server, "").replace("source: test", "source: nope")
     with pytest.raises(ConfigError, match=r"mirrors\[0\]\.source: expected a catalog or mirror"):
         parse_config(text, "c.yaml")
+
+
+def test_webhooks_subscribed_to_mirror_updated_receive_the_counts(
+    tmp_path: Path, docroot: Path, upstream: FixtureServer
+) -> None:
+    from receiver import Receiver, new_secret
+
+    nodes = _graph()
+    _publish_upstream(docroot, nodes, None)
+    secret = new_secret()
+    with Receiver(secret) as receiver:
+        hook = (
+            f"webhooks:\n  - name: site\n    url: {receiver.url}\n    secret_env: HOOK_SECRET\n"
+            "    events: [mirror.updated]\n"
+        )
+        config = write_config(tmp_path / "c.yaml", _config_text(tmp_path, upstream, "") + hook)
+        done = run_cli("-c", str(config), "once", cwd=tmp_path, env={"HOOK_SECRET": secret})
+        assert done.returncode == 0, done.stderr
+        events = [e for r in receiver.acknowledged for e in r.events]
+    (event,) = events  # only the subscribed type: no spec.added, stack.added...
+    assert event["type"] == "mirror.updated"
+    assert event["mirror"]["name"] == "local"
+    assert (event["mirror"]["binaries"], event["mirror"]["added"]) == (7, 7)
