@@ -594,3 +594,22 @@ def test_webhooks_subscribed_to_mirror_updated_receive_the_counts(
     assert event["type"] == "mirror.updated"
     assert event["mirror"]["name"] == "local"
     assert (event["mirror"]["binaries"], event["mirror"]["added"]) == (7, 7)
+
+
+def test_mirror_takes_the_run_lock(tmp_path: Path, docroot: Path, upstream: FixtureServer) -> None:
+    from mirrorsync.lock import RunLock
+
+    _publish_upstream(docroot, _graph(), None)
+    text = _config_text(tmp_path, upstream, "")
+    config = write_config(tmp_path / "c.yaml", text)
+    _sync(parse_config(text, str(config)))
+    lock = RunLock(tmp_path / "state.db")
+    assert lock.try_acquire()
+    try:
+        refused = run_cli("-c", str(config), "mirror", cwd=tmp_path)
+    finally:
+        lock.release()
+    assert refused.returncode == 75
+    assert "another run holds the lock" in refused.stderr
+    assert not (tmp_path / "copy").exists()
+    assert run_cli("-c", str(config), "mirror", cwd=tmp_path).returncode == 0

@@ -99,6 +99,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
             for o in sorted(report.stacks, key=lambda o: o.label)
         ],
         "webhooks": [r.to_dict() for r in report.webhooks],
+        "mirrors": [_mirror_dict(m) for m in report.mirrors],
     }
 
 
