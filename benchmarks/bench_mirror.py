@@ -10,6 +10,8 @@ alternation and ``--repeat`` times each:
               and renamed; the manifests; the index published last
   curl        ``curl --parallel --parallel-max C`` fetching the same blobs into a
               directory (no checks, no fsync): the HTTP ceiling of this machine
+  httpx       plain httpx, C streams at once, reading every body and keeping
+              nothing: the ceiling of Python's HTTP stack alone
 
 at the same concurrency. It reports each one's median throughput (bytes of
 blobs / wall time of the process) and their ratio. The machines this runs on
@@ -76,6 +78,22 @@ http: {{concurrency: {concurrency}, per_host_concurrency: {concurrency}, per_hos
     return path
 
 
+_HTTPX = """
+import asyncio, sys, httpx
+async def main(urls, concurrency):
+    slots = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        async def one(url):
+            async with slots, client.stream("GET", url) as response:
+                response.raise_for_status()
+                async for _ in response.aiter_raw():
+                    pass
+        await asyncio.gather(*(one(u) for u in urls))
+asyncio.run(main(open(sys.argv[1]).read().split(), int(sys.argv[2])))
+"""
+
+
 def _timed(cmd: list[str], cwd: Path) -> float:
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
@@ -129,7 +147,9 @@ def main() -> int:
                 f'url = "{url}/{p}"\noutput = "{work}/curl/{i}"\n' for i, (p, _) in enumerate(blobs)
             )
         )
-        ours, theirs = [], []
+        url_list = work / "urls.txt"
+        url_list.write_text("".join(f"{url}/{p}\n" for p, _ in blobs))
+        ours, theirs, plain = [], [], []
         for _ in range(args.repeat):
             shutil.rmtree(work / "copy", ignore_errors=True)
             ours.append(_timed([*mirrorsync, mirror_config, "mirror"], work))
@@ -141,18 +161,26 @@ def main() -> int:
             curl = ["curl", "--parallel", "--parallel-max", str(args.concurrency), "-s", "-f"]
             theirs.append(_timed([*curl, "-K", str(curl_config)], work))
             shutil.rmtree(work / "curl", ignore_errors=True)
+            httpx_cmd = [sys.executable, "-c", _HTTPX, str(url_list), str(args.concurrency)]
+            plain.append(_timed(httpx_cmd, work))
     finally:
         server.terminate()
         server.wait()
         shutil.rmtree(work, ignore_errors=True)
-    a, b = statistics.median(ours), statistics.median(theirs)
+    a, b, c = statistics.median(ours), statistics.median(theirs), statistics.median(plain)
     print(
         f"mirrorsync mirror: {total / a / 1e6:7.1f} MB/s  (median of {', '.join(f'{x:.2f}' for x in ours)} s)"
     )
     print(
         f"curl --parallel:   {total / b / 1e6:7.1f} MB/s  (median of {', '.join(f'{x:.2f}' for x in theirs)} s)"
     )
-    print(f"ratio mirrorsync/curl: {b / a:.2f} (concurrency {args.concurrency})")
+    print(
+        f"plain httpx:       {total / c / 1e6:7.1f} MB/s  "
+        f"(median of {', '.join(f'{x:.2f}' for x in plain)} s)"
+    )
+    print(
+        f"ratio mirrorsync/curl: {b / a:.2f}, mirrorsync/httpx: {c / a:.2f} (concurrency {args.concurrency})"
+    )
     return 0
 
 

@@ -517,6 +517,11 @@ def test_mirror_command_dry_run_counts_then_runs_and_records_an_event(
     assert f"would download {2 * len(binaries)} blobs ({tarball_bytes} bytes)" in dry.stdout
     assert f"and {len(binaries)} manifests; would delete up to 0 files (0 bytes)" in dry.stdout
     assert not copy.exists() or not any(copy.rglob("*.json"))  # a dry run writes nothing
+    once_dry = run_cli("-c", str(config), "once", "--dry-run", "--json", cwd=tmp_path)
+    assert once_dry.returncode == 0, once_dry.stderr
+    (planned,) = json.loads(once_dry.stdout)["mirrors"]
+    assert (planned["status"], planned["blobs_fetched"]) == ("dry run", 2 * len(binaries))
+    assert not copy.exists() or not any(copy.rglob("*.json"))
 
     done = run_cli("-c", str(config), "mirror", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
