@@ -618,3 +618,27 @@ def test_mirror_takes_the_run_lock(tmp_path: Path, docroot: Path, upstream: Fixt
     assert "another run holds the lock" in refused.stderr
     assert not (tmp_path / "copy").exists()
     assert run_cli("-c", str(config), "mirror", cwd=tmp_path).returncode == 0
+
+
+def test_a_file_removed_from_the_copy_is_fetched_again_by_the_next_run(
+    tmp_path: Path, docroot: Path, upstream: FixtureServer
+) -> None:
+    nodes = _graph()
+    _publish_upstream(docroot, nodes, None)
+    config = _config(tmp_path, upstream, "    stacks: [root]")
+    _sync(config)
+    (first,) = _mirror(config)
+    assert first.status == "published"
+    copy = tmp_path / "copy"
+    installs = _copy_index(copy)
+    zlib = installs[nodes["zlib"]["hash"]]["spec"]
+    manifest = copy / _rel(zlib)
+    (tarball, _) = _manifest_records(manifest.read_bytes())
+    blob = copy / "blobs/sha256" / tarball["checksum"][:2] / tarball["checksum"]
+    blob.unlink()
+    upstream.reset_log()
+    (second,) = _mirror(config)
+    assert second.status == "unchanged" and second.error is None
+    assert second.copied.blobs_fetched == 1
+    assert [p.rsplit("/", 1)[1] for p in _blob_gets(upstream)].count(tarball["checksum"]) == 1
+    assert _check_copy(copy) == {v["hash"] for k, v in nodes.items() if k != "openssl"}

@@ -212,8 +212,11 @@ class _CopyJob:
             and row.index_checksum is not None
             and current == row.index_checksum
         ):
-            await self._settle(plan_key, None)
-            return
+            try:
+                await self._settle(plan_key, None)
+                return
+            except CopyError as exc:  # a file of the published state is gone: repair it
+                log.warning("mirror %s: %s; checking every file again", copy.name, exc)
         roots = [_real_root(source, s) for s in stacks]
         indexes = [
             await self._index(s, root, f"{source.name}:{release}/{s.name}")
