@@ -544,7 +544,7 @@ def test_webhook_configuration_is_checked_naming_file_and_key(tmp_path: Path) ->
     assert config_error(tmp_path, base + "    secret_env: A\n    events: [spec.changed]\n") == (
         f"{where}: webhooks[0].events[0]: invalid enum value 'spec.changed' (expected one of: "
         "spec.added, spec.removed, stack.added, stack.removed, release.added, release.removed, "
-        "spec.manifest_missing)"
+        "spec.manifest_missing, mirror.updated)"
     )
     assert config_error(tmp_path, base + "    secret_env: A\n    filter: {package: [x]}\n") == (
         f"{where}: webhooks[0].filter.package: unknown key"

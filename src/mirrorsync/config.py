@@ -198,6 +198,7 @@ EventType = Literal[
     "release.added",
     "release.removed",
     "spec.manifest_missing",
+    "mirror.updated",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 _DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")
@@ -245,6 +246,41 @@ class WebhookConfig(_Strict):
         return _duration(self.keep_dead)
 
 
+class MirrorCopy(_Strict):
+    """A local v3 build cache made from synced stacks: filtered, verified, incremental."""
+
+    name: Name
+    path: str  # the directory that becomes the build cache
+    source: str  # a configured catalog or mirror source
+    release: str | None = None  # required for a catalog source; a mirror source has its own
+    stacks: list[str] | None = None  # globs; default: every stack of the release
+    packages: list[str] | None = None  # globs on spec names
+    exclude_packages: list[str] = []
+    os: list[str] | None = None  # globs on arch.platform_os
+    targets: list[str] | None = None  # globs on the target name
+    platforms: list[str] | None = None
+    delete_after: float | str = "2d"  # how long unreferenced files stay; 0 deletes at once
+    sign_index: bool = False  # Spack never signs v3 index manifests; only false is accepted
+
+    @property
+    def directory(self) -> Path:
+        return Path(os.path.expanduser(self.path))
+
+    @property
+    def delete_after_seconds(self) -> float:
+        """``delete_after`` in seconds (validated by ``parse_config``)."""
+        return _duration(self.delete_after)
+
+    def selects(self, name: str, os_name: str, target: str, platform: str) -> bool:
+        """Whether a binary with these fields passes every filter given."""
+        return (
+            _selected(name, self.packages, self.exclude_packages)
+            and _selected(os_name, self.os, [])
+            and _selected(target, self.targets, [])
+            and _selected(platform, self.platforms, [])
+        )
+
+
 class MetricsConfig(_Strict):
     """Prometheus metrics, written at the end of every run."""
 
@@ -262,6 +298,7 @@ class Config(_Strict):
     webhooks: list[WebhookConfig] = []
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    mirrors: list[MirrorCopy] = []
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
@@ -280,6 +317,13 @@ class Config(_Strict):
                 return source
         names = ", ".join(s.name for s in self.sources)
         raise ConfigError(self.path, "sources", f"no source named {name!r} (have: {names})")
+
+    def mirror(self, name: str) -> MirrorCopy:
+        for copy in self.mirrors:
+            if copy.name == name:
+                return copy
+        names = ", ".join(m.name for m in self.mirrors) or "none configured"
+        raise ConfigError(self.path, "mirrors", f"no mirror named {name!r} (have: {names})")
 
     def webhook_key(self, name: str) -> str:
         """The configuration key of a webhook, ``webhooks[i]``, for error messages."""
@@ -420,6 +464,63 @@ def _check(config: Config) -> None:
                 for j, glob in enumerate(getattr(source, field) or []):
                     _check_glob(path, f"{key}.{field}[{j}]", glob)
     _check_webhooks(config)
+    _check_mirrors(config)
+
+
+def _check_mirrors(config: Config) -> None:
+    path = config.path
+    names: set[str] = set()
+    directories: set[str] = set()
+    for i, copy in enumerate(config.mirrors):
+        key = f"mirrors[{i}]"
+        if copy.name in names:
+            raise ConfigError(path, f"{key}.name", f"duplicate mirror name {copy.name!r}")
+        names.add(copy.name)
+        if not copy.path.strip() or "\x00" in copy.path:
+            raise ConfigError(path, f"{key}.path", f"expected a directory, got {copy.path!r}")
+        directory = os.path.abspath(copy.directory)
+        if directory in directories:
+            raise ConfigError(path, f"{key}.path", f"another mirror already writes {copy.path!r}")
+        directories.add(directory)
+        source = next((s for s in config.sources if s.name == copy.source), None)
+        if source is None or isinstance(source, PagesSource):
+            have = ", ".join(s.name for s in config.sources if not isinstance(s, PagesSource))
+            raise ConfigError(
+                path,
+                f"{key}.source",
+                f"expected a catalog or mirror source, got {copy.source!r} (have: {have or 'none'})",
+            )
+        if isinstance(source, CatalogSource) and not copy.release:
+            raise ConfigError(path, f"{key}.release", "required for a catalog source")
+        if isinstance(source, MirrorSource) and copy.release not in (None, source.release):
+            raise ConfigError(
+                path,
+                f"{key}.release",
+                f"a mirror source has one release ({source.release!r}); leave it out",
+            )
+        for field in ("stacks", "packages", "exclude_packages", "os", "targets", "platforms"):
+            globs = getattr(copy, field)
+            if globs is not None and not globs and field != "exclude_packages":
+                raise ConfigError(path, f"{key}.{field}", "expected at least one glob")
+            for j, glob in enumerate(globs or []):
+                _check_glob(path, f"{key}.{field}[{j}]", glob)
+        try:
+            after = _duration(copy.delete_after)
+        except ValueError:
+            after = -1.0
+        if after < 0:
+            raise ConfigError(
+                path,
+                f"{key}.delete_after",
+                f"expected seconds or a duration such as 2d, 12h, 0, got {copy.delete_after!r}",
+            )
+        if copy.sign_index:
+            raise ConfigError(
+                path,
+                f"{key}.sign_index",
+                "Spack never signs v3 index manifests, so neither does mirrorsync; the spec "
+                "manifests keep upstream's signatures. Leave it out or set it to false",
+            )
 
 
 def _check_webhooks(config: Config) -> None:

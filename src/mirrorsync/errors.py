@@ -149,3 +149,7 @@ class SignatureError(MirrorsyncError):
         super().__init__(f"{url}: {problem}")
         self.url = redact_url(str(url))
         self.problem = problem
+
+
+class CopyError(MirrorsyncError):
+    """A local mirror copy cannot be written or read (disk full, permissions, a damaged file)."""

@@ -186,6 +186,11 @@ def run_families(report: RunReport, last_success: float | None) -> list[Family]:
             [
                 Sample(len(report.source_errors), {"kind": "source"}),
                 Sample(sum(o.status == "failed" for o in report.stacks), {"kind": "stack"}),
+                *(
+                    [Sample(sum(m.status == "failed" for m in report.mirrors), {"kind": "mirror"})]
+                    if report.mirrors
+                    else []
+                ),
             ],
         ),
         Family(
@@ -270,6 +275,7 @@ async def database_families(store: Store) -> list[Family]:
             [Sample(n, {"type": t}) for t, n in sorted(counts.items())],
         )
     )
+    families += await _mirror_families(store)
     hooks = [h for h in await webhook_store.summaries(store) if h.configured]
     for name, help_text, values in (
         (
@@ -303,6 +309,42 @@ async def database_families(store: Store) -> list[Family]:
         )
     )
     return families
+
+
+async def _mirror_families(store: Store) -> list[Family]:
+    """Per local copy (config ``mirrors:``): what its published index holds, and its health."""
+    from mirrorsync.store import mirrors as mirror_store
+
+    copies = await mirror_store.statuses(store)
+    if not copies:
+        return []
+    out = []
+    for name, help_text, values in (
+        (
+            "mirror_binaries",
+            "Binaries the copy's published index lists.",
+            [m.binaries for m in copies],
+        ),
+        (
+            "mirror_bytes",
+            "Bytes of every file the copy's published index references.",
+            [m.bytes for m in copies],
+        ),
+        ("mirror_version", "Published states of the copy so far.", [m.version for m in copies]),
+        (
+            "mirror_failing",
+            "1 if the copy's last update failed.",
+            [int(m.last_error is not None) for m in copies],
+        ),
+        (
+            "mirror_last_published_timestamp_seconds",
+            "When the copy's index was last replaced (Unix time; 0 if never).",
+            [_epoch(m.last_published) or 0 for m in copies],
+        ),
+    ):
+        samples = [Sample(v, {"mirror": m.name}) for m, v in zip(copies, values, strict=True)]
+        out.append(Family(PREFIX + name, "gauge", help_text, samples))
+    return out
 
 
 async def export(config: Config, report: RunReport) -> Path | None:

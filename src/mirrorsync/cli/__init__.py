@@ -21,6 +21,7 @@ Command = Callable[[argparse.Namespace], Awaitable[int]]
 
 COMMANDS: dict[str, Command] = {
     "once": commands.once,
+    "mirror": commands.mirror,
     "status": commands.status,
     "history": commands.history,
     "diff": commands.diff,

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.filesize import decimal
 
@@ -22,6 +23,9 @@ from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync import RunProgress, RunReport, run_once
+
+if TYPE_CHECKING:
+    from mirrorsync.mirrors import MirrorOutcome
 
 
 async def _open(config: Config) -> Store:
@@ -92,6 +96,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
             for o in sorted(report.stacks, key=lambda o: o.label)
         ],
         "webhooks": [r.to_dict() for r in report.webhooks],
+        "mirrors": [_mirror_dict(m) for m in report.mirrors],
     }
 
 
@@ -142,11 +147,80 @@ def _print_webhook_results(results: list[WebhookResult], *, stderr: bool = False
     )
 
 
+async def mirror(args: argparse.Namespace) -> int:
+    """Update the configured copies (or one) under the run lock; a dry run writes nothing."""
+    import tempfile
+
+    from mirrorsync.delivery import Outbox
+    from mirrorsync.mirrors import run_mirrors
+
+    config = load_config(args.config)
+    if not config.mirrors:
+        raise UsageError(f"{config.path}: no mirrors configured")
+    if args.name:
+        config.mirror(args.name)  # an unknown name is a usage error, before the lock
+    webhooks: list[WebhookResult] = []
+    async with contextlib.AsyncExitStack() as stack:
+        # A dry run too: its writes go into one transaction that is rolled back, which
+        # holds the database's write lock while it runs.
+        await stack.enter_async_context(hold(config.database_path, wait=args.wait))
+        store = await stack.enter_async_context(
+            await Store.open(config.database_path, create=False, dry_run=args.dry_run)
+        )
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mirrorsync-"))
+        outcomes = await run_mirrors(config, store, Path(tmp), only=args.name, dry_run=args.dry_run)
+        if not args.dry_run and any(o.status == "published" for o in outcomes):
+            webhooks = await (await Outbox.open(config, store)).deliver()  # mirror.updated
+    if args.json:
+        print_json([_mirror_dict(o) for o in outcomes])
+    elif args.dry_run:
+        for o in outcomes:
+            c = o.copied
+            if o.error:
+                continue
+            print(
+                f"mirror {o.name}: {o.binaries} binaries ({o.bytes} bytes); would download "
+                f"{c.blobs_fetched} blobs ({c.bytes_fetched} bytes) and {c.manifests_fetched} "
+                f"manifests; would delete up to {o.deleted} files ({o.deleted_bytes} bytes)"
+            )
+    failures = [o.failure for o in outcomes if o.failure]
+    failures += [r.failure for r in webhooks if r.failure]
+    for line in failures:
+        print_line(f"mirrorsync: failed: {line}")
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _mirror_dict(o: MirrorOutcome) -> dict[str, object]:
+    return {
+        "name": o.name,
+        "status": o.status,
+        "version": o.version,
+        "binaries": o.binaries,
+        "bytes": o.bytes,
+        "added": o.added,
+        "removed": o.removed,
+        "blobs_fetched": o.copied.blobs_fetched,
+        "bytes_fetched": o.copied.bytes_fetched,
+        "blobs_present": o.copied.blobs_present,
+        "manifests_fetched": o.copied.manifests_fetched,
+        "deleted": o.deleted,
+        "deleted_bytes": o.deleted_bytes,
+        "waiting": o.waiting,
+        "waiting_bytes": o.waiting_bytes,
+        "error": o.error,
+        "requests": o.tally.requests,
+        "seconds": round(o.seconds, 3),
+    }
+
+
 async def status(args: argparse.Namespace) -> int:
+    from mirrorsync.store import mirrors as mirror_store
+
     config = load_config(args.config)
     async with await _open(config) as store:
         rows = await queries.status(store)
         hooks = await webhook_store.summaries(store)
+        copies = await mirror_store.statuses(store)
     for hook in hooks:
         if hook.dead_events:
             print_line(
@@ -183,6 +257,22 @@ async def status(args: argparse.Namespace) -> int:
             for r in rows
         ],
     )
+    if copies:
+        print_table(
+            ["mirror", "path", "version", "binaries", "bytes", "last published", "last error"],
+            [
+                (
+                    m.name,
+                    m.path,
+                    m.version,
+                    m.binaries,
+                    m.bytes,
+                    m.last_published,
+                    m.last_error,
+                )
+                for m in copies
+            ],
+        )
     if hooks:
         print_table(
             ["webhook", "state", "pending", "oldest pending", "dead", "last success", "last error"],

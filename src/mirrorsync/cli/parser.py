@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     _lock_option(once)
     _json(once)
 
+    mirror = command("mirror", "bring the local copies (config mirrors:) up to the synced state")
+    mirror.add_argument("--name", help="only this copy")
+    mirror.add_argument(
+        "--dry-run", action="store_true", help="show what would be downloaded and deleted"
+    )
+    _lock_option(mirror)
+    _json(mirror)
+
     status = command("status", "current version, size and health of every stack")
     _json(status)
 

@@ -71,8 +71,23 @@ class Event:
     version: str | None
     stack_version: int | None
     occurred_at: str
+    # mirror.updated: the copy and its published state's counts (None for other events)
+    mirror: str | None = None
+    binaries: int | None = None
+    bytes: int | None = None
+    added: int | None = None
+    removed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        mirror: dict[str, Any] = {}
+        if self.mirror is not None:
+            mirror["mirror"] = {
+                "name": self.mirror,
+                "binaries": self.binaries,
+                "bytes": self.bytes,
+                "added": self.added,
+                "removed": self.removed,
+            }
         return {
             "id": self.id,
             "type": self.type,
@@ -84,6 +99,7 @@ class Event:
             "version": self.version,
             "stack_version": self.stack_version,
             "occurred_at": self.occurred_at,
+            **mirror,
         }
 
 
@@ -91,11 +107,13 @@ SPEC_COLUMNS = "s.hash, s.name, s.version, s.platform, s.os, s.target, s.compile
 #: The columns of an ``Event``, in order, from events ``e`` joined by ``EVENT_JOINS``.
 EVENT_COLUMNS = (
     "e.id, e.type, src.name, e.release, st.name, s.hash, s.name, s.version,"
-    " e.stack_version, e.occurred_at"
+    " e.stack_version, e.occurred_at, mi.name, mv.binaries, mv.bytes, mv.added, mv.removed"
 )
 EVENT_JOINS = (
     "JOIN sources src ON src.id = e.source_id"
     " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
+    " LEFT JOIN mirror_versions mv ON mv.event_id = e.id"
+    " LEFT JOIN mirrors mi ON mi.id = mv.mirror_id"
 )
 
 

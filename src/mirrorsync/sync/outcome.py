@@ -13,6 +13,7 @@ from mirrorsync.logs import fields
 
 if TYPE_CHECKING:
     from mirrorsync.delivery import WebhookResult
+    from mirrorsync.mirrors import MirrorOutcome
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -92,6 +93,7 @@ class RunReport:
     interrupted: bool = False  # stopped by a signal before it finished
     fatal: str | None = None  # the error that ended the run for every stack (a full disk)
     metrics_error: str | None = None  # the metrics file could not be written
+    mirrors: list[MirrorOutcome] = field(default_factory=list)  # local copies, after the sync
 
     @property
     def failures(self) -> list[str]:
@@ -107,6 +109,7 @@ class RunReport:
         ]
         if self.metrics_error:
             lines.append(self.metrics_error)
+        lines += [m.failure for m in self.mirrors if m.failure]
         return lines
 
     @property
@@ -116,8 +119,10 @@ class RunReport:
 
     @property
     def events(self) -> int:
-        return self.release_events + sum(
-            o.events + (o.manifests.events if o.manifests else 0) for o in self.stacks
+        return (
+            self.release_events
+            + sum(o.events + (o.manifests.events if o.manifests else 0) for o in self.stacks)
+            + sum(m.status == "published" for m in self.mirrors)
         )
 
     @property

@@ -35,6 +35,7 @@ from mirrorsync.sync.outcome import (
 from mirrorsync.sync.progress import RunProgress
 
 if TYPE_CHECKING:  # the crawler and the pages source are imported when a run uses them
+    from mirrorsync.mirrors import MirrorOutcome
     from mirrorsync.sync.manifests import ManifestCrawler
 
 log = logging.getLogger("mirrorsync.sync")
@@ -73,6 +74,7 @@ async def run_once(
             for source in sources:  # plan its stacks, then sync each of them
                 tg.start_soon(sync_source, ctx, source)
         if not report.interrupted and report.fatal is None:
+            report.mirrors = await ctx.update_mirrors(only_source)  # the local copies
             await ctx.deliver_webhooks()  # what this run recorded
     report.tally.add(ctx.progress.http)
     report.finished_at = utcnow()
@@ -123,6 +125,8 @@ class RunContext:
     fetchers: dict[bool, IndexFetcher]  # by the source's ``insecure``
     crawlers: dict[bool, ManifestCrawler]  # none in a dry run, or when nothing crawls
     outbox: Outbox | None  # None in a dry run
+    workdir: Path  # the run's scratch directory
+    throttle: Throttle  # shared by every client of the run, the copies' too
     index_slots: anyio.CapacityLimiter = field(
         default_factory=lambda: anyio.CapacityLimiter(INDEX_WORKERS)
     )
@@ -164,7 +168,25 @@ class RunContext:
                             client, store, workdir, workers=http.host_concurrency, progress=progress
                         )
                 outbox = None if report.dry_run else await Outbox.open(config, store)
-                yield cls(config, store, report, progress, fetchers, crawlers, outbox)
+                yield cls(
+                    config, store, report, progress, fetchers, crawlers, outbox, workdir, throttle
+                )
+
+    async def update_mirrors(self, only_source: str | None) -> list[MirrorOutcome]:
+        """The local copies, brought up to the state just synced (same throttle and tally)."""
+        if not self.config.mirrors:
+            return []
+        from mirrorsync.mirrors import run_mirrors
+
+        return await run_mirrors(
+            self.config,
+            self.store,
+            self.workdir,
+            only_source=only_source,
+            dry_run=self.report.dry_run,
+            throttle=self.throttle,
+            stats=self.progress.http,
+        )
 
     async def deliver_webhooks(self) -> None:
         if self.outbox is not None:

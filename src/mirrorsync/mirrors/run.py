@@ -1,0 +1,423 @@
+"""Bring every configured copy (or one) up to date with the latest synced state.
+
+Per copy, in this order (each step only after the previous one succeeded):
+
+1. plan: the copy's stacks as the last sync left them; their upstream indexes,
+   fetched again by the content address the sync recorded (and checked against
+   its sha256), since the database keeps only a few fields of each node and a
+   copy's index must carry upstream's nodes unchanged; the selection.
+2. download: layout, keys, and each binary's blobs then manifest.
+3. publish: the new index blob, then the index manifest, atomically.
+4. record: the published state, its history row and ``mirror.updated`` event.
+5. prune: files the published index does not reference, once ``delete_after``
+   has passed since they stopped being referenced.
+
+A copy whose stacks' indexes and filters are those of its published state is
+``unchanged``: nothing is fetched, and only the pruning runs. A failure stops
+that copy for this run; its published state is left as it was.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import anyio
+
+from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
+from mirrorsync.errors import CopyError, MirrorsyncError, NotFoundError
+from mirrorsync.fetch import HttpClient, Tally, Throttle
+from mirrorsync.formats.catalog import blob_url
+from mirrorsync.formats.rawindex import RawInstall, parse_raw_index
+from mirrorsync.logs import fields
+from mirrorsync.mirrors import files
+from mirrorsync.mirrors.download import Copier, CopyTally
+from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
+from mirrorsync.mirrors.plan import Selection, StackIndex, select
+from mirrorsync.mirrors.publish import (
+    build_index,
+    delete,
+    due,
+    publish,
+    published_checksum,
+    referenced,
+    unreferenced,
+)
+from mirrorsync.redact import Url, redact_url
+from mirrorsync.store import Store
+from mirrorsync.store import mirrors as store_mirrors
+from mirrorsync.store.mirrors import MirrorRow, Published, SyncedStack
+
+log = logging.getLogger("mirrorsync.mirror")
+
+MirrorStatus = Literal["published", "unchanged", "failed", "dry run"]
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass
+class MirrorOutcome:
+    name: str
+    status: MirrorStatus
+    version: int = 0
+    binaries: int = 0
+    bytes: int = 0
+    added: int = 0
+    removed: int = 0
+    copied: CopyTally = field(default_factory=CopyTally)
+    deleted: int = 0
+    deleted_bytes: int = 0
+    waiting: int = 0  # unreferenced files kept until delete_after has passed
+    waiting_bytes: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    tally: Tally = field(default_factory=Tally)
+
+    @property
+    def failure(self) -> str | None:
+        return f"mirror {self.name}: {self.error}" if self.error else None
+
+
+def _utc() -> datetime:
+    return datetime.now(UTC)
+
+
+async def run_mirrors(
+    config: Config,
+    store: Store,
+    workdir: Path,
+    *,
+    only: str | None = None,
+    only_source: str | None = None,
+    dry_run: bool = False,
+    throttle: Throttle | None = None,
+    stats: Tally | None = None,
+    clock: Callable[[], datetime] = _utc,
+) -> list[MirrorOutcome]:
+    """Update each configured copy (``only``: that one; ``only_source``: those of a source).
+
+    Never raises for one copy's failure: it is in its outcome. ``clock`` gives
+    the current time (UTC), which decides what ``delete_after`` lets go.
+    """
+    copies = [config.mirror(only)] if only else list(config.mirrors)
+    if only_source:
+        copies = [c for c in copies if c.source == only_source]
+    if not copies:
+        return []
+    http = config.http
+    throttle = throttle or Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
+    outcomes: list[MirrorOutcome] = []
+    clients: dict[bool, HttpClient] = {}
+    try:
+        for copy in copies:
+            insecure = config.source(copy.source).insecure
+            client = clients.get(insecure)
+            if client is None:
+                client = clients[insecure] = HttpClient(
+                    http, verify=not insecure, throttle=throttle, stats=stats
+                )
+            job = _CopyJob(config, store, client, workdir, copy, dry_run, clock)
+            outcomes.append(await job.run())
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return outcomes
+
+
+class _CopyJob:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        client: HttpClient,
+        workdir: Path,
+        copy: MirrorCopy,
+        dry_run: bool,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self.workdir = workdir
+        self.copy = copy
+        self.root = copy.directory
+        self.dry_run = dry_run
+        self.clock = clock
+        self.outcome = MirrorOutcome(copy.name, "dry run" if dry_run else "unchanged")
+        self.row: MirrorRow | None = None
+
+    def _now(self) -> str:
+        return self.clock().astimezone(UTC).strftime(_TIME_FORMAT)
+
+    async def run(self) -> MirrorOutcome:
+        started = time.monotonic()
+        try:
+            await self._run()
+        except MirrorsyncError as exc:
+            await self._failed(str(exc))
+        except OSError as exc:
+            await self._failed(str(files.disk_error(Path(exc.filename or self.root), exc)))
+        self.outcome.seconds = time.monotonic() - started
+        _log(self.outcome)
+        return self.outcome
+
+    async def _failed(self, error: str) -> None:
+        self.outcome.status = "failed"
+        self.outcome.error = error
+        if self.row is not None and not self.dry_run:
+            with anyio.CancelScope(shield=True):
+                await store_mirrors.record_failure(self.store, self.row.id, error, self._now())
+
+    async def _run(self) -> None:
+        copy = self.copy
+        source = self.config.source(copy.source)
+        assert isinstance(source, CatalogSource | MirrorSource)  # checked by parse_config
+        release = copy.release or (source.release if isinstance(source, MirrorSource) else "")
+        source_id = await store_mirrors.source_id(self.store, source.name)
+        if source_id is None:
+            raise CopyError(
+                f"source {source.name} has not been synced yet; run 'mirrorsync once' first"
+            )
+        if self.dry_run:
+            self.row = await store_mirrors.find(self.store, copy.name)
+        else:
+            self.row = await store_mirrors.ensure(
+                self.store, copy.name, str(self.root), source_id, release
+            )
+        stacks = _choose(
+            copy,
+            source.name,
+            release,
+            await store_mirrors.synced_stacks(self.store, source_id, release),
+        )
+        plan_key = _plan_key(copy, stacks)
+        if not self.dry_run:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise files.disk_error(self.root, exc) from None
+            files.remove_temporaries(self.root)
+        row = self.row
+        current = published_checksum(self.root)
+        if (
+            row is not None
+            and row.plan_key == plan_key
+            and row.index_checksum is not None
+            and current == row.index_checksum
+        ):
+            try:
+                await self._settle(plan_key, None)
+                return
+            except CopyError as exc:  # a file of the published state is gone: repair it
+                log.warning("mirror %s: %s; checking every file again", copy.name, exc)
+        roots = [_real_root(source, s) for s in stacks]
+        indexes = [
+            await self._index(s, root, f"{source.name}:{release}/{s.name}")
+            for s, root in zip(stacks, roots, strict=True)
+        ]
+        selection = await anyio.to_thread.run_sync(select, copy, indexes)
+        del indexes
+        if selection.missing:
+            log.warning(
+                "mirror %s: %d link/run dependencies are in no index (first: %s); left out",
+                copy.name,
+                len(selection.missing),
+                selection.missing[0],
+            )
+        copier = Copier(self.client, self.root, self.outcome.tally, dry_run=self.dry_run)
+        self.outcome.copied = copier.counts
+        await copier.layout(roots[0])
+        await copier.keys(roots)
+        await self._download(copier, selection)
+        index = build_index(selection.db_version, list(selection.records.values()))
+        if self.dry_run:
+            self._dry_run_report(
+                copier, selection, index.checksum, len(index.data), len(index.manifest)
+            )
+            return
+        if current != index.checksum:
+            await anyio.to_thread.run_sync(publish, self.root, index)
+        await self._settle(plan_key, selection)
+
+    async def _index(self, stack: SyncedStack, root: str, label: str) -> StackIndex:
+        """The stack's upstream index as the last sync saw it (its content address)."""
+        assert stack.index_checksum is not None
+        url = blob_url(root, "sha256", stack.index_checksum)
+        dest = self.workdir / f"mirror-index-{stack.index_checksum}.json"
+        try:
+            await self.client.download(
+                Url(url),
+                dest,
+                expected_sha256=stack.index_checksum,
+                max_bytes=self.config.limits.cap("index"),
+                limit_name="limits.index",
+                tally=self.outcome.tally,
+            )
+        except NotFoundError:
+            raise CopyError(
+                f"{redact_url(url)}: the index synced last is no longer on the mirror; "
+                "the next 'mirrorsync once' syncs the current one"
+            ) from None
+        try:
+            data = await anyio.to_thread.run_sync(dest.read_bytes)
+            index = await anyio.to_thread.run_sync(parse_raw_index, data, redact_url(url))
+        finally:
+            files.remove_quietly(dest)
+        return StackIndex(label, root, index)
+
+    async def _download(self, copier: Copier, selection: Selection) -> None:
+        async def items() -> AsyncIterator[tuple[RawInstall, str]]:
+            for spec_hash in sorted(selection.roots):
+                yield selection.records[spec_hash], selection.roots[spec_hash]
+
+        async def work(item: tuple[RawInstall, str]) -> None:
+            await copier.spec(*item)
+
+        async def consume(_: None) -> None:
+            return None
+
+        from mirrorsync.sync.pool import run_pool
+
+        try:
+            await run_pool(items(), work, consume, workers=self.config.http.concurrency)
+        except BaseExceptionGroup as group:  # the first blob that failed stops the copy
+            raise _first_error(group) from None
+
+    async def _settle(self, plan_key: str, selection: Selection | None) -> None:
+        """Record what the copy's index now lists, then delete what is due."""
+        assert self.row is not None
+        keep = await anyio.to_thread.run_sync(referenced, self.root)
+        index_checksum = published_checksum(self.root)
+        assert index_checksum is not None
+        at = self._now()
+        recorded = await store_mirrors.record_published(
+            self.store,
+            self.row,
+            Published(index_checksum, frozenset(keep.binaries), keep.bytes, plan_key),
+            at,
+        )
+        o = self.outcome
+        o.status = "published" if recorded.event_id is not None else "unchanged"
+        o.version, o.added, o.removed = recorded.version, recorded.added, recorded.removed
+        o.binaries, o.bytes = len(keep.binaries), keep.bytes
+        orphans = await anyio.to_thread.run_sync(unreferenced, self.root, keep)
+        since = await store_mirrors.note_orphans(self.store, self.row.id, orphans, at)
+        gone = due(since, self.clock().astimezone(UTC), self.copy.delete_after_seconds)
+        o.deleted = await anyio.to_thread.run_sync(delete, self.root, gone)
+        o.deleted_bytes = sum(orphans[r] for r in gone)
+        await store_mirrors.forget_orphans(self.store, self.row.id, gone)
+        o.waiting = len(orphans) - len(gone)
+        o.waiting_bytes = sum(orphans.values()) - o.deleted_bytes
+
+    def _dry_run_report(
+        self, copier: Copier, selection: Selection, checksum: str, size: int, manifest: int
+    ) -> None:
+        o = self.outcome
+        o.binaries = len(selection.roots)
+        keep = dict(copier.referenced)
+        keep[blob_relpath("sha256", checksum)] = size
+        keep[INDEX_MANIFEST] = manifest
+        o.bytes = sum(keep.values())
+        existing = {
+            rel: files.size_of(path) or 0
+            for rel, path in files.walk(self.root)
+            if not path.name.endswith(files.TEMP_SUFFIX)
+        }
+        orphans = {rel: n for rel, n in existing.items() if rel not in keep}
+        o.deleted = len(orphans)  # with delete_after 0; else some wait, as the real run says
+        o.deleted_bytes = sum(orphans.values())
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = _first_error(exc)
+        if isinstance(exc, MirrorsyncError | OSError):
+            return exc
+    return group
+
+
+def _choose(
+    copy: MirrorCopy, source: str, release: str, stacks: list[SyncedStack]
+) -> list[SyncedStack]:
+    synced = [s for s in stacks if s.present and s.version > 0 and s.index_checksum]
+    if copy.stacks is None:
+        chosen = synced
+    else:
+        chosen = [s for s in synced if any(fnmatch.fnmatchcase(s.name, g) for g in copy.stacks)]
+        for glob in copy.stacks:
+            if not any(fnmatch.fnmatchcase(s.name, glob) for s in synced):
+                raise CopyError(
+                    f"no synced stack matching {glob!r} in {source}:{release}; "
+                    "run 'mirrorsync once' first"
+                )
+    if not chosen:
+        raise CopyError(f"no synced stack in {source}:{release}; run 'mirrorsync once' first")
+    for s in chosen:
+        if s.layout != "v3":
+            raise CopyError(
+                f"{source}:{release}/{s.name} is a {s.layout} build cache; "
+                "copies are made from v3 stacks only"
+            )
+    return chosen
+
+
+def _plan_key(copy: MirrorCopy, stacks: list[SyncedStack]) -> str:
+    """What a copy's content follows from: its stacks' indexes and its filters."""
+    material = {
+        "stacks": [(s.name, s.index_checksum) for s in stacks],
+        "filters": [copy.packages, copy.exclude_packages, copy.os, copy.targets, copy.platforms],
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
+    """The stack's mirror root with credentials (the database keeps them masked)."""
+    stored = (stack.mirror_root or "").rstrip("/")
+    if isinstance(source, MirrorSource):
+        return source.url.rstrip("/")
+    for base in source.buckets().values():
+        base = base.rstrip("/")
+        masked = redact_url(base)
+        if masked != base and stored.startswith(masked):
+            return base + stored[len(masked) :]
+    return stored
+
+
+def _log(o: MirrorOutcome) -> None:
+    c = o.copied
+    figures = (
+        f"version {o.version}, {o.binaries} binaries, {o.bytes} bytes, +{o.added} -{o.removed}, "
+        f"fetched {c.blobs_fetched} blobs ({c.bytes_fetched} bytes) and "
+        f"{c.manifests_fetched} manifests, {c.blobs_present} blobs already there, "
+        f"deleted {o.deleted} files ({o.deleted_bytes} bytes), {o.waiting} waiting, "
+        f"{o.tally.requests} requests, {o.seconds:.2f}s"
+    )
+    extra = fields(
+        event="mirror",
+        mirror=o.name,
+        status=o.status,
+        version=o.version,
+        binaries=o.binaries,
+        bytes=o.bytes,
+        added=o.added,
+        removed=o.removed,
+        blobs_fetched=c.blobs_fetched,
+        bytes_fetched=c.bytes_fetched,
+        deleted=o.deleted,
+        requests=o.tally.requests,
+        seconds=round(o.seconds, 3),
+        error=o.error,
+    )
+    if o.status == "failed":
+        log.error("mirror %s failed: %s", o.name, o.error, extra=extra)
+    else:
+        log.info("mirror %s %s: %s", o.name, o.status, figures, extra=extra)

@@ -1,0 +1,275 @@
+"""Local copies of build caches: their published states, history and pending deletions.
+
+Each public function that writes is one transaction. A published state's
+version row, its member list and its ``mirror.updated`` event (with the
+webhook outbox rows) are written together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mirrorsync.redact import scrub
+from mirrorsync.store import webhooks
+from mirrorsync.store.db import Store
+
+UPDATED_EVENT = "mirror.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRow:
+    id: int
+    name: str
+    source_id: int
+    release: str
+    version: int
+    binaries: int
+    bytes: int
+    index_checksum: str | None
+    plan_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedStack:
+    """A stack of the copy's source as the last sync left it."""
+
+    release: str
+    name: str
+    present: bool
+    layout: str | None
+    mirror_root: str | None
+    index_checksum: str | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A new state of a copy, once its index is in place."""
+
+    index_checksum: str
+    binaries: frozenset[str]  # hashes with in_buildcache true in the index
+    bytes: int
+    plan_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    version: int
+    added: int
+    removed: int
+    event_id: int | None  # None: the state was the one already recorded
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorStatus:
+    name: str
+    path: str
+    source: str
+    release: str
+    version: int
+    binaries: int
+    bytes: int
+    last_published: str | None
+    last_checked: str | None
+    last_error: str | None
+
+
+_COLUMNS = "id, name, source_id, release, version, binaries, bytes, index_checksum, plan_key"
+
+
+async def source_id(store: Store, source: str) -> int | None:
+    async with store.conn.execute("SELECT id FROM sources WHERE name = ?", (source,)) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else None
+
+
+async def find(store: Store, name: str) -> MirrorRow | None:
+    async with store.conn.execute(f"SELECT {_COLUMNS} FROM mirrors WHERE name = ?", (name,)) as c:
+        row = await c.fetchone()
+    return MirrorRow(*tuple(row)) if row else None
+
+
+async def ensure(store: Store, name: str, path: str, source_id: int, release: str) -> MirrorRow:
+    """The copy's row, created (version 0) if new; path, source and release follow the config."""
+    async with store.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO mirrors (name, path, source_id, release) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET path = excluded.path,"
+            " source_id = excluded.source_id, release = excluded.release",
+            (name, path, source_id, release),
+        )
+        async with conn.execute(f"SELECT {_COLUMNS} FROM mirrors WHERE name = ?", (name,)) as c:
+            row = await c.fetchone()
+    assert row is not None
+    return MirrorRow(*tuple(row))
+
+
+async def synced_stacks(store: Store, source_id: int, release: str) -> list[SyncedStack]:
+    async with store.conn.execute(
+        "SELECT release, name, present, layout, mirror_root, index_checksum, version"
+        " FROM stacks WHERE source_id = ? AND release = ? ORDER BY name",
+        (source_id, release),
+    ) as cursor:
+        return [SyncedStack(r[0], r[1], bool(r[2]), *r[3:]) for r in await cursor.fetchall()]
+
+
+async def members(store: Store, mirror_id: int) -> set[str]:
+    async with store.conn.execute(
+        "SELECT hash FROM mirror_members WHERE mirror_id = ?", (mirror_id,)
+    ) as cursor:
+        return {str(r[0]) for r in await cursor.fetchall()}
+
+
+async def record_published(
+    store: Store, mirror: MirrorRow, published: Published, at: str
+) -> Recorded:
+    """Record the state whose index was just put in place: a version, members, an event.
+
+    A state equal to the recorded one (a run killed between publishing and
+    recording, then run again) only notes the check.
+    """
+    async with store.transaction() as conn:
+        async with conn.execute(
+            "SELECT version, index_checksum FROM mirrors WHERE id = ?", (mirror.id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        version, checksum = int(row[0]), row[1]
+        await conn.execute(
+            "UPDATE mirrors SET last_checked = ?, last_error = NULL, last_error_at = NULL,"
+            " plan_key = ? WHERE id = ?",
+            (at, published.plan_key, mirror.id),
+        )
+        if checksum == published.index_checksum:
+            return Recorded(version, 0, 0, None)
+        async with conn.execute(
+            "SELECT hash FROM mirror_members WHERE mirror_id = ?", (mirror.id,)
+        ) as cursor:
+            old = {str(r[0]) for r in await cursor.fetchall()}
+        added = published.binaries - old
+        removed = old - published.binaries
+        version += 1
+        before = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        cursor = await conn.execute(
+            "INSERT INTO events (type, source_id, release, stack_id, spec_id, stack_version,"
+            " occurred_at) VALUES (?, ?, ?, NULL, NULL, ?, ?)",
+            (UPDATED_EVENT, mirror.source_id, mirror.release, version, at),
+        )
+        event_id = cursor.lastrowid
+        await conn.execute(
+            "INSERT INTO mirror_versions (mirror_id, version, published_at, index_checksum,"
+            " binaries, bytes, added, removed, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                mirror.id,
+                version,
+                at,
+                published.index_checksum,
+                len(published.binaries),
+                published.bytes,
+                len(added),
+                len(removed),
+                event_id,
+            ),
+        )
+        await conn.executemany(
+            "DELETE FROM mirror_members WHERE mirror_id = ? AND hash = ?",
+            ((mirror.id, h) for h in removed),
+        )
+        await conn.executemany(
+            "INSERT INTO mirror_members (mirror_id, hash) VALUES (?, ?)",
+            ((mirror.id, h) for h in sorted(added)),
+        )
+        await conn.execute(
+            "UPDATE mirrors SET version = ?, binaries = ?, bytes = ?, index_checksum = ?,"
+            " last_published = ? WHERE id = ?",
+            (
+                version,
+                len(published.binaries),
+                published.bytes,
+                published.index_checksum,
+                at,
+                mirror.id,
+            ),
+        )
+        after = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        await webhooks.enqueue(conn, before, after)  # the outbox
+    return Recorded(version, len(added), len(removed), event_id)
+
+
+async def record_failure(store: Store, mirror_id: int, error: str, at: str) -> None:
+    async with store.transaction() as conn:
+        await conn.execute(
+            "UPDATE mirrors SET last_error = ?, last_error_at = ?, last_checked = ? WHERE id = ?",
+            (scrub(error), at, at, mirror_id),
+        )
+
+
+async def note_orphans(
+    store: Store, mirror_id: int, unreferenced: Iterable[str], at: str
+) -> dict[str, str]:
+    """Make the pending deletions exactly ``unreferenced``: new ones since ``at``, the
+    others keep their time. Returns path -> since."""
+    paths = set(unreferenced)
+    async with store.transaction() as conn:
+        async with conn.execute(
+            "SELECT path, since FROM mirror_orphans WHERE mirror_id = ?", (mirror_id,)
+        ) as cursor:
+            known = {str(r[0]): str(r[1]) for r in await cursor.fetchall()}
+        await conn.executemany(
+            "DELETE FROM mirror_orphans WHERE mirror_id = ? AND path = ?",
+            ((mirror_id, p) for p in known.keys() - paths),
+        )
+        new = sorted(paths - known.keys())
+        await conn.executemany(
+            "INSERT INTO mirror_orphans (mirror_id, path, since) VALUES (?, ?, ?)",
+            ((mirror_id, p, at) for p in new),
+        )
+    return {p: known.get(p, at) for p in paths}
+
+
+async def orphans(store: Store, mirror_id: int) -> dict[str, str]:
+    async with store.conn.execute(
+        "SELECT path, since FROM mirror_orphans WHERE mirror_id = ?", (mirror_id,)
+    ) as cursor:
+        return {str(r[0]): str(r[1]) for r in await cursor.fetchall()}
+
+
+async def forget_orphans(store: Store, mirror_id: int, paths: Iterable[str]) -> None:
+    """The files were deleted."""
+    async with store.transaction() as conn:
+        await conn.executemany(
+            "DELETE FROM mirror_orphans WHERE mirror_id = ? AND path = ?",
+            ((mirror_id, p) for p in paths),
+        )
+
+
+async def statuses(store: Store) -> list[MirrorStatus]:
+    async with store.conn.execute(
+        "SELECT m.name, m.path, src.name, m.release, m.version, m.binaries, m.bytes,"
+        " m.last_published, m.last_checked, m.last_error"
+        " FROM mirrors m JOIN sources src ON src.id = m.source_id ORDER BY m.name"
+    ) as cursor:
+        return [MirrorStatus(*tuple(r)) for r in await cursor.fetchall()]
+
+
+async def history(store: Store, name: str) -> list[dict[str, Any]]:
+    """Every published state of a copy, oldest first."""
+    async with store.conn.execute(
+        "SELECT v.version, v.published_at, v.index_checksum, v.binaries, v.bytes, v.added,"
+        " v.removed FROM mirror_versions v JOIN mirrors m ON m.id = v.mirror_id"
+        " WHERE m.name = ? ORDER BY v.version",
+        (name,),
+    ) as cursor:
+        keys = ("version", "published_at", "index_checksum", "binaries", "bytes", "added")
+        return [
+            dict(zip((*keys, "removed"), tuple(r), strict=True)) for r in await cursor.fetchall()
+        ]
+
+
+async def _scalar(conn: Any, sql: str, params: tuple[object, ...]) -> int:
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
