@@ -15,7 +15,7 @@ node at once, which is faster than one at a time (0.55 s against 0.85 s).
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -304,11 +304,14 @@ def _decode_parameters(raw: bytes) -> dict[str, Any]:
         return {}
 
 
-def variants_from_parameters(parameters: dict[str, Any]) -> tuple[str, ...]:
-    """Render parameters as cache.spack.io does: sorted by name, flags left out.
+def variants_from_parameters(parameters: Mapping[str, object]) -> tuple[str, ...]:
+    """Render parameters as Spack 1.x prints a spec's variants, and so the current
+    cache.spack.io pages (FORMATS.md section 5): sorted by name, flags left out.
 
-    ``True`` -> ``+name``, ``False`` -> ``~name``, a string -> ``name=value``,
-    a list -> ``name=v1,v2``.
+    ``True`` -> ``+name``, ``False`` -> ``~name``, a string -> ``name=value``, a
+    list (a multi-valued variant) -> ``name:=v1,v2``; ``patches`` (sha256 values)
+    -> ``patches:=`` the first 7 hex digits of each. The one renderer: pages
+    written by ``export pages`` and by the fixture come from it too.
     """
     out: list[str] = []
     for name in sorted(parameters):
@@ -319,8 +322,11 @@ def variants_from_parameters(parameters: dict[str, Any]) -> tuple[str, ...]:
             out.append(f"+{name}")
         elif value is False:
             out.append(f"~{name}")
-        elif isinstance(value, list):
-            out.append(f"{name}={','.join(str(v) for v in value)}")
+        elif isinstance(value, list | tuple):
+            if name == "patches":
+                out.append(f"{name}:={','.join(str(v)[:7] for v in value)}")
+            else:
+                out.append(f"{name}:={','.join(str(v) for v in value)}")
         else:
             out.append(f"{name}={value}")
     return tuple(out)
