@@ -313,3 +313,43 @@ def test_current_and_older_pages_of_a_package_read_back_as_a_pages_source(
     assert by_release == {"develop": expected, "develop-2025-03-23": expected}
     variants = {v for _, _, text in rows for v in json.loads(text)}
     assert {"amdgpu_target:=gfx90a", "patches:=299b958,ae9077a", "amdgpu_target=gfx90a"} <= variants
+
+
+def test_a_stack_that_only_lists_a_hash_is_on_the_page_but_holds_nothing(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    zlib = [spec_node("zlib", f"1.{i}", fake_hash(f"listed-{i}")) for i in range(3)]
+    config = _config(tmp_path, server, "none")
+
+    def run(e4s_cached: list[Any], e4s_listed: list[Any]) -> tuple[str, list[tuple[str, str]]]:
+        build_catalog_from_specs(
+            docroot,
+            {"develop": {"root": zlib, "e4s": e4s_cached}},
+            uncached={"develop": {"e4s": e4s_listed}},
+        )
+        assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+        page = parse_page(
+            (_export(tmp_path, config, "develop") / "develop/zlib/specs.md").read_bytes()
+        )
+        with sqlite3.connect(tmp_path / "state.db") as conn:
+            events = conn.execute(
+                "SELECT e.type, s.hash FROM events e JOIN stacks st ON st.id = e.stack_id"
+                " JOIN specs s ON s.id = e.spec_id WHERE st.name = 'e4s' ORDER BY e.id"
+            ).fetchall()
+        e4s = "".join(str(int("e4s" in s.stacks)) for s in sorted(page.specs, key=lambda s: s.hash))
+        return e4s, events
+
+    order = sorted(range(3), key=lambda i: zlib[i]["hash"])
+
+    def marks(*held: int) -> str:
+        return "".join(str(int(i in held)) for i in order)
+
+    # e4s pushed zlib 0 and only lists zlib 1: the page names e4s for both, one event.
+    assert run([zlib[0]], [zlib[1]]) == (marks(0, 1), [("spec.added", zlib[0]["hash"])])
+    # It stops listing zlib 1: the page changes, no event (no binary came or went).
+    assert run([zlib[0]], []) == (marks(0), [("spec.added", zlib[0]["hash"])])
+    # It lists zlib 2 and pushes zlib 1: one event, for the binary.
+    assert run([zlib[0], zlib[1]], [zlib[2]]) == (
+        marks(0, 1, 2),
+        [("spec.added", zlib[0]["hash"]), ("spec.added", zlib[1]["hash"])],
+    )
