@@ -47,7 +47,7 @@ sys.path.insert(0, str(SRC))
 import httpx  # noqa: E402
 
 from mirrorsync.fixture.build import build_catalog_from_specs  # noqa: E402
-from mirrorsync.fixture.specs import synthetic_specs  # noqa: E402
+from mirrorsync.fixture.specs import synthetic_compilers, synthetic_specs  # noqa: E402
 from mirrorsync.formats.catalog import locate_index  # noqa: E402
 
 CACHE = HERE / ".cache"
@@ -123,7 +123,10 @@ class Dataset:
     def write_state(self, k: int) -> Path:
         window = self.pool()[k * self.step : k * self.step + self.n]
         info = build_catalog_from_specs(
-            self.docroot, {"develop": {"root": window}}, manifests=False
+            self.docroot,
+            {"develop": {"root": window}},
+            manifests=False,
+            uncached={"develop": {"root": synthetic_compilers()}},
         )
         return self.docroot / info["develop"]["root"].index_blob_relpath
 

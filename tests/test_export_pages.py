@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import REPO, catalog_config_text, run_cli, write_config
-from mirrorsync.fixture.build import build_catalog_from_specs, build_from_seed, load_seed
+from mirrorsync.fixture.build import (
+    INDEX_MANIFEST,
+    MirrorInfo,
+    build_catalog_from_specs,
+    build_from_seed,
+    load_seed,
+)
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.fixture.specs import catalogue_from_page, fake_hash, spec_node
 from mirrorsync.formats.pages import Page, PageMeta, PageSpec, parse_page, render_page, summarise
 
 SEEDS = REPO / "src" / "mirrorsync" / "fixture" / "data"
@@ -121,13 +129,13 @@ V7_SPECS: list[tuple[str, str, tuple[str, str], dict[str, Any], list[str], list[
         "rocblas", "6.1.2", ("gcc", "11.4.0"),
         {"tensile": True, "amdgpu_target": ["gfx90a", "gfx942"], "build_system": "cmake",
          "cflags": ["-O2"]},
-        ["amdgpu_target=gfx90a,gfx942", "build_system=cmake", "+tensile"],
+        ["amdgpu_target:=gfx90a,gfx942", "build_system=cmake", "+tensile"],
         ["root", "e4s"],
     ),
     (
         "rocblas", "6.2.0", ("gcc", "11.4.0"),
         {"tensile": False, "amdgpu_target": ["gfx90a"], "build_system": "cmake"},
-        ["amdgpu_target=gfx90a", "build_system=cmake", "~tensile"],
+        ["amdgpu_target:=gfx90a", "build_system=cmake", "~tensile"],
         ["root"],
     ),
     (  # only in e4s, not in root: not on the page (a page lists what the root index holds)
@@ -216,4 +224,132 @@ def test_export_selected_packages_and_refuse_unknown_ones(
     )
     assert refused("--release", "v0.1.0").startswith(
         "mirrorsync: error: no synced release v0.1.0 in "
+    )
+
+
+PAGES = REPO / "tests" / "data" / "pages"
+#: A Spack 1.x page: := variants, patches, gcc@13.2.0 compilers and a spec without one.
+CURRENT_PAGE = PAGES / "rocblas-develop-current.md"
+#: The same package printed by the Spack 0.2x generator: gcc@=, = for multi-valued variants.
+OLDER_PAGE = PAGES / "rocblas-develop-2025-03-23-older.md"
+
+
+def _index(docroot: Path, info: MirrorInfo) -> dict[str, Any]:
+    installs: dict[str, Any] = json.loads(info.index_path.read_bytes())["database"]["installs"]
+    return installs
+
+
+def test_current_page_rebuilt_as_a_database_v8_catalogue_comes_back_byte_for_byte(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    data = CURRENT_PAGE.read_bytes()
+    page = parse_page(data)
+    cached, uncached = catalogue_from_page(page)
+    infos = build_catalog_from_specs(
+        docroot, {page.release: cached}, uncached={page.release: uncached}, db_version=8
+    )[page.release]
+    # What the fixture wrote is what Spack 1.x writes: no compiler key; the compiler
+    # as annotations.compiler, or as a c/cxx dependency on an uncached external gcc.
+    root = _index(docroot, infos["root"])
+    rocblas = {h: i["spec"] for h, i in root.items() if i["spec"]["name"] == "rocblas"}
+    assert all("compiler" not in n for n in rocblas.values())
+    assert any(n["annotations"].get("compiler") == "gcc@=11.4.0" for n in rocblas.values())
+    gccs = {h: i for h, i in root.items() if i["spec"]["name"] == "gcc"}
+    assert gccs and all(not i["in_buildcache"] and "external" in i["spec"] for i in gccs.values())
+    assert any(
+        d["hash"] in gccs and d["parameters"]["virtuals"] == ["c", "cxx"]
+        for n in rocblas.values()
+        for d in n.get("dependencies", [])
+    )
+    # A stack the page names for a hash its index lists only uncached.
+    e4s = _index(docroot, infos["e4s"])
+    listed_only = {
+        h for h, i in e4s.items() if i["spec"]["name"] == "rocblas" and not i["in_buildcache"]
+    }
+    assert listed_only and all("e4s" in s.stacks for s in page.specs if s.hash in listed_only)
+    manifest = (docroot / "develop" / INDEX_MANIFEST).read_text()
+    assert manifest.startswith('{\n"version":3,\n"data":[\n{\n"contentLength":')  # indent=0
+
+    config = _config(tmp_path, server, "none")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    out = _export(tmp_path, config, "develop", "--package", "rocblas")
+    assert (out / "develop/rocblas/specs.md").read_bytes() == data
+    # ...while events keep their meaning: e4s does not hold what it did not push.
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        held = {
+            r[0]
+            for r in conn.execute(
+                "SELECT s.hash FROM events e JOIN specs s ON s.id = e.spec_id"
+                " JOIN stacks st ON st.id = e.stack_id WHERE e.type = 'spec.added'"
+                " AND st.name = 'e4s'"
+            )
+        }
+    assert held and not held & listed_only
+
+
+def test_current_and_older_pages_of_a_package_read_back_as_a_pages_source(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    for path in (CURRENT_PAGE, OLDER_PAGE):
+        (docroot / path.name).write_bytes(path.read_bytes())
+    urls = "".join(f"      - {server.url}/{p.name}\n" for p in (CURRENT_PAGE, OLDER_PAGE))
+    config = write_config(
+        tmp_path / "p.yaml",
+        f"database: {tmp_path / 'p.db'}\nsources:\n  - name: pages\n    kind: pages\n"
+        f"    urls:\n{urls}",
+    )
+    result = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        rows = conn.execute(
+            "SELECT st.release, s.compiler, s.variants FROM memberships m"
+            " JOIN specs s ON s.id = m.spec_id JOIN stacks st ON st.id = m.stack_id"
+            " WHERE st.name = 'root' AND m.left IS NULL"
+        ).fetchall()
+    by_release: dict[str, set[str | None]] = {}
+    for release, compiler, _ in rows:
+        by_release.setdefault(release, set()).add(compiler)
+    expected = {"gcc@11.4.0", "gcc@13.2.0", None}  # both notations, stored as one
+    assert by_release == {"develop": expected, "develop-2025-03-23": expected}
+    variants = {v for _, _, text in rows for v in json.loads(text)}
+    assert {"amdgpu_target:=gfx90a", "patches:=299b958,ae9077a", "amdgpu_target=gfx90a"} <= variants
+
+
+def test_a_stack_that_only_lists_a_hash_is_on_the_page_but_holds_nothing(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    zlib = [spec_node("zlib", f"1.{i}", fake_hash(f"listed-{i}")) for i in range(3)]
+    config = _config(tmp_path, server, "none")
+
+    def run(e4s_cached: list[Any], e4s_listed: list[Any]) -> tuple[str, list[tuple[str, str]]]:
+        build_catalog_from_specs(
+            docroot,
+            {"develop": {"root": zlib, "e4s": e4s_cached}},
+            uncached={"develop": {"e4s": e4s_listed}},
+        )
+        assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+        page = parse_page(
+            (_export(tmp_path, config, "develop") / "develop/zlib/specs.md").read_bytes()
+        )
+        with sqlite3.connect(tmp_path / "state.db") as conn:
+            events = conn.execute(
+                "SELECT e.type, s.hash FROM events e JOIN stacks st ON st.id = e.stack_id"
+                " JOIN specs s ON s.id = e.spec_id WHERE st.name = 'e4s' ORDER BY e.id"
+            ).fetchall()
+        e4s = "".join(str(int("e4s" in s.stacks)) for s in sorted(page.specs, key=lambda s: s.hash))
+        return e4s, events
+
+    order = sorted(range(3), key=lambda i: zlib[i]["hash"])
+
+    def marks(*held: int) -> str:
+        return "".join(str(int(i in held)) for i in order)
+
+    # e4s pushed zlib 0 and only lists zlib 1: the page names e4s for both, one event.
+    assert run([zlib[0]], [zlib[1]]) == (marks(0, 1), [("spec.added", zlib[0]["hash"])])
+    # It stops listing zlib 1: the page changes, no event (no binary came or went).
+    assert run([zlib[0]], []) == (marks(0), [("spec.added", zlib[0]["hash"])])
+    # It lists zlib 2 and pushes zlib 1: one event, for the binary.
+    assert run([zlib[0], zlib[1]], [zlib[2]]) == (
+        marks(0, 1, 2),
+        [("spec.added", zlib[0]["hash"]), ("spec.added", zlib[1]["hash"])],
     )

@@ -23,7 +23,13 @@ from mirrorsync.fixture.build import (
     write_v2_mirror,
     write_v3_mirror,
 )
-from mirrorsync.fixture.specs import fake_hash, spec_node, specs_from_page, synthetic_specs
+from mirrorsync.fixture.specs import (
+    fake_hash,
+    spec_node,
+    specs_from_page,
+    synthetic_compilers,
+    synthetic_specs,
+)
 from mirrorsync.formats.pages import parameters_to_variants
 
 HASH = re.compile(r"^[a-z0-9]{32}$")
@@ -102,13 +108,22 @@ def test_synthetic_specs_are_a_deterministic_dag() -> None:
     assert nodes[:500] == synthetic_specs(500, seed=3)
     assert nodes[0]["hash"] != synthetic_specs(1, seed=4)[0]["hash"]
     position = {n["hash"]: i for i, n in enumerate(nodes)}
+    external = {n["hash"] for n in synthetic_compilers()}
     assert len(position) == len(nodes) and all(HASH.match(h) for h in position)
     deps = [d for n in nodes for d in n.get("dependencies", [])]
     assert 4.5 < len(deps) / len(nodes) < 7
     for i, node in enumerate(nodes):
         names = [d["name"] for d in node.get("dependencies", [])]
-        assert len(names) == len(set(names)) and node["name"] not in names
-        assert all(position[d["hash"]] < i for d in node.get("dependencies", []))
+        own = [d["name"] for d in node.get("dependencies", []) if d["hash"] not in external]
+        assert len(names) == len(set(names)) and node["name"] not in own  # gcc %gcc: fine
+        assert all(
+            position[d["hash"]] < i if d["hash"] in position else d["hash"] in external
+            for d in node.get("dependencies", [])
+        )
+    compiled = [n for n in nodes if n["parameters"]["build_system"] != "python_pip"]
+    assert compiled and all(
+        any(d["hash"] in external for d in n["dependencies"]) for n in compiled
+    )  # each built with an external compiler the index lists uncached
     assert len({n["name"] for n in nodes}) >= 15
     assert len({n["arch"]["target"]["name"] for n in nodes}) >= 5
     assert any(len(n["arch"]["target"]["features"]) > 25 for n in nodes)

@@ -148,7 +148,7 @@ def test_variants_follow_the_cache_page_rules() -> None:
         "ldflags": [],
     }
     assert variants_from_parameters(params) == (
-        "amdgpu_target=gfx90a,gfx942",
+        "amdgpu_target:=gfx90a,gfx942",
         "~asan",
         "build_type=Release",
         "+tensile",

@@ -77,9 +77,9 @@ def test_good_signatures_pass_and_tampering_is_an_error(
     # 1: the signed text changed (a size edited) under a good signature.
     changed = docroot / e4s[specs[0]["hash"]]
     text = changed.read_text()
-    size = re.search(r'"contentLength": (\d+)', text)
+    size = re.search(r'"contentLength":(\d+)', text)  # manifests are compact, as Spack's
     assert size is not None
-    changed.write_text(text.replace(size.group(0), f'"contentLength": {int(size[1]) + 1}', 1))
+    changed.write_text(text.replace(size.group(0), f'"contentLength":{int(size[1]) + 1}', 1))
     # 2: signed with a key the mirror does not publish.
     foreign = docroot / e4s[specs[1]["hash"]]
     foreign.write_bytes(gpg_clearsign(other_home, _body(foreign.read_text())))

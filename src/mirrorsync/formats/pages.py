@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -19,6 +19,10 @@ import yaml
 
 from mirrorsync.errors import FormatError
 from mirrorsync.formats._common import is_spec_hash, utf8_problem
+from mirrorsync.formats.index import variants_from_parameters
+
+#: The page rule, spec-node ``parameters`` -> variant strings: the one renderer, the index's.
+parameters_to_variants = variants_from_parameters
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -27,7 +31,6 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 WHAT = "cache page"
 MAX_DEPTH = 32
-FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
 
 _COMPILER_RE = re.compile(r"^([A-Za-z0-9_.+-]+)@=?([A-Za-z0-9_.+-]+)$")
 _VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -191,10 +194,13 @@ def split_compiler(compiler: str) -> tuple[str, str] | None:
 
 
 def variants_to_parameters(variants: Iterable[str]) -> dict[str, VariantValue]:
-    """Invert the page rule: ``+x`` -> True, ``~x`` -> False, ``a=b`` -> "b", ``a=b,c`` -> [b, c].
+    """Invert the page rule, in both generators' notations (FORMATS.md section 5):
+    ``+x`` -> True, ``~x`` -> False, ``a=b`` -> "b", ``a:=b`` (current pages) -> [b],
+    ``a:=b,c`` or ``a=b,c`` (older pages) -> [b, c].
 
-    A single value stays a string: a one-element list variant cannot be told
-    apart from a single-valued one on a page.
+    On an older page a single value stays a string: a one-element multi-valued
+    variant cannot be told apart from a single-valued one there. ``patches``
+    values are the 7-digit prefixes the page prints.
     """
     params: dict[str, VariantValue] = {}
     for variant in variants:
@@ -203,29 +209,18 @@ def variants_to_parameters(variants: Iterable[str]) -> dict[str, VariantValue]:
             name, value = variant[1:], variant[0] == "+"
         elif "=" in variant:
             name, _, text = variant.partition("=")
-            value = text.split(",") if "," in text else text
+            if name.endswith(":"):  # name:=values, a multi-valued variant
+                name, value = name[:-1], text.split(",")
+            else:
+                value = text.split(",") if "," in text else text
         else:
-            raise FormatError(WHAT, f"variant {variant!r} is not +name, ~name or name=value")
+            raise FormatError(
+                WHAT, f"variant {variant!r} is not +name, ~name, name=value or name:=values"
+            )
         if not _VARIANT_NAME_RE.match(name):
             raise FormatError(WHAT, f"variant {variant!r} has a bad name")
         params[name] = value
     return params
-
-
-def parameters_to_variants(parameters: Mapping[str, object]) -> tuple[str, ...]:
-    """The page rule: spec-node ``parameters`` -> sorted variant strings, flags left out."""
-    out: list[str] = []
-    for name in sorted(parameters):
-        value = parameters[name]
-        if name in FLAG_PARAMETERS:
-            continue
-        if isinstance(value, bool):
-            out.append(("+" if value else "~") + name)
-        elif isinstance(value, list | tuple):
-            out.append(f"{name}={','.join(str(v) for v in value)}")
-        else:
-            out.append(f"{name}={value}")
-    return tuple(out)
 
 
 # -- writing pages -------------------------------------------------------------

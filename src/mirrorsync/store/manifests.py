@@ -287,7 +287,8 @@ _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 async def package_rows(store: Store, view: ReleaseView, package: str) -> list[PageRow]:
     """The specs of one package in the release, by hash, with stacks and tarball sizes.
 
-    A size comes from an ok manifest of the root stack if it has one, else from
+    A spec's stacks are, as the generator has them, those holding it and those
+    whose index lists it only with in_buildcache false. A size comes from an ok manifest of the root stack if it has one, else from
     the first stack by name that has one.
     """
     marks = ", ".join("?" for _ in view.listed)
@@ -299,6 +300,7 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
     ) as cursor:
         specs = list(await cursor.fetchall())
     ids = [int(r[0]) for r in specs]
+    id_of = {str(r[1]): int(r[0]) for r in specs}
     held: dict[int, set[str]] = {i: set() for i in ids}
     sizes: dict[int, tuple[bool, str, int]] = {}  # spec -> best (not root, stack, size)
     for start in range(0, len(ids), _CHUNK):
@@ -312,6 +314,13 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
             for spec_id, stack_id in await cursor.fetchall():
                 if stack_id in view.stacks:
                     held[spec_id].add(view.stacks[stack_id])
+        hashes = [str(r[1]) for r in specs[start : start + _CHUNK]]
+        async with store.conn.execute(
+            f"SELECT hash, stack_id FROM listed_uncached WHERE hash IN ({spec_marks})", hashes
+        ) as cursor:
+            for spec_hash, stack_id in await cursor.fetchall():
+                if stack_id in view.stacks:
+                    held[id_of[spec_hash]].add(view.stacks[stack_id])
         async with store.conn.execute(
             "SELECT spec_id, stack_id, tarball_size FROM spec_manifests"
             f" WHERE spec_id IN ({spec_marks}) AND status = 'ok' AND tarball_size IS NOT NULL",

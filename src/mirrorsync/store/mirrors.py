@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirrorsync.redact import scrub
-from mirrorsync.store import webhooks
+from mirrorsync.store import events
 from mirrorsync.store.db import Store
 
 UPDATED_EVENT = "mirror.updated"
@@ -151,13 +151,10 @@ async def record_published(
         added = published.binaries - old
         removed = old - published.binaries
         version += 1
-        before = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
-        cursor = await conn.execute(
-            "INSERT INTO events (type, source_id, release, stack_id, spec_id, stack_version,"
-            " occurred_at) VALUES (?, ?, ?, NULL, NULL, ?, ?)",
-            (UPDATED_EVENT, mirror.source_id, mirror.release, version, at),
-        )
-        event_id = cursor.lastrowid
+        # The one event writer: the event and its outbox rows, in this transaction.
+        where = events.Where(mirror.source_id, mirror.release, None, version, at)
+        await events.record(conn, UPDATED_EVENT, where)
+        event_id = await _scalar(conn, "SELECT max(id) FROM events", ())
         await conn.execute(
             "INSERT INTO mirror_versions (mirror_id, version, published_at, index_checksum,"
             " binaries, bytes, added, removed, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -193,8 +190,6 @@ async def record_published(
                 mirror.id,
             ),
         )
-        after = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
-        await webhooks.enqueue(conn, before, after)  # the outbox
     return Recorded(version, len(added), len(removed), event_id)
 
 

@@ -55,6 +55,8 @@ class Snapshot:
     removed: Sequence[str]  # hashes
     announce: bool = False  # emit stack.added first
     retire: bool = False  # emit stack.removed last; the stack leaves the catalogue
+    #: Every hash the index lists with in_buildcache false; None: as it was.
+    uncached: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
             row = await cursor.fetchone()
         assert row is not None, f"stack {snapshot.stack_id} vanished"
         old_version, old_count, source_id, release = row
+        await _set_uncached(conn, snapshot)
         changed = bool(snapshot.added or snapshot.removed or snapshot.announce or snapshot.retire)
         if not changed:
             await _note_checked(conn, snapshot, at)
@@ -315,6 +318,28 @@ async def _remove_members(
     count = cursor.rowcount
     await conn.execute("DELETE FROM outgoing")
     return count, events
+
+
+async def _set_uncached(conn: aiosqlite.Connection, snapshot: Snapshot) -> None:
+    """Bring ``listed_uncached`` to the snapshot's set, writing only the difference."""
+    if snapshot.retire:
+        await conn.execute("DELETE FROM listed_uncached WHERE stack_id = ?", (snapshot.stack_id,))
+        return
+    if snapshot.uncached is None:
+        return
+    async with conn.execute(
+        "SELECT hash FROM listed_uncached WHERE stack_id = ?", (snapshot.stack_id,)
+    ) as cursor:
+        old = {str(r[0]) for r in await cursor.fetchall()}
+    new = snapshot.uncached
+    await conn.executemany(
+        "DELETE FROM listed_uncached WHERE stack_id = ? AND hash = ?",
+        ((snapshot.stack_id, h) for h in sorted(old - new)),
+    )
+    await conn.executemany(
+        "INSERT INTO listed_uncached (stack_id, hash) VALUES (?, ?)",
+        ((snapshot.stack_id, h) for h in sorted(new - old)),
+    )
 
 
 async def _update_stack(

@@ -344,6 +344,7 @@ def _difference(
         added=list(index.infos(sorted(new - old))),
         removed=sorted(old - new),
         announce=not row.present,
+        uncached=frozenset(index.uncached),
     )
 
 
