@@ -20,6 +20,9 @@ from mirrorsync.formats._common import (
     decode_problem,
     has_control_chars,
     is_lower_hex,
+    parser,
+    repeated_key,
+    shown,
 )
 
 Layout = Literal["v3", "v2"]
@@ -45,12 +48,22 @@ class CatalogStack:
     url: str  # as written in the catalogue (may be s3://)
 
 
+@parser("catalogue")
 def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
-    """Decode a catalogue into one record per (release, stack), in file order."""
+    """Decode a catalogue into one record per (release, stack), in file order.
+
+    A key named twice in one object is refused: a release listed twice would
+    have its first list of stacks silently dropped (and those stacks retired).
+    The generator writes a Python dict, which cannot hold a key twice.
+    """
     try:
         document = _DECODER.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise FormatError("catalogue", decode_problem(exc, data), url) from None
+    repeated = repeated_key(data)
+    if repeated is not None:
+        where = "release" if repeated in document else "key"
+        raise FormatError("catalogue", f"{where} {shown(repeated)} is named twice", url)
     out: list[CatalogStack] = []
     for release, entries in document.items():
         if not release.strip():

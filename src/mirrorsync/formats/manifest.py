@@ -9,7 +9,14 @@ from __future__ import annotations
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import DIGEST_LENGTHS, decode_problem, is_lower_hex, is_spec_hash
+from mirrorsync.formats._common import (
+    DIGEST_LENGTHS,
+    decode_problem,
+    is_lower_hex,
+    is_spec_hash,
+    parser,
+    refuse_repeated_keys,
+)
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 
 DB_MEDIA_PREFIX = "application/vnd.spack.db"
@@ -36,8 +43,11 @@ class Manifest(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(Manifest)
 
 
+@parser("manifest")
 def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") -> Manifest:
-    """Decode a plain or clear-signed manifest and check every record's digest shape."""
+    """Decode a plain or clear-signed manifest and check every record's digest shape.
+
+    A key named twice in one object is refused (a decoder would keep the last)."""
     body = data
     try:
         if is_clearsigned(data):
@@ -47,6 +57,7 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
         raise exc.at(url) if url else exc from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise FormatError(what, decode_problem(exc, body), url) from None
+    refuse_repeated_keys(what, body, url)
     for record in manifest.data:
         expected = DIGEST_LENGTHS.get(record.checksum_algorithm)
         if expected is None:
@@ -64,6 +75,7 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
     return manifest
 
 
+@parser("index manifest")
 def parse_index_manifest(data: bytes, url: str | None = None) -> BlobRecord:
     """Return the index blob's record from ``v3/manifests/index/index.manifest.json``."""
     manifest = parse_manifest(data, url, what="index manifest")
@@ -87,6 +99,7 @@ def hash_from_manifest_name(filename: str) -> str:
     return candidate
 
 
+@parser("spec manifest")
 def spec_manifest_records(
     data: bytes, url: str | None = None
 ) -> tuple[BlobRecord, BlobRecord, Manifest]:
