@@ -190,8 +190,10 @@ def parse_index(
     if _DECODED.installs != len(database.installs):
         # Rare and refused anyway: a second, slow pass names the key (~5 s at 150 MB).
         repeated = repeated_key(data)
-        what = f"install {shown(repeated)} is" if repeated else "an install hash is"
-        raise FormatError("build cache index", f"{what} listed twice", url)
+        if repeated is None or repeated in database.installs:
+            what = f"install {shown(repeated)}" if repeated else "an install hash"
+            raise FormatError("build cache index", f"{what} is listed twice", url)
+        raise FormatError("build cache index", f"key {shown(repeated)} is named twice", url)
     try:
         db_version = int(database.version) if database.version != "" else 0
     except ValueError:
