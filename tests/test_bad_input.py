@@ -30,6 +30,40 @@ from mirrorsync.sync import RunReport
 # -- configuration -------------------------------------------------------------
 
 GOOD_SOURCE = "sources: [{name: a, kind: mirror, url: 'https://m.example.org/spack'}]\n"
+HOOK = "webhooks: [{name: w, url: 'https://h.example/x', secret_env: S, "
+NUMBERS_OUT_OF_RANGE = [
+    (
+        "http: {concurrency: 1000000000000}",  # was MemoryError
+        "http.concurrency: expected a number from 1 to 1024, got 1000000000000",
+    ),
+    ("http: {concurrency: 1000000}", "http.concurrency: expected a number from 1 to 1024"),  # hung
+    ("http: {concurrency: 0}", "http.concurrency: expected a number from 1 to 1024"),
+    ("http: {per_host_concurrency: 5000}", "http.per_host_concurrency: expected a number from 1"),
+    (
+        "http: {timeout: .inf}",  # meant no timeout at all
+        "http.timeout: expected a number above 0 and at most 3600 (seconds), got inf",
+    ),
+    ("http: {timeout: .nan}", "http.timeout: expected a number above 0 and at most 3600"),
+    ("http: {per_host_rate: .inf}", "http.per_host_rate: expected a number above 0 and at most"),
+    ("http: {retries: {attempts: 1000}}", "http.retries.attempts: expected a number from 1 to 100"),
+    (
+        "http: {retries: {backoff_max: .inf}}",
+        "http.retries.backoff_max: expected a number from 0 to 86400 (seconds), got inf",
+    ),
+    ("http: {retries: {backoff_initial: -1}}", "http.retries.backoff_initial: expected a number"),
+    ("limits: {page: 0}", "limits.page: expected a number from 1 to"),  # was not validated
+    ("limits: {page: '2 TiB'}", "limits.page: expected a number from 1 to 1099511627776"),
+    ("limits: {page: huge}", "limits.page: expected a size such as"),
+    (
+        HOOK + "max_age: .nan}]",  # was a traceback on the first failed delivery
+        "webhooks[0].max_age: expected a number above 0 and at most 31536000 (seconds; 365d), got nan",
+    ),
+    (HOOK + "max_age: .inf}]", "webhooks[0].max_age: expected a number above 0 and at most"),
+    (HOOK + "max_age: 400d}]", "webhooks[0].max_age: expected a number above 0 and at most"),
+    (HOOK + "timeout: .inf}]", "webhooks[0].timeout: expected a number above 0 and at most 3600"),
+    (HOOK + "max_batch: 0}]", "webhooks[0].max_batch: expected a number from 1 to 10000"),
+    (HOOK + "max_batch: 100000}]", "webhooks[0].max_batch: expected a number from 1 to 10000"),
+]
 
 
 @pytest.mark.parametrize(
@@ -58,7 +92,12 @@ GOOD_SOURCE = "sources: [{name: a, kind: mirror, url: 'https://m.example.org/spa
             "sources[0].exclude_releases[0]: expected a non-empty glob",
         ),
         (GOOD_SOURCE + "limits: {index: huge}\n", "limits.index: expected a size such as"),
-        (GOOD_SOURCE + "limits: {manifest: 0}\n", "limits.manifest: expected int >= 1"),
+        (
+            GOOD_SOURCE + "limits: {manifest: 0}\n",
+            "limits.manifest: expected a number from 1 to 1099511627776 (bytes; 1 TiB)",
+        ),
+        # Every number has a range; NaN and infinity are refused (README, Configuration).
+        *((GOOD_SOURCE + text + "\n", says) for text, says in NUMBERS_OUT_OF_RANGE),
         (GOOD_SOURCE + "database: ''\n", "database: expected a file path"),
         (GOOD_SOURCE + "when: 2024-02-30\n", "invalid YAML: day is out of range for month"),
         ("sources: " + "[" * 2000, "invalid YAML"),

@@ -77,7 +77,7 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ),
         (
             "sources: [{name: a, kind: mirror, url: 'http://x'}]\nhttp: {retries: {attempts: 0}}",
-            "f.yaml: http.retries.attempts: expected int >= 1",
+            "f.yaml: http.retries.attempts: expected a number from 1 to 100",
         ),
         (
             "sources: [{name: a, kind: s3, url: 'http://x'}]",
