@@ -564,3 +564,37 @@ def test_v2_spec_file_that_is_not_utf8_is_malformed_and_the_run_goes_on(
     assert bad.startswith("malformed: ") and "malformed v2 spec file at " in bad, bad
     assert re.search(r": not UTF-8 at byte \d+$", bad), bad
     assert set(rows.values()) == {"ok: "}
+
+
+def test_a_hash_stored_under_another_name_refuses_the_second_index(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A hash names its content: listed by another stack as another name@version,
+    the first record stays and the conflicting index is refused, naming both."""
+    build(docroot)
+    config = catalog_config(tmp_path, server)
+    assert sync(config).exit_code == 0
+    taken = nodes("r", 1)[0]  # root's, stored as pkg-r@1.0
+    forged = {**taken, "name": "evil", "version": "6.6.6"}
+    h = str(taken["hash"])
+    blob_path = serve_index(
+        docroot, index({**GOOD_E4S, h: {"spec": forged, "in_buildcache": True}})
+    )
+    report = sync(config)
+    assert report.failures == [
+        f"test:develop/e4s: malformed build cache index at {server.url}{blob_path}: "
+        f"hash {h} is evil@6.6.6 here but was stored as pkg-r@1.0 by test:develop/root; "
+        "a hash names its content, so one of the two mirrors is broken or hostile: "
+        "the first record is kept"
+    ]
+    assert {o.stack: o.status for o in report.stacks} == {"root": "unchanged", "e4s": "failed"}
+    assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
+    with sqlite3.connect(config.database_path) as conn:
+        assert conn.execute("SELECT name, version FROM specs WHERE hash = ?", (h,)).fetchall() == [
+            ("pkg-r", "1.0")
+        ]
+    # The same hash with the same name and version is no conflict: e4s takes it in.
+    serve_index(docroot, index({**GOOD_E4S, h: {"spec": taken, "in_buildcache": True}}))
+    report = sync(config)
+    assert report.exit_code == 0, report.failures
+    assert versions(config.database_path)[("develop", "e4s")] == 2
