@@ -606,8 +606,8 @@ def test_accepted_specs_hold_no_control_characters(where: int, char: int) -> Non
     [
         ("name", "zlib\u001b[2J", "name 'zlib\\x1b[2J' holds control characters"),
         ("version", "1.3\nERROR forged", "version '1.3\\nERROR forged' holds control characters"),
-        ("name", "z" * 5_000_000, "is 5000000 characters long (at most 256)"),
-        ("version", "1" * 257, "is 257 characters long (at most 256)"),
+        ("name", "z" * 5_000_000, "name is longer than 256 characters"),
+        ("version", "1" * 257, "version is longer than 256 characters"),
         ("platform", "linux\u009b31m", "holds control characters"),
     ],
 )
@@ -625,7 +625,10 @@ def test_index_refuses_names_with_control_characters_or_megabytes(
     for lazy in (False, True):
         with pytest.raises(FormatError) as caught:
             exhaust(parse_index(data.encode(), URL, lazy=lazy))
-        assert caught.value.problem.startswith(f"install {H}: ") and says in caught.value.problem
+        problem = caught.value.problem
+        assert says in problem, problem
+        if "control" in says:  # the decoder checks lengths, naming the path, not the hash
+            assert problem.startswith(f"install {H}: "), problem
 
 
 # -- redaction -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from mirrorsync.errors import FormatError
 
 HASH_RE = re.compile(r"^[a-z2-7]{32}$")  # base32, lowercase: Spack's DAG hash alphabet
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls, DEL
 #: Hex digits of each checksum algorithm a manifest may name.
 DIGEST_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
 
@@ -33,7 +34,7 @@ def is_lower_hex(value: str, length: int) -> bool:
 
 def has_control_chars(value: str) -> bool:
     """Control characters (newlines, escapes...) would forge log lines and table rows."""
-    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+    return _UNPRINTABLE.search(value) is not None
 
 
 def decode_problem(exc: Exception, data: bytes | bytearray | memoryview) -> str:
@@ -172,7 +173,6 @@ def refuse_repeated_keys(what: str, data: bytes | bytearray | memoryview, url: s
 MAX_LABEL = 256
 #: Longest rendered variant (``name=value``) accepted: long lists of patches fit.
 MAX_VARIANT = 16384
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def label_problem(value: str, limit: int = MAX_LABEL) -> str | None:
