@@ -12,7 +12,7 @@ UV          = .tools/bin/uv
 export UV_PYTHON_DOWNLOADS = never
 export UV_PROJECT_ENVIRONMENT = $(VENV)
 
-.PHONY: demo test lint typecheck unit lock locked-env clean
+.PHONY: demo test lint typecheck unit lock locked-env test-bounds clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -50,5 +50,10 @@ test: locked-env lint typecheck unit
 lock: $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)
 
+# The ranges users get, at both ends (.ci/test-bounds): not part of `make test`,
+# since it resolves anew instead of installing the lock.
+test-bounds: $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) bash .ci/test-bounds
+
 clean:
-	rm -rf $(VENV) .tools build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest .venv-newest .tools build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

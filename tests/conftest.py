@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from mirrorsync.config import Config, parse_config
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.sync import RunReport, run_once
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +47,24 @@ def docroot(tmp_path: Path) -> Path:
 def server(docroot: Path) -> Iterator[FixtureServer]:
     with FixtureServer(docroot) as running:
         yield running
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs (a full disk on demand), unmounted afterwards; needs root."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 TEST_HTTP = """http:
@@ -92,6 +112,19 @@ def catalog_config(tmp_path: Path, server: FixtureServer, *, extra: str = "") ->
     return parse_config(text, str(tmp_path / "mirrorsync.yaml"))
 
 
+def spec_nodes(prefix: str, n: int) -> list[dict[str, object]]:
+    """``n`` distinct spec nodes of package ``pkg-PREFIX``, versions 1.0, 1.1, ..."""
+    return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
+
+
+def quick_config_file(tmp_path: Path, server: FixtureServer, database: str) -> Path:
+    """``tmp_path/c.yaml``: the ``test`` catalogue, no manifest crawl, quick retries."""
+    text = catalog_config_text(
+        tmp_path, server, extra="    manifests: none", http=QUICK_RETRIES, database=database
+    )
+    return write_config(tmp_path / "c.yaml", text)
+
+
 def write_config(path: Path, config_text: str) -> Path:
     path.write_text(config_text)
     return path
@@ -121,3 +154,23 @@ def run_cli(
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class Clock:
+    """The store's clock, set by a test (``clock`` fixture)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Every timestamp mirrorsync stores, in this process, comes from ``clock.at``."""
+    from mirrorsync.store import db
+
+    fake = Clock(datetime.now(UTC))
+    monkeypatch.setattr(db, "now", fake)
+    return fake

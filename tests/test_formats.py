@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mirrorsync.errors import FormatError
-from mirrorsync.fixture.specs import synthetic_specs
-from mirrorsync.formats.catalog import locate_index, parse_catalog, resolve_url
+from mirrorsync.fixture.specs import fake_hash, synthetic_specs
+from mirrorsync.formats.catalog import (
+    locate_index,
+    parse_catalog,
+    parse_catalog_document,
+    resolve_url,
+)
 from mirrorsync.formats.clearsign import split_clearsigned
 from mirrorsync.formats.index import parse_index, variants_from_parameters
 from mirrorsync.formats.manifest import (
@@ -21,6 +27,7 @@ from mirrorsync.formats.manifest import (
     parse_manifest,
 )
 
+REALDATA = Path(__file__).parent / "data" / "realdata"  # copied from ../shared/realdata
 H1 = "2lo2i7w7ijqlkydoeuimi4u5hfplepcc"
 H2 = "2owbnqfae5o7z36jalkszocp6y3xmhe3"
 SHA = "4f0c" + "a" * 60
@@ -76,7 +83,60 @@ def test_index_v7_compiler_and_plain_string_target() -> None:
     spec["arch"] = {"platform": "linux", "platform_os": "ubuntu22.04", "target": "x86_64"}
     index = parse_index(index_bytes({H1: {"spec": spec, "in_buildcache": True}}, "7"))
     info = index.info(H1)
-    assert (info.compiler, info.target, index.db_version) == ("gcc@=11.4.0", "x86_64", 7)
+    assert (info.compiler, info.target, index.db_version) == ("gcc@11.4.0", "x86_64", 7)
+
+
+REAL_V8_INDEX = REALDATA / "spack-test-mirrors/v2_layout/signed/build_cache/index.json"
+#: What Spack's own v2 test mirror names its files after (FORMATS.md sections 3 and 4).
+REAL_V8_COMPILERS = {
+    "rqh2vuf6fqwkmipzgi2wjx352mq7y7ez": "gcc@10.2.1",  # libelf, annotations.compiler gcc@=10.2.1
+    "sk2gqqz4n5njmvktycnd25wq25jxiqkr": "gcc@10.2.1",  # libdwarf, the same
+    "jr3yipyxyjulcdvckwwwjrrumis7glpa": "gcc@10.2.1",  # libelf: gcc provides c (uncached external)
+    "u5uz3dcch5if4eve4sef67o2rf2lbfgh": "gcc@10.2.1",  # libdwarf: gcc provides c and cxx
+    "qeehcxyvluwnihsc2qxstmpomtxo3lrc": None,  # compiler-wrapper: no dependencies
+    "izgzpzeljwairalfjm3k6fntbb64nt6n": None,  # gcc-runtime: gcc is a build dependency, no virtuals
+}
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["first sync", "resync"])
+def test_database_v8_compilers_of_spacks_own_test_mirror(lazy: bool) -> None:
+    index = parse_index(REAL_V8_INDEX.read_bytes(), str(REAL_V8_INDEX), lazy=lazy)
+    assert index.db_version == 8
+    assert {h: index.info(h).compiler for h in index.hashes} == REAL_V8_COMPILERS
+    assert set(index.uncached) == {"vd7v4ssgnoqdplgxyig3orum67n4vmhq"}  # the external gcc
+
+
+def test_database_v8_compiler_preference_and_a_dependency_not_in_the_index() -> None:
+    def dep(name: str, h: str, *virtuals: str) -> dict[str, object]:
+        return {
+            "name": name,
+            "hash": h,
+            "parameters": {"deptypes": ["build"], "virtuals": virtuals},
+        }
+
+    llvm, gcc, nvhpc, gone = (fake_hash(n) for n in ("llvm", "gcc", "nvhpc", "gone"))
+    nodes = {
+        llvm: node(llvm, name="llvm", version="18.1.8"),
+        gcc: node(gcc, name="gcc", version="13.2.0"),
+        nvhpc: node(nvhpc, name="nvhpc", version="24.7"),
+    }
+    cases = {  # dependencies (in index order) -> compiler
+        H1: (
+            [dep("nvhpc", nvhpc, "fortran"), dep("gcc", gcc, "cxx"), dep("llvm", llvm, "c")],
+            "llvm@18.1.8",
+        ),
+        H2: ([dep("nvhpc", nvhpc, "fortran"), dep("gcc", gcc, "cxx")], "gcc@13.2.0"),
+        fake_hash("f"): ([dep("nvhpc", nvhpc, "fortran")], "nvhpc@24.7"),
+        fake_hash("g"): ([dep("gcc", gone, "c")], None),  # Spack skips a missing dependency
+    }
+    installs: dict[str, object] = {
+        h: {"spec": n, "in_buildcache": h != nvhpc} for h, n in nodes.items()
+    }
+    for h, (deps, _) in cases.items():
+        installs[h] = {"spec": node(h, dependencies=deps), "in_buildcache": True}
+    for lazy in (False, True):
+        index = parse_index(index_bytes(installs), lazy=lazy)
+        assert {h: index.info(h).compiler for h in cases} == {h: c for h, (_, c) in cases.items()}
 
 
 def test_variants_follow_the_cache_page_rules() -> None:
@@ -176,9 +236,15 @@ def test_catalog_entries_and_locations() -> None:
     )
 
 
+def test_a_repeated_label_keeps_the_first_entry_and_reports_the_others() -> None:
+    data = b'{"develop": [{"label": "e4s", "url": "x"}, {"label": "e4s", "url": "y"}]}'
+    document = parse_catalog_document(data)
+    assert [(e.stack, e.url) for e in document.stacks] == [("e4s", "x")]
+    assert [(e.release, e.stack, e.url) for e in document.repeated] == [("develop", "e4s", "y")]
+    assert parse_catalog(data) == document.stacks
+
+
 def test_catalog_errors() -> None:
-    with pytest.raises(FormatError, match="lists stack 'e4s' twice"):
-        parse_catalog(b'{"develop": [{"label": "e4s", "url": "x"}, {"label": "e4s", "url": "y"}]}')
     with pytest.raises(FormatError, match="no bucket_urls entry for s3 bucket 'other'"):
         resolve_url("s3://other/develop/build_cache/index.json", BUCKETS)
     with pytest.raises(FormatError, match="neither a v3 index blob"):

@@ -164,7 +164,7 @@ def test_killed_holder_leaves_no_lock_behind(
     assert read_holder(lock_path(database)).pid not in (None, holder.pid)
 
 
-def test_dry_run_needs_no_lock_and_once_names_this_holder(
+def test_dry_run_takes_the_lock_too_and_once_names_this_holder(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     build(docroot)
@@ -174,8 +174,9 @@ def test_dry_run_needs_no_lock_and_once_names_this_holder(
     lock = RunLock(database)
     assert lock.try_acquire()
     try:
+        # A dry run writes into the database, in a transaction it rolls back.
         dry = run_cli("-c", str(config), "once", "--dry-run", "--json", cwd=tmp_path)
-        assert dry.returncode == 0, dry.stderr  # reads a copy; writes nothing real
+        assert dry.returncode == EXIT_LOCKED, dry.stderr
         refused = run_cli("-c", str(config), "once", "--wait", "0.5", cwd=tmp_path)
         assert refused.returncode == EXIT_LOCKED
         waiting, refusal = refused.stderr.strip().splitlines()  # --wait says it waits

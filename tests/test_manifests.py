@@ -416,3 +416,32 @@ def test_pool_with_no_items_finishes() -> None:
         raise AssertionError("nothing to consume")
 
     anyio.run(lambda: run_pool(items(), work, consume, workers=3))
+
+
+REAL_SIGNED_V2 = REPO / "tests/data/realdata/spack-test-mirrors/v2_layout/signed"
+
+
+def test_database_v8_specs_of_spacks_own_v2_mirror_are_found_at_their_real_names(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """Its v8 index names no compiler key; the file names carry the compiler that
+    ``annotations.compiler`` or the ``c`` dependency gives (``gcc-10.2.1``)."""
+    import shutil
+
+    shutil.copytree(REAL_SIGNED_V2, docroot / "real")
+    text = (
+        f"database: {tmp_path / 'state.db'}\nsources:\n  - name: real\n    kind: mirror\n"
+        f"    url: {server.url}/real\n    manifests: all\n{TEST_HTTP}"
+    )
+    config = write_config(tmp_path / "c.yaml", text)
+    result = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    spec_files = sorted(p.name for p in (docroot / "real/build_cache").glob("*.spec.json.sig"))
+    assert len(spec_files) == 6
+    fetched = sorted(
+        Path(r.path).name
+        for r in server.requests
+        if r.path.endswith((".spec.json.sig", ".spec.json"))
+    )
+    assert fetched == spec_files  # each at its real name, first time, nothing else asked for
+    assert {r["status"] for r in rows(tmp_path / "state.db").values()} == {"ok"}

@@ -265,7 +265,7 @@ def test_pages_of_two_packages_give_the_union_per_stack(
     assert zlib is not None and (zlib.name, zlib.version, zlib.compiler) == (
         "zlib",
         "1.3",
-        "gcc@=11.4.0",  # the older page notation, normalised as an index gives it
+        "gcc@11.4.0",  # the older page's gcc@=11.4.0, normalised as Spack 1.x prints it
     )
     assert zlib.variants == ("+shared", "build_type=Release")
 

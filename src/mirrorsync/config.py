@@ -153,6 +153,7 @@ class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
     exclude_stacks: list[str] = []
     manifests: ManifestPolicy = "new"
     verify_signatures: bool = False
+    trusted_keys: list[str] | None = None  # key files and/or fingerprints; None: the mirror's own
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
 
     def buckets(self) -> dict[str, str]:
@@ -175,8 +176,10 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     url: str
     release: str = "default"
     stack: str = "root"
+    view: Name | None = None  # v3/manifests/index/<view>/index.manifest.json; None: top level
     manifests: ManifestPolicy = "new"
     verify_signatures: bool = False
+    trusted_keys: list[str] | None = None  # key files and/or fingerprints; None: the mirror's own
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
 
 
@@ -196,6 +199,29 @@ class PagesSource(_Strict, tag="pages", tag_field="kind"):
 
 
 Source = CatalogSource | MirrorSource | PagesSource
+
+_FINGERPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
+
+
+def trusted_fingerprint(entry: str) -> str | None:
+    """A ``trusted_keys`` entry as a key fingerprint (40 hex digits, spaces allowed as gpg
+    prints them), upper case; None when the entry is a key file instead."""
+    compact = entry.replace(" ", "").upper()
+    return compact if _FINGERPRINT_RE.match(compact) else None
+
+
+def split_trusted_keys(entries: list[str]) -> tuple[list[str], list[Path]]:
+    """``trusted_keys`` as (fingerprints, key files), in the order given."""
+    fingerprints: list[str] = []
+    files: list[Path] = []
+    for entry in entries:
+        fingerprint = trusted_fingerprint(entry)
+        if fingerprint is not None:
+            fingerprints.append(fingerprint)
+        else:
+            files.append(Path(os.path.expanduser(entry)))
+    return fingerprints, files
+
 
 EventType = Literal[
     "spec.added",
@@ -232,6 +258,8 @@ class WebhookConfig(_Strict):
     max_batch: PositiveInt = 500
     timeout: PositiveFloat = 10.0
     max_age: float | str = "3d"  # seconds, or a number with unit s/m/h/d
+    keep_delivered: float | str = "7d"  # delivered batches' records are purged after this
+    keep_dead: float | str = "30d"  # dead batches (and their events' outbox rows) likewise
 
     def __repr__(self) -> str:  # the inline secret never reaches a log or traceback
         return f"WebhookConfig(name={self.name!r}, url={self.url!r})"
@@ -240,6 +268,14 @@ class WebhookConfig(_Strict):
     def max_age_seconds(self) -> float:
         """``max_age`` in seconds (validated by ``parse_config``)."""
         return _duration(self.max_age)
+
+    @property
+    def keep_delivered_seconds(self) -> float:
+        return _duration(self.keep_delivered)
+
+    @property
+    def keep_dead_seconds(self) -> float:
+        return _duration(self.keep_dead)
 
 
 class MetricsConfig(_Strict):
@@ -410,7 +446,8 @@ def _check(config: Config) -> None:
         if isinstance(source, PagesSource):
             _check_page_urls(path, key, source.urls)
             continue
-        _check_url(path, f"{key}.url", source.url)
+        _check_url(path, f"{key}.url", source.url, files=isinstance(source, MirrorSource))
+        _check_trusted_keys(path, key, source)
         if isinstance(source, CatalogSource):
             for bucket, base in source.bucket_urls.items():
                 _check_url(path, f"{key}.bucket_urls.{bucket}", base)
@@ -453,16 +490,18 @@ def _check_webhooks(config: Config) -> None:
                         f"{key}.filter.{field}[{j}]",
                         "write [!...] to negate a set, not [^...]",
                     )
-        try:
-            age = _duration(hook.max_age)
-        except ValueError:
-            age = 0.0
-        if age <= 0:
-            raise ConfigError(
-                path,
-                f"{key}.max_age",
-                f"expected seconds or a duration such as 3d, 12h, 30m, got {hook.max_age!r}",
-            )
+        for field in ("max_age", "keep_delivered", "keep_dead"):
+            value = getattr(hook, field)
+            try:
+                age = _duration(value)
+            except ValueError:
+                age = 0.0
+            if not (age > 0 and math.isfinite(age)):
+                raise ConfigError(
+                    path,
+                    f"{key}.{field}",
+                    f"expected seconds or a duration such as 3d, 12h, 30m, got {value!r}",
+                )
 
 
 def _check_ranges(config: Config) -> None:
@@ -533,9 +572,35 @@ def _check_page_urls(path: str, key: str, urls: list[str]) -> None:
         seen.add(url)
 
 
-def _check_url(path: str, key: str, url: str) -> None:
+def _check_url(path: str, key: str, url: str, *, files: bool = False) -> None:
+    """An http(s) URL; with ``files``, a ``file:///absolute/path`` too."""
+    if files and url.startswith("file:"):
+        if not url.startswith("file:///") or len(url) <= len("file:///"):
+            raise ConfigError(path, key, f"expected file:///absolute/path, got {url!r}")
+        return
     if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
-        raise ConfigError(path, key, f"expected an http:// or https:// URL, got {url!r}")
+        kinds = "an http://, https:// or file:///" if files else "an http:// or https://"
+        raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
+
+
+def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSource) -> None:
+    entries = source.trusted_keys
+    if entries is None:
+        return
+    if not source.verify_signatures:
+        raise ConfigError(path, f"{key}.trusted_keys", "trusted_keys needs verify_signatures: true")
+    if not entries:
+        raise ConfigError(path, f"{key}.trusted_keys", "expected at least one key")
+    for j, entry in enumerate(entries):
+        if trusted_fingerprint(entry) is not None:
+            continue
+        if not os.path.isfile(os.path.expanduser(entry)):
+            raise ConfigError(
+                path,
+                f"{key}.trusted_keys[{j}]",
+                f"expected a 40-hex key fingerprint or a public key file, got {entry!r} "
+                "(no such file)",
+            )
 
 
 def _check_glob(path: str, key: str, glob: str) -> None:

@@ -15,6 +15,7 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 75  # EX_TEMPFAIL
+EXIT_DAMAGED = 65  # EX_DATAERR: the database file is damaged; a person must check or restore it
 
 
 class MirrorsyncError(Exception):
@@ -68,6 +69,14 @@ class FormatError(MirrorsyncError):
         return type(self)(self.what, self.problem, url)
 
 
+class UnsupportedFormatError(FormatError):
+    """A remote document is well formed but in a version (or encoding) mirrorsync does not read."""
+
+    def _render(self) -> str:
+        where = f" at {self.url}" if self.url else ""
+        return f"unsupported {self.what}{where}: {self.problem}"
+
+
 class FetchError(MirrorsyncError):
     """A request failed for good (after any retries)."""
 
@@ -93,6 +102,34 @@ class IntegrityError(MirrorsyncError):
 
 class StoreError(MirrorsyncError):
     """The database cannot be opened, migrated or queried."""
+
+    #: True when no other stack could succeed either, so the run stops at once.
+    ends_run: bool = False
+    sqlite_error: str | None = None  # SQLite's name for the cause, e.g. SQLITE_CANTOPEN
+
+
+class DatabaseFullError(StoreError):
+    """The database's file system is full: the write was rolled back, nothing of it kept."""
+
+    ends_run = True
+
+
+class ScratchError(MirrorsyncError):
+    """A scratch file (a downloaded index, under ``$TMPDIR``) cannot be written."""
+
+
+class NoDatabaseError(StoreError):
+    """A command that only reads found no database (or one with no schema yet)."""
+
+
+class SchemaError(StoreError):
+    """The database's schema is older or newer than this mirrorsync."""
+
+
+class DatabaseDamagedError(StoreError):
+    """The database file is damaged: a corrupted page, or a table its schema lacks."""
+
+    exit_code = EXIT_DAMAGED
 
 
 class LockHeldError(MirrorsyncError):

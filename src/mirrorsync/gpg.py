@@ -1,8 +1,9 @@
-"""Checking PGP clear-signed documents with gpg, against the keys a mirror publishes.
+"""Checking PGP clear-signed documents with gpg, against trusted public keys.
 
 Each :class:`Keyring` is a private gpg home directory holding only the public
 keys imported into it, so a signature is good only if it was made by one of
-the mirror's own keys. gpg runs as a subprocess (``--batch --no-autostart``:
+them: the keys of the source's ``trusted_keys`` when it has some, else the
+keys the mirror itself publishes. gpg runs as a subprocess (``--batch --no-autostart``:
 verifying needs no agent); its machine-readable ``--status-fd`` output decides.
 """
 
@@ -31,6 +32,7 @@ class Keyring:
         self.home = home
         self.program = program
         self.fingerprints: set[str] = set()
+        self.pinned = False  # True: the keys are the source's trusted_keys
 
     @classmethod
     def create(cls, home: Path) -> Keyring:
@@ -42,11 +44,52 @@ class Keyring:
 
     async def import_key(self, data: bytes, url: str) -> None:
         """Import the public key(s) in ``data`` (armoured or binary)."""
+        self.fingerprints.update(await self._import(data, url))
+
+    async def import_only(self, data: bytes, url: str, fingerprint: str) -> None:
+        """Import from ``data`` the one key whose fingerprint is ``fingerprint``, nothing else.
+
+        ``data`` comes from a mirror, so it may hold other keys, or another key
+        under that name: it is read into a scratch home first, and only the key
+        with that fingerprint is carried over. SignatureError if it is not there.
+        """
+        scratch = Keyring(
+            self.home.with_name(f"{self.home.name}-{fingerprint[-16:]}"), self.program
+        )
+        scratch.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        found = await scratch._import(data, url)
+        if fingerprint not in found:
+            raise SignatureError(
+                url,
+                f"the key served for trusted key {fingerprint} is {', '.join(sorted(found))}; "
+                "not trusted",
+            )
+        exported = await scratch._export(fingerprint)
+        if not exported:
+            raise SignatureError(url, f"gpg could not export {fingerprint}")
+        imported = await self._import(exported, url)
+        self.fingerprints.update(imported & {fingerprint})
+
+    async def _export(self, fingerprint: str) -> bytes:
+        """The public key ``fingerprint`` (binary), or b"" if gpg has none."""
+        command = [self.program, "--batch", "--no-tty", "--homedir", str(self.home)]
+        try:
+            with anyio.fail_after(GPG_TIMEOUT):
+                result = await anyio.run_process(
+                    [*command, "--export", fingerprint],
+                    check=False,
+                    env={**os.environ, "LC_ALL": "C"},
+                )
+        except (TimeoutError, OSError):
+            return b""
+        return result.stdout if result.returncode == 0 else b""
+
+    async def _import(self, data: bytes, url: str) -> set[str]:
         rc, status, stderr = await self._run(["--import"], data)
-        imported = [line.split()[2] for line in status if line.startswith("IMPORT_OK ")]
+        imported = {line.split()[2].upper() for line in status if line.startswith("IMPORT_OK ")}
         if rc != 0 or not imported:
             raise SignatureError(url, f"gpg could not import a public key: {_last_line(stderr)}")
-        self.fingerprints.update(fp.upper() for fp in imported)
+        return imported
 
     async def verify(self, data: bytes, url: str) -> str:
         """Check a clear-signed document; return the signing key's fingerprint.
@@ -57,12 +100,19 @@ class Keyring:
         words = [line.split() for line in status]
         kinds = {w[0] for w in words if w}
         valid = [w[1].upper() for w in words if len(w) > 1 and w[0] == "VALIDSIG"]
+        # VALIDSIG's last field is the primary key's fingerprint (the signer may be a subkey).
+        primaries = {w[10].upper() for w in words if len(w) > 10 and w[0] == "VALIDSIG"}
+        unknown = (
+            "a key not in trusted_keys" if self.pinned else "a key the mirror does not publish"
+        )
         if rc == 0 and "GOODSIG" in kinds and valid and not kinds & _BAD:
-            return valid[0]
+            if primaries <= self.fingerprints:
+                return valid[0]
+            raise SignatureError(url, f"signed by {unknown}")
         if "BADSIG" in kinds:
             problem = "bad signature: the signed text was changed"
         elif "ERRSIG" in kinds or "NO_PUBKEY" in kinds:
-            problem = "signed by a key the mirror does not publish"
+            problem = f"signed by {unknown}"
         elif kinds & {"EXPSIG", "EXPKEYSIG", "REVKEYSIG"}:
             problem = "signature by an expired or revoked key"
         elif "NODATA" in kinds:

@@ -159,7 +159,7 @@ def run_families(report: RunReport, last_success: float | None) -> list[Family]:
     """What this run did."""
     started = _epoch(report.started_at) or 0.0
     finished = _epoch(report.finished_at) or started + report.seconds
-    if not report.failures:
+    if report.succeeded:
         last_success = finished
     statuses = ("changed", "unchanged", "removed", "failed")
     families = [
@@ -177,7 +177,7 @@ def run_families(report: RunReport, last_success: float | None) -> list[Family]:
         gauge(
             "last_run_success",
             "1 if the last run synced every source and stack, else 0.",
-            0 if report.failures else 1,
+            1 if report.succeeded else 0,
         ),
         Family(
             PREFIX + "last_run_failures",
@@ -290,6 +290,18 @@ async def database_families(store: Store) -> list[Family]:
     ):
         samples = [Sample(v, {"webhook": h.name}) for h, v in zip(hooks, values, strict=True)]
         families.append(Family(PREFIX + name, "gauge", help_text, samples))
+    families.append(
+        Family(
+            PREFIX + "webhook_oldest_pending_event_timestamp_seconds",
+            "gauge",
+            "When the oldest event still to be delivered to the webhook occurred (absent: none).",
+            [
+                Sample(at, {"webhook": h.name})
+                for h in hooks
+                if (at := _epoch(h.oldest_pending_at)) is not None
+            ],
+        )
+    )
     return families
 
 
@@ -302,7 +314,7 @@ async def export(config: Config, report: RunReport) -> Path | None:
     if path is None or report.dry_run:
         return None
     families = run_families(report, previous_value(path, LAST_SUCCESS))
-    async with await Store.open(config.database_path, create=False) as store:
+    async with await Store.open_read_only(config.database_path) as store:
         families += await database_families(store)
     write_textfile(path, families)
     return path

@@ -31,6 +31,7 @@ from mirrorsync.store import Store
 from mirrorsync.store.manifests import SpecRef, StackTarget, members, stack_targets
 from mirrorsync.sync.manifests import Blob, StackMirror, open_mirror
 from mirrorsync.sync.pool import run_pool
+from mirrorsync.sync.run import log_key_trust
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,8 @@ async def verify(
     summary = VerifySummary()
     # Pages sources name no mirror: their stacks have no mirror root and are not targets.
     by_name = {s.name: s for s in config.sources if not isinstance(s, PagesSource)}
-    async with await Store.open(config.database_path, create=False) as store:
+    log_key_trust([by_name[t] for t in sorted({source} if source else by_name) if t in by_name])
+    async with await Store.open_read_only(config.database_path) as store:
         targets = await stack_targets(store, source=source, release=release, stack=stack)
         if not targets:
             wanted = " ".join(
@@ -104,6 +106,7 @@ async def verify(
                     for target in targets:
                         wanted = by_name.get(target.source)
                         signatures = wanted.verify_signatures if wanted else False
+                        trusted = wanted.trusted_keys if wanted else None
                         try:
                             mirror = await open_mirror(
                                 client,
@@ -111,6 +114,7 @@ async def verify(
                                 verify_signatures=signatures,
                                 gnupg_home=Path(tmp) / f"gnupg-{target.id}",
                                 tally=summary.tally,
+                                trusted_keys=trusted,
                             )
                         except (SignatureError, FetchError, FormatError, IntegrityError) as exc:
                             summary.problems += 1

@@ -1,7 +1,8 @@
 """``mirrorsync`` command line. Parses arguments, runs one command, prints, exits.
 
 Exit codes: 0 success, 1 some stack or source failed, 2 configuration or
-usage error, 75 another run holds the lock.
+usage error, 75 another run holds the lock, 128 + N ended by signal N (130
+SIGINT, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from mirrorsync.cli import commands
+from mirrorsync.cli import commands, signals
 from mirrorsync.cli.parser import build_parser
 from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
 from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = COMMANDS[args.command]
     try:
         try:
-            return anyio.run(handler, args)
+            return anyio.run(_until_signalled, handler, args)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
     except MirrorsyncError as exc:
@@ -58,6 +59,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print_line(f"mirrorsync: error: {exc}")
         return EXIT_PARTIAL
+
+
+async def _until_signalled(handler: Command, args: argparse.Namespace) -> int:
+    """Run the command; SIGINT, SIGTERM or SIGHUP end it with one line (module signals)."""
+    with anyio.open_signal_receiver(*signals.HANDLED) as received:
+        async with anyio.create_task_group() as tg:
+            state = signals.Signals(tg.cancel_scope)
+            token = signals.CURRENT.set(state)
+
+            async def watch() -> None:
+                async for signum in received:
+                    state.deliver(signum)
+
+            tg.start_soon(watch)
+            code = EXIT_PARTIAL
+            try:
+                code = await handler(args)
+            finally:
+                signals.CURRENT.reset(token)
+                tg.cancel_scope.cancel()
+    if state.received is not None:
+        print_line(state.message)
+        return state.exit_code
+    return code
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

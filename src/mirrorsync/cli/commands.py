@@ -11,11 +11,11 @@ from pathlib import Path
 
 from rich.filesize import decimal
 
-from mirrorsync import metrics
 from mirrorsync.cli.render import console, print_json, print_json_line, print_table
+from mirrorsync.cli.signals import stop_event
 from mirrorsync.config import Config, load_config
 from mirrorsync.delivery import WebhookResult
-from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MetricsError, UsageError
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
 from mirrorsync.logs import print_line, stderr_is_terminal
@@ -25,43 +25,39 @@ from mirrorsync.sync import RunProgress, RunReport, run_once
 
 
 async def _open(config: Config) -> Store:
-    return await Store.open(config.database_path, create=False)
+    """Every command here only reads: the database is opened read-only, never migrated."""
+    return await Store.open_read_only(config.database_path)
 
 
 async def once(args: argparse.Namespace) -> int:
-    """One sync under the run lock; then metrics, then what a person or a program wants.
+    """One sync under the run lock (metrics included), then what a person or a program wants.
 
     stdout carries only ``--json``. At a terminal (stderr is a TTY) a live progress
     display runs on stderr and a summary table per stack ends the run; otherwise
-    the log lines on stderr (one per stack, one for the run) are the record.
+    the log lines on stderr (one per stack, one for the run) are the record. A
+    signal stops the run where it is; what it committed is kept and reported.
     """
     config = load_config(args.config)
     interactive = stderr_is_terminal()
     progress = RunProgress()
-    metrics_failure: str | None = None
     async with contextlib.AsyncExitStack() as stack:
-        if not args.dry_run:  # a dry run writes only a throwaway copy
+        # A dry run of a database that does not exist yet runs in memory: no lock file.
+        if not args.dry_run or config.database_path.exists():
             await stack.enter_async_context(hold(config.database_path, wait=args.wait))
         if interactive:  # rich's progress machinery is imported only for a person to see
             from mirrorsync.cli.progress import live_progress
 
             stack.enter_context(live_progress(progress, console(stderr=True), enabled=True))
-        report = await run_once(
-            config, only_source=args.source, dry_run=args.dry_run, progress=progress
-        )
-        try:
-            await metrics.export(config, report)
-        except MetricsError as exc:
-            metrics_failure = str(exc)
+        with stop_event() as stop:
+            report = await run_once(
+                config, only_source=args.source, dry_run=args.dry_run, progress=progress, stop=stop
+            )
     if args.json:
         print_json(_report_dict(report))
     elif interactive:
         _print_report(report)
     for line in report.failures:
         print_line(f"mirrorsync: failed: {line}")
-    if metrics_failure is not None:
-        print_line(f"mirrorsync: failed: {metrics_failure}")
-        return max(report.exit_code, EXIT_PARTIAL)
     return report.exit_code
 
 
@@ -71,6 +67,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
         "finished_at": report.finished_at,
         "seconds": round(report.seconds, 3),
         "dry_run": report.dry_run,
+        "interrupted": report.interrupted,
         "events": report.events,
         "requests": report.tally.requests,
         "bytes": report.tally.bytes,
@@ -188,12 +185,13 @@ async def status(args: argparse.Namespace) -> int:
     )
     if hooks:
         print_table(
-            ["webhook", "state", "pending", "dead", "last success", "last error"],
+            ["webhook", "state", "pending", "oldest pending", "dead", "last success", "last error"],
             [
                 (
                     h.name,
                     "not in config" if not h.configured else "enabled" if h.enabled else "disabled",
                     h.pending_events,
+                    h.oldest_pending_at,
                     h.dead_events,
                     h.last_success_at,
                     h.disabled_reason or h.current_error,

@@ -69,7 +69,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         out.rule(f"1. A local build cache on {server.url}, from a cache.spack.io snapshot")
         out.print("Syncing it for the first time: every stack and spec is new.")
         _summary(await run_once(config))
-        async with await Store.open(database, create=False) as store:
+        async with await Store.open_read_only(database) as store:
             since = await queries.last_event_id(store)
 
         out.rule("2. The mirror changes (the second snapshot), and we sync again")
@@ -77,7 +77,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         report = await run_once(config)
         _summary(report)
 
-    async with await Store.open(database, create=False) as store:
+    async with await Store.open_read_only(database) as store:
         counts: Counter[tuple[str, str]] = Counter()
         async for event in queries.events(store, since=since):
             counts[(event.stack or "", event.type)] += 1

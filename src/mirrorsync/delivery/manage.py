@@ -49,13 +49,14 @@ class Listing:
 
 
 async def _open(config: Config) -> Store:
+    """For the commands that deliver (and so write): migrated, never created."""
     return await Store.open(config.database_path, create=False)
 
 
 async def list_webhooks(config: Config) -> list[Listing]:
     """Configured webhooks in configuration order, then any the configuration dropped."""
     if config.database_path.exists():
-        async with await _open(config) as store:
+        async with await Store.open_read_only(config.database_path) as store:
             known = {s.name: s for s in await webhooks.summaries(store)}
     else:
         known = {}

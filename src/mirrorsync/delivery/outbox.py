@@ -11,6 +11,7 @@ then every 6 h) and nothing newer is sent to it before then.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -148,13 +149,54 @@ class Outbox:
             revived = await webhooks.revive_dead(self.store, row.id)
             if revived:
                 log.info("webhook %s: sending %d dead deliveries again", hook.name, revived)
+        now = utcnow()
+        latest = schedule.latest_attempt(now)
+        if (row.next_attempt_at or "") > latest and await webhooks.cap_next_attempt(
+            self.store, row.id, latest
+        ):
+            log.warning(
+                "webhook %s: its next attempt was set for %s, further ahead than the longest "
+                "wait: the clock was ahead when it failed; trying again after %s instead",
+                hook.name,
+                row.next_attempt_at,
+                latest,
+            )
+            row = dataclasses.replace(row, next_attempt_at=latest)
         if not row.enabled:
             result.disabled = row.disabled_reason
             log.warning("webhook %s is disabled: %s", hook.name, row.disabled_reason)
-        elif force or row.next_attempt_at is None or row.next_attempt_at <= utcnow():
+        elif force or row.next_attempt_at is None or row.next_attempt_at <= now:
             await self._drain(hook, row.id, sender, result)
+        await self._purge(hook, row.id)
         await self._count(hook.name, result)
         return result
+
+    async def _purge(self, hook: WebhookConfig, webhook_id: int) -> None:
+        """Keep the outbox bounded: delivered and dead batches go after their retention."""
+        now = utcnow()
+        purged = await webhooks.purge(
+            self.store,
+            webhook_id,
+            delivered_before=schedule.before(now, hook.keep_delivered_seconds),
+            dead_before=schedule.before(now, hook.keep_dead_seconds),
+        )
+        if purged.delivered:
+            log.info(
+                "webhook %s: dropped the records of %d delivered batches (keep_delivered: %s)",
+                hook.name,
+                purged.delivered,
+                hook.keep_delivered,
+            )
+        if purged.dead_deliveries:
+            log.warning(
+                "webhook %s: %d dead events in %d batches expired (keep_dead: %s) and will not "
+                "be sent; 'mirrorsync webhooks replay --name %s --since ID' sends events again",
+                hook.name,
+                purged.dead_events,
+                purged.dead_deliveries,
+                hook.keep_dead,
+                hook.name,
+            )
 
     async def _drain(
         self, hook: WebhookConfig, webhook_id: int, sender: Sender, result: WebhookResult

@@ -26,6 +26,17 @@ def next_attempt(now: str, failures: int) -> str:
     return isoformat(parse(now) + timedelta(seconds=delay_after(failures)))
 
 
+def latest_attempt(now: str) -> str:
+    """No wait is longer than the schedule's longest step: a next attempt later than
+    this was set by a clock that ran ahead."""
+    return isoformat(parse(now) + timedelta(seconds=SCHEDULE[-1]))
+
+
+def before(now: str, seconds: float) -> str:
+    """The instant ``seconds`` before ``now``."""
+    return isoformat(parse(now) - timedelta(seconds=seconds))
+
+
 def dead_before(now: str, max_age: float) -> str:
     """Deliveries whose oldest event occurred before this instant are dead when they fail."""
     return isoformat(parse(now) - timedelta(seconds=max_age))

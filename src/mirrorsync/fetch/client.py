@@ -22,6 +22,7 @@ from tenacity import (
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
 from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
+from mirrorsync.fetch.files import FileTransport
 from mirrorsync.fetch.pools import PoolShards
 from mirrorsync.fetch.retry import (
     RetryableStatus,
@@ -78,6 +79,8 @@ class Downloaded:
     path: Path
     length: int
     sha256: str
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 class HttpClient:
@@ -103,6 +106,7 @@ class HttpClient:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             transport=PoolShards(connections=config.concurrency, verify=verify),
+            mounts={"file://": FileTransport()},  # local mirrors, through the same API
             headers={"user-agent": USER_AGENT},
             follow_redirects=True,
             verify=verify,  # for proxies taken from the environment
@@ -178,9 +182,42 @@ class HttpClient:
         tally: Tally | None = None,
     ) -> Downloaded:
         """Stream a blob to ``dest``, hashing it on the way; check length and checksum."""
+        result = await self.download_if_modified(
+            url,
+            dest,
+            expected_length=expected_length,
+            expected_sha256=expected_sha256,
+            max_bytes=max_bytes,
+            limit_name=limit_name,
+            tally=tally,
+        )
+        assert isinstance(result, Downloaded)  # unconditional requests are never answered 304
+        return result
 
-        async def attempt() -> Downloaded:
-            async with self._request("GET", url, {}, tally) as response:
+    async def download_if_modified(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        expected_length: int | None = None,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+        limit_name: str | None = None,
+        tally: Tally | None = None,
+    ) -> Downloaded | NotModified:
+        """``download``, conditionally when validators are given: NotModified on a 304."""
+        headers = {}
+        if etag:
+            headers["if-none-match"] = etag
+        if last_modified:
+            headers["if-modified-since"] = last_modified
+
+        async def attempt() -> Downloaded | NotModified:
+            async with self._request("GET", url, headers, tally) as response:
+                if response.status_code == 304:
+                    return NotModified(url)
                 if max_bytes is not None:
                     _check_declared_length(url, response, max_bytes, limit_name)
                 digest = hashlib.sha256()
@@ -193,9 +230,18 @@ class HttpClient:
                         digest.update(chunk)
                         out.write(chunk)
                         self._count_bytes(len(chunk), tally)
-                return Downloaded(url, dest, length, digest.hexdigest())
+                return Downloaded(
+                    url,
+                    dest,
+                    length,
+                    digest.hexdigest(),
+                    response.headers.get("etag"),
+                    response.headers.get("last-modified"),
+                )
 
         result = await self._retrying(url, attempt, tally)
+        if isinstance(result, NotModified):
+            return result
         if expected_length is not None and result.length != expected_length:
             raise IntegrityError(
                 url, f"got {result.length} bytes, the manifest says {expected_length}"
@@ -244,12 +290,17 @@ class HttpClient:
     async def _request(
         self, method: str, url: str, headers: dict[str, str], tally: Tally | None
     ) -> AsyncIterator[httpx.Response]:
-        """One throttled request; the status is checked before the body is read."""
-        async with self._throttle.slot(origin(url)):
+        """One throttled request; the status is checked before the body is read.
+
+        ``file://`` requests skip the throttle: it spares servers, a local disk needs none."""
+        slot = self._throttle.slot(origin(url)) if not url.startswith("file:") else _NO_SLOT
+        async with slot:
             self.stats.requests += 1
             if tally is not None:
                 tally.requests += 1
-            request = self._client.build_request(method, url, headers=headers)
+            # httpx takes a URL without a host for a relative one: name the local host.
+            target = "file://localhost/" + url[8:] if url.startswith("file:///") else url
+            request = self._client.build_request(method, target, headers=headers)
             response = await self._client.send(request, stream=True)
             try:
                 if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
@@ -322,6 +373,14 @@ class HttpClient:
             if not is_retryable(exc):
                 raise FetchError(url, describe(exc)) from None
             raise FetchError(url, f"{describe(exc)} after {policy.attempts} attempts") from None
+
+
+class _NoSlot(contextlib.AbstractAsyncContextManager[None]):
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SLOT = _NoSlot()
 
 
 async def _drain(response: httpx.Response) -> None:

@@ -17,6 +17,26 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls, DEL
 #: Hex digits of each checksum algorithm a manifest may name.
 DIGEST_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
+_IMPOLITE = re.compile(r"[^A-Za-z0-9_+.-]")
+
+
+def polite_filename(part: str) -> str:
+    """A file name part as Spack makes it (``llnl.util.filesystem.polite_filename``):
+    every character outside ``[A-Za-z0-9_+.-]`` becomes ``_``, so a git version
+    ``git.abc123=1.0`` is written ``git.abc123_1.0``."""
+    return _IMPOLITE.sub("_", part)
+
+
+def compiler_text(name: str, version: str) -> str:
+    """A compiler as mirrorsync stores and writes it: ``gcc@13.2.0``, as Spack 1.x prints it."""
+    return f"{name}@{version}"
+
+
+def canonical_compiler(text: str) -> str:
+    """``gcc@=10.2.1`` (Spack 0.2x, and ``annotations.compiler``) -> ``gcc@10.2.1``;
+    ``gcc@10.2.1`` stays as it is."""
+    name, at, version = text.partition("@")
+    return compiler_text(name, version.removeprefix("=")) if at else text
 
 
 def is_spec_hash(value: str) -> bool:

@@ -48,9 +48,24 @@ class CatalogStack:
     url: str  # as written in the catalogue (may be s3://)
 
 
-@parser("catalogue")
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """A decoded catalogue: its stacks, and the entries left out for repeating a label."""
+
+    stacks: list[CatalogStack]
+    repeated: list[CatalogStack]  # a label seen before in its release (only the first counts)
+
+
 def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
-    """Decode a catalogue into one record per (release, stack), in file order.
+    """Decode a catalogue into one record per (release, stack), in file order."""
+    return parse_catalog_document(data, url).stacks
+
+
+@parser("catalogue")
+def parse_catalog_document(data: bytes, url: str | None = None) -> Catalog:
+    """Decode a catalogue. A label repeated within a release (the generator writes one
+    for a mirror nested under a stack's path, FORMATS.md section 1) is not an error: the
+    first entry counts and the others go to ``repeated``, for the caller to report.
 
     A key named twice in one object is refused: a release listed twice would
     have its first list of stacks silently dropped (and those stacks retired).
@@ -60,11 +75,12 @@ def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
         document = _DECODER.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise FormatError("catalogue", decode_problem(exc, data), url) from None
-    repeated = repeated_key(data)
-    if repeated is not None:
-        where = "release" if repeated in document else "key"
-        raise FormatError("catalogue", f"{where} {shown(repeated)} is named twice", url)
+    twice = repeated_key(data)
+    if twice is not None:
+        where = "release" if twice in document else "key"
+        raise FormatError("catalogue", f"{where} {shown(twice)} is named twice", url)
     out: list[CatalogStack] = []
+    repeated: list[CatalogStack] = []
     for release, entries in document.items():
         if not release.strip():
             raise FormatError("catalogue", "a release has an empty name", url)
@@ -76,13 +92,13 @@ def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
                     "catalogue", f"release {release!r} has a stack with no label", url
                 )
             _check_name(f"release {release!r}: stack", entry.label, url)
+            stack = CatalogStack(release=release, stack=entry.label, url=entry.url)
             if entry.label in seen:
-                raise FormatError(
-                    "catalogue", f"release {release!r} lists stack {entry.label!r} twice", url
-                )
+                repeated.append(stack)
+                continue
             seen.add(entry.label)
-            out.append(CatalogStack(release=release, stack=entry.label, url=entry.url))
-    return out
+            out.append(stack)
+    return Catalog(out, repeated)
 
 
 def _check_name(what: str, name: str, url: str | None) -> None:

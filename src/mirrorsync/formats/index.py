@@ -22,11 +22,13 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
-from mirrorsync.errors import FormatError
+from mirrorsync.errors import FormatError, UnsupportedFormatError
 from mirrorsync.formats._common import (
     MAX_LABEL,
     MAX_VARIANT,
     as_format_error,
+    canonical_compiler,
+    compiler_text,
     decode_problem,
     is_spec_hash,
     label_problem,
@@ -36,6 +38,11 @@ from mirrorsync.formats._common import (
     shown,
 )
 
+#: Database versions mirrorsync reads (FORMATS.md section 4): Spack 0.17 to 1.3.
+DB_VERSIONS = (6, 7, 8, 9)
+
+#: The virtuals a compiler dependency provides, in Spack's order of preference.
+COMPILER_LANGUAGES = ("c", "cxx", "fortran")
 #: Parameters that are compiler flags, not variants (left out of variant lists).
 FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
 
@@ -59,13 +66,37 @@ class Compiler(msgspec.Struct):
     version: Label
 
 
+class Annotations(msgspec.Struct):
+    compiler: str | None = None  # database v8/v9 nodes converted from older specs: "gcc@=10.2.1"
+
+
+class DependencyParameters(msgspec.Struct):
+    virtuals: tuple[str, ...] = ()
+
+
+class Dependency(msgspec.Struct):
+    name: str = ""
+    hash: str = ""
+    parameters: DependencyParameters | None = None
+
+
 class SpecNode(msgspec.Struct):
     name: Label
     version: Label = ""
     arch: Arch | None = None
-    compiler: Compiler | None = None
+    compiler: Compiler | None = None  # database v6/v7 only
     parameters: msgspec.Raw = msgspec.Raw(b"{}")
+    annotations: Annotations | None = None
+    # A list since spec format v2; the older name-keyed form has no virtuals.
+    dependencies: tuple[Dependency, ...] | dict[str, msgspec.Raw] | None = ()
     hash: str = ""
+
+
+class _NameVersion(msgspec.Struct):
+    """Just what a compiler's own node contributes: its version."""
+
+    name: str = ""
+    version: str = ""
 
 
 S = TypeVar("S", SpecNode, msgspec.Raw)
@@ -103,6 +134,7 @@ class _IndexDocument(msgspec.Struct, Generic[S]):
 _DECODER = msgspec.json.Decoder(_IndexDocument[SpecNode])
 _RAW_DECODER = msgspec.json.Decoder(_IndexDocument[msgspec.Raw])
 _NODE_DECODER = msgspec.json.Decoder(SpecNode)
+_NAME_VERSION_DECODER = msgspec.json.Decoder(_NameVersion)
 _PARAMS_DECODER = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -128,6 +160,10 @@ class Index:
     db_version: int
     nodes: dict[str, SpecNode | msgspec.Raw]
     url: str | None = None
+    #: Installs listed with ``in_buildcache: false`` (externals, dependencies not
+    #: pushed): not binaries in the cache, but part of the index, e.g. a
+    #: compiler whose version names the specs it built.
+    uncached: dict[str, SpecNode | msgspec.Raw] = field(default_factory=dict)
     # Many specs share their parameters verbatim: render each distinct set once.
     _variants: dict[bytes, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
@@ -164,7 +200,44 @@ class Index:
             variants = variants_from_parameters(_decode_parameters(raw))
             _check_variants(spec_hash, variants, self.url)
             self._variants[raw] = variants
-        return spec_info(spec_hash, node, variants)
+        made = self._compiler(node)  # from annotations or a dependency's name and version
+        bad = None if made is None else label_problem(made)
+        if bad is not None:
+            raise FormatError(
+                "build cache index",
+                f"install {spec_hash}: compiler {shown(made or '')} {bad}",
+                self.url,
+            )
+        return spec_info(spec_hash, node, variants, made)
+
+    def _compiler(self, node: SpecNode) -> str | None:
+        """The node's compiler in canonical text (FORMATS.md section 4): its
+        ``compiler`` (database v6/v7), ``annotations.compiler``, or the version of
+        the dependency providing ``c``, else ``cxx``, else ``fortran`` (v8/v9)."""
+        if node.compiler is not None:
+            return compiler_text(node.compiler.name, node.compiler.version)
+        if node.annotations is not None and node.annotations.compiler:
+            return canonical_compiler(node.annotations.compiler)
+        if not isinstance(node.dependencies, tuple):
+            return None
+        for language in COMPILER_LANGUAGES:
+            for dep in node.dependencies:
+                if dep.parameters is not None and language in dep.parameters.virtuals:
+                    version = self._version_of(dep.hash)
+                    # A dependency missing from the index: Spack skips it too.
+                    return None if version is None else compiler_text(dep.name, version)
+        return None
+
+    def _version_of(self, spec_hash: str) -> str | None:
+        node = self.nodes.get(spec_hash) or self.uncached.get(spec_hash)
+        if node is None:
+            return None
+        if isinstance(node, SpecNode):
+            return node.version or None
+        try:
+            return _NAME_VERSION_DECODER.decode(node).version or None
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
 
     def infos(self, hashes: Iterable[str]) -> Iterator[SpecInfo]:
         for h in hashes:
@@ -201,13 +274,23 @@ def parse_index(
             what = f"install {shown(repeated)}" if repeated else "an install hash"
             raise FormatError("build cache index", f"{what} is listed twice", url)
         raise FormatError("build cache index", f"key {shown(repeated)} is named twice", url)
+    if database.version == "":
+        raise FormatError("build cache index", "the database has no version", url)
     try:
-        db_version = int(database.version) if database.version != "" else 0
+        db_version = int(database.version)
     except ValueError:
         raise FormatError(
             "build cache index", f"database version {database.version!r} is not a number", url
         ) from None
+    if db_version not in DB_VERSIONS:
+        raise UnsupportedFormatError(
+            "build cache index",
+            f"database version {db_version} (mirrorsync reads versions "
+            f"{DB_VERSIONS[0]} to {DB_VERSIONS[-1]})",
+            url,
+        )
     nodes: dict[str, SpecNode | msgspec.Raw] = {}
+    uncached: dict[str, SpecNode | msgspec.Raw] = {}
     for spec_hash, install in database.installs.items():
         if not is_spec_hash(spec_hash):
             raise FormatError(
@@ -217,7 +300,9 @@ def parse_index(
             _check_node(spec_hash, install.spec, url, controls)
         if install.in_buildcache:
             nodes[spec_hash] = install.spec
-    return Index(db_version=db_version, nodes=nodes, url=url)
+        else:
+            uncached[spec_hash] = install.spec
+    return Index(db_version=db_version, nodes=nodes, url=url, uncached=uncached)
 
 
 def _parse_lazily(data: bytes, url: str | None = None) -> Index:
@@ -302,10 +387,11 @@ def _check_variants(spec_hash: str, variants: tuple[str, ...], url: str | None) 
             )
 
 
-def spec_info(spec_hash: str, node: SpecNode, variants: tuple[str, ...]) -> SpecInfo:
+def spec_info(
+    spec_hash: str, node: SpecNode, variants: tuple[str, ...], compiler: str | None
+) -> SpecInfo:
     arch = node.arch or _NO_ARCH
     target = arch.target
-    compiler = node.compiler
     # Positional: this runs once per new spec, 100,000 times on a first sync.
     return SpecInfo(
         spec_hash,
@@ -314,7 +400,7 @@ def spec_info(spec_hash: str, node: SpecNode, variants: tuple[str, ...]) -> Spec
         arch.platform,
         arch.platform_os,
         target if isinstance(target, str) else target.name,
-        None if compiler is None else f"{compiler.name}@={compiler.version}",
+        compiler,
         variants,
     )
 

@@ -6,22 +6,29 @@ content-addressed blob with its media type, length and checksum.
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
-from mirrorsync.errors import FormatError
+from mirrorsync.errors import FormatError, UnsupportedFormatError
 from mirrorsync.formats._common import (
     DIGEST_LENGTHS,
     decode_problem,
     is_lower_hex,
     is_spec_hash,
     parser,
+    polite_filename,
     refuse_repeated_keys,
 )
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
+from mirrorsync.formats.index import DB_VERSIONS
 
 DB_MEDIA_PREFIX = "application/vnd.spack.db"
 TARBALL_MEDIA_PREFIX = "application/vnd.spack.install"
 SPEC_MEDIA_PREFIX = "application/vnd.spack.spec"
+_DB_MEDIA_RE = re.compile(r"^application/vnd\.spack\.db\.v(?P<version>\d{1,4})\+json$")
+#: Index blob compressions mirrorsync can undo (the manifest record's ``compression``).
+INDEX_COMPRESSIONS = ("none", "gzip")
 
 
 class BlobRecord(msgspec.Struct, rename="camel"):
@@ -77,16 +84,48 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
 
 @parser("index manifest")
 def parse_index_manifest(data: bytes, url: str | None = None) -> BlobRecord:
-    """Return the index blob's record from ``v3/manifests/index/index.manifest.json``."""
+    """The index blob's record from ``v3/manifests/index/[<view>/]index.manifest.json``.
+
+    Spack >= 1.3 writes one record per database version, newest first: the one of the
+    newest version mirrorsync reads is chosen, whatever the order. Its ``compression``
+    must be one mirrorsync can undo (``INDEX_COMPRESSIONS``).
+    """
     manifest = parse_manifest(data, url, what="index manifest")
-    record = manifest.find(DB_MEDIA_PREFIX)
-    if record is None:
+    candidates = [r for r in manifest.data if r.media_type.startswith(DB_MEDIA_PREFIX)]
+    if not candidates:
         raise FormatError("index manifest", f"no {DB_MEDIA_PREFIX}* record", url)
+    readable: list[tuple[int, BlobRecord]] = []
+    for record in candidates:
+        match = _DB_MEDIA_RE.match(record.media_type)
+        if match is None:
+            raise FormatError(
+                "index manifest", f"media type {record.media_type[:80]!r} names no version", url
+            )
+        if int(match["version"]) in DB_VERSIONS:
+            readable.append((int(match["version"]), record))
+    if not readable:
+        listed = ", ".join(r.media_type[:60] for r in candidates)
+        raise UnsupportedFormatError(
+            "index manifest",
+            f"no database version mirrorsync reads ({DB_VERSIONS[0]} to {DB_VERSIONS[-1]}) "
+            f"among {listed}",
+            url,
+        )
+    record = max(readable, key=lambda pair: pair[0])[1]
+    if record.compression not in INDEX_COMPRESSIONS:
+        raise UnsupportedFormatError(
+            "index manifest",
+            f"index compression {record.compression[:40]!r} (mirrorsync reads "
+            f"{', '.join(INDEX_COMPRESSIONS)})",
+            url,
+        )
     return record
 
 
 def spec_manifest_path(name: str, version: str, spec_hash: str) -> str:
-    """``v3/manifests/spec/<name>/<name>-<version>-<hash>.spec.manifest.json``."""
+    """``v3/manifests/spec/<name>/<name>-<version>-<hash>.spec.manifest.json``, each
+    part made safe as Spack makes it (``git.abc123=1.0`` -> ``git.abc123_1.0``)."""
+    name, version = polite_filename(name), polite_filename(version)
     return f"v3/manifests/spec/{name}/{name}-{version}-{spec_hash}.spec.manifest.json"
 
 

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import decode_problem, parser, refuse_repeated_keys
+from mirrorsync.formats._common import (
+    decode_problem,
+    parser,
+    polite_filename,
+    refuse_repeated_keys,
+)
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 
 V2_CACHE = "build_cache"
@@ -46,10 +51,12 @@ def v2_paths(
     version: str,
     spec_hash: str,
 ) -> V2Paths:
-    """The file names of FORMATS.md section 3; a spec without a compiler uses ``none-none``."""
-    arch = f"{platform}-{os}-{target}"
-    comp = "-".join(compiler) if compiler else "none-none"
-    nv = f"{name}-{version}"
+    """The file names of FORMATS.md section 3; a spec without a compiler uses ``none-none``.
+
+    Every part is made safe as Spack makes it (``polite_filename``)."""
+    arch = "-".join(polite_filename(p) for p in (platform, os, target))
+    comp = "-".join(polite_filename(p) for p in compiler) if compiler else "none-none"
+    nv = f"{polite_filename(name)}-{polite_filename(version)}"
     stem = f"{arch}-{comp}-{nv}-{spec_hash}"
     return V2Paths(
         spec_signed=f"{V2_CACHE}/{stem}.spec.json.sig",

@@ -1,27 +1,54 @@
-"""The SQLite database: opening it safely, numbered migrations, transactions."""
+"""The SQLite database: opening it safely, numbered migrations, transactions.
+
+Two ways in: ``Store.open`` for the commands that write (``once``, ``webhooks
+retry/replay``), which creates and migrates the database inside one write
+transaction; ``Store.open_read_only`` for every command that only reads, which
+opens it ``mode=ro``, never migrates, and refuses a schema it does not match.
+
+Every SQLite error, wherever it happens (a query, a fetch, a commit), leaves the
+connection as a :class:`~mirrorsync.errors.StoreError` naming the file: a
+damaged file as :class:`~mirrorsync.errors.DatabaseDamagedError`, which also
+stops the store from writing anything more.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 import anyio
 
-from mirrorsync.errors import StoreError
+from mirrorsync.errors import (
+    DatabaseDamagedError,
+    DatabaseFullError,
+    NoDatabaseError,
+    SchemaError,
+    StoreError,
+)
+
+log = logging.getLogger("mirrorsync.store")
 
 _MIGRATION_RE = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
 
+def now() -> datetime:
+    """The clock every stored timestamp comes from (tests replace it)."""
+    return datetime.now(UTC)
+
+
 def utcnow() -> str:
     """Timestamps are ISO 8601 UTC with microseconds, so they sort as text."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -34,47 +61,190 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def _statements(script: str) -> list[str]:
+    """A migration script cut into statements, so they can run inside one transaction
+    (``executescript`` would commit first)."""
+    found, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            found.append(pending.strip())
+            pending = ""
+    rest = "\n".join(ln for ln in pending.splitlines() if not ln.strip().startswith("--"))
+    if rest.strip():
+        raise StoreError(f"bundled migration ends in an incomplete statement: {rest.strip()!r}")
+    return found
+
+
+def _damage(exc: sqlite3.Error) -> str | None:
+    """How ``exc`` shows the file is damaged, or None if it does not."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB":
+        return "the database is damaged"
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and text.startswith(
+        ("no such table", "no such column")
+    ):
+        return "the database's schema is damaged"
+    return None
+
+
+def database_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one translation of a SQLite error into mirrorsync's, naming the file."""
+    damage = _damage(exc)
+    error: StoreError
+    if damage is not None:
+        error = DatabaseDamagedError(
+            f"{path}: {damage} ({exc}); check it with: sqlite3 {path} "
+            '"PRAGMA integrity_check", and restore it from a backup if that reports errors'
+        )
+    elif getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        error = DatabaseFullError(
+            f"{path}: database or disk is full; the change was rolled back and "
+            f"nothing of it kept: free space on the file system of {path.parent} "
+            "(or move the database elsewhere with 'database:'), then run again"
+        )
+    else:
+        error = StoreError(f"{path}: {exc}")
+    error.sqlite_error = getattr(exc, "sqlite_errorname", None)
+    return error
+
+
+class _Connection(aiosqlite.Connection):
+    """aiosqlite's connection, whose every call into SQLite (statements, fetches,
+    commits) raises mirrorsync's errors instead of sqlite3's.
+
+    aiosqlite routes each of them, cursors' included, through ``_execute``: this is
+    the one edge where a SQLite error is translated.
+    """
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection], path: Path) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self.path = path
+        self.damaged: DatabaseDamagedError | None = None
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+        except sqlite3.Error as exc:
+            error = database_error(self.path, exc)
+            if isinstance(error, DatabaseDamagedError) and self.damaged is None:
+                self.damaged = error
+            raise error from None
+
+
+async def _connect(path: Path, target: str, *, uri: bool = False) -> _Connection:
+    def connector() -> sqlite3.Connection:
+        # timeout is SQLite's busy timeout, from the first statement on: another
+        # process may be creating the file or switching it to WAL at this moment.
+        return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=10.0)
+
+    conn = _Connection(connector, path)
+    try:
+        await conn
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open database: {exc}") from None
+    return conn
+
+
 class Store:
     """One aiosqlite connection in WAL mode; write transactions are serialised."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self.conn = conn
+    def __init__(self, conn: _Connection, path: Path, *, read_only: bool = False) -> None:
+        self.conn: aiosqlite.Connection = conn
+        self._conn = conn
         self.path = path
+        self.read_only = read_only
         self._write_lock = anyio.Lock()
+        self._clock_warned = False
+        self.dry_run = False  # every write inside one transaction that close() rolls back
+
+    @property
+    def damaged(self) -> DatabaseDamagedError | None:
+        """The damage this store ran into, if any: it writes nothing more."""
+        return self._conn.damaged
 
     @classmethod
-    async def open(cls, path: Path, *, create: bool = True) -> Store:
-        if not create and not path.exists():  # noqa: ASYNC240 - one stat before opening
-            raise StoreError(f"{path}: no database yet; run 'mirrorsync once' first")
+    async def open(cls, path: Path, *, create: bool = True, dry_run: bool = False) -> Store:
+        """The database for a command that writes: created if ``create``, migrated.
+
+        ``dry_run``: nothing is ever written to disk. An existing database gets
+        one write transaction that :meth:`close` rolls back (transactions become
+        savepoints in it, pending migrations included); a database that does not
+        exist yet is made in memory, so no file or directory is created.
+        """
+        exists = path.exists()  # noqa: ASYNC240 - one stat before opening
+        if not create and not exists:
+            raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
+        in_memory = dry_run and not exists
         try:
-            if create:
+            if create and not dry_run:
                 # Directories it makes and the file itself are owner-only from the
                 # first byte; SQLite gives -wal/-shm/-journal the database's mode.
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, ValueError, sqlite3.Error) as exc:
+        except (OSError, ValueError) as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from None
+        conn = await _connect(path, ":memory:" if in_memory else str(path))
         store = cls(conn, path)
         try:
             await store._configure()
-            await store._migrate()
-        except sqlite3.Error as exc:
-            await conn.close()
-            raise StoreError(f"{path}: {exc}") from None
+            if dry_run and not in_memory:
+                await conn.execute("BEGIN IMMEDIATE")
+                await store._migrate(in_transaction=True)
+            else:
+                await store._migrate()
+                if dry_run:
+                    await conn.execute("BEGIN IMMEDIATE")
+            store.dry_run = dry_run
         except BaseException:
             await conn.close()
             raise
         return store
 
-    async def copy_to(self, path: Path) -> None:
-        """A consistent copy of the whole database (SQLite online backup), owner-only."""
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        async with aiosqlite.connect(path) as target:
-            await self.conn.backup(target)
+    @classmethod
+    async def open_read_only(cls, path: Path) -> Store:
+        """The database for a command that only reads: opened ``mode=ro``, never
+        migrated or written, even on a read-only directory.
+
+        NoDatabaseError if there is none yet (or its first migration is not
+        committed yet), SchemaError if its schema is not this mirrorsync's.
+        """
+        if not path.exists():  # noqa: ASYNC240 - one stat before opening
+            raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
+        location = quote(os.path.abspath(path))  # noqa: ASYNC240 - no I/O, a cwd join
+        conn = await _connect(path, f"file:{location}?mode=ro", uri=True)
+        try:
+            version = await _read_version(conn, path)
+        except StoreError as exc:
+            await conn.close()
+            if exc.sqlite_error != "SQLITE_CANTOPEN":
+                raise
+            # A WAL database in a directory we cannot write, without its -wal and
+            # -shm files: no writer has it open (one would have made them), so it
+            # can be read as it is on disk.
+            conn = await _connect(path, f"file:{location}?mode=ro&immutable=1", uri=True)
+            try:
+                version = await _read_version(conn, path)
+            except BaseException:
+                await conn.close()
+                raise
+        try:
+            _check_version(path, version, read_only=True)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, path, read_only=True)
 
     async def close(self) -> None:
-        await self.conn.close()
+        """Close the connection (a dry run's transaction rolled back first); a store
+        that ran into damage ends by raising it."""
+        with anyio.CancelScope(shield=True):  # a cancelled run still closes its database
+            if self.dry_run:
+                await self._rollback()
+            await self.conn.close()
+        if self.damaged is not None:
+            raise self.damaged
 
     async def __aenter__(self) -> Store:
         return self
@@ -87,55 +257,130 @@ class Store:
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",  # durable at checkpoints; WAL keeps commits atomic
             "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=10000",
             "PRAGMA temp_store=MEMORY",
         ):
             await self.conn.execute(pragma)
 
-    async def _migrate(self) -> None:
-        await self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        async with self.conn.execute(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations"
-        ) as c:
-            row = await c.fetchone()
-        current = int(row[0]) if row else 0
+    async def _migrate(self, *, in_transaction: bool = False) -> None:
+        """Bring the schema up to date in one write transaction that reads the version
+        itself, so concurrent first opens never apply a migration twice
+        (``in_transaction``: inside the one already open, left open)."""
         known = migrations()
         newest = known[-1][0] if known else 0
-        if current > newest:
-            raise StoreError(
-                f"{self.path}: database schema version {current} is newer than this "
-                f"mirrorsync understands ({newest}); upgrade mirrorsync"
+        if await _read_version(self._conn, self.path) == newest:
+            return  # the usual case: no write lock taken
+        if not in_transaction:
+            await self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            await self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-        for number, name, sql in known:
-            if number <= current:
-                continue
-            script = (
-                f"BEGIN IMMEDIATE;\n{sql}\n"
-                f"INSERT INTO schema_migrations VALUES ({number}, '{name}', '{utcnow()}');\n"
-                "COMMIT;"
-            )
+            current = await _read_version(self._conn, self.path)
+            _check_version(self.path, current, read_only=False)
+            for number, name, sql in known:
+                if number <= current:
+                    continue
+                try:
+                    for statement in _statements(sql):
+                        await self.conn.execute(statement)
+                except StoreError as exc:
+                    raise StoreError(
+                        f"{self.path}: migration {number:04d}_{name} failed: {exc}"
+                    ) from None
+                await self.conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, utcnow())
+                )
+            if not in_transaction:
+                await self.conn.execute("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._rollback()
+            raise
+
+    async def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite ends some failed ones
+        itself); a failing rollback never hides the error that caused it."""
+        if self.conn.in_transaction:
             try:
-                await self.conn.executescript(script)
-            except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    await self.conn.execute("ROLLBACK")
-                raise StoreError(
-                    f"{self.path}: migration {number:04d}_{name} failed: {exc}"
-                ) from None
+                await self.conn.execute("ROLLBACK")
+            except StoreError as exc:
+                log.debug("%s: rollback failed: %s", self.path, exc)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction: all of it commits, or none of it."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only; this command cannot write")
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            if self.damaged is not None:
+                raise self.damaged
+            if not self.dry_run:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await self._rollback()
+                    raise
+                with anyio.CancelScope(shield=True):
+                    await self.conn.execute("COMMIT")
+                return
+            # A dry run: a savepoint in its one transaction, which close() rolls back.
+            if not self.conn.in_transaction:  # or RELEASE would commit for real
+                raise StoreError(f"{self.path}: the dry run's transaction was lost")
+            await self.conn.execute("SAVEPOINT w")
             try:
                 yield self.conn
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await self.conn.execute("ROLLBACK")
+                    if self.conn.in_transaction:
+                        await self.conn.execute("ROLLBACK TO w")
+                        await self.conn.execute("RELEASE w")
                 raise
             with anyio.CancelScope(shield=True):
-                await self.conn.execute("COMMIT")
+                await self.conn.execute("RELEASE w")
+
+    def warn_clock_once(self, message: str) -> None:
+        """Log that the clock went backwards, once per store (one run)."""
+        if not self._clock_warned:
+            self._clock_warned = True
+            log.warning("%s", message)
+
+
+async def _read_version(conn: _Connection, path: Path) -> int:
+    """The applied schema version: 0 for a database with no schema yet."""
+    async with conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE name = 'schema_migrations')"
+        " FROM sqlite_master WHERE type = 'table'"
+    ) as cursor:
+        row = await cursor.fetchone()
+    tables, has_migrations = (int(row[0]), int(row[1])) if row else (0, 0)
+    if not has_migrations:
+        if tables:
+            raise DatabaseDamagedError(
+                f"{path}: not a mirrorsync database, or its schema is damaged (no "
+                "schema_migrations table); check the path, or restore it from a backup"
+            )
+        return 0
+    async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _check_version(path: Path, current: int, *, read_only: bool) -> None:
+    known = migrations()
+    newest = known[-1][0] if known else 0
+    if current > newest:
+        raise SchemaError(
+            f"{path}: database schema version {current} is newer than this "
+            f"mirrorsync understands ({newest}); upgrade mirrorsync"
+        )
+    if not read_only or current == newest:
+        return
+    if current == 0:
+        raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
+    raise SchemaError(
+        f"{path}: database schema version {current} is older than this mirrorsync's "
+        f"({newest}); run 'mirrorsync once' to upgrade it"
+    )

@@ -6,12 +6,14 @@ Work lists are read a page at a time by spec id (keyset pagination over the
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from mirrorsync.errors import UsageError
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
+from mirrorsync.store.events import Where, record
 from mirrorsync.store.queries import SPEC_COLUMNS, spec_from_row
 
 OK = "ok"
@@ -34,7 +36,7 @@ class SpecRef:
     platform: str
     os: str
     target: str
-    compiler: str | None  # "gcc@=11.4.0"; None for database v8
+    compiler: str | None  # "gcc@13.2.0"; None for a spec without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ async def record_results(
     if not results:
         return 0
     async with store.transaction() as conn:
-        missing = [(r.spec_id,) for r in results if r.status == MISSING]
+        missing = [r.spec_id for r in results if r.status == MISSING]
         events = 0
         if missing:
             async with conn.execute(
@@ -162,25 +164,17 @@ async def record_results(
                 row = await cursor.fetchone()
             assert row is not None, f"stack {stack_id} vanished"
             source_id, release, version = row
-            for (spec_id,) in missing:
-                cursor = await conn.execute(
-                    "INSERT INTO events"
-                    " (type, source_id, release, stack_id, spec_id, stack_version, occurred_at)"
-                    " SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM spec_manifests"
-                    "  WHERE stack_id = ? AND spec_id = ? AND status = 'missing')",
-                    (
-                        MISSING_EVENT,
-                        source_id,
-                        release,
-                        stack_id,
-                        spec_id,
-                        version,
-                        at,
-                        stack_id,
-                        spec_id,
-                    ),
-                )
-                events += max(cursor.rowcount, 0)
+            # Once per stay missing: not again while the last fetch also found it missing.
+            events = await record(
+                conn,
+                MISSING_EVENT,
+                Where(source_id, release, stack_id, version, at),
+                specs="FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM spec_manifests sm"
+                " WHERE sm.stack_id = ? AND sm.spec_id = j.value AND sm.status = 'missing')"
+                " ORDER BY j.key",
+                spec_id="j.value",
+                params=(json.dumps(missing), stack_id),
+            )
         await conn.executemany(
             "INSERT OR REPLACE INTO spec_manifests (stack_id, spec_id, status, problem,"
             " tarball_size, tarball_algorithm, tarball_checksum, spec_algorithm, spec_checksum,"

@@ -150,7 +150,8 @@ async def history(store: Store, stack_id: int) -> list[VersionRow]:
 async def resolve_version(store: Store, stack_id: int, when: str) -> int:
     """A version number, or the version current at an ISO date/time (0 = before the first).
 
-    A bare date (``2026-11-01``) means the end of that day, UTC.
+    A bare date (``2026-11-01``) means the end of that day, UTC. A version's time
+    is the latest recorded for it or any earlier version (see ``EFFECTIVE_AT``).
     """
     async with store.conn.execute(
         "SELECT coalesce(max(version), 0) FROM stack_versions WHERE stack_id = ?", (stack_id,)
@@ -168,13 +169,16 @@ async def resolve_version(store: Store, stack_id: int, when: str) -> int:
         instant = _normalise_instant(when)
     else:
         raise UsageError(f"{when!r} is neither a version number nor an ISO date (YYYY-MM-DD)")
+    # Versions are ordered by number, whatever the clock said: a version counts from
+    # the latest time recorded for it or any version before it (the clock may have
+    # been set back between runs), so the answer is the version before the first
+    # one recorded after the instant, never one older than a version already then.
     async with store.conn.execute(
-        "SELECT coalesce(max(version), 0) FROM stack_versions"
-        " WHERE stack_id = ? AND created_at <= ?",
+        "SELECT min(version) FROM stack_versions WHERE stack_id = ? AND created_at > ?",
         (stack_id, instant),
     ) as cursor:
         row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return latest if row is None or row[0] is None else int(row[0]) - 1
 
 
 def _normalise_instant(text: str) -> str:
@@ -233,14 +237,23 @@ async def spec(store: Store, spec_hash: str) -> SpecInfo | None:
     return spec_from_row(row) if row else None
 
 
+#: When stack version ``{v}`` of stack ``{stack}`` counts from: the latest time recorded
+#: for it or any version before it, so times never run against version order.
+EFFECTIVE_AT = (
+    "(SELECT max(v.created_at) FROM stack_versions v"
+    " WHERE v.stack_id = {stack} AND v.version <= {v})"
+)
+
+
 async def intervals(store: Store, spec_hash: str) -> list[Interval]:
     """Every stay of a spec in any stack: when it came and when it went."""
+    entered_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.entered")
+    left_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.left")
     async with store.conn.execute(
-        "SELECT src.name, st.release, st.name, m.entered, ve.created_at, m.left, vl.created_at"
+        f"SELECT src.name, st.release, st.name, m.entered, {entered_at}, m.left,"
+        f" CASE WHEN m.left IS NULL THEN NULL ELSE {left_at} END"
         " FROM specs s JOIN memberships m ON m.spec_id = s.id"
         " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
-        " JOIN stack_versions ve ON ve.stack_id = m.stack_id AND ve.version = m.entered"
-        " LEFT JOIN stack_versions vl ON vl.stack_id = m.stack_id AND vl.version = m.left"
         " WHERE s.hash = ? ORDER BY src.name, st.release, st.name, m.entered",
         (spec_hash,),
     ) as cursor:

@@ -93,6 +93,7 @@ class WebhookSummary:
     last_success_at: str | None
     last_error: str | None
     last_error_at: str | None
+    oldest_pending_at: str | None = None  # when the oldest event still to send occurred
 
     @property
     def current_error(self) -> str | None:
@@ -283,6 +284,51 @@ async def record_failure(
         return dead
 
 
+async def cap_next_attempt(store: Store, webhook_id: int, latest: str) -> bool:
+    """Bring a next attempt later than ``latest`` back to it; True if it was later."""
+    async with store.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE webhooks SET next_attempt_at = ? WHERE id = ? AND next_attempt_at > ?",
+            (latest, webhook_id, latest),
+        )
+        return cursor.rowcount > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    delivered: int  # delivered batches whose records were dropped
+    dead_deliveries: int  # dead batches dropped, with their events' outbox rows
+    dead_events: int
+
+
+async def purge(
+    store: Store, webhook_id: int, *, delivered_before: str, dead_before: str
+) -> Purged:
+    """Bound the outbox: drop the records of batches delivered before
+    ``delivered_before`` and the batches (with their outbox rows) that died before
+    ``dead_before``. Events themselves stay: ``replay`` can send them again."""
+    async with store.transaction() as conn:
+        cursor = await conn.execute(
+            "DELETE FROM webhook_deliveries"
+            " WHERE webhook_id = ? AND state = 'delivered' AND finished_at < ?",
+            (webhook_id, delivered_before),
+        )
+        delivered = max(cursor.rowcount, 0)
+        expired = (
+            "SELECT id FROM webhook_deliveries"
+            " WHERE webhook_id = ? AND state = 'dead' AND finished_at < ?"
+        )
+        cursor = await conn.execute(
+            f"DELETE FROM webhook_outbox WHERE webhook_id = ? AND delivery_id IN ({expired})",
+            (webhook_id, webhook_id, dead_before),
+        )
+        dead_events = max(cursor.rowcount, 0)
+        cursor = await conn.execute(
+            f"DELETE FROM webhook_deliveries WHERE id IN ({expired})", (webhook_id, dead_before)
+        )
+        return Purged(delivered, max(cursor.rowcount, 0), dead_events)
+
+
 async def disable(store: Store, webhook_id: int, reason: str, at: str) -> None:
     """The endpoint answered 410 Gone: no more events are enqueued or sent to it."""
     async with store.transaction() as conn:
@@ -350,7 +396,10 @@ async def summaries(store: Store) -> list[WebhookSummary]:
         "   AND d.state = 'dead'),"
         " (SELECT min(d.oldest_event_at) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
         "   AND d.state = 'dead'),"
-        " w.failures, w.next_attempt_at, w.last_success_at, w.last_error, w.last_error_at"
+        " w.failures, w.next_attempt_at, w.last_success_at, w.last_error, w.last_error_at,"
+        " (SELECT min(e.occurred_at) FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
+        "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
+        "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending'))"
         " FROM webhooks w ORDER BY w.name"
     ) as cursor:
         return [

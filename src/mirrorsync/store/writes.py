@@ -17,8 +17,8 @@ import aiosqlite
 from mirrorsync.errors import FormatError
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.redact import redact_url, scrub
-from mirrorsync.store import webhooks
 from mirrorsync.store.db import Store
+from mirrorsync.store.events import Where, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +146,17 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
             return Committed(old_version, 0, 0, 0)
 
         version = old_version + 1
-        event_ids_before = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
-        base = (source_id, release, snapshot.stack_id, version, at)
+        await _check_clock(store, conn, snapshot.stack_id, version, at)
+        where = Where(source_id, release, snapshot.stack_id, version, at)
+        events = 0
         if snapshot.announce:
-            await _stack_event(conn, "stack.added", base)
-        added = await _add_members(conn, snapshot, version, at, base)
-        removed = await _remove_members(conn, snapshot, version, base)
+            events += await record(conn, "stack.added", where)
+        added, n = await _add_members(conn, snapshot, version, at, where)
+        events += n
+        removed, n = await _remove_members(conn, snapshot, version, where)
+        events += n
         if snapshot.retire:
-            await _stack_event(conn, "stack.removed", base)
+            events += await record(conn, "stack.removed", where)
         spec_count = old_count + added - removed
         await conn.execute(
             "INSERT INTO stack_versions"
@@ -162,9 +165,7 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
             (snapshot.stack_id, version, at, snapshot.index_checksum, spec_count, added, removed),
         )
         await _update_stack(conn, snapshot, at, version=version, spec_count=spec_count)
-        event_ids_after = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
-        await webhooks.enqueue(conn, event_ids_before, event_ids_after)  # the outbox
-        return Committed(version, added, removed, event_ids_after - event_ids_before)
+        return Committed(version, added, removed, events)
 
 
 async def record_unchanged(store: Store, snapshot: Snapshot, at: str) -> None:
@@ -194,7 +195,6 @@ async def record_releases(
     """Mark releases as listed or gone, with one event each; returns the event count."""
     count = 0
     async with store.transaction() as conn:
-        event_ids_before = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
         for name in added:
             await conn.execute(
                 "INSERT INTO releases (source_id, name, present, added_at) VALUES (?, ?, 1, ?)"
@@ -202,17 +202,13 @@ async def record_releases(
                 " SET present = 1, added_at = excluded.added_at, removed_at = NULL",
                 (source_id, name, at),
             )
-            await _release_event(conn, "release.added", source_id, name, at)
-            count += 1
+            count += await record(conn, "release.added", Where(source_id, name, None, None, at))
         for name in removed:
             await conn.execute(
                 "UPDATE releases SET present = 0, removed_at = ? WHERE source_id = ? AND name = ?",
                 (at, source_id, name),
             )
-            await _release_event(conn, "release.removed", source_id, name, at)
-            count += 1
-        event_ids_after = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
-        await webhooks.enqueue(conn, event_ids_before, event_ids_after)  # the outbox
+            count += await record(conn, "release.removed", Where(source_id, name, None, None, at))
     return count
 
 
@@ -239,10 +235,6 @@ async def cache_document(
 
 # -- inside a transaction ------------------------------------------------------
 
-_INSERT_EVENT = (
-    "INSERT INTO events (type, source_id, release, stack_id, spec_id, stack_version, occurred_at) "
-)
-
 _TEMP_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS incoming (hash TEXT PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS outgoing (hash TEXT PRIMARY KEY)",
@@ -254,10 +246,11 @@ async def _add_members(
     snapshot: Snapshot,
     version: int,
     at: str,
-    base: tuple[object, ...],
-) -> int:
+    where: Where,
+) -> tuple[int, int]:
+    """Open the memberships of the added specs (stored first if new); (members, events)."""
     if not snapshot.added:
-        return 0
+        return 0, 0
     for ddl in _TEMP_TABLES:
         await conn.execute(ddl)
     variants_json: dict[tuple[str, ...], str] = {}
@@ -292,13 +285,14 @@ async def _add_members(
         (snapshot.stack_id, version),
     )
     count = cursor.rowcount
-    await conn.execute(
-        _INSERT_EVENT + "SELECT 'spec.added', ?, ?, ?, s.id, ?, ?"
-        " FROM incoming i JOIN specs s ON s.hash = i.hash ORDER BY i.hash",
-        base,
+    events = await record(
+        conn,
+        "spec.added",
+        where,
+        specs="FROM incoming i JOIN specs s ON s.hash = i.hash ORDER BY i.hash",
     )
     await conn.execute("DELETE FROM incoming")
-    return count
+    return count, events
 
 
 async def _refuse_conflict(conn: aiosqlite.Connection, snapshot: Snapshot) -> None:
@@ -337,21 +331,24 @@ async def _refuse_conflict(conn: aiosqlite.Connection, snapshot: Snapshot) -> No
 
 
 async def _remove_members(
-    conn: aiosqlite.Connection, snapshot: Snapshot, version: int, base: tuple[object, ...]
-) -> int:
+    conn: aiosqlite.Connection, snapshot: Snapshot, version: int, where: Where
+) -> tuple[int, int]:
+    """Close the memberships of the removed hashes; (members, events)."""
     if not snapshot.removed:
-        return 0
+        return 0, 0
     for ddl in _TEMP_TABLES:
         await conn.execute(ddl)
     await conn.executemany(
         "INSERT OR IGNORE INTO outgoing VALUES (?)", ((h,) for h in snapshot.removed)
     )
-    await conn.execute(
-        _INSERT_EVENT + "SELECT 'spec.removed', ?, ?, ?, s.id, ?, ?"
-        " FROM outgoing o JOIN specs s ON s.hash = o.hash"
+    events = await record(
+        conn,
+        "spec.removed",
+        where,
+        specs="FROM outgoing o JOIN specs s ON s.hash = o.hash"
         " JOIN memberships m ON m.spec_id = s.id AND m.stack_id = ? AND m.left IS NULL"
         " ORDER BY o.hash",
-        (*base, snapshot.stack_id),
+        params=(snapshot.stack_id,),
     )
     cursor = await conn.execute(
         "UPDATE memberships SET left = ?"
@@ -361,23 +358,7 @@ async def _remove_members(
     )
     count = cursor.rowcount
     await conn.execute("DELETE FROM outgoing")
-    return count
-
-
-async def _stack_event(conn: aiosqlite.Connection, kind: str, base: tuple[object, ...]) -> None:
-    await conn.execute(
-        _INSERT_EVENT + "VALUES (?, ?, ?, ?, NULL, ?, ?)",
-        (kind, *base),
-    )
-
-
-async def _release_event(
-    conn: aiosqlite.Connection, kind: str, source_id: int, release: str, at: str
-) -> None:
-    await conn.execute(
-        _INSERT_EVENT + "VALUES (?, ?, ?, NULL, NULL, NULL, ?)",
-        (kind, source_id, release, at),
-    )
+    return count, events
 
 
 async def _update_stack(
@@ -407,6 +388,25 @@ async def _note_checked(conn: aiosqlite.Connection, snapshot: Snapshot, at: str)
             snapshot.stack_id,
         ),
     )
+
+
+async def _check_clock(
+    store: Store, conn: aiosqlite.Connection, stack_id: int, version: int, at: str
+) -> None:
+    """Warn (once a run) when a new version is dated before one already recorded."""
+    async with conn.execute(
+        "SELECT max(v.created_at), src.name || ':' || st.release || '/' || st.name"
+        " FROM stacks st JOIN sources src ON src.id = st.source_id"
+        " LEFT JOIN stack_versions v ON v.stack_id = st.id WHERE st.id = ?",
+        (stack_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is not None and row[0] is not None and at < row[0]:
+        store.warn_clock_once(
+            f"the clock went backwards: {row[1]} version {version} is recorded at {at}, "
+            f"before an earlier version's {row[0]}; dates in at, diff and show count each "
+            "version from the latest time of those before it"
+        )
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:

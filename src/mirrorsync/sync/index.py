@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -18,8 +19,8 @@ from typing import TypeVar
 import anyio
 
 from mirrorsync.config import LimitKind, LimitsConfig
-from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
-from mirrorsync.fetch import Fetched, HttpClient, Tally
+from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, ScratchError
+from mirrorsync.fetch import Downloaded, Fetched, HttpClient, Tally
 from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
@@ -30,10 +31,12 @@ from mirrorsync.sync.progress import RunProgress
 log = logging.getLogger("mirrorsync.sync")
 
 V3_INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
+V3_VIEW_MANIFEST = "v3/manifests/index/{view}/index.manifest.json"
 V2_INDEX = "build_cache/index.json"
 V2_INDEX_HASH = "build_cache/index.json.hash"
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,12 @@ class Target:
 
     mirror_root: str
     layout: str | None  # None: detect (mirror sources)
-    catalog_checksum: str | None = None  # v3 content address from the catalogue URL
+    catalog_checksum: str | None = None  # v3 content address in the catalogue (informative only)
+    view: str | None = None  # a named index view (v3 only); None: the top-level index
+
+    @property
+    def manifest_path(self) -> str:
+        return V3_VIEW_MANIFEST.format(view=self.view) if self.view else V3_INDEX_MANIFEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,10 @@ class FetchedIndex:
     layout: str
     index_url: str
     path: Path | None  # the verified download, to parse; None: unchanged since ``previous``
+    compression: str = "none"  # of the download, undone by ``parse_downloaded``
+    # v2 without index.json.hash: the download's ETag and Last-Modified, to keep
+    # (``IndexFetcher.committed``) once the index was accepted
+    validators: tuple[str | None, str | None] | None = None
 
 
 class IndexFetcher:
@@ -74,19 +86,22 @@ class IndexFetcher:
     async def fetch(
         self, target: Target, previous: str | None, tally: Tally, name: str
     ) -> FetchedIndex:
-        """The stack's index on disk, or ``path=None`` when its checksum equals ``previous``."""
+        """The stack's index on disk, or ``path=None`` when its checksum equals ``previous``.
+
+        v3: the index manifest is always asked for (conditionally: a 304 or a few
+        hundred bytes), never skipped because the catalogue's URL equals the last
+        snapshot: the catalogue is regenerated once a day, the stacks many times.
+        """
         root = target.mirror_root
         if target.layout == "v3" or target.layout is None:
-            if previous is not None and target.catalog_checksum == previous:
-                return FetchedIndex(previous, "v3", blob_url(root, "sha256", previous), None)
-            manifest_url = f"{root}/{V3_INDEX_MANIFEST}"
+            manifest_url = f"{root}/{target.manifest_path}"
             try:
                 record = await self.small_document(
                     manifest_url, tally, "manifest", lambda b: parse_index_manifest(b, manifest_url)
                 )
                 self.progress.manifests += 1
             except NotFoundError:
-                if target.layout == "v3":
+                if target.layout == "v3" or target.view is not None:
                     raise
                 log.debug("%s: no v3 index manifest under %s, trying layout v2", name, root)
             else:
@@ -118,17 +133,20 @@ class IndexFetcher:
                 f"{record.content_length} bytes per {manifest_url}, over the {cap}-byte limit "
                 "(limits.index); refused",
             )
-        path = self._scratch(name)
-        await self.client.download(
+        path, _ = await self._download(
             url,
-            path,
-            expected_length=record.content_length,
-            expected_sha256=record.checksum,
-            max_bytes=cap,
-            limit_name="limits.index",
-            tally=tally,
+            name,
+            lambda path: self.client.download(
+                url,
+                path,
+                expected_length=record.content_length,
+                expected_sha256=record.checksum,
+                max_bytes=cap,
+                limit_name="limits.index",
+                tally=tally,
+            ),
         )
-        return FetchedIndex(record.checksum, "v3", url, path)
+        return FetchedIndex(record.checksum, "v3", url, path, record.compression)
 
     async def _fetch_v2(
         self, root: str, previous: str | None, tally: Tally, name: str
@@ -141,30 +159,105 @@ class IndexFetcher:
                 hash_url, tally, "manifest", lambda b: _parse_hash_file(b, hash_url)
             )
         except NotFoundError:
-            log.info("%s: %s is missing; downloading the index to compare", name, hash_url)
             expected = None
         else:
             if expected == previous:
                 return FetchedIndex(previous, "v2", index_url, None)
-        path = self._scratch(name)
-        downloaded = await self.client.download(
-            index_url,
-            path,
-            max_bytes=self.limits.cap("index"),
-            limit_name="limits.index",
-            tally=tally,
-        )
-        if expected is not None and downloaded.sha256 != expected:
-            path.unlink(missing_ok=True)
-            raise IntegrityError(
+        cap = self.limits.cap("index")
+        if expected is not None:
+            path, downloaded = await self._download(
                 index_url,
-                f"sha256 is {downloaded.sha256}, but {V2_INDEX_HASH} says {expected} "
-                "(the mirror is inconsistent, perhaps being updated); nothing stored",
+                name,
+                lambda path: self.client.download(
+                    index_url, path, max_bytes=cap, limit_name="limits.index", tally=tally
+                ),
             )
+            if downloaded.sha256 != expected:
+                path.unlink(missing_ok=True)
+                raise IntegrityError(
+                    index_url,
+                    f"sha256 is {downloaded.sha256}, but {V2_INDEX_HASH} says {expected} "
+                    "(the mirror is inconsistent, perhaps being updated); nothing stored",
+                )
+        else:
+            # No hash file: ask for index.json conditionally (ETag / Last-Modified), as
+            # Spack does. The HTTP cache keeps the validators with the sha256 of the
+            # index they were given for, never the index itself.
+            cached = await writes.cached_document(self.store, index_url) if previous else None
+            known = cached[2].decode("ascii", "replace") if cached else None
+            path, result = await self._download(
+                index_url,
+                name,
+                lambda path: self.client.download_if_modified(
+                    index_url,
+                    path,
+                    etag=cached[0] if cached and known == previous else None,
+                    last_modified=cached[1] if cached and known == previous else None,
+                    max_bytes=cap,
+                    limit_name="limits.index",
+                    tally=tally,
+                ),
+            )
+            if not isinstance(result, Downloaded):
+                path.unlink(missing_ok=True)
+                log.debug("%s: %s not modified", name, index_url)
+                assert previous is not None  # validators are sent only with a previous index
+                return FetchedIndex(previous, "v2", index_url, None)
+            downloaded = result
+            log.info(
+                "%s: %s is missing; %s",
+                name,
+                hash_url,
+                "index.json downloaded to compare"
+                if not (downloaded.etag or downloaded.last_modified)
+                else "index.json asked for with its validators from now on",
+            )
+            validators = (downloaded.etag, downloaded.last_modified)
+            if downloaded.sha256 == previous:  # the index already stored: keep them now
+                path.unlink(missing_ok=True)
+                fetched = FetchedIndex(previous, "v2", index_url, None, validators=validators)
+                await self.committed(fetched)
+                return fetched
+            return FetchedIndex(downloaded.sha256, "v2", index_url, path, validators=validators)
         if downloaded.sha256 == previous:
             path.unlink(missing_ok=True)
             return FetchedIndex(previous, "v2", index_url, None)
         return FetchedIndex(downloaded.sha256, "v2", index_url, path)
+
+    async def committed(self, fetched: FetchedIndex) -> None:
+        """The index was accepted: keep the validators of a v2 index without a hash
+        file (with its sha256, never its bytes), so the next run asks conditionally.
+        Only then: a refused index leaves nothing in the HTTP cache."""
+        if fetched.validators is not None:
+            etag, last_modified = fetched.validators
+            await writes.cache_document(
+                self.store, fetched.index_url, etag, last_modified, fetched.checksum.encode()
+            )
+
+    async def _download(
+        self, url: str, name: str, fetch: Callable[[Path], Awaitable[R]]
+    ) -> tuple[Path, R]:
+        """``fetch(path)`` into a scratch file of this stack's own.
+
+        A download that fails leaves no partial file to hold the scratch space,
+        and a scratch file that cannot be written (a full ``$TMPDIR``) is a
+        :class:`ScratchError` naming it: the stack fails, the run goes on.
+        """
+        path: Path | None = None
+        try:
+            path = self._scratch(name)
+            result = await fetch(path)
+        except BaseException as exc:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ScratchError(
+                    f"{path or self.workdir}: cannot write the index from {url}: "
+                    f"{exc.strerror or exc}; free space in {self.workdir.parent} "
+                    "or set TMPDIR to a directory with room for it"
+                ) from None
+            raise
+        return path, result
 
     def _scratch(self, name: str) -> Path:
         """A new download path of this stack's own: stacks may share an index blob,
@@ -210,15 +303,45 @@ def _parse_hash_file(body: bytes, url: str) -> str:
     return text
 
 
-async def parse_downloaded(path: Path, url: str, *, lazy: bool = False) -> Index:
+async def parse_downloaded(
+    path: Path,
+    url: str,
+    *,
+    lazy: bool = False,
+    compression: str = "none",
+    max_bytes: int | None = None,
+) -> Index:
     """Parse a downloaded index in a worker thread; the file is removed either way.
 
-    ``lazy``: leave spec nodes raw until asked for (see ``parse_index``)."""
+    ``lazy``: leave spec nodes raw until asked for (see ``parse_index``).
+    ``compression``: what the index manifest's record says (``gzip`` is undone
+    here, refused past ``max_bytes`` of output)."""
 
     def work() -> Index:
         try:
-            return parse_index(path.read_bytes(), url, lazy=lazy)
+            data = path.read_bytes()
+            if compression == "gzip":
+                data = _gunzip(data, url, max_bytes)
+            return parse_index(data, url, lazy=lazy)
         finally:
             path.unlink(missing_ok=True)
 
     return await anyio.to_thread.run_sync(work)
+
+
+def _gunzip(data: bytes, url: str, max_bytes: int | None) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        if max_bytes is None:
+            out = inflater.decompress(data)
+        else:
+            out = inflater.decompress(data, max_bytes + 1)
+            if len(out) > max_bytes:
+                raise FetchError(
+                    url, f"gzip index over the {max_bytes}-byte limit (limits.index) once unpacked"
+                )
+        if not inflater.eof:
+            raise FormatError("build cache index", "gzip data is truncated", url)
+    except zlib.error as exc:
+        raise FormatError("build cache index", f"not valid gzip data ({exc})", url) from None
+    return out

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import anyio
 
+from mirrorsync.config import split_trusted_keys
 from mirrorsync.errors import (
     FetchError,
     FormatError,
@@ -187,9 +188,19 @@ class StackMirror:
             raise SignatureError(url, "not signed, and verify_signatures is on")
         await self.keyring.verify(data, url)
 
-    async def load_keys(self, keyring: Keyring, tally: Tally) -> None:
-        """Import the public keys the mirror publishes; SignatureError if there are none."""
-        if self.layout == "v3":
+    async def load_keys(
+        self, keyring: Keyring, tally: Tally, trusted_keys: list[str] | None = None
+    ) -> None:
+        """Import the keys to check signatures with; SignatureError if there are none.
+
+        Without ``trusted_keys``: every key the mirror's key index lists. With them:
+        only those, each a key file or a fingerprint. A fingerprint's key is fetched
+        from where the mirror publishes it (listed by its key index or not: indexes
+        can be stale) and trusted only if it is that very key.
+        """
+        if trusted_keys is not None:
+            await self._load_trusted(keyring, tally, trusted_keys)
+        elif self.layout == "v3":
             index_url = f"{self.root}/{V3_KEY_INDEX_MANIFEST}"
             try:
                 record = await self._manifest_record(index_url, KEY_INDEX_MEDIA_PREFIX, tally)
@@ -215,6 +226,33 @@ class StackMirror:
             raise SignatureError(index_url, "the key index lists no keys")
         self.keyring = keyring
 
+    async def _load_trusted(self, keyring: Keyring, tally: Tally, entries: list[str]) -> None:
+        keyring.pinned = True
+        fingerprints, files = split_trusted_keys(entries)
+        for path in files:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise SignatureError(str(path), f"cannot read trusted key file: {exc}") from None
+            await keyring.import_key(data, str(path))
+        for fingerprint in fingerprints:
+            if fingerprint in keyring.fingerprints:
+                continue  # given as a file too
+            if self.layout == "v3":
+                url = f"{self.root}/{v3_key_manifest(fingerprint)}"
+                try:
+                    record = await self._manifest_record(url, PUBLIC_KEY_MEDIA_TYPE, tally)
+                    key = await self._checked_blob(record, tally)
+                except NotFoundError:
+                    raise SignatureError(url, _UNPUBLISHED.format(fingerprint)) from None
+            else:
+                url = f"{self.root}/{v2_public_key(fingerprint)}"
+                try:
+                    key = await _get(self.client, url, tally)
+                except NotFoundError:
+                    raise SignatureError(url, _UNPUBLISHED.format(fingerprint)) from None
+            await keyring.import_only(key, url, fingerprint)
+
     async def _manifest_record(self, url: str, media_prefix: str, tally: Tally) -> BlobRecord:
         manifest = parse_manifest(await _get(self.client, url, tally), url, "key manifest")
         record = manifest.find(media_prefix)
@@ -237,6 +275,9 @@ class StackMirror:
         return data
 
 
+_UNPUBLISHED = "trusted key {} is not published by the mirror; give its public key file instead"
+
+
 async def _get(client: HttpClient, url: str, tally: Tally) -> bytes:
     result = await client.get(url, tally=tally)
     assert isinstance(result, Fetched)  # unconditional requests are never answered 304
@@ -250,11 +291,13 @@ async def open_mirror(
     verify_signatures: bool,
     gnupg_home: Path,
     tally: Tally,
+    trusted_keys: list[str] | None = None,
 ) -> StackMirror:
-    """The stack's mirror, with its public keys loaded when signatures are to be checked."""
+    """The stack's mirror, with its keys loaded when signatures are to be checked:
+    ``trusted_keys`` if given, else those the mirror publishes."""
     mirror = StackMirror(client, target.mirror_root, target.layout)
     if verify_signatures:
-        await mirror.load_keys(Keyring.create(gnupg_home), tally)
+        await mirror.load_keys(Keyring.create(gnupg_home), tally, trusted_keys)
     return mirror
 
 
@@ -277,7 +320,13 @@ class ManifestCrawler:
         self.progress = progress
 
     async def crawl(
-        self, target: StackTarget, policy: str, *, verify_signatures: bool, tally: Tally
+        self,
+        target: StackTarget,
+        policy: str,
+        *,
+        verify_signatures: bool,
+        tally: Tally,
+        trusted_keys: list[str] | None = None,
     ) -> ManifestTally:
         counts = ManifestTally()
         if policy == "none":
@@ -289,6 +338,7 @@ class ManifestCrawler:
                 verify_signatures=verify_signatures,
                 gnupg_home=self.workdir / f"gnupg-{target.id}",
                 tally=tally,
+                trusted_keys=trusted_keys,
             )
         except (SignatureError, FetchError, FormatError, IntegrityError) as exc:
             counts.failure = f"cannot check signatures: {exc}"

@@ -13,7 +13,6 @@ from mirrorsync.logs import fields
 
 if TYPE_CHECKING:
     from mirrorsync.delivery import WebhookResult
-    from mirrorsync.store.writes import StackRow
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -90,11 +89,15 @@ class RunReport:
     release_events: int = 0
     tally: Tally = field(default_factory=Tally)
     webhooks: list[WebhookResult] = field(default_factory=list)
+    interrupted: bool = False  # stopped by a signal before it finished
+    fatal: str | None = None  # the error that ended the run for every stack (a full disk)
+    metrics_error: str | None = None  # the metrics file could not be written
 
     @property
     def failures(self) -> list[str]:
         """One line per failed source, stack or webhook delivery, naming it and why."""
-        lines = [f"source {name}: {message}" for name, message in self.source_errors]
+        lines = [self.fatal] if self.fatal else []
+        lines += [f"source {name}: {message}" for name, message in self.source_errors]
         lines += [f"{o.label}: {o.error}" for o in self.stacks if o.status == "failed"]
         lines += [r.failure for r in self.webhooks if r.failure]
         lines += [
@@ -102,7 +105,14 @@ class RunReport:
             for o in self.stacks
             if o.manifests is not None and o.manifests.problem
         ]
+        if self.metrics_error:
+            lines.append(self.metrics_error)
         return lines
+
+    @property
+    def succeeded(self) -> bool:
+        """Finished, and nothing failed."""
+        return not self.failures and not self.interrupted
 
     @property
     def events(self) -> int:
@@ -117,7 +127,8 @@ class RunReport:
     def add_stack(
         self,
         source: str,
-        row: StackRow,
+        release: str,
+        stack: str,
         status: Status,
         version: int,
         spec_count: int,
@@ -127,8 +138,8 @@ class RunReport:
         """Record a stack's outcome, timed from ``started`` (a ``time.monotonic()`` reading)."""
         outcome = StackOutcome(
             source,
-            row.release,
-            row.name,
+            release,
+            stack,
             status,
             version=version,
             spec_count=spec_count,

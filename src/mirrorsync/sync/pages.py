@@ -24,6 +24,7 @@ import anyio
 from mirrorsync.config import PagesSource
 from mirrorsync.errors import MirrorsyncError
 from mirrorsync.fetch import Tally
+from mirrorsync.formats._common import compiler_text
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
 from mirrorsync.store import Store, utcnow, writes
@@ -58,7 +59,7 @@ def spec_info(package: str, spec: PageSpec) -> SpecInfo:
         platform=spec.platform,
         os=spec.os,
         target=spec.target,
-        compiler=f"{compiler[0]}@={compiler[1]}" if compiler else None,
+        compiler=compiler_text(*compiler) if compiler else None,
         variants=spec.variants,
     )
 
@@ -155,7 +156,13 @@ class PagesSync:
             await writes.record_unchanged(self.store, snapshot, utcnow())
             log_outcome(
                 self.report.add_stack(
-                    source_name, row, "unchanged", row.version, len(specs), started
+                    source_name,
+                    row.release,
+                    row.name,
+                    "unchanged",
+                    row.version,
+                    len(specs),
+                    started,
                 )
             )
             return
@@ -172,7 +179,8 @@ class PagesSync:
         committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         outcome = self.report.add_stack(
             source_name,
-            row,
+            row.release,
+            row.name,
             "changed" if committed.events else "unchanged",
             committed.version,
             len(new),
@@ -189,6 +197,8 @@ class PagesSync:
         """No page lists this stack any more: close its memberships."""
         started = time.monotonic()
         committed = await writes.retire_stack(self.store, row.id, utcnow())
-        outcome = self.report.add_stack(source_name, row, "removed", committed.version, 0, started)
+        outcome = self.report.add_stack(
+            source_name, row.release, row.name, "removed", committed.version, 0, started
+        )
         outcome.removed, outcome.events = committed.removed, committed.events
         log_outcome(outcome)

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import httpx
 
 from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource, Source
 from mirrorsync.delivery import Outbox
 from mirrorsync.delivery.outbox import merge_results
-from mirrorsync.errors import FormatError, MirrorsyncError
+from mirrorsync.errors import FormatError, MetricsError, MirrorsyncError, ScratchError, StoreError
 from mirrorsync.fetch import HttpClient, Tally, Throttle, origin
-from mirrorsync.formats.catalog import CatalogStack, locate_index, parse_catalog
+from mirrorsync.formats.catalog import locate_index, parse_catalog_document
 from mirrorsync.formats.index import Index
 from mirrorsync.logs import fields
 from mirrorsync.redact import redact_url
@@ -50,19 +53,189 @@ async def run_once(
     only_source: str | None = None,
     dry_run: bool = False,
     progress: RunProgress | None = None,
+    stop: anyio.Event | None = None,
 ) -> RunReport:
     """Sync every source (or one); a failing stack never stops the others.
 
-    With ``dry_run`` the sync runs against a throwaway copy of the database, so
-    the report shows what would change and nothing is kept. ``progress``, if
-    given, is kept up to date while the run goes on.
+    With ``dry_run`` every write goes into one database transaction that is
+    rolled back, so the report shows what would change and nothing is kept.
+    ``progress``, if given, is kept up to date while the run goes on. Setting
+    ``stop`` (a signal) ends the run where it is: what is committed stays, the
+    stacks in flight roll back, and the report says it was interrupted.
     """
-    sources: Sequence[Source] = (
-        [config.source(only_source)] if only_source else list(config.sources)
-    )
+    sources = [config.source(only_source)] if only_source else list(config.sources)
     report = RunReport(started_at=utcnow(), dry_run=dry_run)
-    progress = progress if progress is not None else RunProgress()
     started = time.monotonic()
+    _warn_insecure(sources)
+    log_key_trust(sources)
+    async with RunContext.open(config, sources, report, progress) as ctx, _stoppable(stop, ctx):
+        await ctx.deliver_webhooks()  # what earlier runs left due
+        async with anyio.create_task_group() as tg:
+            for source in sources:  # plan its stacks, then sync each of them
+                tg.start_soon(sync_source, ctx, source)
+        if not report.interrupted and report.fatal is None:
+            await ctx.deliver_webhooks()  # what this run recorded
+    report.tally.add(ctx.progress.http)
+    report.finished_at = utcnow()
+    report.seconds = time.monotonic() - started
+    _log_run(report)
+    await _export_metrics(config, report)
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class StackJob:
+    """One stack to sync or retire, with the settings of its source."""
+
+    source: CatalogSource | MirrorSource  # manifests, verify_signatures, insecure, buckets
+    source_id: int
+    release: str
+    stack: str
+    catalog_url: str | None = None  # where the catalogue says its index is (catalog sources)
+    retire: bool = False  # the catalogue no longer lists it
+
+    @property
+    def label(self) -> str:
+        return f"{self.source.name}:{self.release}/{self.stack}"
+
+    def target(self) -> Target:
+        """Where to look for the index; FormatError (naming the catalogue) if nowhere sane."""
+        if self.catalog_url is None:
+            assert isinstance(self.source, MirrorSource)
+            return Target(
+                mirror_root=self.source.url.rstrip("/"), layout=None, view=self.source.view
+            )
+        assert isinstance(self.source, CatalogSource)
+        try:
+            location = locate_index(self.catalog_url, self.source.buckets())
+        except FormatError as exc:
+            raise exc.at(self.source.url) if exc.url is None else exc from None
+        return Target(location.mirror_root, location.layout, location.index_checksum)
+
+
+@dataclass
+class RunContext:
+    """Everything a run's stacks share, built once, complete, before the first starts."""
+
+    config: Config
+    store: Store
+    report: RunReport
+    progress: RunProgress
+    fetchers: dict[bool, IndexFetcher]  # by the source's ``insecure``
+    crawlers: dict[bool, ManifestCrawler]  # none in a dry run, or when nothing crawls
+    outbox: Outbox | None  # None in a dry run
+    index_slots: anyio.CapacityLimiter = field(
+        default_factory=lambda: anyio.CapacityLimiter(INDEX_WORKERS)
+    )
+    host_slots: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+    cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        config: Config,
+        sources: Sequence[Source],
+        report: RunReport,
+        progress: RunProgress | None,
+    ) -> AsyncIterator[RunContext]:
+        """Scratch directory, database, HTTP clients (one per TLS setting, sharing one
+        throttle and tally), crawlers and outbox; all closed and removed on the way out."""
+        http = config.http
+        throttle = Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
+        progress = progress if progress is not None else RunProgress()
+        with _scratch_directory() as workdir:
+            async with AsyncExitStack() as stack:
+                store = await Store.open(config.database_path, dry_run=report.dry_run)
+                stack.push_async_callback(store.close)
+                fetchers: dict[bool, IndexFetcher] = {}
+                crawlers: dict[bool, ManifestCrawler] = {}
+                for insecure in sorted({s.insecure for s in sources}):
+                    client = HttpClient(
+                        http, verify=not insecure, throttle=throttle, stats=progress.http
+                    )
+                    await stack.enter_async_context(client)
+                    fetchers[insecure] = IndexFetcher(
+                        client, store, workdir, config.limits, progress=progress
+                    )
+                    if not report.dry_run and _crawls(sources):  # a dry run crawls nothing
+                        from mirrorsync.sync.manifests import ManifestCrawler
+
+                        crawlers[insecure] = ManifestCrawler(
+                            client, store, workdir, workers=http.host_concurrency, progress=progress
+                        )
+                outbox = None if report.dry_run else await Outbox.open(config, store)
+                yield cls(config, store, report, progress, fetchers, crawlers, outbox)
+
+    async def deliver_webhooks(self) -> None:
+        if self.outbox is not None:
+            delivered = await self.outbox.deliver()
+            self.report.webhooks = merge_results(self.report.webhooks, delivered)
+
+    def host_slot(self, url: str) -> anyio.CapacityLimiter:
+        """Stacks per host fetching their index at once: a slow host only waits on itself."""
+        key = origin(url)
+        slot = self.host_slots.get(key)
+        if slot is None:
+            slot = self.host_slots[key] = anyio.CapacityLimiter(HOST_INDEX_WORKERS)
+        return slot
+
+    def end_run(self, exc: StoreError) -> None:
+        """An error no stack can get past (the database's disk is full): stop them all."""
+        if self.report.fatal is None:
+            log.error("%s", exc)
+            self.report.fatal = str(exc)
+        self.cancel.cancel()
+
+    def outcome(
+        self,
+        job: StackJob,
+        status: Status,
+        version: int,
+        spec_count: int,
+        started: float,
+        tally: Tally,
+    ) -> StackOutcome:
+        outcome = self.report.add_stack(
+            job.source.name, job.release, job.stack, status, version, spec_count, started, tally
+        )
+        self.progress.stacks_done += 1
+        self.progress.stacks_failed += status == "failed"
+        return outcome
+
+
+@asynccontextmanager
+async def _stoppable(stop: anyio.Event | None, ctx: RunContext) -> AsyncIterator[None]:
+    """Run the body until it ends, ``stop`` is set, or a stack ends the run."""
+    with ctx.cancel:
+        async with anyio.create_task_group() as tg:
+            if stop is not None:
+
+                async def watch() -> None:
+                    await stop.wait()
+                    ctx.report.interrupted = True
+                    ctx.cancel.cancel()
+
+                tg.start_soon(watch)
+            yield
+            tg.cancel_scope.cancel()
+
+
+@contextmanager
+def _scratch_directory() -> Iterator[Path]:
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix="mirrorsync-")
+    except OSError as exc:
+        where = tempfile.gettempdir()
+        raise ScratchError(
+            f"{where}: cannot make a scratch directory: {exc.strerror or exc}; "
+            "free space there or set TMPDIR to another directory"
+        ) from None
+    with tmp as name:
+        yield Path(name)
+
+
+def _warn_insecure(sources: Sequence[Source]) -> None:
     for source in sources:
         if source.insecure:  # on every run, so it is never forgotten
             log.warning(
@@ -70,46 +243,31 @@ async def run_once(
                 "anyone on the network path can alter what it syncs",
                 source.name,
             )
-    http = config.http
-    throttle = Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
-    with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
-        workdir = Path(tmp)
-        store = await _open_store(config, workdir, dry_run)
-        try:
-            # Webhooks: deliver what is due, sync (which fills the outbox), deliver that.
-            outbox = None if dry_run else await Outbox.open(config, store)
-            if outbox:
-                report.webhooks = await outbox.deliver()
-            async with AsyncExitStack() as stack:
-                # One client per TLS setting, sharing the throttle and the running tally.
-                run = _Run(store, report, progress)
-                for insecure in sorted({s.insecure for s in sources}):
-                    client = HttpClient(
-                        http, verify=not insecure, throttle=throttle, stats=progress.http
-                    )
-                    await stack.enter_async_context(client)
-                    run.fetchers[insecure] = IndexFetcher(
-                        client, store, workdir, config.limits, progress=progress
-                    )
-                    if not dry_run and _crawls(sources):  # a dry run crawls nothing
-                        from mirrorsync.sync.manifests import ManifestCrawler
 
-                        run.crawlers[insecure] = ManifestCrawler(
-                            client, store, workdir, workers=http.host_concurrency, progress=progress
-                        )
-                run.sources = {s.name: s for s in sources if not isinstance(s, PagesSource)}
-                async with anyio.create_task_group() as tg:
-                    for source in sources:
-                        tg.start_soon(run.source, source)
-            report.tally.add(progress.http)
-            if outbox:
-                report.webhooks = merge_results(report.webhooks, await outbox.deliver())
-        finally:
-            await store.close()
-    report.finished_at = utcnow()
-    report.seconds = time.monotonic() - started
-    _log_run(report)
-    return report
+
+def log_key_trust(sources: Sequence[Source]) -> None:
+    """Once per run: a source checking signatures without ``trusted_keys`` trusts
+    whatever keys its mirror serves, which proves nothing against whoever can change it."""
+    for source in sources:
+        if isinstance(source, PagesSource) or not source.verify_signatures:
+            continue
+        if source.trusted_keys is None:
+            log.warning(
+                "source %s: signatures are checked against the keys the mirror itself "
+                "publishes (no trusted_keys), so they prove nothing against whoever can "
+                "change the mirror",
+                source.name,
+            )
+
+
+async def _export_metrics(config: Config, report: RunReport) -> None:
+    from mirrorsync import metrics  # imports this package's outcome module
+
+    try:
+        with anyio.CancelScope(shield=True):  # an interrupted run gets its metrics too
+            await metrics.export(config, report)
+    except MetricsError as exc:
+        report.metrics_error = str(exc)
 
 
 _STATUSES = ("changed", "unchanged", "removed", "failed")
@@ -121,8 +279,10 @@ def _crawls(sources: Sequence[Source]) -> bool:
 
 def _log_run(report: RunReport) -> None:
     counts = {s: sum(1 for o in report.stacks if o.status == s) for s in _STATUSES}
-    log.info(
-        "run finished%s: %d stacks (%s), %d failures, %d events, %d requests, %d bytes, %.2fs",
+    log.log(
+        logging.WARNING if report.interrupted else logging.INFO,
+        "run %s%s: %d stacks (%s), %d failures, %d events, %d requests, %d bytes, %.2fs",
+        "interrupted (what it committed is kept)" if report.interrupted else "finished",
         " (dry run, nothing kept)" if report.dry_run else "",
         len(report.stacks),
         ", ".join(f"{n} {s}" for s, n in counts.items()),
@@ -134,6 +294,7 @@ def _log_run(report: RunReport) -> None:
         extra=fields(
             event="run",
             dry_run=report.dry_run,
+            interrupted=report.interrupted,
             stacks=len(report.stacks),
             **counts,
             failures=len(report.failures),
@@ -144,18 +305,6 @@ def _log_run(report: RunReport) -> None:
             seconds=round(report.seconds, 3),
         ),
     )
-
-
-async def _open_store(config: Config, workdir: Path, dry_run: bool) -> Store:
-    store = await Store.open(config.database_path)
-    if not dry_run:
-        return store
-    try:
-        copy = workdir / "dry-run.db"
-        await store.copy_to(copy)
-    finally:
-        await store.close()
-    return await Store.open(copy)
 
 
 def _difference(
@@ -177,232 +326,263 @@ def _difference(
     )
 
 
-class _Run:
-    def __init__(self, store: Store, report: RunReport, progress: RunProgress) -> None:
-        self.store = store
-        self.report = report
-        self.progress = progress
-        self.fetchers: dict[bool, IndexFetcher] = {}  # by the source's ``insecure``
-        self.crawlers: dict[bool, ManifestCrawler] = {}  # none in a dry run
-        self.index_slots = anyio.CapacityLimiter(INDEX_WORKERS)
-        self.host_slots: dict[str, anyio.CapacityLimiter] = {}
-        self.sources: dict[str, CatalogSource | MirrorSource] = {}  # those with manifests
+# -- a source: plan its stacks, sync them ------------------------------------------
 
-    async def source(self, source: Source) -> None:
-        fetcher = self.fetchers[source.insecure]
-        try:
-            if isinstance(source, PagesSource):
-                from mirrorsync.sync.pages import PagesSync
 
-                source_id = await writes.ensure_source(
-                    self.store, source.name, source.kind, source.urls[0]
-                )
-                await PagesSync(self.store, fetcher, self.report).run(source, source_id)
-                return
-            source_id = await writes.ensure_source(self.store, source.name, source.kind, source.url)
-            if isinstance(source, CatalogSource):
-                await self.catalog(fetcher, source, source_id)
-            else:
-                await self.mirror(fetcher, source, source_id)
-        except MirrorsyncError as exc:
-            log.error("source %s failed: %s", source.name, exc)
-            self.report.source_errors.append((source.name, str(exc)))
+async def sync_source(ctx: RunContext, source: Source) -> None:
+    """Plan the source's stacks (its catalogue), sync each, then record gone releases.
 
-    async def mirror(self, fetcher: IndexFetcher, source: MirrorSource, source_id: int) -> None:
-        target = Target(mirror_root=source.url.rstrip("/"), layout=None)
-        self.progress.stacks_total += 1
-        await self.stack(fetcher, source.name, source_id, source.release, source.stack, target)
+    A failure to plan (the catalogue) fails the source; each stack's own failure
+    stays with that stack (:func:`sync_stack`).
+    """
+    try:
+        if isinstance(source, PagesSource):
+            from mirrorsync.sync.pages import PagesSync
 
-    async def catalog(self, fetcher: IndexFetcher, source: CatalogSource, source_id: int) -> None:
-        entries = await fetcher.small_document(
-            source.url, Tally(), "catalog", lambda body: parse_catalog(body, source.url)
-        )
-        listed = {e.release for e in entries}
-        wanted = [e for e in entries if source.wants(e.release, e.stack)]
-        known = await writes.known_releases(self.store, source_id)
-        at = utcnow()
-        new_releases = sorted({r for r in listed if source.wants(r)} - known)
-        gone_releases = sorted(known - listed)
-        self.report.release_events += await writes.record_releases(
-            self.store, source_id, new_releases, [], at
-        )
-        present = {(e.release, e.stack) for e in entries}
-        gone = [
-            row
-            for row in await writes.stacks_of(self.store, source_id)
-            if row.present and (row.release, row.name) not in present
-        ]
-        self.progress.stacks_total += len(wanted) + len(gone)
-        async with anyio.create_task_group() as tg:
-            for entry in wanted:
-                tg.start_soon(self.catalog_stack, fetcher, source, source_id, entry)
-            for row in gone:
-                tg.start_soon(self.retire, source.name, row)
-        self.report.release_events += await writes.record_releases(
-            self.store, source_id, [], gone_releases, utcnow()
-        )
-
-    async def catalog_stack(
-        self, fetcher: IndexFetcher, source: CatalogSource, source_id: int, entry: CatalogStack
-    ) -> None:
-        try:
-            location = locate_index(entry.url, source.buckets())
-        except MirrorsyncError as exc:
-            if isinstance(exc, FormatError) and exc.url is None:
-                exc = exc.at(source.url)
-            row = await writes.ensure_stack(self.store, source_id, entry.release, entry.stack)
-            await self._failed(source.name, row, str(exc), time.monotonic(), Tally())
-            return
-        target = Target(location.mirror_root, location.layout, location.index_checksum)
-        await self.stack(fetcher, source.name, source_id, entry.release, entry.stack, target)
-
-    def _host_slot(self, url: str) -> anyio.CapacityLimiter:
-        key = origin(url)
-        slot = self.host_slots.get(key)
-        if slot is None:
-            slot = self.host_slots[key] = anyio.CapacityLimiter(HOST_INDEX_WORKERS)
-        return slot
-
-    async def stack(
-        self,
-        fetcher: IndexFetcher,
-        source_name: str,
-        source_id: int,
-        release: str,
-        stack: str,
-        target: Target,
-    ) -> None:
-        """Sync the stack's index, then crawl its spec manifests (outside the index slots)."""
-        synced = await self._sync_index(fetcher, source_name, source_id, release, stack, target)
-        if synced is not None:
-            stack_id, location, outcome = synced
-            # The crawl needs the real root: the stored location has credentials masked.
-            crawler = self.crawlers.get(not fetcher.client.verify)
-            await self._crawl(crawler, source_name, stack_id, target.mirror_root, location, outcome)
-            log_outcome(synced[2])  # once, with the crawl's requests and bytes included
-
-    async def _crawl(
-        self,
-        crawler: ManifestCrawler | None,
-        source_name: str,
-        stack_id: int,
-        mirror_root: str,
-        location: writes.StackLocation,
-        o: StackOutcome,
-    ) -> None:
-        source = self.sources.get(source_name)
-        if crawler is None or source is None or source.manifests == "none":
-            return
-        from mirrorsync.store.manifests import StackTarget
-
-        target = StackTarget(
-            stack_id, source_name, o.release, o.stack, mirror_root, location.layout, 0
-        )
-        started, tally = time.monotonic(), Tally()
-        try:
-            o.manifests = await crawler.crawl(
-                target, source.manifests, verify_signatures=source.verify_signatures, tally=tally
+            source_id = await writes.ensure_source(
+                ctx.store, source.name, source.kind, source.urls[0]
             )
-        except MirrorsyncError as exc:  # e.g. the database: this stack only, not its siblings
-            log.error("%s: spec manifest crawl failed: %s", o.label, exc)
-            o.manifests = ManifestTally(failure=f"spec manifest crawl failed: {exc}")
-        o.tally.add(tally)
-        o.seconds += time.monotonic() - started
+            await PagesSync(ctx.store, ctx.fetchers[source.insecure], ctx.report).run(
+                source, source_id
+            )
+            return
+        source_id = await writes.ensure_source(ctx.store, source.name, source.kind, source.url)
+        if isinstance(source, CatalogSource):
+            jobs, gone_releases = await _plan_catalog(ctx, source, source_id)
+        else:
+            jobs, gone_releases = [StackJob(source, source_id, source.release, source.stack)], []
+        ctx.progress.stacks_total += len(jobs)
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(sync_stack, ctx, job)
+        if gone_releases:
+            ctx.report.release_events += await writes.record_releases(
+                ctx.store, source_id, [], gone_releases, utcnow()
+            )
+    except StoreError as exc:
+        if exc.ends_run:
+            ctx.end_run(exc)
+            return
+        _source_failed(ctx, source, exc)
+    except Exception as exc:  # the boundary of a source: nothing gets past it
+        _source_failed(ctx, source, exc)
 
-    async def _sync_index(
-        self,
-        fetcher: IndexFetcher,
-        source_name: str,
-        source_id: int,
-        release: str,
-        stack: str,
-        target: Target,
-    ) -> tuple[int, writes.StackLocation, StackOutcome] | None:
-        """Fetch, diff and commit the stack's index; None if that failed."""
-        row = await writes.ensure_stack(self.store, source_id, release, stack)
-        started = time.monotonic()
-        tally = Tally()
-        name = f"{source_name}:{release}/{stack}"
-        previous = row.index_checksum if row.present else None
+
+def _source_failed(ctx: RunContext, source: Source, exc: Exception) -> None:
+    error = _as_error(exc)
+    log.error("source %s failed: %s", source.name, error)
+    log.debug("source %s failed", source.name, exc_info=exc)
+    ctx.report.source_errors.append((source.name, str(error)))
+
+
+async def _plan_catalog(
+    ctx: RunContext, source: CatalogSource, source_id: int
+) -> tuple[list[StackJob], list[str]]:
+    """The stacks to sync and to retire, and the releases gone; new releases recorded."""
+    fetcher = ctx.fetchers[source.insecure]
+    catalog = await fetcher.small_document(
+        source.url, Tally(), "catalog", lambda body: parse_catalog_document(body, source.url)
+    )
+    entries = catalog.stacks
+    for extra in catalog.repeated:
+        log.warning(
+            "source %s: %s lists stack %r of release %r again (%s); the first entry is used",
+            source.name,
+            redact_url(source.url),
+            extra.stack,
+            extra.release,
+            redact_url(extra.url),
+        )
+    listed = {e.release for e in entries}
+    wanted = [e for e in entries if source.wants(e.release, e.stack)]
+    known = await writes.known_releases(ctx.store, source_id)
+    new_releases = sorted({r for r in listed if source.wants(r)} - known)
+    ctx.report.release_events += await writes.record_releases(
+        ctx.store, source_id, new_releases, [], utcnow()
+    )
+    present = {(e.release, e.stack) for e in entries}
+    jobs = [StackJob(source, source_id, e.release, e.stack, e.url) for e in wanted]
+    jobs += [
+        StackJob(source, source_id, row.release, row.name, retire=True)
+        for row in await writes.stacks_of(ctx.store, source_id)
+        if row.present and (row.release, row.name) not in present
+    ]
+    return jobs, sorted(known - listed)
+
+
+# -- a stack: the one boundary -------------------------------------------------------
+
+
+async def sync_stack(ctx: RunContext, job: StackJob) -> None:
+    """Sync one stack's index, then crawl its spec manifests; or retire it.
+
+    Whatever goes wrong fails this stack only: one line at ERROR naming it, the
+    traceback at DEBUG, ``last_error`` recorded, its version kept. Only an error
+    no stack can get past (the database's disk is full) ends the run.
+    """
+    started, tally = time.monotonic(), Tally()
+    row: writes.StackRow | None = None
+    try:
+        row = await writes.ensure_stack(ctx.store, job.source_id, job.release, job.stack)
+        if job.retire:
+            outcome = await _retire(ctx, job, row, started)
+        else:
+            location, outcome = await _sync_index(ctx, job, row, started, tally)
+    except StoreError as exc:
+        if exc.ends_run:
+            ctx.end_run(exc)
+            return
+        await _failed(ctx, job, row, exc, started, tally)
+        return
+    except Exception as exc:  # the boundary of a stack: nothing gets past it
+        await _failed(ctx, job, row, exc, started, tally)
+        return
+    if not job.retire:
+        await _crawl(ctx, job, row.id, location, outcome)
+    log_outcome(outcome)  # once, with the crawl's requests and bytes included
+
+
+async def _sync_index(
+    ctx: RunContext, job: StackJob, row: writes.StackRow, started: float, tally: Tally
+) -> tuple[writes.StackLocation, StackOutcome]:
+    """Fetch, diff and commit the stack's index."""
+    target = job.target()
+    fetcher = ctx.fetchers[job.source.insecure]
+    previous = row.index_checksum if row.present else None
+    # Download under this host's slots, then decode and commit under the
+    # global ones: a slow host only ever waits on itself.
+    async with ctx.host_slot(target.mirror_root):
+        fetched = await fetcher.fetch(target, previous, tally, job.label)
+        location = writes.StackLocation(
+            redact_url(fetched.index_url), redact_url(target.mirror_root), fetched.layout
+        )
+        if fetched.path is None:
+            snapshot = writes.Snapshot(row.id, location, fetched.checksum, (), ())
+            await writes.record_unchanged(ctx.store, snapshot, utcnow())
+            unchanged = ctx.outcome(job, "unchanged", row.version, row.spec_count, started, tally)
+            return location, unchanged
+        async with ctx.index_slots:
+            # A resync stores only the new specs: decode only those.
+            lazy = row.present and row.spec_count > 0
+            index = await parse_downloaded(
+                fetched.path,
+                fetched.index_url,
+                lazy=lazy,
+                compression=fetched.compression,
+                max_bytes=fetcher.limits.cap("index"),
+            )
+            old = await writes.current_hashes(ctx.store, row.id)
+            # Decodes the new specs' nodes: off the event loop, as a stack
+            # replaced wholesale has 100,000 of them (~0.85 s).
+            snapshot = await anyio.to_thread.run_sync(
+                _difference, row, index, fetched.checksum, location, old
+            )
+            spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
+            del index, old  # frees the index and its raw bytes before the commit
+            committed = await writes.commit_snapshot(ctx.store, snapshot, utcnow())
+            await fetcher.committed(fetched)
+    outcome = ctx.outcome(
+        job,
+        "changed" if committed.events else "unchanged",
+        committed.version,
+        spec_count,
+        started,
+        tally,
+    )
+    outcome.added, outcome.removed, outcome.events = (
+        committed.added,
+        committed.removed,
+        committed.events,
+    )
+    return location, outcome
+
+
+async def _retire(
+    ctx: RunContext, job: StackJob, row: writes.StackRow, started: float
+) -> StackOutcome:
+    """The catalogue no longer lists this stack: close its memberships."""
+    committed = await writes.retire_stack(ctx.store, row.id, utcnow())
+    outcome = ctx.outcome(job, "removed", committed.version, 0, started, Tally())
+    outcome.removed, outcome.events = committed.removed, committed.events
+    return outcome
+
+
+async def _crawl(
+    ctx: RunContext,
+    job: StackJob,
+    stack_id: int,
+    location: writes.StackLocation,
+    o: StackOutcome,
+) -> None:
+    """Crawl the spec manifests of a synced stack; a failure is the crawl's, not the index's."""
+    crawler = ctx.crawlers.get(job.source.insecure)
+    if crawler is None or job.source.manifests == "none":
+        return
+    from mirrorsync.store.manifests import StackTarget
+
+    # The crawl needs the real root: the stored location has credentials masked.
+    target = StackTarget(
+        stack_id, job.source.name, o.release, o.stack, job.target().mirror_root, location.layout, 0
+    )
+    started, tally = time.monotonic(), Tally()
+    try:
+        o.manifests = await crawler.crawl(
+            target,
+            job.source.manifests,
+            verify_signatures=job.source.verify_signatures,
+            tally=tally,
+            trusted_keys=job.source.trusted_keys,
+        )
+    except Exception as exc:  # e.g. the database: this stack only, not its siblings
+        if isinstance(exc, StoreError) and exc.ends_run:
+            ctx.end_run(exc)
+        error = _as_error(exc)
+        log.error("%s: spec manifest crawl failed: %s", o.label, error)
+        log.debug("%s: spec manifest crawl failed", o.label, exc_info=exc)
+        o.manifests = ManifestTally(failure=f"spec manifest crawl failed: {error}")
+    o.tally.add(tally)
+    o.seconds += time.monotonic() - started
+
+
+async def _failed(
+    ctx: RunContext,
+    job: StackJob,
+    row: writes.StackRow | None,
+    exc: Exception,
+    started: float,
+    tally: Tally,
+) -> None:
+    """Record the stack's failure: its version stays, ``last_error`` says why."""
+    error = str(_as_error(exc))
+    log.debug("%s failed", job.label, exc_info=exc)
+    if row is not None:
         try:
-            # Download under this host's slots, then decode and commit under the
-            # global ones: a slow host only ever waits on itself.
-            async with self._host_slot(target.mirror_root):
-                fetched = await fetcher.fetch(target, previous, tally, name)
-                location = writes.StackLocation(
-                    redact_url(fetched.index_url), redact_url(target.mirror_root), fetched.layout
-                )
-                if fetched.path is None:
-                    snapshot = writes.Snapshot(row.id, location, fetched.checksum, (), ())
-                    await writes.record_unchanged(self.store, snapshot, utcnow())
-                    unchanged = self._done(
-                        source_name, row, "unchanged", row.version, row.spec_count, started, tally
-                    )
-                    return row.id, location, unchanged
-                async with self.index_slots:
-                    # A resync stores only the new specs: decode only those.
-                    lazy = row.present and row.spec_count > 0
-                    index = await parse_downloaded(fetched.path, fetched.index_url, lazy=lazy)
-                    old = await writes.current_hashes(self.store, row.id)
-                    # Decodes the new specs' nodes: off the event loop, as a stack
-                    # replaced wholesale has 100,000 of them (~0.85 s).
-                    snapshot = await anyio.to_thread.run_sync(
-                        _difference, row, index, fetched.checksum, location, old
-                    )
-                    spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
-                    del index, old  # frees the index and its raw bytes before the commit
-                    committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
-        except MirrorsyncError as exc:
-            await self._failed(source_name, row, str(exc), started, tally)
-            return None
-        outcome = self._done(
-            source_name,
-            row,
-            "changed" if committed.events else "unchanged",
-            committed.version,
-            spec_count,
-            started,
-            tally,
-        )
-        outcome.added, outcome.removed, outcome.events = (
-            committed.added,
-            committed.removed,
-            committed.events,
-        )
-        return row.id, location, outcome
+            with anyio.CancelScope(shield=True):
+                await writes.record_failure(ctx.store, row.id, error, utcnow())
+        except StoreError as store_exc:
+            if store_exc.ends_run:
+                ctx.end_run(store_exc)
+                return
+            log.error("%s: cannot record its failure: %s", job.label, store_exc)
+    version, spec_count = (row.version, row.spec_count) if row is not None else (0, 0)
+    outcome = ctx.outcome(job, "failed", version, spec_count, started, tally)
+    outcome.error = error
+    log_outcome(outcome)
 
-    async def retire(self, source_name: str, row: writes.StackRow) -> None:
-        """The catalogue no longer lists this stack: close its memberships."""
-        started = time.monotonic()
-        committed = await writes.retire_stack(self.store, row.id, utcnow())
-        outcome = self._done(source_name, row, "removed", committed.version, 0, started, Tally())
-        outcome.removed, outcome.events = committed.removed, committed.events
-        log_outcome(outcome)
 
-    def _done(
-        self,
-        source_name: str,
-        row: writes.StackRow,
-        status: Status,
-        version: int,
-        spec_count: int,
-        started: float,
-        tally: Tally,
-    ) -> StackOutcome:
-        outcome = self.report.add_stack(
-            source_name, row, status, version, spec_count, started, tally
+def _as_error(exc: BaseException) -> MirrorsyncError:
+    """Any exception as mirrorsync's own one-line error (a library's, naming its URL)."""
+    if isinstance(exc, MirrorsyncError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):  # a task group's: its first real error
+        first = next(
+            (e for e in exc.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())),
+            exc.exceptions[0],
         )
-        self.progress.stacks_done += 1
-        self.progress.stacks_failed += status == "failed"
-        return outcome
-
-    async def _failed(
-        self, source_name: str, row: writes.StackRow, error: str, started: float, tally: Tally
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await writes.record_failure(self.store, row.id, error, utcnow())
-        outcome = self._done(
-            source_name, row, "failed", row.version, row.spec_count, started, tally
-        )
-        outcome.error = error
-        log_outcome(outcome)
+        return _as_error(first)
+    where = ""
+    if isinstance(exc, httpx.RequestError):
+        with contextlib.suppress(RuntimeError):  # no request attached
+            where = f"{exc.request.url}: "
+    text = str(exc) or "(no message)"
+    return MirrorsyncError(f"{where}unexpected {type(exc).__name__}: {text}")

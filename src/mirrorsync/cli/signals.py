@@ -1,0 +1,76 @@
+"""SIGINT, SIGTERM and SIGHUP end any command the same way: one line, a documented status.
+
+systemd stops a service with SIGTERM (and SIGHUP on some paths), a person with
+Ctrl-C. Each cancels the running command, so its cleanup runs (scratch files
+removed, transactions rolled back), then the CLI prints one line and exits with
+128 + the signal's number. A command that can end more gracefully, ``once``,
+asks for the signal as an event instead (:meth:`Signals.as_event`): the run
+stops, keeps what it committed and still writes its metrics. A second signal
+always cancels at once.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import anyio
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: What the CLI prints, as shells do for these signals.
+WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+
+
+class Signals:
+    """The signals a command received, and what the next one does."""
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.received: signal.Signals | None = None
+        self._scope = scope
+        self._event: anyio.Event | None = None
+
+    def deliver(self, signum: signal.Signals) -> None:
+        first = self.received is None
+        self.received = self.received or signum
+        if first and self._event is not None:
+            self._event.set()
+        else:
+            self._scope.cancel()
+
+    @contextmanager
+    def as_event(self) -> Iterator[anyio.Event]:
+        """Within this block a first signal sets the event instead of cancelling."""
+        event = self._event = anyio.Event()
+        if self.received is not None:
+            event.set()
+        try:
+            yield event
+        finally:
+            self._event = None
+
+    @property
+    def exit_code(self) -> int:
+        assert self.received is not None
+        return 128 + int(self.received)
+
+    @property
+    def message(self) -> str:
+        assert self.received is not None
+        return f"mirrorsync: {WORDS[self.received]}"
+
+
+CURRENT: ContextVar[Signals | None] = ContextVar("mirrorsync_signals", default=None)
+
+
+@contextmanager
+def stop_event() -> Iterator[anyio.Event | None]:
+    """The running command's signals as an event (None outside the CLI)."""
+    signals = CURRENT.get()
+    if signals is None:
+        yield None
+        return
+    with signals.as_event() as event:
+        yield event

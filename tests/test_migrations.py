@@ -1,0 +1,48 @@
+"""Numbered migrations applied to a database written by an older mirrorsync."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+
+from mirrorsync.store import Store
+from mirrorsync.store.db import migrations
+
+
+def _database_at(path: Path, version: int) -> None:
+    """A database as a mirrorsync whose newest migration was ``version`` left it."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        for number, name, sql in migrations():
+            if number <= version:
+                conn.executescript(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01T00:00:00Z')",
+                    (number, name),
+                )
+
+
+def test_stored_compilers_are_rewritten_in_the_current_notation(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    _database_at(db, 3)
+    rows = [("a" * 32, "gcc@=11.4.0"), ("b" * 32, "llvm@=18.1.8"), ("c" * 32, None)]
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO specs (hash, name, version, platform, os, target, compiler, variants,"
+            " first_seen) VALUES (?, 'zlib', '1.3', 'linux', 'rhel8', 'x86_64', ?, '[]', 'x')",
+            rows,
+        )
+
+    async def reopen() -> None:
+        store = await Store.open(db)
+        await store.close()
+
+    anyio.run(reopen)
+    with sqlite3.connect(db) as conn:
+        found = dict(conn.execute("SELECT hash, compiler FROM specs").fetchall())
+    assert found == {"a" * 32: "gcc@11.4.0", "b" * 32: "llvm@18.1.8", "c" * 32: None}
