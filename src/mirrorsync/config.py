@@ -123,6 +123,8 @@ RANGES: dict[str, Range] = {
     "webhooks[].max_batch": Range(1, 10_000),
     "webhooks[].timeout": Range(0, 3600, low_open=True, unit=" (seconds)"),
     "webhooks[].max_age": Range(0, 365 * _DAY, low_open=True, unit=" (seconds; 365d)"),
+    "webhooks[].keep_delivered": Range(0, 3650 * _DAY, low_open=True, unit=" (seconds; 3650d)"),
+    "webhooks[].keep_dead": Range(0, 3650 * _DAY, low_open=True, unit=" (seconds; 3650d)"),
 }
 
 
@@ -519,7 +521,7 @@ def _check_ranges(config: Config) -> None:
             value = getattr(obj, field)
             if value is None:
                 continue
-            if field == "max_age":
+            if field in ("max_age", "keep_delivered", "keep_dead"):  # durations
                 try:
                     value = _duration(value)
                 except ValueError:
