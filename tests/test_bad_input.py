@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -29,6 +30,40 @@ from mirrorsync.sync import RunReport
 # -- configuration -------------------------------------------------------------
 
 GOOD_SOURCE = "sources: [{name: a, kind: mirror, url: 'https://m.example.org/spack'}]\n"
+HOOK = "webhooks: [{name: w, url: 'https://h.example/x', secret_env: S, "
+NUMBERS_OUT_OF_RANGE = [
+    (
+        "http: {concurrency: 1000000000000}",  # was MemoryError
+        "http.concurrency: expected a number from 1 to 1024, got 1000000000000",
+    ),
+    ("http: {concurrency: 1000000}", "http.concurrency: expected a number from 1 to 1024"),  # hung
+    ("http: {concurrency: 0}", "http.concurrency: expected a number from 1 to 1024"),
+    ("http: {per_host_concurrency: 5000}", "http.per_host_concurrency: expected a number from 1"),
+    (
+        "http: {timeout: .inf}",  # meant no timeout at all
+        "http.timeout: expected a number above 0 and at most 3600 (seconds), got inf",
+    ),
+    ("http: {timeout: .nan}", "http.timeout: expected a number above 0 and at most 3600"),
+    ("http: {per_host_rate: .inf}", "http.per_host_rate: expected a number above 0 and at most"),
+    ("http: {retries: {attempts: 1000}}", "http.retries.attempts: expected a number from 1 to 100"),
+    (
+        "http: {retries: {backoff_max: .inf}}",
+        "http.retries.backoff_max: expected a number from 0 to 86400 (seconds), got inf",
+    ),
+    ("http: {retries: {backoff_initial: -1}}", "http.retries.backoff_initial: expected a number"),
+    ("limits: {page: 0}", "limits.page: expected a number from 1 to"),  # was not validated
+    ("limits: {page: '2 TiB'}", "limits.page: expected a number from 1 to 1099511627776"),
+    ("limits: {page: huge}", "limits.page: expected a size such as"),
+    (
+        HOOK + "max_age: .nan}]",  # was a traceback on the first failed delivery
+        "webhooks[0].max_age: expected a number above 0 and at most 31536000 (seconds; 365d), got nan",
+    ),
+    (HOOK + "max_age: .inf}]", "webhooks[0].max_age: expected a number above 0 and at most"),
+    (HOOK + "max_age: 400d}]", "webhooks[0].max_age: expected a number above 0 and at most"),
+    (HOOK + "timeout: .inf}]", "webhooks[0].timeout: expected a number above 0 and at most 3600"),
+    (HOOK + "max_batch: 0}]", "webhooks[0].max_batch: expected a number from 1 to 10000"),
+    (HOOK + "max_batch: 100000}]", "webhooks[0].max_batch: expected a number from 1 to 10000"),
+]
 
 
 @pytest.mark.parametrize(
@@ -57,7 +92,12 @@ GOOD_SOURCE = "sources: [{name: a, kind: mirror, url: 'https://m.example.org/spa
             "sources[0].exclude_releases[0]: expected a non-empty glob",
         ),
         (GOOD_SOURCE + "limits: {index: huge}\n", "limits.index: expected a size such as"),
-        (GOOD_SOURCE + "limits: {manifest: 0}\n", "limits.manifest: expected int >= 1"),
+        (
+            GOOD_SOURCE + "limits: {manifest: 0}\n",
+            "limits.manifest: expected a number from 1 to 1099511627776 (bytes; 1 TiB)",
+        ),
+        # Every number has a range; NaN and infinity are refused (README, Configuration).
+        *((GOOD_SOURCE + text + "\n", says) for text, says in NUMBERS_OUT_OF_RANGE),
         (GOOD_SOURCE + "database: ''\n", "database: expected a file path"),
         (GOOD_SOURCE + "when: 2024-02-30\n", "invalid YAML: day is out of range for month"),
         ("sources: " + "[" * 2000, "invalid YAML"),
@@ -401,3 +441,160 @@ def test_gigantic_v2_index_is_refused_from_its_declared_length(
         "bytes, over the 4096-byte limit (limits.index); refused"
     )
     assert report.stacks[0].tally.bytes == 64  # the hash file; not one byte of the index
+
+
+# -- keys named twice, unprintable or gigantic names ----------------------------------
+
+
+def with_member(data: bytes, before: str, member: str) -> bytes:
+    """``data`` with the JSON ``member`` put in front of ``before`` (a key's text)."""
+    at = data.index(before.encode())
+    return data[:at] + member.encode() + b", " + data[at:]
+
+
+E0 = str(nodes("e", 1)[0]["hash"])
+GOOD_E4S = {str(n["hash"]): {"spec": n, "in_buildcache": True} for n in nodes("e", 3)}
+ODD_INDEXES = {
+    # The same hash again, the second time not in the build cache: a decoder keeps
+    # the last, and the stack would lose the spec.
+    "hash-twice": (
+        with_member(
+            index(GOOD_E4S),
+            f'"{nodes("e", 2)[1]["hash"]}"',
+            f'"{E0}": {{"spec": {json.dumps(nodes("e", 1)[0])}, "in_buildcache": false}}',
+        ),
+        f"install {E0!r} is listed twice",
+    ),
+    "installs-twice": (
+        index(GOOD_E4S).replace(b'"version": "8"', b'"installs": {}, "version": "8"')[:-2]
+        + b', "installs": {}}}',
+        "key 'installs' is named twice",
+    ),
+    "name-with-escape": (
+        index({H: install(H, name="zlib\u001b[2J")}),
+        f"install {H}: name 'zlib\\x1b[2J' holds control characters",
+    ),
+    "version-with-newline": (
+        index({H: install(H, version="1.3\nINFO mirrorsync.sync: forged")}),
+        f"install {H}: version '1.3\\nINFO mirrorsync.sync: forged' holds control characters",
+    ),
+    "name-of-5-mb": (
+        index({H: install(H, name="z" * 5_000_000)}),
+        "name is longer than 256 characters (at $.database.installs[...].spec.name)",
+    ),
+    "variant-with-escape": (
+        index({H: install(H, parameters={"build_type": "Release\u009b2J"})}),
+        f"install {H}: variant 'build_type=Release\\x9b2J' holds control characters",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_INDEXES))
+def test_index_naming_a_key_twice_or_an_unprintable_name_is_refused(
+    tmp_path: Path, docroot: Path, server: FixtureServer, case: str
+) -> None:
+    build(docroot)
+    data, problem = ODD_INDEXES[case]
+    blob_path = serve_index(docroot, data)
+    config = catalog_config(tmp_path, server)
+    report = sync(config)
+    (line,) = report.failures
+    url = f"{server.url}{blob_path}"
+    assert line == f"test:develop/e4s: malformed build cache index at {url}: {problem}"
+    assert_nothing_stored_for_e4s(config.database_path, {H})
+
+
+def test_resync_of_an_index_listing_a_hash_twice_keeps_the_stack(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """The reproduction: the second entry, not in the build cache, emptied the stack."""
+    build(docroot)
+    config = catalog_config(tmp_path, server)
+    assert sync(config).exit_code == 0
+    data, problem = ODD_INDEXES["hash-twice"]
+    blob_path = serve_index(docroot, data)
+    report = sync(config)
+    assert report.failures == [
+        f"test:develop/e4s: malformed build cache index at {server.url}{blob_path}: {problem}"
+    ]
+    assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
+    assert not any(kind == "spec.removed" for kind, _, _ in event_counts(config.database_path))
+
+
+def test_catalogue_naming_a_release_twice_is_refused_and_retires_nothing(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """The reproduction: ``develop`` again with only ``root`` retired e4s and sent a
+    spec.removed for each of its specs."""
+    build(docroot)
+    config = catalog_config(tmp_path, server)
+    assert sync(config).exit_code == 0
+    catalog = docroot / CATALOG_NAME
+    document = json.loads(catalog.read_text())
+    again = json.dumps([e for e in document["develop"] if e["label"] == "root"])
+    catalog.write_bytes(catalog.read_bytes().rstrip()[:-1] + f', "develop": {again}}}'.encode())
+    report = sync(config)
+    assert report.failures == [
+        f"source test: malformed catalogue at {server.url}/{CATALOG_NAME}: "
+        "release 'develop' is named twice"
+    ]
+    assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
+    assert not any(kind.endswith(".removed") for kind, _, _ in event_counts(config.database_path))
+
+
+def test_v2_spec_file_that_is_not_utf8_is_malformed_and_the_run_goes_on(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """One byte that is not UTF-8 in a spec file used to end the whole run."""
+    specs = nodes("v", 3)
+    infos = build_catalog_from_specs(docroot, {"v0.23.1": {"root": specs}}, layout="v2")
+    spec_file = docroot / infos["v0.23.1"]["root"].spec_files[str(specs[1]["hash"])]
+    spec_file.write_bytes(spec_file.read_bytes().replace(b'"sha256"', b'"sha\xe956"', 1))
+    config = catalog_config(tmp_path, server)
+    report = sync(config)
+    assert report.exit_code == 0, report.failures
+    with sqlite3.connect(config.database_path) as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT s.hash, m.status || ': ' || coalesce(m.problem, '')"
+                " FROM spec_manifests m JOIN specs s ON s.id = m.spec_id"
+            ).fetchall()
+        )
+    bad = rows.pop(str(specs[1]["hash"]))
+    assert bad.startswith("malformed: ") and "malformed v2 spec file at " in bad, bad
+    assert re.search(r": not UTF-8 at byte \d+$", bad), bad
+    assert set(rows.values()) == {"ok: "}
+
+
+def test_a_hash_stored_under_another_name_refuses_the_second_index(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A hash names its content: listed by another stack as another name@version,
+    the first record stays and the conflicting index is refused, naming both."""
+    build(docroot)
+    config = catalog_config(tmp_path, server)
+    assert sync(config).exit_code == 0
+    taken = nodes("r", 1)[0]  # root's, stored as pkg-r@1.0
+    forged = {**taken, "name": "evil", "version": "6.6.6"}
+    h = str(taken["hash"])
+    blob_path = serve_index(
+        docroot, index({**GOOD_E4S, h: {"spec": forged, "in_buildcache": True}})
+    )
+    report = sync(config)
+    assert report.failures == [
+        f"test:develop/e4s: malformed build cache index at {server.url}{blob_path}: "
+        f"hash {h} is evil@6.6.6 here but was stored as pkg-r@1.0 by test:develop/root; "
+        "a hash names its content, so one of the two mirrors is broken or hostile: "
+        "the first record is kept"
+    ]
+    assert {o.stack: o.status for o in report.stacks} == {"root": "unchanged", "e4s": "failed"}
+    assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
+    with sqlite3.connect(config.database_path) as conn:
+        assert conn.execute("SELECT name, version FROM specs WHERE hash = ?", (h,)).fetchall() == [
+            ("pkg-r", "1.0")
+        ]
+    # The same hash with the same name and version is no conflict: e4s takes it in.
+    serve_index(docroot, index({**GOOD_E4S, h: {"spec": taken, "in_buildcache": True}}))
+    report = sync(config)
+    assert report.exit_code == 0, report.failures
+    assert versions(config.database_path)[("develop", "e4s")] == 2

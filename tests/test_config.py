@@ -77,7 +77,7 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ),
         (
             "sources: [{name: a, kind: mirror, url: 'http://x'}]\nhttp: {retries: {attempts: 0}}",
-            "f.yaml: http.retries.attempts: expected int >= 1",
+            "f.yaml: http.retries.attempts: expected a number from 1 to 100",
         ),
         (
             "sources: [{name: a, kind: s3, url: 'http://x'}]",
@@ -106,15 +106,15 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ),
         (
             "sources: [{name: a, kind: catalog}]\nhttp: {deadline: .nan}",
-            "f.yaml: http.deadline: expected seconds or a duration",
+            "f.yaml: http.deadline: expected a number above 0 and at most 86400 (seconds; 1d)",
         ),
         (
             "sources: [{name: a, kind: catalog}]\nhttp: {run_deadline: .inf}",
-            "f.yaml: http.run_deadline: expected seconds or a duration",
+            "f.yaml: http.run_deadline: expected a number above 0 and at most 604800",
         ),
         (
             "sources: [{name: a, kind: catalog}]\nhttp: {run_deadline: 0}",
-            "f.yaml: http.run_deadline: expected seconds or a duration",
+            "f.yaml: http.run_deadline: expected a number above 0 and at most 604800",
         ),
     ],
 )

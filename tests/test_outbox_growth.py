@@ -123,4 +123,6 @@ def test_retention_settings_are_validated(tmp_path: Path, key: str, value: str) 
     )
     with pytest.raises(ConfigError) as caught:
         parse_config(text, str(tmp_path / "m.yaml"))
-    assert f"webhooks[0].{key}: expected seconds or a duration" in str(caught.value)
+    # A number out of range is told its range (config.RANGES); other text the forms.
+    expected = "a number above 0 and at most" if value != "forever" else "seconds or a duration"
+    assert f"webhooks[0].{key}: expected {expected}" in str(caught.value)

@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,11 +18,12 @@ from mirrorsync.config import CatalogSource, Config, PagesSource, parse_config
 from mirrorsync.errors import ConfigError, FormatError
 from mirrorsync.fixture.build import SEED_DIR, clearsign
 from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.formats import all_parsers
 from mirrorsync.formats._common import DIGEST_LENGTHS, is_lower_hex, is_spec_hash
 from mirrorsync.formats.catalog import blob_url, locate_index, parse_catalog
-from mirrorsync.formats.index import parse_index
+from mirrorsync.formats.index import Index, parse_index
 from mirrorsync.formats.manifest import hash_from_manifest_name, parse_manifest
-from mirrorsync.formats.pages import parse_page
+from mirrorsync.formats.pages import Page, parse_page
 from mirrorsync.redact import scrub
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -386,6 +388,247 @@ def test_page_with_random_spec_details(details: object) -> None:
     text = f"---\ntitle: zlib\nlayout: cache\ncategories: [package, develop]\nmeta: {{}}\nspec_details: {json.dumps(details)}\n---\n"
     with contextlib.suppress(FormatError):
         parse_page(text.encode(), "https://cache/p")
+
+
+# -- every parser, from one list ----------------------------------------------------------
+#
+# formats.all_parsers() lists every parser; each needs a good document here to mutate.
+# Whatever a mutation makes of it, only FormatError naming the URL may come out.
+
+URL = "https://mirror.example/doc"
+_NODE = spec_node("zlib", "1.3", H, parameters={"shared": True, "patches": ["ab" * 32]})
+_INDEX = json.dumps(
+    {
+        "database": {
+            "version": "8",
+            "installs": {
+                H: {"spec": _NODE, "ref_count": 1, "in_buildcache": True},
+                fake_hash("q"): {
+                    "spec": spec_node("cmake", "3.30.1", fake_hash("q"), compiler=("gcc", "12")),
+                    "in_buildcache": False,
+                },
+            },
+        }
+    }
+)
+_SPEC_MANIFEST = json.dumps(
+    {
+        "version": 3,
+        "data": [
+            {**RECORD, "mediaType": "application/vnd.spack.install.v2.tar+gzip"},
+            RECORD,
+        ],
+    },
+    indent=0,
+)
+_INDEX_MANIFEST = json.dumps(
+    {"version": 3, "data": [{**RECORD, "mediaType": "application/vnd.spack.db.v8+json"}]}
+)
+SEEDS: dict[str, bytes] = {
+    "catalogue": json.dumps(
+        {
+            "develop": [
+                {"label": "root", "url": "s3://spack-binaries/develop/build_cache/index.json"},
+                {"label": "e4s", "url": "https://h.example/d/e4s/blobs/sha256/ab/" + "ab" * 32},
+            ],
+            "v1.0.0": [],
+        }
+    ).encode(),
+    "build cache index": _INDEX.encode(),
+    "build cache index, read lazily": _INDEX.encode(),
+    "manifest": clearsign(_SPEC_MANIFEST).encode(),
+    "index manifest": _INDEX_MANIFEST.encode(),
+    "spec manifest": clearsign(_SPEC_MANIFEST).encode(),
+    "v2 spec file": clearsign(
+        json.dumps(
+            {
+                "spec": {"_meta": {"version": 4}, "nodes": [_NODE]},
+                "binary_cache_checksum": {"hash_algorithm": "sha256", "hash": "ab" * 32},
+            },
+            indent=2,
+        )
+    ).encode(),
+    "key index": json.dumps({"keys": {"2C8DD3224EF3573A42BD221FA8E0CA3C1C2ADA2F": {}}}).encode(),
+    "cache page": SEED,
+}
+PARSER_NAMES = sorted(all_parsers())
+DEEP = 2100
+
+
+def test_every_parser_is_fuzzed_from_a_good_document() -> None:
+    """A new parser is in all_parsers() by its @parser declaration: it needs a seed here."""
+    assert set(PARSER_NAMES) == set(SEEDS)
+    for name in PARSER_NAMES:
+        exhaust(all_parsers()[name](SEEDS[name], URL))  # the seed itself is accepted
+
+
+def exhaust(result: object) -> object:
+    """What a caller would go on to read: a lazy index decodes its nodes on demand."""
+    if isinstance(result, Index):
+        return list(result.infos(sorted(result.hashes)))
+    return result
+
+
+def parse_or_format_error(name: str, data: bytes) -> object | None:
+    try:
+        return exhaust(all_parsers()[name](data, URL))
+    except FormatError as exc:
+        assert exc.url == URL and "\n" not in str(exc), str(exc)
+        return None
+
+
+def _points(data: bytes, byte: int) -> list[int]:
+    return [i for i, c in enumerate(data) if c == byte] or [0]
+
+
+@FAST
+@given(
+    st.sampled_from(PARSER_NAMES),
+    st.sampled_from(["not-utf8", "control", "truncate", "flip", "deep", "deep-list", "repeat"]),
+    st.integers(0, 10**6),
+    latin,
+)
+def test_every_parser_only_raises_format_error(
+    name: str, mutation: str, where: int, raw: bytes
+) -> None:
+    seed = SEEDS[name]
+    if mutation == "not-utf8":
+        data = inject(seed, where, raw)
+    elif mutation == "control":  # an escaped control character inside a string
+        data = inject(seed, where, b"\\u00%02x" % (raw[0] % 32))
+    elif mutation == "truncate":
+        data = seed[: where % len(seed)]
+    elif mutation == "flip":
+        i = where % len(seed)
+        data = seed[:i] + bytes([seed[i] ^ raw[0]]) + seed[i + 1 :]
+    elif mutation in ("deep", "deep-list"):  # nesting in an unknown field of some object
+        at = _points(seed, ord("{"))
+        i = at[where % len(at)] + 1
+        open_, close = (b"[", b"]") if mutation == "deep-list" else (b'{"a":', b"}")
+        data = seed[:i] + b'"zz":' + open_ * DEEP + b"1" + close * DEEP + b"," + seed[i:]
+    else:  # a member of some object named a second time
+        members = [m.start() + 1 for m in re.finditer(rb'[{,]\s*"', seed)]
+        if not members:
+            return
+        i = members[where % len(members)]
+        end = seed.find(b",", i)
+        member = seed[i:end] if end > 0 else b""
+        data = (
+            seed[:i] + member + b"," + seed[i:]
+            if member.rstrip().endswith((b'"', b"e", b"1"))
+            else seed
+        )
+    parse_or_format_error(name, data)
+
+
+@pytest.mark.parametrize("name", PARSER_NAMES)
+def test_deep_nesting_in_an_unknown_field_is_a_format_error(name: str) -> None:
+    seed = SEEDS[name]
+    i = seed.rindex(b"{") + 1  # the innermost object: an unknown field of some record
+    for open_, close in ((b"[", b"]"), (b'{"a":', b"}")):
+        data = seed[:i] + b'"zz":' + open_ * DEEP + b"1" + close * DEEP + b"," + seed[i:]
+        with pytest.raises(FormatError) as caught:
+            exhaust(all_parsers()[name](data, URL))
+        assert caught.value.url == URL
+        # libyaml stops a page at its own depth limit, in its own words.
+        says = "nest" if name == "cache page" else "nested too deeply to decode"
+        assert says in caught.value.problem, caught.value.problem
+
+
+@pytest.mark.parametrize("name", [n for n in PARSER_NAMES if n != "cache page"])
+def test_a_top_level_key_named_twice_is_refused(name: str) -> None:
+    """Decoders keep the last of two equal keys: a document could hide what it lists."""
+    seed = SEEDS[name]
+    body = (
+        seed.split(b"\n\n", 1)[1].split(b"\n-----BEGIN PGP SIGNATURE", 1)[0]
+        if seed.startswith(b"-----")
+        else seed
+    )
+    document = json.loads(body)
+    first = next(iter(document))
+    i = body.rindex(b"}")  # the same member again, at the end: the same content, twice
+    member = f',"{first}":{json.dumps(document[first])}'.encode()
+    data = seed.replace(body, body[:i] + member + body[i:])
+    with pytest.raises(FormatError) as caught:
+        exhaust(all_parsers()[name](data, URL))
+    assert f"{first!r} is named twice" in caught.value.problem, caught.value.problem
+
+
+def test_an_install_listed_twice_is_refused() -> None:
+    """The second entry (not in the build cache) would have emptied the stack."""
+    second = json.dumps({"spec": _NODE, "in_buildcache": False})
+    data = _INDEX.replace('"installs": {', f'"installs": {{"{H}": {second}, ', 1).encode()
+    data = _INDEX.replace(
+        f'"{fake_hash("q")}": ', f'"{H}": {second}, "{fake_hash("q")}": ', 1
+    ).encode()
+    for lazy in (False, True):
+        with pytest.raises(FormatError) as caught:
+            parse_index(data, URL, lazy=lazy)
+        assert caught.value.problem == f"install {H!r} is listed twice"
+
+
+def test_a_page_naming_a_key_twice_is_refused() -> None:
+    data = SEED.replace(b"\nspec_details:", b"\nspec_details: []\nspec_details:", 1)
+    with pytest.raises(FormatError) as caught:
+        parse_page(data, URL)
+    assert caught.value.problem == "key 'spec_details' is named twice"
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@FAST
+@given(st.integers(0, 10**6), st.sampled_from([0, 9, 10, 13, 27, 127, 133, 155]))
+def test_accepted_specs_hold_no_control_characters(where: int, char: int) -> None:
+    """Names, versions, arch, compiler and variants are stored and printed: a control
+    character anywhere in them refuses the document."""
+    for name in ("build cache index", "build cache index, read lazily", "cache page"):
+        seed = SEEDS[name]
+        data = inject(seed, where, b"\\u%04x" % char)
+        result = parse_or_format_error(name, data)
+        if isinstance(result, Page):
+            texts = [result.package, result.release]
+            for spec in result.specs:
+                texts += [spec.version, spec.compiler, spec.os, spec.platform, spec.target]
+                texts += [*spec.variants, *spec.stacks]
+        elif isinstance(result, list):
+            texts = []
+            for info in result:
+                texts += [info.name, info.version, info.platform, info.os, info.target]
+                texts += [info.compiler or "", *info.variants]
+        else:
+            continue
+        assert not any(CONTROL.search(text) for text in texts), texts
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("name", "zlib\u001b[2J", "name 'zlib\\x1b[2J' holds control characters"),
+        ("version", "1.3\nERROR forged", "version '1.3\\nERROR forged' holds control characters"),
+        ("name", "z" * 5_000_000, "name is longer than 256 characters"),
+        ("version", "1" * 257, "version is longer than 256 characters"),
+        ("platform", "linux\u009b31m", "holds control characters"),
+    ],
+)
+def test_index_refuses_names_with_control_characters_or_megabytes(
+    field: str, value: str, says: str
+) -> None:
+    node = spec_node("zlib", "1.3", H)
+    if field == "platform":
+        node["arch"]["platform"] = value
+    else:
+        node[field] = value
+    data = json.dumps(
+        {"database": {"version": "8", "installs": {H: {"spec": node, "in_buildcache": True}}}}
+    )
+    for lazy in (False, True):
+        with pytest.raises(FormatError) as caught:
+            exhaust(parse_index(data.encode(), URL, lazy=lazy))
+        problem = caught.value.problem
+        assert says in problem, problem
+        if "control" in says:  # the decoder checks lengths, naming the path, not the hash
+            assert problem.startswith(f"install {H}: "), problem
 
 
 # -- redaction -------------------------------------------------------------------------

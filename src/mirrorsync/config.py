@@ -7,7 +7,9 @@ wrong types are errors that name the file, the key and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -91,6 +93,57 @@ def parse_size(value: int | str) -> int:
     if size < 1:
         raise ValueError(f"expected a size of at least 1 byte, got {value!r}")
     return size
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Range:
+    """The values a number of the configuration may take (README, Configuration)."""
+
+    low: float
+    high: float
+    low_open: bool = False  # ``low`` itself is refused (a timeout of 0 means nothing)
+    unit: str = ""
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return math.isfinite(value) and above and value <= self.high
+
+    def __str__(self) -> str:
+        low = (
+            f"above {_number(self.low)} and at most"
+            if self.low_open
+            else f"from {_number(self.low)} to"
+        )
+        return f"a number {low} {_number(self.high)}{self.unit}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+_DAY = 86400.0
+#: Every number in the configuration, by key (``webhooks[]``: each webhook). No NaN,
+#: no infinity: nothing accepted may mean "never", hang the run or exhaust memory.
+RANGES: dict[str, Range] = {
+    "http.concurrency": Range(1, 1024),
+    "http.per_host_concurrency": Range(1, 1024),
+    "http.per_host_rate": Range(0, 100_000, low_open=True, unit=" (requests per second)"),
+    "http.timeout": Range(0, 3600, low_open=True, unit=" (seconds)"),
+    "http.deadline": Range(0, _DAY, low_open=True, unit=" (seconds; 1d)"),
+    "http.run_deadline": Range(0, 7 * _DAY, low_open=True, unit=" (seconds; 7d)"),
+    "http.retries.attempts": Range(1, 100),
+    "http.retries.backoff_initial": Range(0, 3600, unit=" (seconds)"),
+    "http.retries.backoff_max": Range(0, _DAY, unit=" (seconds)"),
+    "limits.catalog": Range(1, 1024**4, unit=" (bytes; 1 TiB)"),
+    "limits.manifest": Range(1, 1024**4, unit=" (bytes; 1 TiB)"),
+    "limits.index": Range(1, 1024**4, unit=" (bytes; 1 TiB)"),
+    "limits.page": Range(1, 1024**4, unit=" (bytes; 1 TiB)"),
+    "webhooks[].max_batch": Range(1, 10_000),
+    "webhooks[].timeout": Range(0, 3600, low_open=True, unit=" (seconds)"),
+    "webhooks[].max_age": Range(0, 365 * _DAY, low_open=True, unit=" (seconds; 365d)"),
+    "webhooks[].keep_delivered": Range(0, 3650 * _DAY, low_open=True, unit=" (seconds; 3650d)"),
+    "webhooks[].keep_dead": Range(0, 3650 * _DAY, low_open=True, unit=" (seconds; 3650d)"),
+}
 
 
 class LimitsConfig(_Strict):
@@ -417,6 +470,9 @@ def _explain(message: str) -> tuple[str | None, str]:
             key = f"{path}.{field['field']}" if path else field["field"]
             return key, problem
     msg = msg.replace("`", "")
+    number = RANGES.get(re.sub(r"\[\d+\]", "[]", path))
+    if number is not None and re.match(r"Expected (int|float) [<>]", msg):
+        return path, f"expected {number}"  # the whole range, not only the bound crossed
     if msg.startswith("Invalid value") and path.endswith("kind"):
         msg += " (expected one of: catalog, mirror, pages)"
     elif msg.startswith("Invalid enum value") and re.search(r"\.events\[\d+\]$", path):
@@ -430,11 +486,12 @@ def _check(config: Config) -> None:
     path = config.path
     if config.database is not None and (not config.database.strip() or "\x00" in config.database):
         raise ConfigError(path, "database", f"expected a file path, got {config.database!r}")
-    for kind in ("catalog", "manifest", "index"):
+    for kind in ("catalog", "manifest", "index", "page"):
         try:
             setattr(config.limits, kind, parse_size(getattr(config.limits, kind)))
         except ValueError as exc:
             raise ConfigError(path, f"limits.{kind}", str(exc)) from None
+    _check_ranges(config)
     if not config.sources:
         raise ConfigError(path, "sources", "expected at least one source")
     for name in ("deadline", "run_deadline"):
@@ -569,6 +626,36 @@ def _check_duration(path: str, key: str, value: float | str) -> None:
         raise ConfigError(
             path, key, f"expected seconds or a duration such as 3d, 12h, 30m, got {value!r}"
         )
+
+
+#: Keys whose values are durations (seconds, or 30s / 15m / 12h / 3d).
+_DURATIONS = frozenset({"deadline", "run_deadline", "max_age", "keep_delivered", "keep_dead"})
+
+
+def _check_ranges(config: Config) -> None:
+    """Every number against RANGES: one place, so a new key cannot forget its bounds."""
+    for key, allowed in RANGES.items():
+        section, _, field = key.rpartition(".")
+        if section == "webhooks[]":
+            owners = [(f"webhooks[{i}]", hook) for i, hook in enumerate(config.webhooks)]
+        else:
+            owner: Any = config
+            for part in section.split("."):
+                owner = getattr(owner, part)
+            owners = [(section, owner)]
+        for where, obj in owners:
+            value = getattr(obj, field)
+            if value is None:
+                continue
+            if field in _DURATIONS:
+                try:
+                    value = _duration(value)
+                except ValueError:
+                    continue  # _check_duration names the expected form
+            if not allowed.holds(value):
+                raise ConfigError(
+                    config.path, f"{where}.{field}", f"expected {allowed}, got {value!r}"
+                )
 
 
 def _check_inline_secret(path: str, key: str, secret: str) -> None:

@@ -20,6 +20,9 @@ from mirrorsync.formats._common import (
     decode_problem,
     has_control_chars,
     is_lower_hex,
+    parser,
+    repeated_key,
+    shown,
 )
 
 Layout = Literal["v3", "v2"]
@@ -58,14 +61,24 @@ def parse_catalog(data: bytes, url: str | None = None) -> list[CatalogStack]:
     return parse_catalog_document(data, url).stacks
 
 
+@parser("catalogue")
 def parse_catalog_document(data: bytes, url: str | None = None) -> Catalog:
     """Decode a catalogue. A label repeated within a release (the generator writes one
     for a mirror nested under a stack's path, FORMATS.md section 1) is not an error: the
-    first entry counts and the others go to ``repeated``, for the caller to report."""
+    first entry counts and the others go to ``repeated``, for the caller to report.
+
+    A key named twice in one object is refused: a release listed twice would
+    have its first list of stacks silently dropped (and those stacks retired).
+    The generator writes a Python dict, which cannot hold a key twice.
+    """
     try:
         document = _DECODER.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise FormatError("catalogue", decode_problem(exc, data), url) from None
+    twice = repeated_key(data)
+    if twice is not None:
+        where = "release" if twice in document else "key"
+        raise FormatError("catalogue", f"{where} {shown(twice)} is named twice", url)
     out: list[CatalogStack] = []
     repeated: list[CatalogStack] = []
     for release, entries in document.items():

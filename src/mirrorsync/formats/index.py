@@ -15,19 +15,29 @@ node at once, which is faster than one at a time (0.55 s against 0.85 s).
 from __future__ import annotations
 
 import gc
+import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
 from mirrorsync.errors import FormatError, UnsupportedFormatError
 from mirrorsync.formats._common import (
+    MAX_LABEL,
+    MAX_VARIANT,
+    as_format_error,
     canonical_compiler,
     compiler_text,
     decode_problem,
     is_spec_hash,
+    label_problem,
+    parser,
+    register,
+    repeated_key,
+    shown,
 )
 
 #: Database versions mirrorsync reads (FORMATS.md section 4): Spack 0.17 to 1.3.
@@ -39,19 +49,23 @@ COMPILER_LANGUAGES = ("c", "cxx", "fortran")
 FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
 
 
+#: A name, version, architecture or compiler: its length is checked by the decoder.
+Label = Annotated[str, msgspec.Meta(max_length=MAX_LABEL)]
+
+
 class Target(msgspec.Struct, gc=False):
-    name: str
+    name: Label
 
 
 class Arch(msgspec.Struct, gc=False):
-    platform: str = ""
-    platform_os: str = ""
-    target: str | Target = ""
+    platform: Label = ""
+    platform_os: Label = ""
+    target: Label | Target = ""
 
 
 class Compiler(msgspec.Struct, gc=False):
-    name: str
-    version: str
+    name: Label
+    version: Label
 
 
 class Annotations(msgspec.Struct, gc=False):
@@ -68,8 +82,8 @@ class Dependency(msgspec.Struct, gc=False):
 
 
 class SpecNode(msgspec.Struct, gc=False):
-    name: str
-    version: str = ""
+    name: Label
+    version: Label = ""
     arch: Arch | None = None
     compiler: Compiler | None = None  # database v6/v7 only
     parameters: msgspec.Raw = msgspec.Raw(b"{}")
@@ -89,9 +103,24 @@ class _NameVersion(msgspec.Struct, gc=False):
 S = TypeVar("S", SpecNode, msgspec.Raw)
 
 
+class _Decoded(threading.local):
+    """Install records decoded by this thread's current parse, duplicates included."""
+
+    installs = 0
+
+
+_DECODED = _Decoded()
+
+
 class Install(msgspec.Struct, Generic[S], gc=False):
     spec: S  # decoded, or raw JSON for a lazy parse
     in_buildcache: bool = False
+
+    def __post_init__(self) -> None:
+        # JSON decoders keep the last of two equal keys: counting every record
+        # decoded finds a hash listed twice at no measurable cost (~10 ms per
+        # 100,000 installs), without a second pass over the document.
+        _DECODED.installs += 1
 
 
 class _Database(msgspec.Struct, Generic[S]):
@@ -151,20 +180,38 @@ class Index:
     def info(self, spec_hash: str) -> SpecInfo:
         """What the database keeps of one spec. A raw node is decoded and checked
         now: FormatError (naming the index URL) if it is not a usable spec."""
+        try:
+            return self._info(spec_hash)
+        except Exception as exc:  # the parser contract (formats._common.parser)
+            raw = self.nodes.get(spec_hash)
+            data = raw if isinstance(raw, msgspec.Raw) else b""
+            raise as_format_error("build cache index", exc, memoryview(data), self.url) from None
+
+    def _info(self, spec_hash: str) -> SpecInfo:
         node = self.nodes[spec_hash]
         if isinstance(node, msgspec.Raw):
             raw_node = node
             try:
                 node = _NODE_DECODER.decode(raw_node)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                problem = f"install {spec_hash}: spec {decode_problem(exc, raw_node)}"
+                problem = f"install {spec_hash}: spec {_problem(exc, raw_node)}"
                 raise FormatError("build cache index", problem, self.url) from None
             _check_node(spec_hash, node, self.url)
         raw = bytes(node.parameters)
         variants = self._variants.get(raw)
         if variants is None:
-            variants = self._variants[raw] = variants_from_parameters(_decode_parameters(raw))
-        return spec_info(spec_hash, node, variants, self._compiler(node))
+            variants = variants_from_parameters(_decode_parameters(raw))
+            _check_variants(spec_hash, variants, self.url)
+            self._variants[raw] = variants
+        made = self._compiler(node)  # from annotations or a dependency's name and version
+        bad = None if made is None else label_problem(made)
+        if bad is not None:
+            raise FormatError(
+                "build cache index",
+                f"install {spec_hash}: compiler {shown(made or '')} {bad}",
+                self.url,
+            )
+        return spec_info(spec_hash, node, variants, made)
 
     def _compiler(self, node: SpecNode) -> str | None:
         """The node's compiler in canonical text (FORMATS.md section 4): its
@@ -214,6 +261,7 @@ class Index:
             yield self.info(h)
 
 
+@parser("build cache index")
 def parse_index(
     data: bytes | bytearray | memoryview, url: str | None = None, *, lazy: bool = False
 ) -> Index:
@@ -224,14 +272,26 @@ def parse_index(
     nodes it is asked about. A resync asks only about new hashes, the only
     ones it stores: the nodes of specs already stored (checked when they were
     first seen; a hash names its spec's content) are not read again.
+
+    A hash listed twice (or ``database``/``installs`` named twice) is refused:
+    a decoder keeps the last, so a second entry could hide or drop the first.
     """
     decoder = _RAW_DECODER if lazy else _DECODER
+    controls = not lazy and _may_hold_controls(data)
+    _DECODED.installs = 0
     try:
         with _no_gc():
             document = decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a DecodeError
-        raise FormatError("build cache index", decode_problem(exc, data), url) from None
+        raise FormatError("build cache index", _problem(exc, data), url) from None
     database = document.database
+    if _DECODED.installs != len(database.installs):
+        # Rare and refused anyway: a second, slow pass names the key (~5 s at 150 MB).
+        repeated = repeated_key(data)
+        if repeated is None or repeated in database.installs:
+            what = f"install {shown(repeated)}" if repeated else "an install hash"
+            raise FormatError("build cache index", f"{what} is listed twice", url)
+        raise FormatError("build cache index", f"key {shown(repeated)} is named twice", url)
     if database.version == "":
         raise FormatError("build cache index", "the database has no version", url)
     try:
@@ -255,7 +315,7 @@ def parse_index(
                 "build cache index", f"install key {spec_hash[:40]!r} is not a spec hash", url
             )
         if isinstance(install.spec, SpecNode):
-            _check_node(spec_hash, install.spec, url)
+            _check_node(spec_hash, install.spec, url, controls)
         if install.in_buildcache:
             nodes[spec_hash] = install.spec
         else:
@@ -277,7 +337,14 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _check_node(spec_hash: str, node: SpecNode, url: str | None) -> None:
+def _parse_lazily(data: bytes, url: str | None = None) -> Index:
+    return parse_index(data, url, lazy=True)
+
+
+register("build cache index, read lazily", _parse_lazily)
+
+
+def _check_node(spec_hash: str, node: SpecNode, url: str | None, controls: bool = True) -> None:
     if node.hash and node.hash != spec_hash:
         raise FormatError(
             "build cache index",
@@ -286,6 +353,70 @@ def _check_node(spec_hash: str, node: SpecNode, url: str | None) -> None:
         )
     if not node.name:
         raise FormatError("build cache index", f"install {spec_hash} has no name", url)
+    # Names and versions are stored, printed and put into URLs: no megabytes (the
+    # decoder checks Label lengths) and no control characters (forged log lines,
+    # terminal escapes), looked for only where the document can hold any.
+    if controls:
+        _check_labels(spec_hash, node, url)
+
+
+def _may_hold_controls(data: bytes | bytearray | memoryview) -> bool:
+    """Whether any string of this JSON can hold a control character: only through an
+    escape (``\\n``, ``\\u001b``), a raw DEL or a raw C1 character (UTF-8 ``c2 80``
+    to ``c2 9f``), as JSON forbids raw C0 characters in strings. Three byte scans of
+    ~15 ms at 150 MB, instead of a search through every label of every node."""
+    buf = data if isinstance(data, bytes | bytearray) else bytes(data)
+    return b"\\" in buf or b"\x7f" in buf or b"\xc2" in buf
+
+
+_TOO_LONG_RE = re.compile(r"^Expected `str` of length <= (\d+) - at `(.*)`$")
+
+
+def _problem(exc: Exception, data: bytes | bytearray | memoryview) -> str:
+    """The decoder's error in mirrorsync's words (a Label over its length in particular)."""
+    too_long = _TOO_LONG_RE.match(str(exc))
+    if too_long is not None:
+        where = too_long[2]
+        field = where.rsplit(".", 1)[-1]
+        return f"{field} is longer than {too_long[1]} characters (at {where})"
+    return decode_problem(exc, data)
+
+
+def _check_labels(spec_hash: str, node: SpecNode, url: str | None) -> None:
+    for what, value in (("name", node.name), ("version", node.version)):
+        problem = label_problem(value)
+        if problem is not None:
+            raise FormatError(
+                "build cache index", f"install {spec_hash}: {what} {shown(value)} {problem}", url
+            )
+    arch, compiler = node.arch, node.compiler
+    labels: list[str] = []
+    if arch is not None:
+        target = arch.target
+        labels += [
+            arch.platform,
+            arch.platform_os,
+            target if isinstance(target, str) else target.name,
+        ]
+    if compiler is not None:
+        labels += [compiler.name, compiler.version]
+    for label in labels:
+        problem = label_problem(label)
+        if problem is not None:
+            raise FormatError(
+                "build cache index",
+                f"install {spec_hash}: architecture or compiler {shown(label)} {problem}",
+                url,
+            )
+
+
+def _check_variants(spec_hash: str, variants: tuple[str, ...], url: str | None) -> None:
+    for variant in variants:
+        problem = label_problem(variant, MAX_VARIANT)
+        if problem is not None:
+            raise FormatError(
+                "build cache index", f"install {spec_hash}: variant {shown(variant)} {problem}", url
+            )
 
 
 def spec_info(

@@ -16,7 +16,9 @@ from mirrorsync.formats._common import (
     decode_problem,
     is_lower_hex,
     is_spec_hash,
+    parser,
     polite_filename,
+    refuse_repeated_keys,
 )
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 from mirrorsync.formats.index import DB_VERSIONS
@@ -48,8 +50,11 @@ class Manifest(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(Manifest)
 
 
+@parser("manifest")
 def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") -> Manifest:
-    """Decode a plain or clear-signed manifest and check every record's digest shape."""
+    """Decode a plain or clear-signed manifest and check every record's digest shape.
+
+    A key named twice in one object is refused (a decoder would keep the last)."""
     body = data
     try:
         if is_clearsigned(data):
@@ -59,6 +64,7 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
         raise exc.at(url) if url else exc from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise FormatError(what, decode_problem(exc, body), url) from None
+    refuse_repeated_keys(what, body, url)
     for record in manifest.data:
         expected = DIGEST_LENGTHS.get(record.checksum_algorithm)
         if expected is None:
@@ -76,6 +82,7 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
     return manifest
 
 
+@parser("index manifest")
 def parse_index_manifest(data: bytes, url: str | None = None) -> BlobRecord:
     """The index blob's record from ``v3/manifests/index/[<view>/]index.manifest.json``.
 
@@ -131,6 +138,7 @@ def hash_from_manifest_name(filename: str) -> str:
     return candidate
 
 
+@parser("spec manifest")
 def spec_manifest_records(
     data: bytes, url: str | None = None
 ) -> tuple[BlobRecord, BlobRecord, Manifest]:

@@ -18,7 +18,14 @@ import msgspec
 import yaml
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import is_spec_hash, utf8_problem
+from mirrorsync.formats._common import (
+    MAX_VARIANT,
+    is_spec_hash,
+    label_problem,
+    parser,
+    shown,
+    utf8_problem,
+)
 from mirrorsync.formats.index import variants_from_parameters
 
 #: The page rule, spec-node ``parameters`` -> variant strings: the one renderer, the index's.
@@ -36,6 +43,21 @@ _COMPILER_RE = re.compile(r"^([A-Za-z0-9_.+-]+)@=?([A-Za-z0-9_.+-]+)$")
 _VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 VariantValue = bool | str | list[str]
+
+
+class _UniqueKeyLoader(_Loader):
+    """The safe loader, refusing a mapping that names a key twice (YAML forbids it;
+    PyYAML would keep the last, so a second ``spec_details`` could hide the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise FormatError(WHAT, f"key {shown(key_node.value)} is named twice")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class PageMeta(msgspec.Struct, frozen=True):
@@ -93,6 +115,7 @@ class _FrontMatter(msgspec.Struct):
     spec_details: list[_RawSpec]
 
 
+@parser(WHAT)
 def parse_page(data: bytes, url: str | None = None) -> Page:
     """Parse one page; any malformation raises :class:`FormatError` naming ``url``."""
     try:
@@ -110,6 +133,9 @@ def parse_page(data: bytes, url: str | None = None) -> Page:
         )
     if not fm.title:
         raise FormatError(WHAT, "empty title", url)
+    problem = label_problem(fm.title) or label_problem(fm.categories[1])
+    if problem is not None:
+        raise FormatError(WHAT, f"package or release name {problem}", url)
     specs = tuple(_spec(raw, i, url) for i, raw in enumerate(fm.spec_details))
     seen: set[str] = set()
     for spec in specs:
@@ -138,7 +164,7 @@ def _load_front_matter(text: str, url: str | None) -> Any:
                     raise FormatError(WHAT, f"nested deeper than {MAX_DEPTH} levels", url)
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-        doc = yaml.load(block, Loader=_Loader)
+        doc = yaml.load(block, Loader=_UniqueKeyLoader)
     except FormatError:
         raise
     except Exception as exc:  # PyYAML raises ValueError etc. besides YAMLError
@@ -155,6 +181,15 @@ def _spec(raw: _RawSpec, index: int, url: str | None) -> PageSpec:
         raise FormatError(WHAT, f"{where}: hash {raw.hash!r} is not 32 of [a-z0-9]", url)
     if len(raw.versions) != 1 or not raw.versions[0]:
         raise FormatError(WHAT, f"{where}: versions must hold one version", url)
+    # Stored and printed: no control characters (forged lines, escapes), no megabytes.
+    for value in (raw.versions[0], raw.compiler, raw.os, raw.platform, raw.target, *raw.stacks):
+        problem = label_problem(value)
+        if problem is not None:
+            raise FormatError(WHAT, f"{where}: {shown(value)} {problem}", url)
+    for value in raw.variants:
+        problem = label_problem(value, MAX_VARIANT)
+        if problem is not None:
+            raise FormatError(WHAT, f"{where}: variant {shown(value)} {problem}", url)
     try:
         split_compiler(raw.compiler)
         variants_to_parameters(raw.variants)

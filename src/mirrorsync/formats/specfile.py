@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import polite_filename
+from mirrorsync.formats._common import (
+    decode_problem,
+    parser,
+    polite_filename,
+    refuse_repeated_keys,
+)
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 
 V2_CACHE = "build_cache"
@@ -78,6 +83,7 @@ class BinaryChecksum:
     checksum: str
 
 
+@parser("v2 spec file")
 def parse_v2_specfile(data: bytes, url: str | None = None) -> BinaryChecksum:
     """The ``binary_cache_checksum`` of a plain or clear-signed v2 spec file."""
     what = "v2 spec file"
@@ -87,7 +93,8 @@ def parse_v2_specfile(data: bytes, url: str | None = None) -> BinaryChecksum:
     except FormatError as exc:
         raise exc.at(url) if url else exc from None
     except msgspec.DecodeError as exc:
-        raise FormatError(what, str(exc), url) from None
+        raise FormatError(what, decode_problem(exc, body), url) from None
+    refuse_repeated_keys(what, body, url)
     algorithm, checksum = doc.binary_cache_checksum.hash_algorithm, doc.binary_cache_checksum.hash
     expected = _DIGEST_LENGTHS.get(algorithm)
     if expected is None:
@@ -106,13 +113,15 @@ class _KeyIndex(msgspec.Struct):
 _KEY_INDEX = msgspec.json.Decoder(_KeyIndex)
 
 
+@parser("key index")
 def parse_key_index(data: bytes, url: str | None = None) -> list[str]:
     """Fingerprints listed by a key index, in the order given."""
     what = "key index"
     try:
         doc = _KEY_INDEX.decode(data)
     except msgspec.DecodeError as exc:
-        raise FormatError(what, str(exc), url) from None
+        raise FormatError(what, decode_problem(exc, data), url) from None
+    refuse_repeated_keys(what, data, url)
     for fingerprint in doc.keys:
         if not _FINGERPRINT_RE.match(fingerprint):
             raise FormatError(what, f"{fingerprint[:60]!r} is not a key fingerprint", url)

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiosqlite
 
+from mirrorsync.errors import FormatError
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store.db import Store
@@ -265,11 +266,19 @@ async def _add_members(
             yield (s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, text, at)
 
     # Metadata is written once per hash, ever; a spec seen before keeps its row.
-    await conn.executemany(
+    # A hash names its content: one seen before under another name or version
+    # is touched (a no-op update) so that it shows in the count of changes.
+    last_id = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM specs", ())
+    cursor = await conn.executemany(
         "INSERT INTO specs (hash, name, version, platform, os, target, compiler, variants,"
-        " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+        " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE"
+        " SET first_seen = specs.first_seen"
+        " WHERE specs.name != excluded.name OR specs.version != excluded.version",
         rows(),
     )
+    inserted = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM specs", ()) - last_id
+    if cursor.rowcount > inserted:
+        await _refuse_conflict(conn, snapshot)
     await conn.executemany(
         "INSERT OR IGNORE INTO incoming VALUES (?)", ((s.hash,) for s in snapshot.added)
     )
@@ -287,6 +296,41 @@ async def _add_members(
     )
     await conn.execute("DELETE FROM incoming")
     return count, events
+
+
+async def _refuse_conflict(conn: aiosqlite.Connection, snapshot: Snapshot) -> None:
+    """The snapshot lists a stored hash under another name or version: a broken or
+    hostile mirror. The first record stays; this stack's index is refused (the
+    transaction rolls back), naming the hash, both records and the first stack."""
+    added = {s.hash: s for s in snapshot.added}
+    hashes = list(added)
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start : start + 500]
+        async with conn.execute(
+            "SELECT id, hash, name, version FROM specs"
+            f" WHERE hash IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ) as cursor:
+            for spec_id, spec_hash, name, version in await cursor.fetchall():
+                new = added[spec_hash]
+                if (name, version) == (new.name, new.version):
+                    continue
+                async with conn.execute(
+                    "SELECT src.name || ':' || st.release || '/' || st.name FROM memberships m"
+                    " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
+                    " WHERE m.spec_id = ? ORDER BY st.id LIMIT 1",
+                    (spec_id,),
+                ) as held:
+                    first = await held.fetchone()
+                origin = f" by {first[0]}" if first else ""
+                location = snapshot.location
+                raise FormatError(
+                    "build cache index" if location is not None else "cache pages",
+                    f"hash {spec_hash} is {new.name}@{new.version} here but was stored as"
+                    f" {name}@{version}{origin}; a hash names its content, so one of the two"
+                    " mirrors is broken or hostile: the first record is kept",
+                    location.index_url if location is not None else None,
+                )
 
 
 async def _remove_members(
