@@ -99,6 +99,24 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ("- just a list", "f.yaml: expected a mapping with at least a 'sources' list"),
         ("sources: [", "f.yaml: invalid YAML at line 1, column 11"),
         ("path: x\nsources: []", "f.yaml: path: unknown key"),
+        (
+            "sources: [{name: a, kind: catalog, manifests: some}]",
+            "f.yaml: sources[0].manifests: invalid enum value 'some'"
+            " (expected one of: new, all, none)",
+        ),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {timeout: soon}",
+            "f.yaml: http.timeout: expected seconds or a duration such as 30s, 5m, 12h or 3d,"
+            " got 'soon'",
+        ),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {timeout: 0s}",
+            "f.yaml: http.timeout: expected float > 0",
+        ),
+        (
+            "database: postgresql://db.example.org/m\nsources: [{name: a, kind: catalog}]",
+            "f.yaml: database: postgresql:// databases are not supported (yet)",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_naming_key(text: str, message: str) -> None:
@@ -124,3 +142,18 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_one_duration_syntax_for_every_duration_key() -> None:
+    config = parse_config(
+        "sources: [{name: a, kind: catalog}]\nhttp: {timeout: 30s}\n"
+        "webhooks: [{name: w, url: 'http://127.0.0.1:1/h', secret_env: S, timeout: 1m,"
+        " max_age: 3d}]",
+        "f.yaml",
+    )
+    assert config.http.timeout == 30.0
+    assert config.webhooks[0].timeout == 60.0 and config.webhooks[0].max_age_seconds == 3 * 86400
+    assert (
+        parse_config("sources: [{name: a, kind: catalog}]\nhttp: {timeout: '90'}").http.timeout
+        == 90
+    )

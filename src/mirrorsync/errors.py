@@ -14,6 +14,7 @@ from mirrorsync.redact import one_line, redact_url, scrub
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
+EXIT_NO_DATABASE = 66  # EX_NOINPUT: nothing synced yet, so nothing to read
 EXIT_LOCKED = 75  # EX_TEMPFAIL
 
 
@@ -93,6 +94,12 @@ class IntegrityError(MirrorsyncError):
 
 class StoreError(MirrorsyncError):
     """The database cannot be opened, migrated or queried."""
+
+
+class NoDatabaseError(StoreError):
+    """A command that reads the history found no database: nothing was synced yet."""
+
+    exit_code = EXIT_NO_DATABASE
 
 
 class LockHeldError(MirrorsyncError):
