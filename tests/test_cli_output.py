@@ -18,7 +18,9 @@ import anyio
 import pytest
 
 from bigdb import build_history, generated_spec
-from conftest import REPO, json_lines, run_cli
+from conftest import REPO, catalog_config_text, json_lines, run_cli
+from mirrorsync.fixture.build import build_from_seed
+from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store import Store, writes
 
@@ -315,3 +317,110 @@ def test_an_ambiguous_prefix_lists_the_candidates(tmp_path: Path) -> None:
     assert "abcdefg is ambiguous" in done.stderr
     assert all(f"{h} (twin@" in done.stderr for h in twins)
     assert cli(config, "show", "abcdefgx").returncode == 0
+
+
+# -- 7. streaming ------------------------------------------------------------------------
+
+
+#: Runs the CLI and, as it exits, writes its own peak RSS (VmHWM, KiB) to argv[1].
+#: The child's own figure: ru_maxrss from wait4 would include the RSS of the pytest
+#: process it was forked from (Linux carries the old hiwater mark across exec).
+_MEASURED = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def peak():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(out, "w") as f:
+        f.write(kib)
+atexit.register(peak)
+sys.argv[0] = "mirrorsync"
+runpy.run_module("mirrorsync", run_name="__main__")
+"""
+
+
+def _peak_rss_kib(config: Path, *args: str) -> int:
+    """Peak RSS of one CLI process printing to a pipe that is read to the end."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("MIRRORSYNC_CONFIG", None)
+    report = config.parent / "peak.kib"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MEASURED, str(report), "-c", str(config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=config.parent,
+    )
+    assert proc.stdout is not None
+    lines = sum(1 for _ in proc.stdout)
+    assert proc.wait(timeout=300) == 0 and lines > 0
+    return int(report.read_text())
+
+
+def test_memory_does_not_grow_with_the_rows_printed(tmp_path: Path) -> None:
+    """10,000 and 100,000 rows cost the same memory, as tables and as JSON."""
+    peaks: dict[int, dict[str, int]] = {}
+    for n in (10_000, 100_000):
+        db = tmp_path / f"{n}.db"
+        build_history(db, stacks={("develop", "root"): n})
+        config = write_config(tmp_path, db, f"{n}.yaml")
+        peaks[n] = {
+            " ".join(args): _peak_rss_kib(config, *args)
+            for args in (
+                ("events",),
+                ("at", *RELEASE, "1", "--json"),
+                ("specs", *RELEASE),
+            )
+        }
+    for command, small in peaks[10_000].items():
+        big = peaks[100_000][command]
+        # 90,000 more rows held in memory would be some 30 MB or more.
+        assert big - small < 8 * 1024, (command, small, big)
+
+
+# -- 6. what the crawler recorded -----------------------------------------------------------
+
+
+def test_specs_and_show_list_sizes_checksums_and_manifest_status(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    infos = build_from_seed(docroot, "001")["develop"]
+    config = tmp_path / "synced.yaml"
+    config.write_text(catalog_config_text(tmp_path, server))
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+
+    listed = cli(config, "specs", "--release", "develop", "--stack", "e4s", "--json")
+    assert listed.returncode == 0, listed.stderr
+    records = json_lines(listed.stdout)
+    assert len(records) == len(infos["e4s"].spec_files) == 20
+    assert {r["manifest_status"] for r in records} == {"ok"}
+    assert all(
+        r["tarball_size"] > 0 and r["tarball_checksum"].startswith("sha256:") for r in records
+    )
+    assert [(r["name"], r["version"]) for r in records] == sorted(
+        (r["name"], r["version"]) for r in records
+    )
+    first = records[0]
+    only = json_lines(
+        cli(
+            config,
+            "specs",
+            "--release",
+            "develop",
+            "--stack",
+            "e4s",
+            "--package",
+            first["name"],
+            "--json",
+        ).stdout
+    )
+    assert only and {r["name"] for r in only} == {first["name"]}
+
+    human = cli(config, "specs", "--release", "develop", "--stack", "e4s")
+    row = next(line for line in human.stdout.splitlines() if line.startswith(first["hash"]))
+    assert re.search(r"\s\d+(\.\d)? (B|kB|MB)\s+ok\s+sha256:", row), row
+
+    shown = cli(config, "show", first["hash"][:8], "--json")
+    manifests = json.loads(shown.stdout)["manifests"]
+    assert {(m["stack"], m["tarball_size"]) for m in manifests} >= {("e4s", first["tarball_size"])}
+    assert "ok" in cli(config, "show", first["hash"]).stdout

@@ -100,7 +100,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "stack": o.stack,
                 "status": o.status,
                 "version": o.version,
-                "specs": o.spec_count,
+                "spec_count": o.spec_count,
                 "added": o.added,
                 "removed": o.removed,
                 "events": o.events,
@@ -598,14 +598,22 @@ async def webhooks(args: argparse.Namespace) -> int:
     elif action == "replay":
         async with hold(config.database_path, wait=args.wait):
             replayed, results = await manage.replay(config, args.name, args.since)
+        document = {
+            "name": args.name,
+            "enqueued_events": replayed.enqueued,
+            "pending_events": replayed.waiting,
+            "dead_events": replayed.dead,
+        }
         if not args.json:
             print(
-                f"webhook {args.name}: {replayed.enqueued} events queued again"
+                f"webhook {args.name}: {plural(replayed.enqueued, 'event')} queued again"
                 f" ({replayed.waiting} already pending, {replayed.dead} dead: --dead on retry)"
             )
     else:  # pragma: no cover - argparse allows only the actions above
         raise UsageError(f"unknown webhooks action {action!r}")
-    if args.json:
+    if args.json and action == "replay":
+        print_json({**document, "webhooks": [r.to_dict() for r in results]})
+    elif args.json:
         print_json([r.to_dict() for r in results])
     else:
         _print_webhook_results(results)
@@ -620,7 +628,7 @@ async def verify(args: argparse.Namespace) -> int:
     from mirrorsync.cli.verify_output import VerifyOutput  # rich: only for this command
     from mirrorsync.verify import verify as verify_mirror
 
-    with VerifyOutput() as output:
+    with VerifyOutput(as_json=args.json) as output:
         summary = await verify_mirror(
             config,
             output,
@@ -630,9 +638,10 @@ async def verify(args: argparse.Namespace) -> int:
             checksums=args.checksums,
         )
     print(
-        f"mirrorsync: verify: {summary.specs} specs in {summary.stacks} stacks, "
-        f"{summary.problems} problems, {summary.tally.requests} requests, "
-        f"{summary.tally.bytes} bytes, {summary.seconds:.1f}s",
+        f"mirrorsync: verify: {plural(summary.specs, 'spec')} in "
+        f"{plural(summary.stacks, 'stack')}, {plural(summary.problems, 'problem')}, "
+        f"{plural(summary.tally.requests, 'request')}, {human_size(summary.tally.bytes)}, "
+        f"{human_duration(summary.seconds)}",
         file=sys.stderr,
     )
     return EXIT_PARTIAL if summary.problems else EXIT_OK
@@ -647,5 +656,15 @@ async def export(args: argparse.Namespace) -> int:
         written = await export_pages(
             store, release=args.release, out=out, packages=args.packages, source=args.source
         )
-    print(f"wrote {len(written)} pages under {out / args.release}")
+    if args.json:
+        print_json(
+            {
+                "release": args.release,
+                "out": str(out / args.release),
+                "page_count": len(written),
+                "pages": [str(path) for path in written],
+            }
+        )
+    else:
+        print(f"wrote {plural(len(written), 'page')} under {out / args.release}")
     return EXIT_OK
