@@ -158,7 +158,14 @@ def test_iso_8601_dates_and_times_with_offsets(config: Path, when: str, version:
 
 def test_exit_codes_no_database_no_stack_unknown_hash(tmp_path: Path, config: Path) -> None:
     missing = write_config(tmp_path, tmp_path / "never.db", "missing.yaml")
-    for args in (("status",), ("events",), ("history", *RELEASE), ("show", "a" * 32)):
+    for args in (
+        ("status",),
+        ("events",),
+        ("history", *RELEASE),
+        ("show", "a" * 32),
+        ("verify",),
+        ("export", "pages", "--release", "develop", "--out", "site"),
+    ):
         done = run_cli("-c", str(missing), *args, cwd=tmp_path)
         assert done.returncode == 66, (args, done.stderr)
         assert done.stderr.strip() == (

@@ -37,12 +37,17 @@ from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync import RunProgress, RunReport, run_once
 
 
-async def _open(config: Config) -> Store:
-    """The database, for a command that reads it; NoDatabaseError (exit 66) if none yet."""
+def _require_database(config: Config) -> None:
+    """NoDatabaseError (exit 66) if nothing was synced yet: nothing to read."""
     if not config.database_path.exists():
         raise NoDatabaseError(
             f"{config.database_path}: no database yet; run 'mirrorsync once' first"
         )
+
+
+async def _open(config: Config) -> Store:
+    """The database, for a command that reads it."""
+    _require_database(config)
     return await Store.open(config.database_path, create=False)
 
 
@@ -625,6 +630,7 @@ async def webhooks(args: argparse.Namespace) -> int:
 
 async def verify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    _require_database(config)
     from mirrorsync.cli.verify_output import VerifyOutput  # rich: only for this command
     from mirrorsync.verify import verify as verify_mirror
 
