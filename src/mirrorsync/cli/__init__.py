@@ -41,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())
+    if args.command == "completion":  # needs no configuration: only the parser
+        from mirrorsync.cli.completion import script
+
+        sys.stdout.write(script(parser, args.shell))
+        return EXIT_OK
     if args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 

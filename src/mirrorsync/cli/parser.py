@@ -215,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json(events)
 
     command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+    completion = command(
+        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"'
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
+    )
 
     hooks = command("webhooks", "webhook endpoints: what is pending, retry, test, replay")
     actions = hooks.add_subparsers(
