@@ -46,10 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(script(parser, args.shell))
         return EXIT_OK
-    if args.command == "demo":
+    if args.command == "config":
+        from mirrorsync.cli.config_check import config_check
+
+        handler: Command = config_check
+    elif args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 
-        handler: Command = run_demo
+        handler = run_demo
     else:
         handler = COMMANDS[args.command]
     try:

@@ -215,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     _json(events)
 
     command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+    config_cmd = command("config", "the configuration: check it before a timer runs it")
+    config_actions = config_cmd.add_subparsers(
+        dest="config_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+    check = config_actions.add_parser(
+        "check",
+        help="parse, validate, resolve paths and secrets, reach each source with one request",
+        description="parse, validate, resolve paths and secrets, reach each source with one "
+        "request; exit 0 if all pass, 2 for a local setting, 1 for a server",
+    )
+    _common(check, top=False)
+    _json(check)
+
     completion = command(
         "completion", 'print shell completion: eval "$(mirrorsync completion bash)"'
     )
