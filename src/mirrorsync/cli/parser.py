@@ -293,5 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pages.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
     pages.add_argument("--source", help="source name, when several sources have this release")
+    pages.add_argument(
+        "--clean",
+        action="store_true",
+        help="also remove the pages of packages no longer in the release",
+    )
     _json(pages)
     return parser
