@@ -431,3 +431,26 @@ def test_specs_and_show_list_sizes_checksums_and_manifest_status(
     manifests = json.loads(shown.stdout)["manifests"]
     assert {(m["stack"], m["tarball_size"]) for m in manifests} >= {("e4s", first["tarball_size"])}
     assert "ok" in cli(config, "show", first["hash"]).stdout
+
+
+# -- 10. progress off a terminal ---------------------------------------------------------------
+
+
+def test_a_long_run_off_a_terminal_logs_progress_lines(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build_from_seed(docroot, "000")
+    server.add_fault("*.spec.manifest.json", "delay", delay=0.05, times=None)  # a slow crawl
+    config = tmp_path / "slow.yaml"
+    config.write_text(catalog_config_text(tmp_path, server))
+    done = run_cli("-c", str(config), "once", "--progress-every", "0.5", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "progress: " in line]
+    assert lines, done.stderr
+    assert re.search(
+        r"progress: \d+/\d+ stacks done, \d+ manifests? \(\d+/s\), \d+ requests?, "
+        r"[\d.]+ (B|kB|MB) \([\d.]+ (B|kB|MB)/s\), [\d.ms]+ elapsed$",
+        lines[-1],
+    ), lines[-1]
+    quiet = run_cli("-c", str(config), "once", "--progress-every", "0", cwd=tmp_path, timeout=300)
+    assert quiet.returncode == 0 and "progress: " not in quiet.stderr

@@ -10,6 +10,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
+
 from mirrorsync import metrics
 from mirrorsync.cli.render import (
     Column,
@@ -69,6 +71,12 @@ async def once(args: argparse.Namespace) -> int:
             from mirrorsync.cli.progress import live_progress
 
             stack.enter_context(live_progress(progress, console(stderr=True), enabled=True))
+        if not interactive and args.progress_every > 0:  # a journal is never silent long
+            from mirrorsync.cli.progress_log import log_progress
+
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)  # runs before the group is left
+            tasks.start_soon(log_progress, progress, args.progress_every)
         report = await run_once(
             config, only_source=args.source, dry_run=args.dry_run, progress=progress
         )

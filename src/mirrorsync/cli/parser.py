@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     once = command("once", "sync every source once, then exit")
     once.add_argument("--source", help="sync only this source")
     once.add_argument("--dry-run", action="store_true", help="show what would change; keep nothing")
+    once.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="off a terminal, log a progress line this often (default 30; 0: never)",
+    )
     _lock_option(once)
     _json(once)
 
