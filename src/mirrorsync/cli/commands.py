@@ -168,7 +168,7 @@ def _print_webhook_results(results: list[WebhookResult], *, stderr: bool = False
                 r.requests,
                 r.pending_events,
                 r.dead_events,
-                r.next_attempt_at if r.pending_events else "",
+                human_time(r.next_attempt_at) if r.pending_events else "",
                 r.disabled or r.error or "",
             )
             for r in results
@@ -573,8 +573,8 @@ async def webhooks(args: argparse.Namespace) -> int:
                     w.state,
                     w.pending_events,
                     w.dead_events,
-                    w.last_success_at,
-                    w.next_attempt_at if w.pending_events else "",
+                    ago(w.last_success_at),
+                    human_time(w.next_attempt_at) if w.pending_events else "",
                     w.current_error,
                 )
                 for w in listings
