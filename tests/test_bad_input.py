@@ -74,7 +74,11 @@ NUMBERS_OUT_OF_RANGE = [
             GOOD_SOURCE + "http: {retries: {attempts: 2, pause: 3}}\n",
             "http.retries.pause: unknown key",
         ),
-        (GOOD_SOURCE + "http: {timeout: soon}\n", "http.timeout: expected float, got str"),
+        (
+            GOOD_SOURCE + "http: {timeout: soon}\n",
+            "http.timeout: expected seconds or a duration such as 30s, 5m, 12h or 3d, got 'soon'",
+        ),
+        (GOOD_SOURCE + "http: {timeout: [1]}\n", "http.timeout: expected float, got array"),
         (GOOD_SOURCE + "http: {concurrency: 2.5}\n", "http.concurrency: expected int, got float"),
         (
             "sources: [{name: a, kind: mirror, url: 'https://m/s', insecure: 'no'}]",

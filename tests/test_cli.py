@@ -96,10 +96,12 @@ def test_failed_stack_exits_1_naming_it_and_keeps_the_rest(
 
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("sources: [{name: a, kind: catalog}]\nhttp: {timeout: soon}\n")
+    bad.write_text("sources: [{name: a, kind: catalog}]\nhttp: {concurrency: many}\n")
     done = run_cli("-c", str(bad), "once", cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"mirrorsync: error: {bad}: http.timeout: expected float, got str"
+    assert (
+        done.stderr.strip() == f"mirrorsync: error: {bad}: http.concurrency: expected int, got str"
+    )
 
 
 def test_no_config_anywhere_exits_2(tmp_path: Path) -> None:
@@ -128,7 +130,7 @@ def test_queries_before_any_sync_and_bad_arguments(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"database: {tmp_path / 'none.db'}\nsources: [{{name: a, kind: catalog}}]\n")
     done = run_cli("-c", str(config), "status", cwd=tmp_path)
-    assert done.returncode == 1 and "no database yet" in done.stderr
+    assert done.returncode == 66 and "no database yet" in done.stderr
     assert not (tmp_path / "none.db").exists()
     bad_hash = run_cli("-c", str(config), "show", "NOT-A-HASH", cwd=tmp_path)
     assert bad_hash.returncode == 2 and "is not a spec hash" in bad_hash.stderr

@@ -101,8 +101,8 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ("path: x\nsources: []", "f.yaml: path: unknown key"),
         (
             "sources: [{name: a, kind: catalog}]\nhttp: {deadline: soon}",
-            "f.yaml: http.deadline: expected seconds or a duration such as 3d, 12h, 30m, "
-            "got 'soon'",
+            "f.yaml: http.deadline: expected seconds or a duration such as 30s, 5m, 12h or 3d,"
+            " got 'soon'",
         ),
         (
             "sources: [{name: a, kind: catalog}]\nhttp: {deadline: .nan}",
@@ -115,6 +115,24 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         (
             "sources: [{name: a, kind: catalog}]\nhttp: {run_deadline: 0}",
             "f.yaml: http.run_deadline: expected a number above 0 and at most 604800",
+        ),
+        (
+            "sources: [{name: a, kind: catalog, manifests: some}]",
+            "f.yaml: sources[0].manifests: invalid enum value 'some'"
+            " (expected one of: new, all, none)",
+        ),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {timeout: soon}",
+            "f.yaml: http.timeout: expected seconds or a duration such as 30s, 5m, 12h or 3d,"
+            " got 'soon'",
+        ),
+        (
+            "sources: [{name: a, kind: catalog}]\nhttp: {timeout: 0s}",
+            "f.yaml: http.timeout: expected a number above 0 and at most 3600 (seconds)",
+        ),
+        (
+            "database: postgresql://db.example.org/m\nsources: [{name: a, kind: catalog}]",
+            "f.yaml: database: postgresql:// databases are not supported (yet)",
         ),
     ],
 )
@@ -150,3 +168,18 @@ def test_deadlines_take_the_same_durations_as_max_age() -> None:
     given = parse_config(base + "http: {deadline: 90s, run_deadline: 2h}").http
     assert (given.deadline_seconds, given.run_deadline_seconds) == (90, 7200)
     assert parse_config(base + "http: {deadline: 2.5}").http.deadline_seconds == 2.5
+
+
+def test_one_duration_syntax_for_every_duration_key() -> None:
+    config = parse_config(
+        "sources: [{name: a, kind: catalog}]\nhttp: {timeout: 30s}\n"
+        "webhooks: [{name: w, url: 'http://127.0.0.1:1/h', secret_env: S, timeout: 1m,"
+        " max_age: 3d}]",
+        "f.yaml",
+    )
+    assert config.http.timeout == 30.0
+    assert config.webhooks[0].timeout == 60.0 and config.webhooks[0].max_age_seconds == 3 * 86400
+    assert (
+        parse_config("sources: [{name: a, kind: catalog}]\nhttp: {timeout: '90'}").http.timeout
+        == 90
+    )

@@ -72,7 +72,7 @@ def test_status_on_an_empty_file_writes_nothing_and_says_no_database_yet(
     config = write_config(tmp_path, server, db)
     for command in (["status"], ["events"], ["history", "--release", "r", "--stack", "s"]):
         done = cli(config, *command)
-        assert done.returncode == 1
+        assert done.returncode == 66  # EX_NOINPUT: nothing synced yet
         assert f"no database yet at {db}" in done.stderr
     assert db.stat().st_size == 0  # no migration rows, no WAL header
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("empty")) == [
@@ -125,7 +125,7 @@ def test_four_status_and_one_once_on_a_new_database_all_succeed(
             elif proc.returncode == 0:
                 outcomes["table"] += 1
             else:
-                assert proc.returncode == 1 and f"no database yet at {db}" in err, err
+                assert proc.returncode == 66 and f"no database yet at {db}" in err, err
                 outcomes["no database yet"] += 1
         with contextlib.closing(sqlite3.connect(db)) as conn:
             applied = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()

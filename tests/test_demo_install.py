@@ -22,6 +22,7 @@ not loopback and logs every attempt; the demo's own mirror is on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import site
 import subprocess
@@ -180,6 +181,13 @@ def test_demo_in_a_fresh_virtualenv_in_an_empty_directory_offline(tmp_path: Path
         assert step in out, out
     assert "mirrorsync once" in out  # it ends by saying what to run for the real cache
     assert (empty / "mirrorsync-demo" / "mirrorsync.db").stat().st_size > 0
+    # The closing hint works when pasted elsewhere: absolute paths, this venv's mirrorsync.
+    hint = next(line for line in out.splitlines() if line.strip().endswith(".yaml status"))
+    pasted = subprocess.run(
+        shlex.split(hint), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert pasted.returncode == 0, hint + pasted.stderr
+    assert "develop/root" in pasted.stdout
 
     attempts = guard_log.read_text().splitlines()
     assert not [a for a in attempts if a.startswith("refused")], attempts

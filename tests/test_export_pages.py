@@ -353,3 +353,33 @@ def test_a_stack_that_only_lists_a_hash_is_on_the_page_but_holds_nothing(
         marks(0, 1, 2),
         [("spec.added", zlib[0]["hash"]), ("spec.added", zlib[1]["hash"])],
     )
+
+
+def test_clean_removes_pages_of_packages_gone_from_the_release(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    def build(names: tuple[str, ...]) -> None:
+        specs = [spec_node(name, "1.0", fake_hash(f"clean-{name}")) for name in names]
+        build_catalog_from_specs(docroot, {"develop": {"root": specs}})
+
+    build(("zlib", "cmake", "curl"))
+    config = _config(tmp_path, server, "none")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    out = _export(tmp_path, config, "develop")
+    (out / "develop" / "curl" / "notes.txt").write_text("someone else's file\n")
+
+    build(("zlib",))  # cmake and curl leave the release
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    kept = _export(tmp_path, config, "develop")
+    assert sorted(p.name for p in (kept / "develop").iterdir()) == ["cmake", "curl", "zlib"]
+
+    cleaned = run_cli(
+        "-c", str(config), "export", "pages", "--release", "develop", "--out", str(out),
+        "--clean", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert cleaned.returncode == 0, cleaned.stderr
+    report = json.loads(cleaned.stdout)
+    assert report["page_count"] == 1
+    assert sorted(Path(p).parent.name for p in report["removed"]) == ["cmake", "curl"]
+    assert sorted(p.name for p in (out / "develop").iterdir()) == ["curl", "zlib"]
+    assert [p.name for p in (out / "develop" / "curl").iterdir()] == ["notes.txt"]

@@ -302,7 +302,7 @@ def test_verify_against_a_host_that_went_down_reports_it_once_and_exits_1(
     summary = next(line for line in done.stderr.splitlines() if "mirrorsync: verify:" in line)
     requests = int(re.search(r"(\d+) requests", summary)[1])  # type: ignore[index]
     assert requests <= 8 * 3, summary
-    assert "20 specs in 1 stacks, 1 problems" in summary
+    assert "20 specs in 1 stack, 1 problem" in summary
     assert "20 not checked" in summary
     assert seconds < 15, seconds
 

@@ -136,12 +136,12 @@ def test_syslog_priority_prefixes_only_when_stderr_is_the_journal(
 
 def test_errors_are_json_in_json_mode(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("sources: [{name: a, kind: catalog}]\nhttp: {timeout: soon}\n")
+    bad.write_text("sources: [{name: a, kind: catalog}]\nhttp: {concurrency: many}\n")
     done = run_cli("--log-format", "json", "-c", str(bad), "status", cwd=tmp_path)
     assert done.returncode == 2
     (entry,) = json_lines(done.stderr)
     assert entry["level"] == "error"
-    assert entry["message"] == f"mirrorsync: error: {bad}: http.timeout: expected float, got str"
+    assert entry["message"] == f"mirrorsync: error: {bad}: http.concurrency: expected int, got str"
 
 
 def test_json_logs_mask_credentials_in_every_field_whoever_logs_them() -> None:

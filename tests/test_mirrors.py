@@ -260,7 +260,7 @@ def test_filtered_copy_is_the_selection_and_its_runtime_closure_and_reads_back(
         assert synced.returncode == 0, synced.stderr
         verified = run_cli("-c", str(back), "verify", "--checksums", cwd=tmp_path)
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert "verify: 4 specs in 1 stacks, 0 problems" in verified.stderr
+        assert "verify: 4 specs in 1 stack, 0 problems" in verified.stderr
 
     status = run_cli("-c", str(config), "status", cwd=tmp_path)
     assert status.returncode == 0

@@ -89,7 +89,7 @@ def test_with_a_dead_endpoint_dead_batches_expire_after_keep_dead(
     assert outbox(config) == {"deliveries dead": 1, "outbox rows": 5}
     status = run_cli("-c", config.path, "status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert "4 events in 1 deliveries are dead" in status.stderr
+    assert "4 events in 1 delivery are dead" in status.stderr
     row = next(line for line in status.stdout.splitlines() if " h " in f" {line} ")
     assert "2026-11-20T12:00:00" in row  # the oldest pending event, in the backlog table
     report = sync(config)  # not due: the metrics report the backlog

@@ -289,7 +289,7 @@ def test_verify_uses_the_configured_address_with_its_credentials_and_insecure(
         statuses = {r.status for r in server.requests}
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout == ""
-    assert "verify: 4 specs in 1 stacks, 0 problems" in checked.stderr
+    assert "verify: 4 specs in 1 stack, 0 problems" in checked.stderr
     assert statuses == {200}  # 4 manifests and 8 blobs, none refused with 401
     assert len(server.requests) == 4 + 2 * 4
     for done in (synced, checked):

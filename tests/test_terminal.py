@@ -76,7 +76,9 @@ def test_terminal_gets_progress_then_a_summary_table(
     text = ANSI_RE.sub("", screen)
     assert "\x1b[" in screen  # a live display moves the cursor; logs never do
     # The progress line, drawn while e4s was still being fetched.
-    progress = re.search(r"stacks .*?1/2 .*?(\d+) manifests · (\d+) requests", text)
+    progress = re.search(
+        r"stacks .*?1/2 .*?(\d+) manifests \(\d+/s\) · (\d+) requests · .*? eta ", text
+    )
     assert progress is not None, text
     # The summary table: one row per stack with +added/-removed.
     assert re.search(r"stack\s+status\s+version\s+specs\s+\+added\s+-removed", text), text

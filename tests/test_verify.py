@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,17 @@ def test_verify_passes_an_intact_mirror_and_names_every_problem(
     assert missing_tarball.startswith(f"test:develop/root {no_tarball} {name}@")
     assert f": tarball missing: {server.url}/{root.tarballs[no_tarball]}" in missing_tarball
     assert "verify: 145 specs in 7 stacks, 2 problems" in broken.stderr
+    as_json = run_cli("-c", str(config), "verify", "--json", cwd=tmp_path)
+    assert as_json.returncode == 1
+    problems = sorted((json.loads(line) for line in as_json.stdout.splitlines()), key=str)
+    assert {(p["stack"], p["hash"], p["name"]) for p in problems} == {
+        ("e4s", no_manifest, name),
+        ("root", no_tarball, name),
+    }
+    assert all(
+        set(p) == {"source", "release", "stack", "hash", "name", "version", "problem"}
+        for p in problems
+    )
 
     server.reset_log()
     thorough = run_cli("-c", str(config), "verify", "--checksums", cwd=tmp_path)
@@ -85,7 +97,7 @@ def test_verify_passes_an_intact_mirror_and_names_every_problem(
     e4s_only = run_cli("-c", str(config), "verify", "--stack", "e4s", "--checksums", cwd=tmp_path)
     assert e4s_only.returncode == 1
     assert e4s_only.stdout.splitlines() == [missing_manifest]
-    assert "verify: 20 specs in 1 stacks, 1 problems" in e4s_only.stderr
+    assert "verify: 20 specs in 1 stack, 1 problem," in e4s_only.stderr
     clean = run_cli("-c", str(config), "verify", "--stack", "ml-linux-x86_64-cpu", cwd=tmp_path)
     assert (clean.returncode, clean.stdout) == (0, "")
     unknown = run_cli("-c", str(config), "verify", "--release", "v9.9.9", cwd=tmp_path)
@@ -186,4 +198,4 @@ def test_progress_shows_on_a_terminal_and_problems_stay_on_stdout(
     assert line.startswith(f"test:develop/root {specs[0]['hash']} zlib@1.0: tarball missing: ")
     text = shown.decode("utf-8", "replace")
     assert "verifying" in text  # the progress bar, on the terminal only
-    assert "verify: 5 specs in 1 stacks, 1 problems" in text
+    assert "verify: 5 specs in 1 stack, 1 problem," in text

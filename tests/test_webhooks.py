@@ -476,7 +476,9 @@ def test_ping_replay_and_secrets_stay_out_of_output_and_database(
     first, again = batches  # the sync's, then the replay's
     assert [e["name"] for e in first.events] == ["py-torch", "py-torch"]
     assert again.events == first.events and again.webhook_id != first.webhook_id
-    (result,) = json.loads(replay.stdout)
+    replay_report = json.loads(replay.stdout)
+    assert replay_report["name"] == "chat" and replay_report["enqueued_events"] == 2
+    (result,) = replay_report["webhooks"]
     assert result["delivered_events"] == 2
 
     key_b64 = secret.removeprefix("whsec_")

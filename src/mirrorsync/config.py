@@ -45,7 +45,7 @@ class RetryConfig(_Strict):
 class HttpConfig(_Strict):
     concurrency: PositiveInt = 16
     per_host_rate: PositiveFloat = 20.0
-    timeout: PositiveFloat = 30.0
+    timeout: PositiveFloat = 30.0  # seconds, or a duration: 30s, 2m (see _read_durations)
     retries: RetryConfig = msgspec.field(default_factory=RetryConfig)
     # Requests in flight to one host (scheme, name and port); default half of
     # ``concurrency``, so one dead host never holds every slot.
@@ -254,7 +254,9 @@ EventType = Literal[
     "mirror.updated",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
-_DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")
+_DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)?$")
+_URL_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_SQLITE_URL = "sqlite://"  # sqlite:///abs/path or sqlite://rel/path: the path after it
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -277,7 +279,7 @@ class WebhookConfig(_Strict):
     events: list[EventType] | None = None  # default: every type
     filter: WebhookFilter = msgspec.field(default_factory=WebhookFilter)
     max_batch: PositiveInt = 500
-    timeout: PositiveFloat = 10.0
+    timeout: PositiveFloat = 10.0  # seconds, or a duration: 10s, 1m (see _read_durations)
     max_age: float | str = "3d"  # seconds, or a number with unit s/m/h/d
     keep_delivered: float | str = "7d"  # delivered batches' records are purged after this
     keep_dead: float | str = "30d"  # dead batches (and their events' outbox rows) likewise
@@ -358,7 +360,7 @@ class Config(_Strict):
     def database_path(self) -> Path:
         """The configured database, else ``$STATE_DIRECTORY`` (systemd), else ``./``."""
         if self.database:
-            return Path(os.path.expanduser(self.database))
+            return Path(os.path.expanduser(self.database.removeprefix(_SQLITE_URL)))
         state_dirs = os.environ.get("STATE_DIRECTORY", "")
         if state_dirs:
             return Path(state_dirs.split(":")[0]) / "mirrorsync.db"
@@ -438,7 +440,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     if "path" in raw:
         raise ConfigError(path, "path", "unknown key")
     try:
-        config = msgspec.convert({**raw, "path": path}, Config, strict=True)
+        config = msgspec.convert({**_read_durations(raw, path), "path": path}, Config, strict=True)
     except msgspec.ValidationError as exc:
         key, problem = _explain(str(exc))
         raise ConfigError(path, key, problem) from None
@@ -477,6 +479,8 @@ def _explain(message: str) -> tuple[str | None, str]:
         msg += " (expected one of: catalog, mirror, pages)"
     elif msg.startswith("Invalid enum value") and re.search(r"\.events\[\d+\]$", path):
         msg += f" (expected one of: {', '.join(EVENT_TYPES)})"
+    elif msg.startswith("Invalid enum value") and path.endswith(".manifests"):
+        msg += f" (expected one of: {', '.join(get_args(ManifestPolicy))})"
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
         msg = "expected a name of letters, digits, '.', '_' and '-'"
     return path or None, msg[0].lower() + msg[1:] if msg else msg
@@ -484,8 +488,7 @@ def _explain(message: str) -> tuple[str | None, str]:
 
 def _check(config: Config) -> None:
     path = config.path
-    if config.database is not None and (not config.database.strip() or "\x00" in config.database):
-        raise ConfigError(path, "database", f"expected a file path, got {config.database!r}")
+    _check_database(config)
     for kind in ("catalog", "manifest", "index", "page"):
         try:
             setattr(config.limits, kind, parse_size(getattr(config.limits, kind)))
@@ -623,9 +626,7 @@ def _check_duration(path: str, key: str, value: float | str) -> None:
     except ValueError:
         seconds = 0.0
     if not 0 < seconds < float("inf"):  # NaN fails this too
-        raise ConfigError(
-            path, key, f"expected seconds or a duration such as 3d, 12h, 30m, got {value!r}"
-        )
+        raise ConfigError(path, key, f"expected {DURATION_HINT}, got {value!r}")
 
 
 #: Keys whose values are durations (seconds, or 30s / 15m / 12h / 3d).
@@ -647,7 +648,7 @@ def _check_ranges(config: Config) -> None:
             value = getattr(obj, field)
             if value is None:
                 continue
-            if field in _DURATIONS:
+            if field in _DURATIONS and isinstance(value, str):  # numbers (NaN too) as they are
                 try:
                     value = _duration(value)
                 except ValueError:
@@ -679,14 +680,73 @@ def _check_inline_secret(path: str, key: str, secret: str) -> None:
         raise ConfigError(path, key, "expected a whsec_... secret (value not shown)")
 
 
-def _duration(value: float | str) -> float:
-    """Seconds from a number of seconds or ``<number><s|m|h|d>``; ValueError otherwise."""
+def parse_duration(value: float | str) -> float:
+    """Seconds from a number of seconds or ``<number>[s|m|h|d]`` (``90``, ``30s``, ``3d``).
+
+    The one duration syntax of the configuration and the command line; ValueError
+    for anything else, including NaN and infinity.
+    """
     if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION_RE.match(value.strip())
-    if not match:
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.match(value.strip())
+        if not match:
+            raise ValueError(value)
+        seconds = float(match["n"]) * _DURATION_UNITS[match["unit"] or "s"]
+    if not math.isfinite(seconds):
         raise ValueError(value)
-    return float(match["n"]) * _DURATION_UNITS[match["unit"]]
+    return seconds
+
+
+_duration = parse_duration
+DURATION_HINT = "seconds or a duration such as 30s, 5m, 12h or 3d"
+
+
+def _read_durations(raw: dict[Any, Any], path: str) -> dict[Any, Any]:
+    """The raw mapping with each duration key written as text (``30s``) in seconds.
+
+    Numbers pass as they are, for the schema's own range checks; text that is not
+    a duration is refused here, naming the key and the syntax.
+    """
+
+    def convert(owner: Any, name: str, key: str) -> Any:
+        if not isinstance(owner, dict) or not isinstance(owner.get(name), str):
+            return owner
+        try:
+            seconds = parse_duration(owner[name])
+        except ValueError:
+            raise ConfigError(path, key, f"expected {DURATION_HINT}, got {owner[name]!r}") from None
+        return {**owner, name: seconds}
+
+    raw = dict(raw)
+    if "http" in raw:
+        raw["http"] = convert(raw["http"], "timeout", "http.timeout")
+    hooks = raw.get("webhooks")
+    if isinstance(hooks, list):
+        raw["webhooks"] = [
+            convert(hook, "timeout", f"webhooks[{i}].timeout") for i, hook in enumerate(hooks)
+        ]
+    return raw
+
+
+def _check_database(config: Config) -> None:
+    """A file path, or ``sqlite:///PATH``; any other URL is refused, naming its scheme."""
+    database = config.database
+    if database is None:
+        return
+    if not database.strip() or "\x00" in database:
+        raise ConfigError(config.path, "database", f"expected a file path, got {database!r}")
+    match = _URL_SCHEME_RE.match(database)
+    if match and not database.startswith(_SQLITE_URL):
+        scheme = match["scheme"]
+        raise ConfigError(
+            config.path,
+            "database",
+            f"{scheme}:// databases are not supported (yet): give a SQLite file path"
+            " such as /var/lib/mirrorsync/mirrorsync.db, or sqlite:///PATH",
+        )
+    if database == _SQLITE_URL or database == _SQLITE_URL + "/":
+        raise ConfigError(config.path, "database", f"expected sqlite:///PATH, got {database!r}")
 
 
 def _check_page_urls(path: str, key: str, urls: list[str]) -> None:

@@ -14,6 +14,7 @@ from mirrorsync.redact import Url, one_line, redact_url, scrub
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
+EXIT_NO_DATABASE = 66  # EX_NOINPUT: nothing synced yet, so nothing to read
 EXIT_LOCKED = 75  # EX_TEMPFAIL
 EXIT_DAMAGED = 65  # EX_DATAERR: the database file is damaged; a person must check or restore it
 
@@ -118,10 +119,6 @@ class ScratchError(MirrorsyncError):
     """A scratch file (a downloaded index, under ``$TMPDIR``) cannot be written."""
 
 
-class NoDatabaseError(StoreError):
-    """A command that only reads found no database (or one with no schema yet)."""
-
-
 class SchemaError(StoreError):
     """The database's schema is older or newer than this mirrorsync."""
 
@@ -130,6 +127,13 @@ class DatabaseDamagedError(StoreError):
     """The database file is damaged: a corrupted page, or a table its schema lacks."""
 
     exit_code = EXIT_DAMAGED
+
+
+class NoDatabaseError(StoreError):
+    """A command that reads the history found no database (or one with no schema yet):
+    nothing was synced yet."""
+
+    exit_code = EXIT_NO_DATABASE
 
 
 class LockHeldError(MirrorsyncError):

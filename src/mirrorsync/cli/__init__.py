@@ -1,20 +1,23 @@
 """``mirrorsync`` command line. Parses arguments, runs one command, prints, exits.
 
-Exit codes: 0 success, 1 some stack or source failed, 2 configuration or
-usage error, 75 another run holds the lock, 128 + N ended by signal N (130
-SIGINT, 143 SIGTERM, 129 SIGHUP).
+Exit codes (README, "Exit codes"): 0 success, 1 some stack, source, check or
+delivery failed, 2 configuration or usage error, 66 no database yet, 75 another
+run holds the lock, 128 + N ended by signal N (130 SIGINT, 143 SIGTERM, 129
+SIGHUP). A reader that goes away (``| head``) ends the command quietly with 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
 from mirrorsync.cli import commands, signals
 from mirrorsync.cli.parser import build_parser
-from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MirrorsyncError
 from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
@@ -26,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "history": commands.history,
     "diff": commands.diff,
     "at": commands.at,
+    "specs": commands.specs,
     "show": commands.show,
     "events": commands.events,
     "webhooks": commands.webhooks,
@@ -38,25 +42,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())
-    if args.command == "demo":
+    if args.command == "completion":  # needs no configuration: only the parser
+        from mirrorsync.cli.completion import script
+
+        sys.stdout.write(script(parser, args.shell))
+        return EXIT_OK
+    if args.command == "config":
+        from mirrorsync.cli.config_check import config_check
+
+        handler: Command = config_check
+    elif args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 
-        handler: Command = run_demo
+        handler = run_demo
     else:
         handler = COMMANDS[args.command]
+    try:
+        code = _run(handler, args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _run(handler: Command, args: argparse.Namespace) -> int:
     try:
         try:
             return anyio.run(_until_signalled, handler, args)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+    except BrokenPipeError:
+        raise
     except MirrorsyncError as exc:
         print_line(f"mirrorsync: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         print_line("mirrorsync: interrupted")
         return 130
-    except BrokenPipeError:
-        return EXIT_PARTIAL
     except OSError as exc:
         print_line(f"mirrorsync: error: {exc}")
         return EXIT_PARTIAL
@@ -84,6 +106,18 @@ async def _until_signalled(handler: Command, args: argparse.Namespace) -> int:
         print_line(state.message)
         return state.exit_code
     return code
+
+
+def _reader_gone() -> int:
+    """stdout's reader left (``mirrorsync events | head -1``): stop quietly, as git does.
+
+    Nothing more can be printed; stdout is pointed at /dev/null so that Python's
+    final flush does not complain either. Exit 0: what was read was correct.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -7,16 +7,31 @@ import contextlib
 import dataclasses
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.filesize import decimal
+import anyio
 
-from mirrorsync.cli.render import console, print_json, print_json_line, print_table
+from mirrorsync.cli.render import (
+    Column,
+    TableWriter,
+    ago,
+    console,
+    human_duration,
+    human_size,
+    human_time,
+    parse_time,
+    plural,
+    print_json,
+    print_json_array,
+    print_json_line,
+    print_table,
+)
 from mirrorsync.cli.signals import stop_event
 from mirrorsync.config import Config, load_config
 from mirrorsync.delivery import WebhookResult
-from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold
 from mirrorsync.logs import print_line, stderr_is_terminal
@@ -26,6 +41,14 @@ from mirrorsync.sync import RunProgress, RunReport, run_once
 
 if TYPE_CHECKING:
     from mirrorsync.mirrors import MirrorOutcome
+
+
+def _require_database(config: Config) -> None:
+    """NoDatabaseError (exit 66) if nothing was synced yet: nothing to read."""
+    if not config.database_path.exists():
+        raise NoDatabaseError(
+            f"no database yet at {config.database_path}; run 'mirrorsync once' first"
+        )
 
 
 async def _open(config: Config) -> Store:
@@ -52,7 +75,13 @@ async def once(args: argparse.Namespace) -> int:
             from mirrorsync.cli.progress import live_progress
 
             stack.enter_context(live_progress(progress, console(stderr=True), enabled=True))
-        with stop_event() as stop:
+        if not interactive and args.progress_every > 0:  # a journal is never silent long
+            from mirrorsync.cli.progress_log import log_progress
+
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)  # runs before the group is left
+            tasks.start_soon(log_progress, progress, args.progress_every)
+        with stop_event() as stop:  # run_once writes the metrics, an interrupted run's too
             report = await run_once(
                 config, only_source=args.source, dry_run=args.dry_run, progress=progress, stop=stop
             )
@@ -83,7 +112,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "stack": o.stack,
                 "status": o.status,
                 "version": o.version,
-                "specs": o.spec_count,
+                "spec_count": o.spec_count,
                 "added": o.added,
                 "removed": o.removed,
                 "events": o.events,
@@ -117,8 +146,9 @@ def _print_report(report: RunReport) -> None:
     ]
     title = (
         f"{'dry run: nothing kept. ' if report.dry_run else ''}"
-        f"{len(report.stacks)} stacks, {report.events} events, "
-        f"{report.tally.requests} requests, {decimal(report.tally.bytes)}, {report.seconds:.1f}s"
+        f"{plural(len(report.stacks), 'stack')}, {plural(report.events, 'event')}, "
+        f"{plural(report.tally.requests, 'request')}, {human_size(report.tally.bytes)}, "
+        f"{human_duration(report.seconds)}"
     )
     columns = ["stack", "status", "version", "specs", "+added", "-removed", "error"]
     if not any(o.error for o in report.stacks):  # room for long stack names
@@ -138,7 +168,7 @@ def _print_webhook_results(results: list[WebhookResult], *, stderr: bool = False
                 r.requests,
                 r.pending_events,
                 r.dead_events,
-                r.next_attempt_at if r.pending_events else "",
+                human_time(r.next_attempt_at) if r.pending_events else "",
                 r.disabled or r.error or "",
             )
             for r in results
@@ -217,63 +247,78 @@ async def status(args: argparse.Namespace) -> int:
     from mirrorsync.store import mirrors as mirror_store
 
     config = load_config(args.config)
+    if args.max_age is not None and not args.check:
+        raise UsageError("--max-age goes with --check")
+    if args.check and not config.database_path.exists():
+        print(f"{config.database_path}: no database yet: nothing has been synced")
+        return EXIT_PARTIAL
     async with await _open(config) as store:
-        rows = await queries.status(store)
+        rows = await queries.status(store, release=args.release, stack=args.stack)
         hooks = await webhook_store.summaries(store)
         copies = await mirror_store.statuses(store)
+    if (args.release or args.stack) and not rows:
+        where = "/".join(x or "*" for x in (args.release, args.stack))
+        raise UsageError(f"no stack {where} in {config.database_path}")
+    if args.check:
+        return _check_status(rows, args.max_age, args.json)
     for hook in hooks:
         if hook.dead_events:
             print_line(
-                f"mirrorsync: webhook {hook.name}: {hook.dead_events} events in "
-                f"{hook.dead_deliveries} deliveries are dead (oldest from {hook.oldest_dead_at}); "
+                f"mirrorsync: webhook {hook.name}: {plural(hook.dead_events, 'event')} in "
+                f"{plural(hook.dead_deliveries, 'delivery', 'deliveries')} are dead "
+                f"(oldest from {human_time(hook.oldest_dead_at)}); "
                 f"'mirrorsync webhooks retry --name {hook.name} --dead' sends them again",
                 logging.WARNING,
             )
     if args.json:
-        print_json([dataclasses.asdict(r) for r in rows])
+        print_json([_stack_json(r) for r in rows])
         return EXIT_OK
+    several_sources = len({r.source for r in rows}) > 1
     print_table(
-        [
-            "source",
-            "release",
-            "stack",
-            "version",
-            "specs",
-            "last checked",
-            "last changed",
-            "last error",
-        ],
+        ["stack", "version", "specs", "checked", "changed", "state"],
         [
             (
-                r.source,
-                r.release,
-                r.stack if r.present else f"{r.stack} (gone)",
+                f"{r.source}:{r.release}/{r.stack}"
+                if several_sources
+                else f"{r.release}/{r.stack}",
                 r.version,
                 r.spec_count,
-                r.last_checked,
-                r.last_changed,
-                r.last_error,
+                ago(r.last_checked),
+                ago(r.last_changed),
+                _state(r),
             )
             for r in rows
         ],
+        title=f"{plural(len(rows), 'stack')}, {plural(sum(r.spec_count for r in rows), 'spec')}"
+        f" in {config.database_path}",
     )
+    failed = [r for r in rows if r.last_error]
+    if failed:  # errors are long (they name URLs): below the table, one line each
+        print()
+        for r in failed:
+            print(f"{r.source}:{r.release}/{r.stack}: {r.last_error}")
     if copies:
+        print()
         print_table(
-            ["mirror", "path", "version", "binaries", "bytes", "last published", "last error"],
+            ["mirror", "path", "version", "binaries", "size", "published", "state"],
             [
                 (
                     m.name,
                     m.path,
                     m.version,
                     m.binaries,
-                    m.bytes,
-                    m.last_published,
-                    m.last_error,
+                    human_size(m.bytes),
+                    ago(m.last_published),
+                    "failed" if m.last_error else "ok",
                 )
                 for m in copies
             ],
         )
+        for m in copies:
+            if m.last_error:
+                print(f"mirror {m.name}: {m.last_error}")
     if hooks:
+        print()
         print_table(
             ["webhook", "state", "pending", "oldest pending", "dead", "last success", "last error"],
             [
@@ -283,7 +328,7 @@ async def status(args: argparse.Namespace) -> int:
                     h.pending_events,
                     h.oldest_pending_at,
                     h.dead_events,
-                    h.last_success_at,
+                    ago(h.last_success_at),
                     h.disabled_reason or h.current_error,
                 )
                 for h in hooks
@@ -292,19 +337,91 @@ async def status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _state(r: queries.StackStatus) -> str:
+    if not r.present:
+        return "gone"
+    if r.last_error:
+        return "failed" if r.version else "never synced"
+    return "ok" if r.last_checked else "never synced"
+
+
+def _stack_json(r: queries.StackStatus) -> dict[str, object]:
+    return {
+        "source": r.source,
+        "release": r.release,
+        "stack": r.stack,
+        "present": r.present,
+        "version": r.version,
+        "spec_count": r.spec_count,
+        "layout": r.layout,
+        "last_checked_at": r.last_checked,
+        "last_changed_at": r.last_changed,
+        "last_error": r.last_error,
+    }
+
+
+def _check_status(rows: list[queries.StackStatus], max_age: float | None, as_json: bool) -> int:
+    """``status --check``: one line per problem on stdout, exit 1 if there is any."""
+    now = datetime.now(UTC)
+    problems: list[tuple[queries.StackStatus | None, str]] = []
+    tracked = [r for r in rows if r.present]
+    if not tracked:
+        problems.append((None, "no tracked stack"))
+    for r in tracked:
+        if r.last_error:
+            problems.append((r, f"last sync failed: {r.last_error}"))
+        elif not r.last_checked:
+            problems.append((r, "never synced"))
+        elif max_age is not None:
+            age = (now - parse_time(r.last_checked)).total_seconds()
+            if age > max_age:
+                problems.append(
+                    (
+                        r,
+                        f"last checked {human_duration(age)} ago"
+                        f" ({human_time(r.last_checked)}), more than {human_duration(max_age)}",
+                    )
+                )
+    for stack, what in problems:
+        if as_json:
+            print_json_line(
+                {
+                    "source": stack.source if stack else None,
+                    "release": stack.release if stack else None,
+                    "stack": stack.stack if stack else None,
+                    "problem": what,
+                }
+            )
+        else:
+            print(f"{stack.source}:{stack.release}/{stack.stack}: {what}" if stack else what)
+    return EXIT_PARTIAL if problems else EXIT_OK
+
+
 async def history(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    async with await _open(config) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(await _open(config))
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
-        rows = await queries.history(store, stack_id)
-    if args.json:
-        print_json([dataclasses.asdict(r) for r in rows])
-        return EXIT_OK
-    print_table(
-        ["version", "created", "specs", "+added", "-removed"],
-        [(r.version, r.created_at, r.spec_count, f"+{r.added}", f"-{r.removed}") for r in rows],
-        title=f"{args.release}/{args.stack}",
-    )
+        rows = await stack.enter_async_context(
+            contextlib.aclosing(queries.history_rows(store, stack_id, limit=args.limit))
+        )
+        if args.json:
+            await print_json_array(dataclasses.asdict(r) async for r in rows)
+            return EXIT_OK
+        table = TableWriter(
+            [
+                Column("version", 7, right=True),
+                Column("created", 17),
+                Column("specs", 7, right=True),
+                Column("+added", 7, right=True),
+                Column("-removed", 8, right=True),
+            ],
+            title=f"{args.release}/{args.stack}",
+        )
+        async for r in rows:
+            table.row(
+                (r.version, human_time(r.created_at), r.spec_count, f"+{r.added}", f"-{r.removed}")
+            )
     return EXIT_OK
 
 
@@ -329,41 +446,112 @@ async def diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_SPEC_COLUMNS = [
+    Column("hash", 32),
+    Column("name", 24),
+    Column("version", 12),
+    Column("os", 10),
+    Column("target", 10),
+    Column("compiler"),
+]
+
+
 async def at(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    async with await _open(config) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(await _open(config))
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
         version = await queries.resolve_version(store, stack_id, args.when)
-        specs = await queries.members_at(store, stack_id, version)
-    if args.json:
-        print_json({"version": version, "specs": [dataclasses.asdict(s) for s in specs]})
-        return EXIT_OK
-    print_table(
-        ["hash", "name", "version", "os", "target", "compiler"],
-        [(s.hash, s.name, s.version, s.os, s.target, s.compiler or "none") for s in specs],
-        title=f"{args.release}/{args.stack} at version {version}: {len(specs)} specs",
-    )
+        specs = await stack.enter_async_context(
+            contextlib.aclosing(queries.stream_members_at(store, stack_id, version))
+        )
+        if args.json:
+            await print_json_array(
+                (dataclasses.asdict(s) async for s in specs), head={"version": version}, key="specs"
+            )
+            return EXIT_OK
+        count = await queries.count_at(store, stack_id, version)
+        table = TableWriter(
+            _SPEC_COLUMNS,
+            title=f"{args.release}/{args.stack} at version {version}: {plural(count, 'spec')}",
+        )
+        async for s in specs:
+            table.row((s.hash, s.name, s.version, s.os, s.target, s.compiler or "none"))
     return EXIT_OK
 
 
+async def specs(args: argparse.Namespace) -> int:
+    """The specs a stack holds now, with what the crawler recorded of each."""
+    config = load_config(args.config)
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(await _open(config))
+        stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        records = await stack.enter_async_context(
+            contextlib.aclosing(queries.stack_specs(store, stack_id, package=args.package))
+        )
+        if args.json:
+            async for r in records:
+                print_json_line(r.to_dict())
+            return EXIT_OK
+        table = TableWriter(
+            [
+                Column("hash", 32),
+                Column("spec", 30),
+                Column("size", 9, right=True),
+                Column("manifest", 10),
+                Column("tarball checksum"),
+            ]
+        )
+        async for r in records:
+            table.row(
+                (
+                    r.hash,
+                    f"{r.name}@{r.version}",
+                    human_size(r.tarball_size),
+                    r.manifest_status or "not yet",
+                    _short_checksum(r.tarball_checksum),
+                )
+            )
+    return EXIT_OK
+
+
+def _short_checksum(checksum: str | None) -> str:
+    return checksum or ""
+
+
 async def show(args: argparse.Namespace) -> int:
-    if not is_spec_hash(args.hash):
-        raise UsageError(f"{args.hash!r} is not a spec hash (32 lowercase letters and digits)")
+    wanted = args.hash.removeprefix("/")  # Spack's /hash form
+    if len(wanted) < 7 or not is_spec_hash(wanted.ljust(32, "a")):
+        raise UsageError(
+            f"{args.hash!r} is not a spec hash or a prefix of one"
+            " (7 to 32 lowercase letters a-z and digits 2-7, optionally after '/')"
+        )
     config = load_config(args.config)
     async with await _open(config) as store:
-        spec = await queries.spec(store, args.hash)
-        stays = await queries.intervals(store, args.hash)
-    if spec is None:
-        raise UsageError(f"spec {args.hash} has never been seen in {config.database_path}")
+        found = await queries.specs_by_prefix(store, wanted, limit=11)
+        if not found:
+            raise UsageError(f"no spec {wanted} has been seen in {config.database_path}")
+        if len(found) > 1:
+            listed = ", ".join(f"{s.hash} ({s.name}@{s.version})" for s in found[:10])
+            more = " and more" if len(found) > 10 else ""
+            raise UsageError(f"{wanted} is ambiguous: {listed}{more}")
+        spec = found[0]
+        stays = await queries.intervals(store, spec.hash)
+        records = await queries.spec_records(store, spec.hash)
     if args.json:
         print_json(
-            {"spec": dataclasses.asdict(spec), "intervals": [dataclasses.asdict(i) for i in stays]}
+            {
+                "spec": dataclasses.asdict(spec),
+                "intervals": [dataclasses.asdict(i) for i in stays],
+                "manifests": [r.to_dict() for r in records],
+            }
         )
         return EXIT_OK
     print(
         f"{spec.name}@{spec.version} {spec.hash}  {spec.platform}-{spec.os}-{spec.target}"
         f"  compiler {spec.compiler or 'none'}  {' '.join(spec.variants)}"
     )
+    print()
     print_table(
         ["source", "release", "stack", "entered", "since", "left", "until"],
         [
@@ -372,41 +560,78 @@ async def show(args: argparse.Namespace) -> int:
                 i.release,
                 i.stack,
                 f"v{i.entered_version}",
-                i.entered_at,
+                human_time(i.entered_at),
                 f"v{i.left_version}" if i.left_version else "",
-                i.left_at or "(still there)",
+                human_time(i.left_at) if i.left_at else "(still there)",
             )
             for i in stays
         ],
     )
+    if records:
+        print()
+        print_table(
+            ["stack", "size", "manifest", "checked", "tarball checksum"],
+            [
+                (
+                    f"{r.source}:{r.release}/{r.stack}",
+                    human_size(r.tarball_size),
+                    r.manifest_status,
+                    human_time(r.fetched_at),
+                    r.tarball_checksum or r.problem or "",
+                )
+                for r in records
+            ],
+        )
     return EXIT_OK
 
 
 async def events(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    async with await _open(config) as store:
-        stream = queries.events(store, since=args.since, types=args.types, limit=args.limit)
+    since_id, since_at = (args.since, None) if isinstance(args.since, int) else (0, args.since)
+    where = queries.EventFilter(
+        since=since_id,
+        since_at=since_at,
+        until_at=args.until,
+        types=args.types or (),
+        source=args.source,
+        release=args.release,
+        stack=args.stack,
+        package=args.package,
+        limit=args.limit,
+        newest_first=args.reverse,
+    )
+    async with (
+        await _open(config) as store,
+        contextlib.aclosing(queries.events(store, where=where)) as stream,
+    ):
         if args.json:
             async for event in stream:
                 print_json_line(event.to_dict())
             return EXIT_OK
-        rows = [
-            (
-                e.id,
-                e.type,
-                e.source,
-                e.release,
-                e.stack or "",
-                e.stack_version or "",
-                f"{e.name}@{e.version}" if e.name else "",
-                e.hash or "",
-                e.occurred_at,
+        table = TableWriter(
+            [
+                Column("id", 7, right=True),
+                Column("time", 17),
+                Column("type", 13),
+                Column("stack", 20),
+                Column("version", 7, right=True),
+                Column("hash", 32),
+                Column("spec"),
+            ]
+        )
+        async for e in stream:
+            where_ = f"{e.source}:{e.release}" + (f"/{e.stack}" if e.stack else "")
+            table.row(
+                (
+                    e.id,
+                    human_time(e.occurred_at),
+                    e.type,
+                    where_,
+                    e.stack_version or "",
+                    e.hash or "",
+                    f"{e.name}@{e.version}" if e.name else "",
+                )
             )
-            async for e in stream
-        ]
-    print_table(
-        ["id", "type", "source", "release", "stack", "version", "spec", "hash", "time"], rows
-    )
     return EXIT_OK
 
 
@@ -438,8 +663,8 @@ async def webhooks(args: argparse.Namespace) -> int:
                     w.state,
                     w.pending_events,
                     w.dead_events,
-                    w.last_success_at,
-                    w.next_attempt_at if w.pending_events else "",
+                    ago(w.last_success_at),
+                    human_time(w.next_attempt_at) if w.pending_events else "",
                     w.current_error,
                 )
                 for w in listings
@@ -476,14 +701,22 @@ async def webhooks(args: argparse.Namespace) -> int:
     elif action == "replay":
         async with hold(config.database_path, wait=args.wait):
             replayed, results = await manage.replay(config, args.name, args.since)
+        document = {
+            "name": args.name,
+            "enqueued_events": replayed.enqueued,
+            "pending_events": replayed.waiting,
+            "dead_events": replayed.dead,
+        }
         if not args.json:
             print(
-                f"webhook {args.name}: {replayed.enqueued} events queued again"
+                f"webhook {args.name}: {plural(replayed.enqueued, 'event')} queued again"
                 f" ({replayed.waiting} already pending, {replayed.dead} dead: --dead on retry)"
             )
     else:  # pragma: no cover - argparse allows only the actions above
         raise UsageError(f"unknown webhooks action {action!r}")
-    if args.json:
+    if args.json and action == "replay":
+        print_json({**document, "webhooks": [r.to_dict() for r in results]})
+    elif args.json:
         print_json([r.to_dict() for r in results])
     else:
         _print_webhook_results(results)
@@ -495,10 +728,11 @@ async def webhooks(args: argparse.Namespace) -> int:
 
 async def verify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    _require_database(config)
     from mirrorsync.cli.verify_output import VerifyOutput  # rich: only for this command
     from mirrorsync.verify import verify as verify_mirror
 
-    with VerifyOutput() as output:
+    with VerifyOutput(as_json=args.json) as output:
         summary = await verify_mirror(
             config,
             output,
@@ -508,11 +742,11 @@ async def verify(args: argparse.Namespace) -> int:
             checksums=args.checksums,
         )
     print(
-        f"mirrorsync: verify: {summary.specs} specs in {summary.stacks} stacks, "
-        f"{summary.problems} problems, "
+        f"mirrorsync: verify: {plural(summary.specs, 'spec')} in "
+        f"{plural(summary.stacks, 'stack')}, {plural(summary.problems, 'problem')}, "
         + (f"{summary.unchecked} not checked, " if summary.unchecked else "")
-        + f"{summary.tally.requests} requests, "
-        f"{summary.tally.bytes} bytes, {summary.seconds:.1f}s",
+        + f"{plural(summary.tally.requests, 'request')}, {human_size(summary.tally.bytes)}, "
+        f"{human_duration(summary.seconds)}",
         file=sys.stderr,
     )
     return EXIT_PARTIAL if summary.problems else EXIT_OK
@@ -523,9 +757,45 @@ async def export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     async with await _open(config) as store:
         from mirrorsync.export import export_pages
+        from mirrorsync.store.manifests import release_packages, release_view
 
         written = await export_pages(
             store, release=args.release, out=out, packages=args.packages, source=args.source
         )
-    print(f"wrote {len(written)} pages under {out / args.release}")
+        removed: list[Path] = []
+        if args.clean:
+            view = await release_view(store, args.release, args.source)
+            removed = _clean_pages(out / args.release, set(await release_packages(store, view)))
+    if args.json:
+        print_json(
+            {
+                "release": args.release,
+                "out": str(out / args.release),
+                "page_count": len(written),
+                "pages": [str(path) for path in written],
+                "removed": [str(path) for path in removed],
+            }
+        )
+    else:
+        print(f"wrote {plural(len(written), 'page')} under {out / args.release}")
+        if args.clean:
+            print(f"removed {plural(len(removed), 'page')} of packages no longer in {args.release}")
     return EXIT_OK
+
+
+def _clean_pages(release_dir: Path, packages: set[str]) -> list[Path]:
+    """Remove ``<package>/specs.md`` of packages not in ``packages``; keep anything else.
+
+    A package directory is removed only when the page was all it held.
+    """
+    from mirrorsync.export import PAGE_NAME
+
+    removed = []
+    for page in sorted(release_dir.glob(f"*/{PAGE_NAME}")):
+        if page.parent.name in packages:
+            continue
+        page.unlink()
+        removed.append(page)
+        with contextlib.suppress(OSError):  # not empty: someone else's files stay
+            page.parent.rmdir()
+    return removed

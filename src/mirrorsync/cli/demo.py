@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -48,6 +51,19 @@ def _summary(report: RunReport) -> None:
         title=f"{report.events} events, {report.tally.requests} requests, "
         f"{report.tally.bytes} bytes, {report.seconds:.2f}s",
     )
+
+
+def _command_name() -> str:
+    """How to run this mirrorsync again from any directory: its name if PATH finds
+    this very program, else its absolute path (e.g. a venv's bin/mirrorsync), else
+    ``python -m mirrorsync`` with this interpreter."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "mirrorsync" and argv0.exists():
+        found = shutil.which("mirrorsync")
+        if found and Path(found).resolve() == argv0.resolve():
+            return "mirrorsync"
+        return shlex.quote(str(argv0.resolve()))
+    return f"{shlex.quote(sys.executable)} -m mirrorsync"
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -103,13 +119,18 @@ async def run_demo(args: argparse.Namespace) -> int:
             + [("+", s.name, s.version, s.hash, s.os, s.target) for s in diff.added[:10]],
             title=f"+{len(diff.added)} -{len(diff.removed)}",
         )
-    rel = config_path.relative_to(Path.cwd())
+    me = _command_name()
+    cfg = shlex.quote(str(config_path))
     out.rule("Next")
     out.print(
-        f"Explore this history:  mirrorsync -c {rel} status | events --since {since} "
-        "| show HASH\n"
+        "Explore this history (paste any of these):\n"
+        f"  {me} -c {cfg} status\n"
+        f"  {me} -c {cfg} events --since {since}\n"
+        f"  {me} -c {cfg} history --release develop --stack root\n"
         "Sync the real public cache (network needed):\n"
         "  cp config/mirrorsync.yaml ./mirrorsync.yaml   # from the source tree; edit releases/stacks\n"
-        "  mirrorsync once                                # then: mirrorsync status"
+        f"  {me} once                                # then: {me} status",
+        markup=False,
+        highlight=False,
     )
     return EXIT_OK

@@ -3,10 +3,67 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 from mirrorsync import __version__
-from mirrorsync.config import EVENT_TYPES
+from mirrorsync.config import EVENT_TYPES, parse_duration
+from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
+from mirrorsync.store.queries import instant
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line: what is wrong, and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_USAGE)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _date(text: str, *, end_of_day: bool) -> str:
+    try:
+        return instant(text, end_of_day=end_of_day)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def since_arg(text: str) -> int | str:
+    """``--since``: an event id, or a date/time (a bare date: from the start of that day)."""
+    if text.isdigit():
+        return int(text)
+    return _date(text, end_of_day=False)
+
+
+def until_arg(text: str) -> str:
+    """``--until``: a date/time (a bare date: to the end of that day)."""
+    return _date(text, end_of_day=True)
+
+
+def version_or_date(text: str) -> str:
+    """A version number, or a date/time checked now (resolved against the stack later)."""
+    if not text.isdigit():
+        _date(text, end_of_day=True)
+    return text
+
+
+def duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 30m, 12h or 3d, got {text!r}"
+        ) from None
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -64,13 +121,15 @@ def _json(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mirrorsync",
         description="Keep versioned history of Spack build caches and announce what changed.",
     )
     parser.add_argument("--version", action="version", version=f"mirrorsync {__version__}")
     _common(parser, top=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -80,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     once = command("once", "sync every source once, then exit")
     once.add_argument("--source", help="sync only this source")
     once.add_argument("--dry-run", action="store_true", help="show what would change; keep nothing")
+    once.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="off a terminal, log a progress line this often (default 30; 0: never)",
+    )
     _lock_option(once)
     _json(once)
 
@@ -92,39 +158,102 @@ def build_parser() -> argparse.ArgumentParser:
     _json(mirror)
 
     status = command("status", "current version, size and health of every stack")
+    status.add_argument("--release", help="only stacks of this release")
+    status.add_argument("--stack", help="only stacks with this name")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if every tracked stack's last sync succeeded (and is recent), else 1 "
+        "with one line per problem",
+    )
+    status.add_argument(
+        "--max-age",
+        type=duration_arg,
+        metavar="DURATION",
+        help="with --check: a last successful check older than this is a problem (e.g. 2h, 3d)",
+    )
     _json(status)
 
     history = command("history", "versions of one stack, with +added/-removed counts")
     _stack_options(history)
+    history.add_argument("--limit", type=positive_int, metavar="N", help="only the newest N")
     _json(history)
 
     diff = command("diff", "specs added and removed between two versions or dates")
     _stack_options(diff)
-    diff.add_argument("from_", metavar="FROM", help="version number or ISO date")
-    diff.add_argument("to", metavar="TO", help="version number or ISO date")
+    diff.add_argument(
+        "from_", metavar="FROM", type=version_or_date, help="version number or ISO 8601 date/time"
+    )
+    diff.add_argument(
+        "to", metavar="TO", type=version_or_date, help="version number or ISO 8601 date/time"
+    )
     _json(diff)
 
     at = command("at", "what one stack held at a version or date")
     _stack_options(at)
-    at.add_argument("when", metavar="WHEN", help="version number or ISO date")
+    at.add_argument(
+        "when", metavar="WHEN", type=version_or_date, help="version number or ISO 8601 date/time"
+    )
     _json(at)
 
     show = command("show", "where a spec hash has been, and when it came and went")
-    show.add_argument("hash", metavar="HASH")
+    show.add_argument(
+        "hash", metavar="HASH", help="a hash, a unique prefix of 7+ characters, or /HASH"
+    )
     _json(show)
 
+    specs = command("specs", "the specs one stack holds now, with sizes and manifest status")
+    _stack_options(specs)
+    specs.add_argument("--package", metavar="P", help="only specs of this package")
+    _json(specs)
+
     events = command("events", "change events in id order")
-    events.add_argument("--since", type=int, default=0, metavar="ID", help="only ids above ID")
+    events.add_argument(
+        "--since",
+        type=since_arg,
+        default=0,
+        metavar="ID|DATE",
+        help="only ids above ID, or events from DATE on (ISO 8601)",
+    )
+    events.add_argument(
+        "--until", type=until_arg, metavar="DATE", help="only events up to DATE (ISO 8601)"
+    )
     events.add_argument(
         "--type", dest="types", action="append", choices=EVENT_TYPES, help="repeatable"
     )
-    events.add_argument("--limit", type=int, metavar="N")
+    events.add_argument("--source", help="only events of this source")
+    events.add_argument("--release", help="only events of this release")
+    events.add_argument("--stack", help="only events of stacks with this name")
+    events.add_argument("--package", metavar="P", help="only events of specs of this package")
+    events.add_argument("--limit", type=positive_int, metavar="N", help="at most N events")
+    events.add_argument("--reverse", action="store_true", help="newest first")
     _json(events)
 
     command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+    config_cmd = command("config", "the configuration: check it before a timer runs it")
+    config_actions = config_cmd.add_subparsers(
+        dest="config_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+    check = config_actions.add_parser(
+        "check",
+        help="parse, validate, resolve paths and secrets, reach each source with one request",
+        description="parse, validate, resolve paths and secrets, reach each source with one "
+        "request; exit 0 if all pass, 2 for a local setting, 1 for a server",
+    )
+    _common(check, top=False)
+    _json(check)
+
+    completion = command(
+        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"'
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
+    )
 
     hooks = command("webhooks", "webhook endpoints: what is pending, retry, test, replay")
-    actions = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    actions = hooks.add_subparsers(
+        dest="webhooks_command", metavar="ACTION", required=True, parser_class=Parser
+    )
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=help_text, description=help_text)
@@ -157,9 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--checksums", action="store_true", help="download every blob and check its digest"
     )
+    _json(verify)
 
     export = command("export", "write documents from the synced state")
-    kinds = export.add_subparsers(dest="what", metavar="WHAT", required=True)
+    kinds = export.add_subparsers(dest="what", metavar="WHAT", required=True, parser_class=Parser)
     pages = kinds.add_parser(
         "pages",
         help="cache.spack.io package pages: OUT/<release>/<package>/specs.md",
@@ -178,4 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pages.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
     pages.add_argument("--source", help="source name, when several sources have this release")
+    pages.add_argument(
+        "--clean",
+        action="store_true",
+        help="also remove the pages of packages no longer in the release",
+    )
+    _json(pages)
     return parser

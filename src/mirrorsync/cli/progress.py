@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console, RenderableType
-from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,13 +22,16 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
+from mirrorsync.cli.render import human_size
 from mirrorsync.sync import RunProgress
 
 
 class RunDisplay(Progress):
-    """stacks done/total, a bar, then failures, manifests, requests, bytes and rate."""
+    """stacks done/total, a bar, then failures, manifests and their rate, requests, bytes
+    and their rate, time elapsed and the estimated time left for the stacks."""
 
     def __init__(self, progress: RunProgress, console: Console) -> None:
         self.run = progress
@@ -42,6 +44,8 @@ class RunDisplay(Progress):
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=console,
             transient=True,
             refresh_per_second=8,
@@ -52,10 +56,10 @@ class RunDisplay(Progress):
         run = self.run
         elapsed = max(time.monotonic() - self.started, 1e-6)
         parts = [
-            f"{run.manifests} manifests",
+            f"{run.manifests} manifests ({run.manifests / elapsed:.0f}/s)",
             f"{run.http.requests} requests",
-            decimal(run.http.bytes),
-            f"{decimal(int(run.http.bytes / elapsed))}/s",
+            human_size(run.http.bytes),
+            f"{human_size(int(run.http.bytes / elapsed))}/s",
         ]
         if run.stacks_failed:
             parts.insert(0, f"{run.stacks_failed} failed")

@@ -1,18 +1,30 @@
-"""Human output: readable tables on stdout. Machine output: JSON."""
+"""Output for people and for programs, in one vocabulary.
+
+People get plain aligned tables on stdout, written row by row as they are read:
+a table of a million events costs the memory of one row. Sizes, counts,
+durations and times have one human form each (``human_size``, ``plural``,
+``human_duration``, ``human_time``). Programs get JSON (``--json``): one
+document, or one object per line for streams; times there are the stored
+RFC 3339 UTC values, at full precision.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
 
-if TYPE_CHECKING:  # rich costs ~0.1 s to import: only commands that print tables pay it
+if TYPE_CHECKING:  # rich costs ~0.1 s to import: only the progress displays pay it
     from rich.console import Console
-    from rich.table import Table
+
+_GAP = "  "
 
 
 def console(stderr: bool = False) -> Console:
+    """A rich console, for the live displays on stderr (and the demo)."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
@@ -21,29 +33,141 @@ def console(stderr: bool = False) -> Console:
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
-def table(
-    columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None = None
-) -> Table:
-    from rich import box
-    from rich.table import Table
+# -- human units ---------------------------------------------------------------
 
-    t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
-    for name in columns:
-        numeric = name.startswith(("+", "-")) or name in {"version", "specs", "id", "events"}
-        t.add_column(name, justify="right" if numeric else "left", overflow="fold")
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    return t
+_SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
+
+
+def human_size(n: int | None) -> str:
+    """Bytes in decimal units, as ``du -h --si`` and rich do: ``512 B``, ``30.6 MB``."""
+    if n is None:
+        return "-"
+    if abs(n) < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in _SIZE_UNITS:
+        value /= 1000
+        if abs(value) < 999.95 or unit == _SIZE_UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 stack``, ``2 stacks``, ``0 stacks``; ``plural(3, 'entry', 'entries')``."""
+    word = singular if n == 1 else (plural_form or f"{singular}s")
+    return f"{n:,} {word}" if n >= 10_000 else f"{n} {word}"
+
+
+def human_duration(seconds: float) -> str:
+    """``0.4s``, ``12s``, ``3m05s``, ``2h03m``, ``3d04h``."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def parse_time(stored: str) -> datetime:
+    """A stored timestamp (``2026-11-20T08:00:12.123456Z``) as an aware datetime."""
+    return datetime.fromisoformat(stored.replace("Z", "+00:00"))
+
+
+def human_time(stored: str | None) -> str:
+    """``2026-11-20 08:00Z``: a stored UTC timestamp to the minute."""
+    if not stored:
+        return ""
+    return f"{stored[:10]} {stored[11:16]}Z"
+
+
+def ago(stored: str | None, now: datetime | None = None) -> str:
+    """``5m ago``, ``3d04h ago``, or the time itself when it is in the future."""
+    if not stored:
+        return ""
+    then = parse_time(stored)
+    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
+    if seconds < 0:
+        return human_time(stored)
+    if seconds < 60:
+        return "just now"
+    return f"{human_duration(seconds)} ago"
+
+
+# -- tables ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    width: int = 0  # at least this wide (a streamed table cannot look ahead)
+    right: bool = False
+
+
+class TableWriter:
+    """A table printed row by row: a title, a header, a rule, then each row at once.
+
+    Columns are as wide as their ``width`` (or header); a longer value widens its
+    own row only, so only the last column should hold values of unbounded length.
+    """
+
+    def __init__(
+        self, columns: Sequence[Column], *, title: str | None = None, out: TextIO | None = None
+    ) -> None:
+        self.columns = columns
+        self.widths = [max(c.width, len(c.name)) for c in columns]
+        self.out = out or sys.stdout
+        if title:
+            self.out.write(title + "\n")
+        self._write([c.name for c in columns])
+        self._write(["-" * w for w in self.widths])
+
+    def _write(self, cells: Sequence[str]) -> None:
+        parts = []
+        last = len(cells) - 1
+        for i, (cell, column, width) in enumerate(
+            zip(cells, self.columns, self.widths, strict=True)
+        ):
+            if column.right:
+                parts.append(cell.rjust(width))
+            else:
+                parts.append(cell if i == last else cell.ljust(width))
+        self.out.write(_GAP.join(parts).rstrip() + "\n")
+
+    def row(self, values: Sequence[object]) -> None:
+        self._write(["" if v is None else str(v) for v in values])
 
 
 def print_table(
-    columns: Sequence[str],
+    columns: Sequence[str | Column],
     rows: Iterable[Sequence[object]],
     *,
     title: str | None = None,
     stderr: bool = False,
 ) -> None:
-    console(stderr).print(table(columns, rows, title=title))
+    """A small table whose rows are all known: columns as wide as their widest value."""
+    cols = [c if isinstance(c, Column) else Column(c, right=_numeric(c)) for c in columns]
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    cols = [
+        Column(c.name, max([c.width, *(len(r[i]) for r in cells)]), c.right)
+        for i, c in enumerate(cols)
+    ]
+    writer = TableWriter(cols, title=title, out=sys.stderr if stderr else sys.stdout)
+    for row in cells:
+        writer.row(row)
+
+
+def _numeric(name: str) -> bool:
+    return name.startswith(("+", "-")) or name in {"version", "specs", "id", "events"}
+
+
+# -- JSON ------------------------------------------------------------------------
 
 
 def print_json(value: Any) -> None:
@@ -52,3 +176,21 @@ def print_json(value: Any) -> None:
 
 def print_json_line(value: Any) -> None:
     sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
+
+
+async def print_json_array(
+    items: AsyncIterator[Any], *, head: dict[str, Any] | None = None, key: str = ""
+) -> None:
+    """One JSON document written as its items are read: an array, or ``head`` plus
+    ``key`` holding the array. One item per line, so memory does not grow with it."""
+    out = sys.stdout
+    if head is not None:
+        opening = json.dumps(head, separators=(", ", ": "))[:-1]
+        out.write(f"{opening}{', ' if head else ''}{json.dumps(key)}: [")
+    else:
+        out.write("[")
+    first = True
+    async for item in items:
+        out.write(("\n" if first else ",\n") + json.dumps(item, separators=(",", ":")))
+        first = False
+    out.write("\n]}\n" if head is not None else "\n]\n")

@@ -15,13 +15,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from mirrorsync.cli.render import print_json_line
 from mirrorsync.verify import Problem
 
 
 class VerifyOutput:
     """A verify Reporter: problems to stdout as found; progress on stderr when it is a TTY."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, as_json: bool = False) -> None:
+        self.as_json = as_json
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.problems = 0
@@ -62,7 +64,22 @@ class VerifyOutput:
 
     def problem(self, problem: Problem) -> None:
         self.problems += 1
-        if self._progress is not None and sys.stdout.isatty():
+        if self.as_json:  # one object per line, as events --json
+            name, _, version = problem.package.partition("@")
+            whole_stack = problem.hash == "-"
+            print_json_line(
+                {
+                    "source": problem.source,
+                    "release": problem.release,
+                    "stack": problem.stack,
+                    "hash": None if whole_stack else problem.hash,
+                    "name": None if whole_stack else name,
+                    "version": None if whole_stack else version,
+                    "problem": problem.what,
+                }
+            )
+            sys.stdout.flush()
+        elif self._progress is not None and sys.stdout.isatty():
             self._progress.console.print(problem.line(), highlight=False, markup=False)
         else:
             print(problem.line(), flush=True)

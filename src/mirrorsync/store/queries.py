@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from mirrorsync.errors import UsageError
@@ -13,7 +14,9 @@ from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]00:?00)?$")
+_DATETIME_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}([.,]\d{1,6})?)?([Zz]|[+-]\d{2}(:?\d{2})?)?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +128,24 @@ def spec_from_row(row: Any) -> SpecInfo:
     )
 
 
-async def status(store: Store) -> list[StackStatus]:
-    async with store.conn.execute(
+async def status(
+    store: Store, *, release: str | None = None, stack: str | None = None
+) -> list[StackStatus]:
+    """Every stack (or those of ``release`` / named ``stack``), by source, release, name."""
+    sql = (
         "SELECT src.name, st.release, st.name, st.present, st.version, st.spec_count, st.layout,"
         " st.last_checked, st.last_changed, st.last_error"
-        " FROM stacks st JOIN sources src ON src.id = st.source_id"
-        " ORDER BY src.name, st.release, st.name"
-    ) as cursor:
+        " FROM stacks st JOIN sources src ON src.id = st.source_id WHERE 1"
+    )
+    params: list[object] = []
+    if release is not None:
+        sql += " AND st.release = ?"
+        params.append(release)
+    if stack is not None:
+        sql += " AND st.name = ?"
+        params.append(stack)
+    sql += " ORDER BY src.name, st.release, st.name"
+    async with store.conn.execute(sql, params) as cursor:
         return [StackStatus(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in await cursor.fetchall()]
 
 
@@ -157,12 +171,30 @@ async def find_stack(store: Store, release: str, stack: str, source: str | None 
 
 
 async def history(store: Store, stack_id: int) -> list[VersionRow]:
-    async with store.conn.execute(
+    return [row async for row in history_rows(store, stack_id)]
+
+
+async def history_rows(
+    store: Store, stack_id: int, *, limit: int | None = None
+) -> AsyncGenerator[VersionRow, None]:
+    """A stack's versions in order, streamed; with ``limit``, only the newest ``limit``."""
+    sql = (
         "SELECT version, created_at, spec_count, added, removed, index_checksum"
-        " FROM stack_versions WHERE stack_id = ? ORDER BY version",
-        (stack_id,),
-    ) as cursor:
-        return [VersionRow(*r) for r in await cursor.fetchall()]
+        " FROM stack_versions WHERE stack_id = ?"
+    )
+    params: list[object] = [stack_id]
+    if limit is not None:
+        sql = f"SELECT * FROM ({sql} ORDER BY version DESC LIMIT ?)"
+        params.append(limit)
+    # Streams read a page of rows at a time (memory does not grow with the result),
+    # directly in the generator, so closing it early closes the cursor at once.
+    async with store.conn.execute(f"{sql} ORDER BY version", params) as cursor:
+        while rows := await cursor.fetchmany(_PAGE):
+            for r in rows:
+                yield VersionRow(*r)
+
+
+_PAGE = 500
 
 
 async def resolve_version(store: Store, stack_id: int, when: str) -> int:
@@ -181,34 +213,43 @@ async def resolve_version(store: Store, stack_id: int, when: str) -> int:
         if version > latest:
             raise UsageError(f"version {version} does not exist (latest is {latest})")
         return version
-    if _DATE_RE.match(when):
-        instant = f"{when}T23:59:59.999999Z"
-    elif _DATETIME_RE.match(when):
-        instant = _normalise_instant(when)
-    else:
-        raise UsageError(f"{when!r} is neither a version number nor an ISO date (YYYY-MM-DD)")
+    moment = instant(when)
     # Versions are ordered by number, whatever the clock said: a version counts from
     # the latest time recorded for it or any version before it (the clock may have
     # been set back between runs), so the answer is the version before the first
     # one recorded after the instant, never one older than a version already then.
     async with store.conn.execute(
         "SELECT min(version) FROM stack_versions WHERE stack_id = ? AND created_at > ?",
-        (stack_id, instant),
+        (stack_id, moment),
     ) as cursor:
         row = await cursor.fetchone()
     return latest if row is None or row[0] is None else int(row[0]) - 1
 
 
-def _normalise_instant(text: str) -> str:
-    text = text.replace(" ", "T").rstrip("Z")
-    for suffix in ("+00:00", "+0000", "-00:00", "-0000"):
-        text = text.removesuffix(suffix)
-    date, _, clock = text.partition("T")
-    parts = clock.split(":")
-    while len(parts) < 3:
-        parts.append("00")
-    seconds, _, fraction = parts[2].partition(".")
-    return f"{date}T{parts[0]}:{parts[1]}:{seconds}.{fraction.ljust(6, '0')}Z"
+def instant(text: str, *, end_of_day: bool = True) -> str:
+    """An ISO 8601 date or date and time, as a stored UTC timestamp; UsageError if not one.
+
+    ``2026-11-20`` is the end of that day UTC (its start with ``end_of_day=False``);
+    a time without an offset is UTC; ``Z``, ``+02:00`` and ``-0500`` are honoured.
+    Impossible dates (``2026-13-45``) are refused.
+    """
+    text = text.strip()
+    if not _DATE_RE.match(text) and not _DATETIME_RE.match(text):
+        raise UsageError(
+            f"{text!r} is not an ISO 8601 date or time"
+            " (e.g. 2026-11-20, 2026-11-20T08:00Z, 2026-11-20T20:16:00-05:00)"
+        )
+    try:
+        if _DATE_RE.match(text):
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time.max if end_of_day else time.min, UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace(" ", "T", 1))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a real date or time") from None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _AT_VERSION = "m.entered <= :v AND (m.left IS NULL OR m.left > :v)"
@@ -216,12 +257,33 @@ _AT_VERSION = "m.entered <= :v AND (m.left IS NULL OR m.left > :v)"
 
 async def members_at(store: Store, stack_id: int, version: int) -> list[SpecInfo]:
     """Every spec the stack held at ``version``, by hash."""
+    return [s async for s in stream_members_at(store, stack_id, version)]
+
+
+async def stream_members_at(
+    store: Store, stack_id: int, version: int
+) -> AsyncGenerator[SpecInfo, None]:
+    """Every spec the stack held at ``version``, by hash, streamed."""
+    # CROSS JOIN: walk specs in hash order (its index), so SQLite never sorts the
+    # whole result in memory; each spec's stay in the stack is an index lookup.
     async with store.conn.execute(
-        f"SELECT {SPEC_COLUMNS} FROM memberships m JOIN specs s ON s.id = m.spec_id"
+        f"SELECT {SPEC_COLUMNS} FROM specs s CROSS JOIN memberships m ON s.id = m.spec_id"
         f" WHERE m.stack_id = :stack AND {_AT_VERSION} ORDER BY s.hash",
         {"stack": stack_id, "v": version},
     ) as cursor:
-        return [spec_from_row(r) for r in await cursor.fetchall()]
+        while rows := await cursor.fetchmany(_PAGE):
+            for r in rows:
+                yield spec_from_row(r)
+
+
+async def count_at(store: Store, stack_id: int, version: int) -> int:
+    """How many specs the stack held at ``version``."""
+    async with store.conn.execute(
+        f"SELECT count(*) FROM memberships m WHERE m.stack_id = :stack AND {_AT_VERSION}",
+        {"stack": stack_id, "v": version},
+    ) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def diff(store: Store, stack_id: int, from_version: int, to_version: int) -> Diff:
@@ -284,25 +346,58 @@ async def last_event_id(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to read: every given condition must hold."""
+
+    since: int = 0  # ids above this
+    since_at: str | None = None  # occurred at or after (stored UTC timestamp)
+    until_at: str | None = None  # occurred at or before
+    types: Sequence[str] = ()
+    source: str | None = None
+    release: str | None = None
+    stack: str | None = None
+    package: str | None = None  # the spec's name
+    limit: int | None = None
+    newest_first: bool = False
+
+
 async def events(
     store: Store,
     *,
     since: int = 0,
     types: list[str] | None = None,
     limit: int | None = None,
-) -> AsyncIterator[Event]:
-    """Events with id > ``since`` in id order, streamed."""
+    where: EventFilter | None = None,
+) -> AsyncGenerator[Event, None]:
+    """Events with id > ``since`` in id order (or as ``where`` says), streamed."""
+    f = where or EventFilter(since=since, types=types or (), limit=limit)
     sql = f"SELECT {EVENT_COLUMNS} FROM events e {EVENT_JOINS} WHERE e.id > ?"
-    params: list[object] = [since]
-    if types:
-        sql += f" AND e.type IN ({', '.join('?' for _ in types)})"
-        params.extend(types)
-    sql += " ORDER BY e.id"
-    if limit is not None:
+    params: list[object] = [f.since]
+    if f.types:
+        sql += f" AND e.type IN ({', '.join('?' for _ in f.types)})"
+        params.extend(f.types)
+    for column, value in (
+        ("src.name", f.source),
+        ("e.release", f.release),
+        ("st.name", f.stack),
+        ("s.name", f.package),
+    ):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    if f.since_at is not None:
+        sql += " AND e.occurred_at >= ?"
+        params.append(f.since_at)
+    if f.until_at is not None:
+        sql += " AND e.occurred_at <= ?"
+        params.append(f.until_at)
+    sql += " ORDER BY e.id DESC" if f.newest_first else " ORDER BY e.id"
+    if f.limit is not None:
         sql += " LIMIT ?"
-        params.append(limit)
+        params.append(f.limit)
     async with store.conn.execute(sql, params) as cursor:
-        while rows := await cursor.fetchmany(1000):
+        while rows := await cursor.fetchmany(_PAGE):
             for r in rows:
                 yield Event(*r)
 
@@ -311,3 +406,116 @@ async def event_counts(store: Store) -> dict[str, int]:
     """How many events of each type the database holds, all time."""
     async with store.conn.execute("SELECT type, count(*) FROM events GROUP BY type") as cursor:
         return {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+
+
+async def specs_by_prefix(store: Store, prefix: str, *, limit: int = 10) -> list[SpecInfo]:
+    """Specs whose hash starts with ``prefix`` (at most ``limit``), by hash."""
+    # Hashes are lowercase base32 (a-z, 2-7); '{' sorts after 'z', so this is a range scan.
+    async with store.conn.execute(
+        f"SELECT {SPEC_COLUMNS} FROM specs s WHERE s.hash >= ? AND s.hash < ?"
+        " ORDER BY s.hash LIMIT ?",
+        (prefix, prefix + "{", limit),
+    ) as cursor:
+        return [spec_from_row(r) for r in await cursor.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class SpecRecord:
+    """A spec in a stack, with what its manifest said (sizes, checksums, status)."""
+
+    hash: str
+    name: str
+    version: str
+    source: str
+    release: str
+    stack: str
+    manifest_status: str | None  # ok | missing | malformed | bad_signature | error; None: never
+    problem: str | None
+    tarball_size: int | None
+    tarball_checksum: str | None  # "<algorithm>:<hex>"
+    spec_checksum: str | None
+    fetched_at: str | None
+    current: bool  # the stack holds it now
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hash": self.hash,
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "release": self.release,
+            "stack": self.stack,
+            "manifest_status": self.manifest_status,
+            "problem": self.problem,
+            "tarball_size": self.tarball_size,
+            "tarball_checksum": self.tarball_checksum,
+            "spec_checksum": self.spec_checksum,
+            "fetched_at": self.fetched_at,
+            "current": self.current,
+        }
+
+
+_RECORD_COLUMNS = (
+    "s.hash, s.name, s.version, src.name, st.release, st.name, sm.status, sm.problem,"
+    " sm.tarball_size,"
+    " CASE WHEN sm.tarball_checksum IS NULL THEN NULL"
+    " ELSE sm.tarball_algorithm || ':' || sm.tarball_checksum END,"
+    " CASE WHEN sm.spec_checksum IS NULL THEN NULL"
+    " ELSE sm.spec_algorithm || ':' || sm.spec_checksum END,"
+    " sm.fetched_at"
+)
+
+
+def _record(r: Any, *, current: bool) -> SpecRecord:
+    """A SpecRecord from the twelve columns of ``_RECORD_COLUMNS``."""
+    (hash_, name, version, source, release, stack, status, problem, size, tarball, spec, at) = r
+    return SpecRecord(
+        hash_,
+        name,
+        version,
+        source,
+        release,
+        stack,
+        status,
+        problem,
+        size,
+        tarball,
+        spec,
+        at,
+        current,
+    )
+
+
+async def stack_specs(
+    store: Store, stack_id: int, *, package: str | None = None
+) -> AsyncGenerator[SpecRecord, None]:
+    """The specs a stack holds now, by name, version and hash, with their manifests; streamed."""
+    sql = (
+        # specs first, by name (its index): only each name's few rows are sorted.
+        f"SELECT {_RECORD_COLUMNS} FROM specs s CROSS JOIN memberships m ON s.id = m.spec_id"
+        " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
+        " LEFT JOIN spec_manifests sm ON sm.stack_id = m.stack_id AND sm.spec_id = m.spec_id"
+        " WHERE m.stack_id = ? AND m.left IS NULL"
+    )
+    params: list[object] = [stack_id]
+    if package is not None:
+        sql += " AND s.name = ?"
+        params.append(package)
+    async with store.conn.execute(f"{sql} ORDER BY s.name, s.version, s.hash", params) as cursor:
+        while rows := await cursor.fetchmany(_PAGE):
+            for r in rows:
+                yield _record(r, current=True)
+
+
+async def spec_records(store: Store, spec_hash: str) -> list[SpecRecord]:
+    """What each stack's crawl recorded for one spec (stacks that never crawled it: none)."""
+    async with store.conn.execute(
+        f"SELECT {_RECORD_COLUMNS},"
+        " EXISTS (SELECT 1 FROM memberships m WHERE m.stack_id = sm.stack_id"
+        "  AND m.spec_id = sm.spec_id AND m.left IS NULL)"
+        " FROM spec_manifests sm JOIN specs s ON s.id = sm.spec_id"
+        " JOIN stacks st ON st.id = sm.stack_id JOIN sources src ON src.id = st.source_id"
+        " WHERE s.hash = ? ORDER BY src.name, st.release, st.name",
+        (spec_hash,),
+    ) as cursor:
+        return [_record(r[:-1], current=bool(r[-1])) for r in await cursor.fetchall()]

@@ -1,0 +1,64 @@
+"""``mirrorsync config check`` as a real process against the fixture server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
+
+
+def test_config_check_reaches_every_source_and_reads_every_secret(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    nodes = [spec_node("zlib", "1.3", fake_hash("z"))]
+    build_catalog_from_specs(docroot, {"develop": {"root": nodes}})
+    config = tmp_path / "mirrorsync.yaml"
+    base = f"""database: {tmp_path / "state" / "m.db"}
+sources:
+  - {{name: public, kind: catalog, url: "{server.url}/cache_spack_io_index.json"}}
+  - {{name: site, kind: mirror, url: "{server.url}/develop"}}
+webhooks:
+  - {{name: chat, url: "http://127.0.0.1:9/hook", secret_env: CHECK_SECRET}}
+"""
+    config.write_text(base)
+    secret = {"CHECK_SECRET": "whsec_" + "A" * 44}
+    good = run_cli("-c", str(config), "config", "check", cwd=tmp_path, env=secret)
+    assert good.returncode == 0, good.stdout + good.stderr
+    lines = good.stdout.splitlines()
+    assert (
+        lines[0]
+        == f"ok      database: {tmp_path / 'state' / 'm.db'} (created by the first 'mirrorsync once')"
+    )
+    assert f"ok      source site: v3 build cache at {server.url}/develop" in lines
+    assert "ok      webhook chat secret: read and decoded (not shown)" in lines
+    assert not (tmp_path / "state").exists()  # a check writes nothing
+
+    # A typo in a mirror URL: neither layout is there, and both paths tried are named.
+    config.write_text(base.replace('/develop"', '/devel"'))
+    typo = run_cli("-c", str(config), "config", "check", "--json", cwd=tmp_path, env=secret)
+    assert typo.returncode == 1
+    report = json.loads(typo.stdout)
+    (failed,) = [c for c in report["checks"] if not c["ok"]]
+    assert failed["what"] == "source site"
+    assert "neither a v3 nor a v2 build cache" in failed["detail"]
+    assert f"{server.url}/devel/v3/layout.json" in failed["detail"]
+    assert f"{server.url}/devel/build_cache/index.json.hash" in failed["detail"]
+
+    # A secret that is not there is a local setting: exit 2, naming the key.
+    config.write_text(base)
+    missing = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "FAILED  webhook chat secret: " in missing.stdout
+    assert "webhooks[0].secret_env: environment variable CHECK_SECRET is not set" in missing.stdout
+
+
+def test_config_check_of_a_bad_file_is_the_usual_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("sources: [{name: a, kind: catalog, manifests: some}]\n")
+    done = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().endswith("(expected one of: new, all, none)")
