@@ -449,7 +449,9 @@ def test_sigkilled_runs_never_expose_a_broken_index_and_a_clean_run_completes(
     write_catalog(docroot, {"develop": {"root": "develop"}})
     _sync(parse_config(text, str(config)))
     upstream.reset_log()
-    upstream.add_fault("*/blobs/*", "delay", times=None, delay=0.02)
+    # 25 new specs' 50 blobs, 2 at a time, take >= 3.75 s: the first three runs, each
+    # killed within 1.2 s of starting, cannot finish the copy however fast the machine.
+    upstream.add_fault("*/blobs/*", "delay", times=None, delay=0.15)
 
     problems: list[str] = []
     seen: set[frozenset[str]] = set()
