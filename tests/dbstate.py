@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from mirrorsync.store.db import migrations
 
 #: Specs gained (+) or lost (-) per stack from seed page 000 to seed page 001.
 SEED_NET_CHANGE = {
@@ -142,3 +145,21 @@ def check_consistent(db: Path) -> None:
                     assert n == expected, (name, v, kind, n, expected)
     finally:
         conn.close()
+
+
+def schema_at(db: Path, version: int) -> None:
+    """A database migrated only up to ``version``, as an older mirrorsync left it."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        for number, name, sql in migrations():
+            if number <= version:
+                conn.executescript(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01T00:00:00.000000Z')",
+                    (number, name),
+                )
+        conn.commit()

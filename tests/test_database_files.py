@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUICK_RETRIES, REPO, catalog_config_text, run_cli
+from dbstate import schema_at
 from mirrorsync.errors import EXIT_DAMAGED
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
@@ -191,24 +192,6 @@ def test_read_only_commands_work_on_a_read_only_directory(tmp_path: Path, synced
         assert events.returncode == 0 and len(events.stdout.splitlines()) == 8
         once = cli(config, "once")  # a writing command says why it cannot
         assert once.returncode != 0 and str(ro / "state.db") in once.stderr
-
-
-def schema_at(db: Path, version: int) -> None:
-    """A database migrated only up to ``version``, as an older mirrorsync left it."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(
-            "CREATE TABLE schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        for number, name, sql in migrations():
-            if number <= version:
-                conn.executescript(sql)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01T00:00:00.000000Z')",
-                    (number, name),
-                )
-        conn.commit()
 
 
 def test_an_older_schema_is_named_and_once_upgrades_it(

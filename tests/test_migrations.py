@@ -7,29 +7,13 @@ from pathlib import Path
 
 import anyio
 
+from dbstate import schema_at
 from mirrorsync.store import Store
-from mirrorsync.store.db import migrations
-
-
-def _database_at(path: Path, version: int) -> None:
-    """A database as a mirrorsync whose newest migration was ``version`` left it."""
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        for number, name, sql in migrations():
-            if number <= version:
-                conn.executescript(sql)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01T00:00:00Z')",
-                    (number, name),
-                )
 
 
 def test_stored_compilers_are_rewritten_in_the_current_notation(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    _database_at(db, 3)
+    schema_at(db, 3)
     rows = [("a" * 32, "gcc@=11.4.0"), ("b" * 32, "llvm@=18.1.8"), ("c" * 32, None)]
     with sqlite3.connect(db) as conn:
         conn.executemany(
