@@ -464,6 +464,7 @@ def phase_release(args: argparse.Namespace, nginx: str, res: Results, work: Path
                     if done is None:
                         continue
                     series.add(done.wall, done.rss_mb)
+                    series.note("cpu", done.cpu)  # all threads, and waited-for children
                     print(f"  {step} {tool}: {done.wall:.2f}s {done.rss_mb:.0f} MB",
                           file=sys.stderr)  # fmt: skip
                     if tool == "floor":
@@ -724,11 +725,20 @@ def report(res: Results, args: argparse.Namespace) -> str:
                 f"{ratio(f'{step} mirrorsync', f'{step} floor', True)} | "
                 f"{f'{m.rss_median:.0f}' if m and m.ok else '-'} |"
             )
+        for step, title in (("first", "first sync"), ("resync", "1% resync")):
+            cpu = {t: res.series.get(f"{step} {t}") for t in ("mirrorsync", "naive", "floor")}
+            if all(c and "cpu" in c.extra for c in cpu.values()):
+                cm, cn, cf = (statistics.median(c.extra["cpu"]) for c in cpu.values() if c)
+                lines.append(
+                    f"CPU seconds (user + system, all threads and children), {title}: mirrorsync "
+                    f"{cm:.1f}, naive {cn:.1f}, floor {cf:.1f}: {cm / cn:.2f}x naive, "
+                    f"{cm / cf:.2f}x floor"
+                )
         for step in ("first", "resync"):
             f = res.series.get(f"{step} floor")
             if f and f.ok and f.extra:
                 parts = ", ".join(
-                    f"{k} {statistics.median(v):.2f}" for k, v in f.extra.items() if k != "wall"
+                    f"{k} {statistics.median(v):.2f}" for k, v in f.extra.items() if k != "cpu"
                 )
                 lines.append(f"floor's steps, {step} (medians, s): {parts}")
         lines.append("")
