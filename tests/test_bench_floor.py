@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def _write_release(docroot: Path, pool: list[dict[str, object]], state: int) -> 
     )
 
 
-def _state(database: Path) -> dict[str, object]:
+def _state(database: Path) -> dict[str, Any]:
     with sqlite3.connect(database) as conn:
         return {
             "specs": set(
