@@ -595,6 +595,7 @@ def profile(res: Results, name: str, cmd: list[str], work: Path) -> None:
         run([spy, "record", "--rate", "250", "--nonblocking", "--format", "raw", "--output",
              str(raw), "--", *cmd])  # fmt: skip
         text = summarize(raw.read_text())
+        shutil.copy(raw, out_dir / f"{slug}.raw")  # --summarize FILE reads it again
     except StepFailed as exc:
         text = f"py-spy failed ({exc}); profiling with cProfile (main thread only)\n"
         prof = work / "profile.pstats"
@@ -654,6 +655,7 @@ def summarize(raw: str, top: int = 18) -> str:
     areas: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -663,13 +665,25 @@ def summarize(raw: str, top: int = 18) -> str:
         frames = stack.split(";")
         total += count
         leaves[frames[-1]] += count
-        inside_imports = any("importlib" in f or "<frozen" in f for f in frames)
+        inside_imports = any("importlib._bootstrap" in f for f in frames)
         areas["imports" if inside_imports else _area(frames[-1])] += count
+        if any("aiosqlite/core.py" in f for f in frames):
+            threads["SQLite (aiosqlite's thread)"] += count
+        elif any("WorkerThread.run (anyio" in f for f in frames):
+            threads["worker threads (anyio.to_thread: index parsing)"] += count
+        else:
+            threads["main thread (event loop)"] += count
         for f in {f.rpartition(":")[0] for f in frames if "mirrorsync/" in f}:
             inclusive[f] += count
     if not total:
         return "no samples\n"
-    out = [f"{total} samples at 250 Hz ({total / 250:.1f} s of CPU, all threads)", "", "by area:"]
+    out = [
+        f"{total} samples at 250 Hz (~{total / 250:.1f} s on CPU, all threads)",
+        "",
+        "by thread:",
+    ]
+    out += [f"  {100 * c / total:5.1f}%  {a}" for a, c in threads.most_common()]
+    out += ["", "by area (of the innermost frame; C code counts to the line calling it):"]
     out += [f"  {100 * c / total:5.1f}%  {a}" for a, c in areas.most_common(top)]
     out += ["", "hottest lines (self):"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in leaves.most_common(top)]
@@ -814,7 +828,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="also profile with py-spy")
     parser.add_argument("--generate", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--generate-crawl", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--summarize", type=Path, help="print the top of a py-spy raw profile")
     args = parser.parse_args()
+    if args.summarize:
+        print(summarize(args.summarize.read_text()))
+        return 0
     if args.generate:
         generate_release(*args.generate)
         return 0
