@@ -458,7 +458,8 @@ def phase_release(args: argparse.Namespace, nginx: str, res: Results, work: Path
             }  # fmt: skip
             for step, state in (("first", 1), ("resync", 2)):
                 use(state)
-                for tool in rotate(["naive", "floor", "mirrorsync"], r):
+                tools = [t for t in ("naive", "floor", "mirrorsync") if t not in args.skip]
+                for tool in rotate(tools, r):
                     series = res[f"{step} {tool}"]
                     done = attempt(series, f"{step} {tool}", run, cmds[tool])
                     if done is None:
@@ -500,37 +501,43 @@ def phase_crawl(args: argparse.Namespace, nginx: str, res: Results, work: Path) 
         curl_list = work / "curl-urls.txt"
         curl_list.write_text("".join(f'url = "{url}{p}"\noutput = "/dev/null"\n' for p in paths))
 
-        def measure(tool: str, c: int, k: int) -> float:
-            """Seconds for the n manifests, start-up excluded where it can be."""
+        def measure(tool: str, c: int, k: int) -> tuple[float, float | None]:
+            """Seconds for the n manifests and the CPU seconds they took (user + system,
+            all threads), start-up excluded where it can be."""
             if tool == "mirrorsync":
-                walls = {}
+                done = {}
                 for policy in ("none", "new"):
                     db = work / f"crawl-{policy}-{k}.db"
                     cfg = config(work / f"crawl-{policy}.yaml", url, db, manifests=policy,
                                  concurrency=c, per_host=c)  # fmt: skip
-                    walls[policy] = run(mirrorsync(cfg)).wall
+                    done[policy] = run(mirrorsync(cfg))
                     for p in work.glob(f"crawl-{policy}-{k}.db*"):
                         p.unlink()
-                return walls["new"] - walls["none"]
+                return done["new"].wall - done["none"].wall, done["new"].cpu - done["none"].cpu
             if tool in ("httpx", "aiohttp"):
                 script = "raw_fetch.py" if tool == "httpx" else "aiohttp_fetch.py"
                 extra = [str(c)] if tool == "httpx" else []  # one client of c connections
                 out = run([PY, str(HERE / script), url, str(docroot), str(c), *extra]).stdout
-                return float(out.split(" in ")[1].split("s")[0])
-            done = run(["curl", "--silent", "--parallel", "--parallel-max", str(c), "--write-out",
-                        "%{http_code}\\n", "--config", str(curl_list)])  # fmt: skip
-            ok = done.stdout.split().count("200")
+                cpu = out.partition("cpu ")[2].partition("s")[0]  # the fetching part's own
+                return float(out.split(" in ")[1].split("s")[0]), float(cpu) if cpu else None
+            done_curl = run(["curl", "--silent", "--parallel", "--parallel-max", str(c),
+                             "--write-out", "%{http_code}\\n", "--config", str(curl_list)])  # fmt: skip
+            ok = done_curl.stdout.split().count("200")
             if ok != len(paths):
                 raise StepFailed(f"curl got {ok} of {len(paths)} manifests with status 200")
-            return done.wall
+            return done_curl.wall, done_curl.cpu
 
+        tools = [t for t in ("mirrorsync", "httpx", "aiohttp", "curl") if t not in args.skip]
         for k in range(args.repeat):
             for c in args.concurrency:
-                for tool in rotate(["mirrorsync", "httpx", "aiohttp", "curl"], k):
+                for tool in rotate(tools, k):
                     series = res[f"crawl {tool} {c}"]
-                    seconds = attempt(series, f"crawl {tool} {c}", measure, tool, c, k)
-                    if seconds is not None:
+                    got = attempt(series, f"crawl {tool} {c}", measure, tool, c, k)
+                    if got is not None:
+                        seconds, cpu = got
                         series.add(len(paths) / seconds)
+                        if cpu is not None:
+                            series.note("cpu ms per manifest", 1000 * cpu / len(paths))
                         print(f"  crawl {tool} at {c}: {len(paths) / seconds:.0f}/s",
                               file=sys.stderr)  # fmt: skip
         if args.profile:
@@ -770,6 +777,33 @@ def report(res: Results, args: argparse.Namespace) -> str:
                 f"{ratio(mc, f'crawl httpx {c}')} | {ratio(mc, f'crawl aiohttp {c}')} | "
                 f"{ratio(mc, f'crawl curl {c}')} |"
             )
+
+        def cpu_ms(key: str) -> float | None:
+            got = res.series.get(key)
+            values = got.extra.get("cpu ms per manifest") if got else None
+            return statistics.median(values) if values else None
+
+        if any(cpu_ms(f"crawl mirrorsync {c}") for c in args.concurrency):
+            lines.append("")
+            lines.append("CPU ms per manifest (user + system, all threads; the fetching part), and "
+                         "the reference's CPU over mirrorsync's (its share of the rate if CPU-bound)")  # fmt: skip
+            lines.append("| concurrency | mirrorsync | plain httpx | aiohttp | curl | "
+                         "aiohttp / mirrorsync | curl / mirrorsync |")  # fmt: skip
+            lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+            for c in args.concurrency:
+                got = {
+                    t: cpu_ms(f"crawl {t} {c}") for t in ("mirrorsync", "httpx", "aiohttp", "curl")
+                }
+                mine = got["mirrorsync"]
+
+                def share(
+                    t: str, mine: float | None = mine, got: dict[str, float | None] = got
+                ) -> str:
+                    other = got[t]
+                    return f"{other / mine:.2f}x" if other and mine else "-"
+
+                cells = " | ".join(f"{v:.3f}" if v else "-" for v in got.values())
+                lines.append(f"| {c} | {cells} | {share('aiohttp')} | {share('curl')} |")
         lines.append("")
     size = int(res.meta.get("large blob bytes", 0))
     if size:
@@ -826,6 +860,12 @@ def main() -> int:
         "--only", default="release,crawl,download", help="phases to run (comma-separated)"
     )
     parser.add_argument("--profile", action="store_true", help="also profile with py-spy")
+    parser.add_argument(
+        "--skip",
+        type=lambda s: set(s.split(",")),
+        default=set(),
+        help="references to leave out, to save time: naive, httpx, aiohttp, curl",
+    )
     parser.add_argument("--generate", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--generate-crawl", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--summarize", type=Path, help="print the top of a py-spy raw profile")

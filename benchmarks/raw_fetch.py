@@ -20,7 +20,7 @@ import httpx
 async def main(base: str, paths: list[str], concurrency: int, per_client: int) -> None:
     limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
     clients = [httpx.AsyncClient(limits=limits) for _ in range(max(1, concurrency // per_client))]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     send, receive = anyio.create_memory_object_stream[str](concurrency)
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -35,10 +35,10 @@ async def main(base: str, paths: list[str], concurrency: int, per_client: int) -
             for path in paths:
                 await send.send(path)
         receive.close()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     for client in clients:
         await client.aclose()
-    print(f"{len(paths)} manifests in {seconds:.2f}s: {len(paths) / seconds:.0f}/s")
+    print(f"{len(paths)} manifests in {seconds:.2f}s: {len(paths) / seconds:.0f}/s, cpu {cpu:.2f}s")
 
 
 if __name__ == "__main__":
