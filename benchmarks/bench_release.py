@@ -754,13 +754,17 @@ def report(res: Results, args: argparse.Namespace) -> str:
                 f"{f'{m.rss_median:.0f}' if m and m.ok else '-'} |"
             )
         for step, title in (("first", "first sync"), ("resync", "1% resync")):
-            cpu = {t: res.series.get(f"{step} {t}") for t in ("mirrorsync", "naive", "floor")}
-            if all(c and "cpu" in c.extra for c in cpu.values()):
-                cm, cn, cf = (statistics.median(c.extra["cpu"]) for c in cpu.values() if c)
+            cpu = {
+                t: statistics.median(c.extra["cpu"])
+                for t in ("mirrorsync", "naive", "floor")
+                if (c := res.series.get(f"{step} {t}")) and "cpu" in c.extra
+            }
+            if "mirrorsync" in cpu and len(cpu) > 1:
+                cm = cpu["mirrorsync"]
                 lines.append(
-                    f"CPU seconds (user + system, all threads and children), {title}: mirrorsync "
-                    f"{cm:.1f}, naive {cn:.1f}, floor {cf:.1f}: {cm / cn:.2f}x naive, "
-                    f"{cm / cf:.2f}x floor"
+                    f"CPU seconds (user + system, all threads and children), {title}: "
+                    + ", ".join(f"{t} {v:.1f}" for t, v in cpu.items())
+                    + "".join(f"; {cm / v:.2f}x {t}" for t, v in cpu.items() if t != "mirrorsync")
                 )
         for step in ("first", "resync"):
             f = res.series.get(f"{step} floor")
