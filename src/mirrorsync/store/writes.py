@@ -278,24 +278,35 @@ async def _add_members(
             yield (s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, text, at)
 
     # Metadata is written once per hash, ever; a spec seen before keeps its row.
-    await conn.executemany(
+    new = [s for s in snapshot.added if isinstance(s, SpecInfo)]
+    cursor = await conn.executemany(
         "INSERT INTO specs (hash, name, version, platform, os, target, compiler, variants,"
         " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
         rows(),
     )
-    # A hash names its content: a membership opens only where the stored record
-    # has the name and version this snapshot gives; one short means a conflict.
-    cursor = await conn.executemany(
-        "INSERT INTO memberships (stack_id, spec_id, entered, left)"
-        " SELECT ?, id, ?, NULL FROM specs WHERE hash = ? AND name = ? AND version = ?",
-        ((snapshot.stack_id, version, s.hash, s.name, s.version) for s in snapshot.added),
+    # A hash names its content: a stored record must have the name and version
+    # this snapshot gives it. Those stored before (by name, or in full when some
+    # turned out to be stored already) are compared; a conflict refuses the index.
+    stored = (
+        snapshot.added
+        if cursor.rowcount != len(new)
+        else [s for s in snapshot.added if not isinstance(s, SpecInfo)]
     )
-    count = cursor.rowcount
-    if count != len(snapshot.added):
+    if stored and not await _same_records(conn, stored):
         await _refuse_conflict(conn, snapshot)
+    count = 0
+    hashes = [s.hash for s in snapshot.added]
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start : start + _LOOKUP_CHUNK]
+        cursor = await conn.execute(
+            "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
+            f" FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
+            (snapshot.stack_id, version, *chunk),
+        )
+        count += cursor.rowcount
+    if count != len(hashes):
         raise StoreError(
-            f"{len(snapshot.added) - count} of the specs added to stack {snapshot.stack_id}"
-            " are not stored"
+            f"{len(hashes) - count} of the specs added to stack {snapshot.stack_id} are not stored"
         )
     events = await record(
         conn, "spec.added", where, specs=_ENTERED, params=(snapshot.stack_id, version)
@@ -312,6 +323,24 @@ _LEFT = (
     "FROM memberships m CROSS JOIN specs s WHERE s.id = m.spec_id"
     " AND m.stack_id = ? AND m.left = ? ORDER BY s.hash"
 )
+
+
+async def _same_records(conn: aiosqlite.Connection, specs: Sequence[SpecInfo | SpecName]) -> bool:
+    """Whether every one of ``specs`` is stored under the name and version it gives."""
+    given = {s.hash: (s.name, s.version) for s in specs}
+    hashes = list(given)
+    found = 0
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start : start + _LOOKUP_CHUNK]
+        async with conn.execute(
+            f"SELECT hash, name, version FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ) as cursor:
+            for spec_hash, name, version in await cursor.fetchall():
+                if given[spec_hash] != (name, version):
+                    return False
+                found += 1
+    return found == len(hashes)
 
 
 async def _refuse_conflict(conn: aiosqlite.Connection, snapshot: Snapshot) -> None:
@@ -355,12 +384,16 @@ async def _remove_members(
     """Close the memberships of the removed hashes; (members, events)."""
     if not snapshot.removed:
         return 0, 0
-    cursor = await conn.executemany(
-        "UPDATE memberships SET left = ?"
-        " WHERE stack_id = ? AND left IS NULL AND spec_id = (SELECT id FROM specs WHERE hash = ?)",
-        ((version, snapshot.stack_id, h) for h in snapshot.removed),
-    )
-    count = cursor.rowcount
+    count = 0
+    hashes = list(snapshot.removed)
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start : start + _LOOKUP_CHUNK]
+        cursor = await conn.execute(
+            "UPDATE memberships SET left = ? WHERE stack_id = ? AND left IS NULL AND spec_id IN"
+            f" (SELECT id FROM specs WHERE hash IN ({', '.join('?' * len(chunk))}))",
+            (version, snapshot.stack_id, *chunk),
+        )
+        count += cursor.rowcount
     events = await record(
         conn, "spec.removed", where, specs=_LEFT, params=(snapshot.stack_id, version)
     )
