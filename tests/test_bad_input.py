@@ -546,6 +546,36 @@ def test_catalogue_naming_a_release_twice_is_refused_and_retires_nothing(
     assert not any(kind.endswith(".removed") for kind, _, _ in event_counts(config.database_path))
 
 
+def test_a_spec_stored_by_another_stack_is_taken_by_name_and_version_alone(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A spec the database holds already is not decoded again when another stack
+    lists it: only its name and version are read (and match the stored record),
+    so a field a new spec would be refused for changes nothing, and the record
+    root stored stays as it was."""
+    build(docroot)
+    config = catalog_config(tmp_path, server)
+    assert sync(config).exit_code == 0
+    taken = nodes("r", 1)[0]  # root's
+    h = str(taken["hash"])
+    with sqlite3.connect(config.database_path) as conn:
+        stored = conn.execute("SELECT * FROM specs WHERE hash = ?", (h,)).fetchall()
+    odd = {**taken, "arch": 5}  # refused in a new spec: an architecture is an object
+    serve_index(docroot, index({**GOOD_E4S, h: {"spec": odd, "in_buildcache": True}}))
+    report = sync(config)
+    assert report.exit_code == 0, report.failures
+    assert versions(config.database_path)[("develop", "e4s")] == 2
+    with sqlite3.connect(config.database_path) as conn:
+        assert conn.execute("SELECT * FROM specs WHERE hash = ?", (h,)).fetchall() == stored
+        held = conn.execute(
+            "SELECT count(*) FROM memberships m JOIN specs s ON s.id = m.spec_id"
+            " JOIN stacks st ON st.id = m.stack_id"
+            " WHERE s.hash = ? AND st.name = 'e4s' AND m.left IS NULL",
+            (h,),
+        ).fetchone()
+    assert held == (1,)
+
+
 def test_v2_spec_file_that_is_not_utf8_is_malformed_and_the_run_goes_on(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:

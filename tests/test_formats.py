@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from mirrorsync.formats.catalog import (
     resolve_url,
 )
 from mirrorsync.formats.clearsign import split_clearsigned
-from mirrorsync.formats.index import parse_index, variants_from_parameters
+from mirrorsync.formats.index import parse_index, paused_gc, variants_from_parameters
 from mirrorsync.formats.manifest import (
     hash_from_manifest_name,
     parse_index_manifest,
@@ -387,3 +388,16 @@ def test_index_with_one_field_replaced_only_raises_format_error(field: str, valu
         spec[field] = value
     with contextlib.suppress(FormatError):
         parse_index(json.dumps(document).encode())
+
+
+def test_gc_stays_paused_until_the_last_of_overlapping_pauses_ends() -> None:
+    """Two stacks decode in two threads: the first to finish must not turn the
+    collector back on under the other (it is one switch for the whole process)."""
+    assert gc.isenabled()
+    first, second = paused_gc(), paused_gc()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()

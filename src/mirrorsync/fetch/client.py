@@ -9,7 +9,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import anyio
 import httpx
@@ -43,6 +43,7 @@ from mirrorsync.redact import Url, redact_url
 USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
 _STEP = 1 << 20  # most bytes decompressed at once
+_BATCH = 1 << 20  # bytes hashed and written at once, in a worker thread
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 
@@ -248,8 +249,7 @@ class HttpClient:
             body.promised_by = promised_by
             body.hash_with("sha256")
             with dest.open("wb") as out:
-                async for chunk in body:
-                    out.write(chunk)
+                await body.copy_to(out)
             return Downloaded(
                 url,
                 dest,
@@ -286,8 +286,7 @@ class HttpClient:
         async def read(response: httpx.Response) -> tuple[int, str]:
             body = self._body(url, response, None, None, expected_length, tally)
             body.hash_with(algorithm)
-            async for _ in body:
-                pass
+            await body.copy_to(None)
             return body.length, body.check(None)
 
         return await self._fetch("GET", url, {}, tally, read)
@@ -506,6 +505,36 @@ class _Body:
 
     def hash_with(self, algorithm: str) -> None:
         self._digest = hashlib.new(algorithm)
+
+    async def copy_to(self, out: BinaryIO | None) -> None:
+        """Read the whole body into ``out`` (None: nowhere), hashing it on the way.
+
+        The event loop only receives: the bytes are hashed and written in a worker
+        thread, ``_BATCH`` bytes at a time (hashlib and file writes release the
+        GIL), while the socket keeps filling. Bounds are checked as each chunk
+        arrives (``_take``), before it is hashed or written."""
+        digest, self._digest = self._digest, None  # taken here, in order, off the loop
+
+        def sink(batch: list[bytes]) -> None:
+            if digest is not None:
+                for chunk in batch:
+                    digest.update(chunk)
+            if out is not None:
+                out.writelines(batch)
+
+        batch: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in self:
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= _BATCH:
+                    await anyio.to_thread.run_sync(sink, batch)
+                    batch, size = [], 0
+            if batch:
+                await anyio.to_thread.run_sync(sink, batch)
+        finally:
+            self._digest = digest
 
     def _budget(self) -> int:
         """How many more bytes may be taken: up to one past the tighter bound (0: no bound)."""

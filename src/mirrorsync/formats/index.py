@@ -157,6 +157,16 @@ class SpecInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SpecName:
+    """A spec the database holds already, as an index lists it: its hash, name and
+    version, all the store needs to check that it is the spec it stored."""
+
+    hash: str
+    name: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
 class Index:
     """The cached specs of one build cache index: spec nodes by hash, decoded
     or (``parse_index(lazy=True)``) still raw JSON."""
@@ -168,6 +178,9 @@ class Index:
     #: pushed): not binaries in the cache, but part of the index, e.g. a
     #: compiler whose version names the specs it built.
     uncached: dict[str, SpecNode | msgspec.Raw] = field(default_factory=dict)
+    #: Whether any string of the document can hold a control character: if not,
+    #: labels need no search for one (``_may_hold_controls``).
+    controls: bool = True
     # Many specs share their parameters verbatim: render each distinct set once.
     _variants: dict[bytes, tuple[str, ...]] = field(default_factory=dict, repr=False)
     # ...and each compiler node's text once: compiler hash -> "gcc@13.2.0" (None: not listed).
@@ -197,9 +210,9 @@ class Index:
             try:
                 node = _NODE_DECODER.decode(raw_node)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                problem = f"install {spec_hash}: spec {_problem(exc, raw_node)}"
+                problem = _node_problem(spec_hash, exc, raw_node)
                 raise FormatError("build cache index", problem, self.url) from None
-            _check_node(spec_hash, node, self.url)
+            _check_node(spec_hash, node, self.url, self.controls)
         raw = bytes(node.parameters)
         variants = self._variants.get(raw)
         if variants is None:
@@ -264,6 +277,20 @@ class Index:
             return None
         return compiler_text(node.name, node.version)
 
+    def named(self, spec_hash: str) -> SpecName:
+        """The name and version a node gives, for a spec the database holds already:
+        only those two fields are decoded (its other fields were checked when it
+        was first stored, and a hash names its content)."""
+        node = self.nodes[spec_hash]
+        if isinstance(node, SpecNode):
+            return SpecName(spec_hash, node.name, node.version)
+        try:
+            named = _NAME_VERSION_DECODER.decode(node)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            problem = _node_problem(spec_hash, exc, node)
+            raise FormatError("build cache index", problem, self.url) from None
+        return SpecName(spec_hash, named.name, named.version)
+
     def infos(self, hashes: Iterable[str]) -> Iterator[SpecInfo]:
         for h in hashes:
             yield self.info(h)
@@ -285,7 +312,7 @@ def parse_index(
     a decoder keeps the last, so a second entry could hide or drop the first.
     """
     decoder = _RAW_DECODER if lazy else _DECODER
-    controls = not lazy and _may_hold_controls(data)
+    controls = _may_hold_controls(data)
     _DECODED.installs = 0
     try:
         with paused_gc():
@@ -328,21 +355,36 @@ def parse_index(
             nodes[spec_hash] = install.spec
         else:
             uncached[spec_hash] = install.spec
-    return Index(db_version=db_version, nodes=nodes, url=url, uncached=uncached)
+    return Index(db_version=db_version, nodes=nodes, url=url, uncached=uncached, controls=controls)
+
+
+class _Pauses:
+    """How many threads are inside :func:`paused_gc`; the collector runs again when
+    the last one leaves (it is one switch for the whole process)."""
+
+    lock = threading.Lock()
+    count = 0
+    was_enabled = False
 
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while decoding (or, in the fixture, building)
     millions of small acyclic objects: collections that find nothing were half of
-    the decoding time (100,000 specs: 0.51 s with it, 0.34 s without)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    the decoding time (100,000 specs: 0.51 s with it, 0.34 s without). Threads may
+    overlap their pauses: the collector is enabled again when the last one ends."""
+    with _Pauses.lock:
+        if _Pauses.count == 0:
+            _Pauses.was_enabled = gc.isenabled()
+            gc.disable()
+        _Pauses.count += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _Pauses.lock:
+            _Pauses.count -= 1
+            if _Pauses.count == 0 and _Pauses.was_enabled:
+                gc.enable()
 
 
 def _parse_lazily(data: bytes, url: str | None = None) -> Index:
@@ -380,11 +422,20 @@ def _may_hold_controls(data: bytes | bytearray | memoryview) -> bool:
 _TOO_LONG_RE = re.compile(r"^Expected `str` of length <= (\d+) - at `(.*)`$")
 
 
-def _problem(exc: Exception, data: bytes | bytearray | memoryview) -> str:
-    """The decoder's error in mirrorsync's words (a Label over its length in particular)."""
+def _node_problem(spec_hash: str, exc: Exception, node: msgspec.Raw) -> str:
+    """A spec node's decoding error, decoded on its own (a lazy parse): a label over
+    its length is named at its place in the document, as a whole decode names it."""
+    if _TOO_LONG_RE.match(str(exc)) is not None:
+        return _problem(exc, node, at="$.database.installs[...].spec")
+    return f"install {spec_hash}: spec {_problem(exc, node)}"
+
+
+def _problem(exc: Exception, data: bytes | bytearray | memoryview, at: str = "$") -> str:
+    """The decoder's error in mirrorsync's words (a Label over its length in particular;
+    ``at``: the path of the decoded value in the whole document)."""
     too_long = _TOO_LONG_RE.match(str(exc))
     if too_long is not None:
-        where = too_long[2]
+        where = at + too_long[2][1:]
         field = where.rsplit(".", 1)[-1]
         return f"{field} is longer than {too_long[1]} characters (at {where})"
     return decode_problem(exc, data)

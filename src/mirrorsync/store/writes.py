@@ -14,8 +14,8 @@ from typing import Any
 
 import aiosqlite
 
-from mirrorsync.errors import FormatError
-from mirrorsync.formats.index import SpecInfo
+from mirrorsync.errors import FormatError, StoreError
+from mirrorsync.formats.index import SpecInfo, SpecName
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store.db import Store
 from mirrorsync.store.events import Where, record
@@ -52,7 +52,8 @@ class Snapshot:
     stack_id: int
     location: StackLocation | None
     index_checksum: str | None
-    added: Sequence[SpecInfo]
+    #: New to this stack: in full if new to the database, else by name (``stored_hashes``).
+    added: Sequence[SpecInfo | SpecName]
     removed: Sequence[str]  # hashes
     announce: bool = False  # emit stack.added first
     retire: bool = False  # emit stack.removed last; the stack leaves the catalogue
@@ -238,10 +239,21 @@ async def cache_document(
 
 # -- inside a transaction ------------------------------------------------------
 
-_TEMP_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS incoming (hash TEXT PRIMARY KEY)",
-    "CREATE TEMP TABLE IF NOT EXISTS outgoing (hash TEXT PRIMARY KEY)",
-)
+#: Hashes per ``IN (...)`` lookup: well within SQLite's and PostgreSQL's parameter limits.
+_LOOKUP_CHUNK = 500
+
+
+async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
+    """Which of ``hashes`` the ``specs`` table holds already (stored by any stack,
+    ever): a sync decodes only the others in full. Spec rows are never deleted."""
+    found: set[str] = set()
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start : start + _LOOKUP_CHUNK]
+        async with store.conn.execute(
+            f"SELECT hash FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})", chunk
+        ) as cursor:
+            found.update(row[0] for row in await cursor.fetchall())
+    return found
 
 
 async def _add_members(
@@ -254,48 +266,81 @@ async def _add_members(
     """Open the memberships of the added specs (stored first if new); (members, events)."""
     if not snapshot.added:
         return 0, 0
-    for ddl in _TEMP_TABLES:
-        await conn.execute(ddl)
     variants_json: dict[tuple[str, ...], str] = {}
 
     def rows() -> Iterator[tuple[object, ...]]:
         for s in snapshot.added:
+            if not isinstance(s, SpecInfo):  # stored already, by name
+                continue
             text = variants_json.get(s.variants)
             if text is None:
                 text = variants_json[s.variants] = json.dumps(list(s.variants))
             yield (s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, text, at)
 
     # Metadata is written once per hash, ever; a spec seen before keeps its row.
-    # A hash names its content: one seen before under another name or version
-    # is touched (a no-op update) so that it shows in the count of changes.
-    last_id = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM specs", ())
+    new = [s for s in snapshot.added if isinstance(s, SpecInfo)]
     cursor = await conn.executemany(
         "INSERT INTO specs (hash, name, version, platform, os, target, compiler, variants,"
-        " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE"
-        " SET first_seen = specs.first_seen"
-        " WHERE specs.name != excluded.name OR specs.version != excluded.version",
+        " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
         rows(),
     )
-    inserted = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM specs", ()) - last_id
-    if cursor.rowcount > inserted:
+    # A hash names its content: a stored record must have the name and version
+    # this snapshot gives it. Those stored before (by name, or in full when some
+    # turned out to be stored already) are compared; a conflict refuses the index.
+    stored = (
+        snapshot.added
+        if cursor.rowcount != len(new)
+        else [s for s in snapshot.added if not isinstance(s, SpecInfo)]
+    )
+    if stored and not await _same_records(conn, stored):
         await _refuse_conflict(conn, snapshot)
-    await conn.executemany(
-        "INSERT OR IGNORE INTO incoming VALUES (?)", ((s.hash,) for s in snapshot.added)
-    )
-    cursor = await conn.execute(
-        "INSERT INTO memberships (stack_id, spec_id, entered, left)"
-        " SELECT ?, s.id, ?, NULL FROM incoming i JOIN specs s ON s.hash = i.hash",
-        (snapshot.stack_id, version),
-    )
-    count = cursor.rowcount
+    count = 0
+    hashes = [s.hash for s in snapshot.added]
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start : start + _LOOKUP_CHUNK]
+        cursor = await conn.execute(
+            "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
+            f" FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
+            (snapshot.stack_id, version, *chunk),
+        )
+        count += cursor.rowcount
+    if count != len(hashes):
+        raise StoreError(
+            f"{len(hashes) - count} of the specs added to stack {snapshot.stack_id} are not stored"
+        )
     events = await record(
-        conn,
-        "spec.added",
-        where,
-        specs="FROM incoming i JOIN specs s ON s.hash = i.hash ORDER BY i.hash",
+        conn, "spec.added", where, specs=_ENTERED, params=(snapshot.stack_id, version)
     )
-    await conn.execute("DELETE FROM incoming")
     return count, events
+
+
+#: The memberships a version opened (``_ENTERED``) or closed (``_LEFT``), in hash order.
+_ENTERED = (
+    "FROM memberships m CROSS JOIN specs s WHERE s.id = m.spec_id"
+    " AND m.stack_id = ? AND m.entered = ? ORDER BY s.hash"
+)
+_LEFT = (
+    "FROM memberships m CROSS JOIN specs s WHERE s.id = m.spec_id"
+    " AND m.stack_id = ? AND m.left = ? ORDER BY s.hash"
+)
+
+
+async def _same_records(conn: aiosqlite.Connection, specs: Sequence[SpecInfo | SpecName]) -> bool:
+    """Whether every one of ``specs`` is stored under the name and version it gives."""
+    given = {s.hash: (s.name, s.version) for s in specs}
+    hashes = list(given)
+    found = 0
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start : start + _LOOKUP_CHUNK]
+        async with conn.execute(
+            f"SELECT hash, name, version FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ) as cursor:
+            for spec_hash, name, version in await cursor.fetchall():
+                if given[spec_hash] != (name, version):
+                    return False
+                found += 1
+    return found == len(hashes)
 
 
 async def _refuse_conflict(conn: aiosqlite.Connection, snapshot: Snapshot) -> None:
@@ -339,28 +384,19 @@ async def _remove_members(
     """Close the memberships of the removed hashes; (members, events)."""
     if not snapshot.removed:
         return 0, 0
-    for ddl in _TEMP_TABLES:
-        await conn.execute(ddl)
-    await conn.executemany(
-        "INSERT OR IGNORE INTO outgoing VALUES (?)", ((h,) for h in snapshot.removed)
-    )
+    count = 0
+    hashes = list(snapshot.removed)
+    for start in range(0, len(hashes), _LOOKUP_CHUNK):
+        chunk = hashes[start : start + _LOOKUP_CHUNK]
+        cursor = await conn.execute(
+            "UPDATE memberships SET left = ? WHERE stack_id = ? AND left IS NULL AND spec_id IN"
+            f" (SELECT id FROM specs WHERE hash IN ({', '.join('?' * len(chunk))}))",
+            (version, snapshot.stack_id, *chunk),
+        )
+        count += cursor.rowcount
     events = await record(
-        conn,
-        "spec.removed",
-        where,
-        specs="FROM outgoing o JOIN specs s ON s.hash = o.hash"
-        " JOIN memberships m ON m.spec_id = s.id AND m.stack_id = ? AND m.left IS NULL"
-        " ORDER BY o.hash",
-        params=(snapshot.stack_id,),
+        conn, "spec.removed", where, specs=_LEFT, params=(snapshot.stack_id, version)
     )
-    cursor = await conn.execute(
-        "UPDATE memberships SET left = ?"
-        " WHERE stack_id = ? AND left IS NULL"
-        " AND spec_id IN (SELECT s.id FROM outgoing o JOIN specs s ON s.hash = o.hash)",
-        (version, snapshot.stack_id),
-    )
-    count = cursor.rowcount
-    await conn.execute("DELETE FROM outgoing")
     return count, events
 
 

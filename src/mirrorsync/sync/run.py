@@ -21,7 +21,7 @@ from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import FormatError, MetricsError, MirrorsyncError, ScratchError, StoreError
 from mirrorsync.fetch import HttpClient, Tally, Throttle, Url, origin
 from mirrorsync.formats.catalog import locate_index, parse_catalog_document
-from mirrorsync.formats.index import Index
+from mirrorsync.formats.index import Index, paused_gc
 from mirrorsync.logs import fields
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
@@ -334,15 +334,23 @@ def _difference(
     checksum: str,
     location: writes.StackLocation,
     old: set[str],
+    entering: list[str],
+    stored: set[str],
 ) -> writes.Snapshot:
-    """What the new index adds to and removes from the stack's current members."""
-    new = index.nodes.keys()
+    """What the new index adds to and removes from the stack's current members.
+
+    Of the ``entering`` hashes, those the database holds already (``stored``, by
+    another stack or earlier) are taken by name and version only; only the
+    others are decoded in full, with the cyclic GC paused (none of it is cyclic).
+    """
+    with paused_gc():
+        added = [index.named(h) if h in stored else index.info(h) for h in entering]
     return writes.Snapshot(
         stack_id=row.id,
         location=location,
         index_checksum=checksum,
-        added=list(index.infos(sorted(new - old))),
-        removed=sorted(old - new),
+        added=added,
+        removed=sorted(old - index.nodes.keys()),
         announce=not row.present,
         uncached=frozenset(index.uncached),
     )
@@ -485,20 +493,21 @@ async def _sync_index(
             unchanged = ctx.outcome(job, "unchanged", row.version, row.spec_count, started, tally)
             return location, unchanged
         async with ctx.index_slots:
-            # A resync stores only the new specs: decode only those.
-            lazy = row.present and row.spec_count > 0
+            # Nodes stay raw JSON: only the specs new to the database are decoded.
             index = await parse_downloaded(
                 fetched.path,
                 fetched.index_url,
-                lazy=lazy,
+                lazy=True,
                 compression=fetched.compression,
                 max_bytes=fetcher.limits.cap("index"),
             )
             old = await writes.current_hashes(ctx.store, row.id)
-            # Decodes the new specs' nodes: off the event loop, as a stack
-            # replaced wholesale has 100,000 of them (~0.85 s).
+            entering = sorted(index.nodes.keys() - old)
+            stored = await writes.stored_hashes(ctx.store, entering)
+            # Decodes the new specs' nodes: off the event loop, as a first sync
+            # of a stack has up to 100,000 of them.
             snapshot = await anyio.to_thread.run_sync(
-                _difference, row, index, fetched.checksum, location, old
+                _difference, row, index, fetched.checksum, location, old, entering, stored
             )
             spec_count = len(old) + len(snapshot.added) - len(snapshot.removed)
             del index, old  # frees the index and its raw bytes before the commit
