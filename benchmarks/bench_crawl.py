@@ -17,6 +17,7 @@ parses, checks and stores every manifest, the references only read bodies. The
 rates are medians; every figure is also given as a ratio to aiohttp's.
 
 Usage: python benchmarks/bench_crawl.py [--specs 10000] [--concurrency 8 16 32] [--repeat 3]
+           [--src OLDER_CHECKOUT/src --src src]   (several versions, interleaved)
        python benchmarks/bench_crawl.py --serve   (nginx on the cached docroot until ^C)
 """
 
@@ -164,8 +165,19 @@ def main() -> int:
     parser.add_argument("--specs", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--httpx-repeat", type=int, default=1, help="runs of the (slow) plain httpx reference"
+    )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        action="append",
+        help="mirrorsync sources to run (repeatable: e.g. an older checkout's src/ too, "
+        "measured interleaved in the same run); default: this checkout's",
+    )
     parser.add_argument("--serve", action="store_true", help="only serve the docroot with nginx")
     args = parser.parse_args()
+    sources: list[Path] = [p.resolve() for p in args.src or [SRC]]
 
     docroot = docroot_for(args.specs)
     server = Nginx(docroot)
@@ -176,7 +188,8 @@ def main() -> int:
         except KeyboardInterrupt:
             server.stop()
         return 0
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(SRC)], check=True)
+    for src in sources:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)], check=True)
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     work = Path(tempfile.mkdtemp(prefix="mirrorsync-crawl-"))
     n = args.specs
@@ -184,19 +197,31 @@ def main() -> int:
     lines = []
     try:
         for c in args.concurrency:
-            runs: dict[str, list[Run]] = {"aiohttp": [], "httpx": [], "crawl": []}
+            crawls = (
+                [f"mirrorsync ({src.parent.name})" for src in sources]
+                if len(sources) > 1
+                else ["mirrorsync"]
+            )
+            runs: dict[str, list[Run]] = {"aiohttp": [], "httpx": [], **{m: [] for m in crawls}}
             for k in range(args.repeat):
                 runs["aiohttp"].append(reference([*fetch, "aiohttp", str(c)], env))
-                runs["httpx"].append(reference([*fetch, "httpx", str(c)], env))
-                walls = {}
-                for policy in ("none", "new"):
-                    config = work / f"{policy}-{c}-{k}.yaml"
-                    config.write_text(config_text(server.url, work / f"{c}-{k}-{policy}.db", policy, c))
-                    cmd = [sys.executable, "-m", "mirrorsync", "-q", "-c", str(config), "once"]
-                    walls[policy] = measure(cmd, env)
-                runs["crawl"].append(
-                    Run(walls["new"].wall - walls["none"].wall, walls["new"].cpu - walls["none"].cpu)
-                )
+                if k < args.httpx_repeat:
+                    runs["httpx"].append(reference([*fetch, "httpx", str(c)], env))
+                for i, src in enumerate(sources):
+                    walls = {}
+                    for policy in ("none", "new"):
+                        config = work / f"{policy}-{c}-{k}-{i}.yaml"
+                        database = work / f"{c}-{k}-{policy}-{i}.db"
+                        config.write_text(config_text(server.url, database, policy, c))
+                        cmd = [sys.executable, "-m", "mirrorsync", "-q", "-c", str(config), "once"]
+                        walls[policy] = measure(cmd, {**env, "PYTHONPATH": str(src)})
+                    runs[crawls[i]].append(
+                        Run(
+                            walls["new"].wall - walls["none"].wall,
+                            walls["new"].cpu - walls["none"].cpu,
+                        )
+                    )
+            runs = {name: rs for name, rs in runs.items() if rs}
             rate = {name: statistics.median(n / r.wall for r in rs) for name, rs in runs.items()}
             spread = {
                 name: f"{min(n / r.wall for r in rs):.0f}-{max(n / r.wall for r in rs):.0f}"
@@ -205,15 +230,15 @@ def main() -> int:
             cpu_ms = {
                 name: statistics.median(r.cpu for r in rs) / n * 1000 for name, rs in runs.items()
             }
-            lines.append(
-                f"concurrency {c:>2}: mirrorsync {rate['crawl']:6.0f}/s ({spread['crawl']}, "
-                f"{cpu_ms['crawl']:.3f} ms CPU/manifest) | httpx {rate['httpx']:6.0f}/s "
-                f"({spread['httpx']}) | aiohttp {rate['aiohttp']:6.0f}/s ({spread['aiohttp']}, "
-                f"{cpu_ms['aiohttp']:.3f} ms CPU) | mirrorsync / aiohttp "
-                f"{rate['crawl'] / rate['aiohttp']:.2f}x"
-                f" {'ok' if rate['crawl'] / rate['aiohttp'] >= 0.4 else 'MISSED'} (>= 0.4x), "
-                f"httpx / aiohttp {rate['httpx'] / rate['aiohttp']:.2f}x"
-            )
+            parts = []
+            for name in runs:
+                ratio = rate[name] / rate["aiohttp"]
+                verdict = (" ok" if ratio >= 0.4 else " MISSED") if name in crawls else ""
+                parts.append(
+                    f"{name} {rate[name]:.0f}/s ({spread[name]}; {cpu_ms[name]:.3f} ms CPU each; "
+                    f"{ratio:.2f}x aiohttp{verdict})"
+                )
+            lines.append(f"concurrency {c:>2}: " + " | ".join(parts))
             print(lines[-1], file=sys.stderr, flush=True)
     finally:
         server.stop()

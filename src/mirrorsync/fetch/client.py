@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import re
 import time
 import urllib.request
@@ -356,16 +357,23 @@ class HttpClient:
             raise self._run_over(url)
         # file:// requests skip the throttle: it spares servers, a local disk needs none.
         slot = _NO_SLOT if url.address.startswith("file:") else self._throttle.slot(host)
-        with anyio.move_on_after(run_left):
+        # One cancel scope for both deadlines (each scope costs a timer): the
+        # run's while queued, then the sooner of the run's and the request's.
+        run_ends = anyio.current_time() + run_left
+        request_ends = math.inf
+        with anyio.CancelScope(deadline=run_ends) as scope:
             async with slot:
                 breakers.check(host, url)  # it may have gone down while this one queued
-                with anyio.move_on_after(self._deadline):
-                    return await self._send(method, url, headers, tally, read)
-                raise DeadlineError(
-                    url,
-                    f"timed out: no complete answer within http.deadline "
-                    f"({self._deadline:g}s); not retried",
-                )
+                request_ends = anyio.current_time() + self._deadline
+                if request_ends < run_ends:
+                    scope.deadline = request_ends
+                return await self._send(method, url, headers, tally, read)
+        if request_ends < run_ends:
+            raise DeadlineError(
+                url,
+                f"timed out: no complete answer within http.deadline "
+                f"({self._deadline:g}s); not retried",
+            )
         raise self._run_over(url)
 
     def _run_over(self, url: Url) -> RunDeadlineError:
