@@ -31,7 +31,7 @@ _SECRET_QUERY_RE = re.compile(
 
 def scrub(text: str) -> str:
     """``text`` with the credentials of every URL in it masked."""
-    if "://" not in text and "=" not in text:
+    if "=" not in text and ("@" not in text or "://" not in text):  # nothing either regex finds
         return text
     text = _USERINFO_RE.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     return _SECRET_QUERY_RE.sub(lambda m: f"{m['name']}{MASK}" if m["value"] else m[0], text)

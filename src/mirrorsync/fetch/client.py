@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
+import re
 import time
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +28,6 @@ from mirrorsync.config import HttpConfig
 from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
 from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.files import FileTransport
-from mirrorsync.fetch.pools import PoolShards
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -38,6 +40,7 @@ from mirrorsync.fetch.retry import (
     retry_after_too_long,
 )
 from mirrorsync.fetch.throttle import Throttle, origin
+from mirrorsync.fetch.transport import AiohttpTransport, as_sent
 from mirrorsync.redact import Url, redact_url
 
 USER_AGENT = f"mirrorsync/{__version__}"
@@ -48,6 +51,9 @@ _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the con
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 
 T = TypeVar("T")
+
+# Sent straight to the transport: http(s), no userinfo (httpx turns it into auth).
+_DIRECT = re.compile(r"https?://[^/@?#]*(?:[/?#]|$)", re.IGNORECASE)
 
 
 @dataclass
@@ -124,9 +130,10 @@ class HttpClient:
         )
         self._deadline = config.deadline_seconds
         self._run_ends = self._throttle.started + config.run_deadline_seconds
+        self._transport = AiohttpTransport(connections=config.concurrency, verify=verify)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
-            transport=PoolShards(connections=config.concurrency, verify=verify),
+            transport=self._transport,
             mounts={"file://": FileTransport()},  # local mirrors, through the same API
             # Only encodings _Body decodes itself, a bounded step at a time.
             headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
@@ -134,6 +141,13 @@ class HttpClient:
             verify=verify,  # for proxies taken from the environment
         )
         self.stats = stats if stats is not None else Tally()  # clients may share one
+        # Requests that need nothing of httpx's client but its types go straight
+        # to the transport (see ``_send_direct``); with a proxy set in the
+        # environment every request goes through the client, which mounts it.
+        self._direct = not any(k in urllib.request.getproxies() for k in ("http", "https", "all"))
+        self._defaults = as_sent(self._client.headers)
+        timeouts = httpx.Timeout(config.timeout)
+        self._timeouts = (timeouts.connect, timeouts.read, timeouts.pool)
 
     @property
     def breakers(self) -> Breakers:
@@ -342,16 +356,23 @@ class HttpClient:
             raise self._run_over(url)
         # file:// requests skip the throttle: it spares servers, a local disk needs none.
         slot = _NO_SLOT if url.address.startswith("file:") else self._throttle.slot(host)
-        with anyio.move_on_after(run_left):
+        # One cancel scope for both deadlines (each scope costs a timer): the
+        # run's while queued, then the sooner of the run's and the request's.
+        run_ends = anyio.current_time() + run_left
+        request_ends = math.inf
+        with anyio.CancelScope(deadline=run_ends) as scope:
             async with slot:
                 breakers.check(host, url)  # it may have gone down while this one queued
-                with anyio.move_on_after(self._deadline):
-                    return await self._send(method, url, headers, tally, read)
-                raise DeadlineError(
-                    url,
-                    f"timed out: no complete answer within http.deadline "
-                    f"({self._deadline:g}s); not retried",
-                )
+                request_ends = anyio.current_time() + self._deadline
+                if request_ends < run_ends:
+                    scope.deadline = request_ends
+                return await self._send(method, url, headers, tally, read)
+        if request_ends < run_ends:
+            raise DeadlineError(
+                url,
+                f"timed out: no complete answer within http.deadline "
+                f"({self._deadline:g}s); not retried",
+            )
         raise self._run_over(url)
 
     def _run_over(self, url: Url) -> RunDeadlineError:
@@ -375,21 +396,52 @@ class HttpClient:
         address = url.address
         if address.startswith("file:///"):  # httpx takes a URL without a host for a relative one
             address = "file://localhost/" + address[8:]
-        request = self._client.build_request(method, address, headers=headers)
-        response = await self._client.send(request, stream=True)
+        final: httpx.URL | None  # where a redirect led; None: not redirected
+        if self._direct and _DIRECT.match(address):
+            response, final = await self._send_direct(method, address, headers)
+        else:
+            request = self._client.build_request(method, address, headers=headers)
+            response = await self._client.send(request, stream=True)
+            final = response.url
         try:
-            if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
+            https = address[:6].lower() == "https:"
+            if self.verify and https and final is not None and final.scheme != "https":
                 raise FetchError(
                     url,
-                    f"redirected to {redact_url(str(response.url))} without TLS; refused "
+                    f"redirected to {redact_url(str(final))} without TLS; refused "
                     "(set 'insecure: true' on the source to allow it)",
                 )
             if method == "HEAD" or response.status_code >= 400:
-                await _drain(response)
+                await _drain(method, response)
             _check_status(url, response)
             return await read(response)
         finally:
             await response.aclose()
+
+    async def _send_direct(
+        self, method: str, address: str, headers: dict[str, str]
+    ) -> tuple[httpx.Response, httpx.URL | None]:
+        """A plain http(s) GET or HEAD (no credentials in the URL, no proxy), sent
+        straight to the transport: the client's layers (auth, cookies, mounts,
+        event hooks, its redirect loop) cost twice what the transport does on a
+        small request. A redirect is handed to the client, which follows it as
+        it follows any (``follow_redirects``, its limit, its header rules)."""
+        sent = [*self._defaults, *headers.items()] if headers else self._defaults
+        response = await self._transport.send_plain(method, address, sent, self._timeouts)
+        if not response.has_redirect_location:
+            return response, None
+        try:
+            await _drain(method, response)
+        finally:
+            await response.aclose()
+        location = response.headers["location"]
+        try:
+            target = httpx.URL(address).join(location)
+        except httpx.InvalidURL as exc:  # as the client words it
+            raise httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}.") from None
+        follow = self._client.build_request(method, target, headers=headers)
+        response = await self._client.send(follow, stream=True)
+        return response, response.url
 
     async def _retrying(
         self, url: Url, attempt: Callable[[], Awaitable[T]], tally: Tally | None
@@ -635,7 +687,7 @@ def _decoder(url: Url, encoding: str) -> Any:
     raise FetchError(url, f"unsupported Content-Encoding {encoding[:40]!r}; refused")
 
 
-async def _drain(response: httpx.Response) -> None:
+async def _drain(method: str, response: httpx.Response) -> None:
     """Read a small body nobody needs (HEAD, error pages), so that the connection
     can serve the next request: closing a response with its body unread closes
     the connection, and a crawl with many 404s would reconnect for each.
@@ -644,7 +696,7 @@ async def _drain(response: httpx.Response) -> None:
     (its connection is then closed): the status is what the caller reports.
     """
     declared = response.headers.get("content-length", "")
-    if response.request.method == "HEAD" or (declared.isdigit() and int(declared) <= _DRAIN_MAX):
+    if method == "HEAD" or (declared.isdigit() and int(declared) <= _DRAIN_MAX):
         with anyio.move_on_after(_DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError):
             async for _ in response.aiter_raw():
                 pass

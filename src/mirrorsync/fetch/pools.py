@@ -1,4 +1,9 @@
-"""Connection pools sized for many small requests.
+"""Connection pools sized for many small requests, over httpcore.
+
+:class:`~mirrorsync.fetch.client.HttpClient` no longer sends through these: its
+transport is aiohttp's (``fetch/transport.py``), whose pool does not cost more
+per request the more connections it holds. :class:`PoolShards` stays an httpx
+transport over httpcore that keeps its promises (tests/test_pools.py).
 
 httpcore's connection pool re-examines every one of its connections whenever a
 request starts or finishes (an expiry check with a ``poll()`` per connection,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import httpx
@@ -98,26 +96,42 @@ class Throttle:
         self._per_host = min(per_host_concurrency or concurrency, concurrency)
         self._hosts: dict[str, _Host] = {}
 
-    @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
+    def slot(self, host: str) -> _Slot:
+        """An async context manager: a request to ``host`` may be sent inside it."""
         entry = self._hosts.get(host)
         if entry is None:
             entry = self._hosts[host] = _Host(self._rate, self._per_host)
-        async with _slot(entry.limiter):
-            await entry.bucket.take()
-            async with _slot(self._limiter):
-                yield
+        return _Slot(entry, self._limiter)
 
 
-@asynccontextmanager
-async def _slot(limiter: anyio.CapacityLimiter) -> AsyncIterator[None]:
+class _Slot:
+    """The host's token, then one from its bucket, then a global one; given back
+    in reverse. A class, not generator-based context managers: one per request."""
+
+    __slots__ = ("_host", "_limiter", "_taken")
+
+    def __init__(self, host: _Host, limiter: anyio.CapacityLimiter) -> None:
+        self._host = host
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        await _acquire(self._host.limiter)
+        try:
+            await self._host.bucket.take()
+            await _acquire(self._limiter)
+        except BaseException:
+            self._host.limiter.release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release()
+        self._host.limiter.release()
+
+
+async def _acquire(limiter: anyio.CapacityLimiter) -> None:
     """A limiter's token; taken without a trip through the event loop when one is
     free (anyio's ``acquire`` yields to the loop even then: 5% of a crawl's CPU)."""
     try:
         limiter.acquire_nowait()
     except anyio.WouldBlock:
         await limiter.acquire()
-    try:
-        yield
-    finally:
-        limiter.release()

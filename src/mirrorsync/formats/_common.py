@@ -49,7 +49,7 @@ def is_sha256(value: str) -> bool:
 
 
 def is_lower_hex(value: str, length: int) -> bool:
-    return len(value) == length and all(c in "0123456789abcdef" for c in value)
+    return len(value) == length and not value.strip("0123456789abcdef")  # in C, not per char
 
 
 def has_control_chars(value: str) -> bool:

@@ -1,0 +1,286 @@
+"""An httpx transport over aiohttp: httpx's interface, aiohttp's cheaper HTTP/1.1 stack.
+
+httpx stays the client every part of mirrorsync talks to (redirects, URLs,
+headers, timeouts, proxies from the environment, the ``file://`` mount), but
+sending a request and reading its answer through httpcore and h11 cost ~0.65
+ms of CPU per small request on one core, 74% of a manifest crawl's CPU, while
+aiohttp (its parser and connection pool in C) does the same in ~0.1 ms
+(README, "Performance"). :class:`AiohttpTransport` hands each request to one
+``aiohttp.ClientSession`` and gives its answer back as an ``httpx.Response``
+whose body streams from the socket as it arrives.
+
+Only aiohttp's transport is used: it never follows redirects (httpx does),
+never decompresses (mirrorsync's ``_Body`` does, in bounded steps), keeps no
+cookies and reads no proxy settings (httpx mounts its own transports for
+proxies). Its exceptions are turned here into httpx's, the ones httpcore
+raises for the same failures (refused, reset, dropped, truncated, timed out,
+certificate not verified), so the retry policy classifies them and
+``fetch/client.py`` words them exactly as before: no aiohttp type or message
+leaves this module.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+import yarl
+
+#: Idle connections are closed after this long (httpx's default keep-alive expiry).
+KEEPALIVE_SECONDS = 5.0
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """At most ``connections`` connections, kept alive between requests; http and https.
+
+    https certificates are verified as httpx does (its CA bundle, SSL_CERT_FILE
+    and SSL_CERT_DIR) unless ``verify`` is False; the TLS context is made on the
+    first https request, so a run that only speaks plain http never reads the
+    CA bundle (50 ms at every start). The session is made on the first request,
+    inside the event loop that uses it.
+    """
+
+    def __init__(self, *, connections: int, verify: bool = True) -> None:
+        self._connections = max(1, connections)
+        self._verify = verify
+        self._tls: ssl.SSLContext | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent whose response has not been closed yet."""
+        return self._in_flight
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            body = request.content or None
+        except httpx.RequestNotRead:
+            raise httpx.UnsupportedProtocol("streamed request bodies are not sent") from None
+        given = request.extensions.get("timeout", {})
+        timeouts = (given.get("connect"), given.get("read"), given.get("pool"))
+        url = yarl.URL(str(request.url), encoded=True)  # httpx has quoted it
+        if url.user is not None:  # httpx has turned it into an Authorization header
+            url = url.with_user(None)
+        return await self._send(
+            request.method,
+            url,
+            as_sent(request.headers),
+            body,
+            timeouts,
+            request,
+        )
+
+    async def send_plain(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        timeouts: tuple[float | None, float | None, float | None],
+    ) -> httpx.Response:
+        """A bodiless request to an absolute http(s) URL without credentials, as
+        ``handle_async_request`` sends it but without building an ``httpx.Request``
+        first (parsing its URL is a fifth of a small request's CPU): ``headers``
+        must hold every header to send but Host; ``timeouts`` is (connect, read,
+        pool). The response has no ``request``; errors are httpx's, as ever."""
+        try:
+            target = yarl.URL(url)
+        except ValueError as exc:
+            raise httpx.InvalidURL(f"invalid URL: {exc}") from None
+        if not target.host:
+            raise httpx.InvalidURL("no host in the URL")
+        return await self._send(method, target, headers, None, timeouts, None)
+
+    async def _send(
+        self,
+        method: str,
+        url: yarl.URL,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        timeouts: tuple[float | None, float | None, float | None],
+        request: httpx.Request | None,
+    ) -> httpx.Response:
+        scheme = url.scheme
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context(verify=self._verify)
+            tls: ssl.SSLContext | bool = self._tls
+        elif scheme == "http":
+            tls = True  # unused: no TLS on plain http
+        else:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = self._open()
+        self._in_flight += 1
+        failure: Exception | None = None
+        try:
+            answer = await session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                ssl=tls,
+                timeout=self._timeout(timeouts),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failure = _translated(exc, request)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+        if failure is not None:
+            self._in_flight -= 1
+            raise failure
+        return httpx.Response(
+            answer.status,
+            headers=answer.raw_headers,
+            stream=_Stream(request, answer, self._released),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (answer.reason or "").encode("latin-1", "replace"),
+            },
+            request=request,
+        )
+
+    def _released(self) -> None:
+        self._in_flight -= 1
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._connections,
+            limit_per_host=0,  # the throttle caps requests per host
+            keepalive_timeout=KEEPALIVE_SECONDS,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),  # httpx sets them
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        # aiohttp silently sends a GET again when a kept-alive connection fails;
+        # every attempt is mirrorsync's retry policy's to count, wait for and log
+        # (as aiohttp's own test client does, with this same attribute).
+        session._retry_connection = False
+        return session
+
+    def _timeout(
+        self, key: tuple[float | None, float | None, float | None]
+    ) -> aiohttp.ClientTimeout:
+        """httpx's timeouts (connect, read, pool) as aiohttp's: a connect (waiting
+        for a pooled connection, then connecting) and a read (between two arrivals)."""
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect, read, pool = key
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None,
+                connect=None if connect is None or pool is None else connect + pool,
+                sock_connect=connect,
+                sock_read=read,
+            )
+        return timeout
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Stream(httpx.AsyncByteStream):
+    """A response body read as it arrives; closing it gives its connection back
+    (kept alive when the body was read to its end, closed otherwise), once."""
+
+    def __init__(
+        self, request: httpx.Request | None, answer: aiohttp.ClientResponse, release: Any
+    ) -> None:
+        self._request = request
+        self._answer = answer
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._answer.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = _translated(exc, self._request)
+            else:
+                if not chunk:
+                    return
+                yield chunk
+                continue
+            raise failure
+
+    async def aclose(self) -> None:
+        self._answer.release()  # closes the connection if the body was not read to its end
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+def as_sent(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """Header names and values as httpx would put them on the wire (names not lowercased)."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw]
+
+
+def _translated(
+    exc: aiohttp.ClientError | TimeoutError, request: httpx.Request | None
+) -> Exception:
+    """aiohttp's exception as the httpx one httpcore raises for the same failure.
+
+    Raised by the caller outside its ``except`` block, so that aiohttp's
+    exception is not chained to it (a certificate failure keeps the ssl error
+    as its cause, for the retry policy to find)."""
+    error: httpx.TransportError
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = httpx.ConnectError(str(exc.certificate_error), request=request)
+        error.__cause__ = exc.certificate_error
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        error = httpx.ConnectError(_os_text(exc.os_error), request=request)
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+        error = httpx.ConnectTimeout("timed out connecting", request=request)
+    elif isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        error = httpx.ReadTimeout("timed out reading", request=request)
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        error = httpx.RemoteProtocolError(
+            "Server disconnected without sending a response.", request=request
+        )
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        error = httpx.RemoteProtocolError(_payload_text(exc), request=request)
+    elif isinstance(exc, aiohttp.ClientOSError):
+        error = httpx.ReadError(_os_text(exc), request=request)
+    elif isinstance(
+        exc, aiohttp.ClientResponseError
+    ):  # a status line or header that does not parse
+        error = httpx.RemoteProtocolError(
+            f"malformed response: {exc.message}"[:200], request=request
+        )
+    else:
+        error = httpx.TransportError(type(exc).__name__, request=request)
+    error.__suppress_context__ = True
+    return error
+
+
+def _os_text(exc: OSError) -> str:
+    """``[Errno 111] Connection refused``: the system's words, as httpcore gives them."""
+    if exc.errno is not None and exc.errno > 0:
+        return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+    if exc.errno is not None and exc.strerror:  # getaddrinfo: negative codes
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    return str(exc) or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+def _payload_text(exc: aiohttp.ClientPayloadError) -> str:
+    """A body that broke off: the words h11 uses for it."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.errno:
+        return _os_text(cause)
+    return "peer closed connection without sending complete message body"
