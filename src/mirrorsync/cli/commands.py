@@ -209,9 +209,10 @@ async def mirror(args: argparse.Namespace) -> int:
             if o.error:
                 continue
             print(
-                f"mirror {o.name}: {o.binaries} binaries ({o.bytes} bytes); would download "
-                f"{c.blobs_fetched} blobs ({c.bytes_fetched} bytes) and {c.manifests_fetched} "
-                f"manifests; would delete up to {o.deleted} files ({o.deleted_bytes} bytes)"
+                f"mirror {o.name}: {plural(o.binaries, 'binary', 'binaries')} "
+                f"({human_size(o.bytes)}); would download {plural(c.blobs_fetched, 'blob')} "
+                f"({human_size(c.bytes_fetched)}) and {plural(c.manifests_fetched, 'manifest')}; "
+                f"would delete up to {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)})"
             )
     failures = [o.failure for o in outcomes if o.failure]
     failures += [r.failure for r in webhooks if r.failure]

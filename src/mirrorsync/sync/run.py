@@ -33,6 +33,7 @@ from mirrorsync.sync.outcome import (
     log_outcome,
 )
 from mirrorsync.sync.progress import RunProgress
+from mirrorsync.units import human_duration, human_size, plural
 
 if TYPE_CHECKING:  # the crawler and the pages source are imported when a run uses them
     from mirrorsync.mirrors import MirrorOutcome
@@ -302,16 +303,16 @@ def _log_run(report: RunReport) -> None:
     counts = {s: sum(1 for o in report.stacks if o.status == s) for s in _STATUSES}
     log.log(
         logging.WARNING if report.interrupted else logging.INFO,
-        "run %s%s: %d stacks (%s), %d failures, %d events, %d requests, %d bytes, %.2fs",
+        "run %s%s: %s (%s), %s, %s, %s, %s, %s",
         "interrupted (what it committed is kept)" if report.interrupted else "finished",
         " (dry run, nothing kept)" if report.dry_run else "",
-        len(report.stacks),
+        plural(len(report.stacks), "stack"),
         ", ".join(f"{n} {s}" for s, n in counts.items()),
-        len(report.failures),
-        report.events,
-        report.tally.requests,
-        report.tally.bytes,
-        report.seconds,
+        plural(len(report.failures), "failure"),
+        plural(report.events, "event"),
+        plural(report.tally.requests, "request"),
+        human_size(report.tally.bytes),
+        human_duration(report.seconds),
         extra=fields(
             event="run",
             dry_run=report.dry_run,
