@@ -1,7 +1,7 @@
 """Human units, one form each, for everything people read: tables, progress and log lines.
 
 ``human_size`` (decimal, as ``du -h --si`` and rich: ``431.6 kB``, ``30.6 MB``),
-``plural`` (``1 stack``, ``2 stacks``) and ``human_duration`` (``0.4s``, ``12s``,
+``plural`` (``1 stack``, ``2 stacks``) and ``human_duration`` (``35ms``, ``0.4s``, ``12s``,
 ``3m05s``, ``2h03m``, ``3d04h``). JSON and log fields keep raw numbers.
 """
 
@@ -31,7 +31,9 @@ def plural(n: int, singular: str, plural_form: str | None = None) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    """``0.4s``, ``12s``, ``3m05s``, ``2h03m``, ``3d04h``."""
+    """``35ms``, ``0.4s``, ``12s``, ``3m05s``, ``2h03m``, ``3d04h``."""
+    if seconds < 0.1:  # one HTTP request, a quick stack: "0.0s" would say nothing
+        return f"{max(seconds, 0) * 1000:.0f}ms"
     if seconds < 10:
         return f"{seconds:.1f}s"
     whole = round(seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -38,7 +39,12 @@ from mirrorsync.fetch.retry import (
     retry_after_too_long,
 )
 from mirrorsync.fetch.throttle import Throttle, origin
+from mirrorsync.logs import fields
 from mirrorsync.redact import Url, redact_url
+from mirrorsync.units import human_duration, human_size
+
+#: One DEBUG line per HTTP request, enabled by ``-vv`` (``logs.setup_logging``).
+request_log = logging.getLogger("mirrorsync.http")
 
 USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
@@ -47,6 +53,43 @@ _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the con
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 
 T = TypeVar("T")
+
+
+def requests_logged() -> bool:
+    """Whether ``log_request`` writes anything: asked once per client, not per request."""
+    return request_log.isEnabledFor(logging.DEBUG)
+
+
+def log_request(
+    method: str,
+    url: Url,
+    status: int | None,
+    size: int,
+    seconds: float,
+    problem: str | None = None,
+) -> None:
+    """One line for one HTTP request (``-vv``), whoever sent it (fetches, webhooks): the
+    method, the URL's display form (never its address: no credentials), the status,
+    the body's bytes (received; a POST's: sent) and the time it took; or, for a
+    request that got no answer, why."""
+    answer = f"HTTP {status}" if status is not None else f"no answer ({problem})"
+    request_log.debug(
+        "%s %s -> %s, %s, %s",  # no ":" after the URL: a masked query value would take it
+        method,
+        url.display,
+        answer,
+        human_size(size),
+        human_duration(seconds),
+        extra=fields(
+            event="request",
+            method=method,
+            url=url.display,
+            status=status,
+            bytes=size,
+            seconds=round(seconds, 4),
+            error=problem,
+        ),
+    )
 
 
 @dataclass
@@ -133,6 +176,7 @@ class HttpClient:
             verify=verify,  # for proxies taken from the environment
         )
         self.stats = stats if stats is not None else Tally()  # clients may share one
+        self._log_requests = requests_logged()  # once: a crawl sends ~1,000 requests/s
 
     @property
     def breakers(self) -> Breakers:
@@ -377,7 +421,13 @@ class HttpClient:
         if address.startswith("file:///"):  # httpx takes a URL without a host for a relative one
             address = "file://localhost/" + address[8:]
         request = self._client.build_request(method, address, headers=headers)
-        response = await self._client.send(request, stream=True)
+        started = time.monotonic() if self._log_requests else 0.0
+        try:
+            response = await self._client.send(request, stream=True)
+        except Exception as exc:
+            if self._log_requests:
+                log_request(method, url, None, 0, time.monotonic() - started, describe(exc))
+            raise
         try:
             if self.verify and request.url.scheme == "https" and response.url.scheme != "https":
                 raise FetchError(
@@ -391,6 +441,11 @@ class HttpClient:
             return await read(response)
         finally:
             await response.aclose()
+            if self._log_requests:
+                seconds = time.monotonic() - started  # bytes as received (compressed or not)
+                log_request(
+                    method, url, response.status_code, response.num_bytes_downloaded, seconds
+                )
 
     async def _retrying(
         self, url: Url, attempt: Callable[[], Awaitable[T]], tally: Tally | None
