@@ -20,7 +20,7 @@ import anyio
 
 from mirrorsync.config import Config, WebhookConfig
 from mirrorsync.delivery import payload, schedule
-from mirrorsync.delivery.sender import Sender, origin
+from mirrorsync.delivery.sender import Sender, endpoint
 from mirrorsync.delivery.signing import load_secret
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, queries, utcnow, webhooks
@@ -102,6 +102,7 @@ class Outbox:
         self.config = config
         self.store = store
         self._keys = keys
+        self._told_disabled: set[str] = set()  # webhooks whose being disabled was said
 
     @classmethod
     async def open(cls, config: Config, store: Store, names: Sequence[str] | None = None) -> Outbox:
@@ -165,7 +166,9 @@ class Outbox:
             row = dataclasses.replace(row, next_attempt_at=latest)
         if not row.enabled:
             result.disabled = row.disabled_reason
-            log.warning("webhook %s is disabled: %s", hook.name, row.disabled_reason)
+            if hook.name not in self._told_disabled:  # once per run, not once per pass
+                self._told_disabled.add(hook.name)
+                log.warning("webhook %s is disabled: %s", hook.name, row.disabled_reason)
         elif force or row.next_attempt_at is None or row.next_attempt_at <= now:
             await self._drain(hook, row.id, sender, result)
         await self._purge(hook, row.id)
@@ -203,7 +206,7 @@ class Outbox:
         self, hook: WebhookConfig, webhook_id: int, sender: Sender, result: WebhookResult
     ) -> None:
         key = self._keys[hook.name]
-        where = origin(hook.url)
+        where = endpoint(hook.url)
         while delivery := await webhooks.next_delivery(
             self.store, webhook_id, hook.max_batch, utcnow()
         ):
@@ -237,7 +240,8 @@ class Outbox:
                 )
                 await webhooks.disable(self.store, webhook_id, reason, at)
                 result.error = result.disabled = reason
-                log.error("webhook %s: %s", hook.name, reason)
+                # Not logged here: the command's closing ``failed:`` line says it, once.
+                self._told_disabled.add(hook.name)
                 return
             row = await webhooks.get(self.store, hook.name)
             failures = (row.failures if row else 0) + 1

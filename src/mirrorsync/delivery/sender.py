@@ -13,6 +13,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from mirrorsync import __version__
 from mirrorsync.config import RetryConfig, WebhookConfig
 from mirrorsync.delivery.signing import headers
+from mirrorsync.fetch.client import log_request, requests_logged
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -21,20 +22,17 @@ from mirrorsync.fetch.retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from mirrorsync.redact import Url
 
 log = logging.getLogger("mirrorsync.delivery")
 
 USER_AGENT = f"mirrorsync/{__version__}"
 
 
-def origin(url: str) -> str:
-    """Scheme, host and port only: a webhook URL's path often carries a token."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid URL>"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}"
+def endpoint(url: str) -> str:
+    """A webhook's URL as messages show it: the whole display form (credentials in the
+    userinfo or the query masked), so that two endpoints on one host differ."""
+    return Url(url).display
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +59,7 @@ class Sender:
     def __init__(self, retries: RetryConfig) -> None:
         self._retries = retries
         self._client = httpx.AsyncClient(headers={"user-agent": USER_AGENT}, follow_redirects=False)
+        self._log_requests = requests_logged()  # -vv: one line per request, as for the fetches
 
     async def __aenter__(self) -> Sender:
         return self
@@ -96,13 +95,29 @@ class Sender:
                     return status
             raise httpx.ReadTimeout(f"no complete answer within {hook.timeout:g}s")
 
+        async def logged_attempt() -> int:
+            """``attempt``, and at ``-vv`` its line (a POST's size is the body it sent)."""
+            if not self._log_requests:
+                return await attempt()
+            sent, url = time.monotonic(), Url(hook.url)
+            try:
+                status = await attempt()
+            except RetryableStatus as exc:
+                log_request("POST", url, exc.status, len(body), time.monotonic() - sent)
+                raise
+            except Exception as exc:
+                log_request("POST", url, None, len(body), time.monotonic() - sent, describe(exc))
+                raise
+            log_request("POST", url, status, len(body), time.monotonic() - sent)
+            return status
+
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning(
                 "webhook %s: retrying %s in %.1fs (attempt %d failed: %s)",
                 hook.name,
-                origin(hook.url),
+                endpoint(hook.url),
                 wait,
                 state.attempt_number,
                 describe(exc) if exc else "?",
@@ -118,7 +133,7 @@ class Sender:
             reraise=True,
         )
         try:
-            status: int = await retrying(attempt)
+            status: int = await retrying(logged_attempt)
         except RetryableStatus as exc:
             after = f" after {requests} attempts" if requests > 1 else ""
             return Answer(exc.status, requests, f"{describe(exc)}{after}", _since(started))
