@@ -387,6 +387,26 @@ def test_two_endpoints_on_one_host_are_told_apart_and_a_410_is_said_once_per_run
     assert re.search(r"alpha\s.*disabled \(see below\)", text), text
 
 
+def test_the_webhook_phase_counts_events_delivered_of_those_due(
+    tmp_path: Path, docroot: Path, server: FixtureServer, secret: str, secret_file: Path
+) -> None:
+    """Progress of a run's deliveries: done/total in events; an endpoint that fails
+    takes its events out of the total, so the phase still completes."""
+    from mirrorsync.cli.progress_log import describe
+    from mirrorsync.sync import RunProgress
+
+    publish(docroot, {"develop": {"root": specs("a", 3)}})
+    with Receiver(secret) as up, Receiver(secret, status=500) as down:
+        hooks = [hook("up", up.url, secret_file), hook("down", down.url, secret_file)]
+        config = load_config(str(write_config(tmp_path, server, hooks, attempts=1)))
+        progress = RunProgress()
+        report = sync(config, progress=progress)
+    assert sum(r.delivered_events for r in report.webhooks) == report.events == 5
+    assert (progress.webhooks.done, progress.webhooks.total) == (5, 5)
+    assert progress.webhooks.complete
+    assert re.search(r"webhooks 5/5 \([\d.]+/s, done\)", describe(progress)), describe(progress)
+
+
 def test_failing_deliveries_older_than_max_age_die_and_retry_dead_sends_them(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:

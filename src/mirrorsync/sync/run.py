@@ -191,7 +191,7 @@ class RunContext:
 
     async def deliver_webhooks(self) -> None:
         if self.outbox is not None:
-            delivered = await self.outbox.deliver()
+            delivered = await self.outbox.deliver(progress=self.progress.webhooks)
             self.report.webhooks = merge_results(self.report.webhooks, delivered)
 
     def host_slot(self, url: str) -> anyio.CapacityLimiter:
@@ -221,7 +221,7 @@ class RunContext:
         outcome = self.report.add_stack(
             job.source.name, job.release, job.stack, status, version, spec_count, started, tally
         )
-        self.progress.stacks_done += 1
+        self.progress.indexes.advance()
         self.progress.stacks_failed += status == "failed"
         return outcome
 
@@ -374,7 +374,7 @@ async def sync_source(ctx: RunContext, source: Source) -> None:
             jobs, gone_releases = await _plan_catalog(ctx, source, source_id)
         else:
             jobs, gone_releases = [StackJob(source, source_id, source.release, source.stack)], []
-        ctx.progress.stacks_total += len(jobs)
+        ctx.progress.indexes.add_work(len(jobs))
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(sync_stack, ctx, job)
