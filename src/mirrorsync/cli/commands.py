@@ -688,11 +688,11 @@ async def webhooks(args: argparse.Namespace) -> int:
             )
         elif answer.acknowledged:
             print(
-                f"webhook {ping.name}: {ping.url} acknowledged ping {ping.message_id} "
+                f"webhook {ping.name}: {ping.origin} acknowledged ping {ping.message_id} "
                 f"with HTTP {answer.status} in {answer.seconds:.2f}s"
             )
         if not answer.acknowledged:
-            print_line(f"mirrorsync: failed: webhook {ping.name}: {ping.url}: {answer.problem}")
+            print_line(f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}")
             return EXIT_PARTIAL
         return EXIT_OK
     # Delivering writes the outbox: never at the same time as a run (or another retry).

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from mirrorsync.config import Config
 from mirrorsync.delivery import payload
 from mirrorsync.delivery.outbox import Outbox, WebhookResult
-from mirrorsync.delivery.sender import Answer, Sender, endpoint
+from mirrorsync.delivery.sender import Answer, Sender, origin
 from mirrorsync.delivery.signing import load_secret
 from mirrorsync.errors import UsageError
 from mirrorsync.redact import Url, redact_url
@@ -125,7 +125,7 @@ async def replay(
 @dataclass(frozen=True, slots=True)
 class Ping:
     name: str
-    url: str  # the display form
+    origin: str
     message_id: str
     answer: Answer
 
@@ -138,4 +138,4 @@ async def ping(config: Config, name: str) -> Ping:
     body = payload.ping_body(utcnow(), hook.name)
     async with Sender(config.http.retries) as sender:
         answer = await sender.post(hook, key, message_id, body, retry=False)
-    return Ping(hook.name, endpoint(hook.url), message_id, answer)
+    return Ping(hook.name, origin(hook.url), message_id, answer)

@@ -20,7 +20,7 @@ import anyio
 
 from mirrorsync.config import Config, WebhookConfig
 from mirrorsync.delivery import payload, schedule
-from mirrorsync.delivery.sender import Sender, endpoint
+from mirrorsync.delivery.sender import Sender, origin
 from mirrorsync.delivery.signing import load_secret
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
@@ -214,7 +214,7 @@ class Outbox:
         self, hook: WebhookConfig, webhook_id: int, sender: Sender, result: WebhookResult
     ) -> None:
         key = self._keys[hook.name]
-        where = endpoint(hook.url)
+        where = origin(hook.url)
         progress, expected = self._progress, 0
         if progress is not None:
             expected = await self._pending_events(hook.name)

@@ -22,17 +22,21 @@ from mirrorsync.fetch.retry import (
     is_retryable_status,
     parse_retry_after,
 )
-from mirrorsync.redact import Url
 
 log = logging.getLogger("mirrorsync.delivery")
 
 USER_AGENT = f"mirrorsync/{__version__}"
 
 
-def endpoint(url: str) -> str:
-    """A webhook's URL as messages show it: the whole display form (credentials in the
-    userinfo or the query masked), so that two endpoints on one host differ."""
-    return Url(url).display
+def origin(url: str) -> str:
+    """Scheme, host and port only: a webhook URL's path often carries a token (Slack,
+    Discord, Teams), which the masking rule cannot recognise. Lines name the webhook."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,7 @@ class Sender:
             """``attempt``, and at ``-vv`` its line (a POST's size is the body it sent)."""
             if not self._log_requests:
                 return await attempt()
-            sent, url = time.monotonic(), Url(hook.url)
+            sent, url = time.monotonic(), f"{origin(hook.url)} (webhook {hook.name})"
             try:
                 status = await attempt()
             except RetryableStatus as exc:
@@ -117,7 +121,7 @@ class Sender:
             log.warning(
                 "webhook %s: retrying %s in %.1fs (attempt %d failed: %s)",
                 hook.name,
-                endpoint(hook.url),
+                origin(hook.url),
                 wait,
                 state.attempt_number,
                 describe(exc) if exc else "?",

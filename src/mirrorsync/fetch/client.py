@@ -62,28 +62,30 @@ def requests_logged() -> bool:
 
 def log_request(
     method: str,
-    url: Url,
+    url: Url | str,
     status: int | None,
     size: int,
     seconds: float,
     problem: str | None = None,
 ) -> None:
     """One line for one HTTP request (``-vv``), whoever sent it (fetches, webhooks): the
-    method, the URL's display form (never its address: no credentials), the status,
-    the body's bytes (received; a POST's: sent) and the time it took; or, for a
-    request that got no answer, why."""
+    method, the URL's display form (never its address: no credentials; a webhook
+    gives its origin and name, as its other lines do), the status, the body's bytes
+    (received; a POST's: sent) and the time it took; or, for a request that got no
+    answer, why."""
+    shown = url.display if isinstance(url, Url) else url
     answer = f"HTTP {status}" if status is not None else f"no answer ({problem})"
     request_log.debug(
         "%s %s -> %s, %s, %s",  # no ":" after the URL: a masked query value would take it
         method,
-        url.display,
+        shown,
         answer,
         human_size(size),
         human_duration(seconds),
         extra=fields(
             event="request",
             method=method,
-            url=url.display,
+            url=shown,
             status=status,
             bytes=size,
             seconds=round(seconds, 4),
