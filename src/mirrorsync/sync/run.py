@@ -355,9 +355,11 @@ def _difference(
 async def sync_source(ctx: RunContext, source: Source) -> None:
     """Plan the source's stacks (its catalogue), sync each, then record gone releases.
 
-    A failure to plan (the catalogue) fails the source; each stack's own failure
-    stays with that stack (:func:`sync_stack`).
+    A failure to plan (the catalogue) fails the source, and is recorded as the
+    ``last_error`` of each of its stacks, none of which could be checked; each
+    stack's own failure stays with that stack (:func:`sync_stack`).
     """
+    source_id: int | None = None  # known, and its stacks not yet planned: they fail with it
     try:
         if isinstance(source, PagesSource):
             from mirrorsync.sync.pages import PagesSync
@@ -374,28 +376,47 @@ async def sync_source(ctx: RunContext, source: Source) -> None:
             jobs, gone_releases = await _plan_catalog(ctx, source, source_id)
         else:
             jobs, gone_releases = [StackJob(source, source_id, source.release, source.stack)], []
+        planned, source_id = source_id, None
         ctx.progress.indexes.add_work(len(jobs))
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(sync_stack, ctx, job)
         if gone_releases:
             ctx.report.release_events += await writes.record_releases(
-                ctx.store, source_id, [], gone_releases, utcnow()
+                ctx.store, planned, [], gone_releases, utcnow()
             )
     except StoreError as exc:
         if exc.ends_run:
             ctx.end_run(exc)
             return
-        _source_failed(ctx, source, exc)
+        await _source_failed(ctx, source, source_id, exc)
     except Exception as exc:  # the boundary of a source: nothing gets past it
-        _source_failed(ctx, source, exc)
+        await _source_failed(ctx, source, source_id, exc)
 
 
-def _source_failed(ctx: RunContext, source: Source, exc: Exception) -> None:
+async def _source_failed(
+    ctx: RunContext, source: Source, source_id: int | None, exc: Exception
+) -> None:
+    """One line; and, when its stacks could not be planned, their ``last_error``, so
+    that ``status`` (and ``status --check``) shows them failed rather than fine."""
     error = _as_error(exc)
     log.error("source %s failed: %s", source.name, error)
     log.debug("source %s failed", source.name, exc_info=exc)
     ctx.report.source_errors.append((source.name, str(error)))
+    if source_id is None:
+        return
+    try:
+        with anyio.CancelScope(shield=True):
+            for row in await writes.stacks_of(ctx.store, source_id):
+                if row.present:
+                    await writes.record_failure(
+                        ctx.store, row.id, f"source {source.name}: {error}", utcnow()
+                    )
+    except StoreError as store_exc:
+        if store_exc.ends_run:
+            ctx.end_run(store_exc)
+            return
+        log.error("source %s: cannot record its failure: %s", source.name, store_exc)
 
 
 async def _plan_catalog(
