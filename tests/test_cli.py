@@ -152,7 +152,7 @@ def test_dry_run_keeps_nothing(tmp_path: Path, docroot: Path, server: FixtureSer
     assert not any(e["type"] == "spec.removed" for e in events)
 
 
-def test_a_failed_catalogue_shows_as_the_last_error_of_its_stacks(
+def test_a_failed_catalogue_shows_in_status(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     """Its stacks could not be checked: status says so, status --check fails, and the
@@ -162,6 +162,16 @@ def test_a_failed_catalogue_shows_as_the_last_error_of_its_stacks(
     config.write_text(
         catalog_config_text(tmp_path, server, extra="    manifests: none", http=QUICK_RETRIES)
     )
+    server.add_fault("/cache_spack_io_index.json", "status", status=500, times=None)
+    # A first run that syncs nothing leaves nothing to show: not an empty table and 0.
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 1
+    empty = run_cli("-c", str(config), "status", cwd=tmp_path)
+    assert (empty.returncode, empty.stdout) == (66, "")
+    assert empty.stderr == (
+        f"mirrorsync: error: no stack synced yet in {tmp_path / 'state.db'}: the runs so far "
+        "synced none (their log says why); run 'mirrorsync once'\n"
+    )
+    server.clear_faults()
     assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
     server.add_fault("/cache_spack_io_index.json", "status", status=500, times=None)
     failed = run_cli("-c", str(config), "once", cwd=tmp_path)

@@ -260,6 +260,11 @@ async def status(args: argparse.Namespace) -> int:
     if (args.release or args.stack) and not rows:
         where = "/".join(x or "*" for x in (args.release, args.stack))
         raise UsageError(f"no stack {where} in {config.database_path}")
+    if not rows and not args.check:  # e.g. a first run whose catalogue failed
+        raise NoDatabaseError(
+            f"no stack synced yet in {config.database_path}: the runs so far synced none "
+            "(their log says why); run 'mirrorsync once'"
+        )
     if args.check:
         return _check_status(rows, args.max_age, args.json)
     for hook in hooks:
