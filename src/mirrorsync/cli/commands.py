@@ -87,11 +87,23 @@ async def once(args: argparse.Namespace) -> int:
             )
     if args.json:
         print_json(_report_dict(report))
-    elif interactive:
-        _print_report(report)
+    else:
+        if interactive:
+            _print_report(report)
+        if report.dry_run and args.verbose:
+            _print_plan(report)
     for line in report.failures:
         print_line(f"mirrorsync: failed: {line}")
     return report.exit_code
+
+
+def _print_plan(report: RunReport) -> None:
+    """``once --dry-run -v``: on stdout, each hash a stack would gain or lose."""
+    for o in sorted(report.stacks, key=lambda o: o.label):
+        for spec_hash in o.added_hashes or ():
+            print(f"{o.label} would add {spec_hash}")
+        for spec_hash in o.removed_hashes or ():
+            print(f"{o.label} would remove {spec_hash}")
 
 
 def _report_dict(report: RunReport) -> dict[str, object]:
@@ -121,6 +133,11 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "bytes": o.tally.bytes,
                 "seconds": round(o.seconds, 3),
                 "manifests": dataclasses.asdict(o.manifests) if o.manifests else None,
+                **(
+                    {"added_hashes": o.added_hashes or [], "removed_hashes": o.removed_hashes or []}
+                    if report.dry_run
+                    else {}
+                ),
             }
             for o in sorted(report.stacks, key=lambda o: o.label)
         ],

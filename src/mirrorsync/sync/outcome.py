@@ -74,6 +74,9 @@ class StackOutcome:
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
     manifests: ManifestTally | None = None  # None: no crawl (policy none, dry run, failed sync)
+    # A dry run's plan: the hashes the index would add and remove (None otherwise).
+    added_hashes: list[str] | None = None
+    removed_hashes: list[str] | None = None
 
     @property
     def label(self) -> str:

@@ -539,6 +539,9 @@ async def _sync_index(
         committed.removed,
         committed.events,
     )
+    if ctx.report.dry_run:  # what would change, hash by hash (once --dry-run -v / --json)
+        outcome.added_hashes = [info.hash for info in snapshot.added]
+        outcome.removed_hashes = list(snapshot.removed)
     return location, outcome
 
 
