@@ -150,3 +150,44 @@ def test_dry_run_keeps_nothing(tmp_path: Path, docroot: Path, server: FixtureSer
     assert [(s["stack"], s["removed"]) for s in report["stacks"]] == [("root", 2)]
     events = json_lines(run_cli("-c", str(config), "events", "--json", cwd=tmp_path).stdout)
     assert not any(e["type"] == "spec.removed" for e in events)
+
+
+def test_a_failed_catalogue_shows_in_status(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """Its stacks could not be checked: status says so, status --check fails, and the
+    next good run clears it."""
+    build_catalog_from_specs(docroot, {"develop": {"root": [spec_node("z", "1", fake_hash("z"))]}})
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        catalog_config_text(tmp_path, server, extra="    manifests: none", http=QUICK_RETRIES)
+    )
+    server.add_fault("/cache_spack_io_index.json", "status", status=500, times=None)
+    # A first run that syncs nothing leaves nothing to show: not an empty table and 0.
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 1
+    empty = run_cli("-c", str(config), "status", cwd=tmp_path)
+    assert (empty.returncode, empty.stdout) == (66, "")
+    assert empty.stderr == (
+        f"mirrorsync: error: no stack synced yet in {tmp_path / 'state.db'}: the runs so far "
+        "synced none (their log says why); run 'mirrorsync once'\n"
+    )
+    server.clear_faults()
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    server.add_fault("/cache_spack_io_index.json", "status", status=500, times=None)
+    failed = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert failed.returncode == 1
+    error = f"source test: {server.url}/cache_spack_io_index.json: HTTP 500 Internal Server Error"
+    status = run_cli("-c", str(config), "status", cwd=tmp_path)
+    assert status.returncode == 0
+    assert any(
+        line.startswith("develop/root") and line.rstrip().endswith("failed")
+        for line in status.stdout.splitlines()
+    ), status.stdout
+    assert f"test:develop/root: {error} after 2 attempts" in status.stdout.splitlines()
+    check = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
+    assert check.returncode == 1
+    assert check.stdout == f"test:develop/root: last sync failed: {error} after 2 attempts\n"
+
+    server.clear_faults()
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    assert run_cli("-c", str(config), "status", "--check", cwd=tmp_path).returncode == 0

@@ -11,6 +11,13 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 
 
+def neither(root: str) -> str:
+    return (
+        f"{root}: neither a v3 nor a v2 build cache found here: "
+        f"{root}/v3/manifests/index/index.manifest.json and {root}/build_cache/index.json not found"
+    )
+
+
 def test_config_check_reaches_every_source_and_reads_every_secret(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
@@ -44,9 +51,15 @@ webhooks:
     report = json.loads(typo.stdout)
     (failed,) = [c for c in report["checks"] if not c["ok"]]
     assert failed["what"] == "source site"
-    assert "neither a v3 nor a v2 build cache" in failed["detail"]
-    assert f"{server.url}/devel/v3/layout.json" in failed["detail"]
-    assert f"{server.url}/devel/build_cache/index.json.hash" in failed["detail"]
+    assert failed["detail"] == neither(f"{server.url}/devel")
+
+    # ... which a sync says in the same words: one line, exit 1.
+    (tmp_path / "state").mkdir()
+    synced = run_cli("-c", str(config), "once", "--source", "site", cwd=tmp_path, env=secret)
+    assert synced.returncode == 1
+    failures = [line for line in synced.stderr.splitlines() if line.startswith("mirrorsync:")]
+    assert failures == [f"mirrorsync: failed: site:default/root: {neither(server.url + '/devel')}"]
+    assert "index.json.hash" not in synced.stderr  # not the v2 detail of a v3 typo
 
     # A secret that is not there is a local setting: exit 2, naming the key.
     config.write_text(base)
@@ -62,3 +75,21 @@ def test_config_check_of_a_bad_file_is_the_usual_one_line(tmp_path: Path) -> Non
     done = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().endswith("(expected one of: new, all, none)")
+
+
+def test_a_v2_mirror_without_its_hash_file_passes_the_check(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """index.json.hash is optional (Spack then asks for index.json with its ETag): the
+    check looks for what a sync needs, ``build_cache/index.json``."""
+    nodes = [spec_node("zlib", "1.3", fake_hash("z"))]
+    build_catalog_from_specs(docroot, {"develop": {"root": nodes}}, layout="v2", manifests=False)
+    (docroot / "develop/build_cache/index.json.hash").unlink()
+    config = tmp_path / "mirrorsync.yaml"
+    config.write_text(
+        f"database: {tmp_path / 'm.db'}\n"
+        f"sources:\n  - {{name: site, kind: mirror, url: '{server.url}/develop/'}}\n"
+    )
+    done = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    assert f"ok      source site: v2 build cache at {server.url}/develop" in done.stdout

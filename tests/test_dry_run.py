@@ -76,3 +76,31 @@ def test_dry_run_of_a_big_database_needs_no_copy_and_changes_nothing(
     assert differences(tmp_path / "before.db", db) == {}
     assert not any(t == "spec.removed" for t, _, _ in event_counts(db))
     assert list(small_tmpfs.iterdir()) == []
+
+
+def test_dry_run_lists_the_hashes_each_stack_would_gain_or_lose(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """Counts by default; ``--json`` and ``-v`` name the hashes."""
+    first, later = spec_nodes("r", 3), spec_nodes("r", 2) + spec_nodes("n", 2)
+    build_catalog_from_specs(docroot, {"develop": {"root": first}}, manifests=False)
+    config = quick_config_file(tmp_path, server, "m.db")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    build_catalog_from_specs(docroot, {"develop": {"root": later}}, manifests=False)
+    added = sorted(str(n["hash"]) for n in later[2:])
+    removed = [str(first[2]["hash"])]
+
+    plain = run_cli("-c", str(config), "once", "--dry-run", cwd=tmp_path)
+    assert plain.returncode == 0 and plain.stdout == ""  # off a terminal: the log's counts
+    assert "test:develop/root changed: version 2, 4 specs, +2 -1," in plain.stderr
+    verbose = run_cli("-c", str(config), "once", "--dry-run", "-v", cwd=tmp_path)
+    assert verbose.stdout.splitlines() == [
+        *(f"test:develop/root would add {h}" for h in added),
+        *(f"test:develop/root would remove {h}" for h in removed),
+    ]
+    as_json = run_cli("-c", str(config), "once", "--dry-run", "--json", cwd=tmp_path)
+    (stack,) = json.loads(as_json.stdout)["stacks"]
+    assert (sorted(stack["added_hashes"]), stack["removed_hashes"]) == (added, removed)
+    done = run_cli("-c", str(config), "once", "--json", cwd=tmp_path)  # a real run: counts
+    (stack,) = json.loads(done.stdout)["stacks"]
+    assert (stack["added"], stack["removed"]) == (2, 1) and "added_hashes" not in stack

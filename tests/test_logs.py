@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,11 @@ def test_plain_logs_each_stack_once_and_retries_as_warnings(
     root = [line for line in lines if line.startswith("INFO mirrorsync.sync: test:develop/root ")]
     assert len(root) == 1
     assert "changed: version 1, 3 specs, +3 -0," in root[0] and " requests, " in root[0]
+    # Sizes and durations in the one human form, as in the tables (no raw byte counts).
+    human = r"\d+ requests?, \d+(\.\d)? (B|kB|MB), \d+(ms|\.\ds)$"
+    assert re.search(human, root[0]), root[0]
+    (run,) = [line for line in lines if line.startswith("INFO mirrorsync.sync: run finished: ")]
+    assert re.search(r"2 stacks .* 1 failure, 5 events, " + human, run), run
     e4s = [line for line in lines if "test:develop/e4s failed" in line]
     assert len(e4s) == 1 and e4s[0].startswith("ERROR mirrorsync.sync: ")
     warnings = [line for line in lines if line.startswith("WARNING mirrorsync.fetch: retrying ")]
@@ -184,3 +190,67 @@ def test_json_logs_mask_credentials_in_every_field_whoever_logs_them() -> None:
     )
     # (the mask takes the closing parenthesis with the query value: no harm done)
     assert done.stderr == f"WARNING mirrorsync.test: failed (ValueError: {masked}\n"
+
+
+def test_vv_logs_every_http_request_in_one_line_without_credentials(
+    tmp_path: Path, docroot: Path
+) -> None:
+    """-vv: one line per request (fetches and webhook POSTs alike) with the method, the
+    URL's display form, the status, the bytes and the time; -v has none of them."""
+    from receiver import Receiver, new_secret
+
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 3), "e4s": specs("b", 2)}})
+    secret = new_secret()
+    secret_file = tmp_path / "hook.secret"
+    secret_file.write_text(secret)
+    secret_file.chmod(0o600)
+    with (
+        FixtureServer(docroot, auth=("ops", "s3cret")) as server,
+        Receiver(secret) as receiver,
+    ):
+        base = server.url.replace("http://", "http://ops:s3cret@")
+
+        def config(name: str) -> Path:
+            path = tmp_path / f"{name}.yaml"
+            path.write_text(
+                f"database: {tmp_path / name}.db\n"
+                "sources:\n  - name: test\n    kind: catalog\n"
+                f"    url: {base}/cache_spack_io_index.json\n"
+                f"    bucket_urls: {{spack-binaries: {base}/}}\n"
+                f"webhooks:\n  - name: team\n    url: {receiver.url}/team?token=t0ken\n"
+                f"    secret_file: {secret_file}\n" + QUICK_RETRIES
+            )
+            return path
+
+        verbose = run_cli("-c", str(config("v")), "-v", "once", cwd=tmp_path)
+        server.add_fault("/develop/e4s/v3/manifests/spec/*", "status", status=404, times=1)
+        posted_before = len(receiver.received)
+        very = run_cli("-c", str(config("vv")), "-vv", "once", "--json", cwd=tmp_path)
+    assert verbose.returncode == 0 and very.returncode == 0, very.stderr
+    assert "DEBUG mirrorsync.lock" in verbose.stderr  # -v is DEBUG...
+    assert "mirrorsync.http" not in verbose.stderr  # ...without the requests
+
+    lines = [line for line in very.stderr.splitlines() if "mirrorsync.http" in line]
+    line_re = re.compile(
+        r"DEBUG mirrorsync\.http: (?P<method>GET|HEAD|POST) (?P<url>http://\S+)"
+        r"(?P<hook> \(webhook \w+\))? -> HTTP (?P<status>\d{3}), "
+        r"\d+(\.\d)? (B|kB|MB), \d+(ms|\.\ds)"
+    )
+    parsed = [line_re.fullmatch(line) for line in lines]
+    assert all(parsed), [line for line, m in zip(lines, parsed, strict=True) if not m]
+    fetches = [m for m in parsed if m and m["method"] != "POST"]
+    report = json.loads(very.stdout)
+    assert len(fetches) == report["requests"]  # every request the run counted, once
+    assert all(m["url"].startswith("http://***@127.0.0.1:") for m in fetches)  # display form
+    assert any(
+        m["status"] == "404" and "/develop/e4s/v3/manifests/spec/" in m["url"] for m in fetches
+    )
+    assert any(m["url"].endswith("/cache_spack_io_index.json") for m in fetches)
+    # A webhook's line gives its origin and name, like its other lines: a path can hold a token.
+    posts = [m for m in parsed if m and m["method"] == "POST"]
+    assert len(posts) == len(receiver.received) - posted_before >= 1
+    origin = receiver.url.removesuffix("/hooks/mirrorsync")
+    assert all(
+        (m["url"], m["hook"], m["status"]) == (origin, " (webhook team)", "200") for m in posts
+    )
+    assert "s3cret" not in very.stderr and "t0ken" not in very.stderr

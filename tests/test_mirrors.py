@@ -32,6 +32,7 @@ from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.mirrors import MirrorOutcome, run_mirrors
 from mirrorsync.store import Store
 from mirrorsync.sync import run_once
+from mirrorsync.units import human_size
 
 INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
 
@@ -528,8 +529,9 @@ def test_mirror_command_dry_run_counts_then_runs_and_records_an_event(
         and any(p.name in (docroot / "develop" / _rel(n)).read_text() for n in binaries)
     )
     assert f"mirror local: {len(binaries)} binaries" in dry.stdout
-    assert f"would download {2 * len(binaries)} blobs ({tarball_bytes} bytes)" in dry.stdout
-    assert f"and {len(binaries)} manifests; would delete up to 0 files (0 bytes)" in dry.stdout
+    # Sizes in the one human form (decimal units), as in every table and log line.
+    assert f"would download {2 * len(binaries)} blobs ({human_size(tarball_bytes)})" in dry.stdout
+    assert f"and {len(binaries)} manifests; would delete up to 0 files (0 B)" in dry.stdout
     assert not copy.exists() or not any(copy.rglob("*.json"))  # a dry run writes nothing
     once_dry = run_cli("-c", str(config), "once", "--dry-run", "--json", cwd=tmp_path)
     assert once_dry.returncode == 0, once_dry.stderr
@@ -543,7 +545,7 @@ def test_mirror_command_dry_run_counts_then_runs_and_records_an_event(
     assert (result["status"], result["binaries"], result["added"]) == ("published", 6, 6)
     assert result["blobs_fetched"] == 2 * 6 + 0  # no keys: the fixture mirror is unsigned
     again = run_cli("-c", str(config), "mirror", "--dry-run", cwd=tmp_path)
-    assert "would download 0 blobs (0 bytes) and 0 manifests" in again.stdout
+    assert "would download 0 blobs (0 B) and 0 manifests" in again.stdout
 
     events = run_cli(
         "-c", str(config), "events", "--json", "--type", "mirror.updated", cwd=tmp_path

@@ -66,8 +66,10 @@ def test_terminal_gets_progress_then_a_summary_table(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 3), "e4s": specs("b", 2)}})
-    # e4s's index is slow, so the display is drawn while one stack is done and one is not.
+    # e4s's index is slow, so the display is drawn while one stack is done and one is not;
+    # spec manifests are slow too, so it is drawn during the crawl.
     server.add_fault("/develop/e4s/v3/manifests/index/*", "delay", delay=1.0)
+    server.add_fault("*.spec.manifest.json", "delay", delay=0.5, times=None)
     config = tmp_path / "mirrorsync.yaml"
     config.write_text(catalog_config_text(tmp_path, server, http="", database="t.db"))
     code, stdout, screen = run_on_pty(["-c", str(config), "once"], tmp_path)
@@ -75,11 +77,14 @@ def test_terminal_gets_progress_then_a_summary_table(
     assert stdout == ""  # human output is for the terminal on stderr only
     text = ANSI_RE.sub("", screen)
     assert "\x1b[" in screen  # a live display moves the cursor; logs never do
-    # The progress line, drawn while e4s was still being fetched.
-    progress = re.search(
-        r"stacks .*?1/2 .*?(\d+) manifests \(\d+/s\) · (\d+) requests · .*? eta ", text
-    )
-    assert progress is not None, text
+    # A row per phase with its bar, done/total, rate and time left: the indexes, drawn
+    # while e4s's was still being fetched...
+    rate_eta = r"\s+\d+(\.\d)?/s\s+(\?|\d+(ms|\.\ds|s|m\d\ds)) left"
+    assert re.search(r"indexes\s+\S+\s+1/2" + rate_eta, text), text
+    # ...and the spec manifests, whose total grows as each stack's crawl begins (3, then 5).
+    assert re.search(r"manifests\s+\S+\s+[0-4]/5" + rate_eta, text), text
+    # Below them, the run's figures.
+    assert re.search(r"\d+ requests? · [\d.]+ (B|kB) · [\d.]+ (B|kB)/s · [\d.ms]+ elapsed", text)
     # The summary table: one row per stack with +added/-removed.
     assert re.search(r"stack\s+status\s+version\s+specs\s+\+added\s+-removed", text), text
     assert re.search(r"develop/root\s+changed\s+1\s+3\s+\+3\s+-0", text), text

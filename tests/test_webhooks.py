@@ -6,6 +6,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -349,6 +350,62 @@ def test_410_gone_disables_the_webhook_until_it_is_retried_by_name(
     replayed, _ = anyio.run(lambda: manage.replay(config, "old", 5))
     assert replayed.enqueued == 2
     assert receiver.acknowledged_ids() == [e["id"] for e in all_events(config)]
+
+
+def test_two_endpoints_on_one_host_are_named_and_a_410_is_said_once_per_run(
+    tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
+) -> None:
+    from test_terminal import ANSI_RE, run_on_pty
+
+    publish(docroot, {"develop": {"root": specs("a", 3)}})
+    hooks = [hook(n, f"{receiver.url}/{n}", secret_file) for n in ("alpha", "beta")]
+    where = receiver.url.removesuffix("/hooks/mirrorsync")  # a path may hold a token
+    path = write_config(tmp_path, server, hooks)
+    receiver.status = 410
+    gone = "answered 410 Gone, so the webhook is disabled"
+    first = cli(path, "once")  # off a terminal
+    assert first.returncode == 1
+    for name in ("alpha", "beta"):
+        said = [line for line in first.stderr.splitlines() if f"webhook {name}: " in line]
+        assert said == [
+            f"mirrorsync: failed: webhook {name}: {where} {gone} and no events "
+            f"are queued for it after event 5; fix its url, or run 'mirrorsync webhooks retry "
+            f"--name {name}' to enable it again and 'mirrorsync webhooks replay --name {name} "
+            "--since 5' for the events in between"
+        ], first.stderr
+    # Later runs (two delivery passes each) say once that it is disabled, at a terminal too.
+    publish(docroot, {"develop": {"root": specs("a", 4)}})
+    later = cli(path, "once")
+    assert later.returncode == 0
+    for name in ("alpha", "beta"):
+        said = [line for line in later.stderr.splitlines() if gone in line]
+        assert sum(f"webhook {name} is disabled: {where} " in s for s in said) == 1
+    publish(docroot, {"develop": {"root": specs("a", 5)}})
+    code, _, screen = run_on_pty(["-c", str(path), "once"], tmp_path)
+    text = ANSI_RE.sub("", screen)
+    assert code == 0 and text.count("answered 410 Gone") == 2, text  # once per webhook
+    assert text.count("webhook alpha is disabled: ") == 1, text
+    assert re.search(r"alpha\s.*disabled \(see below\)", text), text
+
+
+def test_the_webhook_phase_counts_events_delivered_of_those_due(
+    tmp_path: Path, docroot: Path, server: FixtureServer, secret: str, secret_file: Path
+) -> None:
+    """Progress of a run's deliveries: done/total in events; an endpoint that fails
+    takes its events out of the total, so the phase still completes."""
+    from mirrorsync.cli.progress_log import describe
+    from mirrorsync.sync import RunProgress
+
+    publish(docroot, {"develop": {"root": specs("a", 3)}})
+    with Receiver(secret) as up, Receiver(secret, status=500) as down:
+        hooks = [hook("up", up.url, secret_file), hook("down", down.url, secret_file)]
+        config = load_config(str(write_config(tmp_path, server, hooks, attempts=1)))
+        progress = RunProgress()
+        report = sync(config, progress=progress)
+    assert sum(r.delivered_events for r in report.webhooks) == report.events == 5
+    assert (progress.webhooks.done, progress.webhooks.total) == (5, 5)
+    assert progress.webhooks.complete
+    assert re.search(r"webhooks 5/5 \([\d.]+/s, done\)", describe(progress)), describe(progress)
 
 
 def test_failing_deliveries_older_than_max_age_die_and_retry_dead_sends_them(

@@ -144,10 +144,14 @@ def setup_logging(
     The default level is INFO; each ``-v`` lowers it by one step (DEBUG), each
     ``-q`` raises it. ``interactive`` (a person at a terminal, plain format)
     starts one step higher, at WARNING: the progress display and summary table
-    tell the story the INFO lines would repeat.
+    tell the story the INFO lines would repeat. One line per HTTP request (the
+    ``mirrorsync.http`` logger) comes only with ``-vv``, wherever stderr goes, so
+    ``-v`` and ``-vv`` differ off a terminal too.
     """
     base = logging.WARNING if interactive and log_format == "plain" else logging.INFO
     level = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbose + 10 * quiet))
+    requests = logging.DEBUG if verbose - quiet >= 2 else max(level, logging.INFO)
+    logging.getLogger("mirrorsync.http").setLevel(requests)
     handler = StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -87,11 +87,23 @@ async def once(args: argparse.Namespace) -> int:
             )
     if args.json:
         print_json(_report_dict(report))
-    elif interactive:
-        _print_report(report)
+    else:
+        if interactive:
+            _print_report(report)
+        if report.dry_run and args.verbose:
+            _print_plan(report)
     for line in report.failures:
         print_line(f"mirrorsync: failed: {line}")
     return report.exit_code
+
+
+def _print_plan(report: RunReport) -> None:
+    """``once --dry-run -v``: on stdout, each hash a stack would gain or lose."""
+    for o in sorted(report.stacks, key=lambda o: o.label):
+        for spec_hash in o.added_hashes or ():
+            print(f"{o.label} would add {spec_hash}")
+        for spec_hash in o.removed_hashes or ():
+            print(f"{o.label} would remove {spec_hash}")
 
 
 def _report_dict(report: RunReport) -> dict[str, object]:
@@ -121,6 +133,11 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "bytes": o.tally.bytes,
                 "seconds": round(o.seconds, 3),
                 "manifests": dataclasses.asdict(o.manifests) if o.manifests else None,
+                **(
+                    {"added_hashes": o.added_hashes or [], "removed_hashes": o.removed_hashes or []}
+                    if report.dry_run
+                    else {}
+                ),
             }
             for o in sorted(report.stacks, key=lambda o: o.label)
         ],
@@ -169,7 +186,7 @@ def _print_webhook_results(results: list[WebhookResult], *, stderr: bool = False
                 r.pending_events,
                 r.dead_events,
                 human_time(r.next_attempt_at) if r.pending_events else "",
-                r.disabled or r.error or "",
+                "disabled (see below)" if r.disabled else r.error or "",  # said once, below
             )
             for r in results
         ],
@@ -209,9 +226,10 @@ async def mirror(args: argparse.Namespace) -> int:
             if o.error:
                 continue
             print(
-                f"mirror {o.name}: {o.binaries} binaries ({o.bytes} bytes); would download "
-                f"{c.blobs_fetched} blobs ({c.bytes_fetched} bytes) and {c.manifests_fetched} "
-                f"manifests; would delete up to {o.deleted} files ({o.deleted_bytes} bytes)"
+                f"mirror {o.name}: {plural(o.binaries, 'binary', 'binaries')} "
+                f"({human_size(o.bytes)}); would download {plural(c.blobs_fetched, 'blob')} "
+                f"({human_size(c.bytes_fetched)}) and {plural(c.manifests_fetched, 'manifest')}; "
+                f"would delete up to {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)})"
             )
     failures = [o.failure for o in outcomes if o.failure]
     failures += [r.failure for r in webhooks if r.failure]
@@ -259,6 +277,11 @@ async def status(args: argparse.Namespace) -> int:
     if (args.release or args.stack) and not rows:
         where = "/".join(x or "*" for x in (args.release, args.stack))
         raise UsageError(f"no stack {where} in {config.database_path}")
+    if not rows and not args.check:  # e.g. a first run whose catalogue failed
+        raise NoDatabaseError(
+            f"no stack synced yet in {config.database_path}: the runs so far synced none "
+            "(their log says why); run 'mirrorsync once'"
+        )
     if args.check:
         return _check_status(rows, args.max_age, args.json)
     for hook in hooks:

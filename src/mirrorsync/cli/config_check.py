@@ -121,7 +121,7 @@ async def _sources(config: Config) -> list[Check]:
                 urls = list(source.urls)
             try:
                 if isinstance(source, MirrorSource):
-                    detail = await _mirror_layout(client, source.url)
+                    detail = await _mirror_layout(client, source)
                 else:
                     for url in urls:
                         await client.head(Url(url))
@@ -135,22 +135,18 @@ async def _sources(config: Config) -> list[Check]:
     return checks
 
 
-async def _mirror_layout(client: object, url: str) -> str:
+async def _mirror_layout(client: object, source: MirrorSource) -> str:
+    """The layout a sync would find: the paths it reads, and the same error when neither is."""
     from mirrorsync.fetch import HttpClient
+    from mirrorsync.sync.index import V2_INDEX, Target, layout_not_found
 
     assert isinstance(client, HttpClient)
-    base = url.rstrip("/")
-    v3, v2 = f"{base}/v3/layout.json", f"{base}/build_cache/index.json.hash"
-    try:
-        await client.head(Url(v3))
-        return f"v3 build cache at {redact_url(base)}"
-    except NotFoundError:
-        pass
-    try:
-        await client.head(Url(v2))
-        return f"v2 build cache at {redact_url(base)}"
-    except NotFoundError:
-        raise NotFoundError(
-            base,
-            f"neither a v3 nor a v2 build cache: {redact_url(v3)} and {redact_url(v2)} not found",
-        ) from None
+    root = Url(source.url).rstrip("/")
+    v3_path = Target(root, None, view=source.view).manifest_path
+    for layout, path in (("v3", v3_path), ("v2", V2_INDEX)):
+        try:
+            await client.head(root.join(path))
+        except NotFoundError:
+            continue
+        return f"{layout} build cache at {root}"
+    raise layout_not_found(root, v3_path)

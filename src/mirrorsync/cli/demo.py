@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from mirrorsync.cli.render import console, print_table
+from mirrorsync.cli.render import console, human_duration, human_size, plural, print_table
 from mirrorsync.config import parse_config
 from mirrorsync.errors import EXIT_OK
 from mirrorsync.fixture.build import build_from_seed
@@ -48,8 +48,8 @@ def _summary(report: RunReport) -> None:
     print_table(
         ["release", "stack", "status", "version", "specs", "+added", "-removed"],
         rows,
-        title=f"{report.events} events, {report.tally.requests} requests, "
-        f"{report.tally.bytes} bytes, {report.seconds:.2f}s",
+        title=f"{plural(report.events, 'event')}, {plural(report.tally.requests, 'request')}, "
+        f"{human_size(report.tally.bytes)}, {human_duration(report.seconds)}",
     )
 
 

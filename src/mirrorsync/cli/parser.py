@@ -82,7 +82,7 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--verbose",
         action="count",
         default=0 if top else argparse.SUPPRESS,
-        help="more log output (repeat for debug)",
+        help="more log output: -v debug, -vv also one line per HTTP request",
     )
     parser.add_argument(
         "-q",

@@ -1,16 +1,18 @@
 """The live progress display for a person at a terminal (stderr is a TTY).
 
-It reads :class:`RunProgress` each time rich refreshes the screen (a few times a
-second, from rich's own refresh thread), so the sync never waits for it. Log
-lines written meanwhile go through rich's stderr proxy and appear above it. The
-display is transient: it disappears when the run ends, and the summary table
-takes its place.
+One row per phase of the run (indexes, manifests, webhooks), each with its own
+bar, done/total, rate and time left, and a last line with requests, bytes and
+their rate, failures and the time elapsed. It reads :class:`RunProgress` each
+time rich refreshes the screen (a few times a second, from rich's own refresh
+thread), so the sync never waits for it. Log lines written meanwhile go through
+rich's stderr proxy and appear above it. The display is transient: it
+disappears when the run ends, and the summary table takes its place.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console, RenderableType
@@ -21,59 +23,64 @@ from rich.progress import (
     SpinnerColumn,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
-from mirrorsync.cli.render import human_size
+from mirrorsync.cli.progress_log import PHASES, left_text, phases, rate_text
+from mirrorsync.cli.render import human_duration, human_size, plural
 from mirrorsync.sync import RunProgress
 
 
 class RunDisplay(Progress):
-    """stacks done/total, a bar, then failures, manifests and their rate, requests, bytes
-    and their rate, time elapsed and the estimated time left for the stacks."""
+    """A row per phase that has work (indexes always), then the run's figures."""
 
     def __init__(self, progress: RunProgress, console: Console) -> None:
         self.run = progress
-        self.started = time.monotonic()
-        self.task: TaskID | None = None  # rich renders once while constructing
+        self.rows: dict[str, TaskID] = {}
+        self.ready = False  # rich renders once while constructing, before tasks can be added
         super().__init__(
             SpinnerColumn(),
-            TextColumn("stacks"),
+            TextColumn("{task.description:<9}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[rate]:>7}"),
+            TextColumn("{task.fields[left]}"),
             console=console,
             transient=True,
             refresh_per_second=8,
         )
-        self.task = self.add_task("sync", total=None, detail="")
+        for name in PHASES:  # shown once their phase has work (indexes always)
+            self.rows[name] = self.add_task(name, total=None, visible=False, rate="", left="")
+        self.ready = True
 
-    def describe(self) -> str:
+    def describe(self, now: float) -> str:
         run = self.run
-        elapsed = max(time.monotonic() - self.started, 1e-6)
+        elapsed = max(now - run.started, 1e-6)
         parts = [
-            f"{run.manifests} manifests ({run.manifests / elapsed:.0f}/s)",
-            f"{run.http.requests} requests",
+            plural(run.http.requests, "request"),
             human_size(run.http.bytes),
             f"{human_size(int(run.http.bytes / elapsed))}/s",
+            f"{human_duration(elapsed)} elapsed",
         ]
         if run.stacks_failed:
-            parts.insert(0, f"{run.stacks_failed} failed")
+            parts.insert(0, f"{plural(run.stacks_failed, 'stack')} failed")
         return " · ".join(parts)
 
-    def get_renderable(self) -> RenderableType:
-        if self.task is not None:
+    def get_renderables(self) -> Iterable[RenderableType]:
+        if not self.ready:
+            return
+        now = time.monotonic()
+        for name, phase in phases(self.run):
             self.update(
-                self.task,
-                total=self.run.stacks_total or None,
-                completed=self.run.stacks_done,
-                detail=self.describe(),
+                self.rows[name],
+                visible=True,
+                total=phase.total or None,
+                completed=phase.done,
+                rate=rate_text(phase.rate(now)),
+                left=left_text(phase, now),
             )
-        return super().get_renderable()
+        yield self.make_tasks_table(self.tasks)
+        yield Text(f"  {self.describe(now)}")
 
 
 @contextmanager

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+# The one human form of sizes, counts and durations, shared with the log lines.
+from mirrorsync.units import human_duration as human_duration
+from mirrorsync.units import human_size as human_size
+from mirrorsync.units import plural as plural
+
 if TYPE_CHECKING:  # rich costs ~0.1 s to import: only the progress displays pay it
     from rich.console import Console
 
@@ -33,46 +38,7 @@ def console(stderr: bool = False) -> Console:
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
-# -- human units ---------------------------------------------------------------
-
-_SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
-
-
-def human_size(n: int | None) -> str:
-    """Bytes in decimal units, as ``du -h --si`` and rich do: ``512 B``, ``30.6 MB``."""
-    if n is None:
-        return "-"
-    if abs(n) < 1000:
-        return f"{n} B"
-    value = float(n)
-    for unit in _SIZE_UNITS:
-        value /= 1000
-        if abs(value) < 999.95 or unit == _SIZE_UNITS[-1]:
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def plural(n: int, singular: str, plural_form: str | None = None) -> str:
-    """``1 stack``, ``2 stacks``, ``0 stacks``; ``plural(3, 'entry', 'entries')``."""
-    word = singular if n == 1 else (plural_form or f"{singular}s")
-    return f"{n:,} {word}" if n >= 10_000 else f"{n} {word}"
-
-
-def human_duration(seconds: float) -> str:
-    """``0.4s``, ``12s``, ``3m05s``, ``2h03m``, ``3d04h``."""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+# -- human units (sizes, counts, durations: mirrorsync.units) -------------------
 
 
 def parse_time(stored: str) -> datetime:

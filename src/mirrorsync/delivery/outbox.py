@@ -22,6 +22,7 @@ from mirrorsync.config import Config, WebhookConfig
 from mirrorsync.delivery import payload, schedule
 from mirrorsync.delivery.sender import Sender, origin
 from mirrorsync.delivery.signing import load_secret
+from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, queries, utcnow, webhooks
 
@@ -102,6 +103,8 @@ class Outbox:
         self.config = config
         self.store = store
         self._keys = keys
+        self._told_disabled: set[str] = set()  # webhooks whose being disabled was said
+        self._progress: Phase | None = None
 
     @classmethod
     async def open(cls, config: Config, store: Store, names: Sequence[str] | None = None) -> Outbox:
@@ -114,13 +117,19 @@ class Outbox:
         return cls(config, store, keys)
 
     async def deliver(
-        self, *, force: bool = False, dead: bool = False, enable: bool = False
+        self,
+        *,
+        force: bool = False,
+        dead: bool = False,
+        enable: bool = False,
+        progress: Phase | None = None,
     ) -> list[WebhookResult]:
         """Send what is due to every webhook opened (``force``: also what is waiting).
 
         ``dead`` sends dead deliveries again; ``enable`` re-enables a webhook that a
-        410 disabled.
+        410 disabled. ``progress`` counts the events to send and those delivered.
         """
+        self._progress = progress
         hooks = [self.config.webhook(name) for name in self._keys]
         if not hooks:  # no client (and no TLS context) for a run without webhooks
             return []
@@ -165,7 +174,9 @@ class Outbox:
             row = dataclasses.replace(row, next_attempt_at=latest)
         if not row.enabled:
             result.disabled = row.disabled_reason
-            log.warning("webhook %s is disabled: %s", hook.name, row.disabled_reason)
+            if hook.name not in self._told_disabled:  # once per run, not once per pass
+                self._told_disabled.add(hook.name)
+                log.warning("webhook %s is disabled: %s", hook.name, row.disabled_reason)
         elif force or row.next_attempt_at is None or row.next_attempt_at <= now:
             await self._drain(hook, row.id, sender, result)
         await self._purge(hook, row.id)
@@ -204,6 +215,31 @@ class Outbox:
     ) -> None:
         key = self._keys[hook.name]
         where = origin(hook.url)
+        progress, expected = self._progress, 0
+        if progress is not None:
+            expected = await self._pending_events(hook.name)
+            progress.add_work(expected)
+        try:
+            await self._send_due(hook, webhook_id, sender, result, key, where)
+        finally:
+            if progress is not None:  # what was not delivered will not be, this pass
+                progress.add_work(min(result.delivered_events, expected) - expected)
+
+    async def _pending_events(self, name: str) -> int:
+        for summary in await webhooks.summaries(self.store):
+            if summary.name == name:
+                return summary.pending_events
+        return 0
+
+    async def _send_due(
+        self,
+        hook: WebhookConfig,
+        webhook_id: int,
+        sender: Sender,
+        result: WebhookResult,
+        key: bytes,
+        where: str,
+    ) -> None:
         while delivery := await webhooks.next_delivery(
             self.store, webhook_id, hook.max_batch, utcnow()
         ):
@@ -216,6 +252,8 @@ class Outbox:
                 await webhooks.acknowledge(self.store, delivery, at)
                 result.delivered_events += delivery.event_count
                 result.delivered_batches += 1
+                if self._progress is not None:
+                    self._progress.advance(delivery.event_count)
                 log.info(
                     "webhook %s: delivered events %d-%d (%d) as %s, HTTP %s in %.2fs",
                     hook.name,
@@ -237,7 +275,8 @@ class Outbox:
                 )
                 await webhooks.disable(self.store, webhook_id, reason, at)
                 result.error = result.disabled = reason
-                log.error("webhook %s: %s", hook.name, reason)
+                # Not logged here: the command's closing ``failed:`` line says it, once.
+                self._told_disabled.add(hook.name)
                 return
             row = await webhooks.get(self.store, hook.name)
             failures = (row.failures if row else 0) + 1

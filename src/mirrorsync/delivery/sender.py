@@ -13,6 +13,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from mirrorsync import __version__
 from mirrorsync.config import RetryConfig, WebhookConfig
 from mirrorsync.delivery.signing import headers
+from mirrorsync.fetch.client import log_request, requests_logged
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -28,7 +29,8 @@ USER_AGENT = f"mirrorsync/{__version__}"
 
 
 def origin(url: str) -> str:
-    """Scheme, host and port only: a webhook URL's path often carries a token."""
+    """Scheme, host and port only: a webhook URL's path often carries a token (Slack,
+    Discord, Teams), which the masking rule cannot recognise. Lines name the webhook."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
@@ -61,6 +63,7 @@ class Sender:
     def __init__(self, retries: RetryConfig) -> None:
         self._retries = retries
         self._client = httpx.AsyncClient(headers={"user-agent": USER_AGENT}, follow_redirects=False)
+        self._log_requests = requests_logged()  # -vv: one line per request, as for the fetches
 
     async def __aenter__(self) -> Sender:
         return self
@@ -96,6 +99,22 @@ class Sender:
                     return status
             raise httpx.ReadTimeout(f"no complete answer within {hook.timeout:g}s")
 
+        async def logged_attempt() -> int:
+            """``attempt``, and at ``-vv`` its line (a POST's size is the body it sent)."""
+            if not self._log_requests:
+                return await attempt()
+            sent, url = time.monotonic(), f"{origin(hook.url)} (webhook {hook.name})"
+            try:
+                status = await attempt()
+            except RetryableStatus as exc:
+                log_request("POST", url, exc.status, len(body), time.monotonic() - sent)
+                raise
+            except Exception as exc:
+                log_request("POST", url, None, len(body), time.monotonic() - sent, describe(exc))
+                raise
+            log_request("POST", url, status, len(body), time.monotonic() - sent)
+            return status
+
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
@@ -118,7 +137,7 @@ class Sender:
             reraise=True,
         )
         try:
-            status: int = await retrying(attempt)
+            status: int = await retrying(logged_attempt)
         except RetryableStatus as exc:
             after = f" after {requests} attempts" if requests > 1 else ""
             return Answer(exc.status, requests, f"{describe(exc)}{after}", _since(started))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import re
 import time
@@ -41,7 +42,12 @@ from mirrorsync.fetch.retry import (
 )
 from mirrorsync.fetch.throttle import Throttle, origin
 from mirrorsync.fetch.transport import AiohttpTransport, as_sent
+from mirrorsync.logs import fields
 from mirrorsync.redact import Url, redact_url
+from mirrorsync.units import human_duration, human_size
+
+#: One DEBUG line per HTTP request, enabled by ``-vv`` (``logs.setup_logging``).
+request_log = logging.getLogger("mirrorsync.http")
 
 USER_AGENT = f"mirrorsync/{__version__}"
 SMALL_DOCUMENT_CAP = 64 * 1024 * 1024  # catalogue, manifests, hash files
@@ -54,6 +60,45 @@ T = TypeVar("T")
 
 # Sent straight to the transport: http(s), no userinfo (httpx turns it into auth).
 _DIRECT = re.compile(r"https?://[^/@?#]*(?:[/?#]|$)", re.IGNORECASE)
+
+
+def requests_logged() -> bool:
+    """Whether ``log_request`` writes anything: asked once per client, not per request."""
+    return request_log.isEnabledFor(logging.DEBUG)
+
+
+def log_request(
+    method: str,
+    url: Url | str,
+    status: int | None,
+    size: int,
+    seconds: float,
+    problem: str | None = None,
+) -> None:
+    """One line for one HTTP request (``-vv``), whoever sent it (fetches, webhooks): the
+    method, the URL's display form (never its address: no credentials; a webhook
+    gives its origin and name, as its other lines do), the status, the body's bytes
+    (received; a POST's: sent) and the time it took; or, for a request that got no
+    answer, why."""
+    shown = url.display if isinstance(url, Url) else url
+    answer = f"HTTP {status}" if status is not None else f"no answer ({problem})"
+    request_log.debug(
+        "%s %s -> %s, %s, %s",  # no ":" after the URL: a masked query value would take it
+        method,
+        shown,
+        answer,
+        human_size(size),
+        human_duration(seconds),
+        extra=fields(
+            event="request",
+            method=method,
+            url=shown,
+            status=status,
+            bytes=size,
+            seconds=round(seconds, 4),
+            error=problem,
+        ),
+    )
 
 
 @dataclass
@@ -148,6 +193,7 @@ class HttpClient:
         self._defaults = as_sent(self._client.headers)
         timeouts = httpx.Timeout(config.timeout)
         self._timeouts = (timeouts.connect, timeouts.read, timeouts.pool)
+        self._log_requests = requests_logged()  # once: a crawl sends ~1,000 requests/s
 
     @property
     def breakers(self) -> Breakers:
@@ -397,12 +443,18 @@ class HttpClient:
         if address.startswith("file:///"):  # httpx takes a URL without a host for a relative one
             address = "file://localhost/" + address[8:]
         final: httpx.URL | None  # where a redirect led; None: not redirected
-        if self._direct and _DIRECT.match(address):
-            response, final = await self._send_direct(method, address, headers)
-        else:
-            request = self._client.build_request(method, address, headers=headers)
-            response = await self._client.send(request, stream=True)
-            final = response.url
+        started = time.monotonic() if self._log_requests else 0.0
+        try:
+            if self._direct and _DIRECT.match(address):
+                response, final = await self._send_direct(method, address, headers)
+            else:
+                request = self._client.build_request(method, address, headers=headers)
+                response = await self._client.send(request, stream=True)
+                final = response.url
+        except Exception as exc:
+            if self._log_requests:
+                log_request(method, url, None, 0, time.monotonic() - started, describe(exc))
+            raise
         try:
             https = address[:6].lower() == "https:"
             if self.verify and https and final is not None and final.scheme != "https":
@@ -417,6 +469,11 @@ class HttpClient:
             return await read(response)
         finally:
             await response.aclose()
+            if self._log_requests:
+                seconds = time.monotonic() - started  # bytes as received (compressed or not)
+                log_request(
+                    method, url, response.status_code, response.num_bytes_downloaded, seconds
+                )
 
     async def _send_direct(
         self, method: str, address: str, headers: dict[str, str]

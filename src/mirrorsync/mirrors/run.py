@@ -55,6 +55,7 @@ from mirrorsync.redact import Url, redact_url
 from mirrorsync.store import Store
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import MirrorRow, Published, SyncedStack
+from mirrorsync.units import human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.mirror")
 
@@ -395,11 +396,13 @@ def _real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
 def _log(o: MirrorOutcome) -> None:
     c = o.copied
     figures = (
-        f"version {o.version}, {o.binaries} binaries, {o.bytes} bytes, +{o.added} -{o.removed}, "
-        f"fetched {c.blobs_fetched} blobs ({c.bytes_fetched} bytes) and "
-        f"{c.manifests_fetched} manifests, {c.blobs_present} blobs already there, "
-        f"deleted {o.deleted} files ({o.deleted_bytes} bytes), {o.waiting} waiting, "
-        f"{o.tally.requests} requests, {o.seconds:.2f}s"
+        f"version {o.version}, {plural(o.binaries, 'binary', 'binaries')}, "
+        f"{human_size(o.bytes)}, +{o.added} -{o.removed}, "
+        f"fetched {plural(c.blobs_fetched, 'blob')} ({human_size(c.bytes_fetched)}) and "
+        f"{plural(c.manifests_fetched, 'manifest')}, {plural(c.blobs_present, 'blob')} "
+        f"already there, deleted {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)}), "
+        f"{o.waiting} waiting, {plural(o.tally.requests, 'request')}, "
+        f"{human_duration(o.seconds)}"
     )
     extra = fields(
         event="mirror",

@@ -110,12 +110,25 @@ async def pending(
     store: Store, stack_id: int, cutoff: str, *, page: int = 500
 ) -> AsyncIterator[SpecRef]:
     """Current members of the stack without an ok manifest fetched at or after ``cutoff``."""
-    unfetched = (
-        " AND NOT EXISTS (SELECT 1 FROM spec_manifests sm WHERE sm.stack_id = :stack"
-        "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff)"
-    )
-    async for ref in _current_members(store, stack_id, page, unfetched, {"cutoff": cutoff}):
+    async for ref in _current_members(store, stack_id, page, _UNFETCHED, {"cutoff": cutoff}):
         yield ref
+
+
+_UNFETCHED = (
+    " AND NOT EXISTS (SELECT 1 FROM spec_manifests sm WHERE sm.stack_id = :stack"
+    "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff)"
+)
+
+
+async def count_pending(store: Store, stack_id: int, cutoff: str) -> int:
+    """How many specs ``pending`` would give now: the crawl's total, for its progress."""
+    async with store.conn.execute(
+        "SELECT count(*) FROM memberships m WHERE m.stack_id = :stack AND m.left IS NULL"
+        f"{_UNFETCHED}",
+        {"stack": stack_id, "cutoff": cutoff},
+    ) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def members(store: Store, stack_id: int, *, page: int = 500) -> AsyncIterator[SpecRef]:

@@ -39,6 +39,17 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def layout_not_found(root: Url, v3_path: str = V3_INDEX_MANIFEST) -> NotFoundError:
+    """A mirror URL where neither layout's index is (a typo, most often): one line
+    naming both paths tried, for a sync and ``config check`` alike."""
+    return NotFoundError(
+        root,
+        "neither a v3 nor a v2 build cache found here: "
+        f"{root.join(v3_path)} and {root.join(V2_INDEX)} not found",
+        404,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where to look for a stack's index, and what the catalogue already told us."""
@@ -107,6 +118,12 @@ class IndexFetcher:
                 if target.layout == "v3" or target.view is not None:
                     raise
                 log.debug("%s: no v3 index manifest under %s, trying layout v2", name, root)
+                try:
+                    return await self._fetch_v2(root, previous, tally, name)
+                except NotFoundError as exc:
+                    if exc.url != root.join(V2_INDEX).display:
+                        raise
+                    raise layout_not_found(root, target.manifest_path) from None
             else:
                 return await self._fetch_v3(root, manifest_url, record, previous, tally, name)
         return await self._fetch_v2(root, previous, tally, name)

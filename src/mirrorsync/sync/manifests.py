@@ -360,6 +360,10 @@ class ManifestCrawler:
             log.error("%s: spec manifests not fetched: %s", target.label, counts.failure)
             return counts
         cutoff = await store_manifests.begin_crawl(self.store, target.id, policy, utcnow())
+        expected = consumed = 0  # for the crawl phase's progress
+        if self.progress is not None:
+            expected = await store_manifests.count_pending(self.store, target.id, cutoff)
+            self.progress.crawl.add_work(expected)
         batch: list[ManifestResult] = []
         last_flush = time.monotonic()
 
@@ -387,6 +391,10 @@ class ManifestCrawler:
                 return None
 
         async def consume(result: ManifestResult | None) -> None:
+            nonlocal consumed
+            consumed += 1
+            if self.progress is not None:
+                self.progress.crawl.advance()
             if result is None:
                 return
             batch.append(result)
@@ -406,6 +414,8 @@ class ManifestCrawler:
         finally:
             with anyio.CancelScope(shield=True):
                 await flush()
+            if self.progress is not None and consumed != expected:  # stopped, or it moved
+                self.progress.crawl.add_work(consumed - expected)
         if stopped is not None:
             counts.failure = f"spec manifest crawl stopped: {stopped}"
             log.error("%s: %s", target.label, counts.failure)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL
 from mirrorsync.fetch import Tally
 from mirrorsync.logs import fields
+from mirrorsync.units import human_duration, human_size, plural
 
 if TYPE_CHECKING:
     from mirrorsync.delivery import WebhookResult
@@ -73,6 +74,9 @@ class StackOutcome:
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
     manifests: ManifestTally | None = None  # None: no crawl (policy none, dry run, failed sync)
+    # A dry run's plan: the hashes the index would add and remove (None otherwise).
+    added_hashes: list[str] | None = None
+    removed_hashes: list[str] | None = None
 
     @property
     def label(self) -> str:
@@ -158,8 +162,9 @@ class RunReport:
 def log_outcome(o: StackOutcome) -> None:
     """Each stack's outcome, once: INFO, or ERROR when it failed."""
     figures = (
-        f"version {o.version}, {o.spec_count} specs, +{o.added} -{o.removed}, "
-        f"{o.tally.requests} requests, {o.tally.bytes} bytes, {o.seconds:.2f}s"
+        f"version {o.version}, {plural(o.spec_count, 'spec')}, +{o.added} -{o.removed}, "
+        f"{plural(o.tally.requests, 'request')}, {human_size(o.tally.bytes)}, "
+        f"{human_duration(o.seconds)}"
     )
     extra = fields(
         event="stack",

@@ -33,6 +33,7 @@ from mirrorsync.sync.outcome import (
     log_outcome,
 )
 from mirrorsync.sync.progress import RunProgress
+from mirrorsync.units import human_duration, human_size, plural
 
 if TYPE_CHECKING:  # the crawler and the pages source are imported when a run uses them
     from mirrorsync.mirrors import MirrorOutcome
@@ -190,7 +191,7 @@ class RunContext:
 
     async def deliver_webhooks(self) -> None:
         if self.outbox is not None:
-            delivered = await self.outbox.deliver()
+            delivered = await self.outbox.deliver(progress=self.progress.webhooks)
             self.report.webhooks = merge_results(self.report.webhooks, delivered)
 
     def host_slot(self, url: str) -> anyio.CapacityLimiter:
@@ -220,7 +221,7 @@ class RunContext:
         outcome = self.report.add_stack(
             job.source.name, job.release, job.stack, status, version, spec_count, started, tally
         )
-        self.progress.stacks_done += 1
+        self.progress.indexes.advance()
         self.progress.stacks_failed += status == "failed"
         return outcome
 
@@ -302,16 +303,16 @@ def _log_run(report: RunReport) -> None:
     counts = {s: sum(1 for o in report.stacks if o.status == s) for s in _STATUSES}
     log.log(
         logging.WARNING if report.interrupted else logging.INFO,
-        "run %s%s: %d stacks (%s), %d failures, %d events, %d requests, %d bytes, %.2fs",
+        "run %s%s: %s (%s), %s, %s, %s, %s, %s",
         "interrupted (what it committed is kept)" if report.interrupted else "finished",
         " (dry run, nothing kept)" if report.dry_run else "",
-        len(report.stacks),
+        plural(len(report.stacks), "stack"),
         ", ".join(f"{n} {s}" for s, n in counts.items()),
-        len(report.failures),
-        report.events,
-        report.tally.requests,
-        report.tally.bytes,
-        report.seconds,
+        plural(len(report.failures), "failure"),
+        plural(report.events, "event"),
+        plural(report.tally.requests, "request"),
+        human_size(report.tally.bytes),
+        human_duration(report.seconds),
         extra=fields(
             event="run",
             dry_run=report.dry_run,
@@ -362,9 +363,11 @@ def _difference(
 async def sync_source(ctx: RunContext, source: Source) -> None:
     """Plan the source's stacks (its catalogue), sync each, then record gone releases.
 
-    A failure to plan (the catalogue) fails the source; each stack's own failure
-    stays with that stack (:func:`sync_stack`).
+    A failure to plan (the catalogue) fails the source, and is recorded as the
+    ``last_error`` of each of its stacks, none of which could be checked; each
+    stack's own failure stays with that stack (:func:`sync_stack`).
     """
+    source_id: int | None = None  # known, and its stacks not yet planned: they fail with it
     try:
         if isinstance(source, PagesSource):
             from mirrorsync.sync.pages import PagesSync
@@ -381,28 +384,47 @@ async def sync_source(ctx: RunContext, source: Source) -> None:
             jobs, gone_releases = await _plan_catalog(ctx, source, source_id)
         else:
             jobs, gone_releases = [StackJob(source, source_id, source.release, source.stack)], []
-        ctx.progress.stacks_total += len(jobs)
+        planned, source_id = source_id, None
+        ctx.progress.indexes.add_work(len(jobs))
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(sync_stack, ctx, job)
         if gone_releases:
             ctx.report.release_events += await writes.record_releases(
-                ctx.store, source_id, [], gone_releases, utcnow()
+                ctx.store, planned, [], gone_releases, utcnow()
             )
     except StoreError as exc:
         if exc.ends_run:
             ctx.end_run(exc)
             return
-        _source_failed(ctx, source, exc)
+        await _source_failed(ctx, source, source_id, exc)
     except Exception as exc:  # the boundary of a source: nothing gets past it
-        _source_failed(ctx, source, exc)
+        await _source_failed(ctx, source, source_id, exc)
 
 
-def _source_failed(ctx: RunContext, source: Source, exc: Exception) -> None:
+async def _source_failed(
+    ctx: RunContext, source: Source, source_id: int | None, exc: Exception
+) -> None:
+    """One line; and, when its stacks could not be planned, their ``last_error``, so
+    that ``status`` (and ``status --check``) shows them failed rather than fine."""
     error = _as_error(exc)
     log.error("source %s failed: %s", source.name, error)
     log.debug("source %s failed", source.name, exc_info=exc)
     ctx.report.source_errors.append((source.name, str(error)))
+    if source_id is None:
+        return
+    try:
+        with anyio.CancelScope(shield=True):
+            for row in await writes.stacks_of(ctx.store, source_id):
+                if row.present:
+                    await writes.record_failure(
+                        ctx.store, row.id, f"source {source.name}: {error}", utcnow()
+                    )
+    except StoreError as store_exc:
+        if store_exc.ends_run:
+            ctx.end_run(store_exc)
+            return
+        log.error("source %s: cannot record its failure: %s", source.name, store_exc)
 
 
 async def _plan_catalog(
@@ -526,6 +548,9 @@ async def _sync_index(
         committed.removed,
         committed.events,
     )
+    if ctx.report.dry_run:  # what would change, hash by hash (once --dry-run -v / --json)
+        outcome.added_hashes = [info.hash for info in snapshot.added]
+        outcome.removed_hashes = list(snapshot.removed)
     return location, outcome
 
 

@@ -1,0 +1,49 @@
+"""Human units, one form each, for everything people read: tables, progress and log lines.
+
+``human_size`` (decimal, as ``du -h --si`` and rich: ``431.6 kB``, ``30.6 MB``),
+``plural`` (``1 stack``, ``2 stacks``) and ``human_duration`` (``35ms``, ``0.4s``, ``12s``,
+``3m05s``, ``2h03m``, ``3d04h``). JSON and log fields keep raw numbers.
+"""
+
+from __future__ import annotations
+
+_SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
+
+
+def human_size(n: int | None) -> str:
+    """Bytes in decimal units, as ``du -h --si`` and rich do: ``512 B``, ``30.6 MB``."""
+    if n is None:
+        return "-"
+    if abs(n) < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in _SIZE_UNITS:
+        value /= 1000
+        if abs(value) < 999.95 or unit == _SIZE_UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 stack``, ``2 stacks``, ``0 stacks``; ``plural(3, 'entry', 'entries')``."""
+    word = singular if n == 1 else (plural_form or f"{singular}s")
+    return f"{n:,} {word}" if n >= 10_000 else f"{n} {word}"
+
+
+def human_duration(seconds: float) -> str:
+    """``35ms``, ``0.4s``, ``12s``, ``3m05s``, ``2h03m``, ``3d04h``."""
+    if seconds < 0.1:  # one HTTP request, a quick stack: "0.0s" would say nothing
+        return f"{max(seconds, 0) * 1000:.0f}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
