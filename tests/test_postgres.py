@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from conftest import QUICK_RETRIES, catalog_config_text, json_lines, run_cli, sync, write_config
+from conftest import (
+    QUICK_RETRIES,
+    REPO,
+    catalog_config_text,
+    json_lines,
+    run_cli,
+    sync,
+    write_config,
+)
 from dbstate import differences
 from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_LOCKED, EXIT_UNAVAILABLE
@@ -29,7 +39,7 @@ from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.store import Store
 from mirrorsync.store.location import PostgresUrl
 from mirrorsync.store.postgres import AdvisoryLock, translate
-from postgres import PASSWORD
+from postgres import PASSWORD, PostgresServer
 
 
 def specs(prefix: str, n: int) -> list[dict[str, object]]:
@@ -245,3 +255,41 @@ def test_sqlite_commands_never_load_the_postgresql_driver() -> None:
         check=True,
     )
     assert done.stdout.strip() == "[]"  # its import is most of a second: SQLite never pays it
+
+
+def test_the_server_dropping_the_run_ends_it_with_one_line_exit_69(
+    tmp_path: Path,
+    docroot: Path,
+    server: FixtureServer,
+    postgres_server: PostgresServer,
+    postgres_url: str,
+) -> None:
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 3)}})
+    config = config_file(tmp_path, server, postgres_url, "c.yaml")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0  # migrated
+    server.add_fault("*index.manifest.json", "delay", times=None, delay=3.0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mirrorsync", "-c", str(config), "once"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    dbname = postgres_url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for its connections, then drop them
+        found = postgres_server.admin(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            f" WHERE datname = '{dbname}' AND application_name LIKE 'mirrorsync pid=%'"
+        )
+        if int(found.strip() or 0) >= 2:  # the store's and the run lock's
+            break
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == EXIT_UNAVAILABLE, stderr
+    errors = [line for line in stderr.splitlines() if "database server unavailable" in line]
+    assert errors and all(
+        f"postgresql://***@127.0.0.1:{postgres_server.port}/" in e for e in errors
+    )
+    assert "Traceback" not in stderr and PASSWORD not in stderr
