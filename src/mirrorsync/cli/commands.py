@@ -117,6 +117,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "removed": o.removed,
                 "events": o.events,
                 "error": o.error,
+                "skipped": o.skipped,
                 "requests": o.tally.requests,
                 "bytes": o.tally.bytes,
                 "seconds": round(o.seconds, 3),

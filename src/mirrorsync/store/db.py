@@ -35,6 +35,7 @@ from mirrorsync.errors import (
     SchemaError,
     StoreError,
 )
+from mirrorsync.store.claims import Claims
 
 log = logging.getLogger("mirrorsync.store")
 
@@ -158,6 +159,7 @@ class Store:
         self._write_lock = anyio.Lock()
         self._clock_warned = False
         self.dry_run = False  # every write inside one transaction that close() rolls back
+        self.claims: Claims = Claims()  # one run holds a SQLite database whole
 
     @property
     def damaged(self) -> DatabaseDamagedError | None:

@@ -295,6 +295,20 @@ async def record_failure(
         return dead
 
 
+async def due(store: Store, webhook_id: int, at: str) -> bool:
+    """Whether the webhook, enabled and not waiting for a retry at ``at``, has events
+    to send (waiting, or in a pending batch)."""
+    async with store.conn.execute(
+        "SELECT 1 FROM webhooks w WHERE w.id = ? AND w.enabled = 1"
+        " AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= ?)"
+        " AND EXISTS (SELECT 1 FROM webhook_outbox o"
+        "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
+        "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending'))",
+        (webhook_id, at),
+    ) as cursor:
+        return await cursor.fetchone() is not None
+
+
 async def cap_next_attempt(store: Store, webhook_id: int, latest: str) -> bool:
     """Bring a next attempt later than ``latest`` back to it; True if it was later."""
     async with store.transaction() as conn:

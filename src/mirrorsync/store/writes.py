@@ -195,23 +195,34 @@ async def known_releases(store: Store, source_id: int) -> set[str]:
 async def record_releases(
     store: Store, source_id: int, added: Iterable[str], removed: Iterable[str], at: str
 ) -> int:
-    """Mark releases as listed or gone, with one event each; returns the event count."""
+    """Mark releases as listed or gone, with one event each; returns the event count.
+
+    A release gets its event only if this transaction changes its state: several
+    instances planning the same catalogue at once record it once between them
+    (on PostgreSQL the second upsert waits for the first and then finds nothing to do).
+    """
     count = 0
     async with store.transaction() as conn:
         for name in added:
-            await conn.execute(
+            cursor = await conn.execute(
                 "INSERT INTO releases (source_id, name, present, added_at) VALUES (?, ?, 1, ?)"
                 " ON CONFLICT (source_id, name) DO UPDATE"
-                " SET present = 1, added_at = excluded.added_at, removed_at = NULL",
+                " SET present = 1, added_at = excluded.added_at, removed_at = NULL"
+                " WHERE releases.present = 0",
                 (source_id, name, at),
             )
-            count += await record(conn, "release.added", Where(source_id, name, None, None, at))
+            if cursor.rowcount > 0:
+                where = Where(source_id, name, None, None, at)
+                count += await record(conn, "release.added", where)
         for name in removed:
-            await conn.execute(
-                "UPDATE releases SET present = 0, removed_at = ? WHERE source_id = ? AND name = ?",
+            cursor = await conn.execute(
+                "UPDATE releases SET present = 0, removed_at = ?"
+                " WHERE source_id = ? AND name = ? AND present = 1",
                 (at, source_id, name),
             )
-            count += await record(conn, "release.removed", Where(source_id, name, None, None, at))
+            if cursor.rowcount > 0:
+                where = Where(source_id, name, None, None, at)
+                count += await record(conn, "release.removed", where)
     return count
 
 

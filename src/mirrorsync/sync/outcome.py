@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mirrorsync.sync")
 
-Status = Literal["changed", "unchanged", "failed", "removed"]
+Status = Literal["changed", "unchanged", "failed", "removed", "skipped"]
 
 
 @dataclass
@@ -73,6 +73,7 @@ class StackOutcome:
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
     manifests: ManifestTally | None = None  # None: no crawl (policy none, dry run, failed sync)
+    skipped: str | None = None  # why another instance has it (status "skipped"): not a failure
 
     @property
     def label(self) -> str:
@@ -177,8 +178,11 @@ def log_outcome(o: StackOutcome) -> None:
         retries=o.tally.retries,
         seconds=round(o.seconds, 3),
         error=o.error,
+        skipped=o.skipped,
     )
     if o.status == "failed":
         log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
+    elif o.status == "skipped":
+        log.info("%s skipped: %s", o.label, o.skipped, extra=extra)
     else:
         log.info("%s %s: %s", o.label, o.status, figures, extra=extra)
