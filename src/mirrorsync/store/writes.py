@@ -14,7 +14,7 @@ from typing import Any
 
 import aiosqlite
 
-from mirrorsync.errors import FormatError
+from mirrorsync.errors import FormatError, StaleSnapshotError
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store.db import Store
@@ -58,6 +58,8 @@ class Snapshot:
     retire: bool = False  # emit stack.removed last; the stack leaves the catalogue
     #: Every hash the index lists with in_buildcache false; None: as it was.
     uncached: frozenset[str] | None = None
+    #: The version this difference was taken from; the commit refuses another.
+    base_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +127,14 @@ async def current_hashes(store: Store, stack_id: int) -> set[str]:
     return set(row[0].split(" ")) if row is not None and row[0] else set()
 
 
-async def retire_stack(store: Store, stack_id: int, at: str) -> Committed:
+async def retire_stack(
+    store: Store, stack_id: int, at: str, *, base_version: int | None = None
+) -> Committed:
     """The source no longer lists the stack: close every membership it holds."""
     old = await current_hashes(store, stack_id)
-    snapshot = Snapshot(stack_id, None, None, (), sorted(old), retire=True)
+    snapshot = Snapshot(
+        stack_id, None, None, (), sorted(old), retire=True, base_version=base_version
+    )
     return await commit_snapshot(store, snapshot, at)
 
 
@@ -142,6 +148,14 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
             row = await cursor.fetchone()
         assert row is not None, f"stack {snapshot.stack_id} vanished"
         old_version, old_count, source_id, release = row
+        if snapshot.base_version is not None and old_version != snapshot.base_version:
+            # Only the instance holding a stack's claim writes it; should a claim
+            # ever be lost, the difference is still never applied to another state.
+            raise StaleSnapshotError(
+                f"stack {snapshot.stack_id}: version {old_version} was committed elsewhere"
+                f" while this run diffed version {snapshot.base_version}; nothing of this"
+                " change is kept, and the stack is synced again next run"
+            )
         await _set_uncached(conn, snapshot)
         changed = bool(snapshot.added or snapshot.removed or snapshot.announce or snapshot.retire)
         if not changed:

@@ -197,6 +197,7 @@ class PagesSync:
             added=[specs[h] for h in sorted(new - old)],
             removed=sorted(old - new),
             announce=not row.present,
+            base_version=row.version,
         )
         committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         outcome = self.report.add_stack(
@@ -228,7 +229,9 @@ class PagesSync:
             await self.retire_claimed(source_name, held.row, started)
 
     async def retire_claimed(self, source_name: str, row: writes.StackRow, started: float) -> None:
-        committed = await writes.retire_stack(self.store, row.id, utcnow())
+        committed = await writes.retire_stack(
+            self.store, row.id, utcnow(), base_version=row.version
+        )
         outcome = self.report.add_stack(
             source_name, row.release, row.name, "removed", committed.version, 0, started
         )

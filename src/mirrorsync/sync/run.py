@@ -347,6 +347,7 @@ def _difference(
         removed=sorted(old - new),
         announce=not row.present,
         uncached=frozenset(index.uncached),
+        base_version=row.version,
     )
 
 
@@ -605,7 +606,7 @@ async def _retire(
     ctx: RunContext, job: StackJob, row: writes.StackRow, started: float
 ) -> StackOutcome:
     """The catalogue no longer lists this stack: close its memberships."""
-    committed = await writes.retire_stack(ctx.store, row.id, utcnow())
+    committed = await writes.retire_stack(ctx.store, row.id, utcnow(), base_version=row.version)
     outcome = ctx.outcome(job, "removed", committed.version, 0, started, Tally())
     outcome.removed, outcome.events = committed.removed, committed.events
     return outcome
