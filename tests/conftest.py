@@ -14,10 +14,12 @@ from typing import Any
 import anyio
 import pytest
 
+import postgres
 from mirrorsync.config import Config, parse_config
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.sync import RunReport, run_once
+from postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,7 +98,7 @@ def catalog_config_text(
     the database's file name in ``tmp_path``.
     """
     return f"""
-database: {tmp_path / database}
+database: {database_value(tmp_path, database)}
 sources:
   - name: test
     kind: catalog
@@ -174,3 +176,66 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(datetime.now(UTC))
     monkeypatch.setattr(db, "now", fake)
     return fake
+
+
+# -- PostgreSQL -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL server for the session (tests/postgres.py).
+
+    Skipped, saying why, where Debian's server binaries are not installed;
+    under CI (``$CI`` set) that is a failure instead: CI installs them.
+    """
+    bindir = postgres.binaries()
+    if bindir is None:
+        reason = (
+            "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (apt install postgresql)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    running = postgres.start(bindir)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of this test's own: its URL (password in it)."""
+    name = postgres_server.new_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)
+
+
+#: This test's PostgreSQL database while a ``backend``-parametrised test runs on it.
+_POSTGRES_URL: str | None = None
+
+
+def database_value(tmp_path: Path, name: str = "state.db") -> str:
+    """What ``database:`` says in a test's configuration: ``tmp_path/name``, or, in
+    the postgresql variant of a ``backend`` test, that test's PostgreSQL database
+    (for the default name ``state.db``; other names stay SQLite files)."""
+    if _POSTGRES_URL is not None and name == "state.db":
+        return _POSTGRES_URL
+    return str(tmp_path / name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once on SQLite and once on PostgreSQL: every configuration made
+    with ``database_value`` (``catalog_config`` and its kin) points at the backend."""
+    global _POSTGRES_URL
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    _POSTGRES_URL = request.getfixturevalue("postgres_url")
+    try:
+        yield "postgresql"
+    finally:
+        _POSTGRES_URL = None
