@@ -33,7 +33,7 @@ from mirrorsync.config import Config, load_config
 from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.formats._common import is_spec_hash
-from mirrorsync.lock import hold
+from mirrorsync.lock import hold, hold_for_sync
 from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
@@ -70,7 +70,7 @@ async def once(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         # A dry run of a database that does not exist yet runs in memory: no lock file.
         if not args.dry_run or config.database_path.exists():
-            await stack.enter_async_context(hold(config.database_path, wait=args.wait))
+            await stack.enter_async_context(hold_for_sync(config.database_path, wait=args.wait))
         if interactive:  # rich's progress machinery is imported only for a person to see
             from mirrorsync.cli.progress import live_progress
 

@@ -32,8 +32,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import anyio
+
+from mirrorsync.errors import StoreError
+
 if TYPE_CHECKING:
-    from mirrorsync.store.db import Store
+    from mirrorsync.store.db import Connection, Store
+    from mirrorsync.store.location import PostgresUrl
+    from mirrorsync.store.postgres import PgConnection
     from mirrorsync.store.writes import StackRow
 
 log = logging.getLogger("mirrorsync.store")
@@ -59,6 +65,85 @@ class Claims:
 
     async def close(self) -> None:
         return None
+
+
+class AdvisoryClaims(Claims):
+    """PostgreSQL session-level advisory locks, on one connection of their own.
+
+    The connection is opened on the first claim and stays in autocommit mode: it
+    never opens a transaction, so holding claims through a long run costs the
+    server nothing but the lock entries. psycopg serialises the commands of one
+    connection, so a run's stacks claim and release concurrently on it.
+    """
+
+    def __init__(self, where: PostgresUrl) -> None:
+        self.where = where
+        self._conn: PgConnection | None = None
+        self._opening = anyio.Lock()
+        self.held: set[tuple[Kind, int]] = set()
+
+    async def _connection(self) -> PgConnection:
+        from mirrorsync.store.postgres import PgConnection
+
+        async with self._opening:
+            if self._conn is None:
+                self._conn = await PgConnection.connect(self.where)
+            return self._conn
+
+    async def take(self, kind: Kind, key: int) -> str | None:
+        if (kind, key) in self.held:  # a session's locks stack: take each once
+            return None
+        conn = await self._connection()
+        async with conn.execute(
+            "SELECT pg_try_advisory_lock(CAST(? AS integer), CAST(? AS integer))",
+            (int(kind), key),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None and row[0]:
+            self.held.add((kind, key))
+            return None
+        return (await _holders(conn, kind)).get(key, "another instance")
+
+    async def release(self, kind: Kind, key: int) -> None:
+        if (kind, key) not in self.held or self._conn is None:
+            return
+        self.held.discard((kind, key))
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._conn.execute(
+                    "SELECT pg_advisory_unlock(CAST(? AS integer), CAST(? AS integer))",
+                    (int(kind), key),
+                )
+        except StoreError as exc:  # the session is gone, and its locks with it
+            log.debug("%s: releasing claim %s %d: %s", self.where, kind.name, key, exc)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        self.held.clear()
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                await conn.close()  # the server drops every claim of the session
+
+
+async def holders(store: Store, kind: Kind) -> dict[int, str]:
+    """Who holds each claim of ``kind`` now (key -> instance); none on SQLite, where
+    a run holds the whole database."""
+    if not store.dialect.postgresql:
+        return {}
+    return await _holders(store.conn, kind)
+
+
+async def _holders(conn: Connection, kind: Kind) -> dict[int, str]:
+    async with conn.execute(
+        "SELECT l.objid, coalesce(nullif(a.application_name, ''), 'backend pid ' || l.pid)"
+        " || coalesce(' on ' || host(a.client_addr), '') FROM pg_locks l"
+        " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND l.classid = CAST(CAST(? AS bigint) AS oid)",
+        (int(kind),),
+    ) as cursor:
+        return {int(key): str(name) for key, name in await cursor.fetchall()}
 
 
 @asynccontextmanager

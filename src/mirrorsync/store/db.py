@@ -42,7 +42,7 @@ from mirrorsync.errors import (
     SchemaError,
     StoreError,
 )
-from mirrorsync.store.claims import Claims
+from mirrorsync.store.claims import AdvisoryClaims, Claims
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
 from mirrorsync.store.location import Location, PostgresUrl
 from mirrorsync.store.postgres import PgConnection
@@ -196,7 +196,7 @@ class Store:
         self._write_lock = anyio.Lock()
         self._clock_warned = False
         self.dry_run = False  # every write inside one transaction that close() rolls back
-        self.claims: Claims = Claims()  # one run holds a SQLite database whole
+        self.claims: Claims = Claims()  # SQLite: one run holds the database whole
 
     @property
     def damaged(self) -> DatabaseDamagedError | None:
@@ -257,6 +257,9 @@ class Store:
                 await store._migrate(in_transaction=True)
             else:
                 await store._migrate()
+                # Several instances share a server's database: each stack and webhook
+                # endpoint is claimed before it is worked on (a dry run claims nothing).
+                store.claims = AdvisoryClaims(where)
             store.dry_run = dry_run
         except BaseException:
             await conn.close()
@@ -311,6 +314,7 @@ class Store:
         with anyio.CancelScope(shield=True):  # a cancelled run still closes its database
             if self.dry_run:
                 await self._rollback()
+            await self.claims.close()
             await self.conn.close()
         if self.damaged is not None:
             raise self.damaged

@@ -175,7 +175,12 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
     values masked, see ``redact``); a change is a change of that form. Rows that
     older versions stored in clear are masked here, before the comparison.
     """
+    from mirrorsync.store.events import serialise  # events imports this module
+
     async with store.transaction() as conn:
+        # Under the event-id lock: no writer's events fall between the id a new
+        # webhook is registered after and the outbox rows that writer enqueues.
+        await serialise(conn)
         async with conn.execute("SELECT id, url FROM webhooks") as cursor:
             stored = await cursor.fetchall()
         await conn.executemany(
@@ -187,9 +192,11 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
                 "INSERT INTO webhooks (name, url, registered_at, registered_after_event)"
                 " VALUES (?, ?, ?, (SELECT coalesce(max(id), 0) FROM events))"
                 " ON CONFLICT (name) DO UPDATE SET configured = 1, url = excluded.url,"
-                " enabled = CASE WHEN url = excluded.url THEN enabled ELSE 1 END,"
-                " disabled_reason = CASE WHEN url = excluded.url THEN disabled_reason END,"
-                " disabled_at = CASE WHEN url = excluded.url THEN disabled_at END",
+                " enabled = CASE WHEN webhooks.url = excluded.url THEN webhooks.enabled ELSE 1 END,"
+                " disabled_reason = CASE WHEN webhooks.url = excluded.url"
+                " THEN webhooks.disabled_reason END,"
+                " disabled_at = CASE WHEN webhooks.url = excluded.url"
+                " THEN webhooks.disabled_at END",
                 (hook.name, hook.url.display, at),
             )
             webhook_id = await _scalar(conn, "SELECT id FROM webhooks WHERE name = ?", (hook.name,))
@@ -398,7 +405,10 @@ class Replayed:
 
 async def replay(store: Store, webhook_id: int, since: int) -> Replayed:
     """Enqueue again every matching event with id above ``since``."""
+    from mirrorsync.store.events import serialise  # events imports this module
+
     async with store.transaction() as conn:
+        await serialise(conn)  # every event up to the newest is committed and visible
         upto = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
         enqueued = await enqueue(conn, since, upto, webhook_id=webhook_id)
         async with conn.execute(
@@ -464,7 +474,7 @@ async def _new_batch(
     ``before``) as one delivery with a fresh message id."""
     async with conn.execute(
         "SELECT o.event_id, e.occurred_at FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
-        " WHERE o.webhook_id = ? AND o.delivery_id IS NULL AND (? IS NULL OR e.occurred_at < ?)"
+        " WHERE o.webhook_id = ? AND o.delivery_id IS NULL AND (CAST(? AS TEXT) IS NULL OR e.occurred_at < ?)"
         " ORDER BY o.event_id LIMIT ?",
         (webhook_id, before, before, max_batch),
     ) as cursor:

@@ -16,7 +16,7 @@ from mirrorsync.errors import FormatError, StaleSnapshotError
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store.db import Connection, Store
-from mirrorsync.store.events import Where, record
+from mirrorsync.store.events import Where, record, serialise
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +140,7 @@ async def retire_stack(
 async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committed:
     """Write a stack's new version, its memberships and its events in one transaction."""
     async with store.transaction() as conn:
+        await serialise(conn)  # before its new specs' rows are locked: see serialise()
         async with conn.execute(
             "SELECT s.version, s.spec_count, s.source_id, s.release FROM stacks s WHERE s.id = ?",
             (snapshot.stack_id,),
@@ -216,6 +217,7 @@ async def record_releases(
     """
     count = 0
     async with store.transaction() as conn:
+        await serialise(conn)  # before a release's row is locked: see serialise()
         for name in added:
             cursor = await conn.execute(
                 "INSERT INTO releases (source_id, name, present, added_at) VALUES (?, ?, 1, ?)"
