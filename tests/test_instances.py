@@ -168,18 +168,32 @@ def poll(find: Callable[[], int | None], what: str, timeout: float = 60) -> int:
     return found
 
 
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[FixtureServer, Path, dict[str, dict[str, MirrorInfo]]]]:
+    """The catalogue served, and one SQLite run of it: (server, its config, what was
+    published); made once for the module, as the catalogue never changes."""
+    where = tmp_path_factory.mktemp("catalogue")
+    (where / "www").mkdir()
+    infos = publish(where / "www")
+    with FixtureServer(where / "www") as server:
+        ref = config(where / "ref.yaml", server, str(where / "ref.db"))
+        first = Instance(ref, where / "scratch")
+        assert first.finish() == 0, first.err
+        yield server, ref, infos
+
+
 @pytest.fixture
 def reference(
-    tmp_path: Path, docroot: Path
+    served: tuple[FixtureServer, Path, dict[str, dict[str, MirrorInfo]]],
 ) -> Iterator[tuple[FixtureServer, Path, dict[str, dict[str, MirrorInfo]]]]:
-    """The catalogue served, and one SQLite run of it: (server, its config, what was published)."""
-    infos = publish(docroot)
-    with FixtureServer(docroot) as server:
-        ref = config(tmp_path / "ref.yaml", server, str(tmp_path / "ref.db"))
-        first = Instance(ref, tmp_path / "scratch")
-        assert first.finish() == 0, first.err
-        server.reset_log()
-        yield server, ref, infos
+    """``served``, with no faults and an empty request log for this test."""
+    server = served[0]
+    server.clear_faults()
+    server.reset_log()
+    yield served
+    server.clear_faults()
 
 
 def blob_paths(infos: dict[str, dict[str, MirrorInfo]]) -> dict[tuple[str, str], str]:
@@ -288,21 +302,22 @@ def test_an_instance_killed_holding_a_stack_loses_nothing_and_the_next_run_takes
             rf"t:develop/ml skipped: another instance is syncing it \(mirrorsync pid={victim.pid}\b",
             run.err,
         ), run.err
+    syncing = {(r["release"], r["stack"]): r["syncing"] for r in cli(cfg, "status")}
+    assert syncing[stuck] is not None and f"mirrorsync pid={victim.pid}" in syncing[stuck]
     victim.kill()
 
+    syncing = {(r["release"], r["stack"]): r["syncing"] for r in cli(cfg, "status")}
+    assert set(syncing.values()) == {None}  # its claims went with its session
     after = Instance(cfg, tmp_path / "scratch")
     assert after.finish() == 0, after.err
-    assert after.statuses()[stuck] == "changed"  # its claim went with the killed session
-    got = recorded(cfg)
-    assert got == recorded(ref)
-    assert max(got.values()) == 1
+    assert after.statuses()[stuck] == "changed"  # the next run took it over
     assert_same_history(ref, postgres_url)
 
 
 def test_an_instance_killed_in_its_commit_loses_and_duplicates_nothing(
     tmp_path: Path, docroot: Path, postgres_url: str
 ) -> None:
-    infos = publish(docroot, per_stack=1500)  # commits long enough to be caught in
+    infos = publish(docroot, per_stack=1000)  # commits long enough to be caught in
     with FixtureServer(docroot) as server:
         ref = config(tmp_path / "ref.yaml", server, str(tmp_path / "ref.db"))
         assert Instance(ref, tmp_path / "scratch").finish() == 0
@@ -316,9 +331,6 @@ def test_an_instance_killed_in_its_commit_loses_and_duplicates_nothing(
         after = Instance(cfg, tmp_path / "scratch")
         assert after.finish() == 0, after.err
 
-        got = recorded(cfg)
-        assert got == recorded(ref)
-        assert max(got.values()) == 1
         assert_same_history(ref, postgres_url)
         assert len(blob_paths(infos)) == len(after.statuses())
 

@@ -293,11 +293,14 @@ async def status(args: argparse.Namespace) -> int:
         title=f"{plural(len(rows), 'stack')}, {plural(sum(r.spec_count for r in rows), 'spec')}"
         f" in {config.database_path}",
     )
-    failed = [r for r in rows if r.last_error]
+    failed = [r for r in rows if r.last_error or r.syncing]
     if failed:  # errors are long (they name URLs): below the table, one line each
         print()
         for r in failed:
-            print(f"{r.source}:{r.release}/{r.stack}: {r.last_error}")
+            if r.syncing:
+                print(f"{r.source}:{r.release}/{r.stack}: being synced now by {r.syncing}")
+            if r.last_error:
+                print(f"{r.source}:{r.release}/{r.stack}: {r.last_error}")
     if copies:
         print()
         print_table(
@@ -339,6 +342,8 @@ async def status(args: argparse.Namespace) -> int:
 
 
 def _state(r: queries.StackStatus) -> str:
+    if r.syncing:
+        return "syncing"
     if not r.present:
         return "gone"
     if r.last_error:
@@ -358,6 +363,7 @@ def _stack_json(r: queries.StackStatus) -> dict[str, object]:
         "last_checked_at": r.last_checked,
         "last_changed_at": r.last_changed,
         "last_error": r.last_error,
+        "syncing": r.syncing,
     }
 
 

@@ -51,6 +51,7 @@ class Kind(enum.IntEnum):
     EVENT_IDS = 0x6D737900  # transaction-level, taken by store/events.py
     STACK = 0x6D737901
     WEBHOOK = 0x6D737902
+    MIRROR = 0x6D737903  # a local copy (mirrors:) being updated
 
 
 class Claims:
