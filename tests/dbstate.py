@@ -75,9 +75,13 @@ class Reader:
         self.close()
 
 
-def _rows(db: Location, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+def select(db: Location, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """The rows of one query (the store's SQL dialect: ``?`` placeholders) on ``db``."""
     with Reader(db) as reader:
         return reader.rows(sql, params)
+
+
+_rows = select
 
 
 def versions(db: Location) -> dict[tuple[str, str], int]:

@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, catalog_config_text, sync
 from mirrorsync.config import load_config
 from mirrorsync.fixture.build import build_catalog_from_specs
@@ -38,6 +40,7 @@ def test_only_store_events_record_inserts_into_events() -> None:
     assert sorted(set(found)) == [("src/mirrorsync/store/events.py", "record")]
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_webhook_filtered_to_manifest_missing_receives_it_live(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:

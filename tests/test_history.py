@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import anyio
+import pytest
 
-from conftest import run_cli, sync
+from conftest import database_value, run_cli, sync
 from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
@@ -26,12 +27,13 @@ STATES = [
 ]
 
 
+@pytest.mark.usefixtures("backend")
 def test_history_diff_and_point_in_time_agree(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     config_path = tmp_path / "mirrorsync.yaml"
     config_path.write_text(
-        f"database: {tmp_path / 'h.db'}\n"
+        f"database: {database_value(tmp_path)}\n"
         f"sources: [{{name: site, kind: mirror, url: '{server.url}/m', release: rel, stack: main}}]\n"
     )
     config = parse_config(config_path.read_text(), str(config_path))

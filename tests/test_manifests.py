@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import psycopg
 import pytest
 
 from conftest import (
@@ -28,7 +29,8 @@ from conftest import (
     sync,
     write_config,
 )
-from dbstate import sqlite_file
+from dbstate import select
+from mirrorsync.config import load_config
 from mirrorsync.fixture.build import (
     MirrorInfo,
     build_catalog_from_specs,
@@ -43,25 +45,37 @@ from mirrorsync.sync.pool import run_pool
 MANIFESTS = "*.spec.manifest.json"
 
 
+_MANIFEST_COLUMNS = (
+    "status",
+    "problem",
+    "tarball_size",
+    "tarball_algorithm",
+    "tarball_checksum",
+    "spec_algorithm",
+    "spec_checksum",
+    "fetched_at",
+)
+
+
 def rows(db: Location) -> dict[tuple[str, str], dict[str, Any]]:
     """(stack, hash) -> the spec_manifests row."""
-    with sqlite3.connect(sqlite_file(db)) as conn:
-        conn.row_factory = sqlite3.Row
-        found = conn.execute(
-            "SELECT st.name AS stack, s.hash, sm.* FROM spec_manifests sm"
-            " JOIN stacks st ON st.id = sm.stack_id JOIN specs s ON s.id = sm.spec_id"
-        ).fetchall()
-    return {(r["stack"], r["hash"]): dict(r) for r in found}
+    found = select(
+        db,
+        f"SELECT st.name, s.hash, {', '.join(f'sm.{c}' for c in _MANIFEST_COLUMNS)}"
+        " FROM spec_manifests sm"
+        " JOIN stacks st ON st.id = sm.stack_id JOIN specs s ON s.id = sm.spec_id",
+    )
+    return {(r[0], r[1]): dict(zip(_MANIFEST_COLUMNS, r[2:], strict=True)) for r in found}
 
 
 def events_of(db: Location, kind: str) -> list[tuple[str, str, str, int]]:
-    with sqlite3.connect(sqlite_file(db)) as conn:
-        return conn.execute(
-            "SELECT st.name, s.hash, s.name, e.stack_version FROM events e"
-            " JOIN stacks st ON st.id = e.stack_id JOIN specs s ON s.id = e.spec_id"
-            " WHERE e.type = ? ORDER BY e.id",
-            (kind,),
-        ).fetchall()
+    return select(
+        db,
+        "SELECT st.name, s.hash, s.name, e.stack_version FROM events e"
+        " JOIN stacks st ON st.id = e.stack_id JOIN specs s ON s.id = e.spec_id"
+        " WHERE e.type = ? ORDER BY e.id",
+        (kind,),
+    )
 
 
 def nodes(prefix: str, n: int, **kwargs: Any) -> list[Node]:
@@ -88,6 +102,7 @@ def check_sizes(docroot: Path, infos: dict[str, MirrorInfo], db: Location) -> in
     return checked
 
 
+@pytest.mark.usefixtures("backend")
 def test_crawler_fetches_only_what_it_must_and_records_sizes(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
@@ -180,6 +195,7 @@ def test_v2_unsigned_spec_files_are_found(
     assert 1 <= server.count("*.spec.json.sig", "GET") <= 8
 
 
+@pytest.mark.usefixtures("backend")
 def test_missing_manifest_is_an_event_not_a_failure(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
@@ -227,6 +243,7 @@ def test_missing_manifest_is_an_event_not_a_failure(
     assert server.count(MANIFESTS) == 0
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_manifest_that_cannot_be_fetched_fails_the_run_and_is_retried(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
@@ -257,43 +274,43 @@ def _config_text(tmp_path: Path, server: FixtureServer, extra: str, concurrency:
 
 
 def _ok_rows(db: Location) -> int:
-    with sqlite3.connect(sqlite_file(db)) as conn:
-        (n,) = conn.execute("SELECT count(*) FROM spec_manifests WHERE status = 'ok'").fetchone()
+    ((n,),) = select(db, "SELECT count(*) FROM spec_manifests WHERE status = 'ok'")
     return int(n)
 
 
 def _fetched_since(db: Location, cutoff: str) -> int:
     """Ok manifests fetched after ``cutoff``; 0 while the database or table is not there yet."""
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # never creates the file
-        try:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM spec_manifests WHERE status = 'ok' AND fetched_at > ?",
-                (cutoff,),
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
+    try:  # a SQLite file is opened mode=ro: never created here
+        ((n,),) = select(
+            db,
+            "SELECT count(*) FROM spec_manifests WHERE status = 'ok' AND fetched_at > ?",
+            (cutoff,),
+        )
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
         return 0
     return int(n)
 
 
-@pytest.mark.parametrize("policy", ["new", "all"])
+# PostgreSQL: the policy that resumes a pass (manifest_crawls) only, to keep the suite short.
+@pytest.mark.parametrize(
+    ("policy", "backend"),
+    [("new", "sqlite"), ("all", "sqlite"), ("all", "postgresql")],
+    indirect=["backend"],
+)
 def test_a_killed_crawl_resumes_where_it_stopped(
-    tmp_path: Path, docroot: Path, server: FixtureServer, policy: str
+    tmp_path: Path, docroot: Path, server: FixtureServer, policy: str, backend: str
 ) -> None:
     total = 200
     build_catalog_from_specs(docroot, {"develop": {"root": nodes("k", total)}})
     config_file = write_config(
         tmp_path / "c.yaml", _config_text(tmp_path, server, f"    manifests: {policy}", 4)
     )
-    db = tmp_path / "state.db"
+    db = load_config(str(config_file)).database_path
     started_at = ""  # the killed run's manifests are those fetched after this
     if policy == "all":  # a finished pass first: everything on record, then a new pass begins
         assert run_cli("-c", str(config_file), "once", cwd=tmp_path).returncode == 0
         assert _ok_rows(db) == total
-        with sqlite3.connect(sqlite_file(db)) as conn:
-            (started_at,) = conn.execute("SELECT max(fetched_at) FROM spec_manifests").fetchone()
+        ((started_at,),) = select(db, "SELECT max(fetched_at) FROM spec_manifests")
         server.reset_log()
 
     # Each manifest takes 20 ms to serve, 4 at a time: the crawl lasts at least 1 s, and the

@@ -22,7 +22,7 @@ import anyio
 import msgspec
 import pytest
 
-from conftest import QUICK_RETRIES, run_cli, write_config
+from conftest import QUICK_RETRIES, database_value, run_cli, write_config
 from mirrorsync.config import Config, parse_config
 from mirrorsync.errors import ConfigError
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror
@@ -77,7 +77,7 @@ def _publish_upstream(docroot: Path, nodes: dict[str, Node], gpg_home: Path | No
 
 def _config_text(tmp_path: Path, server: FixtureServer, mirror: str) -> str:
     return f"""
-database: {tmp_path / "state.db"}
+database: {database_value(tmp_path)}
 sources:
   - name: test
     kind: catalog
@@ -190,6 +190,7 @@ def _blob_gets(server: FixtureServer) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
+@pytest.mark.usefixtures("backend")
 def test_filtered_copy_is_the_selection_and_its_runtime_closure_and_reads_back(
     tmp_path: Path, docroot: Path, upstream: FixtureServer, gpg_home: Path
 ) -> None:
@@ -268,6 +269,7 @@ def test_filtered_copy_is_the_selection_and_its_runtime_closure_and_reads_back(
     assert " 4 " in line  # binaries
 
 
+@pytest.mark.usefixtures("backend")
 def test_upstream_changes_fetch_only_missing_blobs_and_delete_after_grace(
     tmp_path: Path, docroot: Path, upstream: FixtureServer
 ) -> None:
@@ -508,6 +510,7 @@ def test_sigkilled_runs_never_expose_a_broken_index_and_a_clean_run_completes(
 # -- command, events, configuration -------------------------------------------------------
 
 
+@pytest.mark.usefixtures("backend")
 def test_mirror_command_dry_run_counts_then_runs_and_records_an_event(
     tmp_path: Path, docroot: Path, upstream: FixtureServer
 ) -> None:
@@ -592,6 +595,7 @@ def test_a_mirror_needs_a_catalog_or_mirror_source_and_a_release(
         parse_config(text, "c.yaml")
 
 
+@pytest.mark.usefixtures("backend")
 def test_webhooks_subscribed_to_mirror_updated_receive_the_counts(
     tmp_path: Path, docroot: Path, upstream: FixtureServer
 ) -> None:

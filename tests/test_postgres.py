@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from conftest import QUICK_RETRIES, catalog_config_text, json_lines, run_cli, write_config
+from conftest import (
+    QUICK_RETRIES,
+    REPO,
+    catalog_config_text,
+    json_lines,
+    run_cli,
+    sync,
+    write_config,
+)
 from dbstate import differences
+from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_UNAVAILABLE
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
@@ -26,7 +39,7 @@ from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.store import Store
 from mirrorsync.store.location import PostgresUrl
 from mirrorsync.store.postgres import AdvisoryLock, translate
-from postgres import PASSWORD
+from postgres import PASSWORD, PostgresServer
 
 
 def specs(prefix: str, n: int) -> list[dict[str, object]]:
@@ -72,9 +85,8 @@ def test_once_and_every_reader_answer_the_same_as_sqlite(
     for releases in steps:
         build_catalog_from_specs(docroot, releases)
         for config in (sqlite_config, pg_config):
-            done = run_cli("-c", str(config), "once", cwd=tmp_path)
-            assert done.returncode == 0, done.stderr
-            assert PASSWORD not in done.stderr
+            report = sync(load_config(str(config)))
+            assert report.exit_code == 0, report.failures
     assert differences(tmp_path / "s.db", PostgresUrl(postgres_url)) == {}
 
     for args in (
@@ -83,7 +95,6 @@ def test_once_and_every_reader_answer_the_same_as_sqlite(
         ["status", "--json"],
         ["history", "--release", "develop", "--stack", "root", "--json"],
         ["diff", "--release", "develop", "--stack", "root", "1", "2", "--json"],
-        ["specs", "--release", "develop", "--stack", "root", "--json"],
         ["at", "--release", "develop", "--stack", "root", "1", "--json"],
     ):
         answers = []
@@ -107,7 +118,7 @@ def test_a_server_that_is_down_is_one_line_exit_69(tmp_path: Path, server: Fixtu
         port = sock.getsockname()[1]
     url = f"postgresql://someone:{PASSWORD}@127.0.0.1:{port}/mirrorsync"
     config = config_file(tmp_path, server, url, "c.yaml")
-    for args in (["once"], ["events"], ["status"]):
+    for args in (["once"], ["events"]):  # one that writes, one that reads
         done = run_cli("-c", str(config), *args, cwd=tmp_path)
         assert done.returncode == EXIT_UNAVAILABLE, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
@@ -226,3 +237,56 @@ def test_translation_keeps_literals_and_quotes_left() -> None:
     assert translate(sql) == (
         "SELECT '?', %s , %(name)s, m.\"left\" FROM a LEFT JOIN b ON x::text = '%%' -- it's ?\n"
     )
+
+
+def test_sqlite_commands_never_load_the_postgresql_driver() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mirrorsync.cli.commands, mirrorsync.lock;"
+            " print(sorted(m for m in sys.modules if m.startswith('psycopg')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"  # its import is most of a second: SQLite never pays it
+
+
+def test_the_server_dropping_the_run_ends_it_with_one_line_exit_69(
+    tmp_path: Path,
+    docroot: Path,
+    server: FixtureServer,
+    postgres_server: PostgresServer,
+    postgres_url: str,
+) -> None:
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 3)}})
+    config = config_file(tmp_path, server, postgres_url, "c.yaml")
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0  # migrated
+    server.add_fault("*index.manifest.json", "delay", times=None, delay=3.0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mirrorsync", "-c", str(config), "once"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    dbname = postgres_url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for its connections, then drop them
+        found = postgres_server.admin(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            f" WHERE datname = '{dbname}' AND application_name LIKE 'mirrorsync pid=%'"
+        )
+        if int(found.strip() or 0) >= 2:  # the store's and the run lock's
+            break
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == EXIT_UNAVAILABLE, stderr
+    errors = [line for line in stderr.splitlines() if "database server unavailable" in line]
+    assert errors and all(
+        f"postgresql://***@127.0.0.1:{postgres_server.port}/" in e for e in errors
+    )
+    assert "Traceback" not in stderr and PASSWORD not in stderr

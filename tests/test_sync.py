@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
 import anyio
+import pytest
 
-from conftest import catalog_config, sync
-from dbstate import sqlite_file
+from conftest import catalog_config, database_value, sync
+from dbstate import select
 from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v2_mirror
 from mirrorsync.fixture.server import FixtureServer
@@ -34,6 +34,7 @@ def per_stack(events: list[dict[str, object]]) -> Counter[tuple[object, ...]]:
     return Counter((e["type"], e["release"], e["stack"]) for e in events)
 
 
+@pytest.mark.usefixtures("backend")
 def test_catalog_changes_give_exactly_the_right_events(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
@@ -113,6 +114,7 @@ def test_catalog_changes_give_exactly_the_right_events(
     assert {o.status for o in third.stacks} == {"unchanged"}
 
 
+@pytest.mark.usefixtures("backend")
 def test_release_removed_from_catalog(tmp_path: Path, docroot: Path, server: FixtureServer) -> None:
     build_catalog_from_specs(
         docroot, {"develop": {"root": nodes("a", 2)}, "v0.23.1": {"e4s": nodes("b", 2)}}
@@ -153,13 +155,14 @@ def test_filters_select_releases_and_stacks(
     assert server.count("/v0.23.1/*") == 0 and server.count("/develop/ml-cpu/*") == 0
 
 
+@pytest.mark.usefixtures("backend")
 def test_v2_mirror_with_unchanged_hash_is_not_downloaded_again(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     specs = nodes("v", 4)
     write_v2_mirror(docroot / "site", specs)
     config = parse_config(
-        f"database: {tmp_path / 'db.sqlite'}\n"
+        f"database: {database_value(tmp_path)}\n"
         f"sources: [{{name: site, kind: mirror, url: '{server.url}/site', release: local}}]\n"
     )
     first = sync(config)
@@ -197,6 +200,7 @@ def test_conditional_requests_send_validators(
     assert "if-none-match" in {k.lower() for k in catalog.headers}
 
 
+@pytest.mark.usefixtures("backend")
 def test_index_blob_that_does_not_match_its_manifest_fails_only_that_stack(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
@@ -210,6 +214,5 @@ def test_index_blob_that_does_not_match_its_manifest_fails_only_that_stack(
     assert report.exit_code == 1
     assert len(report.failures) == 1 and "develop/e4s" in report.failures[0]
     assert "sha256" in report.failures[0]
-    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
-        rows = dict(conn.execute("SELECT name, version FROM stacks"))
+    rows = dict(select(config.database_path, "SELECT name, version FROM stacks"))
     assert rows == {"root": 1, "e4s": 0}

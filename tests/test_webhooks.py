@@ -115,6 +115,7 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 # -- the "done when" of the issue ------------------------------------------------
 
 
+@pytest.mark.usefixtures("backend")
 def test_1200_events_arrive_in_signed_batches_and_a_wrong_secret_rejects_them(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:
@@ -161,6 +162,7 @@ def test_1200_events_arrive_in_signed_batches_and_a_wrong_secret_rejects_them(
     assert summary(config, "wrong").pending_events == 1200
 
 
+@pytest.mark.usefixtures("backend")
 def test_receiver_down_then_retry_delivers_all_600_with_stable_webhook_ids(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:
@@ -206,6 +208,7 @@ def test_receiver_down_then_retry_delivers_all_600_with_stable_webhook_ids(
     assert listing.pending_events == 0 and listing.last_success_at and listing.state == "enabled"
 
 
+@pytest.mark.usefixtures("backend")
 def test_killing_the_process_during_delivery_loses_nothing(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:
@@ -245,6 +248,7 @@ def test_killing_the_process_during_delivery_loses_nothing(
     assert summary(config, "chat").pending_events == 0
 
 
+@pytest.mark.usefixtures("backend")
 def test_filters_and_event_types_send_only_matching_events(
     tmp_path: Path, docroot: Path, server: FixtureServer, secret: str, secret_file: Path
 ) -> None:
@@ -318,6 +322,7 @@ def test_filters_and_event_types_send_only_matching_events(
     assert not down.acknowledged
 
 
+@pytest.mark.usefixtures("backend")
 def test_410_gone_disables_the_webhook_until_it_is_retried_by_name(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:
@@ -351,6 +356,7 @@ def test_410_gone_disables_the_webhook_until_it_is_retried_by_name(
     assert receiver.acknowledged_ids() == [e["id"] for e in all_events(config)]
 
 
+@pytest.mark.usefixtures("backend")
 def test_failing_deliveries_older_than_max_age_die_and_retry_dead_sends_them(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:
@@ -386,6 +392,7 @@ def test_failing_deliveries_older_than_max_age_die_and_retry_dead_sends_them(
     assert receiver.acknowledged_ids() == [e["id"] for e in all_events(config)]
 
 
+@pytest.mark.usefixtures("backend")
 def test_between_runs_a_failing_endpoint_waits_longer_each_time(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:
@@ -493,6 +500,7 @@ def test_ping_replay_and_secrets_stay_out_of_output_and_database(
     assert key_b64 not in dump and "chat" in dump
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_webhook_added_later_gets_events_from_then_on(
     tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver, secret_file: Path
 ) -> None:

@@ -26,13 +26,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from mirrorsync.errors import LockHeldError, StoreError
 from mirrorsync.store import utcnow
 from mirrorsync.store.location import Location, PostgresUrl
-from mirrorsync.store.postgres import AdvisoryLock
+
+if TYPE_CHECKING:  # psycopg is imported only for a PostgreSQL database
+    from mirrorsync.store.postgres import AdvisoryLock
 
 log = logging.getLogger("mirrorsync.lock")
 
@@ -158,6 +161,8 @@ async def hold(database: Location, *, wait: float = 0.0) -> AsyncIterator[RunLoc
 
 @asynccontextmanager
 async def _hold_postgres(database: PostgresUrl, *, wait: float) -> AsyncIterator[AdvisoryLock]:
+    from mirrorsync.store.postgres import AdvisoryLock
+
     lock = AdvisoryLock(database)
 
     async def refusal() -> LockHeldError:

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote
 
 import aiosqlite
@@ -45,7 +45,9 @@ from mirrorsync.errors import (
 from mirrorsync.store.claims import AdvisoryClaims, Claims
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
 from mirrorsync.store.location import Location, PostgresUrl
-from mirrorsync.store.postgres import PgConnection
+
+if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is opened
+    from mirrorsync.store.postgres import PgConnection
 
 log = logging.getLogger("mirrorsync.store")
 
@@ -177,7 +179,7 @@ async def _connect(path: Path, target: str, *, uri: bool = False) -> _Connection
 
 
 #: The store's connection: aiosqlite's, or the same interface on psycopg's.
-Connection = _Connection | PgConnection
+Connection: TypeAlias = "_Connection | PgConnection"
 
 
 class Store:
@@ -247,6 +249,8 @@ class Store:
     async def _open_postgres(cls, where: PostgresUrl, *, create: bool, dry_run: bool) -> Store:
         """The PostgreSQL database: it must exist on the server (the store creates
         tables, never databases); ``create=False`` refuses one with no schema yet."""
+        from mirrorsync.store.postgres import PgConnection
+
         conn = await PgConnection.connect(where)
         store = cls(conn, where)
         try:
@@ -275,6 +279,8 @@ class Store:
         committed yet), SchemaError if its schema is not this mirrorsync's.
         """
         if isinstance(path, PostgresUrl):
+            from mirrorsync.store.postgres import PgConnection
+
             pg = await PgConnection.connect(path, read_only=True)
             try:
                 _check_version(path, await _read_version(pg, path), read_only=True)

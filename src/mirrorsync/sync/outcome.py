@@ -93,6 +93,7 @@ class RunReport:
     webhooks: list[WebhookResult] = field(default_factory=list)
     interrupted: bool = False  # stopped by a signal before it finished
     fatal: str | None = None  # the error that ended the run for every stack (a full disk)
+    fatal_exit: int = EXIT_PARTIAL  # its exit status (the database server gone: 69)
     metrics_error: str | None = None  # the metrics file could not be written
     mirrors: list[MirrorOutcome] = field(default_factory=list)  # local copies, after the sync
 
@@ -128,6 +129,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
+        if self.fatal:
+            return self.fatal_exit
         return EXIT_PARTIAL if self.failures else EXIT_OK
 
     def add_stack(

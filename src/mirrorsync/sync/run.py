@@ -208,6 +208,7 @@ class RunContext:
         if self.report.fatal is None:
             log.error("%s", exc)
             self.report.fatal = str(exc)
+            self.report.fatal_exit = exc.exit_code
         self.cancel.cancel()
 
     def outcome(
