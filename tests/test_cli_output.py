@@ -178,7 +178,7 @@ def test_exit_codes_no_database_no_stack_unknown_hash(tmp_path: Path, config: Pa
     assert cli(config, "status", "--stack", "nope").returncode == 2
 
 
-@pytest.mark.parametrize("url", ["postgresql://u:secret@db.example.org/mirrorsync", "mysql://h/x"])
+@pytest.mark.parametrize("url", ["mysql://u:secret@db.example.org/mirrorsync", "mysql://h/x"])
 def test_a_database_url_that_is_not_sqlite_is_a_configuration_error(
     tmp_path: Path, url: str
 ) -> None:
@@ -189,6 +189,19 @@ def test_a_database_url_that_is_not_sqlite_is_a_configuration_error(
     scheme = url.split(":")[0]
     assert done.stderr.startswith(f"mirrorsync: error: {config}: database: {scheme}:// databases")
     assert "not supported" in done.stderr and "secret" not in done.stderr
+    assert list(tmp_path.iterdir()) == [config]  # no directory named 'mysql:'
+
+
+def test_a_postgresql_url_is_a_server_never_a_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    url = "postgresql://u:secret@127.0.0.1:1/mirrorsync"  # nothing listens on port 1
+    config.write_text(f"database: '{url}'\nsources: [{{name: a, kind: catalog}}]\n")
+    done = run_cli("-c", str(config), "status", cwd=tmp_path)
+    assert done.returncode == 69, done.stderr
+    assert done.stderr.startswith(
+        "mirrorsync: error: postgresql://***@127.0.0.1:1/mirrorsync: database server unavailable"
+    )
+    assert "secret" not in done.stderr
     assert list(tmp_path.iterdir()) == [config]  # no directory named 'postgresql:'
 
 
