@@ -149,7 +149,7 @@ def event_stats(db: Location) -> tuple[Counter[str], int]:
     (most,) = _rows(
         db,
         "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events"
-        " GROUP BY type, release, stack_id, spec_id, stack_version)",
+        " GROUP BY type, release, stack_id, spec_id, stack_version) AS per_event",
     )
     return per_type, int(most[0])
 

@@ -528,6 +528,7 @@ def test_ping_replay_and_secrets_stay_out_of_output_and_database(
             "error": None,
             "disabled": None,
             "next_attempt_at": None,
+            "elsewhere": None,
         }
     ]
     assert "webhook chat: delivered events" in once.stderr  # -vv logs each delivery

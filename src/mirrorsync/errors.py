@@ -116,6 +116,11 @@ class DatabaseFullError(StoreError):
     ends_run = True
 
 
+class StaleSnapshotError(StoreError):
+    """A stack's new state was diffed from a version another instance has replaced
+    since: it is dropped, and the stack fails this run (never applied twice)."""
+
+
 class ScratchError(MirrorsyncError):
     """A scratch file (a downloaded index, under ``$TMPDIR``) cannot be written."""
 

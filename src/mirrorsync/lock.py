@@ -2,7 +2,10 @@
 
 On PostgreSQL there is no file to sit beside: the run holds a session-level
 advisory lock on the database instead (``store.postgres.AdvisoryLock``), which
-the server releases when the session ends, however the process ends.
+the server releases when the session ends, however the process ends. A sync
+(``once``) takes none there (:func:`hold_for_sync`): several instances sync one
+PostgreSQL database at once, each claiming a stack or a webhook endpoint before
+it works on it (``store.claims``).
 
 The lock belongs to an open file description, so the kernel releases it when
 the process exits, however it exits (a crash or SIGKILL included): nothing is
@@ -184,3 +187,15 @@ async def _hold_postgres(database: PostgresUrl, *, wait: float) -> AsyncIterator
     finally:
         with anyio.CancelScope(shield=True):
             await lock.release()
+
+
+@asynccontextmanager
+async def hold_for_sync(database: Location, *, wait: float = 0.0) -> AsyncIterator[None]:
+    """The lock a sync takes: the run lock on SQLite; none on PostgreSQL, where each
+    stack and webhook endpoint is claimed on its own (``store.claims``), so that
+    several instances share the work instead of waiting for each other."""
+    if isinstance(database, PostgresUrl):
+        yield
+        return
+    async with hold(database, wait=wait):
+        yield

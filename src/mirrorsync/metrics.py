@@ -161,7 +161,7 @@ def run_families(report: RunReport, last_success: float | None) -> list[Family]:
     finished = _epoch(report.finished_at) or started + report.seconds
     if report.succeeded:
         last_success = finished
-    statuses = ("changed", "unchanged", "removed", "failed")
+    statuses = ("changed", "unchanged", "removed", "failed", "skipped")
     families = [
         gauge(
             "last_run_start_timestamp_seconds",

@@ -33,7 +33,7 @@ from mirrorsync.config import Config, load_config
 from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.formats._common import is_spec_hash
-from mirrorsync.lock import hold
+from mirrorsync.lock import hold, hold_for_sync
 from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
@@ -70,7 +70,7 @@ async def once(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         # A dry run of a database that does not exist yet runs in memory: no lock file.
         if not args.dry_run or config.database_path.exists():
-            await stack.enter_async_context(hold(config.database_path, wait=args.wait))
+            await stack.enter_async_context(hold_for_sync(config.database_path, wait=args.wait))
         if interactive:  # rich's progress machinery is imported only for a person to see
             from mirrorsync.cli.progress import live_progress
 
@@ -129,6 +129,7 @@ def _report_dict(report: RunReport) -> dict[str, object]:
                 "removed": o.removed,
                 "events": o.events,
                 "error": o.error,
+                "skipped": o.skipped,
                 "requests": o.tally.requests,
                 "bytes": o.tally.bytes,
                 "seconds": round(o.seconds, 3),
@@ -315,11 +316,14 @@ async def status(args: argparse.Namespace) -> int:
         title=f"{plural(len(rows), 'stack')}, {plural(sum(r.spec_count for r in rows), 'spec')}"
         f" in {config.database_path}",
     )
-    failed = [r for r in rows if r.last_error]
+    failed = [r for r in rows if r.last_error or r.syncing]
     if failed:  # errors are long (they name URLs): below the table, one line each
         print()
         for r in failed:
-            print(f"{r.source}:{r.release}/{r.stack}: {r.last_error}")
+            if r.syncing:
+                print(f"{r.source}:{r.release}/{r.stack}: being synced now by {r.syncing}")
+            if r.last_error:
+                print(f"{r.source}:{r.release}/{r.stack}: {r.last_error}")
     if copies:
         print()
         print_table(
@@ -361,6 +365,8 @@ async def status(args: argparse.Namespace) -> int:
 
 
 def _state(r: queries.StackStatus) -> str:
+    if r.syncing:
+        return "syncing"
     if not r.present:
         return "gone"
     if r.last_error:
@@ -380,6 +386,7 @@ def _stack_json(r: queries.StackStatus) -> dict[str, object]:
         "last_checked_at": r.last_checked,
         "last_changed_at": r.last_changed,
         "last_error": r.last_error,
+        "syncing": r.syncing,
     }
 
 

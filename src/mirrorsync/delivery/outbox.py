@@ -24,9 +24,12 @@ from mirrorsync.delivery.sender import Sender, origin
 from mirrorsync.delivery.signing import load_secret
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
-from mirrorsync.store import Store, queries, utcnow, webhooks
+from mirrorsync.store import Store, claims, queries, utcnow, webhooks
 
 log = logging.getLogger("mirrorsync.delivery")
+
+#: Times one pass takes an endpoint's claim again for events that came in meanwhile.
+_CLAIM_ROUNDS = 10
 
 
 @dataclass
@@ -43,6 +46,7 @@ class WebhookResult:
     error: str | None = None  # an attempt in this pass failed
     disabled: str | None = None  # why the webhook is disabled
     next_attempt_at: str | None = None  # pending events wait until then
+    elsewhere: str | None = None  # another instance was delivering to it (who), so this one left it
 
     @property
     def failure(self) -> str | None:
@@ -71,6 +75,7 @@ class WebhookResult:
             later.error or self.error,
             later.disabled,
             later.next_attempt_at,
+            later.elsewhere,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -147,7 +152,40 @@ class Outbox:
     async def _webhook(
         self, hook: WebhookConfig, sender: Sender, force: bool, dead: bool, enable: bool
     ) -> WebhookResult:
+        """One endpoint, claimed: never two instances sending to it at once, so its
+        batches go out one at a time, in event order, whoever sends them."""
         result = WebhookResult(hook.name)
+        found = await webhooks.get(self.store, hook.name)
+        assert found is not None, f"webhook {hook.name} was registered"
+        for _ in range(_CLAIM_ROUNDS):
+            async with claims.claim(self.store, claims.Kind.WEBHOOK, found.id) as holder:
+                if holder is not None:
+                    result.elsewhere = holder
+                    log.info(
+                        "webhook %s: another instance is delivering to it (%s); left to it",
+                        hook.name,
+                        holder,
+                    )
+                    break
+                result.elsewhere = None
+                await self._claimed(hook, sender, force, dead, enable, result)
+            # Events another instance committed while this one held the claim found
+            # it taken and were left to this one: the last to let go looks again.
+            if not await webhooks.due(self.store, found.id, utcnow()):
+                break
+            force = dead = enable = False
+        await self._count(hook.name, result)
+        return result
+
+    async def _claimed(
+        self,
+        hook: WebhookConfig,
+        sender: Sender,
+        force: bool,
+        dead: bool,
+        enable: bool,
+        result: WebhookResult,
+    ) -> None:
         row = await webhooks.get(self.store, hook.name)
         assert row is not None, f"webhook {hook.name} was registered"
         if enable and not row.enabled:
@@ -180,8 +218,6 @@ class Outbox:
         elif force or row.next_attempt_at is None or row.next_attempt_at <= now:
             await self._drain(hook, row.id, sender, result)
         await self._purge(hook, row.id)
-        await self._count(hook.name, result)
-        return result
 
     async def _purge(self, hook: WebhookConfig, webhook_id: int) -> None:
         """Keep the outbox bounded: delivered and dead batches go after their retention."""

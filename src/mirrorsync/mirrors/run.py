@@ -52,14 +52,14 @@ from mirrorsync.mirrors.publish import (
     unreferenced,
 )
 from mirrorsync.redact import Url, redact_url
-from mirrorsync.store import Store
+from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import MirrorRow, Published, SyncedStack
 from mirrorsync.units import human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.mirror")
 
-MirrorStatus = Literal["published", "unchanged", "failed", "dry run"]
+MirrorStatus = Literal["published", "unchanged", "failed", "dry run", "skipped"]
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -192,6 +192,19 @@ class _CopyJob:
             self.row = await store_mirrors.ensure(
                 self.store, copy.name, str(self.root), source_id, release
             )
+        # On PostgreSQL several instances may run at once: one updates a copy at a time.
+        key = self.row.id if self.row is not None else 0
+        async with claims.claim(self.store, claims.Kind.MIRROR, key) as holder:
+            if holder is not None:
+                self.outcome.status = "skipped"
+                log.info("mirror %s: another instance is updating it (%s)", copy.name, holder)
+                return
+            await self._copy(source, release, source_id)
+
+    async def _copy(
+        self, source: CatalogSource | MirrorSource, release: str, source_id: int
+    ) -> None:
+        copy = self.copy
         stacks = _choose(
             copy,
             source.name,

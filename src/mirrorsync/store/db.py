@@ -42,6 +42,7 @@ from mirrorsync.errors import (
     SchemaError,
     StoreError,
 )
+from mirrorsync.store.claims import AdvisoryClaims, Claims
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
 from mirrorsync.store.location import Location, PostgresUrl
 
@@ -197,6 +198,7 @@ class Store:
         self._write_lock = anyio.Lock()
         self._clock_warned = False
         self.dry_run = False  # every write inside one transaction that close() rolls back
+        self.claims: Claims = Claims()  # SQLite: one run holds the database whole
 
     @property
     def damaged(self) -> DatabaseDamagedError | None:
@@ -259,6 +261,9 @@ class Store:
                 await store._migrate(in_transaction=True)
             else:
                 await store._migrate()
+                # Several instances share a server's database: each stack and webhook
+                # endpoint is claimed before it is worked on (a dry run claims nothing).
+                store.claims = AdvisoryClaims(where)
             store.dry_run = dry_run
         except BaseException:
             await conn.close()
@@ -315,6 +320,7 @@ class Store:
         with anyio.CancelScope(shield=True):  # a cancelled run still closes its database
             if self.dry_run:
                 await self._rollback()
+            await self.claims.close()
             await self.conn.close()
         if self.damaged is not None:
             raise self.damaged

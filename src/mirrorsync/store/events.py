@@ -4,6 +4,17 @@ its rows in the webhook outbox, in the caller's transaction.
 Nothing else inserts into ``events`` (``tests/test_events_writer.py`` checks it),
 so no kind of event can be recorded without being queued for the webhooks whose
 filters it matches.
+
+Event ids increase, and ``events --since ID`` is a resume point: no event ever
+becomes visible with an id below one a reader has already seen. On SQLite a
+write transaction holds the whole database, so this holds by itself. On
+PostgreSQL ids come from an identity sequence when rows are inserted, not when
+they commit: writer A could take ids 1-100, writer B 101-200 and commit first,
+and a reader that had passed 200 would never see A's. So every transaction
+that writes events first takes one transaction-level advisory lock
+(:func:`serialise`), held until it commits or rolls back: the next writer takes
+its ids only after the one before is visible, and commits that write events
+become visible in id order. A rolled-back writer leaves a gap, never a late id.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mirrorsync.store import webhooks
+from mirrorsync.store.claims import Kind
 from mirrorsync.store.db import Connection
 
 
@@ -42,6 +54,7 @@ async def record(
     rows give the spec's id as the expression ``spec_id``, bound with ``params``;
     events get ids in its order. Call it inside a write transaction.
     """
+    await serialise(conn)
     before = await _last_id(conn)
     values = (
         kind,
@@ -51,14 +64,30 @@ async def record(
         where.stack_version,
         where.occurred_at,
     )
-    await conn.execute(
+    cursor = await conn.execute(
         "INSERT INTO events (type, source_id, release, stack_id, stack_version, occurred_at,"
         f" spec_id) SELECT ?, ?, ?, ?, ?, ?, {spec_id if specs else 'NULL'} {specs or ''}",
         (*values, *params),
     )
+    # Counted, not after - before: a rolled-back writer's ids are a gap in between.
+    written = max(cursor.rowcount, 0)
     after = await _last_id(conn)
     await webhooks.enqueue(conn, before, after)  # the outbox, in the same transaction
-    return after - before
+    return written
+
+
+async def serialise(conn: Connection) -> None:
+    """Hold the lock on event ids until this transaction ends (PostgreSQL; on SQLite
+    the write transaction already holds the database).
+
+    :func:`record` takes it; a transaction that locks rows other writers may
+    want before it records events (a snapshot's new specs, a release's row)
+    takes it first, so two writers never wait on each other in opposite orders.
+    """
+    if conn.dialect.postgresql:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(CAST(? AS integer), 0)", (int(Kind.EVENT_IDS),)
+        )
 
 
 async def _last_id(conn: Connection) -> int:

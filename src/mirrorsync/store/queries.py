@@ -11,6 +11,7 @@ from typing import Any
 
 from mirrorsync.errors import UsageError
 from mirrorsync.formats.index import SpecInfo
+from mirrorsync.store import claims
 from mirrorsync.store.db import Store
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -31,6 +32,7 @@ class StackStatus:
     last_checked: str | None
     last_changed: str | None
     last_error: str | None
+    syncing: str | None = None  # the instance that holds the stack's claim now (PostgreSQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,7 @@ async def status(
     """Every stack (or those of ``release`` / named ``stack``), by source, release, name."""
     sql = (
         "SELECT src.name, st.release, st.name, st.present, st.version, st.spec_count, st.layout,"
-        " st.last_checked, st.last_changed, st.last_error"
+        " st.last_checked, st.last_changed, st.last_error, st.id"
         " FROM stacks st JOIN sources src ON src.id = st.source_id WHERE 1 = 1"
     )
     params: list[object] = []
@@ -146,7 +148,14 @@ async def status(
         params.append(stack)
     sql += " ORDER BY src.name, st.release, st.name"
     async with store.conn.execute(sql, params) as cursor:
-        return [StackStatus(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in await cursor.fetchall()]
+        rows = await cursor.fetchall()
+    held = await claims.holders(store, claims.Kind.STACK)
+    return [
+        StackStatus(
+            r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], held.get(int(r[10]))
+        )
+        for r in rows
+    ]
 
 
 async def find_stack(store: Store, release: str, stack: str, source: str | None = None) -> int:

@@ -175,7 +175,12 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
     values masked, see ``redact``); a change is a change of that form. Rows that
     older versions stored in clear are masked here, before the comparison.
     """
+    from mirrorsync.store.events import serialise  # events imports this module
+
     async with store.transaction() as conn:
+        # Under the event-id lock: no writer's events fall between the id a new
+        # webhook is registered after and the outbox rows that writer enqueues.
+        await serialise(conn)
         async with conn.execute("SELECT id, url FROM webhooks") as cursor:
             stored = await cursor.fetchall()
         await conn.executemany(
@@ -190,7 +195,8 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
                 " enabled = CASE WHEN webhooks.url = excluded.url THEN webhooks.enabled ELSE 1 END,"
                 " disabled_reason = CASE WHEN webhooks.url = excluded.url"
                 " THEN webhooks.disabled_reason END,"
-                " disabled_at = CASE WHEN webhooks.url = excluded.url THEN webhooks.disabled_at END",
+                " disabled_at = CASE WHEN webhooks.url = excluded.url"
+                " THEN webhooks.disabled_at END",
                 (hook.name, hook.url.display, at),
             )
             webhook_id = await _scalar(conn, "SELECT id FROM webhooks WHERE name = ?", (hook.name,))
@@ -301,6 +307,20 @@ async def record_failure(
         return dead
 
 
+async def due(store: Store, webhook_id: int, at: str) -> bool:
+    """Whether the webhook, enabled and not waiting for a retry at ``at``, has events
+    to send (waiting, or in a pending batch)."""
+    async with store.conn.execute(
+        "SELECT 1 FROM webhooks w WHERE w.id = ? AND w.enabled = 1"
+        " AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= ?)"
+        " AND EXISTS (SELECT 1 FROM webhook_outbox o"
+        "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
+        "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending'))",
+        (webhook_id, at),
+    ) as cursor:
+        return await cursor.fetchone() is not None
+
+
 async def cap_next_attempt(store: Store, webhook_id: int, latest: str) -> bool:
     """Bring a next attempt later than ``latest`` back to it; True if it was later."""
     async with store.transaction() as conn:
@@ -385,7 +405,10 @@ class Replayed:
 
 async def replay(store: Store, webhook_id: int, since: int) -> Replayed:
     """Enqueue again every matching event with id above ``since``."""
+    from mirrorsync.store.events import serialise  # events imports this module
+
     async with store.transaction() as conn:
+        await serialise(conn)  # every event up to the newest is committed and visible
         upto = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
         enqueued = await enqueue(conn, since, upto, webhook_id=webhook_id)
         async with conn.execute(

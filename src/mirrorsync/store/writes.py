@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mirrorsync.errors import FormatError, StoreError
+from mirrorsync.errors import FormatError, StaleSnapshotError, StoreError
 from mirrorsync.formats.index import SpecInfo, SpecName
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store.db import Connection, Store
-from mirrorsync.store.events import Where, record
+from mirrorsync.store.events import Where, record, serialise
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,8 @@ class Snapshot:
     retire: bool = False  # emit stack.removed last; the stack leaves the catalogue
     #: Every hash the index lists with in_buildcache false; None: as it was.
     uncached: frozenset[str] | None = None
+    #: The version this difference was taken from; the commit refuses another.
+    base_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +127,21 @@ async def current_hashes(store: Store, stack_id: int) -> set[str]:
     return set(row[0].split(" ")) if row is not None and row[0] else set()
 
 
-async def retire_stack(store: Store, stack_id: int, at: str) -> Committed:
+async def retire_stack(
+    store: Store, stack_id: int, at: str, *, base_version: int | None = None
+) -> Committed:
     """The source no longer lists the stack: close every membership it holds."""
     old = await current_hashes(store, stack_id)
-    snapshot = Snapshot(stack_id, None, None, (), sorted(old), retire=True)
+    snapshot = Snapshot(
+        stack_id, None, None, (), sorted(old), retire=True, base_version=base_version
+    )
     return await commit_snapshot(store, snapshot, at)
 
 
 async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committed:
     """Write a stack's new version, its memberships and its events in one transaction."""
     async with store.transaction() as conn:
+        await serialise(conn)  # before its new specs' rows are locked: see serialise()
         async with conn.execute(
             "SELECT s.version, s.spec_count, s.source_id, s.release FROM stacks s WHERE s.id = ?",
             (snapshot.stack_id,),
@@ -142,6 +149,14 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
             row = await cursor.fetchone()
         assert row is not None, f"stack {snapshot.stack_id} vanished"
         old_version, old_count, source_id, release = row
+        if snapshot.base_version is not None and old_version != snapshot.base_version:
+            # Only the instance holding a stack's claim writes it; should a claim
+            # ever be lost, the difference is still never applied to another state.
+            raise StaleSnapshotError(
+                f"stack {snapshot.stack_id}: version {old_version} was committed elsewhere"
+                f" while this run diffed version {snapshot.base_version}; nothing of this"
+                " change is kept, and the stack is synced again next run"
+            )
         await _set_uncached(conn, snapshot)
         changed = bool(snapshot.added or snapshot.removed or snapshot.announce or snapshot.retire)
         if not changed:
@@ -195,23 +210,35 @@ async def known_releases(store: Store, source_id: int) -> set[str]:
 async def record_releases(
     store: Store, source_id: int, added: Iterable[str], removed: Iterable[str], at: str
 ) -> int:
-    """Mark releases as listed or gone, with one event each; returns the event count."""
+    """Mark releases as listed or gone, with one event each; returns the event count.
+
+    A release gets its event only if this transaction changes its state: several
+    instances planning the same catalogue at once record it once between them
+    (on PostgreSQL the second upsert waits for the first and then finds nothing to do).
+    """
     count = 0
     async with store.transaction() as conn:
+        await serialise(conn)  # before a release's row is locked: see serialise()
         for name in added:
-            await conn.execute(
+            cursor = await conn.execute(
                 "INSERT INTO releases (source_id, name, present, added_at) VALUES (?, ?, 1, ?)"
                 " ON CONFLICT (source_id, name) DO UPDATE"
-                " SET present = 1, added_at = excluded.added_at, removed_at = NULL",
+                " SET present = 1, added_at = excluded.added_at, removed_at = NULL"
+                " WHERE releases.present = 0",
                 (source_id, name, at),
             )
-            count += await record(conn, "release.added", Where(source_id, name, None, None, at))
+            if cursor.rowcount > 0:
+                where = Where(source_id, name, None, None, at)
+                count += await record(conn, "release.added", where)
         for name in removed:
-            await conn.execute(
-                "UPDATE releases SET present = 0, removed_at = ? WHERE source_id = ? AND name = ?",
+            cursor = await conn.execute(
+                "UPDATE releases SET present = 0, removed_at = ?"
+                " WHERE source_id = ? AND name = ? AND present = 1",
                 (at, source_id, name),
             )
-            count += await record(conn, "release.removed", Where(source_id, name, None, None, at))
+            if cursor.rowcount > 0:
+                where = Where(source_id, name, None, None, at)
+                count += await record(conn, "release.removed", where)
     return count
 
 

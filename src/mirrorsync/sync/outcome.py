@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mirrorsync.sync")
 
-Status = Literal["changed", "unchanged", "failed", "removed"]
+Status = Literal["changed", "unchanged", "failed", "removed", "skipped"]
 
 
 @dataclass
@@ -77,6 +77,7 @@ class StackOutcome:
     # A dry run's plan: the hashes the index would add and remove (None otherwise).
     added_hashes: list[str] | None = None
     removed_hashes: list[str] | None = None
+    skipped: str | None = None  # why another instance has it (status "skipped"): not a failure
 
     @property
     def label(self) -> str:
@@ -185,8 +186,11 @@ def log_outcome(o: StackOutcome) -> None:
         retries=o.tally.retries,
         seconds=round(o.seconds, 3),
         error=o.error,
+        skipped=o.skipped,
     )
     if o.status == "failed":
         log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
+    elif o.status == "skipped":
+        log.info("%s skipped: %s", o.label, o.skipped, extra=extra)
     else:
         log.info("%s %s: %s", o.label, o.status, figures, extra=extra)

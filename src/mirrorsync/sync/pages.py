@@ -27,7 +27,7 @@ from mirrorsync.fetch import Tally, Url
 from mirrorsync.formats._common import compiler_text
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
-from mirrorsync.store import Store, utcnow, writes
+from mirrorsync.store import Store, claims, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher
 from mirrorsync.sync.outcome import RunReport, log_outcome
 
@@ -91,6 +91,7 @@ class PagesSync:
         self.store = store
         self.fetcher = fetcher
         self.report = report
+        self.marks: dict[tuple[str, str], str | None] = {}
 
     async def run(self, source: PagesSource, source_id: int) -> None:
         pages, failures = await self.fetch_all(source.urls)
@@ -106,6 +107,7 @@ class PagesSync:
             )
             return
         views = combine(pages)
+        self.marks = await claims.checked_marks(self.store, source_id)
         known = await writes.known_releases(self.store, source_id)
         self.report.release_events += await writes.record_releases(
             self.store, source_id, sorted(set(views) - known), [], utcnow()
@@ -149,8 +151,28 @@ class PagesSync:
         self, source_name: str, source_id: int, release: str, stack: str, view: ReleaseView
     ) -> None:
         started = time.monotonic()
-        row = await writes.ensure_stack(self.store, source_id, release, stack)
-        specs = view.stacks[stack]
+        mark = self.marks.get((release, stack))
+        async with claims.stack(self.store, source_id, release, stack, mark=mark) as held:
+            if held.row is None:
+                self.skipped(source_name, release, stack, held.skipped, started)
+                return
+            await self.claimed(source_name, held.row, view.stacks[stack], view, started)
+
+    def skipped(
+        self, source_name: str, release: str, stack: str, why: str | None, started: float
+    ) -> None:
+        outcome = self.report.add_stack(source_name, release, stack, "skipped", 0, 0, started)
+        outcome.skipped = why
+        log_outcome(outcome)
+
+    async def claimed(
+        self,
+        source_name: str,
+        row: writes.StackRow,
+        specs: dict[str, SpecInfo],
+        view: ReleaseView,
+        started: float,
+    ) -> None:
         if row.present and row.index_checksum == view.fingerprint:
             snapshot = writes.Snapshot(row.id, None, view.fingerprint, (), ())
             await writes.record_unchanged(self.store, snapshot, utcnow())
@@ -175,6 +197,7 @@ class PagesSync:
             added=[specs[h] for h in sorted(new - old)],
             removed=sorted(old - new),
             announce=not row.present,
+            base_version=row.version,
         )
         committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
         outcome = self.report.add_stack(
@@ -196,7 +219,19 @@ class PagesSync:
     async def retire(self, source_name: str, row: writes.StackRow) -> None:
         """No page lists this stack any more: close its memberships."""
         started = time.monotonic()
-        committed = await writes.retire_stack(self.store, row.id, utcnow())
+        mark = self.marks.get((row.release, row.name))
+        async with claims.stack(
+            self.store, row.source_id, row.release, row.name, mark=mark
+        ) as held:
+            if held.row is None:
+                self.skipped(source_name, row.release, row.name, held.skipped, started)
+                return
+            await self.retire_claimed(source_name, held.row, started)
+
+    async def retire_claimed(self, source_name: str, row: writes.StackRow, started: float) -> None:
+        committed = await writes.retire_stack(
+            self.store, row.id, utcnow(), base_version=row.version
+        )
         outcome = self.report.add_stack(
             source_name, row.release, row.name, "removed", committed.version, 0, started
         )

@@ -23,7 +23,7 @@ from mirrorsync.fetch import HttpClient, Tally, Throttle, Url, origin
 from mirrorsync.formats.catalog import locate_index, parse_catalog_document
 from mirrorsync.formats.index import Index, paused_gc
 from mirrorsync.logs import fields
-from mirrorsync.store import Store, utcnow, writes
+from mirrorsync.store import Store, claims, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.outcome import (
     ManifestTally,
@@ -133,6 +133,8 @@ class RunContext:
     )
     host_slots: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
     cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: (source id, release, stack) -> its last_checked as the run planned the source
+    marks: dict[tuple[int, str, str], str | None] = field(default_factory=dict)
 
     @classmethod
     @asynccontextmanager
@@ -293,7 +295,7 @@ async def _export_metrics(config: Config, report: RunReport) -> None:
         report.metrics_error = str(exc)
 
 
-_STATUSES = ("changed", "unchanged", "removed", "failed")
+_STATUSES = ("changed", "unchanged", "removed", "failed", "skipped")
 
 
 def _crawls(sources: Sequence[Source]) -> bool:
@@ -355,6 +357,7 @@ def _difference(
         removed=sorted(old - index.nodes.keys()),
         announce=not row.present,
         uncached=frozenset(index.uncached),
+        base_version=row.version,
     )
 
 
@@ -381,6 +384,8 @@ async def sync_source(ctx: RunContext, source: Source) -> None:
             )
             return
         source_id = await writes.ensure_source(ctx.store, source.name, source.kind, source.url)
+        for (release, stack), checked in (await claims.checked_marks(ctx.store, source_id)).items():
+            ctx.marks[source_id, release, stack] = checked
         if isinstance(source, CatalogSource):
             jobs, gone_releases = await _plan_catalog(ctx, source, source_id)
         else:
@@ -468,20 +473,92 @@ async def _plan_catalog(
 
 
 async def sync_stack(ctx: RunContext, job: StackJob) -> None:
-    """Sync one stack's index, then crawl its spec manifests; or retire it.
+    """Claim one stack, then sync its index and crawl its spec manifests; or retire it.
 
-    Whatever goes wrong fails this stack only: one line at ERROR naming it, the
-    traceback at DEBUG, ``last_error`` recorded, its version kept. Only an error
-    no stack can get past (the database's disk is full) ends the run.
+    A stack another instance holds, or synced while this run went on, is
+    skipped: reported as such, not a failure (:func:`claims.stack`). Whatever
+    goes wrong fails this stack only: one line at ERROR naming it, the traceback
+    at DEBUG, ``last_error`` recorded, its version kept. Only an error no stack
+    can get past (the database's disk is full) ends the run.
     """
     started, tally = time.monotonic(), Tally()
-    row: writes.StackRow | None = None
+    mark = ctx.marks.get((job.source_id, job.release, job.stack))
+    turn = _host_turn(ctx, job)
     try:
-        row = await writes.ensure_stack(ctx.store, job.source_id, job.release, job.stack)
+        # Claimed only once its host has a slot for it: an instance holds the
+        # stacks it works on, and leaves the others to the instances beside it.
+        if turn is not None:
+            await turn.take()
+        async with claims.stack(
+            ctx.store, job.source_id, job.release, job.stack, mark=mark
+        ) as held:
+            if held.row is None:
+                outcome = ctx.outcome(job, "skipped", 0, 0, started, tally)
+                outcome.skipped = held.skipped
+                log_outcome(outcome)
+                return
+            await _sync_claimed(ctx, job, held.row, started, tally, turn)
+    except StoreError as exc:  # claiming it
+        if exc.ends_run:
+            ctx.end_run(exc)
+            return
+        await _failed(ctx, job, None, exc, started, tally)
+    except Exception as exc:  # the boundary of a stack: nothing gets past it
+        await _failed(ctx, job, None, exc, started, tally)
+    finally:
+        if turn is not None:
+            turn.release()
+
+
+class HostTurn:
+    """A stack's slot on its index's host, taken before its claim and given back
+    once its index is committed (the crawl that follows needs none)."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self.limiter = limiter
+        self.held = False
+
+    async def take(self) -> None:
+        if not self.held:
+            await self.limiter.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.limiter.release()
+
+    async def __aenter__(self) -> HostTurn:
+        await self.take()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _host_turn(ctx: RunContext, job: StackJob) -> HostTurn | None:
+    if job.retire:
+        return None
+    try:
+        return HostTurn(ctx.host_slot(job.target().mirror_root.address))
+    except FormatError:  # _sync_index meets it again, as this stack's failure
+        return None
+
+
+async def _sync_claimed(
+    ctx: RunContext,
+    job: StackJob,
+    row: writes.StackRow,
+    started: float,
+    tally: Tally,
+    turn: HostTurn | None,
+) -> None:
+    """Sync (or retire) a stack this run holds; every failure stays with the stack."""
+    try:
         if job.retire:
             outcome = await _retire(ctx, job, row, started)
         else:
-            location, outcome = await _sync_index(ctx, job, row, started, tally)
+            location, outcome = await _sync_index(ctx, job, row, started, tally, turn)
     except StoreError as exc:
         if exc.ends_run:
             ctx.end_run(exc)
@@ -497,7 +574,12 @@ async def sync_stack(ctx: RunContext, job: StackJob) -> None:
 
 
 async def _sync_index(
-    ctx: RunContext, job: StackJob, row: writes.StackRow, started: float, tally: Tally
+    ctx: RunContext,
+    job: StackJob,
+    row: writes.StackRow,
+    started: float,
+    tally: Tally,
+    turn: HostTurn | None,
 ) -> tuple[writes.StackLocation, StackOutcome]:
     """Fetch, diff and commit the stack's index."""
     target = job.target()
@@ -505,7 +587,7 @@ async def _sync_index(
     previous = row.index_checksum if row.present else None
     # Download under this host's slots, then decode and commit under the
     # global ones: a slow host only ever waits on itself.
-    async with ctx.host_slot(target.mirror_root.address):
+    async with turn or HostTurn(ctx.host_slot(target.mirror_root.address)):
         fetched = await fetcher.fetch(target, previous, tally, job.label)
         location = writes.StackLocation(
             fetched.index_url.display, target.mirror_root.display, fetched.layout
@@ -559,7 +641,7 @@ async def _retire(
     ctx: RunContext, job: StackJob, row: writes.StackRow, started: float
 ) -> StackOutcome:
     """The catalogue no longer lists this stack: close its memberships."""
-    committed = await writes.retire_stack(ctx.store, row.id, utcnow())
+    committed = await writes.retire_stack(ctx.store, row.id, utcnow(), base_version=row.version)
     outcome = ctx.outcome(job, "removed", committed.version, 0, started, Tally())
     outcome.removed, outcome.events = committed.removed, committed.events
     return outcome
