@@ -1,0 +1,301 @@
+"""``mirrorsync db migrate-to``: a SQLite history moved whole into a real PostgreSQL server.
+
+Every test runs the real CLI as a process, against a real SQLite file written by
+real syncs over HTTP, into a real PostgreSQL server (tests/postgres.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import run_cli
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
+from postgres import PostgresServer
+from receiver import Receiver, new_secret
+
+# -- a SQLite history: three states of two releases, a copy, a failing webhook -------------
+
+
+def _specs(tag: str, names: list[str]) -> list[dict[str, object]]:
+    return [spec_node(name, "1.0", fake_hash(f"migrate:{tag}:{name}")) for name in names]
+
+
+def _publish(docroot: Path, state: int) -> None:
+    """State 0, then each state drops a spec of develop/root and adds two; e4s and
+    v1.0 change at state 1 only. Spec manifests are written (a crawl to keep)."""
+    root = _specs("root", ["zlib", "cmake", "python", "openssl", "curl"])
+    root = root[state:] + _specs(f"root{state}", ["hdf5", "mpich"]) if state else root
+    e4s = _specs("e4s", ["py-numpy", "py-scipy"]) + (_specs("e4s1", ["kokkos"]) if state else [])
+    build_catalog_from_specs(
+        docroot,
+        {"develop": {"root": root, "e4s": e4s}, "v1.0": {"root": _specs("v1", ["bzip2"])}},
+        signed=False,
+        uncached={"develop": {"root": _specs("ext", ["gcc"])}},
+    )
+
+
+def _config_text(tmp_path: Path, server: FixtureServer, receiver: Receiver, database: str) -> str:
+    secret = tmp_path / "hook.secret"
+    if not secret.exists():
+        secret.write_text(receiver.secret + "\n")
+        secret.chmod(0o600)
+    return f"""
+database: {database}
+sources:
+  - name: test
+    kind: catalog
+    url: {server.url}/cache_spack_io_index.json
+    bucket_urls: {{spack-binaries: {server.url}/}}
+    manifests: new
+mirrors:
+  - name: local
+    path: {tmp_path / "copy"}
+    source: test
+    release: develop
+webhooks:
+  - name: chat
+    url: {receiver.url}
+    secret_file: {secret}
+http: {{timeout: 5, retries: {{attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}}}
+"""
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = run_cli("-c", str(config), *args, cwd=config.parent)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def _sqlite_history(
+    tmp_path: Path, docroot: Path, server: FixtureServer, receiver: Receiver
+) -> Path:
+    """Three syncs (``once``, copies included) with the webhook's receiver answering 503:
+    every event still pending, in deliveries already attempted. The configuration."""
+    config = tmp_path / "sqlite.yaml"
+    config.write_text(_config_text(tmp_path, server, receiver, str(tmp_path / "state.db")))
+    receiver.status = 503
+    for state in range(3):
+        _publish(docroot, state)
+        done = _cli(config, "once")
+        assert done.returncode == 1, done.stderr  # the webhook failed, nothing else
+        assert all("webhook chat" in line for line in done.stderr.splitlines() if "failed" in line)
+    return config
+
+
+def _postgres_config(tmp_path: Path, sqlite_config: Path, url: str) -> Path:
+    """The same configuration with ``database:`` pointed at PostgreSQL."""
+    text = sqlite_config.read_text()
+    config = tmp_path / "postgres.yaml"
+    config.write_text(re.sub(r"(?m)^database: .*$", f"database: {url}", text))
+    return config
+
+
+def _sqlite_counts(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite_%' AND name != 'schema_migrations'"
+            )
+        ]
+        return {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
+    finally:
+        conn.close()
+
+
+def _target_tables(server: PostgresServer, url: str) -> list[str]:
+    dbname = url.rsplit("/", 1)[1]
+    return server.admin(
+        f"SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
+        f" WHERE schemaname = 'public' AND tableowner <> 'postgres'"
+        f" AND (SELECT current_database()) = '{dbname}'"
+    ).split()
+
+
+def _target_counts(server: PostgresServer, url: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchall()
+        ]
+        return {
+            t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # type: ignore[index]
+            for t in tables
+            if t != "schema_migrations"
+        }
+
+
+def _without_ages(text: str) -> str:
+    """Output with the database's name and "... ago" cells made comparable."""
+    return re.sub(r" in \S+$", " in DB", text, flags=re.M)
+
+
+# -- the move ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Any:
+    with Receiver(new_secret()) as running:
+        yield running
+
+
+def test_a_sqlite_history_moves_whole_and_every_command_answers_the_same_from_postgresql(
+    tmp_path: Path,
+    docroot: Path,
+    server: FixtureServer,
+    receiver: Receiver,
+    postgres_server: PostgresServer,
+    postgres_url: str,
+) -> None:
+    sqlite_config = _sqlite_history(tmp_path, docroot, server, receiver)
+    before = _sqlite_counts(tmp_path / "state.db")
+    for table in (
+        "stack_versions",
+        "memberships",
+        "events",
+        "webhook_outbox",
+        "webhook_deliveries",
+        "spec_manifests",
+        "listed_uncached",
+        "mirrors",
+        "mirror_versions",
+        "mirror_members",
+        "http_cache",
+    ):
+        assert before[table] > 0, f"the history has no {table} to copy"
+
+    done = _cli(sqlite_config, "db", "migrate-to", postgres_url, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["tables"] == before  # every table, every row
+    assert report["rows"] == sum(before.values())
+    assert "test-secret-pw" not in done.stdout + done.stderr  # the password is never shown
+    assert _target_counts(postgres_server, postgres_url) == before
+    last_event = max(
+        int(e["id"]) for e in json.loads(_cli(sqlite_config, "events", "--json").stdout or "[]")
+    )
+    assert report["sequences"]["events.id"] == last_event
+
+    pg_config = _postgres_config(tmp_path, sqlite_config, postgres_url)
+    for command in (
+        ["history", "--release", "develop", "--stack", "root"],
+        ["history", "--release", "develop", "--stack", "e4s", "--json"],
+        ["diff", "--release", "develop", "--stack", "root", "1", "3"],
+        ["diff", "--release", "develop", "--stack", "root", "1", "3", "--json"],
+        ["at", "--release", "develop", "--stack", "root", "2", "--json"],
+        ["events"],
+        ["events", "--json"],
+        ["events", "--since", "5", "--type", "spec.removed", "--json"],
+        ["status"],
+        ["status", "--json"],
+        ["specs", "--release", "develop", "--stack", "root", "--json"],
+        ["webhooks", "list"],
+        ["webhooks", "list", "--json"],
+    ):
+        from_sqlite = _cli(sqlite_config, *command)
+        from_postgres = _cli(pg_config, *command)
+        assert from_sqlite.returncode == from_postgres.returncode == 0, from_postgres.stderr
+        assert from_sqlite.stdout.strip(), command
+        assert _without_ages(from_postgres.stdout) == _without_ages(from_sqlite.stdout), command
+
+    # The pending deliveries moved too: with the receiver back, a run on PostgreSQL
+    # sends them (each batch under the webhook-id it was first tried with), and its
+    # own events take ids after the copied ones.
+    tried = {r.webhook_id for r in receiver.received}
+    receiver.status = 200
+    _publish(docroot, 3)
+    done = _cli(pg_config, "once", "--json")
+    assert done.returncode == 0, done.stderr
+    delivered = receiver.acknowledged
+    assert receiver.acknowledged_ids() == sorted(receiver.acknowledged_ids())
+    assert set(range(1, last_event + 1)) <= set(receiver.acknowledged_ids())
+    assert delivered[0].webhook_id in tried
+    new_ids = [
+        int(e["id"])
+        for e in json.loads(_cli(pg_config, "events", "--since", str(last_event), "--json").stdout)
+    ]
+    assert new_ids and min(new_ids) == last_event + 1
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "table"),
+    [
+        # a value PostgreSQL cannot hold (a NUL in text), in one of the last tables copied
+        ("UPDATE webhook_deliveries SET last_error = 'HTTP 503' || char(0)", "webhook_deliveries"),
+        # a dangling reference, found only when the foreign keys are rebuilt at the end
+        ("INSERT INTO mirror_members VALUES (999, 'abcdefg')", "mirror_members"),
+    ],
+    ids=["unstorable-value", "dangling-reference"],
+)
+def test_a_failure_mid_copy_leaves_the_target_empty(
+    tmp_path: Path,
+    docroot: Path,
+    server: FixtureServer,
+    receiver: Receiver,
+    postgres_server: PostgresServer,
+    postgres_url: str,
+    damage: str,
+    table: str,
+) -> None:
+    sqlite_config = _sqlite_history(tmp_path, docroot, server, receiver)
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute(damage)
+    conn.commit()
+    conn.close()
+
+    done = _cli(sqlite_config, "db", "migrate-to", postgres_url)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("mirrorsync: error: ") and table in line, line
+    assert "nothing was written" in line
+    assert _target_counts(postgres_server, postgres_url) == {}  # not even a table
+
+    # Repaired, the same target takes the copy: it was left empty.
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute(
+        "DELETE FROM mirror_members WHERE mirror_id = 999"
+        if table == "mirror_members"
+        else "UPDATE webhook_deliveries SET last_error = 'HTTP 503'"
+    )
+    conn.commit()
+    conn.close()
+    done = _cli(sqlite_config, "db", "migrate-to", postgres_url)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_target_that_holds_a_history_is_refused_and_left_alone(
+    tmp_path: Path,
+    docroot: Path,
+    server: FixtureServer,
+    receiver: Receiver,
+    postgres_server: PostgresServer,
+    postgres_url: str,
+) -> None:
+    sqlite_config = _sqlite_history(tmp_path, docroot, server, receiver)
+    assert _cli(sqlite_config, "db", "migrate-to", postgres_url).returncode == 0
+    copied = _target_counts(postgres_server, postgres_url)
+
+    done = _cli(sqlite_config, "db", "migrate-to", postgres_url)
+    assert done.returncode == 73
+    (line,) = done.stderr.splitlines()
+    assert "already holds a mirrorsync history" in line, line
+    assert "test-secret-pw" not in line
+    assert _target_counts(postgres_server, postgres_url) == copied
