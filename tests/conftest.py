@@ -14,10 +14,12 @@ from typing import Any
 import anyio
 import pytest
 
+import postgres
 from mirrorsync.config import Config, parse_config
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.sync import RunReport, run_once
+from postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -174,3 +176,38 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(datetime.now(UTC))
     monkeypatch.setattr(db, "now", fake)
     return fake
+
+
+# -- PostgreSQL -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL server for the session (tests/postgres.py).
+
+    Skipped, saying why, where Debian's server binaries are not installed;
+    under CI (``$CI`` set) that is a failure instead: CI installs them.
+    """
+    bindir = postgres.binaries()
+    if bindir is None:
+        reason = (
+            "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (apt install postgresql)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    running = postgres.start(bindir)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of this test's own: its URL (password in it)."""
+    name = postgres_server.new_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)

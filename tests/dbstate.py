@@ -1,4 +1,9 @@
-"""Read a mirrorsync database as plain data, to compare states and count events."""
+"""Read a mirrorsync database as plain data, to compare states and count events.
+
+Every reader takes the database as ``config.database_path`` gives it: a SQLite
+file (read with sqlite3, ``mode=ro``) or a PostgreSQL URL (read with psycopg,
+the store's SQL translated as the store translates it), never through the store.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mirrorsync.store.db import migrations
+from mirrorsync.store.location import Location, PostgresUrl
+from mirrorsync.store.postgres import translate
 
 #: Specs gained (+) or lost (-) per stack from seed page 000 to seed page 001.
 SEED_NET_CHANGE = {
@@ -33,15 +40,47 @@ def net_by_stack(events: list[dict[str, object]]) -> dict[str, int]:
     return dict(net)
 
 
-def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return [tuple(row) for row in conn.execute(sql)]
-    finally:
-        conn.close()
+class Reader:
+    """One read-only connection to either kind of database: ``rows(sql, params)``."""
+
+    def __init__(self, db: Location) -> None:
+        self._pg: Any = None
+        self._sqlite: sqlite3.Connection | None = None
+        if isinstance(db, PostgresUrl):
+            import psycopg
+
+            self._pg = psycopg.connect(db.url, autocommit=True)
+        else:
+            self._sqlite = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+    def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._sqlite is not None:
+            return [tuple(row) for row in self._sqlite.execute(sql, params)]
+        return [tuple(row) for row in self._pg.execute(translate(sql), params).fetchall()]
+
+    def one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...]:
+        (row,) = self.rows(sql, params)
+        return row
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+        else:
+            self._pg.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
-def versions(db: Path) -> dict[tuple[str, str], int]:
+def _rows(db: Location, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with Reader(db) as reader:
+        return reader.rows(sql, params)
+
+
+def versions(db: Location) -> dict[tuple[str, str], int]:
     """(release, stack) -> current version."""
     return {
         (str(r), str(s)): int(v)
@@ -49,12 +88,12 @@ def versions(db: Path) -> dict[tuple[str, str], int]:
     }
 
 
-def errors(db: Path) -> dict[tuple[str, str], str | None]:
+def errors(db: Location) -> dict[tuple[str, str], str | None]:
     rows = _rows(db, "SELECT release, name, last_error FROM stacks")
     return {(str(r), str(s)): (None if e is None else str(e)) for r, s, e in rows}
 
 
-def event_counts(db: Path) -> Counter[tuple[str, str, str | None]]:
+def event_counts(db: Location) -> Counter[tuple[str, str, str | None]]:
     """(type, release, stack or None) -> how many events."""
     rows = _rows(
         db,
@@ -80,25 +119,25 @@ _FACETS = {
 }
 
 
-def differences(a: Path, b: Path) -> dict[str, tuple[list[tuple[object, ...]], ...]]:
-    """Per facet, a few rows only ``a`` has and a few only ``b`` has; empty when equal."""
-    conn = sqlite3.connect(":memory:", uri=True)
-    try:
-        conn.execute("ATTACH ? AS a", (f"file:{a}?mode=ro",))
-        conn.execute("ATTACH ? AS b", (f"file:{b}?mode=ro",))
-        found: dict[str, tuple[list[tuple[object, ...]], ...]] = {}
+def differences(a: Location, b: Location) -> dict[str, tuple[list[tuple[object, ...]], ...]]:
+    """Per facet, a few rows only ``a`` has and a few only ``b`` has; empty when equal.
+
+    Rows are compared as sets (as ``EXCEPT`` would), so ``a`` and ``b`` may be of
+    different kinds: a SQLite file and a PostgreSQL database.
+    """
+    found: dict[str, tuple[list[tuple[object, ...]], ...]] = {}
+    with Reader(a) as ra, Reader(b) as rb:
         for facet, sql in _FACETS.items():
-            qa, qb = sql.format(db="a"), sql.format(db="b")
-            only_a = [tuple(r) for r in conn.execute(f"{qa} EXCEPT {qb} LIMIT 5")]
-            only_b = [tuple(r) for r in conn.execute(f"{qb} EXCEPT {qa} LIMIT 5")]
+            query = sql.replace("{db}.", "")
+            rows_a, rows_b = set(ra.rows(query)), set(rb.rows(query))
+            only_a = sorted(rows_a - rows_b, key=repr)[:5]
+            only_b = sorted(rows_b - rows_a, key=repr)[:5]
             if only_a or only_b:
                 found[facet] = (only_a, only_b)
-        return found
-    finally:
-        conn.close()
+    return found
 
 
-def event_stats(db: Path) -> tuple[Counter[str], int]:
+def event_stats(db: Location) -> tuple[Counter[str], int]:
     """Events per type, and the most times any one event (type, stack, hash, version) occurs."""
     per_type = Counter(
         {str(t): int(n) for t, n in _rows(db, "SELECT type, count(*) FROM events GROUP BY type")}
@@ -111,40 +150,35 @@ def event_stats(db: Path) -> tuple[Counter[str], int]:
     return per_type, int(most[0])
 
 
-def check_consistent(db: Path) -> None:
+def check_consistent(db: Location) -> None:
     """No half-written version: every figure the store keeps agrees with the rows behind it."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        stacks = list(conn.execute("SELECT id, name, version, spec_count FROM stacks"))
+    with Reader(db) as conn:
+        stacks = conn.rows("SELECT id, name, version, spec_count FROM stacks")
         for stack_id, name, version, spec_count in stacks:
-            (open_members,) = conn.execute(
+            (open_members,) = conn.one(
                 "SELECT count(*) FROM memberships WHERE stack_id = ? AND left IS NULL", (stack_id,)
-            ).fetchone()
+            )
             assert open_members == spec_count, (name, open_members, spec_count)
-            rows = list(
-                conn.execute(
-                    "SELECT version, spec_count, added, removed FROM stack_versions"
-                    " WHERE stack_id = ? ORDER BY version",
-                    (stack_id,),
-                )
+            rows = conn.rows(
+                "SELECT version, spec_count, added, removed FROM stack_versions"
+                " WHERE stack_id = ? ORDER BY version",
+                (stack_id,),
             )
             assert [r[0] for r in rows] == list(range(1, version + 1)), (name, rows, version)
             for v, count, added, removed in rows:
-                (held,) = conn.execute(
+                (held,) = conn.one(
                     "SELECT count(*) FROM memberships WHERE stack_id = ? AND entered <= ?"
                     " AND (left IS NULL OR left > ?)",
                     (stack_id, v, v),
-                ).fetchone()
+                )
                 assert held == count, (name, v, held, count)
                 for kind, expected in (("spec.added", added), ("spec.removed", removed)):
-                    (n,) = conn.execute(
+                    (n,) = conn.one(
                         "SELECT count(*) FROM events WHERE stack_id = ? AND stack_version = ?"
                         " AND type = ?",
                         (stack_id, v, kind),
-                    ).fetchone()
+                    )
                     assert n == expected, (name, v, kind, n, expected)
-    finally:
-        conn.close()
 
 
 def schema_at(db: Path, version: int) -> None:
@@ -163,3 +197,9 @@ def schema_at(db: Path, version: int) -> None:
                     (number, name),
                 )
         conn.commit()
+
+
+def sqlite_file(db: Location) -> Path:
+    """``db`` as the SQLite file a SQLite-only test reads directly."""
+    assert isinstance(db, Path), f"a SQLite-only test was given {db}"
+    return db

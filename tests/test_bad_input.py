@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import catalog_config, run_cli, sync
-from dbstate import event_counts, versions
+from dbstate import event_counts, sqlite_file, versions
 from mirrorsync.config import Config
 from mirrorsync.fixture.build import (
     CATALOG_NAME,
@@ -25,6 +25,7 @@ from mirrorsync.fixture.build import (
 )
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.store.location import Location
 from mirrorsync.sync import RunReport
 
 # -- configuration -------------------------------------------------------------
@@ -185,10 +186,10 @@ BAD_INDEXES = {
 }
 
 
-def assert_nothing_stored_for_e4s(db: Path, bad_hashes: set[str]) -> None:
+def assert_nothing_stored_for_e4s(db: Location, bad_hashes: set[str]) -> None:
     assert versions(db) == {("develop", "root"): 1, ("develop", "e4s"): 0}
     assert not any(stack == "e4s" for _, _, stack in event_counts(db))
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(sqlite_file(db)) as conn:
         stored = {row[0] for row in conn.execute("SELECT hash FROM specs")}
     assert not stored & bad_hashes
     assert stored == {str(n["hash"]) for n in nodes("r", 3)}
@@ -229,7 +230,7 @@ def test_bad_new_spec_in_a_resync_is_refused_and_the_stack_kept(
     blob_path = serve_index(docroot, data)
     assert_e4s_index_refused(sync(config), f"{server.url}{blob_path}", f"install {H}")
     assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         stored = {row[0] for row in conn.execute("SELECT hash FROM specs")}
     assert H not in stored and set(good) <= stored
 
@@ -280,7 +281,7 @@ def test_bad_index_manifest_is_refused_and_not_cached(
     assert line.startswith(f"test:develop/e4s: malformed index manifest at {url}: "), line
     assert server.count("/develop/e4s/blobs/*") == 0
     assert_nothing_stored_for_e4s(config.database_path, set())
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         cached = {row[0] for row in conn.execute("SELECT url FROM http_cache")}
     assert (
         url not in cached
@@ -316,7 +317,7 @@ def test_bad_catalogue_is_refused_and_nothing_is_stored(
     assert line.startswith(prefix) and says in line.removeprefix(prefix), line
     assert line.removeprefix(prefix).strip(), line  # the cause is there
     assert report.stacks == [] and server.count("/develop/*") == 0
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         for table in ("releases", "stacks", "events", "specs", "http_cache"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
 
@@ -557,7 +558,7 @@ def test_v2_spec_file_that_is_not_utf8_is_malformed_and_the_run_goes_on(
     config = catalog_config(tmp_path, server)
     report = sync(config)
     assert report.exit_code == 0, report.failures
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         rows = dict(
             conn.execute(
                 "SELECT s.hash, m.status || ': ' || coalesce(m.problem, '')"
@@ -593,7 +594,7 @@ def test_a_hash_stored_under_another_name_refuses_the_second_index(
     ]
     assert {o.stack: o.status for o in report.stacks} == {"root": "unchanged", "e4s": "failed"}
     assert versions(config.database_path) == {("develop", "root"): 1, ("develop", "e4s"): 1}
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         assert conn.execute("SELECT name, version FROM specs WHERE hash = ?", (h,)).fetchall() == [
             ("pkg-r", "1.0")
         ]

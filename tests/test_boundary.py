@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUICK_RETRIES, catalog_config_text, run_cli, spec_nodes, sync
-from dbstate import errors, event_counts, versions
+from dbstate import errors, event_counts, sqlite_file, versions
 from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import (
     INDEX_MANIFEST,
@@ -151,7 +151,7 @@ def test_store_error_retiring_a_stack_fails_that_stack_and_the_run_reports(
         build_catalog_from_specs(
             docroot, {"develop": {"root": spec_nodes("root", 4), "e4s": spec_nodes("e4s", 3)}}
         )
-        conn = sqlite3.connect(db)
+        conn = sqlite3.connect(sqlite_file(db))
         conn.execute(
             "CREATE TRIGGER refuse BEFORE UPDATE OF left ON memberships"
             " BEGIN SELECT RAISE(ABORT, 'injected refusal'); END"

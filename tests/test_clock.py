@@ -22,6 +22,7 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.store import Store
 from mirrorsync.store import webhooks as store_webhooks
+from mirrorsync.store.location import Location
 from receiver import Receiver, new_secret
 
 
@@ -134,7 +135,7 @@ def test_a_clock_that_ran_ahead_holds_deliveries_back_no_longer_than_the_longest
         ]
 
 
-def next_attempt(path: Path) -> str | None:
+def next_attempt(path: Location) -> str | None:
     async def read() -> str | None:
         async with await Store.open_read_only(path) as store:
             row = await store_webhooks.get(store, "h")

@@ -131,8 +131,17 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
             "f.yaml: http.timeout: expected a number above 0 and at most 3600 (seconds)",
         ),
         (
-            "database: postgresql://db.example.org/m\nsources: [{name: a, kind: catalog}]",
-            "f.yaml: database: postgresql:// databases are not supported (yet)",
+            "database: mysql://db.example.org/m\nsources: [{name: a, kind: catalog}]",
+            "f.yaml: database: mysql:// databases are not supported",
+        ),
+        (
+            "database: postgresql://u:pw@db.example.org\nsources: [{name: a, kind: catalog}]",
+            "f.yaml: database: expected postgresql://HOST:PORT/DBNAME, got postgresql://***@db.example.org",
+        ),
+        (
+            "database: {url: postgresql://h/d, password_env: A, password_file: /p}\n"
+            "sources: [{name: a, kind: catalog}]",
+            "f.yaml: database: give at most one of password_env or password_file",
         ),
     ],
 )

@@ -22,6 +22,7 @@ import anyio
 import pytest
 
 from conftest import REPO, TEST_HTTP, catalog_config, run_cli, sync, write_config
+from dbstate import sqlite_file
 from mirrorsync.config import Config, MirrorSource, parse_config
 from mirrorsync.errors import ConfigError, FormatError, UnsupportedFormatError
 from mirrorsync.fixture.build import (
@@ -36,6 +37,7 @@ from mirrorsync.fixture.signing import fingerprints, make_signing_key, stop_agen
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.formats.index import parse_index
 from mirrorsync.formats.manifest import parse_index_manifest
+from mirrorsync.store.location import Location
 from mirrorsync.verify import Problem, verify
 
 REALDATA = REPO / "tests/data/realdata"  # copied unchanged from ../shared/realdata
@@ -58,8 +60,8 @@ def mirror_config(tmp_path: Path, url: str, extra: str = "") -> Config:
     return parse_config(text, str(tmp_path / "mirrorsync.yaml"))
 
 
-def members(db: Path, stack: str = "root") -> set[str]:
-    with sqlite3.connect(db) as conn:
+def members(db: Location, stack: str = "root") -> set[str]:
+    with sqlite3.connect(sqlite_file(db)) as conn:
         return {
             row[0]
             for row in conn.execute(
@@ -70,8 +72,8 @@ def members(db: Path, stack: str = "root") -> set[str]:
         }
 
 
-def manifest_statuses(db: Path) -> dict[str, str]:
-    with sqlite3.connect(db) as conn:
+def manifest_statuses(db: Location) -> dict[str, str]:
+    with sqlite3.connect(sqlite_file(db)) as conn:
         return dict(
             conn.execute(
                 "SELECT s.hash, sm.status FROM spec_manifests sm JOIN specs s ON s.id = sm.spec_id"
@@ -297,7 +299,7 @@ def test_a_v2_index_without_hash_file_is_asked_for_with_its_validators(
     good = (docroot / "site/build_cache/index.json").read_bytes()
     (docroot / "site/build_cache/index.json").write_bytes(good[:-20])
     assert sync(config).exit_code == 1
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         (kept,) = conn.execute(
             "SELECT body FROM http_cache WHERE url LIKE '%/build_cache/index.json'"
         ).fetchone()
@@ -526,7 +528,7 @@ def test_a_file_url_mirror_is_read_with_the_same_checks_events_and_crawl(
     changed = sync(config)
     (o,) = changed.stacks
     assert (o.added, o.removed, o.spec_count) == (2, 1, 5)
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         missing = conn.execute("SELECT count(*) FROM events WHERE type = 'spec.manifest_missing'")
         assert missing.fetchone() == (1,)
 

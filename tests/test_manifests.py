@@ -28,6 +28,7 @@ from conftest import (
     sync,
     write_config,
 )
+from dbstate import sqlite_file
 from mirrorsync.fixture.build import (
     MirrorInfo,
     build_catalog_from_specs,
@@ -36,14 +37,15 @@ from mirrorsync.fixture.build import (
 )
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node, specs_from_page
+from mirrorsync.store.location import Location
 from mirrorsync.sync.pool import run_pool
 
 MANIFESTS = "*.spec.manifest.json"
 
 
-def rows(db: Path) -> dict[tuple[str, str], dict[str, Any]]:
+def rows(db: Location) -> dict[tuple[str, str], dict[str, Any]]:
     """(stack, hash) -> the spec_manifests row."""
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(sqlite_file(db)) as conn:
         conn.row_factory = sqlite3.Row
         found = conn.execute(
             "SELECT st.name AS stack, s.hash, sm.* FROM spec_manifests sm"
@@ -52,8 +54,8 @@ def rows(db: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["stack"], r["hash"]): dict(r) for r in found}
 
 
-def events_of(db: Path, kind: str) -> list[tuple[str, str, str, int]]:
-    with sqlite3.connect(db) as conn:
+def events_of(db: Location, kind: str) -> list[tuple[str, str, str, int]]:
+    with sqlite3.connect(sqlite_file(db)) as conn:
         return conn.execute(
             "SELECT st.name, s.hash, s.name, e.stack_version FROM events e"
             " JOIN stacks st ON st.id = e.stack_id JOIN specs s ON s.id = e.spec_id"
@@ -68,7 +70,7 @@ def nodes(prefix: str, n: int, **kwargs: Any) -> list[Node]:
     ]
 
 
-def check_sizes(docroot: Path, infos: dict[str, MirrorInfo], db: Path) -> int:
+def check_sizes(docroot: Path, infos: dict[str, MirrorInfo], db: Location) -> int:
     """Every recorded size and checksum is that of the real file; returns how many."""
     recorded = rows(db)
     checked = 0
@@ -254,13 +256,13 @@ def _config_text(tmp_path: Path, server: FixtureServer, extra: str, concurrency:
     )
 
 
-def _ok_rows(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
+def _ok_rows(db: Location) -> int:
+    with sqlite3.connect(sqlite_file(db)) as conn:
         (n,) = conn.execute("SELECT count(*) FROM spec_manifests WHERE status = 'ok'").fetchone()
     return int(n)
 
 
-def _fetched_since(db: Path, cutoff: str) -> int:
+def _fetched_since(db: Location, cutoff: str) -> int:
     """Ok manifests fetched after ``cutoff``; 0 while the database or table is not there yet."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # never creates the file
@@ -290,7 +292,7 @@ def test_a_killed_crawl_resumes_where_it_stopped(
     if policy == "all":  # a finished pass first: everything on record, then a new pass begins
         assert run_cli("-c", str(config_file), "once", cwd=tmp_path).returncode == 0
         assert _ok_rows(db) == total
-        with sqlite3.connect(db) as conn:
+        with sqlite3.connect(sqlite_file(db)) as conn:
             (started_at,) = conn.execute("SELECT max(fetched_at) FROM spec_manifests").fetchone()
         server.reset_log()
 

@@ -154,7 +154,7 @@ def _mirror(config: Config, now: datetime | None = None) -> list[MirrorOutcome]:
             return await run_mirrors(
                 config,
                 store,
-                config.database_path.parent,
+                Path(config.path).parent,
                 clock=(lambda: now) if now else lambda: datetime.now(UTC),
             )
 

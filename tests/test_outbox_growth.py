@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from conftest import Clock, catalog_config_text, run_cli, sync, write_config
+from dbstate import sqlite_file
 from mirrorsync import metrics
 from mirrorsync.config import Config, load_config, parse_config
 from mirrorsync.errors import ConfigError
@@ -44,7 +45,7 @@ def config_for(tmp_path: Path, server: FixtureServer, url: str, secret: str, **k
 
 def outbox(config: Config) -> dict[str, int]:
     """Rows per table and delivery state, read straight from the file."""
-    with contextlib.closing(sqlite3.connect(config.database_path)) as conn:
+    with contextlib.closing(sqlite3.connect(sqlite_file(config.database_path))) as conn:
         counts = dict(
             conn.execute(
                 "SELECT 'deliveries ' || state, count(*) FROM webhook_deliveries GROUP BY state"

@@ -21,6 +21,7 @@ from mirrorsync.fixture.specs import fake_hash
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, parse_page
 from mirrorsync.store import Store, queries
+from mirrorsync.store.location import Location
 from mirrorsync.sync import pages as pages_sync
 from test_sync import all_events
 
@@ -90,7 +91,7 @@ def h(seed: str) -> str:
     return fake_hash(seed)
 
 
-def stacks_state(db: Path) -> dict[tuple[str, str], tuple[int, int, bool]]:
+def stacks_state(db: Location) -> dict[tuple[str, str], tuple[int, int, bool]]:
     """(release, stack) -> (version, spec_count, present)."""
 
     async def read() -> list[queries.StackStatus]:
@@ -100,7 +101,7 @@ def stacks_state(db: Path) -> dict[tuple[str, str], tuple[int, int, bool]]:
     return {(s.release, s.stack): (s.version, s.spec_count, s.present) for s in anyio.run(read)}
 
 
-def members(db: Path, release: str, stack: str) -> set[str]:
+def members(db: Location, release: str, stack: str) -> set[str]:
     async def read() -> set[str]:
         async with await Store.open(db, create=False) as store:
             stack_id = await queries.find_stack(store, release, stack)
@@ -111,7 +112,7 @@ def members(db: Path, release: str, stack: str) -> set[str]:
     return anyio.run(read)
 
 
-def spec_row(db: Path, spec_hash: str) -> SpecInfo | None:
+def spec_row(db: Location, spec_hash: str) -> SpecInfo | None:
     async def read() -> SpecInfo | None:
         async with await Store.open(db, create=False) as store:
             return await queries.spec(store, spec_hash)

@@ -15,11 +15,13 @@ import anyio
 import pytest
 
 from conftest import catalog_config, catalog_config_text, run_cli, sync, write_config
+from dbstate import sqlite_file
 from mirrorsync.config import Config
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import gpg_clearsign, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
+from mirrorsync.store.location import Location
 from mirrorsync.verify import Problem, verify
 
 SIGNED = "    verify_signatures: true\n    manifests: all"
@@ -48,8 +50,8 @@ def nodes(n: int, **kwargs: object) -> list[Node]:
     ]
 
 
-def statuses(db: Path) -> dict[tuple[str, str], tuple[str, str | None]]:
-    with sqlite3.connect(db) as conn:
+def statuses(db: Location) -> dict[tuple[str, str], tuple[str, str | None]]:
+    with sqlite3.connect(sqlite_file(db)) as conn:
         return {
             (stack, h): (status, problem)
             for stack, h, status, problem in conn.execute(

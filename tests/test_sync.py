@@ -9,18 +9,20 @@ from pathlib import Path
 import anyio
 
 from conftest import catalog_config, sync
+from dbstate import sqlite_file
 from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v2_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.store import Store, queries
+from mirrorsync.store.location import Location
 
 
 def nodes(prefix: str, n: int, name: str = "zlib") -> list[dict[str, object]]:
     return [spec_node(f"{name}-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
 
 
-def all_events(db: Path) -> list[dict[str, object]]:
+def all_events(db: Location) -> list[dict[str, object]]:
     async def read() -> list[dict[str, object]]:
         async with await Store.open(db, create=False) as store:
             return [e.to_dict() async for e in queries.events(store)]
@@ -208,6 +210,6 @@ def test_index_blob_that_does_not_match_its_manifest_fails_only_that_stack(
     assert report.exit_code == 1
     assert len(report.failures) == 1 and "develop/e4s" in report.failures[0]
     assert "sha256" in report.failures[0]
-    with sqlite3.connect(config.database_path) as conn:
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
         rows = dict(conn.execute("SELECT name, version FROM stacks"))
     assert rows == {"root": 1, "e4s": 0}

@@ -12,6 +12,7 @@ import fnmatch
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -20,6 +21,8 @@ import msgspec
 import yaml
 
 from mirrorsync.errors import ConfigError
+from mirrorsync.redact import redact_url
+from mirrorsync.store.location import Location, PostgresUrl, is_postgres_url
 
 DEFAULT_LOCATIONS = (Path("mirrorsync.yaml"), Path("/etc/mirrorsync/mirrorsync.yaml"))
 DEFAULT_BUCKET_URLS: Mapping[str, str] = {"spack-binaries": "https://binaries.spack.io/"}
@@ -346,9 +349,23 @@ class MetricsConfig(_Strict):
         return Path(os.path.expanduser(self.textfile)) if self.textfile else None
 
 
+class DatabaseConfig(_Strict):
+    """``database:`` as a mapping: a PostgreSQL URL and where its password is read from
+    (as webhook secrets are: an environment variable, or a file such as systemd's
+    ``${CREDENTIALS_DIRECTORY}/...``). Without either, libpq's own ways apply: a
+    password in the URL, ``PGPASSWORD``, ``~/.pgpass``."""
+
+    url: str
+    password_env: str | None = None
+    password_file: str | None = None
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"DatabaseConfig(url={PostgresUrl(self.url)!s})"
+
+
 class Config(_Strict):
     sources: list[Source]
-    database: str | None = None
+    database: str | DatabaseConfig | None = None
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     webhooks: list[WebhookConfig] = []
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
@@ -357,8 +374,15 @@ class Config(_Strict):
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
-    def database_path(self) -> Path:
-        """The configured database, else ``$STATE_DIRECTORY`` (systemd), else ``./``."""
+    def database_path(self) -> Location:
+        """The configured database, else ``$STATE_DIRECTORY`` (systemd), else ``./``.
+
+        A PostgreSQL URL is a :class:`PostgresUrl`, its password read from
+        ``password_env``/``password_file`` if given (ConfigError naming the key)."""
+        if isinstance(self.database, DatabaseConfig):
+            return PostgresUrl(self.database.url, _database_password(self, self.database))
+        if self.database and is_postgres_url(self.database):
+            return PostgresUrl(self.database)
         if self.database:
             return Path(os.path.expanduser(self.database.removeprefix(_SQLITE_URL)))
         state_dirs = os.environ.get("STATE_DIRECTORY", "")
@@ -730,9 +754,32 @@ def _read_durations(raw: dict[Any, Any], path: str) -> dict[Any, Any]:
 
 
 def _check_database(config: Config) -> None:
-    """A file path, or ``sqlite:///PATH``; any other URL is refused, naming its scheme."""
+    """A file path, ``sqlite:///PATH`` or a PostgreSQL URL (also as a mapping with its
+    password's source); any other URL is refused, naming its scheme."""
     database = config.database
     if database is None:
+        return
+    if isinstance(database, DatabaseConfig):
+        if not is_postgres_url(database.url):
+            raise ConfigError(
+                config.path,
+                "database.url",
+                f"expected postgresql://HOST:PORT/DBNAME, got {PostgresUrl(database.url)}",
+            )
+        _check_postgres_url(config.path, "database.url", database.url)
+        if database.password_env is not None and database.password_file is not None:
+            raise ConfigError(
+                config.path, "database", "give at most one of password_env or password_file"
+            )
+        if database.password_env is not None and not database.password_env:
+            raise ConfigError(
+                config.path, "database.password_env", "expected an environment variable name"
+            )
+        if database.password_file is not None and not database.password_file:
+            raise ConfigError(config.path, "database.password_file", "expected a file path")
+        return
+    if is_postgres_url(database):
+        _check_postgres_url(config.path, "database", database)
         return
     if not database.strip() or "\x00" in database:
         raise ConfigError(config.path, "database", f"expected a file path, got {database!r}")
@@ -742,11 +789,47 @@ def _check_database(config: Config) -> None:
         raise ConfigError(
             config.path,
             "database",
-            f"{scheme}:// databases are not supported (yet): give a SQLite file path"
-            " such as /var/lib/mirrorsync/mirrorsync.db, or sqlite:///PATH",
+            f"{scheme}:// databases are not supported: give a SQLite file path"
+            " such as /var/lib/mirrorsync/mirrorsync.db, sqlite:///PATH,"
+            " or postgresql://HOST:PORT/DBNAME",
         )
     if database == _SQLITE_URL or database == _SQLITE_URL + "/":
         raise ConfigError(config.path, "database", f"expected sqlite:///PATH, got {database!r}")
+
+
+def _check_postgres_url(path: str, key: str, url: str) -> None:
+    """A PostgreSQL URL names a database on a host; libpq reads the rest (sslmode...)."""
+    shown = PostgresUrl(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(path, key, f"bad PostgreSQL URL {shown}: {exc}") from None
+    if not parts.path.strip("/"):
+        raise ConfigError(path, key, f"expected postgresql://HOST:PORT/DBNAME, got {shown}")
+
+
+def _database_password(config: Config, database: DatabaseConfig) -> str | None:
+    """The password ``password_env`` or ``password_file`` names, if either is given."""
+    if database.password_env is not None:
+        value = os.environ.get(database.password_env)
+        if value is None:
+            raise ConfigError(
+                config.path,
+                "database.password_env",
+                f"environment variable {database.password_env} is not set",
+            )
+        return value
+    if database.password_file is not None:
+        file = Path(os.path.expandvars(os.path.expanduser(database.password_file)))
+        try:
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(
+                config.path, "database.password_file", f"cannot read {file}: {reason}"
+            ) from None
+    return None
 
 
 def _check_page_urls(path: str, key: str, urls: list[str]) -> None:
@@ -816,4 +899,9 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     for hook in result.get("webhooks", []):
         if hook.get("secret") is not None:
             hook["secret"] = "<redacted>"
+    database = result.get("database")
+    if isinstance(database, str):
+        result["database"] = redact_url(database)
+    elif isinstance(database, dict):
+        database["url"] = redact_url(database["url"])
     return result

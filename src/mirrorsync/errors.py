@@ -17,6 +17,7 @@ EXIT_USAGE = 2
 EXIT_NO_DATABASE = 66  # EX_NOINPUT: nothing synced yet, so nothing to read
 EXIT_LOCKED = 75  # EX_TEMPFAIL
 EXIT_DAMAGED = 65  # EX_DATAERR: the database file is damaged; a person must check or restore it
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the database server cannot be reached
 EXIT_TARGET_NOT_EMPTY = 73  # EX_CANTCREAT: db migrate-to's target already holds a history
 
 
@@ -128,6 +129,13 @@ class DatabaseDamagedError(StoreError):
     """The database file is damaged: a corrupted page, or a table its schema lacks."""
 
     exit_code = EXIT_DAMAGED
+
+
+class DatabaseUnavailableError(StoreError):
+    """The database server (PostgreSQL) refused or lost the connection, or is shutting down."""
+
+    exit_code = EXIT_UNAVAILABLE
+    ends_run = True
 
 
 class NoDatabaseError(StoreError):

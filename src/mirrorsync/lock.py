@@ -1,5 +1,9 @@
 """One run at a time per database: an ``flock`` on ``<database>.lock``.
 
+On PostgreSQL there is no file to sit beside: the run holds a session-level
+advisory lock on the database instead (``store.postgres.AdvisoryLock``), which
+the server releases when the session ends, however the process ends.
+
 The lock belongs to an open file description, so the kernel releases it when
 the process exits, however it exits (a crash or SIGKILL included): nothing is
 left behind to clean up. The file itself stays; it holds the PID and start time
@@ -24,6 +28,8 @@ import anyio
 
 from mirrorsync.errors import LockHeldError, StoreError
 from mirrorsync.store import utcnow
+from mirrorsync.store.location import Location, PostgresUrl
+from mirrorsync.store.postgres import AdvisoryLock
 
 log = logging.getLogger("mirrorsync.lock")
 
@@ -118,13 +124,17 @@ class RunLock:
 
 
 @asynccontextmanager
-async def hold(database: Path, *, wait: float = 0.0) -> AsyncIterator[RunLock]:
+async def hold(database: Location, *, wait: float = 0.0) -> AsyncIterator[RunLock | AdvisoryLock]:
     """Hold the run lock of ``database`` for the body of the ``async with``.
 
     Without ``wait`` a held lock raises :class:`LockHeldError` at once; with it,
     the lock is retried every :data:`POLL_SECONDS` for up to ``wait`` seconds.
     Every command that writes the database takes this lock.
     """
+    if isinstance(database, PostgresUrl):
+        async with _hold_postgres(database, wait=wait) as held:
+            yield held
+        return
     lock = RunLock(database)
     if not lock.try_acquire():
         if wait <= 0:
@@ -141,3 +151,31 @@ async def hold(database: Path, *, wait: float = 0.0) -> AsyncIterator[RunLock]:
         yield lock
     finally:
         lock.release()
+
+
+@asynccontextmanager
+async def _hold_postgres(database: PostgresUrl, *, wait: float) -> AsyncIterator[AdvisoryLock]:
+    lock = AdvisoryLock(database)
+
+    async def refusal() -> LockHeldError:
+        pid, since = await lock.holder()
+        return LockHeldError(
+            f"another run holds the lock on {database} {Holder(pid, since).describe()}"
+        )
+
+    if not await lock.try_acquire():
+        if wait <= 0:
+            raise await refusal()
+        log.info("waiting up to %gs for the run lock on %s", wait, database)
+        deadline = time.monotonic() + wait
+        while not await lock.try_acquire():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise await refusal()
+            await anyio.sleep(min(POLL_SECONDS, left))
+    log.debug("holding the run lock (advisory) on %s", database)
+    try:
+        yield lock
+    finally:
+        with anyio.CancelScope(shield=True):
+            await lock.release()

@@ -21,6 +21,7 @@ from mirrorsync.cli.render import human_size, print_json
 from mirrorsync.config import CatalogSource, Config, MirrorSource, RetryConfig, load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, MirrorsyncError, NotFoundError
 from mirrorsync.redact import Url, redact_url
+from mirrorsync.store.location import PostgresUrl
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ def _writable_dir(path: Path) -> str | None:
 
 def _database(config: Config) -> Check:
     path = config.database_path.absolute()
+    if isinstance(path, PostgresUrl):  # reached by the first command that opens it
+        return Check("database", True, f"{path} (PostgreSQL)", True)
     if path.exists():
         if not path.is_file():
             return Check("database", False, f"{path} is not a file", True)

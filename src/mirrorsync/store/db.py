@@ -1,4 +1,4 @@
-"""The SQLite database: opening it safely, numbered migrations, transactions.
+"""The database (SQLite, or PostgreSQL): opening it safely, numbered migrations, transactions.
 
 Two ways in: ``Store.open`` for the commands that write (``once``, ``webhooks
 retry/replay``), which creates and migrates the database inside one write
@@ -9,6 +9,13 @@ Every SQLite error, wherever it happens (a query, a fetch, a commit), leaves the
 connection as a :class:`~mirrorsync.errors.StoreError` naming the file: a
 damaged file as :class:`~mirrorsync.errors.DatabaseDamagedError`, which also
 stops the store from writing anything more.
+
+A :class:`~mirrorsync.store.location.PostgresUrl` opens the same store on a
+PostgreSQL database instead (:mod:`mirrorsync.store.postgres`, psycopg 3): the
+same statements, the same numbered migrations (in PostgreSQL's types, or a
+``NNNN_name.postgresql.sql`` body where the SQL must differ), the same errors.
+What differs is said once, in :mod:`mirrorsync.store.dialect`, reached as
+``store.dialect`` or ``conn.dialect``.
 """
 
 from __future__ import annotations
@@ -35,10 +42,15 @@ from mirrorsync.errors import (
     SchemaError,
     StoreError,
 )
+from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
+from mirrorsync.store.location import Location, PostgresUrl
+from mirrorsync.store.postgres import PgConnection
 
 log = logging.getLogger("mirrorsync.store")
 
-_MIGRATION_RE = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+_MIGRATION_RE = re.compile(
+    r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<dialect>postgresql))?\.sql$"
+)
 
 
 def now() -> datetime:
@@ -51,14 +63,28 @@ def utcnow() -> str:
     return now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """(number, name, sql) of every bundled migration, in order."""
-    found = []
+def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
+    """(number, name, sql) of every bundled migration, in order, in ``dialect``.
+
+    One numbered list for both dialects. A migration's body is ``NNNN_name.sql``
+    (written for SQLite, its types mapped by ``Dialect.migration``), unless a
+    ``NNNN_name.<dialect>.sql`` beside it says what that dialect runs instead.
+    """
+    common: dict[tuple[int, str], str] = {}
+    own: dict[tuple[int, str], str] = {}
     for entry in resources.files("mirrorsync.store").joinpath("migrations").iterdir():
         match = _MIGRATION_RE.match(entry.name)
-        if match:
-            found.append((int(match["number"]), match["name"], entry.read_text("utf-8")))
-    return sorted(found)
+        if not match:
+            continue
+        key = (int(match["number"]), match["name"])
+        if match["dialect"] is None:
+            common[key] = entry.read_text("utf-8")
+        elif match["dialect"] == dialect.name:
+            own[key] = entry.read_text("utf-8")
+    return sorted(
+        (number, name, dialect.migration(own.get((number, name), sql)))
+        for (number, name), sql in common.items()
+    )
 
 
 def _statements(script: str) -> list[str]:
@@ -118,6 +144,8 @@ class _Connection(aiosqlite.Connection):
     the one edge where a SQLite error is translated.
     """
 
+    dialect = SQLITE
+
     def __init__(self, connector: Callable[[], sqlite3.Connection], path: Path) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self.path = path
@@ -147,13 +175,22 @@ async def _connect(path: Path, target: str, *, uri: bool = False) -> _Connection
     return conn
 
 
-class Store:
-    """One aiosqlite connection in WAL mode; write transactions are serialised."""
+#: The store's connection: aiosqlite's, or the same interface on psycopg's.
+Connection = _Connection | PgConnection
 
-    def __init__(self, conn: _Connection, path: Path, *, read_only: bool = False) -> None:
-        self.conn: aiosqlite.Connection = conn
+
+class Store:
+    """One connection (SQLite in WAL mode, or PostgreSQL); write transactions are serialised.
+
+    ``path`` names the database in messages: the file, or the PostgreSQL URL
+    with its credentials masked.
+    """
+
+    def __init__(self, conn: Connection, path: Location, *, read_only: bool = False) -> None:
+        self.conn: Connection = conn
         self._conn = conn
         self.path = path
+        self.dialect: Dialect = conn.dialect
         self.read_only = read_only
         self._write_lock = anyio.Lock()
         self._clock_warned = False
@@ -165,7 +202,7 @@ class Store:
         return self._conn.damaged
 
     @classmethod
-    async def open(cls, path: Path, *, create: bool = True, dry_run: bool = False) -> Store:
+    async def open(cls, path: Location, *, create: bool = True, dry_run: bool = False) -> Store:
         """The database for a command that writes: created if ``create``, migrated.
 
         ``dry_run``: nothing is ever written to disk. An existing database gets
@@ -173,7 +210,9 @@ class Store:
         savepoints in it, pending migrations included); a database that does not
         exist yet is made in memory, so no file or directory is created.
         """
-        exists = path.exists()  # noqa: ASYNC240 - one stat before opening
+        if isinstance(path, PostgresUrl):
+            return await cls._open_postgres(path, create=create, dry_run=dry_run)
+        exists = path.exists()
         if not create and not exists:
             raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
         in_memory = dry_run and not exists
@@ -203,14 +242,42 @@ class Store:
         return store
 
     @classmethod
-    async def open_read_only(cls, path: Path) -> Store:
+    async def _open_postgres(cls, where: PostgresUrl, *, create: bool, dry_run: bool) -> Store:
+        """The PostgreSQL database: it must exist on the server (the store creates
+        tables, never databases); ``create=False`` refuses one with no schema yet."""
+        conn = await PgConnection.connect(where)
+        store = cls(conn, where)
+        try:
+            if not create and await _read_version(conn, where) == 0:
+                raise NoDatabaseError(f"no database yet at {where}; run 'mirrorsync once' first")
+            if dry_run:
+                await conn.execute(store.dialect.begin_write)
+                await store._migrate(in_transaction=True)
+            else:
+                await store._migrate()
+            store.dry_run = dry_run
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    @classmethod
+    async def open_read_only(cls, path: Location) -> Store:
         """The database for a command that only reads: opened ``mode=ro``, never
         migrated or written, even on a read-only directory.
 
         NoDatabaseError if there is none yet (or its first migration is not
         committed yet), SchemaError if its schema is not this mirrorsync's.
         """
-        if not path.exists():  # noqa: ASYNC240 - one stat before opening
+        if isinstance(path, PostgresUrl):
+            pg = await PgConnection.connect(path, read_only=True)
+            try:
+                _check_version(path, await _read_version(pg, path), read_only=True)
+            except BaseException:
+                await pg.close()
+                raise
+            return cls(pg, path, read_only=True)
+        if not path.exists():
             raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
         location = quote(os.path.abspath(path))  # noqa: ASYNC240 - no I/O, a cwd join
         conn = await _connect(path, f"file:{location}?mode=ro", uri=True)
@@ -253,6 +320,8 @@ class Store:
         await self.close()
 
     async def _configure(self) -> None:
+        if self.dialect is not SQLITE:
+            return
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",  # durable at checkpoints; WAL keeps commits atomic
@@ -265,13 +334,15 @@ class Store:
         """Bring the schema up to date in one write transaction that reads the version
         itself, so concurrent first opens never apply a migration twice
         (``in_transaction``: inside the one already open, left open)."""
-        known = migrations()
+        known = migrations(self.dialect)
         newest = known[-1][0] if known else 0
         if await _read_version(self._conn, self.path) == newest:
             return  # the usual case: no write lock taken
         if not in_transaction:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self.conn.execute(self.dialect.begin_write)
         try:
+            if self.dialect is POSTGRESQL:  # BEGIN locks nothing: serialise migrations
+                await self.conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
             await self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -285,8 +356,9 @@ class Store:
                     for statement in _statements(sql):
                         await self.conn.execute(statement)
                 except StoreError as exc:
+                    cause = str(exc).removeprefix(f"{self.path}: ")
                     raise StoreError(
-                        f"{self.path}: migration {number:04d}_{name} failed: {exc}"
+                        f"{self.path}: migration {number:04d}_{name} failed: {cause}"
                     ) from None
                 await self.conn.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, utcnow())
@@ -308,7 +380,7 @@ class Store:
                 log.debug("%s: rollback failed: %s", self.path, exc)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         """A write transaction: all of it commits, or none of it."""
         if self.read_only:
             raise StoreError(f"{self.path}: opened read-only; this command cannot write")
@@ -316,7 +388,7 @@ class Store:
             if self.damaged is not None:
                 raise self.damaged
             if not self.dry_run:
-                await self.conn.execute("BEGIN IMMEDIATE")
+                await self.conn.execute(self.dialect.begin_write)
                 try:
                     yield self.conn
                 except BaseException:
@@ -348,12 +420,9 @@ class Store:
             log.warning("%s", message)
 
 
-async def _read_version(conn: _Connection, path: Path) -> int:
+async def _read_version(conn: Connection, path: Location) -> int:
     """The applied schema version: 0 for a database with no schema yet."""
-    async with conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE name = 'schema_migrations')"
-        " FROM sqlite_master WHERE type = 'table'"
-    ) as cursor:
+    async with conn.execute(conn.dialect.tables_sql) as cursor:
         row = await cursor.fetchone()
     tables, has_migrations = (int(row[0]), int(row[1])) if row else (0, 0)
     if not has_migrations:
@@ -368,8 +437,8 @@ async def _read_version(conn: _Connection, path: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def _check_version(path: Path, current: int, *, read_only: bool) -> None:
-    known = migrations()
+def _check_version(path: Location, current: int, *, read_only: bool) -> None:
+    known = migrations(SQLITE)  # the same numbers in every dialect
     newest = known[-1][0] if known else 0
     if current > newest:
         raise SchemaError(

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mirrorsync.store import webhooks
+from mirrorsync.store.db import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +27,7 @@ class Where:
 
 
 async def record(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     kind: str,
     where: Where,
     *,
@@ -62,7 +61,7 @@ async def record(
     return after - before
 
 
-async def _last_id(conn: aiosqlite.Connection) -> int:
+async def _last_id(conn: Connection) -> int:
     async with conn.execute("SELECT coalesce(max(id), 0) FROM events") as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0

@@ -6,7 +6,6 @@ Work lists are read a page at a time by spec id (keyset pagination over the
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -92,8 +91,9 @@ async def begin_crawl(store: Store, stack_id: int, policy: str, at: str) -> str:
         if row is not None and row[1] is None:
             return str(row[0])
         await conn.execute(
-            "INSERT OR REPLACE INTO manifest_crawls (stack_id, started_at, finished_at)"
-            " VALUES (?, ?, NULL)",
+            "INSERT INTO manifest_crawls (stack_id, started_at, finished_at) VALUES (?, ?, NULL)"
+            " ON CONFLICT (stack_id) DO UPDATE"
+            " SET started_at = excluded.started_at, finished_at = NULL",
             (stack_id, at),
         )
     return at
@@ -165,20 +165,27 @@ async def record_results(
             assert row is not None, f"stack {stack_id} vanished"
             source_id, release, version = row
             # Once per stay missing: not again while the last fetch also found it missing.
+            ids, id_param = store.dialect.id_list(missing)
             events = await record(
                 conn,
                 MISSING_EVENT,
                 Where(source_id, release, stack_id, version, at),
-                specs="FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM spec_manifests sm"
+                specs=f"FROM {ids} WHERE NOT EXISTS (SELECT 1 FROM spec_manifests sm"
                 " WHERE sm.stack_id = ? AND sm.spec_id = j.value AND sm.status = 'missing')"
                 " ORDER BY j.key",
                 spec_id="j.value",
-                params=(json.dumps(missing), stack_id),
+                params=(id_param, stack_id),
             )
         await conn.executemany(
-            "INSERT OR REPLACE INTO spec_manifests (stack_id, spec_id, status, problem,"
+            "INSERT INTO spec_manifests (stack_id, spec_id, status, problem,"
             " tarball_size, tarball_algorithm, tarball_checksum, spec_algorithm, spec_checksum,"
-            " fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (stack_id, spec_id) DO UPDATE SET status = excluded.status,"
+            " problem = excluded.problem, tarball_size = excluded.tarball_size,"
+            " tarball_algorithm = excluded.tarball_algorithm,"
+            " tarball_checksum = excluded.tarball_checksum,"
+            " spec_algorithm = excluded.spec_algorithm, spec_checksum = excluded.spec_checksum,"
+            " fetched_at = excluded.fetched_at",
             [
                 (
                     stack_id,

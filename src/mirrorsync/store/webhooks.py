@@ -8,14 +8,15 @@ outbox rows are deleted when the receiver acknowledges it.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-import aiosqlite
-
 from mirrorsync.redact import Url, redact_url
-from mirrorsync.store.db import Store
+from mirrorsync.store.db import Connection, Store
+from mirrorsync.store.dialect import Dialect
 from mirrorsync.store.queries import EVENT_COLUMNS, EVENT_JOINS, Event
 
 #: Filter fields and the SQL expression each matches against (see ``enqueue``).
@@ -121,29 +122,32 @@ def _webhook(row: Any) -> WebhookRow:
     return WebhookRow(r[0], r[1], r[2], bool(r[3]), bool(r[4]), *r[5:])
 
 
-def _match(field: str) -> str:
+def _match(field: str, dialect: Dialect) -> str:
     """An event matches a field when the webhook has no glob for it, or one matches."""
     value = FILTER_FIELDS[field]
     rows = f"SELECT 1 FROM webhook_filters f WHERE f.webhook_id = w.id AND f.field = '{field}'"
-    return f"(NOT EXISTS ({rows}) OR EXISTS ({rows} AND {value} GLOB f.glob))"
+    return f"(NOT EXISTS ({rows}) OR EXISTS ({rows} AND {dialect.glob(value, 'f.glob')}))"
 
 
-_ENQUEUE = (
-    "INSERT OR IGNORE INTO webhook_outbox (webhook_id, event_id)"
-    " SELECT w.id, e.id FROM events e"
-    " JOIN webhooks w ON w.configured = 1 AND w.enabled = 1 AND (:hook IS NULL OR w.id = :hook)"
-    " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
-    " WHERE e.id > :after AND e.id <= :upto AND "
-    + " AND ".join(_match(field) for field in FILTER_FIELDS)
-    + " ORDER BY e.id"
-)
+@cache
+def _enqueue_sql(dialect: Dialect) -> str:
+    return (
+        "INSERT INTO webhook_outbox (webhook_id, event_id)"
+        " SELECT w.id, e.id FROM events e"
+        " JOIN webhooks w ON w.configured = 1 AND w.enabled = 1"
+        " AND (CAST(:hook AS INTEGER) IS NULL OR w.id = :hook)"
+        " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
+        " WHERE e.id > :after AND e.id <= :upto AND "
+        + " AND ".join(_match(field, dialect) for field in FILTER_FIELDS)
+        + " ORDER BY e.id ON CONFLICT DO NOTHING"
+    )
 
 
 # -- inside the caller's transaction -------------------------------------------
 
 
 async def enqueue(
-    conn: aiosqlite.Connection, after_id: int, upto_id: int, *, webhook_id: int | None = None
+    conn: Connection, after_id: int, upto_id: int, *, webhook_id: int | None = None
 ) -> int:
     """Put events ``after_id < id <= upto_id`` in the outbox of every webhook they match.
 
@@ -151,7 +155,9 @@ async def enqueue(
     """
     if upto_id <= after_id:
         return 0
-    cursor = await conn.execute(_ENQUEUE, {"after": after_id, "upto": upto_id, "hook": webhook_id})
+    cursor = await conn.execute(
+        _enqueue_sql(conn.dialect), {"after": after_id, "upto": upto_id, "hook": webhook_id}
+    )
     return max(cursor.rowcount, 0)
 
 
@@ -189,14 +195,13 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
             webhook_id = await _scalar(conn, "SELECT id FROM webhooks WHERE name = ?", (hook.name,))
             await conn.execute("DELETE FROM webhook_filters WHERE webhook_id = ?", (webhook_id,))
             await conn.executemany(
-                "INSERT OR IGNORE INTO webhook_filters (webhook_id, field, glob) VALUES (?, ?, ?)",
+                "INSERT INTO webhook_filters (webhook_id, field, glob) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 [(webhook_id, field, glob) for field, glob in hook.filters()],
             )
         names = [hook.name for hook in hooks]
-        await conn.execute(
-            f"UPDATE webhooks SET configured = 0 WHERE name NOT IN ({', '.join('?' for _ in names)})",
-            names,
-        )
+        kept = f" WHERE name NOT IN ({', '.join('?' for _ in names)})" if names else ""  # no IN ()
+        await conn.execute(f"UPDATE webhooks SET configured = 0{kept}", names)
 
 
 async def get(store: Store, name: str) -> WebhookRow | None:
@@ -432,7 +437,7 @@ async def deliveries(store: Store, webhook_id: int) -> list[Delivery]:
 
 
 async def _new_batch(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     webhook_id: int,
     max_batch: int,
     at: str,
@@ -456,9 +461,10 @@ async def _new_batch(
     cursor = await conn.execute(
         "INSERT INTO webhook_deliveries (webhook_id, message_id, state, created_at,"
         " oldest_event_at, first_event_id, last_event_id, event_count, last_error, finished_at)"
-        " VALUES (?, 'msg_' || lower(hex(randomblob(16))), ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             webhook_id,
+            f"msg_{secrets.token_hex(16)}",
             state,
             at,
             min(str(r[1]) for r in rows),
@@ -469,8 +475,9 @@ async def _new_batch(
             at if state == "dead" else None,
         ),
     )
-    delivery_id = cursor.lastrowid
-    assert delivery_id is not None
+    created = await cursor.fetchone()
+    assert created is not None
+    delivery_id = int(created[0])
     await conn.executemany(
         "UPDATE webhook_outbox SET delivery_id = ? WHERE webhook_id = ? AND event_id = ?",
         [(delivery_id, webhook_id, event_id) for event_id in ids],
@@ -483,7 +490,7 @@ async def _new_batch(
     return Delivery(*row)
 
 
-async def _scalar(conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:
+async def _scalar(conn: Connection, sql: str, params: Sequence[object]) -> int:
     async with conn.execute(sql, params) as cursor:
         row = await cursor.fetchone()
     assert row is not None

@@ -1,0 +1,316 @@
+"""PostgreSQL behind the store's connection interface (psycopg 3, asyncio).
+
+The store's SQL is written once, in the subset SQLite and PostgreSQL share, with
+SQLite's placeholders (``?`` and ``:name``). :class:`PgConnection` is the one edge
+where it becomes PostgreSQL's: each distinct statement is translated once
+(cached) to psycopg's ``%s`` / ``%(name)s``, with the column ``left`` quoted (a
+reserved word in PostgreSQL). SQLite runs the statements untouched, so its path
+does no extra work.
+
+Like the SQLite connection, it translates every driver error into mirrorsync's
+(:func:`database_error`), naming the database by its URL with the credentials
+masked. One connection per store, as with SQLite: statements from concurrent
+tasks take turns on it (psycopg holds a lock per statement), and a write
+transaction is serialised by the store itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator, Generator, Iterable, Sequence
+from functools import lru_cache
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
+from psycopg.conninfo import make_conninfo
+from psycopg.postgres import types as pg_types
+
+from mirrorsync.errors import (
+    DatabaseDamagedError,
+    DatabaseFullError,
+    DatabaseUnavailableError,
+    StoreError,
+)
+from mirrorsync.redact import one_line, scrub
+from mirrorsync.store.dialect import POSTGRESQL
+from mirrorsync.store.location import PostgresUrl
+
+# Comments, string literals and quoted names pass untouched; ``::`` casts are not names.
+_TOKEN_RE = re.compile(
+    r"--[^\n]*"
+    r"|/\*.*?\*/"
+    r"|'(?:[^']|'')*'"
+    r'|"[^"]*"'
+    r"|::"
+    r"|\?"
+    r"|:(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|%"
+    r"|\b(?P<left>left)\b(?!\s+(?:outer\s+)?join\b)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@lru_cache(maxsize=2048)
+def translate(sql: str) -> str:
+    """The store's SQL as psycopg takes it: placeholders, ``%`` and ``left`` rewritten."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match[0]
+        if token == "?":
+            return "%s"
+        if token == "%":
+            return "%%"
+        if match["name"]:
+            return f"%({match['name']})s"
+        if match["left"]:
+            return '"left"'
+        return token.replace("%", "%%")  # psycopg reads % inside literals too
+
+    return _TOKEN_RE.sub(replace, sql)
+
+
+class _BoolAsInt(Dumper):
+    """Flags are INTEGER columns (0/1) in both dialects: a Python bool binds as one."""
+
+    oid = pg_types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+# SQLSTATE classes and codes (PostgreSQL's appendix A).
+_UNAVAILABLE_CLASSES = ("08", "57", "53")  # connection, operator intervention, resources
+_FULL = ("53100",)  # disk_full
+_DAMAGED = ("XX001", "XX002")  # data_corrupted, index_corrupted
+_NO_SCHEMA = ("42P01", "42703")  # undefined_table, undefined_column
+
+
+def database_error(where: PostgresUrl, exc: psycopg.Error) -> StoreError:
+    """The one translation of a psycopg error into mirrorsync's, naming the database."""
+    state = getattr(exc, "sqlstate", None) or ""
+    detail = one_line(scrub(_message(exc)))
+    error: StoreError
+    if state in _FULL:
+        error = DatabaseFullError(
+            f"{where}: the database server's disk is full; the change was rolled back and"
+            " nothing of it kept: free space on the server, then run again"
+        )
+    elif state in _DAMAGED:
+        error = DatabaseDamagedError(
+            f"{where}: the database is damaged ({detail}); check the server's log and"
+            " restore the database from a backup"
+        )
+    elif state in _NO_SCHEMA:
+        error = DatabaseDamagedError(f"{where}: the database's schema is damaged ({detail})")
+    elif isinstance(exc, psycopg.OperationalError) and (
+        not state or state[:2] in _UNAVAILABLE_CLASSES
+    ):
+        error = DatabaseUnavailableError(f"{where}: database server unavailable: {detail}")
+    else:
+        error = StoreError(f"{where}: {detail}")
+    error.sqlite_error = None
+    return error
+
+
+def _message(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(exc) or type(exc).__name__
+    # libpq's connection errors start with where it tried, which may hold the host
+    # and user: keep only what went wrong.
+    return re.sub(r"^connection to server at [^,]+, port \d+ failed: ", "", text.strip())
+
+
+class _Execution:
+    """What ``execute`` returns, as aiosqlite's does: await it for the cursor, or
+    ``async with`` it to have the cursor closed afterwards."""
+
+    __slots__ = ("_conn", "_cursor", "_params", "_sql")
+
+    def __init__(self, conn: PgConnection, sql: str, params: Any) -> None:
+        self._conn, self._sql, self._params = conn, sql, params
+        self._cursor: PgCursor | None = None
+
+    def __await__(self) -> Generator[Any, None, PgCursor]:
+        return self._conn._execute(self._sql, self._params).__await__()
+
+    async def __aenter__(self) -> PgCursor:
+        self._cursor = await self._conn._execute(self._sql, self._params)
+        return self._cursor
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._cursor is not None:
+            await self._cursor.close()
+
+
+class PgCursor:
+    """A psycopg cursor whose rows were all fetched by ``execute`` (client-side)."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: psycopg.AsyncCursor[Any]) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    async def fetchone(self) -> Any:
+        return await self._cursor.fetchone() if self._cursor.pgresult is not None else None
+
+    async def fetchmany(self, size: int) -> list[Any]:
+        return await self._cursor.fetchmany(size) if self._cursor.pgresult is not None else []
+
+    async def fetchall(self) -> list[Any]:
+        return await self._cursor.fetchall() if self._cursor.pgresult is not None else []
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for row in await self.fetchall():
+            yield row
+
+    async def close(self) -> None:
+        await self._cursor.close()
+
+
+class PgConnection:
+    """The subset of aiosqlite's connection the store uses, on a psycopg connection."""
+
+    dialect = POSTGRESQL
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], where: PostgresUrl) -> None:
+        self._pg = conn
+        self.where = where
+        self.damaged: DatabaseDamagedError | None = None
+        conn.adapters.register_dumper(bool, _BoolAsInt)
+
+    @classmethod
+    async def connect(cls, where: PostgresUrl, *, read_only: bool = False) -> PgConnection:
+        try:
+            extra = {"password": where.password} if where.password is not None else {}
+            conn = await psycopg.AsyncConnection.connect(
+                make_conninfo(
+                    where.url,
+                    application_name=f"mirrorsync pid={os.getpid()}",  # who holds a lock
+                    **extra,
+                ),
+                autocommit=True,  # the store issues BEGIN and COMMIT itself, as on SQLite
+            )
+        except psycopg.Error as exc:
+            raise database_error(where, exc) from None
+        wrapped = cls(conn, where)
+        try:
+            # Timestamps are text in both dialects; the session's own zone never matters.
+            await wrapped.execute("SET TIME ZONE 'UTC'")
+            if read_only:
+                await wrapped.execute("SET default_transaction_read_only = on")
+        except BaseException:
+            await wrapped.close()
+            raise
+        return wrapped
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._pg.pgconn.transaction_status != pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> _Execution:
+        return _Execution(self, sql, parameters)
+
+    async def _execute(self, sql: str, params: Any) -> PgCursor:
+        cursor = self._pg.cursor()
+        try:
+            await cursor.execute(translate(sql), params)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        return PgCursor(cursor)
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> PgCursor:
+        cursor = self._pg.cursor()
+        try:
+            await cursor.executemany(translate(sql), parameters)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        return PgCursor(cursor)
+
+    def _error(self, exc: psycopg.Error) -> StoreError:
+        error = database_error(self.where, exc)
+        if isinstance(error, DatabaseDamagedError) and self.damaged is None:
+            self.damaged = error
+        return error
+
+    async def close(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            await self._pg.close()
+
+
+#: Key of the session-level advisory lock a run holds on a PostgreSQL database
+#: (mirrorsync.lock): one run at a time per database, as the lock file gives SQLite.
+RUN_LOCK_KEY = 0x6D69_7273_0000  # "mirs" 0
+
+
+class AdvisoryLock:
+    """A session-level advisory lock on its own connection, held until released
+    or until the connection ends (a killed process's included: the server drops
+    the session's locks with it)."""
+
+    def __init__(self, where: PostgresUrl, key: int = RUN_LOCK_KEY) -> None:
+        self.where = where
+        self.key = key
+        self._conn: PgConnection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    async def try_acquire(self) -> bool:
+        """Take the lock if it is free (never waits)."""
+        if self._conn is not None:
+            return True
+        conn = await PgConnection.connect(self.where)
+        try:
+            async with conn.execute("SELECT pg_try_advisory_lock(?)", (self.key,)) as cursor:
+                row = await cursor.fetchone()
+        except BaseException:
+            await conn.close()
+            raise
+        if not (row and row[0]):
+            await conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()  # the session's end drops its advisory locks
+
+    async def holder(self) -> tuple[int | None, str | None]:
+        """(PID, since) of the mirrorsync process holding the lock, as far as the
+        server knows it (its application_name, its session's start)."""
+        conn = await PgConnection.connect(self.where)
+        try:
+            async with conn.execute(
+                "SELECT a.application_name, a.backend_start FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND (l.classid::bigint << 32) + l.objid::bigint = ?",
+                (self.key,),
+            ) as cursor:
+                row = await cursor.fetchone()
+        finally:
+            await conn.close()
+        if row is None:
+            return None, None
+        match = re.search(r"pid=(\d+)", row[0] or "")
+        since = row[1].strftime("%Y-%m-%dT%H:%M:%S.%fZ") if row[1] is not None else None
+        return (int(match[1]) if match else None), since
