@@ -41,6 +41,9 @@ from mirrorsync.store.postgres import PgConnection, database_error
 
 log = logging.getLogger("mirrorsync.store")
 
+#: psycopg's connection under the store's (``PgConnection.raw``).
+Pg = psycopg.AsyncConnection[Any]
+
 #: Rows read from SQLite at a time (one thread hop of aiosqlite each).
 BATCH = 5000
 
@@ -186,7 +189,7 @@ def _failed(store: Store, step: str, error: StoreError) -> StoreError:
     return failed
 
 
-async def _refuse_unless_empty(store: Store, pg: Any, names: Sequence[str]) -> None:
+async def _refuse_unless_empty(store: Store, pg: Pg, names: Sequence[str]) -> None:
     """TargetNotEmptyError unless the target has no tables, or only an empty
     mirrorsync schema (one a mirrorsync opened and never synced into)."""
     present = await target_tables(pg)
@@ -217,7 +220,7 @@ async def _refuse_unless_empty(store: Store, pg: Any, names: Sequence[str]) -> N
         )
 
 
-async def _check_columns(pg: Any, target: str, tables: Sequence[SourceTable]) -> None:
+async def _check_columns(pg: Pg, target: str, tables: Sequence[SourceTable]) -> None:
     """Every SQLite table and column has its namesake in the target's schema."""
     rows = await _rows(
         pg,
@@ -309,19 +312,19 @@ class _SetAside:
     foreign: list[tuple[str, str, str]]  # (table, constraint, definition)
 
 
-async def _rows(pg: Any, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+async def _rows(pg: Pg, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
     async with pg.cursor() as cursor:
         await cursor.execute(sql, params)
         return list(await cursor.fetchall())
 
 
-async def target_tables(pg: Any) -> set[str]:
+async def target_tables(pg: Pg) -> set[str]:
     """The tables of the target's current schema."""
     rows = await _rows(pg, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
     return {str(r[0]) for r in rows}
 
 
-async def set_aside(pg: Any, tables: Sequence[str]) -> _SetAside:
+async def set_aside(pg: Pg, tables: Sequence[str]) -> _SetAside:
     """Drop the indexes and constraints of ``tables`` (inside the caller's transaction),
     returning what rebuilds them."""
     constraints = await _rows(
@@ -357,7 +360,7 @@ async def set_aside(pg: Any, tables: Sequence[str]) -> _SetAside:
     return aside
 
 
-async def restore(pg: Any, aside: _SetAside) -> None:
+async def restore(pg: Pg, aside: _SetAside) -> None:
     """Rebuild what :func:`set_aside` dropped: keys, then indexes, then foreign keys
     (each checked against every copied row as it is added)."""
     async with pg.cursor() as cursor:
@@ -373,11 +376,11 @@ async def restore(pg: Any, aside: _SetAside) -> None:
             )
 
 
-async def copy_table(pg: Any, source: Store, table: SourceTable) -> int:
+async def copy_table(pg: Pg, source: Store, table: SourceTable) -> int:
     """Every row of one SQLite table into its PostgreSQL namesake, by ``COPY``.
 
-    Text format: PostgreSQL parses each value as its column's type, so SQLite's
-    integers for booleans and its bytes for ``bytea`` need no conversion here.
+    Text format: PostgreSQL parses each value as its column's type (SQLite's
+    bytes as ``bytea``), so no value needs converting here.
     """
     copied = 0
     columns = _column_list(table.columns)
@@ -387,12 +390,12 @@ async def copy_table(pg: Any, source: Store, table: SourceTable) -> int:
             while batch := await rows.fetchmany(BATCH):
                 for row in batch:
                     await copy.write_row(row)
-                copied += len(batch)
+                    copied += 1
     return copied
 
 
 async def advance_sequences(
-    pg: Any, tables: Sequence[str], floors: dict[str, int]
+    pg: Pg, tables: Sequence[str], floors: dict[str, int]
 ) -> dict[str, int]:
     """Set every sequence feeding a column of ``tables`` past the highest id copied
     into it (and past ``floors``: ids SQLite handed out, rows since deleted).
