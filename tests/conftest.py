@@ -98,7 +98,7 @@ def catalog_config_text(
     the database's file name in ``tmp_path``.
     """
     return f"""
-database: {tmp_path / database}
+database: {database_value(tmp_path, database)}
 sources:
   - name: test
     kind: catalog
@@ -211,3 +211,31 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield postgres_server.url(name)
     finally:
         postgres_server.drop_database(name)
+
+
+#: This test's PostgreSQL database while a ``backend``-parametrised test runs on it.
+_POSTGRES_URL: str | None = None
+
+
+def database_value(tmp_path: Path, name: str = "state.db") -> str:
+    """What ``database:`` says in a test's configuration: ``tmp_path/name``, or, in
+    the postgresql variant of a ``backend`` test, that test's PostgreSQL database
+    (for the default name ``state.db``; other names stay SQLite files)."""
+    if _POSTGRES_URL is not None and name == "state.db":
+        return _POSTGRES_URL
+    return str(tmp_path / name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once on SQLite and once on PostgreSQL: every configuration made
+    with ``database_value`` (``catalog_config`` and its kin) points at the backend."""
+    global _POSTGRES_URL
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    _POSTGRES_URL = request.getfixturevalue("postgres_url")
+    try:
+        yield "postgresql"
+    finally:
+        _POSTGRES_URL = None

@@ -28,6 +28,9 @@ class Dialect:
     begin_write: str
     #: Every table of the current schema, as (count of tables, count named schema_migrations).
     tables_sql: str
+    #: A join (``... ON``) that keeps the left table outer: SQLite's planner takes
+    #: CROSS JOIN as that order; PostgreSQL plans a plain JOIN (and refuses CROSS ... ON).
+    ordered_join: str
 
     @property
     def postgresql(self) -> bool:
@@ -67,6 +70,7 @@ SQLITE = Dialect(
     begin_write="BEGIN IMMEDIATE",
     tables_sql="SELECT count(*), count(*) FILTER (WHERE name = 'schema_migrations')"
     " FROM sqlite_master WHERE type = 'table'",
+    ordered_join="CROSS JOIN",
 )
 
 POSTGRESQL = Dialect(
@@ -75,6 +79,7 @@ POSTGRESQL = Dialect(
     tables_sql="SELECT count(*), count(*) FILTER (WHERE table_name = 'schema_migrations')"
     " FROM information_schema.tables"
     " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+    ordered_join="JOIN",
 )
 
 # SQLite's types in PostgreSQL's: ids become identity columns (ids are still

@@ -120,10 +120,32 @@ def database_error(where: PostgresUrl, exc: psycopg.Error) -> StoreError:
 def _message(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
-    text = primary or str(exc) or type(exc).__name__
-    # libpq's connection errors start with where it tried, which may hold the host
-    # and user: keep only what went wrong.
-    return re.sub(r"^connection to server at [^,]+, port \d+ failed: ", "", text.strip())
+    return (primary or str(exc) or type(exc).__name__).strip()
+
+
+# libpq's words for a server that answered but is not taking connections now.
+_BUSY = (
+    "starting up",
+    "shutting down",
+    "in recovery mode",
+    "too many clients",
+    "remaining connection slots",
+)
+
+
+def connect_error(where: PostgresUrl, exc: psycopg.Error) -> StoreError:
+    """A connection that could not be made: the server unreachable or not accepting
+    connections (DatabaseUnavailableError), or refusing this one (a wrong password,
+    no such database or role: StoreError); libpq's words, without where it tried
+    (the URL names that)."""
+    text = str(exc).strip()
+    text = re.sub(r"^connection failed: ", "", text)
+    text = re.sub(r"connection to server (at|on) [^\n]*? failed: ", "", text)
+    text = one_line(scrub(text.replace("FATAL:  ", "")))
+    refused_us = "FATAL:" in str(exc) and not any(word in text for word in _BUSY)
+    if refused_us:
+        return StoreError(f"{where}: cannot connect: {text}")
+    return DatabaseUnavailableError(f"{where}: database server unavailable: {text}")
 
 
 class _Execution:
@@ -206,7 +228,7 @@ class PgConnection:
                 autocommit=True,  # the store issues BEGIN and COMMIT itself, as on SQLite
             )
         except psycopg.Error as exc:
-            raise database_error(where, exc) from None
+            raise connect_error(where, exc) from None
         wrapped = cls(conn, where)
         try:
             # Timestamps are text in both dialects; the session's own zone never matters.

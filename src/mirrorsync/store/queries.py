@@ -135,7 +135,7 @@ async def status(
     sql = (
         "SELECT src.name, st.release, st.name, st.present, st.version, st.spec_count, st.layout,"
         " st.last_checked, st.last_changed, st.last_error"
-        " FROM stacks st JOIN sources src ON src.id = st.source_id WHERE 1"
+        " FROM stacks st JOIN sources src ON src.id = st.source_id WHERE 1 = 1"
     )
     params: list[object] = []
     if release is not None:
@@ -267,8 +267,8 @@ async def stream_members_at(
     # CROSS JOIN: walk specs in hash order (its index), so SQLite never sorts the
     # whole result in memory; each spec's stay in the stack is an index lookup.
     async with store.conn.execute(
-        f"SELECT {SPEC_COLUMNS} FROM specs s CROSS JOIN memberships m ON s.id = m.spec_id"
-        f" WHERE m.stack_id = :stack AND {_AT_VERSION} ORDER BY s.hash",
+        f"SELECT {SPEC_COLUMNS} FROM specs s {store.dialect.ordered_join} memberships m"
+        f" ON s.id = m.spec_id WHERE m.stack_id = :stack AND {_AT_VERSION} ORDER BY s.hash",
         {"stack": stack_id, "v": version},
     ) as cursor:
         while rows := await cursor.fetchmany(_PAGE):
@@ -492,7 +492,8 @@ async def stack_specs(
     """The specs a stack holds now, by name, version and hash, with their manifests; streamed."""
     sql = (
         # specs first, by name (its index): only each name's few rows are sorted.
-        f"SELECT {_RECORD_COLUMNS} FROM specs s CROSS JOIN memberships m ON s.id = m.spec_id"
+        f"SELECT {_RECORD_COLUMNS} FROM specs s {store.dialect.ordered_join} memberships m"
+        " ON s.id = m.spec_id"
         " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
         " LEFT JOIN spec_manifests sm ON sm.stack_id = m.stack_id AND sm.spec_id = m.spec_id"
         " WHERE m.stack_id = ? AND m.left IS NULL"
