@@ -187,9 +187,13 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
                 "INSERT INTO webhooks (name, url, registered_at, registered_after_event)"
                 " VALUES (?, ?, ?, (SELECT coalesce(max(id), 0) FROM events))"
                 " ON CONFLICT (name) DO UPDATE SET configured = 1, url = excluded.url,"
-                " enabled = CASE WHEN url = excluded.url THEN enabled ELSE 1 END,"
-                " disabled_reason = CASE WHEN url = excluded.url THEN disabled_reason END,"
-                " disabled_at = CASE WHEN url = excluded.url THEN disabled_at END",
+                # the row's own columns named by table: PostgreSQL finds bare names ambiguous
+                " enabled = CASE WHEN webhooks.url = excluded.url"
+                " THEN webhooks.enabled ELSE 1 END,"
+                " disabled_reason = CASE WHEN webhooks.url = excluded.url"
+                " THEN webhooks.disabled_reason END,"
+                " disabled_at = CASE WHEN webhooks.url = excluded.url"
+                " THEN webhooks.disabled_at END",
                 (hook.name, hook.url.display, at),
             )
             webhook_id = await _scalar(conn, "SELECT id FROM webhooks WHERE name = ?", (hook.name,))
@@ -450,7 +454,7 @@ async def _new_batch(
     ``before``) as one delivery with a fresh message id."""
     async with conn.execute(
         "SELECT o.event_id, e.occurred_at FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
-        " WHERE o.webhook_id = ? AND o.delivery_id IS NULL AND (? IS NULL OR e.occurred_at < ?)"
+        " WHERE o.webhook_id = ? AND o.delivery_id IS NULL AND (CAST(? AS TEXT) IS NULL OR e.occurred_at < ?)"
         " ORDER BY o.event_id LIMIT ?",
         (webhook_id, before, before, max_batch),
     ) as cursor:
