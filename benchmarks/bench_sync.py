@@ -16,6 +16,14 @@ RSS from wait4):
               plain httpx GETs of the same URLs at the same concurrency, through one client and
               through clients of two connections each (the HTTP stack's ceiling)
 
+With --postgresql, a throw-away PostgreSQL server is started as tests/postgres.py
+starts one (Debian's binaries, a cluster in a temporary directory), with its
+durability settings off (fsync, synchronous_commit, full_page_writes: commits
+cost less than on a production server), and the first sync, 1% churn and
+"nothing changed" steps run again with `database:` pointed at it, from the same index files in the same run; the report
+adds them as ratios to the SQLite steps. `db migrate-to` of the SQLite history as
+it is then (N + churn specs) into an empty database of that server is timed too.
+
 The baseline, the 1% churn (alternating between two states, each resync a 1%
 change) and the "nothing changed" step are run --repeat times and their median
 is used. mirrorsync's sources are byte-compiled first, as pip does on install,
@@ -23,7 +31,7 @@ so that no step pays for compiling them (PYTHONDONTWRITEBYTECODE would otherwise
 make every process compile every module). Every figure is a ratio to the baseline of the same run: these
 machines are shared and noisy, absolute times do not compare across runs.
 
-Usage: python benchmarks/bench_sync.py [--specs 100000] [--churn-syncs 30] [--scale]
+Usage: python benchmarks/bench_sync.py [--specs 100000] [--churn-syncs 30] [--scale] [--postgresql]
 """
 
 from __future__ import annotations
@@ -209,7 +217,7 @@ class Server:
         self.proc.wait(10)
 
 
-def config_text(url: str, database: Path) -> str:
+def config_text(url: str, database: Path | str) -> str:
     return (
         f"database: {database}\n"
         "sources:\n"
@@ -222,8 +230,8 @@ def config_text(url: str, database: Path) -> str:
     )
 
 
-def mirrorsync(config: Path) -> list[str]:
-    return [sys.executable, "-m", "mirrorsync", "-q", "-c", str(config), "once"]
+def mirrorsync(config: Path, *command: str) -> list[str]:
+    return [sys.executable, "-m", "mirrorsync", "-q", "-c", str(config), *(command or ("once",))]
 
 
 def db_bytes(database: Path) -> int:
@@ -245,6 +253,11 @@ def main() -> int:
     )
     parser.add_argument("--crawl-specs", type=int, default=10_000)
     parser.add_argument("--crawl-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="also run the first sync, churn and unchanged steps on a throw-away PostgreSQL server",
+    )
     parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -265,6 +278,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mirrorsync-bench-"))
     server = Server(data.docroot)
     results: list[Sample] = []
+    pg_results: list[Sample] = []
     try:
         data.use_cached(0)
         catalog = json.loads((data.docroot / CATALOG).read_text())
@@ -306,6 +320,9 @@ def main() -> int:
         ]
         unchanged.note += f"; index blob requests: {len(blobs)}"
         results.append(unchanged)
+        if args.postgresql:  # the same steps from the same index files, on PostgreSQL
+            pg_results = postgresql_steps(data, server.url, database, work, args.repeat, env)
+            data.use_cached(1)  # where the growth series below starts
 
         # Database growth over repeated 1% churn (states 2..K are written on the fly).
         for k in range(2, args.churn_syncs + 1):
@@ -357,8 +374,70 @@ def main() -> int:
         f"{'growth':<11} database after {args.churn_syncs} syncs with 1% churn: {growth:.2f}x its size after the first (target <= 1.5x){' ok' if growth <= 1.5 else ' MISSED'}"
     )
     print(f"{'crawl':<11} {crawl_line}")
+    if args.postgresql:
+        print_postgresql(results, pg_results)
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def postgresql_steps(
+    data: Dataset, url: str, sqlite_db: Path, work: Path, repeat: int, env: dict[str, str]
+) -> list[Sample]:
+    """first, churn and unchanged with `database:` on a throw-away PostgreSQL server,
+    then `db migrate-to` of the SQLite history (``sqlite_db``) into an empty database."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import postgres  # tests/postgres.py: how the tests start a server
+
+    bindir = postgres.binaries()
+    if bindir is None:
+        sys.exit("--postgresql: no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+    pg = postgres.start(bindir)
+    try:
+        # The tests' server: fsync, synchronous_commit and full_page_writes off (given on
+        # pg_ctl's command line, which ALTER SYSTEM cannot override): commits cost less
+        # than on a production server.
+        config = work / "bench-pg.yaml"
+        config.write_text(config_text(url, pg.url(pg.new_database())))
+        samples: list[Sample] = []
+        data.use_cached(0)
+        samples.append(measure("first", mirrorsync(config), env=env))
+        churns = []
+        for k in range(repeat):  # states 1, 0, 1, ...: each resync a 1% churn
+            data.use_cached(1 - k % 2)
+            churns.append(measure("churn", mirrorsync(config), env=env))
+        samples.append(median(churns))
+        samples.append(median_of(repeat, "unchanged", mirrorsync(config), env=env))
+        sqlite_config = work / "bench.yaml"
+        target = pg.url(pg.new_database())
+        migrate = measure(
+            "migrate-to", mirrorsync(sqlite_config, "db", "migrate-to", target), env=env
+        )
+        with sqlite3.connect(sqlite_db) as conn:
+            specs, events = (
+                conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("specs", "events")
+            )
+        migrate.note = f"{specs} specs, {events} events copied"
+        samples.append(migrate)
+        return samples
+    finally:
+        pg.stop()
+
+
+def print_postgresql(results: list[Sample], pg_results: list[Sample]) -> None:
+    base = results[0]
+    sqlite = {s.name: s for s in results}
+    print("\nPostgreSQL (same run, same index files; server on this machine, fsync off)")
+    print(
+        f"{'step':<11} {'wall s':>8} {'RSS MB':>8} {'x SQLite':>9} {'wall x':>8} {'RSS x':>7}  note"
+    )
+    for s in pg_results:
+        other = sqlite.get(s.name)
+        ratio = f"{s.wall / other.wall:9.2f}" if other else f"{'':>9}"
+        print(
+            f"{s.name:<11} {s.wall:8.2f} {s.rss_mb:8.0f} {ratio} {s.wall / base.wall:8.3f}"
+            f" {s.rss_mb / base.rss_mb:7.3f}  {s.note}"
+        )
 
 
 def crawl_sample(n: int, concurrency: int) -> str:

@@ -18,6 +18,7 @@ EXIT_NO_DATABASE = 66  # EX_NOINPUT: nothing synced yet, so nothing to read
 EXIT_LOCKED = 75  # EX_TEMPFAIL
 EXIT_DAMAGED = 65  # EX_DATAERR: the database file is damaged; a person must check or restore it
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the database server cannot be reached
+EXIT_TARGET_NOT_EMPTY = 73  # EX_CANTCREAT: db migrate-to's target already holds a history
 
 
 class MirrorsyncError(Exception):
@@ -147,6 +148,13 @@ class NoDatabaseError(StoreError):
     nothing was synced yet."""
 
     exit_code = EXIT_NO_DATABASE
+
+
+class TargetNotEmptyError(StoreError):
+    """``db migrate-to`` was pointed at a database that already holds a mirrorsync
+    history: it copies only into an empty one, and wrote nothing."""
+
+    exit_code = EXIT_TARGET_NOT_EMPTY
 
 
 class LockHeldError(MirrorsyncError):

@@ -1,9 +1,10 @@
 """``mirrorsync`` command line. Parses arguments, runs one command, prints, exits.
 
 Exit codes (README, "Exit codes"): 0 success, 1 some stack, source, check or
-delivery failed, 2 configuration or usage error, 66 no database yet, 75 another
-run holds the lock, 128 + N ended by signal N (130 SIGINT, 143 SIGTERM, 129
-SIGHUP). A reader that goes away (``| head``) ends the command quietly with 0.
+delivery failed, 2 configuration or usage error, 66 no database yet, 73 the
+target of ``db migrate-to`` already holds a history, 75 another run holds the
+lock, 128 + N ended by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP). A reader
+that goes away (``| head``) ends the command quietly with 0.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "webhooks": commands.webhooks,
     "verify": commands.verify,
     "export": commands.export,
+    "db": commands.db,
 }
 
 

@@ -37,6 +37,7 @@ from mirrorsync.lock import hold, hold_for_sync
 from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
+from mirrorsync.store.location import PostgresUrl
 from mirrorsync.sync import RunProgress, RunReport, run_once
 
 if TYPE_CHECKING:
@@ -829,3 +830,32 @@ def _clean_pages(release_dir: Path, packages: set[str]) -> list[Path]:
         with contextlib.suppress(OSError):  # not empty: someone else's files stay
             page.parent.rmdir()
     return removed
+
+
+async def db(args: argparse.Namespace) -> int:
+    """``db migrate-to URL``: the configured SQLite history copied into PostgreSQL,
+    under the run lock, so no sync writes the history while it is read."""
+    from mirrorsync.store import transfer  # only this command needs it
+
+    config = load_config(args.config)
+    source = config.database_path
+    if not isinstance(source, Path):
+        raise UsageError(
+            f"{config.path}: database: is already {source}; db migrate-to copies a SQLite "
+            "database: point database: at the SQLite file to copy"
+        )
+    _require_database(config)
+    async with hold(source, wait=args.wait):
+        report = await transfer.migrate_to(source, PostgresUrl(args.url))
+    if args.json:
+        print_json(report.to_dict())
+        return EXIT_OK
+    print_table(["table", "rows"], [(t.name, t.rows) for t in report.tables])
+    last_event = report.sequences.get("events.id")
+    print(
+        f"copied {plural(report.rows, 'row')} of {plural(len(report.tables), 'table')} from "
+        f"{report.source} to {report.target} in {human_duration(report.seconds)}"
+        + (f"; new event ids follow {last_event}" if last_event else "")
+    )
+    print(f"next: point database: in {config.path} at {report.target}")
+    return EXIT_OK

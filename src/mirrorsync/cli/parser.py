@@ -57,6 +57,24 @@ def version_or_date(text: str) -> str:
     return text
 
 
+def postgresql_url(text: str) -> str:
+    """``db migrate-to``'s target: ``postgresql://[USER@]HOST[:PORT]/DBNAME[?...]``."""
+    from urllib.parse import urlsplit
+
+    from mirrorsync.redact import redact_url
+
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise argparse.ArgumentTypeError(
+            f"expected postgresql://USER@HOST:PORT/DBNAME, got {redact_url(text)}"
+        )
+    return text
+
+
 def duration_arg(text: str) -> float:
     try:
         return parse_duration(text)
@@ -276,6 +294,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lock_option(replay)
     _json(replay)
+
+    db = command("db", "the database itself: move the history to PostgreSQL")
+    db_actions = db.add_subparsers(
+        dest="db_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+    migrate = db_actions.add_parser(
+        "migrate-to",
+        help="copy the configured SQLite history into an empty PostgreSQL database",
+        description="copy the configured SQLite history (every version, event with its id, "
+        "pending webhook delivery, crawl and mirror state) into an empty PostgreSQL database, "
+        "in one transaction; exit 73 if the target already holds a mirrorsync history",
+    )
+    _common(migrate, top=False)
+    migrate.add_argument(
+        "url",
+        metavar="URL",
+        type=postgresql_url,
+        help="postgresql://USER@HOST[:PORT]/DBNAME[?sslmode=...]; the password from the URL, "
+        "PGPASSWORD or ~/.pgpass",
+    )
+    _lock_option(migrate)
+    _json(migrate)
 
     verify = command(
         "verify", "check that every binary the latest synced indexes list is on the mirror"

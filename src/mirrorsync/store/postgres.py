@@ -241,6 +241,12 @@ class PgConnection:
         return wrapped
 
     @property
+    def raw(self) -> psycopg.AsyncConnection[Any]:
+        """psycopg's own connection, for what the interface above has no verb for
+        (``COPY``, in store.transfer); its errors are the caller's to translate."""
+        return self._pg
+
+    @property
     def in_transaction(self) -> bool:
         return self._pg.pgconn.transaction_status != pq.TransactionStatus.IDLE
 
