@@ -11,6 +11,9 @@ UV          = .tools/bin/uv
 # Never download a Python: use the one named above. The venv is .venv here.
 export UV_PYTHON_DOWNLOADS = never
 export UV_PROJECT_ENVIRONMENT = $(VENV)
+# Installed packages byte-compiled, as pip does: otherwise, with
+# PYTHONDONTWRITEBYTECODE set, every process compiles httpx, aiohttp & co. again.
+export UV_COMPILE_BYTECODE = 1
 
 .PHONY: demo test lint typecheck unit lock locked-env test-bounds clean
 

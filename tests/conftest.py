@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import subprocess
@@ -20,6 +21,14 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.sync import RunReport, run_once
 from postgres import PostgresServer
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Byte-compile mirrorsync's sources once: the suite starts hundreds of CLI
+    processes, and with PYTHONDONTWRITEBYTECODE set (as on these machines) each
+    would otherwise compile every module it imports again (read, not written)."""
+    compileall.compile_dir(str(Path(__file__).parent.parent / "src"), quiet=1)
+
 
 REPO = Path(__file__).resolve().parent.parent
 

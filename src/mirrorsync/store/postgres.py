@@ -219,6 +219,8 @@ class PgConnection:
     async def connect(cls, where: PostgresUrl, *, read_only: bool = False) -> PgConnection:
         try:
             extra = {"password": where.password} if where.password is not None else {}
+            if "connect_timeout=" not in where.url:  # a server that never answers is down
+                extra["connect_timeout"] = str(CONNECT_TIMEOUT)
             conn = await psycopg.AsyncConnection.connect(
                 make_conninfo(
                     where.url,
@@ -278,6 +280,11 @@ class PgConnection:
     async def close(self) -> None:
         with contextlib.suppress(psycopg.Error):
             await self._pg.close()
+
+
+#: Seconds to wait for a server to take a connection, unless the URL says
+#: (``?connect_timeout=N``): past it the database is unavailable (exit 69).
+CONNECT_TIMEOUT = 30
 
 
 #: Key of the session-level advisory lock a run holds on a PostgreSQL database
