@@ -256,16 +256,16 @@ class PgConnection:
         return _Execution(self, sql, parameters)
 
     async def _execute(self, sql: str, params: Any) -> PgCursor:
-        cursor = self._pg.cursor()
-        try:
+        try:  # a cursor on a connection the server dropped fails too
+            cursor = self._pg.cursor()
             await cursor.execute(translate(sql), params)
         except psycopg.Error as exc:
             raise self._error(exc) from None
         return PgCursor(cursor)
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> PgCursor:
-        cursor = self._pg.cursor()
-        try:
+        try:  # a cursor on a connection the server dropped fails too
+            cursor = self._pg.cursor()
             await cursor.executemany(translate(sql), parameters)
         except psycopg.Error as exc:
             raise self._error(exc) from None
