@@ -42,8 +42,10 @@ lint: $(BIN)/mirrorsync
 typecheck: $(BIN)/mirrorsync
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist), a test file each at a time: most tests wait on
+# sockets and child processes, so two keep both cores of a CI machine busy.
 unit: $(BIN)/mirrorsync
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: locked-env lint typecheck unit
 

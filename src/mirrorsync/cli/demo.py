@@ -132,5 +132,6 @@ async def run_demo(args: argparse.Namespace) -> int:
         f"  {me} once                                # then: {me} status",
         markup=False,
         highlight=False,
+        soft_wrap=True,  # never wrapped: a long path must still paste as one command
     )
     return EXIT_OK
