@@ -26,10 +26,28 @@ pytestmark = pytest.mark.skipif(
 def _write_release(docroot: Path, pool: list[dict[str, object]], state: int) -> None:
     """Root (the union) and two overlapping stacks; state 2 drops 4 specs and adds 5."""
     chosen = pool[:200] if state == 1 else pool[4:205]
+    by_hash = {str(n["hash"]): n for n in chosen}
+
+    def closed(picked: list[dict[str, object]]) -> list[dict[str, object]]:
+        """With the dependencies of every spec picked, as a Spack index holds them:
+        a compiler is derived from its dependency's node, so a stack without that
+        node would store the spec without one, depending on which stack came first."""
+        keep, todo = {}, list(picked)
+        while todo:
+            node = todo.pop()
+            if str(node["hash"]) in keep:
+                continue
+            keep[str(node["hash"])] = node
+            deps = node.get("dependencies")
+            for dep in deps if isinstance(deps, list) else ():
+                if dep["hash"] in by_hash:
+                    todo.append(by_hash[dep["hash"]])
+        return [n for n in chosen if str(n["hash"]) in keep]
+
     stacks = {
         "root": chosen,
-        "e4s": [n for i, n in enumerate(chosen) if i % 2 == 0],
-        "tutorial": [n for i, n in enumerate(chosen) if i % 3 == 0 or i > 150],
+        "e4s": closed([n for i, n in enumerate(chosen) if i % 2 == 0]),
+        "tutorial": closed([n for i, n in enumerate(chosen) if i % 3 == 0 or i > 150]),
     }
     build_catalog_from_specs(
         docroot,
