@@ -13,7 +13,7 @@ stops the store from writing anything more.
 A :class:`~mirrorsync.store.location.PostgresUrl` opens the same store on a
 PostgreSQL database instead (:mod:`mirrorsync.store.postgres`, psycopg 3): the
 same statements, the same numbered migrations (in PostgreSQL's types, or a
-``NNNN_name.postgresql.sql`` body where the SQL must differ), the same errors.
+``NNNN_name.postgresql.sql`` adds what only PostgreSQL needs), the same errors.
 What differs is said once, in :mod:`mirrorsync.store.dialect`, reached as
 ``store.dialect`` or ``conn.dialect``.
 """
@@ -70,8 +70,8 @@ def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
     """(number, name, sql) of every bundled migration, in order, in ``dialect``.
 
     One numbered list for both dialects. A migration's body is ``NNNN_name.sql``
-    (written for SQLite, its types mapped by ``Dialect.migration``), unless a
-    ``NNNN_name.<dialect>.sql`` beside it says what that dialect runs instead.
+    (written for SQLite, mapped by ``Dialect.migration``), followed by what a
+    ``NNNN_name.<dialect>.sql`` beside it adds for that dialect only.
     """
     common: dict[tuple[int, str], str] = {}
     own: dict[tuple[int, str], str] = {}
@@ -85,7 +85,7 @@ def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
         elif match["dialect"] == dialect.name:
             own[key] = entry.read_text("utf-8")
     return sorted(
-        (number, name, dialect.migration(own.get((number, name), sql)))
+        (number, name, dialect.migration(sql) + own.get((number, name), ""))
         for (number, name), sql in common.items()
     )
 

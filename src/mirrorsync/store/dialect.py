@@ -85,7 +85,7 @@ POSTGRESQL = Dialect(
 # SQLite's types in PostgreSQL's: ids become identity columns (ids are still
 # given by the database, in increasing order); INTEGER is 64-bit in SQLite, so
 # BIGINT (sizes in bytes pass 2**31); BLOB is BYTEA; WITHOUT ROWID is SQLite's
-# storage choice only. Text timestamps stay text: ISO 8601 UTC sorts as text.
+# storage choice only; instr is strpos. Text timestamps stay text: ISO 8601 UTC sorts as text.
 _POSTGRES_DDL = (
     (
         re.compile(r"\bid\s+INTEGER\s+PRIMARY\s+KEY(\s+AUTOINCREMENT)?\b", re.IGNORECASE),
@@ -94,4 +94,5 @@ _POSTGRES_DDL = (
     (re.compile(r"\bINTEGER\b", re.IGNORECASE), "BIGINT"),
     (re.compile(r"\bBLOB\b", re.IGNORECASE), "BYTEA"),
     (re.compile(r"\)\s*WITHOUT\s+ROWID", re.IGNORECASE), ")"),
+    (re.compile(r"\binstr\(", re.IGNORECASE), "strpos("),  # same arguments, same result
 )
