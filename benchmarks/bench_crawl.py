@@ -39,7 +39,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 CACHE = HERE / ".cache"
-CATALOG = "cache_spack_io_index.json"
 NGINX = "/usr/sbin/nginx"
 
 
@@ -147,17 +146,10 @@ def reference(cmd: list[str], env: dict[str, str]) -> Run:
 
 
 def config_text(url: str, database: Path, policy: str, concurrency: int) -> str:
-    return (
-        f"database: {database}\n"
-        "sources:\n"
-        "  - name: bench\n"
-        "    kind: catalog\n"
-        f"    url: {url}/{CATALOG}\n"
-        f"    bucket_urls: {{spack-binaries: {url}/}}\n"
-        f"    manifests: {policy}\n"
-        f"http: {{concurrency: {concurrency}, per_host_concurrency: {concurrency}, "
-        "per_host_rate: 100000}\n"
-    )
+    from bench_sync import config_text as catalog_config
+
+    http = f"concurrency: {concurrency}, per_host_concurrency: {concurrency}, per_host_rate: 100000"
+    return catalog_config(url, database, manifests=policy, http=http)
 
 
 def main() -> int:

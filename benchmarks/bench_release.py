@@ -64,7 +64,6 @@ SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 
 CACHE = HERE / ".cache"
-CATALOG = "cache_spack_io_index.json"
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(SRC)}
 TIMEOUT = 900.0  # seconds any one measured process may take
@@ -381,17 +380,11 @@ def generated(flag: str, *extra: str) -> None:
 
 def config(path: Path, url: str, database: Path, *, manifests: str, concurrency: int = 16,
            per_host: int | None = None) -> Path:  # fmt: skip
+    from bench_sync import config_text
+
     host = f", per_host_concurrency: {per_host}" if per_host else ""
-    path.write_text(
-        f"database: {database}\n"
-        "sources:\n"
-        "  - name: bench\n"
-        "    kind: catalog\n"
-        f"    url: {url}/{CATALOG}\n"
-        f"    bucket_urls: {{spack-binaries: {url}/}}\n"
-        f"    manifests: {manifests}\n"
-        f"http: {{concurrency: {concurrency}{host}, per_host_rate: 100000, timeout: 120}}\n"
-    )
+    http = f"concurrency: {concurrency}{host}, per_host_rate: 100000, timeout: 120"
+    path.write_text(config_text(url, database, manifests=manifests, http=http))
     return path
 
 

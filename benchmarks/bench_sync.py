@@ -217,7 +217,14 @@ class Server:
         self.proc.wait(10)
 
 
-def config_text(url: str, database: Path | str) -> str:
+def config_text(
+    url: str,
+    database: Path | str,
+    *,
+    manifests: str = "none",
+    http: str = "concurrency: 32, per_host_rate: 10000",
+) -> str:
+    """The benchmarks' configuration (bench_crawl.py and bench_release.py too)."""
     return (
         f"database: {database}\n"
         "sources:\n"
@@ -225,8 +232,8 @@ def config_text(url: str, database: Path | str) -> str:
         "    kind: catalog\n"
         f"    url: {url}/{CATALOG}\n"
         f"    bucket_urls: {{spack-binaries: {url}/}}\n"
-        "    manifests: none\n"
-        "http: {concurrency: 32, per_host_rate: 10000}\n"
+        f"    manifests: {manifests}\n"
+        f"http: {{{http}}}\n"
     )
 
 
