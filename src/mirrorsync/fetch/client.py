@@ -41,7 +41,7 @@ from mirrorsync.fetch.retry import (
     retry_after_too_long,
 )
 from mirrorsync.fetch.throttle import Throttle, origin
-from mirrorsync.fetch.transport import AiohttpTransport, as_sent
+from mirrorsync.fetch.transport import AiohttpTransport, as_sent, bytes_received, read_declared
 from mirrorsync.logs import fields
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.units import human_duration, human_size
@@ -239,13 +239,11 @@ class HttpClient:
             body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
             if expected_digest is not None:
                 body.hash_with(algorithm)
-            content = bytearray()
-            async for chunk in body:
-                content += chunk
+            content = await body.read()
             body.check(expected_digest)
             return Fetched(
                 url,
-                bytes(content),
+                content,
                 response.headers.get("etag"),
                 response.headers.get("last-modified"),
             )
@@ -471,9 +469,7 @@ class HttpClient:
             await response.aclose()
             if self._log_requests:
                 seconds = time.monotonic() - started  # bytes as received (compressed or not)
-                log_request(
-                    method, url, response.status_code, response.num_bytes_downloaded, seconds
-                )
+                log_request(method, url, response.status_code, bytes_received(response), seconds)
 
     async def _send_direct(
         self, method: str, address: str, headers: dict[str, str]
@@ -601,8 +597,9 @@ class _Body:
         self._raw_deflate = False
         self._decoder = _decoder(url, response.headers.get("content-encoding", ""))
         declared = response.headers.get("content-length", "")
+        self._declared: int | None = None  # the body's length, when the headers tell it
         if declared.isdigit() and self._decoder is None:  # identity: the declared length is it
-            size = int(declared)
+            size = self._declared = int(declared)
             if max_bytes is not None and size > max_bytes:
                 raise _too_large(url, size, max_bytes, limit_name)
             if expected_length is not None and size != expected_length:
@@ -644,6 +641,20 @@ class _Body:
                 await anyio.to_thread.run_sync(sink, batch)
         finally:
             self._digest = digest
+
+    async def read(self) -> bytes:
+        """The whole body into memory, within the same bounds as iterating it.
+
+        A body of declared length (already checked against the bounds) is read
+        in one go where the transport can; any other is gathered chunk by chunk."""
+        if self._declared is not None:
+            whole = await read_declared(self._response, self._declared)
+            if whole is not None:
+                return self._take(whole) if whole else whole
+        content = bytearray()
+        async for chunk in self:
+            content += chunk
+        return bytes(content)
 
     def _budget(self) -> int:
         """How many more bytes may be taken: up to one past the tighter bound (0: no bound)."""

@@ -21,6 +21,7 @@ leaves this module.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import ssl
@@ -204,6 +205,7 @@ class _Stream(httpx.AsyncByteStream):
         self._request = request
         self._answer = answer
         self._release = release
+        self.received = 0  # body bytes read, however they were read
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._answer.content
@@ -215,15 +217,52 @@ class _Stream(httpx.AsyncByteStream):
             else:
                 if not chunk:
                     return
+                self.received += len(chunk)
                 yield chunk
                 continue
             raise failure
+
+    async def read_exactly(self, size: int) -> bytes:
+        """The body, known to be ``size`` bytes long (its Content-Length), in one read:
+        a small document's answer costs one await instead of a chain of iterators.
+        A body that breaks off fails as it would when iterated."""
+        try:
+            whole = await self._answer.content.readexactly(size)
+        except asyncio.IncompleteReadError:
+            failure: Exception = httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body",
+                request=self._request,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failure = _translated(exc, self._request)
+        else:
+            self.received += size
+            return whole
+        raise failure
 
     async def aclose(self) -> None:
         self._answer.release()  # closes the connection if the body was not read to its end
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+async def read_declared(response: httpx.Response, size: int) -> bytes | None:
+    """The whole body of a response from this transport whose Content-Length is
+    ``size`` (and within the caller's bounds), in one read; None for any other
+    response, to be read as a stream."""
+    stream = response.stream
+    if isinstance(stream, _Stream):
+        return await stream.read_exactly(size)
+    return None
+
+
+def bytes_received(response: httpx.Response) -> int:
+    """The body bytes read so far (as received: compressed or not)."""
+    stream = response.stream
+    if isinstance(stream, _Stream):
+        return stream.received
+    return response.num_bytes_downloaded
 
 
 def as_sent(headers: httpx.Headers) -> list[tuple[str, str]]:
