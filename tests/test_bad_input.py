@@ -633,3 +633,36 @@ def test_a_hash_stored_under_another_name_refuses_the_second_index(
     report = sync(config)
     assert report.exit_code == 0, report.failures
     assert versions(config.database_path)[("develop", "e4s")] == 2
+
+
+def test_a_hash_listed_under_two_names_in_one_run_is_stored_once(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """Two stacks of one first sync list a hash as different name@versions: the
+    stack that commits first keeps its record, the other's index is refused,
+    though the run knows the first record without reading it again."""
+    build(docroot)
+    taken = nodes("r", 1)[0]  # root's: pkg-r@1.0
+    h = str(taken["hash"])
+    forged = {**taken, "name": "evil", "version": "6.6.6"}
+    serve_index(docroot, index({**GOOD_E4S, h: {"spec": forged, "in_buildcache": True}}))
+    config = catalog_config(tmp_path, server)
+    report = sync(config)
+    statuses = {o.stack: o.status for o in report.stacks}
+    assert sorted(statuses.values()) == ["changed", "failed"], statuses
+    (kept,) = [stack for stack, status in statuses.items() if status == "changed"]
+    (refused,) = [stack for stack, status in statuses.items() if status == "failed"]
+    here, stored = ("pkg-r@1.0", "evil@6.6.6") if refused == "root" else ("evil@6.6.6", "pkg-r@1.0")
+    (failure,) = report.failures
+    assert f"test:develop/{refused}: malformed build cache index at " in failure, failure
+    assert f"hash {h} is {here} here but was stored as {stored} by test:develop/{kept}" in failure
+    with sqlite3.connect(sqlite_file(config.database_path)) as conn:
+        assert conn.execute(
+            "SELECT name || '@' || version FROM specs WHERE hash = ?", (h,)
+        ).fetchall() == [(stored,)]
+        members = conn.execute(
+            "SELECT st.name FROM memberships m JOIN stacks st ON st.id = m.stack_id"
+            " JOIN specs s ON s.id = m.spec_id WHERE s.hash = ?",
+            (h,),
+        ).fetchall()
+    assert members == [(kept,)]

@@ -199,6 +199,11 @@ class Store:
         self._clock_warned = False
         self.dry_run = False  # every write inside one transaction that close() rolls back
         self.claims: Claims = Claims()  # SQLite: one run holds the database whole
+        #: Spec rows this store saw committed: hash -> (id, name, version). A spec's
+        #: row is written once and never changes or goes, so what a committed
+        #: transaction saw stays true for the run: a stack's sync looks up only
+        #: the hashes no earlier stack brought (``writes.commit_snapshot`` fills it).
+        self.known_specs: dict[str, tuple[int, str, str]] = {}
 
     @property
     def damaged(self) -> DatabaseDamagedError | None:

@@ -140,6 +140,15 @@ async def retire_stack(
 
 async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committed:
     """Write a stack's new version, its memberships and its events in one transaction."""
+    seen: dict[str, tuple[int, str, str]] = {}  # spec rows known once this commits
+    committed = await _commit_snapshot(store, snapshot, at, seen)
+    store.known_specs.update(seen)
+    return committed
+
+
+async def _commit_snapshot(
+    store: Store, snapshot: Snapshot, at: str, seen: dict[str, tuple[int, str, str]]
+) -> Committed:
     async with store.transaction() as conn:
         await serialise(conn)  # before its new specs' rows are locked: see serialise()
         async with conn.execute(
@@ -169,7 +178,7 @@ async def commit_snapshot(store: Store, snapshot: Snapshot, at: str) -> Committe
         events = 0
         if snapshot.announce:
             events += await record(conn, "stack.added", where)
-        added, n = await _add_members(conn, snapshot, version, at, where)
+        added, n = await _add_members(conn, snapshot, version, at, where, store.known_specs, seen)
         events += n
         removed, n = await _remove_members(conn, snapshot, version, where)
         events += n
@@ -273,10 +282,13 @@ _LOOKUP_CHUNK = 500
 
 async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
     """Which of ``hashes`` the ``specs`` table holds already (stored by any stack,
-    ever): a sync decodes only the others in full. Spec rows are never deleted."""
-    found: set[str] = set()
-    for start in range(0, len(hashes), _LOOKUP_CHUNK):
-        chunk = hashes[start : start + _LOOKUP_CHUNK]
+    ever): a sync decodes only the others in full. Spec rows are never deleted, so
+    those this run saw committed (``Store.known_specs``) are not looked up again."""
+    known = store.known_specs
+    found = {h for h in hashes if h in known}
+    rest = [h for h in hashes if h not in known] if found else list(hashes)
+    for start in range(0, len(rest), _LOOKUP_CHUNK):
+        chunk = rest[start : start + _LOOKUP_CHUNK]
         async with store.conn.execute(
             f"SELECT hash FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})", chunk
         ) as cursor:
@@ -290,8 +302,14 @@ async def _add_members(
     version: int,
     at: str,
     where: Where,
+    known: dict[str, tuple[int, str, str]],
+    seen: dict[str, tuple[int, str, str]],
 ) -> tuple[int, int]:
-    """Open the memberships of the added specs (stored first if new); (members, events)."""
+    """Open the memberships of the added specs (stored first if new); (members, events).
+
+    ``known``: spec rows seen committed before (hash -> id, name, version); the
+    rows this transaction finds or writes are put in ``seen``, to be known once
+    it commits."""
     if not snapshot.added:
         return 0, 0
     variants_json: dict[tuple[str, ...], str] = {}
@@ -315,31 +333,35 @@ async def _add_members(
     # A hash names its content: a stored record must have the name and version
     # this snapshot gives it. Those stored before (by name, or in full when some
     # turned out to be stored already) are compared; a conflict refuses the index.
-    stored = (
-        snapshot.added
-        if cursor.rowcount != len(new)
-        else [s for s in snapshot.added if not isinstance(s, SpecInfo)]
-    )
-    if stored and not await _same_records(conn, stored):
+    # Rows known from earlier commits are compared in memory, the others as read.
+    all_new = cursor.rowcount == len(new)
+    ids: list[int] = []
+    unknown: list[SpecInfo | SpecName] = []
+    for s in snapshot.added:
+        row = known.get(s.hash)
+        if row is None:
+            unknown.append(s)
+        elif (row[1], row[2]) != (s.name, s.version) and not (all_new and isinstance(s, SpecInfo)):
+            await _refuse_conflict(conn, snapshot)
+        else:
+            ids.append(row[0])
+    if unknown and not await _read_rows(conn, unknown, not all_new, seen):
         await _refuse_conflict(conn, snapshot)
-    count = 0
-    hashes = [s.hash for s in snapshot.added]
-    for start in range(0, len(hashes), _LOOKUP_CHUNK):
-        chunk = hashes[start : start + _LOOKUP_CHUNK]
-        cursor = await conn.execute(
-            "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
-            f" FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
-            (snapshot.stack_id, version, *chunk),
-        )
-        count += cursor.rowcount
-    if count != len(hashes):
+    ids.extend(seen[s.hash][0] for s in unknown if s.hash in seen)
+    if len(ids) != len(snapshot.added):
         raise StoreError(
-            f"{len(hashes) - count} of the specs added to stack {snapshot.stack_id} are not stored"
+            f"{len(snapshot.added) - len(ids)} of the specs added to stack"
+            f" {snapshot.stack_id} are not stored"
         )
+    ids.sort()  # in key order: the stack's memberships are appended, not scattered
+    await conn.executemany(
+        "INSERT INTO memberships (stack_id, spec_id, entered, left) VALUES (?, ?, ?, NULL)",
+        ((snapshot.stack_id, spec_id, version) for spec_id in ids),
+    )
     events = await record(
         conn, "spec.added", where, specs=_ENTERED, params=(snapshot.stack_id, version)
     )
-    return count, events
+    return len(ids), events
 
 
 #: The memberships a version opened (``_ENTERED``) or closed (``_LEFT``), in hash order.
@@ -353,20 +375,33 @@ _LEFT = (
 )
 
 
-async def _same_records(conn: Connection, specs: Sequence[SpecInfo | SpecName]) -> bool:
-    """Whether every one of ``specs`` is stored under the name and version it gives."""
-    given = {s.hash: (s.name, s.version) for s in specs}
+async def _read_rows(
+    conn: Connection,
+    specs: Sequence[SpecInfo | SpecName],
+    check_all: bool,
+    seen: dict[str, tuple[int, str, str]],
+) -> bool:
+    """Read the rows of ``specs`` into ``seen``; whether every one is stored, and
+    under the name and version it gives (a SpecInfo only if ``check_all``: it was
+    just written, unless some of the snapshot's new specs turned out stored)."""
+    given = {s.hash: s for s in specs}
     hashes = list(given)
     found = 0
     for start in range(0, len(hashes), _LOOKUP_CHUNK):
         chunk = hashes[start : start + _LOOKUP_CHUNK]
         async with conn.execute(
-            f"SELECT hash, name, version FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
+            "SELECT id, hash, name, version FROM specs"
+            f" WHERE hash IN ({', '.join('?' * len(chunk))})",
             chunk,
         ) as cursor:
-            for spec_hash, name, version in await cursor.fetchall():
-                if given[spec_hash] != (name, version):
+            for spec_id, spec_hash, name, version in await cursor.fetchall():
+                spec = given[spec_hash]
+                if (check_all or not isinstance(spec, SpecInfo)) and (
+                    spec.name,
+                    spec.version,
+                ) != (name, version):
                     return False
+                seen[spec_hash] = (spec_id, spec.name, spec.version)
                 found += 1
     return found == len(hashes)
 
