@@ -13,6 +13,8 @@ the external compilers with ``in_buildcache: false``, as Spack 1.x does, in
 Spack's v3 layout as the fixture writes it (manifests: none). State 2 is the
 same release after churn: 1% of the pool retired from every stack holding it,
 1% new specs added to the stacks they draw, so every stack changes by ~1%.
+``--stacks 0`` makes a release of one stack (root) holding the whole pool: the
+floor of bench_sync.py's single-stack sync, measured the same way.
 
 nginx (installed with apt-get if missing) serves it from a temporary prefix on a
 free loopback port. Each figure is a separate process (wall time, peak RSS and
@@ -301,7 +303,7 @@ def generate_release(specs: int, stacks: int, seed: int = 17) -> None:
         by_stack: dict[str, list[dict[str, Any]]] = {"root": []}
         by_stack.update((label, []) for label in labels)
         for i in chosen:
-            if members[i]:
+            if members[i] or not stacks:  # --stacks 0: one stack of every spec (root)
                 by_stack["root"].append(pool[i])
                 for j in members[i]:
                     by_stack[labels[j]].append(pool[i])
@@ -853,7 +855,7 @@ def report(res: Results, args: argparse.Namespace) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--specs", type=int, default=100_000, help="the shared pool")
-    parser.add_argument("--stacks", type=int, default=30, help="stacks besides root")
+    parser.add_argument("--stacks", type=int, default=30, help="stacks besides root (0: root alone, the whole pool)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--crawl-specs", type=int, default=10_000)
     parser.add_argument(

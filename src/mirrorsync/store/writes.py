@@ -284,9 +284,9 @@ async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
     """Which of ``hashes`` the ``specs`` table holds already (stored by any stack,
     ever): a sync decodes only the others in full. Spec rows are never deleted, so
     those this run saw committed (``Store.known_specs``) are not looked up again."""
-    known = store.known_specs
-    found = {h for h in hashes if h in known}
-    rest = [h for h in hashes if h not in known] if found else list(hashes)
+    wanted = set(hashes)
+    found = wanted & store.known_specs.keys()  # set operations in C: ~500,000 per stack
+    rest = sorted(wanted - found)
     for start in range(0, len(rest), _LOOKUP_CHUNK):
         chunk = rest[start : start + _LOOKUP_CHUNK]
         async with store.conn.execute(
@@ -334,17 +334,19 @@ async def _add_members(
     # this snapshot gives it. Those stored before (by name, or in full when some
     # turned out to be stored already) are compared; a conflict refuses the index.
     # Rows known from earlier commits are compared in memory, the others as read.
+    # (A known row is stored, so a SpecInfo found known was not written now either.)
     all_new = cursor.rowcount == len(new)
     ids: list[int] = []
     unknown: list[SpecInfo | SpecName] = []
+    get = known.get
     for s in snapshot.added:
-        row = known.get(s.hash)
+        row = get(s.hash)
         if row is None:
             unknown.append(s)
-        elif (row[1], row[2]) != (s.name, s.version) and not (all_new and isinstance(s, SpecInfo)):
-            await _refuse_conflict(conn, snapshot)
-        else:
+        elif row[1] == s.name and row[2] == s.version:
             ids.append(row[0])
+        else:
+            await _refuse_conflict(conn, snapshot)
     if unknown and not await _read_rows(conn, unknown, not all_new, seen):
         await _refuse_conflict(conn, snapshot)
     ids.extend(seen[s.hash][0] for s in unknown if s.hash in seen)
