@@ -10,6 +10,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from conftest import catalog_config, run_cli, sync
@@ -666,3 +667,41 @@ def test_a_hash_listed_under_two_names_in_one_run_is_stored_once(
             (h,),
         ).fetchall()
     assert members == [(kept,)]
+
+
+def test_a_hash_the_run_knows_is_compared_with_its_record(tmp_path: Path) -> None:
+    """A stored record this run read once (to compare it, for a second stack) is
+    kept in memory and compared there for a third: still refused when it differs,
+    and nothing of the refused snapshot is kept."""
+    from mirrorsync.errors import FormatError
+    from mirrorsync.formats.index import SpecInfo, SpecName
+    from mirrorsync.store import Store, writes
+
+    h = fake_hash("shared")
+    at = "2026-12-02T00:00:00.000000Z"
+
+    async def run() -> str:
+        async with await Store.open(tmp_path / "state.db") as store:
+            source = await writes.ensure_source(store, "t", "catalog", "http://x.invalid/")
+            rows = [await writes.ensure_stack(store, source, "develop", n) for n in "abc"]
+            full = SpecInfo(h, "zlib", "1.3", "linux", "ubuntu22.04", "x86_64", None, ())
+            await writes.commit_snapshot(
+                store, writes.Snapshot(rows[0].id, None, None, [full], ()), at
+            )
+            same = writes.Snapshot(rows[1].id, None, None, [SpecName(h, "zlib", "1.3")], ())
+            await writes.commit_snapshot(store, same, at)
+            assert store.known_specs[h][1:] == ("zlib", "1.3")  # read once, for stack b
+            forged = writes.Snapshot(rows[2].id, None, None, [SpecName(h, "evil", "6.6.6")], ())
+            try:
+                await writes.commit_snapshot(store, forged, at)
+            except FormatError as exc:
+                return str(exc)
+            raise AssertionError("the forged record was taken in")
+
+    problem = anyio.run(run)
+    assert f"hash {h} is evil@6.6.6 here but was stored as zlib@1.3 by t:develop/a" in problem
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        held = conn.execute(
+            "SELECT st.name FROM memberships m JOIN stacks st ON st.id = m.stack_id ORDER BY 1"
+        ).fetchall()
+    assert held == [("a",), ("b",)]

@@ -308,8 +308,8 @@ async def _add_members(
     """Open the memberships of the added specs (stored first if new); (members, events).
 
     ``known``: spec rows seen committed before (hash -> id, name, version); the
-    rows this transaction finds or writes are put in ``seen``, to be known once
-    it commits."""
+    stored rows this transaction reads are put in ``seen``, to be known once it
+    commits."""
     if not snapshot.added:
         return 0, 0
     variants_json: dict[tuple[str, ...], str] = {}
@@ -333,37 +333,52 @@ async def _add_members(
     # A hash names its content: a stored record must have the name and version
     # this snapshot gives it. Those stored before (by name, or in full when some
     # turned out to be stored already) are compared; a conflict refuses the index.
-    # Rows known from earlier commits are compared in memory, the others as read.
+    # Rows known from earlier commits are compared in memory, the others as read
+    # (and known from then on). Specs written just now are neither read nor
+    # compared: SQLite finds their ids as it opens their memberships.
     # (A known row is stored, so a SpecInfo found known was not written now either.)
     all_new = cursor.rowcount == len(new)
     ids: list[int] = []
     unknown: list[SpecInfo | SpecName] = []
+    written: list[str] = []
     get = known.get
     for s in snapshot.added:
         row = get(s.hash)
         if row is None:
-            unknown.append(s)
+            if all_new and isinstance(s, SpecInfo):
+                written.append(s.hash)
+            else:
+                unknown.append(s)
         elif row[1] == s.name and row[2] == s.version:
             ids.append(row[0])
         else:
             await _refuse_conflict(conn, snapshot)
-    if unknown and not await _read_rows(conn, unknown, not all_new, seen):
+    if unknown and not await _read_rows(conn, unknown, seen):
         await _refuse_conflict(conn, snapshot)
     ids.extend(seen[s.hash][0] for s in unknown if s.hash in seen)
-    if len(ids) != len(snapshot.added):
-        raise StoreError(
-            f"{len(snapshot.added) - len(ids)} of the specs added to stack"
-            f" {snapshot.stack_id} are not stored"
-        )
     ids.sort()  # in key order: the stack's memberships are appended, not scattered
     await conn.executemany(
         "INSERT INTO memberships (stack_id, spec_id, entered, left) VALUES (?, ?, ?, NULL)",
         ((snapshot.stack_id, spec_id, version) for spec_id in ids),
     )
+    count = len(ids)
+    for start in range(0, len(written), _LOOKUP_CHUNK):
+        chunk = written[start : start + _LOOKUP_CHUNK]
+        cursor = await conn.execute(
+            "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
+            f" FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
+            (snapshot.stack_id, version, *chunk),
+        )
+        count += cursor.rowcount
+    if count != len(snapshot.added):
+        raise StoreError(
+            f"{len(snapshot.added) - count} of the specs added to stack"
+            f" {snapshot.stack_id} are not stored"
+        )
     events = await record(
         conn, "spec.added", where, specs=_ENTERED, params=(snapshot.stack_id, version)
     )
-    return len(ids), events
+    return count, events
 
 
 #: The memberships a version opened (``_ENTERED``) or closed (``_LEFT``), in hash order.
@@ -378,14 +393,10 @@ _LEFT = (
 
 
 async def _read_rows(
-    conn: Connection,
-    specs: Sequence[SpecInfo | SpecName],
-    check_all: bool,
-    seen: dict[str, tuple[int, str, str]],
+    conn: Connection, specs: Sequence[SpecInfo | SpecName], seen: dict[str, tuple[int, str, str]]
 ) -> bool:
-    """Read the rows of ``specs`` into ``seen``; whether every one is stored, and
-    under the name and version it gives (a SpecInfo only if ``check_all``: it was
-    just written, unless some of the snapshot's new specs turned out stored)."""
+    """Read the stored rows of ``specs`` into ``seen``; whether every one is stored,
+    and under the name and version it gives."""
     given = {s.hash: s for s in specs}
     hashes = list(given)
     found = 0
@@ -398,12 +409,9 @@ async def _read_rows(
         ) as cursor:
             for spec_id, spec_hash, name, version in await cursor.fetchall():
                 spec = given[spec_hash]
-                if (check_all or not isinstance(spec, SpecInfo)) and (
-                    spec.name,
-                    spec.version,
-                ) != (name, version):
+                if spec.name != name or spec.version != version:
                     return False
-                seen[spec_hash] = (spec_id, spec.name, spec.version)
+                seen[spec_hash] = (spec_id, name, version)
                 found += 1
     return found == len(hashes)
 
