@@ -855,7 +855,9 @@ def report(res: Results, args: argparse.Namespace) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--specs", type=int, default=100_000, help="the shared pool")
-    parser.add_argument("--stacks", type=int, default=30, help="stacks besides root (0: root alone, the whole pool)")
+    parser.add_argument(
+        "--stacks", type=int, default=30, help="stacks besides root (0: root alone, the whole pool)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--crawl-specs", type=int, default=10_000)
     parser.add_argument(
