@@ -650,7 +650,7 @@ class _Body:
         if self._declared is not None:
             whole = await read_declared(self._response, self._declared)
             if whole is not None:
-                return self._take(whole) if whole else whole
+                return self._take(whole)
         content = bytearray()
         async for chunk in self:
             content += chunk

@@ -286,7 +286,7 @@ async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
     those this run saw committed (``Store.known_specs``) are not looked up again."""
     wanted = set(hashes)
     found = wanted & store.known_specs.keys()  # set operations in C: ~500,000 per stack
-    rest = sorted(wanted - found)
+    rest = list(wanted - found)  # any order: each chunk is one IN (...) lookup
     for start in range(0, len(rest), _LOOKUP_CHUNK):
         chunk = rest[start : start + _LOOKUP_CHUNK]
         async with store.conn.execute(
