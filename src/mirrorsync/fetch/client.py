@@ -28,6 +28,7 @@ from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
 from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
 from mirrorsync.fetch.breaker import Breakers
+from mirrorsync.fetch.deadline import Watchdog
 from mirrorsync.fetch.files import FileTransport
 from mirrorsync.fetch.retry import (
     RetryableStatus,
@@ -194,6 +195,7 @@ class HttpClient:
         timeouts = httpx.Timeout(config.timeout)
         self._timeouts = (timeouts.connect, timeouts.read, timeouts.pool)
         self._log_requests = requests_logged()  # once: a crawl sends ~1,000 requests/s
+        self._watchdog = Watchdog()
 
     @property
     def breakers(self) -> Breakers:
@@ -400,16 +402,17 @@ class HttpClient:
             raise self._run_over(url)
         # file:// requests skip the throttle: it spares servers, a local disk needs none.
         slot = _NO_SLOT if url.address.startswith("file:") else self._throttle.slot(host)
-        # One cancel scope for both deadlines (each scope costs a timer): the
-        # run's while queued, then the sooner of the run's and the request's.
-        run_ends = anyio.current_time() + run_left
+        # One deadline for both (the watchdog's, no timer of its own): the run's
+        # while queued, then the sooner of the run's and the request's.
+        attempt = self._watchdog.attempt(run_left)
+        run_ends = attempt.deadline
         request_ends = math.inf
-        with anyio.CancelScope(deadline=run_ends) as scope:
+        with attempt:
             async with slot:
                 breakers.check(host, url)  # it may have gone down while this one queued
-                request_ends = anyio.current_time() + self._deadline
+                request_ends = attempt.now() + self._deadline
                 if request_ends < run_ends:
-                    scope.deadline = request_ends
+                    attempt.move(request_ends)
                 return await self._send(method, url, headers, tally, read)
         if request_ends < run_ends:
             raise DeadlineError(
