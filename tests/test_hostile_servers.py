@@ -361,3 +361,25 @@ def test_compressed_bodies_are_decoded_by_mirrorsync_or_refused_naming_the_url(
         with pytest.raises(FetchError) as caught:
             anyio.run(main)
         assert str(caught.value).startswith(f"{url}: {problem}")
+
+
+def test_a_repeated_content_encoding_header_is_read_whole_and_refused() -> None:
+    """Two ``Content-Encoding: gzip`` lines mean gzip twice; decoding once would
+    hand back compressed bytes as the document. Every line counts, as in httpx."""
+    body = gzip.compress(gzip.compress(DOC))
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    url = Url(f"http://127.0.0.1:{_serve_once(head, body)}/doc.json")
+    config = parse_config(
+        "sources: [{name: m, kind: mirror, url: 'http://h/m'}]\n" + http_section()
+    )
+
+    async def main() -> None:
+        async with HttpClient(config.http) as client:
+            await client.get(url)
+
+    with pytest.raises(FetchError) as caught:
+        anyio.run(main)
+    assert str(caught.value) == f"{url}: unsupported Content-Encoding 'gzip, gzip'; refused"

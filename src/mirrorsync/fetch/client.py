@@ -42,7 +42,13 @@ from mirrorsync.fetch.retry import (
     retry_after_too_long,
 )
 from mirrorsync.fetch.throttle import Throttle, origin
-from mirrorsync.fetch.transport import AiohttpTransport, as_sent, bytes_received, read_declared
+from mirrorsync.fetch.transport import (
+    AiohttpTransport,
+    Response,
+    as_sent,
+    bytes_received,
+    read_declared,
+)
 from mirrorsync.logs import fields
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.units import human_duration, human_size
@@ -235,7 +241,7 @@ class HttpClient:
         if last_modified:
             headers["if-modified-since"] = last_modified
 
-        async def read(response: httpx.Response) -> Fetched | NotModified:
+        async def read(response: Response) -> Fetched | NotModified:
             if response.status_code == 304:
                 return NotModified(url)
             body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
@@ -302,7 +308,7 @@ class HttpClient:
         if last_modified:
             headers["if-modified-since"] = last_modified
 
-        async def read(response: httpx.Response) -> Downloaded | NotModified:
+        async def read(response: Response) -> Downloaded | NotModified:
             if response.status_code == 304:
                 return NotModified(url)
             body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
@@ -324,7 +330,7 @@ class HttpClient:
     async def head(self, url: Url, *, tally: Tally | None = None) -> int | None:
         """HEAD a URL; return its Content-Length (None when not given)."""
 
-        async def read(response: httpx.Response) -> int | None:
+        async def read(response: Response) -> int | None:
             value = response.headers.get("content-length")
             return int(value) if value and value.isdigit() else None
 
@@ -343,7 +349,7 @@ class HttpClient:
         With ``expected_length``, a longer body is refused (IntegrityError) after
         that many bytes and one more."""
 
-        async def read(response: httpx.Response) -> tuple[int, str]:
+        async def read(response: Response) -> tuple[int, str]:
             body = self._body(url, response, None, None, expected_length, tally)
             body.hash_with(algorithm)
             await body.copy_to(None)
@@ -356,7 +362,7 @@ class HttpClient:
     def _body(
         self,
         url: Url,
-        response: httpx.Response,
+        response: Response,
         max_bytes: int | None,
         limit_name: str | None,
         expected_length: int | None,
@@ -375,7 +381,7 @@ class HttpClient:
         url: Url,
         headers: dict[str, str],
         tally: Tally | None,
-        read: Callable[[httpx.Response], Awaitable[T]],
+        read: Callable[[Response], Awaitable[T]],
     ) -> T:
         """One request, retried per ``http.retries``; ``read`` turns the answer into a result."""
 
@@ -390,7 +396,7 @@ class HttpClient:
         url: Url,
         headers: dict[str, str],
         tally: Tally | None,
-        read: Callable[[httpx.Response], Awaitable[T]],
+        read: Callable[[Response], Awaitable[T]],
     ) -> T:
         """One throttled attempt, within the deadlines; the status is checked before
         the body is read."""
@@ -435,7 +441,7 @@ class HttpClient:
         url: Url,
         headers: dict[str, str],
         tally: Tally | None,
-        read: Callable[[httpx.Response], Awaitable[T]],
+        read: Callable[[Response], Awaitable[T]],
     ) -> T:
         self.stats.requests += 1
         if tally is not None:
@@ -476,21 +482,21 @@ class HttpClient:
 
     async def _send_direct(
         self, method: str, address: str, headers: dict[str, str]
-    ) -> tuple[httpx.Response, httpx.URL | None]:
+    ) -> tuple[Response, httpx.URL | None]:
         """A plain http(s) GET or HEAD (no credentials in the URL, no proxy), sent
         straight to the transport: the client's layers (auth, cookies, mounts,
         event hooks, its redirect loop) cost twice what the transport does on a
         small request. A redirect is handed to the client, which follows it as
         it follows any (``follow_redirects``, its limit, its header rules)."""
         sent = [*self._defaults, *headers.items()] if headers else self._defaults
-        response = await self._transport.send_plain(method, address, sent, self._timeouts)
-        if not response.has_redirect_location:
-            return response, None
+        answer = await self._transport.send_plain(method, address, sent, self._timeouts)
+        if not answer.has_redirect_location:
+            return answer, None
         try:
-            await _drain(method, response)
+            await _drain(method, answer)
         finally:
-            await response.aclose()
-        location = response.headers["location"]
+            await answer.aclose()
+        location = answer.headers["location"]
         try:
             target = httpx.URL(address).join(location)
         except httpx.InvalidURL as exc:  # as the client words it
@@ -582,7 +588,7 @@ class _Body:
     def __init__(
         self,
         url: Url,
-        response: httpx.Response,
+        response: Response,
         max_bytes: int | None,
         limit_name: str | None,
         expected_length: int | None,
@@ -758,7 +764,7 @@ def _decoder(url: Url, encoding: str) -> Any:
     raise FetchError(url, f"unsupported Content-Encoding {encoding[:40]!r}; refused")
 
 
-async def _drain(method: str, response: httpx.Response) -> None:
+async def _drain(method: str, response: Response) -> None:
     """Read a small body nobody needs (HEAD, error pages), so that the connection
     can serve the next request: closing a response with its body unread closes
     the connection, and a crawl with many 404s would reconnect for each.
@@ -779,7 +785,7 @@ def _too_large(url: Url, size: int | None, max_bytes: int, limit_name: str | Non
     return FetchError(url, f"{what} the {max_bytes}-byte limit{setting}; refused")
 
 
-def _check_status(url: Url, response: httpx.Response) -> None:
+def _check_status(url: Url, response: Response) -> None:
     status = response.status_code
     if status < 400 or status == 304:
         return

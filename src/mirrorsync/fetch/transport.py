@@ -7,7 +7,10 @@ ms of CPU per small request on one core, 74% of a manifest crawl's CPU, while
 aiohttp (its parser and connection pool in C) does the same in ~0.1 ms
 (README, "Performance"). :class:`AiohttpTransport` hands each request to one
 ``aiohttp.ClientSession`` and gives its answer back as an ``httpx.Response``
-whose body streams from the socket as it arrives.
+whose body streams from the socket as it arrives; to the client's direct path
+(``send_plain``), as an :class:`Answer`, which reads the same status, headers
+and body without the cost of building an ``httpx.Response`` (both are a
+:class:`Response` to ``fetch/client.py``).
 
 Only aiohttp's transport is used: it never follows redirects (httpx does),
 never decompresses (mirrorsync's ``_Body`` does, in bounded steps), keeps no
@@ -26,11 +29,14 @@ import errno
 import os
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import httpx
 import yarl
+
+if TYPE_CHECKING:  # aiohttp's type for the headers it parsed
+    from multidict import CIMultiDictProxy
 
 #: Idle connections are closed after this long (httpx's default keep-alive expiry).
 KEEPALIVE_SECONDS = 5.0
@@ -69,7 +75,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         url = yarl.URL(str(request.url), encoded=True)  # httpx has quoted it
         if url.user is not None:  # httpx has turned it into an Authorization header
             url = url.with_user(None)
-        return await self._send(
+        answer = await self._send(
             request.method,
             url,
             as_sent(request.headers),
@@ -77,6 +83,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeouts,
             request,
         )
+        return answer.as_httpx(request)
 
     async def send_plain(
         self,
@@ -84,12 +91,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         url: str,
         headers: list[tuple[str, str]],
         timeouts: tuple[float | None, float | None, float | None],
-    ) -> httpx.Response:
+    ) -> Answer:
         """A bodiless request to an absolute http(s) URL without credentials, as
         ``handle_async_request`` sends it but without building an ``httpx.Request``
-        first (parsing its URL is a fifth of a small request's CPU): ``headers``
-        must hold every header to send but Host; ``timeouts`` is (connect, read,
-        pool). The response has no ``request``; errors are httpx's, as ever."""
+        first (parsing its URL is a fifth of a small request's CPU), answered
+        with an :class:`Answer` rather than an ``httpx.Response`` (making one and
+        looking its headers up cost as much again): ``headers`` must hold every
+        header to send but Host; ``timeouts`` is (connect, read, pool). Errors
+        are httpx's, as ever."""
         try:
             target = yarl.URL(url)
         except ValueError as exc:
@@ -106,7 +115,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body: bytes | None,
         timeouts: tuple[float | None, float | None, float | None],
         request: httpx.Request | None,
-    ) -> httpx.Response:
+    ) -> Answer:
         scheme = url.scheme
         if scheme == "https":
             if self._tls is None:
@@ -139,16 +148,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if failure is not None:
             self._in_flight -= 1
             raise failure
-        return httpx.Response(
-            answer.status,
-            headers=answer.raw_headers,
-            stream=_Stream(request, answer, self._released),
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": (answer.reason or "").encode("latin-1", "replace"),
-            },
-            request=request,
-        )
+        return Answer(answer, _Stream(request, answer, self._released))
 
     def _released(self) -> None:
         self._in_flight -= 1
@@ -193,6 +193,106 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class HeaderLookup(Protocol):
+    """Response headers as the client reads them: by name, in any case."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __getitem__(self, key: str) -> str: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+
+class Response(Protocol):
+    """What the client reads of an answer: an ``httpx.Response`` (from the
+    ``httpx.AsyncClient``: redirects, proxies, ``file://``) or an :class:`Answer`."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def reason_phrase(self) -> str: ...
+
+    @property
+    def headers(self) -> HeaderLookup: ...
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})  # httpx's has_redirect_location
+
+
+class Answer:
+    """An answer as this transport gives it to the client's direct path: the
+    status, the headers as aiohttp parsed them (looked up as httpx does: any
+    case, repeated headers joined with ", "), the body as it arrives."""
+
+    __slots__ = ("_answer", "headers", "reason_phrase", "status_code", "stream")
+
+    def __init__(self, answer: aiohttp.ClientResponse, stream: _Stream) -> None:
+        self._answer = answer
+        self.status_code = answer.status
+        reason = answer.reason or ""
+        # As httpx words it: the status line's bytes, their ASCII kept.
+        self.reason_phrase = reason if reason.isascii() else _ascii(reason)
+        self.headers = _Headers(answer.headers)
+        self.stream = stream
+
+    @property
+    def has_redirect_location(self) -> bool:
+        return self.status_code in _REDIRECTS and "location" in self.headers
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return self.stream.__aiter__()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    def as_httpx(self, request: httpx.Request) -> httpx.Response:
+        """The same answer as an ``httpx.Response``, for httpx's own client."""
+        return httpx.Response(
+            self.status_code,
+            headers=self._answer.raw_headers,
+            stream=self.stream,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (self._answer.reason or "").encode("latin-1", "replace"),
+            },
+            request=request,
+        )
+
+
+def _ascii(text: str) -> str:
+    return text.encode("latin-1", "replace").decode("ascii", "ignore")
+
+
+class _Headers:
+    """aiohttp's parsed headers, read as ``httpx.Headers`` reads: a repeated
+    header's values joined with ", " (aiohttp's own ``get`` gives the first)."""
+
+    __slots__ = ("_parsed",)
+
+    def __init__(self, parsed: CIMultiDictProxy[str]) -> None:
+        self._parsed = parsed
+
+    def get(self, key: str, default: Any = None) -> Any:
+        values = self._parsed.getall(key, None)
+        if values is None:
+            return default
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return str(value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._parsed
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -247,22 +347,22 @@ class _Stream(httpx.AsyncByteStream):
             release()
 
 
-async def read_declared(response: httpx.Response, size: int) -> bytes | None:
+async def read_declared(response: Response, size: int) -> bytes | None:
     """The whole body of a response from this transport whose Content-Length is
     ``size`` (and within the caller's bounds), in one read; None for any other
     response, to be read as a stream."""
-    stream = response.stream
+    stream = getattr(response, "stream", None)
     if isinstance(stream, _Stream):
         return await stream.read_exactly(size)
     return None
 
 
-def bytes_received(response: httpx.Response) -> int:
+def bytes_received(response: Response) -> int:
     """The body bytes read so far (as received: compressed or not)."""
-    stream = response.stream
+    stream = getattr(response, "stream", None)
     if isinstance(stream, _Stream):
         return stream.received
-    return response.num_bytes_downloaded
+    return response.num_bytes_downloaded if isinstance(response, httpx.Response) else 0
 
 
 def as_sent(headers: httpx.Headers) -> list[tuple[str, str]]:
