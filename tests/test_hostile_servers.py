@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import socket
@@ -383,3 +384,54 @@ def test_a_repeated_content_encoding_header_is_read_whole_and_refused() -> None:
     with pytest.raises(FetchError) as caught:
         anyio.run(main)
     assert str(caught.value) == f"{url}: unsupported Content-Encoding 'gzip, gzip'; refused"
+
+
+def _serve_in_parts(parts: list[bytes], pause: float) -> int:
+    """A one-request server on loopback sending ``parts`` ``pause`` s apart; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                for part in parts:
+                    conn.sendall(part)
+                    time.sleep(pause)
+
+    threading.Thread(target=answer, daemon=True).start()
+    port: int = listener.getsockname()[1]
+    return port
+
+
+def test_a_chunked_body_is_read_to_its_last_chunk(tmp_path: Path) -> None:
+    """Transfer-Encoding: chunked, a chunk's bytes arriving before its end (so the
+    reader meets the end of a chunk with nothing new to read) and chunks of
+    uneven sizes: the whole body arrives, through ``get`` and through
+    ``download`` (hashed, written)."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    half = len(DOC) // 2
+    parts = [
+        head + b"%x\r\n" % half + DOC[:100],  # the first chunk's first bytes ...
+        DOC[100:half],  # ... the rest of them, apart ...
+        b"\r\n",  # ... and its end, apart again
+        b"1\r\n" + DOC[half : half + 1] + b"\r\n",
+        b"%x\r\n" % (len(DOC) - half - 1) + DOC[half + 1 :] + b"\r\n0\r\n\r\n",
+    ]
+    config = parse_config(
+        "sources: [{name: m, kind: mirror, url: 'http://h/m'}]\n" + http_section()
+    )
+
+    async def main() -> tuple[bytes, bytes, str]:
+        async with HttpClient(config.http) as client:
+            port = _serve_in_parts(parts, 0.05)
+            fetched = await client.get(Url(f"http://127.0.0.1:{port}/d"))
+            assert isinstance(fetched, Fetched)
+            dest = tmp_path / "blob"
+            port = _serve_in_parts(parts, 0.05)
+            done = await client.download(Url(f"http://127.0.0.1:{port}/d"), dest)
+            return fetched.content, dest.read_bytes(), done.sha256
+
+    content, written, digest = anyio.run(main)
+    assert content == DOC and written == DOC
+    assert digest == hashlib.sha256(DOC).hexdigest()

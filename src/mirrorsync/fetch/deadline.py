@@ -45,7 +45,7 @@ class Watchdog:
     def _forget(self, attempt: Attempt) -> None:
         # The timer stays armed: re-arming it for every attempt is the cost this
         # saves. It fires at most once per deadline's length, finding nothing due.
-        del self._attempts[attempt]
+        self._attempts.pop(attempt, None)  # gone if the loop changed meanwhile
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

@@ -40,6 +40,10 @@ if TYPE_CHECKING:  # aiohttp's type for the headers it parsed
 
 #: Idle connections are closed after this long (httpx's default keep-alive expiry).
 KEEPALIVE_SECONDS = 5.0
+#: A response's bytes buffered before reading from its socket pauses (aiohttp's
+#: default is 64 KiB): a large download goes on arriving while the last batch is
+#: hashed and written in a worker thread. 700 MiB: 2.2 -> 1.5 ns of CPU a byte.
+READ_BUFFER = 1 << 20
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -161,6 +165,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         session = aiohttp.ClientSession(
             connector=connector,
+            read_bufsize=READ_BUFFER,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),  # httpx sets them
@@ -308,14 +313,20 @@ class _Stream(httpx.AsyncByteStream):
         self.received = 0  # body bytes read, however they were read
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        # One buffered chunk at a time, as received: ``readany`` would join all
+        # that are buffered into a new bytes object, a copy of every byte.
         content = self._answer.content
         while True:
             try:
-                chunk = await content.readany()
+                chunk, boundary = await content.readchunk()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = _translated(exc, self._request)
             else:
                 if not chunk:
+                    # The end of one HTTP chunk (chunked encoding) with more to come:
+                    # go on. (A bodiless answer's reader says "end of chunk" forever.)
+                    if boundary and not content.at_eof():
+                        continue
                     return
                 self.received += len(chunk)
                 yield chunk
