@@ -39,8 +39,12 @@ class Watchdog:
 
     def _watch(self, attempt: Attempt) -> None:
         self._attempts[attempt] = None
-        if attempt.deadline < self._armed:
-            self._arm(attempt.deadline)
+        self._due(attempt.deadline)
+
+    def _due(self, when: float) -> None:
+        """An attempt must end by ``when``: the timer fires then, if not sooner."""
+        if when < self._armed:
+            self._arm(when)
 
     def _forget(self, attempt: Attempt) -> None:
         # The timer stays armed: re-arming it for every attempt is the cost this
@@ -97,8 +101,7 @@ class Attempt:
     def move(self, deadline: float) -> None:
         """A new deadline (on :meth:`now`'s clock) for the attempt in flight."""
         self.deadline = deadline
-        if deadline < self._watchdog._armed:
-            self._watchdog._arm(deadline)
+        self._watchdog._due(deadline)
 
     def __enter__(self) -> Attempt:
         self._cancelling = self.task.cancelling()

@@ -223,6 +223,9 @@ class Response(Protocol):
     @property
     def headers(self) -> HeaderLookup: ...
 
+    @property
+    def stream(self) -> object: ...
+
     def aiter_raw(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
@@ -362,7 +365,7 @@ async def read_declared(response: Response, size: int) -> bytes | None:
     """The whole body of a response from this transport whose Content-Length is
     ``size`` (and within the caller's bounds), in one read; None for any other
     response, to be read as a stream."""
-    stream = getattr(response, "stream", None)
+    stream = response.stream
     if isinstance(stream, _Stream):
         return await stream.read_exactly(size)
     return None
@@ -370,7 +373,7 @@ async def read_declared(response: Response, size: int) -> bytes | None:
 
 def bytes_received(response: Response) -> int:
     """The body bytes read so far (as received: compressed or not)."""
-    stream = getattr(response, "stream", None)
+    stream = response.stream
     if isinstance(stream, _Stream):
         return stream.received
     return response.num_bytes_downloaded if isinstance(response, httpx.Response) else 0
