@@ -14,17 +14,29 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import os
 import shutil
+import struct
+import subprocess
+import sys
 import time
+import tracemalloc
+import zlib
 from email.utils import formatdate
 from pathlib import Path
 
-from conftest import catalog_config_text, run_cli, write_config
+import pytest
+
+from conftest import REPO, catalog_config_text, run_cli, write_config
+from mirrorsync.errors import FetchError, FormatError
 from mirrorsync.fetch.retry import RETRY_AFTER_CAP, parse_retry_after
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
+from mirrorsync.inflate import gunzip
 from receiver import Receiver, new_secret
 
 INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
@@ -132,3 +144,92 @@ def test_retry_after_superscript_two_on_a_blob_ends_mirror_and_verify_in_one_lin
         no_traceback(done)
         assert done.returncode == 1, (command, done.stdout, done.stderr)
         assert "HTTP 503" in done.stdout + done.stderr, (command, done.stdout, done.stderr)
+
+
+# -- 8: decompression bombs ---------------------------------------------------------------
+
+
+def gzip_zeros(size: int, chunk: int = 1 << 24) -> bytes:
+    """``size`` zero bytes gzipped (about size/1000 bytes), made in a fraction of a second:
+    each fully flushed deflate segment of ``chunk`` zeros has the same bytes."""
+    assert size % chunk == 0
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = deflate.compress(bytes(chunk)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    tail = deflate.flush()
+    crc, zeros = 0, bytes(chunk)
+    for _ in range(size // chunk):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    return header + segment * (size // chunk) + tail + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+
+GIB = 1 << 30
+
+
+def test_gunzip_refuses_a_bomb_within_a_few_mib_and_over_the_limit() -> None:
+    bomb = gzip_zeros(GIB)
+    assert len(bomb) < 1_100_000 and gzip.decompress(gzip_zeros(1 << 25)) == bytes(1 << 25)
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(FetchError) as caught:
+        gunzip(bomb, "http://h.example/blobs/sha256/ab/abc", max_bytes=4 * GIB)
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert str(caught.value).startswith("http://h.example/blobs/sha256/ab/abc: gzip index ")
+    assert "over 100 times its size" in str(caught.value)
+    assert peak < 8 << 20, peak  # unpacked in one call: 1 GiB
+    assert seconds < 2
+    # Data that packs less tightly is held to the configured limit, named.
+    text = json.dumps([{"i": i, "h": fake_hash(str(i))} for i in range(40_000)]).encode()
+    with pytest.raises(FetchError, match=r"over the 100000-byte limit \(limits\.index\) once"):
+        gunzip(gzip.compress(text), "u", max_bytes=100_000)
+    assert gunzip(gzip.compress(text), "u", max_bytes=len(text)) == text
+    with pytest.raises(FormatError, match="truncated"):
+        gunzip(gzip.compress(text)[:-100], "u", max_bytes=None)
+    with pytest.raises(FormatError, match="not valid gzip"):
+        gunzip(text, "u", max_bytes=None)
+
+
+# Runs `mirrorsync`, then says the process's peak resident memory (KiB).
+MEASURED = """
+import resource, sys
+from mirrorsync.cli import main
+code = main(sys.argv[1:])
+print("MAXRSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_a_gzip_bomb_index_fails_its_stack_in_one_line_with_memory_bounded(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    root = docroot / "develop"
+    write_v3_mirror(root, specs("g", 2), index_compression="gzip", manifests=False)
+    bomb = gzip_zeros(GIB)
+    checksum = hashlib.sha256(bomb).hexdigest()
+    blob = root / "blobs/sha256" / checksum[:2] / checksum
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(bomb)
+    manifest = json.loads((root / INDEX_MANIFEST).read_text())
+    manifest["data"][0].update(contentLength=len(bomb), checksum=checksum)
+    (root / INDEX_MANIFEST).write_text(json.dumps(manifest))
+    config = write_config(
+        tmp_path / "c.yaml",
+        f"database: {tmp_path / 'state.db'}\nsources:\n  - name: test\n    kind: mirror\n"
+        f"    url: {server.url}/develop\n    manifests: none\n{QUICK}",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED, "-c", str(config), "once"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    no_traceback(done)
+    assert done.returncode == 1, done.stderr
+    failed = [line for line in done.stderr.splitlines() if "decompression bomb" in line]
+    assert len(failed) >= 1 and f"{server.url}/develop/blobs/sha256/" in failed[0], done.stderr
+    (maxrss,) = (int(x.split()[1]) for x in done.stderr.splitlines() if x.startswith("MAXRSS"))
+    assert maxrss < 400 * 1024, maxrss  # unpacked in memory: over 2 GiB
