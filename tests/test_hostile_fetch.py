@@ -28,10 +28,13 @@ import zlib
 from email.utils import formatdate
 from pathlib import Path
 
+import anyio
 import pytest
 
 from conftest import REPO, catalog_config_text, run_cli, write_config
+from mirrorsync.config import parse_config
 from mirrorsync.errors import FetchError, FormatError
+from mirrorsync.fetch import Fetched, HttpClient, Url
 from mirrorsync.fetch.retry import RETRY_AFTER_CAP, parse_retry_after
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
@@ -233,3 +236,69 @@ def test_a_gzip_bomb_index_fails_its_stack_in_one_line_with_memory_bounded(
     assert len(failed) >= 1 and f"{server.url}/develop/blobs/sha256/" in failed[0], done.stderr
     (maxrss,) = (int(x.split()[1]) for x in done.stderr.splitlines() if x.startswith("MAXRSS"))
     assert maxrss < 400 * 1024, maxrss  # unpacked in memory: over 2 GiB
+
+
+# -- 11: redirects with credentials, query strings -----------------------------------------
+
+
+def _get(url: str, config_text: str = QUICK) -> bytes:
+    sources = "sources: [{name: x, kind: mirror, url: 'http://127.0.0.1:9/'}]\n"
+    config = parse_config(sources + config_text, "c.yaml")
+
+    async def go() -> bytes:
+        async with HttpClient(config.http) as client:
+            result = await client.get(Url(url))
+            assert isinstance(result, Fetched)
+            return result.content
+
+    return anyio.run(go)
+
+
+def test_credentials_are_kept_through_a_redirect_on_the_same_origin(docroot: Path) -> None:
+    (docroot / "moved.json").write_text('{"moved": true}')
+    with FixtureServer(docroot, auth=("mirror-user", "s3cret")) as server:
+        server.add_fault("/old.json", "redirect", times=None, location="/moved.json")
+        host = server.url.removeprefix("http://")
+        assert _get(f"http://mirror-user:s3cret@{host}/old.json") == b'{"moved": true}'
+        moved = [r for r in server.requests if r.path == "/moved.json"]
+        assert moved and moved[0].headers.get("Authorization") == server.auth
+
+
+def test_credentials_are_dropped_when_a_redirect_leaves_the_host(
+    docroot: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "moved.json").write_text('{"elsewhere": true}')
+    with (
+        FixtureServer(docroot, auth=("mirror-user", "s3cret")) as server,
+        FixtureServer(other) as elsewhere,
+    ):
+        server.add_fault("/old.json", "redirect", location=f"{elsewhere.url}/moved.json")
+        host = server.url.removeprefix("http://")
+        assert _get(f"http://mirror-user:s3cret@{host}/old.json") == b'{"elsewhere": true}'
+        (moved,) = elsewhere.requests
+        assert "Authorization" not in moved.headers
+
+
+def test_a_source_with_credentials_syncs_through_redirects(tmp_path: Path, docroot: Path) -> None:
+    """An index manifest moved to another path of the same server (S3, nginx rewrites)."""
+    write_v3_mirror(docroot / "develop", specs("r", 3))
+    moved = docroot / "moved" / INDEX_MANIFEST
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes((docroot / "develop" / INDEX_MANIFEST).read_bytes())
+    with FixtureServer(docroot, auth=("mirror-user", "s3cret")) as server:
+        server.add_fault(
+            f"/develop/{INDEX_MANIFEST}", "redirect", location=f"/moved/{INDEX_MANIFEST}"
+        )
+        host = server.url.removeprefix("http://")
+        config = write_config(
+            tmp_path / "c.yaml",
+            f"database: {tmp_path / 'state.db'}\nsources:\n  - name: test\n    kind: mirror\n"
+            f"    url: http://mirror-user:s3cret@{host}/develop\n    manifests: all\n{QUICK}",
+        )
+        done = run_cli("-c", str(config), "once", cwd=tmp_path)
+        no_traceback(done)
+        assert done.returncode == 0, done.stderr
+        assert "s3cret" not in done.stderr
+        assert server.count(f"/moved/{INDEX_MANIFEST}") == 1

@@ -70,10 +70,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._in_flight
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            body = request.content or None
-        except httpx.RequestNotRead:
-            raise httpx.UnsupportedProtocol("streamed request bodies are not sent") from None
+        # A request httpx made to follow a redirect carries its body as a stream
+        # (empty: mirrorsync sends only GET and HEAD); read it, never refuse it.
+        body = await request.aread() or None
         given = request.extensions.get("timeout", {})
         timeouts = (given.get("connect"), given.get("read"), given.get("pool"))
         url = yarl.URL(str(request.url), encoded=True)  # httpx has quoted it
