@@ -40,6 +40,7 @@ from mirrorsync.fixture.build import build_catalog_from_specs, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.inflate import gunzip
+from mirrorsync.redact import join_url, unmask
 from receiver import Receiver, new_secret
 
 INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
@@ -302,3 +303,53 @@ def test_a_source_with_credentials_syncs_through_redirects(tmp_path: Path, docro
         assert done.returncode == 0, done.stderr
         assert "s3cret" not in done.stderr
         assert server.count(f"/moved/{INDEX_MANIFEST}") == 1
+
+
+def test_a_query_string_is_kept_on_every_url_derived_from_a_source(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """Index, manifests, blobs, keys and the copy's downloads all carry ``?token=T``."""
+    write_v3_mirror(docroot / "develop", specs("q", 3))
+    text = f"""
+database: {tmp_path / "state.db"}
+sources:
+  - name: test
+    kind: mirror
+    url: {server.url}/develop/?token=T0KEN&team=ops
+    release: develop
+    manifests: all
+mirrors:
+  - name: local
+    path: {tmp_path / "copy"}
+    source: test
+    release: develop
+{QUICK}"""
+    config = write_config(tmp_path / "c.yaml", text)
+    for command in ("once", "verify"):
+        done = run_cli("-c", str(config), command, cwd=tmp_path)
+        no_traceback(done)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        assert "T0KEN" not in done.stdout + done.stderr
+    paths = {r.path for r in server.requests}
+    assert any("/blobs/" in p for p in paths) and any("/spec/" in p for p in paths)
+    assert any(p.endswith("index.manifest.json") for p in paths)
+    assert all(r.query == "token=T0KEN&team=ops" for r in server.requests), [
+        (r.path, r.query) for r in server.requests if r.query != "token=T0KEN&team=ops"
+    ]
+    failed = [(r.path, r.status) for r in server.requests if r.status != 200]
+    assert failed == [("/develop/v3/manifests/key/keys.manifest.json", 404)]  # no keys: unsigned
+    assert (tmp_path / "copy" / INDEX_MANIFEST).exists()
+
+
+def test_join_url_keeps_the_query_and_unmask_finds_the_address_again() -> None:
+    assert join_url("http://h/m/?token=T", "/blobs/x") == "http://h/m/blobs/x?token=T"
+    assert join_url("http://h/m", "a/b") == "http://h/m/a/b"
+    assert Url("http://u:p@h/m/?sig=S#f").join("i.json").address == "http://u:p@h/m/i.json?sig=S#f"
+    assert Url("http://h/m//?a=1").rstrip("/").address == "http://h/m?a=1"
+    base = Url("https://u:pw@b.example/pfx/?X-Amz-Signature=S")
+    derived = Url(join_url(base.address, "develop/e4s"))
+    assert derived.display == "https://***@b.example/pfx/develop/e4s?X-Amz-Signature=***"
+    assert unmask(derived.display, base) == derived.address
+    assert unmask(base.display, base) == base.address
+    assert unmask("https://***@b.example/pfxother/x?X-Amz-Signature=***", base) is None
+    assert unmask("https://***@b.example/pfx/x", base) is None  # not made from it

@@ -48,7 +48,7 @@ def gunzip(
     consumed = 0  # input bytes handed to the inflater so far
     try:
         while not inflater.eof:
-            pending = inflater.unconsumed_tail
+            pending: bytes | memoryview = inflater.unconsumed_tail
             if not pending:
                 if consumed >= len(data):
                     break
