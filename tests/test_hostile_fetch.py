@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -41,6 +43,7 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.inflate import gunzip
 from mirrorsync.redact import join_url, unmask
+from proxy import ForwardProxy
 from receiver import Receiver, new_secret
 
 INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
@@ -353,3 +356,104 @@ def test_join_url_keeps_the_query_and_unmask_finds_the_address_again() -> None:
     assert unmask(base.display, base) == base.address
     assert unmask("https://***@b.example/pfxother/x?X-Amz-Signature=***", base) is None
     assert unmask("https://***@b.example/pfx/x", base) is None  # not made from it
+
+
+# -- 12: proxies --------------------------------------------------------------------------
+
+TLS = (
+    Path(__file__).parent / "data" / "tls-cert.pem",
+    Path(__file__).parent / "data" / "tls-key.pem",
+)
+NO_PROXY_ENV = {"NO_PROXY": "", "no_proxy": "", "ALL_PROXY": "", "all_proxy": ""}
+
+
+def _dead_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _mirror_source_config(tmp_path: Path, url: str, http_extra: str = "") -> Path:
+    return write_config(
+        tmp_path / "c.yaml",
+        f"database: {tmp_path / 'state.db'}\nsources:\n  - name: test\n    kind: mirror\n"
+        f"    url: {url}\n    manifests: all\n"
+        "http: {timeout: 5, retries: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.05}"
+        f"{http_extra}}}\n",
+    )
+
+
+def _once(config: Path, env: dict[str, str]) -> None:
+    done = run_cli("-c", str(config), "once", cwd=config.parent, env={**NO_PROXY_ENV, **env})
+    no_traceback(done)
+    assert done.returncode == 0, done.stderr
+
+
+def test_http_proxy_from_the_environment_carries_every_request_unless_no_proxy(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    write_v3_mirror(docroot / "develop", specs("p", 3))
+    config = _mirror_source_config(tmp_path, f"{server.url}/develop")
+    with ForwardProxy() as proxy:
+        _once(config, {"HTTP_PROXY": proxy.url, "http_proxy": proxy.url})
+        through = proxy.seen
+        assert len(through) == len(server.requests) >= 5  # index manifest, index, 3 manifests
+        assert {p.target.split("/")[2] for p in through} == {server.url.removeprefix("http://")}
+        assert all(p.method in ("GET", "HEAD") for p in through)
+        # NO_PROXY exempts the host (here with its port; a host name or domain works too).
+        (docroot / "develop" / INDEX_MANIFEST).unlink()
+        write_v3_mirror(docroot / "develop", specs("p2", 2))
+        before = len(server.requests)
+        host = server.url.removeprefix("http://")
+        exempt = f"example.org, {host}"
+        _once(config, {"HTTP_PROXY": proxy.url, "NO_PROXY": exempt, "no_proxy": exempt})
+        assert len(server.requests) > before and len(proxy.seen) == len(through)
+
+
+def test_http_proxy_in_the_configuration_wins_over_the_environment(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    write_v3_mirror(docroot / "develop", specs("c", 2))
+    dead = _dead_port()
+    with ForwardProxy() as proxy:
+        authed = proxy.url.replace("http://", "http://proxy-user:pr0xy@")
+        config = _mirror_source_config(tmp_path, f"{server.url}/develop", f", proxy: '{authed}'")
+        _once(config, {"HTTP_PROXY": dead, "http_proxy": dead})
+        assert len(proxy.seen) == len(server.requests) >= 4
+        expected = "Basic " + base64.b64encode(b"proxy-user:pr0xy").decode()
+        assert {p.proxy_authorization for p in proxy.seen} == {expected}
+        assert all("Proxy-Authorization" not in r.headers for r in server.requests)
+        # ``proxy: none``: straight to the server, whatever the environment says.
+        seen = len(proxy.seen)
+        config = _mirror_source_config(tmp_path, f"{server.url}/develop", ", proxy: none")
+        _once(config, {"HTTP_PROXY": dead, "http_proxy": proxy.url})
+        assert len(proxy.seen) == seen
+
+
+def test_https_goes_through_the_proxy_in_a_connect_tunnel(
+    tmp_path: Path, docroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_v3_mirror(docroot / "develop", specs("s", 2))
+    with FixtureServer(docroot, tls=TLS) as server, ForwardProxy() as proxy:
+        config = _mirror_source_config(tmp_path, f"{server.url}/develop")
+        _once(config, {"HTTPS_PROXY": proxy.url, "SSL_CERT_FILE": str(TLS[0])})
+        host = server.url.removeprefix("https://")
+        assert {(p.method, p.target) for p in proxy.seen} == {("CONNECT", host)}
+        assert len(server.requests) >= 4
+
+
+def test_a_proxy_setting_that_cannot_work_is_one_line(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config = _mirror_source_config(tmp_path, f"{server.url}/develop", ", proxy: 'socks5://h:1'")
+    done = run_cli("-c", str(config), "once", cwd=tmp_path)
+    no_traceback(done)
+    assert done.returncode == 2
+    assert "http.proxy: proxy 'socks5://h:1': only http:// proxies are supported" in done.stderr
+    config = _mirror_source_config(tmp_path, f"{server.url}/develop")
+    done = run_cli(
+        "-c", str(config), "once", cwd=tmp_path, env={"HTTPS_PROXY": "socks5://u:pw@h:1"}
+    )
+    no_traceback(done)
+    assert done.returncode == 2, done.stderr
+    assert "environment: proxy 'socks5://***@h:1': only http:// proxies" in done.stderr
