@@ -27,6 +27,7 @@ from mirrorsync.errors import (
     UsageError,
 )
 from mirrorsync.fetch import HostDownError, HttpClient, RunDeadlineError, Tally, Throttle, Url
+from mirrorsync.redact import unmask
 from mirrorsync.store import Store
 from mirrorsync.store.manifests import SpecRef, StackTarget, members, stack_targets
 from mirrorsync.sync.manifests import Blob, StackMirror, open_mirror
@@ -192,9 +193,9 @@ def mirror_address(display_root: str, source: CatalogSource | MirrorSource | Non
         candidates += [Url(base) for base in source.buckets().values()]
         candidates.append(Url(source.url).map(lambda url: "/".join(url.split("/", 3)[:3])))
     for base in sorted(candidates, key=lambda c: len(c.display), reverse=True):
-        prefix = base.display.rstrip("/")
-        if display_root == prefix or display_root.startswith(prefix + "/"):
-            return Url(base.rstrip("/").address + display_root[len(prefix) :])
+        address = unmask(display_root, base)
+        if address is not None:
+            return Url(address)
     root = Url(display_root)
     return root if root.display == root.address else None
 

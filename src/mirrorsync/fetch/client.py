@@ -8,7 +8,6 @@ import logging
 import math
 import re
 import time
-import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,10 +25,11 @@ from tenacity import (
 
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
-from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
+from mirrorsync.errors import FetchError, IntegrityError, NotFoundError, UsageError
 from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.deadline import Watchdog
 from mirrorsync.fetch.files import FileTransport
+from mirrorsync.fetch.proxies import Proxies, ProxyError
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -185,7 +185,13 @@ class HttpClient:
         )
         self._deadline = config.deadline_seconds
         self._run_ends = self._throttle.started + config.run_deadline_seconds
-        self._transport = AiohttpTransport(connections=config.concurrency, verify=verify)
+        try:
+            proxies = Proxies(config.proxy)
+        except ProxyError as exc:  # http.proxy is checked with the configuration: the environment
+            raise UsageError(f"environment: {exc}") from None
+        self._transport = AiohttpTransport(
+            connections=config.concurrency, verify=verify, proxies=proxies
+        )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             transport=self._transport,
@@ -193,13 +199,12 @@ class HttpClient:
             # Only encodings _Body decodes itself, a bounded step at a time.
             headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
             follow_redirects=True,
-            verify=verify,  # for proxies taken from the environment
+            verify=verify,
         )
         self.stats = stats if stats is not None else Tally()  # clients may share one
         # Requests that need nothing of httpx's client but its types go straight
-        # to the transport (see ``_send_direct``); with a proxy set in the
-        # environment every request goes through the client, which mounts it.
-        self._direct = not any(k in urllib.request.getproxies() for k in ("http", "https", "all"))
+        # to the transport (see ``_send_direct``), which applies any proxy itself.
+        self._direct = True
         self._defaults = as_sent(self._client.headers)
         timeouts = httpx.Timeout(config.timeout)
         self._timeouts = (timeouts.connect, timeouts.read, timeouts.pool)
