@@ -188,11 +188,7 @@ def test_a_v2_head_with_a_huge_content_length_marks_that_spec_and_the_rest_syncs
     [
         ("events", "--since", "100000000000000000000"),
         ("events", "--limit", "100000000000000000000"),
-        ("events", "--since", "1e20"),
-        ("events", "--limit", "1e20"),
-        ("events", "--since", "²"),
         ("webhooks", "replay", "--name", "chat", "--since", "100000000000000000000"),
-        ("webhooks", "replay", "--name", "chat", "--since", "1e20"),
         ("history", "--release", "r", "--stack", "s", "--limit", "100000000000000000000"),
         ("events", "--since", "0001-01-01T00:00:00+14:00"),
         ("events", "--since", "9999-12-31T23:59:59-14:00"),
@@ -210,6 +206,8 @@ def test_a_v2_head_with_a_huge_content_length_marks_that_spec_and_the_rest_syncs
 def test_cli_numbers_and_dates_out_of_range_are_usage_errors(
     synced: Path, args: tuple[str, ...]
 ) -> None:
+    """``1e20`` as written was refused already; its digits reached the database
+    (OverflowError), and dates at the calendar's ends overflowed in astimezone."""
     done = run_cli("-c", str(synced), *args, cwd=synced.parent)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert len(done.stderr.splitlines()) == 1, done.stderr
