@@ -252,7 +252,7 @@ async def _check_blob(
         raise
     except IntegrityError as exc:  # read no further than the promised length
         return f"{blob.role}: {exc}"
-    except FetchError as exc:
+    except (FetchError, FormatError) as exc:  # FormatError: a Content-Length out of range
         return f"{blob.role} could not be checked: {exc}"
     if blob.length is not None and length is not None and length != blob.length:
         return f"{blob.role} is {length} bytes, the {word} says {blob.length}: {blob.url}"
