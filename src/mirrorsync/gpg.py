@@ -92,7 +92,7 @@ class Keyring:
         return imported
 
     async def verify(self, data: bytes, url: str) -> str:
-        """Check a clear-signed document; return the signing key's fingerprint.
+        """Check a clear-signed document; return the signing primary key's fingerprint.
 
         Raises SignatureError unless gpg reports every signature good and valid.
         """
@@ -107,7 +107,8 @@ class Keyring:
         )
         if rc == 0 and "GOODSIG" in kinds and valid and not kinds & _BAD:
             if primaries <= self.fingerprints:
-                return valid[0]
+                first = next((w for w in words if len(w) > 1 and w[0] == "VALIDSIG"))
+                return first[10].upper() if len(first) > 10 else valid[0]
             raise SignatureError(url, f"signed by {unknown}")
         if "BADSIG" in kinds:
             problem = "bad signature: the signed text was changed"

@@ -50,6 +50,8 @@ class ManifestResult:
     tarball_checksum: str | None = None
     spec_algorithm: str | None = None
     spec_checksum: str | None = None
+    manifest_sha256: str | None = None  # of the bytes read and verified
+    signer: str | None = None  # primary fingerprint of the key gpg accepted; None: unchecked
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +194,13 @@ async def record_results(
         await conn.executemany(
             "INSERT INTO spec_manifests (stack_id, spec_id, status, problem,"
             " tarball_size, tarball_algorithm, tarball_checksum, spec_algorithm, spec_checksum,"
-            " fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " manifest_sha256, signer, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (stack_id, spec_id) DO UPDATE SET status = excluded.status,"
             " problem = excluded.problem, tarball_size = excluded.tarball_size,"
             " tarball_algorithm = excluded.tarball_algorithm,"
             " tarball_checksum = excluded.tarball_checksum,"
             " spec_algorithm = excluded.spec_algorithm, spec_checksum = excluded.spec_checksum,"
+            " manifest_sha256 = excluded.manifest_sha256, signer = excluded.signer,"
             " fetched_at = excluded.fetched_at",
             [
                 (
@@ -210,6 +213,8 @@ async def record_results(
                     r.tarball_checksum,
                     r.spec_algorithm,
                     r.spec_checksum,
+                    r.manifest_sha256,
+                    r.signer,
                     at,
                 )
                 for r in results
