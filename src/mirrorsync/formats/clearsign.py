@@ -37,7 +37,9 @@ def split_clearsigned(data: bytes, what: str = "clear-signed document") -> Clear
         raise FormatError(what, "has a bare CR (a carriage return not followed by a line feed)")
     for marker in (BEGIN_MESSAGE, BEGIN_SIGNATURE, END_SIGNATURE):
         if data.count(marker) != 1:
-            raise FormatError(what, f"expected one {marker.decode()} line, found {data.count(marker)}")
+            raise FormatError(
+                what, f"expected one {marker.decode()} line, found {data.count(marker)}"
+            )
     end = data.index(END_SIGNATURE) + len(END_SIGNATURE)
     if data[end:].strip():
         raise FormatError(what, "has bytes after -----END PGP SIGNATURE-----")

@@ -135,7 +135,9 @@ async def synced_stacks(store: Store, source_id: int, release: str) -> list[Sync
         return [SyncedStack(r[0], r[1], bool(r[2]), *r[3:]) for r in await cursor.fetchall()]
 
 
-async def manifest_states(store: Store, stack_ids: Iterable[int]) -> dict[tuple[int, str], ManifestState]:
+async def manifest_states(
+    store: Store, stack_ids: Iterable[int]
+) -> dict[tuple[int, str], ManifestState]:
     """(stack id, spec hash) -> what the crawl recorded for the stack's current members."""
     out: dict[tuple[int, str], ManifestState] = {}
     for stack_id in stack_ids:
