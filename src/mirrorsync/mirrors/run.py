@@ -238,6 +238,8 @@ class _CopyJob:
         ):
             try:
                 await self._settle(plan_key, None)
+                # Still left out (what made the published state is what it was).
+                self.outcome.left_out = await store_mirrors.left_out(self.store, row.id)
                 return
             except CopyError as exc:  # a file of the published state is gone: repair it
                 log.warning("mirror %s: %s; checking every file again", copy.name, exc)
