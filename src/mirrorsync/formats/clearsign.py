@@ -36,14 +36,13 @@ def split_clearsigned(data: bytes, what: str = "clear-signed document") -> Clear
     if _BARE_CR.search(data):
         raise FormatError(what, "has a bare CR (a carriage return not followed by a line feed)")
     for marker in (BEGIN_MESSAGE, BEGIN_SIGNATURE, END_SIGNATURE):
-        if data.count(marker) != 1:
-            raise FormatError(
-                what, f"expected one {marker.decode()} line, found {data.count(marker)}"
-            )
-    end = data.index(END_SIGNATURE) + len(END_SIGNATURE)
-    if data[end:].strip():
-        raise FormatError(what, "has bytes after -----END PGP SIGNATURE-----")
-    if data[: data.index(BEGIN_MESSAGE)].strip():
+        if data.count(marker) > 1:
+            raise FormatError(what, f"has more than one {marker.decode()} line")
+    if END_SIGNATURE in data:
+        end = data.index(END_SIGNATURE) + len(END_SIGNATURE)
+        if data[end:].strip():
+            raise FormatError(what, "has bytes after -----END PGP SIGNATURE-----")
+    if data[: data.find(BEGIN_MESSAGE)].strip():
         raise FormatError(what, "has bytes before -----BEGIN PGP SIGNED MESSAGE-----")
     lines = data.lstrip().splitlines(keepends=True)
     if not lines or lines[0].rstrip() != BEGIN_MESSAGE:
