@@ -292,3 +292,30 @@ def test_a_copy_needs_a_source_that_crawls_manifests(tmp_path: Path, server: Fix
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "mirrors[0].source" in line and "manifests: new or all" in line
+
+
+def test_turning_verification_on_reads_every_manifest_again_before_copying(
+    tmp_path: Path, docroot: Path, server: FixtureServer, gpg_home: Path
+) -> None:
+    nodes = [_node("good"), _node("user", ("good",))]
+    _upstream(docroot, gpg_home, nodes)
+    (fingerprint,) = fingerprints(gpg_home)
+    config = _config(tmp_path, server, fingerprint)
+    text = config.read_text()
+    unchecked = text.replace("    verify_signatures: true\n", "").replace(
+        f"    trusted_keys: [{fingerprint}]\n", ""
+    )
+    config.write_text(unchecked.replace("manifests: all", "manifests: new"))
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    copy = tmp_path / "copy"
+    assert set(_copy_binaries(copy).values()) == {"good", "user"}
+    assert not (copy / KEY_INDEX).exists()  # nothing verified, so no key is vouched for
+
+    config.write_text(text.replace("manifests: all", "manifests: new"))
+    before = server.count("*.spec.manifest.json")
+    done = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert server.count("*.spec.manifest.json") - before == 2  # both crawled again
+    (record,) = _records((copy / KEY_INDEX).read_bytes())
+    key_index = copy / "blobs/sha256" / record["checksum"][:2] / record["checksum"]
+    assert list(json.loads(key_index.read_bytes())["keys"]) == [fingerprint]

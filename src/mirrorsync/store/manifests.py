@@ -109,25 +109,29 @@ async def finish_crawl(store: Store, stack_id: int, at: str) -> None:
 
 
 async def pending(
-    store: Store, stack_id: int, cutoff: str, *, page: int = 500
+    store: Store, stack_id: int, cutoff: str, *, page: int = 500, signed: bool = False
 ) -> AsyncIterator[SpecRef]:
-    """Current members of the stack without an ok manifest fetched at or after ``cutoff``."""
-    async for ref in _current_members(store, stack_id, page, _UNFETCHED, {"cutoff": cutoff}):
+    """Current members of the stack without an ok manifest fetched at or after ``cutoff``
+    (with its checksum on record, and with ``signed`` its signer: a manifest read
+    before either was recorded, or before signatures were checked, is read again)."""
+    params = {"cutoff": cutoff, "signed": int(signed)}
+    async for ref in _current_members(store, stack_id, page, _UNFETCHED, params):
         yield ref
 
 
 _UNFETCHED = (
     " AND NOT EXISTS (SELECT 1 FROM spec_manifests sm WHERE sm.stack_id = :stack"
-    "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff)"
+    "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff"
+    "   AND sm.manifest_sha256 IS NOT NULL AND (:signed = 0 OR sm.signer IS NOT NULL))"
 )
 
 
-async def count_pending(store: Store, stack_id: int, cutoff: str) -> int:
+async def count_pending(store: Store, stack_id: int, cutoff: str, *, signed: bool = False) -> int:
     """How many specs ``pending`` would give now: the crawl's total, for its progress."""
     async with store.conn.execute(
         "SELECT count(*) FROM memberships m WHERE m.stack_id = :stack AND m.left IS NULL"
         f"{_UNFETCHED}",
-        {"stack": stack_id, "cutoff": cutoff},
+        {"stack": stack_id, "cutoff": cutoff, "signed": int(signed)},
     ) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0

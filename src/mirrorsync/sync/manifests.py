@@ -390,7 +390,9 @@ class ManifestCrawler:
         cutoff = await store_manifests.begin_crawl(self.store, target.id, policy, utcnow())
         expected = consumed = 0  # for the crawl phase's progress
         if self.progress is not None:
-            expected = await store_manifests.count_pending(self.store, target.id, cutoff)
+            expected = await store_manifests.count_pending(
+                self.store, target.id, cutoff, signed=mirror.keyring is not None
+            )
             self.progress.crawl.add_work(expected)
         batch: list[ManifestResult] = []
         last_flush = time.monotonic()
@@ -434,7 +436,9 @@ class ManifestCrawler:
 
         try:
             await run_pool(
-                store_manifests.pending(self.store, target.id, cutoff),
+                store_manifests.pending(
+                    self.store, target.id, cutoff, signed=mirror.keyring is not None
+                ),
                 work,
                 consume,
                 workers=self.workers,
