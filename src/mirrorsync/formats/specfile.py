@@ -182,6 +182,7 @@ def spec_blob_identity(data: bytes, url: str | None = None) -> SpecIdentity:
         doc = _SPEC_DOC.decode(data)
     except msgspec.DecodeError as exc:
         raise FormatError(what, decode_problem(exc, data), url) from None
+    refuse_repeated_keys(what, data, url)
     if not doc.spec.nodes:
         raise FormatError(what, "lists no spec nodes", url)
     root = doc.spec.nodes[0]
