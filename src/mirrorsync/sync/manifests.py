@@ -40,7 +40,7 @@ from mirrorsync.fetch import (
     Url,
 )
 from mirrorsync.formats.catalog import blob_url
-from mirrorsync.formats.clearsign import is_clearsigned
+from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 from mirrorsync.formats.manifest import (
     SPEC_MEDIA_PREFIX,
     TARBALL_MEDIA_PREFIX,
@@ -214,6 +214,12 @@ class StackMirror:
             self._plain_first = url == plain
         signer = await self._check_signature(data, url)
         binary = parse_v2_specfile(data, url.display)
+        if signer is not None:  # the spec file is the spec's metadata: bound to this hash
+            identity = spec_blob_identity(split_clearsigned(data).body, url.display)
+            if identity.hash != ref.hash:
+                raise SignatureError(
+                    url, f"signed spec file of another spec ({identity.hash[:40]}), not {ref.hash}"
+                )
         tarball = Blob(
             "tarball", self.root.join(paths.tarball), None, binary.algorithm, binary.checksum
         )
