@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import QUICK_RETRIES, database_value, run_cli, write_config
+from conftest import QUICK_RETRIES, catalog_config_text, database_value, run_cli, write_config
 from mirrorsync.config import load_config
-from mirrorsync.fixture.build import MirrorInfo, write_v3_mirror
+from mirrorsync.fixture.build import MirrorInfo, build_catalog_from_specs, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import (
     export_public_key,
@@ -319,3 +319,32 @@ def test_turning_verification_on_reads_every_manifest_again_before_copying(
     (record,) = _records((copy / KEY_INDEX).read_bytes())
     key_index = copy / "blobs/sha256" / record["checksum"][:2] / record["checksum"]
     assert list(json.loads(key_index.read_bytes())["keys"]) == [fingerprint]
+
+
+def test_a_spec_bad_in_one_stack_is_copied_from_a_stack_where_it_verified(
+    tmp_path: Path, docroot: Path, server: FixtureServer, gpg_home: Path
+) -> None:
+    nodes = [_node("good"), _node("both")]
+    infos = build_catalog_from_specs(
+        docroot, {"develop": {"e4s": nodes, "root": nodes}}, gpg_home=gpg_home
+    )["develop"]
+    bad = docroot / infos["e4s"].spec_files[fake_hash("both")]  # e4s is read first
+    bad.write_text(_body(bad.read_bytes()))
+    (fingerprint,) = fingerprints(gpg_home)
+    config = write_config(
+        tmp_path / "c.yaml",
+        catalog_config_text(
+            tmp_path,
+            server,
+            extra=f"    verify_signatures: true\n    trusted_keys: [{fingerprint}]\n"
+            f"mirrors:\n  - {{name: local, path: {tmp_path / 'copy'}, source: test,"
+            " release: develop}",
+            http=QUICK_RETRIES,
+        ),
+    )
+    done = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert "mirror local published" in done.stderr, done.stderr  # the sync fails, not the copy
+    assert set(_copy_binaries(tmp_path / "copy").values()) == {"good", "both"}
+    root = infos["root"].spec_files[fake_hash("both")]
+    held = tmp_path / "copy" / ("v3/" + root.split("/v3/", 1)[1])
+    assert held.read_bytes() == (docroot / root).read_bytes()  # the verified one

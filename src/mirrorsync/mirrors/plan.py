@@ -64,12 +64,21 @@ def select(copy: MirrorCopy, stacks: list[StackIndex], admission: Admission) -> 
             f"mirror {copy.name}: its stacks have different database versions ({listed}); "
             "put them in separate copies"
         )
-    # Every record by hash; a binary (in_buildcache true) wins over a bare listing.
+    # Every record by hash; a binary (in_buildcache true) wins over a bare listing,
+    # and a binary the admission lets in over one it does not (another stack's copy).
     known: _Known = {}
     for stack in stacks:
         for spec_hash, record in stack.index.installs.items():
             have = known.get(spec_hash)
-            if have is None or (record.in_buildcache and not have[0].in_buildcache):
+            if (
+                have is None
+                or (record.in_buildcache and not have[0].in_buildcache)
+                or (
+                    record.in_buildcache
+                    and admission.check(have[2], have[0]) is not None
+                    and admission.check(stack.stack_id, record) is None
+                )
+            ):
                 known[spec_hash] = (record, stack.root, stack.stack_id)
     chosen = tuple(
         sorted(
