@@ -348,3 +348,18 @@ def test_a_spec_bad_in_one_stack_is_copied_from_a_stack_where_it_verified(
     root = infos["root"].spec_files[fake_hash("both")]
     held = tmp_path / "copy" / ("v3/" + root.split("/v3/", 1)[1])
     assert held.read_bytes() == (docroot / root).read_bytes()  # the verified one
+
+
+def test_a_file_planted_at_a_blob_address_in_the_copy_is_checked_not_trusted(
+    tmp_path: Path, docroot: Path, server: FixtureServer, gpg_home: Path
+) -> None:
+    info = _upstream(docroot, gpg_home, [_node("good")])
+    rel = info.tarballs[fake_hash("good")]  # blobs/sha256/xx/<hex>
+    planted = tmp_path / "copy" / rel
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"\0" * (docroot / "m" / rel).stat().st_size)  # right size only
+    (fingerprint,) = fingerprints(gpg_home)
+    done = run_cli("-c", str(_config(tmp_path, server, fingerprint)), "once", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(_copy_binaries(tmp_path / "copy").values()) == {"good"}  # digests checked
+    assert planted.read_bytes() == (docroot / "m" / rel).read_bytes()

@@ -77,6 +77,9 @@ class Copier:
         self._bad_blobs: dict[str, str] = {}  # by checksum: why it cannot be copied
         #: Every file the new index will reference (relative path -> size).
         self.referenced: dict[str, int] = {}
+        #: Blobs the published state references: checked when this copy wrote them. Any
+        #: other file already in the directory is checked (sha256) before it is used.
+        self.published: frozenset[str] = frozenset()
 
     # -- blobs ---------------------------------------------------------------
 
@@ -109,7 +112,9 @@ class Copier:
         rel = blob_relpath(record.checksum_algorithm, record.checksum)
         self.referenced[rel] = record.content_length
         final = self.root / rel
-        if files.size_of(final) == record.content_length:
+        if files.size_of(final) == record.content_length and (
+            rel in self.published or await anyio.to_thread.run_sync(_holds, final, record)
+        ):
             self.counts.blobs_present += 1
             return
         url = blob_url(upstream_root, record.checksum_algorithm, record.checksum)
@@ -240,3 +245,17 @@ def manifest_bytes(length: int, media_type: str, algorithm: str, checksum: str) 
         ],
     }
     return json.dumps(manifest, indent=0, separators=(",", ":")).encode()
+
+
+def _holds(path: Path, record: BlobRecord) -> bool:
+    """Whether the file already at a blob's address has the digest its name promises."""
+    if record.checksum_algorithm not in hashlib.algorithms_available:
+        return False
+    digest = hashlib.new(record.checksum_algorithm)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == record.checksum

@@ -19,6 +19,7 @@ that copy for this run; its published state is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -33,7 +34,13 @@ from typing import Literal
 import anyio
 
 from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
-from mirrorsync.errors import CopyError, MirrorsyncError, NotFoundError, SignatureError
+from mirrorsync.errors import (
+    CopyError,
+    FormatError,
+    MirrorsyncError,
+    NotFoundError,
+    SignatureError,
+)
 from mirrorsync.fetch import HttpClient, Tally, Throttle
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.rawindex import RawInstall, parse_raw_index
@@ -262,6 +269,12 @@ class _CopyJob:
             keys, selection = await self._signer_keys(source, stacks, roots, admission, selection)
         copier = Copier(self.client, self.root, self.outcome.tally, dry_run=self.dry_run)
         self.outcome.copied = copier.counts
+        if current is not None and row is not None and current == row.index_checksum:
+            # What the published state references was checked as it was written.
+            with contextlib.suppress(CopyError, FormatError):
+                copier.published = frozenset(
+                    (await anyio.to_thread.run_sync(referenced, self.root)).sizes
+                )
         await copier.layout(roots[0])
         before = len(admission.left)
         await self._download(copier, selection, admission)
