@@ -262,13 +262,26 @@ def test_a_manifest_changed_after_the_crawl_is_not_copied_nor_the_key_that_signe
     later.write_bytes(gpg_clearsign(other_home, _body(later.read_bytes())))
     plain = docroot / "m" / info.spec_files[fake_hash("plain")]
     plain.write_text(_body(plain.read_bytes()))
-    # ... and lists the attacker's key in its own key index.
-    _upstream_keys = docroot / "m/v3/manifests/key"
-    assert (_upstream_keys / f"{fingerprint}.key.manifest.json").exists()
+    # ... and lists the attacker's key in its own key index, as Spack would publish it.
+    keys = docroot / "m/v3/manifests/key"
+
+    def blob(data: bytes, media_type: str) -> bytes:
+        digest = hashlib.sha256(data).hexdigest()
+        (docroot / "m/blobs/sha256" / digest[:2]).mkdir(parents=True, exist_ok=True)
+        (docroot / "m/blobs/sha256" / digest[:2] / digest).write_bytes(data)
+        record = {
+            "contentLength": len(data),
+            "mediaType": media_type,
+            "compression": "none",
+            "checksumAlgorithm": "sha256",
+            "checksum": digest,
+        }
+        return json.dumps({"version": 3, "data": [record]}).encode()
+
     key = export_public_key(other_home, attacker)
-    digest = hashlib.sha256(key).hexdigest()
-    (docroot / "m/blobs/sha256" / digest[:2]).mkdir(parents=True, exist_ok=True)
-    (docroot / "m/blobs/sha256" / digest[:2] / digest).write_bytes(key)
+    (keys / f"{attacker}.key.manifest.json").write_bytes(blob(key, "application/pgp-keys"))
+    index = json.dumps({"keys": {fingerprint: {}, attacker: {}}}).encode()
+    (keys / "keys.manifest.json").write_bytes(blob(index, "application/vnd.spack.keyindex.v1+json"))
 
     done = run_cli("-c", str(config), "mirror", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
