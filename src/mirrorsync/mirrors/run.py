@@ -267,6 +267,8 @@ class _CopyJob:
         keys: dict[str, bytes] = {}
         if source.verify_signatures:
             keys, selection = await self._signer_keys(source, stacks, roots, admission, selection)
+        if admission.left and copy.on_error == "fail":
+            await self._left_out(admission)  # fails now: nothing to download for nothing
         copier = Copier(self.client, self.root, self.outcome.tally, dry_run=self.dry_run)
         self.outcome.copied = copier.counts
         if current is not None and row is not None and current == row.index_checksum:
