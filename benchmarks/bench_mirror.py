@@ -2,7 +2,7 @@
 
 Generates a v3 build cache of a few GB of binaries (repeated bytes, so it is
 cheap to make, with real sha256 checksums), serves it from the fixture server
-in its own process on 127.0.0.1, syncs it once (``manifests: none``), then, in
+in its own process on 127.0.0.1, syncs it once (``manifests: new``: a copy holds only crawled manifests), then, in
 alternation and ``--repeat`` times each:
 
   mirrorsync  ``mirrorsync mirror`` into an empty directory: every blob streamed
@@ -67,7 +67,7 @@ sources:
     kind: catalog
     url: {url}/cache_spack_io_index.json
     bucket_urls: {{spack-binaries: {url}/}}
-    manifests: none
+    manifests: new
 http: {{concurrency: {concurrency}, per_host_concurrency: {concurrency}, per_host_rate: 100000,
         timeout: 120}}
 """

@@ -294,6 +294,27 @@ def test_manifest_plain_and_clearsigned_agree() -> None:
     assert (record.checksum, record.content_length) == ("b" * 64, 1211)
 
 
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        # The forgery gpg accepts: an unsigned block with bare-CR lines, then a genuine
+        # one. gpg verifies the second; splitlines() would parse the first.
+        (
+            clearsign(b'{"evil": 1}').replace(b"\n", b"\r") + b"\n" + clearsign(b"{}"),
+            "bare CR",
+        ),
+        (clearsign(b"{}") + clearsign(b"{}"), "more than one -----BEGIN PGP SIGNED MESSAGE-----"),
+        (b"garbage\n" + clearsign(b"{}"), "bytes before -----BEGIN PGP SIGNED MESSAGE-----"),
+        (clearsign(b"{}") + b"trailer\n", "bytes after -----END PGP SIGNATURE-----"),
+        (clearsign(b"{\r}"), "bare CR"),
+    ],
+)
+def test_clearsign_reads_one_armoured_block_only(data: bytes, problem: str) -> None:
+    with pytest.raises(FormatError, match=problem):
+        split_clearsigned(data)
+    assert split_clearsigned(b"\n  " + clearsign(b"{}") + b"\r\n\n").body == b"{}"
+
+
 def test_clearsign_undoes_dash_escaping_exactly() -> None:
     body = b"-leading dash\nplain\n--- more\nlast"
     assert split_clearsigned(clearsign(body)).body == body

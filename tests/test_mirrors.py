@@ -27,7 +27,7 @@ from mirrorsync.config import Config, parse_config
 from mirrorsync.errors import ConfigError
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.signing import make_signing_key, stop_agent
+from mirrorsync.fixture.signing import export_public_key, fingerprints, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.mirrors import MirrorOutcome, run_mirrors
 from mirrorsync.store import Store
@@ -76,7 +76,7 @@ def _publish_upstream(docroot: Path, nodes: dict[str, Node], gpg_home: Path | No
     write_catalog(docroot, {"develop": {"root": "develop", "e4s": "develop/e4s"}})
 
 
-def _config_text(tmp_path: Path, server: FixtureServer, mirror: str) -> str:
+def _config_text(tmp_path: Path, server: FixtureServer, mirror: str, source: str = "") -> str:
     return f"""
 database: {database_value(tmp_path)}
 sources:
@@ -84,7 +84,8 @@ sources:
     kind: catalog
     url: {server.url}/cache_spack_io_index.json
     bucket_urls: {{spack-binaries: {server.url}/}}
-    manifests: none
+    manifests: new
+{source}
 mirrors:
   - name: local
     path: {tmp_path / "copy"}
@@ -196,9 +197,17 @@ def test_filtered_copy_is_the_selection_and_its_runtime_closure_and_reads_back(
     tmp_path: Path, docroot: Path, upstream: FixtureServer, gpg_home: Path
 ) -> None:
     nodes = _graph()
+    nodes_by_hash = {n["hash"]: n for n in nodes.values()}
     _publish_upstream(docroot, nodes, gpg_home)
+    (fingerprint,) = fingerprints(gpg_home)
     config = write_config(
-        tmp_path / "c.yaml", _config_text(tmp_path, upstream, '    packages: ["py-num*"]')
+        tmp_path / "c.yaml",
+        _config_text(
+            tmp_path,
+            upstream,
+            '    packages: ["py-num*"]',
+            f"    verify_signatures: true\n    trusted_keys: [{fingerprint}]",
+        ),
     )
     done = run_cli("-c", str(config), "once", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -229,26 +238,26 @@ def test_filtered_copy_is_the_selection_and_its_runtime_closure_and_reads_back(
     assert (copy / "v3/layout.json").read_bytes() == (
         docroot / "develop/v3/layout.json"
     ).read_bytes()
+    # The copy's key index lists exactly the trusted key that signed its manifests,
+    # written by mirrorsync (upstream's key index is never copied).
     keys = "v3/manifests/key/keys.manifest.json"
-    assert (copy / keys).read_bytes() == (docroot / "develop" / keys).read_bytes()
-    for record in _manifest_records((copy / keys).read_bytes()):
-        key_index = copy / "blobs/sha256" / record["checksum"][:2] / record["checksum"]
-        for fingerprint in json.loads(key_index.read_bytes())["keys"]:
-            rel = f"v3/manifests/key/{fingerprint}.key.manifest.json"
-            # Each stack signs its own manifests: the copy holds one of upstream's, unchanged.
-        upstream_manifests = {
-            (docroot / stack / rel).read_bytes()
-            for stack in ("develop", "develop/e4s")
-            if (docroot / stack / rel).exists()
-        }
-        assert (copy / rel).read_bytes() in upstream_manifests
-    # Stacks share blobs: each one was fetched once, though both stacks list most of them.
-    # (The index blobs are fetched twice: by the sync, then by the copy, which needs
-    # upstream's nodes whole.)
-    indexes = {_index_checksum(docroot, rel) for rel in ("develop", "develop/e4s")}
+    (record,) = _manifest_records((copy / keys).read_bytes())
+    key_index = copy / "blobs/sha256" / record["checksum"][:2] / record["checksum"]
+    assert list(json.loads(key_index.read_bytes())["keys"]) == [fingerprint]
+    (key,) = _manifest_records(
+        (copy / f"v3/manifests/key/{fingerprint}.key.manifest.json").read_bytes()
+    )
+    key_blob = copy / "blobs/sha256" / key["checksum"][:2] / key["checksum"]
+    assert key_blob.read_bytes() == export_public_key(gpg_home, fingerprint)
+    # Stacks share blobs: each tarball was fetched once, though both stacks list most.
+    tarballs = {
+        r["checksum"]
+        for h in binaries
+        for r in _manifest_records((copy / _rel(nodes_by_hash[h])).read_bytes())
+        if r["mediaType"].startswith("application/vnd.spack.install")
+    }
     names = [p.rsplit("/", 1)[1] for p in _blob_gets(upstream)]
-    copied = [n for n in names if n not in indexes]
-    assert len(copied) == len(set(copied)) == 2 * len(binaries) + 2  # and 2 key blobs
+    assert sorted(n for n in names if n in tarballs) == sorted(tarballs)
 
     # mirrorsync reads its own copy back as a mirror source, and every checksum holds.
     with FixtureServer(copy) as served:

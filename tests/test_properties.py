@@ -450,6 +450,9 @@ SEEDS: dict[str, bytes] = {
     ).encode(),
     "key index": json.dumps({"keys": {"2C8DD3224EF3573A42BD221FA8E0CA3C1C2ADA2F": {}}}).encode(),
     "cache page": SEED,
+    "spec metadata": json.dumps(
+        {"spec": {"_meta": {"version": 5}, "nodes": [{"name": "zlib", "hash": "a" * 32}]}}
+    ).encode(),
 }
 PARSER_NAMES = sorted(all_parsers())
 DEEP = 2100

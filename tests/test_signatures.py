@@ -153,9 +153,15 @@ def test_v2_spec_files_are_checked_against_the_published_key(
 
     spec_file = docroot / infos["root"].spec_files[specs[4]["hash"]]
     spec_file.write_text(spec_file.read_text().replace('"hash_algorithm"', '"hash_algorithm" ', 1))
+    # A genuine spec file of another spec, served at this spec's name: refused.
+    swapped = docroot / infos["root"].spec_files[specs[3]["hash"]]
+    swapped.write_bytes((docroot / infos["root"].spec_files[specs[0]["hash"]]).read_bytes())
     report = sync(config)
     assert report.exit_code == 1
-    assert statuses(config.database_path)[("root", specs[4]["hash"])][0] == "bad_signature"
+    found = statuses(config.database_path)
+    assert found[("root", specs[4]["hash"])][0] == "bad_signature"
+    assert found[("root", specs[3]["hash"])][0] == "bad_signature"
+    assert "signed spec file of another spec" in str(found[("root", specs[3]["hash"])][1])
 
 
 def test_a_mirror_without_keys_cannot_pass(

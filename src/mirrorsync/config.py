@@ -322,6 +322,9 @@ class MirrorCopy(_Strict):
     platforms: list[str] | None = None
     delete_after: float | str = "2d"  # how long unreferenced files stay; 0 deletes at once
     sign_index: bool = False  # Spack never signs v3 index manifests; only false is accepted
+    #: A spec left out (failed verification): fail keeps the last published state; skip
+    #: publishes the rest.
+    on_error: Literal["fail", "skip"] = "fail"
 
     @property
     def directory(self) -> Path:
@@ -607,6 +610,13 @@ def _check_mirrors(config: Config) -> None:
                 path,
                 f"{key}.delete_after",
                 f"expected seconds or a duration such as 2d, 12h, 0, got {copy.delete_after!r}",
+            )
+        if source.manifests == "none":
+            raise ConfigError(
+                path,
+                f"{key}.source",
+                f"source {source.name!r} has manifests: none; a copy holds only specs whose "
+                "manifests the sync verified: set manifests: new or all on it",
             )
         if copy.sign_index:
             raise ConfigError(

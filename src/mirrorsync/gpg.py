@@ -70,9 +70,17 @@ class Keyring:
         imported = await self._import(exported, url)
         self.fingerprints.update(imported & {fingerprint})
 
-    async def _export(self, fingerprint: str) -> bytes:
+    async def export_armored(self, fingerprint: str) -> bytes:
+        """The public key ``fingerprint`` ASCII-armoured, as Spack publishes keys (b"": none)."""
+        if fingerprint not in self.fingerprints:
+            return b""
+        return await self._export(fingerprint, armor=True)
+
+    async def _export(self, fingerprint: str, *, armor: bool = False) -> bytes:
         """The public key ``fingerprint`` (binary), or b"" if gpg has none."""
         command = [self.program, "--batch", "--no-tty", "--homedir", str(self.home)]
+        if armor:
+            command.append("--armor")
         try:
             with anyio.fail_after(GPG_TIMEOUT):
                 result = await anyio.run_process(
@@ -92,7 +100,7 @@ class Keyring:
         return imported
 
     async def verify(self, data: bytes, url: str) -> str:
-        """Check a clear-signed document; return the signing key's fingerprint.
+        """Check a clear-signed document; return the signing primary key's fingerprint.
 
         Raises SignatureError unless gpg reports every signature good and valid.
         """
@@ -107,7 +115,8 @@ class Keyring:
         )
         if rc == 0 and "GOODSIG" in kinds and valid and not kinds & _BAD:
             if primaries <= self.fingerprints:
-                return valid[0]
+                first = next(w for w in words if len(w) > 1 and w[0] == "VALIDSIG")
+                return first[10].upper() if len(first) > 10 else valid[0]
             raise SignatureError(url, f"signed by {unknown}")
         if "BADSIG" in kinds:
             problem = "bad signature: the signed text was changed"

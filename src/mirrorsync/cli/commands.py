@@ -233,6 +233,10 @@ async def mirror(args: argparse.Namespace) -> int:
                 f"({human_size(c.bytes_fetched)}) and {plural(c.manifests_fetched, 'manifest')}; "
                 f"would delete up to {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)})"
             )
+    if not args.json:
+        for o in outcomes:  # each spec the copy refused, and why
+            for x in o.left_out:
+                print(f"mirror {o.name}: left out {x.name} {x.hash}: {x.reason}")
     failures = [o.failure for o in outcomes if o.failure]
     failures += [r.failure for r in webhooks if r.failure]
     for line in failures:
@@ -258,6 +262,7 @@ def _mirror_dict(o: MirrorOutcome) -> dict[str, object]:
         "waiting": o.waiting,
         "waiting_bytes": o.waiting_bytes,
         "error": o.error,
+        "left_out": [{"hash": x.hash, "name": x.name, "reason": x.reason} for x in o.left_out],
         "requests": o.tally.requests,
         "seconds": round(o.seconds, 3),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mirrorsync.errors import FormatError
@@ -9,6 +10,7 @@ from mirrorsync.errors import FormatError
 BEGIN_MESSAGE = b"-----BEGIN PGP SIGNED MESSAGE-----"
 BEGIN_SIGNATURE = b"-----BEGIN PGP SIGNATURE-----"
 END_SIGNATURE = b"-----END PGP SIGNATURE-----"
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +24,26 @@ def is_clearsigned(data: bytes) -> bool:
 
 
 def split_clearsigned(data: bytes, what: str = "clear-signed document") -> ClearSigned:
-    """Return the signed body and the signature armour; FormatError if the armour is broken."""
+    """Return the signed body and the signature armour; FormatError if the armour is broken.
+
+    gpg and this parser must read the same text: gpg treats lines it cannot place
+    (a block whose lines end in a bare CR, for one) as garbage and verifies a
+    later block, while ``bytes.splitlines`` would break on those CRs and read the
+    first. So a document is refused unless it is exactly one armoured block:
+    no bare CR anywhere, nothing but whitespace around the block, and one
+    BEGIN/END pair of each kind.
+    """
+    if _BARE_CR.search(data):
+        raise FormatError(what, "has a bare CR (a carriage return not followed by a line feed)")
+    for marker in (BEGIN_MESSAGE, BEGIN_SIGNATURE, END_SIGNATURE):
+        if data.count(marker) > 1:
+            raise FormatError(what, f"has more than one {marker.decode()} line")
+    if END_SIGNATURE in data:
+        end = data.index(END_SIGNATURE) + len(END_SIGNATURE)
+        if data[end:].strip():
+            raise FormatError(what, "has bytes after -----END PGP SIGNATURE-----")
+    if data[: data.find(BEGIN_MESSAGE)].strip():
+        raise FormatError(what, "has bytes before -----BEGIN PGP SIGNED MESSAGE-----")
     lines = data.lstrip().splitlines(keepends=True)
     if not lines or lines[0].rstrip() != BEGIN_MESSAGE:
         raise FormatError(what, "does not start with -----BEGIN PGP SIGNED MESSAGE-----")

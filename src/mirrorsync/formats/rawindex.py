@@ -103,8 +103,10 @@ def polite_filename(text: str) -> str:
 def parse_raw_index(data: bytes | memoryview, url: str | None = None) -> RawIndex:
     """Every install record of an index, raw, with its selection fields decoded.
 
-    FormatError for invalid JSON, malformed hashes, nameless specs, or names
-    that would not make a file name inside the copy (``.``, ``..``).
+    FormatError for invalid JSON or malformed hashes. A name or version that
+    would not make a file name inside a copy (``..``, ``a/b``, empty) is kept as
+    it is: the copy leaves that one spec out (``mirrors.admit.path_safe``), never
+    building a path from it.
     """
     try:
         document = _DOC.decode(data)
@@ -124,11 +126,7 @@ def parse_raw_index(data: bytes | memoryview, url: str | None = None) -> RawInde
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             problem = f"install {spec_hash}: {decode_problem(exc, raw)}"
             raise FormatError("build cache index", problem, url) from None
-        node = install.spec
-        if not node.name or node.name.startswith(".") or node.version.startswith("."):
-            raise FormatError(
-                "build cache index", f"install {spec_hash} has no usable name/version", url
-            )
+        node = install.spec  # an unusable name is the copy's to leave out (mirrors/admit.py)
         arch = node.arch or _Arch()
         target = arch.target if isinstance(arch.target, str) else arch.target.name
         deps = tuple(

@@ -9,6 +9,7 @@ JSON index ``{"keys": {"<fingerprint>": {}}}``.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 import msgspec
@@ -134,3 +135,55 @@ def v3_key_manifest(fingerprint: str) -> str:
 
 def v2_public_key(fingerprint: str) -> str:
     return f"build_cache/_pgp/{fingerprint}.pub"
+
+
+#: A spec metadata blob is a few kB; this much unpacked is far beyond any real one.
+SPEC_BLOB_MAX = 64 * 1024**2
+
+
+class _Node(msgspec.Struct):
+    name: str
+    hash: str
+
+
+class _Spec(msgspec.Struct):
+    nodes: list[_Node]
+
+
+class _SpecDoc(msgspec.Struct):
+    spec: _Spec
+
+
+_SPEC_DOC = msgspec.json.Decoder(_SpecDoc)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecIdentity:
+    name: str
+    hash: str
+
+
+@parser("spec metadata")
+def spec_blob_identity(data: bytes, url: str | None = None) -> SpecIdentity:
+    """The root spec (first node) a spec metadata blob (``spec.json``, maybe gzipped) is of.
+
+    Binds a spec manifest to its spec: a genuine manifest of another spec names
+    that spec's metadata, whose root hash is not the one at this path."""
+    what = "spec metadata"
+    if data[:2] == b"\x1f\x8b":
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(data, SPEC_BLOB_MAX + 1)
+        except zlib.error as exc:
+            raise FormatError(what, f"not valid gzip data ({exc})", url) from None
+        if len(data) > SPEC_BLOB_MAX or not inflater.eof:
+            raise FormatError(what, "gzip data truncated or over 64 MiB unpacked", url)
+    try:
+        doc = _SPEC_DOC.decode(data)
+    except msgspec.DecodeError as exc:
+        raise FormatError(what, decode_problem(exc, data), url) from None
+    refuse_repeated_keys(what, data, url)
+    if not doc.spec.nodes:
+        raise FormatError(what, "lists no spec nodes", url)
+    root = doc.spec.nodes[0]
+    return SpecIdentity(root.name, root.hash)

@@ -18,23 +18,38 @@ from pathlib import Path
 
 import anyio
 
-from mirrorsync.errors import CopyError, FormatError, MirrorsyncError, NotFoundError
+from mirrorsync.errors import (
+    CopyError,
+    FormatError,
+    IntegrityError,
+    MirrorsyncError,
+    NotFoundError,
+)
 from mirrorsync.fetch import Fetched, HttpClient, Tally
 from mirrorsync.formats.catalog import blob_url
-from mirrorsync.formats.manifest import BlobRecord, parse_manifest, spec_manifest_records
+from mirrorsync.formats.manifest import BlobRecord, spec_manifest_records
 from mirrorsync.formats.rawindex import RawInstall
 from mirrorsync.formats.specfile import (
-    KEY_INDEX_MEDIA_PREFIX,
     PUBLIC_KEY_MEDIA_TYPE,
-    parse_key_index,
     v3_key_manifest,
 )
 from mirrorsync.mirrors import files
+from mirrorsync.mirrors.admit import CHANGED, Admission
 from mirrorsync.mirrors.files import KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
 from mirrorsync.redact import Url, join_url
 
 #: What Spack writes as ``v3/layout.json`` when upstream has none to copy.
 DEFAULT_LAYOUT = b'{"signing": "gpg"}'
+
+
+@dataclass
+class SpecRefused(CopyError):
+    """One spec cannot enter the copy (its manifest changed, a blob is corrupt): the
+    spec is left out with this reason, the rest of the copy goes on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -59,8 +74,12 @@ class Copier:
         self.dry_run = dry_run
         self.counts = CopyTally()
         self._blobs: dict[str, anyio.Event] = {}  # by checksum: done, or being fetched
+        self._bad_blobs: dict[str, str] = {}  # by checksum: why it cannot be copied
         #: Every file the new index will reference (relative path -> size).
         self.referenced: dict[str, int] = {}
+        #: Blobs the published state references: checked when this copy wrote them. Any
+        #: other file already in the directory is checked (sha256) before it is used.
+        self.published: frozenset[str] = frozenset()
 
     # -- blobs ---------------------------------------------------------------
 
@@ -72,10 +91,17 @@ class Copier:
             await event.wait()
             if key in self._blobs:
                 return
+            if key in self._bad_blobs:
+                raise SpecRefused(self._bad_blobs[key])
             raise CopyError(f"blob {record.checksum} could not be copied (see the first error)")
         event = self._blobs[key] = anyio.Event()
         try:
-            await self._fetch_blob(upstream_root, record)
+            try:
+                await self._fetch_blob(upstream_root, record)
+            except (IntegrityError, NotFoundError) as exc:  # this spec's fault, not the copy's
+                why = "corrupt blob" if isinstance(exc, IntegrityError) else "blob missing"
+                self._bad_blobs[key] = f"{why}: {exc}"
+                raise SpecRefused(self._bad_blobs[key]) from None
         except BaseException:
             del self._blobs[key]
             event.set()
@@ -86,7 +112,9 @@ class Copier:
         rel = blob_relpath(record.checksum_algorithm, record.checksum)
         self.referenced[rel] = record.content_length
         final = self.root / rel
-        if files.size_of(final) == record.content_length:
+        if files.size_of(final) == record.content_length and (
+            rel in self.published or await anyio.to_thread.run_sync(_holds, final, record)
+        ):
             self.counts.blobs_present += 1
             return
         url = blob_url(upstream_root, record.checksum_algorithm, record.checksum)
@@ -95,7 +123,9 @@ class Copier:
         if self.dry_run:
             return
         if record.checksum_algorithm != "sha256":
-            raise CopyError(f"{url}: checksum algorithm {record.checksum_algorithm} not supported")
+            raise SpecRefused(
+                f"{url}: checksum algorithm {record.checksum_algorithm} not supported"
+            )
         files.make_parent(final)
         temp = files.temp_path(final)
         try:
@@ -115,45 +145,30 @@ class Copier:
             raise files.disk_error(final, exc) from None
         await anyio.to_thread.run_sync(files.place, temp, final)
 
-    async def small_blob(self, upstream_root: str, record: BlobRecord) -> bytes:
-        """A small blob's bytes (a key, a key index): the copy's if in place, else fetched."""
-        rel = blob_relpath(record.checksum_algorithm, record.checksum)
-        self.referenced[rel] = record.content_length
-        final = self.root / rel
-        data = files.read_if_present(final)
-        if data is not None and _matches(data, record):
-            self.counts.blobs_present += 1
-            return data
-        url = blob_url(upstream_root, record.checksum_algorithm, record.checksum)
-        data = await self._get(url)
-        if len(data) != record.content_length or not _matches(data, record):
-            raise CopyError(f"{url}: length or checksum differs from what its manifest says")
-        self.counts.blobs_fetched += 1
-        self.counts.bytes_fetched += len(data)
-        if not self.dry_run:
-            files.write_atomic(final, data)
-        return data
-
     # -- manifests -------------------------------------------------------------
 
-    async def spec(self, record: RawInstall, upstream_root: str) -> tuple[str, int]:
-        """Copy one binary: its blobs, then its manifest. Returns (manifest path, its bytes)."""
+    async def spec(
+        self, record: RawInstall, upstream_root: str, admission: Admission, stack_id: int
+    ) -> tuple[str, int]:
+        """Copy one admitted binary: its blobs, then its manifest, the very bytes the
+        crawl verified. Returns (manifest path, its bytes). SpecRefused if the
+        manifest changed since the crawl or a blob does not match it."""
+        expected = admission.expected(stack_id, record.hash).manifest_sha256
         rel = record.manifest_path
         final = self.root / rel
-        data = files.read_if_present(final)
+        data = files.read_if_present(final)  # the copy's files are not trusted either
         url = join_url(upstream_root, rel)
         fetched = False
-        manifest = None
-        if data is not None:
-            try:
-                _, _, manifest = spec_manifest_records(data, str(final))
-            except FormatError:
-                data = None  # written atomically, so only damaged by hand: fetch it again
-        if data is None or manifest is None:
+        if data is None or hashlib.sha256(data).hexdigest() != expected:
             data = await self._get(url)
-            _, _, manifest = spec_manifest_records(data, url)
             fetched = True
             self.counts.manifests_fetched += 1
+            if hashlib.sha256(data).hexdigest() != expected:
+                raise SpecRefused(CHANGED)
+        try:
+            _, _, manifest = spec_manifest_records(data, url)
+        except FormatError as exc:  # the crawl parsed these very bytes: never the case
+            raise SpecRefused(str(exc)) from None
         for blob in manifest.data:
             await self.blob(upstream_root, blob)
         if fetched and not self.dry_run:
@@ -175,55 +190,39 @@ class Copier:
         if not self.dry_run and files.read_if_present(self.root / LAYOUT) != data:
             files.write_atomic(self.root / LAYOUT, data)
 
-    async def keys(self, upstream_roots: list[str]) -> None:
-        """The public keys every upstream root publishes (``v3/manifests/key/``).
-
-        One key index is copied byte for byte; stacks with different ones get a
-        key index listing every key, written as Spack writes one.
-        """
-        indexes: dict[bytes, str] = {}  # key index manifest -> a root serving it
-        for root in dict.fromkeys(upstream_roots):
-            try:
-                data = await self._get(join_url(root, KEY_INDEX_MANIFEST))
-            except NotFoundError:
-                continue  # an unsigned mirror publishes no keys
-            indexes.setdefault(data, root)
-        key_manifests: dict[str, tuple[bytes, str]] = {}  # fingerprint -> (manifest, root)
-        for data, root in indexes.items():
-            url = join_url(root, KEY_INDEX_MANIFEST)
-            record = _record(data, url, KEY_INDEX_MEDIA_PREFIX, "key index manifest")
-            for fingerprint in parse_key_index(await self.small_blob(root, record), url):
-                if fingerprint in key_manifests:
-                    continue
-                key_url = join_url(root, v3_key_manifest(fingerprint))
-                manifest = await self._get(key_url)
-                key = _record(manifest, key_url, PUBLIC_KEY_MEDIA_TYPE, "key manifest")
-                await self.small_blob(root, key)
-                key_manifests[fingerprint] = (manifest, root)
-                self.referenced[v3_key_manifest(fingerprint)] = len(manifest)
-        if not indexes:
+    async def keys(self, keys: dict[str, bytes]) -> None:
+        """The copy's key index: exactly ``keys`` (fingerprint -> armoured public key),
+        the trusted keys that signed a copied manifest. Upstream's key index is
+        never copied: keys are trusted by configuration, not by being listed."""
+        if not keys:
             return
-        self.referenced[KEY_INDEX_MANIFEST] = len(next(iter(indexes)))
+        key_manifests: dict[str, bytes] = {}
+        for fingerprint, key in sorted(keys.items()):
+            checksum = hashlib.sha256(key).hexdigest()
+            rel = blob_relpath("sha256", checksum)
+            self.referenced[rel] = len(key)
+            manifest = manifest_bytes(len(key), PUBLIC_KEY_MEDIA_TYPE, "sha256", checksum)
+            key_manifests[fingerprint] = manifest
+            self.referenced[v3_key_manifest(fingerprint)] = len(manifest)
+            if not self.dry_run and files.read_if_present(self.root / rel) != key:
+                files.write_atomic(self.root / rel, key)
+        blob = json.dumps({"keys": {f: {} for f in sorted(keys)}}).encode()
+        checksum = hashlib.sha256(blob).hexdigest()
+        index_manifest = manifest_bytes(
+            len(blob), "application/vnd.spack.keyindex.v1+json", "sha256", checksum
+        )
+        self.referenced[blob_relpath("sha256", checksum)] = len(blob)
+        self.referenced[KEY_INDEX_MANIFEST] = len(index_manifest)
         if self.dry_run:
             return
-        for fingerprint, (manifest, _) in key_manifests.items():
+        for fingerprint, manifest in key_manifests.items():
             path = self.root / v3_key_manifest(fingerprint)
             if files.read_if_present(path) != manifest:
                 files.write_atomic(path, manifest)
-        if len(indexes) == 1:
-            index_manifest = next(iter(indexes))
-        else:
-            index_manifest = self._merged_key_index(sorted(key_manifests))
+        if files.read_if_present(self.root / blob_relpath("sha256", checksum)) != blob:
+            files.write_atomic(self.root / blob_relpath("sha256", checksum), blob)
         if files.read_if_present(self.root / KEY_INDEX_MANIFEST) != index_manifest:
             files.write_atomic(self.root / KEY_INDEX_MANIFEST, index_manifest)
-
-    def _merged_key_index(self, fingerprints: list[str]) -> bytes:
-        blob = json.dumps({"keys": {f: {} for f in fingerprints}}).encode()
-        checksum = hashlib.sha256(blob).hexdigest()
-        files.write_atomic(self.root / blob_relpath("sha256", checksum), blob)
-        return manifest_bytes(
-            len(blob), "application/vnd.spack.keyindex.v1+json", "sha256", checksum
-        )
 
     async def _get(self, url: str) -> bytes:
         result = await self.client.get(Url(url), tally=self.tally)
@@ -248,17 +247,15 @@ def manifest_bytes(length: int, media_type: str, algorithm: str, checksum: str) 
     return json.dumps(manifest, indent=0, separators=(",", ":")).encode()
 
 
-def _matches(data: bytes, record: BlobRecord) -> bool:
+def _holds(path: Path, record: BlobRecord) -> bool:
+    """Whether the file already at a blob's address has the digest its name promises."""
     if record.checksum_algorithm not in hashlib.algorithms_available:
         return False
-    return (
-        len(data) == record.content_length
-        and hashlib.new(record.checksum_algorithm, data).hexdigest() == record.checksum
-    )
-
-
-def _record(data: bytes, url: str, media_prefix: str, what: str) -> BlobRecord:
-    record = parse_manifest(data, url, what).find(media_prefix)
-    if record is None:
-        raise FormatError(what, f"no {media_prefix}* record", url)
-    return record
+    digest = hashlib.new(record.checksum_algorithm)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == record.checksum

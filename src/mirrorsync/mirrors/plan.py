@@ -5,16 +5,18 @@ install records its index will list. A binary the filters select brings every
 spec it depends on through ``link`` or ``run`` (``parameters.deptypes``),
 recursively; ``build``-only dependencies are left out. Records are upstream's,
 unchanged: a dependency upstream lists with ``in_buildcache: false`` (an
-external, or one never pushed) is listed so, and has no files to copy.
+external, or one never pushed) is listed so, and has no files to copy. Only
+specs an :class:`Admission` lets in are selected (see ``mirrors/admit.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mirrorsync.config import MirrorCopy
 from mirrorsync.errors import CopyError
 from mirrorsync.formats.rawindex import RawIndex, RawInstall
+from mirrorsync.mirrors.admit import Admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,7 @@ class StackIndex:
     label: str
     root: str
     index: RawIndex
+    stack_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +34,29 @@ class Selection:
     db_version: str
     records: dict[str, RawInstall]  # hash -> record: selected specs and their closure
     roots: dict[str, str]  # hash -> mirror root, for each binary (in_buildcache true)
-    selected: int  # binaries the filters chose themselves
+    selected: int  # binaries the filters chose themselves (left out ones included)
     missing: tuple[str, ...]  # link/run dependencies no index lists
+    stacks: dict[str, int] = field(default_factory=dict)  # hash -> stack id, each binary
+    chosen: tuple[str, ...] = ()  # the binaries the filters chose, still in
 
     @property
     def binaries(self) -> frozenset[str]:
         return frozenset(self.roots)
 
+    def without(self, admission: Admission) -> Selection:
+        """The selection once ``admission`` left more specs out (and what needs them)."""
+        known = {
+            h: (r, self.roots.get(h, ""), self.stacks.get(h, 0)) for h, r in self.records.items()
+        }
+        return _close(self.db_version, self.chosen, known, admission, self.selected)
 
-def select(copy: MirrorCopy, stacks: list[StackIndex]) -> Selection:
+
+_Known = dict[str, tuple[RawInstall, str, int]]  # hash -> (record, root, stack id)
+
+
+def select(copy: MirrorCopy, stacks: list[StackIndex], admission: Admission) -> Selection:
+    """The copy's binaries: those the filters choose that ``admission`` lets in, and
+    their link/run closure; a spec needing one left out is left out too."""
     versions = {s.index.db_version for s in stacks}
     if len(versions) > 1:
         listed = ", ".join(f"{s.label} v{s.index.db_version}" for s in stacks)
@@ -47,33 +64,76 @@ def select(copy: MirrorCopy, stacks: list[StackIndex]) -> Selection:
             f"mirror {copy.name}: its stacks have different database versions ({listed}); "
             "put them in separate copies"
         )
-    # Every record by hash; a binary (in_buildcache true) wins over a bare listing.
-    known: dict[str, tuple[RawInstall, str]] = {}
+    # Every record by hash; a binary (in_buildcache true) wins over a bare listing,
+    # and a binary the admission lets in over one it does not (another stack's copy).
+    known: _Known = {}
     for stack in stacks:
         for spec_hash, record in stack.index.installs.items():
             have = known.get(spec_hash)
-            if have is None or (record.in_buildcache and not have[0].in_buildcache):
-                known[spec_hash] = (record, stack.root)
-    chosen = [
-        h
-        for h, (r, _) in known.items()
-        if r.in_buildcache and copy.selects(r.name, r.os, r.target, r.platform)
-    ]
-    records: dict[str, RawInstall] = {}
-    roots: dict[str, str] = {}
-    missing: set[str] = set()
-    todo = list(chosen)
-    while todo:
-        spec_hash = todo.pop()
-        if spec_hash in records:
-            continue
-        entry = known.get(spec_hash)
-        if entry is None:
-            missing.add(spec_hash)
-            continue
-        record, root = entry
-        records[spec_hash] = record
-        if record.in_buildcache:
-            roots[spec_hash] = root
-        todo.extend(d for d in record.runtime_deps if d not in records)
-    return Selection(next(iter(versions), "8"), records, roots, len(chosen), tuple(sorted(missing)))
+            if (
+                have is None
+                or (record.in_buildcache and not have[0].in_buildcache)
+                or (
+                    record.in_buildcache
+                    and admission.check(have[2], have[0]) is not None
+                    and admission.check(stack.stack_id, record) is None
+                )
+            ):
+                known[spec_hash] = (record, stack.root, stack.stack_id)
+    chosen = tuple(
+        sorted(
+            h
+            for h, (r, _, _) in known.items()
+            if r.in_buildcache and copy.selects(r.name, r.os, r.target, r.platform)
+        )
+    )
+    return _close(next(iter(versions), "8"), chosen, known, admission, len(chosen))
+
+
+def _close(
+    db_version: str, chosen: tuple[str, ...], known: _Known, admission: Admission, selected: int
+) -> Selection:
+    """The closure of ``chosen`` without the specs ``admission`` leaves out, nor any
+    spec whose closure holds one (each such spec is left out in turn, with why)."""
+    while True:
+        records: dict[str, RawInstall] = {}
+        missing: set[str] = set()
+        needs: dict[str, list[str]] = {}  # hash -> hashes in the closure that need it
+        todo = list(chosen)
+        while todo:
+            spec_hash = todo.pop()
+            if spec_hash in records:
+                continue
+            entry = known.get(spec_hash)
+            if entry is None:
+                missing.add(spec_hash)
+                continue
+            record, _, stack_id = entry
+            records[spec_hash] = record
+            if record.in_buildcache and spec_hash not in admission.left:
+                reason = admission.check(stack_id, record)
+                if reason is not None:
+                    admission.leave_out(record, reason)
+            for dep in record.runtime_deps:
+                needs.setdefault(dep, []).append(spec_hash)
+                if dep not in records:
+                    todo.append(dep)
+        out = [h for h in records if h in admission.left]
+        if not out:
+            break
+        # Everything in the closure that needs a left-out spec, recursively.
+        queue = list(out)
+        while queue:
+            gone = queue.pop()
+            for dependent in needs.get(gone, ()):
+                if dependent in admission.left:
+                    continue
+                cause = admission.left[gone]
+                admission.leave_out(
+                    records[dependent], f"needs {cause.name} {cause.hash[:7]}, left out"
+                )
+                queue.append(dependent)
+        chosen = tuple(h for h in chosen if h not in admission.left)
+    roots = {h: known[h][1] for h, r in records.items() if r.in_buildcache}
+    stacks = {h: known[h][2] for h in roots}
+    return Selection(db_version, records, roots, selected, tuple(sorted(missing)), stacks, chosen)

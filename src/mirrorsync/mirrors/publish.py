@@ -30,6 +30,7 @@ from mirrorsync.formats.specfile import (
     v3_key_manifest,
 )
 from mirrorsync.mirrors import files
+from mirrorsync.mirrors.admit import path_safe
 from mirrorsync.mirrors.download import manifest_bytes
 from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
 
@@ -114,6 +115,8 @@ def referenced(root: Path) -> Referenced:
     for install in index.installs.values():
         if not install.in_buildcache:
             continue
+        if not path_safe(install):  # never ours: the directory was written by another
+            raise CopyError(f"{root / index_rel}: names a spec no copy would list")
         out.binaries.add(install.hash)
         data = need(install.manifest_path)
         _, _, spec_manifest = spec_manifest_records(data, str(root / install.manifest_path))

@@ -19,6 +19,7 @@ that copy for this run; its published state is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -33,13 +34,20 @@ from typing import Literal
 import anyio
 
 from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
-from mirrorsync.errors import CopyError, MirrorsyncError, NotFoundError
+from mirrorsync.errors import (
+    CopyError,
+    FormatError,
+    MirrorsyncError,
+    NotFoundError,
+    SignatureError,
+)
 from mirrorsync.fetch import HttpClient, Tally, Throttle
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.rawindex import RawInstall, parse_raw_index
 from mirrorsync.logs import fields
 from mirrorsync.mirrors import files
-from mirrorsync.mirrors.download import Copier, CopyTally
+from mirrorsync.mirrors.admit import Admission
+from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
 from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
 from mirrorsync.mirrors.plan import Selection, StackIndex, select
 from mirrorsync.mirrors.publish import (
@@ -54,7 +62,10 @@ from mirrorsync.mirrors.publish import (
 from mirrorsync.redact import Url, redact_url, unmask
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
-from mirrorsync.store.mirrors import MirrorRow, Published, SyncedStack
+from mirrorsync.store.manifests import StackTarget
+from mirrorsync.store.mirrors import LeftOut, MirrorRow, Published, SyncedStack
+from mirrorsync.sync.index import unpack_index
+from mirrorsync.sync.manifests import open_mirror
 from mirrorsync.units import human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.mirror")
@@ -80,6 +91,7 @@ class MirrorOutcome:
     error: str | None = None
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
+    left_out: list[LeftOut] = field(default_factory=list)  # specs refused, and why
 
     @property
     def failure(self) -> str | None:
@@ -211,7 +223,12 @@ class _CopyJob:
             release,
             await store_mirrors.synced_stacks(self.store, source_id, release),
         )
-        plan_key = _plan_key(copy, stacks)
+        # The one rule (mirrors/admit.py): what the crawl recorded decides what may enter.
+        admission = Admission(
+            await store_mirrors.manifest_states(self.store, [s.id for s in stacks]),
+            verifies=source.verify_signatures,
+        )
+        plan_key = _plan_key(copy, stacks, admission)
         if not self.dry_run:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -228,15 +245,17 @@ class _CopyJob:
         ):
             try:
                 await self._settle(plan_key, None)
+                # Still left out (what made the published state is what it was).
+                self.outcome.left_out = await store_mirrors.left_out(self.store, row.id)
                 return
             except CopyError as exc:  # a file of the published state is gone: repair it
                 log.warning("mirror %s: %s; checking every file again", copy.name, exc)
         roots = [_real_root(source, s) for s in stacks]
         indexes = [
-            await self._index(s, root, f"{source.name}:{release}/{s.name}")
+            await self._index(s, root, f"{source.name}:{release}/{s.name}", s.id)
             for s, root in zip(stacks, roots, strict=True)
         ]
-        selection = await anyio.to_thread.run_sync(select, copy, indexes)
+        selection = await anyio.to_thread.run_sync(select, copy, indexes, admission)
         del indexes
         if selection.missing:
             log.warning(
@@ -245,11 +264,27 @@ class _CopyJob:
                 len(selection.missing),
                 selection.missing[0],
             )
+        keys: dict[str, bytes] = {}
+        if source.verify_signatures:
+            keys, selection = await self._signer_keys(source, stacks, roots, admission, selection)
+        if admission.left and copy.on_error == "fail":
+            await self._left_out(admission)  # fails now: nothing to download for nothing
         copier = Copier(self.client, self.root, self.outcome.tally, dry_run=self.dry_run)
         self.outcome.copied = copier.counts
+        if current is not None and row is not None and current == row.index_checksum:
+            # What the published state references was checked as it was written.
+            with contextlib.suppress(CopyError, FormatError):
+                copier.published = frozenset(
+                    (await anyio.to_thread.run_sync(referenced, self.root)).sizes
+                )
         await copier.layout(roots[0])
-        await copier.keys(roots)
-        await self._download(copier, selection)
+        before = len(admission.left)
+        await self._download(copier, selection, admission)
+        if len(admission.left) != before:  # refused at copy time: they and what needs them
+            selection = selection.without(admission)
+        signers = {s for h, i in selection.stacks.items() if (s := admission.expected(i, h).signer)}
+        await copier.keys({f: k for f, k in keys.items() if f in signers})
+        await self._left_out(admission)
         index = build_index(selection.db_version, list(selection.records.values()))
         if self.dry_run:
             self._dry_run_report(
@@ -260,7 +295,71 @@ class _CopyJob:
             await anyio.to_thread.run_sync(publish, self.root, index)
         await self._settle(plan_key, selection)
 
-    async def _index(self, stack: SyncedStack, root: str, label: str) -> StackIndex:
+    async def _left_out(self, admission: Admission) -> None:
+        """Record and report the specs left out; with ``on_error: fail``, fail the copy."""
+        left = admission.left_out
+        self.outcome.left_out = left
+        if self.row is not None and not self.dry_run:
+            await store_mirrors.record_left_out(self.store, self.row.id, left)
+        for x in left:
+            log.warning("mirror %s: left out %s %s: %s", self.copy.name, x.name, x.hash, x.reason)
+        if left and self.copy.on_error == "fail":
+            first = left[0]
+            raise CopyError(
+                f"{plural(len(left), 'spec')} left out (first: {first.name} {first.hash}: "
+                f"{first.reason}); with on_error: fail the copy keeps its last published state"
+            )
+
+    async def _signer_keys(
+        self,
+        source: CatalogSource | MirrorSource,
+        stacks: list[SyncedStack],
+        roots: list[str],
+        admission: Admission,
+        selection: Selection,
+    ) -> tuple[dict[str, bytes], Selection]:
+        """The trusted keys (as the sync trusts them: ``trusted_keys``, never upstream's
+        key index when they are given) that signed a selected manifest, armoured. A
+        manifest whose signer is no longer trusted is left out."""
+        wanted: dict[str, set[str]] = {}  # fingerprint -> hashes it signed
+        for spec_hash, stack_id in selection.stacks.items():
+            signer = admission.expected(stack_id, spec_hash).signer
+            if signer is not None:
+                wanted.setdefault(signer, set()).add(spec_hash)
+        keys: dict[str, bytes] = {}
+        for stack, root in zip(stacks, roots, strict=True):
+            if not wanted.keys() - keys.keys():
+                break
+            target = StackTarget(stack.id, source.name, stack.release, stack.name, root, "v3", 0)
+            try:
+                mirror = await open_mirror(
+                    self.client,
+                    target,
+                    Url(root),
+                    verify_signatures=True,
+                    gnupg_home=self.workdir / f"mirror-gnupg-{stack.id}",
+                    tally=self.outcome.tally,
+                    trusted_keys=source.trusted_keys,
+                )
+            except SignatureError as exc:
+                raise CopyError(f"cannot load the keys the copy is signed with: {exc}") from None
+            assert mirror.keyring is not None
+            for fingerprint in wanted.keys() - keys.keys():
+                key = await mirror.keyring.export_armored(fingerprint)
+                if key:
+                    keys[fingerprint] = key
+        untrusted = wanted.keys() - keys.keys()
+        if untrusted:
+            for fingerprint in untrusted:
+                for spec_hash in wanted[fingerprint]:
+                    admission.leave_out(
+                        selection.records[spec_hash],
+                        f"signed by {fingerprint}, no longer a trusted key",
+                    )
+            selection = selection.without(admission)
+        return keys, selection
+
+    async def _index(self, stack: SyncedStack, root: str, label: str, stack_id: int) -> StackIndex:
         """The stack's upstream index as the last sync saw it (its content address)."""
         assert stack.index_checksum is not None
         url = blob_url(root, "sha256", stack.index_checksum)
@@ -281,18 +380,30 @@ class _CopyJob:
             ) from None
         try:
             data = await anyio.to_thread.run_sync(dest.read_bytes)
+            # Read as the sync reads it: a gzip-compressed index blob is unpacked.
+            data = await anyio.to_thread.run_sync(
+                unpack_index, data, redact_url(url), "detect", self.config.limits.cap("index")
+            )
             index = await anyio.to_thread.run_sync(parse_raw_index, data, redact_url(url))
         finally:
             files.remove_quietly(dest)
-        return StackIndex(label, root, index)
+        return StackIndex(label, root, index, stack_id)
 
-    async def _download(self, copier: Copier, selection: Selection) -> None:
-        async def items() -> AsyncIterator[tuple[RawInstall, str]]:
+    async def _download(self, copier: Copier, selection: Selection, admission: Admission) -> None:
+        async def items() -> AsyncIterator[tuple[RawInstall, str, int]]:
             for spec_hash in sorted(selection.roots):
-                yield selection.records[spec_hash], selection.roots[spec_hash]
+                yield (
+                    selection.records[spec_hash],
+                    selection.roots[spec_hash],
+                    selection.stacks[spec_hash],
+                )
 
-        async def work(item: tuple[RawInstall, str]) -> None:
-            await copier.spec(*item)
+        async def work(item: tuple[RawInstall, str, int]) -> None:
+            record, root, stack_id = item
+            try:
+                await copier.spec(record, root, admission, stack_id)
+            except SpecRefused as exc:  # this spec (and what needs it) is left out
+                admission.leave_out(record, exc.reason)
 
         async def consume(_: None) -> None:
             return None
@@ -383,12 +494,15 @@ def _choose(
     return chosen
 
 
-def _plan_key(copy: MirrorCopy, stacks: list[SyncedStack]) -> str:
-    """What a copy's content follows from: its stacks' indexes and its filters."""
+def _plan_key(copy: MirrorCopy, stacks: list[SyncedStack], admission: Admission) -> str:
+    """What a copy's content follows from: its stacks' indexes, its filters, and the
+    crawl's verdicts on each manifest."""
     material = {
         "stacks": [(s.name, s.index_checksum) for s in stacks],
         "filters": [copy.packages, copy.exclude_packages, copy.os, copy.targets, copy.platforms],
-        "format": 1,
+        "admission": admission.fingerprint(),
+        "on_error": copy.on_error,
+        "format": 2,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

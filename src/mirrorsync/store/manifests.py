@@ -51,6 +51,8 @@ class ManifestResult:
     tarball_checksum: str | None = None
     spec_algorithm: str | None = None
     spec_checksum: str | None = None
+    manifest_sha256: str | None = None  # of the bytes read and verified
+    signer: str | None = None  # primary fingerprint of the key gpg accepted; None: unchecked
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,25 +110,29 @@ async def finish_crawl(store: Store, stack_id: int, at: str) -> None:
 
 
 async def pending(
-    store: Store, stack_id: int, cutoff: str, *, page: int = 500
+    store: Store, stack_id: int, cutoff: str, *, page: int = 500, signed: bool = False
 ) -> AsyncIterator[SpecRef]:
-    """Current members of the stack without an ok manifest fetched at or after ``cutoff``."""
-    async for ref in _current_members(store, stack_id, page, _UNFETCHED, {"cutoff": cutoff}):
+    """Current members of the stack without an ok manifest fetched at or after ``cutoff``
+    (with its checksum on record, and with ``signed`` its signer: a manifest read
+    before either was recorded, or before signatures were checked, is read again)."""
+    params = {"cutoff": cutoff, "signed": int(signed)}
+    async for ref in _current_members(store, stack_id, page, _UNFETCHED, params):
         yield ref
 
 
 _UNFETCHED = (
     " AND NOT EXISTS (SELECT 1 FROM spec_manifests sm WHERE sm.stack_id = :stack"
-    "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff)"
+    "   AND sm.spec_id = m.spec_id AND sm.status = 'ok' AND sm.fetched_at >= :cutoff"
+    "   AND sm.manifest_sha256 IS NOT NULL AND (:signed = 0 OR sm.signer IS NOT NULL))"
 )
 
 
-async def count_pending(store: Store, stack_id: int, cutoff: str) -> int:
+async def count_pending(store: Store, stack_id: int, cutoff: str, *, signed: bool = False) -> int:
     """How many specs ``pending`` would give now: the crawl's total, for its progress."""
     async with store.conn.execute(
         "SELECT count(*) FROM memberships m WHERE m.stack_id = :stack AND m.left IS NULL"
         f"{_UNFETCHED}",
-        {"stack": stack_id, "cutoff": cutoff},
+        {"stack": stack_id, "cutoff": cutoff, "signed": int(signed)},
     ) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
@@ -193,12 +199,13 @@ async def record_results(
         await conn.executemany(
             "INSERT INTO spec_manifests (stack_id, spec_id, status, problem,"
             " tarball_size, tarball_algorithm, tarball_checksum, spec_algorithm, spec_checksum,"
-            " fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " manifest_sha256, signer, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (stack_id, spec_id) DO UPDATE SET status = excluded.status,"
             " problem = excluded.problem, tarball_size = excluded.tarball_size,"
             " tarball_algorithm = excluded.tarball_algorithm,"
             " tarball_checksum = excluded.tarball_checksum,"
             " spec_algorithm = excluded.spec_algorithm, spec_checksum = excluded.spec_checksum,"
+            " manifest_sha256 = excluded.manifest_sha256, signer = excluded.signer,"
             " fetched_at = excluded.fetched_at",
             [
                 (
@@ -211,6 +218,8 @@ async def record_results(
                     r.tarball_checksum,
                     r.spec_algorithm,
                     r.spec_checksum,
+                    r.manifest_sha256,
+                    r.signer,
                     at,
                 )
                 for r in results

@@ -43,6 +43,26 @@ class SyncedStack:
     mirror_root: str | None
     index_checksum: str | None
     version: int
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestState:
+    """What the crawl recorded for one spec manifest of a stack (the copy's evidence)."""
+
+    status: str  # ok | missing | malformed | bad_signature | error
+    problem: str | None
+    manifest_sha256: str | None  # of the bytes the crawl read and verified
+    signer: str | None  # primary key fingerprint gpg accepted; None: not checked
+
+
+@dataclass(frozen=True, slots=True)
+class LeftOut:
+    """A spec a copy's last run left out, and why."""
+
+    hash: str
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +129,47 @@ async def ensure(store: Store, name: str, path: str, source_id: int, release: st
 
 async def synced_stacks(store: Store, source_id: int, release: str) -> list[SyncedStack]:
     async with store.conn.execute(
-        "SELECT release, name, present, layout, mirror_root, index_checksum, version"
+        "SELECT release, name, present, layout, mirror_root, index_checksum, version, id"
         " FROM stacks WHERE source_id = ? AND release = ? ORDER BY name",
         (source_id, release),
     ) as cursor:
         return [SyncedStack(r[0], r[1], bool(r[2]), *r[3:]) for r in await cursor.fetchall()]
+
+
+async def manifest_states(
+    store: Store, stack_ids: Iterable[int]
+) -> dict[tuple[int, str], ManifestState]:
+    """(stack id, spec hash) -> what the crawl recorded for the stack's current members."""
+    out: dict[tuple[int, str], ManifestState] = {}
+    for stack_id in stack_ids:
+        async with store.conn.execute(
+            "SELECT s.hash, sm.status, sm.problem, sm.manifest_sha256, sm.signer"
+            " FROM spec_manifests sm JOIN specs s ON s.id = sm.spec_id"
+            " WHERE sm.stack_id = ?",
+            (stack_id,),
+        ) as cursor:
+            for row in await cursor.fetchall():
+                out[(stack_id, str(row[0]))] = ManifestState(*tuple(row[1:]))
+    return out
+
+
+async def record_left_out(store: Store, mirror_id: int, left: Iterable[LeftOut]) -> None:
+    """Make the copy's left-out specs exactly ``left`` (those of its last run)."""
+    async with store.transaction() as conn:
+        await conn.execute("DELETE FROM mirror_left_out WHERE mirror_id = ?", (mirror_id,))
+        await conn.executemany(
+            "INSERT INTO mirror_left_out (mirror_id, hash, name, reason) VALUES (?, ?, ?, ?)",
+            ((mirror_id, x.hash, x.name, x.reason) for x in left),
+        )
+
+
+async def left_out(store: Store, mirror_id: int) -> list[LeftOut]:
+    """The specs the copy's last run left out (hash, name, reason), by name then hash."""
+    async with store.conn.execute(
+        "SELECT hash, name, reason FROM mirror_left_out WHERE mirror_id = ? ORDER BY name, hash",
+        (mirror_id,),
+    ) as cursor:
+        return [LeftOut(*tuple(r)) for r in await cursor.fetchall()]
 
 
 async def members(store: Store, mirror_id: int) -> set[str]:

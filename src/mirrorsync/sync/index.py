@@ -355,14 +355,24 @@ async def parse_downloaded(
 
     def work() -> Index:
         try:
-            data = path.read_bytes()
-            if compression == "gzip":
-                data = _gunzip(data, url.display, max_bytes)
+            data = unpack_index(path.read_bytes(), url.display, compression, max_bytes)
             return parse_index(data, url.display, lazy=lazy)
         finally:
             path.unlink(missing_ok=True)
 
     return await anyio.to_thread.run_sync(work)
+
+
+def unpack_index(data: bytes, url: str, compression: str, max_bytes: int | None) -> bytes:
+    """An index blob's JSON: ``gzip`` undone (refused past ``max_bytes`` once
+    unpacked), ``none`` as it is. ``detect``: gzip when the data starts with gzip's
+    magic bytes (JSON never does), for a reader that has the blob but not its record.
+    The one place index blobs are unpacked, for the sync and the copies alike."""
+    if compression == "detect":
+        compression = "gzip" if data[:2] == b"\x1f\x8b" else "none"
+    if compression == "gzip":
+        return _gunzip(data, url, max_bytes)
+    return data
 
 
 def _gunzip(data: bytes, url: str, max_bytes: int | None) -> bytes:

@@ -40,7 +40,7 @@ from mirrorsync.fetch import (
     Url,
 )
 from mirrorsync.formats.catalog import blob_url
-from mirrorsync.formats.clearsign import is_clearsigned
+from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 from mirrorsync.formats.manifest import (
     SPEC_MEDIA_PREFIX,
     TARBALL_MEDIA_PREFIX,
@@ -56,6 +56,7 @@ from mirrorsync.formats.specfile import (
     V3_KEY_INDEX_MANIFEST,
     parse_key_index,
     parse_v2_specfile,
+    spec_blob_identity,
     v2_paths,
     v2_public_key,
     v3_key_manifest,
@@ -105,6 +106,8 @@ class SpecFiles:
     blobs: tuple[Blob, ...]  # every file it names, the tarball first
     spec_algorithm: str
     spec_checksum: str  # v3: of the spec blob; v2: of the spec file as served
+    manifest_sha256: str  # of the very bytes parsed (and verified, with a keyring)
+    signer: str | None  # the primary key gpg accepted the signature of; None: not checked
 
 
 def _role(media_type: str) -> str:
@@ -147,10 +150,33 @@ class StackMirror:
     async def _v3(self, ref: SpecRef, tally: Tally) -> SpecFiles:
         url = self.root.join(spec_manifest_path(ref.name, ref.version, ref.hash))
         data = await _get(self.client, url, tally)
-        await self._check_signature(data, url)
+        signer = await self._check_signature(data, url)
         tarball, spec, manifest = spec_manifest_records(data, url.display)
+        if signer is not None:
+            await self._check_bound(ref, spec, url, tally)
         blobs = [self._blob(tarball)] + [self._blob(r) for r in manifest.data if r is not tarball]
-        return SpecFiles(url, blobs[0], tuple(blobs), spec.checksum_algorithm, spec.checksum)
+        return SpecFiles(
+            url,
+            blobs[0],
+            tuple(blobs),
+            spec.checksum_algorithm,
+            spec.checksum,
+            hashlib.sha256(data).hexdigest(),
+            signer,
+        )
+
+    async def _check_bound(self, ref: SpecRef, spec: BlobRecord, url: Url, tally: Tally) -> None:
+        """SignatureError unless the (genuine) manifest is this spec's: a signature says
+        who made a manifest, not which spec it is for, so a genuine manifest of
+        another spec served at this path names that spec's metadata blob."""
+        data = await self._checked_blob(spec, tally)
+        identity = spec_blob_identity(data, self._blob_url(spec).display)
+        if identity.hash != ref.hash:
+            raise SignatureError(
+                url,
+                f"signed manifest of another spec ({identity.name[:80]}/{identity.hash[:40]}),"
+                f" not of {ref.hash}",
+            )
 
     def _blob(self, record: BlobRecord) -> Blob:
         return Blob(
@@ -186,19 +212,27 @@ class StackMirror:
             except NotFoundError:
                 raise NotFoundError(signed, "not found, nor the unsigned .spec.json", 404) from None
             self._plain_first = url == plain
-        await self._check_signature(data, url)
+        signer = await self._check_signature(data, url)
         binary = parse_v2_specfile(data, url.display)
+        if signer is not None:  # the spec file is the spec's metadata: bound to this hash
+            identity = spec_blob_identity(split_clearsigned(data).body, url.display)
+            if identity.hash != ref.hash:
+                raise SignatureError(
+                    url, f"signed spec file of another spec ({identity.hash[:40]}), not {ref.hash}"
+                )
         tarball = Blob(
             "tarball", self.root.join(paths.tarball), None, binary.algorithm, binary.checksum
         )
-        return SpecFiles(url, tarball, (tarball,), "sha256", hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        return SpecFiles(url, tarball, (tarball,), "sha256", digest, digest, signer)
 
-    async def _check_signature(self, data: bytes, url: Url) -> None:
+    async def _check_signature(self, data: bytes, url: Url) -> str | None:
+        """The primary fingerprint of the key that signed ``data`` (None: not checked)."""
         if self.keyring is None:
-            return
+            return None
         if not is_clearsigned(data):
             raise SignatureError(url, "not signed, and verify_signatures is on")
-        await self.keyring.verify(data, url.display)
+        return await self.keyring.verify(data, url.display)
 
     async def load_keys(
         self, keyring: Keyring, tally: Tally, trusted_keys: list[str] | None = None
@@ -362,7 +396,9 @@ class ManifestCrawler:
         cutoff = await store_manifests.begin_crawl(self.store, target.id, policy, utcnow())
         expected = consumed = 0  # for the crawl phase's progress
         if self.progress is not None:
-            expected = await store_manifests.count_pending(self.store, target.id, cutoff)
+            expected = await store_manifests.count_pending(
+                self.store, target.id, cutoff, signed=mirror.keyring is not None
+            )
             self.progress.crawl.add_work(expected)
         batch: list[ManifestResult] = []
         last_flush = time.monotonic()
@@ -406,7 +442,9 @@ class ManifestCrawler:
 
         try:
             await run_pool(
-                store_manifests.pending(self.store, target.id, cutoff),
+                store_manifests.pending(
+                    self.store, target.id, cutoff, signed=mirror.keyring is not None
+                ),
                 work,
                 consume,
                 workers=self.workers,
@@ -453,6 +491,8 @@ class ManifestCrawler:
             tarball_checksum=files.tarball.checksum,
             spec_algorithm=files.spec_algorithm,
             spec_checksum=files.spec_checksum,
+            manifest_sha256=files.manifest_sha256,
+            signer=files.signer,
         )
 
 
