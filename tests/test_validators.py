@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pytest
 
 from conftest import Clock, database_value, sync
 from mirrorsync.config import Config, parse_config
+from mirrorsync.errors import ConfigError
 from mirrorsync.fetch.validators import conditions, kept_validators
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v2_mirror, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
@@ -321,6 +323,13 @@ def test_revalidate_after_fetches_once_in_full_and_writes_nothing(
 def test_revalidate_after_is_a_duration(tmp_path: Path, server: FixtureServer) -> None:
     config = kind_config("v3", tmp_path, server.url, "revalidate_after: 12h")
     assert config.http.revalidate_after_seconds == 12 * 3600
+    for bad, why in (
+        ("0", "expected a number above 0 and at most 31536000 (seconds; 365d), got 0"),
+        ("400d", "expected a number above 0 and at most 31536000 (seconds; 365d), got 34560000"),
+        ("soon", "expected seconds or a duration such as 30s, 5m, 12h or 3d, got 'soon'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"http.revalidate_after: {why}")):
+            kind_config("v3", tmp_path, server.url, f"revalidate_after: {bad}")
 
 
 @pytest.mark.usefixtures("backend")
