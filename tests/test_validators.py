@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -45,9 +46,10 @@ class OneSecondServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, docroot: Path) -> None:
+    def __init__(self, docroot: Path, *, etags: bool = False) -> None:
         handler = functools.partial(_OneSecondHandler, directory=str(docroot))
         super().__init__(("127.0.0.1", 0), handler)
+        self.etags = etags  # nginx's: "<mtime in seconds>-<size>" in hex
         self.now = float(FIXED)
         self.log: list[tuple[str, str | None, str | None]] = []
         self.lock = threading.Lock()
@@ -72,15 +74,30 @@ class _OneSecondHandler(SimpleHTTPRequestHandler):
                     self.headers.get("if-none-match"),
                 )
             )
+        self._etag: str | None = None
+        path = Path(self.translate_path(self.path))
+        if self.server.etags and path.is_file():
+            info = path.stat()
+            self._etag = f'"{int(info.st_mtime):x}-{info.st_size:x}"'
+            if self.headers.get("if-none-match") == self._etag:
+                self.send_response(304)
+                self.end_headers()
+                return None
         return super().send_head()
+
+    def send_header(self, keyword: str, value: str) -> None:
+        super().send_header(keyword, value)
+        if keyword == "Last-Modified" and self._etag:
+            super().send_header("ETag", self._etag)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
 
-@pytest.fixture
-def one_second(docroot: Path) -> Iterator[OneSecondServer]:
-    server = OneSecondServer(docroot)
+@pytest.fixture(params=["http.server", "nginx-etag"])
+def one_second(docroot: Path, request: pytest.FixtureRequest) -> Iterator[OneSecondServer]:
+    """Python's http.server (no ETag), or with nginx's ETag (mtime seconds, size)."""
+    server = OneSecondServer(docroot, etags=request.param == "nginx-etag")
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
@@ -155,9 +172,15 @@ def _date(seconds: float) -> str:
         ({"last-modified": _date(FIXED), "date": _date(FIXED)}, (None, None)),
         # a second earlier: strong
         ({"last-modified": _date(FIXED - 1), "date": _date(FIXED)}, (None, _date(FIXED - 1))),
-        # ETag kept, with or without a strong date
-        ({"etag": '"x"', "last-modified": _date(FIXED), "date": _date(FIXED)}, ('"x"', None)),
+        # an ETag is kept with a strong date or none; not with a same-second date,
+        # of which it may be made (nginx: mtime in seconds and size)
+        (
+            {"etag": '"x"', "last-modified": _date(FIXED - 1), "date": _date(FIXED)},
+            ('"x"', _date(FIXED - 1)),
+        ),
+        ({"etag": '"x"', "last-modified": _date(FIXED), "date": _date(FIXED)}, (None, None)),
         ({"etag": '"x"'}, ('"x"', None)),
+        ({"etag": '"x"', "last-modified": "garbage"}, ('"x"', None)),
         # a date that is no date, or a Last-Modified after Date (a clock ahead)
         ({"last-modified": "yesterday", "date": _date(FIXED)}, (None, None)),
         ({"last-modified": _date(FIXED + 60), "date": _date(FIXED)}, (None, None)),
@@ -205,7 +228,7 @@ def test_a_rewrite_within_the_second_is_seen_every_time(
         assert report.exit_code == 0, report.failures
         (outcome,) = report.stacks
         assert (outcome.status, outcome.version, outcome.spec_count) == ("changed", n, n), n
-    # http.server sends no ETag and only same-second dates: nothing was asked conditionally
+    # only same-second dates (and ETags made of them): nothing was asked conditionally
     assert all(ims is None and inm is None for _, ims, inm in one_second.log)
 
 
@@ -222,14 +245,16 @@ def test_a_date_a_second_older_than_date_is_still_used(
     one_second.log.clear()
     again = sync(config)
     assert (again.stacks[0].status, again.stacks[0].events) == ("unchanged", 0)
-    asked = {path: ims for path, ims, _ in one_second.log}
+    asked = {path: (ims, inm) for path, ims, inm in one_second.log}
     document = {
         "v3": "/site/v3/manifests/index/index.manifest.json",
         "v2-hash": "/site/build_cache/index.json.hash",
         "v2-nohash": "/site/build_cache/index.json",
         "page": f"/{PAGE}",
     }[kind]
-    assert asked[document] == _date(FIXED)
+    size = (docroot / document.removeprefix("/")).stat().st_size
+    etag = f'"{FIXED:x}-{size:x}"'
+    assert asked[document] == ((None, etag) if one_second.etags else (_date(FIXED), None))
     assert table_rows(tmp_path / "state.db") == before
 
 
@@ -277,6 +302,7 @@ def test_an_etag_server_is_only_asked_conditionally_for_an_unchanged_stack(
 def _config_for(kind: str, tmp_path: Path, docroot: Path, server: FixtureServer) -> Config:
     if kind == "catalog":
         build_catalog_from_specs(docroot, {"develop": {"root": nodes("c", 2)}}, manifests=False)
+        within_the_second(docroot, int(time.time()) - 3600)
         return parse_config(
             f"database: {tmp_path / 'state.db'}\nsources:\n  - name: test\n    kind: catalog\n"
             f"    url: {server.url}/cache_spack_io_index.json\n"
@@ -284,6 +310,7 @@ def _config_for(kind: str, tmp_path: Path, docroot: Path, server: FixtureServer)
             str(tmp_path / "mirrorsync.yaml"),
         )
     write_kind(kind, docroot, 2)
+    within_the_second(docroot, int(time.time()) - 3600)  # an unchanged stack: old files
     return kind_config(kind, tmp_path, server.url)
 
 
@@ -337,6 +364,7 @@ def test_revalidate_after_on_both_backends(
     tmp_path: Path, docroot: Path, server: FixtureServer, clock: Clock
 ) -> None:
     write_kind("v3", docroot, 2)
+    within_the_second(docroot, int(time.time()) - 3600)
     config = parse_config(
         f"database: {database_value(tmp_path)}\n"
         f"sources: [{{name: site, kind: mirror, url: '{server.url}/site', manifests: none}}]\n"

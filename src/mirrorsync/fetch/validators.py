@@ -10,8 +10,9 @@ file, and keep answering so until the file changes again. Such a date is not
 kept: the next request is unconditional, and an unchanged body is recognised
 by its checksum further on, so nothing is written twice.
 
-An ``ETag`` is preferred when the server sends one (S3, CloudFront, nginx).
-And for servers whose validators lie, ``http.revalidate_after``: a document
+An ``ETag`` is preferred when the server sends one (S3, CloudFront, nginx),
+but not kept from an answer whose own ``Last-Modified`` is that recent either:
+nginx makes its ETag of the one-second mtime and the size. And for servers whose validators lie, ``http.revalidate_after``: a document
 last fetched in full longer ago than that is asked for without conditions once.
 """
 
@@ -60,7 +61,9 @@ def kept_validators(
 
     ``Last-Modified`` is kept only when it is at least one second earlier than
     the response's ``Date`` (or ``received``, the receipt time, when there is
-    no usable ``Date``); a date that cannot be parsed is not kept either.
+    no usable ``Date``); a date that cannot be parsed is not kept either. When
+    the date is too recent the ``ETag`` is not kept either (see below); without
+    a ``Last-Modified`` (S3 and nginx always send one) an ``ETag`` is kept.
     """
     etag = headers.get("etag") or None
     last_modified = headers.get("last-modified") or None
@@ -69,7 +72,11 @@ def kept_validators(
         return etag, None
     date = _http_date(headers.get("date")) or received or datetime.now(UTC)
     if (date - modified).total_seconds() < _STRONG_MARGIN_SECONDS:
-        return etag, None
+        # Modified within the second of the answer: an ETag may be made of that
+        # same one-second date (nginx's is mtime in seconds and size: a rewrite of
+        # index.json.hash, always 64 bytes, keeps it), so neither is kept. This
+        # costs one unconditional request, only right after a change.
+        return None, None
     return etag, last_modified
 
 
