@@ -172,13 +172,29 @@ def _date(seconds: float) -> str:
         ({"last-modified": _date(FIXED), "date": _date(FIXED)}, (None, None)),
         # a second earlier: strong
         ({"last-modified": _date(FIXED - 1), "date": _date(FIXED)}, (None, _date(FIXED - 1))),
-        # an ETag is kept with a strong date or none; not with a same-second date,
-        # of which it may be made (nginx: mtime in seconds and size)
+        # an ETag is kept, but not one made of a same-second date (nginx's: the
+        # mtime in seconds and the size)
         (
             {"etag": '"x"', "last-modified": _date(FIXED - 1), "date": _date(FIXED)},
             ('"x"', _date(FIXED - 1)),
         ),
-        ({"etag": '"x"', "last-modified": _date(FIXED), "date": _date(FIXED)}, (None, None)),
+        ({"etag": '"x"', "last-modified": _date(FIXED), "date": _date(FIXED)}, ('"x"', None)),
+        (
+            {"etag": f'"{FIXED:x}-40"', "last-modified": _date(FIXED), "date": _date(FIXED)},
+            (None, None),
+        ),
+        (
+            {"etag": f'W/"{FIXED:x}-40"', "last-modified": _date(FIXED - 1), "date": _date(FIXED)},
+            (f'W/"{FIXED:x}-40"', _date(FIXED - 1)),
+        ),
+        (  # a file:// ETag on a file system with whole-second mtimes
+            {"etag": f'"{FIXED * 10**9:x}-40"', "last-modified": _date(FIXED)},
+            (None, None),
+        ),
+        (  # ... and with nanoseconds
+            {"etag": f'"{FIXED * 10**9 + 5:x}-40"', "last-modified": _date(FIXED)},
+            (f'"{FIXED * 10**9 + 5:x}-40"', None),
+        ),
         ({"etag": '"x"'}, ('"x"', None)),
         ({"etag": '"x"', "last-modified": "garbage"}, ('"x"', None)),
         # a date that is no date, or a Last-Modified after Date (a clock ahead)

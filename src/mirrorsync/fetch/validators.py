@@ -11,14 +11,15 @@ kept: the next request is unconditional, and an unchanged body is recognised
 by its checksum further on, so nothing is written twice.
 
 An ``ETag`` is preferred when the server sends one (S3, CloudFront, nginx),
-but not kept from an answer whose own ``Last-Modified`` is that recent either:
-nginx makes its ETag of the one-second mtime and the size. And for servers whose validators lie, ``http.revalidate_after``: a document
+but not when it is made of such a date (nginx's is the one-second mtime and
+the size). And for servers whose validators lie, ``http.revalidate_after``: a document
 last fetched in full longer ago than that is asked for without conditions once.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -62,8 +63,7 @@ def kept_validators(
     ``Last-Modified`` is kept only when it is at least one second earlier than
     the response's ``Date`` (or ``received``, the receipt time, when there is
     no usable ``Date``); a date that cannot be parsed is not kept either. When
-    the date is too recent the ``ETag`` is not kept either (see below); without
-    a ``Last-Modified`` (S3 and nginx always send one) an ``ETag`` is kept.
+    the date is too recent, an ``ETag`` made of it is not kept either.
     """
     etag = headers.get("etag") or None
     last_modified = headers.get("last-modified") or None
@@ -72,12 +72,26 @@ def kept_validators(
         return etag, None
     date = _http_date(headers.get("date")) or received or datetime.now(UTC)
     if (date - modified).total_seconds() < _STRONG_MARGIN_SECONDS:
-        # Modified within the second of the answer: an ETag may be made of that
-        # same one-second date (nginx's is mtime in seconds and size: a rewrite of
-        # index.json.hash, always 64 bytes, keeps it), so neither is kept. This
-        # costs one unconditional request, only right after a change.
-        return None, None
+        # Modified within the second of the answer: the date is weak, and so is
+        # an ETag made of it (nginx's is the mtime in seconds and the size: a
+        # rewrite of index.json.hash, always 64 bytes, keeps it). This costs one
+        # unconditional request, only right after a change.
+        return (None if _made_of_date(etag, modified) else etag), None
     return etag, last_modified
+
+
+#: nginx's ETag, and fetch/files.py's: "<hex mtime>-<hex size>" (W/ when compressed).
+_DATED_ETAG = re.compile(r'^(?:W/)?"([0-9a-f]{1,16})-[0-9a-f]{1,16}"$')
+
+
+def _made_of_date(etag: str | None, modified: datetime) -> bool:
+    """Whether ``etag`` is a one-second date and a size (nginx's, or a ``file://``
+    ETag on a file system whose mtimes are whole seconds), so no stronger than it."""
+    match = _DATED_ETAG.match(etag or "")
+    if match is None:
+        return False
+    stamp, seconds = int(match[1], 16), int(modified.timestamp())
+    return stamp in (seconds, seconds * 1_000_000_000)
 
 
 def _stored_time(value: str | None) -> datetime | None:
