@@ -220,7 +220,7 @@ class IndexFetcher:
                 await writes.cached_document(self.store, index_url.display) if previous else None
             )
             known = cached.body.decode("ascii", "replace") if cached else None
-            asked = self._conditions(cached if known == previous else None)
+            asked = self._conditions(index_url, cached if known == previous else None)
             path, result = await self._download(
                 index_url,
                 name,
@@ -319,7 +319,7 @@ class IndexFetcher:
         the same body as before is the same document: callers compare checksums.
         """
         cached = await writes.cached_document(self.store, url.display)
-        asked = self._conditions(cached)
+        asked = self._conditions(url, cached)
         result = await self.client.get(
             url,
             etag=asked.get("if-none-match"),
@@ -343,9 +343,17 @@ class IndexFetcher:
             raise FetchError(url, "HTTP 304 Not Modified to a request that was not conditional")
         return check(cached.body)
 
-    def _conditions(self, cached: writes.CachedDocument | None) -> dict[str, str]:
+    def _conditions(self, url: Url, cached: writes.CachedDocument | None) -> dict[str, str]:
         """The conditions for a request from its cached answer (none: unconditional)."""
-        return conditions(cached, store_db.now(), self.revalidate_after)  # the store's clock
+        asked = conditions(cached, store_db.now(), self.revalidate_after)  # the store's clock
+        if cached is not None and (cached.etag or cached.last_modified) and not asked:
+            log.debug(
+                "%s: fetched in full at %s, more than http.revalidate_after ago: asked "
+                "without its validators once",
+                url.display,
+                cached.fetched_at or "an unknown time",
+            )
+        return asked
 
 
 def _blob(root: Url, algorithm: str, checksum: str) -> Url:
