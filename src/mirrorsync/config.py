@@ -62,6 +62,10 @@ class HttpConfig(_Strict):
     # A forward proxy for every http(s) request (``none``: no proxy, whatever the
     # environment says); unset: HTTP_PROXY/HTTPS_PROXY/ALL_PROXY. NO_PROXY applies.
     proxy: str | None = None
+    # A document (catalogue, index manifest, index.json, page) last fetched in
+    # full longer ago than this is asked for once without conditions: a server
+    # whose validators lie cannot hide a change for longer (fetch/validators.py).
+    revalidate_after: float | str = "1d"
 
     @property
     def deadline_seconds(self) -> float:
@@ -72,6 +76,11 @@ class HttpConfig(_Strict):
     def run_deadline_seconds(self) -> float:
         """``run_deadline`` in seconds (validated by ``parse_config``)."""
         return _duration(self.run_deadline)
+
+    @property
+    def revalidate_after_seconds(self) -> float:
+        """``revalidate_after`` in seconds (validated by ``parse_config``)."""
+        return _duration(self.revalidate_after)
 
     @property
     def host_concurrency(self) -> int:
@@ -137,6 +146,7 @@ RANGES: dict[str, Range] = {
     "http.timeout": Range(0, 3600, low_open=True, unit=" (seconds)"),
     "http.deadline": Range(0, _DAY, low_open=True, unit=" (seconds; 1d)"),
     "http.run_deadline": Range(0, 7 * _DAY, low_open=True, unit=" (seconds; 7d)"),
+    "http.revalidate_after": Range(0, 365 * _DAY, low_open=True, unit=" (seconds; 365d)"),
     "http.retries.attempts": Range(1, 100),
     "http.retries.backoff_initial": Range(0, 3600, unit=" (seconds)"),
     "http.retries.backoff_max": Range(0, _DAY, unit=" (seconds)"),
@@ -527,7 +537,7 @@ def _check(config: Config) -> None:
     _check_ranges(config)
     if not config.sources:
         raise ConfigError(path, "sources", "expected at least one source")
-    for name in ("deadline", "run_deadline"):
+    for name in ("deadline", "run_deadline", "revalidate_after"):
         _check_duration(path, f"http.{name}", getattr(config.http, name))
     if config.http.proxy is not None and config.http.proxy.strip().lower() != "none":
         from mirrorsync.fetch.proxies import check_proxy_url  # here: fetch imports config
@@ -674,7 +684,9 @@ def _check_duration(path: str, key: str, value: float | str) -> None:
 
 
 #: Keys whose values are durations (seconds, or 30s / 15m / 12h / 3d).
-_DURATIONS = frozenset({"deadline", "run_deadline", "max_age", "keep_delivered", "keep_dead"})
+_DURATIONS = frozenset(
+    {"deadline", "run_deadline", "revalidate_after", "max_age", "keep_delivered", "keep_dead"}
+)
 
 
 def _check_ranges(config: Config) -> None:

@@ -49,6 +49,7 @@ from mirrorsync.fetch.transport import (
     bytes_received,
     read_declared,
 )
+from mirrorsync.fetch.validators import kept_validators
 from mirrorsync.logs import fields
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.units import header_count, human_duration, human_size, size_problem
@@ -129,6 +130,7 @@ class Tally:
 class Fetched:
     url: Url
     content: bytes
+    # The validators that may be sent back next time (fetch.validators.kept_validators)
     etag: str | None
     last_modified: str | None
 
@@ -257,12 +259,7 @@ class HttpClient:
                 body.hash_with(algorithm)
             content = await body.read()
             body.check(expected_digest)
-            return Fetched(
-                url,
-                content,
-                response.headers.get("etag"),
-                response.headers.get("last-modified"),
-            )
+            return Fetched(url, content, *kept_validators(response.headers))
 
         return await self._fetch("GET", url, headers, tally, read)
 
@@ -329,8 +326,7 @@ class HttpClient:
                 dest,
                 body.length,
                 body.check(expected_sha256),
-                response.headers.get("etag"),
-                response.headers.get("last-modified"),
+                *kept_validators(response.headers),
             )
 
         return await self._fetch("GET", url, headers, tally, read)

@@ -20,12 +20,14 @@ import anyio
 from mirrorsync.config import LimitKind, LimitsConfig
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, ScratchError
 from mirrorsync.fetch import Downloaded, Fetched, HttpClient, Tally, Url
+from mirrorsync.fetch.validators import conditions
 from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
 from mirrorsync.formats.manifest import BlobRecord, parse_index_manifest
 from mirrorsync.inflate import gunzip
-from mirrorsync.store import Store, writes
+from mirrorsync.store import Store, utcnow, writes
+from mirrorsync.store import db as store_db
 from mirrorsync.sync.progress import RunProgress
 
 log = logging.getLogger("mirrorsync.sync")
@@ -87,12 +89,16 @@ class IndexFetcher:
         limits: LimitsConfig,
         *,
         progress: RunProgress | None = None,
+        revalidate_after: float = 86400.0,
     ) -> None:
         self.client = client
         self.store = store
         self.workdir = workdir
         self.limits = limits
         self.progress = progress if progress is not None else RunProgress()
+        # http.revalidate_after: a document fetched in full longer ago is asked for
+        # without conditions once (a server whose validators lie cannot hide a change)
+        self.revalidate_after = revalidate_after
 
     async def fetch(
         self, target: Target, previous: str | None, tally: Tally, name: str
@@ -207,20 +213,22 @@ class IndexFetcher:
                 ) from None
         else:
             # No hash file: ask for index.json conditionally (ETag / Last-Modified), as
-            # Spack does. The HTTP cache keeps the validators with the sha256 of the
+            # Spack does, with only validators that cannot hide a change (see
+            # fetch.validators). The HTTP cache keeps them with the sha256 of the
             # index they were given for, never the index itself.
             cached = (
                 await writes.cached_document(self.store, index_url.display) if previous else None
             )
-            known = cached[2].decode("ascii", "replace") if cached else None
+            known = cached.body.decode("ascii", "replace") if cached else None
+            asked = self._conditions(index_url, cached if known == previous else None)
             path, result = await self._download(
                 index_url,
                 name,
                 lambda path: self.client.download_if_modified(
                     index_url,
                     path,
-                    etag=cached[0] if cached and known == previous else None,
-                    last_modified=cached[1] if cached and known == previous else None,
+                    etag=asked.get("if-none-match"),
+                    last_modified=asked.get("if-modified-since"),
                     max_bytes=cap,
                     limit_name="limits.index",
                     tally=tally,
@@ -264,6 +272,7 @@ class IndexFetcher:
                 etag,
                 last_modified,
                 fetched.checksum.encode(),
+                fetched_at=utcnow(),
             )
 
     async def _download(
@@ -302,17 +311,19 @@ class IndexFetcher:
     async def small_document(
         self, url: Url, tally: Tally, kind: LimitKind, check: Callable[[bytes], T]
     ) -> T:
-        """GET with If-None-Match/If-Modified-Since from the last answer, if any.
+        """GET with If-None-Match/If-Modified-Since from the last answer, if any
+        (and if it may be trusted: see ``_conditions``).
 
         ``check`` parses the body; only a body it accepts enters the HTTP cache,
-        so a refused document leaves nothing behind.
+        so a refused document leaves nothing behind. An unconditional answer with
+        the same body as before is the same document: callers compare checksums.
         """
         cached = await writes.cached_document(self.store, url.display)
-        etag, last_modified = (cached[0], cached[1]) if cached else (None, None)
+        asked = self._conditions(url, cached)
         result = await self.client.get(
             url,
-            etag=etag,
-            last_modified=last_modified,
+            etag=asked.get("if-none-match"),
+            last_modified=asked.get("if-modified-since"),
             max_bytes=self.limits.cap(kind),
             limit_name=f"limits.{kind}",
             tally=tally,
@@ -320,12 +331,29 @@ class IndexFetcher:
         if isinstance(result, Fetched):
             value = check(result.content)
             await writes.cache_document(
-                self.store, url.display, result.etag, result.last_modified, result.content
+                self.store,
+                url.display,
+                result.etag,
+                result.last_modified,
+                result.content,
+                fetched_at=utcnow(),
             )
             return value
-        if cached is None:  # a 304 answers only a conditional request
+        if cached is None or not asked:  # a 304 answers only a conditional request
             raise FetchError(url, "HTTP 304 Not Modified to a request that was not conditional")
-        return check(cached[2])
+        return check(cached.body)
+
+    def _conditions(self, url: Url, cached: writes.CachedDocument | None) -> dict[str, str]:
+        """The conditions for a request from its cached answer (none: unconditional)."""
+        asked = conditions(cached, store_db.now(), self.revalidate_after)  # the store's clock
+        if cached is not None and (cached.etag or cached.last_modified) and not asked:
+            log.debug(
+                "%s: fetched in full at %s, more than http.revalidate_after ago: asked "
+                "without its validators once",
+                url.display,
+                cached.fetched_at or "an unknown time",
+            )
+        return asked
 
 
 def _blob(root: Url, algorithm: str, checksum: str) -> Url:

@@ -162,7 +162,12 @@ class RunContext:
                     )
                     await stack.enter_async_context(client)
                     fetchers[insecure] = IndexFetcher(
-                        client, store, workdir, config.limits, progress=progress
+                        client,
+                        store,
+                        workdir,
+                        config.limits,
+                        progress=progress,
+                        revalidate_after=http.revalidate_after_seconds,
                     )
                     if not report.dry_run and _crawls(sources):  # a dry run crawls nothing
                         from mirrorsync.sync.manifests import ManifestCrawler
