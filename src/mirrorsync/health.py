@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from mirrorsync.cli.render import human_time, parse_time
 from mirrorsync.config import Config, PagesSource
 from mirrorsync.errors import NoDatabaseError
 from mirrorsync.store import Store, queries
@@ -22,7 +21,7 @@ from mirrorsync.store import health as store_health
 from mirrorsync.store import mirrors as mirror_store
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.store.health import UNFETCHED, ManifestCounts
-from mirrorsync.units import human_duration, plural
+from mirrorsync.units import human_duration, human_time, parse_time, plural
 
 #: How old the oldest undelivered event of a webhook may be (``--max-pending-age``).
 DEFAULT_MAX_PENDING_AGE = 3600.0
