@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from mirrorsync import health
 from mirrorsync.config import Config
 from mirrorsync.errors import MetricsError
+from mirrorsync.health import Health
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync.outcome import RunReport
@@ -347,6 +349,23 @@ async def _mirror_families(store: Store) -> list[Family]:
     return out
 
 
+def health_families(health: Health) -> list[Family]:
+    """What ``status --check`` says, as numbers: the same model (``mirrorsync.health``)."""
+    return [
+        gauge(
+            "healthy",
+            "1 if 'status --check' finds no problem (with no --max-age), else 0.",
+            1 if health.healthy else 0,
+        ),
+        Family(
+            PREFIX + "problems",
+            "gauge",
+            "Problems 'status --check' reports, by kind (README, 'status --check').",
+            [Sample(n, {"kind": kind}) for kind, n in health.counts().items()],
+        ),
+    ]
+
+
 async def export(config: Config, report: RunReport) -> Path | None:
     """Write the configured metrics file after a run; None when metrics are off.
 
@@ -358,5 +377,6 @@ async def export(config: Config, report: RunReport) -> Path | None:
     families = run_families(report, previous_value(path, LAST_SUCCESS))
     async with await Store.open_read_only(config.database_path) as store:
         families += await database_families(store)
+        families += health_families(await health.read(store, config, datetime.now(UTC), None))
     write_textfile(path, families)
     return path
