@@ -26,7 +26,7 @@ from mirrorsync.units import human_duration, human_time, parse_time, plural
 #: How old the oldest undelivered event of a webhook may be (``--max-pending-age``).
 DEFAULT_MAX_PENDING_AGE = 3600.0
 
-#: Every kind of problem, in the order ``--check`` prints them.
+#: Every kind of problem (``--check`` prints them by subject: sources, stacks, copies, webhooks).
 KINDS = (
     "no_database",  # no database yet (none at the path, or an empty PostgreSQL database)
     "source_never_synced",  # a configured source with no stack in the database
