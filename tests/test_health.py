@@ -226,7 +226,8 @@ def test_a_failed_copy_is_a_problem(tmp_path: Path, docroot: Path, server: Fixtu
     copy = (
         f"mirrors:\n  - {{name: local, path: {tmp_path / 'copy'}, source: test, release: develop}}"
     )
-    config = config_file(tmp_path, server, copy)
+    prom = tmp_path / "m.prom"
+    config = config_file(tmp_path, server, f"{copy}\nmetrics: {{textfile: {prom}}}")
     assert once(config).returncode == 0, "first copy"
     assert check(config) == (0, [])
     extra = nodes("n", 1)
@@ -242,6 +243,9 @@ def test_a_failed_copy_is_a_problem(tmp_path: Path, docroot: Path, server: Fixtu
     assert line.endswith(" (it keeps its last published state)")
     table = run_cli("-c", str(config), "status", cwd=tmp_path).stdout
     assert re.search(r"^local\s.*\bfailed$", table, re.M), table
+    metrics = prom.read_text()
+    assert "mirrorsync_healthy 0\n" in metrics
+    assert 'mirrorsync_problems{kind="copy_failed"} 1\n' in metrics
 
 
 def _hook(name: str, url: str, secret: Path, max_age: str) -> str:
@@ -358,3 +362,10 @@ def test_the_model_names_each_left_out_spec_and_decides_states_from_rows() -> No
     # Without left-out specs and limits, the copy is simply ok.
     quiet = health.assess("db", config, now, rows[:2], counts, [copy], {}, [], max_age=None)
     assert quiet.healthy and [c.state for c in quiet.copies] == ["ok"]
+
+
+def test_the_readme_documents_every_kind() -> None:
+    text = (REPO / "README.md").read_text()
+    section = text.split("### status --check: every problem it reports", 1)[1].split("\n### ")[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \| `", section, re.M)
+    assert documented == list(health.KINDS)

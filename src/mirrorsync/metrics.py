@@ -9,6 +9,9 @@ previous file when a run fails, so "time since the last good run" stays right.
 
 Webhook endpoints get their pending and dead event counts, read from the
 outbox in the same database.
+
+``mirrorsync_healthy`` and ``mirrorsync_problems{kind}`` are the health model's
+(``mirrorsync.health``): the same problems ``status --check`` prints.
 """
 
 from __future__ import annotations
