@@ -214,7 +214,7 @@ def test_a_crawl_stopped_by_sigint_is_incomplete_until_resumed(
 
 
 def _tarball(node: Node) -> bytes:
-    return (node["hash"] * 40).encode()
+    return (str(node["hash"]) * 40).encode()
 
 
 @BOTH
