@@ -72,6 +72,7 @@ class Receiver:
     def __init__(self, secret: str, *, status: int = 200, answers: Iterable[int] = ()) -> None:
         self.secret = secret
         self.status = status  # the default answer; may be changed while running
+        self.retry_after: str | None = None  # sent as Retry-After with every 4xx/5xx answer
         self._answers = list(answers)
         self._verify = readme_verify()
         self._lock = threading.Lock()
@@ -163,6 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(status)
             self.send_header("content-length", str(len(reply)))
+            if receiver.retry_after is not None and status >= 400:
+                self.send_header("retry-after", receiver.retry_after)
             self.end_headers()
             self.wfile.write(reply)
         except OSError:

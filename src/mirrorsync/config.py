@@ -59,6 +59,9 @@ class HttpConfig(_Strict):
     # No request runs later than this after the run began: what is left fails
     # and the run ends (systemd/mirrorsync.service's TimeoutStartSec is longer).
     run_deadline: float | str = "5h"
+    # A forward proxy for every http(s) request (``none``: no proxy, whatever the
+    # environment says); unset: HTTP_PROXY/HTTPS_PROXY/ALL_PROXY. NO_PROXY applies.
+    proxy: str | None = None
 
     @property
     def deadline_seconds(self) -> float:
@@ -523,6 +526,13 @@ def _check(config: Config) -> None:
         raise ConfigError(path, "sources", "expected at least one source")
     for name in ("deadline", "run_deadline"):
         _check_duration(path, f"http.{name}", getattr(config.http, name))
+    if config.http.proxy is not None and config.http.proxy.strip().lower() != "none":
+        from mirrorsync.fetch.proxies import check_proxy_url  # here: fetch imports config
+
+        try:
+            check_proxy_url(config.http.proxy)
+        except ValueError as exc:
+            raise ConfigError(path, "http.proxy", str(exc)) from None
     textfile = config.metrics.textfile
     if textfile is not None and not textfile.endswith(".prom"):
         raise ConfigError(

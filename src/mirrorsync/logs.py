@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from mirrorsync.redact import ScrubFilter, scrub
+from mirrorsync.text import escape
 
 LogFormat = Literal["plain", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("plain", "json")
@@ -65,7 +66,7 @@ class PlainFormatter(logging.Formatter):
         text = f"{record.levelname} {record.name}: {record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:  # a library's words: masked too
             text += scrub(f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
-        text = text.replace("\r", "\\r").replace("\n", "\\n")
+        text = escape(text.replace("\r", "\\r").replace("\n", "\\n"))
         if self.priority_prefix:
             return f"<{_priority(record.levelno)}>{text}"
         return text
@@ -176,7 +177,9 @@ def print_line(text: str, level: int = logging.ERROR) -> None:
     if isinstance(formatter, JsonFormatter):
         record = logging.LogRecord("mirrorsync", level, "", 0, text, None, None)
         text = formatter.format(record)
-    elif isinstance(formatter, PlainFormatter) and formatter.priority_prefix:
-        text = f"<{_priority(level)}>{text}"
+    else:
+        text = escape(text)
+        if isinstance(formatter, PlainFormatter) and formatter.priority_prefix:
+            text = f"<{_priority(level)}>{text}"
     sys.stderr.write(text + "\n")
     sys.stderr.flush()

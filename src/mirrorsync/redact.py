@@ -65,15 +65,51 @@ class Url:
         return f"Url({self.display!r})"
 
     def join(self, path: str) -> Url:
-        """``<this>/<path>``, one slash between them."""
-        return Url(f"{self.address.rstrip('/')}/{path.lstrip('/')}")
+        """``<this>/<path>``, one slash between them; this URL's query stays at the end."""
+        return Url(join_url(self.address, path))
 
     def map(self, derive: Callable[[str], str]) -> Url:
         """The URL ``derive`` makes of this address (e.g. a blob address from a mirror root)."""
         return Url(derive(self.address))
 
     def rstrip(self, chars: str = "/") -> Url:
-        return Url(self.address.rstrip(chars))
+        """The path's end stripped of ``chars``; the query is kept."""
+        base, suffix = split_query(self.address)
+        return Url(base.rstrip(chars) + suffix)
+
+
+def split_query(url: str) -> tuple[str, str]:
+    """``url`` as (everything before its query or fragment, the query and fragment)."""
+    cut = len(url)
+    for mark in "?#":
+        at = url.find(mark, 0, cut)
+        if at >= 0:
+            cut = at
+    return url[:cut], url[cut:]
+
+
+def join_url(url: str, path: str) -> str:
+    """``<url>/<path>``, one slash between them, ``url``'s query (``?token=T``) kept
+    at the end: every URL derived from a configured one is made here (or by
+    :meth:`Url.join`, which calls this), so a signed or token query reaches
+    every request, not only the first."""
+    base, suffix = split_query(url)
+    return f"{base.rstrip('/')}/{path.lstrip('/')}{suffix}"
+
+
+def unmask(display: str, base: Url) -> str | None:
+    """The address behind ``display`` (a stored, masked URL) when it is ``base`` or a
+    URL made from it by :func:`join_url`: ``base``'s address (credentials, query)
+    with the rest of the path. None when ``display`` was not made from ``base``."""
+    shown_path, shown_suffix = split_query(display)
+    base_path, base_suffix = split_query(base.display)
+    base_path = base_path.rstrip("/")
+    if shown_suffix != base_suffix:
+        return None
+    if shown_path.rstrip("/") != base_path and not shown_path.startswith(base_path + "/"):
+        return None
+    address_path, address_suffix = split_query(base.address)
+    return address_path.rstrip("/") + shown_path[len(base_path) :] + address_suffix
 
 
 def one_line(text: str) -> str:

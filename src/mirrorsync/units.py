@@ -61,3 +61,27 @@ def human_time(stored: str | None) -> str:
     if not stored:
         return ""
     return f"{stored[:10]} {stored[11:16]}Z"
+
+
+# -- numbers from outside ----------------------------------------------------------
+
+#: Largest byte count or count accepted from upstream (manifests, pages, headers):
+#: 2**53, exact in every JSON reader and far inside the databases' 64-bit integers
+#: (a 2**63 would end every write of the crawl with an OverflowError).
+MAX_SIZE = 2**53
+
+
+def size_problem(value: int, what: str) -> str | None:
+    """Why ``value`` is not a byte count or count mirrorsync keeps (0 to 2**53), or None."""
+    if 0 <= value <= MAX_SIZE:
+        return None
+    shown = str(value) if value.bit_length() <= 128 else f"a {value.bit_length()}-bit number"
+    return f"{what} {shown} is out of range (0 to 2**53)"
+
+
+def header_count(value: str | None) -> int | None:
+    """A header's decimal count (``Content-Length``): ASCII digits only (``²`` and other
+    Unicode digits are not a number to HTTP), or None when there is none."""
+    if not value or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value) <= 20 else MAX_SIZE + 1

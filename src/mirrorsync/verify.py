@@ -27,6 +27,7 @@ from mirrorsync.errors import (
     UsageError,
 )
 from mirrorsync.fetch import HostDownError, HttpClient, RunDeadlineError, Tally, Throttle, Url
+from mirrorsync.redact import unmask
 from mirrorsync.store import Store
 from mirrorsync.store.manifests import SpecRef, StackTarget, members, stack_targets
 from mirrorsync.sync.manifests import Blob, StackMirror, open_mirror
@@ -192,9 +193,9 @@ def mirror_address(display_root: str, source: CatalogSource | MirrorSource | Non
         candidates += [Url(base) for base in source.buckets().values()]
         candidates.append(Url(source.url).map(lambda url: "/".join(url.split("/", 3)[:3])))
     for base in sorted(candidates, key=lambda c: len(c.display), reverse=True):
-        prefix = base.display.rstrip("/")
-        if display_root == prefix or display_root.startswith(prefix + "/"):
-            return Url(base.rstrip("/").address + display_root[len(prefix) :])
+        address = unmask(display_root, base)
+        if address is not None:
+            return Url(address)
     root = Url(display_root)
     return root if root.display == root.address else None
 
@@ -251,7 +252,7 @@ async def _check_blob(
         raise
     except IntegrityError as exc:  # read no further than the promised length
         return f"{blob.role}: {exc}"
-    except FetchError as exc:
+    except (FetchError, FormatError) as exc:  # FormatError: a Content-Length out of range
         return f"{blob.role} could not be checked: {exc}"
     if blob.length is not None and length is not None and length != blob.length:
         return f"{blob.role} is {length} bytes, the {word} says {blob.length}: {blob.url}"

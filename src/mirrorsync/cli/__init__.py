@@ -20,6 +20,7 @@ from mirrorsync.cli import commands, signals
 from mirrorsync.cli.parser import build_parser
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MirrorsyncError
 from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
+from mirrorsync.text import EscapedStream
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -41,6 +42,18 @@ COMMANDS: dict[str, Command] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Everything it prints passes ``text.escape_output``: a value
+    from outside (a reason phrase, a spec name) cannot reach the terminal as an
+    escape sequence, a bidi override or a line separator."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapedStream(stdout), EscapedStream(stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())

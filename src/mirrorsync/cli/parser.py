@@ -21,13 +21,48 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+#: Largest number the command line takes (ids, limits, versions): the databases' integers.
+MAX_NUMBER = 2**63 - 1
+
+
+def _whole(text: str) -> int:
+    """A whole number of ASCII digits (a sign allowed) within the databases' integers."""
+    digits = text.strip().removeprefix("-").removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}")
+    if len(digits) > 19 or abs(int(text)) > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text[:40]} is out of range (at most {MAX_NUMBER})")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def seconds_arg(text: str) -> float:
+    """A number of seconds (``--wait``, ``--progress-every``): finite, 0 to a year."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, got {text[:40]!r}"
+        ) from None
+    if not 0 <= value <= _YEAR:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected 0 to {_YEAR} seconds, got {text[:40]}")
+    return value
+
+
+_YEAR = 366 * 86400
+
+
+def event_id(text: str) -> int:
+    """An event id (``webhooks replay --since``): 0 or more."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an event id (0 or more), got {value}")
     return value
 
 
@@ -41,7 +76,7 @@ def _date(text: str, *, end_of_day: bool) -> str:
 def since_arg(text: str) -> int | str:
     """``--since``: an event id, or a date/time (a bare date: from the start of that day)."""
     if text.isdigit():
-        return int(text)
+        return event_id(text)
     return _date(text, end_of_day=False)
 
 
@@ -52,7 +87,9 @@ def until_arg(text: str) -> str:
 
 def version_or_date(text: str) -> str:
     """A version number, or a date/time checked now (resolved against the stack later)."""
-    if not text.isdigit():
+    if text.isdigit():
+        _whole(text)  # a version number the database can hold
+    else:
         _date(text, end_of_day=True)
     return text
 
@@ -127,7 +164,7 @@ def _lock_option(parser: argparse.ArgumentParser) -> None:
     """For commands that write the database, and so take the run lock."""
     parser.add_argument(
         "--wait",
-        type=float,
+        type=seconds_arg,
         default=0.0,
         metavar="SECONDS",
         help="if another run holds the lock, wait up to SECONDS for it (default: exit 75 at once)",
@@ -159,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--dry-run", action="store_true", help="show what would change; keep nothing")
     once.add_argument(
         "--progress-every",
-        type=float,
+        type=seconds_arg,
         default=30.0,
         metavar="SECONDS",
         help="off a terminal, log a progress line this often (default 30; 0: never)",
@@ -298,7 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay = action("replay", "send every matching event above an id again")
     replay.add_argument("--name", required=True, help="webhook name")
     replay.add_argument(
-        "--since", type=int, required=True, metavar="EVENT_ID", help="events with ids above this"
+        "--since",
+        type=event_id,
+        required=True,
+        metavar="EVENT_ID",
+        help="events with ids above this",
     )
     _lock_option(replay)
     _json(replay)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 # The one human form of sizes, counts and durations, shared with the log lines.
+from mirrorsync.text import escape, unescaped
 from mirrorsync.units import human_duration as human_duration
 from mirrorsync.units import human_size as human_size
 from mirrorsync.units import human_time as human_time
@@ -34,7 +35,8 @@ def console(stderr: bool = False) -> Console:
     """A rich console, for the live displays on stderr (and the demo)."""
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
+    # rich writes its own escape sequences: it gets the stream under the escaping one.
+    stream = unescaped(sys.stderr if stderr else sys.stdout)
     # Piped output should not be cut at 80 columns.
     width = None if stream.isatty() else 200
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
@@ -97,7 +99,7 @@ class TableWriter:
         self.out.write(_GAP.join(parts).rstrip() + "\n")
 
     def row(self, values: Sequence[object]) -> None:
-        self._write(["" if v is None else str(v) for v in values])
+        self._write(["" if v is None else escape(str(v)) for v in values])
 
 
 def print_table(
@@ -109,7 +111,7 @@ def print_table(
 ) -> None:
     """A small table whose rows are all known: columns as wide as their widest value."""
     cols = [c if isinstance(c, Column) else Column(c, right=_numeric(c)) for c in columns]
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [["" if v is None else escape(str(v)) for v in row] for row in rows]
     cols = [
         Column(c.name, max([c.width, *(len(r[i]) for r in cells)]), c.right)
         for i, c in enumerate(cols)

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from mirrorsync.cli.render import print_json_line
+from mirrorsync.text import unescaped
 from mirrorsync.verify import Problem
 
 
@@ -34,7 +35,7 @@ class VerifyOutput:
                 MofNCompleteColumn(),
                 TextColumn("specs, {task.fields[problems]} problems"),
                 TimeElapsedColumn(),
-                console=Console(file=sys.stderr),
+                console=Console(file=unescaped(sys.stderr)),
                 transient=True,
                 redirect_stdout=False,
                 redirect_stderr=False,

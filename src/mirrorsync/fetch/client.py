@@ -8,7 +8,6 @@ import logging
 import math
 import re
 import time
-import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,10 +25,11 @@ from tenacity import (
 
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
-from mirrorsync.errors import FetchError, IntegrityError, NotFoundError
+from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, UsageError
 from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.deadline import Watchdog
 from mirrorsync.fetch.files import FileTransport
+from mirrorsync.fetch.proxies import Proxies, ProxyError
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -51,7 +51,7 @@ from mirrorsync.fetch.transport import (
 )
 from mirrorsync.logs import fields
 from mirrorsync.redact import Url, redact_url
-from mirrorsync.units import human_duration, human_size
+from mirrorsync.units import header_count, human_duration, human_size, size_problem
 
 #: One DEBUG line per HTTP request, enabled by ``-vv`` (``logs.setup_logging``).
 request_log = logging.getLogger("mirrorsync.http")
@@ -185,7 +185,13 @@ class HttpClient:
         )
         self._deadline = config.deadline_seconds
         self._run_ends = self._throttle.started + config.run_deadline_seconds
-        self._transport = AiohttpTransport(connections=config.concurrency, verify=verify)
+        try:
+            proxies = Proxies(config.proxy)
+        except ProxyError as exc:  # http.proxy is checked with the configuration: the environment
+            raise UsageError(f"environment: {exc}") from None
+        self._transport = AiohttpTransport(
+            connections=config.concurrency, verify=verify, proxies=proxies
+        )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             transport=self._transport,
@@ -193,13 +199,12 @@ class HttpClient:
             # Only encodings _Body decodes itself, a bounded step at a time.
             headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
             follow_redirects=True,
-            verify=verify,  # for proxies taken from the environment
+            verify=verify,
         )
         self.stats = stats if stats is not None else Tally()  # clients may share one
         # Requests that need nothing of httpx's client but its types go straight
-        # to the transport (see ``_send_direct``); with a proxy set in the
-        # environment every request goes through the client, which mounts it.
-        self._direct = not any(k in urllib.request.getproxies() for k in ("http", "https", "all"))
+        # to the transport (see ``_send_direct``), which applies any proxy itself.
+        self._direct = True
         self._defaults = as_sent(self._client.headers)
         timeouts = httpx.Timeout(config.timeout)
         self._timeouts = (timeouts.connect, timeouts.read, timeouts.pool)
@@ -334,8 +339,11 @@ class HttpClient:
         """HEAD a URL; return its Content-Length (None when not given)."""
 
         async def read(response: Response) -> int | None:
-            value = response.headers.get("content-length")
-            return int(value) if value and value.isdigit() else None
+            size = header_count(response.headers.get("content-length"))
+            problem = None if size is None else size_problem(size, "Content-Length")
+            if problem is not None:  # kept, it would stop every write of the crawl
+                raise FormatError("response", problem, url)
+            return size
 
         return await self._fetch("HEAD", url, {}, tally, read)
 
@@ -610,7 +618,8 @@ class _Body:
         self._decoder = _decoder(url, response.headers.get("content-encoding", ""))
         declared = response.headers.get("content-length", "")
         self._declared: int | None = None  # the body's length, when the headers tell it
-        if declared.isdigit() and self._decoder is None:  # identity: the declared length is it
+        # identity: the declared length is it (ASCII digits only: int("²") fails)
+        if declared.isascii() and declared.isdigit() and self._decoder is None:
             size = self._declared = int(declared)
             if max_bytes is not None and size > max_bytes:
                 raise _too_large(url, size, max_bytes, limit_name)
@@ -776,7 +785,9 @@ async def _drain(method: str, response: Response) -> None:
     (its connection is then closed): the status is what the caller reports.
     """
     declared = response.headers.get("content-length", "")
-    if method == "HEAD" or (declared.isdigit() and int(declared) <= _DRAIN_MAX):
+    if method == "HEAD" or (
+        declared.isascii() and declared.isdigit() and int(declared) <= _DRAIN_MAX
+    ):
         with anyio.move_on_after(_DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError):
             async for _ in response.aiter_raw():
                 pass

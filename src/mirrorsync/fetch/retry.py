@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import ssl
 import time
+from datetime import UTC
 
 import httpx
 from tenacity import RetryCallState, wait_exponential, wait_random
@@ -80,18 +82,32 @@ def is_retryable_status(status: int) -> bool:
     return status == 429 or 500 <= status <= 599
 
 
+#: The longest ``Retry-After`` taken from a server (1 day): a longer one is read as this.
+RETRY_AFTER_CAP = 86400.0
+_DELTA_SECONDS = re.compile(r"[0-9]+\Z")  # ASCII digits only: str.isdigit() takes "²"
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header, as RFC 9110 (10.2.3) has it:
+    delay-seconds (ASCII digits) or an HTTP date; anything else is ignored (None).
+    Never negative, never more than :data:`RETRY_AFTER_CAP`. Shared by the fetches
+    and the webhook deliveries: every byte of it comes from another server."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELTA_SECONDS.match(value):
+        # No int(): a 5,000-digit value would hit Python's integer-string limit.
+        return RETRY_AFTER_CAP if len(value) > 6 else min(float(value), RETRY_AFTER_CAP)
+    if not value.isascii() or len(value) > 64:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 says
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, seconds), RETRY_AFTER_CAP)
 
 
 class RetryWait:

@@ -1,7 +1,7 @@
 """An httpx transport over aiohttp: httpx's interface, aiohttp's cheaper HTTP/1.1 stack.
 
 httpx stays the client every part of mirrorsync talks to (redirects, URLs,
-headers, timeouts, proxies from the environment, the ``file://`` mount), but
+headers, timeouts, the ``file://`` mount), but
 sending a request and reading its answer through httpcore and h11 cost ~0.65
 ms of CPU per small request on one core, 74% of a manifest crawl's CPU, while
 aiohttp (its parser and connection pool in C) does the same in ~0.1 ms
@@ -14,8 +14,8 @@ and body without the cost of building an ``httpx.Response`` (both are a
 
 Only aiohttp's transport is used: it never follows redirects (httpx does),
 never decompresses (mirrorsync's ``_Body`` does, in bounded steps), keeps no
-cookies and reads no proxy settings (httpx mounts its own transports for
-proxies). Its exceptions are turned here into httpx's, the ones httpcore
+cookies and reads no proxy settings itself: the proxy for each request is
+given by ``fetch/proxies.py`` (``http.proxy``, else the environment). Its exceptions are turned here into httpx's, the ones httpcore
 raises for the same failures (refused, reset, dropped, truncated, timed out,
 certificate not verified), so the retry policy classifies them and
 ``fetch/client.py`` words them exactly as before: no aiohttp type or message
@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import httpx
 import yarl
+
+from mirrorsync.fetch.proxies import Proxies
 
 if TYPE_CHECKING:  # aiohttp's type for the headers it parsed
     from multidict import CIMultiDictProxy
@@ -56,8 +58,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     inside the event loop that uses it.
     """
 
-    def __init__(self, *, connections: int, verify: bool = True) -> None:
+    def __init__(
+        self, *, connections: int, verify: bool = True, proxies: Proxies | None = None
+    ) -> None:
         self._connections = max(1, connections)
+        self._proxies = proxies if proxies is not None and proxies.any else None
         self._verify = verify
         self._tls: ssl.SSLContext | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -70,10 +75,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._in_flight
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            body = request.content or None
-        except httpx.RequestNotRead:
-            raise httpx.UnsupportedProtocol("streamed request bodies are not sent") from None
+        # A request httpx made to follow a redirect carries its body as a stream
+        # (empty: mirrorsync sends only GET and HEAD); read it, never refuse it.
+        body = await request.aread() or None
         given = request.extensions.get("timeout", {})
         timeouts = (given.get("connect"), given.get("read"), given.get("pool"))
         url = yarl.URL(str(request.url), encoded=True)  # httpx has quoted it
@@ -132,6 +136,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session
         if session is None or session.closed:
             session = self._session = self._open()
+        proxy = None
+        if self._proxies is not None:
+            proxy = self._proxies.for_url(scheme, f"{url.raw_host}:{url.port}")
         self._in_flight += 1
         failure: Exception | None = None
         try:
@@ -143,6 +150,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 ssl=tls,
                 timeout=self._timeout(timeouts),
+                proxy=proxy,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = _translated(exc, request)

@@ -24,6 +24,7 @@ from mirrorsync.formats._common import (
     repeated_key,
     shown,
 )
+from mirrorsync.redact import join_url
 
 Layout = Literal["v3", "v2"]
 
@@ -134,7 +135,7 @@ def resolve_url(url: str, bucket_urls: Mapping[str, str]) -> str:
                 f"no bucket_urls entry for s3 bucket {bucket!r} (in {url})",
             )
         _check_path(url, key)
-        return base.rstrip("/") + "/" + key
+        return join_url(base, key)
     raise FormatError("catalogue", f"unsupported URL scheme in {url[:200]!r}")
 
 
@@ -170,4 +171,4 @@ def blob_url(mirror_root: str, algorithm: str, checksum: str) -> str:
         raise FormatError(
             "blob address", f"{algorithm[:20]!r}/{checksum[:80]!r} is not a known digest"
         )
-    return f"{mirror_root}/blobs/{algorithm}/{checksum[:2]}/{checksum}"
+    return join_url(mirror_root, f"blobs/{algorithm}/{checksum[:2]}/{checksum}")

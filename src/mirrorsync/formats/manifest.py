@@ -22,6 +22,7 @@ from mirrorsync.formats._common import (
 )
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 from mirrorsync.formats.index import DB_VERSIONS
+from mirrorsync.units import size_problem
 
 DB_MEDIA_PREFIX = "application/vnd.spack.db"
 TARBALL_MEDIA_PREFIX = "application/vnd.spack.install"
@@ -79,6 +80,9 @@ def parse_manifest(data: bytes, url: str | None = None, what: str = "manifest") 
             )
         if record.content_length < 0:
             raise FormatError(what, "negative contentLength", url)
+        problem = size_problem(record.content_length, "contentLength")
+        if problem is not None:  # 2**63 would stop the crawl's every write (OverflowError)
+            raise FormatError(what, problem, url)
     return manifest
 
 

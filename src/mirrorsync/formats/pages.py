@@ -27,6 +27,7 @@ from mirrorsync.formats._common import (
     utf8_problem,
 )
 from mirrorsync.formats.index import variants_from_parameters
+from mirrorsync.units import MAX_SIZE, size_problem
 
 #: The page rule, spec-node ``parameters`` -> variant strings: the one renderer, the index's.
 parameters_to_variants = variants_from_parameters
@@ -133,6 +134,13 @@ def parse_page(data: bytes, url: str | None = None) -> Page:
         )
     if not fm.title:
         raise FormatError(WHAT, "empty title", url)
+    counts = [("num_specs", fm.meta.num_specs)] + [
+        (f"num_specs_by_stack[{shown(k)}]", v) for k, v in fm.meta.num_specs_by_stack.items()
+    ]
+    for name, count in counts:
+        problem = None if count is None else size_problem(count, f"meta.{name}")
+        if problem is not None:
+            raise FormatError(WHAT, problem, url)
     problem = label_problem(fm.title) or label_problem(fm.categories[1])
     if problem is not None:
         raise FormatError(WHAT, f"package or release name {problem}", url)
@@ -201,9 +209,14 @@ def _spec(raw: _RawSpec, index: int, url: str | None) -> PageSpec:
     elif isinstance(raw.size, int) and raw.size >= 0:
         size = raw.size
     elif isinstance(raw.size, str) and raw.size.isascii() and raw.size.isdigit():
-        size = int(raw.size)
+        size = int(raw.size) if len(raw.size) <= 20 else MAX_SIZE + 1
     else:
-        raise FormatError(WHAT, f"{where}: size {raw.size!r} is neither '-' nor a byte count", url)
+        raise FormatError(
+            WHAT, f"{where}: size {shown(str(raw.size))} is neither '-' nor a byte count", url
+        )
+    problem = None if size is None else size_problem(size, "size")
+    if problem is not None:
+        raise FormatError(WHAT, f"{where}: {problem}", url)
     return PageSpec(
         hash=raw.hash,
         version=raw.versions[0],

@@ -31,7 +31,7 @@ from mirrorsync.formats.specfile import (
 )
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.files import KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
-from mirrorsync.redact import Url
+from mirrorsync.redact import Url, join_url
 
 #: What Spack writes as ``v3/layout.json`` when upstream has none to copy.
 DEFAULT_LAYOUT = b'{"signing": "gpg"}'
@@ -141,7 +141,7 @@ class Copier:
         rel = record.manifest_path
         final = self.root / rel
         data = files.read_if_present(final)
-        url = f"{upstream_root}/{rel}"
+        url = join_url(upstream_root, rel)
         fetched = False
         manifest = None
         if data is not None:
@@ -164,13 +164,13 @@ class Copier:
     async def layout(self, upstream_root: str) -> None:
         """``v3/layout.json`` as upstream has it (Spack's own default if it has none)."""
         try:
-            data = await self._get(f"{upstream_root}/{LAYOUT}")
+            data = await self._get(join_url(upstream_root, LAYOUT))
         except NotFoundError:
             data = DEFAULT_LAYOUT
         try:
             json.loads(data)
         except ValueError:
-            raise FormatError("layout.json", "not JSON", f"{upstream_root}/{LAYOUT}") from None
+            raise FormatError("layout.json", "not JSON", join_url(upstream_root, LAYOUT)) from None
         self.referenced[LAYOUT] = len(data)
         if not self.dry_run and files.read_if_present(self.root / LAYOUT) != data:
             files.write_atomic(self.root / LAYOUT, data)
@@ -184,18 +184,18 @@ class Copier:
         indexes: dict[bytes, str] = {}  # key index manifest -> a root serving it
         for root in dict.fromkeys(upstream_roots):
             try:
-                data = await self._get(f"{root}/{KEY_INDEX_MANIFEST}")
+                data = await self._get(join_url(root, KEY_INDEX_MANIFEST))
             except NotFoundError:
                 continue  # an unsigned mirror publishes no keys
             indexes.setdefault(data, root)
         key_manifests: dict[str, tuple[bytes, str]] = {}  # fingerprint -> (manifest, root)
         for data, root in indexes.items():
-            url = f"{root}/{KEY_INDEX_MANIFEST}"
+            url = join_url(root, KEY_INDEX_MANIFEST)
             record = _record(data, url, KEY_INDEX_MEDIA_PREFIX, "key index manifest")
             for fingerprint in parse_key_index(await self.small_blob(root, record), url):
                 if fingerprint in key_manifests:
                     continue
-                key_url = f"{root}/{v3_key_manifest(fingerprint)}"
+                key_url = join_url(root, v3_key_manifest(fingerprint))
                 manifest = await self._get(key_url)
                 key = _record(manifest, key_url, PUBLIC_KEY_MEDIA_TYPE, "key manifest")
                 await self.small_blob(root, key)

@@ -51,7 +51,7 @@ from mirrorsync.mirrors.publish import (
     referenced,
     unreferenced,
 )
-from mirrorsync.redact import Url, redact_url
+from mirrorsync.redact import Url, redact_url, unmask
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import MirrorRow, Published, SyncedStack
@@ -395,14 +395,15 @@ def _plan_key(copy: MirrorCopy, stacks: list[SyncedStack]) -> str:
 
 def _real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
     """The stack's mirror root with credentials (the database keeps them masked)."""
-    stored = (stack.mirror_root or "").rstrip("/")
+    stored = Url(stack.mirror_root or "").rstrip("/").address  # a display form: as is
     if isinstance(source, MirrorSource):
-        return source.url.rstrip("/")
+        return Url(source.url).rstrip("/").address
     for base in source.buckets().values():
-        base = base.rstrip("/")
-        masked = redact_url(base)
-        if masked != base and stored.startswith(masked):
-            return base + stored[len(masked) :]
+        configured = Url(base)
+        if configured.display != configured.address:
+            address = unmask(stored, configured)
+            if address is not None:
+                return address
     return stored
 
 

@@ -14,6 +14,7 @@ from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
 from mirrorsync.store.events import Where, record
 from mirrorsync.store.queries import SPEC_COLUMNS, spec_from_row
+from mirrorsync.text import bounded
 
 OK = "ok"
 MISSING = "missing"
@@ -204,7 +205,7 @@ async def record_results(
                     stack_id,
                     r.spec_id,
                     r.status,
-                    r.problem,
+                    None if r.problem is None else bounded(r.problem),
                     r.tarball_size,
                     r.tarball_algorithm,
                     r.tarball_checksum,

@@ -14,6 +14,7 @@ from typing import Any
 from mirrorsync.redact import scrub
 from mirrorsync.store import events
 from mirrorsync.store.db import Store
+from mirrorsync.text import bounded
 
 UPDATED_EVENT = "mirror.updated"
 
@@ -197,7 +198,7 @@ async def record_failure(store: Store, mirror_id: int, error: str, at: str) -> N
     async with store.transaction() as conn:
         await conn.execute(
             "UPDATE mirrors SET last_error = ?, last_error_at = ?, last_checked = ? WHERE id = ?",
-            (scrub(error), at, at, mirror_id),
+            (bounded(scrub(error)), at, at, mirror_id),
         )
 
 

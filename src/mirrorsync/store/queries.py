@@ -256,9 +256,13 @@ def instant(text: str, *, end_of_day: bool = True) -> str:
             moment = datetime.fromisoformat(text.replace(" ", "T", 1))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
     except ValueError:
         raise UsageError(f"{text!r} is not a real date or time") from None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise UsageError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
+    # %Y is not zero-padded on every C library: year 1 must read 0001 to sort as text.
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 _AT_VERSION = "m.entered <= :v AND (m.left IS NULL OR m.left > :v)"

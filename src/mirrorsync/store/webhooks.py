@@ -18,6 +18,7 @@ from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.dialect import Dialect
 from mirrorsync.store.queries import EVENT_COLUMNS, EVENT_JOINS, Event
+from mirrorsync.text import bounded
 
 #: Filter fields and the SQL expression each matches against (see ``enqueue``).
 FILTER_FIELDS = {"type": "e.type", "release": "e.release", "stack": "st.name", "package": "s.name"}
@@ -276,6 +277,7 @@ async def record_failure(
     dead deliveries, so ``status`` and ``webhooks list`` count them. Returns the
     number of events that became dead.
     """
+    error = bounded(error)  # a receiver's words, stored as received (bounded)
     async with store.transaction() as conn:
         webhook_id = delivery.webhook_id
         await conn.execute(
@@ -368,6 +370,7 @@ async def purge(
 
 async def disable(store: Store, webhook_id: int, reason: str, at: str) -> None:
     """The endpoint answered 410 Gone: no more events are enqueued or sent to it."""
+    reason = bounded(reason)
     async with store.transaction() as conn:
         await conn.execute(
             "UPDATE webhooks SET enabled = 0, disabled_reason = ?, disabled_at = ?,"

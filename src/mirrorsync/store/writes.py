@@ -17,6 +17,7 @@ from mirrorsync.formats.index import SpecInfo, SpecName
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.events import Where, record, serialise
+from mirrorsync.text import bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +206,7 @@ async def record_failure(store: Store, stack_id: int, error: str, at: str) -> No
     async with store.transaction() as conn:
         await conn.execute(
             "UPDATE stacks SET last_error = ?, last_error_at = ?, last_checked = ? WHERE id = ?",
-            (scrub(error), at, at, stack_id),
+            (bounded(scrub(error)), at, at, stack_id),
         )
 
 

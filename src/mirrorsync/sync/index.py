@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
 from mirrorsync.formats.manifest import BlobRecord, parse_index_manifest
+from mirrorsync.inflate import gunzip
 from mirrorsync.store import Store, writes
 from mirrorsync.sync.progress import RunProgress
 
@@ -366,18 +366,5 @@ async def parse_downloaded(
 
 
 def _gunzip(data: bytes, url: str, max_bytes: int | None) -> bytes:
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        if max_bytes is None:
-            out = inflater.decompress(data)
-        else:
-            out = inflater.decompress(data, max_bytes + 1)
-            if len(out) > max_bytes:
-                raise FetchError(
-                    url, f"gzip index over the {max_bytes}-byte limit (limits.index) once unpacked"
-                )
-        if not inflater.eof:
-            raise FormatError("build cache index", "gzip data is truncated", url)
-    except zlib.error as exc:
-        raise FormatError("build cache index", f"not valid gzip data ({exc})", url) from None
-    return out
+    """The index blob unpacked, bounded (``mirrorsync.inflate``: limit and ratio)."""
+    return gunzip(data, url, max_bytes=max_bytes, limit_name="limits.index", what="index")
