@@ -29,7 +29,11 @@ RELEASE = ("--release", "develop", "--stack", "root")
 
 def write_config(tmp_path: Path, database: Path | str, name: str = "mirrorsync.yaml") -> Path:
     config = tmp_path / name
-    config.write_text(f"database: {database}\nsources: [{{name: test, kind: catalog}}]\n")
+    # The histories here are written without a manifest crawl: none is configured
+    # (with one, status would rightly report every manifest as never fetched).
+    config.write_text(
+        f"database: {database}\nsources: [{{name: test, kind: catalog, manifests: none}}]\n"
+    )
     return config
 
 

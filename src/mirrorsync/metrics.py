@@ -9,6 +9,9 @@ previous file when a run fails, so "time since the last good run" stays right.
 
 Webhook endpoints get their pending and dead event counts, read from the
 outbox in the same database.
+
+``mirrorsync_healthy`` and ``mirrorsync_problems{kind}`` are the health model's
+(``mirrorsync.health``): the same problems ``status --check`` prints.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from mirrorsync import health
 from mirrorsync.config import Config
 from mirrorsync.errors import MetricsError
+from mirrorsync.health import Health
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync.outcome import RunReport
@@ -347,6 +352,23 @@ async def _mirror_families(store: Store) -> list[Family]:
     return out
 
 
+def health_families(health: Health) -> list[Family]:
+    """What ``status --check`` says, as numbers: the same model (``mirrorsync.health``)."""
+    return [
+        gauge(
+            "healthy",
+            "1 if 'status --check' finds no problem (with no --max-age), else 0.",
+            1 if health.healthy else 0,
+        ),
+        Family(
+            PREFIX + "problems",
+            "gauge",
+            "Problems 'status --check' reports, by kind (README, 'status --check').",
+            [Sample(n, {"kind": kind}) for kind, n in health.counts().items()],
+        ),
+    ]
+
+
 async def export(config: Config, report: RunReport) -> Path | None:
     """Write the configured metrics file after a run; None when metrics are off.
 
@@ -358,5 +380,6 @@ async def export(config: Config, report: RunReport) -> Path | None:
     families = run_families(report, previous_value(path, LAST_SUCCESS))
     async with await Store.open_read_only(config.database_path) as store:
         families += await database_families(store)
+        families += health_families(await health.read(store, config, datetime.now(UTC), None))
     write_textfile(path, families)
     return path

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
 
 
@@ -47,6 +49,18 @@ def human_duration(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def parse_time(stored: str) -> datetime:
+    """A stored timestamp (``2026-11-20T08:00:12.123456Z``) as an aware datetime."""
+    return datetime.fromisoformat(stored.replace("Z", "+00:00"))
+
+
+def human_time(stored: str | None) -> str:
+    """``2026-11-20 08:00Z``: a stored UTC timestamp to the minute."""
+    if not stored:
+        return ""
+    return f"{stored[:10]} {stored[11:16]}Z"
 
 
 # -- numbers from outside ----------------------------------------------------------

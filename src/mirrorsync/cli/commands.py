@@ -21,7 +21,6 @@ from mirrorsync.cli.render import (
     human_duration,
     human_size,
     human_time,
-    parse_time,
     plural,
     print_json,
     print_json_array,
@@ -36,11 +35,11 @@ from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold, hold_for_sync
 from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
-from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.store.location import PostgresUrl
 from mirrorsync.sync import RunProgress, RunReport, run_once
 
 if TYPE_CHECKING:
+    from mirrorsync.health import StackHealth
     from mirrorsync.mirrors import MirrorOutcome
 
 
@@ -269,118 +268,120 @@ def _mirror_dict(o: MirrorOutcome) -> dict[str, object]:
 
 
 async def status(args: argparse.Namespace) -> int:
-    from mirrorsync.store import mirrors as mirror_store
+    """Render the health model (``mirrorsync.health``): nothing here decides health."""
+    from mirrorsync import health
 
     config = load_config(args.config)
     if args.max_age is not None and not args.check:
         raise UsageError("--max-age goes with --check")
-    if args.check and not config.database_path.exists():
-        print(f"{config.database_path}: no database yet: nothing has been synced")
-        return EXIT_PARTIAL
-    async with await _open(config) as store:
-        rows = await queries.status(store, release=args.release, stack=args.stack)
-        hooks = await webhook_store.summaries(store)
-        copies = await mirror_store.statuses(store)
-    if (args.release or args.stack) and not rows:
+    h = await health.assess_config(
+        config,
+        datetime.now(UTC),
+        max_age=args.max_age,
+        max_pending_age=args.max_pending_age,
+        release=args.release,
+        stack=args.stack,
+    )
+    if h.database_exists and (args.release or args.stack) and not h.stacks:
         where = "/".join(x or "*" for x in (args.release, args.stack))
         raise UsageError(f"no stack {where} in {config.database_path}")
-    if not rows and not args.check:  # e.g. a first run whose catalogue failed
+    if args.check:
+        for p in h.problems:
+            if args.json:
+                stack = next((s.row for s in h.stacks if s.subject == p.subject), None)
+                print_json_line(
+                    {
+                        "kind": p.kind,
+                        "subject": p.subject,
+                        "source": stack.source if stack else None,
+                        "release": stack.release if stack else None,
+                        "stack": stack.stack if stack else None,
+                        "problem": p.what,
+                        "line": p.line,
+                    }
+                )
+            else:
+                print(p.line)
+        return EXIT_PARTIAL if h.problems else EXIT_OK
+    if not h.database_exists:
+        raise NoDatabaseError(
+            f"no database yet at {config.database_path}; run 'mirrorsync once' first"
+        )
+    if not h.stacks:  # e.g. a first run whose catalogue failed
         raise NoDatabaseError(
             f"no stack synced yet in {config.database_path}: the runs so far synced none "
             "(their log says why); run 'mirrorsync once'"
         )
-    if args.check:
-        return _check_status(rows, args.max_age, args.json)
-    for hook in hooks:
-        if hook.dead_events:
-            print_line(
-                f"mirrorsync: webhook {hook.name}: {plural(hook.dead_events, 'event')} in "
-                f"{plural(hook.dead_deliveries, 'delivery', 'deliveries')} are dead "
-                f"(oldest from {human_time(hook.oldest_dead_at)}); "
-                f"'mirrorsync webhooks retry --name {hook.name} --dead' sends them again",
-                logging.WARNING,
-            )
+    for p in h.problems:
+        if p.kind == "webhook_dead":
+            print_line(f"mirrorsync: {p.line}", logging.WARNING)
     if args.json:
-        print_json([_stack_json(r) for r in rows])
+        print_json([_stack_json(s) for s in h.stacks])
         return EXIT_OK
+    rows = [s.row for s in h.stacks]
     several_sources = len({r.source for r in rows}) > 1
     print_table(
         ["stack", "version", "specs", "checked", "changed", "state"],
         [
             (
-                f"{r.source}:{r.release}/{r.stack}"
-                if several_sources
-                else f"{r.release}/{r.stack}",
-                r.version,
-                r.spec_count,
-                ago(r.last_checked),
-                ago(r.last_changed),
-                _state(r),
+                s.subject if several_sources else f"{s.row.release}/{s.row.stack}",
+                s.row.version,
+                s.row.spec_count,
+                ago(s.row.last_checked),
+                ago(s.row.last_changed),
+                s.state,
             )
-            for r in rows
+            for s in h.stacks
         ],
         title=f"{plural(len(rows), 'stack')}, {plural(sum(r.spec_count for r in rows), 'spec')}"
         f" in {config.database_path}",
     )
-    failed = [r for r in rows if r.last_error or r.syncing]
-    if failed:  # errors are long (they name URLs): below the table, one line each
+    syncing = [s for s in h.stacks if s.row.syncing]
+    if syncing or h.problems:  # problems are long (they name URLs): below the table, one a line
         print()
-        for r in failed:
-            if r.syncing:
-                print(f"{r.source}:{r.release}/{r.stack}: being synced now by {r.syncing}")
-            if r.last_error:
-                print(f"{r.source}:{r.release}/{r.stack}: {r.last_error}")
-    if copies:
+        for s in syncing:
+            print(f"{s.subject}: being synced now by {s.row.syncing}")
+        for p in h.problems:
+            print(p.line)
+    if h.copies:
         print()
         print_table(
             ["mirror", "path", "version", "binaries", "size", "published", "state"],
             [
                 (
-                    m.name,
-                    m.path,
-                    m.version,
-                    m.binaries,
-                    human_size(m.bytes),
-                    ago(m.last_published),
-                    "failed" if m.last_error else "ok",
+                    c.row.name,
+                    c.row.path,
+                    c.row.version,
+                    c.row.binaries,
+                    human_size(c.row.bytes),
+                    ago(c.row.last_published),
+                    c.state,
                 )
-                for m in copies
+                for c in h.copies
             ],
         )
-        for m in copies:
-            if m.last_error:
-                print(f"mirror {m.name}: {m.last_error}")
-    if hooks:
+    if h.webhooks:
         print()
         print_table(
             ["webhook", "state", "pending", "oldest pending", "dead", "last success", "last error"],
             [
                 (
-                    h.name,
-                    "not in config" if not h.configured else "enabled" if h.enabled else "disabled",
-                    h.pending_events,
-                    h.oldest_pending_at,
-                    h.dead_events,
-                    ago(h.last_success_at),
-                    h.disabled_reason or h.current_error,
+                    w.row.name,
+                    w.state,
+                    w.row.pending_events,
+                    w.row.oldest_pending_at,
+                    w.row.dead_events,
+                    ago(w.row.last_success_at),
+                    w.row.disabled_reason or w.row.current_error,
                 )
-                for h in hooks
+                for w in h.webhooks
             ],
         )
     return EXIT_OK
 
 
-def _state(r: queries.StackStatus) -> str:
-    if r.syncing:
-        return "syncing"
-    if not r.present:
-        return "gone"
-    if r.last_error:
-        return "failed" if r.version else "never synced"
-    return "ok" if r.last_checked else "never synced"
-
-
-def _stack_json(r: queries.StackStatus) -> dict[str, object]:
+def _stack_json(s: StackHealth) -> dict[str, object]:
+    r = s.row
     return {
         "source": r.source,
         "release": r.release,
@@ -393,44 +394,10 @@ def _stack_json(r: queries.StackStatus) -> dict[str, object]:
         "last_changed_at": r.last_changed,
         "last_error": r.last_error,
         "syncing": r.syncing,
+        "state": s.state,
+        "manifests": dict(sorted(s.manifests.by_status.items())) if s.manifests else None,
+        "problems": [{"kind": p.kind, "problem": p.what} for p in s.problems],
     }
-
-
-def _check_status(rows: list[queries.StackStatus], max_age: float | None, as_json: bool) -> int:
-    """``status --check``: one line per problem on stdout, exit 1 if there is any."""
-    now = datetime.now(UTC)
-    problems: list[tuple[queries.StackStatus | None, str]] = []
-    tracked = [r for r in rows if r.present]
-    if not tracked:
-        problems.append((None, "no tracked stack"))
-    for r in tracked:
-        if r.last_error:
-            problems.append((r, f"last sync failed: {r.last_error}"))
-        elif not r.last_checked:
-            problems.append((r, "never synced"))
-        elif max_age is not None:
-            age = (now - parse_time(r.last_checked)).total_seconds()
-            if age > max_age:
-                problems.append(
-                    (
-                        r,
-                        f"last checked {human_duration(age)} ago"
-                        f" ({human_time(r.last_checked)}), more than {human_duration(max_age)}",
-                    )
-                )
-    for stack, what in problems:
-        if as_json:
-            print_json_line(
-                {
-                    "source": stack.source if stack else None,
-                    "release": stack.release if stack else None,
-                    "stack": stack.stack if stack else None,
-                    "problem": what,
-                }
-            )
-        else:
-            print(f"{stack.source}:{stack.release}/{stack.stack}: {what}" if stack else what)
-    return EXIT_PARTIAL if problems else EXIT_OK
 
 
 async def history(args: argparse.Namespace) -> int:

@@ -218,14 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--check",
         action="store_true",
-        help="exit 0 if every tracked stack's last sync succeeded (and is recent), else 1 "
-        "with one line per problem",
+        help="exit 0 if nothing is wrong (stacks, manifests, copies, webhooks, sources), else 1 "
+        "with one line per problem (README, 'status --check')",
     )
     status.add_argument(
         "--max-age",
         type=duration_arg,
         metavar="DURATION",
         help="with --check: a last successful check older than this is a problem (e.g. 2h, 3d)",
+    )
+    status.add_argument(
+        "--max-pending-age",
+        type=duration_arg,
+        default=3600.0,
+        metavar="DURATION",
+        help="a webhook whose oldest undelivered event is older than this is a problem "
+        "(default 1h)",
     )
     _json(status)
 

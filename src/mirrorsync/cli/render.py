@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from mirrorsync.text import escape, unescaped
 from mirrorsync.units import human_duration as human_duration
 from mirrorsync.units import human_size as human_size
+from mirrorsync.units import human_time as human_time
+from mirrorsync.units import parse_time as parse_time
 from mirrorsync.units import plural as plural
 
 if TYPE_CHECKING:  # rich costs ~0.1 s to import: only the progress displays pay it
@@ -41,18 +43,6 @@ def console(stderr: bool = False) -> Console:
 
 
 # -- human units (sizes, counts, durations: mirrorsync.units) -------------------
-
-
-def parse_time(stored: str) -> datetime:
-    """A stored timestamp (``2026-11-20T08:00:12.123456Z``) as an aware datetime."""
-    return datetime.fromisoformat(stored.replace("Z", "+00:00"))
-
-
-def human_time(stored: str | None) -> str:
-    """``2026-11-20 08:00Z``: a stored UTC timestamp to the minute."""
-    if not stored:
-        return ""
-    return f"{stored[:10]} {stored[11:16]}Z"
 
 
 def ago(stored: str | None, now: datetime | None = None) -> str:
