@@ -187,6 +187,11 @@ def test_only_verified_specs_enter_a_copy_fail_keeps_the_last_state_skip_the_res
     for name in names[1:]:  # what the copy holds of them is still the genuine manifest
         held = copy / info.spec_files[fake_hash(name)]
         assert held.read_bytes() == genuine[name]
+    check = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "mirror local: last publish failed: 6 specs left out" in check.stdout
+    for name in [*names[1:], "needer"]:  # each named, with why
+        assert f"mirror local: left out {name}/{fake_hash(name)[:7]}: " in check.stdout, name
 
     # on_error: skip: the rest is published; each left-out spec is named, with why.
     _config(tmp_path, server, fingerprint, "    on_error: skip")
@@ -204,6 +209,11 @@ def test_only_verified_specs_enter_a_copy_fail_keeps_the_last_state_skip_the_res
     assert "bare CR" in reasons["forged"]
     assert "another spec" in reasons["swapped"]
     assert reasons["needer"] == f"needs untrusted {fake_hash('untrusted')[:7]}, left out"
+    check = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "last publish failed" not in check.stdout  # published, with the rest
+    for name, reason in reasons.items():
+        assert f"mirror local: left out {name}/{fake_hash(name)[:7]}: {reason}" in check.stdout
     for name, reason in reasons.items():
         assert f"mirror local: left out {name} {fake_hash(name)}: {reason}" in skipped.stdout
     as_json = run_cli("-c", str(config), "mirror", "--json", cwd=tmp_path)

@@ -37,7 +37,7 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import gpg_clearsign, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.store.health import ManifestCounts
-from mirrorsync.store.mirrors import MirrorStatus
+from mirrorsync.store.mirrors import LeftOut, MirrorStatus
 from mirrorsync.store.queries import StackStatus
 from mirrorsync.store.webhooks import WebhookSummary
 from receiver import Receiver, new_secret
@@ -238,14 +238,19 @@ def test_a_failed_copy_is_a_problem(tmp_path: Path, docroot: Path, server: Fixtu
     assert once(config).returncode == 1
     code, lines = check(config)
     assert code == 1
-    (line,) = lines
+    line, left = lines  # the failure, then the spec it left out and why
     assert line.startswith("mirror local: last publish failed: ")
     assert line.endswith(" (it keeps its last published state)")
+    bad = extra[0]
+    assert left.startswith(
+        f"mirror local: left out {bad['name']}/{str(bad['hash'])[:7]}: corrupt blob"
+    )
     table = run_cli("-c", str(config), "status", cwd=tmp_path).stdout
     assert re.search(r"^local\s.*\bfailed$", table, re.M), table
     metrics = prom.read_text()
     assert "mirrorsync_healthy 0\n" in metrics
     assert 'mirrorsync_problems{kind="copy_failed"} 1\n' in metrics
+    assert 'mirrorsync_problems{kind="copy_left_out"} 1\n' in metrics
 
 
 def _hook(name: str, url: str, secret: Path, max_age: str) -> str:
@@ -336,8 +341,8 @@ def test_the_model_names_each_left_out_spec_and_decides_states_from_rows() -> No
     copy = MirrorStatus("local", "/nowhere/copy", "test", "develop", 2, 5, 100, at(1), at(1), None)
     stray = MirrorStatus("stray", "/x", "test", "develop", 0, 0, 0, None, None, "boom")
     left = [
-        health.LeftOut("a" * 32, "zlib", "bad signature"),
-        health.LeftOut("b" * 32, "python", "needs zlib/aaaaaaa, left out"),
+        LeftOut("a" * 32, "zlib", "bad signature"),
+        LeftOut("b" * 32, "python", "needs zlib/aaaaaaa, left out"),
     ]
     hook = WebhookSummary(
         "old-hook", "http://x", False, False, "410", 5, 1, 0, 0, None, 0, None, None, None, None

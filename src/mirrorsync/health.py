@@ -21,6 +21,7 @@ from mirrorsync.store import health as store_health
 from mirrorsync.store import mirrors as mirror_store
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.store.health import UNFETCHED, ManifestCounts
+from mirrorsync.store.mirrors import LeftOut
 from mirrorsync.units import human_duration, human_time, parse_time, plural
 
 #: How old the oldest undelivered event of a webhook may be (``--max-pending-age``).
@@ -66,15 +67,6 @@ class Problem:
     @property
     def what(self) -> str:
         return self.line[len(self.subject) + 2 :]
-
-
-@dataclass(frozen=True, slots=True)
-class LeftOut:
-    """A spec a copy left out, and why (``store.mirrors.left_out``)."""
-
-    hash: str
-    name: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +175,7 @@ async def read(
     manifests = await store_health.manifest_counts(store)
     copies = await mirror_store.statuses(store)
     hooks = await webhook_store.summaries(store)
-    # COPY PROBLEMS INPUT: the specs each copy left out, by copy name. Main wires
-    # ``store.mirrors.left_out(store, mirror_id)`` here once the copy branch lands:
-    #     left_out = {m.name: [LeftOut(r.hash, r.name, r.reason) for r in
-    #                          await mirror_store.left_out(store, m.id)] for m in ...}
-    left_out: dict[str, list[LeftOut]] = {}
+    left_out = await mirror_store.left_out_by_copy(store)  # what each copy's last run refused
     return assess(
         str(store.path),
         config,

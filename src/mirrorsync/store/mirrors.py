@@ -172,6 +172,18 @@ async def left_out(store: Store, mirror_id: int) -> list[LeftOut]:
         return [LeftOut(*tuple(r)) for r in await cursor.fetchall()]
 
 
+async def left_out_by_copy(store: Store) -> dict[str, list[LeftOut]]:
+    """Every copy's left-out specs (its last run's), by copy name."""
+    found: dict[str, list[LeftOut]] = {}
+    async with store.conn.execute(
+        "SELECT m.name, l.hash, l.name, l.reason FROM mirror_left_out l"
+        " JOIN mirrors m ON m.id = l.mirror_id ORDER BY m.name, l.name, l.hash"
+    ) as cursor:
+        for copy, *row in await cursor.fetchall():
+            found.setdefault(copy, []).append(LeftOut(*row))
+    return found
+
+
 async def members(store: Store, mirror_id: int) -> set[str]:
     async with store.conn.execute(
         "SELECT hash FROM mirror_members WHERE mirror_id = ?", (mirror_id,)
