@@ -21,6 +21,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,9 +65,17 @@ def lock_path(database: Path) -> Path:
 def read_holder(path: Path) -> Holder:
     """Parse ``pid=N`` / ``since=TIME`` lines; missing or garbled values are None."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return Holder(None, None)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return Holder(None, None)
+        text = os.read(fd, 4096).decode("utf-8", errors="replace")
+    except OSError:
+        return Holder(None, None)
+    finally:
+        os.close(fd)
     values = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
     pid_text = values.get("pid", "").strip()
     return Holder(
@@ -93,9 +102,20 @@ class RunLock:
             return True
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the store does
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Never through a link: a planted DB.lock -> elsewhere would have its target
+            # truncated. O_NONBLOCK: a FIFO planted there cannot make the open wait.
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+            fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(
+                    f"{self.path}: the lock file is a symbolic link; mirrorsync never "
+                    "follows it: remove the link"
+                ) from None
             raise StoreError(f"{self.path}: cannot open lock file: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"{self.path}: the lock file is not a regular file: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
