@@ -209,6 +209,7 @@ async def mirror(args: argparse.Namespace) -> int:
     if args.name:
         config.mirror(args.name)  # an unknown name is a usage error, before the lock
     webhooks: list[WebhookResult] = []
+    _require_database(config)  # before the lock: nothing synced yet creates no file
     async with contextlib.AsyncExitStack() as stack:
         # A dry run too: its writes go into one transaction that is rolled back, which
         # holds the database's write lock while it runs.
@@ -726,6 +727,8 @@ async def webhooks(args: argparse.Namespace) -> int:
             return EXIT_PARTIAL
         return EXIT_OK
     # Delivering writes the outbox: never at the same time as a run (or another retry).
+    if action in ("retry", "replay"):
+        _require_database(config)  # before the lock: nothing to deliver creates no lock file
     if action == "retry":
         async with hold(config.database_path, wait=args.wait):
             results = await manage.retry(config, args.name, dead=args.dead)

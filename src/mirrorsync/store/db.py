@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -170,12 +171,27 @@ async def _connect(path: Path, target: str, *, uri: bool = False) -> _Connection
         # process may be creating the file or switching it to WAL at this moment.
         return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=10.0)
 
+    _require_file(path)
     conn = _Connection(connector, path)
     try:
         await conn
     except sqlite3.Error as exc:
+        # aiosqlite stops its thread but does not wait for it: wait here, or the
+        # thread reports to an event loop that is closed by then (a traceback).
+        await anyio.to_thread.run_sync(conn._thread.join)
         raise StoreError(f"{path}: cannot open database: {exc}") from None
     return conn
+
+
+def _require_file(path: Path) -> None:
+    """StoreError, one line, if something other than a regular file is at ``path``."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # none yet (SQLite creates it), or SQLite's own error says why
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise StoreError(f"{path}: cannot open database: {kind}; 'database:' names a file")
 
 
 #: The store's connection: aiosqlite's, or the same interface on psycopg's.
@@ -225,6 +241,7 @@ class Store:
         if not create and not exists:
             raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
         in_memory = dry_run and not exists
+        _require_file(path)
         try:
             if create and not dry_run:
                 # Directories it makes and the file itself are owner-only from the
