@@ -9,9 +9,9 @@ processes, real files, real SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,12 +20,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import QUICK_RETRIES, REPO, run_cli, write_config
+from conftest import QUICK_RETRIES, REPO, database_value, run_cli, write_config
+from mirrorsync.config import MAX_CONFIG_BYTES, load_config, parse_config
 from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, StoreError
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.lock import RunLock, lock_path
+from mirrorsync.store import Store
+from mirrorsync.store.db import migrations
+from mirrorsync.store.location import Location, PostgresUrl
 
 INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
 
@@ -162,3 +166,233 @@ def test_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path: Path)
         "mirrorsync never follows it: remove the link"
     ]
     assert target.read_bytes() == b"not a lock file"
+
+
+# -- item 4: a copy onto its own source, or inside another copy ---------------------------
+
+
+def test_copy_onto_its_own_file_source_is_refused_at_check_and_load(tmp_path: Path) -> None:
+    upstream = tmp_path / "up"
+    write_v3_mirror(upstream, _nodes(), signed=False)
+    before = _tree(upstream)
+    # The same directory under another name: only the resolved real paths tell.
+    os.symlink(upstream, tmp_path / "alias")
+    for path in (upstream, tmp_path / "alias", upstream / "v3"):
+        config = _mirror_config(tmp_path, f"file://{upstream}", str(path))
+        for command in (("config", "check"), ("once",), ("mirror",)):
+            done = run_cli("-c", str(config), *command, cwd=tmp_path)
+            assert done.returncode == EXIT_USAGE, done.stderr
+            assert f"c.yaml: mirrors[0].path: {str(path)!r} ({os.path.realpath(path)})" in (
+                done.stderr
+            )
+            assert "overlaps the directory of source 'up'" in done.stderr
+    assert _tree(upstream) == before
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_nested_copies_are_refused(tmp_path: Path) -> None:
+    text = (
+        f"database: {tmp_path / 'state.db'}\n"
+        "sources:\n  - {name: up, kind: mirror, url: 'https://example.org/up'}\n"
+        "mirrors:\n"
+        f"  - {{name: outer, path: {tmp_path / 'outer'}, source: up}}\n"
+        f"  - {{name: inner, path: {tmp_path / 'link' / 'v3' / 'inner'}, source: up}}\n"
+    )
+    (tmp_path / "outer").mkdir()
+    os.symlink(tmp_path / "outer", tmp_path / "link")
+    config = write_config(tmp_path / "c.yaml", text)
+    with pytest.raises(
+        ConfigError, match=r"mirrors\[1\]\.path: .* and mirrors\[0\]\.path .* nested"
+    ):
+        load_config(str(config))
+    done = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE
+    assert "are nested: each copy deletes what its index does not list" in done.stderr
+    # Side by side is fine, even with a common prefix in their names.
+    write_config(tmp_path / "c.yaml", text.replace("link' / 'v3' / 'inner", "x"))
+    fine = text.replace(str(tmp_path / "link" / "v3" / "inner"), str(tmp_path / "outer2"))
+    load_config(str(write_config(tmp_path / "c.yaml", fine)))
+
+
+# -- item 13: configuration from special files, keys given twice ------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "directory", "large"])
+def test_configuration_that_is_not_a_small_regular_file_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    if kind == "fifo":
+        path = tmp_path / "config.fifo"
+        os.mkfifo(path)
+        expect = "not a regular file (a FIFO, socket or device); refusing to read it"
+    elif kind == "zero":
+        path = Path("/dev/zero")
+        expect = "not a regular file (a FIFO, socket or device); refusing to read it"
+    elif kind == "directory":
+        path = tmp_path
+        expect = "not a regular file (a directory); refusing to read it"
+    else:
+        path = tmp_path / "big.yaml"
+        path.write_bytes(b"# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+        expect = "larger than 1 MiB: not a configuration file; refusing to read it"
+    started = time.monotonic()
+    # A real process: before, a FIFO blocked it (deaf to SIGTERM) and /dev/zero filled memory.
+    done = run_cli("-c", str(path), "status", cwd=tmp_path, timeout=20)
+    assert time.monotonic() - started < 15
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.splitlines() == [f"mirrorsync: error: {path}: {expect}"]
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    text = (
+        "sources:\n"
+        "  - name: up\n"
+        "    kind: mirror\n"
+        "    url: https://example.org/up\n"
+        "    verify_signatures: true\n"
+        "    trusted_keys: [" + "A" * 40 + "]\n"
+        "    verify_signatures: false\n"
+    )
+    config = write_config(tmp_path / "c.yaml", text)
+    done = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.splitlines() == [
+        f"mirrorsync: error: {config}: invalid YAML at line 7, column 5: key "
+        "'verify_signatures' given twice (lines 5 and 7); keep one"
+    ]
+    with pytest.raises(ConfigError, match=r"key 'http' given twice \(lines 1 and 3\)"):
+        parse_config("http: {}\nsources: []\nhttp: {timeout: 1}\n")
+    # Keys merged in with << may still be overridden, as YAML intends.
+    merged = parse_config(
+        "sources:\n"
+        "  - &base {name: up, kind: mirror, url: 'https://example.org/up'}\n"
+        "  - <<: *base\n    name: up2\n"
+    )
+    assert [(s.name, s.url) for s in merged.sources] == [
+        ("up", "https://example.org/up"),
+        ("up2", "https://example.org/up"),
+    ]
+
+
+# -- item 14: read-only moments write nothing -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("mirror", "--dry-run"),
+        ("mirror",),
+        ("status",),
+        ("status", "--check"),
+        ("webhooks", "retry"),
+    ],
+)
+def test_before_the_first_sync_nothing_is_created(tmp_path: Path, command: tuple[str, ...]) -> None:
+    database = tmp_path / "state" / "sub" / "state.db"
+    config = _mirror_config(tmp_path, "https://example.org/up", str(tmp_path / "copy"))
+    config.write_text(
+        config.read_text().replace(str(tmp_path / "state.db"), str(database))
+        + "webhooks:\n  - {name: hook, url: 'https://example.org/hook', secret_env: HOOK}\n"
+    )
+    env = {"HOOK": "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}
+    done = run_cli("-c", str(config), *command, cwd=tmp_path, env=env)
+    assert done.returncode in (1, 66), done.stderr
+    assert "no database yet" in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+@pytest.mark.parametrize("command", [("status",), ("once",), ("once", "--dry-run"), ("events",)])
+def test_a_database_path_that_is_a_directory_is_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    database = tmp_path / "db"
+    database.mkdir()
+    config = _mirror_config(tmp_path, "https://example.org/up", database=str(database))
+    done = run_cli("-c", str(config), *command, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"mirrorsync: error: {database}: cannot open database: a directory; "
+        "'database:' names a file"
+    ]
+    assert list(database.iterdir()) == []
+
+
+def test_a_failed_sqlite_open_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """aiosqlite's thread reported to a closed event loop: a traceback after the error."""
+    code = (
+        "import anyio, sys\n"
+        "from pathlib import Path\n"
+        "from mirrorsync.errors import StoreError\n"
+        "from mirrorsync.store.db import _connect\n"
+        "async def main() -> None:\n"
+        "    path = Path(sys.argv[1])\n"
+        "    try:\n"
+        "        await _connect(path, f'file:{path}?mode=ro', uri=True)\n"
+        "    except StoreError as exc:\n"
+        "        print(exc)\n"
+        "anyio.run(main)\n"
+    )
+    missing = tmp_path / "no" / "such.db"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(missing)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"{missing}: cannot open database: unable to open database file"
+    assert done.stderr == ""
+
+
+# -- migrations refuse a gap ------------------------------------------------------------
+
+
+def test_bundled_migrations_are_numbered_without_a_gap() -> None:
+    numbers = [number for number, _, _ in migrations()]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+def _rows(database: Location) -> list[tuple[int, str]]:
+    """schema_migrations as it is on disk or on the server."""
+    if isinstance(database, PostgresUrl):
+        import psycopg
+
+        with psycopg.connect(database.url) as conn:
+            got = conn.execute("SELECT version, name FROM schema_migrations ORDER BY 1").fetchall()
+            return [(int(v), str(n)) for v, n in got]
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        got = conn.execute("SELECT version, name FROM schema_migrations ORDER BY 1").fetchall()
+        return [(int(v), str(n)) for v, n in got]
+
+
+@pytest.mark.usefixtures("backend")
+def test_a_database_whose_migrations_skip_a_number_is_refused(tmp_path: Path) -> None:
+    copy = str(tmp_path / "copy")
+    config = _mirror_config(
+        tmp_path, "https://example.org/up", copy, database=database_value(tmp_path)
+    )
+    database = load_config(str(config)).database_path
+
+    async def make() -> None:
+        # As a side branch left it: its own migration took number 4, ours is missing.
+        async with await Store.open(database) as store, store.transaction() as conn:
+            await conn.execute("DELETE FROM schema_migrations WHERE version = 4")
+
+    anyio.run(make)
+    before = _rows(database)
+    newest = migrations()[-1][0]
+    assert [v for v, _ in before] == [v for v in range(1, newest + 1) if v != 4]
+    data = (tmp_path / "state.db").read_bytes() if isinstance(database, Path) else b""
+    name = next(n for v, n, _ in migrations() if v == 4)
+    for command in (("once",), ("status",), ("mirror",), ("events",)):
+        done = run_cli("-c", str(config), *command, cwd=tmp_path)
+        assert done.returncode == EXIT_DAMAGED, (command, done.stderr)
+        assert done.stderr.splitlines() == [
+            f"mirrorsync: error: {database}: the database records migrations up to {newest} "
+            f"but not 0004_{name}; it was made by another branch of mirrorsync: open it with "
+            "that one, or restore it from a backup (nothing was written)"
+        ], command
+    assert _rows(database) == before
+    if isinstance(database, Path):  # the file itself, byte for byte
+        assert (tmp_path / "state.db").read_bytes() == data

@@ -621,7 +621,7 @@ def _check_mirrors(config: Config) -> None:
         directory = os.path.realpath(copy.directory)  # links resolved: the real trees
         if directory in directories:
             raise ConfigError(path, f"{key}.path", f"another mirror already writes {copy.path!r}")
-        for other_key, other in directories.items():
+        for other, other_key in directories.items():
             if _nested(directory, other):
                 raise ConfigError(
                     path,

@@ -466,9 +466,32 @@ async def _read_version(conn: Connection, path: Location) -> int:
                 "schema_migrations table); check the path, or restore it from a backup"
             )
         return 0
-    async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    async with conn.execute("SELECT version FROM schema_migrations ORDER BY version") as cursor:
+        versions = [int(row[0]) for row in await cursor.fetchall()]
+    _check_sequence(path, versions)
+    return versions[-1] if versions else 0
+
+
+def _check_sequence(path: Location, versions: list[int]) -> None:
+    """Refuse a database whose recorded migrations skip a number (made by a side branch
+    of mirrorsync, whose own migration took a number this one gives another): applying
+    the later ones would leave a schema no version of mirrorsync can open. Nothing is
+    written. A version newer than this mirrorsync's is left to :func:`_check_version`."""
+    known = migrations(SQLITE)
+    newest = known[-1][0] if known else 0
+    if not versions or versions[-1] > newest:
+        return
+    missing = sorted(set(range(1, versions[-1] + 1)) - set(versions))
+    if not missing:
+        return
+    names = {number: name for number, name, _ in known}
+    first = f"{missing[0]:04d}_{names.get(missing[0], '?')}"
+    raise DatabaseDamagedError(
+        f"{path}: the database records migrations up to {versions[-1]} but not {first}"
+        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        + "; it was made by another branch of mirrorsync: open it with that one, or "
+        "restore it from a backup (nothing was written)"
+    )
 
 
 def _check_version(path: Location, current: int, *, read_only: bool) -> None:
