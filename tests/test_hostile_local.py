@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from conftest import QUICK_RETRIES, REPO, database_value, run_cli, write_config
-from mirrorsync.config import MAX_CONFIG_BYTES, load_config, parse_config
+from mirrorsync.config import load_config, parse_config
 from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, StoreError
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
@@ -233,7 +233,7 @@ def test_configuration_that_is_not_a_small_regular_file_is_refused_at_once(
         expect = "not a regular file (a directory); refusing to read it"
     else:
         path = tmp_path / "big.yaml"
-        path.write_bytes(b"# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+        path.write_bytes(b"# padding\n" * ((1 << 20) // 10 + 1))
         expect = "larger than 1 MiB: not a configuration file; refusing to read it"
     started = time.monotonic()
     # A real process: before, a FIFO blocked it (deaf to SIGTERM) and /dev/zero filled memory.
