@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from conftest import QUICK_RETRIES, REPO, database_value, run_cli, write_config
-from mirrorsync.config import load_config, parse_config
+from mirrorsync.config import MirrorSource, load_config, parse_config
 from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, StoreError
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
@@ -268,7 +268,7 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
         "  - &base {name: up, kind: mirror, url: 'https://example.org/up'}\n"
         "  - <<: *base\n    name: up2\n"
     )
-    assert [(s.name, s.url) for s in merged.sources] == [
+    assert [(s.name, s.url) for s in merged.sources if isinstance(s, MirrorSource)] == [
         ("up", "https://example.org/up"),
         ("up2", "https://example.org/up"),
     ]
