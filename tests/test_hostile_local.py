@@ -22,11 +22,12 @@ import pytest
 
 from conftest import QUICK_RETRIES, REPO, database_value, run_cli, write_config
 from mirrorsync.config import MirrorSource, load_config, parse_config
-from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, StoreError
+from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, CopyError, StoreError
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.lock import RunLock, lock_path
+from mirrorsync.mirrors import files
 from mirrorsync.store import Store
 from mirrorsync.store.db import migrations
 from mirrorsync.store.location import Location, PostgresUrl
@@ -118,6 +119,37 @@ def test_copy_prefix_directory_linked_elsewhere_writes_nothing_outside(
     assert list(elsewhere.iterdir()) == []
     assert all((copy / "blobs/sha256" / p).is_symlink() for p in prefixes)
     assert not (copy / INDEX_MANIFEST).exists()
+
+
+def test_the_copy_file_helpers_never_follow_a_link(tmp_path: Path) -> None:
+    """What a run checks first (every link refused) holds in each helper too."""
+    copy, elsewhere = tmp_path / "copy", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "target").write_bytes(b"outside")
+    (copy / "blobs/sha256").mkdir(parents=True)
+    os.symlink(elsewhere, copy / "blobs/sha256/ab")
+    os.symlink(elsewhere / "target", copy / "blobs/sha256/cd")
+    os.mkfifo(copy / "blobs/sha256/ef")
+    with pytest.raises(CopyError, match="ab: a symbolic link inside the copy"):
+        files.write_atomic(copy / "blobs/sha256/ab/abcd", b"blob")
+    with pytest.raises(CopyError, match="cd: a symbolic link inside the copy"):
+        files.read_if_present(copy / "blobs/sha256/cd")
+    with pytest.raises(CopyError, match="cd: a symbolic link inside the copy"):
+        files.size_of(copy / "blobs/sha256/cd")
+    with pytest.raises(CopyError, match="ef: not a regular file"):
+        files.read_if_present(copy / "blobs/sha256/ef")  # at once, not blocked on the FIFO
+    with pytest.raises(CopyError, match="a symbolic link inside the copy"):
+        list(files.walk(copy))
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["target"]
+    assert (elsewhere / "target").read_bytes() == b"outside"
+    # The copy's own path may be a link: only what is under it may not.
+    os.symlink(copy, tmp_path / "alias")
+    (copy / "blobs/sha256/ab").unlink()
+    (copy / "blobs/sha256/cd").unlink()
+    (copy / "blobs/sha256/ef").unlink()
+    files.write_atomic(tmp_path / "alias/blobs/sha256/ab/abcd", b"blob")
+    assert files.read_if_present(tmp_path / "alias/blobs/sha256/ab/abcd") == b"blob"
+    assert [rel for rel, _ in files.walk(tmp_path / "alias")] == ["blobs/sha256/ab/abcd"]
 
 
 def test_export_pages_never_writes_through_a_link_at_a_temporary_name(

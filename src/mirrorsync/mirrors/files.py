@@ -71,9 +71,12 @@ def _refuse_link(path: Path) -> None:
 
 def make_parent(path: Path) -> None:
     """Make ``path``'s directory, refusing a link among the directories of the copy above it."""
+    inside: list[Path] = []  # the directories between the copy's own part and the file
     for ancestor in path.parents:
-        _refuse_link(ancestor)
-        if ancestor.name in OWNED:  # the copy's own part: above it is the copy's path
+        inside.append(ancestor)
+        if ancestor.name in OWNED:  # blobs/ or v3/: above it is the copy's path, not ours
+            for directory in inside:
+                _refuse_link(directory)
             break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
