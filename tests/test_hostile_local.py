@@ -256,17 +256,17 @@ def test_configuration_that_is_not_a_small_regular_file_is_refused_at_once(
     if kind == "fifo":
         path = tmp_path / "config.fifo"
         os.mkfifo(path)
-        expect = "not a regular file (a FIFO, socket or device); refusing to read it"
+        expect = "cannot read: a FIFO, socket or device, not a regular file"
     elif kind == "zero":
         path = Path("/dev/zero")
-        expect = "not a regular file (a FIFO, socket or device); refusing to read it"
+        expect = "cannot read: a FIFO, socket or device, not a regular file"
     elif kind == "directory":
         path = tmp_path
-        expect = "not a regular file (a directory); refusing to read it"
+        expect = "cannot read: a directory, not a regular file"
     else:
         path = tmp_path / "big.yaml"
         path.write_bytes(b"# padding\n" * ((1 << 20) // 10 + 1))
-        expect = "larger than 1 MiB: not a configuration file; refusing to read it"
+        expect = "cannot read: larger than 1 MiB, not a configuration file"
     started = time.monotonic()
     # A real process: before, a FIFO blocked it (deaf to SIGTERM) and /dev/zero filled memory.
     done = run_cli("-c", str(path), "status", cwd=tmp_path, timeout=20)

@@ -461,7 +461,7 @@ def _read_config(path: Path) -> bytes:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
-            raise ConfigError(str(path), None, f"not a regular file ({kind}); refusing to read it")
+            raise ConfigError(str(path), None, f"cannot read: {kind}, not a regular file")
         data = b""
         while len(data) <= MAX_CONFIG_BYTES:
             chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
@@ -472,7 +472,7 @@ def _read_config(path: Path) -> bytes:
         os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(
-            str(path), None, "larger than 1 MiB: not a configuration file; refusing to read it"
+            str(path), None, "cannot read: larger than 1 MiB, not a configuration file"
         )
     return data
 
