@@ -43,9 +43,11 @@ def nodes(prefix: str, n: int) -> list[dict[str, object]]:
     return [spec_node(f"pkg-{prefix}", f"1.{i}", fake_hash(f"{prefix}{i}")) for i in range(n)]
 
 
-def http_section(*, deadline: str = "", attempts: int = 2, extra: str = "") -> str:
+def http_section(
+    *, deadline: str = "", attempts: int = 2, concurrency: int = 8, extra: str = ""
+) -> str:
     return (
-        "http:\n  concurrency: 8\n  per_host_rate: 1000\n  timeout: 5\n"
+        f"http:\n  concurrency: {concurrency}\n  per_host_rate: 1000\n  timeout: 5\n"
         f"  retries: {{attempts: {attempts}, backoff_initial: 0.01, backoff_max: 0.02}}\n"
         + (f"  deadline: {deadline}\n" if deadline else "")
         + extra
@@ -249,7 +251,7 @@ def test_a_host_that_refuses_connections_is_asked_once_for_the_whole_run(
         url = stopped.url
     config = parse_config(
         f"sources: [{{name: m, kind: mirror, url: '{url}/m'}}]\n"
-        + http_section(attempts=3, extra="  concurrency: 4\n"),
+        + http_section(attempts=3, concurrency=4),
         "c.yaml",
     )
 

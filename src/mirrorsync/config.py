@@ -12,6 +12,7 @@ import fnmatch
 import math
 import os
 import re
+import stat
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -450,10 +451,14 @@ def find_config(explicit: str | None) -> Path:
     )
 
 
+#: The largest configuration file read; anything larger is not one (``-c /dev/zero``).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(explicit: str | None = None) -> Config:
     path = find_config(explicit)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_config(path).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), None, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -461,10 +466,61 @@ def load_config(explicit: str | None = None) -> Config:
     return parse_config(text, str(path))
 
 
+def _read_config(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES`, else ConfigError.
+
+    Opened ``O_NONBLOCK`` and checked on the open descriptor before a byte is read,
+    so a FIFO or a device never blocks the process or fills its memory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+            raise ConfigError(str(path), None, f"cannot read: {kind}, not a regular file")
+        data = b""
+        while len(data) <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            str(path), None, "cannot read: larger than 1 MiB, not a configuration file"
+        )
+    return data
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
+    last silently: ``verify_signatures: true`` then ``false`` would turn checks off)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue  # keys merged in with << may be overridden, as YAML intends
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (lines {seen[key]} and {line}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(text: str, path: str = "<config>") -> Config:
     """Validate YAML text into a Config; ConfigError names the key and the expectation."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -577,7 +633,7 @@ def _check(config: Config) -> None:
 def _check_mirrors(config: Config) -> None:
     path = config.path
     names: set[str] = set()
-    directories: set[str] = set()
+    directories: dict[str, str] = {}  # real path -> mirrors[i]
     for i, copy in enumerate(config.mirrors):
         key = f"mirrors[{i}]"
         if copy.name in names:
@@ -585,10 +641,29 @@ def _check_mirrors(config: Config) -> None:
         names.add(copy.name)
         if not copy.path.strip() or "\x00" in copy.path:
             raise ConfigError(path, f"{key}.path", f"expected a directory, got {copy.path!r}")
-        directory = os.path.abspath(copy.directory)
+        directory = os.path.realpath(copy.directory)  # links resolved: the real trees
         if directory in directories:
             raise ConfigError(path, f"{key}.path", f"another mirror already writes {copy.path!r}")
-        directories.add(directory)
+        for other, other_key in directories.items():
+            if _nested(directory, other):
+                raise ConfigError(
+                    path,
+                    f"{key}.path",
+                    f"{copy.path!r} ({directory}) and {other_key}.path ({other}) are nested: "
+                    "each copy deletes what its index does not list, so copies need "
+                    "directories of their own, neither inside the other",
+                )
+        directories[directory] = key
+        for j, upstream in enumerate(config.sources):
+            root = _file_root(upstream)
+            if root is not None and (root == directory or _nested(directory, root)):
+                raise ConfigError(
+                    path,
+                    f"{key}.path",
+                    f"{copy.path!r} ({directory}) overlaps the directory of source "
+                    f"{upstream.name!r} (sources[{j}].url, {root}): a copy deletes what its "
+                    "index does not list, so it never shares a directory tree with a source",
+                )
         source = next((s for s in config.sources if s.name == copy.source), None)
         if source is None or isinstance(source, PagesSource):
             have = ", ".join(s.name for s in config.sources if not isinstance(s, PagesSource))
@@ -635,6 +710,18 @@ def _check_mirrors(config: Config) -> None:
                 "Spack never signs v3 index manifests, so neither does mirrorsync; the spec "
                 "manifests keep upstream's signatures. Leave it out or set it to false",
             )
+
+
+def _nested(a: str, b: str) -> bool:
+    """Whether one of two real, absolute paths is the other or lies inside it."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _file_root(source: Source) -> str | None:
+    """The real path of a ``file://`` mirror source's root (None for any other source)."""
+    if not isinstance(source, MirrorSource) or not source.url.startswith("file:///"):
+        return None
+    return os.path.realpath(urllib.parse.unquote(urllib.parse.urlsplit(source.url).path))
 
 
 def _check_webhooks(config: Config) -> None:

@@ -8,8 +8,10 @@ largest package, not the release.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,8 +73,20 @@ async def export_pages(
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically, so a reader never sees half a page."""
+    """Replace ``path`` atomically, so a reader never sees half a page.
+
+    The temporary file has a name of its own each time and is created new
+    (``O_EXCL | O_NOFOLLOW``): a file or link planted at a guessable name is
+    never written through.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

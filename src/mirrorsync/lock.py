@@ -21,6 +21,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from mirrorsync.errors import LockHeldError, StoreError
+from mirrorsync.errors import LockHeldError, NoDatabaseError, StoreError
 from mirrorsync.store import utcnow
 from mirrorsync.store.location import Location, PostgresUrl
 
@@ -64,9 +65,17 @@ def lock_path(database: Path) -> Path:
 def read_holder(path: Path) -> Holder:
     """Parse ``pid=N`` / ``since=TIME`` lines; missing or garbled values are None."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return Holder(None, None)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return Holder(None, None)
+        text = os.read(fd, 4096).decode("utf-8", errors="replace")
+    except OSError:
+        return Holder(None, None)
+    finally:
+        os.close(fd)
     values = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
     pid_text = values.get("pid", "").strip()
     return Holder(
@@ -78,9 +87,12 @@ def read_holder(path: Path) -> Holder:
 class RunLock:
     """An exclusive, non-blocking ``flock`` on one file. Use :func:`hold` to take it."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, *, create: bool = True) -> None:
         self.database = database
         self.path = lock_path(database)
+        #: False for a command that needs an existing database: it creates no
+        #: directory and no lock file where there is no database yet.
+        self.create = create
         self._fd: int | None = None
 
     @property
@@ -91,11 +103,26 @@ class RunLock:
         """Take the lock if it is free; on success write our PID and start time."""
         if self._fd is not None:
             return True
+        # Never through a link: a planted DB.lock -> elsewhere would have its target
+        # truncated. O_NONBLOCK: a FIFO planted there cannot make the open wait.
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the store does
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if self.create or self.database.exists():
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the store
+                flags |= os.O_CREAT
+            fd = os.open(self.path, flags, 0o600)
+        except FileNotFoundError:  # no database, and no run holds (or held) the lock
+            raise self._no_database() from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(
+                    f"{self.path}: the lock file is a symbolic link; mirrorsync never "
+                    "follows it: remove the link"
+                ) from None
             raise StoreError(f"{self.path}: cannot open lock file: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"{self.path}: the lock file is not a regular file: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -103,11 +130,17 @@ class RunLock:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return False
             raise StoreError(f"{self.path}: cannot lock: {exc.strerror}") from None
+        if not self.create and not self.database.exists():  # the last holder made none
+            os.close(fd)
+            raise self._no_database()
         # Ours now: record who we are (the file may still hold a dead holder's lines).
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid={os.getpid()}\nsince={utcnow()}\n".encode(), 0)
         self._fd = fd
         return True
+
+    def _no_database(self) -> NoDatabaseError:
+        return NoDatabaseError(f"no database yet at {self.database}; run 'mirrorsync once' first")
 
     def release(self) -> None:
         if self._fd is not None:
@@ -130,18 +163,23 @@ class RunLock:
 
 
 @asynccontextmanager
-async def hold(database: Location, *, wait: float = 0.0) -> AsyncIterator[RunLock | AdvisoryLock]:
+async def hold(
+    database: Location, *, wait: float = 0.0, create: bool = True
+) -> AsyncIterator[RunLock | AdvisoryLock]:
     """Hold the run lock of ``database`` for the body of the ``async with``.
 
     Without ``wait`` a held lock raises :class:`LockHeldError` at once; with it,
     the lock is retried every :data:`POLL_SECONDS` for up to ``wait`` seconds.
-    Every command that writes the database takes this lock.
+    Every command that writes the database takes this lock. Without ``create``
+    (a command that needs a database already there) nothing is created where
+    there is none yet: NoDatabaseError, unless a run holds the lock (it may be
+    creating the database), which is waited for or refused as usual.
     """
     if isinstance(database, PostgresUrl):
         async with _hold_postgres(database, wait=wait) as held:
             yield held
         return
-    lock = RunLock(database)
+    lock = RunLock(database, create=create)
     if not lock.try_acquire():
         if wait <= 0:
             raise lock.refusal()

@@ -211,7 +211,8 @@ async def mirror(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         # A dry run too: its writes go into one transaction that is rolled back, which
         # holds the database's write lock while it runs.
-        await stack.enter_async_context(hold(config.database_path, wait=args.wait))
+        lock = hold(config.database_path, wait=args.wait, create=False)  # none yet: no file
+        await stack.enter_async_context(lock)
         store = await stack.enter_async_context(
             await Store.open(config.database_path, create=False, dry_run=args.dry_run)
         )
@@ -698,11 +699,11 @@ async def webhooks(args: argparse.Namespace) -> int:
             return EXIT_PARTIAL
         return EXIT_OK
     # Delivering writes the outbox: never at the same time as a run (or another retry).
-    if action == "retry":
-        async with hold(config.database_path, wait=args.wait):
+    if action == "retry":  # no database yet: nothing to deliver, no lock file made
+        async with hold(config.database_path, wait=args.wait, create=False):
             results = await manage.retry(config, args.name, dead=args.dead)
     elif action == "replay":
-        async with hold(config.database_path, wait=args.wait):
+        async with hold(config.database_path, wait=args.wait, create=False):
             replayed, results = await manage.replay(config, args.name, args.since)
         document = {
             "name": args.name,

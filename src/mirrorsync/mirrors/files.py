@@ -5,6 +5,12 @@ Every file is written under a temporary name in its own directory
 directory is flushed after the rename. A name in place therefore always holds
 complete, checked content, even across SIGKILL or power loss. Temporary files
 left by a killed run are never referenced and are removed by the next run.
+
+Nothing here follows a symbolic link: a link anywhere in the parts a copy owns
+(``blobs/``, ``v3/``) is refused with one line naming it, before anything is
+written or deleted, so a link planted in the copy can neither make it write
+outside its directory nor delete files elsewhere as unreferenced. Files are
+opened with ``O_NOFOLLOW`` (and temporary files created with ``O_EXCL``) as well.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +49,35 @@ def disk_error(path: Path, exc: OSError) -> CopyError:
     return CopyError(f"{path}: cannot write: {reason}")
 
 
+def link_error(path: Path) -> CopyError:
+    """The one line for a symbolic link found where a copy keeps its files."""
+    return CopyError(
+        f"{path}: a symbolic link inside the copy; mirrorsync never follows links in a "
+        "copy, so it writes and deletes nothing: remove the link (the copy's own path "
+        "may be a link, nothing under it may)"
+    )
+
+
+def _refuse_link(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(mode):
+        raise link_error(path)
+
+
 def make_parent(path: Path) -> None:
+    """Make ``path``'s directory, refusing a link among the directories of the copy above it."""
+    inside: list[Path] = []  # the directories between the copy's own part and the file
+    for ancestor in path.parents:
+        inside.append(ancestor)
+        if ancestor.name in OWNED:  # blobs/ or v3/: above it is the copy's path, not ours
+            for directory in inside:
+                _refuse_link(directory)
+            break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -86,7 +121,11 @@ def write_atomic(final: Path, data: bytes) -> None:
     make_parent(final)
     temp = temp_path(final)
     try:
-        with temp.open("wb") as out:
+        # A new file of our own, never a link or a file planted at its name.
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+        )
+        with os.fdopen(fd, "wb") as out:
             out.write(data)
     except OSError as exc:
         remove_quietly(temp)
@@ -95,21 +134,36 @@ def write_atomic(final: Path, data: bytes) -> None:
 
 
 def read_if_present(path: Path) -> bytes | None:
+    """The file's bytes (None if there is none); a link or a non-regular file is refused."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_error(path) from None
         raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CopyError(f"{path}: not a regular file; a copy holds only files")
+            return file.read()
+        except OSError as exc:
+            raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def size_of(path: Path) -> int | None:
+    """The size of the file at ``path`` (never of a link's target: a link is refused);
+    None if there is no regular file there."""
     try:
-        return path.stat().st_size
+        found = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(found.st_mode):
+        raise link_error(path)
+    return found.st_size if stat.S_ISREG(found.st_mode) else None
 
 
 def remove_quietly(path: Path) -> None:
@@ -118,9 +172,13 @@ def remove_quietly(path: Path) -> None:
 
 
 def walk(root: Path) -> Iterator[tuple[str, Path]]:
-    """(relative path, path) of every file under the parts of ``root`` a copy owns."""
+    """(relative path, path) of every file under the parts of ``root`` a copy owns.
+
+    CopyError at the first symbolic link: none is ever followed, listed or deleted.
+    """
     for part in OWNED:
         top = root / part
+        _refuse_link(top)
         if not top.is_dir():
             continue
         stack = [top]
@@ -133,6 +191,8 @@ def walk(root: Path) -> Iterator[tuple[str, Path]]:
             except OSError as exc:
                 raise CopyError(f"{directory}: cannot list: {exc.strerror or exc}") from None
             for entry in entries:
+                if entry.is_symlink():
+                    raise link_error(Path(entry.path))
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                 else:

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -170,12 +171,27 @@ async def _connect(path: Path, target: str, *, uri: bool = False) -> _Connection
         # process may be creating the file or switching it to WAL at this moment.
         return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=10.0)
 
+    _require_file(path)
     conn = _Connection(connector, path)
     try:
         await conn
     except sqlite3.Error as exc:
+        # aiosqlite stops its thread but does not wait for it: wait here, or the
+        # thread reports to an event loop that is closed by then (a traceback).
+        await anyio.to_thread.run_sync(conn._thread.join)
         raise StoreError(f"{path}: cannot open database: {exc}") from None
     return conn
+
+
+def _require_file(path: Path) -> None:
+    """StoreError, one line, if something other than a regular file is at ``path``."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # none yet (SQLite creates it), or SQLite's own error says why
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise StoreError(f"{path}: cannot open database: {kind}; 'database:' names a file")
 
 
 #: The store's connection: aiosqlite's, or the same interface on psycopg's.
@@ -225,6 +241,7 @@ class Store:
         if not create and not exists:
             raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
         in_memory = dry_run and not exists
+        _require_file(path)
         try:
             if create and not dry_run:
                 # Directories it makes and the file itself are owner-only from the
@@ -449,9 +466,32 @@ async def _read_version(conn: Connection, path: Location) -> int:
                 "schema_migrations table); check the path, or restore it from a backup"
             )
         return 0
-    async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    async with conn.execute("SELECT version FROM schema_migrations ORDER BY version") as cursor:
+        versions = [int(row[0]) for row in await cursor.fetchall()]
+    _check_sequence(path, versions)
+    return versions[-1] if versions else 0
+
+
+def _check_sequence(path: Location, versions: list[int]) -> None:
+    """Refuse a database whose recorded migrations skip a number (made by a side branch
+    of mirrorsync, whose own migration took a number this one gives another): applying
+    the later ones would leave a schema no version of mirrorsync can open. Nothing is
+    written. A version newer than this mirrorsync's is left to :func:`_check_version`."""
+    known = migrations(SQLITE)
+    newest = known[-1][0] if known else 0
+    if not versions or versions[-1] > newest:
+        return
+    missing = sorted(set(range(1, versions[-1] + 1)) - set(versions))
+    if not missing:
+        return
+    names = {number: name for number, name, _ in known}
+    first = f"{missing[0]:04d}_{names.get(missing[0], '?')}"
+    raise DatabaseDamagedError(
+        f"{path}: the database records migrations up to {versions[-1]} but not {first}"
+        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        + "; it was made by another branch of mirrorsync: open it with that one, or "
+        "restore it from a backup (nothing was written)"
+    )
 
 
 def _check_version(path: Location, current: int, *, read_only: bool) -> None:
