@@ -18,6 +18,7 @@ import pytest
 import postgres
 from mirrorsync.config import Config, parse_config
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.signing import make_signing_key, stop_agent
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.sync import RunReport, run_once
 from postgres import PostgresServer
@@ -248,3 +249,21 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
         yield "postgresql"
     finally:
         _POSTGRES_URL = None
+
+
+@pytest.fixture
+def gpg_home(tmp_path: Path) -> Iterator[Path]:
+    """A gpg home holding one new signing key (the mirror's signer)."""
+    home = tmp_path / "gnupg"
+    make_signing_key(home, "Mirror Signer <signer@example.org>")
+    yield home
+    stop_agent(home)
+
+
+@pytest.fixture
+def other_home(tmp_path: Path) -> Iterator[Path]:
+    """A second gpg home with a key of its own: a signer nobody pinned."""
+    home = tmp_path / "gnupg-other"
+    make_signing_key(home, "Someone Else <else@example.org>")
+    yield home
+    stop_agent(home)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,6 @@ from mirrorsync.fixture.signing import (
     export_public_key,
     fingerprints,
     gpg_clearsign,
-    make_signing_key,
-    stop_agent,
 )
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.store import Store
@@ -39,22 +36,6 @@ pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
 
 INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
 KEY_INDEX = "v3/manifests/key/keys.manifest.json"
-
-
-@pytest.fixture
-def gpg_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "gnupg"
-    make_signing_key(home, "Mirror Signer <signer@example.org>")
-    yield home
-    stop_agent(home)
-
-
-@pytest.fixture
-def other_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "gnupg-other"
-    make_signing_key(home, "Attacker <attacker@example.org>")
-    yield home
-    stop_agent(home)
 
 
 def _node(name: str, deps: tuple[str, ...] = ()) -> Node:

@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -33,7 +32,7 @@ from mirrorsync.fixture.build import (
     write_v3_mirror,
 )
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.signing import fingerprints, make_signing_key, stop_agent
+from mirrorsync.fixture.signing import fingerprints
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.formats.index import parse_index
 from mirrorsync.formats.manifest import parse_index_manifest
@@ -555,14 +554,6 @@ def test_a_file_url_v2_mirror_without_hash_file_is_not_read_again_when_unchanged
     (tmp_path / "x").mkdir()
     report = sync(missing)
     assert report.exit_code == 1 and "nowhere/build_cache/index.json" in report.failures[0]
-
-
-@pytest.fixture
-def gpg_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "gnupg"
-    make_signing_key(home, "Mirror Signer <signer@example.org>")
-    yield home
-    stop_agent(home)
 
 
 def test_a_stale_v3_key_index_passes_with_the_key_pinned_by_fingerprint(

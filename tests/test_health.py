@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from mirrorsync import health
 from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import build_catalog_from_specs, write_catalog, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.signing import gpg_clearsign, make_signing_key, stop_agent
+from mirrorsync.fixture.signing import gpg_clearsign
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.store.health import ManifestCounts
 from mirrorsync.store.mirrors import LeftOut, MirrorStatus
@@ -129,16 +127,6 @@ def test_a_source_never_synced_and_a_first_sync_that_failed(
     server.clear_faults()
     assert once(config).returncode == 0
     assert check(config) == (0, [])
-
-
-@pytest.fixture
-def gpg_home(tmp_path: Path) -> Iterator[Path]:
-    if shutil.which("gpg") is None:
-        pytest.skip("needs gpg")
-    home = tmp_path / "gnupg"
-    make_signing_key(home, "Mirror Signer <signer@example.org>")
-    yield home
-    stop_agent(home)
 
 
 @BOTH

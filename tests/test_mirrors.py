@@ -27,7 +27,7 @@ from mirrorsync.config import Config, parse_config
 from mirrorsync.errors import ConfigError
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.signing import export_public_key, fingerprints, make_signing_key, stop_agent
+from mirrorsync.fixture.signing import export_public_key, fingerprints
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.mirrors import MirrorOutcome, run_mirrors
 from mirrorsync.store import Store
@@ -173,14 +173,6 @@ def _sync(config: Config) -> None:
 @pytest.fixture
 def upstream(server: FixtureServer) -> FixtureServer:
     return server
-
-
-@pytest.fixture
-def gpg_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "gnupg"
-    make_signing_key(home)
-    yield home
-    stop_agent(home)
 
 
 def _blob_gets(server: FixtureServer) -> list[str]:

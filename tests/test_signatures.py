@@ -8,39 +8,21 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import pytest
 
 from conftest import catalog_config, catalog_config_text, run_cli, sync, write_config
 from dbstate import sqlite_file
 from mirrorsync.config import Config
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.fixture.signing import gpg_clearsign, make_signing_key, stop_agent
+from mirrorsync.fixture.signing import gpg_clearsign
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.store.location import Location
 from mirrorsync.verify import Problem, verify
 
 SIGNED = "    verify_signatures: true\n    manifests: all"
-
-
-@pytest.fixture
-def gpg_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "gnupg"
-    make_signing_key(home, "Mirror Signer <signer@example.org>")
-    yield home
-    stop_agent(home)
-
-
-@pytest.fixture
-def other_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "gnupg-other"
-    make_signing_key(home, "Someone Else <else@example.org>")
-    yield home
-    stop_agent(home)
 
 
 def nodes(n: int, **kwargs: object) -> list[Node]:
