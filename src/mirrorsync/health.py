@@ -326,18 +326,26 @@ def _stack(
                         " (the next 'mirrorsync once' resumes it)",
                     )
                     state = "incomplete" if state == "ok" else state
-        if max_age is not None and r.last_checked and not r.syncing:
-            age = (now - parse_time(r.last_checked)).total_seconds()
-            if age > max_age:
-                problem(
-                    "stack_stale",
-                    f"last checked {human_duration(age)} ago ({human_time(r.last_checked)}),"
-                    f" more than {human_duration(max_age)}",
-                )
-                state = "stale" if state == "ok" else state
+        stale = None if r.syncing else _stale(r.last_checked, now, max_age)
+        if stale:
+            problem("stack_stale", stale)
+            state = "stale" if state == "ok" else state
     if r.syncing:
         state = "syncing"
     return StackHealth(r, state, counts, tuple(problems))
+
+
+def _stale(checked: str | None, now: datetime, max_age: float | None) -> str | None:
+    """The problem of a stack or copy last checked longer than ``max_age`` ago, if it is."""
+    if max_age is None or not checked:
+        return None
+    age = (now - parse_time(checked)).total_seconds()
+    if age <= max_age:
+        return None
+    return (
+        f"last checked {human_duration(age)} ago ({human_time(checked)}),"
+        f" more than {human_duration(max_age)}"
+    )
 
 
 def _copy(
@@ -372,15 +380,10 @@ def _copy(
     if left and state == "ok":
         state = "partial"
     checked = m.last_checked or m.last_published
-    if max_age is not None and checked and not m.last_error:
-        age = (now - parse_time(checked)).total_seconds()
-        if age > max_age:
-            problem(
-                "copy_stale",
-                f"last checked {human_duration(age)} ago ({human_time(checked)}),"
-                f" more than {human_duration(max_age)}",
-            )
-            state = "stale" if state == "ok" else state
+    stale = None if m.last_error else _stale(checked, now, max_age)
+    if stale:
+        problem("copy_stale", stale)
+        state = "stale" if state == "ok" else state
     return CopyHealth(m, state, left, tuple(problems))
 
 
