@@ -370,7 +370,7 @@ async def status(args: argparse.Namespace) -> int:
                     w.row.name,
                     w.state,
                     w.row.pending_events,
-                    w.row.oldest_pending_at,
+                    human_time(w.row.oldest_pending_at),
                     w.row.dead_events,
                     ago(w.row.last_success_at),
                     w.row.disabled_reason or w.row.current_error,
@@ -692,7 +692,7 @@ async def webhooks(args: argparse.Namespace) -> int:
         elif answer.acknowledged:
             print(
                 f"webhook {ping.name}: {ping.origin} acknowledged ping {ping.message_id} "
-                f"with HTTP {answer.status} in {answer.seconds:.2f}s"
+                f"with HTTP {answer.status} in {human_duration(answer.seconds)}"
             )
         if not answer.acknowledged:
             print_line(f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}")

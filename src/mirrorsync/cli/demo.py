@@ -15,7 +15,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from mirrorsync.cli.render import console, human_duration, human_size, plural, print_table
+from mirrorsync.cli.render import (
+    console,
+    human_duration,
+    human_size,
+    human_time,
+    plural,
+    print_table,
+)
 from mirrorsync.config import parse_config
 from mirrorsync.errors import EXIT_OK
 from mirrorsync.fixture.build import build_from_seed
@@ -107,7 +114,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         print_table(
             ["version", "created", "specs", "+added", "-removed"],
             [
-                (r.version, r.created_at, r.spec_count, f"+{r.added}", f"-{r.removed}")
+                (r.version, human_time(r.created_at), r.spec_count, f"+{r.added}", f"-{r.removed}")
                 for r in await queries.history(store, root)
             ],
         )

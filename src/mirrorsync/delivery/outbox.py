@@ -25,6 +25,7 @@ from mirrorsync.delivery.signing import load_secret
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, claims, queries, utcnow, webhooks
+from mirrorsync.units import human_duration, human_time
 
 log = logging.getLogger("mirrorsync.delivery")
 
@@ -57,7 +58,7 @@ class WebhookResult:
             return f"webhook {self.name}: {self.error}"
         line = f"webhook {self.name}: {self.error}; {self.pending_events} events pending"
         if self.next_attempt_at:
-            line += f", next attempt after {self.next_attempt_at}"
+            line += f", next attempt after {human_time(self.next_attempt_at)}"
         if self.dead_events:
             line += f"; {self.dead_events} events dead"
         return line
@@ -206,8 +207,8 @@ class Outbox:
                 "webhook %s: its next attempt was set for %s, further ahead than the longest "
                 "wait: the clock was ahead when it failed; trying again after %s instead",
                 hook.name,
-                row.next_attempt_at,
-                latest,
+                human_time(row.next_attempt_at),
+                human_time(latest),
             )
             row = dataclasses.replace(row, next_attempt_at=latest)
         if not row.enabled:
@@ -291,14 +292,14 @@ class Outbox:
                 if self._progress is not None:
                     self._progress.advance(delivery.event_count)
                 log.info(
-                    "webhook %s: delivered events %d-%d (%d) as %s, HTTP %s in %.2fs",
+                    "webhook %s: delivered events %d-%d (%d) as %s, HTTP %s in %s",
                     hook.name,
                     delivery.first_event_id,
                     delivery.last_event_id,
                     delivery.event_count,
                     delivery.message_id,
                     answer.status,
-                    answer.seconds,
+                    human_duration(answer.seconds),
                 )
                 continue
             if answer.gone:
@@ -336,7 +337,7 @@ class Outbox:
                 delivery.message_id,
                 delivery.first_event_id,
                 delivery.last_event_id,
-                next_at,
+                human_time(next_at),
             )
             if newly_dead:
                 log.error(

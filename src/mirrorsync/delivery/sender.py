@@ -22,6 +22,7 @@ from mirrorsync.fetch.retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from mirrorsync.units import human_duration, plural
 
 log = logging.getLogger("mirrorsync.delivery")
 
@@ -119,10 +120,10 @@ class Sender:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning(
-                "webhook %s: retrying %s in %.1fs (attempt %d failed: %s)",
+                "webhook %s: retrying %s in %s (attempt %d failed: %s)",
                 hook.name,
                 origin(hook.url),
-                wait,
+                human_duration(wait),
                 state.attempt_number,
                 describe(exc) if exc else "?",
             )
@@ -139,10 +140,10 @@ class Sender:
         try:
             status: int = await retrying(logged_attempt)
         except RetryableStatus as exc:
-            after = f" after {requests} attempts" if requests > 1 else ""
+            after = f" after {plural(requests, 'attempt')}" if requests > 1 else ""
             return Answer(exc.status, requests, f"{describe(exc)}{after}", _since(started))
         except httpx.TransportError as exc:
-            after = f" after {requests} attempts" if requests > 1 else ""
+            after = f" after {plural(requests, 'attempt')}" if requests > 1 else ""
             return Answer(None, requests, f"{describe(exc)}{after}", _since(started))
         except httpx.HTTPError as exc:  # an invalid URL and the like: no retry helps
             return Answer(None, requests, describe(exc), _since(started))

@@ -52,7 +52,7 @@ from mirrorsync.fetch.transport import (
 from mirrorsync.fetch.validators import kept_validators
 from mirrorsync.logs import fields
 from mirrorsync.redact import Url, redact_url
-from mirrorsync.units import header_count, human_duration, human_size, size_problem
+from mirrorsync.units import header_count, human_duration, human_size, plural, size_problem
 
 #: One DEBUG line per HTTP request, enabled by ``-vv`` (``logs.setup_logging``).
 request_log = logging.getLogger("mirrorsync.http")
@@ -561,14 +561,14 @@ class HttpClient:
                     "trying again next run"
                 )
             else:
-                problem = f"{describe(exc)} after {policy.attempts} attempts"
+                problem = f"{describe(exc)} after {plural(policy.attempts, 'attempt')}"
             raise FetchError(url, problem, exc.status) from None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise FetchError(url, f"invalid URL: {exc}") from None
         except httpx.TransportError as exc:
             if not is_retryable(exc):
                 raise FetchError(url, describe(exc)) from None
-            problem = f"{describe(exc)} after {policy.attempts} attempts"
+            problem = f"{describe(exc)} after {plural(policy.attempts, 'attempt')}"
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                 raise self._throttle.breakers.trip(origin(url.address), url, problem) from None
             raise FetchError(url, problem) from None

@@ -29,6 +29,7 @@ from mirrorsync.inflate import gunzip
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.store import db as store_db
 from mirrorsync.sync.progress import RunProgress
+from mirrorsync.units import human_time
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -351,7 +352,7 @@ class IndexFetcher:
                 "%s: fetched in full at %s, more than http.revalidate_after ago: asked "
                 "without its validators once",
                 url.display,
-                cached.fetched_at or "an unknown time",
+                human_time(cached.fetched_at) if cached.fetched_at else "an unknown time",
             )
         return asked
 
