@@ -23,9 +23,25 @@ RAW_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
 RAW_DURATION = re.compile(r"\b\d+\.\d\ds\b")
 WRONG_PLURAL = re.compile(r"\b1 (attempt|event|spec|stack|delivery|file)s\b")
 
+COLUMNS_80 = {"COLUMNS": "80"}
 ATTEMPTS_1 = (
     "http: {timeout: 5, retries: {attempts: 1, backoff_initial: 0.01, backoff_max: 0.02}}\n"
 )
+
+
+def _table_lines(text: str) -> list[str]:
+    """Every header and row of the tables in ``text`` (a header sits above its dashes)."""
+    lines = text.splitlines()
+    found: list[str] = []
+    for i, line in enumerate(lines):
+        if i and line and set(line) <= {"-", " "}:
+            found.append(lines[i - 1])
+            found.extend(row for row in _until_blank(lines[i + 1 :]))
+    return found
+
+
+def _until_blank(lines: list[str]) -> list[str]:
+    return lines[: next((i for i, line in enumerate(lines) if not line.strip()), len(lines))]
 
 
 def _human_rules_hold(text: str) -> None:
@@ -54,9 +70,17 @@ def test_webhook_times_durations_and_counts_follow_the_rules(
         assert once.returncode == 1, once.stderr
         assert "next attempt after" in once.stderr
         _human_rules_hold(once.stderr)
-        status = run_cli("-c", str(config), "status", cwd=tmp_path, env={"COLUMNS": "200"})
+        for command in ("status", "webhooks list"):
+            shown = run_cli("-c", str(config), *command.split(), cwd=tmp_path, env=COLUMNS_80)
+            _human_rules_hold(shown.stdout)
+            rows = _table_lines(shown.stdout)
+            assert any(row.startswith("down ") for row in rows), shown.stdout
+            assert not any("HTTP 500" in row for row in rows), shown.stdout  # the error: below
+            if command == "status":  # (webhooks list shows the URL, as long as it is)
+                assert all(len(row) <= 80 for row in rows), shown.stdout
+            assert "webhook down: " in shown.stdout and "HTTP 500" in shown.stdout
+        status = run_cli("-c", str(config), "status", cwd=tmp_path, env=COLUMNS_80)
         assert re.search(r"^down\s.*\d{4}-\d\d-\d\d \d\d:\d\dZ", status.stdout, re.M), status.stdout
-        _human_rules_hold(status.stdout)
         test = run_cli("-c", str(config), "webhooks", "test", "--name", "up", cwd=tmp_path)
         assert re.search(r"with HTTP 2\d\d in \d+(ms|\.\ds|s)\b", test.stdout), test
         _human_rules_hold(test.stdout + test.stderr)

@@ -364,7 +364,7 @@ async def status(args: argparse.Namespace) -> int:
     if h.webhooks:
         print()
         print_table(
-            ["webhook", "state", "pending", "oldest pending", "dead", "last success", "last error"],
+            ["webhook", "state", "pending", "oldest pending", "dead", "last success"],
             [
                 (
                     w.row.name,
@@ -373,11 +373,18 @@ async def status(args: argparse.Namespace) -> int:
                     human_time(w.row.oldest_pending_at),
                     w.row.dead_events,
                     ago(w.row.last_success_at),
-                    w.row.disabled_reason or w.row.current_error,
                 )
                 for w in h.webhooks
             ],
         )
+        # An error is long (a URL, a reason): below the table, one a line, so that rows
+        # fit 80 columns; a webhook whose problem is listed above has it there already.
+        errors = [
+            f"webhook {w.row.name}: last error: {w.row.disabled_reason or w.row.current_error}"
+            for w in h.webhooks
+            if (w.row.disabled_reason or w.row.current_error) and not w.problems
+        ]
+        _below_table(errors)
     return EXIT_OK
 
 
@@ -639,6 +646,13 @@ async def events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _below_table(lines: list[str]) -> None:
+    """Long messages (errors naming URLs) after a table, a blank line between."""
+    if lines:
+        print()
+        print("\n".join(lines))
+
+
 async def webhooks(args: argparse.Namespace) -> int:
     from mirrorsync.delivery import manage  # only these commands need it
 
@@ -658,7 +672,6 @@ async def webhooks(args: argparse.Namespace) -> int:
                 "dead",
                 "last success",
                 "next attempt",
-                "last error",
             ],
             [
                 (
@@ -669,10 +682,16 @@ async def webhooks(args: argparse.Namespace) -> int:
                     w.dead_events,
                     ago(w.last_success_at),
                     human_time(w.next_attempt_at) if w.pending_events else "",
-                    w.current_error,
                 )
                 for w in listings
             ],
+        )
+        _below_table(
+            [
+                f"webhook {w.name}: last error: {w.current_error}"
+                for w in listings
+                if w.current_error
+            ]
         )
         return EXIT_OK
     if action == "test":
