@@ -95,6 +95,28 @@ def test_build_site_then_sync_both_states(tmp_path: Path) -> None:
             (1, 100, 0),
             (2, 2, 2),
         ]
+        # Every stack changes by about 2% too (the root's churn), not by a shifted pattern.
+        for release in ("develop", "v1.0"):
+            for stack in ("e4s", "tutorial"):
+                versions = json.loads(
+                    run_cli(
+                        "-c",
+                        str(config),
+                        "history",
+                        "--release",
+                        release,
+                        "--stack",
+                        stack,
+                        "--json",
+                        cwd=tmp_path,
+                    ).stdout
+                )
+                assert versions[-1]["added"] <= 2 and versions[-1]["removed"] <= 2, versions
+
+
+def test_build_site_help_says_2_percent() -> None:
+    shown = fixture_cli("build-site", "--help", cwd=REPO)
+    assert "about 2% of" in " ".join(shown.stdout.split()) and "%%" not in shown.stdout
 
 
 def test_build_synthetic_keeps_the_other_releases_in_the_catalogue(tmp_path: Path) -> None:
