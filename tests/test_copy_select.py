@@ -227,8 +227,10 @@ def test_two_environments_and_a_hash_list_choose_the_copy_and_keep_selected_hold
     (outcome,) = json.loads(as_json.stdout)
     assert outcome["wanted_missing"] == [{"hash": fake_hash("ghost"), "name": "ghost"}]
     assert set(_binaries(copy)) == expected - {"extra"} | {"other"}
+    copy_text += "\n    packages: [other]"  # a glob does not keep what upstream prunes
     _config(tmp_path, server, copy_text)
     assert run_cli("-c", str(config), "mirror", cwd=tmp_path).returncode == 0
+    assert set(_binaries(copy)) == expected | {"other"}
 
     # Upstream prunes pinned (and extra, which the keeplist names): the copy keeps both.
     _upstream(docroot, {n["name"] for n in NODES} - {"pinned", "extra", "other"})

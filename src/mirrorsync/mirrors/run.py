@@ -332,11 +332,11 @@ class _CopyJob:
         """Which binaries of the published copy upstream no longer lists (new ones, and
         those kept before), and which of them the copy's ``keep`` lets stay."""
         upstream = {h for i in indexes for h, r in i.index.installs.items() if r.in_buildcache}
-        keeping = _Keeping(back=[h for h in kept_rows if h in upstream])
+        at = self._now()  # the run's one time: when specs left upstream, and the copy
+        keeping = _Keeping(at, back=[h for h in kept_rows if h in upstream])
         candidates = {h: k for h, k in kept_rows.items() if h not in upstream}
         row = self.row
         if row is not None and current is not None and current == row.index_checksum:
-            at = self._now()
             previous = await anyio.to_thread.run_sync(_published_records, self.root, current)
             for spec_hash, record in sorted(previous.items()):
                 if not record.in_buildcache or spec_hash in upstream or spec_hash in kept_rows:
@@ -389,7 +389,7 @@ class _CopyJob:
     async def _record_kept(self, keeping: _Keeping, selection: Selection, want: Wanted) -> None:
         """History: what left upstream, what the copy let go; what it still keeps."""
         assert self.row is not None
-        at = self._now()
+        at = keeping.at
         held = selection.roots.keys()
         gone = [h for h in keeping.candidates if h not in held]
         left = [
@@ -591,6 +591,7 @@ class _CopyJob:
 class _Keeping:
     """Specs of the published copy upstream no longer lists."""
 
+    at: str  # when this run saw it
     back: list[str] = field(default_factory=list)  # kept ones upstream lists again
     left: list[Kept] = field(default_factory=list)  # left upstream since the last run
     candidates: dict[str, Kept] = field(default_factory=dict)  # every one not upstream now
