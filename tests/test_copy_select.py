@@ -311,3 +311,30 @@ def test_keep_a_duration_holds_a_pruned_spec_that_long_after_it_left_upstream(
         "2026-12-02T00:00:00.000000Z",
         "2027-03-02T01:00:00.000000Z",
     )
+
+
+def test_a_kept_spec_stays_under_the_admission_rule(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A kept spec's manifest in the copy must still be the bytes the crawl verified:
+    one changed in the copy is left out (upstream has none to fetch again)."""
+    _upstream(docroot, {"zlib", "svc", "pinned"})
+    text = f"    hashes: [{fake_hash('pinned')}]\n    keep: selected\n    on_error: skip"
+    path = _config(tmp_path, server, text)
+    done = run_cli("-c", str(path), "once", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    copy = tmp_path / "copy"
+    assert set(_binaries(copy)) == {"pinned"}
+    _upstream(docroot, {"zlib", "svc"})
+    assert run_cli("-c", str(path), "once", cwd=tmp_path).returncode == 0
+    assert set(_binaries(copy)) == {"pinned"}
+    (manifest,) = copy.rglob(f"*{fake_hash('pinned')}.spec.manifest.json")
+    manifest.write_text(manifest.read_text().replace('"version"', '"version" '))
+    _config(tmp_path, server, text.replace("]", f", {fake_hash('svc')}]"))  # a new plan
+    done = run_cli("-c", str(path), "mirror", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (outcome,) = json.loads(done.stdout)
+    (left,) = outcome["left_out"]
+    assert left["name"] == "pinned" and "not what was verified" in left["reason"]
+    assert set(_binaries(copy)) == {"svc", "zlib"}
+    assert outcome["kept"] == []

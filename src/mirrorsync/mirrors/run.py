@@ -529,7 +529,9 @@ class _CopyJob:
                 if record.hash not in kept:
                     raise
                 admission.leave_out(
-                    record, "kept after upstream deleted it, but a file of it is gone"
+                    record,
+                    "kept after upstream deleted it, but a file of it in the copy is missing "
+                    "or not what was verified, and upstream no longer has it",
                 )
 
         async def consume(_: None) -> None:
