@@ -27,7 +27,13 @@ from dataclasses import dataclass
 import msgspec
 
 from mirrorsync.errors import FormatError
-from mirrorsync.formats._common import decode_problem, is_spec_hash, shown
+from mirrorsync.formats._common import (
+    decode_problem,
+    is_spec_hash,
+    parser,
+    refuse_repeated_keys,
+    shown,
+)
 from mirrorsync.formats.rawindex import RUNTIME_DEPTYPES
 
 #: Lockfile versions read: Spack 0.19 (v4) to Spack 1.1 (v6).
@@ -89,6 +95,7 @@ def _deptypes(dep: _Dependency) -> list[str]:
     return dep.type or []
 
 
+@parser("spack.lock")
 def parse_lockfile(data: bytes, where: str | None = None) -> Lockfile:
     """A ``spack.lock`` read; FormatError if it is not one this reads."""
     if len(data) > MAX_LOCKFILE:
@@ -97,6 +104,7 @@ def parse_lockfile(data: bytes, where: str | None = None) -> Lockfile:
         doc = msgspec.json.decode(data, type=_Lockfile)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise FormatError("spack.lock", decode_problem(exc, data), where) from None
+    refuse_repeated_keys("spack.lock", data, where)  # a lockfile could hide what it lists
     version = doc.meta.lockfile_version
     if version not in VERSIONS:
         raise FormatError(
@@ -143,6 +151,7 @@ def parse_lockfile(data: bytes, where: str | None = None) -> Lockfile:
     )
 
 
+@parser("keeplist")
 def parse_keeplist(data: bytes, where: str | None = None) -> frozenset[str]:
     """A keeplist as ``spack buildcache prune --keeplist`` reads it."""
     if len(data) > MAX_KEEPLIST:
