@@ -28,6 +28,7 @@ from mirrorsync.config import Config, load_config
 from mirrorsync.errors import FormatError
 from mirrorsync.fixture.build import MirrorInfo, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.signing import fingerprints, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.formats.lockfile import parse_keeplist, parse_lockfile
 from mirrorsync.mirrors import MirrorOutcome, run_mirrors
@@ -131,6 +132,13 @@ mirrors:
     )
 
 
+def _signed_text(data: bytes) -> str:
+    text = data.decode()
+    if text.startswith("-----BEGIN PGP SIGNED MESSAGE-----"):
+        text = text.split("\n\n", 1)[1].split("-----BEGIN PGP SIGNATURE-----")[0]
+    return text
+
+
 def _binaries(copy: Path) -> dict[str, str]:
     """name -> hash of each binary the copy's index lists; each file there and checked."""
     (record,) = json.loads((copy / INDEX_MANIFEST).read_bytes())["data"]
@@ -142,7 +150,7 @@ def _binaries(copy: Path) -> dict[str, str]:
         name = install["spec"]["name"]
         out[name] = spec_hash
         rel = f"v3/manifests/spec/{name}/{name}-1.0-{spec_hash}.spec.manifest.json"
-        for r in json.loads((copy / rel).read_bytes())["data"]:
+        for r in json.loads(_signed_text((copy / rel).read_bytes()))["data"]:
             data = (copy / "blobs/sha256" / r["checksum"][:2] / r["checksum"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == r["checksum"]
     return out
@@ -338,3 +346,40 @@ def test_a_kept_spec_stays_under_the_admission_rule(
     assert left["name"] == "pinned" and "not what was verified" in left["reason"]
     assert set(_binaries(copy)) == {"svc", "zlib"}
     assert outcome["kept"] == []
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
+def test_a_kept_signed_spec_keeps_its_signer_in_the_copy_key_index(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    home = tmp_path / "gnupg"
+    make_signing_key(home, "Mirror Signer <signer@example.org>")
+    try:
+        (fingerprint,) = fingerprints(home)
+        nodes = [n for n in NODES if n["name"] in ("zlib", "svc", "pinned")]
+        write_v3_mirror(docroot / "m", nodes, gpg_home=home)
+        text = (
+            f"    hashes: [{fake_hash('pinned')}, {fake_hash('svc')}]\n    keep: selected\n"
+            "  # signed"
+        )
+        path = _config(tmp_path, server, text)
+        path.write_text(
+            path.read_text().replace(
+                "    manifests: all",
+                f"    manifests: all\n    verify_signatures: true\n    trusted_keys: [{fingerprint}]",
+            )
+        )
+        assert run_cli("-c", str(path), "once", cwd=tmp_path).returncode == 0
+        shutil.rmtree(docroot / "m")
+        write_v3_mirror(docroot / "m", [n for n in nodes if n["name"] != "pinned"], gpg_home=home)
+        done = run_cli("-c", str(path), "once", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    finally:
+        stop_agent(home)
+    copy = tmp_path / "copy"
+    assert set(_binaries(copy)) == {"pinned", "svc", "zlib"}
+    (manifest,) = copy.rglob(f"*{fake_hash('pinned')}.spec.manifest.json")
+    assert manifest.read_bytes().startswith(b"-----BEGIN PGP SIGNED MESSAGE-----")
+    (record,) = json.loads((copy / "v3/manifests/key/keys.manifest.json").read_bytes())["data"]
+    key_index = copy / "blobs/sha256" / record["checksum"][:2] / record["checksum"]
+    assert list(json.loads(key_index.read_bytes())["keys"]) == [fingerprint]
