@@ -64,7 +64,7 @@ from mirrorsync.mirrors.wanted import Wanted, wanted
 from mirrorsync.redact import Url, redact_url, unmask
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
-from mirrorsync.store.manifests import StackTarget
+from mirrorsync.store.manifests import OK, StackTarget
 from mirrorsync.store.mirrors import Kept, LeftOut, MirrorRow, Published, SyncedStack
 from mirrorsync.sync.index import unpack_index
 from mirrorsync.sync.manifests import open_mirror
@@ -346,6 +346,7 @@ class _CopyJob:
                     (s.id, state)
                     for s in stacks
                     if (state := admission.states.get((s.id, spec_hash))) is not None
+                    and state.status == OK
                     and state.manifest_sha256 is not None
                 ]
                 stack_id, state = found[0] if found else (stacks[0].id, None)
