@@ -204,6 +204,11 @@ def test_a_lockfile_that_cannot_be_read_is_one_line_exit_2(
     config = _config(tmp_path, server, "    hashes: [not-a-hash]")
     checked = run_cli("-c", str(config), "status", cwd=tmp_path)  # at load, any command
     assert checked.returncode == 2 and "mirrors[0].hashes[0]" in checked.stderr
+    config = _config(tmp_path, server, '    hashes: "/tmp/keep\\0list"')
+    checked = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
+    assert checked.returncode == 2, checked.stderr
+    (line,) = checked.stderr.strip().splitlines()
+    assert "mirrors[0].hashes: cannot read the keeplist" in line
 
 
 @pytest.mark.usefixtures("backend")

@@ -31,9 +31,11 @@ class Wanted:
 
 
 def _read(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes (the parser refuses more); OSError if unreadable."""
+    if "\x00" in str(path):
+        raise OSError(0, "not a file name (holds a NUL byte)")
     with path.open("rb") as f:
-        data = f.read(limit + 1)
-    return data
+        return f.read(limit + 1)
 
 
 def wanted(copy: MirrorCopy, config_path: str, key: str) -> Wanted:
@@ -42,7 +44,7 @@ def wanted(copy: MirrorCopy, config_path: str, key: str) -> Wanted:
     names: dict[str, str] = {}
     for i, entry in enumerate(copy.environments or []):
         path = Path(os.path.expanduser(entry))
-        if path.is_dir():
+        if "\x00" not in entry and path.is_dir():
             path = path / LOCKFILE
         try:
             lockfile = parse_lockfile(_read(path, MAX_LOCKFILE), str(path))
