@@ -232,6 +232,8 @@ def test_two_environments_and_a_hash_list_choose_the_copy_and_keep_selected_hold
     check = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
     assert check.returncode == 1, check.stdout + check.stderr
     assert check.stdout.strip().splitlines() == [f"mirror local: {ghost}"]
+    dry = run_cli("-c", str(config), "mirror", "--dry-run", cwd=tmp_path)
+    assert f"mirror local: wanted but not in upstream: ghost {fake_hash('ghost')}" in dry.stdout
 
     # Globs and environments are a union; exclude_packages comes last.
     _config(tmp_path, server, copy_text + "\n    packages: [other]\n    exclude_packages: [extra]")

@@ -305,6 +305,7 @@ class _CopyJob:
             self._dry_run_report(
                 copier, selection, index.checksum, len(index.data), len(index.manifest)
             )
+            await self._record_kept(keeping, selection, want)  # reported, not recorded
             return
         if current != index.checksum:
             await anyio.to_thread.run_sync(publish, self.root, index)
@@ -388,8 +389,8 @@ class _CopyJob:
         return keeping
 
     async def _record_kept(self, keeping: _Keeping, selection: Selection, want: Wanted) -> None:
-        """History: what left upstream, what the copy let go; what it still keeps."""
-        assert self.row is not None
+        """History: what left upstream, what the copy let go; what it still keeps (a dry
+        run only reports what it would keep and what is wanted but not upstream)."""
         at = keeping.at
         held = selection.roots.keys()
         gone = [h for h in keeping.candidates if h not in held]
@@ -397,15 +398,17 @@ class _CopyJob:
             k if k.hash in held else dataclasses.replace(k, left_copy_at=at) for k in keeping.left
         ]
         new = {k.hash for k in keeping.left}
-        await store_mirrors.record_kept(
-            self.store, self.row.id, left, [h for h in gone if h not in new], keeping.back, at
-        )
+        if self.row is not None and not self.dry_run:
+            await store_mirrors.record_kept(
+                self.store, self.row.id, left, [h for h in gone if h not in new], keeping.back, at
+            )
         self.outcome.kept = sorted(
             (k for h, k in keeping.candidates.items() if h in held), key=lambda k: (k.name, k.hash)
         )
         missing = [(h, want.names.get(h, "")) for h in selection.wanted_missing]
         self.outcome.wanted_missing = missing
-        await store_mirrors.record_wanted_missing(self.store, self.row.id, missing)
+        if self.row is not None and not self.dry_run:
+            await store_mirrors.record_wanted_missing(self.store, self.row.id, missing)
         for spec_hash, name in missing:
             log.warning(
                 "mirror %s: wanted but not in upstream: %s %s", self.copy.name, name, spec_hash
