@@ -5,7 +5,10 @@ Per copy, in this order (each step only after the previous one succeeded):
 1. plan: the copy's stacks as the last sync left them; their upstream indexes,
    fetched again by the content address the sync recorded (and checked against
    its sha256), since the database keeps only a few fields of each node and a
-   copy's index must carry upstream's nodes unchanged; the selection.
+   copy's index must carry upstream's nodes unchanged; the selection: the
+   globs, the hashes the copy's environments and ``hashes`` name
+   (``mirrors/wanted.py``), and the specs upstream no longer lists that its
+   ``keep`` holds (their records and verdicts from ``mirror_kept``).
 2. download: layout, keys, and each binary's blobs then manifest.
 3. publish: the new index blob, then the index manifest, atomically.
 4. record: the published state, its history row and ``mirror.updated`` event.
