@@ -336,6 +336,13 @@ class MirrorCopy(_Strict):
     #: A spec left out (failed verification): fail keeps the last published state; skip
     #: publishes the rest.
     on_error: Literal["fail", "skip"] = "fail"
+    #: Spack environment directories or spack.lock files: their roots' link/run closure.
+    environments: list[str] | None = None
+    #: Spec hashes: a list, or a keeplist file (``spack buildcache prune --keeplist``).
+    hashes: list[str] | str | None = None
+    #: What stays after upstream deletes it: upstream (after delete_after), selected
+    #: (while environments/hashes name it) or a duration after it left upstream (90d).
+    keep: str = "upstream"
 
     @property
     def directory(self) -> Path:
@@ -345,6 +352,19 @@ class MirrorCopy(_Strict):
     def delete_after_seconds(self) -> float:
         """``delete_after`` in seconds (validated by ``parse_config``)."""
         return _duration(self.delete_after)
+
+    @property
+    def keep_seconds(self) -> float | None:
+        """``keep`` as a duration (validated by ``parse_config``); None: upstream or selected."""
+        return None if self.keep in ("upstream", "selected") else _duration(self.keep)
+
+    @property
+    def by_glob(self) -> bool:
+        """Whether the globs choose specs: always, unless environments or hashes are
+        given and no glob filter (packages, os, targets, platforms) is."""
+        if self.environments is None and self.hashes is None:
+            return True
+        return any(g is not None for g in (self.packages, self.os, self.targets, self.platforms))
 
     def selects(self, name: str, os_name: str, target: str, platform: str) -> bool:
         """Whether a binary with these fields passes every filter given."""
@@ -703,6 +723,7 @@ def _check_mirrors(config: Config) -> None:
                 f"source {source.name!r} has manifests: none; a copy holds only specs whose "
                 "manifests the sync verified: set manifests: new or all on it",
             )
+        _check_selection(path, key, copy)
         if copy.sign_index:
             raise ConfigError(
                 path,
@@ -722,6 +743,32 @@ def _file_root(source: Source) -> str | None:
     if not isinstance(source, MirrorSource) or not source.url.startswith("file:///"):
         return None
     return os.path.realpath(urllib.parse.unquote(urllib.parse.urlsplit(source.url).path))
+
+
+def _check_selection(path: str, key: str, copy: MirrorCopy) -> None:
+    """``environments``, ``hashes`` and ``keep``; every lockfile and keeplist is read."""
+    if copy.environments is not None and not copy.environments:
+        raise ConfigError(path, f"{key}.environments", "expected at least one path")
+    if isinstance(copy.hashes, list) and not copy.hashes:
+        raise ConfigError(path, f"{key}.hashes", "expected at least one hash, or a keeplist file")
+    if copy.keep not in ("upstream", "selected"):
+        try:
+            seconds = _duration(copy.keep)
+        except ValueError:
+            seconds = -1.0
+        if seconds <= 0:
+            raise ConfigError(
+                path,
+                f"{key}.keep",
+                f"expected upstream, selected or a duration such as 90d, got {copy.keep!r}",
+            )
+    if copy.keep == "selected" and copy.environments is None and copy.hashes is None:
+        raise ConfigError(
+            path, f"{key}.keep", "keep: selected needs environments or hashes to keep"
+        )
+    from mirrorsync.mirrors.wanted import wanted  # here: mirrors imports config
+
+    wanted(copy, path, key)
 
 
 def _check_webhooks(config: Config) -> None:

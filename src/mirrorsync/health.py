@@ -44,6 +44,7 @@ KINDS = (
     "copy_never_published",
     "copy_failed",  # its last publish failed: it keeps its last published state
     "copy_left_out",  # a spec left out of the copy, and why
+    "copy_wanted_missing",  # its environments or hashes name a spec no synced stack holds
     "copy_stale",  # last checked longer ago than --max-age
     "webhook_disabled",  # the receiver answered 410 Gone
     "webhook_dead",  # deliveries that failed past the webhook's max_age
@@ -89,6 +90,7 @@ class CopyHealth:
     state: str  # ok | never published | failed | partial | stale | not in config
     left_out: tuple[LeftOut, ...]
     problems: tuple[Problem, ...]
+    kept: tuple[mirror_store.Kept, ...] = ()  # held although upstream deleted them (keep:)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,8 @@ async def read(
     copies = await mirror_store.statuses(store)
     hooks = await webhook_store.summaries(store)
     left_out = await mirror_store.left_out_by_copy(store)  # what each copy's last run refused
+    kept = await mirror_store.kept_by_copy(store)
+    wanted_missing = await mirror_store.wanted_missing_by_copy(store)
     return assess(
         str(store.path),
         config,
@@ -188,6 +192,8 @@ async def read(
         max_age=max_age,
         max_pending_age=max_pending_age,
         whole=release is None and stack is None,
+        kept=kept,
+        wanted_missing=wanted_missing,
     )
 
 
@@ -204,6 +210,8 @@ def assess(
     max_age: float | None,
     max_pending_age: float = DEFAULT_MAX_PENDING_AGE,
     whole: bool = True,
+    kept: Mapping[str, Sequence[mirror_store.Kept]] | None = None,
+    wanted_missing: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> Health:
     """The health of everything, from rows alone (no I/O). ``whole``: ``rows`` are
     every stack (not a ``--release``/``--stack`` selection), so a configured
@@ -216,7 +224,15 @@ def assess(
     stacks = tuple(_stack(r, manifests, policies, failing_sources, now, max_age) for r in rows)
     configured_copies = {m.name for m in config.mirrors}
     copy_states = tuple(
-        _copy(m, m.name in configured_copies, left_out.get(m.name, ()), now, max_age)
+        _copy(
+            m,
+            m.name in configured_copies,
+            left_out.get(m.name, ()),
+            now,
+            max_age,
+            (kept or {}).get(m.name, ()),
+            (wanted_missing or {}).get(m.name, ()),
+        )
         for m in copies
     )
     hook_states = tuple(_webhook(h, now, max_pending_age) for h in hooks)
@@ -354,12 +370,14 @@ def _copy(
     left_out: Iterable[LeftOut],
     now: datetime,
     max_age: float | None,
+    kept: Iterable[mirror_store.Kept] = (),
+    wanted_missing: Iterable[tuple[str, str]] = (),
 ) -> CopyHealth:
     subject = f"mirror {m.name}"
     problems: list[Problem] = []
     left = tuple(left_out)
     if not configured:  # no longer in the configuration: not updated any more
-        return CopyHealth(m, "not in config", left, ())
+        return CopyHealth(m, "not in config", left, (), tuple(kept))
 
     def problem(kind: str, what: str) -> None:
         problems.append(Problem(kind, subject, f"{subject}: {what}"))
@@ -377,6 +395,8 @@ def _copy(
         problem("copy_never_published", "never published")
     for spec in left:
         problem("copy_left_out", f"left out {spec.name}/{spec.hash[:7]}: {spec.reason}")
+    for spec_hash, name in wanted_missing:  # an environment needs what upstream lacks
+        problem("copy_wanted_missing", f"wanted but not in upstream: {name or '?'}/{spec_hash}")
     if left and state == "ok":
         state = "partial"
     checked = m.last_checked or m.last_published
@@ -384,7 +404,7 @@ def _copy(
     if stale:
         problem("copy_stale", stale)
         state = "stale" if state == "ok" else state
-    return CopyHealth(m, state, left, tuple(problems))
+    return CopyHealth(m, state, left, tuple(problems), tuple(kept))
 
 
 def _webhook(

@@ -323,6 +323,8 @@ async def _mirror_families(store: Store) -> list[Family]:
     copies = await mirror_store.statuses(store)
     if not copies:
         return []
+    kept = await mirror_store.kept_by_copy(store)
+    wanted_missing = await mirror_store.wanted_missing_by_copy(store)
     out = []
     for name, help_text, values in (
         (
@@ -345,6 +347,16 @@ async def _mirror_families(store: Store) -> list[Family]:
             "mirror_last_published_timestamp_seconds",
             "When the copy's index was last replaced (Unix time; 0 if never).",
             [_epoch(m.last_published) or 0 for m in copies],
+        ),
+        (
+            "mirror_kept_specs",
+            "Specs the copy holds although upstream deleted them (keep: selected or a duration).",
+            [len(kept.get(m.name, ())) for m in copies],
+        ),
+        (
+            "mirror_wanted_missing_specs",
+            "Hashes the copy's environments or hashes name that no synced stack holds.",
+            [len(wanted_missing.get(m.name, ())) for m in copies],
         ),
     ):
         samples = [Sample(v, {"mirror": m.name}) for m, v in zip(copies, values, strict=True)]

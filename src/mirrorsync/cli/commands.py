@@ -237,6 +237,12 @@ async def mirror(args: argparse.Namespace) -> int:
         for o in outcomes:  # each spec the copy refused, and why
             for x in o.left_out:
                 print(f"mirror {o.name}: left out {x.name} {x.hash}: {x.reason}")
+            for h, n in o.wanted_missing:
+                print(f"mirror {o.name}: wanted but not in upstream: {n or '?'} {h}")
+            for k in o.kept:
+                print(
+                    f"mirror {o.name}: kept {k.name} {k.hash} (left upstream {k.left_upstream_at})"
+                )
     failures = [o.failure for o in outcomes if o.failure]
     failures += [r.failure for r in webhooks if r.failure]
     for line in failures:
@@ -263,6 +269,10 @@ def _mirror_dict(o: MirrorOutcome) -> dict[str, object]:
         "waiting_bytes": o.waiting_bytes,
         "error": o.error,
         "left_out": [{"hash": x.hash, "name": x.name, "reason": x.reason} for x in o.left_out],
+        "kept": [
+            {"hash": k.hash, "name": k.name, "left_upstream_at": k.left_upstream_at} for k in o.kept
+        ],
+        "wanted_missing": [{"hash": h, "name": n} for h, n in o.wanted_missing],
         "requests": o.tally.requests,
         "seconds": round(o.seconds, 3),
     }
@@ -361,6 +371,12 @@ async def status(args: argparse.Namespace) -> int:
                 for c in h.copies
             ],
         )
+        for c in h.copies:  # informational: held after upstream deleted them (keep:)
+            for k in c.kept:
+                print(
+                    f"mirror {c.row.name}: kept {k.name}/{k.hash[:7]} "
+                    f"(left upstream {human_time(k.left_upstream_at)})"
+                )
     if h.webhooks:
         print()
         print_table(

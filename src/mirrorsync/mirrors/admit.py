@@ -9,6 +9,12 @@ crawl verified, and every blob must match its length and digest. A spec that
 fails is left out with its reason, and so is every selected spec that needs it
 (link/run, recursively).
 
+A spec upstream no longer lists that the copy keeps (``keep: selected`` or a
+duration) stays under the same rule: the evidence is what the crawl recorded
+when the copy took it in (``mirror_kept``: the manifest's sha256 and signer),
+given with :meth:`Admission.keep`; the copier checks the manifest on disk
+against it and every blob against the manifest, as for any other spec.
+
 :class:`Admission` is the only way to these verdicts: ``plan.select`` and the
 :class:`~mirrorsync.mirrors.download.Copier` both require one.
 """
@@ -52,12 +58,23 @@ class Admission:
     states: dict[tuple[int, str], ManifestState]  # (stack id, hash) -> recorded
     verifies: bool  # the source verifies signatures: a spec needs a recorded signer
     left: dict[str, LeftOut] = field(default_factory=dict)  # hash -> why it is out
+    #: (stack id, hash) -> the crawl's verdict recorded when a kept spec left upstream.
+    kept: dict[tuple[int, str], ManifestState] = field(default_factory=dict)
+
+    def keep(self, stack_id: int, spec_hash: str, manifest_sha256: str, signer: str | None) -> None:
+        """The evidence for a spec upstream no longer lists: what the crawl verified
+        when the copy took it in. It outranks any later crawl row (upstream deleted it)."""
+        self.kept[(stack_id, spec_hash)] = ManifestState(OK, None, manifest_sha256, signer)
+
+    def _state(self, stack_id: int, spec_hash: str) -> ManifestState | None:
+        key = (stack_id, spec_hash)
+        return self.kept.get(key) or self.states.get(key)
 
     def check(self, stack_id: int, record: RawInstall) -> str | None:
         """Why the binary cannot enter the copy (None: it may), by the crawl's record."""
         if not path_safe(record):
             return "name, version or hash not safe as a file name"
-        state = self.states.get((stack_id, record.hash))
+        state = self._state(stack_id, record.hash)
         if state is None:
             return "manifest not fetched by the sync yet"
         if state.status != OK:
@@ -71,7 +88,9 @@ class Admission:
 
     def expected(self, stack_id: int, spec_hash: str) -> ManifestState:
         """The recorded state of an admitted binary (``check`` said None)."""
-        return self.states[(stack_id, spec_hash)]
+        state = self._state(stack_id, spec_hash)
+        assert state is not None  # check() said None
+        return state
 
     def leave_out(self, record: RawInstall, reason: str) -> None:
         self.left.setdefault(record.hash, LeftOut(record.hash, record.name, reason))
@@ -79,7 +98,7 @@ class Admission:
     def fingerprint(self) -> str:
         """Changes when any verdict does: part of what a copy's state follows from."""
         digest = hashlib.sha256(b"admission 1\0" + str(self.verifies).encode())
-        for (stack_id, spec_hash), s in sorted(self.states.items()):
+        for (stack_id, spec_hash), s in sorted({**self.states, **self.kept}.items()):
             digest.update(
                 f"{stack_id} {spec_hash} {s.status} {s.manifest_sha256} {s.signer}\n".encode()
             )
@@ -94,5 +113,5 @@ class Admission:
         return {
             s.signer
             for h in hashes
-            if (s := self.states.get((stack_id, h))) is not None and s.signer is not None
+            if (s := self._state(stack_id, h)) is not None and s.signer is not None
         }

@@ -11,6 +11,7 @@ specs an :class:`Admission` lets in are selected (see ``mirrors/admit.py``).
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 from mirrorsync.config import MirrorCopy
@@ -38,6 +39,9 @@ class Selection:
     missing: tuple[str, ...]  # link/run dependencies no index lists
     stacks: dict[str, int] = field(default_factory=dict)  # hash -> stack id, each binary
     chosen: tuple[str, ...] = ()  # the binaries the filters chose, still in
+    #: Hashes the copy's environments or ``hashes`` name that no index lists as a binary
+    #: (nor a kept spec): "wanted but not in upstream".
+    wanted_missing: tuple[str, ...] = ()
 
     @property
     def binaries(self) -> frozenset[str]:
@@ -48,15 +52,37 @@ class Selection:
         known = {
             h: (r, self.roots.get(h, ""), self.stacks.get(h, 0)) for h, r in self.records.items()
         }
-        return _close(self.db_version, self.chosen, known, admission, self.selected)
+        return _close(
+            self.db_version, self.chosen, known, admission, self.selected, self.wanted_missing
+        )
 
 
 _Known = dict[str, tuple[RawInstall, str, int]]  # hash -> (record, root, stack id)
 
 
-def select(copy: MirrorCopy, stacks: list[StackIndex], admission: Admission) -> Selection:
-    """The copy's binaries: those the filters choose that ``admission`` lets in, and
-    their link/run closure; a spec needing one left out is left out too."""
+@dataclass(frozen=True, slots=True)
+class Keepable:
+    """A spec upstream no longer lists that the copy still holds: its record as the
+    copy published it, and where its files came from."""
+
+    record: RawInstall
+    root: str
+    stack_id: int
+    always: bool  # keep: DURATION, within it: stays whatever the selection says
+
+
+def select(
+    copy: MirrorCopy,
+    stacks: list[StackIndex],
+    admission: Admission,
+    wanted: frozenset[str] = frozenset(),
+    keepable: dict[str, Keepable] | None = None,
+) -> Selection:
+    """The copy's binaries: those the globs choose (``copy.by_glob``), those ``wanted``
+    names (environments, hashes), and kept specs, that ``admission`` lets in, less
+    ``exclude_packages``; and their link/run closure. A spec needing one left out is
+    left out too. A ``keepable`` spec is known only where no index lists its hash: it
+    stays if chosen or needed by one chosen."""
     versions = {s.index.db_version for s in stacks}
     if len(versions) > 1:
         listed = ", ".join(f"{s.label} v{s.index.db_version}" for s in stacks)
@@ -80,18 +106,35 @@ def select(copy: MirrorCopy, stacks: list[StackIndex], admission: Admission) -> 
                 )
             ):
                 known[spec_hash] = (record, stack.root, stack.stack_id)
-    chosen = tuple(
-        sorted(
-            h
-            for h, (r, _, _) in known.items()
-            if r.in_buildcache and copy.selects(r.name, r.os, r.target, r.platform)
-        )
-    )
-    return _close(next(iter(versions), "8"), chosen, known, admission, len(chosen))
+    upstream = {h for h, (r, _, _) in known.items() if r.in_buildcache}
+    for spec_hash, kept in (keepable or {}).items():
+        if spec_hash not in known:
+            known[spec_hash] = (kept.record, kept.root, kept.stack_id)
+    picked = {
+        h
+        for h in upstream
+        if copy.by_glob
+        and copy.selects(known[h][0].name, known[h][0].os, known[h][0].target, known[h][0].platform)
+    }
+    picked |= {h for h in wanted if h in known and known[h][0].in_buildcache}
+    picked |= {h for h, k in (keepable or {}).items() if k.always and known[h][0] is k.record}
+    excluded = copy.exclude_packages
+    chosen = tuple(sorted(h for h in picked if not _selected_out(known[h][0].name, excluded)))
+    missing = tuple(sorted(h for h in wanted if h not in known or not known[h][0].in_buildcache))
+    return _close(next(iter(versions), "8"), chosen, known, admission, len(chosen), missing)
+
+
+def _selected_out(name: str, excluded: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, glob) for glob in excluded)
 
 
 def _close(
-    db_version: str, chosen: tuple[str, ...], known: _Known, admission: Admission, selected: int
+    db_version: str,
+    chosen: tuple[str, ...],
+    known: _Known,
+    admission: Admission,
+    selected: int,
+    wanted_missing: tuple[str, ...] = (),
 ) -> Selection:
     """The closure of ``chosen`` without the specs ``admission`` leaves out, nor any
     spec whose closure holds one (each such spec is left out in turn, with why)."""
@@ -136,4 +179,13 @@ def _close(
         chosen = tuple(h for h in chosen if h not in admission.left)
     roots = {h: known[h][1] for h, r in records.items() if r.in_buildcache}
     stacks = {h: known[h][2] for h in roots}
-    return Selection(db_version, records, roots, selected, tuple(sorted(missing)), stacks, chosen)
+    return Selection(
+        db_version,
+        records,
+        roots,
+        selected,
+        tuple(sorted(missing)),
+        stacks,
+        chosen,
+        wanted_missing,
+    )

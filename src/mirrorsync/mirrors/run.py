@@ -5,7 +5,10 @@ Per copy, in this order (each step only after the previous one succeeded):
 1. plan: the copy's stacks as the last sync left them; their upstream indexes,
    fetched again by the content address the sync recorded (and checked against
    its sha256), since the database keeps only a few fields of each node and a
-   copy's index must carry upstream's nodes unchanged; the selection.
+   copy's index must carry upstream's nodes unchanged; the selection: the
+   globs, the hashes the copy's environments and ``hashes`` name
+   (``mirrors/wanted.py``), and the specs upstream no longer lists that its
+   ``keep`` holds (their records and verdicts from ``mirror_kept``).
 2. download: layout, keys, and each binary's blobs then manifest.
 3. publish: the new index blob, then the index manifest, atomically.
 4. record: the published state, its history row and ``mirror.updated`` event.
@@ -20,6 +23,7 @@ that copy for this run; its published state is left as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -49,7 +53,7 @@ from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import Admission
 from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
 from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
-from mirrorsync.mirrors.plan import Selection, StackIndex, select
+from mirrorsync.mirrors.plan import Keepable, Selection, StackIndex, select
 from mirrorsync.mirrors.publish import (
     build_index,
     delete,
@@ -59,11 +63,12 @@ from mirrorsync.mirrors.publish import (
     referenced,
     unreferenced,
 )
+from mirrorsync.mirrors.wanted import Wanted, wanted
 from mirrorsync.redact import Url, redact_url, unmask
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
-from mirrorsync.store.manifests import StackTarget
-from mirrorsync.store.mirrors import LeftOut, MirrorRow, Published, SyncedStack
+from mirrorsync.store.manifests import OK, StackTarget
+from mirrorsync.store.mirrors import Kept, LeftOut, MirrorRow, Published, SyncedStack
 from mirrorsync.sync.index import unpack_index
 from mirrorsync.sync.manifests import open_mirror
 from mirrorsync.units import human_duration, human_size, plural
@@ -92,6 +97,8 @@ class MirrorOutcome:
     seconds: float = 0.0
     tally: Tally = field(default_factory=Tally)
     left_out: list[LeftOut] = field(default_factory=list)  # specs refused, and why
+    kept: list[Kept] = field(default_factory=list)  # held although upstream deleted them
+    wanted_missing: list[tuple[str, str]] = field(default_factory=list)  # (hash, name)
 
     @property
     def failure(self) -> str | None:
@@ -228,7 +235,11 @@ class _CopyJob:
             await store_mirrors.manifest_states(self.store, [s.id for s in stacks]),
             verifies=source.verify_signatures,
         )
-        plan_key = _plan_key(copy, stacks, admission)
+        want = await anyio.to_thread.run_sync(
+            wanted, copy, self.config.path, f"mirrors[{self.config.mirrors.index(copy)}]"
+        )
+        kept_rows = await store_mirrors.kept(self.store, self.row.id) if self.row else {}
+        plan_key = _plan_key(copy, stacks, admission, want, self._live(kept_rows))
         if not self.dry_run:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -247,6 +258,10 @@ class _CopyJob:
                 await self._settle(plan_key, None)
                 # Still left out (what made the published state is what it was).
                 self.outcome.left_out = await store_mirrors.left_out(self.store, row.id)
+                self.outcome.kept = sorted(kept_rows.values(), key=lambda k: (k.name, k.hash))
+                self.outcome.wanted_missing = (
+                    await store_mirrors.wanted_missing_by_copy(self.store)
+                ).get(copy.name, [])
                 return
             except CopyError as exc:  # a file of the published state is gone: repair it
                 log.warning("mirror %s: %s; checking every file again", copy.name, exc)
@@ -255,7 +270,10 @@ class _CopyJob:
             await self._index(s, root, f"{source.name}:{release}/{s.name}", s.id)
             for s, root in zip(stacks, roots, strict=True)
         ]
-        selection = await anyio.to_thread.run_sync(select, copy, indexes, admission)
+        keeping = await self._keeping(indexes, stacks, roots, admission, current, kept_rows)
+        selection = await anyio.to_thread.run_sync(
+            select, copy, indexes, admission, want.hashes, keeping.keepable
+        )
         del indexes
         if selection.missing:
             log.warning(
@@ -279,7 +297,7 @@ class _CopyJob:
                 )
         await copier.layout(roots[0])
         before = len(admission.left)
-        await self._download(copier, selection, admission)
+        await self._download(copier, selection, admission, frozenset(keeping.keepable))
         if len(admission.left) != before:  # refused at copy time: they and what needs them
             selection = selection.without(admission)
         signers = {s for h, i in selection.stacks.items() if (s := admission.expected(i, h).signer)}
@@ -290,10 +308,114 @@ class _CopyJob:
             self._dry_run_report(
                 copier, selection, index.checksum, len(index.data), len(index.manifest)
             )
+            await self._record_kept(keeping, selection, want)  # reported, not recorded
             return
         if current != index.checksum:
             await anyio.to_thread.run_sync(publish, self.root, index)
+        await self._record_kept(keeping, selection, want)
         await self._settle(plan_key, selection)
+
+    def _live(self, kept_rows: dict[str, Kept]) -> list[str]:
+        """The kept specs ``keep: DURATION`` still holds now (all of them otherwise):
+        when one expires, the copy's plan changes."""
+        seconds = self.copy.keep_seconds
+        if seconds is None:
+            return sorted(kept_rows)
+        now = self.clock().astimezone(UTC)
+        return sorted(h for h, k in kept_rows.items() if _age(k.left_upstream_at, now) < seconds)
+
+    async def _keeping(
+        self,
+        indexes: list[StackIndex],
+        stacks: list[SyncedStack],
+        roots: list[str],
+        admission: Admission,
+        current: str | None,
+        kept_rows: dict[str, Kept],
+    ) -> _Keeping:
+        """Which binaries of the published copy upstream no longer lists (new ones, and
+        those kept before), and which of them the copy's ``keep`` lets stay."""
+        upstream = {h for i in indexes for h, r in i.index.installs.items() if r.in_buildcache}
+        at = self._now()  # the run's one time: when specs left upstream, and the copy
+        keeping = _Keeping(at, back=[h for h in kept_rows if h in upstream])
+        candidates = {h: k for h, k in kept_rows.items() if h not in upstream}
+        row = self.row
+        if row is not None and current is not None and current == row.index_checksum:
+            previous = await anyio.to_thread.run_sync(_published_records, self.root, current)
+            for spec_hash, record in sorted(previous.items()):
+                if not record.in_buildcache or spec_hash in upstream or spec_hash in kept_rows:
+                    continue
+                # The crawl's verdict when the copy took it in (its rows outlive the index).
+                found = [
+                    (s.id, state)
+                    for s in stacks
+                    if (state := admission.states.get((s.id, spec_hash))) is not None
+                    and state.status == OK
+                    and state.manifest_sha256 is not None
+                ]
+                stack_id, state = found[0] if found else (stacks[0].id, None)
+                new = Kept(
+                    spec_hash,
+                    record.name,
+                    at,
+                    stack_id,
+                    state.manifest_sha256 if state else None,
+                    state.signer if state else None,
+                    record.raw.decode(),
+                )
+                keeping.left.append(new)
+                candidates[spec_hash] = new
+        keeping.candidates = candidates
+        if self.copy.keep == "upstream":
+            return keeping
+        seconds = self.copy.keep_seconds
+        now = self.clock().astimezone(UTC)
+        root_of = {s.id: r for s, r in zip(stacks, roots, strict=True)}
+        for spec_hash, k in candidates.items():
+            if k.manifest_sha256 is None:
+                log.warning(
+                    "mirror %s: cannot keep %s %s: no verified record of its manifest",
+                    self.copy.name,
+                    k.name,
+                    spec_hash,
+                )
+                continue
+            if seconds is not None and _age(k.left_upstream_at, now) >= seconds:
+                continue
+            kept_record = _record_of(spec_hash, k.record_json)
+            if kept_record is None:
+                continue
+            admission.keep(k.stack_id, spec_hash, k.manifest_sha256, k.signer)
+            keeping.keepable[spec_hash] = Keepable(
+                kept_record, root_of.get(k.stack_id, roots[0]), k.stack_id, seconds is not None
+            )
+        return keeping
+
+    async def _record_kept(self, keeping: _Keeping, selection: Selection, want: Wanted) -> None:
+        """History: what left upstream, what the copy let go; what it still keeps (a dry
+        run only reports what it would keep and what is wanted but not upstream)."""
+        at = keeping.at
+        held = selection.roots.keys()
+        gone = [h for h in keeping.candidates if h not in held]
+        left = [
+            k if k.hash in held else dataclasses.replace(k, left_copy_at=at) for k in keeping.left
+        ]
+        new = {k.hash for k in keeping.left}
+        if self.row is not None and not self.dry_run:
+            await store_mirrors.record_kept(
+                self.store, self.row.id, left, [h for h in gone if h not in new], keeping.back, at
+            )
+        self.outcome.kept = sorted(
+            (k for h, k in keeping.candidates.items() if h in held), key=lambda k: (k.name, k.hash)
+        )
+        missing = [(h, want.names.get(h, "")) for h in selection.wanted_missing]
+        self.outcome.wanted_missing = missing
+        if self.row is not None and not self.dry_run:
+            await store_mirrors.record_wanted_missing(self.store, self.row.id, missing)
+        for spec_hash, name in missing:
+            log.warning(
+                "mirror %s: wanted but not in upstream: %s %s", self.copy.name, name, spec_hash
+            )
 
     async def _left_out(self, admission: Admission) -> None:
         """Record and report the specs left out; with ``on_error: fail``, fail the copy."""
@@ -389,7 +511,13 @@ class _CopyJob:
             files.remove_quietly(dest)
         return StackIndex(label, root, index, stack_id)
 
-    async def _download(self, copier: Copier, selection: Selection, admission: Admission) -> None:
+    async def _download(
+        self,
+        copier: Copier,
+        selection: Selection,
+        admission: Admission,
+        kept: frozenset[str] = frozenset(),
+    ) -> None:
         async def items() -> AsyncIterator[tuple[RawInstall, str, int]]:
             for spec_hash in sorted(selection.roots):
                 yield (
@@ -404,6 +532,14 @@ class _CopyJob:
                 await copier.spec(record, root, admission, stack_id)
             except SpecRefused as exc:  # this spec (and what needs it) is left out
                 admission.leave_out(record, exc.reason)
+            except NotFoundError:
+                if record.hash not in kept:
+                    raise
+                admission.leave_out(
+                    record,
+                    "kept after upstream deleted it, but a file of it in the copy is missing "
+                    "or not what was verified, and upstream no longer has it",
+                )
 
         async def consume(_: None) -> None:
             return None
@@ -460,6 +596,47 @@ class _CopyJob:
         o.deleted_bytes = sum(orphans.values())
 
 
+@dataclass
+class _Keeping:
+    """Specs of the published copy upstream no longer lists."""
+
+    at: str  # when this run saw it
+    back: list[str] = field(default_factory=list)  # kept ones upstream lists again
+    left: list[Kept] = field(default_factory=list)  # left upstream since the last run
+    candidates: dict[str, Kept] = field(default_factory=dict)  # every one not upstream now
+    keepable: dict[str, Keepable] = field(default_factory=dict)  # those keep lets stay
+
+
+def _age(at: str, now: datetime) -> float:
+    return (now - datetime.strptime(at, _TIME_FORMAT).replace(tzinfo=UTC)).total_seconds()
+
+
+def _published_records(root: Path, checksum: str) -> dict[str, RawInstall]:
+    """The install records of the copy's published index (its own, whose checksum the
+    store recorded)."""
+    data = files.read_if_present(root / blob_relpath("sha256", checksum))
+    if data is None or hashlib.sha256(data).hexdigest() != checksum:
+        return {}
+    try:
+        return parse_raw_index(data, str(root)).installs
+    except FormatError:
+        return {}
+
+
+def _record_of(spec_hash: str, record_json: str) -> RawInstall | None:
+    document = (
+        b'{"database":{"version":"8","installs":{"'
+        + spec_hash.encode()
+        + b'":'
+        + record_json.encode()
+        + b"}}}"
+    )
+    try:
+        return parse_raw_index(document).installs.get(spec_hash)
+    except FormatError:
+        return None
+
+
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
@@ -494,10 +671,18 @@ def _choose(
     return chosen
 
 
-def _plan_key(copy: MirrorCopy, stacks: list[SyncedStack], admission: Admission) -> str:
-    """What a copy's content follows from: its stacks' indexes, its filters, and the
-    crawl's verdicts on each manifest."""
+def _plan_key(
+    copy: MirrorCopy,
+    stacks: list[SyncedStack],
+    admission: Admission,
+    want: Wanted,
+    live: list[str],
+) -> str:
+    """What a copy's content follows from: its stacks' indexes, its filters, the
+    crawl's verdicts on each manifest, the hashes it is asked for and what it keeps."""
+    wanted_digest = hashlib.sha256("\n".join(sorted(want.hashes)).encode()).hexdigest()
     material = {
+        "wanted": [wanted_digest, copy.keep, live, copy.by_glob],
         "stacks": [(s.name, s.index_checksum) for s in stacks],
         "filters": [copy.packages, copy.exclude_packages, copy.os, copy.targets, copy.platforms],
         "admission": admission.fingerprint(),

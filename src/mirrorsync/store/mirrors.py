@@ -337,3 +337,120 @@ async def _scalar(conn: Any, sql: str, params: tuple[object, ...]) -> int:
         row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A spec the copy held when upstream stopped listing it (``mirror_kept``)."""
+
+    hash: str
+    name: str
+    left_upstream_at: str
+    stack_id: int
+    manifest_sha256: str | None
+    signer: str | None
+    record_json: str
+    left_copy_at: str | None = None
+
+
+_KEPT = "hash, name, left_upstream_at, stack_id, manifest_sha256, signer, record_json, left_copy_at"
+
+
+async def kept(store: Store, mirror_id: int) -> dict[str, Kept]:
+    """The specs the copy holds although upstream no longer lists them, by hash."""
+    async with store.conn.execute(
+        f"SELECT {_KEPT} FROM mirror_kept WHERE mirror_id = ?"
+        " AND left_copy_at IS NULL AND back_upstream_at IS NULL",
+        (mirror_id,),
+    ) as cursor:
+        return {str(r[0]): Kept(*tuple(r)) for r in await cursor.fetchall()}
+
+
+async def kept_by_copy(store: Store) -> dict[str, list[Kept]]:
+    """Every copy's kept specs, by copy name (name, then hash)."""
+    found: dict[str, list[Kept]] = {}
+    async with store.conn.execute(
+        "SELECT m.name, "
+        + ", ".join(f"k.{c.strip()}" for c in _KEPT.split(","))
+        + " FROM mirror_kept k JOIN mirrors m ON m.id = k.mirror_id"
+        " WHERE k.left_copy_at IS NULL AND k.back_upstream_at IS NULL"
+        " ORDER BY m.name, k.name, k.hash"
+    ) as cursor:
+        for copy, *row in await cursor.fetchall():
+            found.setdefault(copy, []).append(Kept(*row))
+    return found
+
+
+async def kept_history(store: Store, name: str) -> list[dict[str, Any]]:
+    """Every spec that left upstream while the copy held it: when it left upstream,
+    when it left the copy, when upstream listed it again."""
+    async with store.conn.execute(
+        "SELECT k.hash, k.name, k.left_upstream_at, k.left_copy_at, k.back_upstream_at"
+        " FROM mirror_kept k JOIN mirrors m ON m.id = k.mirror_id WHERE m.name = ?"
+        " ORDER BY k.left_upstream_at, k.name, k.hash",
+        (name,),
+    ) as cursor:
+        keys = ("hash", "name", "left_upstream_at", "left_copy_at", "back_upstream_at")
+        return [dict(zip(keys, tuple(r), strict=True)) for r in await cursor.fetchall()]
+
+
+async def record_kept(
+    store: Store,
+    mirror_id: int,
+    left: Iterable[Kept],
+    gone: Iterable[str],
+    back: Iterable[str],
+    at: str,
+) -> None:
+    """Specs that ``left`` upstream, kept ones the copy let go (``gone``) and kept
+    ones upstream lists again (``back``), at ``at``: one transaction."""
+    async with store.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO mirror_kept (mirror_id, hash, name, left_upstream_at, left_copy_at,"
+            " stack_id, manifest_sha256, signer, record_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    mirror_id,
+                    k.hash,
+                    k.name,
+                    k.left_upstream_at,
+                    k.left_copy_at,
+                    k.stack_id,
+                    k.manifest_sha256,
+                    k.signer,
+                    k.record_json,
+                )
+                for k in left
+            ),
+        )
+        for column, hashes in (("left_copy_at", gone), ("back_upstream_at", back)):
+            await conn.executemany(
+                f"UPDATE mirror_kept SET {column} = ? WHERE mirror_id = ? AND hash = ?"
+                " AND left_copy_at IS NULL AND back_upstream_at IS NULL",
+                ((at, mirror_id, h) for h in hashes),
+            )
+
+
+async def record_wanted_missing(
+    store: Store, mirror_id: int, missing: Iterable[tuple[str, str]]
+) -> None:
+    """Make the copy's "wanted but not in upstream" exactly ``missing`` (hash, name)."""
+    async with store.transaction() as conn:
+        await conn.execute("DELETE FROM mirror_wanted_missing WHERE mirror_id = ?", (mirror_id,))
+        await conn.executemany(
+            "INSERT INTO mirror_wanted_missing (mirror_id, hash, name) VALUES (?, ?, ?)",
+            ((mirror_id, h, n) for h, n in missing),
+        )
+
+
+async def wanted_missing_by_copy(store: Store) -> dict[str, list[tuple[str, str]]]:
+    """Every copy's wanted-but-not-in-upstream hashes (hash, name), by copy name."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    async with store.conn.execute(
+        "SELECT m.name, w.hash, w.name FROM mirror_wanted_missing w"
+        " JOIN mirrors m ON m.id = w.mirror_id ORDER BY m.name, w.name, w.hash"
+    ) as cursor:
+        for copy, spec_hash, name in await cursor.fetchall():
+            found.setdefault(str(copy), []).append((str(spec_hash), str(name)))
+    return found
