@@ -333,7 +333,9 @@ def test_before_the_first_sync_nothing_is_created(tmp_path: Path, command: tuple
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
-@pytest.mark.parametrize("command", [("status",), ("once",), ("once", "--dry-run"), ("events",)])
+@pytest.mark.parametrize(
+    "command", [("status",), ("status", "--check"), ("once",), ("once", "--dry-run"), ("events",)]
+)
 def test_a_database_path_that_is_a_directory_is_one_line(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
@@ -341,7 +343,7 @@ def test_a_database_path_that_is_a_directory_is_one_line(
     database.mkdir()
     config = _mirror_config(tmp_path, "https://example.org/up", database=str(database))
     done = run_cli("-c", str(config), *command, cwd=tmp_path)
-    assert done.returncode == 1
+    assert done.returncode == 2  # a configuration problem, as `config check` says (issue 30)
     assert done.stderr.splitlines() == [
         f"mirrorsync: error: {database}: cannot open database: a directory; "
         "'database:' names a file"

@@ -127,7 +127,17 @@ class ScratchError(MirrorsyncError):
 
 
 class SchemaError(StoreError):
-    """The database's schema is older or newer than this mirrorsync."""
+    """The database's schema is older (a read-only command: ``once`` upgrades it) or
+    newer than this mirrorsync: the data cannot be read as it is (``EX_DATAERR``)."""
+
+    exit_code = EXIT_DAMAGED
+
+
+class DatabasePathError(StoreError):
+    """``database:`` names something that is not a file (a directory, a device): a
+    configuration problem, the same status in every command."""
+
+    exit_code = EXIT_USAGE
 
 
 class DatabaseDamagedError(StoreError):

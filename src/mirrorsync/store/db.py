@@ -39,6 +39,7 @@ import anyio
 from mirrorsync.errors import (
     DatabaseDamagedError,
     DatabaseFullError,
+    DatabasePathError,
     NoDatabaseError,
     SchemaError,
     StoreError,
@@ -191,7 +192,7 @@ def _require_file(path: Path) -> None:
         return  # none yet (SQLite creates it), or SQLite's own error says why
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise StoreError(f"{path}: cannot open database: {kind}; 'database:' names a file")
+        raise DatabasePathError(f"{path}: cannot open database: {kind}; 'database:' names a file")
 
 
 #: The store's connection: aiosqlite's, or the same interface on psycopg's.
