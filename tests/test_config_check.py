@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from conftest import run_cli
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
+from postgres import PASSWORD, PostgresServer
 
 
 def neither(root: str) -> str:
@@ -93,3 +95,81 @@ def test_a_v2_mirror_without_its_hash_file_passes_the_check(
     done = run_cli("-c", str(config), "config", "check", cwd=tmp_path)
     assert done.returncode == 0, done.stdout
     assert f"ok      source site: v2 build cache at {server.url}/develop" in done.stdout
+
+
+# -- issue 30, false statement 1: the check does what the commands will do ------
+
+
+def _check(config: Path, text: str) -> tuple[int, dict[str, dict[str, object]]]:
+    config.write_text(text)
+    done = run_cli("-c", str(config), "config", "check", "--json", cwd=config.parent)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, {c["what"]: c for c in json.loads(done.stdout)["checks"]}
+
+
+def test_a_catalogue_url_serving_html_fails_the_check(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    build_catalog_from_specs(docroot, {"develop": {"root": [spec_node("z", "1", fake_hash("c"))]}})
+    (docroot / "index.html").write_text("<!doctype html><html><body>Welcome</body></html>\n")
+    source = "sources:\n  - {name: public, kind: catalog, url: '%s'}\n"
+    base = f"database: {tmp_path / 'm.db'}\n"
+    code, checks = _check(tmp_path / "c.yaml", base + source % f"{server.url}/index.html")
+    assert code == 1 and checks["source public"]["ok"] is False
+    assert "catalogue" in str(checks["source public"]["detail"])
+    good = f"{server.url}/cache_spack_io_index.json"
+    code, checks = _check(tmp_path / "c.yaml", base + source % good)
+    assert code == 0, checks
+    assert checks["source public"]["detail"] == f"{good}: a catalogue of 1 stack"
+
+
+def test_a_database_or_copy_path_that_cannot_be_created_fails_the_check(
+    tmp_path: Path, server: FixtureServer
+) -> None:
+    source = f"sources:\n  - {{name: site, kind: mirror, url: '{server.url}/none'}}\n"
+    code, checks = _check(tmp_path / "c.yaml", f"database: /proc/ms.db\n{source}")
+    assert code == 2 and checks["database"]["ok"] is False
+    assert "/proc/ms.db cannot be created: /proc: cannot create a file there" in str(
+        checks["database"]["detail"]
+    )
+    (tmp_path / "a-file").write_text("")
+    copies = (
+        "mirrors:\n"
+        f"  - {{name: under-file, path: {tmp_path / 'a-file' / 'copy'}, source: site}}\n"
+        f"  - {{name: fine, path: {tmp_path / 'copy'}, source: site}}\n"
+    )
+    source = source.replace("url:", "manifests: new, url:")
+    code, checks = _check(tmp_path / "c.yaml", f"database: {tmp_path / 'm.db'}\n{source}{copies}")
+    assert code == 2
+    assert checks["mirror under-file"] == {
+        "what": "mirror under-file",
+        "ok": False,
+        "detail": f"{tmp_path / 'a-file'} is not a directory",
+    }
+    assert checks["mirror fine"]["ok"] is True
+    assert not (tmp_path / "copy").exists()  # create-tested, nothing left made
+
+
+def test_config_check_connects_to_postgresql(
+    tmp_path: Path, server: FixtureServer, postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    source = f"sources:\n  - {{name: site, kind: mirror, url: '{server.url}/none'}}\n"
+    code, checks = _check(tmp_path / "c.yaml", f"database: {postgres_url}\n{source}")
+    assert checks["database"]["ok"] is True, checks
+    assert "reached" in str(checks["database"]["detail"])
+    wrong = postgres_url.replace(f":{PASSWORD}@", ":not-the-password@")
+    code, checks = _check(tmp_path / "c.yaml", f"database: {wrong}\n{source}")
+    assert code == 2 and checks["database"]["ok"] is False, checks
+    assert "not-the-password" not in json.dumps(checks)  # masked, as everywhere
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    code, checks = _check(tmp_path / "c.yaml", f"database: {missing}\n{source}")
+    assert code == 2 and checks["database"]["ok"] is False, checks
+    down = postgres_url.replace(f":{postgres_server.port}/", f":{_free_port()}/")
+    code, checks = _check(tmp_path / "c.yaml", f"database: {down}\n{source}")
+    assert code == 1 and checks["database"]["ok"] is False, checks  # a server, not a setting
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

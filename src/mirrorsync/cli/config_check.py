@@ -1,25 +1,38 @@
 """``mirrorsync config check``: is this configuration ready to run, before a timer runs it?
 
 Parses and validates the file (a bad one is the usual one-line error, exit 2),
-then checks, without writing anything: the database path and its directory,
-the metrics file's directory, every webhook secret (read and decoded), and each
-source's address with one request (a mirror: its v3 layout, else its v2 index).
-One line per check; exit 0 if all pass, 2 if a local setting is wrong, 1 if
-only a server could not be reached.
+then does what the real commands will do, short of writing: opens the database
+(PostgreSQL: connects and authenticates), create-tests the directories the
+database, the metrics file and every copy would be made in (a file made and
+removed at once), reads and decodes every webhook secret, and asks each source
+what a sync would (a catalogue: fetched and parsed; a mirror: its v3 layout,
+else its v2 index). One line per check; exit 0 if all pass, 2 if a local
+setting is wrong, 1 if only a server could not be reached.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from mirrorsync.cli.render import human_size, print_json
+from mirrorsync.cli.render import human_size, plural, print_json
 from mirrorsync.config import CatalogSource, Config, MirrorSource, RetryConfig, load_config
-from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, MirrorsyncError, NotFoundError
+from mirrorsync.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    DatabaseUnavailableError,
+    MirrorsyncError,
+    NoDatabaseError,
+    NotFoundError,
+    StoreError,
+)
+from mirrorsync.formats.catalog import parse_catalog
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.location import PostgresUrl
 
@@ -34,7 +47,7 @@ class Check:
 
 async def config_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    checks = [_database(config), *_metrics(config), *_secrets(config)]
+    checks = [await _database(config), *_metrics(config), *_copies(config), *_secrets(config)]
     checks += await _sources(config)
     if args.json:
         print_json(
@@ -53,7 +66,11 @@ async def config_check(args: argparse.Namespace) -> int:
 
 
 def _writable_dir(path: Path) -> str | None:
-    """Why files cannot be made in ``path`` (or in the directories it would be made in)."""
+    """Why files cannot be made in ``path`` (or in the directories it would be made in).
+
+    Tried, not guessed from permission bits (root passes every ``access`` test, and
+    /proc refuses what they allow): a file is made in the nearest existing directory
+    and removed at once."""
     existing = path
     while not existing.exists():
         if existing.parent == existing:
@@ -61,15 +78,19 @@ def _writable_dir(path: Path) -> str | None:
         existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable by this user"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mirrorsync-check-", dir=existing)
+    except OSError as exc:
+        return f"{existing}: cannot create a file there: {exc.strerror or exc}"
+    os.close(fd)
+    os.unlink(probe)
     return None
 
 
-def _database(config: Config) -> Check:
+async def _database(config: Config) -> Check:
     path = config.database_path.absolute()
-    if isinstance(path, PostgresUrl):  # reached by the first command that opens it
-        return Check("database", True, f"{path} (PostgreSQL)", True)
+    if isinstance(path, PostgresUrl):
+        return await _postgres(path)
     if path.exists():
         if not path.is_file():
             return Check("database", False, f"{path} is not a file", True)
@@ -80,6 +101,33 @@ def _database(config: Config) -> Check:
     if problem:
         return Check("database", False, f"{path} cannot be created: {problem}", True)
     return Check("database", True, f"{path} (created by the first 'mirrorsync once')", True)
+
+
+async def _postgres(url: PostgresUrl) -> Check:
+    """Connect and authenticate as the commands will; read only, nothing written."""
+    from mirrorsync.store import Store
+
+    try:
+        store = await Store.open_read_only(url)
+    except NoDatabaseError:
+        return Check("database", True, f"{url} (PostgreSQL, reached; empty until 'once')", True)
+    except DatabaseUnavailableError as exc:  # the server: down, starting, full
+        return Check("database", False, str(exc), False)
+    except StoreError as exc:  # refused us: password, role, database name
+        return Check("database", False, str(exc), True)
+    async with store:
+        return Check("database", True, f"{url} (PostgreSQL, reached)", True)
+
+
+def _copies(config: Config) -> list[Check]:
+    """Every copy's directory: there and writable, or creatable."""
+    checks = []
+    for copy in config.mirrors:
+        target = Path(copy.path)
+        problem = _writable_dir(target)
+        detail = problem or (f"{target}" + ("" if target.exists() else " (created by 'mirror')"))
+        checks.append(Check(f"mirror {copy.name}", problem is None, detail, True))
+    return checks
 
 
 def _metrics(config: Config) -> list[Check]:
@@ -108,7 +156,7 @@ def _secrets(config: Config) -> list[Check]:
 
 
 async def _sources(config: Config) -> list[Check]:
-    from mirrorsync.fetch import HttpClient
+    from mirrorsync.fetch import Fetched, HttpClient
 
     # One attempt each: a check says what is wrong now, it does not wait it out.
     http = msgspec.structs.replace(config.http, retries=RetryConfig(attempts=1))
@@ -125,6 +173,17 @@ async def _sources(config: Config) -> list[Check]:
             try:
                 if isinstance(source, MirrorSource):
                     detail = await _mirror_layout(client, source)
+                elif isinstance(source, CatalogSource):  # fetched and parsed, as a sync reads it
+                    fetched = await client.get(
+                        Url(source.url),
+                        max_bytes=config.limits.cap("catalog"),
+                        limit_name="limits.catalog",
+                    )
+                    assert isinstance(fetched, Fetched)  # asked without conditions
+                    stacks = parse_catalog(fetched.content, source.url)
+                    detail = (
+                        f"{redact_url(source.url)}: a catalogue of {plural(len(stacks), 'stack')}"
+                    )
                 else:
                     for url in urls:
                         await client.head(Url(url))
