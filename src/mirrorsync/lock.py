@@ -21,6 +21,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ import anyio
 from mirrorsync.errors import LockHeldError, NoDatabaseError, StoreError
 from mirrorsync.store import utcnow
 from mirrorsync.store.location import Location, PostgresUrl
+from mirrorsync.units import human_time
 
 if TYPE_CHECKING:  # psycopg is imported only for a PostgreSQL database
     from mirrorsync.store.postgres import AdvisoryLock
@@ -44,6 +46,10 @@ log = logging.getLogger("mirrorsync.lock")
 POLL_SECONDS = 0.2
 
 
+#: A time as utcnow() writes it into the lock file (which anyone could have edited).
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     """Who holds (or last held) a lock, as written in the lock file."""
@@ -52,7 +58,7 @@ class Holder:
     since: str | None
 
     def describe(self) -> str:
-        since = self.since or "an unknown time"
+        since = human_time(self.since) if _STAMP.match(self.since or "") else "an unknown time"
         pid = self.pid if self.pid is not None else "unknown"
         return f"since {since}, PID {pid}"
 
