@@ -679,3 +679,57 @@ def test_a_file_removed_from_the_copy_is_fetched_again_by_the_next_run(
     assert second.copied.blobs_fetched == 1
     assert [p.rsplit("/", 1)[1] for p in _blob_gets(upstream)].count(tarball["checksum"]) == 1
     assert _check_copy(copy) == {v["hash"] for k, v in nodes.items() if k != "openssl"}
+
+
+def _dep(name: str, spec_hash: str, *types: str) -> dict[str, Any]:
+    return {"name": name, "hash": spec_hash, "parameters": {"deptypes": list(types)}}
+
+
+def test_build_only_dependencies_are_listed_as_spack_lists_them() -> None:
+    """Every dependency hash of the copy's records has a record, as in Spack's own
+    index: build-only dependencies (and theirs, recursively) are upstream's records
+    with in_buildcache false; one that is also a link dependency stays a binary."""
+    from mirrorsync.formats.rawindex import parse_raw_index
+    from mirrorsync.mirrors.admit import Admission
+    from mirrorsync.mirrors.plan import StackIndex, select
+    from mirrorsync.store.mirrors import ManifestState
+
+    h = {n: fake_hash(n) for n in ("app", "lib", "zlib", "tool", "toollib", "cc")}
+    deps = {
+        "app": [_dep("lib", h["lib"], "link"), _dep("tool", h["tool"], "build")],
+        "lib": [_dep("zlib", h["zlib"], "build", "link"), _dep("tool", h["tool"], "build")],
+        "zlib": [_dep("cc", h["cc"], "build")],
+        "tool": [_dep("toollib", h["toollib"], "link"), _dep("cc", h["cc"], "build")],
+        "toollib": [_dep("cc", h["cc"], "build")],
+        "cc": [],
+    }
+    installs = {}
+    for name, spec_hash in h.items():
+        node: dict[str, Any] = {
+            "name": name,
+            "version": "1.0",
+            "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64"},
+            "hash": spec_hash,
+        }
+        if deps[name]:
+            node["dependencies"] = deps[name]
+        # cc is an external; everything else upstream pushed (tool with build deps).
+        installs[spec_hash] = {"spec": node, "ref_count": 1, "in_buildcache": name != "cc"}
+    raw = json.dumps({"database": {"version": "8", "installs": installs}}).encode()
+    index = parse_raw_index(raw)
+    ok = ManifestState("ok", None, "0" * 64, None)
+    admission = Admission({(1, x): ok for x in h.values()}, verifies=False)
+    copy = parse_config(
+        "database: x.db\nsources: [{name: s, kind: mirror, url: 'http://127.0.0.1:1/'}]\n"
+        "mirrors: [{name: m, path: /tmp/m, source: s, packages: [app]}]\n"
+    ).mirrors[0]
+    selection = select(copy, [StackIndex("root", "http://x/", index, 1)], admission)
+
+    assert set(selection.records) == set(h.values())
+    assert selection.binaries == {h["app"], h["lib"], h["zlib"]}
+    for name in ("tool", "toollib", "cc"):
+        record = msgspec.json.decode(selection.records[h[name]].raw)
+        assert record == {**installs[h[name]], "in_buildcache": False}
+        assert selection.records[h[name]].in_buildcache is False
+    for name in ("app", "lib", "zlib"):  # binaries: upstream's bytes, unchanged
+        assert selection.records[h[name]] is index.installs[h[name]]
