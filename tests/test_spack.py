@@ -52,8 +52,9 @@ def _mirrorsync(world: World) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _install_from(spack: Spack, kind: str, url: str, spec: str) -> list[str]:
-    """What a site does with a build cache; returns every warning Spack printed."""
+def _install_from(spack: Spack, kind: str, url: str, spec: str) -> tuple[list[str], str]:
+    """What a site does with a build cache: every warning Spack printed, and what
+    ``buildcache list -aLv`` listed."""
     said = [spack.run("mirror", "add", f"--{kind}", "cache", url)]
     if kind == "signed":
         said.append(spack.run("buildcache", "keys", "--install", "--trust"))
@@ -62,7 +63,7 @@ def _install_from(spack: Spack, kind: str, url: str, spec: str) -> list[str]:
     said.append(spack.run("install", "--cache-only", spec))
     # Checks the installed spec against the configured mirror: exit 0, nothing to rebuild.
     said.append(spack.run("buildcache", "check", spec))
-    return [line for done in said for line in warnings(done)]
+    return [line for done in said for line in warnings(done)], listed.stdout
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ mirrors:
         _mirrorsync(world)
         # What a Spack that installs from upstream itself gets: the reference.
         direct = world.actor()
-        said = _install_from(direct, "signed", f"{up.url}/signed", "msapp@1.0")
+        said, _ = _install_from(direct, "signed", f"{up.url}/signed", "msapp@1.0")
         assert said == []
         world.reference = direct.database()
         try:
@@ -149,10 +150,12 @@ def test_copy_index_is_the_one_spack_wrote(world: World, kind: str) -> None:
 def test_spack_installs_from_the_copy_as_from_upstream(world: World, kind: str, via: str) -> None:
     url = f"{world.copies_url}/{kind}" if via == "http" else f"file://{world.copies / kind}"
     spack = world.actor()
-    said = _install_from(spack, kind, url, "msapp@1.0")
+    said, listed = _install_from(spack, kind, url, "msapp@1.0")
     # Build edges included: the copy's index has a record for every dependency.
     assert spack.database() == world.reference
     assert said == []  # not even "Missing dependency not in database"
+    for spec_hash, record in cache_index(world.copies / kind).items():  # binaries only
+        assert (spec_hash in listed) is record["in_buildcache"], record["spec"]["name"]
     names = {r["spec"]["name"] for r in spack.database().values() if r["installed"]}
     assert names == {"msapp", "mslib", "msdata"}
 
@@ -201,6 +204,6 @@ def test_copy_follows_a_push_and_a_prune_by_spack(world: World) -> None:
         assert not list((world.copies / kind / "v3/manifests/spec/msdata").glob(f"*{pruned}*"))
         spack = world.actor()
         url = f"{world.copies_url}/{kind}"
-        assert _install_from(spack, kind, url, "msapp@1.1") == []
-        listed = spack.run("buildcache", "list", "-aLv").stdout
+        said, listed = _install_from(spack, kind, url, "msapp@1.1")
+        assert said == []
         assert new[0] in listed and pruned not in listed
