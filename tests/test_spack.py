@@ -15,7 +15,7 @@ and the cache built once per test run.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -40,11 +40,13 @@ class World:
     copies_url: str
     config: Path
     reference: dict[str, dict[str, object]]  # installed database, from upstream
-    actors: int = 0
+    actors: list[Spack] = field(default_factory=list)
 
     def actor(self) -> Spack:
-        self.actors += 1
-        return Spack(self.spack, self.tmp / f"actor{self.actors}")
+        """A fresh Spack: own scopes, caches, gpg home and install tree."""
+        spack = Spack(self.spack, self.tmp / f"actor{len(self.actors)}")
+        self.actors.append(spack)
+        return spack
 
 
 def _mirrorsync(world: World) -> None:
@@ -71,31 +73,34 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tar = require_spack()
     tmp = tmp_path_factory.mktemp("spack")
     spack = unpack(tar, tmp / "dist")
-    builder = Spack(spack, tmp / "builder")
-    builder.run("gpg", "create", "--comment", "test", "Mirrorsync Test", "test@example.invalid")
-    (fingerprint,) = fingerprints(builder.gnupghome)
-    builder.run("install", "msapp@1.0")
-    builder.run("install", "msdata@1.0")
-    upstream = tmp / "www"
-    for kind, how in (("signed", ["--key", fingerprint]), ("unsigned", ["--unsigned"])):
-        builder.run(
-            "buildcache",
-            "push",
-            *how,
-            "--without-build-dependencies",
-            "--update-index",
-            f"file://{upstream / kind}",
-            "msapp@1.0",
-            "msdata@1.0",
-        )
-    key = tmp / "key.pub"
-    builder.run("gpg", "export", str(key))
-    copies = tmp / "copies"
-    copies.mkdir()
-    with FixtureServer(upstream) as up, FixtureServer(copies) as down:
-        config = write_config(
-            tmp / "mirrorsync.yaml",
-            f"""
+    started: list[Spack] = []
+    try:
+        builder = Spack(spack, tmp / "builder")
+        started.append(builder)
+        builder.run("gpg", "create", "--comment", "test", "Mirrorsync Test", "test@example.invalid")
+        (fingerprint,) = fingerprints(builder.gnupghome)
+        builder.run("install", "msapp@1.0")
+        builder.run("install", "msdata@1.0")
+        upstream = tmp / "www"
+        for kind, how in (("signed", ["--key", fingerprint]), ("unsigned", ["--unsigned"])):
+            builder.run(
+                "buildcache",
+                "push",
+                *how,
+                "--without-build-dependencies",
+                "--update-index",
+                f"file://{upstream / kind}",
+                "msapp@1.0",
+                "msdata@1.0",
+            )
+        key = tmp / "key.pub"
+        builder.run("gpg", "export", str(key))
+        copies = tmp / "copies"
+        copies.mkdir()
+        with FixtureServer(upstream) as up, FixtureServer(copies) as down:
+            config = write_config(
+                tmp / "mirrorsync.yaml",
+                f"""
 database: {database_value(tmp)}
 sources:
   - name: signed
@@ -118,20 +123,20 @@ mirrors:
     source: unsigned
     delete_after: 0
 """,
-        )
-        world = World(
-            spack, tmp, builder, key, upstream, up.url, copies, down.url, config, reference={}
-        )
-        _mirrorsync(world)
-        # What a Spack that installs from upstream itself gets: the reference.
-        direct = world.actor()
-        said, _ = _install_from(direct, "signed", f"{up.url}/signed", "msapp@1.0")
-        assert said == []
-        world.reference = direct.database()
-        try:
+            )
+            world = World(
+                spack, tmp, builder, key, upstream, up.url, copies, down.url, config, {}, started
+            )
+            _mirrorsync(world)
+            # What a Spack that installs from upstream itself gets: the reference.
+            direct = world.actor()
+            said, _ = _install_from(direct, "signed", f"{up.url}/signed", "msapp@1.0")
+            assert said == []
+            world.reference = direct.database()
             yield world
-        finally:
-            stop_agent(builder.gnupghome)
+    finally:  # the gpg-agents that signing and key imports started
+        for each in started:
+            stop_agent(each.gnupghome)
 
 
 @pytest.mark.parametrize("kind", KINDS)
