@@ -14,6 +14,7 @@ and the cache built once per test run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from mirrorsync.fixture.signing import fingerprints, stop_agent
 from spackcache import Spack, cache_index, require_spack, unpack, warnings
 
 KINDS = ("signed", "unsigned")
+#: Building the cache (the first test's setup) takes ~25 s alone, more on a busy machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 @dataclass
@@ -193,6 +196,19 @@ def test_copy_follows_a_push_and_a_prune_by_spack(world: World) -> None:
         )
         builder.run("buildcache", "prune", "--keeplist", str(keep), url)
         builder.run("buildcache", "update-index", url)
+    # The pruned spec's files in the copies: its manifest names its blobs.
+    gone = {
+        kind: [
+            *(world.copies / kind / "v3/manifests/spec/msdata").glob(f"*{pruned}*"),
+            *(
+                world.copies / kind / "blobs/sha256" / digest[:2] / digest
+                for path in (world.copies / kind / "v3/manifests/spec/msdata").glob(f"*{pruned}*")
+                for digest in re.findall(r'"checksum":\s*"([0-9a-f]{64})"', path.read_text())
+            ),
+        ]
+        for kind in KINDS
+    }
+    assert all(len(paths) == 3 and all(p.exists() for p in paths) for paths in gone.values())
     _mirrorsync(world)
     for kind in KINDS:
         upstream = cache_index(world.upstream / kind)
@@ -206,6 +222,7 @@ def test_copy_follows_a_push_and_a_prune_by_spack(world: World) -> None:
         ]
         assert len(new) == 1 and copy[new[0]]["in_buildcache"] is True
         assert pruned not in copy
+        assert not [p for p in gone[kind] if p.exists()]  # delete_after: 0
         assert not list((world.copies / kind / "v3/manifests/spec/msdata").glob(f"*{pruned}*"))
         spack = world.actor()
         url = f"{world.copies_url}/{kind}"
