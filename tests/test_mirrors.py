@@ -207,14 +207,22 @@ def test_filtered_copy_is_the_selection_and_its_runtime_closure_and_reads_back(
 
     installs = _copy_index(copy)
     # py-numpy, its run dep python, link deps cmake and zlib, python's external openssl;
-    # not gcc (a build-only dependency of all of them), not hdf5, not py-scipy (a dependent).
+    # not hdf5, not py-scipy (a dependent). gcc, a build-only dependency of all of
+    # them, is listed as Spack lists a dependency it did not push: upstream's record
+    # with in_buildcache false (no binary), so every hash the index names has a record.
     want = {nodes[k]["hash"] for k in ("py-numpy", "python", "cmake", "zlib", "openssl")}
-    assert set(installs) == want
+    gcc = nodes["gcc"]["hash"]
+    assert set(installs) == want | {gcc}
     upstream_root = _upstream_installs(docroot, "develop")
     upstream_e4s = _upstream_installs(docroot, "develop/e4s")
     for spec_hash, install in installs.items():  # upstream's records, unchanged
-        assert install in (upstream_root.get(spec_hash), upstream_e4s.get(spec_hash))
+        if spec_hash != gcc:
+            assert install in (upstream_root.get(spec_hash), upstream_e4s.get(spec_hash))
     assert installs[nodes["openssl"]["hash"]]["in_buildcache"] is False
+    assert upstream_root[gcc]["in_buildcache"] is True
+    assert installs[gcc] == {**upstream_root[gcc], "in_buildcache": False}
+    for install in installs.values():  # no dependency without a record
+        assert {d["hash"] for d in install["spec"].get("dependencies", [])} <= set(installs)
     binaries = _check_copy(copy)
     assert binaries == want - {nodes["openssl"]["hash"]}
     for spec_hash in binaries:  # manifests byte for byte (clear-signatures stay valid)
@@ -663,3 +671,57 @@ def test_a_file_removed_from_the_copy_is_fetched_again_by_the_next_run(
     assert second.copied.blobs_fetched == 1
     assert [p.rsplit("/", 1)[1] for p in _blob_gets(upstream)].count(tarball["checksum"]) == 1
     assert _check_copy(copy) == {v["hash"] for k, v in nodes.items() if k != "openssl"}
+
+
+def _dep(name: str, spec_hash: str, *types: str) -> dict[str, Any]:
+    return {"name": name, "hash": spec_hash, "parameters": {"deptypes": list(types)}}
+
+
+def test_build_only_dependencies_are_listed_as_spack_lists_them() -> None:
+    """Every dependency hash of the copy's records has a record, as in Spack's own
+    index: build-only dependencies (and theirs, recursively) are upstream's records
+    with in_buildcache false; one that is also a link dependency stays a binary."""
+    from mirrorsync.formats.rawindex import parse_raw_index
+    from mirrorsync.mirrors.admit import Admission
+    from mirrorsync.mirrors.plan import StackIndex, select
+    from mirrorsync.store.mirrors import ManifestState
+
+    h = {n: fake_hash(n) for n in ("app", "lib", "zlib", "tool", "toollib", "cc")}
+    deps = {
+        "app": [_dep("lib", h["lib"], "link"), _dep("tool", h["tool"], "build")],
+        "lib": [_dep("zlib", h["zlib"], "build", "link"), _dep("tool", h["tool"], "build")],
+        "zlib": [_dep("cc", h["cc"], "build")],
+        "tool": [_dep("toollib", h["toollib"], "link"), _dep("cc", h["cc"], "build")],
+        "toollib": [_dep("cc", h["cc"], "build")],
+        "cc": [],
+    }
+    installs = {}
+    for name, spec_hash in h.items():
+        node: dict[str, Any] = {
+            "name": name,
+            "version": "1.0",
+            "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64"},
+            "hash": spec_hash,
+        }
+        if deps[name]:
+            node["dependencies"] = deps[name]
+        # cc is an external; everything else upstream pushed (tool with build deps).
+        installs[spec_hash] = {"spec": node, "ref_count": 1, "in_buildcache": name != "cc"}
+    raw = json.dumps({"database": {"version": "8", "installs": installs}}).encode()
+    index = parse_raw_index(raw)
+    ok = ManifestState("ok", None, "0" * 64, None)
+    admission = Admission({(1, x): ok for x in h.values()}, verifies=False)
+    copy = parse_config(
+        "database: x.db\nsources: [{name: s, kind: mirror, url: 'http://127.0.0.1:1/'}]\n"
+        "mirrors: [{name: m, path: /tmp/m, source: s, packages: [app]}]\n"
+    ).mirrors[0]
+    selection = select(copy, [StackIndex("root", "http://x/", index, 1)], admission)
+
+    assert set(selection.records) == set(h.values())
+    assert selection.binaries == {h["app"], h["lib"], h["zlib"]}
+    for name in ("tool", "toollib", "cc"):
+        record = msgspec.json.decode(selection.records[h[name]].raw)
+        assert record == {**installs[h[name]], "in_buildcache": False}
+        assert selection.records[h[name]].in_buildcache is False
+    for name in ("app", "lib", "zlib"):  # binaries: upstream's bytes, unchanged
+        assert selection.records[h[name]] is index.installs[h[name]]

@@ -5,12 +5,14 @@ byte; only which records it holds differs. So each record stays raw JSON, and
 only what selecting and walking the dependency graph needs is decoded beside it:
 name, version, architecture, ``in_buildcache`` and each dependency's hash and
 types (``parameters.deptypes`` in databases v7 to v9, ``type`` in v6).
+:meth:`RawInstall.listing` is the one change a copy makes to a record: a spec it
+lists without holding its binary says ``in_buildcache: false``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 
@@ -80,6 +82,16 @@ class RawInstall:
     target: str
     in_buildcache: bool
     runtime_deps: tuple[str, ...]  # hashes of link and run dependencies
+    other_deps: tuple[str, ...] = ()  # hashes of every other dependency (build-only, test)
+
+    def listing(self) -> RawInstall:
+        """This record as a copy lists a spec whose binary it does not hold: upstream's
+        record with ``in_buildcache: false`` (unchanged when it already says so)."""
+        if not self.in_buildcache:
+            return self
+        record = msgspec.json.decode(self.raw)
+        record["in_buildcache"] = False
+        return replace(self, raw=msgspec.json.encode(record), in_buildcache=False)
 
     @property
     def manifest_path(self) -> str:
@@ -129,13 +141,11 @@ def parse_raw_index(data: bytes | memoryview, url: str | None = None) -> RawInde
         node = install.spec  # an unusable name is the copy's to leave out (mirrors/admit.py)
         arch = node.arch or _Arch()
         target = arch.target if isinstance(arch.target, str) else arch.target.name
-        deps = tuple(
-            d.hash
-            for d in node.dependencies
-            if RUNTIME_DEPTYPES.intersection(
-                d.parameters.deptypes if d.parameters is not None else d.type or ()
-            )
-        )
+        deps: list[str] = []
+        other: list[str] = []
+        for d in node.dependencies:
+            types = d.parameters.deptypes if d.parameters is not None else d.type or ()
+            (deps if RUNTIME_DEPTYPES.intersection(types) else other).append(d.hash)
         installs[spec_hash] = RawInstall(
             spec_hash,
             bytes(raw),
@@ -145,7 +155,8 @@ def parse_raw_index(data: bytes | memoryview, url: str | None = None) -> RawInde
             arch.platform_os,
             target,
             install.in_buildcache,
-            deps,
+            tuple(deps),
+            tuple(other),
         )
     return RawIndex(version, installs)
 

@@ -3,10 +3,13 @@
 Pure: from the upstream indexes of the copy's stacks and its filters to the
 install records its index will list. A binary the filters select brings every
 spec it depends on through ``link`` or ``run`` (``parameters.deptypes``),
-recursively; ``build``-only dependencies are left out. Records are upstream's,
-unchanged: a dependency upstream lists with ``in_buildcache: false`` (an
-external, or one never pushed) is listed so, and has no files to copy. Only
-specs an :class:`Admission` lets in are selected (see ``mirrors/admit.py``).
+recursively. Records are upstream's, unchanged: a dependency upstream lists
+with ``in_buildcache: false`` (an external, or one never pushed) is listed so,
+and has no files to copy. ``build``-only dependencies (and what they depend on)
+bring no binary: they are listed as Spack's own index lists them, upstream's
+record with ``in_buildcache: false``, so that every dependency hash the copy's
+index names has a record (Spack warns on each one that has none). Only specs an
+:class:`Admission` lets in are selected (see ``mirrors/admit.py``).
 """
 
 from __future__ import annotations
@@ -179,6 +182,7 @@ def _close(
         chosen = tuple(h for h in chosen if h not in admission.left)
     roots = {h: known[h][1] for h, r in records.items() if r.in_buildcache}
     stacks = {h: known[h][2] for h in roots}
+    _list_build_deps(records, known)
     return Selection(
         db_version,
         records,
@@ -189,3 +193,17 @@ def _close(
         chosen,
         wanted_missing,
     )
+
+
+def _list_build_deps(records: dict[str, RawInstall], known: _Known) -> None:
+    """Add to ``records`` every spec its records reach only through other than
+    link/run edges (build-only dependencies, recursively), as listings: upstream's
+    record with ``in_buildcache: false``. A hash no index lists stays unlisted."""
+    todo = [d for r in records.values() for d in r.other_deps if d not in records]
+    while todo:
+        spec_hash = todo.pop()
+        if spec_hash in records or spec_hash not in known:
+            continue
+        record = known[spec_hash][0].listing()
+        records[spec_hash] = record
+        todo.extend(d for d in (*record.runtime_deps, *record.other_deps) if d not in records)
