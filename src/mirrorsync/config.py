@@ -335,10 +335,18 @@ class MirrorCopy(_Strict):
     #: A spec left out (failed verification): fail keeps the last published state; skip
     #: publishes the rest.
     on_error: Literal["fail", "skip"] = "fail"
+    #: Permissions of the copy's files whatever the umask (octal); its directories
+    #: get x wherever a file has r (0644 -> 0755, 0640 -> 0750).
+    mode: str = "0644"
 
     @property
     def directory(self) -> Path:
         return Path(os.path.expanduser(self.path))
+
+    @property
+    def file_mode(self) -> int:
+        """``mode`` as a number (validated by ``parse_config``)."""
+        return int(self.mode, 8)
 
     @property
     def delete_after_seconds(self) -> float:
@@ -620,6 +628,13 @@ def _check_mirrors(config: Config) -> None:
                 path,
                 f"{key}.delete_after",
                 f"expected seconds or a duration such as 2d, 12h, 0, got {copy.delete_after!r}",
+            )
+        if not re.fullmatch(r"0?[0-7]{3}", copy.mode) or not int(copy.mode, 8) & 0o400:
+            raise ConfigError(
+                path,
+                f"{key}.mode",
+                f"expected file permissions in octal, readable by their owner, such as "
+                f'"0644" or "0640", got {copy.mode!r}',
             )
         if source.manifests == "none":
             raise ConfigError(

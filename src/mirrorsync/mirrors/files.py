@@ -5,6 +5,10 @@ Every file is written under a temporary name in its own directory
 directory is flushed after the rename. A name in place therefore always holds
 complete, checked content, even across SIGKILL or power loss. Temporary files
 left by a killed run are never referenced and are removed by the next run.
+
+Files and the directories made for them get the copy's :class:`Modes` whatever the
+process umask (the shipped unit runs with ``UMask=0077``): a copy exists to be read
+by a web server and by users, not only by the account that writes it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mirrorsync.errors import CopyError
@@ -24,6 +30,21 @@ INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
 KEY_INDEX_MANIFEST = "v3/manifests/key/keys.manifest.json"
 #: The parts of the directory a copy owns; anything else in it is left alone.
 OWNED = ("blobs", "v3")
+
+
+@dataclass(frozen=True, slots=True)
+class Modes:
+    """Permissions of a copy's files; its directories add x wherever a file has r."""
+
+    file: int = 0o644
+
+    @property
+    def directory(self) -> int:
+        return self.file | ((self.file & 0o444) >> 2)
+
+
+#: Readable by everyone, written by the owner only (``mode: "0644"``, the default).
+DEFAULT_MODES = Modes()
 
 
 def blob_relpath(algorithm: str, checksum: str) -> str:
@@ -42,11 +63,30 @@ def disk_error(path: Path, exc: OSError) -> CopyError:
     return CopyError(f"{path}: cannot write: {reason}")
 
 
-def make_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise disk_error(path.parent, exc) from None
+def make_dirs(directory: Path, modes: Modes = DEFAULT_MODES) -> None:
+    """Create ``directory`` and its missing parents, each with ``modes.directory``
+    whatever the umask (directories already there are left as they are)."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            continue  # made meanwhile (another worker of this run)
+        except OSError as exc:
+            raise disk_error(d, exc) from None
+        try:  # a set-group-ID bit inherited from the parent stays (a shared group)
+            os.chmod(d, modes.directory | (os.stat(d).st_mode & stat.S_ISGID))
+        except OSError as exc:
+            raise disk_error(d, exc) from None
+
+
+def make_parent(path: Path, modes: Modes = DEFAULT_MODES) -> None:
+    make_dirs(path.parent, modes)
 
 
 def fsync_file(path: Path) -> None:
@@ -70,9 +110,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def place(temp: Path, final: Path) -> None:
-    """Flush ``temp`` and rename it to ``final`` (atomic), then flush the directory."""
+def place(temp: Path, final: Path, modes: Modes = DEFAULT_MODES) -> None:
+    """Give ``temp`` its mode, flush it and rename it to ``final`` (atomic), then flush
+    the directory."""
     try:
+        os.chmod(temp, modes.file)
         fsync_file(temp)
         os.replace(temp, final)
         fsync_dir(final.parent)
@@ -81,9 +123,9 @@ def place(temp: Path, final: Path) -> None:
         raise disk_error(final, exc) from None
 
 
-def write_atomic(final: Path, data: bytes) -> None:
+def write_atomic(final: Path, data: bytes, modes: Modes = DEFAULT_MODES) -> None:
     """Replace ``final`` with ``data`` (temporary file, flush, rename, flush directory)."""
-    make_parent(final)
+    make_parent(final, modes)
     temp = temp_path(final)
     try:
         with temp.open("wb") as out:
@@ -91,7 +133,7 @@ def write_atomic(final: Path, data: bytes) -> None:
     except OSError as exc:
         remove_quietly(temp)
         raise disk_error(final, exc) from None
-    place(temp, final)
+    place(temp, final, modes)
 
 
 def read_if_present(path: Path) -> bytes | None:
@@ -121,7 +163,7 @@ def walk(root: Path) -> Iterator[tuple[str, Path]]:
     """(relative path, path) of every file under the parts of ``root`` a copy owns."""
     for part in OWNED:
         top = root / part
-        if not top.is_dir():
+        if top.is_symlink() or not top.is_dir():  # never followed out of the copy
             continue
         stack = [top]
         while stack:

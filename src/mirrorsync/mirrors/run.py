@@ -161,6 +161,7 @@ class _CopyJob:
         self.workdir = workdir
         self.copy = copy
         self.root = copy.directory
+        self.modes = files.Modes(copy.file_mode)
         self.dry_run = dry_run
         self.clock = clock
         self.outcome = MirrorOutcome(copy.name, "dry run" if dry_run else "unchanged")
@@ -230,10 +231,7 @@ class _CopyJob:
         )
         plan_key = _plan_key(copy, stacks, admission)
         if not self.dry_run:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise files.disk_error(self.root, exc) from None
+            files.make_dirs(self.root, self.modes)
             files.remove_temporaries(self.root)
         row = self.row
         current = published_checksum(self.root)
@@ -269,7 +267,9 @@ class _CopyJob:
             keys, selection = await self._signer_keys(source, stacks, roots, admission, selection)
         if admission.left and copy.on_error == "fail":
             await self._left_out(admission)  # fails now: nothing to download for nothing
-        copier = Copier(self.client, self.root, self.outcome.tally, dry_run=self.dry_run)
+        copier = Copier(
+            self.client, self.root, self.outcome.tally, dry_run=self.dry_run, modes=self.modes
+        )
         self.outcome.copied = copier.counts
         if current is not None and row is not None and current == row.index_checksum:
             # What the published state references was checked as it was written.
@@ -292,7 +292,7 @@ class _CopyJob:
             )
             return
         if current != index.checksum:
-            await anyio.to_thread.run_sync(publish, self.root, index)
+            await anyio.to_thread.run_sync(publish, self.root, index, self.modes)
         await self._settle(plan_key, selection)
 
     async def _left_out(self, admission: Admission) -> None:
