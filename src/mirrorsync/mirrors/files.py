@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import stat
@@ -143,6 +144,65 @@ def read_if_present(path: Path) -> bytes | None:
         return None
     except OSError as exc:
         raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def lstat(path: Path) -> os.stat_result:
+    """The file's own status (a symbolic link is not followed)."""
+    try:
+        return os.lstat(path)
+    except OSError as exc:
+        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def file_size(path: Path) -> int | None:
+    """The size of a regular file; None if absent or not a regular file (a link...)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _open_no_follow(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symbolic link, never followed
+        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def read_no_follow(path: Path) -> bytes | None:
+    """The file's bytes, None if absent; a symbolic link is refused (CopyError)."""
+    fd = _open_no_follow(path)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def sha256_no_follow(path: Path) -> str | None:
+    """The file's sha256 in hex, read in chunks; None if absent; links refused."""
+    fd = _open_no_follow(path)
+    if fd is None:
+        return None
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def symlink_in(root: Path, rel: str) -> str | None:
+    """The first directory of ``rel`` under ``root`` that is a symbolic link, if any."""
+    path = root
+    for part in rel.split("/")[:-1]:
+        path = path / part
+        if path.is_symlink():
+            return path.relative_to(root).as_posix()
+    return None
 
 
 def size_of(path: Path) -> int | None:

@@ -70,7 +70,9 @@ from mirrorsync.units import human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.mirror")
 
-MirrorStatus = Literal["published", "unchanged", "failed", "dry run", "skipped"]
+#: ``rebuilt``: the published state's index was gone from the disk (``rm -rf`` of the
+#: copy): its files were fetched again and the same state written back.
+MirrorStatus = Literal["published", "unchanged", "rebuilt", "failed", "dry run", "skipped"]
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -166,6 +168,7 @@ class _CopyJob:
         self.clock = clock
         self.outcome = MirrorOutcome(copy.name, "dry run" if dry_run else "unchanged")
         self.row: MirrorRow | None = None
+        self.rebuilding = False  # the published index was missing on disk
 
     def _now(self) -> str:
         return self.clock().astimezone(UTC).strftime(_TIME_FORMAT)
@@ -235,6 +238,20 @@ class _CopyJob:
             files.remove_temporaries(self.root)
         row = self.row
         current = published_checksum(self.root)
+        if (
+            current is not None
+            and files.size_of(self.root / blob_relpath("sha256", current)) is None
+        ):
+            current = None  # the index manifest names a blob that is gone: no index
+        if row is not None and row.version and current is None and not self.dry_run:
+            self.rebuilding = True
+            log.warning(
+                "mirror %s: the published index (version %d) is missing from %s; "
+                "rebuilding the copy",
+                copy.name,
+                row.version,
+                self.root,
+            )
         if (
             row is not None
             and row.plan_key == plan_key
@@ -430,6 +447,8 @@ class _CopyJob:
         )
         o = self.outcome
         o.status = "published" if recorded.event_id is not None else "unchanged"
+        if o.status == "unchanged" and self.rebuilding:
+            o.status = "rebuilt"
         o.version, o.added, o.removed = recorded.version, recorded.added, recorded.removed
         o.binaries, o.bytes = len(keep.binaries), keep.bytes
         orphans = await anyio.to_thread.run_sync(unreferenced, self.root, keep)
