@@ -16,7 +16,15 @@ import pytest
 
 from conftest import REPO, run_cli, write_config
 from mirrorsync.fixture.server import FixtureServer
-from test_mirrors import _check_copy, _config_text, _graph, _publish_upstream
+from mirrorsync.fixture.specs import Node
+from test_mirrors import (
+    _check_copy,
+    _config_text,
+    _copy_index,
+    _graph,
+    _manifest_records,
+    _publish_upstream,
+)
 
 
 @pytest.fixture
@@ -90,3 +98,161 @@ def test_mode_sets_the_files_and_directories_permissions(
     bad = write_config(tmp_path / "bad.yaml", _config_text(tmp_path, server, '    mode: "0999"'))
     checked = run_cli("-c", str(bad), "config", "check", cwd=tmp_path)
     assert checked.returncode == 2 and "mode" in checked.stderr, checked.stderr
+
+
+# -- verify --mirror --------------------------------------------------------------------
+
+
+def _made_copy(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> tuple[Path, dict[str, Node]]:
+    nodes = _graph()
+    _publish_upstream(docroot, nodes, None)
+    config = write_config(tmp_path / "c.yaml", _config_text(tmp_path, server, ""))
+    done = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return config, nodes
+
+
+def _manifest_rel(node: Node) -> str:
+    name, h = node["name"], node["hash"]
+    return f"v3/manifests/spec/{name}/{name}-1.0-{h}.spec.manifest.json"
+
+
+def _tarball_rel(copy: Path, node: Node) -> str:
+    (tarball,) = [
+        r
+        for r in _manifest_records((copy / _manifest_rel(node)).read_bytes())
+        if "install" in r["mediaType"]
+    ]
+    return f"blobs/sha256/{tarball['checksum'][:2]}/{tarball['checksum']}"
+
+
+def _verify(tmp_path: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("-c", str(config), "verify", "--mirror", "local", *extra, cwd=tmp_path)
+
+
+def test_verify_mirror_finds_each_damage_and_repair_restores_all(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config, nodes = _made_copy(tmp_path, docroot, server)
+    copy = tmp_path / "copy"
+    clean = _verify(tmp_path, config, "--checksums")
+    assert clean.returncode == 0 and clean.stdout == "", clean.stdout + clean.stderr
+    assert "0 problems" in clean.stderr
+
+    deleted = _tarball_rel(copy, nodes["zlib"])
+    (copy / deleted).unlink()
+    truncated = _tarball_rel(copy, nodes["python"])
+    data = (copy / truncated).read_bytes()
+    (copy / truncated).write_bytes(data[: len(data) // 2])
+    flipped = _tarball_rel(copy, nodes["cmake"])
+    flip = bytearray((copy / flipped).read_bytes())
+    flip[len(flip) // 2] ^= 0x01
+    (copy / flipped).write_bytes(bytes(flip))
+    manifest = _manifest_rel(nodes["py-numpy"])
+    (copy / manifest).unlink()
+    orphan = "v3/manifests/spec/stray/stray-1.0-" + "a" * 32 + ".spec.manifest.json"
+    (copy / orphan).parent.mkdir(parents=True, exist_ok=True)
+    (copy / orphan).write_bytes(b"not referenced")
+
+    quick = _verify(tmp_path, config)
+    assert quick.returncode == 1, quick.stderr
+    lines = quick.stdout.splitlines()
+    assert len(lines) == 4, lines  # a flipped byte needs --checksums
+    for rel, words in (
+        (deleted, "missing"),
+        (truncated, "bytes, its manifest says"),
+        (manifest, "missing"),
+        (orphan, "orphan"),
+    ):
+        (line,) = [x for x in lines if x.startswith(f"mirror local: {rel}: ")]
+        assert words in line, line
+    full = _verify(tmp_path, config, "--checksums")
+    assert full.returncode == 1
+    lines = full.stdout.splitlines()
+    assert len(lines) == 5, lines
+    (line,) = [x for x in lines if x.startswith(f"mirror local: {flipped}: ")]
+    assert "sha256 is" in line
+
+    server.reset_log()
+    repaired = _verify(tmp_path, config, "--checksums", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    said = repaired.stdout
+    for node in ("zlib", "python", "cmake", "py-numpy"):
+        assert f"repaired: {node}/{nodes[node]['hash'][:7]}: fetched again" in said, said
+    assert "repaired: removed 1 orphan" in said
+    assert "now 0 problems" in repaired.stderr
+    fetched = {r.path.rsplit("/", 1)[1] for r in server.requests if r.status == 200}
+    assert {deleted, truncated, flipped} <= {f"blobs/sha256/{h[:2]}/{h}" for h in fetched}
+    again = _verify(tmp_path, config, "--checksums")
+    assert again.returncode == 0 and again.stdout == "", again.stdout
+    assert not (copy / orphan).exists()
+    assert len(_check_copy(copy)) == 7
+
+
+def test_repair_says_what_upstream_no_longer_has(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config, nodes = _made_copy(tmp_path, docroot, server)
+    copy = tmp_path / "copy"
+    tarball = _tarball_rel(copy, nodes["hdf5"])
+    (copy / tarball).unlink()
+    (docroot / "develop" / tarball).unlink()  # pruned upstream since
+    (docroot / "develop" / _manifest_rel(nodes["hdf5"])).unlink()
+    (copy / _manifest_rel(nodes["hdf5"])).unlink()
+    done = _verify(tmp_path, config, "--repair")
+    assert done.returncode == 1
+    label = f"hdf5/{nodes['hdf5']['hash'][:7]}"
+    assert f"mirror local: {label}: not repairable: upstream no longer has it" in done.stdout, (
+        done.stdout
+    )
+    assert "still: " in done.stdout
+
+
+def test_a_symbolic_link_in_the_copy_is_reported_and_never_followed(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config, nodes = _made_copy(tmp_path, docroot, server)
+    copy = tmp_path / "copy"
+    rel = _tarball_rel(copy, nodes["zlib"])
+    outside = tmp_path / "outside"
+    outside.write_bytes((copy / rel).read_bytes())
+    (copy / rel).unlink()
+    (copy / rel).symlink_to(outside)
+    found = _verify(tmp_path, config, "--checksums")
+    assert found.returncode == 1
+    assert f"mirror local: {rel}: tarball of zlib/" in found.stdout
+    assert "not a regular file" in found.stdout
+    repaired = _verify(tmp_path, config, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert not (copy / rel).is_symlink() and outside.exists()
+
+
+def test_a_deleted_copy_is_a_problem_and_the_next_mirror_rebuilds_it(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config, _ = _made_copy(tmp_path, docroot, server)
+    copy = tmp_path / "copy"
+    before = _copy_index(copy)
+    ok = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout
+    shutil.rmtree(copy)
+    check = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
+    assert check.returncode == 1
+    assert check.stdout.splitlines() == [
+        f"mirror local: copy missing on disk: {copy}/v3/manifests/index/index.manifest.json"
+        " is gone (the next 'mirrorsync mirror' rebuilds it)"
+    ], check.stdout
+    as_json = run_cli("-c", str(config), "status", "--check", "--json", cwd=tmp_path)
+    assert '"kind": "copy_missing"' in as_json.stdout.replace('":"', '": "'), as_json.stdout
+    table = run_cli("-c", str(config), "status", cwd=tmp_path)
+    assert "missing on disk" in table.stdout
+    rebuilt = run_cli("-c", str(config), "mirror", "--json", cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert '"status": "rebuilt"' in rebuilt.stdout.replace('":"', '": "'), rebuilt.stdout
+    assert "rebuilding the copy" in rebuilt.stderr
+    assert _copy_index(copy) == before and len(_check_copy(copy)) == 7
+    assert run_cli("-c", str(config), "status", "--check", cwd=tmp_path).returncode == 0
+    again = run_cli("-c", str(config), "mirror", "--json", cwd=tmp_path)
+    assert '"status": "unchanged"' in again.stdout.replace('":"', '": "'), again.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from mirrorsync.config import Config, PagesSource
 from mirrorsync.errors import NoDatabaseError
@@ -44,6 +45,7 @@ KINDS = (
     "copy_never_published",
     "copy_failed",  # its last publish failed: it keeps its last published state
     "copy_left_out",  # a spec left out of the copy, and why
+    "copy_missing",  # its published index or layout is not on disk as published (rm -rf)
     "copy_stale",  # last checked longer ago than --max-age
     "webhook_disabled",  # the receiver answered 410 Gone
     "webhook_dead",  # deliveries that failed past the webhook's max_age
@@ -86,7 +88,7 @@ class StackHealth:
 @dataclass(frozen=True, slots=True)
 class CopyHealth:
     row: mirror_store.MirrorStatus
-    state: str  # ok | never published | failed | partial | stale | not in config
+    state: str  # ok | never published | failed | missing on disk | partial | stale | not in config
     left_out: tuple[LeftOut, ...]
     problems: tuple[Problem, ...]
 
@@ -176,6 +178,7 @@ async def read(
     copies = await mirror_store.statuses(store)
     hooks = await webhook_store.summaries(store)
     left_out = await mirror_store.left_out_by_copy(store)  # what each copy's last run refused
+    on_disk = await _copies_on_disk(store, config, copies)
     return assess(
         str(store.path),
         config,
@@ -188,7 +191,26 @@ async def read(
         max_age=max_age,
         max_pending_age=max_pending_age,
         whole=release is None and stack is None,
+        on_disk=on_disk,
     )
+
+
+async def _copies_on_disk(
+    store: Store, config: Config, copies: Sequence[mirror_store.MirrorStatus]
+) -> dict[str, str]:
+    """Copy name -> what is wrong with its published state on disk (a cheap check: the
+    index manifest, its blob's length, layout.json), for each configured, published copy."""
+    from mirrorsync.mirrors.check import disk_problem  # the copy machinery: only if copies
+
+    configured = {m.name for m in config.mirrors}
+    out: dict[str, str] = {}
+    for m in copies:
+        if m.name not in configured or not m.version:
+            continue
+        row = await mirror_store.find(store, m.name)
+        if row is not None and (problem := disk_problem(Path(m.path), row.index_checksum)):
+            out[m.name] = problem
+    return out
 
 
 def assess(
@@ -204,10 +226,12 @@ def assess(
     max_age: float | None,
     max_pending_age: float = DEFAULT_MAX_PENDING_AGE,
     whole: bool = True,
+    on_disk: Mapping[str, str] | None = None,
 ) -> Health:
     """The health of everything, from rows alone (no I/O). ``whole``: ``rows`` are
     every stack (not a ``--release``/``--stack`` selection), so a configured
-    source with none of them has never synced."""
+    source with none of them has never synced. ``on_disk``: copy name -> what is
+    wrong with its files (read by :func:`read`; absent: fine)."""
     policies = {
         s.name: ("none" if isinstance(s, PagesSource) else s.manifests) for s in config.sources
     }
@@ -216,7 +240,14 @@ def assess(
     stacks = tuple(_stack(r, manifests, policies, failing_sources, now, max_age) for r in rows)
     configured_copies = {m.name for m in config.mirrors}
     copy_states = tuple(
-        _copy(m, m.name in configured_copies, left_out.get(m.name, ()), now, max_age)
+        _copy(
+            m,
+            m.name in configured_copies,
+            left_out.get(m.name, ()),
+            now,
+            max_age,
+            (on_disk or {}).get(m.name),
+        )
         for m in copies
     )
     hook_states = tuple(_webhook(h, now, max_pending_age) for h in hooks)
@@ -346,6 +377,7 @@ def _copy(
     left_out: Iterable[LeftOut],
     now: datetime,
     max_age: float | None,
+    on_disk: str | None = None,
 ) -> CopyHealth:
     subject = f"mirror {m.name}"
     problems: list[Problem] = []
@@ -367,6 +399,9 @@ def _copy(
     elif not m.version:
         state = "never published"
         problem("copy_never_published", "never published")
+    if on_disk:
+        state = "missing on disk" if state == "ok" else state
+        problem("copy_missing", f"{on_disk} (the next 'mirrorsync mirror' rebuilds it)")
     for spec in left:
         problem("copy_left_out", f"left out {spec.name}/{spec.hash[:7]}: {spec.reason}")
     if left and state == "ok":

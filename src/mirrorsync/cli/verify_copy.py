@@ -85,7 +85,7 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
             _summary(copy.name, summary, started)
             return EXIT_PARTIAL if found.findings else EXIT_OK
         with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
-            done = await repair(config, store, copy, row, found, Path(tmp))
+            done = await repair(config, store, copy, row, found, Path(tmp), check)
         for line in done.done:
             print(f"mirror {copy.name}: repaired: {line}")
         for line in done.unrepairable:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -121,7 +122,9 @@ class CopyCheck:
     db_version: str = ""
     records: dict[str, RawInstall] = field(default_factory=dict)  # binaries, by hash
     damaged: set[str] = field(default_factory=set)  # binaries with a file missing or bad
-    signed: bool = False  # a spec manifest is clear-signed: the copy needs its key files
+    #: A spec manifest is missing or bad: the blobs it names are unknown, so no blob is
+    #: called an orphan (a repair judges them once the manifest is back).
+    unsure: bool = False
 
     @property
     def orphans(self) -> list[str]:
@@ -249,8 +252,8 @@ def check_copy(
             rel = install.manifest_path
             data = read(rel, install.hash, f"spec manifest of {label}")
             if data is None:
+                out.unsure = True
                 continue
-            out.signed = out.signed or data.startswith(b"-----BEGIN PGP SIGNED MESSAGE-----")
             if checksums and hashlib.sha256(data).hexdigest() not in manifest_sha256.get(
                 install.hash, set()
             ):
@@ -260,11 +263,13 @@ def check_copy(
                     f"spec manifest of {label} is not the one the sync verified",
                     install.hash,
                 )
+                out.unsure = True
                 continue
             try:
                 _, _, spec_manifest = spec_manifest_records(data, rel)
             except FormatError as exc:
                 find("unreadable", rel, f"spec manifest of {label} unreadable: {exc}", install.hash)
+                out.unsure = True
                 continue
             for r in spec_manifest.data:
                 kind = "tarball" if "install" in r.media_type else "spec blob"
@@ -303,13 +308,13 @@ def check_copy(
                             )
         except FormatError as exc:
             find("unreadable", KEY_INDEX_MANIFEST, f"key files unreadable: {exc}", None)
-    if keys is None and out.signed:
-        regular(KEY_INDEX_MANIFEST, None, "key index manifest (its manifests are signed)")
     gone = set(due({r: s for r, s in pending.items() if r in on_disk}, now, delete_after))
     for rel in sorted(on_disk.keys() - referenced):
         if rel in pending and rel not in gone:
             out.waiting += 1
             continue
+        if out.unsure and rel.startswith("blobs/"):
+            continue  # perhaps a blob of a manifest that is missing: judged once it is back
         why = (
             f"unreferenced since {pending[rel]}, delete_after passed"
             if rel in pending
@@ -337,6 +342,7 @@ async def repair(
     row: MirrorRow,
     found: CopyCheck,
     workdir: Path,
+    recheck: Callable[[], Awaitable[CopyCheck]],
 ) -> Repair:
     """Fetch again what ``found`` says is missing or damaged, through the copy's own
     path (Copier under the crawl's Admission), and delete its orphans."""
@@ -418,8 +424,9 @@ async def repair(
                 + (f" and {len(keys) - 1} more key files" if len(keys) > 1 else "")
                 + f": not repaired here; 'mirrorsync mirror --name {copy.name}' writes the key files again"
             )
-    if found.orphans:
-        out.removed = await anyio.to_thread.run_sync(delete, root, found.orphans)
-        await store_mirrors.forget_orphans(store, row.id, found.orphans)
+    orphans = (await recheck()).orphans if found.unsure else found.orphans
+    if orphans:
+        out.removed = await anyio.to_thread.run_sync(delete, root, orphans)
+        await store_mirrors.forget_orphans(store, row.id, orphans)
         out.done.append(f"removed {plural(out.removed, 'orphan')}")
     return out
