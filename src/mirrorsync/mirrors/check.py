@@ -35,7 +35,7 @@ from pathlib import Path
 import anyio
 
 from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
-from mirrorsync.errors import CopyError, FormatError, MirrorsyncError
+from mirrorsync.errors import CopyError, FormatError, MirrorsyncError, NotFoundError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.manifest import (
     DB_MEDIA_PREFIX,
@@ -398,7 +398,15 @@ async def repair(
             try:
                 await copier.spec(record, roots[fine[0]], admission, fine[0])
             except SpecRefused as exc:
-                out.unrepairable.append(f"{label}: not repairable: {exc.reason}")
+                why = exc.reason
+                if why.startswith("blob missing"):
+                    why = f"upstream no longer has it ({why})"
+                out.unrepairable.append(f"{label}: not repairable: {why}")
+                continue
+            except NotFoundError as exc:
+                out.unrepairable.append(
+                    f"{label}: not repairable: upstream no longer has it ({exc})"
+                )
                 continue
             except MirrorsyncError as exc:
                 out.unrepairable.append(f"{label}: not repaired: {exc}")
