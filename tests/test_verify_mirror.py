@@ -3,6 +3,7 @@ readable by those who serve it whatever the umask of the process that wrote it."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, write_config
+from conftest import REPO, json_lines, run_cli, write_config
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node
 from test_mirrors import (
+    INDEX_MANIFEST,
     _check_copy,
     _config_text,
     _copy_index,
@@ -132,6 +134,7 @@ def _verify(tmp_path: Path, config: Path, *extra: str) -> subprocess.CompletedPr
     return run_cli("-c", str(config), "verify", "--mirror", "local", *extra, cwd=tmp_path)
 
 
+@pytest.mark.usefixtures("backend")
 def test_verify_mirror_finds_each_damage_and_repair_restores_all(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
@@ -256,3 +259,34 @@ def test_a_deleted_copy_is_a_problem_and_the_next_mirror_rebuilds_it(
     assert run_cli("-c", str(config), "status", "--check", cwd=tmp_path).returncode == 0
     again = run_cli("-c", str(config), "mirror", "--json", cwd=tmp_path)
     assert '"status": "unchanged"' in again.stdout.replace('":"', '": "'), again.stdout
+
+
+def test_repair_rebuilds_a_copy_whose_index_is_gone(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    config, _ = _made_copy(tmp_path, docroot, server)
+    copy = tmp_path / "copy"
+    before = _copy_index(copy)
+    manifest = json.loads((copy / INDEX_MANIFEST).read_bytes())
+    checksum = manifest["data"][0]["checksum"]
+    index_blob = f"blobs/sha256/{checksum[:2]}/{checksum}"
+    (copy / index_blob).unlink()
+    found = _verify(tmp_path, config, "--json")
+    assert found.returncode == 1
+    assert json_lines(found.stdout) == [
+        {
+            "mirror": "local",
+            "path": index_blob,
+            "kind": "missing",
+            "spec": None,
+            "problem": "index blob missing",
+        }
+    ]
+    check = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
+    assert check.returncode == 1 and "copy missing on disk: its index blob" in check.stdout
+    repaired = _verify(tmp_path, config, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "repaired: the published index was gone: rebuilt the copy" in repaired.stdout
+    assert "(rebuilt, version 1)" in repaired.stdout
+    assert _copy_index(copy) == before
+    assert _verify(tmp_path, config, "--checksums").returncode == 0

@@ -308,6 +308,8 @@ def check_copy(
                             )
         except FormatError as exc:
             find("unreadable", KEY_INDEX_MANIFEST, f"key files unreadable: {exc}", None)
+    if out.index is None:  # nothing says what the copy references: no file is an orphan
+        return out
     gone = set(due({r: s for r, s in pending.items() if r in on_disk}, now, delete_after))
     for rel in sorted(on_disk.keys() - referenced):
         if rel in pending and rel not in gone:
