@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO, json_lines, run_cli, write_config
 from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.signing import fingerprints, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import Node
 from test_mirrors import (
     INDEX_MANIFEST,
@@ -290,3 +291,41 @@ def test_repair_rebuilds_a_copy_whose_index_is_gone(
     assert "(rebuilt, version 1)" in repaired.stdout
     assert _copy_index(copy) == before
     assert _verify(tmp_path, config, "--checksums").returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
+def test_repair_writes_the_key_files_again(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    home = tmp_path / "gnupg"
+    make_signing_key(home)
+    try:
+        _publish_upstream(docroot, _graph(), home)
+        (fingerprint,) = fingerprints(home)
+    finally:
+        stop_agent(home)
+    text = _config_text(
+        tmp_path,
+        server,
+        "",
+        f"    verify_signatures: true\n    trusted_keys: [{fingerprint}]",
+    )
+    config = write_config(tmp_path / "c.yaml", text)
+    done = run_cli("-c", str(config), "once", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    copy = tmp_path / "copy"
+    key_index = copy / "v3/manifests/key/keys.manifest.json"
+    key_manifest = copy / f"v3/manifests/key/{fingerprint}.key.manifest.json"
+    written = key_index.read_bytes(), key_manifest.read_bytes()
+    key_index.unlink()
+    found = _verify(tmp_path, config)
+    assert found.returncode == 1
+    assert found.stdout.splitlines() == [
+        "mirror local: v3/manifests/key/keys.manifest.json: key index manifest missing"
+    ]
+    repaired = _verify(tmp_path, config, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "repaired: key files written again by the copy run (unchanged, version 1)" in (
+        repaired.stdout
+    )
+    assert (key_index.read_bytes(), key_manifest.read_bytes()) == written

@@ -70,6 +70,9 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
                     now=datetime.now(UTC),
                     delete_after=copy.delete_after_seconds,
                     checksums=args.checksums,
+                    keys_expected=bool(
+                        getattr(config.source(copy.source), "verify_signatures", False)
+                    ),
                 )
             )
 

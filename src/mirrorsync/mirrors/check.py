@@ -140,12 +140,15 @@ def check_copy(
     now: datetime,
     delete_after: float,
     checksums: bool,
+    keys_expected: bool = False,
 ) -> CopyCheck:
     """Every file of the copy's published state (``index_checksum``) against the disk.
 
     ``manifest_sha256``: spec hash -> the sha256 the crawl recorded for its manifest
     (with ``checksums``, a manifest must be one of them). ``pending``: the
     unreferenced files the copy's runs saw, and since when (``delete_after``).
+    ``keys_expected``: the copy's source verifies signatures, so a copy with binaries
+    has a key index.
     """
     out = CopyCheck()
     on_disk: dict[str, os.stat_result] = {}
@@ -282,9 +285,11 @@ def check_copy(
                 )
     keys = (
         read(KEY_INDEX_MANIFEST, None, "key index manifest")
-        if KEY_INDEX_MANIFEST in on_disk
+        if KEY_INDEX_MANIFEST in on_disk or (keys_expected and out.records)
         else None
     )
+    if keys is None and KEY_INDEX_MANIFEST in referenced:
+        out.unsure = True  # the key files it names are unknown
     if keys is not None:
         try:
             for r in parse_manifest(keys, KEY_INDEX_MANIFEST, "key index manifest").data:
@@ -315,7 +320,7 @@ def check_copy(
         if rel in pending and rel not in gone:
             out.waiting += 1
             continue
-        if out.unsure and rel.startswith("blobs/"):
+        if out.unsure and rel.startswith(("blobs/", "v3/manifests/key/")):
             continue  # perhaps a blob of a manifest that is missing: judged once it is back
         why = (
             f"unreferenced since {pending[rel]}, delete_after passed"
@@ -428,11 +433,14 @@ async def repair(
             await anyio.to_thread.run_sync(publish, root, index, modes)
             out.done.append(f"{INDEX_MANIFEST}: written again for the published index")
         keys = sorted(p for p in bad if p not in (LAYOUT, INDEX_MANIFEST))
-        if keys:
-            out.unrepairable.append(
-                f"{keys[0]}"
-                + (f" and {len(keys) - 1} more key files" if len(keys) > 1 else "")
-                + f": not repaired here; 'mirrorsync mirror --name {copy.name}' writes the key files again"
+    if keys:  # written by the copy run from the trusted keys, every file checked again
+        [outcome] = await run_mirrors(config, store, workdir, only=copy.name, full=True)
+        if outcome.error:
+            out.unrepairable.append(f"{keys[0]}: not repaired: {outcome.error}")
+        else:
+            out.done.append(
+                f"key files written again by the copy run ({outcome.status}, "
+                f"version {outcome.version})"
             )
     orphans = (await recheck()).orphans if found.unsure else found.orphans
     if orphans:

@@ -112,6 +112,7 @@ async def run_mirrors(
     only: str | None = None,
     only_source: str | None = None,
     dry_run: bool = False,
+    full: bool = False,
     throttle: Throttle | None = None,
     stats: Tally | None = None,
     clock: Callable[[], datetime] = _utc,
@@ -119,7 +120,9 @@ async def run_mirrors(
     """Update each configured copy (``only``: that one; ``only_source``: those of a source).
 
     Never raises for one copy's failure: it is in its outcome. ``clock`` gives
-    the current time (UTC), which decides what ``delete_after`` lets go.
+    the current time (UTC), which decides what ``delete_after`` lets go. ``full``:
+    plan and check the copy even if its published state follows from the synced one
+    (``verify --mirror --repair``: key files written again).
     """
     copies = [config.mirror(only)] if only else list(config.mirrors)
     if only_source:
@@ -139,6 +142,7 @@ async def run_mirrors(
                     http, verify=not insecure, throttle=throttle, stats=stats
                 )
             job = _CopyJob(config, store, client, workdir, copy, dry_run, clock)
+            job.full = full
             outcomes.append(await job.run())
     finally:
         for client in clients.values():
@@ -169,6 +173,7 @@ class _CopyJob:
         self.outcome = MirrorOutcome(copy.name, "dry run" if dry_run else "unchanged")
         self.row: MirrorRow | None = None
         self.rebuilding = False  # the published index was missing on disk
+        self.full = False  # never "unchanged" without planning and checking
 
     def _now(self) -> str:
         return self.clock().astimezone(UTC).strftime(_TIME_FORMAT)
@@ -253,7 +258,8 @@ class _CopyJob:
                 self.root,
             )
         if (
-            row is not None
+            not self.full
+            and row is not None
             and row.plan_key == plan_key
             and row.index_checksum is not None
             and current == row.index_checksum
