@@ -98,6 +98,23 @@ def test_mode_sets_the_files_and_directories_permissions(
     assert done.returncode == 0, done.stderr
     file_modes, dir_modes = _modes(tmp_path / "copy")
     assert file_modes == {0o640} and dir_modes == {0o750}, (file_modes, dir_modes)
+    # A copy written before (0600 under UMask=0077): verify says so, --repair fixes it.
+    copy = tmp_path / "copy"
+    blob = next(p for p in (copy / "blobs").rglob("*") if p.is_file())
+    blob.chmod(0o600)
+    blob.parent.chmod(0o700)
+    found = run_cli("-c", str(config), "verify", "--mirror", "local", cwd=tmp_path)
+    assert found.returncode == 1
+    rel = blob.relative_to(copy).as_posix()
+    assert found.stdout.splitlines() == [
+        f"mirror local: {blob.parent.relative_to(copy).as_posix()}: directory mode 0700, "
+        "the copy's is 0750",
+        f"mirror local: {rel}: mode 0600, the copy's mode is 0640",
+    ]
+    fixed = run_cli("-c", str(config), "verify", "--mirror", "local", "--repair", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "repaired: permissions set on 2 files or directories" in fixed.stdout
+    assert _modes(copy) == ({0o640}, {0o750})
     bad = write_config(tmp_path / "bad.yaml", _config_text(tmp_path, server, '    mode: "0999"'))
     checked = run_cli("-c", str(bad), "config", "check", cwd=tmp_path)
     assert checked.returncode == 2 and "mode" in checked.stderr, checked.stderr

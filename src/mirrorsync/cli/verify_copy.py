@@ -18,6 +18,7 @@ from mirrorsync.config import Config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from mirrorsync.lock import hold
 from mirrorsync.mirrors.check import CopyCheck, Finding, check_copy, repair
+from mirrorsync.mirrors.files import Modes
 from mirrorsync.store import Store
 from mirrorsync.store import mirrors as store_mirrors
 
@@ -70,6 +71,7 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
                     now=datetime.now(UTC),
                     delete_after=copy.delete_after_seconds,
                     checksums=args.checksums,
+                    modes=Modes(copy.file_mode),
                     keys_expected=bool(
                         getattr(config.source(copy.source), "verify_signatures", False)
                     ),

@@ -101,7 +101,7 @@ def disk_problem(root: Path, index_checksum: str | None) -> str | None:
 class Finding:
     """One thing wrong in a copy: a file of its published state, or a file too many."""
 
-    kind: str  # missing | size | digest | unreadable | not a file | orphan
+    kind: str  # missing | size | digest | unreadable | not a file | orphan | mode
     path: str  # relative to the copy
     what: str
     spec: str | None = None  # the binary whose file it is (hash); None: index, keys, layout
@@ -141,6 +141,7 @@ def check_copy(
     delete_after: float,
     checksums: bool,
     keys_expected: bool = False,
+    modes: files.Modes | None = None,
 ) -> CopyCheck:
     """Every file of the copy's published state (``index_checksum``) against the disk.
 
@@ -148,7 +149,7 @@ def check_copy(
     (with ``checksums``, a manifest must be one of them). ``pending``: the
     unreferenced files the copy's runs saw, and since when (``delete_after``).
     ``keys_expected``: the copy's source verifies signatures, so a copy with binaries
-    has a key index.
+    has a key index. ``modes``: the permissions each file and directory must have.
     """
     out = CopyCheck()
     on_disk: dict[str, os.stat_result] = {}
@@ -157,6 +158,18 @@ def check_copy(
             on_disk[rel] = files.lstat(path)
     referenced: set[str] = set()
     seen: dict[str, bool] = {}  # rel -> fine
+    if modes is not None:  # directories made by mirrorsync: readable and searchable
+        for rel in sorted({p for r in on_disk for p in _parents(r)}):
+            st = files.lstat(root / rel)
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o777 != modes.directory:
+                out.findings.append(
+                    Finding(
+                        "mode",
+                        rel,
+                        f"directory mode {st.st_mode & 0o777:04o}, the copy's is "
+                        f"{modes.directory:04o}",
+                    )
+                )
 
     def find(kind: str, rel: str, what: str, spec: str | None) -> None:
         out.findings.append(Finding(kind, rel, what, spec))
@@ -180,6 +193,13 @@ def check_copy(
             return None
         out.files += 1
         out.size += st.st_size
+        if modes is not None and st.st_mode & 0o777 != modes.file:
+            find(
+                "mode",
+                rel,
+                f"mode {st.st_mode & 0o777:04o}, the copy's mode is {modes.file:04o}",
+                None,
+            )
         return st
 
     def read(rel: str, spec: str | None, what: str) -> bytes | None:
@@ -331,6 +351,11 @@ def check_copy(
     return out
 
 
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 @dataclass
 class Repair:
     """What :func:`repair` did (one line each) and what it could not do."""
@@ -356,6 +381,17 @@ async def repair(
     root = copy.directory
     modes = files.Modes(copy.file_mode)
     out = Repair()
+    chmod = [f.path for f in found.findings if f.kind == "mode"]
+    for rel in chmod:  # a regular file or directory (checked), never a link
+        path = root / rel
+        try:
+            os.chmod(path, modes.directory if path.is_dir() else modes.file)
+        except OSError as exc:
+            raise files.disk_error(path, exc) from None
+    if chmod:
+        out.done.append(
+            f"permissions set on {plural(len(chmod), 'file or directory', 'files or directories')}"
+        )
     for f in found.findings:  # damaged files go first: the copier then sees them missing
         if f.kind in ("size", "digest", "unreadable", "not a file") and f.path != INDEX_MANIFEST:
             files.remove_quietly(root / f.path)
