@@ -248,6 +248,18 @@ def test_a_symbolic_link_in_the_copy_is_reported_and_never_followed(
     repaired = _verify(tmp_path, config, "--repair")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert not (copy / rel).is_symlink() and outside.exists()
+    # A linked directory: what is under it is missing, the link is never entered.
+    shard = (copy / rel).parent
+    elsewhere = tmp_path / "elsewhere"
+    shard.rename(elsewhere)
+    shard.symlink_to(elsewhere, target_is_directory=True)
+    found = _verify(tmp_path, config)
+    assert found.returncode == 1
+    assert "is a symbolic link" in found.stdout, found.stdout
+    repaired = _verify(tmp_path, config, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert shard.is_dir() and not shard.is_symlink() and elsewhere.is_dir()
+    assert len(_check_copy(copy)) == 7
 
 
 def test_a_deleted_copy_is_a_problem_and_the_next_mirror_rebuilds_it(

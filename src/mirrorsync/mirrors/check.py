@@ -381,6 +381,7 @@ async def repair(
     root = copy.directory
     modes = files.Modes(copy.file_mode)
     out = Repair()
+    links_removed = False
     chmod = [f.path for f in found.findings if f.kind == "mode"]
     for rel in chmod:  # a regular file or directory (checked), never a link
         path = root / rel
@@ -398,6 +399,7 @@ async def repair(
         link = files.symlink_in(root, f.path) if f.kind == "missing" else None
         if link is not None:
             files.remove_quietly(root / link)  # the link itself, never what it points to
+            links_removed = True
     if found.index is None:  # the published index itself is gone: nothing names the files
         [outcome] = await run_mirrors(config, store, workdir, only=copy.name)
         if outcome.error:
@@ -478,7 +480,8 @@ async def repair(
                 f"key files written again by the copy run ({outcome.status}, "
                 f"version {outcome.version})"
             )
-    orphans = (await recheck()).orphans if found.unsure else found.orphans
+    # Judged again when blobs were unknown, or a linked directory became a real one.
+    orphans = (await recheck()).orphans if found.unsure or links_removed else found.orphans
     if orphans:
         out.removed = await anyio.to_thread.run_sync(delete, root, orphans)
         await store_mirrors.forget_orphans(store, row.id, orphans)
