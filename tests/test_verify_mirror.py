@@ -113,7 +113,9 @@ def test_mode_sets_the_files_and_directories_permissions(
     ]
     fixed = run_cli("-c", str(config), "verify", "--mirror", "local", "--repair", cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert "repaired: permissions set on 2 files or directories" in fixed.stdout
+    assert fixed.stdout.splitlines()[2:] == [
+        "mirror local: repaired: permissions set on 2 files or directories"
+    ], fixed.stdout  # and nothing else: no file fetched again
     assert _modes(copy) == ({0o640}, {0o750})
     bad = write_config(tmp_path / "bad.yaml", _config_text(tmp_path, server, '    mode: "0999"'))
     checked = run_cli("-c", str(bad), "config", "check", cwd=tmp_path)

@@ -457,7 +457,9 @@ async def repair(
                 out.unrepairable.append(f"{label}: not repaired: {exc}")
                 continue
             out.done.append(f"{label}: fetched again, checked")
-        bad = {f.path for f in found.findings if f.kind != "orphan" and f.spec is None}
+        bad = {
+            f.path for f in found.findings if f.kind not in ("orphan", "mode") and f.spec is None
+        }
         if LAYOUT in bad and stacks:
             await copier.layout(roots[stacks[0].id])
             out.done.append(f"{LAYOUT}: fetched again")
