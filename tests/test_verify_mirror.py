@@ -360,3 +360,42 @@ def test_repair_writes_the_key_files_again(
         repaired.stdout
     )
     assert (key_index.read_bytes(), key_manifest.read_bytes()) == written
+
+
+def test_the_health_model_reads_a_copy_missing_on_disk_from_facts(
+    tmp_path: Path, server: FixtureServer
+) -> None:
+    """assess() does no I/O: what read() found on disk is handed to it."""
+    from datetime import UTC, datetime
+
+    from mirrorsync import health
+    from mirrorsync.config import parse_config
+    from mirrorsync.store.mirrors import MirrorStatus
+
+    config = parse_config(_config_text(tmp_path, server, ""), str(tmp_path / "c.yaml"))
+    at = "2026-12-01T00:00:00.000000Z"
+    copy = MirrorStatus("local", "/srv/copy", "test", "develop", 2, 5, 100, at, at, None)
+    now = datetime(2026, 12, 1, 1, tzinfo=UTC)
+    fine = health.assess("db", config, now, [], {}, [copy], {}, [], max_age=None, whole=False)
+    assert fine.healthy and fine.copies[0].state == "ok"
+    gone = health.assess(
+        "db",
+        config,
+        now,
+        [],
+        {},
+        [copy],
+        {},
+        [],
+        max_age=None,
+        whole=False,
+        on_disk={"local": "copy missing on disk: /srv/copy/v3/layout.json is gone"},
+    )
+    assert [(p.kind, p.line) for p in gone.problems] == [
+        (
+            "copy_missing",
+            "mirror local: copy missing on disk: /srv/copy/v3/layout.json is gone"
+            " (the next 'mirrorsync mirror' rebuilds it)",
+        )
+    ]
+    assert gone.copies[0].state == "missing on disk" and gone.counts()["copy_missing"] == 1
