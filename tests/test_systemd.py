@@ -151,3 +151,24 @@ def test_exposure_check_rejects_an_unsandboxed_service(tmp_path: Path) -> None:
     )
     service.write_text(f"[Service]\nType=oneshot\n{exec_start}\n")
     assert exposure(service) > MAX_EXPOSURE
+
+
+def test_the_copy_path_drop_in_verifies_and_makes_a_copy_writable(tmp_path: Path) -> None:
+    """systemd/copy-path.conf is a valid drop-in naming a copy's path writable."""
+    drop_in = (UNITS / "copy-path.conf").read_text()
+    settings = unit_settings(UNITS / "copy-path.conf")
+    assert settings["ReadWritePaths"] == ["/srv/spack-cache"]
+    assert "useradd --system --user-group" in drop_in and "mirrorsync" in drop_in
+    assert "copy-path.conf" in (UNITS / "mirrorsync.service").read_text()
+    service, timer = unit_copies(tmp_path)
+    copy = tmp_path / "srv-spack-cache"
+    copy.mkdir()
+    (tmp_path / "mirrorsync.service.d").mkdir()
+    installed = tmp_path / "mirrorsync.service.d" / "copy-path.conf"
+    installed.write_text(drop_in.replace("/srv/spack-cache", str(copy)))
+    done = verify(service, timer)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == "", done.stdout + done.stderr
+    # The control: the drop-in is read (a misspelt key in it is reported).
+    installed.write_text(installed.read_text().replace("ReadWritePaths", "ReadWritePathz"))
+    assert "ReadWritePathz" in verify(service, timer).stderr

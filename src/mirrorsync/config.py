@@ -343,10 +343,18 @@ class MirrorCopy(_Strict):
     #: What stays after upstream deletes it: upstream (after delete_after), selected
     #: (while environments/hashes name it) or a duration after it left upstream (90d).
     keep: str = "upstream"
+    #: Permissions of the copy's files whatever the umask (octal); its directories
+    #: get x wherever a file has r (0644 -> 0755, 0640 -> 0750).
+    mode: str = "0644"
 
     @property
     def directory(self) -> Path:
         return Path(os.path.expanduser(self.path))
+
+    @property
+    def file_mode(self) -> int:
+        """``mode`` as a number (validated by ``parse_config``)."""
+        return int(self.mode, 8)
 
     @property
     def delete_after_seconds(self) -> float:
@@ -715,6 +723,13 @@ def _check_mirrors(config: Config) -> None:
                 path,
                 f"{key}.delete_after",
                 f"expected seconds or a duration such as 2d, 12h, 0, got {copy.delete_after!r}",
+            )
+        if not re.fullmatch(r"0?[0-7]{3}", copy.mode) or not int(copy.mode, 8) & 0o400:
+            raise ConfigError(
+                path,
+                f"{key}.mode",
+                f"expected file permissions in octal, readable by their owner, such as "
+                f'"0644" or "0640", got {copy.mode!r}',
             )
         if source.manifests == "none":
             raise ConfigError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from mirrorsync.config import Config, PagesSource
 from mirrorsync.errors import NoDatabaseError
@@ -45,6 +46,7 @@ KINDS = (
     "copy_failed",  # its last publish failed: it keeps its last published state
     "copy_left_out",  # a spec left out of the copy, and why
     "copy_wanted_missing",  # its environments or hashes name a spec no synced stack holds
+    "copy_missing",  # its published index or layout is not on disk as published (rm -rf)
     "copy_stale",  # last checked longer ago than --max-age
     "webhook_disabled",  # the receiver answered 410 Gone
     "webhook_dead",  # deliveries that failed past the webhook's max_age
@@ -87,7 +89,7 @@ class StackHealth:
 @dataclass(frozen=True, slots=True)
 class CopyHealth:
     row: mirror_store.MirrorStatus
-    state: str  # ok | never published | failed | partial | stale | not in config
+    state: str  # ok | never published | failed | missing on disk | partial | stale | not in config
     left_out: tuple[LeftOut, ...]
     problems: tuple[Problem, ...]
     kept: tuple[mirror_store.Kept, ...] = ()  # held although upstream deleted them (keep:)
@@ -180,6 +182,7 @@ async def read(
     left_out = await mirror_store.left_out_by_copy(store)  # what each copy's last run refused
     kept = await mirror_store.kept_by_copy(store)
     wanted_missing = await mirror_store.wanted_missing_by_copy(store)
+    on_disk = await _copies_on_disk(store, config, copies)
     return assess(
         str(store.path),
         config,
@@ -194,7 +197,26 @@ async def read(
         whole=release is None and stack is None,
         kept=kept,
         wanted_missing=wanted_missing,
+        on_disk=on_disk,
     )
+
+
+async def _copies_on_disk(
+    store: Store, config: Config, copies: Sequence[mirror_store.MirrorStatus]
+) -> dict[str, str]:
+    """Copy name -> what is wrong with its published state on disk (a cheap check: the
+    index manifest, its blob's length, layout.json), for each configured, published copy."""
+    from mirrorsync.mirrors.check import disk_problem  # the copy machinery: only if copies
+
+    configured = {m.name for m in config.mirrors}
+    out: dict[str, str] = {}
+    for m in copies:
+        if m.name not in configured or not m.version:
+            continue
+        row = await mirror_store.find(store, m.name)
+        if row is not None and (problem := disk_problem(Path(m.path), row.index_checksum)):
+            out[m.name] = problem
+    return out
 
 
 def assess(
@@ -212,10 +234,12 @@ def assess(
     whole: bool = True,
     kept: Mapping[str, Sequence[mirror_store.Kept]] | None = None,
     wanted_missing: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    on_disk: Mapping[str, str] | None = None,
 ) -> Health:
     """The health of everything, from rows alone (no I/O). ``whole``: ``rows`` are
     every stack (not a ``--release``/``--stack`` selection), so a configured
-    source with none of them has never synced."""
+    source with none of them has never synced. ``on_disk``: copy name -> what is
+    wrong with its files (read by :func:`read`; absent: fine)."""
     policies = {
         s.name: ("none" if isinstance(s, PagesSource) else s.manifests) for s in config.sources
     }
@@ -232,6 +256,7 @@ def assess(
             max_age,
             (kept or {}).get(m.name, ()),
             (wanted_missing or {}).get(m.name, ()),
+            (on_disk or {}).get(m.name),
         )
         for m in copies
     )
@@ -372,6 +397,7 @@ def _copy(
     max_age: float | None,
     kept: Iterable[mirror_store.Kept] = (),
     wanted_missing: Iterable[tuple[str, str]] = (),
+    on_disk: str | None = None,
 ) -> CopyHealth:
     subject = f"mirror {m.name}"
     problems: list[Problem] = []
@@ -393,6 +419,9 @@ def _copy(
     elif not m.version:
         state = "never published"
         problem("copy_never_published", "never published")
+    if on_disk:
+        state = "missing on disk" if state == "ok" else state
+        problem("copy_missing", f"{on_disk} (the next 'mirrorsync mirror' rebuilds it)")
     for spec in left:
         problem("copy_left_out", f"left out {spec.name}/{spec.hash[:7]}: {spec.reason}")
     for spec_hash, name in wanted_missing:  # an environment needs what upstream lacks

@@ -767,6 +767,10 @@ async def webhooks(args: argparse.Namespace) -> int:
 
 async def verify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.mirror or args.repair:  # a local copy on disk (cli/verify_copy.py)
+        from mirrorsync.cli.verify_copy import verify_copy
+
+        return await verify_copy(args, config)
     _require_database(config)
     from mirrorsync.cli.verify_output import VerifyOutput  # rich: only for this command
     from mirrorsync.verify import verify as verify_mirror

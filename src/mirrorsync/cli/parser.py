@@ -375,6 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--checksums", action="store_true", help="download every blob and check its digest"
     )
+    verify.add_argument(
+        "--mirror",
+        metavar="NAME",
+        help="check this local copy (config mirrors:) on disk instead: every file of its "
+        "published state, and the files it does not reference",
+    )
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --mirror: fetch again what is missing or damaged, delete orphans",
+    )
     _json(verify)
 
     export = command("export", "write documents from the synced state")

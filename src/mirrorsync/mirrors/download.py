@@ -66,10 +66,17 @@ class Copier:
     """Fills one copy directory from upstream mirror roots."""
 
     def __init__(
-        self, client: HttpClient, root: Path, tally: Tally, *, dry_run: bool = False
+        self,
+        client: HttpClient,
+        root: Path,
+        tally: Tally,
+        *,
+        dry_run: bool = False,
+        modes: files.Modes = files.DEFAULT_MODES,
     ) -> None:
         self.client = client
         self.root = root
+        self.modes = modes
         self.tally = tally
         self.dry_run = dry_run
         self.counts = CopyTally()
@@ -126,7 +133,7 @@ class Copier:
             raise SpecRefused(
                 f"{url}: checksum algorithm {record.checksum_algorithm} not supported"
             )
-        files.make_parent(final)
+        files.make_parent(final, self.modes)
         temp = files.temp_path(final)
         try:
             await self.client.download(
@@ -143,7 +150,7 @@ class Copier:
         except OSError as exc:  # disk full, permissions: the blob's download, not the network
             files.remove_quietly(temp)
             raise files.disk_error(final, exc) from None
-        await anyio.to_thread.run_sync(files.place, temp, final)
+        await anyio.to_thread.run_sync(files.place, temp, final, self.modes)
 
     # -- manifests -------------------------------------------------------------
 
@@ -172,7 +179,7 @@ class Copier:
         for blob in manifest.data:
             await self.blob(upstream_root, blob)
         if fetched and not self.dry_run:
-            await anyio.to_thread.run_sync(files.write_atomic, final, data)
+            await anyio.to_thread.run_sync(files.write_atomic, final, data, self.modes)
         self.referenced[rel] = len(data)
         return rel, len(data) + sum(b.content_length for b in manifest.data)
 
@@ -188,7 +195,7 @@ class Copier:
             raise FormatError("layout.json", "not JSON", join_url(upstream_root, LAYOUT)) from None
         self.referenced[LAYOUT] = len(data)
         if not self.dry_run and files.read_if_present(self.root / LAYOUT) != data:
-            files.write_atomic(self.root / LAYOUT, data)
+            files.write_atomic(self.root / LAYOUT, data, self.modes)
 
     async def keys(self, keys: dict[str, bytes]) -> None:
         """The copy's key index: exactly ``keys`` (fingerprint -> armoured public key),
@@ -205,7 +212,7 @@ class Copier:
             key_manifests[fingerprint] = manifest
             self.referenced[v3_key_manifest(fingerprint)] = len(manifest)
             if not self.dry_run and files.read_if_present(self.root / rel) != key:
-                files.write_atomic(self.root / rel, key)
+                files.write_atomic(self.root / rel, key, self.modes)
         blob = json.dumps({"keys": {f: {} for f in sorted(keys)}}).encode()
         checksum = hashlib.sha256(blob).hexdigest()
         index_manifest = manifest_bytes(
@@ -218,11 +225,11 @@ class Copier:
         for fingerprint, manifest in key_manifests.items():
             path = self.root / v3_key_manifest(fingerprint)
             if files.read_if_present(path) != manifest:
-                files.write_atomic(path, manifest)
+                files.write_atomic(path, manifest, self.modes)
         if files.read_if_present(self.root / blob_relpath("sha256", checksum)) != blob:
-            files.write_atomic(self.root / blob_relpath("sha256", checksum), blob)
+            files.write_atomic(self.root / blob_relpath("sha256", checksum), blob, self.modes)
         if files.read_if_present(self.root / KEY_INDEX_MANIFEST) != index_manifest:
-            files.write_atomic(self.root / KEY_INDEX_MANIFEST, index_manifest)
+            files.write_atomic(self.root / KEY_INDEX_MANIFEST, index_manifest, self.modes)
 
     async def _get(self, url: str) -> bytes:
         result = await self.client.get(Url(url), tally=self.tally)

@@ -11,16 +11,22 @@ Nothing here follows a symbolic link: a link anywhere in the parts a copy owns
 written or deleted, so a link planted in the copy can neither make it write
 outside its directory nor delete files elsewhere as unreferenced. Files are
 opened with ``O_NOFOLLOW`` (and temporary files created with ``O_EXCL``) as well.
+
+Files and the directories made for them get the copy's :class:`Modes` whatever the
+process umask (the shipped unit runs with ``UMask=0077``): a copy exists to be read
+by a web server and by users, not only by the account that writes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mirrorsync.errors import CopyError
@@ -31,6 +37,21 @@ INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
 KEY_INDEX_MANIFEST = "v3/manifests/key/keys.manifest.json"
 #: The parts of the directory a copy owns; anything else in it is left alone.
 OWNED = ("blobs", "v3")
+
+
+@dataclass(frozen=True, slots=True)
+class Modes:
+    """Permissions of a copy's files; its directories add x wherever a file has r."""
+
+    file: int = 0o644
+
+    @property
+    def directory(self) -> int:
+        return self.file | ((self.file & 0o444) >> 2)
+
+
+#: Readable by everyone, written by the owner only (``mode: "0644"``, the default).
+DEFAULT_MODES = Modes()
 
 
 def blob_relpath(algorithm: str, checksum: str) -> str:
@@ -69,8 +90,31 @@ def _refuse_link(path: Path) -> None:
         raise link_error(path)
 
 
-def make_parent(path: Path) -> None:
-    """Make ``path``'s directory, refusing a link among the directories of the copy above it."""
+def make_dirs(directory: Path, modes: Modes = DEFAULT_MODES) -> None:
+    """Create ``directory`` and its missing parents, each with ``modes.directory``
+    whatever the umask (directories already there are left as they are)."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            continue  # made meanwhile (another worker of this run)
+        except OSError as exc:
+            raise disk_error(d, exc) from None
+        try:  # a set-group-ID bit inherited from the parent stays (a shared group)
+            os.chmod(d, modes.directory | (os.stat(d).st_mode & stat.S_ISGID))
+        except OSError as exc:
+            raise disk_error(d, exc) from None
+
+
+def make_parent(path: Path, modes: Modes = DEFAULT_MODES) -> None:
+    """Make ``path``'s directory (with ``modes``), refusing a link among the
+    directories of the copy above it."""
     inside: list[Path] = []  # the directories between the copy's own part and the file
     for ancestor in path.parents:
         inside.append(ancestor)
@@ -78,10 +122,7 @@ def make_parent(path: Path) -> None:
             for directory in inside:
                 _refuse_link(directory)
             break
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise disk_error(path.parent, exc) from None
+    make_dirs(path.parent, modes)
 
 
 def fsync_file(path: Path) -> None:
@@ -105,9 +146,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def place(temp: Path, final: Path) -> None:
-    """Flush ``temp`` and rename it to ``final`` (atomic), then flush the directory."""
+def place(temp: Path, final: Path, modes: Modes = DEFAULT_MODES) -> None:
+    """Give ``temp`` its mode, flush it and rename it to ``final`` (atomic), then flush
+    the directory."""
     try:
+        os.chmod(temp, modes.file)
         fsync_file(temp)
         os.replace(temp, final)
         fsync_dir(final.parent)
@@ -116,9 +159,9 @@ def place(temp: Path, final: Path) -> None:
         raise disk_error(final, exc) from None
 
 
-def write_atomic(final: Path, data: bytes) -> None:
+def write_atomic(final: Path, data: bytes, modes: Modes = DEFAULT_MODES) -> None:
     """Replace ``final`` with ``data`` (temporary file, flush, rename, flush directory)."""
-    make_parent(final)
+    make_parent(final, modes)
     temp = temp_path(final)
     try:
         # A new file of our own, never a link or a file planted at its name.
@@ -130,7 +173,7 @@ def write_atomic(final: Path, data: bytes) -> None:
     except OSError as exc:
         remove_quietly(temp)
         raise disk_error(final, exc) from None
-    place(temp, final)
+    place(temp, final, modes)
 
 
 def read_if_present(path: Path) -> bytes | None:
@@ -150,6 +193,65 @@ def read_if_present(path: Path) -> bytes | None:
             return file.read()
         except OSError as exc:
             raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def lstat(path: Path) -> os.stat_result:
+    """The file's own status (a symbolic link is not followed)."""
+    try:
+        return os.lstat(path)
+    except OSError as exc:
+        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def file_size(path: Path) -> int | None:
+    """The size of a regular file; None if absent or not a regular file (a link...)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _open_no_follow(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symbolic link, never followed
+        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def read_no_follow(path: Path) -> bytes | None:
+    """The file's bytes, None if absent; a symbolic link is refused (CopyError)."""
+    fd = _open_no_follow(path)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def sha256_no_follow(path: Path) -> str | None:
+    """The file's sha256 in hex, read in chunks; None if absent; links refused."""
+    fd = _open_no_follow(path)
+    if fd is None:
+        return None
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def symlink_in(root: Path, rel: str) -> str | None:
+    """The first directory of ``rel`` under ``root`` that is a symbolic link, if any."""
+    path = root
+    for part in rel.split("/")[:-1]:
+        path = path / part
+        if path.is_symlink():
+            return path.relative_to(root).as_posix()
+    return None
 
 
 def size_of(path: Path) -> int | None:

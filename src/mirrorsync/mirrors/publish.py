@@ -62,12 +62,12 @@ def published_checksum(root: Path) -> str | None:
         return None
 
 
-def publish(root: Path, index: IndexFile) -> None:
+def publish(root: Path, index: IndexFile, modes: files.Modes = files.DEFAULT_MODES) -> None:
     """Write the index blob, then atomically replace the index manifest naming it."""
     blob = root / blob_relpath("sha256", index.checksum)
     if files.size_of(blob) != len(index.data):
-        files.write_atomic(blob, index.data)
-    files.write_atomic(root / INDEX_MANIFEST, index.manifest)
+        files.write_atomic(blob, index.data, modes)
+    files.write_atomic(root / INDEX_MANIFEST, index.manifest, modes)
 
 
 @dataclass

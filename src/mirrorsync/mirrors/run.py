@@ -75,7 +75,9 @@ from mirrorsync.units import human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.mirror")
 
-MirrorStatus = Literal["published", "unchanged", "failed", "dry run", "skipped"]
+#: ``rebuilt``: the published state's index was gone from the disk (``rm -rf`` of the
+#: copy): its files were fetched again and the same state written back.
+MirrorStatus = Literal["published", "unchanged", "rebuilt", "failed", "dry run", "skipped"]
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -117,6 +119,7 @@ async def run_mirrors(
     only: str | None = None,
     only_source: str | None = None,
     dry_run: bool = False,
+    full: bool = False,
     throttle: Throttle | None = None,
     stats: Tally | None = None,
     clock: Callable[[], datetime] = _utc,
@@ -124,7 +127,9 @@ async def run_mirrors(
     """Update each configured copy (``only``: that one; ``only_source``: those of a source).
 
     Never raises for one copy's failure: it is in its outcome. ``clock`` gives
-    the current time (UTC), which decides what ``delete_after`` lets go.
+    the current time (UTC), which decides what ``delete_after`` lets go. ``full``:
+    plan and check the copy even if its published state follows from the synced one
+    (``verify --mirror --repair``: key files written again).
     """
     copies = [config.mirror(only)] if only else list(config.mirrors)
     if only_source:
@@ -144,6 +149,7 @@ async def run_mirrors(
                     http, verify=not insecure, throttle=throttle, stats=stats
                 )
             job = _CopyJob(config, store, client, workdir, copy, dry_run, clock)
+            job.full = full
             outcomes.append(await job.run())
     finally:
         for client in clients.values():
@@ -168,10 +174,13 @@ class _CopyJob:
         self.workdir = workdir
         self.copy = copy
         self.root = copy.directory
+        self.modes = files.Modes(copy.file_mode)
         self.dry_run = dry_run
         self.clock = clock
         self.outcome = MirrorOutcome(copy.name, "dry run" if dry_run else "unchanged")
         self.row: MirrorRow | None = None
+        self.rebuilding = False  # the published index was missing on disk
+        self.full = False  # never "unchanged" without planning and checking
 
     def _now(self) -> str:
         return self.clock().astimezone(UTC).strftime(_TIME_FORMAT)
@@ -241,15 +250,27 @@ class _CopyJob:
         kept_rows = await store_mirrors.kept(self.store, self.row.id) if self.row else {}
         plan_key = _plan_key(copy, stacks, admission, want, self._live(kept_rows))
         if not self.dry_run:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise files.disk_error(self.root, exc) from None
+            files.make_dirs(self.root, self.modes)
             files.remove_temporaries(self.root)
         row = self.row
         current = published_checksum(self.root)
         if (
-            row is not None
+            current is not None
+            and files.size_of(self.root / blob_relpath("sha256", current)) is None
+        ):
+            current = None  # the index manifest names a blob that is gone: no index
+        if row is not None and row.version and current is None and not self.dry_run:
+            self.rebuilding = True
+            log.warning(
+                "mirror %s: the published index (version %d) is missing from %s; "
+                "rebuilding the copy",
+                copy.name,
+                row.version,
+                self.root,
+            )
+        if (
+            not self.full
+            and row is not None
             and row.plan_key == plan_key
             and row.index_checksum is not None
             and current == row.index_checksum
@@ -287,7 +308,9 @@ class _CopyJob:
             keys, selection = await self._signer_keys(source, stacks, roots, admission, selection)
         if admission.left and copy.on_error == "fail":
             await self._left_out(admission)  # fails now: nothing to download for nothing
-        copier = Copier(self.client, self.root, self.outcome.tally, dry_run=self.dry_run)
+        copier = Copier(
+            self.client, self.root, self.outcome.tally, dry_run=self.dry_run, modes=self.modes
+        )
         self.outcome.copied = copier.counts
         if current is not None and row is not None and current == row.index_checksum:
             # What the published state references was checked as it was written.
@@ -311,7 +334,7 @@ class _CopyJob:
             await self._record_kept(keeping, selection, want)  # reported, not recorded
             return
         if current != index.checksum:
-            await anyio.to_thread.run_sync(publish, self.root, index)
+            await anyio.to_thread.run_sync(publish, self.root, index, self.modes)
         await self._record_kept(keeping, selection, want)
         await self._settle(plan_key, selection)
 
@@ -566,6 +589,8 @@ class _CopyJob:
         )
         o = self.outcome
         o.status = "published" if recorded.event_id is not None else "unchanged"
+        if o.status == "unchanged" and self.rebuilding:
+            o.status = "rebuilt"
         o.version, o.added, o.removed = recorded.version, recorded.added, recorded.removed
         o.binaries, o.bytes = len(keep.binaries), keep.bytes
         orphans = await anyio.to_thread.run_sync(unreferenced, self.root, keep)
