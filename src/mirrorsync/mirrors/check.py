@@ -153,7 +153,7 @@ def check_copy(
     """
     out = CopyCheck()
     on_disk: dict[str, os.stat_result] = {}
-    for rel, path in files.walk(root):
+    for rel, path in files.walk(root, links=True):  # reported, never followed
         if not path.name.endswith(files.TEMP_SUFFIX):  # a killed run's: the next removes it
             on_disk[rel] = files.lstat(path)
     referenced: set[str] = set()

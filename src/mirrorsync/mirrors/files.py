@@ -273,13 +273,17 @@ def remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def walk(root: Path) -> Iterator[tuple[str, Path]]:
+def walk(root: Path, *, links: bool = False) -> Iterator[tuple[str, Path]]:
     """(relative path, path) of every file under the parts of ``root`` a copy owns.
 
     CopyError at the first symbolic link: none is ever followed, listed or deleted.
+    With ``links`` (``verify --mirror``, which reports them), a link is listed as it
+    is instead, never entered; a linked ``blobs/`` or ``v3/`` is passed over.
     """
     for part in OWNED:
         top = root / part
+        if links and top.is_symlink():
+            continue
         _refuse_link(top)
         if not top.is_dir():
             continue
@@ -293,7 +297,7 @@ def walk(root: Path) -> Iterator[tuple[str, Path]]:
             except OSError as exc:
                 raise CopyError(f"{directory}: cannot list: {exc.strerror or exc}") from None
             for entry in entries:
-                if entry.is_symlink():
+                if entry.is_symlink() and not links:
                     raise link_error(Path(entry.path))
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
