@@ -98,6 +98,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
         key = tmp / "key.pub"
         builder.run("gpg", "export", str(key))
+        # A site pins msdata@1.0 by a keeplist, as `spack buildcache prune --keeplist` reads one.
+        pinned = tmp / "pinned.txt"
+        pinned.write_text(
+            "".join(
+                f"{h}\n"
+                for h, r in cache_index(upstream / "signed").items()
+                if r["spec"]["name"] == "msdata" and r["spec"]["version"] == "1.0"
+            )
+        )
         copies = tmp / "copies"
         copies.mkdir()
         with FixtureServer(upstream) as up, FixtureServer(copies) as down:
@@ -124,6 +133,12 @@ mirrors:
   - name: copy-unsigned
     path: {copies / "unsigned"}
     source: unsigned
+    delete_after: 0
+  - name: copy-pinned
+    path: {copies / "pinned"}
+    source: signed
+    hashes: {pinned}
+    keep: selected
     delete_after: 0
 """,
             )
@@ -229,3 +244,16 @@ def test_copy_follows_a_push_and_a_prune_by_spack(world: World) -> None:
         said, listed = _install_from(spack, kind, url, "msapp@1.1")
         assert said == []
         assert new[0] in listed and pruned not in listed
+
+    # The pinned copy keeps what upstream pruned (keep: selected), and Spack installs it.
+    assert pruned in cache_index(world.copies / "pinned")
+    status = run_cli("-c", str(world.config), "status", cwd=world.tmp)
+    assert re.search(rf"^mirror copy-pinned: kept msdata/{pruned[:7]} ", status.stdout, re.M), (
+        status.stdout
+    )
+    spack = world.actor()
+    said, listed = _install_from(spack, "signed", f"{world.copies_url}/pinned", "msdata@1.0")
+    assert said == []
+    assert pruned in listed
+    installed = {h for h, r in spack.database().items() if r["installed"]}
+    assert pruned in installed

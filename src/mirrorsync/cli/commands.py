@@ -241,7 +241,7 @@ async def mirror(args: argparse.Namespace) -> int:
                 print(f"mirror {o.name}: wanted but not in upstream: {n or '?'} {h}")
             for k in o.kept:
                 print(
-                    f"mirror {o.name}: kept {k.name} {k.hash} (left upstream {k.left_upstream_at})"
+                    f"mirror {o.name}: kept {k.name} {k.hash} (left upstream {human_time(k.left_upstream_at)})"
                 )
     failures = [o.failure for o in outcomes if o.failure]
     failures += [r.failure for r in webhooks if r.failure]
