@@ -14,6 +14,7 @@ and the cache built once per test run.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
         key = tmp / "key.pub"
         builder.run("gpg", "export", str(key))
+        # A site's environment, concretized by Spack (reusing what it built): its spack.lock.
+        environment = tmp / "env"
+        builder.run("env", "create", "-d", str(environment))
+        builder.run("-e", str(environment), "add", "msapp@1.0")
+        builder.run("-e", str(environment), "concretize")
         # A site pins msdata@1.0 by a keeplist, as `spack buildcache prune --keeplist` reads one.
         pinned = tmp / "pinned.txt"
         pinned.write_text(
@@ -133,6 +139,11 @@ mirrors:
   - name: copy-unsigned
     path: {copies / "unsigned"}
     source: unsigned
+    delete_after: 0
+  - name: copy-env
+    path: {copies / "env"}
+    source: signed
+    environments: [{environment}]
     delete_after: 0
   - name: copy-pinned
     path: {copies / "pinned"}
@@ -181,6 +192,30 @@ def test_spack_installs_from_the_copy_as_from_upstream(world: World, kind: str, 
         assert (spec_hash in listed) is record["in_buildcache"], record["spec"]["name"]
     names = {r["spec"]["name"] for r in spack.database().values() if r["installed"]}
     assert names == {"msapp", "mslib", "msdata"}
+
+
+def test_a_copy_chosen_by_a_spack_environment_holds_its_closure(world: World) -> None:
+    """The spack.lock Spack wrote: the copy holds its roots' link/run closure (not the
+    msdata@1.0 upstream also has), and Spack installs the environment's root from it."""
+    lock = json.loads((world.tmp / "env" / "spack.lock").read_text())
+    upstream = cache_index(world.upstream / "signed")
+    (root,) = [r["hash"] for r in lock["roots"]]
+    closure, todo = set(), [root]
+    while todo:
+        spec_hash = todo.pop()
+        if spec_hash in closure:
+            continue
+        closure.add(spec_hash)
+        for dep in upstream[spec_hash]["spec"].get("dependencies", []):
+            if {"link", "run"} & set(dep["parameters"]["deptypes"]):
+                todo.append(dep["hash"])
+    copy = cache_index(world.copies / "env")
+    assert {h for h, r in copy.items() if r["in_buildcache"]} == closure
+    assert {upstream[h]["spec"]["name"] for h in closure} == {"msapp", "mslib", "msdata"}
+    spack = world.actor()
+    said, _ = _install_from(spack, "signed", f"{world.copies_url}/env", "msapp@1.0")
+    assert said == []
+    assert root in {h for h, r in spack.database().items() if r["installed"]}
 
 
 def test_copy_follows_a_push_and_a_prune_by_spack(world: World) -> None:
