@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUICK_RETRIES, catalog_config_text, run_cli
+from mirrorsync import __version__
 from mirrorsync.config import parse_config
 from mirrorsync.errors import ConfigError
 from mirrorsync.fixture.build import build_catalog_from_specs
@@ -118,6 +119,7 @@ def test_metrics_file_matches_the_database_and_the_run(
     samples = parse_prometheus(textfile.read_text())
     check_against_database(samples, tmp_path / "m.db")
     assert samples[("mirrorsync_last_run_success", ())] == 1
+    assert samples[("mirrorsync_build_info", (("version", __version__),))] == 1
     assert samples[("mirrorsync_last_run_http_requests", ())] == report["requests"]
     assert samples[("mirrorsync_last_run_http_received_bytes", ())] == report["bytes"]
     assert samples[("mirrorsync_last_run_events", ())] == report["events"] == 1 + 2 + 6

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from mirrorsync import health
+from mirrorsync import __version__, health
 from mirrorsync.config import Config
 from mirrorsync.errors import MetricsError
 from mirrorsync.health import Health
@@ -158,6 +158,17 @@ def _epoch(timestamp: str | None) -> float | None:
     except ValueError:
         return None
     return when.timestamp()
+
+
+def build_info() -> Family:
+    """Which mirrorsync wrote the file (``mirrorsync_build_info{version="..."} 1``), so a
+    dashboard can tell when the fleet runs mixed versions."""
+    return Family(
+        PREFIX + "build_info",
+        "gauge",
+        "The mirrorsync version that wrote these metrics (always 1).",
+        [Sample(1, {"version": __version__})],
+    )
 
 
 def run_families(report: RunReport, last_success: float | None) -> list[Family]:
@@ -389,7 +400,7 @@ async def export(config: Config, report: RunReport) -> Path | None:
     path = config.metrics.textfile_path
     if path is None or report.dry_run:
         return None
-    families = run_families(report, previous_value(path, LAST_SUCCESS))
+    families = [build_info(), *run_families(report, previous_value(path, LAST_SUCCESS))]
     async with await Store.open_read_only(config.database_path) as store:
         families += await database_families(store)
         families += health_families(await health.read(store, config, datetime.now(UTC), None))
