@@ -18,6 +18,7 @@ import anyio
 
 from mirrorsync.cli import commands, signals
 from mirrorsync.cli.parser import build_parser
+from mirrorsync.cli.render import TableStyle, set_table_style
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MirrorsyncError
 from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
 from mirrorsync.text import EscapedStream
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.format == "tsv" and getattr(args, "json", False):
+        parser.error("--format tsv and --json: choose one")
+    set_table_style(TableStyle(format=args.format, headers=not args.no_headers))
     setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())
     if args.command == "completion":  # needs no configuration: only the parser
         from mirrorsync.cli.completion import script

@@ -7,6 +7,7 @@ import sys
 from typing import NoReturn
 
 from mirrorsync import __version__
+from mirrorsync.cli.render import TABLE_FORMATS
 from mirrorsync.config import EVENT_TYPES, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
@@ -151,6 +152,18 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         choices=LOG_FORMATS,
         default="plain" if top else argparse.SUPPRESS,
         help="plain: one line per event (default); json: one JSON object per line",
+    )
+    parser.add_argument(
+        "--format",
+        choices=TABLE_FORMATS,
+        default="table" if top else argparse.SUPPRESS,
+        help="tables as aligned columns (table, default) or tab-separated values (tsv)",
+    )
+    parser.add_argument(
+        "--no-headers",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="tables without title, header and rule: one line per row",
     )
 
 
