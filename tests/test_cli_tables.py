@@ -9,10 +9,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 
-from bigdb import build_history
+from bigdb import build_history, generated_spec
 from conftest import run_cli
+from mirrorsync.store import Store, writes
 
 RELEASE = ("--release", "develop", "--stack", "root")
 #: A release name holding a tab, a newline and a backslash: a cell that must not split.
@@ -122,3 +124,60 @@ def test_tsv_with_json_is_a_usage_error(config: Path) -> None:
     unknown = cli(config, "events", "--format", "csv")
     assert unknown.returncode == 2
     assert "invalid choice" in unknown.stderr
+
+
+# -- tables that line up, and say what they count -----------------------------------
+
+LONG = ("releases/v2025.11", "ml-linux-x86_64-cuda")  # a label over 20 characters
+
+
+@pytest.fixture(scope="module")
+def shared_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two stacks holding the same 30 specs (and 10 of their own each): 50 distinct
+    specs in 80 memberships; one of them with a long name."""
+    path = tmp_path_factory.mktemp("shared") / "state.db"
+
+    async def build() -> None:
+        async with await Store.open(path) as store:
+            source_id = await writes.ensure_source(store, "test", "catalog", "http://x.invalid/")
+            shared = [generated_spec(i, "shared") for i in range(30)]
+            for n, (release, name) in enumerate((("develop", "root"), LONG)):
+                row = await writes.ensure_stack(store, source_id, release, name)
+                own = [generated_spec(i, f"own{n}") for i in range(10)]
+                snapshot = writes.Snapshot(row.id, None, None, shared + own, (), announce=True)
+                await writes.commit_snapshot(store, snapshot, "2026-11-20T08:00:00.000000Z")
+
+    anyio.run(build)
+    return path
+
+
+def test_events_columns_line_up_whatever_the_stack_names(tmp_path: Path, shared_db: Path) -> None:
+    """A stack label over 20 characters and a 21-character event type: every row's hash
+    and spec start under their headers (before: the long label pushed its rows right)."""
+    events = cli(write_config(tmp_path, shared_db), "events")
+    assert events.returncode == 0, events.stderr
+    header, _rule, *rows = events.stdout.splitlines()
+    assert any(f"{LONG[0]}/{LONG[1]}" in row for row in rows)
+    hashes = [row for row in rows if "@" in row]
+    assert len(hashes) == 80
+    for row in hashes:
+        spec_hash = row.split()[-2]
+        assert row.index(spec_hash) == header.index("hash"), row
+        assert row.rstrip().rindex(" ") + 1 == header.index("spec"), row
+    # the version column, right-aligned: its numbers end where its header does
+    end = header.index("version") + len("version")
+    for row in rows:
+        assert row[:end].endswith(" 1") and not row[end : end + 1].strip(), row
+
+
+def test_status_counts_distinct_specs_not_memberships(tmp_path: Path, shared_db: Path) -> None:
+    """`status`: 2 stacks sharing 30 of their 40 specs hold 50 distinct specs, in 80
+    memberships (before: `80 specs`); `--stack` counts that stack's alone."""
+    config = write_config(tmp_path, shared_db)
+    status = cli(config, "status")
+    assert status.returncode == 0, status.stderr
+    title = status.stdout.splitlines()[0]
+    assert title.startswith("2 stacks hold 50 distinct specs (80 memberships) in "), title
+    one = cli(config, "status", "--stack", "root")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith("1 stack holds 40 distinct specs in "), one.stdout

@@ -28,7 +28,7 @@ from mirrorsync.cli.render import (
     print_table,
 )
 from mirrorsync.cli.signals import stop_event
-from mirrorsync.config import Config, load_config
+from mirrorsync.config import EVENT_TYPES, Config, load_config
 from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.formats._common import is_spec_hash
@@ -37,6 +37,7 @@ from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store.location import PostgresUrl
 from mirrorsync.sync import RunProgress, RunReport, run_once
+from mirrorsync.text import escape
 
 if TYPE_CHECKING:
     from mirrorsync.health import StackHealth
@@ -331,6 +332,12 @@ async def status(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [s.row for s in h.stacks]
     several_sources = len({r.source for r in rows}) > 1
+    async with await _open(config) as store:  # a spec in several stacks is one spec
+        selected = [(r.source, r.release, r.stack) for r in rows]
+        distinct = await queries.distinct_specs(
+            store, selected if args.release or args.stack else None
+        )
+    members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships
     print_table(
         ["stack", "version", "specs", "checked", "changed", "state"],
         [
@@ -344,8 +351,10 @@ async def status(args: argparse.Namespace) -> int:
             )
             for s in h.stacks
         ],
-        title=f"{plural(len(rows), 'stack')}, {plural(sum(r.spec_count for r in rows), 'spec')}"
-        f" in {config.database_path}",
+        title=f"{plural(len(rows), 'stack')} {'holds' if len(rows) == 1 else 'hold'} "
+        f"{plural(distinct, 'distinct spec')}"
+        + (f" ({plural(members, 'membership')})" if members != distinct else "")
+        + f" in {config.database_path}",
     )
     syncing = [s for s in h.stacks if s.row.syncing]
     if syncing or h.problems:  # problems are long (they name URLs): below the table, one a line
@@ -635,12 +644,14 @@ async def events(args: argparse.Namespace) -> int:
             async for event in stream:
                 print_json_line(event.to_dict())
             return EXIT_OK
+        # Streamed, so sized before the first row: to every stack's label, every type asked.
+        labels = await queries.stack_labels(store)
         table = TableWriter(
             [
                 Column("id", 7, right=True),
                 Column("time", 17),
-                Column("type", 13),
-                Column("stack", 20),
+                Column("type", max(map(len, args.types or EVENT_TYPES))),
+                Column("stack", max(map(len, map(escape, labels)), default=0)),
                 Column("version", 7, right=True),
                 Column("hash", 32),
                 Column("spec"),
