@@ -6,6 +6,8 @@ file written through the store's own functions (``bigdb``).
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -14,7 +16,10 @@ import pytest
 
 from bigdb import build_history, generated_spec
 from conftest import run_cli
+from mirrorsync.redact import Url
 from mirrorsync.store import Store, writes
+from mirrorsync.store import mirrors as mirror_store
+from mirrorsync.store import webhooks as webhook_store
 
 RELEASE = ("--release", "develop", "--stack", "root")
 #: A release name holding a tab, a newline and a backslash: a cell that must not split.
@@ -181,3 +186,88 @@ def test_status_counts_distinct_specs_not_memberships(tmp_path: Path, shared_db:
     one = cli(config, "status", "--stack", "root")
     assert one.returncode == 0, one.stderr
     assert one.stdout.startswith("1 stack holds 40 distinct specs in "), one.stdout
+
+
+# -- forget webhook|mirror NAME ------------------------------------------------------
+
+
+@pytest.fixture
+def stale_db(tmp_path: Path) -> Path:
+    """A history whose webhook `oldhook` (3 events pending) and copy `oldcopy` are in
+    the database, as after they left the configuration."""
+    path = tmp_path / "stale.db"
+
+    async def register() -> None:
+        async with await Store.open(path) as store:
+            hook = webhook_store.Registration("oldhook", Url("http://127.0.0.1:9/hook"))
+            await webhook_store.register(store, [hook], "2026-11-19T08:00:00.000000Z")
+
+    async def copy() -> None:
+        async with await Store.open(path) as store:
+            source_id = await mirror_store.source_id(store, "test")
+            assert source_id is not None
+            await mirror_store.ensure(
+                store, "oldcopy", str(tmp_path / "copy"), source_id, "develop"
+            )
+
+    anyio.run(register)
+    build_history(path, stacks={("develop", "root"): 1})  # stack.added, release, spec: queued
+    anyio.run(copy)
+    return path
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return list(conn.execute(sql))
+
+
+def test_forget_ends_the_listing_and_keeps_the_history(tmp_path: Path, stale_db: Path) -> None:
+    config = write_config(tmp_path, stale_db)
+    before = cli(config, "status")
+    assert before.returncode == 0, before.stderr
+    assert "oldhook" in before.stdout and "oldcopy" in before.stdout
+    outbox = _rows(stale_db, "SELECT event_id FROM webhook_outbox ORDER BY event_id")
+    assert outbox
+
+    for kind, name in (("webhook", "oldhook"), ("mirror", "oldcopy")):
+        done = cli(config, "forget", kind, name)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"forgot {kind} {name}: no longer listed; its history is kept\n"
+        again = cli(config, "forget", kind, name)
+        assert again.returncode == 0, again.stderr
+        assert "forgotten already" in again.stdout
+
+    after = cli(config, "status")
+    assert after.returncode == 0, after.stderr
+    assert "oldhook" not in after.stdout and "oldcopy" not in after.stdout
+    listed = cli(config, "webhooks", "list")
+    assert listed.returncode == 0 and "oldhook" not in listed.stdout
+    check = cli(config, "status", "--check")
+    assert "oldhook" not in check.stdout and "oldcopy" not in check.stdout
+    # the history stays: the rows, the outbox, the events
+    assert _rows(stale_db, "SELECT event_id FROM webhook_outbox ORDER BY event_id") == outbox
+    assert _rows(stale_db, "SELECT name FROM webhooks WHERE forgotten_at IS NOT NULL") == [
+        ("oldhook",)
+    ]
+    assert _rows(stale_db, "SELECT name FROM mirrors WHERE forgotten_at IS NOT NULL") == [
+        ("oldcopy",)
+    ]
+
+
+def test_forget_refuses_a_configured_or_unknown_name(tmp_path: Path, stale_db: Path) -> None:
+    config = tmp_path / "configured.yaml"
+    config.write_text(
+        f"database: {stale_db}\nsources: [{{name: test, kind: catalog, manifests: new}}]\n"
+        "webhooks: [{name: oldhook, url: 'http://127.0.0.1:9/hook', secret_env: HOOK_SECRET}]\n"
+        f"mirrors: [{{name: oldcopy, path: {tmp_path / 'copy'}, source: test, release: develop}}]\n",
+    )
+    env = {"HOOK_SECRET": "whsec_" + "A" * 43 + "="}
+    for kind, name in (("webhook", "oldhook"), ("mirror", "oldcopy")):
+        refused = run_cli("-c", str(config), "forget", kind, name, cwd=tmp_path, env=env)
+        assert refused.returncode == 2, refused.stderr
+        assert f"{kind} {name} is still in {config}" in refused.stderr
+        unknown = run_cli("-c", str(config), "forget", kind, "nosuch", cwd=tmp_path, env=env)
+        assert unknown.returncode == 2, unknown.stderr
+        assert f"no {kind} nosuch in {stale_db}" in unknown.stderr
+    listed = run_cli("-c", str(config), "status", cwd=tmp_path, env=env)
+    assert "oldhook" in listed.stdout and "oldcopy" in listed.stdout

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "verify": commands.verify,
     "export": commands.export,
     "db": commands.db,
+    "forget": commands.forget,
 }
 
 

@@ -882,3 +882,37 @@ async def db(args: argparse.Namespace) -> int:
     )
     print(f"next: point database: in {config.path} at {report.target}")
     return EXIT_OK
+
+
+async def forget(args: argparse.Namespace) -> int:
+    """``forget webhook|mirror NAME``: end the listing of one that left the configuration
+    (status, webhooks list, metrics no longer show it); its history stays."""
+    from mirrorsync.store import mirrors as mirror_store
+    from mirrorsync.store import webhooks as webhook_store
+    from mirrorsync.store.db import utcnow
+
+    config = load_config(args.config)
+    configured = (
+        {h.name for h in config.webhooks}
+        if args.kind == "webhook"
+        else {m.name for m in config.mirrors}
+    )
+    if args.name in configured:
+        raise UsageError(
+            f"{args.kind} {args.name} is still in {config.path}: "
+            "remove it from the configuration first, then forget it"
+        )
+    _require_database(config)
+    forget_one = webhook_store.forget if args.kind == "webhook" else mirror_store.forget
+    async with (
+        hold(config.database_path, wait=args.wait, create=False),
+        await Store.open(config.database_path, create=False) as store,
+    ):
+        done = await forget_one(store, args.name, utcnow())
+    if done is None:
+        raise UsageError(f"no {args.kind} {args.name} in {config.database_path}")
+    if done:
+        print(f"forgot {args.kind} {args.name}: no longer listed; its history is kept")
+    else:
+        print(f"{args.kind} {args.name} was forgotten already")
+    return EXIT_OK

@@ -357,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     _lock_option(replay)
     _json(replay)
 
+    forget = command(
+        "forget",
+        "stop listing a webhook or copy that left the configuration; keep its history",
+    )
+    forget.add_argument(
+        "kind", choices=("webhook", "mirror"), metavar="KIND", help="webhook or mirror"
+    )
+    forget.add_argument("name", metavar="NAME", help="its name, no longer in the configuration")
+    _lock_option(forget)
+
     db = command("db", "the database itself: move the history to PostgreSQL")
     db_actions = db.add_subparsers(
         dest="db_command", metavar="ACTION", required=True, parser_class=Parser
