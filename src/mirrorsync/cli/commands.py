@@ -218,9 +218,12 @@ async def mirror(args: argparse.Namespace) -> int:
             await Store.open(config.database_path, create=False, dry_run=args.dry_run)
         )
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mirrorsync-"))
+        # Webhooks are registered before publishing, as 'once' does: a webhook just added
+        # to the configuration gets the mirror.updated event of this run.
+        outbox = None if args.dry_run else await Outbox.open(config, store)
         outcomes = await run_mirrors(config, store, Path(tmp), only=args.name, dry_run=args.dry_run)
-        if not args.dry_run and any(o.status == "published" for o in outcomes):
-            webhooks = await (await Outbox.open(config, store)).deliver()  # mirror.updated
+        if outbox is not None and any(o.status == "published" for o in outcomes):
+            webhooks = await outbox.deliver()  # mirror.updated
     if args.json:
         print_json([_mirror_dict(o) for o in outcomes])
     elif args.dry_run:
