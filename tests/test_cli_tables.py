@@ -271,3 +271,57 @@ def test_forget_refuses_a_configured_or_unknown_name(tmp_path: Path, stale_db: P
         assert f"no {kind} nosuch in {stale_db}" in unknown.stderr
     listed = run_cli("-c", str(config), "status", cwd=tmp_path, env=env)
     assert "oldhook" in listed.stdout and "oldcopy" in listed.stdout
+
+
+# -- environment variables in configuration paths ----------------------------------
+
+
+def test_database_path_expands_environment_variables(tmp_path: Path, history_db: Path) -> None:
+    """`database: ${VAR}/state.db` reads $VAR's directory (before: a literal `./${VAR}/`
+    was looked up, and created by `once`); `$VAR` without braces too; an unset variable
+    is a configuration error naming the key, exit 2."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"MS_STATE": str(history_db.parent)}
+    for form in ("${MS_STATE}", "$MS_STATE"):
+        config = work / "mirrorsync.yaml"
+        config.write_text(
+            f"database: {form}/state.db\nsources: [{{name: test, kind: catalog, manifests: none}}]\n"
+        )
+        status = run_cli("-c", str(config), "status", cwd=work, env=env)
+        assert status.returncode == 0, status.stderr
+        assert f" in {history_db}" in status.stdout.splitlines()[0]
+    config.write_text(
+        "database: ${MS_NOT_SET_ANYWHERE}/x.db\n"
+        "sources: [{name: test, kind: catalog, manifests: none}]\n"
+    )
+    unset = run_cli("-c", str(config), "once", "--dry-run", cwd=work, env=env)
+    assert unset.returncode == 2, unset.stderr
+    assert "database: environment variable MS_NOT_SET_ANYWHERE is not set" in unset.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["mirrorsync.yaml"]  # no ./${...}/
+
+
+def test_every_configuration_path_expands_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's directory, its keeplist and lockfiles, the metrics file and key files
+    expand `~` and `$VAR` as the database and password_file do."""
+    from mirrorsync.config import parse_config
+    from mirrorsync.errors import ConfigError
+
+    monkeypatch.setenv("MS_TOP", str(tmp_path))
+    text = (
+        "database: $MS_TOP/db/state.db\n"
+        "sources: [{name: test, kind: catalog, manifests: new}]\n"
+        "metrics: {textfile: '${MS_TOP}/metrics/ms.prom'}\n"
+        "mirrors: [{name: local, path: '${MS_TOP}/copy', source: test, release: develop}]\n"
+    )
+    config = parse_config(text, "c.yaml")
+    assert config.database_path == tmp_path / "db/state.db"
+    assert config.metrics.textfile_path == tmp_path / "metrics/ms.prom"
+    assert config.mirrors[0].directory == tmp_path / "copy"
+    monkeypatch.delenv("MS_TOP")
+    with pytest.raises(ConfigError, match=r"metrics\.textfile: environment variable MS_TOP"):
+        parse_config(text.replace("$MS_TOP/db", str(tmp_path)), "c.yaml")
+    with pytest.raises(ConfigError, match=r"mirrors\[0\]\.path: environment variable MS_TOP"):
+        parse_config(text.replace("$MS_TOP/db", "db").replace("${MS_TOP}/m", "m"), "c.yaml")
