@@ -7,6 +7,7 @@ file written through the store's own functions (``bigdb``).
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import anyio
 import pytest
 
 from bigdb import build_history, generated_spec
-from conftest import run_cli
+from conftest import REPO, run_cli
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, writes
 from mirrorsync.store import mirrors as mirror_store
@@ -325,3 +326,22 @@ def test_every_configuration_path_expands_variables(
         parse_config(text.replace("$MS_TOP/db", str(tmp_path)), "c.yaml")
     with pytest.raises(ConfigError, match=r"mirrors\[0\]\.path: environment variable MS_TOP"):
         parse_config(text.replace("$MS_TOP/db", "db").replace("${MS_TOP}/m", "m"), "c.yaml")
+
+
+def test_the_shipped_config_names_the_units_state_directory_database(tmp_path: Path) -> None:
+    """config/mirrorsync.yaml names /var/lib/<StateDirectory>/mirrorsync.db, so a command
+    run by hand with it reads the timer's history, not ./mirrorsync.db."""
+    from mirrorsync.config import parse_config
+
+    shipped = REPO / "config" / "mirrorsync.yaml"
+    unit = (REPO / "systemd" / "mirrorsync.service").read_text()
+    (state,) = re.findall(r"^StateDirectory=(\S+)$", unit, re.MULTILINE)
+    expected = Path("/var/lib") / state / "mirrorsync.db"
+    config = parse_config(shipped.read_text(), str(shipped))
+    assert config.database == str(expected)
+    assert config.database_path == expected
+    status = run_cli("-c", str(shipped), "status", cwd=tmp_path)
+    if not expected.exists():
+        assert status.returncode == 66, status.stderr
+        assert f"no database yet at {expected}" in status.stderr
+    assert not (tmp_path / "mirrorsync.db").exists()
