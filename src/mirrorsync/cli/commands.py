@@ -224,6 +224,7 @@ async def mirror(args: argparse.Namespace) -> int:
         outcomes = await run_mirrors(config, store, Path(tmp), only=args.name, dry_run=args.dry_run)
         if outbox is not None and any(o.status == "published" for o in outcomes):
             webhooks = await outbox.deliver()  # mirror.updated
+        metrics_error = None if args.dry_run else await _refresh_metrics(config)
     if args.json:
         print_json([_mirror_dict(o) for o in outcomes])
     elif args.dry_run:
@@ -249,9 +250,23 @@ async def mirror(args: argparse.Namespace) -> int:
                 )
     failures = [o.failure for o in outcomes if o.failure]
     failures += [r.failure for r in webhooks if r.failure]
+    failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+async def _refresh_metrics(config: Config) -> str | None:
+    """The metrics file rewritten after a command changed what it reports (not ``once``,
+    which writes its own); the failure line if it cannot be written."""
+    from mirrorsync import metrics
+    from mirrorsync.errors import MetricsError
+
+    try:
+        await metrics.refresh(config)
+    except MetricsError as exc:
+        return str(exc)
+    return None
 
 
 def _mirror_dict(o: MirrorOutcome) -> dict[str, object]:
@@ -751,9 +766,11 @@ async def webhooks(args: argparse.Namespace) -> int:
     if action == "retry":  # no database yet: nothing to deliver, no lock file made
         async with hold(config.database_path, wait=args.wait, create=False):
             results = await manage.retry(config, args.name, dead=args.dead)
+            metrics_error = await _refresh_metrics(config)
     elif action == "replay":
         async with hold(config.database_path, wait=args.wait, create=False):
             replayed, results = await manage.replay(config, args.name, args.since)
+            metrics_error = await _refresh_metrics(config)
         document = {
             "name": args.name,
             "enqueued_events": replayed.enqueued,
@@ -774,6 +791,7 @@ async def webhooks(args: argparse.Namespace) -> int:
     else:
         _print_webhook_results(results)
     failures = [r.failure for r in results if r.failure]
+    failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")
     return EXIT_PARTIAL if failures else EXIT_OK
