@@ -16,7 +16,9 @@ import anyio
 import pytest
 
 from bigdb import build_history, generated_spec
-from conftest import REPO, run_cli
+from conftest import QUICK_RETRIES, REPO, catalog_config_text, run_cli, spec_nodes
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, writes
 from mirrorsync.store import mirrors as mirror_store
@@ -345,3 +347,32 @@ def test_the_shipped_config_names_the_units_state_directory_database(tmp_path: P
         assert status.returncode == 66, status.stderr
         assert f"no database yet at {expected}" in status.stderr
     assert not (tmp_path / "mirrorsync.db").exists()
+
+
+@pytest.mark.usefixtures("backend")
+def test_forget_a_webhook_on_both_backends(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """SQLite and PostgreSQL: a webhook that queued events leaves the configuration;
+    `status` still lists it until `forget`, then not; configured again, it is back."""
+    build_catalog_from_specs(docroot, {"develop": {"root": spec_nodes("f", 2)}}, manifests=False)
+    base = catalog_config_text(tmp_path, server, extra="    manifests: none", http=QUICK_RETRIES)
+    hook = "webhooks: [{name: gone, url: 'http://127.0.0.1:9/hook', secret_env: HOOK_SECRET}]\n"
+    config = tmp_path / "c.yaml"
+    config.write_text(base + hook)
+    env = {"HOOK_SECRET": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("-c", str(config), *args, cwd=tmp_path, env=env)
+
+    assert run("once").returncode == 1  # the receiver is down: pending events
+    config.write_text(base)
+    assert "gone" in run("status").stdout
+    forgotten = run("forget", "webhook", "gone")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "gone" not in run("status").stdout
+    assert "gone" not in run("webhooks", "list").stdout
+    config.write_text(base + hook)
+    again = run("once")  # registered again (its retry not yet due): listed again
+    assert again.returncode in (0, 1), again.stderr
+    assert "gone" in run("status").stdout
