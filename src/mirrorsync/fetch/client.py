@@ -25,11 +25,11 @@ from tenacity import (
 
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
-from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, UsageError
+from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
 from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.deadline import Watchdog
 from mirrorsync.fetch.files import FileTransport
-from mirrorsync.fetch.proxies import Proxies, ProxyError
+from mirrorsync.fetch.proxies import proxies_for
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -187,10 +187,7 @@ class HttpClient:
         )
         self._deadline = config.deadline_seconds
         self._run_ends = self._throttle.started + config.run_deadline_seconds
-        try:
-            proxies = Proxies(config.proxy)
-        except ProxyError as exc:  # http.proxy is checked with the configuration: the environment
-            raise UsageError(f"environment: {exc}") from None
+        proxies = proxies_for(config.proxy)
         self._transport = AiohttpTransport(
             connections=config.concurrency, verify=verify, proxies=proxies
         )
