@@ -275,6 +275,35 @@ def test_configuration_that_is_not_a_small_regular_file_is_refused_at_once(
     assert done.stderr.splitlines() == [f"mirrorsync: error: {path}: {expect}"]
 
 
+@pytest.mark.parametrize("kind", ["secret_file", "password_file"])
+def test_a_secret_or_password_file_that_is_a_fifo_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """The same rule as the configuration's: a FIFO would block the run (deaf to signals)."""
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    if kind == "secret_file":
+        extra = f"webhooks:\n  - {{name: h, url: 'http://127.0.0.1:9/h', secret_file: {fifo}}}\n"
+        database, key = f"database: {tmp_path / 'm.db'}\n", "webhooks[0].secret_file"
+        command = ("webhooks", "test", "--name", "h")
+    else:
+        extra = ""
+        database = f"database: {{url: 'postgresql://u@127.0.0.1:9/x', password_file: {fifo}}}\n"
+        key, command = "database.password_file", ("status",)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        database + "sources:\n  - {name: up, kind: mirror, url: 'https://example.org/up'}\n" + extra
+    )
+    started = time.monotonic()
+    done = run_cli("-c", str(config), *command, cwd=tmp_path, timeout=20)
+    assert time.monotonic() - started < 15
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"mirrorsync: error: {config}: {key}: cannot read {fifo}: "
+        "a FIFO, socket or device, not a regular file"
+    ]
+
+
 def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
     text = (
         "sources:\n"

@@ -494,8 +494,9 @@ def load_config(explicit: str | None = None) -> Config:
     return parse_config(text, str(path))
 
 
-def _read_config(path: Path) -> bytes:
-    """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES`, else ConfigError.
+def read_regular_file(path: Path, limit: int, too_large: str) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes; ValueError (why,
+    one phrase) if it is a FIFO, device or directory, or larger; OSError as raised.
 
     Opened ``O_NONBLOCK`` and checked on the open descriptor before a byte is read,
     so a FIFO or a device never blocks the process or fills its memory.
@@ -505,20 +506,44 @@ def _read_config(path: Path) -> bytes:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
-            raise ConfigError(str(path), None, f"cannot read: {kind}, not a regular file")
+            raise ValueError(f"{kind}, not a regular file")
         data = b""
-        while len(data) <= MAX_CONFIG_BYTES:
-            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
             if not chunk:
                 break
             data += chunk
     finally:
         os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            str(path), None, "cannot read: larger than 1 MiB, not a configuration file"
-        )
+    if len(data) > limit:
+        raise ValueError(too_large)
     return data
+
+
+def _read_config(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES`, else ConfigError."""
+    try:
+        return read_regular_file(
+            path, MAX_CONFIG_BYTES, "larger than 1 MiB, not a configuration file"
+        )
+    except ValueError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc}") from None
+
+
+#: A password or webhook secret file holds one line; anything this large is not one.
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def unreadable(exc: OSError | ValueError) -> str:
+    """An unreadable file's reason, one phrase."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+
+
+def read_secret_file(path: Path) -> str:
+    """A password or secret file's text (regular, small, UTF-8); ValueError or OSError."""
+    return read_regular_file(path, MAX_SECRET_BYTES, "larger than 64 KiB, not a secret").decode()
 
 
 class _Loader(yaml.SafeLoader):
@@ -1004,9 +1029,9 @@ def _database_password(config: Config, database: DatabaseConfig) -> str | None:
     if database.password_file is not None:
         file = Path(os.path.expandvars(os.path.expanduser(database.password_file)))
         try:
-            return file.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            return read_secret_file(file).rstrip("\r\n")
+        except (OSError, ValueError) as exc:  # a FIFO never blocks; UnicodeDecodeError too
+            reason = unreadable(exc)
             raise ConfigError(
                 config.path, "database.password_file", f"cannot read {file}: {reason}"
             ) from None
