@@ -282,6 +282,7 @@ def test_a_secret_or_password_file_that_is_a_fifo_is_refused_at_once(
     """The same rule as the configuration's: a FIFO would block the run (deaf to signals)."""
     fifo = tmp_path / "secret.fifo"
     os.mkfifo(fifo)
+    command: tuple[str, ...]
     if kind == "secret_file":
         extra = f"webhooks:\n  - {{name: h, url: 'http://127.0.0.1:9/h', secret_file: {fifo}}}\n"
         database, key = f"database: {tmp_path / 'm.db'}\n", "webhooks[0].secret_file"
