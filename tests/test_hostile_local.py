@@ -21,8 +21,9 @@ import anyio
 import pytest
 
 from conftest import QUICK_RETRIES, REPO, database_value, run_cli, write_config
-from mirrorsync.config import MirrorSource, load_config, parse_config
+from mirrorsync.config import HttpConfig, MirrorSource, load_config, parse_config
 from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, CopyError, StoreError
+from mirrorsync.fetch import HttpClient, Url
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
@@ -460,3 +461,22 @@ def test_a_database_whose_migrations_skip_a_number_is_refused(tmp_path: Path) ->
     assert _rows(database) == before
     if isinstance(database, Path):  # the file itself, byte for byte
         assert (tmp_path / "state.db").read_bytes() == data
+
+
+def test_a_download_never_writes_through_a_link_at_its_temporary_name(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A link planted at a blob's temporary name during a run: refused, its target kept."""
+    (docroot / "blob").write_bytes(b"upstream's bytes")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not mirrorsync's")
+    dest = tmp_path / "blob.tmp"
+    dest.symlink_to(outside)
+
+    async def fetch() -> None:
+        async with HttpClient(HttpConfig()) as client:
+            await client.download(Url(f"{server.url}/blob"), dest)
+
+    with pytest.raises(OSError, match="symbolic links"):
+        anyio.run(fetch)
+    assert outside.read_bytes() == b"not mirrorsync's"

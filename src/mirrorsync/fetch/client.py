@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
 import time
 import zlib
@@ -316,7 +317,10 @@ class HttpClient:
             body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
             body.promised_by = promised_by
             body.hash_with("sha256")
-            with dest.open("wb") as out:
+            # Never through a link planted at the name (a copy's directory is not trusted);
+            # truncated, not exclusive: a retry writes the same temporary again.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(dest, flags, 0o666), "wb") as out:
                 await body.copy_to(out)
             return Downloaded(
                 url,
