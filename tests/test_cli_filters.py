@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from bigdb import build_history
-from conftest import json_lines, run_cli
+from conftest import catalog_config_text, json_lines, run_cli, write_config
+from mirrorsync.fixture.build import build_from_seed
+from mirrorsync.fixture.server import FixtureServer
 
 ROOT = ("--release", "develop", "--stack", "root")
 
@@ -214,3 +216,19 @@ def test_wait_and_progress_every_take_the_duration_syntax(
 def test_a_negative_or_impossible_wait_is_refused(config: Path, args: tuple[str, ...]) -> None:
     done = cli(config, *args)
     assert done.returncode == 2 and f"argument {args[1]}" in done.stderr, done.stderr
+
+
+def test_verify_filters_are_globs(tmp_path: Path, docroot: Path, server: FixtureServer) -> None:
+    stacks = build_from_seed(docroot, "001")["develop"]
+    config = write_config(
+        tmp_path / "c.yaml", catalog_config_text(tmp_path, server, extra="    manifests: none")
+    )
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    by_glob = run_cli(
+        "-c", str(config), "verify", "--stack", "e4?", "--release", "dev*", cwd=tmp_path
+    )
+    assert by_glob.returncode == 0, by_glob.stderr
+    count = len(stacks["e4s"].spec_files)
+    assert f"verify: {count} specs in 1 stack, 0 problems" in by_glob.stderr
+    nothing = run_cli("-c", str(config), "verify", "--stack", "zz*", cwd=tmp_path)
+    assert nothing.returncode == 2 and "--stack zz*" in nothing.stderr

@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command(
         "verify", "check that every binary the latest synced indexes list is on the mirror"
     )
-    verify.add_argument("--source", help="only stacks of this source")
+    verify.add_argument("--source", help="only stacks of this source (a name or a glob)")
     verify.add_argument("--release", help="only stacks of this release (a name or a glob)")
     verify.add_argument("--stack", help="only stacks with this name (a name or a glob)")
     verify.add_argument(
