@@ -429,6 +429,7 @@ async def history(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await _open(config))
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
         rows = await stack.enter_async_context(
             contextlib.aclosing(queries.history_rows(store, stack_id, limit=args.limit))
         )
@@ -443,7 +444,7 @@ async def history(args: argparse.Namespace) -> int:
                 Column("+added", 7, right=True),
                 Column("-removed", 8, right=True),
             ],
-            title=f"{args.release}/{args.stack}",
+            title=label,
         )
         async for r in rows:
             table.row(
@@ -456,6 +457,7 @@ async def diff(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with await _open(config) as store:
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
         a = await queries.resolve_version(store, stack_id, args.from_)
         b = await queries.resolve_version(store, stack_id, args.to)
         result = await queries.diff(store, stack_id, a, b)
@@ -468,8 +470,7 @@ async def diff(args: argparse.Namespace) -> int:
     print_table(
         ["", "name", "version", "hash", "os", "target"],
         rows,
-        title=f"{args.release}/{args.stack} v{a} -> v{b}: "
-        f"+{len(result.added)} -{len(result.removed)}{note}",
+        title=f"{label} v{a} -> v{b}: +{len(result.added)} -{len(result.removed)}{note}",
     )
     return EXIT_OK
 
@@ -498,6 +499,7 @@ async def at(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await _open(config))
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
         version = await queries.resolve_version(store, stack_id, args.when)
         note = await _before_history(store, stack_id, [(args.when, version)])
         specs = await stack.enter_async_context(
@@ -511,7 +513,7 @@ async def at(args: argparse.Namespace) -> int:
         count = await queries.count_at(store, stack_id, version)
         table = TableWriter(
             _SPEC_COLUMNS,
-            title=f"{args.release}/{args.stack} at v{version}: {plural(count, 'spec')}{note}",
+            title=f"{label} at v{version}: {plural(count, 'spec')}{note}",
         )
         async for s in specs:
             table.row((s.hash, s.name, s.version, s.os, s.target, s.compiler or "none"))

@@ -184,6 +184,15 @@ async def find_stack(store: Store, release: str, stack: str, source: str | None 
     return int(rows[0][0])
 
 
+async def stack_label(store: Store, stack_id: int) -> str:
+    """``release/stack`` of a stack, as titles print it."""
+    async with store.conn.execute(
+        "SELECT release, name FROM stacks WHERE id = ?", (stack_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return f"{row[0]}/{row[1]}" if row else "?"
+
+
 def sql_glob(glob: str) -> str:
     """A command-line glob (fnmatch syntax, as in the configuration) as a SQL GLOB:
     the two differ only in how a set is negated (``[!...]`` and ``[^...]``)."""
