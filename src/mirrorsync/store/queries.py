@@ -142,8 +142,9 @@ async def status(
     params: list[object] = []
     for column, value in (("st.release", release), ("st.name", stack)):
         if value is not None:
-            sql += f" AND {store.dialect.glob(column, '?')}"
-            params.append(sql_glob(value))
+            condition, param = name_filter(store, column, value)
+            sql += f" AND {condition}"
+            params.append(param)
     sql += " ORDER BY src.name, st.release, st.name"
     async with store.conn.execute(sql, params) as cursor:
         rows = await cursor.fetchall()
@@ -159,16 +160,20 @@ async def status(
 async def find_stack(store: Store, release: str, stack: str, source: str | None = None) -> int:
     """The id of (source, release, stack), each a name or a glob; UsageError if no
     stack matches, or several do (naming them)."""
-    glob = store.dialect.glob
     sql = (
         "SELECT st.id, src.name, st.release, st.name FROM stacks st"
-        " JOIN sources src ON src.id = st.source_id"
-        f" WHERE {glob('st.release', '?')} AND {glob('st.name', '?')}"
+        " JOIN sources src ON src.id = st.source_id WHERE 1 = 1"
     )
-    params: list[object] = [sql_glob(release), sql_glob(stack)]
-    if source:
-        sql += f" AND {glob('src.name', '?')}"
-        params.append(sql_glob(source))
+    params: list[object] = []
+    for column, value in (
+        ("st.release", release),
+        ("st.name", stack),
+        ("src.name", source or None),
+    ):
+        if value is not None:
+            condition, param = name_filter(store, column, value)
+            sql += f" AND {condition}"
+            params.append(param)
     async with store.conn.execute(sql + " ORDER BY src.name, st.release, st.name", params) as c:
         rows = list(await c.fetchall())
     where = f"{source + ':' if source else ''}{release}/{stack}"
@@ -199,6 +204,14 @@ def sql_glob(glob: str) -> str:
     return glob.replace("[!", "[^")
 
 
+def name_filter(store: Store, column: str, glob: str) -> tuple[str, str]:
+    """SQL that ``column`` matches a name or glob, and its one parameter. A plain name
+    is an equality (an index lookup on both databases), a glob the dialect's GLOB."""
+    if not any(ch in glob for ch in "*?["):
+        return f"{column} = ?", glob
+    return store.dialect.glob(column, "?"), sql_glob(glob)
+
+
 #: The names a query filter may match, by option: (noun, SQL of the known names).
 _KNOWN_NAMES = {
     "source": ("source", "SELECT name AS n FROM sources"),
@@ -216,9 +229,9 @@ async def require_match(store: Store, option: str, glob: str | None) -> None:
     if glob is None:
         return
     noun, names = _KNOWN_NAMES[option]
+    condition, param = name_filter(store, "k.n", glob)
     async with store.conn.execute(
-        f"SELECT 1 FROM ({names}) k WHERE {store.dialect.glob('k.n', '?')} LIMIT 1",
-        (sql_glob(glob),),
+        f"SELECT 1 FROM ({names}) k WHERE {condition} LIMIT 1", (param,)
     ) as cursor:
         found = await cursor.fetchone()
     if found is None:
@@ -484,8 +497,9 @@ async def events(
         ("s.name", f.package),
     ):
         if value is not None:
-            sql += f" AND {store.dialect.glob(column, '?')}"
-            params.append(sql_glob(value))
+            condition, param = name_filter(store, column, value)
+            sql += f" AND {condition}"
+            params.append(param)
     if f.since_at is not None:
         sql += " AND e.occurred_at >= ?"
         params.append(f.since_at)
@@ -600,8 +614,9 @@ async def stack_specs(
     )
     params: list[object] = [stack_id]
     if package is not None:
-        sql += f" AND {store.dialect.glob('s.name', '?')}"
-        params.append(sql_glob(package))
+        condition, param = name_filter(store, "s.name", package)
+        sql += f" AND {condition}"
+        params.append(param)
     async with store.conn.execute(f"{sql} ORDER BY s.name, s.version, s.hash", params) as cursor:
         while rows := await cursor.fetchmany(_PAGE):
             for r in rows:
