@@ -10,7 +10,7 @@ from mirrorsync import __version__
 from mirrorsync.config import EVENT_TYPES, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
-from mirrorsync.store.queries import instant
+from mirrorsync.store.queries import instant, is_version
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,14 +43,15 @@ def positive_int(text: str) -> int:
 
 
 def seconds_arg(text: str) -> float:
-    """A number of seconds (``--wait``, ``--progress-every``): finite, 0 to a year."""
+    """A duration (``--wait``, ``--progress-every``): seconds or the one duration syntax
+    (``90``, ``30s``, ``5m``, ``1h``, ``3d``), 0 to a year; a negative one is refused."""
     try:
-        value = float(text)
+        value = parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number of seconds, got {text[:40]!r}"
+            f"expected seconds or a duration such as 30s, 5m, 1h or 3d, got {text[:40]!r}"
         ) from None
-    if not 0 <= value <= _YEAR:  # also refuses nan and inf
+    if not 0 <= value <= _YEAR:
         raise argparse.ArgumentTypeError(f"expected 0 to {_YEAR} seconds, got {text[:40]}")
     return value
 
@@ -74,21 +75,23 @@ def _date(text: str, *, end_of_day: bool) -> str:
 
 
 def since_arg(text: str) -> int | str:
-    """``--since``: an event id, or a date/time (a bare date: from the start of that day)."""
+    """``--since``: an event id, or a date/time (a bare date: from the start of that day),
+    or a relative one (``2h``, ``3d``: that long ago; ``today``, ``yesterday``: UTC dates)."""
     if text.isdigit():
         return event_id(text)
     return _date(text, end_of_day=False)
 
 
 def until_arg(text: str) -> str:
-    """``--until``: a date/time (a bare date: to the end of that day)."""
+    """``--until``: a date/time (a bare date: to the end of that day), or a relative one."""
     return _date(text, end_of_day=True)
 
 
 def version_or_date(text: str) -> str:
-    """A version number, or a date/time checked now (resolved against the stack later)."""
-    if text.isdigit():
-        _whole(text)  # a version number the database can hold
+    """A version number (``3`` or ``v3``, as printed), or a date/time checked now
+    (resolved against the stack later)."""
+    if is_version(text):
+        _whole(text.removeprefix("v"))  # a version number the database can hold
     else:
         _date(text, end_of_day=True)
     return text
@@ -119,6 +122,9 @@ def duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a duration such as 90s, 30m, 12h or 3d, got {text!r}"
         ) from None
+
+
+_WHEN_HELP = "a version (3 or v3), an ISO 8601 date/time, or a relative time (2h, 3d, yesterday)"
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -155,9 +161,11 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def _stack_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--release", required=True, help="release, e.g. develop")
-    parser.add_argument("--stack", required=True, help="stack, e.g. e4s or root")
-    parser.add_argument("--source", help="source name, when several sources have this stack")
+    parser.add_argument("--release", required=True, help="release, e.g. develop (or a glob)")
+    parser.add_argument("--stack", required=True, help="stack, e.g. e4s or root (or a glob)")
+    parser.add_argument(
+        "--source", help="source name (or glob), when several sources have this stack"
+    )
 
 
 def _lock_option(parser: argparse.ArgumentParser) -> None:
@@ -166,8 +174,9 @@ def _lock_option(parser: argparse.ArgumentParser) -> None:
         "--wait",
         type=seconds_arg,
         default=0.0,
-        metavar="SECONDS",
-        help="if another run holds the lock, wait up to SECONDS for it (default: exit 75 at once)",
+        metavar="DURATION",
+        help="if another run holds the lock, wait up to DURATION for it (e.g. 90, 5m, 1h; "
+        "default: exit 75 at once)",
     )
 
 
@@ -198,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress-every",
         type=seconds_arg,
         default=30.0,
-        metavar="SECONDS",
-        help="off a terminal, log a progress line this often (default 30; 0: never)",
+        metavar="DURATION",
+        help="off a terminal, log a progress line this often (e.g. 30, 1m; default 30s; 0: never)",
     )
     _lock_option(once)
     _json(once)
@@ -213,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json(mirror)
 
     status = command("status", "current version, size and health of every stack")
-    status.add_argument("--release", help="only stacks of this release")
-    status.add_argument("--stack", help="only stacks with this name")
+    status.add_argument("--release", help="only stacks of this release (a name or a glob)")
+    status.add_argument("--stack", help="only stacks with this name (a name or a glob)")
     status.add_argument(
         "--check",
         action="store_true",
@@ -244,19 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     diff = command("diff", "specs added and removed between two versions or dates")
     _stack_options(diff)
-    diff.add_argument(
-        "from_", metavar="FROM", type=version_or_date, help="version number or ISO 8601 date/time"
-    )
-    diff.add_argument(
-        "to", metavar="TO", type=version_or_date, help="version number or ISO 8601 date/time"
-    )
+    diff.add_argument("from_", metavar="FROM", type=version_or_date, help=_WHEN_HELP)
+    diff.add_argument("to", metavar="TO", type=version_or_date, help=_WHEN_HELP)
     _json(diff)
 
     at = command("at", "what one stack held at a version or date")
     _stack_options(at)
-    at.add_argument(
-        "when", metavar="WHEN", type=version_or_date, help="version number or ISO 8601 date/time"
-    )
+    at.add_argument("when", metavar="WHEN", type=version_or_date, help=_WHEN_HELP)
     _json(at)
 
     show = command("show", "where a spec hash has been, and when it came and went")
@@ -267,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     specs = command("specs", "the specs one stack holds now, with sizes and manifest status")
     _stack_options(specs)
-    specs.add_argument("--package", metavar="P", help="only specs of this package")
+    specs.add_argument(
+        "--package", metavar="P", help="only specs of this package (a name or a glob)"
+    )
     _json(specs)
 
     events = command("events", "change events in id order")
@@ -276,18 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=since_arg,
         default=0,
         metavar="ID|DATE",
-        help="only ids above ID, or events from DATE on (ISO 8601)",
+        help="only ids above ID, or events from DATE on (ISO 8601, or 2h, 3d, yesterday)",
     )
     events.add_argument(
-        "--until", type=until_arg, metavar="DATE", help="only events up to DATE (ISO 8601)"
+        "--until",
+        type=until_arg,
+        metavar="DATE",
+        help="only events up to DATE (ISO 8601, or 2h, 3d, yesterday)",
     )
     events.add_argument(
         "--type", dest="types", action="append", choices=EVENT_TYPES, help="repeatable"
     )
-    events.add_argument("--source", help="only events of this source")
-    events.add_argument("--release", help="only events of this release")
-    events.add_argument("--stack", help="only events of stacks with this name")
-    events.add_argument("--package", metavar="P", help="only events of specs of this package")
+    events.add_argument("--source", help="only events of this source (a name or a glob)")
+    events.add_argument("--release", help="only events of this release (a name or a glob)")
+    events.add_argument("--stack", help="only events of stacks with this name (a glob too)")
+    events.add_argument(
+        "--package", metavar="P", help="only events of specs of this package (a glob too)"
+    )
     events.add_argument("--limit", type=positive_int, metavar="N", help="at most N events")
     events.add_argument("--reverse", action="store_true", help="newest first")
     _json(events)
@@ -369,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command(
         "verify", "check that every binary the latest synced indexes list is on the mirror"
     )
-    verify.add_argument("--source", help="only stacks of this source")
-    verify.add_argument("--release", help="only stacks of this release")
-    verify.add_argument("--stack", help="only stacks with this name")
+    verify.add_argument("--source", help="only stacks of this source (a name or a glob)")
+    verify.add_argument("--release", help="only stacks of this release (a name or a glob)")
+    verify.add_argument("--stack", help="only stacks with this name (a name or a glob)")
     verify.add_argument(
         "--checksums", action="store_true", help="download every blob and check its digest"
     )
