@@ -8,17 +8,19 @@ wrong types are errors that name the file, the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import math
 import os
 import re
 import stat
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
+import msgspec.inspect
 import yaml
 
 from mirrorsync.errors import ConfigError
@@ -594,8 +596,12 @@ def _explain(message: str) -> tuple[str | None, str]:
         field = pattern.match(msg)
         if field:
             key = f"{path}.{field['field']}" if path else field["field"]
+            if pattern is _UNKNOWN_RE:
+                problem += did_you_mean(field["field"], _known_keys(path))
             return key, problem
     msg = msg.replace("`", "")
+    if re.match(r"Expected array( \| null)?, got ", msg):  # a list field given one value
+        msg = f"expected a list of names, got {msg.rsplit(' ', 1)[-1]}"
     number = RANGES.get(re.sub(r"\[\d+\]", "[]", path))
     if number is not None and re.match(r"Expected (int|float) [<>]", msg):
         return path, f"expected {number}"  # the whole range, not only the bound crossed
@@ -608,6 +614,38 @@ def _explain(message: str) -> tuple[str | None, str]:
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
         msg = "expected a name of letters, digits, '.', '_' and '-'"
     return path or None, msg[0].lower() + msg[1:] if msg else msg
+
+
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """``; did you mean 'X'?`` for the closest known word, else nothing."""
+    close = difflib.get_close_matches(word, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _known_keys(path: str) -> list[str]:
+    """The keys allowed at a configuration path (``sources[0]``, ``http.retries``)."""
+    types: list[msgspec.inspect.Type] = [msgspec.inspect.type_info(Config)]
+    for part in (p for p in re.split(r"[.\[\]]+", path) if p and not p.isdigit()):
+        found: list[msgspec.inspect.Type] = []
+        for struct in _structs(types):
+            found += [f.type for f in struct.fields if f.encode_name == part]
+        types = found
+    if re.search(r"\[\d+\]$", path):
+        types = [t.item_type for t in _flatten(types) if isinstance(t, msgspec.inspect.ListType)]
+    keys = {f.encode_name for struct in _structs(types) for f in struct.fields}
+    keys |= {struct.tag_field for struct in _structs(types) if struct.tag_field}
+    return sorted(keys - {"path"})
+
+
+def _flatten(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.Type]:
+    out: list[msgspec.inspect.Type] = []
+    for t in types:
+        out += _flatten(list(t.types)) if isinstance(t, msgspec.inspect.UnionType) else [t]
+    return out
+
+
+def _structs(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.StructType]:
+    return [t for t in _flatten(types) if isinstance(t, msgspec.inspect.StructType)]
 
 
 def _check(config: Config) -> None:
