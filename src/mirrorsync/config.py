@@ -630,8 +630,6 @@ def _known_keys(path: str) -> list[str]:
         for struct in _structs(types):
             found += [f.type for f in struct.fields if f.encode_name == part]
         types = found
-    if re.search(r"\[\d+\]$", path):
-        types = [t.item_type for t in _flatten(types) if isinstance(t, msgspec.inspect.ListType)]
     keys = {f.encode_name for struct in _structs(types) for f in struct.fields}
     keys |= {struct.tag_field for struct in _structs(types) if struct.tag_field}
     return sorted(keys - {"path"})
@@ -645,7 +643,10 @@ def _flatten(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.Type]:
 
 
 def _structs(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.StructType]:
-    return [t for t in _flatten(types) if isinstance(t, msgspec.inspect.StructType)]
+    """The structs among these types, a list's items included."""
+    flat = _flatten(types)
+    flat += _flatten([t.item_type for t in flat if isinstance(t, msgspec.inspect.ListType)])
+    return [t for t in flat if isinstance(t, msgspec.inspect.StructType)]
 
 
 def _check(config: Config) -> None:

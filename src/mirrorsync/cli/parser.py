@@ -4,21 +4,52 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from mirrorsync import __version__
-from mirrorsync.config import EVENT_TYPES, parse_duration
+from mirrorsync.config import EVENT_TYPES, did_you_mean, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
 from mirrorsync.store.queries import instant
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a usage error on one line: what is wrong, and where help is."""
+    """argparse, with a usage error on one line: what is wrong, a guess at what was
+    meant (``did you mean 'once'?``), and where help is: the command's own ``--help``."""
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            names = [str(c) for c in choices]
+            raise argparse.ArgumentError(
+                action,
+                f"invalid choice: {value!r}{did_you_mean(str(value), names)} "
+                f"(choose from {', '.join(names)})",
+            )
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Refuse what no parser knows here, where it was given: a command's unknown
+        option points at that command's ``--help``, not the top level's."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._guess(extras)}")
+        return parsed, extras
+
+    def _guess(self, extras: list[str]) -> str:
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for extra in extras:
+            if extra.startswith("-"):
+                guess = did_you_mean(extra.split("=", 1)[0], options)
+                if guess:
+                    return guess
+        return ""
 
 
 #: Largest number the command line takes (ids, limits, versions): the databases' integers.
