@@ -475,9 +475,10 @@ def find_config(explicit: str | None) -> Path:
             return candidate
     tried = ", ".join(str(p) for p in DEFAULT_LOCATIONS)
     raise ConfigError(
-        "mirrorsync",
+        "no configuration file",  # once: 'mirrorsync: error: ' is the printer's
         None,
-        f"no configuration file: give -c PATH or MIRRORSYNC_CONFIG (looked at {tried})",
+        f"give -c PATH or MIRRORSYNC_CONFIG (looked at {tried}); "
+        "'mirrorsync config init PATH' writes a starter",
     )
 
 
