@@ -152,17 +152,23 @@ def duration_arg(text: str) -> float:
         ) from None
 
 
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """-c/-v/-q are accepted before and after the command name."""
+#: Commands that read no configuration file: ``-c`` given to them is a usage error.
+NO_CONFIG = ("demo", "completion", "help")
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool, config: bool = True) -> None:
+    """-c/-v/-q are accepted before and after the command name (-c only where a
+    configuration is read)."""
     default = None if top else argparse.SUPPRESS
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="PATH",
-        default=default,
-        help="configuration file (else $MIRRORSYNC_CONFIG, ./mirrorsync.yaml, "
-        "/etc/mirrorsync/mirrorsync.yaml)",
-    )
+    if config:
+        parser.add_argument(
+            "-c",
+            "--config",
+            metavar="PATH",
+            default=default,
+            help="configuration file (else $MIRRORSYNC_CONFIG, ./mirrorsync.yaml, "
+            "/etc/mirrorsync/mirrorsync.yaml)",
+        )
     parser.add_argument(
         "-v",
         "--verbose",
@@ -207,9 +213,13 @@ def _json(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mirrorsync.cli.topics import TOPICS, epilog
+
     parser = Parser(
         prog="mirrorsync",
         description="Keep versioned history of Spack build caches and announce what changed.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mirrorsync {__version__}")
     _common(parser, top=True)
@@ -217,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, *, config: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        _common(sub, top=False)
+        _common(sub, top=False, config=config)
         return sub
 
     once = command("once", "sync every source once, then exit")
@@ -323,7 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--reverse", action="store_true", help="newest first")
     _json(events)
 
-    command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+    command(
+        "demo",
+        "sync a bundled local mirror twice and show what changed (offline; its own "
+        "configuration, in ./mirrorsync-demo)",
+        config=False,
+    )
+    topic = command("help", "a help topic: config, exit-codes, events, copies", config=False)
+    topic.add_argument(
+        "topic", nargs="?", choices=tuple(TOPICS), metavar="TOPIC", help=", ".join(TOPICS)
+    )
     config_cmd = command("config", "the configuration: check it before a timer runs it")
     config_actions = config_cmd.add_subparsers(
         dest="config_command", metavar="ACTION", required=True, parser_class=Parser
@@ -336,9 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(check, top=False)
     _json(check)
+    init = config_actions.add_parser(
+        "init",
+        help="write a commented starter configuration to PATH (never over a file), else stdout",
+        description="write a commented starter configuration (sources, database, a mirrors: "
+        "example) to PATH, or to stdout without one; an existing file is never overwritten "
+        "(exit 2)",
+    )
+    _common(init, top=False)
+    init.add_argument("path", nargs="?", metavar="PATH", help="the file to write (or -c PATH)")
 
     completion = command(
-        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"'
+        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"', config=False
     )
     completion.add_argument(
         "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
