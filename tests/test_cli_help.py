@@ -59,7 +59,10 @@ def test_an_unknown_option_suggests_and_points_at_its_commands_help(tmp_path: Pa
 @pytest.mark.parametrize(
     ("yaml", "expected"),
     [
-        (SOURCE + "    manifest: all\n", "sources[0].manifest: unknown key; did you mean 'manifests'?"),
+        (
+            SOURCE + "    manifest: all\n",
+            "sources[0].manifest: unknown key; did you mean 'manifests'?",
+        ),
         (SOURCE + "mirors: []\n", "mirors: unknown key; did you mean 'mirrors'?"),
         (
             SOURCE + "http:\n  retries:\n    atempts: 3\n",
@@ -125,7 +128,8 @@ def test_config_init_writes_a_starter_the_parser_accepts(tmp_path: Path) -> None
     # config check gets past parsing (what fails is only the source, exit 1, not 2);
     # the source pointed at a closed local port, so no network is needed.
     local = tmp_path / "local.yaml"
-    local.write_text(text.replace(config.sources[0].url, "http://127.0.0.1:9/"))
+    public = "https://binaries.spack.io/cache_spack_io_index.json"
+    local.write_text(text.replace(public, "http://127.0.0.1:9/"))
     check = run_cli("-c", str(local), "config", "check", cwd=tmp_path, timeout=120)
     assert check.returncode in (0, 1), check.stderr
     assert "ok      database:" in check.stdout

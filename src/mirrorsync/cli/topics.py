@@ -118,8 +118,7 @@ TOPICS: dict[str, str] = {
         "  http       concurrency, rates, timeouts, retries, proxy\n"
         "  limits     the largest document of each kind read\n"
         "'mirrorsync config init PATH' writes this starter; 'mirrorsync config check'\n"
-        "tries a file. The README's \"Configuration\" section has every key.\n\n"
-        + STARTER_CONFIG
+        'tries a file. The README\'s "Configuration" section has every key.\n\n' + STARTER_CONFIG
     ),
     "exit-codes": EXIT_CODES,
     "events": (
