@@ -569,7 +569,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     try:
         config = msgspec.convert({**_read_durations(raw, path), "path": path}, Config, strict=True)
     except msgspec.ValidationError as exc:
-        key, problem = _explain(str(exc))
+        key, problem = _explain(str(exc), raw)
         raise ConfigError(path, key, problem) from None
     _check(config)
     return config
@@ -581,7 +581,7 @@ _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 _MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
 
 
-def _explain(message: str) -> tuple[str | None, str]:
+def _explain(message: str, raw: object = None) -> tuple[str | None, str]:
     """Turn msgspec's ``Expected `int`, got `str` - at `$.http.timeout``` into key + problem."""
     key_match = _KEY_AT_RE.match(message)
     if key_match:  # a mapping key of the wrong type, e.g. ``1: x``
@@ -598,11 +598,12 @@ def _explain(message: str) -> tuple[str | None, str]:
         if field:
             key = f"{path}.{field['field']}" if path else field["field"]
             if pattern is _UNKNOWN_RE:
-                problem += did_you_mean(field["field"], _known_keys(path))
+                problem += did_you_mean(field["field"], _known_keys(path, raw))
             return key, problem
     msg = msg.replace("`", "")
     if re.match(r"Expected array( \| null)?, got ", msg):  # a list field given one value
-        msg = f"expected a list of names, got {msg.rsplit(' ', 1)[-1]}"
+        what = _LIST_OF.get(path.rsplit(".", 1)[-1], "names")
+        msg = f"expected a list of {what}, got {msg.rsplit(' ', 1)[-1]}"
     number = RANGES.get(re.sub(r"\[\d+\]", "[]", path))
     if number is not None and re.match(r"Expected (int|float) [<>]", msg):
         return path, f"expected {number}"  # the whole range, not only the bound crossed
@@ -617,22 +618,31 @@ def _explain(message: str) -> tuple[str | None, str]:
     return path or None, msg[0].lower() + msg[1:] if msg else msg
 
 
+#: What a list field holds, where it is not names (or globs on names).
+_LIST_OF = {"urls": "URLs", "files": "paths", "environments": "paths"}
+
+
 def did_you_mean(word: str, known: Sequence[str]) -> str:
     """``; did you mean 'X'?`` for the closest known word, else nothing."""
     close = difflib.get_close_matches(word, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _known_keys(path: str) -> list[str]:
-    """The keys allowed at a configuration path (``sources[0]``, ``http.retries``)."""
+def _known_keys(path: str, raw: object) -> list[str]:
+    """The keys allowed at a configuration path (``sources[0]``, ``http.retries``) of
+    the raw document: of a tagged source, only its kind's keys."""
     types: list[msgspec.inspect.Type] = [msgspec.inspect.type_info(Config)]
-    for part in (p for p in re.split(r"[.\[\]]+", path) if p and not p.isdigit()):
+    for part in re.findall(r"[^.\[\]]+", path):
+        if part.isdigit():
+            raw = raw[int(part)] if isinstance(raw, list) and int(part) < len(raw) else None
+            continue
         found: list[msgspec.inspect.Type] = []
-        for struct in _structs(types):
+        for struct in _structs(types, raw):
             found += [f.type for f in struct.fields if f.encode_name == part]
-        types = found
-    keys = {f.encode_name for struct in _structs(types) for f in struct.fields}
-    keys |= {struct.tag_field for struct in _structs(types) if struct.tag_field}
+        types, raw = found, raw.get(part) if isinstance(raw, dict) else None
+    structs = _structs(types, raw)
+    keys = {f.encode_name for struct in structs for f in struct.fields}
+    keys |= {struct.tag_field for struct in structs if struct.tag_field}
     return sorted(keys - {"path"})
 
 
@@ -643,11 +653,18 @@ def _flatten(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.Type]:
     return out
 
 
-def _structs(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.StructType]:
-    """The structs among these types, a list's items included."""
+def _structs(types: list[msgspec.inspect.Type], raw: object) -> list[msgspec.inspect.StructType]:
+    """The structs among these types (a list's items included) that can be ``raw``:
+    a tagged one only when ``raw`` carries its tag."""
     flat = _flatten(types)
     flat += _flatten([t.item_type for t in flat if isinstance(t, msgspec.inspect.ListType)])
-    return [t for t in flat if isinstance(t, msgspec.inspect.StructType)]
+    structs = [t for t in flat if isinstance(t, msgspec.inspect.StructType)]
+    tagged = [
+        t
+        for t in structs
+        if t.tag_field and isinstance(raw, dict) and raw.get(t.tag_field) == t.tag
+    ]
+    return tagged or structs
 
 
 def _check(config: Config) -> None:
