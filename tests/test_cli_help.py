@@ -4,6 +4,8 @@ Every check runs ``python -m mirrorsync`` as a real process."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -238,3 +240,28 @@ def test_completion_offers_files_only_for_files(tmp_path: Path) -> None:
     assert complete(script, tmp_path, "mirrorsync", "status", "-c", "a") == ["adir", "afile"]
     fish = run_cli("completion", "fish", cwd=tmp_path).stdout
     assert "__fish_seen_subcommand_from status' -l release -x" in fish
+
+
+def test_help_man_is_a_man_page_of_every_command_and_the_exit_codes(tmp_path: Path) -> None:
+    done = run_cli("help", "--man", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    page = done.stdout
+    assert page.startswith(".TH MIRRORSYNC 1")
+    for section in ("NAME", "SYNOPSIS", "OPTIONS", "COMMANDS", "EXAMPLES", "EXIT STATUS"):
+        assert f"\n.SH {section}\n" in page
+    for command in ("once", "mirror", "status", "config init", "webhooks retry", "help"):
+        assert f"\n.SS {command}\n" in page, command
+    groff = shutil.which("groff")
+    if groff is not None:  # rendered by the real formatter, without a warning
+        source = tmp_path / "mirrorsync.1"
+        source.write_text(page)
+        shown = subprocess.run(
+            [groff, "-man", "-Tutf8", "-ww", str(source)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+        rendered = re.sub(r".\x08", "", shown.stdout)
+        assert "75  another run holds the lock" in rendered

@@ -343,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     topic.add_argument(
         "topic", nargs="?", choices=tuple(TOPICS), metavar="TOPIC", help=", ".join(TOPICS)
     )
+    topic.add_argument(
+        "--man",
+        action="store_true",
+        help="print the man page (roff: mirrorsync help --man > mirrorsync.1; man ./mirrorsync.1)",
+    )
     config_cmd = command("config", "the configuration: check it before a timer runs it")
     config_actions = config_cmd.add_subparsers(
         dest="config_command", metavar="ACTION", required=True, parser_class=Parser

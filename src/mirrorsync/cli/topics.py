@@ -159,6 +159,12 @@ def epilog() -> str:
 async def show_topic(args: argparse.Namespace) -> int:
     """``mirrorsync help [TOPIC]``: a topic, or the list of them."""
     topic = args.topic
+    if args.man:
+        from mirrorsync.cli.manpage import manpage
+        from mirrorsync.cli.parser import build_parser
+
+        sys.stdout.write(manpage(build_parser()))
+        return EXIT_OK
     if topic is None:
         sys.stdout.write("topics (mirrorsync help TOPIC):\n")
         sys.stdout.write("".join(f"  {name}\n" for name in TOPICS))
