@@ -114,6 +114,8 @@ def test_help_shows_examples_and_the_exit_code_table_of_help_exit_codes(tmp_path
     assert table in done.stdout  # one text, not two that drift apart
     for code in ("0", "1", "2", "65", "66", "69", "73", "75"):
         assert any(line.split()[:1] == [code] for line in table.splitlines()), code
+    # A command's --help says where the examples and the exit codes are.
+    assert "mirrorsync help exit-codes" in run_cli("status", "--help", cwd=tmp_path).stdout
 
 
 # --- config init ----------------------------------------------------------------------

@@ -228,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def command(name: str, help_text: str, *, config: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog="examples: mirrorsync --help; exit codes: mirrorsync help exit-codes",
+        )
         _common(sub, top=False, config=config)
         return sub
 
