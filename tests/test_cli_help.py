@@ -267,3 +267,10 @@ def test_help_man_is_a_man_page_of_every_command_and_the_exit_codes(tmp_path: Pa
         assert shown.returncode == 0 and shown.stderr == "", shown.stderr
         rendered = re.sub(r".\x08", "", shown.stdout)
         assert "75  another run holds the lock" in rendered
+
+
+def test_the_demo_suggests_config_init_which_works_from_anywhere(tmp_path: Path) -> None:
+    done = run_cli("demo", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "config init mirrorsync.yaml" in done.stdout
+    assert "cp config/" not in done.stdout  # config/ is in the source tree only
