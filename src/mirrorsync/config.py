@@ -8,17 +8,19 @@ wrong types are errors that name the file, the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import math
 import os
 import re
 import stat
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
+import msgspec.inspect
 import yaml
 
 from mirrorsync.errors import ConfigError
@@ -473,9 +475,10 @@ def find_config(explicit: str | None) -> Path:
             return candidate
     tried = ", ".join(str(p) for p in DEFAULT_LOCATIONS)
     raise ConfigError(
-        "mirrorsync",
+        "no configuration file",  # once: 'mirrorsync: error: ' is the printer's
         None,
-        f"no configuration file: give -c PATH or MIRRORSYNC_CONFIG (looked at {tried})",
+        f"give -c PATH or MIRRORSYNC_CONFIG (looked at {tried}); "
+        "'mirrorsync config init PATH' writes a starter",
     )
 
 
@@ -591,7 +594,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     try:
         config = msgspec.convert({**_read_durations(raw, path), "path": path}, Config, strict=True)
     except msgspec.ValidationError as exc:
-        key, problem = _explain(str(exc))
+        key, problem = _explain(str(exc), raw)
         raise ConfigError(path, key, problem) from None
     _check(config)
     return config
@@ -603,7 +606,7 @@ _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 _MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
 
 
-def _explain(message: str) -> tuple[str | None, str]:
+def _explain(message: str, raw: object = None) -> tuple[str | None, str]:
     """Turn msgspec's ``Expected `int`, got `str` - at `$.http.timeout``` into key + problem."""
     key_match = _KEY_AT_RE.match(message)
     if key_match:  # a mapping key of the wrong type, e.g. ``1: x``
@@ -619,8 +622,13 @@ def _explain(message: str) -> tuple[str | None, str]:
         field = pattern.match(msg)
         if field:
             key = f"{path}.{field['field']}" if path else field["field"]
+            if pattern is _UNKNOWN_RE:
+                problem += did_you_mean(field["field"], _known_keys(path, raw))
             return key, problem
     msg = msg.replace("`", "")
+    if re.match(r"Expected array( \| null)?, got ", msg):  # a list field given one value
+        what = _LIST_OF.get(path.rsplit(".", 1)[-1], "names")
+        msg = f"expected a list of {what}, got {msg.rsplit(' ', 1)[-1]}"
     number = RANGES.get(re.sub(r"\[\d+\]", "[]", path))
     if number is not None and re.match(r"Expected (int|float) [<>]", msg):
         return path, f"expected {number}"  # the whole range, not only the bound crossed
@@ -633,6 +641,55 @@ def _explain(message: str) -> tuple[str | None, str]:
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
         msg = "expected a name of letters, digits, '.', '_' and '-'"
     return path or None, msg[0].lower() + msg[1:] if msg else msg
+
+
+#: What a list field holds, where it is not names (or globs on names).
+_LIST_OF = {"urls": "URLs", "files": "paths", "environments": "paths"}
+
+
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """``; did you mean 'X'?`` for the closest known word, else nothing."""
+    close = difflib.get_close_matches(word, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _known_keys(path: str, raw: object) -> list[str]:
+    """The keys allowed at a configuration path (``sources[0]``, ``http.retries``) of
+    the raw document: of a tagged source, only its kind's keys."""
+    types: list[msgspec.inspect.Type] = [msgspec.inspect.type_info(Config)]
+    for part in re.findall(r"[^.\[\]]+", path):
+        if part.isdigit():
+            raw = raw[int(part)] if isinstance(raw, list) and int(part) < len(raw) else None
+            continue
+        found: list[msgspec.inspect.Type] = []
+        for struct in _structs(types, raw):
+            found += [f.type for f in struct.fields if f.encode_name == part]
+        types, raw = found, raw.get(part) if isinstance(raw, dict) else None
+    structs = _structs(types, raw)
+    keys = {f.encode_name for struct in structs for f in struct.fields}
+    keys |= {struct.tag_field for struct in structs if struct.tag_field}
+    return sorted(keys - {"path"})
+
+
+def _flatten(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.Type]:
+    out: list[msgspec.inspect.Type] = []
+    for t in types:
+        out += _flatten(list(t.types)) if isinstance(t, msgspec.inspect.UnionType) else [t]
+    return out
+
+
+def _structs(types: list[msgspec.inspect.Type], raw: object) -> list[msgspec.inspect.StructType]:
+    """The structs among these types (a list's items included) that can be ``raw``:
+    a tagged one only when ``raw`` carries its tag."""
+    flat = _flatten(types)
+    flat += _flatten([t.item_type for t in flat if isinstance(t, msgspec.inspect.ListType)])
+    structs = [t for t in flat if isinstance(t, msgspec.inspect.StructType)]
+    tagged = [
+        t
+        for t in structs
+        if t.tag_field and isinstance(raw, dict) and raw.get(t.tag_field) == t.tag
+    ]
+    return tagged or structs
 
 
 def _check(config: Config) -> None:

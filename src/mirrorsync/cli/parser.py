@@ -4,21 +4,52 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from mirrorsync import __version__
-from mirrorsync.config import EVENT_TYPES, parse_duration
+from mirrorsync.config import EVENT_TYPES, did_you_mean, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
 from mirrorsync.store.queries import instant, is_version
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a usage error on one line: what is wrong, and where help is."""
+    """argparse, with a usage error on one line: what is wrong, a guess at what was
+    meant (``did you mean 'once'?``), and where help is: the command's own ``--help``."""
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            names = [str(c) for c in choices]
+            raise argparse.ArgumentError(
+                action,
+                f"invalid choice: {value!r}{did_you_mean(str(value), names)} "
+                f"(choose from {', '.join(names)})",
+            )
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Refuse what no parser knows here, where it was given: a command's unknown
+        option points at that command's ``--help``, not the top level's."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._guess(extras)}")
+        return parsed, extras
+
+    def _guess(self, extras: list[str]) -> str:
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for extra in extras:
+            if extra.startswith("-"):
+                guess = did_you_mean(extra.split("=", 1)[0], options)
+                if guess:
+                    return guess
+        return ""
 
 
 #: Largest number the command line takes (ids, limits, versions): the databases' integers.
@@ -127,17 +158,23 @@ def duration_arg(text: str) -> float:
 _WHEN_HELP = "a version (3 or v3), an ISO 8601 date/time, or a relative time (2h, 3d, yesterday)"
 
 
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """-c/-v/-q are accepted before and after the command name."""
+#: Commands that read no configuration file: ``-c`` given to them is a usage error.
+NO_CONFIG = ("demo", "completion", "help")
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool, config: bool = True) -> None:
+    """-c/-v/-q are accepted before and after the command name (-c only where a
+    configuration is read)."""
     default = None if top else argparse.SUPPRESS
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="PATH",
-        default=default,
-        help="configuration file (else $MIRRORSYNC_CONFIG, ./mirrorsync.yaml, "
-        "/etc/mirrorsync/mirrorsync.yaml)",
-    )
+    if config:
+        parser.add_argument(
+            "-c",
+            "--config",
+            metavar="PATH",
+            default=default,
+            help="configuration file (else $MIRRORSYNC_CONFIG, ./mirrorsync.yaml, "
+            "/etc/mirrorsync/mirrorsync.yaml)",
+        )
     parser.add_argument(
         "-v",
         "--verbose",
@@ -185,9 +222,13 @@ def _json(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mirrorsync.cli.topics import TOPICS, epilog
+
     parser = Parser(
         prog="mirrorsync",
         description="Keep versioned history of Spack build caches and announce what changed.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mirrorsync {__version__}")
     _common(parser, top=True)
@@ -195,9 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        _common(sub, top=False)
+    def command(name: str, help_text: str, *, config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog="examples: mirrorsync --help; exit codes: mirrorsync help exit-codes",
+        )
+        _common(sub, top=False, config=config)
         return sub
 
     once = command("once", "sync every source once, then exit")
@@ -302,7 +348,21 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--reverse", action="store_true", help="newest first")
     _json(events)
 
-    command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+    command(
+        "demo",
+        "sync a bundled local mirror twice and show what changed (offline; its own "
+        "configuration, in ./mirrorsync-demo)",
+        config=False,
+    )
+    topic = command("help", "a help topic: config, exit-codes, events, copies", config=False)
+    topic.add_argument(
+        "topic", nargs="?", choices=tuple(TOPICS), metavar="TOPIC", help=", ".join(TOPICS)
+    )
+    topic.add_argument(
+        "--man",
+        action="store_true",
+        help="print the man page (roff: mirrorsync help --man > mirrorsync.1; man ./mirrorsync.1)",
+    )
     config_cmd = command("config", "the configuration: check it before a timer runs it")
     config_actions = config_cmd.add_subparsers(
         dest="config_command", metavar="ACTION", required=True, parser_class=Parser
@@ -315,9 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(check, top=False)
     _json(check)
+    init = config_actions.add_parser(
+        "init",
+        help="write a commented starter configuration to PATH (never over a file), else stdout",
+        description="write a commented starter configuration (sources, database, a mirrors: "
+        "example) to PATH, or to stdout without one; an existing file is never overwritten "
+        "(exit 2)",
+    )
+    _common(init, top=False)
+    init.add_argument("path", nargs="?", metavar="PATH", help="the file to write (or -c PATH)")
 
     completion = command(
-        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"'
+        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"', config=False
     )
     completion.add_argument(
         "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
