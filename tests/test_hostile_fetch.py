@@ -457,3 +457,29 @@ def test_a_proxy_setting_that_cannot_work_is_one_line(
     no_traceback(done)
     assert done.returncode == 2, done.stderr
     assert "environment: proxy 'socks5://***@h:1': only http:// proxies" in done.stderr
+
+
+def test_webhook_deliveries_follow_the_same_proxy_rule(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """``http.proxy`` (and ``none``) decide for webhook POSTs as for every fetch: httpx's
+    own reading of the environment no longer does."""
+    write_v3_mirror(docroot / "develop", specs("w", 2))
+    secret = new_secret()
+    secret_file = tmp_path / "hook.secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    dead = _dead_port()
+    with Receiver(secret) as receiver, ForwardProxy() as proxy:
+        hook = f"webhooks:\n  - {{name: h, url: '{receiver.url}', secret_file: {secret_file}}}\n"
+        config = _mirror_source_config(tmp_path, f"{server.url}/develop", f", proxy: '{proxy.url}'")
+        config.write_text(config.read_text() + hook)
+        _once(config, {"HTTP_PROXY": dead, "http_proxy": dead})
+        posts = [p for p in proxy.seen if p.method == "POST"]
+        assert [p.target for p in posts] == [receiver.url] and len(receiver.received) == 1
+        # proxy: none: straight to the receiver, though the environment names a proxy.
+        write_v3_mirror(docroot / "develop", specs("w", 3))  # a change: one more delivery
+        config.write_text(config.read_text().replace(f"proxy: '{proxy.url}'", "proxy: none"))
+        _once(config, {"HTTP_PROXY": proxy.url, "http_proxy": proxy.url})
+        assert [p for p in proxy.seen if p.method == "POST"] == posts
+        assert len(receiver.received) == 2

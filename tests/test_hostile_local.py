@@ -21,8 +21,9 @@ import anyio
 import pytest
 
 from conftest import QUICK_RETRIES, REPO, database_value, run_cli, write_config
-from mirrorsync.config import MirrorSource, load_config, parse_config
+from mirrorsync.config import HttpConfig, MirrorSource, load_config, parse_config
 from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, CopyError, StoreError
+from mirrorsync.fetch import HttpClient, Url
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
@@ -275,6 +276,36 @@ def test_configuration_that_is_not_a_small_regular_file_is_refused_at_once(
     assert done.stderr.splitlines() == [f"mirrorsync: error: {path}: {expect}"]
 
 
+@pytest.mark.parametrize("kind", ["secret_file", "password_file"])
+def test_a_secret_or_password_file_that_is_a_fifo_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """The same rule as the configuration's: a FIFO would block the run (deaf to signals)."""
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    command: tuple[str, ...]
+    if kind == "secret_file":
+        extra = f"webhooks:\n  - {{name: h, url: 'http://127.0.0.1:9/h', secret_file: {fifo}}}\n"
+        database, key = f"database: {tmp_path / 'm.db'}\n", "webhooks[0].secret_file"
+        command = ("webhooks", "test", "--name", "h")
+    else:
+        extra = ""
+        database = f"database: {{url: 'postgresql://u@127.0.0.1:9/x', password_file: {fifo}}}\n"
+        key, command = "database.password_file", ("status",)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        database + "sources:\n  - {name: up, kind: mirror, url: 'https://example.org/up'}\n" + extra
+    )
+    started = time.monotonic()
+    done = run_cli("-c", str(config), *command, cwd=tmp_path, timeout=20)
+    assert time.monotonic() - started < 15
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"mirrorsync: error: {config}: {key}: cannot read {fifo}: "
+        "a FIFO, socket or device, not a regular file"
+    ]
+
+
 def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
     text = (
         "sources:\n"
@@ -430,3 +461,22 @@ def test_a_database_whose_migrations_skip_a_number_is_refused(tmp_path: Path) ->
     assert _rows(database) == before
     if isinstance(database, Path):  # the file itself, byte for byte
         assert (tmp_path / "state.db").read_bytes() == data
+
+
+def test_a_download_never_writes_through_a_link_at_its_temporary_name(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A link planted at a blob's temporary name during a run: refused, its target kept."""
+    (docroot / "blob").write_bytes(b"upstream's bytes")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not mirrorsync's")
+    dest = tmp_path / "blob.tmp"
+    dest.symlink_to(outside)
+
+    async def fetch() -> None:
+        async with HttpClient(HttpConfig()) as client:
+            await client.download(Url(f"{server.url}/blob"), dest)
+
+    with pytest.raises(OSError, match="symbolic links"):
+        anyio.run(fetch)
+    assert outside.read_bytes() == b"not mirrorsync's"

@@ -147,7 +147,7 @@ def test_pages_source_parses() -> None:
         ),
         (
             "sources: [{name: a, kind: pages, urls: 'http://x/p'}]",
-            "f.yaml: sources[0].urls: expected array, got str",
+            "f.yaml: sources[0].urls: expected a list of URLs, got str",
         ),
         (
             "sources: [{name: a, kind: pages, urls: ['http://x/p', 'file:///p']}]",
@@ -159,7 +159,7 @@ def test_pages_source_parses() -> None:
         ),
         (
             "sources: [{name: a, kind: pages, urls: ['http://x/p'], url: 'http://x/p'}]",
-            "f.yaml: sources[0].url: unknown key",
+            "f.yaml: sources[0].url: unknown key; did you mean 'urls'?",
         ),
         (
             "sources: [{name: a, kind: pages, urls: ['http://x/p'], manifests: all}]",

@@ -96,6 +96,11 @@ def test_once_and_every_reader_answer_the_same_as_sqlite(
         ["history", "--release", "develop", "--stack", "root", "--json"],
         ["diff", "--release", "develop", "--stack", "root", "1", "2", "--json"],
         ["at", "--release", "develop", "--stack", "root", "1", "--json"],
+        # name filters are globs (issue 30), matched alike by SQLite and PostgreSQL
+        ["events", "--stack", "r*", "--package", "[!z]*", "--release", "d?velop", "--json"],
+        ["status", "--stack", "e*", "--json"],
+        ["specs", "--release", "dev*", "--stack", "r??t", "--package", "*", "--json"],
+        ["diff", "--release", "v[0-9]", "--stack", "*", "v0", "v1", "--json"],
     ):
         answers = []
         for config in (sqlite_config, pg_config):
@@ -110,6 +115,9 @@ def test_once_and_every_reader_answer_the_same_as_sqlite(
         assert answers[0], args  # each command had something to say
     events = json_lines(run_cli("-c", str(pg_config), "events", "--json", cwd=tmp_path).stdout)
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    for option in ("--source", "--release", "--stack", "--package"):  # matching nothing: 2
+        done = run_cli("-c", str(pg_config), "events", option, "zz*", cwd=tmp_path)
+        assert done.returncode == 2 and f"{option} zz* matches no" in done.stderr, done.stderr
 
 
 def test_a_server_that_is_down_is_one_line_exit_69(tmp_path: Path, server: FixtureServer) -> None:

@@ -615,7 +615,7 @@ def test_webhook_configuration_is_checked_naming_file_and_key(tmp_path: Path) ->
         "spec.manifest_missing, mirror.updated)"
     )
     assert config_error(tmp_path, base + "    secret_env: A\n    filter: {package: [x]}\n") == (
-        f"{where}: webhooks[0].filter.package: unknown key"
+        f"{where}: webhooks[0].filter.package: unknown key; did you mean 'packages'?"
     )
     assert "webhooks[0].max_age: expected seconds or a duration" in config_error(
         tmp_path, base + "    secret_env: A\n    max_age: soon\n"

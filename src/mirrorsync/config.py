@@ -8,17 +8,19 @@ wrong types are errors that name the file, the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import math
 import os
 import re
 import stat
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
+import msgspec.inspect
 import yaml
 
 from mirrorsync.errors import ConfigError
@@ -493,9 +495,10 @@ def find_config(explicit: str | None) -> Path:
             return candidate
     tried = ", ".join(str(p) for p in DEFAULT_LOCATIONS)
     raise ConfigError(
-        "mirrorsync",
+        "no configuration file",  # once: 'mirrorsync: error: ' is the printer's
         None,
-        f"no configuration file: give -c PATH or MIRRORSYNC_CONFIG (looked at {tried})",
+        f"give -c PATH or MIRRORSYNC_CONFIG (looked at {tried}); "
+        "'mirrorsync config init PATH' writes a starter",
     )
 
 
@@ -514,8 +517,9 @@ def load_config(explicit: str | None = None) -> Config:
     return parse_config(text, str(path))
 
 
-def _read_config(path: Path) -> bytes:
-    """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES`, else ConfigError.
+def read_regular_file(path: Path, limit: int, too_large: str) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes; ValueError (why,
+    one phrase) if it is a FIFO, device or directory, or larger; OSError as raised.
 
     Opened ``O_NONBLOCK`` and checked on the open descriptor before a byte is read,
     so a FIFO or a device never blocks the process or fills its memory.
@@ -525,20 +529,44 @@ def _read_config(path: Path) -> bytes:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
-            raise ConfigError(str(path), None, f"cannot read: {kind}, not a regular file")
+            raise ValueError(f"{kind}, not a regular file")
         data = b""
-        while len(data) <= MAX_CONFIG_BYTES:
-            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
             if not chunk:
                 break
             data += chunk
     finally:
         os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            str(path), None, "cannot read: larger than 1 MiB, not a configuration file"
-        )
+    if len(data) > limit:
+        raise ValueError(too_large)
     return data
+
+
+def _read_config(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES`, else ConfigError."""
+    try:
+        return read_regular_file(
+            path, MAX_CONFIG_BYTES, "larger than 1 MiB, not a configuration file"
+        )
+    except ValueError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc}") from None
+
+
+#: A password or webhook secret file holds one line; anything this large is not one.
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def unreadable(exc: OSError | ValueError) -> str:
+    """An unreadable file's reason, one phrase."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+
+
+def read_secret_file(path: Path) -> str:
+    """A password or secret file's text (regular, small, UTF-8); ValueError or OSError."""
+    return read_regular_file(path, MAX_SECRET_BYTES, "larger than 64 KiB, not a secret").decode()
 
 
 class _Loader(yaml.SafeLoader):
@@ -586,7 +614,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     try:
         config = msgspec.convert({**_read_durations(raw, path), "path": path}, Config, strict=True)
     except msgspec.ValidationError as exc:
-        key, problem = _explain(str(exc))
+        key, problem = _explain(str(exc), raw)
         raise ConfigError(path, key, problem) from None
     _check(config)
     return config
@@ -598,7 +626,7 @@ _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 _MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
 
 
-def _explain(message: str) -> tuple[str | None, str]:
+def _explain(message: str, raw: object = None) -> tuple[str | None, str]:
     """Turn msgspec's ``Expected `int`, got `str` - at `$.http.timeout``` into key + problem."""
     key_match = _KEY_AT_RE.match(message)
     if key_match:  # a mapping key of the wrong type, e.g. ``1: x``
@@ -614,8 +642,13 @@ def _explain(message: str) -> tuple[str | None, str]:
         field = pattern.match(msg)
         if field:
             key = f"{path}.{field['field']}" if path else field["field"]
+            if pattern is _UNKNOWN_RE:
+                problem += did_you_mean(field["field"], _known_keys(path, raw))
             return key, problem
     msg = msg.replace("`", "")
+    if re.match(r"Expected array( \| null)?, got ", msg):  # a list field given one value
+        what = _LIST_OF.get(path.rsplit(".", 1)[-1], "names")
+        msg = f"expected a list of {what}, got {msg.rsplit(' ', 1)[-1]}"
     number = RANGES.get(re.sub(r"\[\d+\]", "[]", path))
     if number is not None and re.match(r"Expected (int|float) [<>]", msg):
         return path, f"expected {number}"  # the whole range, not only the bound crossed
@@ -628,6 +661,55 @@ def _explain(message: str) -> tuple[str | None, str]:
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
         msg = "expected a name of letters, digits, '.', '_' and '-'"
     return path or None, msg[0].lower() + msg[1:] if msg else msg
+
+
+#: What a list field holds, where it is not names (or globs on names).
+_LIST_OF = {"urls": "URLs", "files": "paths", "environments": "paths"}
+
+
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """``; did you mean 'X'?`` for the closest known word, else nothing."""
+    close = difflib.get_close_matches(word, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _known_keys(path: str, raw: object) -> list[str]:
+    """The keys allowed at a configuration path (``sources[0]``, ``http.retries``) of
+    the raw document: of a tagged source, only its kind's keys."""
+    types: list[msgspec.inspect.Type] = [msgspec.inspect.type_info(Config)]
+    for part in re.findall(r"[^.\[\]]+", path):
+        if part.isdigit():
+            raw = raw[int(part)] if isinstance(raw, list) and int(part) < len(raw) else None
+            continue
+        found: list[msgspec.inspect.Type] = []
+        for struct in _structs(types, raw):
+            found += [f.type for f in struct.fields if f.encode_name == part]
+        types, raw = found, raw.get(part) if isinstance(raw, dict) else None
+    structs = _structs(types, raw)
+    keys = {f.encode_name for struct in structs for f in struct.fields}
+    keys |= {struct.tag_field for struct in structs if struct.tag_field}
+    return sorted(keys - {"path"})
+
+
+def _flatten(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.Type]:
+    out: list[msgspec.inspect.Type] = []
+    for t in types:
+        out += _flatten(list(t.types)) if isinstance(t, msgspec.inspect.UnionType) else [t]
+    return out
+
+
+def _structs(types: list[msgspec.inspect.Type], raw: object) -> list[msgspec.inspect.StructType]:
+    """The structs among these types (a list's items included) that can be ``raw``:
+    a tagged one only when ``raw`` carries its tag."""
+    flat = _flatten(types)
+    flat += _flatten([t.item_type for t in flat if isinstance(t, msgspec.inspect.ListType)])
+    structs = [t for t in flat if isinstance(t, msgspec.inspect.StructType)]
+    tagged = [
+        t
+        for t in structs
+        if t.tag_field and isinstance(raw, dict) and raw.get(t.tag_field) == t.tag
+    ]
+    return tagged or structs
 
 
 def _check(config: Config) -> None:
@@ -1049,9 +1131,9 @@ def _database_password(config: Config, database: DatabaseConfig) -> str | None:
     if database.password_file is not None:
         file = expand_path(database.password_file)
         try:
-            return file.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            return read_secret_file(file).rstrip("\r\n")
+        except (OSError, ValueError) as exc:  # a FIFO never blocks; UnicodeDecodeError too
+            reason = unreadable(exc)
             raise ConfigError(
                 config.path, "database.password_file", f"cannot read {file}: {reason}"
             ) from None

@@ -125,7 +125,11 @@ class RunLock:
                     f"{self.path}: the lock file is a symbolic link; mirrorsync never "
                     "follows it: remove the link"
                 ) from None
-            raise StoreError(f"{self.path}: cannot open lock file: {exc.strerror}") from None
+            reason = exc.strerror
+            if exc.errno == errno.EEXIST and not self.path.parent.is_dir():
+                # mkdir(exist_ok) says "File exists" for a parent that is a file
+                reason = f"Not a directory ({_first_file(self.path.parent)} is a file)"
+            raise StoreError(f"{self.path}: cannot open lock file: {reason}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise StoreError(f"{self.path}: the lock file is not a regular file: remove it")
@@ -243,3 +247,11 @@ async def hold_for_sync(database: Location, *, wait: float = 0.0) -> AsyncIterat
         return
     async with hold(database, wait=wait):
         yield
+
+
+def _first_file(path: Path) -> Path:
+    """The first of a path's ancestors (or itself) that exists and is not a directory."""
+    for part in reversed((path, *path.parents)):
+        if part.exists() and not part.is_dir():
+            return part
+    return path

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from mirrorsync.cli import commands, signals
-from mirrorsync.cli.parser import build_parser
+from mirrorsync.cli import commands, signals, topics
+from mirrorsync.cli.parser import NO_CONFIG, build_parser
 from mirrorsync.cli.render import TableStyle, set_table_style
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MirrorsyncError
 from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in NO_CONFIG and args.config is not None:
+        parser.error(f"{args.command} reads no configuration file: leave out -c {args.config}")
     if args.format == "tsv" and getattr(args, "json", False):
         parser.error("--format tsv and --json: choose one")
     set_table_style(TableStyle(format=args.format, headers=not args.no_headers))
@@ -67,10 +69,14 @@ def _main(argv: Sequence[str] | None) -> int:
 
         sys.stdout.write(script(parser, args.shell))
         return EXIT_OK
-    if args.command == "config":
+    if args.command == "help":
+        handler: Command = topics.show_topic
+    elif args.command == "config" and args.config_command == "init":
+        handler = topics.config_init
+    elif args.command == "config":
         from mirrorsync.cli.config_check import config_check
 
-        handler: Command = config_check
+        handler = config_check
     elif args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 

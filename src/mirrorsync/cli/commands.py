@@ -456,6 +456,7 @@ async def history(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await _open(config))
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
         rows = await stack.enter_async_context(
             contextlib.aclosing(queries.history_rows(store, stack_id, limit=args.limit))
         )
@@ -470,7 +471,7 @@ async def history(args: argparse.Namespace) -> int:
                 Column("+added", 7, right=True),
                 Column("-removed", 8, right=True),
             ],
-            title=f"{args.release}/{args.stack}",
+            title=label,
         )
         async for r in rows:
             table.row(
@@ -483,9 +484,11 @@ async def diff(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with await _open(config) as store:
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
         a = await queries.resolve_version(store, stack_id, args.from_)
         b = await queries.resolve_version(store, stack_id, args.to)
         result = await queries.diff(store, stack_id, a, b)
+        note = await _before_history(store, stack_id, [(args.from_, a), (args.to, b)])
     if args.json:
         print_json(dataclasses.asdict(result))
         return EXIT_OK
@@ -494,10 +497,18 @@ async def diff(args: argparse.Namespace) -> int:
     print_table(
         ["", "name", "version", "hash", "os", "target"],
         rows,
-        title=f"{args.release}/{args.stack} version {a} -> {b}: "
-        f"+{len(result.added)} -{len(result.removed)}",
+        title=f"{label} v{a} -> v{b}: +{len(result.added)} -{len(result.removed)}{note}",
     )
     return EXIT_OK
+
+
+async def _before_history(store: Store, stack_id: int, asked: list[tuple[str, int]]) -> str:
+    """When a date was asked for that falls before a stack's first version (so it
+    resolved to version 0): a note saying when the history starts; else ''."""
+    if not any(v == 0 and not queries.is_version(text) for text, v in asked):
+        return ""
+    start = await queries.first_version_at(store, stack_id)
+    return f" ({'the history starts at ' + human_time(start) if start else 'no history yet'})"
 
 
 _SPEC_COLUMNS = [
@@ -515,7 +526,9 @@ async def at(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await _open(config))
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
         version = await queries.resolve_version(store, stack_id, args.when)
+        note = await _before_history(store, stack_id, [(args.when, version)])
         specs = await stack.enter_async_context(
             contextlib.aclosing(queries.stream_members_at(store, stack_id, version))
         )
@@ -527,7 +540,7 @@ async def at(args: argparse.Namespace) -> int:
         count = await queries.count_at(store, stack_id, version)
         table = TableWriter(
             _SPEC_COLUMNS,
-            title=f"{args.release}/{args.stack} at version {version}: {plural(count, 'spec')}",
+            title=f"{label} at v{version}: {plural(count, 'spec')}{note}",
         )
         async for s in specs:
             table.row((s.hash, s.name, s.version, s.os, s.target, s.compiler or "none"))
@@ -540,6 +553,7 @@ async def specs(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await _open(config))
         stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+        await queries.require_match(store, "package", args.package)
         records = await stack.enter_async_context(
             contextlib.aclosing(queries.stack_specs(store, stack_id, package=args.package))
         )
@@ -658,6 +672,8 @@ async def events(args: argparse.Namespace) -> int:
         await _open(config) as store,
         contextlib.aclosing(queries.events(store, where=where)) as stream,
     ):
+        for option in ("source", "release", "stack", "package"):  # a glob matching nothing: 2
+            await queries.require_match(store, option, getattr(args, option))
         if args.json:
             async for event in stream:
                 print_json_line(event.to_dict())

@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 SHELLS = ("bash", "zsh", "fish")
 
 
+#: The metavars of options whose value is a file name; every other value (a release,
+#: a stack, a name, a number of seconds) is completed from nothing rather than from
+#: the directory's files.
+_FILE_METAVARS = ("PATH", "FILE")
+
+
 @dataclass
 class _Node:
     """One command level: its option strings, option choices and subcommands."""
@@ -22,6 +28,8 @@ class _Node:
     options: list[str] = field(default_factory=list)
     choices: dict[str, list[str]] = field(default_factory=dict)  # option -> values
     takes_value: set[str] = field(default_factory=set)
+    files: set[str] = field(default_factory=set)  # options whose value is a file
+    directories: set[str] = field(default_factory=set)  # options whose value is a directory
     helps: dict[str, str] = field(default_factory=dict)  # option or command -> help
     commands: dict[str, _Node] = field(default_factory=dict)
     positional: list[str] = field(default_factory=list)  # fixed values of positionals
@@ -43,6 +51,10 @@ def _walk(parser: argparse.ArgumentParser) -> _Node:
             node.helps[option] = (action.help or "").replace("%(default)s", str(action.default))
             if action.nargs != 0:
                 node.takes_value.add(option)
+                if action.metavar == "DIR":
+                    node.directories.add(option)
+                elif action.metavar in _FILE_METAVARS:
+                    node.files.add(option)
             if action.choices:
                 node.choices[option] = [str(c) for c in action.choices]
     return node
@@ -81,11 +93,17 @@ def _bash(prog: str, tree: _Node) -> str:
             for opt, values in node.choices.items()
         )
         free = [o for o in node.takes_value if o not in node.choices]
-        if free:
-            value_cases += (
-                f"            {'|'.join(shlex.quote(o) for o in sorted(free))}) "
-                'COMPREPLY=($(compgen -f -- "$cur")); return;;\n'
-            )
+        for kind, reply in (
+            (node.files, '($(compgen -f -- "$cur"))'),
+            (node.directories, '($(compgen -d -- "$cur"))'),
+            (set(free) - node.files - node.directories, "()"),  # a name: nothing to offer
+        ):
+            chosen = sorted(o for o in free if o in kind)
+            if chosen:
+                value_cases += (
+                    f"            {'|'.join(shlex.quote(o) for o in chosen)}) "
+                    f"COMPREPLY={reply}; return;;\n"
+                )
         cases.append(
             f"        {shlex.quote(key)})\n"
             f'            case "$prev" in\n{value_cases}            esac\n'
@@ -131,8 +149,12 @@ def _fish(prog: str, tree: _Node) -> str:
             extra = ""
             if option in node.choices:
                 extra = f" -x -a {shlex.quote(' '.join(node.choices[option]))}"
+            elif option in node.files:
+                extra = " -r -F"
+            elif option in node.directories:
+                extra = " -x -a '(__fish_complete_directories)'"
             elif option in node.takes_value:
-                extra = " -r"
+                extra = " -x"  # a name or a number: no file names
             lines.append(
                 f"complete -c {prog} -n {shlex.quote(condition)} {flag}{extra}"
                 f" -d {shlex.quote(node.helps.get(option, '')[:60])}"

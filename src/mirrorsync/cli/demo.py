@@ -135,7 +135,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         f"  {me} -c {cfg} events --since {since}\n"
         f"  {me} -c {cfg} history --release develop --stack root\n"
         "Sync the real public cache (network needed):\n"
-        "  cp config/mirrorsync.yaml ./mirrorsync.yaml   # from the source tree; edit releases/stacks\n"
+        f"  {me} config init mirrorsync.yaml   # a commented starter; edit releases/stacks\n"
         f"  {me} once                                # then: {me} status",
         markup=False,
         highlight=False,

@@ -4,22 +4,53 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from mirrorsync import __version__
 from mirrorsync.cli.render import TABLE_FORMATS
-from mirrorsync.config import EVENT_TYPES, parse_duration
+from mirrorsync.config import EVENT_TYPES, did_you_mean, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
-from mirrorsync.store.queries import instant
+from mirrorsync.store.queries import instant, is_version
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a usage error on one line: what is wrong, and where help is."""
+    """argparse, with a usage error on one line: what is wrong, a guess at what was
+    meant (``did you mean 'once'?``), and where help is: the command's own ``--help``."""
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            names = [str(c) for c in choices]
+            raise argparse.ArgumentError(
+                action,
+                f"invalid choice: {value!r}{did_you_mean(str(value), names)} "
+                f"(choose from {', '.join(names)})",
+            )
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Refuse what no parser knows here, where it was given: a command's unknown
+        option points at that command's ``--help``, not the top level's."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._guess(extras)}")
+        return parsed, extras
+
+    def _guess(self, extras: list[str]) -> str:
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for extra in extras:
+            if extra.startswith("-"):
+                guess = did_you_mean(extra.split("=", 1)[0], options)
+                if guess:
+                    return guess
+        return ""
 
 
 #: Largest number the command line takes (ids, limits, versions): the databases' integers.
@@ -44,14 +75,15 @@ def positive_int(text: str) -> int:
 
 
 def seconds_arg(text: str) -> float:
-    """A number of seconds (``--wait``, ``--progress-every``): finite, 0 to a year."""
+    """A duration (``--wait``, ``--progress-every``): seconds or the one duration syntax
+    (``90``, ``30s``, ``5m``, ``1h``, ``3d``), 0 to a year; a negative one is refused."""
     try:
-        value = float(text)
+        value = parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number of seconds, got {text[:40]!r}"
+            f"expected seconds or a duration such as 30s, 5m, 1h or 3d, got {text[:40]!r}"
         ) from None
-    if not 0 <= value <= _YEAR:  # also refuses nan and inf
+    if not 0 <= value <= _YEAR:
         raise argparse.ArgumentTypeError(f"expected 0 to {_YEAR} seconds, got {text[:40]}")
     return value
 
@@ -75,21 +107,23 @@ def _date(text: str, *, end_of_day: bool) -> str:
 
 
 def since_arg(text: str) -> int | str:
-    """``--since``: an event id, or a date/time (a bare date: from the start of that day)."""
+    """``--since``: an event id, or a date/time (a bare date: from the start of that day),
+    or a relative one (``2h``, ``3d``: that long ago; ``today``, ``yesterday``: UTC dates)."""
     if text.isdigit():
         return event_id(text)
     return _date(text, end_of_day=False)
 
 
 def until_arg(text: str) -> str:
-    """``--until``: a date/time (a bare date: to the end of that day)."""
+    """``--until``: a date/time (a bare date: to the end of that day), or a relative one."""
     return _date(text, end_of_day=True)
 
 
 def version_or_date(text: str) -> str:
-    """A version number, or a date/time checked now (resolved against the stack later)."""
-    if text.isdigit():
-        _whole(text)  # a version number the database can hold
+    """A version number (``3`` or ``v3``, as printed), or a date/time checked now
+    (resolved against the stack later)."""
+    if is_version(text):
+        _whole(text.removeprefix("v"))  # a version number the database can hold
     else:
         _date(text, end_of_day=True)
     return text
@@ -122,17 +156,26 @@ def duration_arg(text: str) -> float:
         ) from None
 
 
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """-c/-v/-q are accepted before and after the command name."""
+_WHEN_HELP = "a version (3 or v3), an ISO 8601 date/time, or a relative time (2h, 3d, yesterday)"
+
+
+#: Commands that read no configuration file: ``-c`` given to them is a usage error.
+NO_CONFIG = ("demo", "completion", "help")
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool, config: bool = True) -> None:
+    """-c/-v/-q are accepted before and after the command name (-c only where a
+    configuration is read)."""
     default = None if top else argparse.SUPPRESS
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="PATH",
-        default=default,
-        help="configuration file (else $MIRRORSYNC_CONFIG, ./mirrorsync.yaml, "
-        "/etc/mirrorsync/mirrorsync.yaml)",
-    )
+    if config:
+        parser.add_argument(
+            "-c",
+            "--config",
+            metavar="PATH",
+            default=default,
+            help="configuration file (else $MIRRORSYNC_CONFIG, ./mirrorsync.yaml, "
+            "/etc/mirrorsync/mirrorsync.yaml)",
+        )
     parser.add_argument(
         "-v",
         "--verbose",
@@ -168,9 +211,11 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def _stack_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--release", required=True, help="release, e.g. develop")
-    parser.add_argument("--stack", required=True, help="stack, e.g. e4s or root")
-    parser.add_argument("--source", help="source name, when several sources have this stack")
+    parser.add_argument("--release", required=True, help="release, e.g. develop (or a glob)")
+    parser.add_argument("--stack", required=True, help="stack, e.g. e4s or root (or a glob)")
+    parser.add_argument(
+        "--source", help="source name (or glob), when several sources have this stack"
+    )
 
 
 def _lock_option(parser: argparse.ArgumentParser) -> None:
@@ -179,8 +224,9 @@ def _lock_option(parser: argparse.ArgumentParser) -> None:
         "--wait",
         type=seconds_arg,
         default=0.0,
-        metavar="SECONDS",
-        help="if another run holds the lock, wait up to SECONDS for it (default: exit 75 at once)",
+        metavar="DURATION",
+        help="if another run holds the lock, wait up to DURATION for it (e.g. 90, 5m, 1h; "
+        "default: exit 75 at once)",
     )
 
 
@@ -189,9 +235,13 @@ def _json(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mirrorsync.cli.topics import TOPICS, epilog
+
     parser = Parser(
         prog="mirrorsync",
         description="Keep versioned history of Spack build caches and announce what changed.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mirrorsync {__version__}")
     _common(parser, top=True)
@@ -199,9 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        _common(sub, top=False)
+    def command(name: str, help_text: str, *, config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog="examples: mirrorsync --help; exit codes: mirrorsync help exit-codes",
+        )
+        _common(sub, top=False, config=config)
         return sub
 
     once = command("once", "sync every source once, then exit")
@@ -211,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress-every",
         type=seconds_arg,
         default=30.0,
-        metavar="SECONDS",
-        help="off a terminal, log a progress line this often (default 30; 0: never)",
+        metavar="DURATION",
+        help="off a terminal, log a progress line this often (e.g. 30, 1m; default 30s; 0: never)",
     )
     _lock_option(once)
     _json(once)
@@ -226,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json(mirror)
 
     status = command("status", "current version, size and health of every stack")
-    status.add_argument("--release", help="only stacks of this release")
-    status.add_argument("--stack", help="only stacks with this name")
+    status.add_argument("--release", help="only stacks of this release (a name or a glob)")
+    status.add_argument("--stack", help="only stacks with this name (a name or a glob)")
     status.add_argument(
         "--check",
         action="store_true",
@@ -257,19 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     diff = command("diff", "specs added and removed between two versions or dates")
     _stack_options(diff)
-    diff.add_argument(
-        "from_", metavar="FROM", type=version_or_date, help="version number or ISO 8601 date/time"
-    )
-    diff.add_argument(
-        "to", metavar="TO", type=version_or_date, help="version number or ISO 8601 date/time"
-    )
+    diff.add_argument("from_", metavar="FROM", type=version_or_date, help=_WHEN_HELP)
+    diff.add_argument("to", metavar="TO", type=version_or_date, help=_WHEN_HELP)
     _json(diff)
 
     at = command("at", "what one stack held at a version or date")
     _stack_options(at)
-    at.add_argument(
-        "when", metavar="WHEN", type=version_or_date, help="version number or ISO 8601 date/time"
-    )
+    at.add_argument("when", metavar="WHEN", type=version_or_date, help=_WHEN_HELP)
     _json(at)
 
     show = command("show", "where a spec hash has been, and when it came and went")
@@ -280,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     specs = command("specs", "the specs one stack holds now, with sizes and manifest status")
     _stack_options(specs)
-    specs.add_argument("--package", metavar="P", help="only specs of this package")
+    specs.add_argument(
+        "--package", metavar="P", help="only specs of this package (a name or a glob)"
+    )
     _json(specs)
 
     events = command("events", "change events in id order")
@@ -289,23 +340,42 @@ def build_parser() -> argparse.ArgumentParser:
         type=since_arg,
         default=0,
         metavar="ID|DATE",
-        help="only ids above ID, or events from DATE on (ISO 8601)",
+        help="only ids above ID, or events from DATE on (ISO 8601, or 2h, 3d, yesterday)",
     )
     events.add_argument(
-        "--until", type=until_arg, metavar="DATE", help="only events up to DATE (ISO 8601)"
+        "--until",
+        type=until_arg,
+        metavar="DATE",
+        help="only events up to DATE (ISO 8601, or 2h, 3d, yesterday)",
     )
     events.add_argument(
         "--type", dest="types", action="append", choices=EVENT_TYPES, help="repeatable"
     )
-    events.add_argument("--source", help="only events of this source")
-    events.add_argument("--release", help="only events of this release")
-    events.add_argument("--stack", help="only events of stacks with this name")
-    events.add_argument("--package", metavar="P", help="only events of specs of this package")
+    events.add_argument("--source", help="only events of this source (a name or a glob)")
+    events.add_argument("--release", help="only events of this release (a name or a glob)")
+    events.add_argument("--stack", help="only events of stacks with this name (a glob too)")
+    events.add_argument(
+        "--package", metavar="P", help="only events of specs of this package (a glob too)"
+    )
     events.add_argument("--limit", type=positive_int, metavar="N", help="at most N events")
     events.add_argument("--reverse", action="store_true", help="newest first")
     _json(events)
 
-    command("demo", "sync a bundled local mirror twice and show what changed (offline)")
+    command(
+        "demo",
+        "sync a bundled local mirror twice and show what changed (offline; its own "
+        "configuration, in ./mirrorsync-demo)",
+        config=False,
+    )
+    topic = command("help", "a help topic: config, exit-codes, events, copies", config=False)
+    topic.add_argument(
+        "topic", nargs="?", choices=tuple(TOPICS), metavar="TOPIC", help=", ".join(TOPICS)
+    )
+    topic.add_argument(
+        "--man",
+        action="store_true",
+        help="print the man page (roff: mirrorsync help --man > mirrorsync.1; man ./mirrorsync.1)",
+    )
     config_cmd = command("config", "the configuration: check it before a timer runs it")
     config_actions = config_cmd.add_subparsers(
         dest="config_command", metavar="ACTION", required=True, parser_class=Parser
@@ -318,9 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(check, top=False)
     _json(check)
+    init = config_actions.add_parser(
+        "init",
+        help="write a commented starter configuration to PATH (never over a file), else stdout",
+        description="write a commented starter configuration (sources, database, a mirrors: "
+        "example) to PATH, or to stdout without one; an existing file is never overwritten "
+        "(exit 2)",
+    )
+    _common(init, top=False)
+    init.add_argument("path", nargs="?", metavar="PATH", help="the file to write (or -c PATH)")
 
     completion = command(
-        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"'
+        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"', config=False
     )
     completion.add_argument(
         "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
@@ -392,9 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command(
         "verify", "check that every binary the latest synced indexes list is on the mirror"
     )
-    verify.add_argument("--source", help="only stacks of this source")
-    verify.add_argument("--release", help="only stacks of this release")
-    verify.add_argument("--stack", help="only stacks with this name")
+    verify.add_argument("--source", help="only stacks of this source (a name or a glob)")
+    verify.add_argument("--release", help="only stacks of this release (a name or a glob)")
+    verify.add_argument("--stack", help="only stacks with this name (a name or a glob)")
     verify.add_argument(
         "--checksums", action="store_true", help="download every blob and check its digest"
     )

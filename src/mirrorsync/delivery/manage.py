@@ -136,6 +136,6 @@ async def ping(config: Config, name: str) -> Ping:
     key = load_secret(config, hook)
     message_id = f"msg_{secrets.token_hex(16)}"
     body = payload.ping_body(utcnow(), hook.name)
-    async with Sender(config.http.retries) as sender:
+    async with Sender(config.http.retries, config.http.proxy) as sender:
         answer = await sender.post(hook, key, message_id, body, retry=False)
     return Ping(hook.name, origin(hook.url), message_id, answer)

@@ -140,7 +140,7 @@ class Outbox:
         if not hooks:  # no client (and no TLS context) for a run without webhooks
             return []
         results: dict[str, WebhookResult] = {}
-        async with Sender(self.config.http.retries) as sender:
+        async with Sender(self.config.http.retries, self.config.http.proxy) as sender:
 
             async def one(hook: WebhookConfig) -> None:
                 results[hook.name] = await self._webhook(hook, sender, force, dead, enable)

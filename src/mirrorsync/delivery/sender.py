@@ -14,6 +14,7 @@ from mirrorsync import __version__
 from mirrorsync.config import RetryConfig, WebhookConfig
 from mirrorsync.delivery.signing import headers
 from mirrorsync.fetch.client import log_request, requests_logged
+from mirrorsync.fetch.proxies import proxies_for
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -59,18 +60,37 @@ class Answer:
 
 
 class Sender:
-    """Signed POSTs over one ``httpx.AsyncClient``; redirects are not followed."""
+    """Signed POSTs over an ``httpx.AsyncClient`` per proxy (most often one, direct);
+    redirects are not followed. The proxy for each webhook is chosen as for every other
+    request (``fetch/proxies.py``: ``http.proxy``, else the environment, ``NO_PROXY``)."""
 
-    def __init__(self, retries: RetryConfig) -> None:
+    def __init__(self, retries: RetryConfig, proxy: str | None = None) -> None:
         self._retries = retries
-        self._client = httpx.AsyncClient(headers={"user-agent": USER_AGENT}, follow_redirects=False)
+        self._proxies = proxies_for(proxy)
+        self._clients: dict[str | None, httpx.AsyncClient] = {}
         self._log_requests = requests_logged()  # -vv: one line per request, as for the fetches
+
+    def _client_for(self, url: str) -> httpx.AsyncClient:
+        parsed = httpx.URL(url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        proxy = self._proxies.for_url(parsed.scheme, f"{parsed.host}:{port}")
+        client = self._clients.get(proxy)
+        if client is None:  # trust_env off: the rule above decides, not httpx's own reading
+            client = httpx.AsyncClient(
+                headers={"user-agent": USER_AGENT},
+                follow_redirects=False,
+                proxy=proxy,
+                trust_env=False,
+            )
+            self._clients[proxy] = client
+        return client
 
     async def __aenter__(self) -> Sender:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
     async def post(
         self, hook: WebhookConfig, key: bytes, message_id: str, body: bytes, *, retry: bool = True
@@ -86,7 +106,7 @@ class Sender:
             # ``timeout`` bounds the whole request, not only each read: a receiver
             # trickling its answer a byte at a time cannot hold the run.
             with anyio.move_on_after(hook.timeout):
-                async with self._client.stream(
+                async with self._client_for(hook.url).stream(
                     "POST", hook.url, content=body, headers=signed, timeout=hook.timeout
                 ) as response:
                     status = response.status_code

@@ -14,7 +14,7 @@ import hmac
 import os
 from pathlib import Path
 
-from mirrorsync.config import Config, WebhookConfig
+from mirrorsync.config import Config, WebhookConfig, read_secret_file, unreadable
 from mirrorsync.errors import ConfigError
 
 PREFIX = "whsec_"
@@ -55,10 +55,11 @@ def load_secret(config: Config, hook: WebhookConfig) -> bytes:
         # ${CREDENTIALS_DIRECTORY}/webhook-secret is how systemd's LoadCredential= arrives.
         path = Path(os.path.expandvars(os.path.expanduser(hook.secret_file)))
         try:
-            value = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise ConfigError(config.path, field, f"cannot read {path}: {reason}") from None
+            value = read_secret_file(path)
+        except (OSError, ValueError) as exc:  # a FIFO or device never blocks the run
+            raise ConfigError(
+                config.path, field, f"cannot read {path}: {unreadable(exc)}"
+            ) from None
     else:
         field = f"{key}.secret"
         value = hook.secret or ""

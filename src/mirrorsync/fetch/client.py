@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
 import time
 import zlib
@@ -25,11 +26,11 @@ from tenacity import (
 
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
-from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, UsageError
+from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
 from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.deadline import Watchdog
 from mirrorsync.fetch.files import FileTransport
-from mirrorsync.fetch.proxies import Proxies, ProxyError
+from mirrorsync.fetch.proxies import proxies_for
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -187,10 +188,7 @@ class HttpClient:
         )
         self._deadline = config.deadline_seconds
         self._run_ends = self._throttle.started + config.run_deadline_seconds
-        try:
-            proxies = Proxies(config.proxy)
-        except ProxyError as exc:  # http.proxy is checked with the configuration: the environment
-            raise UsageError(f"environment: {exc}") from None
+        proxies = proxies_for(config.proxy)
         self._transport = AiohttpTransport(
             connections=config.concurrency, verify=verify, proxies=proxies
         )
@@ -319,7 +317,10 @@ class HttpClient:
             body = self._body(url, response, max_bytes, limit_name, expected_length, tally)
             body.promised_by = promised_by
             body.hash_with("sha256")
-            with dest.open("wb") as out:
+            # Never through a link planted at the name (a copy's directory is not trusted);
+            # truncated, not exclusive: a retry writes the same temporary again.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(dest, flags, 0o666), "wb") as out:
                 await body.copy_to(out)
             return Downloaded(
                 url,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import urllib.parse
 import urllib.request
 
+from mirrorsync.errors import UsageError
 from mirrorsync.redact import redact_url
 
 #: ``http.proxy`` value that turns proxies off, environment included.
@@ -102,3 +103,12 @@ def _bypassed(host_port: str, no_proxy: dict[str, str]) -> bool:
             if candidate == name or candidate.endswith("." + name):
                 return True
     return False
+
+
+def proxies_for(configured: str | None) -> Proxies:
+    """:class:`Proxies` for ``http.proxy`` (checked with the configuration) and the
+    environment, whose bad values are a usage error naming it (exit 2)."""
+    try:
+        return Proxies(configured)
+    except ProxyError as exc:
+        raise UsageError(f"environment: {exc}") from None

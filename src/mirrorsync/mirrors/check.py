@@ -69,7 +69,7 @@ def disk_problem(root: Path, index_checksum: str | None) -> str | None:
     if index_checksum is None:
         return None
     try:
-        manifest = files.read_no_follow(root / INDEX_MANIFEST)
+        manifest = files.read_if_present(root / INDEX_MANIFEST)
         if manifest is None:
             return f"copy missing on disk: {root / INDEX_MANIFEST} is gone"
         try:
@@ -205,7 +205,7 @@ def check_copy(
     def read(rel: str, spec: str | None, what: str) -> bytes | None:
         if regular(rel, spec, what) is None:
             return None
-        data = files.read_no_follow(root / rel)
+        data = files.read_if_present(root / rel)
         if data is None:  # gone meanwhile
             find("missing", rel, f"{what} missing", spec)
         return data
@@ -223,7 +223,7 @@ def check_copy(
             find("size", rel, f"{what} is {st.st_size} bytes, its manifest says {length}", spec)
             return
         if checksums:
-            digest = files.sha256_no_follow(root / rel)
+            digest = files.sha256_if_present(root / rel)
             if digest != checksum:
                 find(
                     "digest", rel, f"{what} sha256 is {digest}, its manifest says {checksum}", spec

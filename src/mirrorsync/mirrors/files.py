@@ -176,8 +176,9 @@ def write_atomic(final: Path, data: bytes, modes: Modes = DEFAULT_MODES) -> None
     place(temp, final, modes)
 
 
-def read_if_present(path: Path) -> bytes | None:
-    """The file's bytes (None if there is none); a link or a non-regular file is refused."""
+def _open_file(path: Path) -> int | None:
+    """A descriptor of the regular file at ``path``, None if there is none; a link (never
+    followed) or anything else (a FIFO never blocks: ``O_NONBLOCK``) is CopyError."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -186,13 +187,38 @@ def read_if_present(path: Path) -> bytes | None:
         if exc.errno == errno.ELOOP:
             raise link_error(path) from None
         raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CopyError(f"{path}: not a regular file; a copy holds only files")
+    return fd
+
+
+def read_if_present(path: Path) -> bytes | None:
+    """The file's bytes (None if there is none); a link or a non-regular file is refused."""
+    fd = _open_file(path)
+    if fd is None:
+        return None
     with os.fdopen(fd, "rb") as file:
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise CopyError(f"{path}: not a regular file; a copy holds only files")
             return file.read()
         except OSError as exc:
             raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def sha256_if_present(path: Path) -> str | None:
+    """The file's sha256 in hex, read in chunks; None if absent; a link or non-regular
+    file refused, as :func:`read_if_present`."""
+    fd = _open_file(path)
+    if fd is None:
+        return None
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        try:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        except OSError as exc:
+            raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return digest.hexdigest()
 
 
 def lstat(path: Path) -> os.stat_result:
@@ -212,36 +238,6 @@ def file_size(path: Path) -> int | None:
     except OSError as exc:
         raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return st.st_size if stat.S_ISREG(st.st_mode) else None
-
-
-def _open_no_follow(path: Path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:  # ELOOP: a symbolic link, never followed
-        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-def read_no_follow(path: Path) -> bytes | None:
-    """The file's bytes, None if absent; a symbolic link is refused (CopyError)."""
-    fd = _open_no_follow(path)
-    if fd is None:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
-
-
-def sha256_no_follow(path: Path) -> str | None:
-    """The file's sha256 in hex, read in chunks; None if absent; links refused."""
-    fd = _open_no_follow(path)
-    if fd is None:
-        return None
-    digest = hashlib.sha256()
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def symlink_in(root: Path, rel: str) -> str | None:

@@ -13,7 +13,7 @@ from mirrorsync.errors import UsageError
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
 from mirrorsync.store.events import Where, record
-from mirrorsync.store.queries import SPEC_COLUMNS, spec_from_row
+from mirrorsync.store.queries import SPEC_COLUMNS, name_filter, spec_from_row
 from mirrorsync.text import bounded
 
 OK = "ok"
@@ -238,7 +238,7 @@ async def stack_targets(
     release: str | None = None,
     stack: str | None = None,
 ) -> list[StackTarget]:
-    """Present, synced stacks matching the filters, in a stable order."""
+    """Present, synced stacks matching the filters (names or globs), in a stable order."""
     sql = (
         "SELECT st.id, src.name, st.release, st.name, st.mirror_root, st.layout, st.spec_count"
         " FROM stacks st JOIN sources src ON src.id = st.source_id"
@@ -247,8 +247,9 @@ async def stack_targets(
     params: list[object] = []
     for column, value in (("src.name", source), ("st.release", release), ("st.name", stack)):
         if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
+            condition, param = name_filter(store, column, value)
+            sql += f" AND {condition}"
+            params.append(param)
     sql += " ORDER BY src.name, st.release, st.name"
     async with store.conn.execute(sql, params) as cursor:
         return [StackTarget(*row) for row in await cursor.fetchall()]

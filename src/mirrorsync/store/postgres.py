@@ -141,6 +141,9 @@ def connect_error(where: PostgresUrl, exc: psycopg.Error) -> StoreError:
     text = str(exc).strip()
     text = re.sub(r"^connection failed: ", "", text)
     text = re.sub(r"connection to server (at|on) [^\n]*? failed: ", "", text)
+    # libpq's lines are sentences without a full stop ("Connection refused\n\tIs the ..."):
+    # joined into one line, each ends with one.
+    text = re.sub(r"(?<![.:;?!])[ \t]*\n\s*(?=\S)", ". ", text.strip())
     text = one_line(scrub(text.replace("FATAL:  ", "")))
     refused_us = "FATAL:" in str(exc) and not any(word in text for word in _BUSY)
     if refused_us:

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from mirrorsync.errors import UsageError
@@ -140,12 +140,11 @@ async def status(
         " FROM stacks st JOIN sources src ON src.id = st.source_id WHERE 1 = 1"
     )
     params: list[object] = []
-    if release is not None:
-        sql += " AND st.release = ?"
-        params.append(release)
-    if stack is not None:
-        sql += " AND st.name = ?"
-        params.append(stack)
+    for column, value in (("st.release", release), ("st.name", stack)):
+        if value is not None:
+            condition, param = name_filter(store, column, value)
+            sql += f" AND {condition}"
+            params.append(param)
     sql += " ORDER BY src.name, st.release, st.name"
     async with store.conn.execute(sql, params) as cursor:
         rows = await cursor.fetchall()
@@ -189,24 +188,93 @@ async def distinct_specs(store: Store, stacks: Sequence[tuple[str, str, str]] | 
 
 
 async def find_stack(store: Store, release: str, stack: str, source: str | None = None) -> int:
-    """The id of (source, release, stack); UsageError if unknown or ambiguous."""
+    """The id of (source, release, stack), each a name or a glob; UsageError if no
+    stack matches, or several do (naming them)."""
     sql = (
-        "SELECT st.id, src.name FROM stacks st JOIN sources src ON src.id = st.source_id"
-        " WHERE st.release = ? AND st.name = ?"
+        "SELECT st.id, src.name, st.release, st.name FROM stacks st"
+        " JOIN sources src ON src.id = st.source_id WHERE 1 = 1"
     )
-    params: list[object] = [release, stack]
-    if source:
-        sql += " AND src.name = ?"
-        params.append(source)
-    async with store.conn.execute(sql, params) as cursor:
-        rows = list(await cursor.fetchall())
+    params: list[object] = []
+    for column, value in (
+        ("st.release", release),
+        ("st.name", stack),
+        ("src.name", source or None),
+    ):
+        if value is not None:
+            condition, param = name_filter(store, column, value)
+            sql += f" AND {condition}"
+            params.append(param)
+    async with store.conn.execute(sql + " ORDER BY src.name, st.release, st.name", params) as c:
+        rows = list(await c.fetchall())
     where = f"{source + ':' if source else ''}{release}/{stack}"
     if not rows:
         raise UsageError(f"no stack {where} in {store.path}")
-    if len(rows) > 1:
+    if len(rows) > 1 and len({(r[2], r[3]) for r in rows}) == 1:
         names = ", ".join(sorted(r[1] for r in rows))
         raise UsageError(f"{where} exists in several sources ({names}); pass --source")
+    if len(rows) > 1:
+        names = ", ".join(f"{r[1]}:{r[2]}/{r[3]}" for r in rows[:10])
+        more = " and more" if len(rows) > 10 else ""
+        raise UsageError(f"{where} matches several stacks ({names}{more}); name one")
     return int(rows[0][0])
+
+
+async def stack_label(store: Store, stack_id: int) -> str:
+    """``release/stack`` of a stack, as titles print it."""
+    async with store.conn.execute(
+        "SELECT release, name FROM stacks WHERE id = ?", (stack_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return f"{row[0]}/{row[1]}" if row else "?"
+
+
+def sql_glob(glob: str) -> str:
+    """A command-line glob (fnmatch syntax, as in the configuration) as a SQL GLOB:
+    the two differ only in how a set is negated (``[!...]`` and ``[^...]``)."""
+    return glob.replace("[!", "[^")
+
+
+def name_filter(store: Store, column: str, glob: str) -> tuple[str, str]:
+    """SQL that ``column`` matches a name or glob, and its one parameter. A plain name
+    is an equality (an index lookup on both databases), a glob the dialect's GLOB."""
+    if not any(ch in glob for ch in "*?["):
+        return f"{column} = ?", glob
+    return store.dialect.glob(column, "?"), sql_glob(glob)
+
+
+#: The names a query filter may match, by option: (noun, SQL of the known names).
+_KNOWN_NAMES = {
+    "source": ("source", "SELECT name AS n FROM sources"),
+    "release": ("release", "SELECT release AS n FROM stacks"),
+    "stack": ("stack", "SELECT name AS n FROM stacks"),
+    "package": ("package", "SELECT name AS n FROM specs"),
+}
+
+
+async def require_match(store: Store, option: str, glob: str | None) -> None:
+    """UsageError naming ``--option GLOB`` if the name or glob matches nothing known.
+
+    ``option`` is one of source, release, stack, package; None: no filter, nothing to check.
+    """
+    if glob is None:
+        return
+    noun, names = _KNOWN_NAMES[option]
+    condition, param = name_filter(store, "k.n", glob)
+    async with store.conn.execute(
+        f"SELECT 1 FROM ({names}) k WHERE {condition} LIMIT 1", (param,)
+    ) as cursor:
+        found = await cursor.fetchone()
+    if found is None:
+        raise UsageError(f"--{option} {glob} matches no {noun} in the database")
+
+
+async def first_version_at(store: Store, stack_id: int) -> str | None:
+    """When a stack's history begins: the time of its first version (None: no version)."""
+    async with store.conn.execute(
+        "SELECT min(created_at) FROM stack_versions WHERE stack_id = ?", (stack_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return str(row[0]) if row and row[0] is not None else None
 
 
 async def history(store: Store, stack_id: int) -> list[VersionRow]:
@@ -247,8 +315,8 @@ async def resolve_version(store: Store, stack_id: int, when: str) -> int:
     ) as cursor:
         row = await cursor.fetchone()
     latest = int(row[0]) if row else 0
-    if when.isdigit():
-        version = int(when)
+    if is_version(when):
+        version = int(when.removeprefix("v"))
         if version > latest:
             raise UsageError(f"version {version} does not exist (latest is {latest})")
         return version
@@ -265,18 +333,50 @@ async def resolve_version(store: Store, stack_id: int, when: str) -> int:
     return latest if row is None or row[0] is None else int(row[0]) - 1
 
 
-def instant(text: str, *, end_of_day: bool = True) -> str:
+def is_version(text: str) -> bool:
+    """A version number as the command line takes it: ``3`` or ``v3`` (as printed)."""
+    digits = text.removeprefix("v")
+    return digits.isascii() and digits.isdigit()
+
+
+_RELATIVE_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])(?:\s+ago)?$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _relative(text: str, now: datetime | None) -> str | None:
+    """``today``/``yesterday`` as a bare UTC date; ``2h``/``3d`` (the duration syntax,
+    with a unit) as that long before now, to the second; None for anything else."""
+    now = now or datetime.now(UTC)
+    lowered = text.lower()
+    if lowered in ("today", "yesterday"):
+        day = now.date() - timedelta(days=1 if lowered == "yesterday" else 0)
+        return day.isoformat()
+    match = _RELATIVE_RE.match(lowered)
+    if match is None:
+        return None
+    seconds = float(match["n"]) * _UNITS[match["unit"]]
+    try:
+        moment = now - timedelta(seconds=seconds)
+    except OverflowError:
+        return "0001-01-01T00:00:00Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment.year >= 1000 else "0001-01-01T00:00:00Z"
+
+
+def instant(text: str, *, end_of_day: bool = True, now: datetime | None = None) -> str:
     """An ISO 8601 date or date and time, as a stored UTC timestamp; UsageError if not one.
 
     ``2026-11-20`` is the end of that day UTC (its start with ``end_of_day=False``);
     a time without an offset is UTC; ``Z``, ``+02:00`` and ``-0500`` are honoured.
-    Impossible dates (``2026-13-45``) are refused.
+    Impossible dates (``2026-13-45``) are refused. Relative times: ``today`` and
+    ``yesterday`` are that UTC date; ``2h``, ``30m``, ``3d`` (the duration syntax with
+    its unit) that long before ``now``.
     """
-    text = text.strip()
+    original = text = text.strip()
+    text = _relative(text, now) or text
     if not _DATE_RE.match(text) and not _DATETIME_RE.match(text):
         raise UsageError(
-            f"{text!r} is not an ISO 8601 date or time"
-            " (e.g. 2026-11-20, 2026-11-20T08:00Z, 2026-11-20T20:16:00-05:00)"
+            f"{original!r} is not an ISO 8601 date or time or a relative one"
+            " (e.g. 2026-11-20, 2026-11-20T08:00Z, 2026-11-20T20:16:00-05:00, 2h, 3d, yesterday)"
         )
     try:
         if _DATE_RE.match(text):
@@ -427,8 +527,9 @@ async def events(
         ("s.name", f.package),
     ):
         if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
+            condition, param = name_filter(store, column, value)
+            sql += f" AND {condition}"
+            params.append(param)
     if f.since_at is not None:
         sql += " AND e.occurred_at >= ?"
         params.append(f.since_at)
@@ -543,8 +644,9 @@ async def stack_specs(
     )
     params: list[object] = [stack_id]
     if package is not None:
-        sql += " AND s.name = ?"
-        params.append(package)
+        condition, param = name_filter(store, "s.name", package)
+        sql += f" AND {condition}"
+        params.append(param)
     async with store.conn.execute(f"{sql} ORDER BY s.name, s.version, s.hash", params) as cursor:
         while rows := await cursor.fetchmany(_PAGE):
             for r in rows:
