@@ -92,7 +92,12 @@ def test_dry_run_lists_the_hashes_each_stack_would_gain_or_lose(
 
     plain = run_cli("-c", str(config), "once", "--dry-run", cwd=tmp_path)
     assert plain.returncode == 0 and plain.stdout == ""  # off a terminal: the log's counts
-    assert "test:develop/root changed: version 2, 4 specs, +2 -1," in plain.stderr
+    # a dry run changed nothing: its log lines say what would change (before: `changed`)
+    assert "test:develop/root would change: version 2, 4 specs, +2 -1," in plain.stderr
+    assert " changed" not in plain.stderr
+    assert "run finished (dry run, nothing kept): 1 stack (1 would change, 0 unchanged," in (
+        plain.stderr
+    )
     verbose = run_cli("-c", str(config), "once", "--dry-run", "-v", cwd=tmp_path)
     assert verbose.stdout.splitlines() == [
         *(f"test:develop/root would add {h}" for h in added),

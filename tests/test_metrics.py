@@ -247,3 +247,34 @@ def test_webhook_backlog_is_exported(tmp_path: Path, docroot: Path, server: Fixt
     assert samples[("mirrorsync_webhook_pending_events", hook)] == e4s_events
     assert samples[("mirrorsync_webhook_dead_events", hook)] == 0
     assert samples[("mirrorsync_webhook_enabled", hook)] == 1
+
+
+def test_webhooks_retry_rewrites_the_metrics_and_keeps_the_last_run(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """`webhooks retry` empties the backlog: the metrics file says so at once (before:
+    only the next `once` did), and the last sync run's figures stay as `once` wrote them."""
+    from receiver import Receiver, new_secret
+
+    textfile = tmp_path / "mirrorsync.prom"
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 3)}})
+    config = write_config(tmp_path, server, textfile)
+    base = config.read_text()
+    secret = new_secret()
+    hook = "webhooks: [{{name: site, url: '{}', secret_env: HOOK_SECRET}}]\n"
+    config.write_text(base + hook.format("http://127.0.0.1:9/hook"))
+    env = {"HOOK_SECRET": secret}
+    assert run_cli("-c", str(config), "once", cwd=tmp_path, env=env).returncode == 1
+    before = parse_prometheus(textfile.read_text())
+    site = (("webhook", "site"),)
+    assert before[("mirrorsync_webhook_pending_events", site)] == 5  # release, stack, 3 specs
+    with Receiver(secret) as receiver:
+        config.write_text(base + hook.format(receiver.url))
+        retried = run_cli("-c", str(config), "webhooks", "retry", cwd=tmp_path, env=env)
+        assert retried.returncode == 0, retried.stderr
+    after = parse_prometheus(textfile.read_text())
+    assert after[("mirrorsync_webhook_pending_events", site)] == 0
+    assert after[("mirrorsync_build_info", (("version", __version__),))] == 1
+    last_run = {k: v for k, v in before.items() if k[0].startswith("mirrorsync_last_run_")}
+    assert last_run and {k: after[k] for k in last_run} == last_run
+    assert {k for k in after if k[0].startswith("mirrorsync_last_run_")} == set(last_run)

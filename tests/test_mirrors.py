@@ -630,6 +630,54 @@ def test_webhooks_subscribed_to_mirror_updated_receive_the_counts(
     assert (event["mirror"]["binaries"], event["mirror"]["added"]) == (7, 7)
 
 
+def test_the_first_mirror_after_adding_a_webhook_sends_it_mirror_updated(
+    tmp_path: Path, docroot: Path, upstream: FixtureServer
+) -> None:
+    """Synced without webhooks; then a webhook is added and `mirror` (not `once`) runs:
+    it registers the webhook before publishing, so the new state's event reaches it
+    (before: registered after publishing, the event was not queued for it)."""
+    from receiver import Receiver, new_secret
+
+    _publish_upstream(docroot, _graph(), None)
+    text = _config_text(tmp_path, upstream, "")
+    _sync(parse_config(text, str(write_config(tmp_path / "c.yaml", text))))
+    secret = new_secret()
+    with Receiver(secret) as receiver:
+        hook = (
+            f"webhooks:\n  - name: site\n    url: {receiver.url}\n    secret_env: HOOK_SECRET\n"
+            "    events: [mirror.updated]\n"
+        )
+        config = write_config(tmp_path / "c.yaml", text + hook)
+        done = run_cli("-c", str(config), "mirror", cwd=tmp_path, env={"HOOK_SECRET": secret})
+        assert done.returncode == 0, done.stderr
+        events = [e for r in receiver.acknowledged for e in r.events]
+    (event,) = events
+    assert (event["type"], event["mirror"]["name"]) == ("mirror.updated", "local")
+
+
+def test_mirror_writes_the_metrics_of_the_copy_it_published(
+    tmp_path: Path, docroot: Path, upstream: FixtureServer
+) -> None:
+    """`mirror` rewrites the metrics file (before: only `once` wrote it, so a copy
+    updated by `mirror` showed its old figures until the next sync)."""
+    from test_metrics import parse_prometheus
+
+    _publish_upstream(docroot, _graph(), None)
+    textfile = tmp_path / "ms.prom"
+    text = _config_text(tmp_path, upstream, "") + f"metrics: {{textfile: {textfile}}}\n"
+    _sync(parse_config(text, str(write_config(tmp_path / "c.yaml", text))))
+    synced = parse_prometheus(textfile.read_text())  # the sync's, no copy yet
+    assert not any(name.startswith("mirrorsync_mirror_") for name, _ in synced)
+    done = run_cli("-c", str(tmp_path / "c.yaml"), "mirror", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    samples = parse_prometheus(textfile.read_text())
+    local = (("mirror", "local"),)
+    assert samples[("mirrorsync_mirror_version", local)] == 1
+    assert samples[("mirrorsync_mirror_binaries", local)] == 7
+    last_run = {k: v for k, v in synced.items() if k[0].startswith("mirrorsync_last_run_")}
+    assert last_run and {k: samples[k] for k in last_run} == last_run  # the sync's, kept
+
+
 def test_mirror_takes_the_run_lock(tmp_path: Path, docroot: Path, upstream: FixtureServer) -> None:
     from mirrorsync.lock import RunLock
 

@@ -258,8 +258,28 @@ def split_trusted_keys(entries: list[str]) -> tuple[list[str], list[Path]]:
         if fingerprint is not None:
             fingerprints.append(fingerprint)
         else:
-            files.append(Path(os.path.expanduser(entry)))
+            files.append(expand_path(entry))
     return fingerprints, files
+
+
+def expand_path(text: str) -> Path:
+    """A path from the configuration: ``~`` and ``$VAR``/``${VAR}`` expanded, the same
+    for every path (database, copies, keys, keeplists, lockfiles, secret and password
+    files, the metrics file). ``parse_config`` refuses an unset variable in the paths
+    it needs (:func:`_unset_variable`); a secret's file is checked when it is read."""
+    return Path(os.path.expandvars(os.path.expanduser(text)))
+
+
+_VARIABLE_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _unset_variable(text: str) -> str | None:
+    """The first ``$VAR``/``${VAR}`` in ``text`` not set in the environment, if any."""
+    for match in _VARIABLE_RE.finditer(text):
+        name = match[1] or match[2]
+        if name not in os.environ:
+            return name
+    return None
 
 
 EventType = Literal[
@@ -351,7 +371,7 @@ class MirrorCopy(_Strict):
 
     @property
     def directory(self) -> Path:
-        return Path(os.path.expanduser(self.path))
+        return expand_path(self.path)
 
     @property
     def file_mode(self) -> int:
@@ -393,7 +413,7 @@ class MetricsConfig(_Strict):
 
     @property
     def textfile_path(self) -> Path | None:
-        return Path(os.path.expanduser(self.textfile)) if self.textfile else None
+        return expand_path(self.textfile) if self.textfile else None
 
 
 class DatabaseConfig(_Strict):
@@ -431,7 +451,7 @@ class Config(_Strict):
         if self.database and is_postgres_url(self.database):
             return PostgresUrl(self.database)
         if self.database:
-            return Path(os.path.expanduser(self.database.removeprefix(_SQLITE_URL)))
+            return expand_path(self.database.removeprefix(_SQLITE_URL))
         state_dirs = os.environ.get("STATE_DIRECTORY", "")
         if state_dirs:
             return Path(state_dirs.split(":")[0]) / "mirrorsync.db"
@@ -695,6 +715,7 @@ def _structs(types: list[msgspec.inspect.Type], raw: object) -> list[msgspec.ins
 def _check(config: Config) -> None:
     path = config.path
     _check_database(config)
+    _check_path_variables(config)
     for kind in ("catalog", "manifest", "index", "page"):
         try:
             setattr(config.limits, kind, parse_size(getattr(config.limits, kind)))
@@ -1060,6 +1081,30 @@ def _check_database(config: Config) -> None:
         raise ConfigError(config.path, "database", f"expected sqlite:///PATH, got {database!r}")
 
 
+def _check_path_variables(config: Config) -> None:
+    """Every path a command needs names only environment variables that are set: an
+    unset one is a ConfigError naming the key, not a directory called ``${HOME}``."""
+    paths: list[tuple[str, str]] = []
+    if isinstance(config.database, str) and not is_postgres_url(config.database):
+        paths.append(("database", config.database))
+    if config.metrics.textfile:
+        paths.append(("metrics.textfile", config.metrics.textfile))
+    for i, copy in enumerate(config.mirrors):
+        paths.append((f"mirrors[{i}].path", copy.path))
+        paths += [
+            (f"mirrors[{i}].environments[{j}]", e) for j, e in enumerate(copy.environments or [])
+        ]
+        if isinstance(copy.hashes, str):
+            paths.append((f"mirrors[{i}].hashes", copy.hashes))
+    for i, source in enumerate(config.sources):
+        for j, entry in enumerate(getattr(source, "trusted_keys", None) or []):
+            if trusted_fingerprint(entry) is None:
+                paths.append((f"sources[{i}].trusted_keys[{j}]", entry))
+    for key, text in paths:
+        if (name := _unset_variable(text)) is not None:
+            raise ConfigError(config.path, key, f"environment variable {name} is not set")
+
+
 def _check_postgres_url(path: str, key: str, url: str) -> None:
     """A PostgreSQL URL names a database on a host; libpq reads the rest (sslmode...)."""
     shown = PostgresUrl(url)
@@ -1084,7 +1129,7 @@ def _database_password(config: Config, database: DatabaseConfig) -> str | None:
             )
         return value
     if database.password_file is not None:
-        file = Path(os.path.expandvars(os.path.expanduser(database.password_file)))
+        file = expand_path(database.password_file)
         try:
             return read_secret_file(file).rstrip("\r\n")
         except (OSError, ValueError) as exc:  # a FIFO never blocks; UnicodeDecodeError too
@@ -1128,7 +1173,7 @@ def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSourc
     for j, entry in enumerate(entries):
         if trusted_fingerprint(entry) is not None:
             continue
-        if not os.path.isfile(os.path.expanduser(entry)):
+        if not expand_path(entry).is_file():
             raise ConfigError(
                 path,
                 f"{key}.trusted_keys[{j}]",

@@ -2,7 +2,8 @@
 
 At the end of every run (not a dry run) ``once`` writes ``metrics.textfile``
 whole: figures of that run, and figures read from the database (per stack spec
-count and version, events by type). The file is written to a temporary name in
+count and version, events by type). ``mirror`` and ``webhooks retry/replay``
+rewrite the database's figures too (:func:`refresh`), keeping the last run's. The file is written to a temporary name in
 the same directory and renamed over the old one, so a scrape never sees half a
 file. ``mirrorsync_last_run_success_timestamp_seconds`` is carried over from the
 previous file when a run fails, so "time since the last good run" stays right.
@@ -108,13 +109,14 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_textfile(path: Path, families: Iterable[Family]) -> None:
+def write_textfile(path: Path, families: Iterable[Family], *, kept: str = "") -> None:
     """Write atomically: a temporary file beside ``path``, fsynced, then renamed over it.
 
     The temporary name does not end in ``.prom``, so node_exporter never reads it.
     The file is made world-readable (0644): node_exporter runs as another user.
+    ``kept``: families carried over from the previous file as they were written.
     """
-    text = render(families)
+    text = kept + render(families)
     directory = path.parent
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -390,6 +392,37 @@ def health_families(health: Health) -> list[Family]:
             [Sample(n, {"kind": kind}) for kind, n in health.counts().items()],
         ),
     ]
+
+
+def _last_run_text(path: Path) -> str:
+    """The ``mirrorsync_last_run_*`` families of an existing metrics file, as written."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    kept = []
+    for line in text.splitlines():
+        words = line.split()
+        name = words[2] if line.startswith("# ") and len(words) > 2 else re.split(r"[{ ]", line)[0]
+        if name.startswith(PREFIX + "last_run_"):
+            kept.append(line + "\n")
+    return "".join(kept)
+
+
+async def refresh(config: Config) -> Path | None:
+    """Rewrite the metrics file after a command other than ``once`` changed what it
+    reports (``mirror``, ``webhooks retry/replay``): the database's and the health
+    model's figures anew, the last sync run's (``mirrorsync_last_run_*``) kept as
+    they were. None when metrics are off."""
+    path = config.metrics.textfile_path
+    if path is None:
+        return None
+    families = [build_info()]
+    async with await Store.open_read_only(config.database_path) as store:
+        families += await database_families(store)
+        families += health_families(await health.read(store, config, datetime.now(UTC), None))
+    write_textfile(path, families, kept=_last_run_text(path))
+    return path
 
 
 async def export(config: Config, report: RunReport) -> Path | None:

@@ -18,6 +18,7 @@ import anyio
 
 from mirrorsync.cli import commands, signals, topics
 from mirrorsync.cli.parser import NO_CONFIG, build_parser
+from mirrorsync.cli.render import TableStyle, set_table_style
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MirrorsyncError
 from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
 from mirrorsync.text import EscapedStream
@@ -38,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "verify": commands.verify,
     "export": commands.export,
     "db": commands.db,
+    "forget": commands.forget,
 }
 
 
@@ -58,6 +60,9 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command in NO_CONFIG and args.config is not None:
         parser.error(f"{args.command} reads no configuration file: leave out -c {args.config}")
+    if args.format == "tsv" and getattr(args, "json", False):
+        parser.error("--format tsv and --json: choose one")
+    set_table_style(TableStyle(format=args.format, headers=not args.no_headers))
     setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())
     if args.command == "completion":  # needs no configuration: only the parser
         from mirrorsync.cli.completion import script

@@ -28,7 +28,7 @@ from mirrorsync.cli.render import (
     print_table,
 )
 from mirrorsync.cli.signals import stop_event
-from mirrorsync.config import Config, load_config
+from mirrorsync.config import EVENT_TYPES, Config, load_config
 from mirrorsync.delivery import WebhookResult
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.formats._common import is_spec_hash
@@ -37,6 +37,7 @@ from mirrorsync.logs import print_line, stderr_is_terminal
 from mirrorsync.store import Store, queries
 from mirrorsync.store.location import PostgresUrl
 from mirrorsync.sync import RunProgress, RunReport, run_once
+from mirrorsync.text import escape
 
 if TYPE_CHECKING:
     from mirrorsync.health import StackHealth
@@ -217,9 +218,13 @@ async def mirror(args: argparse.Namespace) -> int:
             await Store.open(config.database_path, create=False, dry_run=args.dry_run)
         )
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mirrorsync-"))
+        # Webhooks are registered before publishing, as 'once' does: a webhook just added
+        # to the configuration gets the mirror.updated event of this run.
+        outbox = None if args.dry_run else await Outbox.open(config, store)
         outcomes = await run_mirrors(config, store, Path(tmp), only=args.name, dry_run=args.dry_run)
-        if not args.dry_run and any(o.status == "published" for o in outcomes):
-            webhooks = await (await Outbox.open(config, store)).deliver()  # mirror.updated
+        if outbox is not None and any(o.status == "published" for o in outcomes):
+            webhooks = await outbox.deliver()  # mirror.updated
+        metrics_error = None if args.dry_run else await _refresh_metrics(config)
     if args.json:
         print_json([_mirror_dict(o) for o in outcomes])
     elif args.dry_run:
@@ -245,9 +250,23 @@ async def mirror(args: argparse.Namespace) -> int:
                 )
     failures = [o.failure for o in outcomes if o.failure]
     failures += [r.failure for r in webhooks if r.failure]
+    failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+async def _refresh_metrics(config: Config) -> str | None:
+    """The metrics file rewritten after a command changed what it reports (not ``once``,
+    which writes its own); the failure line if it cannot be written."""
+    from mirrorsync import metrics
+    from mirrorsync.errors import MetricsError
+
+    try:
+        await metrics.refresh(config)
+    except MetricsError as exc:
+        return str(exc)
+    return None
 
 
 def _mirror_dict(o: MirrorOutcome) -> dict[str, object]:
@@ -331,6 +350,12 @@ async def status(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [s.row for s in h.stacks]
     several_sources = len({r.source for r in rows}) > 1
+    async with await _open(config) as store:  # a spec in several stacks is one spec
+        selected = [(r.source, r.release, r.stack) for r in rows]
+        distinct = await queries.distinct_specs(
+            store, selected if args.release or args.stack else None
+        )
+    members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships
     print_table(
         ["stack", "version", "specs", "checked", "changed", "state"],
         [
@@ -344,8 +369,10 @@ async def status(args: argparse.Namespace) -> int:
             )
             for s in h.stacks
         ],
-        title=f"{plural(len(rows), 'stack')}, {plural(sum(r.spec_count for r in rows), 'spec')}"
-        f" in {config.database_path}",
+        title=f"{plural(len(rows), 'stack')} {'holds' if len(rows) == 1 else 'hold'} "
+        f"{plural(distinct, 'distinct spec')}"
+        + (f" ({plural(members, 'membership')})" if members != distinct else "")
+        + f" in {config.database_path}",
     )
     syncing = [s for s in h.stacks if s.row.syncing]
     if syncing or h.problems:  # problems are long (they name URLs): below the table, one a line
@@ -651,12 +678,14 @@ async def events(args: argparse.Namespace) -> int:
             async for event in stream:
                 print_json_line(event.to_dict())
             return EXIT_OK
+        # Streamed, so sized before the first row: to every stack's label, every type asked.
+        labels = await queries.stack_labels(store)
         table = TableWriter(
             [
                 Column("id", 7, right=True),
                 Column("time", 17),
-                Column("type", 13),
-                Column("stack", 20),
+                Column("type", max(map(len, args.types or EVENT_TYPES))),
+                Column("stack", max(map(len, map(escape, labels)), default=0)),
                 Column("version", 7, right=True),
                 Column("hash", 32),
                 Column("spec"),
@@ -753,9 +782,11 @@ async def webhooks(args: argparse.Namespace) -> int:
     if action == "retry":  # no database yet: nothing to deliver, no lock file made
         async with hold(config.database_path, wait=args.wait, create=False):
             results = await manage.retry(config, args.name, dead=args.dead)
+            metrics_error = await _refresh_metrics(config)
     elif action == "replay":
         async with hold(config.database_path, wait=args.wait, create=False):
             replayed, results = await manage.replay(config, args.name, args.since)
+            metrics_error = await _refresh_metrics(config)
         document = {
             "name": args.name,
             "enqueued_events": replayed.enqueued,
@@ -776,6 +807,7 @@ async def webhooks(args: argparse.Namespace) -> int:
     else:
         _print_webhook_results(results)
     failures = [r.failure for r in results if r.failure]
+    failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")
     return EXIT_PARTIAL if failures else EXIT_OK
@@ -886,4 +918,38 @@ async def db(args: argparse.Namespace) -> int:
         + (f"; new event ids follow {last_event}" if last_event else "")
     )
     print(f"next: point database: in {config.path} at {report.target}")
+    return EXIT_OK
+
+
+async def forget(args: argparse.Namespace) -> int:
+    """``forget webhook|mirror NAME``: end the listing of one that left the configuration
+    (status, webhooks list, metrics no longer show it); its history stays."""
+    from mirrorsync.store import mirrors as mirror_store
+    from mirrorsync.store import webhooks as webhook_store
+    from mirrorsync.store.db import utcnow
+
+    config = load_config(args.config)
+    configured = (
+        {h.name for h in config.webhooks}
+        if args.kind == "webhook"
+        else {m.name for m in config.mirrors}
+    )
+    if args.name in configured:
+        raise UsageError(
+            f"{args.kind} {args.name} is still in {config.path}: "
+            "remove it from the configuration first, then forget it"
+        )
+    _require_database(config)
+    forget_one = webhook_store.forget if args.kind == "webhook" else mirror_store.forget
+    async with (
+        hold(config.database_path, wait=args.wait, create=False),
+        await Store.open(config.database_path, create=False) as store,
+    ):
+        done = await forget_one(store, args.name, utcnow())
+    if done is None:
+        raise UsageError(f"no {args.kind} {args.name} in {config.database_path}")
+    if done:
+        print(f"forgot {args.kind} {args.name}: no longer listed; its history is kept")
+    else:
+        print(f"{args.kind} {args.name} was forgotten already")
     return EXIT_OK

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from mirrorsync import __version__
+from mirrorsync.cli.render import TABLE_FORMATS
 from mirrorsync.config import EVENT_TYPES, did_you_mean, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
@@ -194,6 +195,18 @@ def _common(parser: argparse.ArgumentParser, *, top: bool, config: bool = True) 
         choices=LOG_FORMATS,
         default="plain" if top else argparse.SUPPRESS,
         help="plain: one line per event (default); json: one JSON object per line",
+    )
+    parser.add_argument(
+        "--format",
+        choices=TABLE_FORMATS,
+        default="table" if top else argparse.SUPPRESS,
+        help="tables as aligned columns (table, default) or tab-separated values (tsv)",
+    )
+    parser.add_argument(
+        "--no-headers",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="tables without title, header and rule: one line per row",
     )
 
 
@@ -422,6 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lock_option(replay)
     _json(replay)
+
+    forget = command(
+        "forget",
+        "stop listing a webhook or copy that left the configuration; keep its history",
+    )
+    forget.add_argument(
+        "kind", choices=("webhook", "mirror"), metavar="KIND", help="webhook or mirror"
+    )
+    forget.add_argument("name", metavar="NAME", help="its name, no longer in the configuration")
+    _lock_option(forget)
 
     db = command("db", "the database itself: move the history to PostgreSQL")
     db_actions = db.add_subparsers(

@@ -6,6 +6,11 @@ durations and times have one human form each (``human_size``, ``plural``,
 ``human_duration``, ``human_time``). Programs get JSON (``--json``): one
 document, or one object per line for streams; times there are the stored
 RFC 3339 UTC values, at full precision.
+
+Scripts that want the tables get them as lines (``--no-headers``: no title, no
+header, no rule; one line per row) or tab-separated (``--format tsv``: a header
+line, then one line per row, a tab between cells). The setting is process-wide
+(:func:`set_table_style`, from the command line), so every table obeys it.
 """
 
 from __future__ import annotations
@@ -61,6 +66,34 @@ def ago(stored: str | None, now: datetime | None = None) -> str:
 # -- tables ----------------------------------------------------------------------
 
 
+#: Table formats the command line offers (``--format``).
+TABLE_FORMATS = ("table", "tsv")
+
+
+@dataclass(frozen=True, slots=True)
+class TableStyle:
+    """How every table of this process is printed (``--format``, ``--no-headers``)."""
+
+    format: str = "table"  # "table": aligned for people; "tsv": tab-separated for programs
+    headers: bool = True  # False: no title, no header line, no rule; rows only
+
+
+_style = TableStyle()
+
+
+def set_table_style(style: TableStyle) -> None:
+    """Set how every table is printed from now on (``cli.main``, once per process)."""
+    global _style
+    _style = style
+
+
+def tsv_cell(value: str) -> str:
+    """A cell of a TSV line: a backslash doubled, then tab, newline and every control
+    escaped (``\\x09``, ``\\x0a``): one value cannot split a cell or a row, and the
+    escaping can be undone unambiguously."""
+    return escape(value.replace("\\", "\\\\"))
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
@@ -73,20 +106,37 @@ class TableWriter:
 
     Columns are as wide as their ``width`` (or header); a longer value widens its
     own row only, so only the last column should hold values of unbounded length.
+    The process's :class:`TableStyle` decides what is printed: with ``headers``
+    off only the rows; as ``tsv`` a header line and the rows, cells joined by tabs.
     """
 
     def __init__(
-        self, columns: Sequence[Column], *, title: str | None = None, out: TextIO | None = None
+        self,
+        columns: Sequence[Column],
+        *,
+        title: str | None = None,
+        out: TextIO | None = None,
+        style: TableStyle | None = None,
     ) -> None:
         self.columns = columns
         self.widths = [max(c.width, len(c.name)) for c in columns]
         self.out = out or sys.stdout
+        self.style = style or _style
+        self.tsv = self.style.format == "tsv"
+        if not self.style.headers:
+            return
+        if self.tsv:
+            self.out.write("\t".join(tsv_cell(c.name) for c in columns) + "\n")
+            return
         if title:
             self.out.write(title + "\n")
         self._write([c.name for c in columns])
         self._write(["-" * w for w in self.widths])
 
     def _write(self, cells: Sequence[str]) -> None:
+        if self.tsv:
+            self.out.write("\t".join(cells) + "\n")
+            return
         parts = []
         last = len(cells) - 1
         for i, (cell, column, width) in enumerate(
@@ -99,7 +149,8 @@ class TableWriter:
         self.out.write(_GAP.join(parts).rstrip() + "\n")
 
     def row(self, values: Sequence[object]) -> None:
-        self._write(["" if v is None else escape(str(v)) for v in values])
+        cell = tsv_cell if self.tsv else escape
+        self._write(["" if v is None else cell(str(v)) for v in values])
 
 
 def print_table(
@@ -111,14 +162,15 @@ def print_table(
 ) -> None:
     """A small table whose rows are all known: columns as wide as their widest value."""
     cols = [c if isinstance(c, Column) else Column(c, right=_numeric(c)) for c in columns]
-    cells = [["" if v is None else escape(str(v)) for v in row] for row in rows]
+    cell = tsv_cell if _style.format == "tsv" else escape
+    cells = [["" if v is None else cell(str(v)) for v in row] for row in rows]
     cols = [
         Column(c.name, max([c.width, *(len(r[i]) for r in cells)]), c.right)
         for i, c in enumerate(cols)
     ]
     writer = TableWriter(cols, title=title, out=sys.stderr if stderr else sys.stdout)
     for row in cells:
-        writer.row(row)
+        writer._write(row)  # cells already escaped, once
 
 
 def _numeric(name: str) -> bool:

@@ -12,11 +12,10 @@ naming it (exit 2).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorsync.config import MirrorCopy
+from mirrorsync.config import MirrorCopy, expand_path
 from mirrorsync.errors import ConfigError, FormatError
 from mirrorsync.formats._common import is_spec_hash, shown
 from mirrorsync.formats.lockfile import MAX_KEEPLIST, MAX_LOCKFILE, parse_keeplist, parse_lockfile
@@ -43,7 +42,7 @@ def wanted(copy: MirrorCopy, config_path: str, key: str) -> Wanted:
     hashes: set[str] = set()
     names: dict[str, str] = {}
     for i, entry in enumerate(copy.environments or []):
-        path = Path(os.path.expanduser(entry))
+        path = expand_path(entry)
         if "\x00" not in entry and path.is_dir():
             path = path / LOCKFILE
         try:
@@ -59,7 +58,7 @@ def wanted(copy: MirrorCopy, config_path: str, key: str) -> Wanted:
         hashes |= lockfile.wanted
         names.update({h: n for h, n in lockfile.names.items() if h in lockfile.wanted})
     if isinstance(copy.hashes, str):
-        path = Path(os.path.expanduser(copy.hashes))
+        path = expand_path(copy.hashes)
         try:
             hashes |= parse_keeplist(_read(path, MAX_KEEPLIST), str(path))
         except OSError as exc:

@@ -117,7 +117,7 @@ async def ensure(store: Store, name: str, path: str, source_id: int, release: st
     async with store.transaction() as conn:
         await conn.execute(
             "INSERT INTO mirrors (name, path, source_id, release) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET path = excluded.path,"
+            " ON CONFLICT (name) DO UPDATE SET path = excluded.path, forgotten_at = NULL,"
             " source_id = excluded.source_id, release = excluded.release",
             (name, path, source_id, release),
         )
@@ -313,9 +313,25 @@ async def statuses(store: Store) -> list[MirrorStatus]:
     async with store.conn.execute(
         "SELECT m.name, m.path, src.name, m.release, m.version, m.binaries, m.bytes,"
         " m.last_published, m.last_checked, m.last_error"
-        " FROM mirrors m JOIN sources src ON src.id = m.source_id ORDER BY m.name"
+        " FROM mirrors m JOIN sources src ON src.id = m.source_id"
+        " WHERE m.forgotten_at IS NULL ORDER BY m.name"
     ) as cursor:
         return [MirrorStatus(*tuple(r)) for r in await cursor.fetchall()]
+
+
+async def forget(store: Store, name: str, at: str) -> bool | None:
+    """End the listing of a copy that left the configuration; its published states,
+    kept specs and mirror.updated events stay. True if forgotten now, False if it
+    was already, None if no copy has that name."""
+    async with store.transaction() as conn:
+        async with conn.execute("SELECT forgotten_at FROM mirrors WHERE name = ?", (name,)) as c:
+            row = await c.fetchone()
+        if row is None:
+            return None
+        if row[0] is not None:
+            return False
+        await conn.execute("UPDATE mirrors SET forgotten_at = ? WHERE name = ?", (at, name))
+    return True
 
 
 async def history(store: Store, name: str) -> list[dict[str, Any]]:

@@ -157,6 +157,36 @@ async def status(
     ]
 
 
+async def stack_labels(store: Store) -> list[str]:
+    """``source:release/stack`` of every stack the database knows (the events table's
+    stack column, sized to them before the first event is streamed)."""
+    async with store.conn.execute(
+        "SELECT src.name, st.release, st.name FROM stacks st JOIN sources src"
+        " ON src.id = st.source_id"
+    ) as cursor:
+        return [f"{r[0]}:{r[1]}/{r[2]}" for r in await cursor.fetchall()]
+
+
+async def distinct_specs(store: Store, stacks: Sequence[tuple[str, str, str]] | None = None) -> int:
+    """How many different specs the stacks hold now (a spec in three stacks counts
+    once): all stacks, or those ``(source, release, stack)`` named."""
+    sql = "SELECT count(DISTINCT m.spec_id) FROM memberships m WHERE m.left IS NULL"
+    params: list[object] = []
+    if stacks is not None:
+        wanted = set(stacks)
+        async with store.conn.execute(
+            "SELECT st.id, src.name, st.release, st.name FROM stacks st"
+            " JOIN sources src ON src.id = st.source_id"
+        ) as cursor:
+            params = [r[0] for r in await cursor.fetchall() if (r[1], r[2], r[3]) in wanted]
+        if not params:
+            return 0
+        sql += f" AND m.stack_id IN ({', '.join('?' for _ in params)})"
+    async with store.conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def find_stack(store: Store, release: str, stack: str, source: str | None = None) -> int:
     """The id of (source, release, stack), each a name or a glob; UsageError if no
     stack matches, or several do (naming them)."""

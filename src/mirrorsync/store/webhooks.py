@@ -193,6 +193,7 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
                 "INSERT INTO webhooks (name, url, registered_at, registered_after_event)"
                 " VALUES (?, ?, ?, (SELECT coalesce(max(id), 0) FROM events))"
                 " ON CONFLICT (name) DO UPDATE SET configured = 1, url = excluded.url,"
+                " forgotten_at = NULL,"
                 " enabled = CASE WHEN webhooks.url = excluded.url THEN webhooks.enabled ELSE 1 END,"
                 " disabled_reason = CASE WHEN webhooks.url = excluded.url"
                 " THEN webhooks.disabled_reason END,"
@@ -443,12 +444,31 @@ async def summaries(store: Store) -> list[WebhookSummary]:
         " (SELECT min(e.occurred_at) FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
         "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
         "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending'))"
-        " FROM webhooks w ORDER BY w.name"
+        " FROM webhooks w WHERE w.forgotten_at IS NULL ORDER BY w.name"
     ) as cursor:
         return [
             WebhookSummary(r[0], r[1], bool(r[2]), bool(r[3]), *r[4:])
             for r in await cursor.fetchall()
         ]
+
+
+async def forget(store: Store, name: str, at: str) -> bool | None:
+    """End the listing of a webhook that left the configuration; its deliveries and
+    their events stay. True if forgotten now, False if it was already, None if no
+    webhook has that name."""
+    async with store.transaction() as conn:
+        async with conn.execute(
+            "SELECT forgotten_at FROM webhooks WHERE name = ?", (name,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        if row[0] is not None:
+            return False
+        await conn.execute(
+            "UPDATE webhooks SET forgotten_at = ?, configured = 0 WHERE name = ?", (at, name)
+        )
+    return True
 
 
 async def deliveries(store: Store, webhook_id: int) -> list[Delivery]:

@@ -78,6 +78,7 @@ class StackOutcome:
     added_hashes: list[str] | None = None
     removed_hashes: list[str] | None = None
     skipped: str | None = None  # why another instance has it (status "skipped"): not a failure
+    dry_run: bool = False  # nothing was kept: "changed" is what would change
 
     @property
     def label(self) -> str:
@@ -158,6 +159,7 @@ class RunReport:
             spec_count=spec_count,
             seconds=time.monotonic() - started,
             tally=tally if tally is not None else Tally(),
+            dry_run=self.dry_run,
         )
         self.stacks.append(outcome)
         return outcome
@@ -187,10 +189,16 @@ def log_outcome(o: StackOutcome) -> None:
         seconds=round(o.seconds, 3),
         error=o.error,
         skipped=o.skipped,
+        **({"dry_run": True} if o.dry_run else {}),
     )
     if o.status == "failed":
         log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
     elif o.status == "skipped":
         log.info("%s skipped: %s", o.label, o.skipped, extra=extra)
-    else:
-        log.info("%s %s: %s", o.label, o.status, figures, extra=extra)
+    else:  # a dry run kept nothing: say what would have been, not what was
+        status = DRY_RUN_WORDS.get(o.status, o.status) if o.dry_run else o.status
+        log.info("%s %s: %s", o.label, status, figures, extra=extra)
+
+
+#: How a dry run's log lines say a stack's status: nothing was changed or removed.
+DRY_RUN_WORDS = {"changed": "would change", "removed": "would be removed"}

@@ -26,6 +26,7 @@ from mirrorsync.logs import fields
 from mirrorsync.store import Store, claims, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.outcome import (
+    DRY_RUN_WORDS,
     ManifestTally,
     RunReport,
     StackOutcome,
@@ -315,7 +316,9 @@ def _log_run(report: RunReport) -> None:
         "interrupted (what it committed is kept)" if report.interrupted else "finished",
         " (dry run, nothing kept)" if report.dry_run else "",
         plural(len(report.stacks), "stack"),
-        ", ".join(f"{n} {s}" for s, n in counts.items()),
+        ", ".join(
+            f"{n} {DRY_RUN_WORDS.get(s, s) if report.dry_run else s}" for s, n in counts.items()
+        ),
         plural(len(report.failures), "failure"),
         plural(report.events, "event"),
         plural(report.tally.requests, "request"),
