@@ -24,7 +24,7 @@ from conftest import QUICK_RETRIES, REPO, database_value, run_cli, write_config
 from mirrorsync.config import HttpConfig, MirrorSource, load_config, parse_config
 from mirrorsync.errors import EXIT_DAMAGED, EXIT_USAGE, ConfigError, CopyError, StoreError
 from mirrorsync.fetch import HttpClient, Url
-from mirrorsync.fixture.build import write_v3_mirror
+from mirrorsync.fixture.build import write_v2_mirror, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.lock import RunLock, lock_path
@@ -480,3 +480,26 @@ def test_a_download_never_writes_through_a_link_at_its_temporary_name(
     with pytest.raises(OSError, match="symbolic links"):
         anyio.run(fetch)
     assert outside.read_bytes() == b"not mirrorsync's"
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_copy_of_a_v2_source_is_a_configuration_error(
+    tmp_path: Path, docroot: Path, server: FixtureServer, dry_run: bool
+) -> None:
+    """Exit 2 from mirror (issue 30: one exit-code table): the configuration asks for what
+    cannot be done; the run that synced the v2 source is not what failed."""
+    write_v2_mirror(docroot / "v2", [spec_node("zlib", "1.3", fake_hash("v2copy"))])
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"database: {tmp_path / 'm.db'}\n"
+        f"sources:\n  - {{name: old, kind: mirror, url: '{server.url}/v2', manifests: all}}\n"
+        f"mirrors:\n  - {{name: c, path: {tmp_path / 'copy'}, source: old}}\n"
+        f"{QUICK_RETRIES}"
+    )
+    run_cli("-c", str(config), "once", cwd=tmp_path)
+    done = run_cli("-c", str(config), "mirror", *(["--dry-run"] if dry_run else []), cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert (
+        "mirrorsync: failed: mirror c: old:default/root is a v2 build cache; copies are made"
+        in (done.stderr)
+    )

@@ -188,3 +188,10 @@ class SignatureError(MirrorsyncError):
 
 class CopyError(MirrorsyncError):
     """A local mirror copy cannot be written or read (disk full, permissions, a damaged file)."""
+
+
+class CopySourceError(CopyError):
+    """A copy's source cannot be copied as configured (a v2 build cache): a configuration
+    problem, exit 2 from ``mirror``."""
+
+    exit_code = EXIT_USAGE

@@ -30,7 +30,7 @@ from mirrorsync.cli.render import (
 from mirrorsync.cli.signals import stop_event
 from mirrorsync.config import EVENT_TYPES, Config, load_config
 from mirrorsync.delivery import WebhookResult
-from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, NoDatabaseError, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.lock import hold, hold_for_sync
 from mirrorsync.logs import print_line, stderr_is_terminal
@@ -253,6 +253,8 @@ async def mirror(args: argparse.Namespace) -> int:
     failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")
+    if any(o.failure and o.exit_code == EXIT_USAGE for o in outcomes):
+        return EXIT_USAGE  # a copy configured to do what cannot be done (a v2 source)
     return EXIT_PARTIAL if failures else EXIT_OK
 
 

@@ -39,7 +39,9 @@ import anyio
 
 from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
 from mirrorsync.errors import (
+    EXIT_PARTIAL,
     CopyError,
+    CopySourceError,
     FormatError,
     MirrorsyncError,
     NotFoundError,
@@ -101,6 +103,7 @@ class MirrorOutcome:
     left_out: list[LeftOut] = field(default_factory=list)  # specs refused, and why
     kept: list[Kept] = field(default_factory=list)  # held although upstream deleted them
     wanted_missing: list[tuple[str, str]] = field(default_factory=list)  # (hash, name)
+    exit_code: int = EXIT_PARTIAL  # of its error: 2 when the configuration asks the impossible
 
     @property
     def failure(self) -> str | None:
@@ -190,6 +193,7 @@ class _CopyJob:
         try:
             await self._run()
         except MirrorsyncError as exc:
+            self.outcome.exit_code = exc.exit_code
             await self._failed(str(exc))
         except OSError as exc:
             await self._failed(str(files.disk_error(Path(exc.filename or self.root), exc)))
@@ -689,7 +693,7 @@ def _choose(
         raise CopyError(f"no synced stack in {source}:{release}; run 'mirrorsync once' first")
     for s in chosen:
         if s.layout != "v3":
-            raise CopyError(
+            raise CopySourceError(
                 f"{source}:{release}/{s.name} is a {s.layout} build cache; "
                 "copies are made from v3 stacks only"
             )
