@@ -38,7 +38,6 @@ from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
 from mirrorsync.errors import CopyError, FormatError, MirrorsyncError, NotFoundError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.manifest import (
-    DB_MEDIA_PREFIX,
     parse_index_manifest,
     parse_manifest,
     spec_manifest_records,
@@ -52,10 +51,10 @@ from mirrorsync.formats.specfile import (
 )
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import Admission, path_safe
-from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused, manifest_bytes
+from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
 from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
-from mirrorsync.mirrors.publish import IndexFile, delete, due, publish
-from mirrorsync.mirrors.run import _choose, _real_root, run_mirrors
+from mirrorsync.mirrors.publish import delete, due, index_file, publish
+from mirrorsync.mirrors.run import choose_stacks, real_root, run_mirrors
 from mirrorsync.store import Store
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import MirrorRow
@@ -415,13 +414,13 @@ async def repair(
         return out
     source = config.source(copy.source)
     assert isinstance(source, CatalogSource | MirrorSource)
-    stacks = _choose(
+    stacks = choose_stacks(
         copy,
         source.name,
         row.release,
         await store_mirrors.synced_stacks(store, row.source_id, row.release),
     )
-    roots = {s.id: _real_root(source, s) for s in stacks}
+    roots = {s.id: real_root(source, s) for s in stacks}
     admission = Admission(
         await store_mirrors.manifest_states(store, list(roots)), verifies=source.verify_signatures
     )
@@ -464,12 +463,7 @@ async def repair(
             await copier.layout(roots[stacks[0].id])
             out.done.append(f"{LAYOUT}: fetched again")
         if INDEX_MANIFEST in bad:
-            data = found.index
-            checksum = hashlib.sha256(data).hexdigest()
-            media_type = f"{DB_MEDIA_PREFIX}.v{found.db_version}+json"
-            index = IndexFile(
-                checksum, data, manifest_bytes(len(data), media_type, "sha256", checksum)
-            )
+            index = index_file(found.db_version, found.index)
             await anyio.to_thread.run_sync(publish, root, index, modes)
             out.done.append(f"{INDEX_MANIFEST}: written again for the published index")
         keys = sorted(p for p in bad if p not in (LAYOUT, INDEX_MANIFEST))

@@ -45,7 +45,11 @@ class IndexFile:
 
 
 def build_index(db_version: str, records: list[RawInstall]) -> IndexFile:
-    data = render_index(db_version, records)
+    return index_file(db_version, render_index(db_version, records))
+
+
+def index_file(db_version: str, data: bytes) -> IndexFile:
+    """An index blob and the manifest that names it, as Spack writes them."""
     checksum = hashlib.sha256(data).hexdigest()
     media_type = f"{DB_MEDIA_PREFIX}.v{db_version}+json"
     return IndexFile(checksum, data, manifest_bytes(len(data), media_type, "sha256", checksum))

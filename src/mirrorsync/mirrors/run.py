@@ -237,7 +237,7 @@ class _CopyJob:
         self, source: CatalogSource | MirrorSource, release: str, source_id: int
     ) -> None:
         copy = self.copy
-        stacks = _choose(
+        stacks = choose_stacks(
             copy,
             source.name,
             release,
@@ -290,7 +290,7 @@ class _CopyJob:
                 return
             except CopyError as exc:  # a file of the published state is gone: repair it
                 log.warning("mirror %s: %s; checking every file again", copy.name, exc)
-        roots = [_real_root(source, s) for s in stacks]
+        roots = [real_root(source, s) for s in stacks]
         indexes = [
             await self._index(s, root, f"{source.name}:{release}/{s.name}", s.id)
             for s, root in zip(stacks, roots, strict=True)
@@ -675,7 +675,7 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def _choose(
+def choose_stacks(
     copy: MirrorCopy, source: str, release: str, stacks: list[SyncedStack]
 ) -> list[SyncedStack]:
     synced = [s for s in stacks if s.present and s.version > 0 and s.index_checksum]
@@ -721,7 +721,7 @@ def _plan_key(
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def _real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
+def real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
     """The stack's mirror root with credentials (the database keeps them masked)."""
     stored = Url(stack.mirror_root or "").rstrip("/").address  # a display form: as is
     if isinstance(source, MirrorSource):
