@@ -503,3 +503,20 @@ def test_a_copy_of_a_v2_source_is_a_configuration_error(
         "mirrorsync: failed: mirror c: old:default/root is a v2 build cache; copies are made"
         in (done.stderr)
     )
+
+
+def test_a_keeplist_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "keep.fifo"
+    os.mkfifo(fifo)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"database: {tmp_path / 'm.db'}\n"
+        "sources:\n  - {name: s, kind: mirror, url: 'https://example.org/up', manifests: all}\n"
+        f"mirrors:\n  - {{name: c, path: {tmp_path / 'copy'}, source: s, hashes: {fifo}}}\n"
+    )
+    done = run_cli("-c", str(config), "status", cwd=tmp_path, timeout=20)
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.splitlines() == [
+        f"mirrorsync: error: {config}: mirrors[0].hashes: cannot read the keeplist {fifo}: "
+        "a FIFO, socket or device, not a regular file"
+    ]

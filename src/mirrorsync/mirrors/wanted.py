@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorsync.config import MirrorCopy, expand_path
+from mirrorsync.config import MirrorCopy, expand_path, read_regular_file
 from mirrorsync.errors import ConfigError, FormatError
 from mirrorsync.formats._common import is_spec_hash, shown
 from mirrorsync.formats.lockfile import MAX_KEEPLIST, MAX_LOCKFILE, parse_keeplist, parse_lockfile
@@ -30,11 +30,14 @@ class Wanted:
 
 
 def _read(path: Path, limit: int) -> bytes:
-    """At most ``limit + 1`` bytes (the parser refuses more); OSError if unreadable."""
+    """At most ``limit + 1`` bytes (the parser refuses more) of a regular file (a FIFO
+    never blocks the load); OSError if unreadable."""
     if "\x00" in str(path):
         raise OSError(0, "not a file name (holds a NUL byte)")
-    with path.open("rb") as f:
-        return f.read(limit + 1)
+    try:
+        return read_regular_file(path, limit, None)
+    except ValueError as exc:  # a FIFO, device or directory
+        raise OSError(0, str(exc)) from None
 
 
 def wanted(copy: MirrorCopy, config_path: str, key: str) -> Wanted:
