@@ -132,7 +132,7 @@ def test_the_copy_file_helpers_never_follow_a_link(tmp_path: Path) -> None:
     os.symlink(elsewhere / "target", copy / "blobs/sha256/cd")
     os.mkfifo(copy / "blobs/sha256/ef")
     with pytest.raises(CopyError, match="ab: a symbolic link inside the copy"):
-        files.write_atomic(copy / "blobs/sha256/ab/abcd", b"blob")
+        files.write_atomic(copy / "blobs/sha256/ab/abcd", b"blob", files.DEFAULT_MODES)
     with pytest.raises(CopyError, match="cd: a symbolic link inside the copy"):
         files.read_if_present(copy / "blobs/sha256/cd")
     with pytest.raises(CopyError, match="cd: a symbolic link inside the copy"):
@@ -148,7 +148,7 @@ def test_the_copy_file_helpers_never_follow_a_link(tmp_path: Path) -> None:
     (copy / "blobs/sha256/ab").unlink()
     (copy / "blobs/sha256/cd").unlink()
     (copy / "blobs/sha256/ef").unlink()
-    files.write_atomic(tmp_path / "alias/blobs/sha256/ab/abcd", b"blob")
+    files.write_atomic(tmp_path / "alias/blobs/sha256/ab/abcd", b"blob", files.DEFAULT_MODES)
     assert files.read_if_present(tmp_path / "alias/blobs/sha256/ab/abcd") == b"blob"
     assert [rel for rel, _ in files.walk(tmp_path / "alias")] == ["blobs/sha256/ab/abcd"]
 

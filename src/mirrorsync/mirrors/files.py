@@ -90,7 +90,7 @@ def _refuse_link(path: Path) -> None:
         raise link_error(path)
 
 
-def make_dirs(directory: Path, modes: Modes = DEFAULT_MODES) -> None:
+def make_dirs(directory: Path, modes: Modes) -> None:
     """Create ``directory`` and its missing parents, each with ``modes.directory``
     whatever the umask (directories already there are left as they are)."""
     missing = []
@@ -112,7 +112,7 @@ def make_dirs(directory: Path, modes: Modes = DEFAULT_MODES) -> None:
             raise disk_error(d, exc) from None
 
 
-def make_parent(path: Path, modes: Modes = DEFAULT_MODES) -> None:
+def make_parent(path: Path, modes: Modes) -> None:
     """Make ``path``'s directory (with ``modes``), refusing a link among the
     directories of the copy above it."""
     inside: list[Path] = []  # the directories between the copy's own part and the file
@@ -146,7 +146,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def place(temp: Path, final: Path, modes: Modes = DEFAULT_MODES) -> None:
+def place(temp: Path, final: Path, modes: Modes) -> None:
     """Give ``temp`` its mode, flush it and rename it to ``final`` (atomic), then flush
     the directory."""
     try:
@@ -159,7 +159,7 @@ def place(temp: Path, final: Path, modes: Modes = DEFAULT_MODES) -> None:
         raise disk_error(final, exc) from None
 
 
-def write_atomic(final: Path, data: bytes, modes: Modes = DEFAULT_MODES) -> None:
+def write_atomic(final: Path, data: bytes, modes: Modes) -> None:
     """Replace ``final`` with ``data`` (temporary file, flush, rename, flush directory)."""
     make_parent(final, modes)
     temp = temp_path(final)

@@ -66,7 +66,7 @@ def published_checksum(root: Path) -> str | None:
         return None
 
 
-def publish(root: Path, index: IndexFile, modes: files.Modes = files.DEFAULT_MODES) -> None:
+def publish(root: Path, index: IndexFile, modes: files.Modes) -> None:
     """Write the index blob, then atomically replace the index manifest naming it."""
     blob = root / blob_relpath("sha256", index.checksum)
     if files.size_of(blob) != len(index.data):
