@@ -182,7 +182,7 @@ async def read(
     left_out = await mirror_store.left_out_by_copy(store)  # what each copy's last run refused
     kept = await mirror_store.kept_by_copy(store)
     wanted_missing = await mirror_store.wanted_missing_by_copy(store)
-    on_disk = await _copies_on_disk(store, config, copies)
+    on_disk = _copies_on_disk(config, copies)
     return assess(
         str(store.path),
         config,
@@ -201,9 +201,7 @@ async def read(
     )
 
 
-async def _copies_on_disk(
-    store: Store, config: Config, copies: Sequence[mirror_store.MirrorStatus]
-) -> dict[str, str]:
+def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus]) -> dict[str, str]:
     """Copy name -> what is wrong with its published state on disk (a cheap check: the
     index manifest, its blob's length, layout.json), for each configured, published copy."""
     from mirrorsync.mirrors.check import disk_problem  # the copy machinery: only if copies
@@ -213,8 +211,7 @@ async def _copies_on_disk(
     for m in copies:
         if m.name not in configured or not m.version:
             continue
-        row = await mirror_store.find(store, m.name)
-        if row is not None and (problem := disk_problem(Path(m.path), row.index_checksum)):
+        if problem := disk_problem(Path(m.path), m.index_checksum):
             out[m.name] = problem
     return out
 

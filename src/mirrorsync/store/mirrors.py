@@ -95,6 +95,7 @@ class MirrorStatus:
     last_published: str | None
     last_checked: str | None
     last_error: str | None
+    index_checksum: str | None = None  # the published index blob (None: nothing yet)
 
 
 _COLUMNS = "id, name, source_id, release, version, binaries, bytes, index_checksum, plan_key"
@@ -312,7 +313,7 @@ async def forget_orphans(store: Store, mirror_id: int, paths: Iterable[str]) -> 
 async def statuses(store: Store) -> list[MirrorStatus]:
     async with store.conn.execute(
         "SELECT m.name, m.path, src.name, m.release, m.version, m.binaries, m.bytes,"
-        " m.last_published, m.last_checked, m.last_error"
+        " m.last_published, m.last_checked, m.last_error, m.index_checksum"
         " FROM mirrors m JOIN sources src ON src.id = m.source_id"
         " WHERE m.forgotten_at IS NULL ORDER BY m.name"
     ) as cursor:
