@@ -141,6 +141,10 @@ def database_error(path: Path, exc: sqlite3.Error) -> StoreError:
     return error
 
 
+#: Tries of ``PRAGMA journal_mode=WAL`` when first opens race (0.05 s apart: 10 s).
+_WAL_ATTEMPTS = 200
+
+
 class _Connection(aiosqlite.Connection):
     """aiosqlite's connection, whose every call into SQLite (statements, fetches,
     commits) raises mirrorsync's errors instead of sqlite3's.
@@ -357,8 +361,20 @@ class Store:
     async def _configure(self) -> None:
         if self.dialect is not SQLITE:
             return
+        # Switching a new file to WAL while other first opens do the same can answer
+        # "database is locked" without SQLite's busy handler being asked (it would
+        # deadlock): tried again, briefly, as the busy timeout would have.
+        for attempt in range(_WAL_ATTEMPTS):
+            try:
+                await self.conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except StoreError as exc:
+                if not (exc.sqlite_error or "").startswith("SQLITE_BUSY") or (
+                    attempt == _WAL_ATTEMPTS - 1
+                ):
+                    raise
+                await anyio.sleep(0.05)
         for pragma in (
-            "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",  # durable at checkpoints; WAL keeps commits atomic
             "PRAGMA foreign_keys=ON",
             "PRAGMA temp_store=MEMORY",
