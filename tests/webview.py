@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,17 +88,26 @@ SERVE_ARGS = ("--listen", "127.0.0.1:0")
 class Served:
     """``mirrorsync serve`` as a real process on a free loopback port."""
 
-    def __init__(self, config: Path, cwd: Path, *extra: str, user: Any = None) -> None:
+    def __init__(self, config: Path, cwd: Path, *extra: str, prefix: Sequence[str] = ()) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
         env.pop("MIRRORSYNC_CONFIG", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mirrorsync", "-c", str(config), "serve", *SERVE_ARGS, *extra],
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "mirrorsync",
+                "-c",
+                str(config),
+                "serve",
+                *SERVE_ARGS,
+                *list(extra),
+            ],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            user=user,
         )
         assert self.process.stderr is not None
         line = self.process.stderr.readline()

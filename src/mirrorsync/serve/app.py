@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -35,6 +36,7 @@ from mirrorsync.health import Health
 from mirrorsync.serve import links
 from mirrorsync.store import Store
 from mirrorsync.store import web as web_store
+from mirrorsync.store.location import PostgresUrl
 from mirrorsync.units import human_size, human_time
 
 log = logging.getLogger("mirrorsync.serve")
@@ -92,14 +94,33 @@ class State:
     memo: Memo = field(default_factory=Memo)
     _store: Store | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _wal: Path | None = None
+    _had_wal: bool = False
 
     async def store(self) -> Store:
-        """The database, opened read-only on first use (NoDatabaseError while there is none)."""
+        """The database, opened read-only on first use (NoDatabaseError while there is none).
+
+        A SQLite database opened while it had no -wal file may have been opened
+        ``immutable`` (a directory this user cannot write): once a writer has made
+        the -wal, it is opened again, so what the writer commits is seen.
+        """
+        if self._store is not None and self._wal_appeared():
+            async with self._lock:
+                await self.close()
         if self._store is None:
             async with self._lock:
                 if self._store is None:
                     self._store = await Store.open_read_only(self.config.database_path)
+                    self._wal = self._wal_path()
+                    self._had_wal = self._wal is not None and self._wal.exists()
         return self._store
+
+    def _wal_path(self) -> Path | None:
+        where = self.config.database_path
+        return None if isinstance(where, PostgresUrl) else Path(f"{where}-wal")
+
+    def _wal_appeared(self) -> bool:
+        return not self._had_wal and self._wal is not None and self._wal.exists()
 
     async def token(self) -> int | None:
         return await web_store.change_token(await self.store())
