@@ -190,6 +190,18 @@ def test_api_speaks_the_cli_json_vocabulary(served: Served, webdb: WebDb) -> Non
     assert [p["name"] for p in found] == [f"pkg{i}" for i in range(5)]
 
 
+def test_diff_between_any_two_versions_names_the_right_hashes(served: Served) -> None:
+    """Forwards, backwards, and a spec that left and came back (e4s: pkg1@1.1)."""
+    for stack in ("root", "e4s"):
+        truth = {0: set(), **{v: webview.held(v - 1, stack) for v in (1, 2, 3)}}
+        for a in truth:
+            for b in truth:
+                found = api(served, f"/api/stacks/test/develop/{stack}/diff?from={a}&to={b}")
+                assert {s["hash"] for s in found["added"]} == truth[b] - truth[a], (stack, a, b)
+                assert {s["hash"] for s in found["removed"]} == truth[a] - truth[b], (stack, a, b)
+                assert found["added_count"] == len(truth[b] - truth[a])
+
+
 def test_events_are_paged_with_a_bounded_page_size(served: Served, webdb: WebDb) -> None:
     total = len(json_lines(run_cli("-c", str(webdb.config), "events", "--json",
                                    cwd=webdb.config.parent).stdout))  # fmt: skip

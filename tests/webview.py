@@ -38,7 +38,7 @@ HOSTILE = [
 #: Per sync, per stack: which of POOL it holds (HOSTILE join root from the second sync).
 STATES: list[dict[str, list[int]]] = [
     {"root": list(range(0, 10)), "e4s": list(range(0, 4))},
-    {"root": [*range(2, 14)], "e4s": list(range(0, 6))},
+    {"root": [*range(2, 14)], "e4s": [0, 2, 3, 4, 5]},  # e4s: 1 leaves, and comes back next
     {"root": [*range(2, 12), 20, 21, 22], "e4s": [0, 1, 2, 3, 4, 5, 25]},
 ]
 

@@ -76,9 +76,9 @@ async def index(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     st = state(request)
-    store = await st.store()
+    await st.store()  # none yet: 503, as every page
     h = await st.health()
-    figures = await st.memo.get("figures", await st.token(), lambda: web_store.stack_figures(store))
+    figures = await st.figures()
     return web.json_response(
         [stack_json(s, figures.get((s.row.source, s.row.release, s.row.stack))) for s in h.stacks]
     )
@@ -90,12 +90,8 @@ async def stack(request: web.Request) -> web.Response:
     store = await st.store()
     h = await st.health()
     subject = f"{ref.source}:{ref.release}/{ref.stack}"
-    figures = await st.memo.get("figures", await st.token(), lambda: web_store.stack_figures(store))
-    sizes = await st.memo.get(
-        ("bytes", ref.id, ref.version),
-        await st.token(),
-        lambda: web_store.bytes_history(store, ref.id, ref.version),
-    )
+    figures = await st.figures()
+    sizes = await st.bytes_history(ref.source, ref.release, ref.stack) or []
     by_version = {s.version: s.bytes for s in sizes}
     found = next((s for s in h.stacks if s.subject == subject), None)
     body: dict[str, Any] = (

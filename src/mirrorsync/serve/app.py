@@ -16,6 +16,7 @@ a database that is not there yet answers 503 until it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -47,6 +48,8 @@ REQUEST_TIMEOUT = 15.0
 #: How long a cached answer (health, sizes) is used when the database cannot say
 #: whether it changed (PostgreSQL), and at most on SQLite.
 CACHE_SECONDS = 5.0
+#: How often the health model and the overview's figures are checked for a change.
+WARM_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -64,7 +67,7 @@ class Memo:
     """A few computed answers (health, sizes), reused while the database has not
     changed: SQLite's ``data_version`` says so; without it, for ``CACHE_SECONDS``."""
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._items: OrderedDict[object, tuple[int | None, float, Any]] = OrderedDict()
 
@@ -135,8 +138,48 @@ class State:
         async def compute() -> Health:
             return await health.read(store, self.config, datetime.now(UTC), self.max_age)
 
-        # Time enters the model (ages): never kept longer than CACHE_SECONDS.
-        return await self.memo.get(("health", int(time.monotonic() / CACHE_SECONDS)), None, compute)
+        # Kept while the database is unchanged, for a minute at most (ages enter
+        # the model: a stack goes stale with time alone).
+        return await self.memo.get("health", await self.token(), compute)
+
+    async def figures(self) -> dict[tuple[str, str, str], web_store.StackFigures]:
+        """Each stack's bytes and last change (one grouped pass), kept as health is."""
+        store = await self.store()
+        return await self.memo.get(
+            "figures", await self.token(), lambda: web_store.stack_figures(store)
+        )
+
+    async def bytes_history(
+        self, source: str, release: str, stack: str
+    ) -> list[web_store.VersionBytes] | None:
+        """Each version's bytes of one stack (one grouped pass), kept as health is;
+        None if there is no such stack."""
+        store = await self.store()
+        ref = await web_store.find_stack(store, source, release, stack)
+        if ref is None:
+            return None
+        return await self.memo.get(
+            ("bytes", ref.id, ref.version),
+            await self.token(),
+            lambda: web_store.bytes_history(store, ref.id, ref.version),
+        )
+
+    async def warm(self) -> None:
+        """Keep the health model and the overview's figures computed ahead of the
+        requests: again whenever the database changed (a sync committed), so a page
+        never waits for the passes over every membership that they take."""
+        while True:
+            try:
+                h = await self.health()
+                await self.figures()
+                if await self.token() is not None:  # SQLite: it says when it changed
+                    for s in h.stacks:
+                        await self.bytes_history(s.row.source, s.row.release, s.row.stack)
+            except MirrorsyncError:
+                pass  # no database yet, or it cannot be read now: requests say so
+            except Exception:
+                log.exception("computing the health model ahead failed")
+            await asyncio.sleep(WARM_SECONDS)
 
     async def close(self) -> None:
         if self._store is not None:
@@ -152,6 +195,7 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+WARMER = web.AppKey("warmer", asyncio.Task[None])
 
 
 def state(request: web.Request) -> State:
@@ -221,7 +265,9 @@ def _error(request: web.Request, status: int, message: str, **headers: str) -> w
 async def guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Read-only methods only, a time limit, security headers, errors as one line."""
+    """Read-only methods only, a time limit, security headers, errors as one line;
+    ``Server-Timing`` says how long the answer took to make (``app;dur=`` ms)."""
+    started = time.perf_counter()
     if request.method not in _READ_METHODS:
         response = _error(
             request, 405, f"{request.method} not allowed: this site only reads", Allow="GET, HEAD"
@@ -250,6 +296,7 @@ async def guard(
             response = _error(request, 500, "internal error (the server's log says more)")
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
     return response
 
 
@@ -284,9 +331,16 @@ def make_app(
     get("/metrics", ops.metrics_handler)
     get("/healthz", ops.healthz)
 
+    async def start(app: web.Application) -> None:
+        app[WARMER] = asyncio.create_task(app[STATE].warm())
+
     async def close(app: web.Application) -> None:
+        app[WARMER].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app[WARMER]
         await app[STATE].close()
 
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app
 

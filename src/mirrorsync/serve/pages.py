@@ -81,9 +81,9 @@ class StackLine:
 
 async def overview(request: web.Request) -> web.Response:
     st = state(request)
-    store = await st.store()
+    await st.store()  # none yet: 503, as every page
     h = await st.health()
-    figures = await st.memo.get("figures", await st.token(), lambda: web_store.stack_figures(store))
+    figures = await st.figures()
     releases: dict[tuple[str, str], list[StackLine]] = {}
     for s in h.stacks:
         key = (s.row.source, s.row.release, s.row.stack)
@@ -105,11 +105,7 @@ async def stack(request: web.Request) -> web.Response:
     ref = await find_stack(request)
     store = await st.store()
     history = await queries.history(store, ref.id)
-    sizes = await st.memo.get(
-        ("bytes", ref.id, ref.version),
-        await st.token(),
-        lambda: web_store.bytes_history(store, ref.id, ref.version),
-    )
+    sizes = await st.bytes_history(ref.source, ref.release, ref.stack) or []
     h = await st.health()
     subject = f"{ref.source}:{ref.release}/{ref.stack}"
     stack_health = next((s for s in h.stacks if s.subject == subject), None)

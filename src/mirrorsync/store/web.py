@@ -101,11 +101,13 @@ async def bytes_history(store: Store, stack_id: int, latest: int) -> list[Versio
     """Every version 1..``latest`` of a stack with the bytes it held: one grouped pass."""
     delta_bytes = [0] * (latest + 2)
     delta_sized = [0] * (latest + 2)
+    # From the sized specs (the stack's manifests, in their key's order) to their
+    # stays (a lookup each): a spec without a size adds nothing to the bytes.
     async with store.conn.execute(
         "SELECT m.entered, m.left, coalesce(sum(sm.tarball_size), 0), count(sm.tarball_size)"
-        " FROM memberships m LEFT JOIN spec_manifests sm"
-        " ON sm.stack_id = m.stack_id AND sm.spec_id = m.spec_id"
-        " WHERE m.stack_id = ? GROUP BY m.entered, m.left",
+        f" FROM spec_manifests sm {store.dialect.ordered_join} memberships m"
+        " ON m.stack_id = sm.stack_id AND m.spec_id = sm.spec_id"
+        " WHERE sm.stack_id = ? GROUP BY m.entered, m.left",
         (stack_id,),
     ) as cursor:
         for entered, left, size, sized in await cursor.fetchall():
@@ -140,21 +142,30 @@ class DiffPage:
     removed_count: int
 
 
-_HELD = "m.stack_id = :stack AND m.entered <= {v} AND (m.left IS NULL OR m.left > {v})"
+def _only_at(x: str, y: str, later: bool) -> str:
+    """Spec ids the stack held at version ``x`` and not at ``y``: the stays that
+    hold ``x`` and began after ``y`` (``later``: x > y) or ended by ``y`` (x < y),
+    less the specs that also held ``y`` in another stay (left and came back). One
+    pass over the stack's stays, each check a primary-key lookup: no set of
+    100,000 members is built for either version."""
+    bound = f"m.entered > {y}" if later else f"m.left IS NOT NULL AND m.left <= {y}"
+    return (
+        "SELECT m.spec_id FROM memberships m WHERE m.stack_id = :stack"
+        f" AND m.entered <= {x} AND (m.left IS NULL OR m.left > {x}) AND {bound}"
+        " AND NOT EXISTS (SELECT 1 FROM memberships o WHERE o.stack_id = :stack"
+        f" AND o.spec_id = m.spec_id AND o.entered <= {y} AND (o.left IS NULL OR o.left > {y}))"
+    )
 
 
 async def diff_page(
     store: Store, stack_id: int, from_version: int, to_version: int, *, limit: int
 ) -> DiffPage:
     """Specs held at ``to_version`` and not ``from_version`` (added), and the reverse:
-    the counts, and the first ``limit`` of each."""
+    the counts, and the first ``limit`` of each (by name, version, hash)."""
+    params = {"stack": stack_id, "a": from_version, "b": to_version, "n": limit}
 
-    async def only_in(a: str, b: str) -> tuple[list[SizedSpec], int]:
-        ids = (
-            f"SELECT m.spec_id FROM memberships m WHERE {_HELD.format(v=a)}"
-            f" EXCEPT SELECT m.spec_id FROM memberships m WHERE {_HELD.format(v=b)}"
-        )
-        params = {"stack": stack_id, "a": from_version, "b": to_version, "n": limit}
+    async def only_in(x: str, y: str, later: bool) -> tuple[list[SizedSpec], int]:
+        ids = _only_at(x, y, later)
         async with store.conn.execute(f"SELECT count(*) FROM ({ids}) d", params) as cursor:
             row = await cursor.fetchone()
         count = int(row[0]) if row else 0
@@ -167,8 +178,11 @@ async def diff_page(
             rows = await cursor.fetchall()
         return [SizedSpec(spec_from_row(r[:8]), r[8]) for r in rows], count
 
-    added, n_added = await only_in(":b", ":a")
-    removed, n_removed = await only_in(":a", ":b")
+    if from_version == to_version:
+        return DiffPage(from_version, to_version, [], [], 0, 0)
+    forward = to_version > from_version
+    added, n_added = await only_in(":b", ":a", forward)
+    removed, n_removed = await only_in(":a", ":b", not forward)
     return DiffPage(from_version, to_version, added, removed, n_added, n_removed)
 
 
