@@ -380,3 +380,32 @@ def test_sizes_in_chart_equal_the_manifests(served: Served, webdb: WebDb) -> Non
             (int(version), int(version)),
         )[0]
         assert int(shown) == total > 0
+
+
+def test_served_from_postgresql(
+    webdb: WebDb, served: Served, postgres_url: str, tmp_path: Path
+) -> None:
+    """The same pages over the same history moved to PostgreSQL (read-only transactions)."""
+    done = run_cli("-c", str(webdb.config), "db", "migrate-to", postgres_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "pg.yaml"
+    config.write_text(webdb.config.read_text().replace(str(webdb.database), postgres_url))
+    server = Served(config, tmp_path)
+    try:
+        for path in [
+            *PAGES,
+            "/feeds/all.atom",
+            "/feeds/packages/pkg1.json",
+            "/metrics",
+            "/healthz",
+        ]:
+            code, _h, body = server.get(path)
+            assert code == 200, (path, code, body[:300])
+        truth = {1: webview.held(0, "e4s"), 3: webview.held(2, "e4s")}
+        found = api(server, "/api/stacks/test/develop/e4s/diff?from=3&to=1")
+        assert {s["hash"] for s in found["removed"]} == truth[3] - truth[1]
+        assert api(server, "/api/status") == api(served, "/api/status")
+        assert api(server, "/api/events?limit=500") == api(served, "/api/events?limit=500")
+        assert text(server, STACK).count('<circle class="point"') == 3
+    finally:
+        assert server.stop()[0] == 0
