@@ -23,6 +23,8 @@ import pytest
 import webview
 from conftest import EVENT_FIELDS, REPO, json_lines, run_cli
 from dbstate import select
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
 from webview import SCRIPT_NAME, XSS_NAME, Served, WebDb
 
 
@@ -409,3 +411,42 @@ def test_served_from_postgresql(
         assert text(server, STACK).count('<circle class="point"') == 3
     finally:
         assert server.stop()[0] == 0
+
+
+@pytest.mark.parametrize("reader", ["writable", "read-only directory"])
+def test_a_sync_shows_without_a_restart(webdb: WebDb, tmp_path: Path, reader: str) -> None:
+    """A sync commits while serve runs: its pages show the new version. Also where
+    serve may not write the directory (read then ``immutable``): a writer is noticed."""
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(webdb.database, live / "state.db")
+    docroot = tmp_path / "www"
+    shutil.copytree(webdb.docroot, docroot)
+    with FixtureServer(docroot) as upstream:
+        text_ = re.sub(r"http://127\.0\.0\.1:\d+", upstream.url, webdb.config.read_text())
+        config = tmp_path / "live.yaml"
+        config.write_text(text_.replace(str(webdb.database), str(live / "state.db")))
+        prefix: list[str] = []
+        if reader != "writable":
+            (live / "state.db").chmod(0o444)
+            live.chmod(0o555)
+            prefix = _as_reader()
+        server = Served(config, tmp_path, prefix=prefix)
+        try:
+            assert [s["version"] for s in api(server, "/api/status")] == [3, 3]
+            assert text(server, STACK).count('<circle class="point"') == 3
+            state = {"root": [0, 1], "e4s": [0]}
+            build_catalog_from_specs(docroot, {"develop": webview.nodes(state, 0)})
+            done = run_cli("-c", str(config), "once", cwd=tmp_path)  # as the writer
+            assert done.returncode == 0, done.stderr
+            assert [s["version"] for s in api(server, "/api/status")] == [4, 4]
+            page = text(server, STACK)
+            assert (
+                page.count('<circle class="point"') == 4
+                and '<tr class="version" data-version="4">' in page
+            )
+            assert api(server, "/api/stacks/test/develop/root")["spec_count"] == 2
+            assert server.get("/healthz")[0] == 200
+        finally:
+            live.chmod(0o755)
+            assert server.stop()[0] == 0

@@ -97,33 +97,43 @@ class State:
     memo: Memo = field(default_factory=Memo)
     _store: Store | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _wal: Path | None = None
-    _had_wal: bool = False
+    #: SQLite opened with no -wal beside it (``immutable`` where its directory is
+    #: not writable): the file's (inode, size, mtime) then, to notice a writer.
+    _frozen: tuple[int, int, int] | None = None
 
     async def store(self) -> Store:
         """The database, opened read-only on first use (NoDatabaseError while there is none).
 
         A SQLite database opened while it had no -wal file may have been opened
-        ``immutable`` (a directory this user cannot write): once a writer has made
-        the -wal, it is opened again, so what the writer commits is seen.
+        ``immutable`` (a directory this user cannot write), which never sees a
+        change: once a writer has made a -wal or changed the file, it is opened
+        again (and what was computed from it forgotten).
         """
-        if self._store is not None and self._wal_appeared():
+        if self._store is not None and self._frozen is not None and self._written():
             async with self._lock:
-                await self.close()
+                if self._store is not None and self._frozen is not None and self._written():
+                    await self.close()
         if self._store is None:
             async with self._lock:
                 if self._store is None:
                     self._store = await Store.open_read_only(self.config.database_path)
-                    self._wal = self._wal_path()
-                    self._had_wal = self._wal is not None and self._wal.exists()
+                    self._frozen = self._signature()
         return self._store
 
-    def _wal_path(self) -> Path | None:
+    def _signature(self) -> tuple[int, int, int] | None:
+        """The database file's (inode, size, mtime) if it has no -wal beside it."""
         where = self.config.database_path
-        return None if isinstance(where, PostgresUrl) else Path(f"{where}-wal")
+        if isinstance(where, PostgresUrl) or Path(f"{where}-wal").exists():
+            return None
+        try:
+            info = where.stat()
+        except OSError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
 
-    def _wal_appeared(self) -> bool:
-        return not self._had_wal and self._wal is not None and self._wal.exists()
+    def _written(self) -> bool:
+        where = self.config.database_path
+        return Path(f"{where}-wal").exists() or self._signature() != self._frozen
 
     async def token(self) -> int | None:
         return await web_store.change_token(await self.store())
@@ -182,6 +192,7 @@ class State:
             await asyncio.sleep(WARM_SECONDS)
 
     async def close(self) -> None:
+        self.memo = Memo()  # answers from the old connection (its data_version too)
         if self._store is not None:
             with anyio.CancelScope(shield=True):
                 await self._store.close()
