@@ -211,15 +211,20 @@ def main() -> None:
         for p in paths * 2:
             timed(conn, p)
         before = rss_kib(process.pid)
-        slowest = 0.0
+        per_path: dict[str, list[float]] = {p: [] for p in paths}
         for i in range(args.requests):
-            slowest = max(slowest, timed(conn, paths[i % len(paths)])[0])
+            path = paths[i % len(paths)]
+            per_path[path].append(timed(conn, path)[0])
         after = rss_kib(process.pid)
+        slowest, slowest_path = max((max(v), k) for k, v in per_path.items())
         print(
             f"  memory             RSS {before / 1024:.1f} MiB after warm-up,"
             f" {after / 1024:.1f} MiB after {args.requests:,} more requests"
             f" ({(after - before) / 1024:+.1f} MiB); slowest of them {slowest:.0f} ms"
+            f" ({slowest_path})"
         )
+        for path, times in per_path.items():
+            print(f"    {path:45} median {statistics.median(times):7.1f} ms  max {max(times):7.1f}")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

@@ -165,17 +165,18 @@ async def diff_page(
     params = {"stack": stack_id, "a": from_version, "b": to_version, "n": limit}
 
     async def only_in(x: str, y: str, later: bool) -> tuple[list[SizedSpec], int]:
-        ids = _only_at(x, y, later)
-        async with store.conn.execute(f"SELECT count(*) FROM ({ids}) d", params) as cursor:
-            row = await cursor.fetchone()
-        count = int(row[0]) if row else 0
+        # The stays first, then their specs: only the answer is sorted; the count
+        # of all of them comes with the first rows (a window over the whole answer).
         async with store.conn.execute(
-            f"SELECT {SPEC_COLUMNS}, sm.tarball_size FROM specs s"
+            f"SELECT {SPEC_COLUMNS}, sm.tarball_size, count(*) OVER ()"
+            f" FROM ({_only_at(x, y, later)}) d {store.dialect.ordered_join} specs s"
+            " ON s.id = d.spec_id"
             " LEFT JOIN spec_manifests sm ON sm.stack_id = :stack AND sm.spec_id = s.id"
-            f" WHERE s.id IN ({ids}) ORDER BY s.name, s.version, s.hash LIMIT :n",
+            " ORDER BY s.name, s.version, s.hash LIMIT :n",
             params,
         ) as cursor:
-            rows = await cursor.fetchall()
+            rows = list(await cursor.fetchall())
+        count = int(rows[0][9]) if rows else 0
         return [SizedSpec(spec_from_row(r[:8]), r[8]) for r in rows], count
 
     if from_version == to_version:
