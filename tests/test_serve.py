@@ -450,3 +450,18 @@ def test_a_sync_shows_without_a_restart(webdb: WebDb, tmp_path: Path, reader: st
         finally:
             live.chmod(0o755)
             assert server.stop()[0] == 0
+
+
+def test_the_web_stack_is_imported_only_by_serve(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mirrorsync", "--version"],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("mirrorsync ")
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "mirrorsync.cli" in imported  # the check sees the imports
+    assert not {"aiohttp.web", "jinja2", "mirrorsync.serve"} & imported
