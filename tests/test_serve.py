@@ -157,6 +157,13 @@ def test_bad_input_answers_400_or_404_in_one_line(served: Served) -> None:
         ("/events/999999", 404),
         ("/packages/nothing-is-called-so", 404),
         ("/feeds/types/nope.atom", 404),
+        # Control characters in names from the URL: in the page, never in a header.
+        ("/stacks/a%0D%0ASet-Cookie:%20x/develop/root", 404),
+        ("/packages/%0D%0Aevil%00", 404),
+        ("/events?package=%0D%0A%00", 400),
+        ("/search?q=%00%0A", 200),
+        ("/feeds/packages/%0D%0A%00.atom", 200),
+        ("/api/packages/%0A", 404),
     ):
         code, _headers, body = served.get(path)
         assert code == status, (path, code)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from mirrorsync.health import StackHealth
 from mirrorsync.serve import links
-from mirrorsync.serve.app import state
+from mirrorsync.serve.app import NotFound, state
 from mirrorsync.serve.pages import (
     DIFF_LIMIT,
     PACKAGE_LIMIT,
@@ -140,7 +140,7 @@ async def package(request: web.Request) -> web.Response:
     store = await state(request).store()
     stays, total = await web_store.package_specs(store, name, limit=PACKAGE_LIMIT)
     if not total:
-        raise web.HTTPNotFound(reason=f"no package {name} in the database")
+        raise NotFound(f"no package {name} in the database")
     return web.json_response({"name": name, "total": total, "specs": [s.to_dict() for s in stays]})
 
 

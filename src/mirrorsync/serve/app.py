@@ -54,6 +54,11 @@ WARM_SECONDS = 2.0
 T = TypeVar("T")
 
 
+class NotFound(Exception):
+    """What a URL names is not in the database: 404 with this one line (names from
+    the URL go in the page, escaped, never in the status line)."""
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as (host, port); UsageError if not one."""
     host, sep, port = text.rpartition(":")
@@ -292,6 +297,8 @@ async def guard(
                 raise
             extra = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
             response = _error(request, exc.status, exc.reason, **extra)
+        except NotFound as exc:
+            response = _error(request, 404, str(exc))
         except UsageError as exc:
             response = _error(request, 400, str(exc))
         except NoDatabaseError as exc:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from mirrorsync.config import EVENT_TYPES
 from mirrorsync.serve import links
-from mirrorsync.serve.app import state
+from mirrorsync.serve.app import NotFound, state
 from mirrorsync.serve.pages import event_links
 from mirrorsync.store import web as web_store
 from mirrorsync.store.queries import Event, EventFilter
@@ -95,7 +95,7 @@ def scope(request: web.Request) -> Scope:
         )
     event_type = info["name"]
     if event_type not in EVENT_TYPES:
-        raise web.HTTPNotFound(reason=f"no event type {event_type[:40]}")
+        raise NotFound(f"no event type {event_type[:40]}")
     return Scope(
         f"mirrorsync: {event_type} events",
         EventFilter(types=(event_type,)),

@@ -16,7 +16,7 @@ from mirrorsync.config import EVENT_TYPES
 from mirrorsync.errors import UsageError
 from mirrorsync.health import StackHealth
 from mirrorsync.serve import chart, links
-from mirrorsync.serve.app import render, state
+from mirrorsync.serve.app import NotFound, render, state
 from mirrorsync.store import queries
 from mirrorsync.store import web as web_store
 from mirrorsync.store.queries import EventFilter, StackStatus
@@ -57,9 +57,7 @@ async def find_stack(request: web.Request) -> web_store.StackRef:
     store = await state(request).store()
     ref = await web_store.find_stack(store, info["source"], info["release"], info["stack"])
     if ref is None:
-        raise web.HTTPNotFound(
-            reason=f"no stack {info['source']}:{info['release']}/{info['stack']}"
-        )
+        raise NotFound(f"no stack {info['source']}:{info['release']}/{info['stack']}")
     return ref
 
 
@@ -151,7 +149,7 @@ async def package(request: web.Request) -> web.Response:
     store = await st.store()
     stays, total = await web_store.package_specs(store, name, limit=PACKAGE_LIMIT)
     if not total:
-        raise web.HTTPNotFound(reason=f"no package {name} in the database")
+        raise NotFound(f"no package {name} in the database")
     return render(
         request,
         "package.html",
@@ -266,7 +264,7 @@ async def event(request: web.Request) -> web.Response:
     event_id = int(request.match_info["id"])
     found = await web_store.event(store, event_id)
     if found is None:
-        raise web.HTTPNotFound(reason=f"no event {event_id}")
+        raise NotFound(f"no event {event_id}")
     return render(request, "event.html", title=f"event {found.id}", e=found, to=event_links(found))
 
 
