@@ -25,6 +25,7 @@ from conftest import REPO, catalog_config_text, run_cli, write_config
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
+from receiver import Receiver, new_secret
 
 #: Package names from upstream are untrusted: these must show as text everywhere.
 XSS_NAME = "x&amp;\"'><img src=x onerror=alert(28)>"
@@ -66,19 +67,29 @@ def build(tmp: Path) -> WebDb:
     """The database of three real syncs (``mirrorsync once`` processes)."""
     docroot = tmp / "www"
     docroot.mkdir()
-    with FixtureServer(docroot) as server:
+    secret = new_secret()
+    with FixtureServer(docroot) as server, Receiver(secret) as receiver:
         text = catalog_config_text(
             tmp,
             server,
             extra="    manifests: all",
             http="http: {concurrency: 8, per_host_rate: 1000, timeout: 10}\n",
         )
+        # A local copy (published by `mirror`) and a webhook: the overview lists both.
+        text += (
+            f"mirrors: [{{name: local, path: '{tmp / 'copy'}', source: test, release: develop,"
+            " packages: [pkg0, pkg1, pkg2, pkg3, pkg4]}]\n"
+            f"webhooks: [{{name: hook, url: '{receiver.url}', secret_env: HOOK_SECRET}}]\n"
+        )
         config = write_config(tmp / "c.yaml", text)
+        env = {"HOOK_SECRET": secret}
         for step, state in enumerate(STATES):
             build_catalog_from_specs(docroot, {"develop": nodes(state, step)})
-            done = run_cli("-c", str(config), "once", cwd=tmp)
+            done = run_cli("-c", str(config), "once", cwd=tmp, env=env)
             assert done.returncode == 0, done.stderr
             time.sleep(0.02)  # versions a little apart in time
+        done = run_cli("-c", str(config), "mirror", cwd=tmp, env=env)
+        assert done.returncode == 0, done.stderr
     return WebDb(config, tmp / "state.db", docroot)
 
 
@@ -131,4 +142,5 @@ class Served:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         _out, err = self.process.communicate(timeout=20)
+        assert "Traceback" not in err, err
         return self.process.returncode, err

@@ -118,12 +118,16 @@ class State:
             async with self._lock:
                 if self._store is not None and self._frozen is not None and self._written():
                     await self.close()
-        if self._store is None:
-            async with self._lock:
-                if self._store is None:
-                    self._store = await Store.open_read_only(self.config.database_path)
-                    self._frozen = self._signature()
-        return self._store
+        if self._store is not None:
+            return self._store
+        async with self._lock:
+            if self._store is None:
+                # Shielded: an open cut short by a stop would leave its thread
+                # reporting to a loop that is gone.
+                with anyio.CancelScope(shield=True):
+                    opened = await Store.open_read_only(self.config.database_path)
+                self._store, self._frozen = opened, self._signature()
+            return self._store
 
     def _signature(self) -> tuple[int, int, int] | None:
         """The database file's (inode, size, mtime) if it has no -wal beside it."""
