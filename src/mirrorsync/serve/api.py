@@ -21,7 +21,6 @@ from mirrorsync.health import StackHealth
 from mirrorsync.serve import links
 from mirrorsync.serve.app import NotFound, state
 from mirrorsync.serve.pages import (
-    DIFF_LIMIT,
     PACKAGE_LIMIT,
     SEARCH_LIMIT,
     events_of,
@@ -111,7 +110,7 @@ async def diff(request: web.Request) -> web.Response:
     given_from, given_to = param(request, "from"), param(request, "to")
     a = await queries.resolve_version(store, ref.id, given_from or str(max(ref.version - 1, 0)))
     b = await queries.resolve_version(store, ref.id, given_to or str(ref.version))
-    result = await web_store.diff_page(store, ref.id, a, b, limit=DIFF_LIMIT)
+    result = await st.diff(ref, a, b)
 
     def specs(items: list[web_store.SizedSpec]) -> list[dict[str, Any]]:
         return [{**dataclasses.asdict(s.spec), "tarball_size": s.size} for s in items]

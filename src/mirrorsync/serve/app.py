@@ -48,6 +48,8 @@ REQUEST_TIMEOUT = 15.0
 #: How long a cached answer (health, sizes) is used when the database cannot say
 #: whether it changed (PostgreSQL), and at most on SQLite.
 CACHE_SECONDS = 5.0
+#: The most specs a diff lists on each side (added, removed); the counts are whole.
+DIFF_LIMIT = 500
 #: How often the health model and the overview's figures are checked for a change.
 WARM_SECONDS = 2.0
 
@@ -100,6 +102,7 @@ class State:
     max_age: float | None
     templates: jinja2.Environment
     memo: Memo = field(default_factory=Memo)
+    diffs: Memo = field(default_factory=lambda: Memo(32))  # up to 1,000 specs each
     _store: Store | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: SQLite opened with no -wal beside it (``immutable`` where its directory is
@@ -183,6 +186,16 @@ class State:
             lambda: web_store.bytes_history(store, ref.id, ref.version),
         )
 
+    async def diff(self, ref: web_store.StackRef, a: int, b: int) -> web_store.DiffPage:
+        """A diff page (its first :data:`DIFF_LIMIT` of each side), kept for the last
+        few asked while the database is unchanged."""
+        store = await self.store()
+        return await self.diffs.get(
+            (ref.id, a, b),
+            await self.token(),
+            lambda: web_store.diff_page(store, ref.id, a, b, limit=DIFF_LIMIT),
+        )
+
     async def warm(self) -> None:
         """Keep the health model and the overview's figures computed ahead of the
         requests: again whenever the database changed (a sync committed), so a page
@@ -201,7 +214,8 @@ class State:
             await asyncio.sleep(WARM_SECONDS)
 
     async def close(self) -> None:
-        self.memo = Memo()  # answers from the old connection (its data_version too)
+        # Answers from the old connection (its data_version too) are forgotten.
+        self.memo, self.diffs = Memo(), Memo(32)
         if self._store is not None:
             with anyio.CancelScope(shield=True):
                 await self._store.close()

@@ -16,13 +16,12 @@ from mirrorsync.config import EVENT_TYPES
 from mirrorsync.errors import UsageError
 from mirrorsync.health import StackHealth
 from mirrorsync.serve import chart, links
-from mirrorsync.serve.app import NotFound, render, state
+from mirrorsync.serve.app import DIFF_LIMIT, NotFound, render, state
 from mirrorsync.store import queries
 from mirrorsync.store import web as web_store
 from mirrorsync.store.queries import EventFilter, StackStatus
 
-#: Rows a page shows at most: a diff's added and removed specs, a package's stays.
-DIFF_LIMIT = 500
+#: Rows a page shows at most: a package's stays, search results.
 PACKAGE_LIMIT = 1000
 SEARCH_LIMIT = 100
 #: Events per page: the default and the most a ``limit`` may ask.
@@ -129,7 +128,7 @@ async def diff(request: web.Request) -> web.Response:
     given_from, given_to = param(request, "from"), param(request, "to")
     a = await queries.resolve_version(store, ref.id, given_from or str(max(ref.version - 1, 0)))
     b = await queries.resolve_version(store, ref.id, given_to or str(ref.version))
-    result = await web_store.diff_page(store, ref.id, a, b, limit=DIFF_LIMIT)
+    result = await st.diff(ref, a, b)
     return render(
         request,
         "diff.html",
