@@ -479,3 +479,23 @@ def test_the_web_stack_is_imported_only_by_serve(tmp_path: Path) -> None:
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "mirrorsync.cli" in imported  # the check sees the imports
     assert not {"aiohttp.web", "jinja2", "mirrorsync.serve"} & imported
+
+
+def test_a_bad_listen_address_is_a_usage_error(webdb: WebDb, tmp_path: Path) -> None:
+    import socket
+
+    cfg = str(webdb.config)
+    done = run_cli("-c", cfg, "serve", "--listen", "nowhere", cwd=tmp_path)
+    assert done.returncode == 2 and "--listen 'nowhere': expected HOST:PORT" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("-c", cfg, "serve", "--listen", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"mirrorsync: error: --listen 127.0.0.1:{port}: cannot listen there")
+    )
+    assert "Traceback" not in done.stderr

@@ -16,7 +16,6 @@ a database that is not there yet answers 503 until it is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -229,7 +228,6 @@ class State:
 
 
 STATE = web.AppKey("state", State)
-WARMER = web.AppKey("warmer", asyncio.Task[None])
 
 
 def state(request: web.Request) -> State:
@@ -367,16 +365,9 @@ def make_app(
     get("/metrics", ops.metrics_handler)
     get("/healthz", ops.healthz)
 
-    async def start(app: web.Application) -> None:
-        app[WARMER] = asyncio.create_task(app[STATE].warm())
-
     async def close(app: web.Application) -> None:
-        app[WARMER].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await app[WARMER]
         await app[STATE].close()
 
-    app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app
 
@@ -414,10 +405,15 @@ async def serve(
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         if ready is not None:
             ready(f"http://{shown}:{bound[1]}/")
-        if stop is None:
-            await anyio.sleep_forever()
-        else:
-            await stop.wait()
+        # The health model and the sizes are computed ahead in a task of this one
+        # (anyio's, so a stop never cuts the database's open short).
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app[STATE].warm)
+            if stop is None:
+                await anyio.sleep_forever()
+            else:
+                await stop.wait()
+            tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
