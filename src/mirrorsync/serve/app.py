@@ -70,18 +70,27 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class Memo:
-    """A few computed answers (health, sizes), reused while the database has not
-    changed: SQLite's ``data_version`` says so; without it, for ``CACHE_SECONDS``."""
+    """A few computed answers (health, sizes, diffs), reused while the database has
+    not changed: SQLite's ``data_version`` says so (``token``); without one
+    (PostgreSQL), for ``CACHE_SECONDS``. ``max_age``: never longer than that, for
+    an answer that time alone changes (the health model's ages)."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._items: OrderedDict[object, tuple[int | None, float, Any]] = OrderedDict()
 
-    async def get(self, key: object, token: int | None, compute: Callable[[], Awaitable[T]]) -> T:
+    async def get(
+        self,
+        key: object,
+        token: int | None,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        max_age: float | None = None,
+    ) -> T:
         now = time.monotonic()
         held = self._items.get(key)
-        ttl = CACHE_SECONDS if token is None else 60.0
-        if held is not None and held[0] == token and now - held[1] < ttl:
+        ttl = CACHE_SECONDS if token is None else max_age
+        if held is not None and held[0] == token and (ttl is None or now - held[1] < ttl):
             self._items.move_to_end(key)
             return held[2]  # type: ignore[no-any-return]
         value = await compute()
@@ -161,7 +170,7 @@ class State:
 
         # Kept while the database is unchanged, for a minute at most (ages enter
         # the model: a stack goes stale with time alone).
-        return await self.memo.get("health", await self.token(), compute)
+        return await self.memo.get("health", await self.token(), compute, max_age=60.0)
 
     async def figures(self) -> dict[tuple[str, str, str], web_store.StackFigures]:
         """Each stack's bytes and last change (one grouped pass), kept as health is."""
@@ -199,13 +208,18 @@ class State:
         """Keep the health model and the overview's figures computed ahead of the
         requests: again whenever the database changed (a sync committed), so a page
         never waits for the passes over every membership that they take."""
+        done: object = None  # the database's token when all was last computed
         while True:
             try:
                 h = await self.health()
-                await self.figures()
-                if await self.token() is not None:  # SQLite: it says when it changed
-                    for s in h.stacks:
-                        await self.bytes_history(s.row.source, s.row.release, s.row.stack)
+                token = await self.token()
+                state = (id(self.memo), token)  # a database opened again: anew
+                if token is None or state != done:
+                    await self.figures()
+                    if token is not None:  # SQLite: it says when it changed
+                        for s in h.stacks:
+                            await self.bytes_history(s.row.source, s.row.release, s.row.stack)
+                    done = state
             except MirrorsyncError:
                 pass  # no database yet, or it cannot be read now: requests say so
             except Exception:
