@@ -83,11 +83,13 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-_MARKDOWN_RE = re.compile(r"([\\`*_~|<>\[\]()#@!])")
+_MARKDOWN_RE = re.compile(r"([\\`*_~|<>\[\]#])")
 
 
 def markdown_escape(text: str) -> str:
-    """Markdown's punctuation backslash-escaped, so a name is shown, not formatted."""
+    """Markdown's emphasis, code, quote, heading, spoiler and link punctuation
+    backslash-escaped, so a name is shown, not formatted (a ``(`` opens no link
+    without the ``]`` before it, which is escaped)."""
     return _MARKDOWN_RE.sub(r"\\\1", text)
 
 
