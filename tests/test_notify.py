@@ -10,6 +10,7 @@ import html.parser
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
 
-from conftest import sync
+from conftest import REPO, sync
 from mirrorsync.config import load_config
 from mirrorsync.delivery import manage
 from mirrorsync.delivery.formats import header_value, markdown_escape, slack_escape
@@ -285,8 +286,21 @@ def test_standard_payload_signed_v1_and_v1a(delivered: dict[str, Any]) -> None:
     public: Ed25519PublicKey = delivered["public"]
     signed = f"{got.webhook_id}.{got.timestamp}.".encode() + got.body
     public.verify(base64.b64decode(v1a.removeprefix("v1a,")), signed)  # raises if not
+    # ... and with the README's receiver example.
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert readme_verify_v1a()(raw, got.headers, got.body)
+    assert not readme_verify_v1a()(raw, got.headers, got.body + b" ")
     # v1 still verifies with the Standard Webhooks reference library.
     Webhook(delivered["secret"]).verify(got.body, got.headers)
+
+
+def readme_verify_v1a() -> Callable[[bytes, dict[str, str], bytes], bool]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def verify_v1a(" in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    verify: Callable[[bytes, dict[str, str], bytes], bool] = namespace["verify_v1a"]
+    return verify
 
 
 def test_ed25519_key_forms(tmp_path: Path) -> None:
