@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
 
-from conftest import REPO, sync
+from conftest import REPO, run_cli, sync
 from mirrorsync.config import load_config
 from mirrorsync.delivery import manage
 from mirrorsync.delivery.formats import header_value, markdown_escape, slack_escape
@@ -392,3 +392,19 @@ def test_ed25519_secret_is_never_in_an_error(tmp_path: Path) -> None:
         assert "not-base64" not in str(caught.value)
     finally:
         del os.environ["MIRRORSYNC_TEST_ED25519"]
+
+
+def test_config_check_needs_no_secret_for_a_chat_format(
+    tmp_path: Path, server: FixtureServer
+) -> None:
+    hooks = [
+        _hook("chat", "http://127.0.0.1:9/hook", format="slack"),
+        _hook("room", "http://127.0.0.1:9", format="matrix", room=ROOM, token_env="NO_SUCH_TOKEN"),
+    ]
+    path = write_config(tmp_path, server, hooks)
+    done = run_cli("-c", str(path), "config", "check", cwd=tmp_path)
+    assert "Traceback" not in done.stderr
+    assert "ok      webhook chat secret: none needed (format: slack)" in done.stdout
+    assert "FAILED  webhook room secret: " in done.stdout
+    assert "webhooks[1].token_env: environment variable NO_SUCH_TOKEN is not set" in done.stdout
+    assert done.returncode == 2
