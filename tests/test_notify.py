@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email
+import email.policy
 import html.parser
 import json
 import os
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
@@ -39,6 +43,34 @@ LINK = "https://mirror.example.org/stacks/{release}/{stack}"
 TOKEN = "syt_bWlycm9yc3luYw_secret_token"
 ROOM = "!spack:example.org"
 CHATS = ("slack", "discord", "teams", "matrix", "ntfy", "cloudevents")
+
+
+class Mailbox:
+    """An SMTP server (aiosmtpd) on a loopback port, keeping what it accepts; it answers
+    the scripted replies first (``"451 4.3.0 try later"``), then accepts."""
+
+    def __init__(self, replies: Sequence[str] = ()) -> None:
+        self.messages: list[Any] = []
+        self.replies = list(replies)
+        self.attempts = 0
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.attempts += 1
+        if self.replies:
+            return self.replies.pop(0)
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def __enter__(self) -> Mailbox:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
 
 
 def evil_specs() -> list[dict[str, object]]:
@@ -77,6 +109,7 @@ def delivered(
         FixtureServer(docroot) as server,
         Receiver(secret) as signed,
         Receiver(None) as chat,
+        Mailbox() as mailbox,
     ):
         publish(docroot, {"develop": {"e4s": before}})
         hooks = [
@@ -92,11 +125,22 @@ def delivered(
             if fmt == "matrix":
                 keys |= {"room": ROOM, "token_file": str(tmp_path / "matrix.token")}
             hooks.append(_hook(fmt, f"{chat.url}/{fmt}", **keys))
+        hooks.append(
+            _hook(
+                "email",
+                f"smtp://127.0.0.1:{mailbox.port}",
+                format="email",
+                link=LINK,
+                to=["ops@example.org", "spack@example.org"],
+                **{"from": "mirrorsync@example.org"},
+            )
+        )
         path = write_config(tmp_path, server, hooks)
         config = load_config(str(path))
         first = sync(config)
         assert first.exit_code == 0, first.failures
         seen = len(chat.received), len(signed.received)
+        assert len(mailbox.messages) == 1
         publish(docroot, {"develop": {"e4s": after}})
         second = run_cli("-c", str(path), "once", cwd=tmp_path)  # as a timer runs it
         assert second.returncode == 0 and "Traceback" not in second.stderr, second.stderr
@@ -115,6 +159,7 @@ def delivered(
             "public": private.public_key(),
             "ping": ping,
             "ping_body": chat.received[-1],
+            "mail": mailbox.messages[1:],
         }
 
 
@@ -337,7 +382,7 @@ def test_format_configuration_is_checked(tmp_path: Path) -> None:
     assert parse_hooks(tmp_path, base + "    ed25519_key_env: K\n").webhooks[0].format == "standard"
     assert error("    format: slak\n").endswith(
         "webhooks[0].format: invalid enum value 'slak' (expected one of: standard, slack, "
-        "discord, teams, matrix, ntfy, cloudevents); did you mean 'slack'?"
+        "discord, teams, matrix, ntfy, cloudevents, email); did you mean 'slack'?"
     )
     assert "format: matrix needs the room ID" in error("    format: matrix\n    token_env: T\n")
     assert "format: matrix needs an access token" in error(
@@ -408,3 +453,64 @@ def test_config_check_needs_no_secret_for_a_chat_format(
     assert "FAILED  webhook room secret: " in done.stdout
     assert "webhooks[1].token_env: environment variable NO_SUCH_TOKEN is not set" in done.stdout
     assert done.returncode == 2
+
+
+# -- email (SMTP) ---------------------------------------------------------------------
+
+
+def test_email_text_and_html_alternatives(delivered: dict[str, Any]) -> None:
+    (envelope,) = delivered["mail"]
+    assert envelope.mail_from == "mirrorsync@example.org"
+    assert envelope.rcpt_tos == ["ops@example.org", "spack@example.org"]
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert message["Subject"] == "mirrorsync: develop/e4s: +20 -3"
+    assert re.fullmatch(r"<msg_[0-9a-f]+@mirrorsync>", message["Message-ID"])
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",))
+    page = message.get_body(("html",))
+    assert text is not None and page is not None
+    assert "develop/e4s: +20 -3; added: " in text.get_content()
+    assert EVIL in text.get_content()
+    parsed = _Tags()
+    parsed.feed(page.get_content())
+    assert parsed.tags <= {"html", "body", "p", "strong", "ul", "li", "a"}
+    assert EVIL in parsed.text
+
+
+def _mail_hook(tmp_path: Path, port: int) -> Any:
+    config = parse_hooks(
+        tmp_path,
+        f"  - name: m\n    format: email\n    url: smtp://127.0.0.1:{port}\n"
+        "    to: [ops@example.org]\n    from: mirrorsync@example.org\n",
+    )
+    return config.webhooks[0]
+
+
+def test_email_retries_a_4xx_reply_and_stops_at_5xx(tmp_path: Path) -> None:
+    from mirrorsync.config import RetryConfig
+    from mirrorsync.delivery.formats import render
+    from mirrorsync.delivery.mail import send_mail
+    from mirrorsync.delivery.signing import Credentials
+
+    retries = RetryConfig(attempts=3, backoff_initial=0.01, backoff_max=0.02)
+    events = [_event(1, "spec.added", "develop", "e4s", "zlib")]
+    with Mailbox(["451 4.3.0 try later"]) as later:
+        hook = _mail_hook(tmp_path, later.port)
+        request = render(hook, "msg_1", "2026-12-06T00:00:00.000000Z", events)
+        code, attempts, problem, _ = anyio.run(send_mail, hook, Credentials(), request, retries)
+        assert (code, attempts, problem) == (250, 2, None) and len(later.messages) == 1
+    with Mailbox(["550 5.1.1 no such user"] * 3) as refused:
+        hook = _mail_hook(tmp_path, refused.port)
+        code, attempts, problem, _ = anyio.run(send_mail, hook, Credentials(), request, retries)
+        assert attempts == 1 and problem == "SMTP 550 5.1.1 no such user"
+    code, attempts, problem, _ = anyio.run(send_mail, hook, Credentials(), request, retries)
+    assert attempts == 3 and problem is not None  # the server is gone: refused, retried
+    assert problem.startswith("connection failed") and problem.endswith("after 3 attempts")
+    with pytest.raises(ConfigError, match=r"webhooks\[0\]\.from: format: email needs a sender"):
+        parse_hooks(
+            tmp_path, "  - name: m\n    format: email\n    url: smtp://h\n    to: [a@b.org]\n"
+        )
+    with pytest.raises(ConfigError, match=r"webhooks\[0\]\.url: format: email needs smtp://"):
+        parse_hooks(
+            tmp_path, "  - name: m\n    format: email\n    url: https://h\n    to: [a@b.org]\n"
+        )

@@ -309,7 +309,9 @@ class WebhookFilter(_Strict):
 
 #: What a webhook's requests look like (delivery/formats.py): ``standard`` is the
 #: signed mirrorsync payload; the others are a chat service's or CloudEvents' shape.
-WebhookFormat = Literal["standard", "slack", "discord", "teams", "matrix", "ntfy", "cloudevents"]
+WebhookFormat = Literal[
+    "standard", "slack", "discord", "teams", "matrix", "ntfy", "cloudevents", "email"
+]
 WEBHOOK_FORMATS: tuple[str, ...] = get_args(WebhookFormat)
 
 
@@ -334,6 +336,9 @@ class WebhookConfig(_Strict):
     room: str | None = None  # format: matrix, the room ID (!abc:example.org) to post to
     token_env: str | None = None  # an access token sent as "Authorization: Bearer ..."
     token_file: str | None = None  # (matrix: required; others: optional)
+    # format: email: the url is smtp://[user@]host[:port] or smtps://...; token_*: the password.
+    to: list[str] | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
     # Standard Webhooks' asymmetric signature (v1a, ed25519): a whsk_... or PEM private key.
     ed25519_key_env: str | None = None
     ed25519_key_file: str | None = None
@@ -915,7 +920,10 @@ def _check_webhooks(config: Config) -> None:
         if hook.name in seen:
             raise ConfigError(path, f"{key}.name", f"duplicate webhook name {hook.name!r}")
         seen.add(hook.name)
-        _check_url(path, f"{key}.url", hook.url)
+        if hook.format == "email":
+            _check_email(path, key, hook)
+        else:
+            _check_url(path, f"{key}.url", hook.url)
         _check_webhook_format(path, key, hook)
         if hook.secret_env is not None and not hook.secret_env:
             raise ConfigError(path, f"{key}.secret_env", "expected an environment variable name")
@@ -981,6 +989,10 @@ def _check_webhook_format(path: str, key: str, hook: WebhookConfig) -> None:
             )
     elif hook.room is not None:
         raise ConfigError(path, f"{key}.room", "room is for format: matrix only")
+    if hook.format != "email":
+        for name, value in (("to", hook.to), ("from", hook.from_)):
+            if value is not None:
+                raise ConfigError(path, f"{key}.{name}", f"{name} is for format: email only")
     if hook.link is not None:
         fields = _LINK_FIELD_RE.findall(hook.link)
         for field in fields:
@@ -992,6 +1004,39 @@ def _check_webhook_format(path: str, key: str, hook: WebhookConfig) -> None:
                     + did_you_mean(field, LINK_FIELDS),
                 )
         _check_url(path, f"{key}.link", _LINK_FIELD_RE.sub("x", hook.link))
+
+
+_ADDRESS_RE = re.compile(r"^[^\s@<>,;:\"()\[\]\\]+@[A-Za-z0-9.-]+$")
+
+
+def _check_email(path: str, key: str, hook: WebhookConfig) -> None:
+    """An SMTP URL, a sender and at least one recipient, each a plain address."""
+    parsed = urllib.parse.urlsplit(hook.url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname or port == -1:
+        raise ConfigError(
+            path,
+            f"{key}.url",
+            f"format: email needs smtp://[user@]host[:port] or smtps://..., got {redact_url(hook.url)!r}",
+        )
+    if not hook.to:
+        raise ConfigError(path, f"{key}.to", "format: email needs a list of recipient addresses")
+    for j, address in enumerate(hook.to):
+        if not _ADDRESS_RE.match(address):
+            raise ConfigError(
+                path,
+                f"{key}.to[{j}]",
+                f"expected an address such as ops@example.org, got {address!r}",
+            )
+    if hook.from_ is None or not _ADDRESS_RE.match(hook.from_):
+        raise ConfigError(
+            path,
+            f"{key}.from",
+            f"format: email needs a sender address such as mirrorsync@example.org, got {hook.from_!r}",
+        )
 
 
 def _check_duration(path: str, key: str, value: float | str) -> None:

@@ -19,11 +19,17 @@ batch gives the same bytes on every attempt (its time is when it was formed).
   (no CR/LF, bounded, RFC 2047 for non-ASCII as ntfy decodes it).
 - ``cloudevents``: one CloudEvents 1.0 event in structured mode
   (``application/cloudevents+json``) per batch, its ``data`` the events.
+- ``email``: an RFC 5322 message (``message/rfc822``), text and HTML alternatives,
+  its ``Message-ID`` the batch's id; ``delivery/mail.py`` sends it over SMTP.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import email.message
+import email.policy
+import email.utils
 import html
 import json
 import re
@@ -49,6 +55,7 @@ from mirrorsync.store.queries import Event
 
 JSON = "application/json"
 CLOUDEVENTS = "application/cloudevents+json"
+RFC822 = "message/rfc822"
 
 # Documented limits of each service.
 SLACK_SECTION_TEXT = 3000  # a section block's text
@@ -256,6 +263,28 @@ def cloudevents(
     return Request(f"{CLOUDEVENTS}; charset=utf-8", _encode(event))
 
 
+def mail(summary: Summary, hook: WebhookConfig, message_id: str, created_at: str) -> Request:
+    """One message: the summary as text and as HTML; the same bytes for the same batch."""
+    assert hook.to and hook.from_, "checked by the configuration"
+    message = email.message.EmailMessage(policy=email.policy.SMTP)
+    message["Subject"] = bound(title(summary, PLAIN), 200)
+    message["From"] = hook.from_
+    message["To"] = ", ".join(hook.to)
+    when = dt.datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    message["Date"] = email.utils.format_datetime(when)
+    message["Message-ID"] = f"<{message_id}@mirrorsync>"
+    message.set_content(plain_text(summary) + "\n")
+    items = "".join(f"<li>{line}</li>" for line in lines(summary, HTML))
+    message.add_alternative(
+        f"<html><body><p><strong>{title(summary, HTML)}</strong></p>"
+        + (f"<ul>{items}</ul>" if items else "")
+        + "</body></html>\n",
+        subtype="html",
+    )
+    message.set_boundary(f"mirrorsync-{message_id}")  # not random: the same bytes each time
+    return Request(RFC822, message.as_bytes())
+
+
 # -- entry points --------------------------------------------------------------------
 
 
@@ -293,5 +322,7 @@ def _chat(hook: WebhookConfig, summary: Summary, message_id: str, created_at: st
         return teams(summary)
     if hook.format == "matrix":
         return matrix(summary, hook, message_id)
+    if hook.format == "email":
+        return mail(summary, hook, message_id, created_at)
     assert hook.format == "ntfy", hook.format
     return ntfy(summary)

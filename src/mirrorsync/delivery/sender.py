@@ -103,7 +103,13 @@ class Sender:
         retry: bool = True,
     ) -> Answer:
         """Send ``request`` (a POST, or Matrix's PUT); 2xx acknowledges, 410 and other
-        4xx/3xx end it, the rest is retried."""
+        4xx/3xx end it, the rest is retried. ``format: email`` goes over SMTP instead."""
+        if hook.format == "email":
+            from mirrorsync.delivery.mail import send_mail  # only where mail is configured
+
+            once = RetryConfig(attempts=1)
+            mailed = await send_mail(hook, credentials, request, self._retries if retry else once)
+            return Answer(*mailed)
         requests = 0
         started = time.monotonic()
         body = request.body
