@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from standardwebhooks.webhooks import Webhook
 
 from conftest import REPO, run_cli, sync
-from mirrorsync.config import load_config
+from mirrorsync.config import config_to_dict, load_config
 from mirrorsync.delivery import manage
 from mirrorsync.delivery.formats import header_value, markdown_escape, slack_escape
 from mirrorsync.delivery.signing import parse_ed25519_key, public_key_text
@@ -160,6 +160,8 @@ def delivered(
             "ping": ping,
             "ping_body": chat.received[-1],
             "mail": mailbox.messages[1:],
+            "config": path,
+            "database": config.database_path,
         }
 
 
@@ -510,7 +512,30 @@ def test_email_retries_a_4xx_reply_and_stops_at_5xx(tmp_path: Path) -> None:
         parse_hooks(
             tmp_path, "  - name: m\n    format: email\n    url: smtp://h\n    to: [a@b.org]\n"
         )
+    with pytest.raises(ConfigError, match=r"a password in the URL is refused") as caught:
+        parse_hooks(
+            tmp_path,
+            "  - name: m\n    format: email\n    url: smtps://u:hunter2@h\n    to: [a@b.org]\n"
+            "    from: m@b.org\n",
+        )
+    assert "hunter2" not in str(caught.value)
     with pytest.raises(ConfigError, match=r"webhooks\[0\]\.url: format: email needs smtp://"):
         parse_hooks(
             tmp_path, "  - name: m\n    format: email\n    url: https://h\n    to: [a@b.org]\n"
         )
+
+
+def test_a_chat_webhook_token_in_its_path_is_never_listed_or_stored(
+    delivered: dict[str, Any], tmp_path: Path
+) -> None:
+    config = load_config(str(delivered["config"]))
+    listed = {item.name: item.url for item in anyio.run(manage.list_webhooks, config)}
+    assert listed["slack"].startswith("http://127.0.0.1:") and "/***" in listed["slack"]
+    assert "/hooks/mirrorsync" not in listed["slack"] + listed["discord"] + listed["ntfy"]
+    assert listed["matrix"].endswith("/hooks/mirrorsync/matrix")  # a homeserver: no secret
+    stored = delivered["database"].read_bytes()
+    wal = delivered["database"].with_name(delivered["database"].name + "-wal")
+    stored += wal.read_bytes() if wal.exists() else b""
+    assert b"/hooks/mirrorsync/slack" not in stored and b"/hooks/mirrorsync/matrix" in stored
+    dumped = json.dumps(config_to_dict(config))
+    assert "/hooks/mirrorsync/slack" not in dumped and "<redacted>" in dumped

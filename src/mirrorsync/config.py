@@ -1022,6 +1022,12 @@ def _check_email(path: str, key: str, hook: WebhookConfig) -> None:
             f"{key}.url",
             f"format: email needs smtp://[user@]host[:port] or smtps://..., got {redact_url(hook.url)!r}",
         )
+    if parsed.password is not None:
+        raise ConfigError(
+            path,
+            f"{key}.url",
+            "a password in the URL is refused: give it with token_env or token_file",
+        )
     if not hook.to:
         raise ConfigError(path, f"{key}.to", "format: email needs a list of recipient addresses")
     for j, address in enumerate(hook.to):
@@ -1320,6 +1326,10 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     for hook in result.get("webhooks", []):
         if hook.get("secret") is not None:
             hook["secret"] = "<redacted>"
+        hook["url"] = redact_url(hook["url"])
+        if hook.get("format") in ("slack", "discord", "teams", "ntfy"):  # the path is the token
+            parts = urllib.parse.urlsplit(hook["url"])
+            hook["url"] = f"{parts.scheme}://{parts.netloc}/<redacted>"
     database = result.get("database")
     if isinstance(database, str):
         result["database"] = redact_url(database)

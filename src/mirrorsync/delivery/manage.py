@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from mirrorsync.config import Config
 from mirrorsync.delivery import formats
 from mirrorsync.delivery.outbox import Outbox, WebhookResult
-from mirrorsync.delivery.sender import Answer, Sender, origin
+from mirrorsync.delivery.sender import Answer, Sender, origin, shown_url
 from mirrorsync.delivery.signing import load_credentials
 from mirrorsync.errors import UsageError
-from mirrorsync.redact import Url, redact_url
+from mirrorsync.redact import redact_url
 from mirrorsync.store import Store, utcnow, webhooks
 
 
@@ -65,9 +65,9 @@ async def list_webhooks(config: Config) -> list[Listing]:
     for hook in config.webhooks:
         summary = known.pop(hook.name, None)
         if summary is None:
-            listings.append(Listing(hook.name, Url(hook.url).display, "not registered yet"))
+            listings.append(Listing(hook.name, shown_url(hook), "not registered yet"))
         else:
-            listings.append(_listing(summary, Url(hook.url).display))
+            listings.append(_listing(summary, shown_url(hook)))
     listings += [_listing(s, redact_url(s.url)) for s in known.values()]  # stored masked
     return listings
 

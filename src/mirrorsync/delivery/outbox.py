@@ -20,7 +20,7 @@ import anyio
 
 from mirrorsync.config import Config, WebhookConfig
 from mirrorsync.delivery import formats, schedule
-from mirrorsync.delivery.sender import Sender, origin
+from mirrorsync.delivery.sender import Sender, origin, shown_url
 from mirrorsync.delivery.signing import Credentials, load_credentials
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
@@ -94,7 +94,7 @@ def merge_results(
 def registration(hook: WebhookConfig) -> webhooks.Registration:
     return webhooks.Registration(
         name=hook.name,
-        url=Url(hook.url),
+        url=Url(shown_url(hook)),  # a chat format's path is its token: not stored
         types=hook.events,
         releases=hook.filter.releases,
         stacks=hook.filter.stacks,

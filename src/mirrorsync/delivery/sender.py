@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from mirrorsync.fetch.retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from mirrorsync.redact import MASK, Url
 from mirrorsync.units import human_duration, plural
 
 log = logging.getLogger("mirrorsync.delivery")
@@ -40,6 +42,20 @@ def origin(url: str) -> str:
         return "<invalid URL>"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.scheme}://{parsed.host}{port}"
+
+
+#: Formats whose URL path is itself the credential (Slack's and Discord's webhook
+#: tokens, a Teams workflow, an ntfy topic that anyone knowing it may read).
+_PATH_IS_SECRET = frozenset({"slack", "discord", "teams", "ntfy"})
+
+
+def shown_url(hook: WebhookConfig) -> str:
+    """A webhook's URL as listed and stored: credentials masked, and for a chat
+    format the path too, with a digest of the whole URL so a change still shows."""
+    if hook.format not in _PATH_IS_SECRET:
+        return Url(hook.url).display
+    digest = hashlib.sha256(hook.url.encode("utf-8")).hexdigest()[:12]
+    return f"{origin(hook.url)}/{MASK} (sha256 {digest})"
 
 
 @dataclass(frozen=True, slots=True)
