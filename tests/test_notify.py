@@ -22,10 +22,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from conftest import REPO, run_cli, sync
-from mirrorsync.config import config_to_dict, load_config
+from mirrorsync.config import WebhookFormat, config_to_dict, load_config
 from mirrorsync.delivery import manage
 from mirrorsync.delivery.formats import header_value, markdown_escape, slack_escape
 from mirrorsync.delivery.signing import parse_ed25519_key, public_key_text
@@ -42,7 +44,7 @@ EVIL = "x&amp;\"'><img src=x onerror=alert(28)>"
 LINK = "https://mirror.example.org/stacks/{release}/{stack}"
 TOKEN = "syt_bWlycm9yc3luYw_secret_token"
 ROOM = "!spack:example.org"
-CHATS = ("slack", "discord", "teams", "matrix", "ntfy", "cloudevents")
+CHATS: tuple[WebhookFormat, ...] = ("slack", "discord", "teams", "matrix", "ntfy", "cloudevents")
 
 
 class Mailbox:
@@ -539,3 +541,36 @@ def test_a_chat_webhook_token_in_its_path_is_never_listed_or_stored(
     assert b"/hooks/mirrorsync/slack" not in stored and b"/hooks/mirrorsync/matrix" in stored
     dumped = json.dumps(config_to_dict(config))
     assert "/hooks/mirrorsync/slack" not in dumped and "<redacted>" in dumped
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=1, max_size=120), st.text(min_size=1, max_size=40))
+def test_any_name_stays_text_in_every_markup(name: str, stack: str) -> None:
+    """Whatever upstream names a package or stack, Slack's text has no < > but its
+    links, Matrix's HTML no tag but ours, and every body stays valid JSON."""
+    from mirrorsync.config import WebhookConfig
+    from mirrorsync.delivery.formats import render
+
+    events = [_event(i, "spec.added", "develop", stack, name) for i in range(1, 8)]
+    for fmt in CHATS:
+        hook = WebhookConfig(
+            name="h",
+            url="https://x.org",
+            format=fmt,
+            link=LINK,
+            room=ROOM if fmt == "matrix" else None,
+        )
+        request = render(hook, "msg_1", "2026-12-06T00:00:00.000000Z", events)
+        if fmt == "ntfy":
+            assert all(v.isascii() and v.isprintable() for v in request.headers.values())
+            continue
+        body = json.loads(request.body)
+        if fmt == "slack":
+            assert re.sub(r"<https://[^|<>]+\|link>", "", body["text"]).count("<") == 0
+            assert ">" not in re.sub(r"<https://[^|<>]+\|link>", "", body["text"])
+        elif fmt == "matrix":
+            parsed = _Tags()
+            parsed.feed(body["formatted_body"])
+            assert parsed.tags <= {"p", "strong", "ul", "li", "a"}
+        elif fmt == "discord":
+            assert len(body["content"]) <= 2000 and len(body["embeds"][0]["title"]) <= 256
