@@ -115,8 +115,8 @@ class Outbox:
     @classmethod
     async def open(cls, config: Config, store: Store, names: Sequence[str] | None = None) -> Outbox:
         """Read the secrets, keys and tokens of the webhooks to deliver (ConfigError if
-        one is missing or malformed), then register every configured webhook, so the events written from
-        now on are enqueued for it."""
+        one is missing or malformed), then register every configured webhook, so the
+        events written from now on are enqueued for it."""
         hooks = [config.webhook(n) for n in names] if names is not None else config.webhooks
         keys = {hook.name: load_credentials(config, hook) for hook in hooks}
         await webhooks.register(store, [registration(h) for h in config.webhooks], utcnow())
