@@ -65,8 +65,8 @@ def _run(command: list[str], cwd: Path) -> tuple[float, int]:
     return seconds, usage.ru_maxrss
 
 
-def _site(work: Path, gib: float, blob_mib: int) -> tuple[Path, Path, int]:
-    """Copy A of a generated cache: (A's configuration, the receiver's, bytes of A)."""
+def _site(work: Path, gib: float, blob_mib: int) -> None:
+    """Copy A of a generated cache, A's configuration (a.yaml) and the receiver's (b.yaml)."""
     docroot = work / "www"
     count = max(1, int(gib * 1024 / blob_mib))
     write_v3_mirror(
@@ -94,14 +94,19 @@ def _site(work: Path, gib: float, blob_mib: int) -> tuple[Path, Path, int]:
         server.terminate()
         server.wait()
     shutil.rmtree(docroot)
-    receiver = work / "b.yaml"
-    receiver.write_text(f"database: {work / 'b.db'}\n")
-    size = sum(p.stat().st_size for p in (work / "A").rglob("*") if p.is_file())
-    return sender, receiver, size
+    (work / "b.yaml").write_text(f"database: {work / 'b.db'}\n")
 
 
 def _measure(work: Path, gib: float, blob_mib: int, repeat: int) -> dict[str, list[float]]:
-    sender, receiver, size = _site(work, gib, blob_mib)
+    # Made in a process of its own: a child's peak RSS counts its parent's at fork
+    # (Linux keeps the larger across exec), and making 64 MiB blobs takes memory.
+    subprocess.run(
+        [sys.executable, __file__, "--make", str(work), "--gib", str(gib),
+         "--blob-mib", str(blob_mib)],
+        check=True,
+    )  # fmt: skip
+    sender, receiver = work / "a.yaml", work / "b.yaml"
+    size = sum(p.stat().st_size for p in (work / "A").rglob("*") if p.is_file())
     files = [str(p) for p in sorted((work / "A").rglob("*")) if p.is_file()]
     print(f"copy A: {len(files)} files, {size / 1e9:.2f} GB", flush=True)
     ms = [sys.executable, "-m", "mirrorsync", "-q"]
@@ -134,7 +139,11 @@ def main() -> None:
     parser.add_argument("--blob-mib", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp)")
+    parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # internal: make copy A
     args = parser.parse_args()
+    if args.make:
+        _site(args.make, args.gib, args.blob_mib)
+        return
     for tool in ("tar", "sha256sum"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")

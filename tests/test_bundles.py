@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, write_config
+from conftest import REPO, database_value, run_cli, write_config
 from mirrorsync.bundles.reader import open_bundle, read_members
 from mirrorsync.bundles.state import read_state
 from mirrorsync.errors import BundleError
@@ -99,9 +99,12 @@ http: {{concurrency: 4, per_host_rate: 1000, timeout: 5,
     return s
 
 
+@pytest.mark.usefixtures("backend")
 def test_full_then_incremental_bundles_make_b_equal_a_with_only_the_changes_carried(
     site: Site,
 ) -> None:
+    # The receiver's database is the backend's (SQLite, then PostgreSQL).
+    write_config(site.receiver, f"database: {database_value(site.tmp)}\n")
     full = site.export("full.tar")
     done = site.import_(full)
     assert done.returncode == 0, done.stderr
@@ -128,6 +131,11 @@ def test_full_then_incremental_bundles_make_b_equal_a_with_only_the_changes_carr
     assert names[0] == "bundle.json"
     assert len(names) - 1 == len({f["sha256"] for f in shown["paths"]})
 
+    before = tree(site.b)
+    dry = site.import_(site.tmp / "week2.tar", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would import version 2 of A (from version 1)" in dry.stdout
+    assert tree(site.b) == before
     done = site.import_(site.tmp / "week2.tar", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -148,7 +156,7 @@ def test_full_then_incremental_bundles_make_b_equal_a_with_only_the_changes_carr
     # refuses a database with no synced stack, exit 66: cli/commands.py, not edited here.)
     checker = write_config(
         site.tmp / "b-check.yaml",
-        f"database: {site.tmp / 'b.db'}\nmirrors:\n  - {{name: A, path: {site.b}}}\n",
+        f"database: {database_value(site.tmp)}\nmirrors:\n  - {{name: A, path: {site.b}}}\n",
     )
     verified = run_cli("-c", str(checker), "verify", "--mirror", "A", "--checksums",
                        cwd=site.tmp)  # fmt: skip

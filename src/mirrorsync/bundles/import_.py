@@ -324,6 +324,12 @@ async def import_bundle(
             f"mirror {name} already holds version {at} of {manifest.copy}: nothing to import"
         )
         return outcome
+    if at == manifest.to_version:
+        raise BundleError(
+            f"mirror {name} holds version {at} of {manifest.copy} already, but its published "
+            f"index ({directory}) is not that version's; check it with "
+            f"'mirrorsync verify --mirror {name}'"
+        )
     if at == manifest.from_version and not manifest.full:
         if current not in (manifest.from_index, manifest.to_index):
             raise BundleError(
