@@ -126,6 +126,9 @@ def test_full_then_incremental_bundles_make_b_equal_a_with_only_the_changes_carr
     # manifest; nothing of the 10 specs B holds already.
     assert len(changed) == 5 * 3 + 2
     assert len(shown["added"]) == 5 and len(shown["removed"]) == 5
+    carried = run_cli("-c", str(site.config), "bundle", "list", str(site.tmp / "week2.tar"),
+                      "--json", cwd=site.tmp)  # fmt: skip
+    assert {f["path"] for f in json.loads(carried.stdout)} == changed
     with tarfile.open(site.tmp / "week2.tar") as tar:
         names = tar.getnames()
     assert names[0] == "bundle.json"

@@ -127,6 +127,21 @@ async def _import(args: argparse.Namespace) -> int:
 
 
 async def _list(args: argparse.Namespace) -> int:
+    if args.bundle is not None:  # what one bundle carries, read from it alone
+        manifest = open_bundle(Path(args.bundle)).manifest
+        if args.json:
+            print_json(
+                [
+                    {"path": f.path, "size": f.size, "sha256": f.sha256, "volume": f.volume}
+                    for f in manifest.files
+                ]
+            )
+        else:
+            print_table(
+                ["path", "size", "sha256", "volume"],
+                [(f.path, f.size, f.sha256, f.volume) for f in manifest.files],
+            )
+        return EXIT_OK
     config = load_config(args.config)
     async with await Store.open_read_only(config.database_path) as store:
         rows = await store_bundles.history(store)

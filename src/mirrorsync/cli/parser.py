@@ -584,7 +584,13 @@ def _bundle_commands(command: Any) -> None:
     _lock_option(imp)
     _json(imp)
 
-    _json(action("list", "the bundles exported and imported here"))
+    listing = action(
+        "list", "the bundles exported and imported here; with BUNDLE, the files it carries"
+    )
+    listing.add_argument(
+        "bundle", metavar="BUNDLE", nargs="?", help="list this bundle's files (reads the bundle)"
+    )
+    _json(listing)
 
     show = action("show", "what a bundle holds and which versions it joins (reads the bundle)")
     show.add_argument("bundle", metavar="BUNDLE", help="a bundle: tar, OUT.000 volumes, directory")
