@@ -11,7 +11,6 @@ defaults to ``--since`` this version.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -36,6 +35,7 @@ from mirrorsync.bundles.manifest import (
 from mirrorsync.bundles.tarvol import (
     BLOCK,
     END,
+    Sha256,
     VolumeWriter,
     member_bytes,
     read_file_chunks,
@@ -272,7 +272,7 @@ async def _write(
 
 def _checked(root: Path, f: BundleFile) -> Iterator[bytes]:
     """The file's bytes, checked against its size and sha256 as they are read."""
-    digest = hashlib.sha256()
+    digest = Sha256()  # in a helper thread, while the chunk is written
     n = 0
     for chunk in read_file_chunks(root / f.path, f.size):
         digest.update(chunk)

@@ -40,6 +40,7 @@ import anyio
 
 from mirrorsync.bundles.manifest import KEY_NAME, SIGNATURE_NAME, BundleManifest
 from mirrorsync.bundles.reader import Opened, Sink, read_members
+from mirrorsync.bundles.tarvol import Sha256
 from mirrorsync.config import Config, split_trusted_keys
 from mirrorsync.errors import BundleError, CopyError, FormatError, SignatureError, UsageError
 from mirrorsync.formats.manifest import parse_index_manifest
@@ -158,7 +159,7 @@ class _Stager:
         self.dry_run = dry_run
         self.staged: list[_Staged] = []
         self.delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-        self._digest = hashlib.sha256()
+        self._digest = Sha256()
         self._open: list[tuple[_Staged, int]] = []
 
     def _present(self, rel: str, size: int, sha256: str) -> bool:
@@ -169,7 +170,7 @@ class _Stager:
         return rel.startswith("blobs/") or files.sha256_if_present(path) == sha256
 
     def start(self, digest: str, where: str) -> Sink:
-        self._digest = hashlib.sha256()
+        self._digest = Sha256()  # in a helper thread, while the chunk is written
         self._open = []
         if not self.dry_run:
             for f in self.manifest.members[digest]:

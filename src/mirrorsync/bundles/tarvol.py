@@ -16,9 +16,11 @@ the member it ended in.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tarfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -200,3 +202,31 @@ def read_file_chunks(path: Path, size: int) -> Iterator[bytes]:
                 break
             left -= len(chunk)
             yield chunk
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+class Sha256:
+    """sha256 of a stream, computed chunk by chunk in a helper thread while the caller
+    reads and writes the next (hashlib lets go of the GIL on large updates): checking
+    every byte costs little more wall time than copying it. Chunks are hashed in order."""
+
+    def __init__(self) -> None:
+        global _POOL
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(1, thread_name_prefix="mirrorsync-sha256")
+        self.pool = _POOL
+        self.digest = hashlib.sha256()
+        self.pending: Future[None] | None = None
+
+    def update(self, chunk: bytes) -> None:
+        if self.pending is not None:
+            self.pending.result()
+        self.pending = self.pool.submit(self.digest.update, chunk)
+
+    def hexdigest(self) -> str:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+        return self.digest.hexdigest()
