@@ -14,8 +14,10 @@ in the same run and ``--repeat`` times each, on the same files:
   tar -x   ``tar -xf OUT -C B2``: the same tar unpacked (no checks, no fsync)
   sha256   ``sha256sum`` of every file of A
 
-It prints each one's median wall time and the ratios export / tar -c,
-export / (tar -c + sha256), import / (tar -x + sha256). Peak memory (max RSS of
+The tars are also timed followed by ``sync`` of what they wrote (the bundle and the
+copy are flushed to disk: a bundle is carried on media, a copy is served). It prints
+each one's median wall time and the ratios export / tar -c, export / (tar -c, sync),
+import / (tar -x, sync), export / (tar -c + sha256), import / (tar -x + sha256). Peak memory (max RSS of
 the process) of export and import is measured at two sizes (``--gib`` and a
 quarter of it): flat in bundle size means the ratio of the two is about 1.
 The machines this runs on are shared: compare the ratios, not the absolute figures.
@@ -110,7 +112,8 @@ def _measure(work: Path, gib: float, blob_mib: int, repeat: int) -> dict[str, li
     files = [str(p) for p in sorted((work / "A").rglob("*")) if p.is_file()]
     print(f"copy A: {len(files)} files, {size / 1e9:.2f} GB", flush=True)
     ms = [sys.executable, "-m", "mirrorsync", "-q"]
-    out: dict[str, list[float]] = {k: [] for k in ("export", "tar-c", "import", "tar-x", "sha256")}
+    names = ("export", "tar-c", "tar-c+sync", "import", "tar-x", "tar-x+sync", "sha256")
+    out: dict[str, list[float]] = {k: [] for k in names}
     out["export-rss"], out["import-rss"] = [], []
     for _ in range(repeat):
         for leftover in ("out.tar", "tar.tar", "B", "B2", "b.db", "a.tar"):
@@ -122,6 +125,9 @@ def _measure(work: Path, gib: float, blob_mib: int, repeat: int) -> dict[str, li
         out["export-rss"].append(rss)
         out["tar-c"].append(_run(["tar", "-cf", str(work / "tar.tar"), "-C", str(work / "A"),
                                   "blobs", "v3"], work)[0])  # fmt: skip
+        (work / "tar.tar").unlink()
+        out["tar-c+sync"].append(_run(["sh", "-c", f"tar -cf {work}/tar.tar -C {work}/A blobs v3"
+                                       f" && sync {work}/tar.tar"], work)[0])  # fmt: skip
         seconds, rss = _run([*ms, "-c", str(receiver), "bundle", "import", str(work / "out.tar"),
                              str(work / "B")], work)  # fmt: skip
         out["import"].append(seconds)
@@ -129,6 +135,10 @@ def _measure(work: Path, gib: float, blob_mib: int, repeat: int) -> dict[str, li
         (work / "B2").mkdir()
         out["tar-x"].append(_run(["tar", "-xf", str(work / "tar.tar"), "-C", str(work / "B2")],
                                  work)[0])  # fmt: skip
+        shutil.rmtree(work / "B2")
+        (work / "B2").mkdir()
+        out["tar-x+sync"].append(_run(["sh", "-c", f"tar -xf {work}/tar.tar -C {work}/B2"
+                                       f" && sync -f {work}/B2"], work)[0])  # fmt: skip
         out["sha256"].append(_run(["sha256sum", *files], work)[0])
     return out
 
@@ -157,9 +167,11 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     big = {k: statistics.median(v) for k, v in results[args.gib].items()}
     small = {k: statistics.median(v) for k, v in results[args.gib / 4].items()}
-    for name in ("export", "tar-c", "import", "tar-x", "sha256"):
-        print(f"{name:8} {big[name]:7.2f} s  (median of {args.repeat})")
+    for name in ("export", "tar-c", "tar-c+sync", "import", "tar-x", "tar-x+sync", "sha256"):
+        print(f"{name:10} {big[name]:7.2f} s  (median of {args.repeat})")
     print(f"export / tar -c:            {big['export'] / big['tar-c']:.2f}")
+    print(f"export / (tar -c, sync):    {big['export'] / big['tar-c+sync']:.2f}")
+    print(f"import / (tar -x, sync):    {big['import'] / big['tar-x+sync']:.2f}")
     print(f"export / (tar -c + sha256): {big['export'] / (big['tar-c'] + big['sha256']):.2f}")
     print(f"import / (tar -x + sha256): {big['import'] / (big['tar-x'] + big['sha256']):.2f}")
     for what in ("export", "import"):
