@@ -8,7 +8,6 @@ no network. Spack installing from a received copy is in test_bundle_spack.py.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -352,13 +351,31 @@ def test_sigkill_during_import_leaves_b_old_or_new_and_a_clean_run_completes(sit
     assert [r["to"] for r in json.loads(listed.stdout)] == [1, 2]
 
 
-def test_a_configuration_without_sources_serves_bundles_and_once_says_what_is_missing(
+def test_a_site_without_sources_imports_says_once_needs_one_and_its_webhooks_hear_of_it(
     site: Site,
 ) -> None:
+    from receiver import Receiver, new_secret
+
     done = run_cli("-c", str(site.receiver), "once", cwd=site.tmp)
     assert done.returncode == 2
     assert "sources: expected at least one source to sync" in done.stderr
     assert "bundle import" in done.stderr
-    digest = hashlib.sha256(b"").hexdigest()
-    assert digest  # the receiver's database is not even created by the refusal
-    assert not (site.tmp / "b.db").exists()
+    assert not (site.tmp / "b.db").exists()  # the refusal creates nothing
+    secret = new_secret()
+    with Receiver(secret) as receiver:
+        write_config(
+            site.receiver,
+            f"database: {site.tmp / 'b.db'}\n"
+            f"webhooks:\n  - name: closed\n    url: {receiver.url}\n    secret_env: HOOK_SECRET\n",
+        )
+        done = run_cli("-c", str(site.receiver), "bundle", "import", str(site.export("v1.tar")),
+                       str(site.b), cwd=site.tmp, env={"HOOK_SECRET": secret})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        events = [e for r in receiver.acknowledged for e in r.events]
+    (event,) = events
+    assert (event["type"], event["source"], event["mirror"]["name"]) == (
+        "mirror.updated",
+        "bundle:A",
+        "A",
+    )
+    assert event["mirror"]["added"] == 15
