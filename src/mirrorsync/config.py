@@ -365,7 +365,9 @@ class MirrorCopy(_Strict):
 
     name: Name
     path: str  # the directory that becomes the build cache
-    source: str  # a configured catalog or mirror source
+    #: A configured catalog or mirror source; None: a copy received by ``bundle import``
+    #: (an air-gapped site's), which ``mirror`` leaves alone.
+    source: str | None = None
     release: str | None = None  # required for a catalog source; a mirror source has its own
     stacks: list[str] | None = None  # globs; default: every stack of the release
     packages: list[str] | None = None  # globs on spec names
@@ -450,14 +452,24 @@ class DatabaseConfig(_Strict):
         return f"DatabaseConfig(url={PostgresUrl(self.url)!s})"
 
 
+class BundleConfig(_Strict):
+    """``bundle:``: what ``bundle import`` accepts. With ``trusted_keys`` (public key files
+    and/or fingerprints of keys a bundle carries), an unsigned bundle is refused."""
+
+    trusted_keys: list[str] | None = None
+
+
 class Config(_Strict):
-    sources: list[Source]
+    #: May be empty: a receiving site (``bundle import``) has no sources; commands that
+    #: sync say so (``require_sources``).
+    sources: list[Source] = []
     database: str | DatabaseConfig | None = None
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     webhooks: list[WebhookConfig] = []
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     mirrors: list[MirrorCopy] = []
+    bundle: BundleConfig = msgspec.field(default_factory=BundleConfig)
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
@@ -745,8 +757,7 @@ def _check(config: Config) -> None:
         except ValueError as exc:
             raise ConfigError(path, f"limits.{kind}", str(exc)) from None
     _check_ranges(config)
-    if not config.sources:
-        raise ConfigError(path, "sources", "expected at least one source")
+    _check_bundle(config)
     for name in ("deadline", "run_deadline", "revalidate_after"):
         _check_duration(path, f"http.{name}", getattr(config.http, name))
     if config.http.proxy is not None and config.http.proxy.strip().lower() != "none":
@@ -818,8 +829,9 @@ def _check_mirrors(config: Config) -> None:
                     f"{upstream.name!r} (sources[{j}].url, {root}): a copy deletes what its "
                     "index does not list, so it never shares a directory tree with a source",
                 )
+        # None: received by 'bundle import' (no source; its filters are the sender's)
         source = next((s for s in config.sources if s.name == copy.source), None)
-        if source is None or isinstance(source, PagesSource):
+        if copy.source is not None and (source is None or isinstance(source, PagesSource)):
             have = ", ".join(s.name for s in config.sources if not isinstance(s, PagesSource))
             raise ConfigError(
                 path,
@@ -857,7 +869,7 @@ def _check_mirrors(config: Config) -> None:
                 f"expected file permissions in octal, readable by their owner, such as "
                 f'"0644" or "0640", got {copy.mode!r}',
             )
-        if source.manifests == "none":
+        if isinstance(source, CatalogSource | MirrorSource) and source.manifests == "none":
             raise ConfigError(
                 path,
                 f"{key}.source",
@@ -1279,6 +1291,34 @@ def _check_url(path: str, key: str, url: str, *, files: bool = False) -> None:
     if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
         kinds = "an http://, https:// or file:///" if files else "an http:// or https://"
         raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
+
+
+def require_sources(config: Config) -> None:
+    """ConfigError unless the configuration has a source (what syncing needs; a receiving
+    site of ``bundle import`` may have none)."""
+    if not config.sources:
+        raise ConfigError(
+            config.path,
+            "sources",
+            "expected at least one source to sync (a site that only receives bundles "
+            "runs 'mirrorsync bundle import')",
+        )
+
+
+def _check_bundle(config: Config) -> None:
+    entries = config.bundle.trusted_keys
+    if entries is None:
+        return
+    if not entries:
+        raise ConfigError(config.path, "bundle.trusted_keys", "expected at least one key")
+    for j, entry in enumerate(entries):
+        if trusted_fingerprint(entry) is None and not expand_path(entry).is_file():
+            raise ConfigError(
+                config.path,
+                f"bundle.trusted_keys[{j}]",
+                f"expected a 40-hex key fingerprint or a public key file, got {entry!r} "
+                "(no such file)",
+            )
 
 
 def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSource) -> None:

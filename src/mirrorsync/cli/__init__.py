@@ -77,6 +77,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from mirrorsync.cli.config_check import config_check
 
         handler = config_check
+    elif args.command == "bundle":
+        from mirrorsync.cli.bundle import bundle  # air-gapped sites: bundles of a copy
+
+        handler = bundle
     elif args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 
