@@ -307,6 +307,14 @@ class WebhookFilter(_Strict):
     packages: list[str] | None = None
 
 
+#: What a webhook's requests look like (delivery/formats.py): ``standard`` is the
+#: signed mirrorsync payload; the others are a chat service's or CloudEvents' shape.
+WebhookFormat = Literal[
+    "standard", "slack", "discord", "teams", "matrix", "ntfy", "cloudevents", "email"
+]
+WEBHOOK_FORMATS: tuple[str, ...] = get_args(WebhookFormat)
+
+
 class WebhookConfig(_Strict):
     """An HTTP endpoint that receives signed batches of change events."""
 
@@ -322,6 +330,18 @@ class WebhookConfig(_Strict):
     max_age: float | str = "3d"  # seconds, or a number with unit s/m/h/d
     keep_delivered: float | str = "7d"  # delivered batches' records are purged after this
     keep_dead: float | str = "30d"  # dead batches (and their events' outbox rows) likewise
+    # Notifications (delivery/formats.py): the request's shape; a chat format needs no secret.
+    format: WebhookFormat = "standard"
+    link: str | None = None  # URL template of a summary's link: {release}, {stack}
+    room: str | None = None  # format: matrix, the room ID (!abc:example.org) to post to
+    token_env: str | None = None  # an access token sent as "Authorization: Bearer ..."
+    token_file: str | None = None  # (matrix: required; others: optional)
+    # format: email: the url is smtp://[user@]host[:port] or smtps://...; token_*: the password.
+    to: list[str] | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    # Standard Webhooks' asymmetric signature (v1a, ed25519): a whsk_... or PEM private key.
+    ed25519_key_env: str | None = None
+    ed25519_key_file: str | None = None
 
     def __repr__(self) -> str:  # the inline secret never reaches a log or traceback
         return f"WebhookConfig(name={self.name!r}, url={self.url!r})"
@@ -345,7 +365,9 @@ class MirrorCopy(_Strict):
 
     name: Name
     path: str  # the directory that becomes the build cache
-    source: str  # a configured catalog or mirror source
+    #: A configured catalog or mirror source; None: a copy received by ``bundle import``
+    #: (an air-gapped site's), which ``mirror`` leaves alone.
+    source: str | None = None
     release: str | None = None  # required for a catalog source; a mirror source has its own
     stacks: list[str] | None = None  # globs; default: every stack of the release
     packages: list[str] | None = None  # globs on spec names
@@ -430,14 +452,24 @@ class DatabaseConfig(_Strict):
         return f"DatabaseConfig(url={PostgresUrl(self.url)!s})"
 
 
+class BundleConfig(_Strict):
+    """``bundle:``: what ``bundle import`` accepts. With ``trusted_keys`` (public key files
+    and/or fingerprints of keys a bundle carries), an unsigned bundle is refused."""
+
+    trusted_keys: list[str] | None = None
+
+
 class Config(_Strict):
-    sources: list[Source]
+    #: May be empty: a receiving site (``bundle import``) has no sources; commands that
+    #: sync say so (``require_sources``).
+    sources: list[Source] = []
     database: str | DatabaseConfig | None = None
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     webhooks: list[WebhookConfig] = []
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     mirrors: list[MirrorCopy] = []
+    bundle: BundleConfig = msgspec.field(default_factory=BundleConfig)
     path: str = ""  # where this configuration was read from (set by load_config)
 
     @property
@@ -656,6 +688,9 @@ def _explain(message: str, raw: object = None) -> tuple[str | None, str]:
         msg += " (expected one of: catalog, mirror, pages)"
     elif msg.startswith("Invalid enum value") and re.search(r"\.events\[\d+\]$", path):
         msg += f" (expected one of: {', '.join(EVENT_TYPES)})"
+    elif msg.startswith("Invalid enum value") and re.search(r"^webhooks\[\d+\]\.format$", path):
+        value = msg.removeprefix("Invalid enum value").strip().strip("'\"")
+        msg += f" (expected one of: {', '.join(WEBHOOK_FORMATS)}){did_you_mean(value, WEBHOOK_FORMATS)}"
     elif msg.startswith("Invalid enum value") and path.endswith(".manifests"):
         msg += f" (expected one of: {', '.join(get_args(ManifestPolicy))})"
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
@@ -722,8 +757,7 @@ def _check(config: Config) -> None:
         except ValueError as exc:
             raise ConfigError(path, f"limits.{kind}", str(exc)) from None
     _check_ranges(config)
-    if not config.sources:
-        raise ConfigError(path, "sources", "expected at least one source")
+    _check_bundle(config)
     for name in ("deadline", "run_deadline", "revalidate_after"):
         _check_duration(path, f"http.{name}", getattr(config.http, name))
     if config.http.proxy is not None and config.http.proxy.strip().lower() != "none":
@@ -795,8 +829,9 @@ def _check_mirrors(config: Config) -> None:
                     f"{upstream.name!r} (sources[{j}].url, {root}): a copy deletes what its "
                     "index does not list, so it never shares a directory tree with a source",
                 )
+        # None: received by 'bundle import' (no source; its filters are the sender's)
         source = next((s for s in config.sources if s.name == copy.source), None)
-        if source is None or isinstance(source, PagesSource):
+        if copy.source is not None and (source is None or isinstance(source, PagesSource)):
             have = ", ".join(s.name for s in config.sources if not isinstance(s, PagesSource))
             raise ConfigError(
                 path,
@@ -834,7 +869,7 @@ def _check_mirrors(config: Config) -> None:
                 f"expected file permissions in octal, readable by their owner, such as "
                 f'"0644" or "0640", got {copy.mode!r}',
             )
-        if source.manifests == "none":
+        if isinstance(source, CatalogSource | MirrorSource) and source.manifests == "none":
             raise ConfigError(
                 path,
                 f"{key}.source",
@@ -897,11 +932,11 @@ def _check_webhooks(config: Config) -> None:
         if hook.name in seen:
             raise ConfigError(path, f"{key}.name", f"duplicate webhook name {hook.name!r}")
         seen.add(hook.name)
-        _check_url(path, f"{key}.url", hook.url)
-        given = [k for k in ("secret_env", "secret_file", "secret") if getattr(hook, k) is not None]
-        if len(given) != 1:
-            problem = "give exactly one of secret_env, secret_file or secret"
-            raise ConfigError(path, key, f"{problem} (got {', '.join(given) or 'none'})")
+        if hook.format == "email":
+            _check_email(path, key, hook)
+        else:
+            _check_url(path, f"{key}.url", hook.url)
+        _check_webhook_format(path, key, hook)
         if hook.secret_env is not None and not hook.secret_env:
             raise ConfigError(path, f"{key}.secret_env", "expected an environment variable name")
         if hook.secret_file is not None and not hook.secret_file:
@@ -924,6 +959,102 @@ def _check_webhooks(config: Config) -> None:
                     )
         for field in ("max_age", "keep_delivered", "keep_dead"):
             _check_duration(path, f"{key}.{field}", getattr(hook, field))
+
+
+#: The placeholders a webhook's ``link`` template may hold.
+LINK_FIELDS = ("release", "stack")
+_LINK_FIELD_RE = re.compile(r"\{([^{}]*)\}")
+
+
+def _check_webhook_format(path: str, key: str, hook: WebhookConfig) -> None:
+    """Signing keys, tokens and the keys of a format: a ``standard`` webhook is signed
+    (a ``whsec_`` secret, an ed25519 key or both); a chat format needs no secret."""
+    given = [k for k in ("secret_env", "secret_file", "secret") if getattr(hook, k) is not None]
+    if len(given) > 1 or (
+        not given
+        and hook.format == "standard"
+        and hook.ed25519_key_env is None
+        and hook.ed25519_key_file is None
+    ):
+        problem = "give exactly one of secret_env, secret_file or secret"
+        if not given:
+            problem += " (or an ed25519_key_file or ed25519_key_env for v1a signatures)"
+        raise ConfigError(path, key, f"{problem} (got {', '.join(given) or 'none'})")
+    for pair in (("ed25519_key_env", "ed25519_key_file"), ("token_env", "token_file")):
+        values = [getattr(hook, k) for k in pair]
+        if all(v is not None for v in values):
+            raise ConfigError(path, key, f"give one of {pair[0]} or {pair[1]}, not both")
+        for name, value in zip(pair, values, strict=True):
+            if value is not None and not value.strip():
+                what = "an environment variable name" if name.endswith("_env") else "a file path"
+                raise ConfigError(path, f"{key}.{name}", f"expected {what}")
+    if hook.format == "matrix":
+        if not hook.room or not hook.room.startswith("!") or ":" not in hook.room:
+            raise ConfigError(
+                path,
+                f"{key}.room",
+                f"format: matrix needs the room ID to post to (!abc:example.org), got {hook.room!r}",
+            )
+        if hook.token_env is None and hook.token_file is None:
+            raise ConfigError(
+                path, key, "format: matrix needs an access token: token_env or token_file"
+            )
+    elif hook.room is not None:
+        raise ConfigError(path, f"{key}.room", "room is for format: matrix only")
+    if hook.format != "email":
+        for name, value in (("to", hook.to), ("from", hook.from_)):
+            if value is not None:
+                raise ConfigError(path, f"{key}.{name}", f"{name} is for format: email only")
+    if hook.link is not None:
+        fields = _LINK_FIELD_RE.findall(hook.link)
+        for field in fields:
+            if field not in LINK_FIELDS:
+                raise ConfigError(
+                    path,
+                    f"{key}.link",
+                    f"unknown placeholder {{{field}}} (expected {{release}} or {{stack}})"
+                    + did_you_mean(field, LINK_FIELDS),
+                )
+        _check_url(path, f"{key}.link", _LINK_FIELD_RE.sub("x", hook.link))
+
+
+_ADDRESS_RE = re.compile(r"^[^\s@<>,;:\"()\[\]\\]+@[A-Za-z0-9.-]+$")
+
+
+def _check_email(path: str, key: str, hook: WebhookConfig) -> None:
+    """An SMTP URL, a sender and at least one recipient, each a plain address."""
+    parsed = urllib.parse.urlsplit(hook.url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname or port == -1:
+        raise ConfigError(
+            path,
+            f"{key}.url",
+            f"format: email needs smtp://[user@]host[:port] or smtps://..., got {redact_url(hook.url)!r}",
+        )
+    if parsed.password is not None:
+        raise ConfigError(
+            path,
+            f"{key}.url",
+            "a password in the URL is refused: give it with token_env or token_file",
+        )
+    if not hook.to:
+        raise ConfigError(path, f"{key}.to", "format: email needs a list of recipient addresses")
+    for j, address in enumerate(hook.to):
+        if not _ADDRESS_RE.match(address):
+            raise ConfigError(
+                path,
+                f"{key}.to[{j}]",
+                f"expected an address such as ops@example.org, got {address!r}",
+            )
+    if hook.from_ is None or not _ADDRESS_RE.match(hook.from_):
+        raise ConfigError(
+            path,
+            f"{key}.from",
+            f"format: email needs a sender address such as mirrorsync@example.org, got {hook.from_!r}",
+        )
 
 
 def _check_duration(path: str, key: str, value: float | str) -> None:
@@ -1162,6 +1293,34 @@ def _check_url(path: str, key: str, url: str, *, files: bool = False) -> None:
         raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
 
 
+def require_sources(config: Config) -> None:
+    """ConfigError unless the configuration has a source (what syncing needs; a receiving
+    site of ``bundle import`` may have none)."""
+    if not config.sources:
+        raise ConfigError(
+            config.path,
+            "sources",
+            "expected at least one source to sync (a site that only receives bundles "
+            "runs 'mirrorsync bundle import')",
+        )
+
+
+def _check_bundle(config: Config) -> None:
+    entries = config.bundle.trusted_keys
+    if entries is None:
+        return
+    if not entries:
+        raise ConfigError(config.path, "bundle.trusted_keys", "expected at least one key")
+    for j, entry in enumerate(entries):
+        if trusted_fingerprint(entry) is None and not expand_path(entry).is_file():
+            raise ConfigError(
+                config.path,
+                f"bundle.trusted_keys[{j}]",
+                f"expected a 40-hex key fingerprint or a public key file, got {entry!r} "
+                "(no such file)",
+            )
+
+
 def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSource) -> None:
     entries = source.trusted_keys
     if entries is None:
@@ -1207,6 +1366,10 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     for hook in result.get("webhooks", []):
         if hook.get("secret") is not None:
             hook["secret"] = "<redacted>"
+        hook["url"] = redact_url(hook["url"])
+        if hook.get("format") in ("slack", "discord", "teams", "ntfy"):  # the path is the token
+            parts = urllib.parse.urlsplit(hook["url"])
+            hook["url"] = f"{parts.scheme}://{parts.netloc}/<redacted>"
     database = result.get("database")
     if isinstance(database, str):
         result["database"] = redact_url(database)

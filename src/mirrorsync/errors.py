@@ -186,6 +186,14 @@ class SignatureError(MirrorsyncError):
         self.problem = problem
 
 
+class BundleError(MirrorsyncError):
+    """A bundle of a copy cannot be imported as it is: damaged, truncated, tampered with,
+    signed by a key not trusted, or not the next one for the receiving copy (a gap or
+    out of order). Nothing of it was published; the copy is as it was."""
+
+    exit_code = EXIT_DAMAGED
+
+
 class CopyError(MirrorsyncError):
     """A local mirror copy cannot be written or read (disk full, permissions, a damaged file)."""
 

@@ -105,6 +105,21 @@ class Keyring:
         Raises SignatureError unless gpg reports every signature good and valid.
         """
         rc, status, stderr = await self._run(["--verify"], data)
+        return self._judge(rc, status, stderr, url)
+
+    async def verify_detached(self, signature: bytes, data: bytes, url: str) -> str:
+        """Check a detached signature of ``data``; return the signing primary key's
+        fingerprint (SignatureError unless gpg reports it good, valid and by one of
+        this keyring's keys), as :meth:`verify` does for a clear-signed document."""
+        sig = self.home / "detached.sig"
+        sig.write_bytes(signature)
+        try:
+            rc, status, stderr = await self._run(["--verify", str(sig), "-"], data)
+        finally:
+            sig.unlink(missing_ok=True)
+        return self._judge(rc, status, stderr, url)
+
+    def _judge(self, rc: int, status: list[str], stderr: str, url: str) -> str:
         words = [line.split() for line in status]
         kinds = {w[0] for w in words if w}
         valid = [w[1].upper() for w in words if len(w) > 1 and w[0] == "VALIDSIG"]
@@ -156,6 +171,52 @@ class Keyring:
             if line.startswith("[GNUPG:] ")
         ]
         return result.returncode, status, result.stderr.decode("utf-8", "replace")
+
+
+async def sign_detached(data: bytes, key_id: str, home: Path | None = None) -> bytes:
+    """An armoured detached signature of ``data`` by the secret key ``key_id`` of the
+    user's keyring (``home``: that gpg home instead; else ``$GNUPGHOME`` or ~/.gnupg).
+    SignatureError naming the key if gpg cannot sign."""
+    program = gpg_program()
+    if program is None:
+        raise SignatureError(key_id, "--sign needs gpg, which is not installed")
+    command = [program, "--batch", "--no-tty", "--armor", "--local-user", key_id]
+    if home is not None:
+        command += ["--homedir", str(home)]
+    try:
+        with anyio.fail_after(GPG_TIMEOUT):
+            result = await anyio.run_process(
+                [*command, "--detach-sign"],
+                input=data,
+                check=False,
+                env={**os.environ, "LC_ALL": "C"},
+            )
+    except TimeoutError:
+        raise SignatureError(key_id, f"gpg took over {GPG_TIMEOUT:.0f}s to sign") from None
+    except OSError as exc:
+        raise SignatureError(key_id, f"cannot run gpg: {exc}") from None
+    if result.returncode != 0 or not result.stdout:
+        stderr = result.stderr.decode("utf-8", "replace")
+        raise SignatureError(key_id, f"gpg could not sign: {_last_line(stderr)}")
+    return bytes(result.stdout)
+
+
+async def export_public(key_id: str, home: Path | None = None) -> bytes:
+    """The public key ``key_id`` of the user's keyring, armoured (b"": none)."""
+    program = gpg_program()
+    if program is None:
+        return b""
+    command = [program, "--batch", "--no-tty", "--armor"]
+    if home is not None:
+        command += ["--homedir", str(home)]
+    try:
+        with anyio.fail_after(GPG_TIMEOUT):
+            result = await anyio.run_process(
+                [*command, "--export", key_id], check=False, env={**os.environ, "LC_ALL": "C"}
+            )
+    except (TimeoutError, OSError):
+        return b""
+    return bytes(result.stdout) if result.returncode == 0 else b""
 
 
 _BAD = frozenset({"BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY", "NODATA"})

@@ -81,6 +81,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from mirrorsync.cli.serve import serve  # the web stack only when serving
 
         handler = serve
+    elif args.command == "bundle":
+        from mirrorsync.cli.bundle import bundle  # air-gapped sites: bundles of a copy
+
+        handler = bundle
     elif args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 

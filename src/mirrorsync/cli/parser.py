@@ -510,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="a stack or copy last checked longer ago is a problem (/healthz, as status --check)",
     )
+    _bundle_commands(command)
 
     export = command("export", "write documents from the synced state")
     kinds = export.add_subparsers(dest="what", metavar="WHAT", required=True, parser_class=Parser)
@@ -538,3 +539,80 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json(pages)
     return parser
+
+
+def _bundle_commands(command: Any) -> None:
+    """``bundle export|import|list|show`` (cli/bundle.py): copies for air-gapped sites."""
+    group = command("bundle", "carry a copy to a site with no network: export, import, list, show")
+    actions = group.add_subparsers(
+        dest="bundle_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(
+            name, help=help_text, description=help_text
+        )
+        _common(sub, top=False)
+        return sub
+
+    export = action(
+        "export",
+        "write a bundle of a copy's published version: what a receiver at --since lacks "
+        "(default: the version exported last; everything the first time)",
+    )
+    export.add_argument("name", metavar="NAME", help="the copy (config mirrors:)")
+    export.add_argument(
+        "out", metavar="OUT", nargs="?", help="the bundle to write (a tar; OUT.000... with --split)"
+    )
+    since = export.add_mutually_exclusive_group()
+    since.add_argument(
+        "--since", type=int, metavar="VERSION", help="the copy's version the receiver holds"
+    )
+    since.add_argument("--full", action="store_true", help="everything: for an empty receiver")
+    export.add_argument(
+        "--split",
+        metavar="SIZE",
+        help="numbered tar volumes of at most SIZE each (e.g. 4G, 700MiB), each a whole tar",
+    )
+    export.add_argument("--dir", action="store_true", help="write a directory instead of a tar")
+    export.add_argument(
+        "--sign", metavar="KEYID", help="sign the bundle manifest with this gpg key (detached)"
+    )
+    export.add_argument(
+        "--paths-only",
+        action="store_true",
+        help="print the paths the receiver lacks, one per line (for rsync); write no bundle "
+        "(the export is recorded, as --since's default)",
+    )
+    _lock_option(export)
+    _json(export)
+
+    imp = action(
+        "import",
+        "check a bundle (manifest, signature, every file's size and sha256, versions) and "
+        "publish it into a copy, index last; no network",
+    )
+    imp.add_argument("bundle", metavar="BUNDLE", help="a bundle: tar, OUT.000 volumes, directory")
+    imp.add_argument(
+        "dir",
+        metavar="DIR",
+        nargs="?",
+        help="the copy's directory (default: the path of the copy --name in mirrors:)",
+    )
+    imp.add_argument("--name", help="the receiving copy (default: the bundle's copy name)")
+    imp.add_argument("--dry-run", action="store_true", help="check everything; write nothing")
+    _lock_option(imp)
+    _json(imp)
+
+    listing = action(
+        "list", "the bundles exported and imported here; with BUNDLE, the files it carries"
+    )
+    listing.add_argument(
+        "bundle", metavar="BUNDLE", nargs="?", help="list this bundle's files (reads the bundle)"
+    )
+    _json(listing)
+
+    show = action("show", "what a bundle holds and which versions it joins (reads the bundle)")
+    show.add_argument("bundle", metavar="BUNDLE", help="a bundle: tar, OUT.000 volumes, directory")
+    show.add_argument("--files", action="store_true", help="also every file it carries")
+    _json(show)

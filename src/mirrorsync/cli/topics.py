@@ -45,7 +45,8 @@ exit codes:
   {EXIT_USAGE:<3} configuration or usage error: a bad or missing configuration, bad
       arguments, a name that matches nothing known
   {EXIT_DAMAGED:<3} the database cannot be used as it is (damaged, or a schema
-      older or newer than this mirrorsync)
+      older or newer than this mirrorsync); bundle import: the bundle is refused
+      (damaged, tampered with, untrusted signature, a gap or out of order)
   {EXIT_NO_DATABASE:<3} no database yet: run 'mirrorsync once' first
   {EXIT_UNAVAILABLE:<3} the PostgreSQL server cannot be reached or is not accepting connections
   {EXIT_TARGET_NOT_EMPTY:<3} db migrate-to: the target already holds a mirrorsync history
@@ -94,6 +95,8 @@ sources:
 #     url: https://hooks.example.org/spack
 #     secret_env: MIRRORSYNC_HOOK_SECRET   # a whsec_... secret
 #     events: [spec.removed]               # default: every type
+#     # format: slack   # or discord, teams, matrix, ntfy, cloudevents: a summary, no secret
+#     #                 # needed (README, "Notifications"); ed25519_key_file: v1a signatures
 
 # Prometheus metrics for node_exporter's textfile collector (README, "Metrics").
 # metrics:

@@ -29,6 +29,11 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
     if args.source or args.release or args.stack:
         raise UsageError("--mirror checks a local copy: --source, --release, --stack do not apply")
     copy = config.mirror(args.mirror)
+    if args.repair and copy.source is None:
+        raise UsageError(
+            f"mirror {copy.name} receives bundles (no source): --repair has nothing to fetch "
+            "from; import a full bundle into an empty directory instead"
+        )
     if not config.database_path.exists():
         from mirrorsync.errors import NoDatabaseError
 
@@ -55,9 +60,10 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
         index_checksum, mirror_id = row.index_checksum, row.id
         stacks = await store_mirrors.synced_stacks(store, row.source_id, row.release)
         states = await store_mirrors.manifest_states(store, [s.id for s in stacks])
-        manifest_sha256: dict[str, set[str]] = {}
+        # A received copy (no source) has no crawl record: its bundle's digests were checked.
+        manifest_sha256: dict[str, set[str]] | None = None if copy.source is None else {}
         for (_, spec_hash), state in states.items():
-            if state.manifest_sha256:
+            if state.manifest_sha256 and manifest_sha256 is not None:
                 manifest_sha256.setdefault(spec_hash, set()).add(state.manifest_sha256)
 
         async def check() -> CopyCheck:
@@ -72,9 +78,8 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
                     delete_after=copy.delete_after_seconds,
                     checksums=args.checksums,
                     modes=Modes(copy.file_mode),
-                    keys_expected=bool(
-                        getattr(config.source(copy.source), "verify_signatures", False)
-                    ),
+                    keys_expected=copy.source is not None
+                    and bool(getattr(config.source(copy.source), "verify_signatures", False)),
                 )
             )
 

@@ -134,7 +134,7 @@ def check_copy(
     root: Path,
     index_checksum: str,
     *,
-    manifest_sha256: dict[str, set[str]],
+    manifest_sha256: dict[str, set[str]] | None,
     pending: dict[str, str],
     now: datetime,
     delete_after: float,
@@ -276,8 +276,10 @@ def check_copy(
             if data is None:
                 out.unsure = True
                 continue
-            if checksums and hashlib.sha256(data).hexdigest() not in manifest_sha256.get(
-                install.hash, set()
+            if (
+                checksums
+                and manifest_sha256 is not None
+                and hashlib.sha256(data).hexdigest() not in manifest_sha256.get(install.hash, set())
             ):
                 find(
                     "digest",
@@ -412,6 +414,7 @@ async def repair(
             )
             out.tally = outcome.copied
         return out
+    assert copy.source is not None  # verify --repair refuses a received copy
     source = config.source(copy.source)
     assert isinstance(source, CatalogSource | MirrorSource)
     stacks = choose_stacks(

@@ -86,11 +86,13 @@ class Referenced:
         return sum(self.sizes.values())
 
 
-def referenced(root: Path) -> Referenced:
+def referenced(root: Path, index_checksum: str | None = None) -> Referenced:
     """Read the published state back from the copy: index, manifests, blobs, keys, layout.
 
     CopyError if the published index names a file that is not there (never
-    the case for a copy only mirrorsync writes).
+    the case for a copy only mirrorsync writes). ``index_checksum``: the state of
+    that index blob instead (its index manifest not counted): one being imported
+    before its manifest is put in place, or an earlier version's still on disk.
     """
     out = Referenced()
 
@@ -109,12 +111,15 @@ def referenced(root: Path) -> Referenced:
     for rel in (LAYOUT,):
         if (root / rel).exists():
             need(rel)
-    manifest = files.read_if_present(root / INDEX_MANIFEST)
-    if manifest is None:
-        return out
-    out.sizes[INDEX_MANIFEST] = len(manifest)
-    record = parse_index_manifest(manifest, str(root / INDEX_MANIFEST))
-    index_rel = blob_relpath(record.checksum_algorithm, record.checksum)
+    if index_checksum is not None:
+        index_rel = blob_relpath("sha256", index_checksum)
+    else:
+        manifest = files.read_if_present(root / INDEX_MANIFEST)
+        if manifest is None:
+            return out
+        out.sizes[INDEX_MANIFEST] = len(manifest)
+        record = parse_index_manifest(manifest, str(root / INDEX_MANIFEST))
+        index_rel = blob_relpath(record.checksum_algorithm, record.checksum)
     index = parse_raw_index(need(index_rel), str(root / index_rel))
     for install in index.installs.values():
         if not install.in_buildcache:

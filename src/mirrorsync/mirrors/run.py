@@ -135,6 +135,11 @@ async def run_mirrors(
     (``verify --mirror --repair``: key files written again).
     """
     copies = [config.mirror(only)] if only else list(config.mirrors)
+    if only and copies[0].source is None:
+        raise CopyError(
+            f"mirror {only} has no source: it receives bundles ('mirrorsync bundle import')"
+        )
+    copies = [c for c in copies if c.source is not None]  # received ones: bundle import
     if only_source:
         copies = [c for c in copies if c.source == only_source]
     if not copies:
@@ -145,6 +150,7 @@ async def run_mirrors(
     clients: dict[bool, HttpClient] = {}
     try:
         for copy in copies:
+            assert copy.source is not None
             insecure = config.source(copy.source).insecure
             client = clients.get(insecure)
             if client is None:
@@ -210,6 +216,7 @@ class _CopyJob:
 
     async def _run(self) -> None:
         copy = self.copy
+        assert copy.source is not None  # run_mirrors leaves received copies out
         source = self.config.source(copy.source)
         assert isinstance(source, CatalogSource | MirrorSource)  # checked by parse_config
         release = copy.release or (source.release if isinstance(source, MirrorSource) else "")

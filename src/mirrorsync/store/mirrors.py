@@ -7,13 +7,13 @@ webhook outbox rows) are written together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from mirrorsync.redact import scrub
 from mirrorsync.store import events
-from mirrorsync.store.db import Store
+from mirrorsync.store.db import Connection, Store
 from mirrorsync.text import bounded
 
 UPDATED_EVENT = "mirror.updated"
@@ -193,12 +193,17 @@ async def members(store: Store, mirror_id: int) -> set[str]:
 
 
 async def record_published(
-    store: Store, mirror: MirrorRow, published: Published, at: str
+    store: Store,
+    mirror: MirrorRow,
+    published: Published,
+    at: str,
+    also: Callable[[Connection, int], Awaitable[None]] | None = None,
 ) -> Recorded:
     """Record the state whose index was just put in place: a version, members, an event.
 
     A state equal to the recorded one (a run killed between publishing and
-    recording, then run again) only notes the check.
+    recording, then run again) only notes the check. ``also`` writes more in the
+    same transaction (``bundle import``: its record), given the copy's version.
     """
     async with store.transaction() as conn:
         async with conn.execute(
@@ -213,6 +218,8 @@ async def record_published(
             (at, published.plan_key, mirror.id),
         )
         if checksum == published.index_checksum:
+            if also is not None:
+                await also(conn, version)
             return Recorded(version, 0, 0, None)
         async with conn.execute(
             "SELECT hash FROM mirror_members WHERE mirror_id = ?", (mirror.id,)
@@ -260,6 +267,8 @@ async def record_published(
                 mirror.id,
             ),
         )
+        if also is not None:
+            await also(conn, version)
     return Recorded(version, len(added), len(removed), event_id)
 
 

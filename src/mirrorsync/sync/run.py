@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 
-from mirrorsync.config import CatalogSource, Config, MirrorSource, PagesSource, Source
+from mirrorsync.config import (
+    CatalogSource,
+    Config,
+    MirrorSource,
+    PagesSource,
+    Source,
+    require_sources,
+)
 from mirrorsync.delivery import Outbox
 from mirrorsync.delivery.outbox import merge_results
 from mirrorsync.errors import FormatError, MetricsError, MirrorsyncError, ScratchError, StoreError
@@ -65,6 +72,7 @@ async def run_once(
     ``stop`` (a signal) ends the run where it is: what is committed stays, the
     stacks in flight roll back, and the report says it was interrupted.
     """
+    require_sources(config)  # a receiving site (bundle import only) has none: say so
     sources = [config.source(only_source)] if only_source else list(config.sources)
     report = RunReport(started_at=utcnow(), dry_run=dry_run)
     started = time.monotonic()

@@ -1,0 +1,381 @@
+"""Bundles of a copy for air-gapped sites, end to end with real processes.
+
+Copy A is synced and copied from a loopback upstream (the fixture server); bundles
+are made and imported by ``python -m mirrorsync`` processes. The receiving site's
+configuration holds only ``database:`` (no source, no server): the import needs
+no network. Spack installing from a received copy is in test_bundle_spack.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, database_value, run_cli, write_config
+from mirrorsync.bundles.reader import open_bundle, read_members
+from mirrorsync.bundles.state import read_state
+from mirrorsync.errors import BundleError
+from mirrorsync.fixture.build import write_v3_mirror
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.signing import export_public_key, make_signing_key, stop_agent
+from mirrorsync.fixture.specs import synthetic_specs
+
+EXIT_DATA = 65
+SPECS = synthetic_specs(40, seed=28)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under the directory, by relative path (what byte-equal compares)."""
+    if not root.exists():
+        return {}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@dataclass
+class Site:
+    tmp: Path
+    docroot: Path
+    server: FixtureServer
+    config: Path  # A's site: source and copy A
+    receiver: Path  # B's site: database only
+    a: Path
+    b: Path
+
+    def upstream(self, first: int, last: int) -> None:
+        write_v3_mirror(self.docroot / "cache", SPECS[first:last])
+
+    def follow(self) -> None:
+        """A follows upstream: sync, then copy."""
+        done = run_cli("-c", str(self.config), "once", cwd=self.tmp)
+        assert done.returncode == 0, done.stderr
+
+    def export(self, out: str, *extra: str, env: dict[str, str] | None = None) -> Path:
+        path = self.tmp / out
+        done = run_cli("-c", str(self.config), "bundle", "export", "A", str(path), *extra,
+                       cwd=self.tmp, env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return path
+
+    def import_(self, bundle: Path | str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("-c", str(self.receiver), "bundle", "import", str(bundle), str(self.b),
+                       *extra, cwd=self.tmp)  # fmt: skip
+
+
+@pytest.fixture
+def site(tmp_path: Path, docroot: Path, server: FixtureServer) -> Site:
+    config = write_config(
+        tmp_path / "a.yaml",
+        f"""
+database: {tmp_path / "a.db"}
+sources:
+  - {{name: up, kind: mirror, url: "{server.url}/cache", manifests: new}}
+mirrors:
+  - {{name: A, path: "{tmp_path / "A"}", source: up}}
+http: {{concurrency: 4, per_host_rate: 1000, timeout: 5,
+        retries: {{attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}}}}
+""",
+    )
+    receiver = write_config(tmp_path / "b.yaml", f"database: {tmp_path / 'b.db'}\n")
+    s = Site(tmp_path, docroot, server, config, receiver, tmp_path / "A", tmp_path / "B")
+    s.upstream(0, 15)
+    s.follow()
+    return s
+
+
+@pytest.mark.usefixtures("backend")
+def test_full_then_incremental_bundles_make_b_equal_a_with_only_the_changes_carried(
+    site: Site,
+) -> None:
+    # The receiver's database is the backend's (SQLite, then PostgreSQL).
+    write_config(site.receiver, f"database: {database_value(site.tmp)}\n")
+    full = site.export("full.tar")
+    done = site.import_(full)
+    assert done.returncode == 0, done.stderr
+    assert "imported version 1 of A (full)" in done.stdout
+    assert tree(site.b) == tree(site.a) != {}
+
+    # Upstream changes: 5 specs go, 5 come; A follows; the next bundle defaults to --since 1.
+    old = read_state(site.a)
+    site.upstream(5, 20)
+    site.follow()
+    new = read_state(site.a)
+    changed = {p for p, v in new.items() if old.get(p) != v}
+    listed = run_cli("-c", str(site.config), "bundle", "show", "--json", "--files",
+                     str(site.export("week2.tar")), cwd=site.tmp)  # fmt: skip
+    shown = json.loads(listed.stdout)
+    assert (shown["from"], shown["to"], shown["full"]) == (1, 2, False)
+    assert {f["path"] for f in shown["paths"]} == changed
+    # Exactly the changes: 5 new specs' manifest and 2 blobs each, the new index and its
+    # manifest; nothing of the 10 specs B holds already.
+    assert len(changed) == 5 * 3 + 2
+    assert len(shown["added"]) == 5 and len(shown["removed"]) == 5
+    carried = run_cli("-c", str(site.config), "bundle", "list", str(site.tmp / "week2.tar"),
+                      "--json", cwd=site.tmp)  # fmt: skip
+    assert {f["path"] for f in json.loads(carried.stdout)} == changed
+    with tarfile.open(site.tmp / "week2.tar") as tar:
+        names = tar.getnames()
+    assert names[0] == "bundle.json"
+    assert len(names) - 1 == len({f["sha256"] for f in shown["paths"]})
+
+    before = tree(site.b)
+    dry = site.import_(site.tmp / "week2.tar", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would import version 2 of A (from version 1)" in dry.stdout
+    assert tree(site.b) == before
+    done = site.import_(site.tmp / "week2.tar", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["status"], report["from"], report["to"], report["version"]) == (
+        "imported",
+        1,
+        2,
+        2,
+    )
+    assert tree(site.b) == tree(site.a)  # the 5 specs that left wait out delete_after on both
+
+    again = site.import_(site.tmp / "week2.tar")
+    assert again.returncode == 0, again.stderr
+    assert "already holds version 2 of A: nothing to import" in again.stdout
+    assert tree(site.b) == tree(site.a)
+
+    # The received copy is a copy: verify --mirror, its history and events. (``status``
+    # refuses a database with no synced stack, exit 66: cli/commands.py, not edited here.)
+    checker = write_config(
+        site.tmp / "b-check.yaml",
+        f"database: {database_value(site.tmp)}\nmirrors:\n  - {{name: A, path: {site.b}}}\n",
+    )
+    verified = run_cli("-c", str(checker), "verify", "--mirror", "A", "--checksums",
+                       cwd=site.tmp)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    events = run_cli("-c", str(site.receiver), "events", "--json", cwd=site.tmp)
+    assert events.returncode == 0, events.stderr
+    updated = [json.loads(line) for line in events.stdout.splitlines() if line.strip()]
+    assert [(e["type"], e["source"], e["mirror"]["added"], e["mirror"]["removed"])
+            for e in updated] == [("mirror.updated", "bundle:A", 15, 0),
+                                  ("mirror.updated", "bundle:A", 5, 5)]  # fmt: skip
+    listed = run_cli("-c", str(site.receiver), "bundle", "list", "--json", cwd=site.tmp)
+    assert [(r["direction"], r["from"], r["to"]) for r in json.loads(listed.stdout)] == [
+        ("import", 0, 1),
+        ("import", 1, 2),
+    ]
+    # Nothing new since: the next export says so and writes nothing.
+    nothing = run_cli("-c", str(site.config), "bundle", "export", "A", str(site.tmp / "w3.tar"),
+                      cwd=site.tmp)  # fmt: skip
+    assert nothing.returncode == 0 and "nothing new" in nothing.stderr
+    assert not (site.tmp / "w3.tar").exists()
+
+
+def test_paths_only_lists_what_the_receiver_lacks_and_dir_and_split_bundles_import(
+    site: Site,
+) -> None:
+    full = site.export("full", "--dir")
+    assert (full / "bundle.json").is_file()
+    assert site.import_(full).returncode == 0
+    old = read_state(site.a)
+    site.upstream(5, 30)
+    site.follow()
+    paths = run_cli("-c", str(site.config), "bundle", "export", "A", "--paths-only",
+                    cwd=site.tmp)  # fmt: skip
+    assert paths.returncode == 0, paths.stderr
+    new = read_state(site.a)
+    assert paths.stdout.splitlines() == sorted(p for p, v in new.items() if old.get(p) != v)
+    split = site.export("week2", "--since", "1", "--split", "40KiB")
+    volumes = sorted(site.tmp.glob("week2.*"))
+    assert len(volumes) >= 2 and all(v.stat().st_size <= 40 << 10 for v in volumes)
+    for volume in volumes:  # each volume is a whole tar by itself
+        with tarfile.open(volume) as tar:
+            assert all(m.isfile() for m in tar.getmembers())
+    # A truncated volume (the last one, cut in the middle of a member) is refused.
+    before = tree(site.b)
+    for i, volume in enumerate(volumes):
+        cut = volume.read_bytes()
+        if i == len(volumes) - 1:
+            cut = cut[: len(cut) // 2]
+        (site.tmp / f"cut.{i:03d}").write_bytes(cut)
+    _refused(site, site.tmp / "cut", before, "truncated", "cut.")
+    done = site.import_(split)
+    assert done.returncode == 0, done.stderr
+    assert tree(site.b) == tree(site.a)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Iterator[tuple[Path, Path, str, str]]:
+    """Two gpg homes, each with a signing key: the trusted one and another."""
+    trusted, other = tmp_path / "gnupg-trusted", tmp_path / "gnupg-other"
+    yield trusted, other, make_signing_key(trusted), make_signing_key(other)
+    stop_agent(trusted)
+    stop_agent(other)
+
+
+def _refused(site: Site, bundle: Path, before: dict[str, bytes], *words: str) -> None:
+    done = site.import_(bundle)
+    assert done.returncode == EXIT_DATA, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mirrorsync: error: "), done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert tree(site.b) == before
+
+
+def test_gap_damaged_truncated_untrusted_and_hostile_bundles_are_refused_b_unchanged(
+    site: Site, keys: tuple[Path, Path, str, str]
+) -> None:
+    trusted_home, other_home, trusted, other = keys
+    key_file = site.tmp / "trusted.asc"
+    key_file.write_bytes(export_public_key(trusted_home, trusted))
+    site.export("v1.tar")
+    site.upstream(5, 20)
+    site.follow()
+    v2 = site.export("v2.tar", "--sign", trusted, env={"GNUPGHOME": str(trusted_home)})
+    site.upstream(10, 25)
+    site.follow()
+    v3 = site.export("v3.tar", "--sign", trusted, env={"GNUPGHOME": str(trusted_home)})
+    write_config(site.receiver, f"database: {site.tmp / 'b.db'}\n")
+    assert site.import_(site.tmp / "v1.tar").returncode == 0  # unsigned: no trusted_keys yet
+    write_config(
+        site.receiver,
+        f"database: {site.tmp / 'b.db'}\nbundle: {{trusted_keys: [{key_file}]}}\n",
+    )
+    before = tree(site.b)
+
+    # A gap: B is at version 1, this bundle joins 2 -> 3.
+    _refused(site, v3, before, "versions 2 -> 3 of A", "at version 1", "gap")
+    # One flipped byte in a blob: named, by its path in the copy.
+    data = bytearray(v2.read_bytes())
+    with tarfile.open(v2) as tar:
+        member = next(m for m in tar.getmembers() if m.name.startswith("files/") and m.size > 1000)
+    data[member.offset_data + 100] ^= 0x01
+    flipped = site.tmp / "flipped.tar"
+    flipped.write_bytes(bytes(data))
+    manifest = json.loads(tar_member(v2, "bundle.json"))
+    path = next(f["path"] for f in manifest["files"] if member.name.endswith(f["sha256"]))
+    _refused(site, flipped, before, path, "does not match its sha256")
+    # Truncated: the volume ends inside a member.
+    truncated = site.tmp / "truncated.tar"
+    truncated.write_bytes(v2.read_bytes()[: member.offset_data + 700])
+    _refused(site, truncated, before, "truncated", member.name)
+    # Signed by a key B does not trust.
+    untrusted = site.export("untrusted.tar", "--since", "1", "--sign", other,
+                            env={"GNUPGHOME": str(other_home)})  # fmt: skip
+    _refused(site, untrusted, before, "bundle.json.sig", "not in trusted_keys")
+    # Unsigned, while trusted_keys is set.
+    _refused(site, site.export("unsigned.tar", "--since", "1"), before, "not signed")
+    # Hostile members: a path out of the copy, a link, a device, an oversize member. Refused
+    # by the reader the import streams through, before a byte is written (in this process).
+    for name, kind, problem in (
+        ("../../evil", tarfile.REGTYPE, "not in the bundle manifest"),
+        ("/etc/evil", tarfile.REGTYPE, "not in the bundle manifest"),
+        ("files/" + "0" * 64, tarfile.SYMTYPE, "a symbolic link"),
+        ("files/" + "0" * 64, tarfile.LNKTYPE, "a hard link"),
+        ("files/" + "0" * 64, tarfile.CHRTYPE, "a character device"),
+        (member.name, tarfile.REGTYPE, "larger than"),
+    ):
+        hostile = site.tmp / "hostile.tar"
+        with tarfile.open(v2) as src, tarfile.open(hostile, "w", format=tarfile.GNU_FORMAT) as out:
+            first = src.getmember("bundle.json")
+            out.addfile(first, src.extractfile(first))
+            for m in src.getmembers():
+                if m.name == "bundle.json.sig" or m.name == "bundle.key.asc":
+                    out.addfile(m, src.extractfile(m))
+            bad = tarfile.TarInfo(name)
+            bad.type = kind
+            bad.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+            bad.size = member.size + 1 if problem == "larger than" else 0
+            out.addfile(bad, io.BytesIO(b"x" * bad.size) if bad.size else None)
+        with pytest.raises(BundleError, match=problem):
+            read_members(open_bundle(hostile), lambda d, w: lambda chunk: None, lambda d, w: None)
+    assert tree(site.b) == before
+    assert not (site.tmp / "evil").exists() and not Path("/etc/evil").exists()
+
+    # In order, signed by the trusted key: both import, and B is A.
+    assert site.import_(v2).returncode == 0
+    assert site.import_(v3).returncode == 0
+    assert tree(site.b) == tree(site.a)
+    # An older bundle after a newer one: out of order.
+    _refused(site, v2, tree(site.b), "versions 1 -> 2 of A", "at version 3", "out of order")
+
+
+def tar_member(path: Path, name: str) -> bytes:
+    with tarfile.open(path) as tar:
+        f = tar.extractfile(name)
+        assert f is not None
+        return f.read()
+
+
+def test_sigkill_during_import_leaves_b_old_or_new_and_a_clean_run_completes(site: Site) -> None:
+    site.export("v1.tar")
+    assert site.import_(site.tmp / "v1.tar").returncode == 0
+    old_tree, old = tree(site.b), read_state(site.b)
+    site.upstream(5, 40)
+    site.follow()
+    v2 = site.export("v2.tar")
+    new = read_state(site.a)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MIRRORSYNC_TEST_IMPORT_DELAY": "0.02"}
+    command = [sys.executable, "-m", "mirrorsync", "-c", str(site.receiver), "bundle", "import",
+               str(v2), str(site.b)]  # fmt: skip
+    rng = random.Random(28)
+    states, kills = [], 0
+    for _ in range(6):
+        process = subprocess.Popen(
+            command, cwd=site.tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.4, 1.8))  # ~90 members and ~90 renames at 0.02 s each
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=30)
+        now = read_state(site.b)  # what a reader of B's index finds: all of one version
+        assert now in (old, new)
+        states.append("new" if now == new else "old")
+    assert kills >= 4 and "old" in states  # the kills landed mid-way
+    done = site.import_(v2)
+    assert done.returncode == 0, done.stderr
+    assert tree(site.b) == tree(site.a) != old_tree
+    listed = run_cli("-c", str(site.receiver), "bundle", "list", "--json", cwd=site.tmp)
+    assert [r["to"] for r in json.loads(listed.stdout)] == [1, 2]
+
+
+def test_a_site_without_sources_imports_says_once_needs_one_and_its_webhooks_hear_of_it(
+    site: Site,
+) -> None:
+    from receiver import Receiver, new_secret
+
+    done = run_cli("-c", str(site.receiver), "once", cwd=site.tmp)
+    assert done.returncode == 2
+    assert "sources: expected at least one source to sync" in done.stderr
+    assert "bundle import" in done.stderr
+    assert not (site.tmp / "b.db").exists()  # the refusal creates nothing
+    secret = new_secret()
+    with Receiver(secret) as receiver:
+        write_config(
+            site.receiver,
+            f"database: {site.tmp / 'b.db'}\n"
+            f"webhooks:\n  - name: closed\n    url: {receiver.url}\n    secret_env: HOOK_SECRET\n",
+        )
+        done = run_cli("-c", str(site.receiver), "bundle", "import", str(site.export("v1.tar")),
+                       str(site.b), cwd=site.tmp, env={"HOOK_SECRET": secret})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        events = [e for r in receiver.acknowledged for e in r.events]
+    (event,) = events
+    assert (event["type"], event["source"], event["mirror"]["name"]) == (
+        "mirror.updated",
+        "bundle:A",
+        "A",
+    )
+    assert event["mirror"]["added"] == 15
