@@ -121,12 +121,15 @@ class Served:
             text=True,
         )
         assert self.process.stderr is not None
-        line = self.process.stderr.readline()
-        found = re.search(r"listening on (http://\S+/)", line)
+        said = ""
+        found = None
+        while found is None and (line := self.process.stderr.readline()):
+            said += line  # a warning may come first
+            found = re.search(r"listening on (http://\S+/)", line)
         if found is None:
             self.process.kill()
             rest = self.process.communicate(timeout=10)[1]
-            raise AssertionError(f"mirrorsync serve did not start: {line}{rest}")
+            raise AssertionError(f"mirrorsync serve did not start: {said}{rest}")
         self.url = found[1].rstrip("/")
 
     def get(self, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
