@@ -172,3 +172,50 @@ def test_the_copy_path_drop_in_verifies_and_makes_a_copy_writable(tmp_path: Path
     # The control: the drop-in is read (a misspelt key in it is reported).
     installed.write_text(installed.read_text().replace("ReadWritePaths", "ReadWritePathz"))
     assert "ReadWritePathz" in verify(service, timer).stderr
+
+
+# -- mirrorsync-web.service (mirrorsync serve) -----------------------------------
+
+WEB = UNITS / "mirrorsync-web.service"
+
+
+def web_unit_copy(tmp_path: Path) -> Path:
+    """mirrorsync-web.service in tmp_path, ExecStart pointing at a real wrapper."""
+    unit_copies(tmp_path)  # makes the wrapper
+    text = WEB.read_text()
+    assert text.count(f"ExecStart={SHIPPED_BINARY} ") == 1
+    copy = tmp_path / WEB.name
+    copy.write_text(text.replace(SHIPPED_BINARY, str(tmp_path / "bin" / "mirrorsync")))
+    return copy
+
+
+def test_web_unit_serves_read_only_sandboxed_as_the_timers_service() -> None:
+    web = unit_settings(WEB)
+    service = unit_settings(UNITS / "mirrorsync.service")
+    assert web["Type"] == ["exec"]
+    assert web["ExecStart"] == [
+        f"{SHIPPED_BINARY} -c /etc/mirrorsync/mirrorsync.yaml serve --listen 127.0.0.1:8080"
+    ]
+    # The same dynamic user as the timer's service (named after it), reading its state.
+    assert web["DynamicUser"] == ["yes"] and web["User"] == ["mirrorsync"]
+    assert web["StateDirectory"] == service["StateDirectory"]
+    assert web["ReadOnlyPaths"] == ["%S/mirrorsync"]
+    assert "ReadWritePaths" not in web and "LoadCredential" not in web
+    sandbox = [
+        key
+        for key in service
+        if key.startswith(("Protect", "Private", "Restrict", "SystemCall", "Capability"))
+        or key in ("NoNewPrivileges", "LockPersonality", "MemoryDenyWriteExecute", "RemoveIPC")
+    ]
+    assert len(sandbox) > 20
+    for key in sandbox:
+        assert web.get(key) == service[key], key
+
+
+def test_web_unit_verifies_and_exposure_is_at_most_2(tmp_path: Path) -> None:
+    web = web_unit_copy(tmp_path)
+    done = verify(web)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == "", done.stdout + done.stderr
+    level = exposure(web)
+    assert level <= MAX_EXPOSURE, f"systemd-analyze security rates the web service {level}"

@@ -77,6 +77,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from mirrorsync.cli.config_check import config_check
 
         handler = config_check
+    elif args.command == "serve":
+        from mirrorsync.cli.serve import serve  # the web stack only when serving
+
+        handler = serve
     elif args.command == "bundle":
         from mirrorsync.cli.bundle import bundle  # air-gapped sites: bundles of a copy
 

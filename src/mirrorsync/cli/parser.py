@@ -490,6 +490,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json(verify)
 
+    serve = command(
+        "serve", "a read-only web view of the history, with feeds, /metrics and /healthz"
+    )
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8080; port 0: any free port)",
+    )
+    serve.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the site's public URL, for the links in feeds (default: the request's own)",
+    )
+    serve.add_argument(
+        "--max-age",
+        type=duration_arg,
+        metavar="DURATION",
+        help="a stack or copy last checked longer ago is a problem (/healthz, as status --check)",
+    )
     _bundle_commands(command)
 
     export = command("export", "write documents from the synced state")

@@ -51,6 +51,11 @@ class Signals:
         finally:
             self._event = None
 
+    def handled(self) -> None:
+        """The command ended as the signal asked, gracefully (``serve`` on SIGTERM):
+        it exits with its own status, and the CLI prints nothing more for it."""
+        self.received = None
+
     @property
     def exit_code(self) -> int:
         assert self.received is not None

@@ -203,6 +203,11 @@ def _require_file(path: Path) -> None:
 Connection: TypeAlias = "_Connection | PgConnection"
 
 
+#: How SQLite refuses a read-only open of a WAL database whose -shm it cannot make:
+#: CANTOPEN, or (SQLite 3.22+, a directory it may not write) READONLY_DIRECTORY.
+_NO_SHARED_MEMORY = ("SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY")
+
+
 class Store:
     """One connection (SQLite in WAL mode, or PostgreSQL); write transactions are serialised.
 
@@ -323,7 +328,7 @@ class Store:
             version = await _read_version(conn, path)
         except StoreError as exc:
             await conn.close()
-            if exc.sqlite_error != "SQLITE_CANTOPEN":
+            if exc.sqlite_error not in _NO_SHARED_MEMORY:
                 raise
             # A WAL database in a directory we cannot write, without its -wal and
             # -shm files: no writer has it open (one would have made them), so it
