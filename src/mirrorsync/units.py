@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
@@ -61,6 +62,28 @@ def human_time(stored: str | None) -> str:
     if not stored:
         return ""
     return f"{stored[:10]} {stored[11:16]}Z"
+
+
+#: A raw stored timestamp (seconds, maybe fractions; UTC) inside a human line.
+_RAW_TIME = re.compile(
+    r"\b(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d):\d\d(?:\.\d+)?(?:Z|[+-]00:?00)?(?![\d:.])"
+)
+#: A duration printed from a float with two or more decimals (``in 0.00s``): not a
+#: form ``human_duration`` writes (it writes ``35ms``, ``0.4s``, ``12s``); not after
+#: ``@`` or a letter, so a version (``@1.25s``) is not one.
+_RAW_SECONDS = re.compile(r"(?<![\w.@+-])(\d+\.\d{2,})s\b")
+
+
+def humane(text: str) -> str:
+    """The one gate of human output (``cli.render.say``, every table cell, the plain
+    log lines): a raw timestamp becomes UTC to the minute (``2026-11-20 08:00Z``), a
+    float of seconds ``human_duration``'s form. Whatever a command formats by hand,
+    what people read keeps the README's rules; JSON never passes here."""
+    if "-" in text:
+        text = _RAW_TIME.sub(r"\1 \2Z", text)
+    if "s" in text and "." in text:
+        text = _RAW_SECONDS.sub(lambda m: human_duration(float(m.group(1))), text)
+    return text
 
 
 # -- numbers from outside ----------------------------------------------------------
