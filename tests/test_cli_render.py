@@ -25,7 +25,9 @@ from receiver import Receiver, new_secret
 RAW_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
 RAW_DURATION = re.compile(r"\b\d+\.\d\ds\b")
 CLI = REPO / "src" / "mirrorsync" / "cli"
-ATTEMPTS_1 = "http: {timeout: 5, retries: {attempts: 1, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+ATTEMPTS_1 = (
+    "http: {timeout: 5, retries: {attempts: 1, backoff_initial: 0.01, backoff_max: 0.02}}\n"
+)
 
 
 def _humane(text: str, what: str) -> None:
