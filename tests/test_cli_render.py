@@ -21,6 +21,7 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.units import humane
 from receiver import Receiver, new_secret
+from test_startup import _LINE, HEAVY, heavy
 
 RAW_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
 RAW_DURATION = re.compile(r"\b\d+\.\d\ds\b")
@@ -82,6 +83,11 @@ def test_every_commands_human_output_keeps_times_to_the_minute_and_one_duration_
             assert shown.returncode in (0, 1), (command, shown.stderr)
             assert shown.stdout.strip() or command[-1] in ("--check", "mirror"), command
             _humane(shown.stdout + shown.stderr, " ".join(command))
+        # A status of a history with a copy and a failing webhook: still no transport,
+        # delivery or sync machinery imported (issue 31, start-up).
+        timed = run_cli(*c, "status", cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        modules = {m[2] for line in timed.stderr.splitlines() if (m := _LINE.match(line))}
+        assert "mirrorsync.health" in modules and heavy(modules, HEAVY) == []
         events = run_cli(*c, "events", "--json", cwd=tmp_path).stdout
         assert RAW_TIME.search(events), "JSON keeps the stored times, at full precision"
 

@@ -8,14 +8,13 @@ wrong types are errors that name the file, the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import math
 import os
 import re
 import stat
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -26,6 +25,9 @@ import yaml
 from mirrorsync.errors import ConfigError
 from mirrorsync.redact import redact_url
 from mirrorsync.store.location import Location, PostgresUrl, is_postgres_url
+from mirrorsync.vocab import EVENT_TYPES as EVENT_TYPES
+from mirrorsync.vocab import EventType as EventType
+from mirrorsync.vocab import did_you_mean as did_you_mean
 
 DEFAULT_LOCATIONS = (Path("mirrorsync.yaml"), Path("/etc/mirrorsync/mirrorsync.yaml"))
 DEFAULT_BUCKET_URLS: Mapping[str, str] = {"spack-binaries": "https://binaries.spack.io/"}
@@ -282,17 +284,6 @@ def _unset_variable(text: str) -> str | None:
     return None
 
 
-EventType = Literal[
-    "spec.added",
-    "spec.removed",
-    "stack.added",
-    "stack.removed",
-    "release.added",
-    "release.removed",
-    "spec.manifest_missing",
-    "mirror.updated",
-]
-EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 _DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)?$")
 _URL_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _SQLITE_URL = "sqlite://"  # sqlite:///abs/path or sqlite://rel/path: the path after it
@@ -665,12 +656,6 @@ def _explain(message: str, raw: object = None) -> tuple[str | None, str]:
 
 #: What a list field holds, where it is not names (or globs on names).
 _LIST_OF = {"urls": "URLs", "files": "paths", "environments": "paths"}
-
-
-def did_you_mean(word: str, known: Sequence[str]) -> str:
-    """``; did you mean 'X'?`` for the closest known word, else nothing."""
-    close = difflib.get_close_matches(word, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _known_keys(path: str, raw: object) -> list[str]:

@@ -9,22 +9,22 @@ that goes away (``| head``) ends the command quietly with 0.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
-import anyio
+from mirrorsync import __version__
 
-from mirrorsync.cli import signals, topics
-from mirrorsync.cli.parser import NO_CONFIG, build_parser
-from mirrorsync.cli.render import TableStyle, set_table_style
-from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MirrorsyncError
-from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
-from mirrorsync.text import EscapedStream
+if TYPE_CHECKING:
+    import argparse
 
-Command = Callable[[argparse.Namespace], Awaitable[int]]
+# Start-up is paid by every command, every completion and every timer run: this module
+# imports nothing more at first. ``--version`` answers from here; the parser, logging
+# and each command's module are imported when they are needed (issue 31, start-up).
+# tests/test_startup.py fails when a heavy module (aiohttp, httpx, psycopg, rich, the
+# delivery package) is imported by --version, --help or status.
+
+Command = Callable[["argparse.Namespace"], Awaitable[int]]
 
 #: Each command's module and function, imported only when that command runs: ``status``
 #: does not pay for the delivery chain, ``--help`` for none of them.
@@ -48,6 +48,8 @@ COMMANDS: dict[str, str] = {
 
 def command_handler(name: str) -> Command:
     """The function that runs command ``name``, its module imported now."""
+    import importlib
+
     module, function = COMMANDS[name].split(":")
     handler: Command = getattr(importlib.import_module(f"mirrorsync.cli.{module}"), function)
     return handler
@@ -57,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Everything it prints passes ``text.escape_output``: a value
     from outside (a reason phrase, a spec name) cannot reach the terminal as an
     escape sequence, a bidi override or a line separator."""
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # not even the parser
+        sys.stdout.write(f"mirrorsync {__version__}\n")
+        return 0
+    from mirrorsync.text import EscapedStream
+
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = EscapedStream(stdout), EscapedStream(stderr)
     try:
@@ -66,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from mirrorsync.cli import topics
+    from mirrorsync.cli.parser import NO_CONFIG, build_parser
+    from mirrorsync.cli.render import TableStyle, set_table_style
+    from mirrorsync.errors import EXIT_OK
+    from mirrorsync.logs import setup_logging, stderr_is_terminal
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in NO_CONFIG and args.config is not None:
@@ -102,6 +115,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _run(handler: Command, args: argparse.Namespace) -> int:
+    import anyio  # the event loop: only a command that runs needs it
+
+    from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
+    from mirrorsync.logs import print_line
+
     try:
         try:
             return anyio.run(_until_signalled, handler, args)
@@ -122,6 +140,12 @@ def _run(handler: Command, args: argparse.Namespace) -> int:
 
 async def _until_signalled(handler: Command, args: argparse.Namespace) -> int:
     """Run the command; SIGINT, SIGTERM or SIGHUP end it with one line (module signals)."""
+    import anyio
+
+    from mirrorsync.cli import signals
+    from mirrorsync.errors import EXIT_PARTIAL
+    from mirrorsync.logs import print_line
+
     with anyio.open_signal_receiver(*signals.HANDLED) as received:
         async with anyio.create_task_group() as tg:
             state = signals.Signals(tg.cancel_scope)
@@ -150,14 +174,18 @@ def _reader_gone() -> int:
     Nothing more can be printed; stdout is pointed at /dev/null so that Python's
     final flush does not complain either. Exit 0: what was read was correct.
     """
+    import os
+
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-    return EXIT_OK
+    return 0
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """A task group's failure, reduced to the one error worth reporting."""
+    from mirrorsync.errors import MirrorsyncError
+
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             exc = _first_error(exc)

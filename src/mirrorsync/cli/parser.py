@@ -9,10 +9,12 @@ from typing import Any, NoReturn
 
 from mirrorsync import __version__
 from mirrorsync.cli.render import TABLE_FORMATS
-from mirrorsync.config import EVENT_TYPES, did_you_mean, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
-from mirrorsync.store.queries import instant, is_version
+from mirrorsync.vocab import EVENT_TYPES, did_you_mean
+
+# Built for --help and --version too: nothing here imports the configuration's parser
+# or the store; an option's converter imports what it needs when it is given.
 
 
 class Parser(argparse.ArgumentParser):
@@ -77,6 +79,8 @@ def positive_int(text: str) -> int:
 def seconds_arg(text: str) -> float:
     """A duration (``--wait``, ``--progress-every``): seconds or the one duration syntax
     (``90``, ``30s``, ``5m``, ``1h``, ``3d``), 0 to a year; a negative one is refused."""
+    from mirrorsync.config import parse_duration
+
     try:
         value = parse_duration(text)
     except ValueError:
@@ -100,6 +104,8 @@ def event_id(text: str) -> int:
 
 
 def _date(text: str, *, end_of_day: bool) -> str:
+    from mirrorsync.store.queries import instant
+
     try:
         return instant(text, end_of_day=end_of_day)
     except UsageError as exc:
@@ -122,6 +128,8 @@ def until_arg(text: str) -> str:
 def version_or_date(text: str) -> str:
     """A version number (``3`` or ``v3``, as printed), or a date/time checked now
     (resolved against the stack later)."""
+    from mirrorsync.store.queries import is_version
+
     if is_version(text):
         _whole(text.removeprefix("v"))  # a version number the database can hold
     else:
@@ -148,6 +156,8 @@ def postgresql_url(text: str) -> str:
 
 
 def duration_arg(text: str) -> float:
+    from mirrorsync.config import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError:

@@ -12,7 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from mirrorsync.config import did_you_mean
 from mirrorsync.errors import (
     EXIT_DAMAGED,
     EXIT_LOCKED,
@@ -24,6 +23,7 @@ from mirrorsync.errors import (
     EXIT_USAGE,
     UsageError,
 )
+from mirrorsync.vocab import did_you_mean
 
 EXAMPLES = """\
 examples:
