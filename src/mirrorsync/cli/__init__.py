@@ -73,7 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from mirrorsync.cli import topics
     from mirrorsync.cli.parser import NO_CONFIG, build_parser
     from mirrorsync.cli.render import TableStyle, set_table_style
     from mirrorsync.errors import EXIT_OK
@@ -93,9 +92,13 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.write(script(parser, args.shell))
         return EXIT_OK
     if args.command == "help":
-        handler: Command = topics.show_topic
+        from mirrorsync.cli.cmd_help import show_topic
+
+        handler: Command = show_topic
     elif args.command == "config" and args.config_command == "init":
-        handler = topics.config_init
+        from mirrorsync.cli.cmd_help import config_init
+
+        handler = config_init
     elif args.command == "config":
         from mirrorsync.cli.config_check import config_check
 

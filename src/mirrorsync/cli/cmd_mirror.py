@@ -23,7 +23,7 @@ from mirrorsync.store import Store
 
 if TYPE_CHECKING:
     from mirrorsync.delivery import WebhookResult
-    from mirrorsync.mirrors import MirrorOutcome
+    from mirrorsync.mirrors.run import MirrorOutcome
 
 
 async def mirror(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ async def mirror(args: argparse.Namespace) -> int:
     import tempfile
 
     from mirrorsync.delivery import Outbox
-    from mirrorsync.mirrors import run_mirrors
+    from mirrorsync.mirrors.run import run_mirrors
 
     config = load_config(args.config)
     if not config.mirrors:

@@ -23,7 +23,9 @@ from mirrorsync.cli.signals import stop_event
 from mirrorsync.config import load_config
 from mirrorsync.lock import hold_for_sync
 from mirrorsync.logs import print_line, stderr_is_terminal
-from mirrorsync.sync import RunProgress, RunReport, run_once
+from mirrorsync.sync.progress import RunProgress
+from mirrorsync.sync.report import RunReport
+from mirrorsync.sync.run import run_once
 
 
 async def once(args: argparse.Namespace) -> int:

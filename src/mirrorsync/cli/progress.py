@@ -28,7 +28,7 @@ from rich.text import Text
 
 from mirrorsync.cli.progress_log import PHASES, left_text, phases, rate_text
 from mirrorsync.cli.render import human_duration, human_size, plural
-from mirrorsync.sync import RunProgress
+from mirrorsync.sync.progress import RunProgress
 
 
 class RunDisplay(Progress):

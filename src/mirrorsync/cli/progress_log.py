@@ -19,7 +19,7 @@ import anyio
 from mirrorsync.cli.render import human_duration, human_size, plural
 from mirrorsync.logs import fields
 from mirrorsync.phase import Phase
-from mirrorsync.sync import RunProgress
+from mirrorsync.sync.progress import RunProgress
 
 log = logging.getLogger("mirrorsync.progress")
 

@@ -14,7 +14,6 @@ from mirrorsync import __version__
 from mirrorsync.config import RetryConfig, WebhookConfig
 from mirrorsync.delivery.signing import headers
 from mirrorsync.fetch.client import log_request, requests_logged
-from mirrorsync.fetch.proxies import proxies_for
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -23,6 +22,7 @@ from mirrorsync.fetch.retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from mirrorsync.proxies import proxies_for
 from mirrorsync.units import human_duration, plural
 
 log = logging.getLogger("mirrorsync.delivery")

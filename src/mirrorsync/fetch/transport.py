@@ -35,7 +35,7 @@ import aiohttp
 import httpx
 import yarl
 
-from mirrorsync.fetch.proxies import Proxies
+from mirrorsync.proxies import Proxies
 
 if TYPE_CHECKING:  # aiohttp's type for the headers it parsed
     from multidict import CIMultiDictProxy

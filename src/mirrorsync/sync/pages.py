@@ -29,7 +29,8 @@ from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
 from mirrorsync.store import Store, claims, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher
-from mirrorsync.sync.outcome import RunReport, log_outcome
+from mirrorsync.sync.outcome import log_outcome
+from mirrorsync.sync.report import RunReport
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -152,7 +153,7 @@ class PagesSync:
     ) -> None:
         started = time.monotonic()
         mark = self.marks.get((release, stack))
-        async with claims.stack(self.store, source_id, release, stack, mark=mark) as held:
+        async with writes.claim_stack(self.store, source_id, release, stack, mark=mark) as held:
             if held.row is None:
                 self.skipped(source_name, release, stack, held.skipped, started)
                 return
@@ -220,7 +221,7 @@ class PagesSync:
         """No page lists this stack any more: close its memberships."""
         started = time.monotonic()
         mark = self.marks.get((row.release, row.name))
-        async with claims.stack(
+        async with writes.claim_stack(
             self.store, row.source_id, row.release, row.name, mark=mark
         ) as held:
             if held.row is None:
