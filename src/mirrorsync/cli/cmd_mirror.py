@@ -59,15 +59,8 @@ async def mirror(args: argparse.Namespace) -> int:
         print_json([mirror_dict(o) for o in outcomes])
     elif args.dry_run:
         for o in outcomes:
-            c = o.copied
-            if o.error:
-                continue
-            say(
-                f"mirror {o.name}: {plural(o.binaries, 'binary', 'binaries')} "
-                f"({human_size(o.bytes)}); would download {plural(c.blobs_fetched, 'blob')} "
-                f"({human_size(c.bytes_fetched)}) and {plural(c.manifests_fetched, 'manifest')}; "
-                f"would delete up to {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)})"
-            )
+            if not o.error:
+                say(dry_run_line(o))
     if not args.json:
         for o in outcomes:  # each spec the copy refused, and why
             for x in o.left_out:
@@ -88,13 +81,33 @@ async def mirror(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if failures else EXIT_OK
 
 
+def dry_run_line(o: MirrorOutcome) -> str:
+    """What ``mirror --dry-run`` would do to one copy: how many binaries the filters
+    chose and how many came in as their dependencies (a copy of 22 chosen specs holds
+    their closure too, other OSes' specs included), the tarballs apart from the whole
+    copy, what would be downloaded and deleted."""
+    c = o.copied
+    dependencies = o.binaries - o.matched
+    return (
+        f"mirror {o.name}: {plural(o.binaries, 'binary', 'binaries')}: "
+        f"{o.matched} matched the filters, {dependencies} came in as dependencies; "
+        f"tarballs {human_size(o.tarball_bytes)}, the whole copy {human_size(o.bytes)}; "
+        f"would download {plural(c.blobs_fetched, 'blob')} ({human_size(c.bytes_fetched)}) "
+        f"and {plural(c.manifests_fetched, 'manifest')}; "
+        f"would delete up to {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)})"
+    )
+
+
 def mirror_dict(o: MirrorOutcome) -> dict[str, object]:
     return {
         "name": o.name,
         "status": o.status,
         "version": o.version,
         "binaries": o.binaries,
+        "matched": o.matched,
+        "dependencies": o.binaries - o.matched,
         "bytes": o.bytes,
+        "tarball_bytes": o.tarball_bytes,
         "added": o.added,
         "removed": o.removed,
         "blobs_fetched": o.copied.blobs_fetched,

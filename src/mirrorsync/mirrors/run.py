@@ -89,7 +89,9 @@ class MirrorOutcome:
     status: MirrorStatus
     version: int = 0
     binaries: int = 0
-    bytes: int = 0
+    bytes: int = 0  # the whole copy: tarballs, spec manifests, keys, the index
+    matched: int = 0  # binaries the filters (or environments, hashes) chose themselves
+    tarball_bytes: int = 0  # the binaries' tarballs alone
     added: int = 0
     removed: int = 0
     copied: CopyTally = field(default_factory=CopyTally)
@@ -331,6 +333,10 @@ class _CopyJob:
         await copier.keys({f: k for f, k in keys.items() if f in signers})
         await self._left_out(admission)
         index = build_index(selection.db_version, list(selection.records.values()))
+        # The binaries the filters chose (the rest came in as their dependencies), and
+        # their tarballs apart from the whole copy.
+        self.outcome.matched = len(set(selection.chosen) & set(selection.roots))
+        self.outcome.tarball_bytes = sum(copier.tarballs.values())
         if self.dry_run:
             self._dry_run_report(
                 copier, selection, index.checksum, len(index.data), len(index.manifest)
@@ -737,14 +743,17 @@ def real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
 
 def _log(o: MirrorOutcome) -> None:
     c = o.copied
+    dry = o.status == "dry run"  # nothing was fetched or deleted: say what would be
     figures = (
         f"version {o.version}, {plural(o.binaries, 'binary', 'binaries')}, "
         f"{human_size(o.bytes)}, +{o.added} -{o.removed}, "
-        f"fetched {plural(c.blobs_fetched, 'blob')} ({human_size(c.bytes_fetched)}) and "
-        f"{plural(c.manifests_fetched, 'manifest')}, {plural(c.blobs_present, 'blob')} "
-        f"already there, deleted {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)}), "
-        f"{o.waiting} waiting, {plural(o.tally.requests, 'request')}, "
-        f"{human_duration(o.seconds)}"
+        f"{'would fetch' if dry else 'fetched'} {plural(c.blobs_fetched, 'blob')} "
+        f"({human_size(c.bytes_fetched)}) and {plural(c.manifests_fetched, 'manifest')}, "
+        f"{plural(c.blobs_present, 'blob')} already there, "
+        f"{'would delete up to' if dry else 'deleted'} {plural(o.deleted, 'file')} "
+        f"({human_size(o.deleted_bytes)}), "
+        + ("" if dry else f"{o.waiting} waiting, ")
+        + f"{plural(o.tally.requests, 'request')}, {human_duration(o.seconds)}"
     )
     extra = fields(
         event="mirror",
