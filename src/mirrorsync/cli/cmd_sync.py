@@ -144,5 +144,23 @@ def _print_report(report: RunReport) -> None:
     if not any(o.error for o in report.stacks):  # room for long stack names
         columns, rows = columns[:-1], [row[:-1] for row in rows]
     print_table(columns, rows, title=title, stderr=True)
+    if report.mirrors:  # the local copies this run brought up to date (or would)
+        print_table(
+            ["mirror", "status", "version", "binaries", "size", "+added", "-removed", "error"],
+            [
+                (
+                    m.name,
+                    m.status,
+                    m.version,
+                    m.binaries,
+                    human_size(m.bytes),
+                    f"+{m.added}",
+                    f"-{m.removed}",
+                    m.error or "",
+                )
+                for m in report.mirrors
+            ],
+            stderr=True,
+        )
     if report.webhooks:
         print_webhook_results(report.webhooks, stderr=True)

@@ -66,6 +66,7 @@ from mirrorsync.mirrors.publish import (
     unreferenced,
 )
 from mirrorsync.mirrors.wanted import Wanted, wanted
+from mirrorsync.phase import Phase
 from mirrorsync.redact import Url, redact_url, unmask
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
@@ -128,19 +129,23 @@ async def run_mirrors(
     throttle: Throttle | None = None,
     stats: Tally | None = None,
     clock: Callable[[], datetime] = _utc,
+    progress: Phase | None = None,
 ) -> list[MirrorOutcome]:
     """Update each configured copy (``only``: that one; ``only_source``: those of a source).
 
     Never raises for one copy's failure: it is in its outcome. ``clock`` gives
     the current time (UTC), which decides what ``delete_after`` lets go. ``full``:
     plan and check the copy even if its published state follows from the synced one
-    (``verify --mirror --repair``: key files written again).
+    (``verify --mirror --repair``: key files written again). ``progress``: copies
+    done of those to do, for the live display of ``once``.
     """
     copies = [config.mirror(only)] if only else list(config.mirrors)
     if only_source:
         copies = [c for c in copies if c.source == only_source]
     if not copies:
         return []
+    if progress is not None:
+        progress.add_work(len(copies))
     http = config.http
     throttle = throttle or Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
     outcomes: list[MirrorOutcome] = []
@@ -156,6 +161,8 @@ async def run_mirrors(
             job = _CopyJob(config, store, client, workdir, copy, dry_run, clock)
             job.full = full
             outcomes.append(await job.run())
+            if progress is not None:
+                progress.advance()
     finally:
         for client in clients.values():
             await client.aclose()

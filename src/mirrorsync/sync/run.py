@@ -195,6 +195,7 @@ class RunContext:
             dry_run=self.report.dry_run,
             throttle=self.throttle,
             stats=self.progress.http,
+            progress=self.progress.copies,
         )
 
     async def deliver_webhooks(self) -> None:
