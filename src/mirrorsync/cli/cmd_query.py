@@ -19,10 +19,11 @@ from mirrorsync.cli.render import (
     print_table,
     say,
 )
-from mirrorsync.config import EVENT_TYPES, load_config
+from mirrorsync.config import EVENT_TYPES, PagesSource, load_config
 from mirrorsync.errors import EXIT_OK, UsageError
 from mirrorsync.formats._common import is_spec_hash
 from mirrorsync.store import Store, queries
+from mirrorsync.store.manifests import PAGE
 from mirrorsync.text import escape
 
 
@@ -141,21 +142,30 @@ async def specs(args: argparse.Namespace) -> int:
                 Column("hash", 32),
                 Column("spec", 30),
                 Column("size", 9, right=True),
-                Column("manifest", 10),
+                Column("manifest", 11),
                 Column("tarball checksum"),
             ]
         )
+        pages = {s.name for s in config.sources if isinstance(s, PagesSource)}
         async for r in records:
             table.row(
                 (
                     r.hash,
                     f"{r.name}@{r.version}",
                     human_size(r.tarball_size),
-                    r.manifest_status or "not yet",
+                    _manifest_text(r.manifest_status, r.source in pages),
                     _short_checksum(r.tarball_checksum),
                 )
             )
     return EXIT_OK
+
+
+def _manifest_text(status: str | None, pages_source: bool) -> str:
+    """A spec's manifest as ``specs`` shows it: its status, ``not yet`` before the crawl
+    reached it; a pages source is never crawled (its sizes are the pages')."""
+    if pages_source or status == PAGE:
+        return "not crawled"
+    return status or "not yet"
 
 
 def _short_checksum(checksum: str | None) -> str:
