@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mirrorsync.cli.common import require_database
+from mirrorsync.cli.common import is_glob, matching, require_database
 from mirrorsync.cli.render import (
     human_duration,
     plural,
@@ -62,22 +62,36 @@ async def forget(args: argparse.Namespace) -> int:
         if args.kind == "webhook"
         else {m.name for m in config.mirrors}
     )
-    if args.name in configured:
+    if args.name in configured:  # said before anything is opened
         raise UsageError(
             f"{args.kind} {args.name} is still in {config.path}: "
             "remove it from the configuration first, then forget it"
         )
     require_database(config)
     forget_one = webhook_store.forget if args.kind == "webhook" else mirror_store.forget
+    known = webhook_store.names if args.kind == "webhook" else mirror_store.names
     async with (
         hold(config.database_path, wait=args.wait, create=False),
         await Store.open(config.database_path, create=False) as store,
     ):
-        done = await forget_one(store, args.name, utcnow())
-    if done is None:
-        raise UsageError(f"no {args.kind} {args.name} in {config.database_path}")
-    if done:
-        say(f"forgot {args.kind} {args.name}: no longer listed; its history is kept")
-    else:
-        say(f"{args.kind} {args.name} was forgotten already")
+        # NAME: a name or a glob; matching nothing the database knows is a usage error.
+        names = (
+            matching(args.name, await known(store), args.kind, config.database_path)
+            if is_glob(args.name)
+            else [args.name]
+        )
+        still = [n for n in names if n in configured]
+        if still:
+            raise UsageError(
+                f"{args.kind} {', '.join(still)} {'is' if len(still) == 1 else 'are'} still in "
+                f"{config.path}: remove it from the configuration first, then forget it"
+            )
+        done = {name: await forget_one(store, name, utcnow()) for name in names}
+    for name, forgotten in done.items():
+        if forgotten is None:
+            raise UsageError(f"no {args.kind} {name} in {config.database_path}")
+        if forgotten:
+            say(f"forgot {args.kind} {name}: no longer listed; its history is kept")
+        else:
+            say(f"{args.kind} {name} was forgotten already")
     return EXIT_OK

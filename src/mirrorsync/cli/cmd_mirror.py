@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mirrorsync.cli.common import refresh_metrics
+from mirrorsync.cli.common import matching, refresh_metrics
 from mirrorsync.cli.render import (
     human_size,
     human_time,
@@ -36,8 +36,12 @@ async def mirror(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not config.mirrors:
         raise UsageError(f"{config.path}: no mirrors configured")
-    if args.name:
-        config.mirror(args.name)  # an unknown name is a usage error, before the lock
+    # A name or a glob; one matching no copy is a usage error naming it, before the lock.
+    names = (
+        matching(args.name, [m.name for m in config.mirrors], "mirror", config.path)
+        if args.name
+        else None
+    )
     webhooks: list[WebhookResult] = []
     async with contextlib.AsyncExitStack() as stack:
         # A dry run too: its writes go into one transaction that is rolled back, which
@@ -51,7 +55,7 @@ async def mirror(args: argparse.Namespace) -> int:
         # Webhooks are registered before publishing, as 'once' does: a webhook just added
         # to the configuration gets the mirror.updated event of this run.
         outbox = None if args.dry_run else await Outbox.open(config, store)
-        outcomes = await run_mirrors(config, store, Path(tmp), only=args.name, dry_run=args.dry_run)
+        outcomes = await run_mirrors(config, store, Path(tmp), only=names, dry_run=args.dry_run)
         if outbox is not None and any(o.status == "published" for o in outcomes):
             webhooks = await outbox.deliver()  # mirror.updated
         metrics_error = None if args.dry_run else await refresh_metrics(config)

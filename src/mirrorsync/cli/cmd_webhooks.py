@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mirrorsync.cli.common import refresh_metrics
+from mirrorsync.cli.common import is_glob, matching, refresh_metrics
 from mirrorsync.cli.render import (
     ago,
     below_table,
@@ -63,11 +63,17 @@ async def webhooks(args: argparse.Namespace) -> int:
             ]
         )
         return EXIT_OK
+    configured = [h.name for h in config.webhooks]
+    # --name: a name or a glob; one matching no configured webhook is a usage error (2).
+    names = matching(args.name, configured, "webhook", config.path) if args.name else []
+    several = bool(args.name) and is_glob(args.name)  # a glob answers with a list
     if action == "test":
-        ping = await manage.ping(config, args.name)
-        answer = ping.answer
-        if args.json:
-            print_json(
+        code = EXIT_OK
+        documents: list[dict[str, object]] = []
+        for name in names:
+            ping = await manage.ping(config, name)
+            answer = ping.answer
+            documents.append(
                 {
                     "name": ping.name,
                     "webhook_id": ping.message_id,
@@ -77,39 +83,51 @@ async def webhooks(args: argparse.Namespace) -> int:
                     "seconds": round(answer.seconds, 3),
                 }
             )
-        elif answer.acknowledged:
-            say(
-                f"webhook {ping.name}: {ping.origin} acknowledged ping {ping.message_id} "
-                f"with HTTP {answer.status} in {human_duration(answer.seconds)}"
-            )
-        if not answer.acknowledged:
-            print_line(f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}")
-            return EXIT_PARTIAL
-        return EXIT_OK
+            if answer.acknowledged and not args.json:
+                say(
+                    f"webhook {ping.name}: {ping.origin} acknowledged ping {ping.message_id} "
+                    f"with HTTP {answer.status} in {human_duration(answer.seconds)}"
+                )
+            if not answer.acknowledged:
+                print_line(
+                    f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}"
+                )
+                code = EXIT_PARTIAL
+        if args.json:
+            print_json(documents if several else documents[0])
+        return code
     # Delivering writes the outbox: never at the same time as a run (or another retry).
+    replays: list[dict[str, object]] = []
     if action == "retry":  # no database yet: nothing to deliver, no lock file made
         async with hold(config.database_path, wait=args.wait, create=False):
-            results = await manage.retry(config, args.name, dead=args.dead)
+            results = await manage.retry(config, names or None, dead=args.dead)
             metrics_error = await refresh_metrics(config)
     elif action == "replay":
+        results = []
         async with hold(config.database_path, wait=args.wait, create=False):
-            replayed, results = await manage.replay(config, args.name, args.since)
+            for name in names:
+                replayed, delivered = await manage.replay(config, name, args.since)
+                results += delivered
+                replays.append(
+                    {
+                        "name": name,
+                        "enqueued_events": replayed.enqueued,
+                        "pending_events": replayed.waiting,
+                        "dead_events": replayed.dead,
+                        "webhooks": [r.to_dict() for r in delivered],
+                    }
+                )
+                if not args.json:
+                    say(
+                        f"webhook {name}: {plural(replayed.enqueued, 'event')} queued again"
+                        f" ({replayed.waiting} already pending, {replayed.dead} dead:"
+                        " --dead on retry)"
+                    )
             metrics_error = await refresh_metrics(config)
-        document = {
-            "name": args.name,
-            "enqueued_events": replayed.enqueued,
-            "pending_events": replayed.waiting,
-            "dead_events": replayed.dead,
-        }
-        if not args.json:
-            say(
-                f"webhook {args.name}: {plural(replayed.enqueued, 'event')} queued again"
-                f" ({replayed.waiting} already pending, {replayed.dead} dead: --dead on retry)"
-            )
     else:  # pragma: no cover - argparse allows only the actions above
         raise UsageError(f"unknown webhooks action {action!r}")
     if args.json and action == "replay":
-        print_json({**document, "webhooks": [r.to_dict() for r in results]})
+        print_json(replays if several else replays[0])
     elif args.json:
         print_json([r.to_dict() for r in results])
     else:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Iterable
+
 from mirrorsync.config import Config
-from mirrorsync.errors import NoDatabaseError
+from mirrorsync.errors import NoDatabaseError, UsageError
 from mirrorsync.store import Store
 
 
@@ -31,3 +34,25 @@ async def refresh_metrics(config: Config) -> str | None:
     except MetricsError as exc:
         return str(exc)
     return None
+
+
+def is_glob(text: str) -> bool:
+    """A name with a glob character (``*``, ``?``, ``[``): matched, not compared."""
+    return any(c in text for c in "*?[")
+
+
+def matching(pattern: str, known: Iterable[str], what: str, where: object) -> list[str]:
+    """The names of ``known`` that ``pattern`` names: itself, or what it matches as a glob
+    (as the configuration's filters do). None: a usage error naming it (exit 2)."""
+    names = list(dict.fromkeys(known))
+    found = (
+        [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if is_glob(pattern)
+        else [n for n in names if n == pattern]
+    )
+    if not found:
+        have = ", ".join(names) or "none"
+        raise UsageError(
+            f"no {what} {'matches' if is_glob(pattern) else 'named'} {pattern!r} in {where} (have: {have})"
+        )
+    return found

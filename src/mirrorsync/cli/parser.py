@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json(once)
 
     mirror = command("mirror", "bring the local copies (config mirrors:) up to the synced state")
-    mirror.add_argument("--name", help="only this copy")
+    mirror.add_argument("--name", help="only this copy (a name or a glob)")
     mirror.add_argument(
         "--dry-run", action="store_true", help="show what would be downloaded and deleted"
     )
@@ -427,15 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _json(action("list", "endpoints with pending and dead counts, last success and error"))
     retry = action("retry", "deliver everything pending now, whatever the schedule says")
-    retry.add_argument("--name", help="only this webhook (also enables it again after a 410 Gone)")
+    retry.add_argument(
+        "--name", help="only this webhook, or a glob (also enables it again after a 410 Gone)"
+    )
     retry.add_argument("--dead", action="store_true", help="also send dead deliveries again")
     _lock_option(retry)
     _json(retry)
     test = action("test", "send one signed ping and show the answer")
-    test.add_argument("--name", required=True, help="webhook name")
+    test.add_argument("--name", required=True, help="webhook name (or a glob)")
     _json(test)
     replay = action("replay", "send every matching event above an id again")
-    replay.add_argument("--name", required=True, help="webhook name")
+    replay.add_argument("--name", required=True, help="webhook name (or a glob)")
     replay.add_argument(
         "--since",
         type=event_id,
@@ -453,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument(
         "kind", choices=("webhook", "mirror"), metavar="KIND", help="webhook or mirror"
     )
-    forget.add_argument("name", metavar="NAME", help="its name, no longer in the configuration")
+    forget.add_argument(
+        "name", metavar="NAME", help="its name (or a glob), no longer in the configuration"
+    )
     _lock_option(forget)
 
     db = command("db", "the database itself: move the history to PostgreSQL")

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,7 +122,7 @@ async def run_mirrors(
     store: Store,
     workdir: Path,
     *,
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
     only_source: str | None = None,
     dry_run: bool = False,
     full: bool = False,
@@ -131,7 +131,8 @@ async def run_mirrors(
     clock: Callable[[], datetime] = _utc,
     progress: Phase | None = None,
 ) -> list[MirrorOutcome]:
-    """Update each configured copy (``only``: that one; ``only_source``: those of a source).
+    """Update each configured copy (``only``: that one, or those; ``only_source``: those
+    of a source).
 
     Never raises for one copy's failure: it is in its outcome. ``clock`` gives
     the current time (UTC), which decides what ``delete_after`` lets go. ``full``:
@@ -139,7 +140,8 @@ async def run_mirrors(
     (``verify --mirror --repair``: key files written again). ``progress``: copies
     done of those to do, for the live display of ``once``.
     """
-    copies = [config.mirror(only)] if only else list(config.mirrors)
+    names = [only] if isinstance(only, str) else only
+    copies = [config.mirror(n) for n in names] if names else list(config.mirrors)
     if only_source:
         copies = [c for c in copies if c.source == only_source]
     if not copies:

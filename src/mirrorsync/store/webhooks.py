@@ -539,3 +539,9 @@ async def _scalar(conn: Connection, sql: str, params: Sequence[object]) -> int:
         row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def names(store: Store) -> list[str]:
+    """Every webhook's name the database knows, forgotten ones included (``forget`` globs)."""
+    async with store.conn.execute("SELECT name FROM webhooks ORDER BY name") as cursor:
+        return [str(r[0]) for r in await cursor.fetchall()]
