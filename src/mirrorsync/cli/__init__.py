@@ -103,6 +103,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from mirrorsync.cli.config_check import config_check
 
         handler = config_check
+    elif args.command == "_names":  # for the shell completion scripts
+        from mirrorsync.cli.completion import names
+
+        handler = names
     elif args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 

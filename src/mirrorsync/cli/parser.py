@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         choices = action.choices
         if choices is not None and value not in choices:
-            names = [str(c) for c in choices]
+            names = [str(c) for c in choices if not str(c).startswith("_")]  # _names: hidden
             raise argparse.ArgumentError(
                 action,
                 f"invalid choice: {value!r}{did_you_mean(str(value), names)} "
@@ -168,6 +168,9 @@ def duration_arg(text: str) -> float:
 
 _WHEN_HELP = "a version (3 or v3), an ISO 8601 date/time, or a relative time (2h, 3d, yesterday)"
 
+
+#: What ``mirrorsync _names KIND`` lists for the completion scripts.
+NAME_KINDS = ("release", "stack", "source", "mirror", "webhook")
 
 #: Commands that read no configuration file: ``-c`` given to them is a usage error.
 NO_CONFIG = ("demo", "completion", "help")
@@ -447,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lock_option(replay)
     _json(replay)
+
+    # For the shell completion scripts only (not listed): the names a value can take.
+    names = commands.add_parser("_names")
+    _common(names, top=False)
+    names.add_argument("kind", choices=NAME_KINDS)
 
     forget = command(
         "forget",
