@@ -4,9 +4,9 @@ Each command family lives in its own ``cli/cmd_*`` module and prints nothing its
 lines go through ``render.say``, cells through ``render.TableWriter``, and both through
 ``units.humane``. These tests run every command as a real process on a real history
 (a fixture server, a failing webhook receiver, a local copy) and grep what a person
-reads for a raw timestamp (seconds or fractions) or a ``0.00s``; and they read the
-command modules' source for a ``print`` or a write to ``sys.stdout`` that would
-bypass the gate.
+reads for a raw timestamp (seconds or fractions), a ``0.00s`` or a ``1 attempts``;
+and they read the command modules' source for a ``print`` or a write to
+``sys.stdout`` that would bypass the gate.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from test_startup import _LINE, HEAVY, heavy
 
 RAW_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
 RAW_DURATION = re.compile(r"\b\d+\.\d\ds\b")
+WRONG_PLURAL = re.compile(
+    r"(?<![\w.,])1 (attempt|event|spec|stack|request|blob|file|binarie|page)s\b"
+)
 CLI = REPO / "src" / "mirrorsync" / "cli"
 ATTEMPTS_1 = (
     "http: {timeout: 5, retries: {attempts: 1, backoff_initial: 0.01, backoff_max: 0.02}}\n"
@@ -34,6 +37,7 @@ ATTEMPTS_1 = (
 def _humane(text: str, what: str) -> None:
     assert not RAW_TIME.search(text), f"{what}: {text}"
     assert not RAW_DURATION.search(text), f"{what}: {text}"
+    assert not WRONG_PLURAL.search(text), f"{what}: {text}"
 
 
 def test_every_commands_human_output_keeps_times_to_the_minute_and_one_duration_form(
@@ -96,7 +100,10 @@ def test_the_gate_rewrites_raw_times_and_float_seconds_only() -> None:
     assert humane("since 2026-12-05T08:43:22.322470Z") == "since 2026-12-05 08:43Z"
     assert humane("answered in 0.00s") == "answered in 0ms"
     assert humane("took 12.345s.") == "took 12s."
-    kept = "py-foo@1.25s 0.4s 3m05s 2026-12-05 08:43Z v12"
+    assert humane("after 1 attempts; 1 spec manifests, 1 binaries") == (
+        "after 1 attempt; 1 spec manifest, 1 binary"
+    )
+    kept = "py-foo@1.25s 0.4s 3m05s 2026-12-05 08:43Z v12 11 events 0.1 specs v1 stacks 2 rows"
     assert humane(kept) == kept
 
 
