@@ -9,6 +9,7 @@ receiver's scripted answers, then its default status.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -46,6 +47,9 @@ class Received:
     body: bytes
     valid: bool  # the signature verified with the receiver's secret
     status: int  # what the receiver answered (STALLED if held open)
+    method: str = "POST"
+    path: str = ""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -69,8 +73,12 @@ class Received:
 class Receiver:
     """``with Receiver(secret) as r:`` serves ``r.url`` until the block ends."""
 
-    def __init__(self, secret: str, *, status: int = 200, answers: Iterable[int] = ()) -> None:
-        self.secret = secret
+    def __init__(
+        self, secret: str | None, *, status: int = 200, answers: Iterable[int] = ()
+    ) -> None:
+        """``secret`` None: a chat service's endpoint, which takes unsigned requests."""
+        self.secret = secret or ""
+        self.signed = secret is not None  # unsigned requests get 401
         self.status = status  # the default answer; may be changed while running
         self.retry_after: str | None = None  # sent as Retry-After with every 4xx/5xx answer
         self._answers = list(answers)
@@ -115,11 +123,14 @@ class Receiver:
     def acknowledged_ids(self) -> list[int]:
         return [i for r in self.acknowledged for i in r.event_ids]
 
-    def _handle(self, headers: dict[str, str], body: bytes) -> int:
+    def _handle(
+        self, headers: dict[str, str], body: bytes, method: str = "POST", path: str = ""
+    ) -> int:
         """Record a request and return the status to answer (STALLED: hold it open)."""
-        valid = all(
-            k in headers for k in ("webhook-id", "webhook-timestamp", "webhook-signature")
-        ) and self._verify(self.secret, headers, body)
+        valid = not self.signed or (
+            all(k in headers for k in ("webhook-id", "webhook-timestamp", "webhook-signature"))
+            and self._verify(self.secret, headers, body)
+        )
         with self._lock:
             if not valid:
                 status = 401
@@ -138,6 +149,9 @@ class Receiver:
                     body,
                     valid,
                     status,
+                    method,
+                    path,
+                    headers,
                 )
             )
         if status == STALLED:
@@ -156,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status = receiver._handle(headers, body)
+        status = receiver._handle(headers, body, self.command, self.path)
         if status == STALLED:
             self.close_connection = True
             return
@@ -170,3 +184,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply)
         except OSError:
             pass
+
+    do_PUT = do_POST  # Matrix's send endpoint is a PUT

@@ -604,7 +604,8 @@ def test_webhook_configuration_is_checked_naming_file_and_key(tmp_path: Path) ->
     where = tmp_path / "hooks.yaml"
     base = "  - name: h\n    url: https://example.org/h\n"
     assert config_error(tmp_path, base) == (
-        f"{where}: webhooks[0]: give exactly one of secret_env, secret_file or secret (got none)"
+        f"{where}: webhooks[0]: give exactly one of secret_env, secret_file or secret "
+        "(or an ed25519_key_file or ed25519_key_env for v1a signatures) (got none)"
     )
     assert "(got secret_env, secret_file)" in config_error(
         tmp_path, base + "    secret_env: A\n    secret_file: /b\n"

@@ -291,6 +291,14 @@ class WebhookFilter(_Strict):
     packages: list[str] | None = None
 
 
+#: What a webhook's requests look like (delivery/formats.py): ``standard`` is the
+#: signed mirrorsync payload; the others are a chat service's or CloudEvents' shape.
+WebhookFormat = Literal[
+    "standard", "slack", "discord", "teams", "matrix", "ntfy", "cloudevents", "email"
+]
+WEBHOOK_FORMATS: tuple[str, ...] = get_args(WebhookFormat)
+
+
 class WebhookConfig(_Strict):
     """An HTTP endpoint that receives signed batches of change events."""
 
@@ -306,6 +314,18 @@ class WebhookConfig(_Strict):
     max_age: float | str = "3d"  # seconds, or a number with unit s/m/h/d
     keep_delivered: float | str = "7d"  # delivered batches' records are purged after this
     keep_dead: float | str = "30d"  # dead batches (and their events' outbox rows) likewise
+    # Notifications (delivery/formats.py): the request's shape; a chat format needs no secret.
+    format: WebhookFormat = "standard"
+    link: str | None = None  # URL template of a summary's link: {release}, {stack}
+    room: str | None = None  # format: matrix, the room ID (!abc:example.org) to post to
+    token_env: str | None = None  # an access token sent as "Authorization: Bearer ..."
+    token_file: str | None = None  # (matrix: required; others: optional)
+    # format: email: the url is smtp://[user@]host[:port] or smtps://...; token_*: the password.
+    to: list[str] | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    # Standard Webhooks' asymmetric signature (v1a, ed25519): a whsk_... or PEM private key.
+    ed25519_key_env: str | None = None
+    ed25519_key_file: str | None = None
 
     def __repr__(self) -> str:  # the inline secret never reaches a log or traceback
         return f"WebhookConfig(name={self.name!r}, url={self.url!r})"
@@ -614,6 +634,9 @@ def _explain(message: str, raw: object = None) -> tuple[str | None, str]:
         msg += " (expected one of: catalog, mirror, pages)"
     elif msg.startswith("Invalid enum value") and re.search(r"\.events\[\d+\]$", path):
         msg += f" (expected one of: {', '.join(EVENT_TYPES)})"
+    elif msg.startswith("Invalid enum value") and re.search(r"^webhooks\[\d+\]\.format$", path):
+        value = msg.removeprefix("Invalid enum value").strip().strip("'\"")
+        msg += f" (expected one of: {', '.join(WEBHOOK_FORMATS)}){did_you_mean(value, WEBHOOK_FORMATS)}"
     elif msg.startswith("Invalid enum value") and path.endswith(".manifests"):
         msg += f" (expected one of: {', '.join(get_args(ManifestPolicy))})"
     elif msg.startswith("Expected `str` matching regex") or "matching regex" in msg:
@@ -849,11 +872,11 @@ def _check_webhooks(config: Config) -> None:
         if hook.name in seen:
             raise ConfigError(path, f"{key}.name", f"duplicate webhook name {hook.name!r}")
         seen.add(hook.name)
-        _check_url(path, f"{key}.url", hook.url)
-        given = [k for k in ("secret_env", "secret_file", "secret") if getattr(hook, k) is not None]
-        if len(given) != 1:
-            problem = "give exactly one of secret_env, secret_file or secret"
-            raise ConfigError(path, key, f"{problem} (got {', '.join(given) or 'none'})")
+        if hook.format == "email":
+            _check_email(path, key, hook)
+        else:
+            _check_url(path, f"{key}.url", hook.url)
+        _check_webhook_format(path, key, hook)
         if hook.secret_env is not None and not hook.secret_env:
             raise ConfigError(path, f"{key}.secret_env", "expected an environment variable name")
         if hook.secret_file is not None and not hook.secret_file:
@@ -876,6 +899,102 @@ def _check_webhooks(config: Config) -> None:
                     )
         for field in ("max_age", "keep_delivered", "keep_dead"):
             _check_duration(path, f"{key}.{field}", getattr(hook, field))
+
+
+#: The placeholders a webhook's ``link`` template may hold.
+LINK_FIELDS = ("release", "stack")
+_LINK_FIELD_RE = re.compile(r"\{([^{}]*)\}")
+
+
+def _check_webhook_format(path: str, key: str, hook: WebhookConfig) -> None:
+    """Signing keys, tokens and the keys of a format: a ``standard`` webhook is signed
+    (a ``whsec_`` secret, an ed25519 key or both); a chat format needs no secret."""
+    given = [k for k in ("secret_env", "secret_file", "secret") if getattr(hook, k) is not None]
+    if len(given) > 1 or (
+        not given
+        and hook.format == "standard"
+        and hook.ed25519_key_env is None
+        and hook.ed25519_key_file is None
+    ):
+        problem = "give exactly one of secret_env, secret_file or secret"
+        if not given:
+            problem += " (or an ed25519_key_file or ed25519_key_env for v1a signatures)"
+        raise ConfigError(path, key, f"{problem} (got {', '.join(given) or 'none'})")
+    for pair in (("ed25519_key_env", "ed25519_key_file"), ("token_env", "token_file")):
+        values = [getattr(hook, k) for k in pair]
+        if all(v is not None for v in values):
+            raise ConfigError(path, key, f"give one of {pair[0]} or {pair[1]}, not both")
+        for name, value in zip(pair, values, strict=True):
+            if value is not None and not value.strip():
+                what = "an environment variable name" if name.endswith("_env") else "a file path"
+                raise ConfigError(path, f"{key}.{name}", f"expected {what}")
+    if hook.format == "matrix":
+        if not hook.room or not hook.room.startswith("!") or ":" not in hook.room:
+            raise ConfigError(
+                path,
+                f"{key}.room",
+                f"format: matrix needs the room ID to post to (!abc:example.org), got {hook.room!r}",
+            )
+        if hook.token_env is None and hook.token_file is None:
+            raise ConfigError(
+                path, key, "format: matrix needs an access token: token_env or token_file"
+            )
+    elif hook.room is not None:
+        raise ConfigError(path, f"{key}.room", "room is for format: matrix only")
+    if hook.format != "email":
+        for name, value in (("to", hook.to), ("from", hook.from_)):
+            if value is not None:
+                raise ConfigError(path, f"{key}.{name}", f"{name} is for format: email only")
+    if hook.link is not None:
+        fields = _LINK_FIELD_RE.findall(hook.link)
+        for field in fields:
+            if field not in LINK_FIELDS:
+                raise ConfigError(
+                    path,
+                    f"{key}.link",
+                    f"unknown placeholder {{{field}}} (expected {{release}} or {{stack}})"
+                    + did_you_mean(field, LINK_FIELDS),
+                )
+        _check_url(path, f"{key}.link", _LINK_FIELD_RE.sub("x", hook.link))
+
+
+_ADDRESS_RE = re.compile(r"^[^\s@<>,;:\"()\[\]\\]+@[A-Za-z0-9.-]+$")
+
+
+def _check_email(path: str, key: str, hook: WebhookConfig) -> None:
+    """An SMTP URL, a sender and at least one recipient, each a plain address."""
+    parsed = urllib.parse.urlsplit(hook.url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname or port == -1:
+        raise ConfigError(
+            path,
+            f"{key}.url",
+            f"format: email needs smtp://[user@]host[:port] or smtps://..., got {redact_url(hook.url)!r}",
+        )
+    if parsed.password is not None:
+        raise ConfigError(
+            path,
+            f"{key}.url",
+            "a password in the URL is refused: give it with token_env or token_file",
+        )
+    if not hook.to:
+        raise ConfigError(path, f"{key}.to", "format: email needs a list of recipient addresses")
+    for j, address in enumerate(hook.to):
+        if not _ADDRESS_RE.match(address):
+            raise ConfigError(
+                path,
+                f"{key}.to[{j}]",
+                f"expected an address such as ops@example.org, got {address!r}",
+            )
+    if hook.from_ is None or not _ADDRESS_RE.match(hook.from_):
+        raise ConfigError(
+            path,
+            f"{key}.from",
+            f"format: email needs a sender address such as mirrorsync@example.org, got {hook.from_!r}",
+        )
 
 
 def _check_duration(path: str, key: str, value: float | str) -> None:
@@ -1159,6 +1278,10 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     for hook in result.get("webhooks", []):
         if hook.get("secret") is not None:
             hook["secret"] = "<redacted>"
+        hook["url"] = redact_url(hook["url"])
+        if hook.get("format") in ("slack", "discord", "teams", "ntfy"):  # the path is the token
+            parts = urllib.parse.urlsplit(hook["url"])
+            hook["url"] = f"{parts.scheme}://{parts.netloc}/<redacted>"
     database = result.get("database")
     if isinstance(database, str):
         result["database"] = redact_url(database)

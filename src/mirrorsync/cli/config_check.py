@@ -141,17 +141,23 @@ def _metrics(config: Config) -> list[Check]:
 def _secrets(config: Config) -> list[Check]:
     if not config.webhooks:
         return []
-    from mirrorsync.delivery.signing import load_secret
+    from mirrorsync.delivery.signing import load_credentials
 
     checks = []
     for hook in config.webhooks:
         what = f"webhook {hook.name} secret"
         try:
-            load_secret(config, hook)
+            credentials = load_credentials(config, hook)
         except MirrorsyncError as exc:
             checks.append(Check(what, False, str(exc), True))
         else:
-            checks.append(Check(what, True, "read and decoded (not shown)", True))
+            given = credentials.hmac, credentials.ed25519, credentials.token
+            detail = (
+                "read and decoded (not shown)"
+                if any(v is not None for v in given)
+                else f"none needed (format: {hook.format})"
+            )
+            checks.append(Check(what, True, detail, True))
     return checks
 
 

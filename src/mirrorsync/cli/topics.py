@@ -87,6 +87,8 @@ sources:
 #     url: https://hooks.example.org/spack
 #     secret_env: MIRRORSYNC_HOOK_SECRET   # a whsec_... secret
 #     events: [spec.removed]               # default: every type
+#     # format: slack   # or discord, teams, matrix, ntfy, cloudevents: a summary, no secret
+#     #                 # needed (README, "Notifications"); ed25519_key_file: v1a signatures
 
 # Prometheus metrics for node_exporter's textfile collector (README, "Metrics").
 # metrics:

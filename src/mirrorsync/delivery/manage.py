@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from mirrorsync.config import Config
-from mirrorsync.delivery import payload
+from mirrorsync.delivery import formats
 from mirrorsync.delivery.outbox import Outbox, WebhookResult
-from mirrorsync.delivery.sender import Answer, Sender, origin
-from mirrorsync.delivery.signing import load_secret
+from mirrorsync.delivery.sender import Answer, Sender, origin, shown_url
+from mirrorsync.delivery.signing import load_credentials
 from mirrorsync.errors import UsageError
-from mirrorsync.redact import Url, redact_url
+from mirrorsync.redact import redact_url
 from mirrorsync.store import Store, utcnow, webhooks
 
 
@@ -66,9 +66,9 @@ async def list_webhooks(config: Config) -> list[Listing]:
     for hook in config.webhooks:
         summary = known.pop(hook.name, None)
         if summary is None:
-            listings.append(Listing(hook.name, Url(hook.url).display, "not registered yet"))
+            listings.append(Listing(hook.name, shown_url(hook), "not registered yet"))
         else:
-            listings.append(_listing(summary, Url(hook.url).display))
+            listings.append(_listing(summary, shown_url(hook)))
     listings += [_listing(s, redact_url(s.url)) for s in known.values()]  # stored masked
     return listings
 
@@ -135,11 +135,12 @@ class Ping:
 
 
 async def ping(config: Config, name: str) -> Ping:
-    """One signed ``mirrorsync.ping`` request, not retried, not recorded."""
+    """One signed ``mirrorsync.ping`` request (a test message in a chat format), not
+    retried, not recorded."""
     hook = config.webhook(name)
-    key = load_secret(config, hook)
+    credentials = load_credentials(config, hook)
     message_id = f"msg_{secrets.token_hex(16)}"
-    body = payload.ping_body(utcnow(), hook.name)
+    request = formats.render_ping(hook, message_id, utcnow())
     async with Sender(config.http.retries, config.http.proxy) as sender:
-        answer = await sender.post(hook, key, message_id, body, retry=False)
+        answer = await sender.post(hook, credentials, message_id, request, retry=False)
     return Ping(hook.name, origin(hook.url), message_id, answer)

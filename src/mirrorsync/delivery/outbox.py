@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 import anyio
 
 from mirrorsync.config import Config, WebhookConfig
-from mirrorsync.delivery import payload, schedule
-from mirrorsync.delivery.sender import Sender, origin
-from mirrorsync.delivery.signing import load_secret
+from mirrorsync.delivery import formats, schedule
+from mirrorsync.delivery.sender import Sender, origin, shown_url
+from mirrorsync.delivery.signing import Credentials, load_credentials
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, claims, queries, utcnow, webhooks
@@ -94,7 +94,7 @@ def merge_results(
 def registration(hook: WebhookConfig) -> webhooks.Registration:
     return webhooks.Registration(
         name=hook.name,
-        url=Url(hook.url),
+        url=Url(shown_url(hook)),  # a chat format's path is its token: not stored
         types=hook.events,
         releases=hook.filter.releases,
         stacks=hook.filter.stacks,
@@ -105,7 +105,7 @@ def registration(hook: WebhookConfig) -> webhooks.Registration:
 class Outbox:
     """The configured webhooks of one store, registered and ready to deliver."""
 
-    def __init__(self, config: Config, store: Store, keys: dict[str, bytes]) -> None:
+    def __init__(self, config: Config, store: Store, keys: dict[str, Credentials]) -> None:
         self.config = config
         self.store = store
         self._keys = keys
@@ -114,11 +114,11 @@ class Outbox:
 
     @classmethod
     async def open(cls, config: Config, store: Store, names: Sequence[str] | None = None) -> Outbox:
-        """Read the secrets of the webhooks to deliver (ConfigError if one is missing or
-        malformed), then register every configured webhook, so the events written from
-        now on are enqueued for it."""
+        """Read the secrets, keys and tokens of the webhooks to deliver (ConfigError if
+        one is missing or malformed), then register every configured webhook, so the
+        events written from now on are enqueued for it."""
         hooks = [config.webhook(n) for n in names] if names is not None else config.webhooks
-        keys = {hook.name: load_secret(config, hook) for hook in hooks}
+        keys = {hook.name: load_credentials(config, hook) for hook in hooks}
         await webhooks.register(store, [registration(h) for h in config.webhooks], utcnow())
         return cls(config, store, keys)
 
@@ -274,15 +274,15 @@ class Outbox:
         webhook_id: int,
         sender: Sender,
         result: WebhookResult,
-        key: bytes,
+        key: Credentials,
         where: str,
     ) -> None:
         while delivery := await webhooks.next_delivery(
             self.store, webhook_id, hook.max_batch, utcnow()
         ):
             events = await webhooks.delivery_events(self.store, delivery.id)
-            body = payload.events_body(delivery.created_at, events)
-            answer = await sender.post(hook, key, delivery.message_id, body)
+            request = formats.render(hook, delivery.message_id, delivery.created_at, events)
+            answer = await sender.post(hook, key, delivery.message_id, request)
             result.requests += answer.requests
             at = utcnow()
             if answer.acknowledged:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from mirrorsync import __version__
 from mirrorsync.config import RetryConfig, WebhookConfig
-from mirrorsync.delivery.signing import headers
+from mirrorsync.delivery.formats import Request
+from mirrorsync.delivery.signing import Credentials, headers
 from mirrorsync.fetch.client import log_request, requests_logged
 from mirrorsync.fetch.retry import (
     RetryableStatus,
@@ -23,6 +25,7 @@ from mirrorsync.fetch.retry import (
     parse_retry_after,
 )
 from mirrorsync.proxies import proxies_for
+from mirrorsync.redact import MASK, Url
 from mirrorsync.units import human_duration, plural
 
 log = logging.getLogger("mirrorsync.delivery")
@@ -39,6 +42,20 @@ def origin(url: str) -> str:
         return "<invalid URL>"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.scheme}://{parsed.host}{port}"
+
+
+#: Formats whose URL path is itself the credential (Slack's and Discord's webhook
+#: tokens, a Teams workflow, an ntfy topic that anyone knowing it may read).
+_PATH_IS_SECRET = frozenset({"slack", "discord", "teams", "ntfy"})
+
+
+def shown_url(hook: WebhookConfig) -> str:
+    """A webhook's URL as listed and stored: credentials masked, and for a chat
+    format the path too, with a digest of the whole URL so a change still shows."""
+    if hook.format not in _PATH_IS_SECRET:
+        return Url(hook.url).display
+    digest = hashlib.sha256(hook.url.encode("utf-8")).hexdigest()[:12]
+    return f"{origin(hook.url)}/{MASK} (sha256 {digest})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +79,7 @@ class Answer:
 class Sender:
     """Signed POSTs over an ``httpx.AsyncClient`` per proxy (most often one, direct);
     redirects are not followed. The proxy for each webhook is chosen as for every other
-    request (``fetch/proxies.py``: ``http.proxy``, else the environment, ``NO_PROXY``)."""
+    request (``mirrorsync/proxies.py``: ``http.proxy``, else the environment, ``NO_PROXY``)."""
 
     def __init__(self, retries: RetryConfig, proxy: str | None = None) -> None:
         self._retries = retries
@@ -93,26 +110,42 @@ class Sender:
             await client.aclose()
 
     async def post(
-        self, hook: WebhookConfig, key: bytes, message_id: str, body: bytes, *, retry: bool = True
+        self,
+        hook: WebhookConfig,
+        credentials: Credentials,
+        message_id: str,
+        request: Request,
+        *,
+        retry: bool = True,
     ) -> Answer:
-        """POST ``body``; 2xx acknowledges, 410 and other 4xx/3xx end it, the rest is retried."""
+        """Send ``request`` (a POST, or Matrix's PUT); 2xx acknowledges, 410 and other
+        4xx/3xx end it, the rest is retried. ``format: email`` goes over SMTP instead."""
+        if hook.format == "email":
+            from mirrorsync.delivery.mail import send_mail  # only where mail is configured
+
+            once = RetryConfig(attempts=1)
+            mailed = await send_mail(hook, credentials, request, self._retries if retry else once)
+            return Answer(*mailed)
         requests = 0
         started = time.monotonic()
+        body = request.body
+        url = request.url or hook.url
 
         async def attempt() -> int:
             nonlocal requests
             requests += 1
-            signed = headers(key, message_id, int(time.time()), body)
+            signed = headers(credentials, message_id, int(time.time()), body, request.content_type)
+            signed.update(request.headers)
             # ``timeout`` bounds the whole request, not only each read: a receiver
             # trickling its answer a byte at a time cannot hold the run.
             with anyio.move_on_after(hook.timeout):
-                async with self._client_for(hook.url).stream(
-                    "POST", hook.url, content=body, headers=signed, timeout=hook.timeout
+                async with self._client_for(url).stream(
+                    request.method, url, content=body, headers=signed, timeout=hook.timeout
                 ) as response:
                     status = response.status_code
                     if is_retryable_status(status):
                         raise RetryableStatus(
-                            hook.url,
+                            url,
                             status,
                             response.reason_phrase,
                             parse_retry_after(response.headers.get("retry-after")),
@@ -124,16 +157,18 @@ class Sender:
             """``attempt``, and at ``-vv`` its line (a POST's size is the body it sent)."""
             if not self._log_requests:
                 return await attempt()
-            sent, url = time.monotonic(), f"{origin(hook.url)} (webhook {hook.name})"
+            sent, shown = time.monotonic(), f"{origin(url)} (webhook {hook.name})"
             try:
                 status = await attempt()
             except RetryableStatus as exc:
-                log_request("POST", url, exc.status, len(body), time.monotonic() - sent)
+                log_request(request.method, shown, exc.status, len(body), time.monotonic() - sent)
                 raise
             except Exception as exc:
-                log_request("POST", url, None, len(body), time.monotonic() - sent, describe(exc))
+                log_request(
+                    request.method, shown, None, len(body), time.monotonic() - sent, describe(exc)
+                )
                 raise
-            log_request("POST", url, status, len(body), time.monotonic() - sent)
+            log_request(request.method, shown, status, len(body), time.monotonic() - sent)
             return status
 
         def before_sleep(state: RetryCallState) -> None:
