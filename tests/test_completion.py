@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, catalog_config_text, run_cli, write_config
 from mirrorsync.cli.parser import build_parser
 from mirrorsync.config import EVENT_TYPES
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
+from receiver import new_secret
 
 
 def complete(script: Path, *words: str) -> list[str]:
@@ -38,6 +44,7 @@ def bash_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_bash_completes_commands_options_and_choices(bash_script: Path) -> None:
     commands = {a for a in build_parser()._subparsers._group_actions[0].choices}  # type: ignore[union-attr]
+    commands.discard("_names")  # the scripts' own helper, not offered
     assert set(complete(bash_script, "mirrorsync", "")) >= commands
     assert complete(bash_script, "mirrorsync", "ev") == ["events"]
     assert "--reverse" in complete(bash_script, "mirrorsync", "events", "--")
@@ -73,3 +80,55 @@ def test_zsh_and_fish_scripts_name_every_command(shell: str, tmp_path: Path) -> 
 def test_an_unknown_shell_is_a_usage_error(tmp_path: Path) -> None:
     done = run_cli("completion", "tcsh", cwd=tmp_path)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+
+
+def test_names_complete_from_the_configuration_and_the_database(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """--release, --stack, --source and a copy's or webhook's --name complete from what
+    the configuration and the history hold (issue 30, missing), with the -c typed."""
+    specs = [spec_node("zlib", "1.3", fake_hash("complete:1"))]
+    build_catalog_from_specs(docroot, {"develop": {"root": specs, "e4s": specs}})
+    config = write_config(tmp_path / "site.yaml", catalog_config_text(tmp_path, server))
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    config.write_text(
+        config.read_text()
+        + f"mirrors: [{{name: local-copy, path: {tmp_path / 'copy'}, source: test,"
+        " release: develop}]\n"
+        f"webhooks: [{{name: team-chat, url: 'http://127.0.0.1:9/h', secret: '{new_secret()}'}}]\n"
+    )
+    config.chmod(0o600)  # its inline webhook secret is read only from a private file
+    bin_dir = tmp_path / "bin"  # the script runs the mirrorsync it completes for
+    bin_dir.mkdir()
+    wrapper = bin_dir / "mirrorsync"
+    wrapper.write_text(
+        f'#!/bin/sh\nPYTHONPATH={REPO / "src"} exec {sys.executable} -m mirrorsync "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    script = tmp_path / "mirrorsync.bash"
+    script.write_text(run_cli("completion", "bash", cwd=tmp_path).stdout)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("MIRRORSYNC_CONFIG", None)
+
+    def offered(*words: str) -> list[str]:
+        quoted = " ".join(f"'{w}'" for w in ("mirrorsync", "-c", str(config), *words))
+        program = (
+            f"source {script}\n"
+            f"COMP_WORDS=({quoted}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMPREPLY=()\n"
+            '_mirrorsync; printf "%s\\n" "${COMPREPLY[@]}"\n'
+        )
+        done = subprocess.run(
+            ["bash", "-c", program], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return sorted(line for line in done.stdout.splitlines() if line)
+
+    assert offered("status", "--release", "") == ["develop"]
+    assert offered("history", "--release", "develop", "--stack", "") == ["e4s", "root"]
+    assert offered("events", "--stack", "e") == ["e4s"]
+    assert offered("once", "--source", "") == ["test"]
+    assert offered("mirror", "--name", "") == ["local-copy"]
+    assert offered("webhooks", "retry", "--name", "t") == ["team-chat"]
+    assert offered("verify", "--mirror", "") == ["local-copy"]
+    fish = run_cli("completion", "fish", cwd=tmp_path).stdout
+    assert "-l release -x -a '(mirrorsync _names release 2>/dev/null)'" in fish

@@ -80,15 +80,54 @@ sys.addaudithook(_hook)
 '''
 
 
+#: What the wheel installs beside the package, under the environment's prefix.
+SHIPPED = (
+    "share/man/man1/mirrorsync.1",
+    "share/mirrorsync/mirrorsync.yaml",
+    "share/mirrorsync/site-mirror.yaml",
+    "share/mirrorsync/cache-pages.yaml",
+    "share/mirrorsync/systemd/mirrorsync.service",
+    "share/mirrorsync/systemd/mirrorsync.timer",
+    "share/mirrorsync/systemd/copy-path.conf",
+)
+
+
 def copy_source(dest: Path) -> Path:
-    """pyproject.toml, README.md and src/ of this checkout, without caches."""
+    """What a source tree holds for pip (pyproject.toml, README.md, src/, and the files
+    installed beside the package: man/, config/, systemd/), without caches."""
     dest.mkdir()
     shutil.copy(REPO / "pyproject.toml", dest)
     shutil.copy(REPO / "README.md", dest)
     shutil.copytree(
         REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
+    for shipped in ("man", "config", "systemd"):
+        shutil.copytree(REPO / shipped, dest / shipped)
     return dest
+
+
+def _source_of(shipped: str) -> str:
+    """Where an installed file comes from in the checkout."""
+    name = Path(shipped).name
+    if shipped.startswith("share/man/"):
+        return f"man/{name}"
+    return f"systemd/{name}" if "/systemd/" in shipped else f"config/{name}"
+
+
+def test_the_shipped_man_page_is_the_one_help_man_prints(tmp_path: Path) -> None:
+    """man/mirrorsync.1 (installed as PREFIX/share/man/man1) is generated from the parser
+    and the help topics; after a change to either: mirrorsync help --man > man/mirrorsync.1"""
+    done = subprocess.run(
+        [sys.executable, "-m", "mirrorsync", "help", "--man"],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert (REPO / "man" / "mirrorsync.1").read_text() == done.stdout, (
+        "man/mirrorsync.1 is stale: mirrorsync help --man > man/mirrorsync.1"
+    )
 
 
 def fresh_venv(path: Path) -> tuple[Path, Path]:
@@ -153,6 +192,12 @@ def test_demo_in_a_fresh_virtualenv_in_an_empty_directory_offline(tmp_path: Path
         cwd=tmp_path,
     ).stdout.strip()
     assert Path(where).is_relative_to(purelib)  # the installed copy, not the checkout
+    # The man page, the example configurations and the units come with it (issue 30).
+    prefix = tmp_path / "venv"
+    for shipped in SHIPPED:
+        assert (prefix / shipped).read_bytes() == (REPO / _source_of(shipped)).read_bytes()
+    example = (prefix / "share/mirrorsync/mirrorsync.yaml").read_text()
+    assert "\n# mirrors:\n#   - name: site-cache\n" in example and "\ndatabase: " in example
 
     # Control: the guard does refuse the outside world in this environment.
     outside = subprocess.run(

@@ -37,6 +37,7 @@ def test_build_site_then_sync_both_states(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr
     config = site / "mirrorsync.yaml"
     assert f"-m mirrorsync -c {config} once" in built.stdout  # what to paste next
+    assert "--state 2" in built.stdout and "--releases develop,v1.0" in built.stdout
 
     catalogue = json.loads((site / "www" / "cache_spack_io_index.json").read_text())
     assert {r: sorted(e["label"] for e in entries) for r, entries in catalogue.items()} == {
@@ -75,6 +76,9 @@ def test_build_site_then_sync_both_states(tmp_path: Path) -> None:
             "build-site", str(site), "--port", str(port), "--state", "2", *common, cwd=tmp_path
         )
         assert again.returncode == 0, again.stderr
+        # Its next step is no second --state 2, but what the churn changed (issue 30).
+        assert "--state 2" not in again.stdout, again.stdout
+        assert f"-m mirrorsync -c {config} diff --release develop --stack root 1 2" in again.stdout
         assert config.read_text().endswith("# edited\n")
         second = run_cli("-c", str(config), "once", cwd=tmp_path, timeout=300)
         assert second.returncode == 0, second.stderr

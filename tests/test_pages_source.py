@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import json_lines, run_cli, sync
+from conftest import database_value, json_lines, run_cli, sync
 from dbstate import SEED_NET_CHANGE, net_by_stack
 from mirrorsync.config import Config, PagesSource, parse_config
 from mirrorsync.errors import EXIT_USAGE, ConfigError
@@ -55,7 +55,13 @@ Entry = tuple[str, str, list[str]]  # hash, version, stacks
 
 
 def page_bytes(
-    package: str, release: str, entries: list[Entry], *, compiler: str = "none", note: str = ""
+    package: str,
+    release: str,
+    entries: list[Entry],
+    *,
+    compiler: str = "none",
+    note: str = "",
+    size: int | str = "-",
 ) -> bytes:
     """A page in the generator's shape (FORMATS.md section 5); ``note`` changes only meta."""
     details = [
@@ -64,7 +70,7 @@ def page_bytes(
             "hash": spec_hash,
             "os": "ubuntu24.04",
             "platform": "linux",
-            "size": "-",
+            "size": size,
             "stacks": sorted(stacks),
             "target": "x86_64_v3",
             "variants": ["+shared", "build_type=Release"],
@@ -121,6 +127,40 @@ def spec_row(db: Location, spec_hash: str) -> SpecInfo | None:
 
 
 # -- configuration -------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("backend")
+def test_specs_of_a_pages_source_shows_the_pages_sizes_and_no_crawl_to_wait_for(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A pages source is never crawled: ``specs`` shows the size its page gives and says
+    so, instead of ``-`` and ``not yet`` (issue 30, misleading)."""
+    entries: list[Entry] = [(h("s1"), "1.3", ["root"]), (h("s2"), "1.2", ["root"])]
+    put(docroot, "/zlib.md", page_bytes("zlib", "develop", entries, size=2_345_678))
+    config = tmp_path / "mirrorsync.yaml"
+    text = pages_yaml(tmp_path, [f"{server.url}/zlib.md"])
+    config.write_text(text.replace(str(tmp_path / "state.db"), database_value(tmp_path)))
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    shown = run_cli(
+        "-c", str(config), "specs", "--release", "develop", "--stack", "root", cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if line.startswith(h("s1"))]
+    assert len(rows) == 1 and "2.3 MB" in rows[0] and "not crawled" in rows[0], shown.stdout
+    assert "not yet" not in shown.stdout
+    as_json = run_cli(
+        "-c",
+        str(config),
+        "specs",
+        "--release",
+        "develop",
+        "--stack",
+        "root",
+        "--json",
+        cwd=tmp_path,
+    )
+    sizes = {json.loads(line)["tarball_size"] for line in as_json.stdout.splitlines()}
+    assert sizes == {2_345_678}
 
 
 def test_pages_source_parses() -> None:

@@ -252,7 +252,11 @@ def test_sqlite_commands_never_load_the_postgresql_driver() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, mirrorsync.cli.commands, mirrorsync.lock;"
+            # every command's module (cli/cmd_*.py), as the dispatcher imports them
+            "import sys, importlib, pkgutil, mirrorsync.cli, mirrorsync.lock;"
+            " [importlib.import_module(f'mirrorsync.cli.{m.name}')"
+            "  for m in pkgutil.iter_modules(mirrorsync.cli.__path__)"
+            "  if m.name.startswith('cmd_')];"
             " print(sorted(m for m in sys.modules if m.startswith('psycopg')))",
         ],
         capture_output=True,

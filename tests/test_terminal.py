@@ -98,3 +98,24 @@ def test_terminal_gets_progress_then_a_summary_table(
     text = ANSI_RE.sub("", screen)
     assert "INFO mirrorsync.sync: test:develop/root unchanged" in text
     assert "+added" not in text  # no table with --json
+
+
+def test_terminal_shows_the_copies_live_and_in_the_summary(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """``once`` updates the local copies: at a terminal they get a row in the live display
+    while they are copied and a table of their own after the stacks' (issue 30)."""
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("c", 3)}})
+    # Spec manifests are slow, so the display is drawn while the copy fetches them.
+    server.add_fault("*.spec.manifest.json", "delay", delay=0.5, times=None)
+    copy = (
+        f"mirrors:\n  - {{name: local, path: {tmp_path / 'copy'}, source: test, release: develop}}"
+    )
+    config = tmp_path / "mirrorsync.yaml"
+    config.write_text(catalog_config_text(tmp_path, server, extra=copy, http="", database="t.db"))
+    code, _, screen = run_on_pty(["-c", str(config), "once"], tmp_path)
+    assert code == 0, screen
+    text = ANSI_RE.sub("", screen)
+    assert re.search(r"copies\s+\S+\s+0/1", text), text
+    assert re.search(r"mirror\s+status\s+version\s+binaries\s+size\s+\+added\s+-removed", text)
+    assert re.search(r"local\s+published\s+1\s+3\s+[\d.]+ (B|kB)\s+\+3\s+-0", text), text

@@ -8,14 +8,12 @@ wrong types are errors that name the file, the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import math
 import os
 import re
-import stat
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -24,8 +22,13 @@ import msgspec.inspect
 import yaml
 
 from mirrorsync.errors import ConfigError
+from mirrorsync.location import Location, PostgresUrl, is_postgres_url
+from mirrorsync.paths import expand_path as expand_path
+from mirrorsync.paths import read_regular_file as read_regular_file
 from mirrorsync.redact import redact_url
-from mirrorsync.store.location import Location, PostgresUrl, is_postgres_url
+from mirrorsync.vocab import EVENT_TYPES as EVENT_TYPES
+from mirrorsync.vocab import EventType as EventType
+from mirrorsync.vocab import did_you_mean as did_you_mean
 
 DEFAULT_LOCATIONS = (Path("mirrorsync.yaml"), Path("/etc/mirrorsync/mirrorsync.yaml"))
 DEFAULT_BUCKET_URLS: Mapping[str, str] = {"spack-binaries": "https://binaries.spack.io/"}
@@ -262,14 +265,6 @@ def split_trusted_keys(entries: list[str]) -> tuple[list[str], list[Path]]:
     return fingerprints, files
 
 
-def expand_path(text: str) -> Path:
-    """A path from the configuration: ``~`` and ``$VAR``/``${VAR}`` expanded, the same
-    for every path (database, copies, keys, keeplists, lockfiles, secret and password
-    files, the metrics file). ``parse_config`` refuses an unset variable in the paths
-    it needs (:func:`_unset_variable`); a secret's file is checked when it is read."""
-    return Path(os.path.expandvars(os.path.expanduser(text)))
-
-
 _VARIABLE_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -282,17 +277,6 @@ def _unset_variable(text: str) -> str | None:
     return None
 
 
-EventType = Literal[
-    "spec.added",
-    "spec.removed",
-    "stack.added",
-    "stack.removed",
-    "release.added",
-    "release.removed",
-    "spec.manifest_missing",
-    "mirror.updated",
-]
-EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 _DURATION_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)?$")
 _URL_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _SQLITE_URL = "sqlite://"  # sqlite:///abs/path or sqlite://rel/path: the path after it
@@ -549,32 +533,6 @@ def load_config(explicit: str | None = None) -> Config:
     return parse_config(text, str(path))
 
 
-def read_regular_file(path: Path, limit: int, too_large: str | None) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes; ValueError (why,
-    one phrase) if it is a FIFO, device or directory, or larger; OSError as raised.
-
-    Opened ``O_NONBLOCK`` and checked on the open descriptor before a byte is read,
-    so a FIFO or a device never blocks the process or fills its memory.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
-            raise ValueError(f"{kind}, not a regular file")
-        data = b""
-        while len(data) <= limit:
-            chunk = os.read(fd, limit + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    if len(data) > limit and too_large is not None:  # None: the caller judges limit + 1 bytes
-        raise ValueError(too_large)
-    return data
-
-
 def _read_config(path: Path) -> bytes:
     """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES`, else ConfigError."""
     try:
@@ -702,12 +660,6 @@ def _explain(message: str, raw: object = None) -> tuple[str | None, str]:
 _LIST_OF = {"urls": "URLs", "files": "paths", "environments": "paths"}
 
 
-def did_you_mean(word: str, known: Sequence[str]) -> str:
-    """``; did you mean 'X'?`` for the closest known word, else nothing."""
-    close = difflib.get_close_matches(word, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _known_keys(path: str, raw: object) -> list[str]:
     """The keys allowed at a configuration path (``sources[0]``, ``http.retries``) of
     the raw document: of a tagged source, only its kind's keys."""
@@ -761,7 +713,7 @@ def _check(config: Config) -> None:
     for name in ("deadline", "run_deadline", "revalidate_after"):
         _check_duration(path, f"http.{name}", getattr(config.http, name))
     if config.http.proxy is not None and config.http.proxy.strip().lower() != "none":
-        from mirrorsync.fetch.proxies import check_proxy_url  # here: fetch imports config
+        from mirrorsync.proxies import check_proxy_url
 
         try:
             check_proxy_url(config.http.proxy)
@@ -919,7 +871,7 @@ def _check_selection(path: str, key: str, copy: MirrorCopy) -> None:
         raise ConfigError(
             path, f"{key}.keep", "keep: selected needs environments or hashes to keep"
         )
-    from mirrorsync.mirrors.wanted import wanted  # here: mirrors imports config
+    from mirrorsync.mirrors.wanted import wanted  # a copy's lockfiles, read as it reads them
 
     wanted(copy, path, key)
 

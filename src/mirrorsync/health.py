@@ -204,7 +204,7 @@ async def read(
 def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus]) -> dict[str, str]:
     """Copy name -> what is wrong with its published state on disk (a cheap check: the
     index manifest, its blob's length, layout.json), for each configured, published copy."""
-    from mirrorsync.mirrors.check import disk_problem  # the copy machinery: only if copies
+    from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
 
     configured = {m.name for m in config.mirrors}
     out: dict[str, str] = {}

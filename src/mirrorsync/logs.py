@@ -23,6 +23,7 @@ from typing import Any, Literal, TextIO
 
 from mirrorsync.redact import ScrubFilter, scrub
 from mirrorsync.text import escape
+from mirrorsync.units import humane
 
 LogFormat = Literal["plain", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("plain", "json")
@@ -63,7 +64,7 @@ class PlainFormatter(logging.Formatter):
         self.priority_prefix = priority_prefix
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{record.levelname} {record.name}: {record.getMessage()}"
+        text = f"{record.levelname} {record.name}: {humane(record.getMessage())}"
         if record.exc_info and record.exc_info[1] is not None:  # a library's words: masked too
             text += scrub(f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
         text = escape(text.replace("\r", "\\r").replace("\n", "\\n"))
@@ -178,7 +179,7 @@ def print_line(text: str, level: int = logging.ERROR) -> None:
         record = logging.LogRecord("mirrorsync", level, "", 0, text, None, None)
         text = formatter.format(record)
     else:
-        text = escape(text)
+        text = escape(humane(text))
         if isinstance(formatter, PlainFormatter) and formatter.priority_prefix:
             text = f"<{_priority(level)}>{text}"
     sys.stderr.write(text + "\n")

@@ -34,7 +34,7 @@ from mirrorsync.errors import MetricsError
 from mirrorsync.health import Health
 from mirrorsync.store import Store, queries
 from mirrorsync.store import webhooks as webhook_store
-from mirrorsync.sync.outcome import RunReport
+from mirrorsync.sync.report import RunReport
 
 PREFIX = "mirrorsync_"
 LAST_SUCCESS = f"{PREFIX}last_run_success_timestamp_seconds"

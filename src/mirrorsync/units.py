@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
@@ -61,6 +62,61 @@ def human_time(stored: str | None) -> str:
     if not stored:
         return ""
     return f"{stored[:10]} {stored[11:16]}Z"
+
+
+#: A raw stored timestamp (seconds, maybe fractions; UTC) inside a human line.
+_RAW_TIME = re.compile(
+    r"\b(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d):\d\d(?:\.\d+)?(?:Z|[+-]00:?00)?(?![\d:.])"
+)
+#: A duration printed from a float with two or more decimals (``in 0.00s``): not a
+#: form ``human_duration`` writes (it writes ``35ms``, ``0.4s``, ``12s``); not after
+#: ``@`` or a letter, so a version (``@1.25s``) is not one.
+_RAW_SECONDS = re.compile(r"(?<![\w.@+-])(\d+\.\d{2,})s\b")
+
+
+#: Plural nouns the output counts, and their singular: ``1 attempts`` cannot be printed.
+_SINGULAR = {
+    "attempts": "attempt",
+    "binaries": "binary",
+    "blobs": "blob",
+    "copies": "copy",
+    "deliveries": "delivery",
+    "dependencies": "dependency",
+    "events": "event",
+    "files": "file",
+    "manifests": "manifest",
+    "memberships": "membership",
+    "pages": "page",
+    "problems": "problem",
+    "releases": "release",
+    "requests": "request",
+    "rows": "row",
+    "specs": "spec",
+    "stacks": "stack",
+    "tables": "table",
+    "versions": "version",
+    "webhooks": "webhook",
+}
+#: A count of one before a plural noun, a compound one too (``1 spec manifests``); not
+#: inside a number (``0.1``, ``11``, ``v1``).
+_ONE_PLURAL = re.compile(
+    r"(?<![\w.,])1 ((?:spec |distinct |dead |pending )?)(" + "|".join(_SINGULAR) + r")\b"
+)
+
+
+def humane(text: str) -> str:
+    """The one gate of human output (``cli.render.say``, every table cell, the plain
+    log lines): a raw timestamp becomes UTC to the minute (``2026-11-20 08:00Z``), a
+    float of seconds ``human_duration``'s form, one of a plural noun its singular
+    (``1 attempt``). Whatever a command formats by hand, what people read keeps the
+    README's rules; JSON never passes here."""
+    if "-" in text:
+        text = _RAW_TIME.sub(r"\1 \2Z", text)
+    if "s" in text and "." in text:
+        text = _RAW_SECONDS.sub(lambda m: human_duration(float(m.group(1))), text)
+    if "1 " in text:
+        text = _ONE_PLURAL.sub(lambda m: f"1 {m.group(1)}{_SINGULAR[m.group(2)]}", text)
+    return text
 
 
 # -- numbers from outside ----------------------------------------------------------

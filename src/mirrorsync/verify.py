@@ -32,7 +32,7 @@ from mirrorsync.store import Store
 from mirrorsync.store.manifests import SpecRef, StackTarget, members, stack_targets
 from mirrorsync.sync.manifests import Blob, StackMirror, open_mirror
 from mirrorsync.sync.pool import run_pool
-from mirrorsync.sync.run import log_key_trust
+from mirrorsync.sync.trust import log_key_trust
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,44 +9,61 @@ that goes away (``| head``) ends the command quietly with 0.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
-import anyio
+from mirrorsync import __version__
 
-from mirrorsync.cli import commands, signals, topics
-from mirrorsync.cli.parser import NO_CONFIG, build_parser
-from mirrorsync.cli.render import TableStyle, set_table_style
-from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, MirrorsyncError
-from mirrorsync.logs import print_line, setup_logging, stderr_is_terminal
-from mirrorsync.text import EscapedStream
+if TYPE_CHECKING:
+    import argparse
 
-Command = Callable[[argparse.Namespace], Awaitable[int]]
+# Start-up is paid by every command, every completion and every timer run: this module
+# imports nothing more at first. ``--version`` answers from here; the parser, logging
+# and each command's module are imported when they are needed (issue 31, start-up).
+# tests/test_startup.py fails when a heavy module (aiohttp, httpx, psycopg, rich, the
+# delivery package) is imported by --version, --help or status.
 
-COMMANDS: dict[str, Command] = {
-    "once": commands.once,
-    "mirror": commands.mirror,
-    "status": commands.status,
-    "history": commands.history,
-    "diff": commands.diff,
-    "at": commands.at,
-    "specs": commands.specs,
-    "show": commands.show,
-    "events": commands.events,
-    "webhooks": commands.webhooks,
-    "verify": commands.verify,
-    "export": commands.export,
-    "db": commands.db,
-    "forget": commands.forget,
+Command = Callable[["argparse.Namespace"], Awaitable[int]]
+
+#: Each command's module and function, imported only when that command runs: ``status``
+#: does not pay for the delivery chain, ``--help`` for none of them.
+COMMANDS: dict[str, str] = {
+    "once": "cmd_sync:once",
+    "mirror": "cmd_mirror:mirror",
+    "status": "cmd_status:status",
+    "history": "cmd_query:history",
+    "diff": "cmd_query:diff",
+    "at": "cmd_query:at",
+    "specs": "cmd_query:specs",
+    "show": "cmd_query:show",
+    "events": "cmd_query:events",
+    "webhooks": "cmd_webhooks:webhooks",
+    "verify": "cmd_verify:verify",
+    "export": "cmd_export:export",
+    "db": "cmd_db:db",
+    "forget": "cmd_db:forget",
 }
+
+
+def command_handler(name: str) -> Command:
+    """The function that runs command ``name``, its module imported now."""
+    import importlib
+
+    module, function = COMMANDS[name].split(":")
+    handler: Command = getattr(importlib.import_module(f"mirrorsync.cli.{module}"), function)
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Everything it prints passes ``text.escape_output``: a value
     from outside (a reason phrase, a spec name) cannot reach the terminal as an
     escape sequence, a bidi override or a line separator."""
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # not even the parser
+        sys.stdout.write(f"mirrorsync {__version__}\n")
+        return 0
+    from mirrorsync.text import EscapedStream
+
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = EscapedStream(stdout), EscapedStream(stderr)
     try:
@@ -56,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from mirrorsync.cli.parser import NO_CONFIG, build_parser
+    from mirrorsync.cli.render import TableStyle, set_table_style
+    from mirrorsync.errors import EXIT_OK
+    from mirrorsync.logs import setup_logging, stderr_is_terminal
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in NO_CONFIG and args.config is not None:
@@ -70,9 +92,13 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.write(script(parser, args.shell))
         return EXIT_OK
     if args.command == "help":
-        handler: Command = topics.show_topic
+        from mirrorsync.cli.cmd_help import show_topic
+
+        handler: Command = show_topic
     elif args.command == "config" and args.config_command == "init":
-        handler = topics.config_init
+        from mirrorsync.cli.cmd_help import config_init
+
+        handler = config_init
     elif args.command == "config":
         from mirrorsync.cli.config_check import config_check
 
@@ -85,12 +111,16 @@ def _main(argv: Sequence[str] | None) -> int:
         from mirrorsync.cli.bundle import bundle  # air-gapped sites: bundles of a copy
 
         handler = bundle
+    elif args.command == "_names":  # for the shell completion scripts
+        from mirrorsync.cli.completion import names
+
+        handler = names
     elif args.command == "demo":
         from mirrorsync.cli.demo import run_demo  # only the demo needs the fixture server
 
         handler = run_demo
     else:
-        handler = COMMANDS[args.command]
+        handler = command_handler(args.command)
     try:
         code = _run(handler, args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
@@ -100,6 +130,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _run(handler: Command, args: argparse.Namespace) -> int:
+    import anyio  # the event loop: only a command that runs needs it
+
+    from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
+    from mirrorsync.logs import print_line
+
     try:
         try:
             return anyio.run(_until_signalled, handler, args)
@@ -120,6 +155,12 @@ def _run(handler: Command, args: argparse.Namespace) -> int:
 
 async def _until_signalled(handler: Command, args: argparse.Namespace) -> int:
     """Run the command; SIGINT, SIGTERM or SIGHUP end it with one line (module signals)."""
+    import anyio
+
+    from mirrorsync.cli import signals
+    from mirrorsync.errors import EXIT_PARTIAL
+    from mirrorsync.logs import print_line
+
     with anyio.open_signal_receiver(*signals.HANDLED) as received:
         async with anyio.create_task_group() as tg:
             state = signals.Signals(tg.cancel_scope)
@@ -148,14 +189,18 @@ def _reader_gone() -> int:
     Nothing more can be printed; stdout is pointed at /dev/null so that Python's
     final flush does not complain either. Exit 0: what was read was correct.
     """
+    import os
+
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-    return EXIT_OK
+    return 0
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """A task group's failure, reduced to the one error worth reporting."""
+    from mirrorsync.errors import MirrorsyncError
+
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             exc = _first_error(exc)

@@ -4,6 +4,11 @@ No dependency: the parser is walked once (commands, their actions, their
 options and any fixed choices) and written out as a bash function, a zsh
 script (the same function through zsh's ``bashcompinit``) or fish
 ``complete`` lines, so completion can never disagree with the parser.
+
+Options that take a name (``--release``, ``--stack``, ``--source``, a copy's or a
+webhook's ``--name``) complete from the configuration and the database: the
+script runs ``mirrorsync _names KIND`` (with the ``-c PATH`` typed on the line, if
+any), which prints those names one a line, and nothing if it cannot read them.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import argparse
 import shlex
 from dataclasses import dataclass, field
+
+from mirrorsync.errors import EXIT_OK
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -33,15 +40,23 @@ class _Node:
     helps: dict[str, str] = field(default_factory=dict)  # option or command -> help
     commands: dict[str, _Node] = field(default_factory=dict)
     positional: list[str] = field(default_factory=list)  # fixed values of positionals
+    names: dict[str, str] = field(default_factory=dict)  # option -> kind of name it takes
 
 
-def _walk(parser: argparse.ArgumentParser) -> _Node:
+#: Options whose value is a name, by the kind ``mirrorsync _names`` lists; ``--name``
+#: depends on the command (a copy for ``mirror``, a webhook for ``webhooks ...``).
+_NAME_OPTIONS = {"--release": "release", "--stack": "stack", "--source": "source"}
+
+
+def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> _Node:
     node = _Node()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             for name, sub in action.choices.items():
-                node.commands[name] = _walk(sub)
+                if name.startswith("_"):  # _names: for these scripts, not for people
+                    continue
+                node.commands[name] = _walk(sub, (*path, name))
                 node.helps[name] = helps.get(name, "")
             continue
         if not action.option_strings and action.choices:
@@ -57,7 +72,49 @@ def _walk(parser: argparse.ArgumentParser) -> _Node:
                     node.files.add(option)
             if action.choices:
                 node.choices[option] = [str(c) for c in action.choices]
+            kind = _NAME_OPTIONS.get(option)
+            if option == "--name" or option == "--mirror":
+                kind = "webhook" if path[:1] == ("webhooks",) else "mirror"
+            if kind and action.nargs != 0 and not action.choices:
+                node.names[option] = kind
     return node
+
+
+async def names(args: argparse.Namespace) -> int:
+    """``mirrorsync _names KIND``: the names a value of that kind can take, one a line,
+    from the configuration (sources, copies, webhooks) and the database (releases,
+    stacks, sources synced); nothing, and exit 0, if either cannot be read."""
+    from mirrorsync.cli.render import say
+    from mirrorsync.config import load_config
+    from mirrorsync.errors import MirrorsyncError
+
+    found: set[str] = set()
+    try:
+        config = load_config(args.config)
+        if args.kind == "source":
+            found.update(s.name for s in config.sources)
+        elif args.kind == "mirror":
+            found.update(m.name for m in config.mirrors)
+        elif args.kind == "webhook":
+            found.update(h.name for h in config.webhooks)
+        if args.kind in ("release", "stack", "source") and _exists(config.database_path):
+            from mirrorsync.store import Store, queries
+
+            async with await Store.open_read_only(config.database_path) as store:
+                for row in await queries.status(store):
+                    found.add(
+                        {"release": row.release, "stack": row.stack}.get(args.kind, row.source)
+                    )
+    except (MirrorsyncError, OSError):
+        pass  # completion says nothing rather than an error in the middle of a line
+    for name in sorted(found):
+        say(name)
+    return EXIT_OK
+
+
+def _exists(location: object) -> bool:
+    exists = getattr(location, "exists", None)
+    return bool(exists()) if callable(exists) else True  # PostgreSQL: ask it
 
 
 def script(parser: argparse.ArgumentParser, shell: str) -> str:
@@ -92,7 +149,12 @@ def _bash(prog: str, tree: _Node) -> str:
             f'{shlex.quote(" ".join(values))} -- "$cur")); return;;\n'
             for opt, values in node.choices.items()
         )
-        free = [o for o in node.takes_value if o not in node.choices]
+        for opt, name_kind in sorted(node.names.items()):
+            value_cases += (
+                f"            {shlex.quote(opt)}) COMPREPLY=($(compgen -W "
+                f'"$(_mirrorsync_names {name_kind})" -- "$cur")); return;;\n'
+            )
+        free = [o for o in node.takes_value if o not in node.choices and o not in node.names]
         for kind, reply in (
             (node.files, '($(compgen -f -- "$cur"))'),
             (node.directories, '($(compgen -d -- "$cur"))'),
@@ -110,7 +172,16 @@ def _bash(prog: str, tree: _Node) -> str:
             f'            COMPREPLY=($(compgen -W {shlex.quote(" ".join(words))} -- "$cur"));;\n'
         )
     commands = sorted({name for path, node in _paths(tree) for name in node.commands})
-    return (
+    names = (  # the names a value can take, from the -c typed on the line if any
+        "_mirrorsync_names() {\n"
+        "    local config=() i\n"
+        "    for ((i = 1; i < COMP_CWORD; i++)); do\n"
+        '        case "${COMP_WORDS[i]}" in -c|--config) config=(-c "${COMP_WORDS[i+1]}");; esac\n'
+        "    done\n"
+        '    "${COMP_WORDS[0]}" _names "$1" "${config[@]}" 2>/dev/null\n'
+        "}\n"
+    )
+    return names + (
         f"{func}() {{\n"
         '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"\n'
         '    local path="" word i\n'
@@ -149,6 +220,8 @@ def _fish(prog: str, tree: _Node) -> str:
             extra = ""
             if option in node.choices:
                 extra = f" -x -a {shlex.quote(' '.join(node.choices[option]))}"
+            elif option in node.names:
+                extra = f" -x -a {shlex.quote(f'({prog} _names {node.names[option]} 2>/dev/null)')}"
             elif option in node.files:
                 extra = " -r -F"
             elif option in node.directories:

@@ -28,7 +28,8 @@ from mirrorsync.errors import EXIT_OK
 from mirrorsync.fixture.build import build_from_seed
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.store import Store, queries
-from mirrorsync.sync import RunReport, run_once
+from mirrorsync.sync.report import RunReport
+from mirrorsync.sync.run import run_once
 
 DEMO_DIR = "mirrorsync-demo"
 

@@ -51,6 +51,8 @@ def _commands(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
         if not isinstance(action, argparse._SubParsersAction):
             continue
         for name, sub in action.choices.items():
+            if name.startswith("_"):  # _names: for the completion scripts only
+                continue
             path = f"{prefix} {name}".strip()
             out.append(f".SS {_roff(path)}\n{_roff(sub.description or '')}\n")
             out += _options(sub, common=False)

@@ -9,10 +9,12 @@ from typing import Any, NoReturn
 
 from mirrorsync import __version__
 from mirrorsync.cli.render import TABLE_FORMATS
-from mirrorsync.config import EVENT_TYPES, did_you_mean, parse_duration
 from mirrorsync.errors import EXIT_USAGE, UsageError
 from mirrorsync.logs import LOG_FORMATS
-from mirrorsync.store.queries import instant, is_version
+from mirrorsync.vocab import EVENT_TYPES, did_you_mean
+
+# Built for --help and --version too: nothing here imports the configuration's parser
+# or the store; an option's converter imports what it needs when it is given.
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,7 +28,7 @@ class Parser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         choices = action.choices
         if choices is not None and value not in choices:
-            names = [str(c) for c in choices]
+            names = [str(c) for c in choices if not str(c).startswith("_")]  # _names: hidden
             raise argparse.ArgumentError(
                 action,
                 f"invalid choice: {value!r}{did_you_mean(str(value), names)} "
@@ -77,6 +79,8 @@ def positive_int(text: str) -> int:
 def seconds_arg(text: str) -> float:
     """A duration (``--wait``, ``--progress-every``): seconds or the one duration syntax
     (``90``, ``30s``, ``5m``, ``1h``, ``3d``), 0 to a year; a negative one is refused."""
+    from mirrorsync.config import parse_duration
+
     try:
         value = parse_duration(text)
     except ValueError:
@@ -100,6 +104,8 @@ def event_id(text: str) -> int:
 
 
 def _date(text: str, *, end_of_day: bool) -> str:
+    from mirrorsync.store.queries import instant
+
     try:
         return instant(text, end_of_day=end_of_day)
     except UsageError as exc:
@@ -122,6 +128,8 @@ def until_arg(text: str) -> str:
 def version_or_date(text: str) -> str:
     """A version number (``3`` or ``v3``, as printed), or a date/time checked now
     (resolved against the stack later)."""
+    from mirrorsync.store.queries import is_version
+
     if is_version(text):
         _whole(text.removeprefix("v"))  # a version number the database can hold
     else:
@@ -148,6 +156,8 @@ def postgresql_url(text: str) -> str:
 
 
 def duration_arg(text: str) -> float:
+    from mirrorsync.config import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError:
@@ -158,6 +168,9 @@ def duration_arg(text: str) -> float:
 
 _WHEN_HELP = "a version (3 or v3), an ISO 8601 date/time, or a relative time (2h, 3d, yesterday)"
 
+
+#: What ``mirrorsync _names KIND`` lists for the completion scripts.
+NAME_KINDS = ("release", "stack", "source", "mirror", "webhook")
 
 #: Commands that read no configuration file: ``-c`` given to them is a usage error.
 NO_CONFIG = ("demo", "completion", "help")
@@ -273,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json(once)
 
     mirror = command("mirror", "bring the local copies (config mirrors:) up to the synced state")
-    mirror.add_argument("--name", help="only this copy")
+    mirror.add_argument("--name", help="only this copy (a name or a glob)")
     mirror.add_argument(
         "--dry-run", action="store_true", help="show what would be downloaded and deleted"
     )
@@ -417,15 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _json(action("list", "endpoints with pending and dead counts, last success and error"))
     retry = action("retry", "deliver everything pending now, whatever the schedule says")
-    retry.add_argument("--name", help="only this webhook (also enables it again after a 410 Gone)")
+    retry.add_argument(
+        "--name", help="only this webhook, or a glob (also enables it again after a 410 Gone)"
+    )
     retry.add_argument("--dead", action="store_true", help="also send dead deliveries again")
     _lock_option(retry)
     _json(retry)
     test = action("test", "send one signed ping and show the answer")
-    test.add_argument("--name", required=True, help="webhook name")
+    test.add_argument("--name", required=True, help="webhook name (or a glob)")
     _json(test)
     replay = action("replay", "send every matching event above an id again")
-    replay.add_argument("--name", required=True, help="webhook name")
+    replay.add_argument("--name", required=True, help="webhook name (or a glob)")
     replay.add_argument(
         "--since",
         type=event_id,
@@ -436,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     _lock_option(replay)
     _json(replay)
 
+    # For the shell completion scripts only (not listed): the names a value can take.
+    names = commands.add_parser("_names")
+    _common(names, top=False)
+    names.add_argument("kind", choices=NAME_KINDS)
+
     forget = command(
         "forget",
         "stop listing a webhook or copy that left the configuration; keep its history",
@@ -443,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument(
         "kind", choices=("webhook", "mirror"), metavar="KIND", help="webhook or mirror"
     )
-    forget.add_argument("name", metavar="NAME", help="its name, no longer in the configuration")
+    forget.add_argument(
+        "name", metavar="NAME", help="its name (or a glob), no longer in the configuration"
+    )
     _lock_option(forget)
 
     db = command("db", "the database itself: move the history to PostgreSQL")

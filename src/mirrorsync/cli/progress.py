@@ -1,6 +1,6 @@
 """The live progress display for a person at a terminal (stderr is a TTY).
 
-One row per phase of the run (indexes, manifests, webhooks), each with its own
+One row per phase of the run (indexes, manifests, copies, webhooks), each with its own
 bar, done/total, rate and time left, and a last line with requests, bytes and
 their rate, failures and the time elapsed. It reads :class:`RunProgress` each
 time rich refreshes the screen (a few times a second, from rich's own refresh
@@ -28,7 +28,7 @@ from rich.text import Text
 
 from mirrorsync.cli.progress_log import PHASES, left_text, phases, rate_text
 from mirrorsync.cli.render import human_duration, human_size, plural
-from mirrorsync.sync import RunProgress
+from mirrorsync.sync.progress import RunProgress
 
 
 class RunDisplay(Progress):

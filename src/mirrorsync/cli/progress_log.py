@@ -19,7 +19,7 @@ import anyio
 from mirrorsync.cli.render import human_duration, human_size, plural
 from mirrorsync.logs import fields
 from mirrorsync.phase import Phase
-from mirrorsync.sync import RunProgress
+from mirrorsync.sync.progress import RunProgress
 
 log = logging.getLogger("mirrorsync.progress")
 
@@ -38,13 +38,17 @@ def left_text(phase: Phase, now: float) -> str:
     return f"{'?' if eta is None else human_duration(eta)} left"
 
 
-PHASES = ("indexes", "manifests", "webhooks")
+PHASES = ("indexes", "manifests", "copies", "webhooks")
 
 
 def phases(progress: RunProgress) -> list[tuple[str, Phase]]:
     """The phases worth showing: indexes always, the others once they have work."""
     shown = [("indexes", progress.indexes)]  # stacks: the run's first figure
-    for name, phase in (("manifests", progress.crawl), ("webhooks", progress.webhooks)):
+    for name, phase in (
+        ("manifests", progress.crawl),
+        ("copies", progress.copies),
+        ("webhooks", progress.webhooks),
+    ):
         if phase.total or phase.done:
             shown.append((name, phase))
     return shown
@@ -82,6 +86,8 @@ async def log_progress(progress: RunProgress, interval: float) -> None:
                 stacks_total=progress.stacks_total,
                 manifests_done=crawl.done,
                 manifests_total=crawl.total,
+                copies_done=progress.copies.done,
+                copies_total=progress.copies.total,
                 webhook_events_done=hooks.done,
                 webhook_events_total=hooks.total,
                 requests=progress.http.requests,

@@ -7,6 +7,12 @@ durations and times have one human form each (``human_size``, ``plural``,
 document, or one object per line for streams; times there are the stored
 RFC 3339 UTC values, at full precision.
 
+Every human line passes one gate, :func:`mirrorsync.units.humane`: :func:`say` for
+lines, :class:`TableWriter` for cells. A command module prints nothing itself
+(``tests/test_cli_render.py`` checks that no ``cli/cmd_*`` module calls ``print``
+or writes to ``sys.stdout``), so a raw timestamp or a ``0.00s`` cannot reach a
+person whatever a command formats by hand.
+
 Scripts that want the tables get them as lines (``--no-headers``: no title, no
 header, no rule; one line per row) or tab-separated (``--format tsv``: a header
 line, then one line per row, a tab between cells). The setting is process-wide
@@ -27,11 +33,14 @@ from mirrorsync.text import escape, unescaped
 from mirrorsync.units import human_duration as human_duration
 from mirrorsync.units import human_size as human_size
 from mirrorsync.units import human_time as human_time
+from mirrorsync.units import humane
 from mirrorsync.units import parse_time as parse_time
 from mirrorsync.units import plural as plural
 
 if TYPE_CHECKING:  # rich costs ~0.1 s to import: only the progress displays pay it
     from rich.console import Console
+
+    from mirrorsync.delivery import WebhookResult
 
 _GAP = "  "
 
@@ -45,6 +54,19 @@ def console(stderr: bool = False) -> Console:
     # Piped output should not be cut at 80 columns.
     width = None if stream.isatty() else 200
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def say(*parts: object, stderr: bool = False) -> None:
+    """A line for people (``print``'s replacement), through the one gate of human forms."""
+    text = " ".join(str(p) for p in parts)
+    (sys.stderr if stderr else sys.stdout).write(humane(text) + "\n")
+
+
+def below_table(lines: list[str]) -> None:
+    """Long messages (errors naming URLs) after a table, a blank line between."""
+    if lines:
+        say()
+        say("\n".join(lines))
 
 
 # -- human units (sizes, counts, durations: mirrorsync.units) -------------------
@@ -150,7 +172,7 @@ class TableWriter:
 
     def row(self, values: Sequence[object]) -> None:
         cell = tsv_cell if self.tsv else escape
-        self._write(["" if v is None else cell(str(v)) for v in values])
+        self._write(["" if v is None else cell(_human_cell(v)) for v in values])
 
 
 def print_table(
@@ -163,7 +185,7 @@ def print_table(
     """A small table whose rows are all known: columns as wide as their widest value."""
     cols = [c if isinstance(c, Column) else Column(c, right=_numeric(c)) for c in columns]
     cell = tsv_cell if _style.format == "tsv" else escape
-    cells = [["" if v is None else cell(str(v)) for v in row] for row in rows]
+    cells = [["" if v is None else cell(_human_cell(v)) for v in row] for row in rows]
     cols = [
         Column(c.name, max([c.width, *(len(r[i]) for r in cells)]), c.right)
         for i, c in enumerate(cols)
@@ -171,6 +193,34 @@ def print_table(
     writer = TableWriter(cols, title=title, out=sys.stderr if stderr else sys.stdout)
     for row in cells:
         writer._write(row)  # cells already escaped, once
+
+
+def _human_cell(value: object) -> str:
+    """A cell's text through the gate of human forms; a float has no human form of its
+    own (a duration? a size?): the command says which, or the table refuses it."""
+    if isinstance(value, float):
+        raise TypeError(f"a table cell needs a human form, not the float {value!r}")
+    return humane(str(value))
+
+
+def print_webhook_results(results: list[WebhookResult], *, stderr: bool = False) -> None:
+    """One row per webhook a command delivered to (``once``, ``webhooks retry``)."""
+    print_table(
+        ["webhook", "delivered", "requests", "pending", "dead", "next attempt", "error"],
+        [
+            (
+                r.name,
+                r.delivered_events,
+                r.requests,
+                r.pending_events,
+                r.dead_events,
+                human_time(r.next_attempt_at) if r.pending_events else "",
+                "disabled (see below)" if r.disabled else r.error or "",  # said once, below
+            )
+            for r in results
+        ],
+        stderr=stderr,
+    )
 
 
 def _numeric(name: str) -> bool:

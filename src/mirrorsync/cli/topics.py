@@ -7,12 +7,6 @@ One source of text: ``--help`` and ``help exit-codes`` print the same table, and
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from pathlib import Path
-
-from mirrorsync.config import did_you_mean
 from mirrorsync.errors import (
     EXIT_DAMAGED,
     EXIT_LOCKED,
@@ -22,7 +16,6 @@ from mirrorsync.errors import (
     EXIT_TARGET_NOT_EMPTY,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    UsageError,
 )
 
 EXAMPLES = """\
@@ -158,47 +151,3 @@ TOPICS: dict[str, str] = {
 def epilog() -> str:
     """The top-level ``--help``'s closing text: examples, then the exit codes."""
     return EXAMPLES.format(topics=", ".join(TOPICS)) + "\n" + EXIT_CODES
-
-
-async def show_topic(args: argparse.Namespace) -> int:
-    """``mirrorsync help [TOPIC]``: a topic, or the list of them."""
-    topic = args.topic
-    if args.man:
-        from mirrorsync.cli.manpage import manpage
-        from mirrorsync.cli.parser import build_parser
-
-        sys.stdout.write(manpage(build_parser()))
-        return EXIT_OK
-    if topic is None:
-        sys.stdout.write("topics (mirrorsync help TOPIC):\n")
-        sys.stdout.write("".join(f"  {name}\n" for name in TOPICS))
-        return EXIT_OK
-    if topic not in TOPICS:
-        raise UsageError(
-            f"no help topic {topic!r}{did_you_mean(topic, list(TOPICS))} "
-            f"(topics: {', '.join(TOPICS)})"
-        )
-    sys.stdout.write(TOPICS[topic])
-    return EXIT_OK
-
-
-async def config_init(args: argparse.Namespace) -> int:
-    """``mirrorsync config init [PATH]``: the starter, to PATH (never over a file) or
-    stdout; ``-c PATH`` names the file as well as PATH does."""
-    if args.path and args.config and args.path != args.config:
-        raise UsageError(f"config init: two files named ({args.config} and {args.path}); give one")
-    args.path = args.path or args.config
-    if args.path is None:
-        sys.stdout.write(STARTER_CONFIG)
-        return EXIT_OK
-    path = Path(args.path)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    except FileExistsError:
-        raise UsageError(f"{path}: already exists; not overwritten (remove it first)") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(STARTER_CONFIG)
-    sys.stderr.write(f"wrote {path}; next: mirrorsync -c {path} config check\n")
-    return EXIT_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from mirrorsync.config import Config
@@ -92,15 +93,18 @@ def _listing(s: webhooks.WebhookSummary, url: str) -> Listing:
     )
 
 
-async def retry(config: Config, name: str | None, *, dead: bool) -> list[WebhookResult]:
+async def retry(
+    config: Config, name: str | Sequence[str] | None, *, dead: bool
+) -> list[WebhookResult]:
     """Deliver everything pending now, whatever the schedule says.
 
-    Naming a webhook also enables it again if a 410 disabled it.
+    Naming webhooks (one, or several) also enables them again if a 410 disabled them.
     """
-    names = [name] if name else [h.name for h in config.webhooks]
+    named = [name] if isinstance(name, str) else list(name or ())
+    names = named or [h.name for h in config.webhooks]
     async with await _open(config) as store:
         outbox = await Outbox.open(config, store, names)
-        return await outbox.deliver(force=True, dead=dead, enable=name is not None)
+        return await outbox.deliver(force=True, dead=dead, enable=bool(named))
 
 
 async def replay(

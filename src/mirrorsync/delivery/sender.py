@@ -16,7 +16,6 @@ from mirrorsync.config import RetryConfig, WebhookConfig
 from mirrorsync.delivery.formats import Request
 from mirrorsync.delivery.signing import Credentials, headers
 from mirrorsync.fetch.client import log_request, requests_logged
-from mirrorsync.fetch.proxies import proxies_for
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -25,6 +24,7 @@ from mirrorsync.fetch.retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from mirrorsync.proxies import proxies_for
 from mirrorsync.redact import MASK, Url
 from mirrorsync.units import human_duration, plural
 
@@ -79,7 +79,7 @@ class Answer:
 class Sender:
     """Signed POSTs over an ``httpx.AsyncClient`` per proxy (most often one, direct);
     redirects are not followed. The proxy for each webhook is chosen as for every other
-    request (``fetch/proxies.py``: ``http.proxy``, else the environment, ``NO_PROXY``)."""
+    request (``mirrorsync/proxies.py``: ``http.proxy``, else the environment, ``NO_PROXY``)."""
 
     def __init__(self, retries: RetryConfig, proxy: str | None = None) -> None:
         self._retries = retries

@@ -30,7 +30,6 @@ from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundE
 from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.deadline import Watchdog
 from mirrorsync.fetch.files import FileTransport
-from mirrorsync.fetch.proxies import proxies_for
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -52,6 +51,7 @@ from mirrorsync.fetch.transport import (
 )
 from mirrorsync.fetch.validators import kept_validators
 from mirrorsync.logs import fields
+from mirrorsync.proxies import proxies_for
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.units import header_count, human_duration, human_size, plural, size_problem
 

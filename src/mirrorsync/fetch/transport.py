@@ -15,7 +15,7 @@ and body without the cost of building an ``httpx.Response`` (both are a
 Only aiohttp's transport is used: it never follows redirects (httpx does),
 never decompresses (mirrorsync's ``_Body`` does, in bounded steps), keeps no
 cookies and reads no proxy settings itself: the proxy for each request is
-given by ``fetch/proxies.py`` (``http.proxy``, else the environment). Its exceptions are turned here into httpx's, the ones httpcore
+given by ``mirrorsync/proxies.py`` (``http.proxy``, else the environment). Its exceptions are turned here into httpx's, the ones httpcore
 raises for the same failures (refused, reset, dropped, truncated, timed out,
 certificate not verified), so the retry policy classifies them and
 ``fetch/client.py`` words them exactly as before: no aiohttp type or message
@@ -35,7 +35,7 @@ import aiohttp
 import httpx
 import yarl
 
-from mirrorsync.fetch.proxies import Proxies
+from mirrorsync.proxies import Proxies
 
 if TYPE_CHECKING:  # aiohttp's type for the headers it parsed
     from multidict import CIMultiDictProxy

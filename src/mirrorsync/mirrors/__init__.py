@@ -3,8 +3,25 @@
 ``plan`` chooses what a copy holds, ``download`` brings it in checked,
 ``publish`` writes the index last and deletes last and late, ``run`` does
 all of it for every configured copy.
+
+Importing the package imports none of them: ``status`` reads a copy's files
+(``ondisk``) without the fetch, sync and delivery chain that ``run`` needs.
 """
 
-from mirrorsync.mirrors.run import MirrorOutcome, run_mirrors
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mirrorsync.mirrors.run import MirrorOutcome, run_mirrors
 
 __all__ = ["MirrorOutcome", "run_mirrors"]
+
+
+def __getattr__(name: str) -> Any:
+    """``MirrorOutcome`` and ``run_mirrors``, from ``mirrors.run`` when first asked for."""
+    if name in __all__:
+        from mirrorsync.mirrors import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

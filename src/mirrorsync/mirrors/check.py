@@ -35,7 +35,7 @@ from pathlib import Path
 import anyio
 
 from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
-from mirrorsync.errors import CopyError, FormatError, MirrorsyncError, NotFoundError
+from mirrorsync.errors import FormatError, MirrorsyncError, NotFoundError
 from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.formats.manifest import (
     parse_index_manifest,
@@ -53,47 +53,13 @@ from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import Admission, path_safe
 from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
 from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
+from mirrorsync.mirrors.ondisk import disk_problem as disk_problem
 from mirrorsync.mirrors.publish import delete, due, index_file, publish
 from mirrorsync.mirrors.run import choose_stacks, real_root, run_mirrors
 from mirrorsync.store import Store
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import MirrorRow
 from mirrorsync.units import plural
-
-
-def disk_problem(root: Path, index_checksum: str | None) -> str | None:
-    """What is wrong with a published copy on disk, cheaply (no blob is read): None if
-    its index manifest names the published index blob, there with its length, and
-    ``layout.json`` is there."""
-    if index_checksum is None:
-        return None
-    try:
-        manifest = files.read_if_present(root / INDEX_MANIFEST)
-        if manifest is None:
-            return f"copy missing on disk: {root / INDEX_MANIFEST} is gone"
-        try:
-            record = parse_index_manifest(manifest, str(root / INDEX_MANIFEST))
-        except FormatError as exc:
-            return f"copy damaged on disk: {exc}"
-        if record.checksum != index_checksum:
-            return (
-                f"copy damaged on disk: {root / INDEX_MANIFEST} names index "
-                f"{record.checksum[:12]}, the published one is {index_checksum[:12]}"
-            )
-        blob = root / blob_relpath("sha256", index_checksum)
-        size = files.file_size(blob)
-        if size is None:
-            return f"copy missing on disk: its index blob {blob} is gone"
-        if size != record.content_length:
-            return (
-                f"copy damaged on disk: its index blob {blob} is {size} bytes, "
-                f"the index manifest says {record.content_length}"
-            )
-        if files.file_size(root / LAYOUT) is None:
-            return f"copy damaged on disk: {root / LAYOUT} is gone"
-    except CopyError as exc:  # cannot read (permissions)
-        return f"copy unreadable on disk: {exc}"
-    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from mirrorsync.errors import (
 )
 from mirrorsync.fetch import Fetched, HttpClient, Tally
 from mirrorsync.formats.catalog import blob_url
-from mirrorsync.formats.manifest import BlobRecord, spec_manifest_records
+from mirrorsync.formats.manifest import TARBALL_MEDIA_PREFIX, BlobRecord, spec_manifest_records
 from mirrorsync.formats.rawindex import RawInstall
 from mirrorsync.formats.specfile import (
     PUBLIC_KEY_MEDIA_TYPE,
@@ -84,6 +84,7 @@ class Copier:
         self._bad_blobs: dict[str, str] = {}  # by checksum: why it cannot be copied
         #: Every file the new index will reference (relative path -> size).
         self.referenced: dict[str, int] = {}
+        self.tarballs: dict[str, int] = {}  # relpath -> size: the binaries' own tarballs
         #: Blobs the published state references: checked when this copy wrote them. Any
         #: other file already in the directory is checked (sha256) before it is used.
         self.published: frozenset[str] = frozenset()
@@ -178,6 +179,9 @@ class Copier:
             raise SpecRefused(str(exc)) from None
         for blob in manifest.data:
             await self.blob(upstream_root, blob)
+            if blob.media_type.startswith(TARBALL_MEDIA_PREFIX):
+                tarball = blob_relpath(blob.checksum_algorithm, blob.checksum)
+                self.tarballs[tarball] = blob.content_length
         if fetched and not self.dry_run:
             await anyio.to_thread.run_sync(files.write_atomic, final, data, self.modes)
         self.referenced[rel] = len(data)

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +66,7 @@ from mirrorsync.mirrors.publish import (
     unreferenced,
 )
 from mirrorsync.mirrors.wanted import Wanted, wanted
+from mirrorsync.phase import Phase
 from mirrorsync.redact import Url, redact_url, unmask
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
@@ -89,7 +90,9 @@ class MirrorOutcome:
     status: MirrorStatus
     version: int = 0
     binaries: int = 0
-    bytes: int = 0
+    bytes: int = 0  # the whole copy: tarballs, spec manifests, keys, the index
+    matched: int = 0  # binaries the filters (or environments, hashes) chose themselves
+    tarball_bytes: int = 0  # the binaries' tarballs alone
     added: int = 0
     removed: int = 0
     copied: CopyTally = field(default_factory=CopyTally)
@@ -119,31 +122,38 @@ async def run_mirrors(
     store: Store,
     workdir: Path,
     *,
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
     only_source: str | None = None,
     dry_run: bool = False,
     full: bool = False,
     throttle: Throttle | None = None,
     stats: Tally | None = None,
     clock: Callable[[], datetime] = _utc,
+    progress: Phase | None = None,
 ) -> list[MirrorOutcome]:
-    """Update each configured copy (``only``: that one; ``only_source``: those of a source).
+    """Update each configured copy (``only``: that one, or those; ``only_source``: those
+    of a source).
 
     Never raises for one copy's failure: it is in its outcome. ``clock`` gives
     the current time (UTC), which decides what ``delete_after`` lets go. ``full``:
     plan and check the copy even if its published state follows from the synced one
-    (``verify --mirror --repair``: key files written again).
+    (``verify --mirror --repair``: key files written again). ``progress``: copies
+    done of those to do, for the live display of ``once``.
     """
-    copies = [config.mirror(only)] if only else list(config.mirrors)
-    if only and copies[0].source is None:
+    names = [only] if isinstance(only, str) else only
+    copies = [config.mirror(n) for n in names] if names else list(config.mirrors)
+    received = [c.name for c in copies if c.source is None]
+    if names and received and len(copies) == 1:
         raise CopyError(
-            f"mirror {only} has no source: it receives bundles ('mirrorsync bundle import')"
+            f"mirror {received[0]} has no source: it receives bundles ('mirrorsync bundle import')"
         )
     copies = [c for c in copies if c.source is not None]  # received ones: bundle import
     if only_source:
         copies = [c for c in copies if c.source == only_source]
     if not copies:
         return []
+    if progress is not None:
+        progress.add_work(len(copies))
     http = config.http
     throttle = throttle or Throttle(http.concurrency, http.per_host_rate, http.host_concurrency)
     outcomes: list[MirrorOutcome] = []
@@ -160,6 +170,8 @@ async def run_mirrors(
             job = _CopyJob(config, store, client, workdir, copy, dry_run, clock)
             job.full = full
             outcomes.append(await job.run())
+            if progress is not None:
+                progress.advance()
     finally:
         for client in clients.values():
             await client.aclose()
@@ -338,6 +350,10 @@ class _CopyJob:
         await copier.keys({f: k for f, k in keys.items() if f in signers})
         await self._left_out(admission)
         index = build_index(selection.db_version, list(selection.records.values()))
+        # The binaries the filters chose (the rest came in as their dependencies), and
+        # their tarballs apart from the whole copy.
+        self.outcome.matched = len(set(selection.chosen) & set(selection.roots))
+        self.outcome.tarball_bytes = sum(copier.tarballs.values())
         if self.dry_run:
             self._dry_run_report(
                 copier, selection, index.checksum, len(index.data), len(index.manifest)
@@ -744,14 +760,17 @@ def real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
 
 def _log(o: MirrorOutcome) -> None:
     c = o.copied
+    dry = o.status == "dry run"  # nothing was fetched or deleted: say what would be
     figures = (
         f"version {o.version}, {plural(o.binaries, 'binary', 'binaries')}, "
         f"{human_size(o.bytes)}, +{o.added} -{o.removed}, "
-        f"fetched {plural(c.blobs_fetched, 'blob')} ({human_size(c.bytes_fetched)}) and "
-        f"{plural(c.manifests_fetched, 'manifest')}, {plural(c.blobs_present, 'blob')} "
-        f"already there, deleted {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)}), "
-        f"{o.waiting} waiting, {plural(o.tally.requests, 'request')}, "
-        f"{human_duration(o.seconds)}"
+        f"{'would fetch' if dry else 'fetched'} {plural(c.blobs_fetched, 'blob')} "
+        f"({human_size(c.bytes_fetched)}) and {plural(c.manifests_fetched, 'manifest')}, "
+        f"{plural(c.blobs_present, 'blob')} already there, "
+        f"{'would delete up to' if dry else 'deleted'} {plural(o.deleted, 'file')} "
+        f"({human_size(o.deleted_bytes)}), "
+        + ("" if dry else f"{o.waiting} waiting, ")
+        + f"{plural(o.tally.requests, 'request')}, {human_duration(o.seconds)}"
     )
     extra = fields(
         event="mirror",

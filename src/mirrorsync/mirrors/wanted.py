@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mirrorsync.config import MirrorCopy, expand_path, read_regular_file
 from mirrorsync.errors import ConfigError, FormatError
 from mirrorsync.formats._common import is_spec_hash, shown
 from mirrorsync.formats.lockfile import MAX_KEEPLIST, MAX_LOCKFILE, parse_keeplist, parse_lockfile
+from mirrorsync.paths import expand_path, read_regular_file
+
+if TYPE_CHECKING:  # the configuration calls this module to check a copy: no import back
+    from mirrorsync.config import MirrorCopy
 
 LOCKFILE = "spack.lock"
 

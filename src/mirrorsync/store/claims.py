@@ -29,7 +29,6 @@ import enum
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from mirrorsync.store.db import Connection, Store
     from mirrorsync.store.location import PostgresUrl
     from mirrorsync.store.postgres import PgConnection
-    from mirrorsync.store.writes import StackRow
 
 log = logging.getLogger("mirrorsync.store")
 
@@ -163,14 +161,6 @@ async def claim(store: Store, kind: Kind, key: int) -> AsyncIterator[str | None]
 # -- stacks --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class StackClaim:
-    """A stack claimed for this run (``row``, read after the claim), or why not (``skipped``)."""
-
-    row: StackRow | None
-    skipped: str | None = None
-
-
 async def checked_marks(store: Store, source_id: int) -> dict[tuple[str, str], str | None]:
     """When each stack of a source was last checked, read once as a run plans the source.
 
@@ -184,30 +174,15 @@ async def checked_marks(store: Store, source_id: int) -> dict[tuple[str, str], s
         return {(str(r), str(n)): c for r, n, c in await cursor.fetchall()}
 
 
-@asynccontextmanager
-async def stack(
-    store: Store, source_id: int, release: str, name: str, *, mark: str | None
-) -> AsyncIterator[StackClaim]:
-    """Claim a stack for the body, the one way a run's stacks are synced or retired.
+async def serialise(conn: Connection) -> None:
+    """Hold the lock on event ids until this transaction ends (PostgreSQL; on SQLite
+    the write transaction already holds the database).
 
-    Yields its row as the last holder left it, or, without it, why it is skipped:
-    another instance holds it, or synced it since this run planned the source
-    (``mark``: its ``last_checked`` then, from :func:`checked_marks`). A skipped
-    stack is not a failure; it is done, or being done, by someone else.
+    :func:`record` takes it; a transaction that locks rows other writers may
+    want before it records events (a snapshot's new specs, a release's row)
+    takes it first, so two writers never wait on each other in opposite orders.
     """
-    from mirrorsync.store.writes import ensure_stack  # writes imports db, which imports this
-
-    row = await ensure_stack(store, source_id, release, name)
-    async with claim(store, Kind.STACK, row.id) as holder:
-        if holder is not None:
-            yield StackClaim(None, f"another instance is syncing it ({holder})")
-            return
-        async with store.conn.execute(
-            "SELECT last_checked, last_error FROM stacks WHERE id = ?", (row.id,)
-        ) as cursor:
-            found = await cursor.fetchone()
-        checked, error = (found[0], found[1]) if found else (None, None)
-        if checked is not None and checked != mark and error is None:
-            yield StackClaim(None, f"another instance synced it during this run, at {checked}")
-            return
-        yield StackClaim(await ensure_stack(store, source_id, release, name))
+    if conn.dialect.postgresql:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(CAST(? AS integer), 0)", (int(Kind.EVENT_IDS),)
+        )

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mirrorsync.store import webhooks
-from mirrorsync.store.claims import Kind
+from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection
 
 
@@ -74,20 +74,6 @@ async def record(
     after = await _last_id(conn)
     await webhooks.enqueue(conn, before, after)  # the outbox, in the same transaction
     return written
-
-
-async def serialise(conn: Connection) -> None:
-    """Hold the lock on event ids until this transaction ends (PostgreSQL; on SQLite
-    the write transaction already holds the database).
-
-    :func:`record` takes it; a transaction that locks rows other writers may
-    want before it records events (a snapshot's new specs, a release's row)
-    takes it first, so two writers never wait on each other in opposite orders.
-    """
-    if conn.dialect.postgresql:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(CAST(? AS integer), 0)", (int(Kind.EVENT_IDS),)
-        )
 
 
 async def _last_id(conn: Connection) -> int:

@@ -6,7 +6,7 @@ Work lists are read a page at a time by spec id (keyset pagination over the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from mirrorsync.errors import UsageError
@@ -229,6 +229,27 @@ async def record_results(
 
 
 # -- stacks to verify ----------------------------------------------------------
+
+
+#: The status of a pages source's row: the size its page gives, never a fetched manifest.
+PAGE = "page"
+
+
+async def record_page_sizes(
+    store: Store, stack_id: int, sizes: Mapping[str, int | None], at: str
+) -> None:
+    """The tarball sizes a pages source's pages give for a stack's specs (by hash), kept
+    where a crawl keeps what a manifest says, with status ``page``."""
+    async with store.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO spec_manifests (stack_id, spec_id, status, tarball_size, fetched_at)"
+            # Cast: PostgreSQL types a parameter in a SELECT list from nothing else.
+            f" SELECT CAST(? AS bigint), id, '{PAGE}', CAST(? AS bigint), CAST(? AS text)"
+            " FROM specs WHERE hash = ?"
+            " ON CONFLICT (stack_id, spec_id) DO UPDATE SET status = excluded.status,"
+            " tarball_size = excluded.tarball_size, fetched_at = excluded.fetched_at",
+            [(stack_id, size, at, spec_hash) for spec_hash, size in sorted(sizes.items())],
+        )
 
 
 async def stack_targets(

@@ -480,3 +480,9 @@ async def wanted_missing_by_copy(store: Store) -> dict[str, list[tuple[str, str]
         for copy, spec_hash, name in await cursor.fetchall():
             found.setdefault(str(copy), []).append((str(spec_hash), str(name)))
     return found
+
+
+async def names(store: Store) -> list[str]:
+    """Every mirror's name the database knows, forgotten ones included (``forget`` globs)."""
+    async with store.conn.execute("SELECT name FROM mirrors ORDER BY name") as cursor:
+        return [str(r[0]) for r in await cursor.fetchall()]

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from mirrorsync.redact import Url, redact_url
+from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.dialect import Dialect
 from mirrorsync.store.queries import EVENT_COLUMNS, EVENT_JOINS, Event
@@ -176,8 +177,6 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
     values masked, see ``redact``); a change is a change of that form. Rows that
     older versions stored in clear are masked here, before the comparison.
     """
-    from mirrorsync.store.events import serialise  # events imports this module
-
     async with store.transaction() as conn:
         # Under the event-id lock: no writer's events fall between the id a new
         # webhook is registered after and the outbox rows that writer enqueues.
@@ -409,8 +408,6 @@ class Replayed:
 
 async def replay(store: Store, webhook_id: int, since: int) -> Replayed:
     """Enqueue again every matching event with id above ``since``."""
-    from mirrorsync.store.events import serialise  # events imports this module
-
     async with store.transaction() as conn:
         await serialise(conn)  # every event up to the newest is committed and visible
         upto = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
@@ -542,3 +539,9 @@ async def _scalar(conn: Connection, sql: str, params: Sequence[object]) -> int:
         row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def names(store: Store) -> list[str]:
+    """Every webhook's name the database knows, forgotten ones included (``forget`` globs)."""
+    async with store.conn.execute("SELECT name FROM webhooks ORDER BY name") as cursor:
+        return [str(r[0]) for r in await cursor.fetchall()]

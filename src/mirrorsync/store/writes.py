@@ -8,15 +8,18 @@ URLs and messages are stored with their credentials masked (:mod:`mirrorsync.red
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mirrorsync.errors import FormatError, StaleSnapshotError, StoreError
 from mirrorsync.formats.index import SpecInfo, SpecName
 from mirrorsync.redact import redact_url, scrub
+from mirrorsync.store import claims
+from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
-from mirrorsync.store.events import Where, record, serialise
+from mirrorsync.store.events import Where, record
 from mirrorsync.text import bounded
 
 
@@ -571,3 +574,38 @@ async def _scalar(conn: Connection, sql: str, params: Sequence[object]) -> int:
         row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class StackClaim:
+    """A stack claimed for this run (``row``, read after the claim), or why not (``skipped``)."""
+
+    row: StackRow | None
+    skipped: str | None = None
+
+
+@asynccontextmanager
+async def claim_stack(
+    store: Store, source_id: int, release: str, name: str, *, mark: str | None
+) -> AsyncIterator[StackClaim]:
+    """Claim a stack for the body, the one way a run's stacks are synced or retired.
+
+    Yields its row as the last holder left it, or, without it, why it is skipped:
+    another instance holds it, or synced it since this run planned the source
+    (``mark``: its ``last_checked`` then, from :func:`checked_marks`). A skipped
+    stack is not a failure; it is done, or being done, by someone else.
+    """
+    row = await ensure_stack(store, source_id, release, name)
+    async with claims.claim(store, claims.Kind.STACK, row.id) as holder:
+        if holder is not None:
+            yield StackClaim(None, f"another instance is syncing it ({holder})")
+            return
+        async with store.conn.execute(
+            "SELECT last_checked, last_error FROM stacks WHERE id = ?", (row.id,)
+        ) as cursor:
+            found = await cursor.fetchone()
+        checked, error = (found[0], found[1]) if found else (None, None)
+        if checked is not None and checked != mark and error is None:
+            yield StackClaim(None, f"another instance synced it during this run, at {checked}")
+            return
+        yield StackClaim(await ensure_stack(store, source_id, release, name))

@@ -28,8 +28,10 @@ from mirrorsync.formats._common import compiler_text
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
 from mirrorsync.store import Store, claims, utcnow, writes
+from mirrorsync.store import manifests as store_manifests
 from mirrorsync.sync.index import IndexFetcher
-from mirrorsync.sync.outcome import RunReport, log_outcome
+from mirrorsync.sync.outcome import log_outcome
+from mirrorsync.sync.report import RunReport
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -47,6 +49,7 @@ class ReleaseView:
 
     fingerprint: str  # sha256 over (url, page sha256) of every page of the release
     stacks: dict[str, dict[str, SpecInfo]] = field(default_factory=dict)
+    sizes: dict[str, int | None] = field(default_factory=dict)  # hash -> the page's size
 
 
 def spec_info(package: str, spec: PageSpec) -> SpecInfo:
@@ -78,6 +81,7 @@ def combine(pages: Iterable[FetchedPage]) -> dict[str, ReleaseView]:
         for fetched in group:
             for spec in fetched.page.specs:
                 info = spec_info(fetched.page.package, spec)
+                view.sizes.setdefault(spec.hash, spec.size)
                 for stack in spec.stacks:
                     view.stacks.setdefault(stack, {}).setdefault(spec.hash, info)
         views[release] = view
@@ -152,7 +156,7 @@ class PagesSync:
     ) -> None:
         started = time.monotonic()
         mark = self.marks.get((release, stack))
-        async with claims.stack(self.store, source_id, release, stack, mark=mark) as held:
+        async with writes.claim_stack(self.store, source_id, release, stack, mark=mark) as held:
             if held.row is None:
                 self.skipped(source_name, release, stack, held.skipped, started)
                 return
@@ -199,7 +203,12 @@ class PagesSync:
             announce=not row.present,
             base_version=row.version,
         )
-        committed = await writes.commit_snapshot(self.store, snapshot, utcnow())
+        at = utcnow()
+        committed = await writes.commit_snapshot(self.store, snapshot, at)
+        # The sizes the pages give: 'specs' shows them (a pages source is never crawled).
+        await store_manifests.record_page_sizes(
+            self.store, row.id, {h: view.sizes.get(h) for h in new}, at
+        )
         outcome = self.report.add_stack(
             source_name,
             row.release,
@@ -220,7 +229,7 @@ class PagesSync:
         """No page lists this stack any more: close its memberships."""
         started = time.monotonic()
         mark = self.marks.get((row.release, row.name))
-        async with claims.stack(
+        async with writes.claim_stack(
             self.store, row.source_id, row.release, row.name, mark=mark
         ) as held:
             if held.row is None:

@@ -30,6 +30,7 @@ class RunProgress:
     # events delivered of those due.
     indexes: Phase = field(default_factory=Phase)
     crawl: Phase = field(default_factory=Phase)
+    copies: Phase = field(default_factory=Phase)  # local copies brought up to date
     webhooks: Phase = field(default_factory=Phase)
 
     @property

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 
+from mirrorsync import metrics
 from mirrorsync.config import (
     CatalogSource,
     Config,
@@ -30,21 +31,22 @@ from mirrorsync.fetch import HttpClient, Tally, Throttle, Url, origin
 from mirrorsync.formats.catalog import locate_index, parse_catalog_document
 from mirrorsync.formats.index import Index, paused_gc
 from mirrorsync.logs import fields
+from mirrorsync.mirrors.run import MirrorOutcome, run_mirrors
 from mirrorsync.store import Store, claims, utcnow, writes
 from mirrorsync.sync.index import IndexFetcher, Target, parse_downloaded
 from mirrorsync.sync.outcome import (
     DRY_RUN_WORDS,
     ManifestTally,
-    RunReport,
     StackOutcome,
     Status,
     log_outcome,
 )
 from mirrorsync.sync.progress import RunProgress
+from mirrorsync.sync.report import RunReport
+from mirrorsync.sync.trust import log_key_trust
 from mirrorsync.units import human_duration, human_size, plural
 
 if TYPE_CHECKING:  # the crawler and the pages source are imported when a run uses them
-    from mirrorsync.mirrors import MirrorOutcome
     from mirrorsync.sync.manifests import ManifestCrawler
 
 log = logging.getLogger("mirrorsync.sync")
@@ -193,8 +195,6 @@ class RunContext:
         """The local copies, brought up to the state just synced (same throttle and tally)."""
         if not self.config.mirrors:
             return []
-        from mirrorsync.mirrors import run_mirrors
-
         return await run_mirrors(
             self.config,
             self.store,
@@ -203,6 +203,7 @@ class RunContext:
             dry_run=self.report.dry_run,
             throttle=self.throttle,
             stats=self.progress.http,
+            progress=self.progress.copies,
         )
 
     async def deliver_webhooks(self) -> None:
@@ -284,24 +285,7 @@ def _warn_insecure(sources: Sequence[Source]) -> None:
             )
 
 
-def log_key_trust(sources: Sequence[Source]) -> None:
-    """Once per run: a source checking signatures without ``trusted_keys`` trusts
-    whatever keys its mirror serves, which proves nothing against whoever can change it."""
-    for source in sources:
-        if isinstance(source, PagesSource) or not source.verify_signatures:
-            continue
-        if source.trusted_keys is None:
-            log.warning(
-                "source %s: signatures are checked against the keys the mirror itself "
-                "publishes (no trusted_keys), so they prove nothing against whoever can "
-                "change the mirror",
-                source.name,
-            )
-
-
 async def _export_metrics(config: Config, report: RunReport) -> None:
-    from mirrorsync import metrics  # imports this package's outcome module
-
     try:
         with anyio.CancelScope(shield=True):  # an interrupted run gets its metrics too
             await metrics.export(config, report)
@@ -492,7 +476,7 @@ async def sync_stack(ctx: RunContext, job: StackJob) -> None:
     """Claim one stack, then sync its index and crawl its spec manifests; or retire it.
 
     A stack another instance holds, or synced while this run went on, is
-    skipped: reported as such, not a failure (:func:`claims.stack`). Whatever
+    skipped: reported as such, not a failure (:func:`writes.claim_stack`). Whatever
     goes wrong fails this stack only: one line at ERROR naming it, the traceback
     at DEBUG, ``last_error`` recorded, its version kept. Only an error no stack
     can get past (the database's disk is full) ends the run.
@@ -505,7 +489,7 @@ async def sync_stack(ctx: RunContext, job: StackJob) -> None:
         # stacks it works on, and leaves the others to the instances beside it.
         if turn is not None:
             await turn.take()
-        async with claims.stack(
+        async with writes.claim_stack(
             ctx.store, job.source_id, job.release, job.stack, mark=mark
         ) as held:
             if held.row is None:

@@ -1,0 +1,182 @@
+"""``status``: the health model (``mirrorsync.health``) as tables, lines or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from mirrorsync.cli.common import open_store
+from mirrorsync.cli.render import (
+    ago,
+    below_table,
+    human_size,
+    human_time,
+    plural,
+    print_json,
+    print_json_line,
+    print_table,
+    say,
+)
+from mirrorsync.config import load_config
+from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
+from mirrorsync.logs import print_line
+from mirrorsync.store import queries
+
+if TYPE_CHECKING:
+    from mirrorsync.health import StackHealth
+
+
+async def status(args: argparse.Namespace) -> int:
+    """Render the health model (``mirrorsync.health``): nothing here decides health."""
+    from mirrorsync import health
+
+    config = load_config(args.config)
+    if args.max_age is not None and not args.check:
+        raise UsageError("--max-age goes with --check")
+    h = await health.assess_config(
+        config,
+        datetime.now(UTC),
+        max_age=args.max_age,
+        max_pending_age=args.max_pending_age,
+        release=args.release,
+        stack=args.stack,
+    )
+    if h.database_exists and (args.release or args.stack) and not h.stacks:
+        where = "/".join(x or "*" for x in (args.release, args.stack))
+        raise UsageError(f"no stack {where} in {config.database_path}")
+    if args.check:
+        for p in h.problems:
+            if args.json:
+                stack = next((s.row for s in h.stacks if s.subject == p.subject), None)
+                print_json_line(
+                    {
+                        "kind": p.kind,
+                        "subject": p.subject,
+                        "source": stack.source if stack else None,
+                        "release": stack.release if stack else None,
+                        "stack": stack.stack if stack else None,
+                        "problem": p.what,
+                        "line": p.line,
+                    }
+                )
+            else:
+                say(p.line)
+        return EXIT_PARTIAL if h.problems else EXIT_OK
+    if not h.database_exists:
+        raise NoDatabaseError(
+            f"no database yet at {config.database_path}; run 'mirrorsync once' first"
+        )
+    if not h.stacks:  # e.g. a first run whose catalogue failed
+        raise NoDatabaseError(
+            f"no stack synced yet in {config.database_path}: the runs so far synced none "
+            "(their log says why); run 'mirrorsync once'"
+        )
+    for p in h.problems:
+        if p.kind == "webhook_dead":
+            print_line(f"mirrorsync: {p.line}", logging.WARNING)
+    if args.json:
+        print_json([_stack_json(s) for s in h.stacks])
+        return EXIT_OK
+    rows = [s.row for s in h.stacks]
+    several_sources = len({r.source for r in rows}) > 1
+    async with await open_store(config) as store:  # a spec in several stacks is one spec
+        selected = [(r.source, r.release, r.stack) for r in rows]
+        distinct = await queries.distinct_specs(
+            store, selected if args.release or args.stack else None
+        )
+    members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships
+    print_table(
+        ["stack", "version", "specs", "checked", "changed", "state"],
+        [
+            (
+                s.subject if several_sources else f"{s.row.release}/{s.row.stack}",
+                s.row.version,
+                s.row.spec_count,
+                ago(s.row.last_checked),
+                ago(s.row.last_changed),
+                s.state,
+            )
+            for s in h.stacks
+        ],
+        title=f"{plural(len(rows), 'stack')} {'holds' if len(rows) == 1 else 'hold'} "
+        f"{plural(distinct, 'distinct spec')}"
+        + (f" ({plural(members, 'membership')})" if members != distinct else "")
+        + f" in {config.database_path}",
+    )
+    syncing = [s for s in h.stacks if s.row.syncing]
+    if syncing or h.problems:  # problems are long (they name URLs): below the table, one a line
+        say()
+        for s in syncing:
+            say(f"{s.subject}: being synced now by {s.row.syncing}")
+        for p in h.problems:
+            say(p.line)
+    if h.copies:
+        say()
+        print_table(
+            ["mirror", "path", "version", "binaries", "size", "published", "state"],
+            [
+                (
+                    c.row.name,
+                    c.row.path,
+                    c.row.version,
+                    c.row.binaries,
+                    human_size(c.row.bytes),
+                    ago(c.row.last_published),
+                    c.state,
+                )
+                for c in h.copies
+            ],
+        )
+        for c in h.copies:  # informational: held after upstream deleted them (keep:)
+            for k in c.kept:
+                say(
+                    f"mirror {c.row.name}: kept {k.name}/{k.hash[:7]} "
+                    f"(left upstream {human_time(k.left_upstream_at)})"
+                )
+    if h.webhooks:
+        say()
+        print_table(
+            ["webhook", "state", "pending", "oldest pending", "dead", "last success"],
+            [
+                (
+                    w.row.name,
+                    w.state,
+                    w.row.pending_events,
+                    human_time(w.row.oldest_pending_at),
+                    w.row.dead_events,
+                    ago(w.row.last_success_at),
+                )
+                for w in h.webhooks
+            ],
+        )
+        # An error is long (a URL, a reason): below the table, one a line, so that rows
+        # fit 80 columns; a webhook whose problem is listed above has it there already.
+        errors = [
+            f"webhook {w.row.name}: last error: {w.row.disabled_reason or w.row.current_error}"
+            for w in h.webhooks
+            if (w.row.disabled_reason or w.row.current_error) and not w.problems
+        ]
+        below_table(errors)
+    return EXIT_OK
+
+
+def _stack_json(s: StackHealth) -> dict[str, object]:
+    r = s.row
+    return {
+        "source": r.source,
+        "release": r.release,
+        "stack": r.stack,
+        "present": r.present,
+        "version": r.version,
+        "spec_count": r.spec_count,
+        "layout": r.layout,
+        "last_checked_at": r.last_checked,
+        "last_changed_at": r.last_changed,
+        "last_error": r.last_error,
+        "syncing": r.syncing,
+        "state": s.state,
+        "manifests": dict(sorted(s.manifests.by_status.items())) if s.manifests else None,
+        "problems": [{"kind": p.kind, "problem": p.what} for p in s.problems],
+    }
