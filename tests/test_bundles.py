@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import os
 import random
 import signal
@@ -154,8 +155,13 @@ def test_full_then_incremental_bundles_make_b_equal_a_with_only_the_changes_carr
     assert "already holds version 2 of A: nothing to import" in again.stdout
     assert tree(site.b) == tree(site.a)
 
-    # The received copy is a copy: verify --mirror, its history and events. (``status``
-    # refuses a database with no synced stack, exit 66: cli/commands.py, not edited here.)
+    # The received copy is a copy: status, verify --mirror, its history and events.
+    status = run_cli("-c", str(site.receiver), "status", cwd=site.tmp)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "no stack synced yet" not in status.stdout + status.stderr
+    assert re.search(r"^A\s+\S+\s+2\s", status.stdout, re.M), status.stdout
+    checked = run_cli("-c", str(site.receiver), "status", "--check", cwd=site.tmp)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     checker = write_config(
         site.tmp / "b-check.yaml",
         f"database: {database_value(site.tmp)}\nmirrors:\n  - {{name: A, path: {site.b}}}\n",

@@ -64,6 +64,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "mirrorsync.delivery",
             "mirrorsync.mirrors",
+            "mirrorsync.bundles",  # beside mirrors: a copy carried and received
             "mirrorsync.health",
             "mirrorsync.metrics",
             "mirrorsync.export",

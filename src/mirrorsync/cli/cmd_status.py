@@ -25,7 +25,8 @@ from mirrorsync.logs import print_line
 from mirrorsync.store import queries
 
 if TYPE_CHECKING:
-    from mirrorsync.health import StackHealth
+    from mirrorsync.config import Config
+    from mirrorsync.health import Health, StackHealth
 
 
 async def status(args: argparse.Namespace) -> int:
@@ -68,7 +69,7 @@ async def status(args: argparse.Namespace) -> int:
         raise NoDatabaseError(
             f"no database yet at {config.database_path}; run 'mirrorsync once' first"
         )
-    if not h.stacks:  # e.g. a first run whose catalogue failed
+    if not h.stacks and not h.copies:  # e.g. a first run whose catalogue failed
         raise NoDatabaseError(
             f"no stack synced yet in {config.database_path}: the runs so far synced none "
             "(their log says why); run 'mirrorsync once'"
@@ -79,37 +80,10 @@ async def status(args: argparse.Namespace) -> int:
     if args.json:
         print_json([_stack_json(s) for s in h.stacks])
         return EXIT_OK
-    rows = [s.row for s in h.stacks]
-    several_sources = len({r.source for r in rows}) > 1
-    async with await open_store(config) as store:  # a spec in several stacks is one spec
-        selected = [(r.source, r.release, r.stack) for r in rows]
-        distinct = await queries.distinct_specs(
-            store, selected if args.release or args.stack else None
-        )
-    members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships
-    print_table(
-        ["stack", "version", "specs", "checked", "changed", "state"],
-        [
-            (
-                s.subject if several_sources else f"{s.row.release}/{s.row.stack}",
-                s.row.version,
-                s.row.spec_count,
-                ago(s.row.last_checked),
-                ago(s.row.last_changed),
-                s.state,
-            )
-            for s in h.stacks
-        ],
-        title=f"{plural(len(rows), 'stack')} {'holds' if len(rows) == 1 else 'hold'} "
-        f"{plural(distinct, 'distinct spec')}"
-        + (f" ({plural(members, 'membership')})" if members != distinct else "")
-        + f" in {config.database_path}",
-    )
-    syncing = [s for s in h.stacks if s.row.syncing]
-    if syncing or h.problems:  # problems are long (they name URLs): below the table, one a line
+    if h.stacks:
+        await _stacks_table(config, args, h)
+    elif h.problems:  # a receiving site (bundle import): copies only
         say()
-        for s in syncing:
-            say(f"{s.subject}: being synced now by {s.row.syncing}")
         for p in h.problems:
             say(p.line)
     if h.copies:
@@ -160,6 +134,43 @@ async def status(args: argparse.Namespace) -> int:
         ]
         below_table(errors)
     return EXIT_OK
+
+
+async def _stacks_table(config: Config, args: argparse.Namespace, h: Health) -> None:
+    """The stacks' table, then who is syncing now and the problems, one a line."""
+    rows = [s.row for s in h.stacks]
+    several_sources = len({r.source for r in rows}) > 1
+    async with await open_store(config) as store:  # a spec in several stacks is one spec
+        selected = [(r.source, r.release, r.stack) for r in rows]
+        distinct = await queries.distinct_specs(
+            store, selected if args.release or args.stack else None
+        )
+    members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships
+    print_table(
+        ["stack", "version", "specs", "checked", "changed", "state"],
+        [
+            (
+                s.subject if several_sources else f"{s.row.release}/{s.row.stack}",
+                s.row.version,
+                s.row.spec_count,
+                ago(s.row.last_checked),
+                ago(s.row.last_changed),
+                s.state,
+            )
+            for s in h.stacks
+        ],
+        title=f"{plural(len(rows), 'stack')} {'holds' if len(rows) == 1 else 'hold'} "
+        f"{plural(distinct, 'distinct spec')}"
+        + (f" ({plural(members, 'membership')})" if members != distinct else "")
+        + f" in {config.database_path}",
+    )
+    syncing = [s for s in h.stacks if s.row.syncing]
+    if syncing or h.problems:  # problems are long (they name URLs): below the table, one a line
+        say()
+        for s in syncing:
+            say(f"{s.subject}: being synced now by {s.row.syncing}")
+        for p in h.problems:
+            say(p.line)
 
 
 def _stack_json(s: StackHealth) -> dict[str, object]:

@@ -12,6 +12,7 @@ Modules: ``app`` (the aiohttp application, its guards and its one store),
 ``links`` (every URL a page names, built in one place).
 """
 
-from mirrorsync.serve.app import DEFAULT_LISTEN, make_app, parse_listen, serve
+from mirrorsync.serve.app import make_app, serve
+from mirrorsync.serve.state import DEFAULT_LISTEN, parse_listen
 
 __all__ = ["DEFAULT_LISTEN", "make_app", "parse_listen", "serve"]

@@ -19,7 +19,6 @@ from aiohttp import web
 
 from mirrorsync.health import StackHealth
 from mirrorsync.serve import links
-from mirrorsync.serve.app import NotFound, state
 from mirrorsync.serve.pages import (
     PACKAGE_LIMIT,
     SEARCH_LIMIT,
@@ -27,6 +26,7 @@ from mirrorsync.serve.pages import (
     find_stack,
     param,
 )
+from mirrorsync.serve.state import NotFound, state
 from mirrorsync.store import queries
 from mirrorsync.store import web as web_store
 

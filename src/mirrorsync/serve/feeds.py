@@ -25,8 +25,8 @@ from aiohttp import web
 
 from mirrorsync.config import EVENT_TYPES
 from mirrorsync.serve import links
-from mirrorsync.serve.app import NotFound, state
 from mirrorsync.serve.pages import event_links
+from mirrorsync.serve.state import NotFound, state
 from mirrorsync.store import web as web_store
 from mirrorsync.store.queries import Event, EventFilter
 

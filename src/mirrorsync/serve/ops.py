@@ -13,7 +13,7 @@ from aiohttp import web
 
 from mirrorsync import metrics
 from mirrorsync.errors import NoDatabaseError
-from mirrorsync.serve.app import state
+from mirrorsync.serve.state import state
 
 
 async def metrics_text(request: web.Request) -> str:

@@ -16,7 +16,7 @@ from mirrorsync.config import EVENT_TYPES
 from mirrorsync.errors import UsageError
 from mirrorsync.health import StackHealth
 from mirrorsync.serve import chart, links
-from mirrorsync.serve.app import DIFF_LIMIT, NotFound, render, state
+from mirrorsync.serve.state import DIFF_LIMIT, NotFound, render, state
 from mirrorsync.store import queries
 from mirrorsync.store import web as web_store
 from mirrorsync.store.queries import EventFilter, StackStatus
