@@ -104,11 +104,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
         handler = config_check
     elif args.command == "serve":
-        from mirrorsync.cli.serve import serve  # the web stack only when serving
+        from mirrorsync.cli.cmd_serve import serve  # the web stack only when serving
 
         handler = serve
     elif args.command == "bundle":
-        from mirrorsync.cli.bundle import bundle  # air-gapped sites: bundles of a copy
+        from mirrorsync.cli.cmd_bundle import bundle  # air-gapped sites: bundles of a copy
 
         handler = bundle
     elif args.command == "_names":  # for the shell completion scripts

@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bundle_commands(command: Any) -> None:
-    """``bundle export|import|list|show`` (cli/bundle.py): copies for air-gapped sites."""
+    """``bundle export|import|list|show`` (cli/cmd_bundle.py): copies for air-gapped sites."""
     group = command("bundle", "carry a copy to a site with no network: export, import, list, show")
     actions = group.add_subparsers(
         dest="bundle_command", metavar="ACTION", required=True, parser_class=Parser

@@ -234,6 +234,12 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
+def print_raw(line: str) -> None:
+    """A line for scripts, exactly as given (``bundle export --paths-only``, a
+    bundle's file list): machine output, like JSON, does not pass the human gate."""
+    sys.stdout.write(line + "\n")
+
+
 def print_json_line(value: Any) -> None:
     sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from mirrorsync.bundles.export import ExportRequest, export_bundle
 from mirrorsync.bundles.import_ import bundle_summary, import_bundle
 from mirrorsync.bundles.reader import open_bundle
-from mirrorsync.cli.render import human_size, plural, print_json, print_table
+from mirrorsync.cli.render import human_size, plural, print_json, print_raw, print_table, say
 from mirrorsync.config import load_config, parse_size
 from mirrorsync.errors import EXIT_OK, UsageError
 from mirrorsync.lock import hold
@@ -68,12 +68,12 @@ async def _export(args: argparse.Namespace) -> int:
         print_json(outcome.to_dict())
     elif outcome.status == "paths":
         for path in outcome.carried:
-            print(path)
+            print_raw(path)
     elif outcome.status == "unchanged":
         print_line(outcome.message)
     else:
         kind = "full" if outcome.from_version == 0 else f"from version {outcome.from_version}"
-        print(
+        say(
             f"mirror {outcome.copy}: version {outcome.to_version} ({kind}): "
             f"{plural(outcome.files, 'file')}, {human_size(outcome.bytes)}, "
             f"+{len(outcome.added)} -{len(outcome.removed)}"
@@ -112,11 +112,11 @@ async def _import(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**outcome.to_dict(), "webhooks_delivered": webhooks})
     elif outcome.status == "unchanged":
-        print(outcome.message)
+        say(outcome.message)
     else:
         verb = "would import" if outcome.status == "dry run" else "imported"
         kind = "full" if outcome.from_version == 0 else f"from version {outcome.from_version}"
-        print(
+        say(
             f"mirror {outcome.copy}: {verb} version {outcome.to_version} of {outcome.origin} "
             f"({kind}): {plural(outcome.files, 'file')}, {human_size(outcome.bytes)}, "
             f"{outcome.written} written, +{len(outcome.added)} -{len(outcome.removed)}"
@@ -182,20 +182,20 @@ async def _show(args: argparse.Namespace) -> int:
         return EXIT_OK
     m = opened.manifest
     joins = "full (for a copy holding nothing)" if m.full else f"from version {m.from_version}"
-    print(f"bundle of copy {m.copy}: version {m.to_version}, {joins}")
-    print(f"  made by {m.created_by} at {m.created_at}")
-    print(
+    say(f"bundle of copy {m.copy}: version {m.to_version}, {joins}")
+    say(f"  made by {m.created_by} at {m.created_at}")
+    say(
         f"  carries {plural(len(m.files), 'file')} ({human_size(m.size)}) in "
         f"{plural(m.volumes, 'volume')}; the new version holds "
         f"{plural(m.state_files, 'file')} ({human_size(m.state_bytes)})"
     )
-    print(f"  specs: +{len(m.added)} -{len(m.removed)}")
-    print(
+    say(f"  specs: +{len(m.added)} -{len(m.removed)}")
+    say(
         "  signed (checked by import against bundle.trusted_keys)"
         if summary["signed"]
         else "  not signed"
     )
     if args.files:
         for f in m.files:
-            print(f"{f.path}\t{f.size}\t{f.sha256}")
+            print_raw(f"{f.path}\t{f.size}\t{f.sha256}")
     return EXIT_OK
