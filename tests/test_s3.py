@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO, database_value, run_cli, write_config
+from mirrorsync.fixture.build import write_catalog
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import fingerprints, stop_agent
 from mirrorsync.formats.manifest import parse_index_manifest, spec_manifest_records
@@ -90,6 +91,14 @@ sources:
     verify_signatures: true
     trusted_keys: [{key}]
     s3: {{endpoint_url: "{endpoint}"}}
+  - name: catalogue
+    kind: catalog
+    url: {http_url.rsplit("/", 1)[0]}/cache_spack_io_index.json
+    bucket_urls: {{spack-binaries: "s3://upstream/"}}
+    s3: {{endpoint_url: "{endpoint}"}}
+    manifests: all
+    verify_signatures: true
+    trusted_keys: [{key}]
   - name: over-http
     kind: mirror
     url: {http_url}
@@ -140,6 +149,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         key = tmp / "key.pub"
         builder.run("gpg", "export", str(key))
+        write_catalog(tmp / "www", {"develop": {"root": "cache"}})  # names s3://spack-binaries/
         s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -195,6 +205,23 @@ def test_an_s3_source_syncs_as_the_same_cache_over_http(world: World) -> None:
         assert over_s3 and over_s3 == _rows(db, sql, "over-http")
     signed = _rows(db, manifests, "over-s3")
     assert {row[1] for row in signed} == {"ok"} and all(row[5] for row in signed)
+
+
+def test_catalogue_bucket_urls_may_name_an_s3_bucket(world: World) -> None:
+    """The catalogue names s3://spack-binaries/...; bucket_urls maps it to s3://upstream/,
+    read from S3 directly: the same specs, manifests and signers."""
+    db = world.tmp / "state.db"
+    manifests = """SELECT s.hash, m.status, m.manifest_sha256, m.signer FROM spec_manifests m
+                   JOIN specs s ON s.id = m.spec_id JOIN stacks st ON st.id = m.stack_id
+                   JOIN sources src ON src.id = st.source_id WHERE src.name = ?"""
+    read = _rows(db, manifests, "catalogue")
+    assert read and read == _rows(db, manifests, "over-http")
+    with sqlite3.connect(db) as conn:
+        (root,) = conn.execute(
+            "SELECT st.mirror_root FROM stacks st JOIN sources src ON src.id = st.source_id"
+            " WHERE src.name = 'catalogue'"
+        ).fetchone()
+    assert root == "s3://upstream/cache"
 
 
 def test_spack_installs_from_the_s3_copy(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -777,11 +777,11 @@ def _check(config: Config) -> None:
         mirror = isinstance(source, MirrorSource)
         _check_url(path, f"{key}.url", source.url, files=mirror, s3=mirror)
         _check_trusted_keys(path, key, source)
-        _add_s3(config, path, key, source.s3, [source.url] if mirror else [])
+        urls = list(source.bucket_urls.values()) if isinstance(source, CatalogSource) else []
+        _add_s3(config, path, key, source.s3, [source.url, *urls])
         if isinstance(source, CatalogSource):
             for bucket, base in source.bucket_urls.items():
                 _check_url(path, f"{key}.bucket_urls.{bucket}", base, s3=True)
-            _add_s3(config, path, key, source.s3, list(source.bucket_urls.values()))
             for field in ("releases", "exclude_releases", "stacks", "exclude_stacks"):
                 for j, glob in enumerate(getattr(source, field) or []):
                     _check_glob(path, f"{key}.{field}[{j}]", glob)
