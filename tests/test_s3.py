@@ -18,7 +18,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,24 +36,12 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import fingerprints, stop_agent
 from mirrorsync.formats.manifest import parse_index_manifest, spec_manifest_records
 from mirrorsync.formats.rawindex import parse_raw_index
+from s3server import AWS, client, moto_server
 from spackcache import Spack, require_spack, unpack, warnings
 
 pytestmark = pytest.mark.timeout(400)
 
-AWS = {
-    "AWS_ACCESS_KEY_ID": "mirrorsync-test",
-    "AWS_SECRET_ACCESS_KEY": "mirrorsync-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata lookups on a test machine
-}
 INDEX = "v3/manifests/index/index.manifest.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -117,18 +104,10 @@ mirrors:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tar = require_spack()
-    import boto3  # type: ignore[import-untyped]
-
     tmp = tmp_path_factory.mktemp("s3")
     spack = unpack(tar, tmp / "dist")
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **AWS},
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    server = moto_server()
+    endpoint = server.__enter__()
     builder = Spack(spack, tmp / "builder")
     try:
         builder.run("gpg", "create", "--comment", "test", "Mirrorsync Test", "test@example.invalid")
@@ -150,19 +129,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         key = tmp / "key.pub"
         builder.run("gpg", "export", str(key))
         write_catalog(tmp / "www", {"develop": {"root": "cache"}})  # names s3://spack-binaries/
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],
-        )
-        for _ in range(100):  # the server is up when it answers
-            try:
-                s3.list_buckets()
-                break
-            except Exception:
-                time.sleep(0.1)
+        s3 = client(endpoint)
         for bucket in ("upstream", "copies"):
             s3.create_bucket(Bucket=bucket)
         for path in sorted(p for p in cache.rglob("*") if p.is_file()):
@@ -178,8 +145,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         for actor in [builder]:
             stop_agent(actor.gnupghome)
-        server.terminate()
-        server.wait(timeout=10)
+        server.__exit__(None, None, None)
 
 
 def _rows(db: Path, sql: str, source: str) -> list[tuple[Any, ...]]:

@@ -200,7 +200,8 @@ class S3Target:
             "PUT", self.url(rel), content=data, headers=headers, tally=self.tally
         )
         self.uploads += 1
-        (await self._listing())[rel] = len(data)
+        if self._present is not None:
+            self._present[rel] = len(data)
 
     async def _multipart(self, rel: str, staged: Path, size: int, digest: str) -> None:
         url = self.url(rel)
@@ -248,7 +249,8 @@ class S3Target:
                 with anyio.CancelScope(shield=True):
                     await self._abort(rel, upload_id)
         self.uploads += 1
-        (await self._listing())[rel] = size
+        if self._present is not None:
+            self._present[rel] = size
 
     async def _abort(self, rel: str, upload_id: str) -> None:
         with contextlib.suppress(NotFoundError):
