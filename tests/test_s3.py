@@ -316,7 +316,7 @@ def test_a_reader_never_sees_an_index_naming_a_missing_object(world: World) -> N
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(rng.uniform(1.5, 6.0))
+            time.sleep(rng.uniform(1.5, 5.0))
             process.send_signal(signal.SIGKILL)
             process.wait()
             with reader.pause:
