@@ -375,3 +375,16 @@ def test_dry_run_and_health_check_read_the_bucket_only(world: World) -> None:
     health = world.cli("status", "--check")
     assert "copy missing on disk" not in health.stdout + health.stderr
     assert "in-s3" not in health.stdout + health.stderr, health.stdout + health.stderr
+
+
+def test_unreferenced_objects_go_after_delete_after(world: World) -> None:
+    """An object the published index does not reference is deleted by the next run
+    (``delete_after: 0``), after the publish; the referenced ones stay."""
+    world.s3.put_object(Bucket="copies", Key="site/blobs/sha256/ff/unreferenced", Body=b"old")
+    before = world.keys("copies", "site/")
+    done = world.cli("mirror")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = world.keys("copies", "site/")
+    assert "site/blobs/sha256/ff/unreferenced" not in after
+    assert after == {k: v for k, v in before.items() if not k.endswith("/unreferenced")}
+    assert "deleted 1 file" in done.stderr, done.stderr
