@@ -47,6 +47,7 @@ from mirrorsync.gpg import export_public, sign_detached
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.files import INDEX_MANIFEST
 from mirrorsync.mirrors.publish import published_checksum
+from mirrorsync.mirrors.target import DirView
 from mirrorsync.store import Store
 from mirrorsync.store import bundles as store_bundles
 from mirrorsync.store import mirrors as store_mirrors
@@ -116,11 +117,15 @@ async def export_bundle(
     config: Config, store: Store, request: ExportRequest, *, now: datetime | None = None
 ) -> ExportOutcome:
     copy = config.mirror(request.name)
+    if not copy.is_directory:
+        raise UsageError(
+            f"mirror {copy.name} is at {copy.path}: bundle export reads a directory copy"
+        )
     root = copy.directory
     row = await store_mirrors.find(store, copy.name)
     if row is None or not row.version or row.index_checksum is None:
         raise UsageError(f"mirror {copy.name} has never been published: nothing to export")
-    if published_checksum(root) != row.index_checksum:
+    if published_checksum(DirView(root)) != row.index_checksum:
         raise CopyError(
             f"{root}: the copy on disk is not its published version {row.version}; "
             f"run 'mirrorsync verify --mirror {copy.name}'"

@@ -47,7 +47,8 @@ from mirrorsync.formats.manifest import parse_index_manifest
 from mirrorsync.gpg import Keyring
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.files import INDEX_MANIFEST
-from mirrorsync.mirrors.publish import delete, due, published_checksum, referenced, unreferenced
+from mirrorsync.mirrors.publish import due, published_checksum, referenced, unreferenced
+from mirrorsync.mirrors.target import DirTarget, DirView
 from mirrorsync.store import Store
 from mirrorsync.store import bundles as store_bundles
 from mirrorsync.store import mirrors as store_mirrors
@@ -230,7 +231,7 @@ class _Stager:
         for s in self.staged:
             if s is manifest:
                 try:  # what the new index names is all there (the old state is untouched)
-                    referenced(self.root, to_index)
+                    referenced(DirView(self.root), to_index)
                 except (CopyError, FormatError) as exc:
                     raise BundleError(
                         f"{exc}; the copy does not hold the version the bundle starts from "
@@ -294,6 +295,10 @@ async def import_bundle(
                 f"no directory for mirror {name}: give DIR, or configure it under mirrors: "
                 "(name and path, no source)"
             )
+        if not configured.is_directory:
+            raise UsageError(
+                f"mirror {name} is at {configured.path}: bundle import writes a directory copy"
+            )
         directory = configured.directory
     modes = files.Modes(configured.file_mode if configured else 0o644)
     delete_after = configured.delete_after_seconds if configured else DEFAULT_DELETE_AFTER
@@ -317,7 +322,7 @@ async def import_bundle(
         raise BundleError(
             f"mirror {name} receives bundles of {got.origin}, and this one is of {manifest.copy}"
         )
-    current = published_checksum(directory) if directory.exists() else None
+    current = published_checksum(DirView(directory)) if directory.exists() else None
     at = got.origin_version
     if at == manifest.to_version and current == manifest.to_index:
         outcome.status, outcome.version = "unchanged", row.version if row else 0
@@ -354,7 +359,8 @@ async def import_bundle(
         stager.abandon()
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime(_TIME_FORMAT)
     row = await store_bundles.ensure_received(store, name, str(directory), manifest.copy)
-    keep = await anyio.to_thread.run_sync(referenced, directory)
+    target = DirTarget(directory, modes)
+    keep = await anyio.to_thread.run_sync(referenced, target.view())
     digest = hashlib.sha256(opened.data).hexdigest()
     record = store_bundles.Imported(
         manifest.copy,
@@ -378,10 +384,10 @@ async def import_bundle(
         also,
     )
     outcome.version = recorded.version
-    orphans = await anyio.to_thread.run_sync(unreferenced, directory, keep)
+    orphans = unreferenced(await target.inventory(), keep)
     since = await store_mirrors.note_orphans(store, row.id, orphans, stamp)
     gone = due(since, (now or datetime.now(UTC)).astimezone(UTC), delete_after)
-    outcome.deleted = await anyio.to_thread.run_sync(delete, directory, gone)
+    outcome.deleted = await target.delete(gone)
     await store_mirrors.forget_orphans(store, row.id, gone)
     return outcome
 

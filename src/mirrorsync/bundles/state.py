@@ -17,6 +17,7 @@ from mirrorsync.bundles.manifest import spec_hash_of
 from mirrorsync.errors import BundleError, CopyError
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.publish import referenced
+from mirrorsync.mirrors.target import DirView
 
 #: path -> (size, sha256)
 State = dict[str, tuple[int, str]]
@@ -34,7 +35,7 @@ def _sha256(root: Path, rel: str) -> str:
 def read_state(root: Path, index_checksum: str | None = None) -> State:
     """The copy's published state (or that of the index blob ``index_checksum``, whose
     index manifest is not part of it), read from the disk."""
-    found = referenced(root, index_checksum)
+    found = referenced(DirView(root), index_checksum)
     return {rel: (size, _sha256(root, rel)) for rel, size in sorted(found.sizes.items())}
 
 

@@ -6,6 +6,7 @@ the retry policy live in private modules behind it.
 
 from mirrorsync.fetch.breaker import Breakers, HostDownError
 from mirrorsync.fetch.client import (
+    Answered,
     DeadlineError,
     Downloaded,
     Fetched,
@@ -18,6 +19,7 @@ from mirrorsync.fetch.throttle import Throttle, origin
 from mirrorsync.redact import Url
 
 __all__ = [
+    "Answered",
     "Breakers",
     "DeadlineError",
     "Downloaded",

@@ -41,6 +41,7 @@ from mirrorsync.fetch.retry import (
     parse_retry_after,
     retry_after_too_long,
 )
+from mirrorsync.fetch.s3 import S3Transport
 from mirrorsync.fetch.throttle import Throttle, origin
 from mirrorsync.fetch.transport import (
     AiohttpTransport,
@@ -151,6 +152,16 @@ class Downloaded:
     last_modified: str | None = None
 
 
+@dataclass(frozen=True)
+class Answered:
+    """The answer to :meth:`HttpClient.send`: status, a few headers, the body."""
+
+    url: Url
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+
 class DeadlineError(FetchError):
     """A request ran past ``http.deadline``, or the run past ``http.run_deadline``."""
 
@@ -195,7 +206,11 @@ class HttpClient:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             transport=self._transport,
-            mounts={"file://": FileTransport()},  # local mirrors, through the same API
+            # Local mirrors, and S3 buckets (signed, then sent by the same transport).
+            mounts={
+                "file://": FileTransport(),
+                "s3://": S3Transport(self._transport, config.s3),
+            },
             # Only encodings _Body decodes itself, a bounded step at a time.
             headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
             follow_redirects=True,
@@ -365,6 +380,35 @@ class HttpClient:
 
         return await self._fetch("GET", url, {}, tally, read)
 
+    async def send(
+        self,
+        method: str,
+        url: Url,
+        *,
+        content: bytes = b"",
+        headers: dict[str, str] | None = None,
+        max_bytes: int = SMALL_DOCUMENT_CAP,
+        tally: Tally | None = None,
+    ) -> Answered:
+        """Any request with a body (an object store's PUT, POST, DELETE), retried as
+        every request is (a body is sent again whole); the answer's body in memory,
+        at most ``max_bytes``. A status of 400 and over raises as for a GET."""
+
+        async def read(response: Response) -> Answered:
+            data = b""
+            if method != "HEAD":
+                data = await self._body(url, response, max_bytes, None, None, tally).read()
+            found = response.headers
+            wanted = ("etag", "content-length", "x-amz-meta-sha256", "last-modified")
+            return Answered(
+                url,
+                response.status_code,
+                {k: v for k in wanted if (v := found.get(k)) is not None},
+                data,
+            )
+
+        return await self._fetch(method, url, dict(headers or {}), tally, read, content)
+
     # -- internals ---------------------------------------------------------
 
     def _body(
@@ -390,11 +434,12 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
+        content: bytes | None = None,
     ) -> T:
         """One request, retried per ``http.retries``; ``read`` turns the answer into a result."""
 
         async def attempt() -> T:
-            return await self._once(method, url, headers, tally, read)
+            return await self._once(method, url, headers, tally, read, content)
 
         return await self._retrying(url, attempt, tally)
 
@@ -405,6 +450,7 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
+        content: bytes | None = None,
     ) -> T:
         """One throttled attempt, within the deadlines; the status is checked before
         the body is read."""
@@ -427,7 +473,7 @@ class HttpClient:
                 request_ends = attempt.now() + self._deadline
                 if request_ends < run_ends:
                     attempt.move(request_ends)
-                return await self._send(method, url, headers, tally, read)
+                return await self._send(method, url, headers, tally, read, content)
         if request_ends < run_ends:
             raise DeadlineError(
                 url,
@@ -450,6 +496,7 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
+        content: bytes | None = None,
     ) -> T:
         self.stats.requests += 1
         if tally is not None:
@@ -460,10 +507,12 @@ class HttpClient:
         final: httpx.URL | None  # where a redirect led; None: not redirected
         started = time.monotonic() if self._log_requests else 0.0
         try:
-            if self._direct and _DIRECT.match(address):
+            if self._direct and content is None and _DIRECT.match(address):
                 response, final = await self._send_direct(method, address, headers)
             else:
-                request = self._client.build_request(method, address, headers=headers)
+                request = self._client.build_request(
+                    method, address, headers=headers, content=content
+                )
                 response = await self._client.send(request, stream=True)
                 final = response.url
         except Exception as exc:
