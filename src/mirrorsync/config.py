@@ -749,6 +749,9 @@ def _check(config: Config) -> None:
         if isinstance(source, PagesSource):
             _check_page_urls(path, key, source.urls)
             continue
+        if isinstance(source, MirrorSource) and source.url.startswith(("oci://", "oci+")):
+            _check_oci_source(path, key, source)
+            continue
         _check_url(path, f"{key}.url", source.url, files=isinstance(source, MirrorSource))
         _check_trusted_keys(path, key, source)
         if isinstance(source, CatalogSource):
@@ -1160,6 +1163,26 @@ def _check_url(path: str, key: str, url: str, *, files: bool = False) -> None:
     if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
         kinds = "an http://, https:// or file:///" if files else "an http:// or https://"
         raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
+
+
+def _check_oci_source(path: str, key: str, source: MirrorSource) -> None:
+    """An ``oci://`` / ``oci+http://`` registry repository, read as Spack pushes to one:
+    unsigned (Spack signs nothing it pushes there and reads no keys from it), no views."""
+    from mirrorsync.formats.oci import parse_reference  # here: formats come after config
+
+    try:
+        parse_reference(source.url)
+    except ValueError as exc:
+        raise ConfigError(path, f"{key}.url", f"{exc} (got {redact_url(source.url)!r})") from None
+    if source.verify_signatures or source.trusted_keys is not None:
+        raise ConfigError(
+            path,
+            f"{key}.verify_signatures",
+            "an OCI build cache is unsigned (Spack pushes it without signatures and reads "
+            "no keys from oci://): remove verify_signatures and trusted_keys",
+        )
+    if source.view is not None:
+        raise ConfigError(path, f"{key}.view", "an OCI build cache has no index views")
 
 
 def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSource) -> None:

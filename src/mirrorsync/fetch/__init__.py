@@ -11,6 +11,7 @@ from mirrorsync.fetch.client import (
     Fetched,
     HttpClient,
     NotModified,
+    Reply,
     RunDeadlineError,
     Tally,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "HostDownError",
     "HttpClient",
     "NotModified",
+    "Reply",
     "RunDeadlineError",
     "Tally",
     "Throttle",

@@ -10,7 +10,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -67,6 +67,17 @@ _STEP = 1 << 20  # most bytes decompressed at once
 _BATCH = 4 << 20
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
+REPLY_CAP = 1 << 20  # the body of a ``send`` answer (a token, an upload's status)
+# What ``send`` hands back of an answer's headers (a registry's upload protocol, its auth).
+_REPLY_HEADERS = (
+    "location",
+    "www-authenticate",
+    "docker-content-digest",
+    "content-type",
+    "range",
+    "link",
+    "content-length",
+)
 
 T = TypeVar("T")
 
@@ -134,6 +145,16 @@ class Fetched:
     # The validators that may be sent back next time (fetch.validators.kept_validators)
     etag: str | None
     last_modified: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to :meth:`HttpClient.send`: status, the headers of ``_REPLY_HEADERS``
+    (lower-case names) that it carried, and its body."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,14 +257,16 @@ class HttpClient:
         expected_digest: str | None = None,
         algorithm: str = "sha256",
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Fetched | NotModified:
         """GET a small document into memory, conditionally when validators are given.
 
         A body over ``max_bytes`` (declared or read) is refused (``limit_name``
         names the setting in the message); one whose length or ``algorithm``
-        digest is not the one expected is an IntegrityError.
+        digest is not the one expected is an IntegrityError. ``headers`` are sent
+        too (a registry's Accept and Authorization).
         """
-        headers = {}
+        headers = dict(headers or {})
         if etag:
             headers["if-none-match"] = etag
         if last_modified:
@@ -272,6 +295,7 @@ class HttpClient:
         limit_name: str | None = None,
         promised_by: str = "the manifest",
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Downloaded:
         """Stream a blob to ``dest``, hashing it on the way; check length and checksum.
 
@@ -286,6 +310,7 @@ class HttpClient:
             limit_name=limit_name,
             promised_by=promised_by,
             tally=tally,
+            headers=headers,
         )
         assert isinstance(result, Downloaded)  # unconditional requests are never answered 304
         return result
@@ -303,9 +328,10 @@ class HttpClient:
         limit_name: str | None = None,
         promised_by: str = "the manifest",
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Downloaded | NotModified:
         """``download``, conditionally when validators are given: NotModified on a 304."""
-        headers = {}
+        headers = dict(headers or {})
         if etag:
             headers["if-none-match"] = etag
         if last_modified:
@@ -332,7 +358,13 @@ class HttpClient:
 
         return await self._fetch("GET", url, headers, tally, read)
 
-    async def head(self, url: Url, *, tally: Tally | None = None) -> int | None:
+    async def head(
+        self,
+        url: Url,
+        *,
+        tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int | None:
         """HEAD a URL; return its Content-Length (None when not given)."""
 
         async def read(response: Response) -> int | None:
@@ -342,7 +374,7 @@ class HttpClient:
                 raise FormatError("response", problem, url)
             return size
 
-        return await self._fetch("HEAD", url, {}, tally, read)
+        return await self._fetch("HEAD", url, dict(headers or {}), tally, read)
 
     async def measure(
         self,
@@ -364,6 +396,31 @@ class HttpClient:
             return body.length, body.check(None)
 
         return await self._fetch("GET", url, {}, tally, read)
+
+    async def send(
+        self,
+        method: str,
+        url: Url,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | Path | None = None,
+        allow: frozenset[int] = frozenset(),
+        max_bytes: int = REPLY_CAP,
+        tally: Tally | None = None,
+    ) -> Reply:
+        """Any request (a registry's POST, PUT, PATCH; a token GET), with the same
+        throttle, retries, deadlines, breaker and ``-vv`` line as every other:
+        its status, headers and (small) body. A status of 400 or more is the usual
+        error unless ``allow`` lists it (a 401 whose challenge is read). ``body``:
+        bytes, or a file sent from disk (opened again for each attempt)."""
+
+        async def read(response: Response) -> Reply:
+            body_ = self._body(url, response, max_bytes, None, None, tally)
+            content = await body_.read() if method != "HEAD" else b""
+            kept = {k: response.headers.get(k) for k in _REPLY_HEADERS}
+            return Reply(response.status_code, {k: v for k, v in kept.items() if v}, content)
+
+        return await self._fetch(method, url, dict(headers or {}), tally, read, body, allow)
 
     # -- internals ---------------------------------------------------------
 
@@ -390,11 +447,13 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
+        body: bytes | Path | None = None,
+        allow: frozenset[int] = frozenset(),
     ) -> T:
         """One request, retried per ``http.retries``; ``read`` turns the answer into a result."""
 
         async def attempt() -> T:
-            return await self._once(method, url, headers, tally, read)
+            return await self._once(method, url, headers, tally, read, body, allow)
 
         return await self._retrying(url, attempt, tally)
 
@@ -405,6 +464,8 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
+        body: bytes | Path | None = None,
+        allow: frozenset[int] = frozenset(),
     ) -> T:
         """One throttled attempt, within the deadlines; the status is checked before
         the body is read."""
@@ -427,7 +488,7 @@ class HttpClient:
                 request_ends = attempt.now() + self._deadline
                 if request_ends < run_ends:
                     attempt.move(request_ends)
-                return await self._send(method, url, headers, tally, read)
+                return await self._send(method, url, headers, tally, read, body, allow)
         if request_ends < run_ends:
             raise DeadlineError(
                 url,
@@ -450,6 +511,8 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
+        body: bytes | Path | None = None,
+        allow: frozenset[int] = frozenset(),
     ) -> T:
         self.stats.requests += 1
         if tally is not None:
@@ -459,17 +522,28 @@ class HttpClient:
             address = "file://localhost/" + address[8:]
         final: httpx.URL | None  # where a redirect led; None: not redirected
         started = time.monotonic() if self._log_requests else 0.0
+        upload = open(body, "rb") if isinstance(body, Path) else body  # noqa: ASYNC230, SIM115
         try:
             if self._direct and _DIRECT.match(address):
-                response, final = await self._send_direct(method, address, headers)
+                response, final = await self._send_direct(method, address, headers, upload)
             else:
-                request = self._client.build_request(method, address, headers=headers)
+                content = (
+                    upload.read()
+                    if upload is not None and not isinstance(upload, bytes)
+                    else upload
+                )
+                request = self._client.build_request(
+                    method, address, headers=headers, content=content
+                )
                 response = await self._client.send(request, stream=True)
                 final = response.url
         except Exception as exc:
             if self._log_requests:
                 log_request(method, url, None, 0, time.monotonic() - started, describe(exc))
             raise
+        finally:
+            if upload is not None and not isinstance(upload, bytes):
+                upload.close()
         try:
             https = address[:6].lower() == "https:"
             if self.verify and https and final is not None and final.scheme != "https":
@@ -478,9 +552,12 @@ class HttpClient:
                     f"redirected to {redact_url(str(final))} without TLS; refused "
                     "(set 'insecure: true' on the source to allow it)",
                 )
-            if method == "HEAD" or response.status_code >= 400:
+            if method == "HEAD" or (
+                response.status_code >= 400 and response.status_code not in allow
+            ):
                 await _drain(method, response)
-            _check_status(url, response)
+            if response.status_code not in allow:
+                _check_status(url, response)
             return await read(response)
         finally:
             await response.aclose()
@@ -489,7 +566,11 @@ class HttpClient:
                 log_request(method, url, response.status_code, bytes_received(response), seconds)
 
     async def _send_direct(
-        self, method: str, address: str, headers: dict[str, str]
+        self,
+        method: str,
+        address: str,
+        headers: dict[str, str],
+        body: bytes | BinaryIO | None = None,
     ) -> tuple[Response, httpx.URL | None]:
         """A plain http(s) GET or HEAD (no credentials in the URL, no proxy), sent
         straight to the transport: the client's layers (auth, cookies, mounts,
@@ -497,7 +578,7 @@ class HttpClient:
         small request. A redirect is handed to the client, which follows it as
         it follows any (``follow_redirects``, its limit, its header rules)."""
         sent = [*self._defaults, *headers.items()] if headers else self._defaults
-        answer = await self._transport.send_plain(method, address, sent, self._timeouts)
+        answer = await self._transport.send_plain(method, address, sent, self._timeouts, body)
         if not answer.has_redirect_location:
             return answer, None
         try:
