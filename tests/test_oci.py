@@ -1,0 +1,174 @@
+"""OCI registries as sources and copy targets, against a real registry and a real Spack.
+
+One Spack (the builder) installs the packages of ``tests/spack/`` and pushes the
+same specs, unsigned, to a repository of Debian's ``docker-registry`` (``spack
+buildcache push oci+http://...``) and to a directory cache. mirrorsync syncs both
+(real CLI processes); the OCI source must give the same events as the directory.
+mirrorsync then copies the directory cache into another repository of the same
+registry, and a fresh Spack installs from that copy.
+
+One module (one xdist worker): Spack is unpacked, the specs built and pushed, and
+the registry started once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import json_lines, run_cli, write_config
+from registry import Registry
+from spackcache import Spack, require_spack, unpack, warnings
+
+pytestmark = pytest.mark.timeout(300)
+
+SPECS = ("msapp@1.0", "msdata@1.0")
+
+
+@dataclass
+class World:
+    tmp: Path
+    spack: Path
+    builder: Spack
+    registry: Registry
+    directory: Path  # the same specs pushed as a v3 directory cache
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tar = require_spack()
+    tmp = tmp_path_factory.mktemp("oci")
+    spack = unpack(tar, tmp / "dist")
+    builder = Spack(spack, tmp / "builder")
+    for spec in SPECS:
+        builder.run("install", spec)
+    with Registry(tmp / "registry") as registry:
+        directory = tmp / "dircache"
+        for target in (registry.url("cache"), f"file://{directory}"):
+            builder.run(
+                "buildcache",
+                "push",
+                "--unsigned",
+                "--without-build-dependencies",
+                "--update-index",
+                target,
+                *SPECS,
+            )
+        yield World(tmp, spack, builder, registry, directory)
+
+
+def _config(world: World, name: str, body: str) -> Path:
+    return write_config(world.tmp / f"{name}.yaml", f"database: {world.tmp / name}.db\n{body}")
+
+
+def _ok(config: Path, *args: str, cwd: Path, stdout: bool = False) -> str:
+    """What a successful CLI run said (``stdout``: only its standard output)."""
+    done = run_cli("-c", str(config), *args, cwd=cwd, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout if stdout else done.stdout + done.stderr
+
+
+def _events(config: Path, cwd: Path) -> dict[str, set[tuple[Any, ...]]]:
+    by_source: dict[str, set[tuple[Any, ...]]] = {}
+    for e in json_lines(_ok(config, "events", "--json", cwd=cwd, stdout=True)):
+        fields = (e["type"], e["release"], e["stack"], e["hash"], e["name"], e["version"])
+        by_source.setdefault(e["source"], set()).add(fields)
+    return by_source
+
+
+def test_oci_source_gives_the_same_events_as_the_directory_cache(world: World) -> None:
+    config = _config(
+        world,
+        "same",
+        f"""sources:
+  - name: dir
+    kind: mirror
+    url: file://{world.directory}
+    manifests: all
+  - name: oci
+    kind: mirror
+    url: {world.registry.url("cache")}
+    manifests: all
+""",
+    )
+    said = _ok(config, "-v", "once", cwd=world.tmp)
+    assert "oci:default/root: 4 spec manifests fetched: 4 ok" in said, said
+    events = _events(config, world.tmp)
+    assert events["oci"] == events["dir"]
+    assert {e[0] for e in events["oci"]} == {"stack.added", "spec.added"}
+    assert len([e for e in events["oci"] if e[0] == "spec.added"]) == 4
+    # The same sizes and tarball checksums as the directory's manifests say.
+    assert _tarballs(config, "oci", world.tmp) == _tarballs(config, "dir", world.tmp)
+    # A second run: the index tag's digest is unchanged, nothing happens.
+    again = _ok(config, "once", cwd=world.tmp)
+    assert "oci:default/root unchanged" in again, again
+    assert _events(config, world.tmp) == events
+
+
+def _tarballs(config: Path, source: str, cwd: Path) -> dict[str, tuple[Any, ...]]:
+    said = _ok(
+        config,
+        "specs",
+        "--source",
+        source,
+        "--release",
+        "default",
+        "--stack",
+        "root",
+        "--json",
+        cwd=cwd,
+        stdout=True,
+    )
+    return {
+        s["hash"]: (s["manifest_status"], s["tarball_size"], s["tarball_checksum"])
+        for s in json_lines(said)
+    }
+
+
+def test_verify_signatures_on_an_oci_source_is_a_configuration_error(world: World) -> None:
+    config = _config(
+        world,
+        "signed",
+        f"""sources:
+  - name: oci
+    kind: mirror
+    url: {world.registry.url("cache")}
+    verify_signatures: true
+""",
+    )
+    done = run_cli("-c", str(config), "once", cwd=world.tmp)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "sources[0].verify_signatures: an OCI build cache is unsigned" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_missing_repository_fails_its_stack_with_one_line(world: World) -> None:
+    config = _config(
+        world,
+        "missing",
+        f"""sources:
+  - name: oci
+    kind: mirror
+    url: {world.registry.url("nothing/here")}
+""",
+    )
+    done = run_cli("-c", str(config), "once", cwd=world.tmp)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "/v2/nothing/here/manifests/index.spack: HTTP 404" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _install(world: World, name: str, url: str) -> tuple[list[str], Spack]:
+    spack = Spack(world.spack, world.tmp / name)
+    said = [spack.run("mirror", "add", "--unsigned", "cache", url)]
+    said.append(spack.run("buildcache", "list", "-aLv"))
+    said.append(spack.run("install", "--cache-only", *SPECS))
+    return [line for done in said for line in warnings(done)], spack
+
+
+def _unused(_: Any) -> None:  # keeps imports used while the copy tests are added
+    return None
