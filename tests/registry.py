@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -42,30 +43,58 @@ def _free_port() -> int:
 
 
 class Registry:
-    """``with Registry(tmp) as r:`` a registry at ``r.host`` (127.0.0.1:PORT)."""
+    """``with Registry(tmp) as r:`` a registry at ``r.host`` (127.0.0.1:PORT).
 
-    def __init__(self, directory: Path, extra_config: str = "") -> None:
+    ``tls``: https with a self-signed certificate made by ``openssl`` (its file is
+    ``r.certificate``: give it as ``SSL_CERT_FILE``). ``storage``: another
+    registry's storage directory, so that two processes (plain http and https)
+    serve the same repositories."""
+
+    def __init__(
+        self,
+        directory: Path,
+        extra_config: str = "",
+        *,
+        tls: bool = False,
+        storage: Path | None = None,
+    ) -> None:
         self.directory = directory
         self.extra_config = extra_config
+        self.tls = tls
+        self.storage = storage or directory / "storage"
+        self.certificate = directory / "cert.pem"
         self.port = _free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, repository: str) -> str:
-        """The ``oci+http://`` URL of a repository, as Spack and mirrorsync take it."""
-        return f"oci+http://{self.host}/{repository}"
+        """The ``oci+http://`` (``oci://`` with TLS) URL of a repository, as Spack and
+        mirrorsync take it."""
+        scheme = "oci" if self.tls else "oci+http"
+        return f"{scheme}://{self.host}/{repository}"
 
     def __enter__(self) -> Registry:
         binary = require_registry()
-        storage = self.directory / "storage"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        storage = self.storage
         storage.mkdir(parents=True, exist_ok=True)
         config = self.directory / "config.yml"
+        tls = ""
+        if self.tls:
+            key = self.directory / "key.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-keyout", str(key), "-out", str(self.certificate), "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            tls = f"  tls:\n    certificate: {self.certificate}\n    key: {key}\n"
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n" + self.extra_config
+            f"http:\n  addr: 127.0.0.1:{self.port}\n" + tls + self.extra_config
         )
         log = (self.directory / "registry.log").open("wb")
         self.process = subprocess.Popen(
@@ -73,9 +102,13 @@ class Registry:
         )
         log.close()
         deadline = time.monotonic() + 20
+        scheme = "https" if self.tls else "http"
+        context = ssl.create_default_context(cafile=self.certificate) if self.tls else None
         while True:
             try:
-                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
+                with urllib.request.urlopen(
+                    f"{scheme}://{self.host}/v2/", timeout=1, context=context
+                ):
                     return self
             except urllib.error.HTTPError:
                 return self  # answering (a 401 when auth is configured)

@@ -773,13 +773,18 @@ def _check_mirrors(config: Config) -> None:
         if copy.name in names:
             raise ConfigError(path, f"{key}.name", f"duplicate mirror name {copy.name!r}")
         names.add(copy.name)
+        oci = copy.path.startswith(("oci://", "oci+"))
+        if oci:
+            _check_oci_copy(path, key, copy)
         if not copy.path.strip() or "\x00" in copy.path:
             raise ConfigError(path, f"{key}.path", f"expected a directory, got {copy.path!r}")
         directory = os.path.realpath(copy.directory)  # links resolved: the real trees
+        if oci:
+            directory = copy.path  # a registry repository: no directory to overlap
         if directory in directories:
             raise ConfigError(path, f"{key}.path", f"another mirror already writes {copy.path!r}")
         for other, other_key in directories.items():
-            if _nested(directory, other):
+            if not oci and _nested(directory, other):
                 raise ConfigError(
                     path,
                     f"{key}.path",
@@ -789,7 +794,7 @@ def _check_mirrors(config: Config) -> None:
                 )
         directories[directory] = key
         for j, upstream in enumerate(config.sources):
-            root = _file_root(upstream)
+            root = _file_root(upstream) if not oci else None
             if root is not None and (root == directory or _nested(directory, root)):
                 raise ConfigError(
                     path,
@@ -1163,6 +1168,23 @@ def _check_url(path: str, key: str, url: str, *, files: bool = False) -> None:
     if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
         kinds = "an http://, https:// or file:///" if files else "an http:// or https://"
         raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
+
+
+def _check_oci_copy(path: str, key: str, copy: MirrorCopy) -> None:
+    """A copy into a registry repository (``oci://`` / ``oci+http://``)."""
+    from mirrorsync.formats.oci import parse_reference  # here: formats come after config
+
+    try:
+        parse_reference(copy.path)
+    except ValueError as exc:
+        raise ConfigError(path, f"{key}.path", f"{exc} (got {redact_url(copy.path)!r})") from None
+    if copy.keep != "upstream":
+        raise ConfigError(
+            path,
+            f"{key}.keep",
+            "an OCI copy keeps what upstream lists (keep: upstream); kept specs are "
+            "supported for directory copies only",
+        )
 
 
 def _check_oci_source(path: str, key: str, source: MirrorSource) -> None:

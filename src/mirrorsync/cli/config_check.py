@@ -33,6 +33,7 @@ from mirrorsync.errors import (
     StoreError,
 )
 from mirrorsync.formats.catalog import parse_catalog
+from mirrorsync.formats.oci import INDEX_TAG, is_oci_url
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.location import PostgresUrl
 
@@ -204,6 +205,11 @@ async def _mirror_layout(client: object, source: MirrorSource) -> str:
 
     assert isinstance(client, HttpClient)
     root = Url(source.url).rstrip("/")
+    if is_oci_url(root.address):  # Spack's OCI cache: its index image, as a sync reads it
+        from mirrorsync.fetch.oci import OciRepository, oci_reference
+
+        await OciRepository(client, oci_reference(root)).manifest(INDEX_TAG)
+        return f"OCI build cache at {root} (its {INDEX_TAG} image)"
     v3_path = Target(root, None, view=source.view).manifest_path
     for layout, path in (("v3", v3_path), ("v2", V2_INDEX)):
         try:

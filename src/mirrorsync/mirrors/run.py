@@ -151,7 +151,12 @@ async def run_mirrors(
                 client = clients[insecure] = HttpClient(
                     http, verify=not insecure, throttle=throttle, stats=stats
                 )
-            job = _CopyJob(config, store, client, workdir, copy, dry_run, clock)
+            job_type = _CopyJob
+            if copy.path.startswith(("oci://", "oci+http://")):  # a registry repository
+                from mirrorsync.mirrors.oci_copy import OciCopyJob
+
+                job_type = OciCopyJob
+            job = job_type(config, store, client, workdir, copy, dry_run, clock)
             job.full = full
             outcomes.append(await job.run())
     finally:
@@ -188,6 +193,11 @@ class _CopyJob:
     def _now(self) -> str:
         return self.clock().astimezone(UTC).strftime(_TIME_FORMAT)
 
+    @property
+    def location(self) -> str:
+        """Where the copy is, as recorded and shown."""
+        return str(self.root)
+
     async def run(self) -> MirrorOutcome:
         started = time.monotonic()
         try:
@@ -222,7 +232,7 @@ class _CopyJob:
             self.row = await store_mirrors.find(self.store, copy.name)
         else:
             self.row = await store_mirrors.ensure(
-                self.store, copy.name, str(self.root), source_id, release
+                self.store, copy.name, self.location, source_id, release
             )
         # On PostgreSQL several instances may run at once: one updates a copy at a time.
         key = self.row.id if self.row is not None else 0
@@ -676,7 +686,11 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def choose_stacks(
-    copy: MirrorCopy, source: str, release: str, stacks: list[SyncedStack]
+    copy: MirrorCopy,
+    source: str,
+    release: str,
+    stacks: list[SyncedStack],
+    layouts: tuple[str, ...] = ("v3",),
 ) -> list[SyncedStack]:
     synced = [s for s in stacks if s.present and s.version > 0 and s.index_checksum]
     if copy.stacks is None:
@@ -692,10 +706,10 @@ def choose_stacks(
     if not chosen:
         raise CopyError(f"no synced stack in {source}:{release}; run 'mirrorsync once' first")
     for s in chosen:
-        if s.layout != "v3":
+        if s.layout not in layouts:
             raise CopySourceError(
                 f"{source}:{release}/{s.name} is a {s.layout} build cache; "
-                "copies are made from v3 stacks only"
+                f"this copy is made from {' or '.join(layouts)} stacks only"
             )
     return chosen
 
