@@ -7,6 +7,7 @@ missing binary fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -72,6 +73,15 @@ class Registry:
         mirrorsync take it."""
         scheme = "oci" if self.tls else "oci+http"
         return f"{scheme}://{self.host}/{repository}"
+
+    def tags(self, repository: str) -> list[str]:
+        """A repository's tags, as the registry lists them."""
+        scheme = "https" if self.tls else "http"
+        context = ssl.create_default_context(cafile=self.certificate) if self.tls else None
+        url = f"{scheme}://{self.host}/v2/{repository}/tags/list"
+        with urllib.request.urlopen(url, timeout=10, context=context) as answer:
+            tags: list[str] = json.load(answer)["tags"] or []
+            return tags
 
     def __enter__(self) -> Registry:
         binary = require_registry()

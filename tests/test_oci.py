@@ -34,7 +34,8 @@ class World:
     tmp: Path
     spack: Path
     builder: Spack
-    registry: Registry
+    registry: Registry  # plain http: oci+http://
+    tls: Registry  # the same storage over https (oci://), for Spack to read (see _reader)
     directory: Path  # the same specs pushed as a v3 directory cache
 
 
@@ -46,7 +47,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     builder = Spack(spack, tmp / "builder")
     for spec in SPECS:
         builder.run("install", spec)
-    with Registry(tmp / "registry") as registry:
+    plain = Registry(tmp / "registry")
+    with plain as registry, Registry(tmp / "tls", tls=True, storage=plain.storage) as tls:
         directory = tmp / "dircache"
         for target in (registry.url("cache"), f"file://{directory}"):
             builder.run(
@@ -58,7 +60,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 target,
                 *SPECS,
             )
-        yield World(tmp, spack, builder, registry, directory)
+        yield World(tmp, spack, builder, registry, tls, directory)
 
 
 def _config(world: World, name: str, body: str) -> Path:
@@ -162,13 +164,88 @@ def test_a_missing_repository_fails_its_stack_with_one_line(world: World) -> Non
     assert "Traceback" not in done.stderr
 
 
-def _install(world: World, name: str, url: str) -> tuple[list[str], Spack]:
-    spack = Spack(world.spack, world.tmp / name)
-    said = [spack.run("mirror", "add", "--unsigned", "cache", url)]
-    said.append(spack.run("buildcache", "list", "-aLv"))
-    said.append(spack.run("install", "--cache-only", *SPECS))
-    return [line for done in said for line in warnings(done)], spack
+class _Reader(Spack):
+    """A fresh Spack that trusts the test registry's certificate, with a download
+    cache of its own (so every blob it installs comes from the registry)."""
+
+    def __init__(self, spack: Path, home: Path, certificate: Path) -> None:
+        super().__init__(spack, home)
+        self.certificate = certificate
+        config = home / "system" / "config.yaml"
+        config.write_text(config.read_text() + f"  source_cache: {home / 'downloads'}\n")
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "SSL_CERT_FILE": str(self.certificate)}
 
 
-def _unused(_: Any) -> None:  # keeps imports used while the copy tests are added
-    return None
+def _install(world: World, name: str, repository: str) -> tuple[list[str], str, Spack]:
+    """What a site does with an OCI build cache: ``spack mirror add`` its oci:// URL,
+    list it, install from it (each spec on its own, as the builder installed them).
+
+    Read over https: Spack 1.1 reads the index of an ``oci://`` mirror only; with
+    ``oci+http://`` its index lookup takes the URL for a plain build cache and fails
+    ("unknown url type: oci+http"), so ``buildcache list`` shows nothing and
+    ``install`` concretizes without the cache's specs."""
+    spack = _Reader(world.spack, world.tmp / name, world.tls.certificate)
+    said = [spack.run("mirror", "add", "--unsigned", "cache", world.tls.url(repository))]
+    listed = spack.run("buildcache", "list", "-aLv")
+    said.append(listed)
+    for spec in SPECS:
+        said.append(spack.run("install", "--cache-only", spec))
+    return [line for done in said for line in warnings(done)], listed.stdout, spack
+
+
+def _copy_config(world: World) -> Path:
+    return _config(
+        world,
+        "copies",
+        f"""sources:
+  - name: dir
+    kind: mirror
+    url: file://{world.directory}
+    manifests: all
+  - name: oci
+    kind: mirror
+    url: {world.registry.url("cache")}
+    manifests: all
+mirrors:
+  - name: from-dir
+    path: {world.registry.url("copies/from-dir")}
+    source: dir
+    delete_after: 0
+  - name: from-oci
+    path: {world.registry.url("copies/from-oci")}
+    source: oci
+    delete_after: 0
+""",
+    )
+
+
+@pytest.fixture(scope="module")
+def copied(world: World) -> Path:
+    """Both copies made once: the directory cache and the OCI cache, each into its
+    own repository of the registry."""
+    config = _copy_config(world)
+    said = _ok(config, "once", cwd=world.tmp)
+    assert "mirror from-dir published: version 1, 4 binaries" in said, said
+    assert "mirror from-oci published: version 1, 4 binaries" in said, said
+    return config
+
+
+@pytest.mark.parametrize("mirror", ["from-dir", "from-oci"])
+def test_spack_installs_from_mirrorsyncs_oci_copy(world: World, copied: Path, mirror: str) -> None:
+    said, listed, spack = _install(world, f"reader-{mirror}", f"copies/{mirror}")
+    assert said == []
+    assert len([line for line in listed.splitlines() if line.strip() and " ms" in line]) == 4
+    installed = {r["spec"]["name"] for r in spack.database().values() if r["installed"]}
+    assert {"msapp", "msdata", "mslib"} <= installed
+    # The images are Spack's: its tags, the spec file as config, the binary last.
+    tags = world.registry.tags(f"copies/{mirror}")
+    assert sorted(tags) == sorted(world.registry.tags("cache"))
+
+
+def test_a_second_copy_run_uploads_nothing(world: World, copied: Path) -> None:
+    said = _ok(copied, "-vv", "mirror", cwd=world.tmp)
+    requests = [line for line in said.splitlines() if "mirrorsync.http:" in line]
+    assert not [line for line in requests if " PUT " in line or " POST " in line], requests
+    assert "mirror from-dir unchanged" in said and "mirror from-oci unchanged" in said
