@@ -211,6 +211,8 @@ def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus])
     for m in copies:
         if m.name not in configured or not m.version:
             continue
+        if "://" in m.path and not m.path.startswith("file://"):
+            continue  # an object store or registry: verify --mirror reads it, not this check
         if problem := disk_problem(Path(m.path), m.index_checksum):
             out[m.name] = problem
     return out

@@ -16,9 +16,11 @@ import anyio
 from mirrorsync.cli.render import human_duration, human_size, plural, print_json_line
 from mirrorsync.config import Config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from mirrorsync.fetch import HttpClient, Tally
 from mirrorsync.lock import hold
 from mirrorsync.mirrors.check import CopyCheck, Finding, check_copy, repair
 from mirrorsync.mirrors.files import Modes
+from mirrorsync.mirrors.target import open_target
 from mirrorsync.store import Store
 from mirrorsync.store import mirrors as store_mirrors
 
@@ -60,11 +62,20 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
             if state.manifest_sha256:
                 manifest_sha256.setdefault(spec_hash, set()).add(state.manifest_sha256)
 
+        source = config.source(copy.source)
+        client = await stack.enter_async_context(
+            HttpClient(config.http, verify=not getattr(source, "insecure", False))
+        )
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mirrorsync-")))
+        target = open_target(copy, client, workdir, Tally())
+        stack.push_async_callback(target.aclose)
+        view = target.view()
+
         async def check() -> CopyCheck:
             pending = await store_mirrors.orphans(store, mirror_id)
             return await anyio.to_thread.run_sync(
                 lambda: check_copy(
-                    copy.directory,
+                    view,
                     index_checksum,
                     manifest_sha256=manifest_sha256,
                     pending=pending,
@@ -89,8 +100,7 @@ async def verify_copy(args: argparse.Namespace, config: Config) -> int:
         if not args.repair or not found.findings:
             _summary(copy.name, summary, started)
             return EXIT_PARTIAL if found.findings else EXIT_OK
-        with tempfile.TemporaryDirectory(prefix="mirrorsync-") as tmp:
-            done = await repair(config, store, copy, row, found, Path(tmp), check)
+        done = await repair(config, store, copy, row, found, workdir, check, target)
         for line in done.done:
             print(f"mirror {copy.name}: repaired: {line}")
         for line in done.unrepairable:

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import anyio
-
 from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
 from mirrorsync.errors import CopyError, FormatError, MirrorsyncError, NotFoundError
 from mirrorsync.fetch import HttpClient, Tally
@@ -53,8 +51,9 @@ from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import Admission, path_safe
 from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
 from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
-from mirrorsync.mirrors.publish import delete, due, index_file, publish
+from mirrorsync.mirrors.publish import due, index_file, publish
 from mirrorsync.mirrors.run import choose_stacks, real_root, run_mirrors
+from mirrorsync.mirrors.target import CopyTarget, TargetView
 from mirrorsync.store import Store
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import MirrorRow
@@ -131,7 +130,7 @@ class CopyCheck:
 
 
 def check_copy(
-    root: Path,
+    view: TargetView,
     index_checksum: str,
     *,
     manifest_sha256: dict[str, set[str]],
@@ -151,13 +150,11 @@ def check_copy(
     has a key index. ``modes``: the permissions each file and directory must have.
     """
     out = CopyCheck()
-    on_disk: dict[str, os.stat_result] = {}
-    for rel, path in files.walk(root, links=True):  # reported, never followed
-        if not path.name.endswith(files.TEMP_SUFFIX):  # a killed run's: the next removes it
-            on_disk[rel] = files.lstat(path)
+    root = view.local  # a directory's: modes and links are checked too
+    on_disk = view.listing(links=True)  # links reported, never followed
     referenced: set[str] = set()
     seen: dict[str, bool] = {}  # rel -> fine
-    if modes is not None:  # directories made by mirrorsync: readable and searchable
+    if root is not None and modes is not None:  # directories made by mirrorsync
         for rel in sorted({p for r in on_disk for p in _parents(r)}):
             st = files.lstat(root / rel)
             if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o777 != modes.directory:
@@ -179,7 +176,7 @@ def check_copy(
         referenced.add(rel)
         st = on_disk.get(rel)
         if st is None:
-            link = files.symlink_in(root, rel)
+            link = files.symlink_in(root, rel) if root is not None else None
             find(
                 "missing",
                 rel,
@@ -192,7 +189,7 @@ def check_copy(
             return None
         out.files += 1
         out.size += st.st_size
-        if modes is not None and st.st_mode & 0o777 != modes.file:
+        if root is not None and modes is not None and st.st_mode & 0o777 != modes.file:
             find(
                 "mode",
                 rel,
@@ -204,7 +201,7 @@ def check_copy(
     def read(rel: str, spec: str | None, what: str) -> bytes | None:
         if regular(rel, spec, what) is None:
             return None
-        data = files.read_if_present(root / rel)
+        data = view.read(rel)
         if data is None:  # gone meanwhile
             find("missing", rel, f"{what} missing", spec)
         return data
@@ -222,7 +219,7 @@ def check_copy(
             find("size", rel, f"{what} is {st.st_size} bytes, its manifest says {length}", spec)
             return
         if checksums:
-            digest = files.sha256_if_present(root / rel)
+            digest = view.sha256(rel)
             if digest != checksum:
                 find(
                     "digest", rel, f"{what} sha256 is {digest}, its manifest says {checksum}", spec
@@ -374,15 +371,17 @@ async def repair(
     found: CopyCheck,
     workdir: Path,
     recheck: Callable[[], Awaitable[CopyCheck]],
+    target: CopyTarget,
 ) -> Repair:
     """Fetch again what ``found`` says is missing or damaged, through the copy's own
     path (Copier under the crawl's Admission), and delete its orphans."""
-    root = copy.directory
     modes = files.Modes(copy.file_mode)
     out = Repair()
     links_removed = False
-    chmod = [f.path for f in found.findings if f.kind == "mode"]
-    for rel in chmod:  # a regular file or directory (checked), never a link
+    root = target.view().local  # a directory's: modes and links are repaired too
+    chmod = [f.path for f in found.findings if f.kind == "mode"] if root is not None else []
+    for rel in chmod:
+        assert root is not None  # a regular file or directory (checked), never a link
         path = root / rel
         try:
             os.chmod(path, modes.directory if path.is_dir() else modes.file)
@@ -392,13 +391,21 @@ async def repair(
         out.done.append(
             f"permissions set on {plural(len(chmod), 'file or directory', 'files or directories')}"
         )
-    for f in found.findings:  # damaged files go first: the copier then sees them missing
-        if f.kind in ("size", "digest", "unreadable", "not a file") and f.path != INDEX_MANIFEST:
-            files.remove_quietly(root / f.path)
-        link = files.symlink_in(root, f.path) if f.kind == "missing" else None
-        if link is not None:
-            files.remove_quietly(root / link)  # the link itself, never what it points to
-            links_removed = True
+    damaged = [
+        f.path
+        for f in found.findings
+        if f.kind in ("size", "digest", "unreadable", "not a file") and f.path != INDEX_MANIFEST
+    ]
+    if root is None:  # damaged objects go first: the copier then sees them missing
+        await target.delete(damaged)
+    else:
+        for f in found.findings:
+            if f.path in damaged:
+                files.remove_quietly(root / f.path)
+            link = files.symlink_in(root, f.path) if f.kind == "missing" else None
+            if link is not None:
+                files.remove_quietly(root / link)  # the link itself, never what it points to
+                links_removed = True
     if found.index is None:  # the published index itself is gone: nothing names the files
         [outcome] = await run_mirrors(config, store, workdir, only=copy.name)
         if outcome.error:
@@ -425,7 +432,7 @@ async def repair(
         await store_mirrors.manifest_states(store, list(roots)), verifies=source.verify_signatures
     )
     async with HttpClient(config.http, verify=not source.insecure) as client:
-        copier = Copier(client, root, out.requests, modes=modes)
+        copier = Copier(client, target, out.requests)
         out.tally = copier.counts
         for spec_hash in sorted(found.damaged):
             record = found.records[spec_hash]
@@ -463,8 +470,7 @@ async def repair(
             await copier.layout(roots[stacks[0].id])
             out.done.append(f"{LAYOUT}: fetched again")
         if INDEX_MANIFEST in bad:
-            index = index_file(found.db_version, found.index)
-            await anyio.to_thread.run_sync(publish, root, index, modes)
+            await publish(target, index_file(found.db_version, found.index))
             out.done.append(f"{INDEX_MANIFEST}: written again for the published index")
         keys = sorted(p for p in bad if p not in (LAYOUT, INDEX_MANIFEST))
     if keys:  # written by the copy run from the trusted keys, every file checked again
@@ -479,7 +485,7 @@ async def repair(
     # Judged again when blobs were unknown, or a linked directory became a real one.
     orphans = (await recheck()).orphans if found.unsure or links_removed else found.orphans
     if orphans:
-        out.removed = await anyio.to_thread.run_sync(delete, root, orphans)
+        out.removed = await target.delete(orphans)
         await store_mirrors.forget_orphans(store, row.id, orphans)
         out.done.append(f"removed {plural(out.removed, 'orphan')}")
     return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 
@@ -33,9 +32,9 @@ from mirrorsync.formats.specfile import (
     PUBLIC_KEY_MEDIA_TYPE,
     v3_key_manifest,
 )
-from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import CHANGED, Admission
 from mirrorsync.mirrors.files import KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
+from mirrorsync.mirrors.target import CopyTarget
 from mirrorsync.redact import Url, join_url
 
 #: What Spack writes as ``v3/layout.json`` when upstream has none to copy.
@@ -63,20 +62,18 @@ class CopyTally:
 
 
 class Copier:
-    """Fills one copy directory from upstream mirror roots."""
+    """Fills one copy (through its :class:`CopyTarget`) from upstream mirror roots."""
 
     def __init__(
         self,
         client: HttpClient,
-        root: Path,
+        target: CopyTarget,
         tally: Tally,
         *,
         dry_run: bool = False,
-        modes: files.Modes = files.DEFAULT_MODES,
     ) -> None:
         self.client = client
-        self.root = root
-        self.modes = modes
+        self.target = target
         self.tally = tally
         self.dry_run = dry_run
         self.counts = CopyTally()
@@ -118,9 +115,8 @@ class Copier:
     async def _fetch_blob(self, upstream_root: str, record: BlobRecord) -> None:
         rel = blob_relpath(record.checksum_algorithm, record.checksum)
         self.referenced[rel] = record.content_length
-        final = self.root / rel
-        if files.size_of(final) == record.content_length and (
-            rel in self.published or await anyio.to_thread.run_sync(_holds, final, record)
+        if record.checksum_algorithm == "sha256" and await self.target.exists(
+            rel, record.content_length, record.checksum, trusted=rel in self.published
         ):
             self.counts.blobs_present += 1
             return
@@ -133,8 +129,7 @@ class Copier:
             raise SpecRefused(
                 f"{url}: checksum algorithm {record.checksum_algorithm} not supported"
             )
-        files.make_parent(final, self.modes)
-        temp = files.temp_path(final)
+        temp = await self.target.staging(rel)
         try:
             await self.client.download(
                 Url(url),
@@ -145,12 +140,15 @@ class Copier:
                 tally=self.tally,
             )
         except MirrorsyncError:
-            files.remove_quietly(temp)
+            self.target.discard(temp)
             raise
         except OSError as exc:  # disk full, permissions: the blob's download, not the network
-            files.remove_quietly(temp)
-            raise files.disk_error(final, exc) from None
-        await anyio.to_thread.run_sync(files.place, temp, final, self.modes)
+            self.target.discard(temp)
+            raise self.target.failure(exc) from None
+        try:
+            await self.target.put_blob(rel, temp, record.content_length, record.checksum)
+        finally:
+            self.target.discard(temp)  # gone already once put
 
     # -- manifests -------------------------------------------------------------
 
@@ -162,8 +160,7 @@ class Copier:
         manifest changed since the crawl or a blob does not match it."""
         expected = admission.expected(stack_id, record.hash).manifest_sha256
         rel = record.manifest_path
-        final = self.root / rel
-        data = files.read_if_present(final)  # the copy's files are not trusted either
+        data = await self.target.read(rel)  # the copy's files are not trusted either
         url = join_url(upstream_root, rel)
         fetched = False
         if data is None or hashlib.sha256(data).hexdigest() != expected:
@@ -179,7 +176,7 @@ class Copier:
         for blob in manifest.data:
             await self.blob(upstream_root, blob)
         if fetched and not self.dry_run:
-            await anyio.to_thread.run_sync(files.write_atomic, final, data, self.modes)
+            await self.target.put_manifest(rel, data)
         self.referenced[rel] = len(data)
         return rel, len(data) + sum(b.content_length for b in manifest.data)
 
@@ -194,8 +191,8 @@ class Copier:
         except ValueError:
             raise FormatError("layout.json", "not JSON", join_url(upstream_root, LAYOUT)) from None
         self.referenced[LAYOUT] = len(data)
-        if not self.dry_run and files.read_if_present(self.root / LAYOUT) != data:
-            files.write_atomic(self.root / LAYOUT, data, self.modes)
+        if not self.dry_run and await self.target.read(LAYOUT) != data:
+            await self.target.put_manifest(LAYOUT, data)
 
     async def keys(self, keys: dict[str, bytes]) -> None:
         """The copy's key index: exactly ``keys`` (fingerprint -> armoured public key),
@@ -211,8 +208,8 @@ class Copier:
             manifest = manifest_bytes(len(key), PUBLIC_KEY_MEDIA_TYPE, "sha256", checksum)
             key_manifests[fingerprint] = manifest
             self.referenced[v3_key_manifest(fingerprint)] = len(manifest)
-            if not self.dry_run and files.read_if_present(self.root / rel) != key:
-                files.write_atomic(self.root / rel, key, self.modes)
+            if not self.dry_run and await self.target.read(rel) != key:
+                await self.target.put_manifest(rel, key)
         blob = json.dumps({"keys": {f: {} for f in sorted(keys)}}).encode()
         checksum = hashlib.sha256(blob).hexdigest()
         index_manifest = manifest_bytes(
@@ -223,13 +220,14 @@ class Copier:
         if self.dry_run:
             return
         for fingerprint, manifest in key_manifests.items():
-            path = self.root / v3_key_manifest(fingerprint)
-            if files.read_if_present(path) != manifest:
-                files.write_atomic(path, manifest, self.modes)
-        if files.read_if_present(self.root / blob_relpath("sha256", checksum)) != blob:
-            files.write_atomic(self.root / blob_relpath("sha256", checksum), blob, self.modes)
-        if files.read_if_present(self.root / KEY_INDEX_MANIFEST) != index_manifest:
-            files.write_atomic(self.root / KEY_INDEX_MANIFEST, index_manifest, self.modes)
+            rel = v3_key_manifest(fingerprint)
+            if await self.target.read(rel) != manifest:
+                await self.target.put_manifest(rel, manifest)
+        rel = blob_relpath("sha256", checksum)
+        if await self.target.read(rel) != blob:
+            await self.target.put_manifest(rel, blob)
+        if await self.target.read(KEY_INDEX_MANIFEST) != index_manifest:
+            await self.target.put_manifest(KEY_INDEX_MANIFEST, index_manifest)
 
     async def _get(self, url: str) -> bytes:
         result = await self.client.get(Url(url), tally=self.tally)
@@ -252,13 +250,3 @@ def manifest_bytes(length: int, media_type: str, algorithm: str, checksum: str) 
         ],
     }
     return json.dumps(manifest, indent=0, separators=(",", ":")).encode()
-
-
-def _holds(path: Path, record: BlobRecord) -> bool:
-    """Whether the file already at a blob's address has the digest its name promises."""
-    if record.checksum_algorithm != "sha256":  # what Spack writes; others are fetched again
-        return False
-    try:
-        return files.sha256_if_present(path) == record.checksum  # a link is never read
-    except CopyError:
-        return False

@@ -66,7 +66,7 @@ from mirrorsync.inflate import gunzip
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import CHANGED, Admission
 from mirrorsync.mirrors.download import SpecRefused
-from mirrorsync.mirrors.oci_target import OciTarget, config_json
+from mirrorsync.mirrors.ocitarget import OciCopyTarget, OciTarget, config_json
 from mirrorsync.mirrors.plan import Selection, StackIndex, select
 from mirrorsync.mirrors.publish import build_index, due
 from mirrorsync.mirrors.run import _CopyJob, _first_error, _plan_key, choose_stacks, real_root
@@ -123,10 +123,6 @@ class OciCopyJob(_CopyJob):
 
     _busy: dict[str, anyio.Event]
 
-    @property
-    def location(self) -> str:
-        return redact_url(self.copy.path)
-
     def _scratch(self) -> Path:
         """A new scratch file of this copy's own, for one blob on its way."""
         fd, name = tempfile.mkstemp(dir=self.workdir, prefix="oci-blob-")
@@ -153,10 +149,9 @@ class OciCopyJob(_CopyJob):
             wanted, copy, self.config.path, f"mirrors[{self.config.mirrors.index(copy)}]"
         )
         plan_key = _plan_key(copy, stacks, admission, want, [])
-        target = OciTarget(
-            OciRepository(self.client, oci_reference(Url(copy.path)), push=True),
-            self.outcome.tally,
-        )
+        opened = self._target
+        assert isinstance(opened, OciCopyTarget)  # target.open_target, for an oci:// path
+        target = opened.oci
         row = self.row
         current = await target.published_index()
         if row is not None and row.version and current is None and not self.dry_run:

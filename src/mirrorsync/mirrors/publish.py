@@ -1,7 +1,7 @@
 """Publishing a copy's index last, and deleting last and late.
 
 The index blob is written first, then the index manifest replaces the old one
-in one rename: before it, readers see the old index (whose files are all still
+as a whole (a rename in a directory, one PUT in an object store): before it, readers see the old index (whose files are all still
 there, since nothing is deleted before a publish); after it, the new one, whose
 files were all put in place before. Deletions come after, and only for files
 the published index does not reference, once ``delete_after`` has passed.
@@ -13,7 +13,6 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from mirrorsync.errors import CopyError, FormatError
 from mirrorsync.formats.manifest import (
@@ -29,10 +28,10 @@ from mirrorsync.formats.specfile import (
     parse_key_index,
     v3_key_manifest,
 )
-from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import path_safe
 from mirrorsync.mirrors.download import manifest_bytes
 from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
+from mirrorsync.mirrors.target import CopyTarget, TargetView
 
 log = logging.getLogger("mirrorsync.mirror")
 
@@ -55,23 +54,20 @@ def index_file(db_version: str, data: bytes) -> IndexFile:
     return IndexFile(checksum, data, manifest_bytes(len(data), media_type, "sha256", checksum))
 
 
-def published_checksum(root: Path) -> str | None:
+def published_checksum(view: TargetView) -> str | None:
     """The index blob checksum the copy's index manifest names now (None: no index yet)."""
-    data = files.read_if_present(root / INDEX_MANIFEST)
+    data = view.read(INDEX_MANIFEST)
     if data is None:
         return None
     try:
-        return parse_index_manifest(data, str(root / INDEX_MANIFEST)).checksum
+        return parse_index_manifest(data, view.where(INDEX_MANIFEST)).checksum
     except FormatError:
         return None
 
 
-def publish(root: Path, index: IndexFile, modes: files.Modes) -> None:
-    """Write the index blob, then atomically replace the index manifest naming it."""
-    blob = root / blob_relpath("sha256", index.checksum)
-    if files.size_of(blob) != len(index.data):
-        files.write_atomic(blob, index.data, modes)
-    files.write_atomic(root / INDEX_MANIFEST, index.manifest, modes)
+async def publish(target: CopyTarget, index: IndexFile) -> None:
+    """Write the index blob, then replace the index manifest naming it: LAST."""
+    await target.publish_index(blob_relpath("sha256", index.checksum), index.data, index.manifest)
 
 
 @dataclass
@@ -86,7 +82,7 @@ class Referenced:
         return sum(self.sizes.values())
 
 
-def referenced(root: Path) -> Referenced:
+def referenced(view: TargetView) -> Referenced:
     """Read the published state back from the copy: index, manifests, blobs, keys, layout.
 
     CopyError if the published index names a file that is not there (never
@@ -95,38 +91,37 @@ def referenced(root: Path) -> Referenced:
     out = Referenced()
 
     def need(rel: str) -> bytes:
-        data = files.read_if_present(root / rel)
+        data = view.read(rel)
         if data is None:
-            raise CopyError(f"{root / rel}: missing, yet the published index references it")
+            raise CopyError(f"{view.where(rel)}: missing, yet the published index references it")
         out.sizes[rel] = len(data)
         return data
 
     def blob(rel: str, length: int) -> None:
-        if files.size_of(root / rel) != length:
-            raise CopyError(f"{root / rel}: missing or of the wrong size, yet referenced")
+        if view.size(rel) != length:
+            raise CopyError(f"{view.where(rel)}: missing or of the wrong size, yet referenced")
         out.sizes[rel] = length
 
-    for rel in (LAYOUT,):
-        if (root / rel).exists():
-            need(rel)
-    manifest = files.read_if_present(root / INDEX_MANIFEST)
+    if view.size(LAYOUT) is not None:
+        need(LAYOUT)
+    manifest = view.read(INDEX_MANIFEST)
     if manifest is None:
         return out
     out.sizes[INDEX_MANIFEST] = len(manifest)
-    record = parse_index_manifest(manifest, str(root / INDEX_MANIFEST))
+    record = parse_index_manifest(manifest, view.where(INDEX_MANIFEST))
     index_rel = blob_relpath(record.checksum_algorithm, record.checksum)
-    index = parse_raw_index(need(index_rel), str(root / index_rel))
+    index = parse_raw_index(need(index_rel), view.where(index_rel))
     for install in index.installs.values():
         if not install.in_buildcache:
             continue
         if not path_safe(install):  # never ours: the directory was written by another
-            raise CopyError(f"{root / index_rel}: names a spec no copy would list")
+            raise CopyError(f"{view.where(index_rel)}: names a spec no copy would list")
         out.binaries.add(install.hash)
         data = need(install.manifest_path)
-        _, _, spec_manifest = spec_manifest_records(data, str(root / install.manifest_path))
+        _, _, spec_manifest = spec_manifest_records(data, view.where(install.manifest_path))
         for r in spec_manifest.data:
             blob(blob_relpath(r.checksum_algorithm, r.checksum), r.content_length)
-    keys = files.read_if_present(root / KEY_INDEX_MANIFEST)
+    keys = view.read(KEY_INDEX_MANIFEST)
     if keys is not None:
         out.sizes[KEY_INDEX_MANIFEST] = len(keys)
         key_index = parse_manifest(keys, KEY_INDEX_MANIFEST, "key index manifest")
@@ -150,16 +145,10 @@ class Pruned:
     waiting_bytes: int = 0
 
 
-def unreferenced(root: Path, keep: Referenced) -> dict[str, int]:
-    """Files under the copy's own parts that the published index does not reference."""
-    out: dict[str, int] = {}
-    for rel, path in files.walk(root):
-        if rel in keep.sizes or path.name.endswith(files.TEMP_SUFFIX):
-            continue
-        size = files.size_of(path)
-        if size is not None:
-            out[rel] = size
-    return out
+def unreferenced(present: dict[str, int], keep: Referenced) -> dict[str, int]:
+    """Objects under the copy's own parts (``present``: ``target.inventory()``) that the
+    published index does not reference."""
+    return {rel: size for rel, size in present.items() if rel not in keep.sizes}
 
 
 def due(since: dict[str, str], now: datetime, delete_after: float) -> list[str]:
@@ -170,25 +159,3 @@ def due(since: dict[str, str], now: datetime, delete_after: float) -> list[str]:
         if (now - then).total_seconds() >= delete_after:
             out.append(rel)
     return out
-
-
-def delete(root: Path, rels: list[str]) -> int:
-    """Delete files of the copy (never outside it); returns the count deleted."""
-    count = 0
-    for rel in rels:
-        path = root / rel
-        try:
-            path.unlink()
-            count += 1
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise CopyError(f"{path}: cannot delete: {exc.strerror or exc}") from None
-        parent = path.parent
-        while parent != root and parent.name not in files.OWNED:
-            try:
-                parent.rmdir()  # only when empty
-            except OSError:
-                break
-            parent = parent.parent
-    return count

@@ -58,13 +58,13 @@ from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
 from mirrorsync.mirrors.plan import Keepable, Selection, StackIndex, select
 from mirrorsync.mirrors.publish import (
     build_index,
-    delete,
     due,
     publish,
     published_checksum,
     referenced,
     unreferenced,
 )
+from mirrorsync.mirrors.target import CopyTarget, TargetView, open_target
 from mirrorsync.mirrors.wanted import Wanted, wanted
 from mirrorsync.redact import Url, redact_url, unmask
 from mirrorsync.store import Store, claims
@@ -181,8 +181,7 @@ class _CopyJob:
         self.client = client
         self.workdir = workdir
         self.copy = copy
-        self.root = copy.directory
-        self.modes = files.Modes(copy.file_mode)
+        self.target: CopyTarget | None = None  # opened by run()
         self.dry_run = dry_run
         self.clock = clock
         self.outcome = MirrorOutcome(copy.name, "dry run" if dry_run else "unchanged")
@@ -190,23 +189,33 @@ class _CopyJob:
         self.rebuilding = False  # the published index was missing on disk
         self.full = False  # never "unchanged" without planning and checking
 
+    @property
+    def _target(self) -> CopyTarget:
+        assert self.target is not None  # opened by run()
+        return self.target
+
+    def _exists(self) -> bool:
+        """Whether a directory target's directory is there (a dry run makes none)."""
+        local = self._target.view().local
+        return local is None or local.is_dir()
+
     def _now(self) -> str:
         return self.clock().astimezone(UTC).strftime(_TIME_FORMAT)
-
-    @property
-    def location(self) -> str:
-        """Where the copy is, as recorded and shown."""
-        return str(self.root)
 
     async def run(self) -> MirrorOutcome:
         started = time.monotonic()
         try:
-            await self._run()
+            self.target = open_target(self.copy, self.client, self.workdir, self.outcome.tally)
+            try:
+                await self._run()
+            finally:
+                await self.target.aclose()
         except MirrorsyncError as exc:
             self.outcome.exit_code = exc.exit_code
             await self._failed(str(exc))
         except OSError as exc:
-            await self._failed(str(files.disk_error(Path(exc.filename or self.root), exc)))
+            failure = self.target.failure(exc) if self.target else CopyError(str(exc))
+            await self._failed(str(failure))
         self.outcome.seconds = time.monotonic() - started
         _log(self.outcome)
         return self.outcome
@@ -232,7 +241,7 @@ class _CopyJob:
             self.row = await store_mirrors.find(self.store, copy.name)
         else:
             self.row = await store_mirrors.ensure(
-                self.store, copy.name, self.location, source_id, release
+                self.store, copy.name, self._target.display, source_id, release
             )
         # On PostgreSQL several instances may run at once: one updates a copy at a time.
         key = self.row.id if self.row is not None else 0
@@ -263,14 +272,15 @@ class _CopyJob:
         )
         kept_rows = await store_mirrors.kept(self.store, self.row.id) if self.row else {}
         plan_key = _plan_key(copy, stacks, admission, want, self._live(kept_rows))
+        target = self._target
         if not self.dry_run:
-            files.make_dirs(self.root, self.modes)
-            files.remove_temporaries(self.root)
+            await target.prepare()
         row = self.row
-        current = published_checksum(self.root)
+        view = target.view()
+        current = await anyio.to_thread.run_sync(published_checksum, view)
         if (
             current is not None
-            and files.size_of(self.root / blob_relpath("sha256", current)) is None
+            and await anyio.to_thread.run_sync(view.size, blob_relpath("sha256", current)) is None
         ):
             current = None  # the index manifest names a blob that is gone: no index
         if row is not None and row.version and current is None and not self.dry_run:
@@ -280,7 +290,7 @@ class _CopyJob:
                 "rebuilding the copy",
                 copy.name,
                 row.version,
-                self.root,
+                target.display,
             )
         if (
             not self.full
@@ -322,15 +332,13 @@ class _CopyJob:
             keys, selection = await self._signer_keys(source, stacks, roots, admission, selection)
         if admission.left and copy.on_error == "fail":
             await self._left_out(admission)  # fails now: nothing to download for nothing
-        copier = Copier(
-            self.client, self.root, self.outcome.tally, dry_run=self.dry_run, modes=self.modes
-        )
+        copier = Copier(self.client, target, self.outcome.tally, dry_run=self.dry_run)
         self.outcome.copied = copier.counts
         if current is not None and row is not None and current == row.index_checksum:
             # What the published state references was checked as it was written.
             with contextlib.suppress(CopyError, FormatError):
                 copier.published = frozenset(
-                    (await anyio.to_thread.run_sync(referenced, self.root)).sizes
+                    (await anyio.to_thread.run_sync(referenced, view)).sizes
                 )
         await copier.layout(roots[0])
         before = len(admission.left)
@@ -342,13 +350,13 @@ class _CopyJob:
         await self._left_out(admission)
         index = build_index(selection.db_version, list(selection.records.values()))
         if self.dry_run:
-            self._dry_run_report(
+            await self._dry_run_report(
                 copier, selection, index.checksum, len(index.data), len(index.manifest)
             )
             await self._record_kept(keeping, selection, want)  # reported, not recorded
             return
         if current != index.checksum:
-            await anyio.to_thread.run_sync(publish, self.root, index, self.modes)
+            await publish(target, index)
         await self._record_kept(keeping, selection, want)
         await self._settle(plan_key, selection)
 
@@ -378,7 +386,9 @@ class _CopyJob:
         candidates = {h: k for h, k in kept_rows.items() if h not in upstream}
         row = self.row
         if row is not None and current is not None and current == row.index_checksum:
-            previous = await anyio.to_thread.run_sync(_published_records, self.root, current)
+            previous = await anyio.to_thread.run_sync(
+                _published_records, self._target.view(), current
+            )
             for spec_hash, record in sorted(previous.items()):
                 if not record.in_buildcache or spec_hash in upstream or spec_hash in kept_rows:
                     continue
@@ -591,8 +601,10 @@ class _CopyJob:
     async def _settle(self, plan_key: str, selection: Selection | None) -> None:
         """Record what the copy's index now lists, then delete what is due."""
         assert self.row is not None
-        keep = await anyio.to_thread.run_sync(referenced, self.root)
-        index_checksum = published_checksum(self.root)
+        target = self._target
+        view = target.view()
+        keep = await anyio.to_thread.run_sync(referenced, view)
+        index_checksum = await anyio.to_thread.run_sync(published_checksum, view)
         assert index_checksum is not None
         at = self._now()
         recorded = await store_mirrors.record_published(
@@ -607,16 +619,16 @@ class _CopyJob:
             o.status = "rebuilt"
         o.version, o.added, o.removed = recorded.version, recorded.added, recorded.removed
         o.binaries, o.bytes = len(keep.binaries), keep.bytes
-        orphans = await anyio.to_thread.run_sync(unreferenced, self.root, keep)
+        orphans = unreferenced(await target.inventory(), keep)
         since = await store_mirrors.note_orphans(self.store, self.row.id, orphans, at)
         gone = due(since, self.clock().astimezone(UTC), self.copy.delete_after_seconds)
-        o.deleted = await anyio.to_thread.run_sync(delete, self.root, gone)
+        o.deleted = await target.delete(gone)
         o.deleted_bytes = sum(orphans[r] for r in gone)
         await store_mirrors.forget_orphans(self.store, self.row.id, gone)
         o.waiting = len(orphans) - len(gone)
         o.waiting_bytes = sum(orphans.values()) - o.deleted_bytes
 
-    def _dry_run_report(
+    async def _dry_run_report(
         self, copier: Copier, selection: Selection, checksum: str, size: int, manifest: int
     ) -> None:
         o = self.outcome
@@ -625,11 +637,7 @@ class _CopyJob:
         keep[blob_relpath("sha256", checksum)] = size
         keep[INDEX_MANIFEST] = manifest
         o.bytes = sum(keep.values())
-        existing = {
-            rel: files.size_of(path) or 0
-            for rel, path in files.walk(self.root)
-            if not path.name.endswith(files.TEMP_SUFFIX)
-        }
+        existing = await self._target.inventory() if self._exists() else {}
         orphans = {rel: n for rel, n in existing.items() if rel not in keep}
         o.deleted = len(orphans)  # with delete_after 0; else some wait, as the real run says
         o.deleted_bytes = sum(orphans.values())
@@ -650,14 +658,15 @@ def _age(at: str, now: datetime) -> float:
     return (now - datetime.strptime(at, _TIME_FORMAT).replace(tzinfo=UTC)).total_seconds()
 
 
-def _published_records(root: Path, checksum: str) -> dict[str, RawInstall]:
+def _published_records(view: TargetView, checksum: str) -> dict[str, RawInstall]:
     """The install records of the copy's published index (its own, whose checksum the
     store recorded)."""
-    data = files.read_if_present(root / blob_relpath("sha256", checksum))
+    rel = blob_relpath("sha256", checksum)
+    data = view.read(rel)
     if data is None or hashlib.sha256(data).hexdigest() != checksum:
         return {}
     try:
-        return parse_raw_index(data, str(root)).installs
+        return parse_raw_index(data, view.where(rel)).installs
     except FormatError:
         return {}
 

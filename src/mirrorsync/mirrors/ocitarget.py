@@ -2,7 +2,14 @@
 
 :class:`OciTarget` is the target's side (what is there, putting blobs and
 manifests, the index last, listing and deleting tags); ``mirrors/oci_copy.py``
-decides what goes in. What the target guarantees:
+decides what goes in. :func:`open_target` is what ``mirrors/target.py`` opens
+for an ``oci://`` or ``oci+http://`` path: a :class:`OciCopyTarget`, the
+``CopyTarget`` of that interface. Its paths are a v3 directory's, which a
+registry does not have: an image is made of a whole spec (its spec file as the
+config, its dependencies' layers, its tag), so the OCI copy job writes through
+:attr:`OciCopyTarget.oci` instead, and the path-based methods answer only for
+blobs and the index (``verify --mirror`` does not read OCI copies yet). What the
+target guarantees:
 
 - **Order.** Every blob of an image (its layers, then its config) is uploaded
   before its manifest, and every spec image before the index image
@@ -19,11 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mirrorsync.errors import FormatError, IntegrityError, NotFoundError
-from mirrorsync.fetch import Tally
-from mirrorsync.fetch.oci import OciRepository
+import anyio
+
+from mirrorsync.errors import CopyError, FormatError, IntegrityError, NotFoundError
+from mirrorsync.fetch import HttpClient, Tally, Url
+from mirrorsync.fetch.oci import OciRepository, oci_reference
 from mirrorsync.formats.oci import (
     CONFIG_MEDIA_TYPE,
     INDEX_TAG,
@@ -33,6 +45,9 @@ from mirrorsync.formats.oci import (
     manifest_bytes,
     parse_image_manifest,
 )
+
+if TYPE_CHECKING:
+    from mirrorsync.config import MirrorCopy
 
 #: Blobs over this size go up in chunks of this size (PATCH); smaller ones in one PUT.
 CHUNK_SIZE = 64 << 20
@@ -153,3 +168,133 @@ def config_json(data: bytes, what: str, url: str) -> dict[str, object]:
     if not isinstance(doc, dict):
         raise FormatError(what, "not a JSON object", url)
     return doc
+
+
+# -- the CopyTarget of mirrors/target.py -------------------------------------------
+
+_BLOBS = "blobs/sha256/"
+_INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
+
+
+def open_target(copy: MirrorCopy, client: HttpClient, workdir: Path, tally: Tally) -> OciCopyTarget:
+    """The registry repository ``copy.path`` names, pushed to through ``client``."""
+    repository = OciRepository(client, oci_reference(Url(copy.path)), push=True)
+    return OciCopyTarget(OciTarget(repository, tally), workdir)
+
+
+def _blob_sha256(rel: str) -> str | None:
+    if not rel.startswith(_BLOBS):
+        return None
+    checksum = rel.rsplit("/", 1)[-1]
+    return checksum if len(checksum) == 64 else None
+
+
+class OciCopyView:
+    """An OCI copy from a worker thread: its blobs, nothing of a directory's layout."""
+
+    local: Path | None = None
+
+    def __init__(self, target: OciCopyTarget) -> None:
+        self.target = target
+
+    def where(self, rel: str) -> str:
+        checksum = _blob_sha256(rel)
+        if checksum is not None:
+            return self.target.oci.repository.blob_url(checksum).display
+        return f"{self.target.display} ({rel})"
+
+    def read(self, rel: str) -> bytes | None:
+        return anyio.from_thread.run(self.target.read, rel)
+
+    def size(self, rel: str) -> int | None:
+        checksum = _blob_sha256(rel)
+        if checksum is None:
+            return None
+        return anyio.from_thread.run(
+            self.target.oci.repository.blob_size, checksum, self.target.oci.tally
+        )
+
+    def sha256(self, rel: str) -> str | None:
+        data = self.read(rel)
+        return hashlib.sha256(data).hexdigest() if data is not None else None
+
+    def listing(self, *, links: bool = False) -> dict[str, os.stat_result]:
+        raise CopyError(
+            f"{self.target.display}: an OCI copy lists no files; verify --mirror checks "
+            "directory and S3 copies only (Spack's own 'buildcache check' reads OCI mirrors)"
+        )
+
+
+class OciCopyTarget:
+    """``mirrors/target.py``'s CopyTarget for a registry repository (see the module)."""
+
+    def __init__(self, oci: OciTarget, workdir: Path) -> None:
+        self.oci = oci
+        self.workdir = workdir
+        self.display = oci.url
+
+    def view(self) -> OciCopyView:
+        return OciCopyView(self)
+
+    async def prepare(self) -> None:
+        return None
+
+    async def read(self, rel: str) -> bytes | None:
+        """A blob, or the index manifest as a v3 copy would have it (naming the index
+        blob the ``index.spack`` image names)."""
+        if rel == _INDEX_MANIFEST:
+            checksum = await self.oci.published_index()
+            layer = self.oci.index_layer
+            if checksum is None or layer is None:
+                return None
+            from mirrorsync.mirrors.download import manifest_bytes as v3_manifest
+
+            return v3_manifest(layer.size, "application/vnd.spack.db.v8+json", "sha256", checksum)
+        checksum = _blob_sha256(rel)
+        if checksum is None:
+            return None
+        size = await self.oci.repository.blob_size(checksum, self.oci.tally)
+        if size is None:
+            return None
+        try:
+            return await self.oci.repository.blob(checksum, size, self.oci.tally)
+        except (NotFoundError, IntegrityError):
+            return None
+
+    async def exists(self, rel: str, size: int, digest: str, *, trusted: bool) -> bool:
+        checksum = _blob_sha256(rel)
+        return checksum == digest and await self.oci.has_blob(digest, size)
+
+    async def staging(self, rel: str) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.workdir, prefix="oci-staged-")
+        os.close(fd)
+        return Path(name)
+
+    async def put_blob(self, rel: str, staged: Path, size: int, digest: str) -> None:
+        try:
+            await self.oci.put_blob(digest, size, staged)
+        finally:
+            self.discard(staged)
+
+    def discard(self, staged: Path) -> None:
+        staged.unlink(missing_ok=True)
+
+    async def put_manifest(self, rel: str, data: bytes) -> None:
+        raise CopyError(f"{self.display}: {rel}: an OCI copy is written as images, not files")
+
+    async def publish_index(self, blob_rel: str, data: bytes, manifest: bytes) -> None:
+        await self.oci.publish_index(data)
+
+    async def inventory(self) -> dict[str, int]:
+        return {f"tag:{t}": 0 for t in await self.oci.list()}
+
+    async def delete(self, rels: list[str]) -> int:
+        return sum(
+            [await self.oci.delete(r.removeprefix("tag:")) for r in rels if r.startswith("tag:")]
+        )
+
+    def failure(self, exc: OSError) -> CopyError:
+        return CopyError(f"{self.display}: {exc.strerror or exc}")
+
+    async def aclose(self) -> None:
+        return None
