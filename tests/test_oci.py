@@ -13,6 +13,8 @@ the registry started once.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import json_lines, run_cli, write_config
+from oci_gateway import Gateway
 from registry import Registry
 from spackcache import Spack, require_spack, unpack, warnings
 
@@ -249,3 +252,90 @@ def test_a_second_copy_run_uploads_nothing(world: World, copied: Path) -> None:
     requests = [line for line in said.splitlines() if "mirrorsync.http:" in line]
     assert not [line for line in requests if " PUT " in line or " POST " in line], requests
     assert "mirror from-dir unchanged" in said and "mirror from-oci unchanged" in said
+
+
+def _sync_only(world: World, name: str, url: str, extra: str = "") -> Path:
+    return _config(
+        world,
+        name,
+        f"""sources:
+  - name: oci
+    kind: mirror
+    url: {url}
+    manifests: all
+{extra}""",
+    )
+
+
+def test_anonymous_bearer_tokens_read_and_push(world: World) -> None:
+    """A registry that asks for tokens (as ghcr.io does for public images): one
+    anonymous token per repository and access, asked for once, never shown."""
+    with Gateway(world.registry.host) as gateway:
+        extra = f"""  - name: dir
+    kind: mirror
+    url: file://{world.directory}
+    manifests: all
+mirrors:
+  - name: pushed
+    path: {gateway.url("tokens/copy")}
+    source: dir
+"""
+        config = _sync_only(world, "bearer", gateway.url("cache"), extra)
+        said = _ok(config, "-vv", "once", cwd=world.tmp)
+        assert "oci:default/root: 4 spec manifests fetched: 4 ok" in said, said
+        assert "mirror pushed published: version 1, 4 binaries" in said, said
+        assert sorted(world.registry.tags("tokens/copy")) == sorted(world.registry.tags("cache"))
+    scopes = {scope for _, scope in gateway.tokens}
+    assert scopes == {"repository:cache:pull", "repository:tokens/copy:pull,push"}, gateway.tokens
+    assert len(gateway.tokens) <= 4, gateway.tokens  # logged in once per client, not per request
+    assert "tok0" not in said and "Bearer" not in said
+
+
+def _docker_config(world: World, name: str, host: str, user: str, secret: str) -> Path:
+    directory = world.tmp / name
+    directory.mkdir(exist_ok=True)
+    auth = base64.b64encode(f"{user}:{secret}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def basic(world: World) -> Iterator[Registry]:
+    """The same storage behind a registry that wants Basic credentials (htpasswd)."""
+    directory = world.tmp / "basic"
+    directory.mkdir()
+    (directory / "htpasswd").write_text(f"alice:{_BCRYPT}\n")
+    auth = f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {directory / 'htpasswd'}\n"
+    with Registry(directory, auth, storage=world.registry.storage) as registry:
+        yield registry
+
+
+#: bcrypt (cost 4, as the registry's htpasswd wants) of "s3cret-pass".
+_BCRYPT = "$2b$04$/3Q3PAC6vHQ8vle99W1QDuf3/jdgtsKY7krJU1GBwmv97c6zYn8EO"
+
+
+def test_basic_credentials_from_dockers_config(world: World, basic: Registry) -> None:
+    docker = _docker_config(world, "docker-ok", basic.host, "alice", "s3cret-pass")
+    config = _sync_only(world, "basic-ok", basic.url("cache"))
+    done = run_cli("-c", str(config), "once", cwd=world.tmp, env={"DOCKER_CONFIG": str(docker)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+
+
+def test_refused_credentials_fail_with_one_line_and_no_secret(
+    world: World, basic: Registry
+) -> None:
+    docker = _docker_config(world, "docker-bad", basic.host, "alice", "wrong-pass")
+    config = _sync_only(world, "basic-bad", basic.url("cache"))
+    done = run_cli("-c", str(config), "once", cwd=world.tmp, env={"DOCKER_CONFIG": str(docker)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = [line for line in done.stderr.splitlines() if line.startswith("mirrorsync: failed")]
+    assert len(failed) == 1, done.stderr
+    assert "/v2/cache/manifests/index.spack: HTTP 401" in failed[0]
+    assert "refused the credentials" in failed[0]
+    assert "wrong-pass" not in done.stderr and "Traceback" not in done.stderr
+    # Credentials in the URL instead: used, and masked wherever the URL is shown.
+    inline = basic.url("cache").replace("://", "://alice:s3cret-pass@")
+    config = _sync_only(world, "basic-inline", inline)
+    said = _ok(config, "-vv", "once", cwd=world.tmp)
+    assert "s3cret" not in said and "oci:default/root: 4 spec manifests fetched: 4 ok" in said

@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import anyio
+
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
 from mirrorsync.fetch.client import Fetched, HttpClient, Reply, Tally
 from mirrorsync.formats.oci import (
@@ -137,6 +139,7 @@ class OciRepository:
         else:
             self.credentials = docker_credentials(ref.host, docker_config)
         self._authorization: str | None = None
+        self._login_lock = anyio.Lock()
 
     # -- addresses -------------------------------------------------------------
 
@@ -361,13 +364,19 @@ class OciRepository:
     # -- authentication --------------------------------------------------------
 
     async def _authorized(self, url: Url, call: Callable[[dict[str, str]], Awaitable[T]]) -> T:
-        """``call`` with the current authorization; on a 401, log in and call it once more."""
+        """``call`` with the current authorization; on a 401, log in and call it once more.
+
+        Requests that meet the 401 together log in once: the others wait, then use
+        the authorization the first obtained."""
+        used = self._authorization
         try:
             return await call(self._headers())
         except FetchError as exc:
             if exc.status != 401:
                 raise
-        await self._login()
+        async with self._login_lock:
+            if self._authorization == used:
+                await self._login()
         try:
             return await call(self._headers())
         except FetchError as exc:

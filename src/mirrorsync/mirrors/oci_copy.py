@@ -123,6 +123,13 @@ class OciCopyJob(_CopyJob):
 
     _busy: dict[str, anyio.Event]
 
+    def _registry(self, root: str) -> OciRepository:
+        """An OCI source's repository, one per root for the run (its token reused)."""
+        registry = self._registries.get(root)
+        if registry is None:
+            registry = self._registries[root] = OciRepository(self.client, oci_reference(Url(root)))
+        return registry
+
     def _scratch(self) -> Path:
         """A new scratch file of this copy's own, for one blob on its way."""
         fd, name = tempfile.mkstemp(dir=self.workdir, prefix="oci-blob-")
@@ -134,6 +141,7 @@ class OciCopyJob(_CopyJob):
     ) -> None:
         copy = self.copy
         self._busy = {}
+        self._registries: dict[str, OciRepository] = {}
         stacks = choose_stacks(
             copy,
             source.name,
@@ -222,7 +230,7 @@ class OciCopyJob(_CopyJob):
 
     async def _oci_index(self, checksum: str, root: str, stack_id: int, label: str) -> StackIndex:
         """An OCI source's index as the last sync saw it (its blob, by digest)."""
-        registry = OciRepository(self.client, oci_reference(Url(root)))
+        registry = self._registry(root)
         dest = self.workdir / f"mirror-index-{checksum}.json"
         try:
             await registry.download(
@@ -332,7 +340,7 @@ class OciCopyJob(_CopyJob):
     async def _from_oci(
         self, target: OciTarget, record: RawInstall, root: str, expected: str | None
     ) -> Prepared:
-        registry = OciRepository(self.client, oci_reference(Url(root)))
+        registry = self._registry(root)
         tag = spec_tag(record.name, record.version, record.hash)
         data, url = await registry.manifest(tag, self.outcome.tally)
         self.outcome.copied.manifests_fetched += 1
