@@ -426,8 +426,16 @@ class OciCopyJob(_CopyJob):
             except (IntegrityError, NotFoundError) as exc:
                 why = "corrupt blob" if isinstance(exc, IntegrityError) else "blob missing"
                 raise SpecRefused(f"{why}: {exc}") from None
-            computed = await anyio.to_thread.run_sync(_unpacked_sha256, temp, url)
-            await target.put_blob(sha256, size, temp)
+            # The uncompressed digest (CPU, in a worker thread) while the upload goes.
+            unpacked: list[str] = []
+
+            async def digest() -> None:
+                unpacked.append(await anyio.to_thread.run_sync(_unpacked_sha256, temp, url))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(digest)
+                await target.put_blob(sha256, size, temp)
+            computed = unpacked[0]
         finally:
             files.remove_quietly(temp)
         return Layer(descriptor, f"sha256:{computed}")
