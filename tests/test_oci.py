@@ -339,3 +339,65 @@ def test_refused_credentials_fail_with_one_line_and_no_secret(
     config = _sync_only(world, "basic-inline", inline)
     said = _ok(config, "-vv", "once", cwd=world.tmp)
     assert "s3cret" not in said and "oci:default/root: 4 spec manifests fetched: 4 ok" in said
+
+
+def test_chunked_and_monolithic_uploads(world: World) -> None:
+    """Both upload forms against the real registry: one PUT, and PATCHes of a chunk
+    each (the last one short) closed by a PUT; the registry holds the right bytes."""
+    import hashlib
+
+    import anyio
+
+    from mirrorsync.config import HttpConfig
+    from mirrorsync.fetch import HttpClient, Tally
+    from mirrorsync.fetch.oci import OciRepository
+    from mirrorsync.formats.oci import parse_reference
+
+    big = bytes(range(256)) * (10 * 1024 + 7)  # 2.5 MiB and a bit
+    small = b"small blob"
+
+    async def main() -> tuple[bytes, bytes, int | None]:
+        async with HttpClient(HttpConfig()) as client:
+            repository = OciRepository(
+                client, parse_reference(world.registry.url("uploads")), push=True
+            )
+            path = world.tmp / "big.blob"
+            path.write_bytes(big)
+            digest = hashlib.sha256(big).hexdigest()
+            await repository.put_blob(digest, path, len(big), chunk_size=1 << 20, tally=Tally())
+            other = hashlib.sha256(small).hexdigest()
+            await repository.put_blob(other, small, len(small))
+            return (
+                await repository.blob(digest, len(big)),
+                await repository.blob(other, len(small)),
+                await repository.blob_size("0" * 64),
+            )
+
+    got_big, got_small, missing = anyio.run(main)
+    assert got_big == big and got_small == small and missing is None
+
+
+def test_tags_the_index_no_longer_lists_are_deleted(world: World) -> None:
+    def config(packages: str) -> Path:
+        return _config(
+            world,
+            "prune",
+            f"""sources:
+  - name: dir
+    kind: mirror
+    url: file://{world.directory}
+    manifests: all
+mirrors:
+  - name: pruned
+    path: {world.registry.url("prune")}
+    source: dir
+    delete_after: 0
+{packages}""",
+        )
+
+    _ok(config(""), "once", cwd=world.tmp)
+    assert len(world.registry.tags("prune")) == 5  # 4 binaries and the index
+    said = _ok(config('    packages: ["msdata"]\n'), "mirror", cwd=world.tmp)
+    assert "deleted 2 files" in said, said
+    left = sorted(world.registry.tags("prune"))
+    assert [t.split("-")[0] for t in left] == ["index.spack", "msdata", "msdata"], left
