@@ -252,6 +252,8 @@ def test_a_second_copy_run_uploads_nothing(world: World, copied: Path) -> None:
     requests = [line for line in said.splitlines() if "mirrorsync.http:" in line]
     assert not [line for line in requests if " PUT " in line or " POST " in line], requests
     assert "mirror from-dir unchanged" in said and "mirror from-oci unchanged" in said
+    checked = _ok(copied, "config", "check", cwd=world.tmp)
+    assert f"mirror from-dir: {world.registry.url('copies/from-dir')} (OCI" in checked, checked
 
 
 def _sync_only(world: World, name: str, url: str, extra: str = "") -> Path:

@@ -124,6 +124,12 @@ def _copies(config: Config) -> list[Check]:
     """Every copy's directory: there and writable, or creatable."""
     checks = []
     for copy in config.mirrors:
+        if is_oci_url(copy.path):  # a registry repository: no directory to check
+            where = redact_url(copy.path)
+            checks.append(
+                Check(f"mirror {copy.name}", True, f"{where} (OCI, pushed by 'mirror')", True)
+            )
+            continue
         target = Path(copy.path)
         problem = _writable_dir(target)
         detail = problem or (f"{target}" + ("" if target.exists() else " (created by 'mirror')"))

@@ -181,6 +181,10 @@ class OciCopyJob(_CopyJob):
             self.outcome.binaries, self.outcome.bytes = row.binaries, row.bytes
             self.outcome.version = row.version
             self.outcome.left_out = await store_mirrors.left_out(self.store, row.id)
+            if not self.dry_run:  # checked: the same state (clears a failure of an earlier run)
+                members = frozenset(await store_mirrors.members(self.store, row.id))
+                published = Published(row.index_checksum, members, row.bytes, plan_key)
+                await store_mirrors.record_published(self.store, row, published, self._now())
             await self._prune(target, None)
             return
         roots = [real_root(source, s) for s in stacks]
