@@ -1,8 +1,9 @@
 """OCI registries as sources and copy targets, against a real registry and a real Spack.
 
 One Spack (the builder) installs the packages of ``tests/spack/`` and pushes the
-same specs, unsigned, to a repository of Debian's ``docker-registry`` (``spack
-buildcache push oci+http://...``) and to a directory cache. mirrorsync syncs both
+same specs to a repository of Debian's ``docker-registry`` (``spack buildcache
+push --unsigned oci+http://...``: Spack signs nothing it pushes to a registry) and,
+signed, to a directory cache (read with ``verify_signatures``). mirrorsync syncs both
 (real CLI processes); the OCI source must give the same events as the directory.
 mirrorsync then copies the directory cache into another repository of the same
 registry, and a fresh Spack installs from that copy.
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from conftest import json_lines, run_cli, write_config
+from mirrorsync.fixture.signing import fingerprints, stop_agent
 from oci_gateway import Gateway
 from registry import Registry
 from spackcache import Spack, require_spack, unpack, warnings
@@ -39,7 +41,8 @@ class World:
     builder: Spack
     registry: Registry  # plain http: oci+http://
     tls: Registry  # the same storage over https (oci://), for Spack to read (see _reader)
-    directory: Path  # the same specs pushed as a v3 directory cache
+    directory: Path  # the same specs pushed as a v3 directory cache, signed
+    key: Path  # the builder's public key, exported
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +51,34 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("oci")
     spack = unpack(tar, tmp / "dist")
     builder = Spack(spack, tmp / "builder")
-    for spec in SPECS:
-        builder.run("install", spec)
-    plain = Registry(tmp / "registry")
-    with plain as registry, Registry(tmp / "tls", tls=True, storage=plain.storage) as tls:
-        directory = tmp / "dircache"
-        for target in (registry.url("cache"), f"file://{directory}"):
-            builder.run(
-                "buildcache",
-                "push",
-                "--unsigned",
-                "--without-build-dependencies",
-                "--update-index",
-                target,
-                *SPECS,
-            )
-        yield World(tmp, spack, builder, registry, tls, directory)
+    try:
+        builder.run("gpg", "create", "--comment", "test", "Mirrorsync Test", "t@example.invalid")
+        (fingerprint,) = fingerprints(builder.gnupghome)
+        key = tmp / "key.pub"
+        builder.run("gpg", "export", str(key))
+        for spec in SPECS:
+            builder.run("install", spec)
+        plain = Registry(tmp / "registry")
+        with plain as registry, Registry(tmp / "tls", tls=True, storage=plain.storage) as tls:
+            directory = tmp / "dircache"
+            # Spack pushes to a registry unsigned (it signs nothing there), to the
+            # directory signed: the copy of the directory holds verified specs.
+            for target, how in (
+                (registry.url("cache"), ["--unsigned"]),
+                (f"file://{directory}", ["--key", fingerprint]),
+            ):
+                builder.run(
+                    "buildcache",
+                    "push",
+                    *how,
+                    "--without-build-dependencies",
+                    "--update-index",
+                    target,
+                    *SPECS,
+                )
+            yield World(tmp, spack, builder, registry, tls, directory, key)
+    finally:
+        stop_agent(builder.gnupghome)
 
 
 def _config(world: World, name: str, body: str) -> Path:
@@ -94,6 +109,8 @@ def test_oci_source_gives_the_same_events_as_the_directory_cache(world: World) -
     kind: mirror
     url: file://{world.directory}
     manifests: all
+    verify_signatures: true
+    trusted_keys: [{world.key}]
   - name: oci
     kind: mirror
     url: {world.registry.url("cache")}
@@ -207,6 +224,8 @@ def _copy_config(world: World) -> Path:
     kind: mirror
     url: file://{world.directory}
     manifests: all
+    verify_signatures: true
+    trusted_keys: [{world.key}]
   - name: oci
     kind: mirror
     url: {world.registry.url("cache")}
@@ -242,9 +261,12 @@ def test_spack_installs_from_mirrorsyncs_oci_copy(world: World, copied: Path, mi
     assert len([line for line in listed.splitlines() if line.strip() and " ms" in line]) == 4
     installed = {r["spec"]["name"] for r in spack.database().values() if r["installed"]}
     assert {"msapp", "msdata", "mslib"} <= installed
-    # The images are Spack's: its tags, the spec file as config, the binary last.
+    # The images are Spack's: its tags, the spec file as config, the binary last;
+    # from the signed directory cache too (its verified specs, unsigned: the reader's
+    # mirror is --unsigned and Spack installed without a key).
     tags = world.registry.tags(f"copies/{mirror}")
     assert sorted(tags) == sorted(world.registry.tags("cache"))
+    assert not (spack.gnupghome / "pubring.kbx").exists()
 
 
 def test_a_second_copy_run_uploads_nothing(world: World, copied: Path) -> None:
@@ -277,6 +299,8 @@ def test_anonymous_bearer_tokens_read_and_push(world: World) -> None:
     kind: mirror
     url: file://{world.directory}
     manifests: all
+    verify_signatures: true
+    trusted_keys: [{world.key}]
 mirrors:
   - name: pushed
     path: {gateway.url("tokens/copy")}
@@ -389,6 +413,8 @@ def test_tags_the_index_no_longer_lists_are_deleted(world: World) -> None:
     kind: mirror
     url: file://{world.directory}
     manifests: all
+    verify_signatures: true
+    trusted_keys: [{world.key}]
 mirrors:
   - name: pruned
     path: {world.registry.url("prune")}
