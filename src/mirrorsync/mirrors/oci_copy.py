@@ -593,7 +593,7 @@ def _unpacked_sha256(path: Path, url: str) -> str:
                 if decoder.eof:
                     break
         if not decoder.eof:
-            raise FormatError("tarball", "gzip stream cut short", url)
+            raise SpecRefused(f"tarball {redact_url(url)}: its gzip stream is cut short")
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise SpecRefused(f"tarball {redact_url(url)} is not gzip: {exc}") from None
     return digest.hexdigest()
