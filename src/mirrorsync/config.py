@@ -48,6 +48,17 @@ class RetryConfig(_Strict):
     backoff_max: NonNegativeFloat = 60.0
 
 
+class S3Settings(_Strict):
+    """How to reach one S3 bucket (``s3:`` of a source or copy; unset keys: AWS's own
+    configuration: ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, ``AWS_REGION``,
+    ``AWS_PROFILE``, the shared files)."""
+
+    endpoint_url: str | None = None  # an S3-compatible store (MinIO, Ceph RGW): path-style
+    region: str | None = None
+    profile: str | None = None  # a profile of ~/.aws/config and ~/.aws/credentials
+    anonymous: bool = False  # unsigned requests (a public bucket); no credential lookup
+
+
 class HttpConfig(_Strict):
     concurrency: PositiveInt = 16
     per_host_rate: PositiveFloat = 20.0
@@ -69,6 +80,9 @@ class HttpConfig(_Strict):
     # full longer ago than this is asked for once without conditions: a server
     # whose validators lie cannot hide a change for longer (fetch/validators.py).
     revalidate_after: float | str = "1d"
+    # S3 settings by ``s3://bucket[/prefix]`` (the longest prefix of a request's URL
+    # applies); each source's and copy's ``s3:`` is added here for its own URLs.
+    s3: dict[str, S3Settings] = {}
 
     @property
     def deadline_seconds(self) -> float:
@@ -194,6 +208,7 @@ class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
     verify_signatures: bool = False
     trusted_keys: list[str] | None = None  # key files and/or fingerprints; None: the mirror's own
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
+    s3: S3Settings | None = None  # for its s3:// bucket_urls
 
     def buckets(self) -> dict[str, str]:
         """The built-in bucket mapping, overridden by the configured one."""
@@ -220,6 +235,7 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     verify_signatures: bool = False
     trusted_keys: list[str] | None = None  # key files and/or fingerprints; None: the mirror's own
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
+    s3: S3Settings | None = None  # for an s3:// url
 
 
 class PagesSource(_Strict, tag="pages", tag_field="kind"):
@@ -368,10 +384,19 @@ class MirrorCopy(_Strict):
     #: Permissions of the copy's files whatever the umask (octal); its directories
     #: get x wherever a file has r (0644 -> 0755, 0640 -> 0750).
     mode: str = "0644"
+    s3: S3Settings | None = None  # for an s3:// path
 
     @property
     def directory(self) -> Path:
+        """The directory of a directory copy (``/dir``, ``~/dir`` or ``file:///dir``)."""
+        if self.path.startswith("file://"):
+            return Path(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
         return expand_path(self.path)
+
+    @property
+    def is_directory(self) -> bool:
+        """Whether the copy is a directory (else an object store or registry URL)."""
+        return "://" not in self.path or self.path.startswith("file://")
 
     @property
     def file_mode(self) -> int:
@@ -749,14 +774,17 @@ def _check(config: Config) -> None:
         if isinstance(source, PagesSource):
             _check_page_urls(path, key, source.urls)
             continue
+        mirror = isinstance(source, MirrorSource)
         if isinstance(source, MirrorSource) and source.url.startswith(("oci://", "oci+")):
             _check_oci_source(path, key, source)
-            continue
-        _check_url(path, f"{key}.url", source.url, files=isinstance(source, MirrorSource))
+        else:
+            _check_url(path, f"{key}.url", source.url, files=mirror, s3=mirror, oci=mirror)
         _check_trusted_keys(path, key, source)
+        urls = list(source.bucket_urls.values()) if isinstance(source, CatalogSource) else []
+        _add_s3(config, path, key, source.s3, [source.url, *urls])
         if isinstance(source, CatalogSource):
             for bucket, base in source.bucket_urls.items():
-                _check_url(path, f"{key}.bucket_urls.{bucket}", base)
+                _check_url(path, f"{key}.bucket_urls.{bucket}", base, s3=True)
             for field in ("releases", "exclude_releases", "stacks", "exclude_stacks"):
                 for j, glob in enumerate(getattr(source, field) or []):
                     _check_glob(path, f"{key}.{field}[{j}]", glob)
@@ -773,18 +801,33 @@ def _check_mirrors(config: Config) -> None:
         if copy.name in names:
             raise ConfigError(path, f"{key}.name", f"duplicate mirror name {copy.name!r}")
         names.add(copy.name)
-        oci = copy.path.startswith(("oci://", "oci+"))
-        if oci:
+        if copy.path.startswith(("oci://", "oci+")):
             _check_oci_copy(path, key, copy)
         if not copy.path.strip() or "\x00" in copy.path:
             raise ConfigError(path, f"{key}.path", f"expected a directory, got {copy.path!r}")
+        if copy.path.startswith("file:"):
+            _check_url(path, f"{key}.path", copy.path, files=True)
+        if copy.path.startswith("s3:"):
+            _check_s3_url(path, f"{key}.path", copy.path)
+        _add_s3(config, path, key, copy.s3, [copy.path])
+        if not copy.is_directory:  # an object store's or registry's: compared as URLs
+            where = copy.path.rstrip("/") + "/"
+            for other, other_key in directories.items():
+                if where.startswith(other) or other.startswith(where):
+                    raise ConfigError(
+                        path,
+                        f"{key}.path",
+                        f"{copy.path!r} and {other_key}.path are the same or nested: each "
+                        "copy deletes what its index does not list",
+                    )
+            directories[where] = key
+            _check_copy(config, path, key, copy)
+            continue
         directory = os.path.realpath(copy.directory)  # links resolved: the real trees
-        if oci:
-            directory = copy.path  # a registry repository: no directory to overlap
         if directory in directories:
             raise ConfigError(path, f"{key}.path", f"another mirror already writes {copy.path!r}")
         for other, other_key in directories.items():
-            if not oci and _nested(directory, other):
+            if _nested(directory, other):
                 raise ConfigError(
                     path,
                     f"{key}.path",
@@ -794,7 +837,7 @@ def _check_mirrors(config: Config) -> None:
                 )
         directories[directory] = key
         for j, upstream in enumerate(config.sources):
-            root = _file_root(upstream) if not oci else None
+            root = _file_root(upstream)
             if root is not None and (root == directory or _nested(directory, root)):
                 raise ConfigError(
                     path,
@@ -803,60 +846,65 @@ def _check_mirrors(config: Config) -> None:
                     f"{upstream.name!r} (sources[{j}].url, {root}): a copy deletes what its "
                     "index does not list, so it never shares a directory tree with a source",
                 )
-        source = next((s for s in config.sources if s.name == copy.source), None)
-        if source is None or isinstance(source, PagesSource):
-            have = ", ".join(s.name for s in config.sources if not isinstance(s, PagesSource))
-            raise ConfigError(
-                path,
-                f"{key}.source",
-                f"expected a catalog or mirror source, got {copy.source!r} (have: {have or 'none'})",
-            )
-        if isinstance(source, CatalogSource) and not copy.release:
-            raise ConfigError(path, f"{key}.release", "required for a catalog source")
-        if isinstance(source, MirrorSource) and copy.release not in (None, source.release):
-            raise ConfigError(
-                path,
-                f"{key}.release",
-                f"a mirror source has one release ({source.release!r}); leave it out",
-            )
-        for field in ("stacks", "packages", "exclude_packages", "os", "targets", "platforms"):
-            globs = getattr(copy, field)
-            if globs is not None and not globs and field != "exclude_packages":
-                raise ConfigError(path, f"{key}.{field}", "expected at least one glob")
-            for j, glob in enumerate(globs or []):
-                _check_glob(path, f"{key}.{field}[{j}]", glob)
-        try:
-            after = _duration(copy.delete_after)
-        except ValueError:
-            after = -1.0
-        if after < 0:
-            raise ConfigError(
-                path,
-                f"{key}.delete_after",
-                f"expected seconds or a duration such as 2d, 12h, 0, got {copy.delete_after!r}",
-            )
-        if not re.fullmatch(r"0?[0-7]{3}", copy.mode) or not int(copy.mode, 8) & 0o400:
-            raise ConfigError(
-                path,
-                f"{key}.mode",
-                f"expected file permissions in octal, readable by their owner, such as "
-                f'"0644" or "0640", got {copy.mode!r}',
-            )
-        if source.manifests == "none":
-            raise ConfigError(
-                path,
-                f"{key}.source",
-                f"source {source.name!r} has manifests: none; a copy holds only specs whose "
-                "manifests the sync verified: set manifests: new or all on it",
-            )
-        _check_selection(path, key, copy)
-        if copy.sign_index:
-            raise ConfigError(
-                path,
-                f"{key}.sign_index",
-                "Spack never signs v3 index manifests, so neither does mirrorsync; the spec "
-                "manifests keep upstream's signatures. Leave it out or set it to false",
-            )
+        _check_copy(config, path, key, copy)
+
+
+def _check_copy(config: Config, path: str, key: str, copy: MirrorCopy) -> None:
+    """What every copy needs, wherever it is written: its source, release, filters."""
+    source = next((s for s in config.sources if s.name == copy.source), None)
+    if source is None or isinstance(source, PagesSource):
+        have = ", ".join(s.name for s in config.sources if not isinstance(s, PagesSource))
+        raise ConfigError(
+            path,
+            f"{key}.source",
+            f"expected a catalog or mirror source, got {copy.source!r} (have: {have or 'none'})",
+        )
+    if isinstance(source, CatalogSource) and not copy.release:
+        raise ConfigError(path, f"{key}.release", "required for a catalog source")
+    if isinstance(source, MirrorSource) and copy.release not in (None, source.release):
+        raise ConfigError(
+            path,
+            f"{key}.release",
+            f"a mirror source has one release ({source.release!r}); leave it out",
+        )
+    for field in ("stacks", "packages", "exclude_packages", "os", "targets", "platforms"):
+        globs = getattr(copy, field)
+        if globs is not None and not globs and field != "exclude_packages":
+            raise ConfigError(path, f"{key}.{field}", "expected at least one glob")
+        for j, glob in enumerate(globs or []):
+            _check_glob(path, f"{key}.{field}[{j}]", glob)
+    try:
+        after = _duration(copy.delete_after)
+    except ValueError:
+        after = -1.0
+    if after < 0:
+        raise ConfigError(
+            path,
+            f"{key}.delete_after",
+            f"expected seconds or a duration such as 2d, 12h, 0, got {copy.delete_after!r}",
+        )
+    if not re.fullmatch(r"0?[0-7]{3}", copy.mode) or not int(copy.mode, 8) & 0o400:
+        raise ConfigError(
+            path,
+            f"{key}.mode",
+            f"expected file permissions in octal, readable by their owner, such as "
+            f'"0644" or "0640", got {copy.mode!r}',
+        )
+    if source.manifests == "none":
+        raise ConfigError(
+            path,
+            f"{key}.source",
+            f"source {source.name!r} has manifests: none; a copy holds only specs whose "
+            "manifests the sync verified: set manifests: new or all on it",
+        )
+    _check_selection(path, key, copy)
+    if copy.sign_index:
+        raise ConfigError(
+            path,
+            f"{key}.sign_index",
+            "Spack never signs v3 index manifests, so neither does mirrorsync; the spec "
+            "manifests keep upstream's signatures. Leave it out or set it to false",
+        )
 
 
 def _nested(a: str, b: str) -> bool:
@@ -1159,14 +1207,25 @@ def _check_page_urls(path: str, key: str, urls: list[str]) -> None:
         seen.add(url)
 
 
-def _check_url(path: str, key: str, url: str, *, files: bool = False) -> None:
-    """An http(s) URL; with ``files``, a ``file:///absolute/path`` too."""
+def _check_url(
+    path: str, key: str, url: str, *, files: bool = False, s3: bool = False, oci: bool = False
+) -> None:
+    """An http(s) URL; with ``files``, a ``file:///absolute/path`` too; with ``s3``,
+    an ``s3://bucket/prefix`` too (``oci``: the message names oci:// URLs, checked
+    before this)."""
+    if s3 and url.startswith("s3:"):
+        _check_s3_url(path, key, url)
+        return
     if files and url.startswith("file:"):
         if not url.startswith("file:///") or len(url) <= len("file:///"):
             raise ConfigError(path, key, f"expected file:///absolute/path, got {url!r}")
         return
     if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
         kinds = "an http://, https:// or file:///" if files else "an http:// or https://"
+        if s3:
+            kinds = kinds.replace(" or ", ", ") + " or s3://"
+        if oci:
+            kinds = kinds.replace(" or ", ", ") + ", oci:// or oci+http://"
         raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
 
 
@@ -1205,6 +1264,33 @@ def _check_oci_source(path: str, key: str, source: MirrorSource) -> None:
         )
     if source.view is not None:
         raise ConfigError(path, f"{key}.view", "an OCI build cache has no index views")
+
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_s3_url(path: str, key: str, url: str) -> None:
+    """``s3://bucket[/prefix]``: a bucket name as S3 allows it, a plain prefix."""
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not url.startswith("s3://") or not _S3_BUCKET.match(bucket):
+        raise ConfigError(path, key, f"expected s3://bucket/prefix, got {url!r}")
+    if any(c in prefix for c in "?#\\") or ".." in prefix.split("/") or "//" in prefix:
+        raise ConfigError(path, key, f"expected a plain prefix after the bucket, got {url!r}")
+
+
+def _add_s3(
+    config: Config, path: str, key: str, settings: S3Settings | None, urls: list[str]
+) -> None:
+    """An entry's ``s3:`` applies to its own s3:// URLs (``http.s3``, by prefix)."""
+    if settings is None:
+        return
+    if not any(u.startswith("s3://") for u in urls):
+        raise ConfigError(path, f"{key}.s3", "applies to s3:// URLs only; this entry has none")
+    if settings.endpoint_url is not None:
+        _check_url(path, f"{key}.s3.endpoint_url", settings.endpoint_url)
+    for url in urls:
+        if url.startswith("s3://"):
+            config.http.s3[url.rstrip("/")] = settings
 
 
 def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSource) -> None:

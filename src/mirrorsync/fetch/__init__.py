@@ -6,12 +6,12 @@ the retry policy live in private modules behind it.
 
 from mirrorsync.fetch.breaker import Breakers, HostDownError
 from mirrorsync.fetch.client import (
+    Answered,
     DeadlineError,
     Downloaded,
     Fetched,
     HttpClient,
     NotModified,
-    Reply,
     RunDeadlineError,
     Tally,
 )
@@ -19,6 +19,7 @@ from mirrorsync.fetch.throttle import Throttle, origin
 from mirrorsync.redact import Url
 
 __all__ = [
+    "Answered",
     "Breakers",
     "DeadlineError",
     "Downloaded",
@@ -26,7 +27,6 @@ __all__ = [
     "HostDownError",
     "HttpClient",
     "NotModified",
-    "Reply",
     "RunDeadlineError",
     "Tally",
     "Throttle",

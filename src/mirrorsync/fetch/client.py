@@ -42,6 +42,7 @@ from mirrorsync.fetch.retry import (
     parse_retry_after,
     retry_after_too_long,
 )
+from mirrorsync.fetch.s3 import S3Transport
 from mirrorsync.fetch.throttle import Throttle, origin
 from mirrorsync.fetch.transport import (
     AiohttpTransport,
@@ -67,16 +68,19 @@ _STEP = 1 << 20  # most bytes decompressed at once
 _BATCH = 4 << 20
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
-REPLY_CAP = 1 << 20  # the body of a ``send`` answer (a token, an upload's status)
-# What ``send`` hands back of an answer's headers (a registry's upload protocol, its auth).
-_REPLY_HEADERS = (
+# What ``send`` hands back of an answer's headers: an object store's validators and
+# digest; a registry's upload protocol (location, digest, range), auth and paging.
+_ANSWER_HEADERS = (
+    "etag",
+    "content-length",
+    "x-amz-meta-sha256",
+    "last-modified",
     "location",
     "www-authenticate",
     "docker-content-digest",
     "content-type",
     "range",
     "link",
-    "content-length",
 )
 
 T = TypeVar("T")
@@ -148,16 +152,6 @@ class Fetched:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to :meth:`HttpClient.send`: status, the headers of ``_REPLY_HEADERS``
-    (lower-case names) that it carried, and its body."""
-
-    status: int
-    headers: dict[str, str]
-    content: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class NotModified:
     url: Url
 
@@ -170,6 +164,16 @@ class Downloaded:
     sha256: str
     etag: str | None = None
     last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The answer to :meth:`HttpClient.send`: status, a few headers, the body."""
+
+    url: Url
+    status: int
+    headers: dict[str, str]
+    content: bytes
 
 
 class DeadlineError(FetchError):
@@ -216,7 +220,11 @@ class HttpClient:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
             transport=self._transport,
-            mounts={"file://": FileTransport()},  # local mirrors, through the same API
+            # Local mirrors, and S3 buckets (signed, then sent by the same transport).
+            mounts={
+                "file://": FileTransport(),
+                "s3://": S3Transport(self._transport, config.s3),
+            },
             # Only encodings _Body decodes itself, a bounded step at a time.
             headers={"user-agent": USER_AGENT, "accept-encoding": "gzip, deflate"},
             follow_redirects=True,
@@ -402,25 +410,31 @@ class HttpClient:
         method: str,
         url: Url,
         *,
+        content: bytes | Path = b"",
         headers: Mapping[str, str] | None = None,
-        body: bytes | Path | None = None,
         allow: frozenset[int] = frozenset(),
-        max_bytes: int = REPLY_CAP,
+        max_bytes: int = SMALL_DOCUMENT_CAP,
         tally: Tally | None = None,
-    ) -> Reply:
-        """Any request (a registry's POST, PUT, PATCH; a token GET), with the same
-        throttle, retries, deadlines, breaker and ``-vv`` line as every other:
-        its status, headers and (small) body. A status of 400 or more is the usual
-        error unless ``allow`` lists it (a 401 whose challenge is read). ``body``:
-        bytes, or a file sent from disk (opened again for each attempt)."""
+    ) -> Answered:
+        """Any request with a body (an object store's PUT, POST, DELETE; a registry's
+        POST, PUT, PATCH, a token GET), retried as every request is (a body is sent
+        again whole: a file is opened again); the answer's body in memory, at most
+        ``max_bytes``. A status of 400 and over raises as for a GET, unless ``allow``
+        lists it (a 401 whose challenge is read)."""
 
-        async def read(response: Response) -> Reply:
-            body_ = self._body(url, response, max_bytes, None, None, tally)
-            content = await body_.read() if method != "HEAD" else b""
-            kept = {k: response.headers.get(k) for k in _REPLY_HEADERS}
-            return Reply(response.status_code, {k: v for k, v in kept.items() if v}, content)
+        async def read(response: Response) -> Answered:
+            data = b""
+            if method != "HEAD":
+                data = await self._body(url, response, max_bytes, None, None, tally).read()
+            found = response.headers
+            return Answered(
+                url,
+                response.status_code,
+                {k: v for k in _ANSWER_HEADERS if (v := found.get(k)) is not None},
+                data,
+            )
 
-        return await self._fetch(method, url, dict(headers or {}), tally, read, body, allow)
+        return await self._fetch(method, url, dict(headers or {}), tally, read, content, allow)
 
     # -- internals ---------------------------------------------------------
 
@@ -447,13 +461,13 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
-        body: bytes | Path | None = None,
+        content: bytes | Path | None = None,
         allow: frozenset[int] = frozenset(),
     ) -> T:
         """One request, retried per ``http.retries``; ``read`` turns the answer into a result."""
 
         async def attempt() -> T:
-            return await self._once(method, url, headers, tally, read, body, allow)
+            return await self._once(method, url, headers, tally, read, content, allow)
 
         return await self._retrying(url, attempt, tally)
 
@@ -464,7 +478,7 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
-        body: bytes | Path | None = None,
+        content: bytes | Path | None = None,
         allow: frozenset[int] = frozenset(),
     ) -> T:
         """One throttled attempt, within the deadlines; the status is checked before
@@ -488,7 +502,7 @@ class HttpClient:
                 request_ends = attempt.now() + self._deadline
                 if request_ends < run_ends:
                     attempt.move(request_ends)
-                return await self._send(method, url, headers, tally, read, body, allow)
+                return await self._send(method, url, headers, tally, read, content, allow)
         if request_ends < run_ends:
             raise DeadlineError(
                 url,
@@ -511,7 +525,7 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
-        body: bytes | Path | None = None,
+        content: bytes | Path | None = None,
         allow: frozenset[int] = frozenset(),
     ) -> T:
         self.stats.requests += 1
@@ -522,24 +536,21 @@ class HttpClient:
             address = "file://localhost/" + address[8:]
         final: httpx.URL | None  # where a redirect led; None: not redirected
         started = time.monotonic() if self._log_requests else 0.0
-        upload: Any = body
-        direct = self._direct and _DIRECT.match(address)
-        if isinstance(body, Path) and direct:  # streamed from disk, _BATCH bytes a thread hop
-            headers = {**headers, "content-length": str(os.stat(body).st_size)}
-            upload = _file_chunks(body)
-        elif isinstance(body, Path):
-            upload = open(body, "rb")  # noqa: ASYNC230, SIM115
+        upload: Any = content
+        # A body in memory goes through httpx's client (where an s3:// transport is
+        # mounted); a file on plain http(s) is streamed from disk by the transport.
+        direct = self._direct and _DIRECT.match(address) and not isinstance(content, bytes)
+        if isinstance(content, Path) and direct:  # _BATCH bytes a thread hop
+            headers = {**headers, "content-length": str(os.stat(content).st_size)}
+            upload = _file_chunks(content)
+        elif isinstance(content, Path):
+            upload = await anyio.to_thread.run_sync(content.read_bytes)
         try:
             if direct:
                 response, final = await self._send_direct(method, address, headers, upload)
             else:
-                content = (
-                    upload.read()
-                    if upload is not None and not isinstance(upload, bytes)
-                    else upload
-                )
                 request = self._client.build_request(
-                    method, address, headers=headers, content=content
+                    method, address, headers=headers, content=upload
                 )
                 response = await self._client.send(request, stream=True)
                 final = response.url
@@ -550,8 +561,6 @@ class HttpClient:
         finally:
             if isinstance(upload, AsyncGenerator):
                 await upload.aclose()
-            elif upload is not None and not isinstance(upload, bytes):
-                upload.close()
         try:
             https = address[:6].lower() == "https:"
             if self.verify and https and final is not None and final.scheme != "https":

@@ -32,7 +32,7 @@ from typing import TypeVar
 import anyio
 
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
-from mirrorsync.fetch.client import Fetched, HttpClient, Reply, Tally
+from mirrorsync.fetch.client import Answered, Fetched, HttpClient, Tally
 from mirrorsync.formats.oci import (
     MANIFEST_ACCEPT,
     MANIFEST_CAP,
@@ -241,7 +241,7 @@ class OciRepository:
         while url is not None and len(found) < _MAX_TAGS:
             page_url = url
 
-            async def get(headers: dict[str, str], page_url: Url = page_url) -> Reply:
+            async def get(headers: dict[str, str], page_url: Url = page_url) -> Answered:
                 return await self.client.send(
                     "GET", page_url, headers=headers, allow=frozenset({404}), tally=tally
                 )
@@ -280,9 +280,9 @@ class OciRepository:
         PATCHes of ``chunk_size`` bytes and a closing PUT (chunked)."""
         start = self.api.join("blobs/uploads/")
 
-        async def post(headers: dict[str, str]) -> Reply:
+        async def post(headers: dict[str, str]) -> Answered:
             headers["content-length"] = "0"
-            return await self.client.send("POST", start, headers=headers, body=b"", tally=tally)
+            return await self.client.send("POST", start, headers=headers, content=b"", tally=tally)
 
         reply = await self._authorized(start, post)
         location = self._location(start, reply)
@@ -298,11 +298,11 @@ class OciRepository:
                     at: Url = at,
                     piece: bytes = piece,
                     offset: int = offset,
-                ) -> Reply:
+                ) -> Answered:
                     headers["content-type"] = "application/octet-stream"
                     headers["content-range"] = f"{offset}-{offset + len(piece) - 1}"
                     return await self.client.send(
-                        "PATCH", at, headers=headers, body=piece, tally=tally
+                        "PATCH", at, headers=headers, content=piece, tally=tally
                     )
 
                 reply = await self._authorized(at, patch)
@@ -313,9 +313,9 @@ class OciRepository:
             final = body
         done = _with_query(location, "digest", digest)
 
-        async def put(headers: dict[str, str]) -> Reply:
+        async def put(headers: dict[str, str]) -> Answered:
             headers["content-type"] = "application/octet-stream"
-            return await self.client.send("PUT", done, headers=headers, body=final, tally=tally)
+            return await self.client.send("PUT", done, headers=headers, content=final, tally=tally)
 
         reply = await self._authorized(done, put)
         if reply.status != 201:
@@ -336,9 +336,9 @@ class OciRepository:
             raise FetchError(self.api, f"{tag[:140]!r} is not a valid tag")
         url = self.manifest_url(tag)
 
-        async def put(headers: dict[str, str]) -> Reply:
+        async def put(headers: dict[str, str]) -> Answered:
             headers["content-type"] = media_type
-            return await self.client.send("PUT", url, headers=headers, body=data, tally=tally)
+            return await self.client.send("PUT", url, headers=headers, content=data, tally=tally)
 
         reply = await self._authorized(url, put)
         if reply.status != 201:
@@ -353,7 +353,7 @@ class OciRepository:
             return False
         url = self.manifest_url(f"sha256:{hashlib.sha256(data).hexdigest()}")
 
-        async def delete(headers: dict[str, str]) -> Reply:
+        async def delete(headers: dict[str, str]) -> Answered:
             return await self.client.send(
                 "DELETE", url, headers=headers, allow=frozenset({404, 405}), tally=tally
             )
@@ -447,7 +447,7 @@ class OciRepository:
             raise FetchError(url, "the token service's token is not a header value", 401)
         return f"Bearer {token}"
 
-    def _location(self, asked: Url, reply: Reply) -> Url:
+    def _location(self, asked: Url, reply: Answered) -> Url:
         location = reply.headers.get("location")
         if reply.status != 202 or not location:
             raise FetchError(
