@@ -293,8 +293,9 @@ def _sync_only(world: World, name: str, url: str, extra: str = "") -> Path:
 
 def test_anonymous_bearer_tokens_read_and_push(world: World) -> None:
     """A registry that asks for tokens (as ghcr.io does for public images): one
-    anonymous token per repository and access, asked for once, never shown."""
-    with Gateway(world.registry.host) as gateway:
+    anonymous token per repository and access, asked for once, never shown; its
+    blobs redirected to another origin (a CDN, S3), which gets no token."""
+    with Gateway(world.registry.host, cdn=True) as gateway:
         extra = f"""  - name: dir
     kind: mirror
     url: file://{world.directory}
@@ -315,6 +316,8 @@ mirrors:
     assert scopes == {"repository:cache:pull", "repository:tokens/copy:pull,push"}, gateway.tokens
     assert len(gateway.tokens) <= 4, gateway.tokens  # logged in once per client, not per request
     assert "tok0" not in said and "Bearer" not in said
+    assert gateway.cdn_requests, "the index blob was not redirected"
+    assert all(given is None for _, given in gateway.cdn_requests), gateway.cdn_requests
 
 
 def _docker_config(world: World, name: str, host: str, user: str, secret: str) -> Path:

@@ -607,6 +607,9 @@ class HttpClient:
             target = httpx.URL(address).join(location)
         except httpx.InvalidURL as exc:  # as the client words it
             raise httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}.") from None
+        if origin(target) != origin(address):  # credentials stay with their origin
+            # (a registry's token sent on to its CDN or S3 would leak, and S3 refuses it)
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         follow = self._client.build_request(method, target, headers=headers)
         response = await self._client.send(follow, stream=True)
         return response, response.url
