@@ -349,6 +349,11 @@ def test_basic_credentials_from_dockers_config(world: World, basic: Registry) ->
     done = run_cli("-c", str(config), "once", cwd=world.tmp, env={"DOCKER_CONFIG": str(docker)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "s3cret" not in done.stdout + done.stderr
+    # verify: every blob of every image checked, with the same credentials.
+    env = {"DOCKER_CONFIG": str(docker)}
+    done = run_cli("-c", str(config), "verify", "--checksums", cwd=world.tmp, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 specs in 1 stack, 0 problems" in done.stdout + done.stderr
 
 
 def test_refused_credentials_fail_with_one_line_and_no_secret(

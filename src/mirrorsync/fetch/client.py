@@ -391,6 +391,7 @@ class HttpClient:
         algorithm: str = "sha256",
         expected_length: int | None = None,
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, str]:
         """GET a blob without keeping it: its length and hex digest (``algorithm``).
 
@@ -403,7 +404,7 @@ class HttpClient:
             await body.copy_to(None)
             return body.length, body.check(None)
 
-        return await self._fetch("GET", url, {}, tally, read)
+        return await self._fetch("GET", url, dict(headers or {}), tally, read)
 
     async def send(
         self,

@@ -390,6 +390,11 @@ class OciRepository:
                 401,
             ) from None
 
+    def auth_headers(self) -> dict[str, str]:
+        """The authorization this repository logged in with (none yet: empty), for a
+        request another part sends to one of its URLs (``verify``'s blob checks)."""
+        return self._headers()
+
     def _headers(self) -> dict[str, str]:
         return {"authorization": self._authorization} if self._authorization else {}
 
