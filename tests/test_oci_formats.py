@@ -172,3 +172,54 @@ def test_docker_config_credentials(tmp_path: Path) -> None:
     big = tmp_path / "big.json"
     big.write_bytes(b" " * ((1 << 20) + 10))
     assert docker_credentials("ghcr.io", big) is None
+
+
+def test_an_upload_answered_before_its_body_is_sent_is_one_error(tmp_path: Path) -> None:
+    """A server that refuses an upload at once (a registry's 400, 413) while the file is
+    still being sent: one FetchError naming the URL, nothing else raised."""
+    import socket
+    import threading
+
+    import anyio
+
+    from mirrorsync.config import HttpConfig, RetryConfig
+    from mirrorsync.errors import FetchError
+    from mirrorsync.fetch import HttpClient
+    from mirrorsync.redact import Url
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)  # the request line and headers, not the body
+                conn.sendall(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+
+    threading.Thread(target=serve, daemon=True).start()
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (64 << 20))
+    url = Url(f"http://127.0.0.1:{port}/v2/r/blobs/uploads/x")
+
+    async def main() -> str:
+        config = HttpConfig(retries=RetryConfig(attempts=1))
+        async with HttpClient(config) as client:
+            try:
+                await client.send("PUT", url, content=big)
+            except FetchError as exc:
+                return str(exc)
+        return "no error"
+
+    try:
+        said = anyio.run(main)
+    finally:
+        listener.close()
+    assert said.startswith(str(url)), said

@@ -10,7 +10,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -543,7 +543,7 @@ class HttpClient:
         direct = self._direct and _DIRECT.match(address) and not isinstance(content, bytes)
         if isinstance(content, Path) and direct:  # _BATCH bytes a thread hop
             headers = {**headers, "content-length": str(os.stat(content).st_size)}
-            upload = _file_chunks(content)
+            upload = await anyio.to_thread.run_sync(_FileChunks, content)
         elif isinstance(content, Path):
             upload = await anyio.to_thread.run_sync(content.read_bytes)
         try:
@@ -560,8 +560,8 @@ class HttpClient:
                 log_request(method, url, None, 0, time.monotonic() - started, describe(exc))
             raise
         finally:
-            if isinstance(upload, AsyncGenerator):
-                await upload.aclose()
+            if isinstance(upload, _FileChunks):
+                upload.close()
         try:
             https = address[:6].lower() == "https:"
             if self.verify and https and final is not None and final.scheme != "https":
@@ -588,7 +588,7 @@ class HttpClient:
         method: str,
         address: str,
         headers: dict[str, str],
-        body: bytes | BinaryIO | AsyncIterator[bytes] | None = None,
+        body: bytes | BinaryIO | _FileChunks | None = None,
     ) -> tuple[Response, httpx.URL | None]:
         """A plain http(s) GET or HEAD (no credentials in the URL, no proxy), sent
         straight to the transport: the client's layers (auth, cookies, mounts,
@@ -677,11 +677,33 @@ class HttpClient:
             raise FetchError(url, problem) from None
 
 
-async def _file_chunks(path: Path) -> AsyncGenerator[bytes]:
-    """A file's bytes for an upload, read in a worker thread ``_BATCH`` bytes at a time."""
-    with open(path, "rb") as f:  # noqa: ASYNC230  (opened once; reads go to a thread)
-        while chunk := await anyio.to_thread.run_sync(f.read, _BATCH):
-            yield chunk
+class _FileChunks:
+    """A file's bytes for an upload, read in a worker thread ``_BATCH`` bytes at a time.
+
+    Not a generator: aiohttp iterates the body in a task of its own, which may
+    still be inside a read when the request ends (an error answer, a deadline);
+    ``close`` then only closes the file, and that read ends the iteration."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115  (closed by close(), after the request)
+
+    def __aiter__(self) -> _FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await anyio.to_thread.run_sync(self._read)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    def _read(self) -> bytes:
+        try:
+            return self._file.read(_BATCH)
+        except ValueError:  # closed: the request is over
+            return b""
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _NoSlot(contextlib.AbstractAsyncContextManager[None]):
