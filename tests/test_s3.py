@@ -297,11 +297,12 @@ def test_a_reader_never_sees_an_index_naming_a_missing_object(world: World) -> N
     """Six copy runs SIGKILLed at random moments (some into an empty bucket, the rest
     resuming), slowed by per_host_rate so a kill lands mid-upload; a reader polls."""
     slow = world.tmp / "slow.yaml"
-    text = world.config.read_text().replace("per_host_rate: 20.0", "per_host_rate: 6")
+    text = world.config.read_text().replace("per_host_rate: 20.0", "per_host_rate: 8")
     slow.write_text(text)
     reader = _Reader(world)
     reader.start()
     rng = random.Random(27)
+    stages: list[tuple[int, bool]] = []  # after each kill: objects, whether an index
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **AWS}
     try:
         for run in range(6):
@@ -315,9 +316,12 @@ def test_a_reader_never_sees_an_index_naming_a_missing_object(world: World) -> N
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(rng.uniform(1.0, 4.0))
+            time.sleep(rng.uniform(1.5, 5.0))
             process.send_signal(signal.SIGKILL)
             process.wait()
+            with reader.pause:
+                left = world.keys("copies", "site/")
+                stages.append((len(left), f"site/{INDEX}" in left))
         done = world.cli("mirror")
         assert done.returncode == 0, done.stdout + done.stderr
         time.sleep(0.3)
@@ -326,6 +330,8 @@ def test_a_reader_never_sees_an_index_naming_a_missing_object(world: World) -> N
         reader.join()
     assert reader.broken == []
     assert reader.seen > 0
+    print("after each kill (objects, index):", stages)
+    assert any(n and not index for n, index in stages), stages  # a kill landed mid-copy
     _verified(world)
 
 
@@ -337,6 +343,11 @@ def test_a_second_copy_run_uploads_nothing(world: World) -> None:
     done = world.cli("-vv", "mirror")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = (done.stdout + done.stderr).splitlines()
+    counts: dict[str, int] = {}
+    for x in lines:
+        if found := re.search(r"\b(GET|HEAD|PUT|POST|DELETE) s3://copies/", x):
+            counts[found[1]] = counts.get(found[1], 0) + 1
+    print("second run, requests to the copy's bucket:", counts)
     writes = [x for x in lines if re.search(r"\b(PUT|POST|DELETE) s3://", x)]
     assert writes == []
     assert [x for x in lines if re.search(r"\bGET s3://copies/\?list-type=2", x)]

@@ -15,7 +15,8 @@ import anyio
 import pytest
 
 from conftest import database_value, run_cli, write_config
-from mirrorsync.config import HttpConfig, S3Settings
+from mirrorsync.config import HttpConfig, S3Settings, parse_config
+from mirrorsync.errors import ConfigError
 from mirrorsync.fetch import HttpClient, Tally, Url
 from mirrorsync.mirrors.s3target import S3Target
 from s3server import AWS, client, moto_server
@@ -163,3 +164,51 @@ def test_requests_are_signed_unless_anonymous(anonymous: bool, aws: None) -> Non
             f"AWS4-HMAC-SHA256 Credential={AWS['AWS_ACCESS_KEY_ID']}/"
         )
         assert AWS["AWS_SECRET_ACCESS_KEY"] not in str(headers)
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("path: s3://Bad_Bucket/x", "mirrors[0].path: expected s3://bucket/prefix"),
+        ("path: s3://bucket/a/../b", "mirrors[0].path: expected a plain prefix"),
+        ("path: /srv/copy\n    s3: {region: eu-west-1}", "mirrors[0].s3: applies to s3:// URLs"),
+        (
+            "path: s3://bucket/x\n    s3: {endpoint_url: 'minio:9000'}",
+            "mirrors[0].s3.endpoint_url: expected an http:// or https:// URL",
+        ),
+    ],
+)
+def test_s3_configuration_errors_name_the_key(tmp_path: Path, entry: str, problem: str) -> None:
+    text = f"""
+database: {database_value(tmp_path)}
+sources:
+  - name: up
+    kind: mirror
+    url: s3://upstream/cache
+mirrors:
+  - name: copy
+    source: up
+    {entry}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, str(tmp_path / "mirrorsync.yaml"))
+    assert problem in str(caught.value)
+
+
+def test_per_entry_s3_settings_apply_to_their_own_urls(tmp_path: Path) -> None:
+    text = f"""
+database: {database_value(tmp_path)}
+sources:
+  - name: up
+    kind: mirror
+    url: s3://upstream/cache
+    s3: {{anonymous: true}}
+mirrors:
+  - name: copy
+    source: up
+    path: s3://copies/site
+    s3: {{endpoint_url: "http://127.0.0.1:9000", profile: writer}}
+"""
+    config = parse_config(text, str(tmp_path / "mirrorsync.yaml"))
+    assert config.http.s3["s3://upstream/cache"].anonymous is True
+    assert config.http.s3["s3://copies/site"].profile == "writer"

@@ -116,7 +116,7 @@ class S3Transport(httpx.AsyncBaseTransport):
             extensions=request.extensions,
         )
         response = await self._inner.handle_async_request(forward)
-        if response.status_code < 300 or request.method == "HEAD":
+        if response.status_code < 400 or request.method == "HEAD":
             return response
         return await _with_code(response, request)
 

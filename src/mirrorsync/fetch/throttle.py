@@ -40,6 +40,8 @@ def _origin(url: str | httpx.URL) -> str:
     except httpx.InvalidURL:
         return "/".join(str(url).split("/")[:3])
     port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)
+    if not port:  # s3://bucket: limits per bucket, named as the bucket
+        return f"{parsed.scheme}://{parsed.host}"
     return f"{parsed.scheme}://{parsed.host}:{port}"
 
 
