@@ -718,7 +718,11 @@ def choose_stacks(
         if s.layout not in layouts:
             raise CopySourceError(
                 f"{source}:{release}/{s.name} is a {s.layout} build cache; "
-                f"this copy is made from {' or '.join(layouts)} stacks only"
+                + (
+                    "copies are made from v3 stacks only"
+                    if layouts == ("v3",)
+                    else f"this copy is made from {' or '.join(layouts)} stacks only"
+                )
             )
     return chosen
 
