@@ -223,3 +223,28 @@ def test_an_upload_answered_before_its_body_is_sent_is_one_error(tmp_path: Path)
     finally:
         listener.close()
     assert said.startswith(str(url)), said
+
+
+def test_layers_are_dependencies_first_the_binary_last() -> None:
+    """Spack's layer order: its topological traversal of link/run dependencies,
+    reversed (each once, the binary itself last)."""
+    from mirrorsync.formats.rawindex import RawInstall
+    from mirrorsync.mirrors.oci_images import architecture, runtime_order
+    from mirrorsync.mirrors.plan import Selection
+
+    def record(h: str, *deps: str) -> RawInstall:
+        return RawInstall(h, b"{}", h, "1", "linux", "debian12", "x86_64", True, deps)
+
+    records = {
+        "app": record("app", "lib", "data"),
+        "lib": record("lib", "base"),
+        "data": record("data", "base"),
+        "base": record("base"),
+    }
+    selection = Selection("8", records, {h: "root" for h in records}, 4, ())
+    order = runtime_order(selection, "app")
+    assert order[-1] == "app" and sorted(order) == sorted(records)
+    assert order.index("base") < order.index("lib") and order.index("base") < order.index("data")
+    assert runtime_order(selection, "base") == ["base"]
+    assert architecture("x86_64_v3") == "amd64" and architecture("zen2") == "amd64"
+    assert architecture("neoverse_v1") == "arm64" and architecture("ppc64le") == "ppc64le"
