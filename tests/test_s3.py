@@ -362,3 +362,29 @@ def test_an_s3_error_is_one_line_naming_the_object(world: World) -> None:
     assert "s3://no-such-bucket/" in done.stderr and "NoSuchBucket" in done.stderr
     assert "Traceback" not in done.stderr
     assert AWS["AWS_SECRET_ACCESS_KEY"] not in done.stdout + done.stderr
+
+
+def test_dry_run_and_health_check_read_the_bucket_only(world: World) -> None:
+    """``mirror --dry-run`` on the S3 copy writes nothing; ``status --check`` does not
+    call the bucket a missing directory."""
+    before = world.keys("copies", "site/")
+    done = world.cli("-vv", "mirror", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not re.search(r"\b(PUT|POST|DELETE) s3://", done.stdout + done.stderr)
+    assert world.keys("copies", "site/") == before
+    health = world.cli("status", "--check")
+    assert "copy missing on disk" not in health.stdout + health.stderr
+    assert "in-s3" not in health.stdout + health.stderr, health.stdout + health.stderr
+
+
+def test_unreferenced_objects_go_after_delete_after(world: World) -> None:
+    """An object the published index does not reference is deleted by the next run
+    (``delete_after: 0``), after the publish; the referenced ones stay."""
+    world.s3.put_object(Bucket="copies", Key="site/blobs/sha256/ff/unreferenced", Body=b"old")
+    before = world.keys("copies", "site/")
+    done = world.cli("mirror")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = world.keys("copies", "site/")
+    assert "site/blobs/sha256/ff/unreferenced" not in after
+    assert after == {k: v for k, v in before.items() if not k.endswith("/unreferenced")}
+    assert "deleted 1 file" in done.stderr, done.stderr

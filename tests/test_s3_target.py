@@ -212,3 +212,26 @@ mirrors:
     config = parse_config(text, str(tmp_path / "mirrorsync.yaml"))
     assert config.http.s3["s3://upstream/cache"].anonymous is True
     assert config.http.s3["s3://copies/site"].profile == "writer"
+
+
+def test_objects_put_while_workers_list_the_bucket_are_known(
+    endpoint: str, tmp_path: Path, aws: None
+) -> None:
+    """Workers ask what is present at once, then put: no put is forgotten by a listing
+    that began before it (the copy's read-back said "missing, yet referenced")."""
+
+    async def work(target: S3Target, tally: Tally) -> dict[str, int | None]:
+        target.base, target.prefix = "s3://copies/race", "race/"
+
+        async def one(i: int) -> None:
+            rel = f"blobs/sha256/00/{i:064d}"
+            await target.exists(rel, 1, "0" * 64, trusted=True)
+            await target.put_manifest(rel, b"%d" % i)
+
+        async with anyio.create_task_group() as group:
+            for i in range(16):
+                group.start_soon(one, i)
+        return {str(i): await target.size(f"blobs/sha256/00/{i:064d}") for i in range(16)}
+
+    sizes = _run(endpoint, tmp_path, work)
+    assert sizes == {str(i): len(b"%d" % i) for i in range(16)}

@@ -23,6 +23,7 @@ sha256 is its name: nothing is hashed twice), else computed from the body.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -49,7 +50,7 @@ class Access:
 
     endpoint: str | None  # scheme://host[:port], path-style; None: AWS virtual-hosted
     region: str
-    credentials: Any  # botocore ReadOnlyCredentials, or None: unsigned
+    credentials: Any  # botocore Credentials (refreshed when they expire), or None: unsigned
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -67,6 +68,7 @@ class S3Transport(httpx.AsyncBaseTransport):
         self._settings = sorted(settings.items(), key=lambda kv: -len(kv[0]))
         self._access: dict[tuple[object, ...], Access] = {}
         self._lock = threading.Lock()
+        self._regions: dict[str, str] = {}  # bucket -> the region AWS said it is in
 
     def settings_for(self, url: str) -> S3Settings:
         """The longest configured prefix of ``url``; for a request on the bucket itself
@@ -99,7 +101,32 @@ class S3Transport(httpx.AsyncBaseTransport):
         url = str(request.url)
         bucket, key = split_s3(url)
         access = await self.access(url)
+        region = self._regions.get(bucket)
+        if region is not None:  # AWS said where the bucket is: asked there from now on
+            access = dataclasses.replace(access, region=region)
         body = await request.aread()
+        response = await self._send(request, access, bucket, key, body)
+        moved = response.headers.get("x-amz-bucket-region")
+        if (
+            response.status_code in (301, 307, 400)
+            and access.endpoint is None
+            and moved
+            and moved != access.region
+            and re.fullmatch(r"[a-z0-9-]{1,40}", moved)
+        ):
+            await response.aclose()
+            self._regions[bucket] = moved
+            access = dataclasses.replace(access, region=moved)
+            response = await self._send(request, access, bucket, key, body)
+        if response.status_code < 300 or response.status_code == 304:
+            return response
+        if request.method == "HEAD" and response.status_code >= 400:
+            return response
+        return await _with_code(response, request)
+
+    async def _send(
+        self, request: httpx.Request, access: Access, bucket: str, key: str, body: bytes
+    ) -> httpx.Response:
         target = endpoint_url(access, bucket, key)
         headers = {k.lower(): v for k, v in request.headers.items()}
         headers.pop("host", None)
@@ -115,10 +142,7 @@ class S3Transport(httpx.AsyncBaseTransport):
             content=body,
             extensions=request.extensions,
         )
-        response = await self._inner.handle_async_request(forward)
-        if response.status_code < 400 or request.method == "HEAD":
-            return response
-        return await _with_code(response, request)
+        return await self._inner.handle_async_request(forward)
 
     async def aclose(self) -> None:
         return None  # the inner transport belongs to the client
@@ -143,9 +167,7 @@ def resolve(settings: S3Settings) -> Access:
         endpoint = session.get_scoped_config().get("endpoint_url")
     credentials = None
     if not settings.anonymous:
-        found = session.get_credentials()
-        if found is not None:
-            credentials = found.get_frozen_credentials()
+        credentials = session.get_credentials()
     return Access(endpoint.rstrip("/") if endpoint else None, region, credentials)
 
 
@@ -173,7 +195,9 @@ def sign(
         hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
     )
     aws = AWSRequest(method=method, url=url, headers=signed, data=body)
-    _signer_class()(access.credentials, "s3", access.region).add_auth(aws)
+    # Frozen per request: temporary credentials (SSO, roles) are renewed before they expire.
+    frozen = access.credentials.get_frozen_credentials()
+    _signer_class()(frozen, "s3", access.region).add_auth(aws)
     out = {k: v for k, v in headers.items() if k in _UNSIGNED}
     out.update(dict(aws.headers.items()))
     return out
@@ -210,9 +234,13 @@ async def _with_code(response: httpx.Response, request: httpx.Request) -> httpx.
     reason = response.reason_phrase
     if found is not None:
         reason = f"{reason} ({found.group(1).decode()})".strip()
+    status = response.status_code
+    if status < 400:  # a redirect S3 gives no Location for: never a document
+        reason = f"{status} {reason}, set s3.region or s3.endpoint_url"
+        status = 400
     headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
     return httpx.Response(
-        response.status_code,
+        status,
         headers=headers,
         stream=httpx.ByteStream(data[:_ERROR_BODY_CAP]),
         request=request,

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 #: Blobs larger than this are sent as a multipart upload, in parts of this size.
 MULTIPART_OVER = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
-_SMALL_CAP = 64 * 1024 * 1024  # a manifest, layout, key, or index blob read back
+_SMALL_CAP = 4 << 30  # a manifest, layout, key, or the index blob (the public one: ~200 MB)
 _LIST_CAP = 4 * 1024 * 1024  # one ListObjectsV2 page (1,000 keys)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -66,7 +66,9 @@ class S3Target:
         self.tally = tally
         self.multipart_over = MULTIPART_OVER
         self.part_size = PART_SIZE
-        self._present: dict[str, int] | None = None  # rel -> size, kept as we write
+        self._present: dict[str, int] | None = None  # rel -> size: listed, then as we write
+        self._written: dict[str, int] = {}  # rel -> size: put by this run
+        self._listing_lock = anyio.Lock()  # one listing at a time (workers ask at once)
         self.uploads = 0  # objects written (PUTs and completed multipart uploads)
 
     # -- reading ---------------------------------------------------------------
@@ -108,9 +110,13 @@ class S3Target:
         return answer.headers.get("x-amz-meta-sha256") == digest
 
     async def _listing(self) -> dict[str, int]:
-        if self._present is None:
-            self._present = await self.inventory()
-        return self._present
+        """What is present: listed once (when first asked), then kept as this run writes."""
+        async with self._listing_lock:
+            if self._present is None:
+                listed = await self.inventory()
+                # Written while the listing ran: the listing may predate them.
+                self._present = {**listed, **self._written}
+            return self._present
 
     async def inventory(self) -> dict[str, int]:
         """Every key under the copy's own parts with its size (ListObjectsV2, paged)."""
@@ -134,7 +140,6 @@ class S3Target:
                 token = root.findtext(f"{_NS}NextContinuationToken")
                 if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
                     break
-        self._present = dict(out)
         return out
 
     # -- writing ---------------------------------------------------------------
@@ -142,6 +147,7 @@ class S3Target:
     async def prepare(self) -> None:
         """Abort the multipart uploads a killed run left under the copy's prefix."""
         self._present = None
+        self._written = {}
         query = f"uploads&prefix={quote_value(self.prefix)}"
         listed = Url(f"s3://{self.bucket}/?{query}")
         answer = await self.client.send("GET", listed, max_bytes=_LIST_CAP, tally=self.tally)
@@ -181,6 +187,7 @@ class S3Target:
                 continue
             await self.client.send("DELETE", self.url(rel), tally=self.tally)
             (await self._listing()).pop(rel, None)
+            self._written.pop(rel, None)
             count += 1
         return count
 
@@ -199,9 +206,7 @@ class S3Target:
         await self.client.send(
             "PUT", self.url(rel), content=data, headers=headers, tally=self.tally
         )
-        self.uploads += 1
-        if self._present is not None:
-            self._present[rel] = len(data)
+        self._wrote(rel, len(data))
 
     async def _multipart(self, rel: str, staged: Path, size: int, digest: str) -> None:
         url = self.url(rel)
@@ -248,7 +253,11 @@ class S3Target:
             if not done:
                 with anyio.CancelScope(shield=True):
                     await self._abort(rel, upload_id)
+        self._wrote(rel, size)
+
+    def _wrote(self, rel: str, size: int) -> None:
         self.uploads += 1
+        self._written[rel] = size
         if self._present is not None:
             self._present[rel] = size
 
