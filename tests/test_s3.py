@@ -356,7 +356,8 @@ def test_a_second_copy_run_uploads_nothing(world: World) -> None:
 def test_an_s3_error_is_one_line_naming_the_object(world: World) -> None:
     """A missing bucket: the copy fails with one line naming the s3:// URL, exit 1."""
     bad = world.tmp / "missing-bucket.yaml"
-    bad.write_text(world.config.read_text().replace("s3://copies/site", "s3://no-such-bucket/x"))
+    text = world.config.read_text().replace("s3://copies/site", "s3://no-such-bucket/x")
+    bad.write_text(text.replace("name: in-s3", "name: in-nowhere"))  # in-s3's state stays
     done = run_cli("-c", str(bad), "mirror", cwd=world.tmp, env=AWS, timeout=60)
     assert done.returncode == 1
     assert "s3://no-such-bucket/" in done.stderr and "NoSuchBucket" in done.stderr
