@@ -125,6 +125,8 @@ def test_oci_source_gives_the_same_events_as_the_directory_cache(world: World) -
     assert len([e for e in events["oci"] if e[0] == "spec.added"]) == 4
     # The same sizes and tarball checksums as the directory's manifests say.
     assert _tarballs(config, "oci", world.tmp) == _tarballs(config, "dir", world.tmp)
+    checked = _ok(config, "config", "check", cwd=world.tmp)
+    assert f"OCI build cache at {world.registry.url('cache')} (its index.spack image)" in checked
     # A second run: the index tag's digest is unchanged, nothing happens.
     again = _ok(config, "once", cwd=world.tmp)
     assert "oci:default/root unchanged" in again, again
