@@ -85,7 +85,8 @@ def test_database_defaults_to_systemd_state_directory(monkeypatch: pytest.Monkey
         ),
         (
             "sources: [{name: a, kind: mirror, url: 'ftp://x'}]",
-            "f.yaml: sources[0].url: expected an http://, https://, file:/// or s3:// URL, got 'ftp://x'",
+            "f.yaml: sources[0].url: expected an http://, https://, file:///, s3://, oci:// or "
+            "oci+http:// URL, got 'ftp://x'",
         ),
         (
             "sources: [{name: a, kind: catalog, releases: ['[dev']}]",

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mirrorsync.proxies",
             "mirrorsync.paths",
             "mirrorsync.location",
+            "mirrorsync.ociref",
         ),
     ),
     ("config", ("mirrorsync.config",)),

@@ -23,6 +23,7 @@ import yaml
 
 from mirrorsync.errors import ConfigError
 from mirrorsync.location import Location, PostgresUrl, is_postgres_url
+from mirrorsync.ociref import parse_reference
 from mirrorsync.paths import expand_path as expand_path
 from mirrorsync.paths import read_regular_file as read_regular_file
 from mirrorsync.redact import redact_url
@@ -761,7 +762,10 @@ def _check(config: Config) -> None:
             _check_page_urls(path, key, source.urls)
             continue
         mirror = isinstance(source, MirrorSource)
-        _check_url(path, f"{key}.url", source.url, files=mirror, s3=mirror)
+        if isinstance(source, MirrorSource) and source.url.startswith(("oci://", "oci+")):
+            _check_oci_source(path, key, source)
+        else:
+            _check_url(path, f"{key}.url", source.url, files=mirror, s3=mirror, oci=mirror)
         _check_trusted_keys(path, key, source)
         urls = list(source.bucket_urls.values()) if isinstance(source, CatalogSource) else []
         _add_s3(config, path, key, source.s3, [source.url, *urls])
@@ -784,6 +788,8 @@ def _check_mirrors(config: Config) -> None:
         if copy.name in names:
             raise ConfigError(path, f"{key}.name", f"duplicate mirror name {copy.name!r}")
         names.add(copy.name)
+        if copy.path.startswith(("oci://", "oci+")):
+            _check_oci_copy(path, key, copy)
         if not copy.path.strip() or "\x00" in copy.path:
             raise ConfigError(path, f"{key}.path", f"expected a directory, got {copy.path!r}")
         if copy.path.startswith("file:"):
@@ -1285,9 +1291,12 @@ def _check_page_urls(path: str, key: str, urls: list[str]) -> None:
         seen.add(url)
 
 
-def _check_url(path: str, key: str, url: str, *, files: bool = False, s3: bool = False) -> None:
+def _check_url(
+    path: str, key: str, url: str, *, files: bool = False, s3: bool = False, oci: bool = False
+) -> None:
     """An http(s) URL; with ``files``, a ``file:///absolute/path`` too; with ``s3``,
-    an ``s3://bucket/prefix`` too."""
+    an ``s3://bucket/prefix`` too (``oci``: the message names oci:// URLs, checked
+    before this)."""
     if s3 and url.startswith("s3:"):
         _check_s3_url(path, key, url)
         return
@@ -1299,6 +1308,8 @@ def _check_url(path: str, key: str, url: str, *, files: bool = False, s3: bool =
         kinds = "an http://, https:// or file:///" if files else "an http:// or https://"
         if s3:
             kinds = kinds.replace(" or ", ", ") + " or s3://"
+        if oci:
+            kinds = kinds.replace(" or ", ", ") + ", oci:// or oci+http://"
         raise ConfigError(path, key, f"expected {kinds} URL, got {url!r}")
 
 
@@ -1328,6 +1339,39 @@ def _check_bundle(config: Config) -> None:
                 f"expected a 40-hex key fingerprint or a public key file, got {entry!r} "
                 "(no such file)",
             )
+
+
+def _check_oci_copy(path: str, key: str, copy: MirrorCopy) -> None:
+    """A copy into a registry repository (``oci://`` / ``oci+http://``)."""
+    try:
+        parse_reference(copy.path)
+    except ValueError as exc:
+        raise ConfigError(path, f"{key}.path", f"{exc} (got {redact_url(copy.path)!r})") from None
+    if copy.keep != "upstream":
+        raise ConfigError(
+            path,
+            f"{key}.keep",
+            "an OCI copy keeps what upstream lists (keep: upstream); kept specs are "
+            "supported for directory copies only",
+        )
+
+
+def _check_oci_source(path: str, key: str, source: MirrorSource) -> None:
+    """An ``oci://`` / ``oci+http://`` registry repository, read as Spack pushes to one:
+    unsigned (Spack signs nothing it pushes there and reads no keys from it), no views."""
+    try:
+        parse_reference(source.url)
+    except ValueError as exc:
+        raise ConfigError(path, f"{key}.url", f"{exc} (got {redact_url(source.url)!r})") from None
+    if source.verify_signatures or source.trusted_keys is not None:
+        raise ConfigError(
+            path,
+            f"{key}.verify_signatures",
+            "an OCI build cache is unsigned (Spack pushes it without signatures and reads "
+            "no keys from oci://): remove verify_signatures and trusted_keys",
+        )
+    if source.view is not None:
+        raise ConfigError(path, f"{key}.view", "an OCI build cache has no index views")
 
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -223,9 +223,12 @@ async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally)
     except (FetchError, IntegrityError) as exc:
         return [problem(f"{word} could not be fetched: {exc}")]
     found = []
+    # An OCI registry's blobs are asked for with the token its manifest was read with.
+    registry = item.mirror.registry
+    headers = registry.auth_headers() if registry is not None else None
     for blob in files.blobs:
         try:
-            what = await _check_blob(client, blob, checksums, tally, word)
+            what = await _check_blob(client, blob, checksums, tally, word, headers)
         except (HostDownError, RunDeadlineError) as exc:
             return [Problem(target.source, target.release, target.name, "-", "-", str(exc), exc)]
         if what:
@@ -234,7 +237,12 @@ async def _check(client: HttpClient, item: _Item, checksums: bool, tally: Tally)
 
 
 async def _check_blob(
-    client: HttpClient, blob: Blob, checksums: bool, tally: Tally, word: str
+    client: HttpClient,
+    blob: Blob,
+    checksums: bool,
+    tally: Tally,
+    word: str,
+    headers: dict[str, str] | None = None,
 ) -> str | None:
     """What is wrong with one blob, or None; ``word`` names what promised it."""
     length: int | None
@@ -242,10 +250,14 @@ async def _check_blob(
     try:
         if checksums:
             length, digest = await client.measure(
-                blob.url, algorithm=blob.algorithm, expected_length=blob.length, tally=tally
+                blob.url,
+                algorithm=blob.algorithm,
+                expected_length=blob.length,
+                tally=tally,
+                headers=headers,
             )
         else:
-            length = await client.head(blob.url, tally=tally)
+            length = await client.head(blob.url, tally=tally, headers=headers)
     except NotFoundError:
         return f"{blob.role} missing: {blob.url}"
     except (HostDownError, RunDeadlineError):

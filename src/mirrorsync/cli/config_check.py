@@ -33,6 +33,7 @@ from mirrorsync.errors import (
     StoreError,
 )
 from mirrorsync.formats.catalog import parse_catalog
+from mirrorsync.formats.oci import INDEX_TAG, is_oci_url
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.location import PostgresUrl
 
@@ -123,6 +124,12 @@ def _copies(config: Config) -> list[Check]:
     """Every copy's directory: there and writable, or creatable."""
     checks = []
     for copy in config.mirrors:
+        if is_oci_url(copy.path):  # a registry repository: no directory to check
+            where = redact_url(copy.path)
+            checks.append(
+                Check(f"mirror {copy.name}", True, f"{where} (OCI, pushed by 'mirror')", True)
+            )
+            continue
         target = Path(copy.path)
         problem = _writable_dir(target)
         detail = problem or (f"{target}" + ("" if target.exists() else " (created by 'mirror')"))
@@ -210,6 +217,11 @@ async def _mirror_layout(client: object, source: MirrorSource) -> str:
 
     assert isinstance(client, HttpClient)
     root = Url(source.url).rstrip("/")
+    if is_oci_url(root.address):  # Spack's OCI cache: its index image, as a sync reads it
+        from mirrorsync.fetch.oci import OciRepository, oci_reference
+
+        await OciRepository(client, oci_reference(root)).manifest(INDEX_TAG)
+        return f"OCI build cache at {root} (its {INDEX_TAG} image)"
     v3_path = Target(root, None, view=source.view).manifest_path
     for layout, path in (("v3", v3_path), ("v2", V2_INDEX)):
         try:

@@ -10,7 +10,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -68,6 +68,20 @@ _STEP = 1 << 20  # most bytes decompressed at once
 _BATCH = 4 << 20
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
+# What ``send`` hands back of an answer's headers: an object store's validators and
+# digest; a registry's upload protocol (location, digest, range), auth and paging.
+_ANSWER_HEADERS = (
+    "etag",
+    "content-length",
+    "x-amz-meta-sha256",
+    "last-modified",
+    "location",
+    "www-authenticate",
+    "docker-content-digest",
+    "content-type",
+    "range",
+    "link",
+)
 
 T = TypeVar("T")
 
@@ -251,14 +265,16 @@ class HttpClient:
         expected_digest: str | None = None,
         algorithm: str = "sha256",
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Fetched | NotModified:
         """GET a small document into memory, conditionally when validators are given.
 
         A body over ``max_bytes`` (declared or read) is refused (``limit_name``
         names the setting in the message); one whose length or ``algorithm``
-        digest is not the one expected is an IntegrityError.
+        digest is not the one expected is an IntegrityError. ``headers`` are sent
+        too (a registry's Accept and Authorization).
         """
-        headers = {}
+        headers = dict(headers or {})
         if etag:
             headers["if-none-match"] = etag
         if last_modified:
@@ -287,6 +303,7 @@ class HttpClient:
         limit_name: str | None = None,
         promised_by: str = "the manifest",
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Downloaded:
         """Stream a blob to ``dest``, hashing it on the way; check length and checksum.
 
@@ -301,6 +318,7 @@ class HttpClient:
             limit_name=limit_name,
             promised_by=promised_by,
             tally=tally,
+            headers=headers,
         )
         assert isinstance(result, Downloaded)  # unconditional requests are never answered 304
         return result
@@ -318,9 +336,10 @@ class HttpClient:
         limit_name: str | None = None,
         promised_by: str = "the manifest",
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Downloaded | NotModified:
         """``download``, conditionally when validators are given: NotModified on a 304."""
-        headers = {}
+        headers = dict(headers or {})
         if etag:
             headers["if-none-match"] = etag
         if last_modified:
@@ -347,7 +366,13 @@ class HttpClient:
 
         return await self._fetch("GET", url, headers, tally, read)
 
-    async def head(self, url: Url, *, tally: Tally | None = None) -> int | None:
+    async def head(
+        self,
+        url: Url,
+        *,
+        tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int | None:
         """HEAD a URL; return its Content-Length (None when not given)."""
 
         async def read(response: Response) -> int | None:
@@ -357,7 +382,7 @@ class HttpClient:
                 raise FormatError("response", problem, url)
             return size
 
-        return await self._fetch("HEAD", url, {}, tally, read)
+        return await self._fetch("HEAD", url, dict(headers or {}), tally, read)
 
     async def measure(
         self,
@@ -366,6 +391,7 @@ class HttpClient:
         algorithm: str = "sha256",
         expected_length: int | None = None,
         tally: Tally | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, str]:
         """GET a blob without keeping it: its length and hex digest (``algorithm``).
 
@@ -378,36 +404,38 @@ class HttpClient:
             await body.copy_to(None)
             return body.length, body.check(None)
 
-        return await self._fetch("GET", url, {}, tally, read)
+        return await self._fetch("GET", url, dict(headers or {}), tally, read)
 
     async def send(
         self,
         method: str,
         url: Url,
         *,
-        content: bytes = b"",
-        headers: dict[str, str] | None = None,
+        content: bytes | Path = b"",
+        headers: Mapping[str, str] | None = None,
+        allow: frozenset[int] = frozenset(),
         max_bytes: int = SMALL_DOCUMENT_CAP,
         tally: Tally | None = None,
     ) -> Answered:
-        """Any request with a body (an object store's PUT, POST, DELETE), retried as
-        every request is (a body is sent again whole); the answer's body in memory,
-        at most ``max_bytes``. A status of 400 and over raises as for a GET."""
+        """Any request with a body (an object store's PUT, POST, DELETE; a registry's
+        POST, PUT, PATCH, a token GET), retried as every request is (a body is sent
+        again whole: a file is opened again); the answer's body in memory, at most
+        ``max_bytes``. A status of 400 and over raises as for a GET, unless ``allow``
+        lists it (a 401 whose challenge is read)."""
 
         async def read(response: Response) -> Answered:
             data = b""
             if method != "HEAD":
                 data = await self._body(url, response, max_bytes, None, None, tally).read()
             found = response.headers
-            wanted = ("etag", "content-length", "x-amz-meta-sha256", "last-modified")
             return Answered(
                 url,
                 response.status_code,
-                {k: v for k in wanted if (v := found.get(k)) is not None},
+                {k: v for k in _ANSWER_HEADERS if (v := found.get(k)) is not None},
                 data,
             )
 
-        return await self._fetch(method, url, dict(headers or {}), tally, read, content)
+        return await self._fetch(method, url, dict(headers or {}), tally, read, content, allow)
 
     # -- internals ---------------------------------------------------------
 
@@ -434,12 +462,13 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
-        content: bytes | None = None,
+        content: bytes | Path | None = None,
+        allow: frozenset[int] = frozenset(),
     ) -> T:
         """One request, retried per ``http.retries``; ``read`` turns the answer into a result."""
 
         async def attempt() -> T:
-            return await self._once(method, url, headers, tally, read, content)
+            return await self._once(method, url, headers, tally, read, content, allow)
 
         return await self._retrying(url, attempt, tally)
 
@@ -450,7 +479,8 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
-        content: bytes | None = None,
+        content: bytes | Path | None = None,
+        allow: frozenset[int] = frozenset(),
     ) -> T:
         """One throttled attempt, within the deadlines; the status is checked before
         the body is read."""
@@ -473,7 +503,7 @@ class HttpClient:
                 request_ends = attempt.now() + self._deadline
                 if request_ends < run_ends:
                     attempt.move(request_ends)
-                return await self._send(method, url, headers, tally, read, content)
+                return await self._send(method, url, headers, tally, read, content, allow)
         if request_ends < run_ends:
             raise DeadlineError(
                 url,
@@ -496,7 +526,8 @@ class HttpClient:
         headers: dict[str, str],
         tally: Tally | None,
         read: Callable[[Response], Awaitable[T]],
-        content: bytes | None = None,
+        content: bytes | Path | None = None,
+        allow: frozenset[int] = frozenset(),
     ) -> T:
         self.stats.requests += 1
         if tally is not None:
@@ -506,12 +537,21 @@ class HttpClient:
             address = "file://localhost/" + address[8:]
         final: httpx.URL | None  # where a redirect led; None: not redirected
         started = time.monotonic() if self._log_requests else 0.0
+        upload: Any = content
+        # A body in memory goes through httpx's client (where an s3:// transport is
+        # mounted); a file on plain http(s) is streamed from disk by the transport.
+        direct = self._direct and _DIRECT.match(address) and not isinstance(content, bytes)
+        if isinstance(content, Path) and direct:  # _BATCH bytes a thread hop
+            headers = {**headers, "content-length": str(os.stat(content).st_size)}
+            upload = await anyio.to_thread.run_sync(_FileChunks, content)
+        elif isinstance(content, Path):
+            upload = await anyio.to_thread.run_sync(content.read_bytes)
         try:
-            if self._direct and content is None and _DIRECT.match(address):
-                response, final = await self._send_direct(method, address, headers)
+            if direct:
+                response, final = await self._send_direct(method, address, headers, upload)
             else:
                 request = self._client.build_request(
-                    method, address, headers=headers, content=content
+                    method, address, headers=headers, content=upload
                 )
                 response = await self._client.send(request, stream=True)
                 final = response.url
@@ -519,6 +559,9 @@ class HttpClient:
             if self._log_requests:
                 log_request(method, url, None, 0, time.monotonic() - started, describe(exc))
             raise
+        finally:
+            if isinstance(upload, _FileChunks):
+                upload.close()
         try:
             https = address[:6].lower() == "https:"
             if self.verify and https and final is not None and final.scheme != "https":
@@ -527,9 +570,12 @@ class HttpClient:
                     f"redirected to {redact_url(str(final))} without TLS; refused "
                     "(set 'insecure: true' on the source to allow it)",
                 )
-            if method == "HEAD" or response.status_code >= 400:
+            if method == "HEAD" or (
+                response.status_code >= 400 and response.status_code not in allow
+            ):
                 await _drain(method, response)
-            _check_status(url, response)
+            if response.status_code not in allow:
+                _check_status(url, response)
             return await read(response)
         finally:
             await response.aclose()
@@ -538,7 +584,11 @@ class HttpClient:
                 log_request(method, url, response.status_code, bytes_received(response), seconds)
 
     async def _send_direct(
-        self, method: str, address: str, headers: dict[str, str]
+        self,
+        method: str,
+        address: str,
+        headers: dict[str, str],
+        body: bytes | BinaryIO | _FileChunks | None = None,
     ) -> tuple[Response, httpx.URL | None]:
         """A plain http(s) GET or HEAD (no credentials in the URL, no proxy), sent
         straight to the transport: the client's layers (auth, cookies, mounts,
@@ -546,7 +596,7 @@ class HttpClient:
         small request. A redirect is handed to the client, which follows it as
         it follows any (``follow_redirects``, its limit, its header rules)."""
         sent = [*self._defaults, *headers.items()] if headers else self._defaults
-        answer = await self._transport.send_plain(method, address, sent, self._timeouts)
+        answer = await self._transport.send_plain(method, address, sent, self._timeouts, body)
         if not answer.has_redirect_location:
             return answer, None
         try:
@@ -558,6 +608,9 @@ class HttpClient:
             target = httpx.URL(address).join(location)
         except httpx.InvalidURL as exc:  # as the client words it
             raise httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}.") from None
+        if origin(target) != origin(address):  # credentials stay with their origin
+            # (a registry's token sent on to its CDN or S3 would leak, and S3 refuses it)
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         follow = self._client.build_request(method, target, headers=headers)
         response = await self._client.send(follow, stream=True)
         return response, response.url
@@ -622,6 +675,35 @@ class HttpClient:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                 raise self._throttle.breakers.trip(origin(url.address), url, problem) from None
             raise FetchError(url, problem) from None
+
+
+class _FileChunks:
+    """A file's bytes for an upload, read in a worker thread ``_BATCH`` bytes at a time.
+
+    Not a generator: aiohttp iterates the body in a task of its own, which may
+    still be inside a read when the request ends (an error answer, a deadline);
+    ``close`` then only closes the file, and that read ends the iteration."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115  (closed by close(), after the request)
+
+    def __aiter__(self) -> _FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await anyio.to_thread.run_sync(self._read)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    def _read(self) -> bytes:
+        try:
+            return self._file.read(_BATCH)
+        except ValueError:  # closed: the request is over
+            return b""
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _NoSlot(contextlib.AbstractAsyncContextManager[None]):

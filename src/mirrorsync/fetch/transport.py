@@ -99,28 +99,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         url: str,
         headers: list[tuple[str, str]],
         timeouts: tuple[float | None, float | None, float | None],
+        body: Any = None,
     ) -> Answer:
-        """A bodiless request to an absolute http(s) URL without credentials, as
+        """A request to an absolute http(s) URL without credentials, as
         ``handle_async_request`` sends it but without building an ``httpx.Request``
         first (parsing its URL is a fifth of a small request's CPU), answered
         with an :class:`Answer` rather than an ``httpx.Response`` (making one and
         looking its headers up cost as much again): ``headers`` must hold every
-        header to send but Host; ``timeouts`` is (connect, read, pool). Errors
-        are httpx's, as ever."""
+        header to send but Host; ``timeouts`` is (connect, read, pool); ``body``
+        (uploads: bytes or an open binary file) is sent as aiohttp sends it.
+        Errors are httpx's, as ever."""
         try:
             target = yarl.URL(url)
         except ValueError as exc:
             raise httpx.InvalidURL(f"invalid URL: {exc}") from None
         if not target.host:
             raise httpx.InvalidURL("no host in the URL")
-        return await self._send(method, target, headers, None, timeouts, None)
+        return await self._send(method, target, headers, body, timeouts, None)
 
     async def _send(
         self,
         method: str,
         url: yarl.URL,
         headers: list[tuple[str, str]],
-        body: bytes | None,
+        body: Any,
         timeouts: tuple[float | None, float | None, float | None],
         request: httpx.Request | None,
     ) -> Answer:

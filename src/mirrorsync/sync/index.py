@@ -20,11 +20,13 @@ import anyio
 from mirrorsync.config import LimitKind, LimitsConfig
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError, ScratchError
 from mirrorsync.fetch import Downloaded, Fetched, HttpClient, Tally, Url
+from mirrorsync.fetch.oci import OciRepository, oci_reference
 from mirrorsync.fetch.validators import conditions
 from mirrorsync.formats._common import is_sha256
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.index import Index, parse_index
 from mirrorsync.formats.manifest import BlobRecord, parse_index_manifest
+from mirrorsync.formats.oci import INDEX_TAG, is_oci_url, parse_image_manifest
 from mirrorsync.inflate import gunzip
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.store import db as store_db
@@ -100,6 +102,7 @@ class IndexFetcher:
         # http.revalidate_after: a document fetched in full longer ago is asked for
         # without conditions once (a server whose validators lie cannot hide a change)
         self.revalidate_after = revalidate_after
+        self._registries: dict[str, OciRepository] = {}
 
     async def fetch(
         self, target: Target, previous: str | None, tally: Tally, name: str
@@ -111,6 +114,8 @@ class IndexFetcher:
         snapshot: the catalogue is regenerated once a day, the stacks many times.
         """
         root = target.mirror_root
+        if is_oci_url(root.address):
+            return await self._fetch_oci(root, previous, tally, name)
         if target.layout == "v3" or target.layout is None:
             manifest_url = root.join(target.manifest_path)
             try:
@@ -174,6 +179,51 @@ class IndexFetcher:
             ),
         )
         return FetchedIndex(record.checksum, "v3", url, path, record.compression)
+
+    def registry(self, root: Url) -> OciRepository:
+        """The registry repository at an ``oci://`` root, one per root for the run
+        (its token is reused)."""
+        repository = self._registries.get(root.address)
+        if repository is None:
+            repository = self._registries[root.address] = OciRepository(
+                self.client, oci_reference(root)
+            )
+        return repository
+
+    async def _fetch_oci(
+        self, root: Url, previous: str | None, tally: Tally, name: str
+    ) -> FetchedIndex:
+        """Spack's OCI index: the image tagged ``index.spack``, whose first layer is the
+        index JSON (Spack's ``OCIIndexFetcher``): fetched when its digest changed."""
+        registry = self.registry(root)
+        data, manifest_url = await registry.manifest(INDEX_TAG, tally)
+        self.progress.manifests += 1
+        manifest = parse_image_manifest(data, manifest_url.display)
+        layer = manifest.layers[0]
+        url = registry.blob_url(layer.sha256)
+        if layer.sha256 == previous:
+            return FetchedIndex(previous, "oci", url, None)
+        cap = self.limits.cap("index")
+        if layer.size > cap:
+            raise FetchError(
+                url,
+                f"{layer.size} bytes per {manifest_url}, over the {cap}-byte limit "
+                "(limits.index); refused",
+            )
+        path, _ = await self._download(
+            url,
+            name,
+            lambda path: registry.download(
+                layer.sha256,
+                layer.size,
+                path,
+                tally=tally,
+                max_bytes=cap,
+                limit_name="limits.index",
+            ),
+        )
+        # Spack writes it plain JSON though the layer says tar+gzip: whichever it is.
+        return FetchedIndex(layer.sha256, "oci", url, path, "detect")
 
     async def _fetch_v2(
         self, root: Url, previous: str | None, tally: Tally, name: str

@@ -39,6 +39,7 @@ from mirrorsync.fetch import (
     Tally,
     Url,
 )
+from mirrorsync.fetch.oci import OciRepository, oci_reference
 from mirrorsync.formats.catalog import blob_url
 from mirrorsync.formats.clearsign import is_clearsigned, split_clearsigned
 from mirrorsync.formats.manifest import (
@@ -49,6 +50,7 @@ from mirrorsync.formats.manifest import (
     spec_manifest_path,
     spec_manifest_records,
 )
+from mirrorsync.formats.oci import parse_image_manifest, spec_tag
 from mirrorsync.formats.specfile import (
     KEY_INDEX_MEDIA_PREFIX,
     PUBLIC_KEY_MEDIA_TYPE,
@@ -136,6 +138,8 @@ class StackMirror:
         self.layout = layout
         self.keyring = keyring
         self._plain_first = False  # v2: this mirror's spec files turned out unsigned
+        # oci: the registry repository (Spack's OCI cache: each spec an image)
+        self.registry = OciRepository(client, oci_reference(root)) if layout == "oci" else None
 
     async def spec_files(self, ref: SpecRef, tally: Tally) -> SpecFiles:
         """Fetch and read one spec's manifest or spec file.
@@ -145,7 +149,37 @@ class StackMirror:
         """
         if self.layout == "v3":
             return await self._v3(ref, tally)
+        if self.registry is not None:
+            return await self._oci(self.registry, ref, tally)
         return await self._v2(ref, tally)
+
+    async def _oci(self, registry: OciRepository, ref: SpecRef, tally: Tally) -> SpecFiles:
+        """The image Spack tagged for this spec: its config is the spec file, its last
+        layer the binary (Spack's ``download_tarball``); unsigned, as Spack pushes it."""
+        data, url = await registry.manifest(spec_tag(ref.name, ref.version, ref.hash), tally)
+        manifest = parse_image_manifest(data, url.display)
+        tarball = manifest.layers[-1]
+        blobs = [
+            Blob(
+                "tarball", registry.blob_url(tarball.sha256), tarball.size, "sha256", tarball.sha256
+            ),
+            Blob(
+                "spec metadata",
+                registry.blob_url(manifest.config.sha256),
+                manifest.config.size,
+                "sha256",
+                manifest.config.sha256,
+            ),
+        ]
+        return SpecFiles(
+            url,
+            blobs[0],
+            tuple(blobs),
+            "sha256",
+            manifest.config.sha256,
+            hashlib.sha256(data).hexdigest(),
+            None,
+        )
 
     async def _v3(self, ref: SpecRef, tally: Tally) -> SpecFiles:
         url = self.root.join(spec_manifest_path(ref.name, ref.version, ref.hash))
