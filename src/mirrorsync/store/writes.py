@@ -159,6 +159,9 @@ async def _commit_snapshot(
             row = await cursor.fetchone()
         assert row is not None, f"stack {snapshot.stack_id} vanished"
         old_version, old_count, source_id, release = row
+        if store.known_scope != (source_id, release):  # a cache per release: memory stays flat
+            store.known_specs.clear()
+            store.known_scope = (source_id, release)
         if snapshot.base_version is not None and old_version != snapshot.base_version:
             # Only the instance holding a stack's claim writes it; should a claim
             # ever be lost, the difference is still never applied to another state.
