@@ -345,7 +345,10 @@ async def _add_members(
                 continue
             text = variants_json.get(s.variants)
             if text is None:
-                text = variants_json[s.variants] = json.dumps(list(s.variants))
+                # Compact: ", " would cost a byte per variant of every stored spec.
+                text = variants_json[s.variants] = json.dumps(
+                    list(s.variants), separators=(",", ":")
+                )
             yield (s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, text, at)
 
     # Metadata is written once per hash, ever; a spec seen before keeps its row.
@@ -400,21 +403,9 @@ async def _add_members(
             f"{len(snapshot.added) - count} of the specs added to stack"
             f" {snapshot.stack_id} are not stored"
         )
-    events = await record(
-        conn, "spec.added", where, specs=_ENTERED, params=(snapshot.stack_id, version)
-    )
+    # One stored row: the events are the memberships this version opened, in hash order.
+    events = await record(conn, "spec.added", where, span=count)
     return count, events
-
-
-#: The memberships a version opened (``_ENTERED``) or closed (``_LEFT``), in hash order.
-_ENTERED = (
-    "FROM memberships m CROSS JOIN specs s WHERE s.id = m.spec_id"
-    " AND m.stack_id = ? AND m.entered = ? ORDER BY s.hash"
-)
-_LEFT = (
-    "FROM memberships m CROSS JOIN specs s WHERE s.id = m.spec_id"
-    " AND m.stack_id = ? AND m.left = ? ORDER BY s.hash"
-)
 
 
 async def _read_rows(
@@ -492,9 +483,8 @@ async def _remove_members(
             (version, snapshot.stack_id, *chunk),
         )
         count += cursor.rowcount
-    events = await record(
-        conn, "spec.removed", where, specs=_LEFT, params=(snapshot.stack_id, version)
-    )
+    # One stored row: the events are the memberships this version closed, in hash order.
+    events = await record(conn, "spec.removed", where, span=count)
     return count, events
 
 
