@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from mirrorsync.errors import FormatError, StaleSnapshotError, StoreError
 from mirrorsync.formats.index import SpecInfo, SpecName
 from mirrorsync.redact import redact_url, scrub
+from mirrorsync.store.bulk import hash_batches, insert_specs, open_memberships
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.events import Where, record, serialise
 from mirrorsync.text import bounded
@@ -301,9 +302,6 @@ async def cache_document(
 
 # -- inside a transaction ------------------------------------------------------
 
-#: Hashes per ``IN (...)`` lookup: well within SQLite's and PostgreSQL's parameter limits.
-_LOOKUP_CHUNK = 500
-
 
 async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
     """Which of ``hashes`` the ``specs`` table holds already (stored by any stack,
@@ -311,11 +309,10 @@ async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
     those this run saw committed (``Store.known_specs``) are not looked up again."""
     wanted = set(hashes)
     found = wanted & store.known_specs.keys()  # set operations in C: ~500,000 per stack
-    rest = list(wanted - found)  # any order: each chunk is one IN (...) lookup
-    for start in range(0, len(rest), _LOOKUP_CHUNK):
-        chunk = rest[start : start + _LOOKUP_CHUNK]
+    rest = list(wanted - found)  # any order: each batch is one lookup
+    for condition, params in hash_batches(store.conn, "hash", rest):
         async with store.conn.execute(
-            f"SELECT hash FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})", chunk
+            f"SELECT hash FROM specs WHERE {condition}", params
         ) as cursor:
             found.update(row[0] for row in await cursor.fetchall())
     return found
@@ -353,11 +350,7 @@ async def _add_members(
 
     # Metadata is written once per hash, ever; a spec seen before keeps its row.
     new = [s for s in snapshot.added if isinstance(s, SpecInfo)]
-    cursor = await conn.executemany(
-        "INSERT INTO specs (hash, name, version, platform, os, target, compiler, variants,"
-        " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
-        rows(),
-    )
+    inserted = await insert_specs(conn, rows())
     # A hash names its content: a stored record must have the name and version
     # this snapshot gives it. Those stored before (by name, or in full when some
     # turned out to be stored already) are compared; a conflict refuses the index.
@@ -365,7 +358,7 @@ async def _add_members(
     # (and known from then on). Specs written just now are neither read nor
     # compared: SQLite finds their ids as it opens their memberships.
     # (A known row is stored, so a SpecInfo found known was not written now either.)
-    all_new = cursor.rowcount == len(new)
+    all_new = inserted == len(new)
     ids: list[int] = []
     unknown: list[SpecInfo | SpecName] = []
     written: list[str] = []
@@ -385,17 +378,13 @@ async def _add_members(
         await _refuse_conflict(conn, snapshot)
     ids.extend(seen[s.hash][0] for s in unknown if s.hash in seen)
     ids.sort()  # in key order: the stack's memberships are appended, not scattered
-    await conn.executemany(
-        "INSERT INTO memberships (stack_id, spec_id, entered, left) VALUES (?, ?, ?, NULL)",
-        ((snapshot.stack_id, spec_id, version) for spec_id in ids),
-    )
+    await open_memberships(conn, snapshot.stack_id, version, ids)
     count = len(ids)
-    for start in range(0, len(written), _LOOKUP_CHUNK):
-        chunk = written[start : start + _LOOKUP_CHUNK]
+    for condition, params in hash_batches(conn, "hash", written):
         cursor = await conn.execute(
             "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
-            f" FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
-            (snapshot.stack_id, version, *chunk),
+            f" FROM specs WHERE {condition}",
+            (snapshot.stack_id, version, *params),
         )
         count += cursor.rowcount
     if count != len(snapshot.added):
@@ -416,12 +405,9 @@ async def _read_rows(
     given = {s.hash: s for s in specs}
     hashes = list(given)
     found = 0
-    for start in range(0, len(hashes), _LOOKUP_CHUNK):
-        chunk = hashes[start : start + _LOOKUP_CHUNK]
+    for condition, params in hash_batches(conn, "hash", hashes):
         async with conn.execute(
-            "SELECT id, hash, name, version FROM specs"
-            f" WHERE hash IN ({', '.join('?' * len(chunk))})",
-            chunk,
+            f"SELECT id, hash, name, version FROM specs WHERE {condition}", params
         ) as cursor:
             for spec_id, spec_hash, name, version in await cursor.fetchall():
                 spec = given[spec_hash]
@@ -474,13 +460,11 @@ async def _remove_members(
     if not snapshot.removed:
         return 0, 0
     count = 0
-    hashes = list(snapshot.removed)
-    for start in range(0, len(hashes), _LOOKUP_CHUNK):
-        chunk = hashes[start : start + _LOOKUP_CHUNK]
+    for condition, params in hash_batches(conn, "hash", list(snapshot.removed)):
         cursor = await conn.execute(
             "UPDATE memberships SET left = ? WHERE stack_id = ? AND left IS NULL AND spec_id IN"
-            f" (SELECT id FROM specs WHERE hash IN ({', '.join('?' * len(chunk))}))",
-            (version, snapshot.stack_id, *chunk),
+            f" (SELECT id FROM specs WHERE {condition})",
+            (version, snapshot.stack_id, *params),
         )
         count += cursor.rowcount
     # One stored row: the events are the memberships this version closed, in hash order.
