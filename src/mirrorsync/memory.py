@@ -17,10 +17,9 @@ nothing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import sys
 from functools import cache
+from typing import Any
 
 #: mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -32,9 +31,12 @@ TRIM_THRESHOLD = 128 * 1024
 
 
 @cache
-def _libc() -> ctypes.CDLL | None:
+def _libc() -> Any:
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # here: a command that syncs nothing never pays for it
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
