@@ -4,8 +4,8 @@ Peak memory is the high-water mark of the real CLI process (``VmHWM`` of its own
 ``/proc/self/status``, read as it exits: ``ru_maxrss`` would also count the test
 process's memory, which a child holds between fork and exec). Sizes, not timings:
 one stack of 16,000 specs against 3 releases of 4 such stacks each (6,000 specs
-shared by all, 10,000 of each its own). What grows is about constant (~14 MB,
-glibc heaps of a second decoding thread), so larger stacks only widen the margin.
+shared by all, 10,000 of each its own). What grows is about constant (~14 MB
+at 10,000 specs a stack and at 30,000), so larger stacks only widen the margin.
 """
 
 from __future__ import annotations
