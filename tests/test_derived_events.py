@@ -178,3 +178,32 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
             json.dumps(by_id[i], sort_keys=True) for _, i in old_outbox
         )
         assert _outbox(db) == []
+
+
+def test_a_landed_postgresql_database_migrates_with_the_same_events(
+    tmp_path: Path, docroot: Path, server: FixtureServer, postgres_url: str
+) -> None:
+    import psycopg
+
+    landed = _landed_source(tmp_path)
+    config = tmp_path / "mirrorsync.yaml"
+    config.write_text(
+        f"database: '{postgres_url}'\n"
+        "sources:\n  - name: test\n    kind: catalog\n"
+        f"    url: {server.url}/cache_spack_io_index.json\n"
+        f"    bucket_urls: {{spack-binaries: {server.url}/}}\n"
+    )
+    config.chmod(0o600)  # the URL holds a password
+    for state in (1, 2):
+        _site(docroot, state)
+        done = _cli(landed, config, "once")
+        assert done.returncode == 0, done.stderr
+    old_events = json_lines(_cli(landed, config, "events", "--json").stdout)
+    assert {e["type"] for e in old_events} >= {"spec.added", "spec.removed"}
+
+    done = _cli(REPO / "src", config, "once")  # migrates
+    assert done.returncode == 0, done.stderr
+    assert json_lines(_cli(REPO / "src", config, "events", "--json").stdout) == old_events
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute("SELECT count(*) FROM event_rows WHERE span IS NOT NULL").fetchone()
+    assert row is not None and row[0] == 6
