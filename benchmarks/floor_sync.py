@@ -195,7 +195,7 @@ def main(base: str, database: str, scratch: str) -> int:
             (source_id, release, at),
         ).rowcount:
             conn.execute(
-                "INSERT INTO events (type, source_id, release, occurred_at)"
+                "INSERT INTO event_rows (type, source_id, release, occurred_at)"
                 " VALUES ('release.added', ?, ?, ?)",
                 (source_id, release, at),
             )
@@ -242,7 +242,7 @@ def main(base: str, database: str, scratch: str) -> int:
             text = variants.get(raw)
             if text is None:
                 text = variants[raw] = json.dumps(
-                    list(variants_from_parameters(PARAMS.decode(raw)))
+                    list(variants_from_parameters(PARAMS.decode(raw))), separators=(",", ":")
                 )
             compiler = _compiler(node, installs, compilers)
             new_rows.append(
@@ -290,16 +290,33 @@ def main(base: str, database: str, scratch: str) -> int:
             "UPDATE memberships SET left = ? WHERE stack_id = ? AND spec_id = ? AND left IS NULL",
             ((version, stack_id, current[h]) for h in removed),
         )
-        event = (
-            "INSERT INTO events (type, source_id, release, stack_id, spec_id, stack_version,"
-            f" occurred_at) VALUES (?, {source_id}, ?, {stack_id}, ?, {version}, '{at}')"
-        )
-        events: list[tuple[str, str, int | None]]
-        events = [("spec.added", release, known[h]) for h in added]
-        events += [("spec.removed", release, current[h]) for h in removed]
+        # As mirrorsync stores them (migration 0012): a version's spec events are one
+        # row whose span of ids stands for the memberships it opened or closed.
+        events: list[tuple[str, str, int | None]] = []
         if old_version == 0:
-            events.insert(0, ("stack.added", release, None))
-        conn.executemany(event, events)
+            events.append(("stack.added", release, None))
+            conn.execute(
+                "INSERT INTO event_rows (type, source_id, release, stack_id, stack_version,"
+                f" occurred_at) VALUES ('stack.added', {source_id}, ?, {stack_id}, {version},"
+                f" '{at}')",
+                (release,),
+            )
+        for kind, span in (("spec.added", len(added)), ("spec.removed", len(removed))):
+            if not span:
+                continue
+            (last,) = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'event_rows'"
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO event_rows (id, type, source_id, release, stack_id, stack_version,"
+                f" occurred_at, span) VALUES (?, ?, {source_id}, ?, {stack_id}, {version},"
+                f" '{at}', ?)",
+                (last + 1, kind, release, span),
+            )
+            conn.execute(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'event_rows'", (last + span,)
+            )
+            events += [(kind, release, None)] * span
         old_uncached = {
             r[0]
             for r in conn.execute(

@@ -255,7 +255,7 @@ def assert_damaged(done: subprocess.CompletedProcess[str], db: Path, cause: str)
 
 @pytest.mark.parametrize(
     ("command", "table"),
-    [(["status"], "stacks"), (["events"], "events"), (["once"], "stacks")],
+    [(["status"], "stacks"), (["events"], "event_rows"), (["once"], "stacks")],  # 0012
     ids=["status", "events", "once"],
 )
 def test_a_corrupted_page_is_one_line_naming_the_file(
@@ -278,7 +278,7 @@ def test_a_file_that_is_not_a_database_is_one_line(synced: Path) -> None:
     ("command", "table"),
     [
         (["status"], "webhooks"),
-        (["events"], "events"),
+        (["events"], "event_rows"),  # the stored events (migration 0012)
         (["history", "--release", "develop", "--stack", "root"], "stack_versions"),
         (["once"], "releases"),
     ],

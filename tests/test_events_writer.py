@@ -15,7 +15,7 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
 from receiver import Receiver, new_secret
 
-_INSERT_EVENTS = re.compile(r"\bINTO\s+events\b", re.IGNORECASE)
+_INSERT_EVENTS = re.compile(r"\bINTO\s+(events|event_rows)\b", re.IGNORECASE)
 
 
 def test_only_store_events_record_inserts_into_events() -> None:

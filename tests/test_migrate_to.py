@@ -168,7 +168,7 @@ def test_a_sqlite_history_moves_whole_and_every_command_answers_the_same_from_po
     for table in (
         "stack_versions",
         "memberships",
-        "events",
+        "event_rows",  # the stored events (migration 0012)
         "webhook_outbox",
         "webhook_deliveries",
         "spec_manifests",
@@ -189,7 +189,7 @@ def test_a_sqlite_history_moves_whole_and_every_command_answers_the_same_from_po
     assert _target_counts(postgres_url) == before
     with sqlite3.connect(tmp_path / "state.db") as conn:
         (last_event,) = conn.execute("SELECT max(id) FROM events").fetchone()
-    assert report["sequences"]["events.id"] == last_event
+    assert report["sequences"]["event_rows.id"] == last_event
 
     pg_config = _postgres_config(tmp_path, sqlite_config, postgres_url)
     for command in (

@@ -230,6 +230,10 @@ class Store:
         #: transaction saw stays true for the run: a stack's sync looks up only
         #: the hashes no earlier stack brought (``writes.commit_snapshot`` fills it).
         self.known_specs: dict[str, tuple[int, str, str]] = {}
+        #: The (source id, release) whose stacks ``known_specs`` holds rows of: it is
+        #: emptied when a stack of another release commits, so it never holds more
+        #: than one release's specs however many releases a run syncs.
+        self.known_scope: tuple[int, str] | None = None
 
     @property
     def damaged(self) -> DatabaseDamagedError | None:

@@ -231,7 +231,7 @@ async def record_published(
         # The one event writer: the event and its outbox rows, in this transaction.
         where = events.Where(mirror.source_id, mirror.release, None, version, at)
         await events.record(conn, UPDATED_EVENT, where)
-        event_id = await _scalar(conn, "SELECT max(id) FROM events", ())
+        event_id = await _scalar(conn, "SELECT max(id) FROM event_rows", ())
         await conn.execute(
             "INSERT INTO mirror_versions (mirror_id, version, published_at, index_checksum,"
             " binaries, bytes, added, removed, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -274,6 +274,17 @@ class PgConnection:
             raise self._error(exc) from None
         return PgCursor(cursor)
 
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Any]) -> None:
+        """Load ``rows`` into ``table`` with one ``COPY ... FROM STDIN`` (bulk rows: one
+        round trip per batch, not a statement per row). Names are the store's own."""
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        try:
+            async with self._pg.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
     def _error(self, exc: psycopg.Error) -> StoreError:
         error = database_error(self.where, exc)
         if isinstance(error, DatabaseDamagedError) and self.damaged is None:

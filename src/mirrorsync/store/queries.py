@@ -114,6 +114,42 @@ EVENT_COLUMNS = (
     "e.id, e.type, src.name, e.release, st.name, s.hash, s.name, s.version,"
     " e.stack_version, e.occurred_at, mi.name, mv.binaries, mv.bytes, mv.added, mv.removed"
 )
+#: The last event id handed out: the newest stored row's, or its span's last.
+LAST_EVENT_ID = (
+    "SELECT coalesce((SELECT id + coalesce(span, 1) - 1 FROM event_rows"
+    " ORDER BY id DESC LIMIT 1), 0)"
+)
+
+
+def event_source(after: str, upto: str | None = None) -> str:
+    """A subquery of the events (the columns of the view ``events``, one row per
+    event) of the stored rows and spans holding ids above ``after`` (and up to
+    ``upto``): SQL expressions, typically placeholders, each used twice (``after``,
+    ``upto``, ``after``, ``upto``). Only those spans are expanded, so a bounded
+    read costs what it reads, not the whole history; callers still filter the
+    ids themselves (a span is expanded whole)."""
+    upper = f" AND id <= {upto}" if upto is not None else ""
+    upper_span = f" AND r.id <= {upto}" if upto is not None else ""
+    return (
+        "(SELECT id, type, source_id, release, stack_id, spec_id, stack_version, occurred_at"
+        f" FROM event_rows WHERE span IS NULL AND id > {after}{upper}"
+        " UNION ALL"
+        " SELECT r.id - 1 + row_number() OVER (PARTITION BY r.id ORDER BY s.hash) AS id,"
+        " r.type, r.source_id, r.release, r.stack_id, m.spec_id, r.stack_version,"
+        " r.occurred_at"
+        " FROM event_rows r JOIN memberships m ON m.stack_id = r.stack_id"
+        " AND ((r.type = 'spec.added' AND m.entered = r.stack_version)"
+        " OR (r.type = 'spec.removed' AND m.left = r.stack_version))"
+        " JOIN specs s ON s.id = m.spec_id"
+        f" WHERE r.span IS NOT NULL AND r.id + r.span - 1 > {after}{upper_span})"
+    )
+
+
+#: The stored row holding event ``id`` (an SQL expression): its type, place and time.
+def holding_row(event_id: str) -> str:
+    return f"(SELECT x.id FROM event_rows x WHERE x.id <= {event_id} ORDER BY x.id DESC LIMIT 1)"
+
+
 EVENT_JOINS = (
     "JOIN sources src ON src.id = e.source_id"
     " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
@@ -484,7 +520,7 @@ async def intervals(store: Store, spec_hash: str) -> list[Interval]:
 
 
 async def last_event_id(store: Store) -> int:
-    async with store.conn.execute("SELECT coalesce(max(id), 0) FROM events") as cursor:
+    async with store.conn.execute(LAST_EVENT_ID) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
@@ -515,8 +551,8 @@ async def events(
 ) -> AsyncGenerator[Event, None]:
     """Events with id > ``since`` in id order (or as ``where`` says), streamed."""
     f = where or EventFilter(since=since, types=types or (), limit=limit)
-    sql = f"SELECT {EVENT_COLUMNS} FROM events e {EVENT_JOINS} WHERE e.id > ?"
-    params: list[object] = [f.since]
+    sql = f"SELECT {EVENT_COLUMNS} FROM {event_source('?')} e {EVENT_JOINS} WHERE e.id > ?"
+    params: list[object] = [f.since, f.since, f.since]
     if f.types:
         sql += f" AND e.type IN ({', '.join('?' for _ in f.types)})"
         params.extend(f.types)
@@ -548,7 +584,9 @@ async def events(
 
 async def event_counts(store: Store) -> dict[str, int]:
     """How many events of each type the database holds, all time."""
-    async with store.conn.execute("SELECT type, count(*) FROM events GROUP BY type") as cursor:
+    async with store.conn.execute(
+        "SELECT type, sum(coalesce(span, 1)) FROM event_rows GROUP BY type"
+    ) as cursor:
         return {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
 
 

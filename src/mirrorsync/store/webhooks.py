@@ -18,7 +18,14 @@ from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.dialect import Dialect
-from mirrorsync.store.queries import EVENT_COLUMNS, EVENT_JOINS, Event
+from mirrorsync.store.queries import (
+    EVENT_COLUMNS,
+    EVENT_JOINS,
+    LAST_EVENT_ID,
+    Event,
+    event_source,
+    holding_row,
+)
 from mirrorsync.text import bounded
 
 #: Filter fields and the SQL expression each matches against (see ``enqueue``).
@@ -135,7 +142,7 @@ def _match(field: str, dialect: Dialect) -> str:
 def _enqueue_sql(dialect: Dialect) -> str:
     return (
         "INSERT INTO webhook_outbox (webhook_id, event_id)"
-        " SELECT w.id, e.id FROM events e"
+        f" SELECT w.id, e.id FROM {event_source(':after', ':upto')} e"
         " JOIN webhooks w ON w.configured = 1 AND w.enabled = 1"
         " AND (CAST(:hook AS INTEGER) IS NULL OR w.id = :hook)"
         " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
@@ -157,6 +164,12 @@ async def enqueue(
     """
     if upto_id <= after_id:
         return 0
+    async with conn.execute(
+        "SELECT count(*) FROM webhooks WHERE configured = 1 AND enabled = 1"
+    ) as cursor:
+        row = await cursor.fetchone()
+    if not row or not row[0]:
+        return 0  # no span is expanded for nobody
     cursor = await conn.execute(
         _enqueue_sql(conn.dialect), {"after": after_id, "upto": upto_id, "hook": webhook_id}
     )
@@ -190,7 +203,7 @@ async def register(store: Store, hooks: Sequence[Registration], at: str) -> None
         for hook in hooks:
             await conn.execute(
                 "INSERT INTO webhooks (name, url, registered_at, registered_after_event)"
-                " VALUES (?, ?, ?, (SELECT coalesce(max(id), 0) FROM events))"
+                f" VALUES (?, ?, ?, ({LAST_EVENT_ID}))"
                 " ON CONFLICT (name) DO UPDATE SET configured = 1, url = excluded.url,"
                 " forgotten_at = NULL,"
                 " enabled = CASE WHEN webhooks.url = excluded.url THEN webhooks.enabled ELSE 1 END,"
@@ -237,9 +250,18 @@ async def next_delivery(store: Store, webhook_id: int, max_batch: int, at: str) 
 async def delivery_events(store: Store, delivery_id: int) -> list[Event]:
     """The events of one delivery, in id order, with the fields of ``events --json``."""
     async with store.conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
-        f" {EVENT_JOINS} WHERE o.delivery_id = ? ORDER BY e.id",
+        "SELECT first_event_id, last_event_id FROM webhook_deliveries WHERE id = ?",
         (delivery_id,),
+    ) as cursor:
+        bounds = await cursor.fetchone()
+    if bounds is None:
+        return []
+    first, last = int(bounds[0]), int(bounds[1])
+    async with store.conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM webhook_outbox o"
+        f" JOIN {event_source('?', '?')} e ON e.id = o.event_id"
+        f" {EVENT_JOINS} WHERE o.delivery_id = ? ORDER BY e.id",
+        (first - 1, last, first - 1, last, delivery_id),
     ) as cursor:
         return [Event(*row) for row in await cursor.fetchall()]
 
@@ -410,7 +432,7 @@ async def replay(store: Store, webhook_id: int, since: int) -> Replayed:
     """Enqueue again every matching event with id above ``since``."""
     async with store.transaction() as conn:
         await serialise(conn)  # every event up to the newest is committed and visible
-        upto = await _scalar(conn, "SELECT coalesce(max(id), 0) FROM events", ())
+        upto = await _scalar(conn, LAST_EVENT_ID, ())
         enqueued = await enqueue(conn, since, upto, webhook_id=webhook_id)
         async with conn.execute(
             "SELECT coalesce(d.state, 'pending'), count(*) FROM webhook_outbox o"
@@ -438,7 +460,8 @@ async def summaries(store: Store) -> list[WebhookSummary]:
         " (SELECT min(d.oldest_event_at) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
         "   AND d.state = 'dead'),"
         " w.failures, w.next_attempt_at, w.last_success_at, w.last_error, w.last_error_at,"
-        " (SELECT min(e.occurred_at) FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
+        " (SELECT min(e.occurred_at) FROM webhook_outbox o"
+        f" JOIN event_rows e ON e.id = {holding_row('o.event_id')}"
         "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
         "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending'))"
         " FROM webhooks w WHERE w.forgotten_at IS NULL ORDER BY w.name"
@@ -493,7 +516,8 @@ async def _new_batch(
     """Fix the next ``max_batch`` waiting events (optionally only those older than
     ``before``) as one delivery with a fresh message id."""
     async with conn.execute(
-        "SELECT o.event_id, e.occurred_at FROM webhook_outbox o JOIN events e ON e.id = o.event_id"
+        "SELECT o.event_id, e.occurred_at FROM webhook_outbox o"
+        f" JOIN event_rows e ON e.id = {holding_row('o.event_id')}"
         " WHERE o.webhook_id = ? AND o.delivery_id IS NULL AND (CAST(? AS TEXT) IS NULL OR e.occurred_at < ?)"
         " ORDER BY o.event_id LIMIT ?",
         (webhook_id, before, before, max_batch),

@@ -17,6 +17,7 @@ from mirrorsync.errors import FormatError, StaleSnapshotError, StoreError
 from mirrorsync.formats.index import SpecInfo, SpecName
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store import claims
+from mirrorsync.store.bulk import hash_batches, insert_specs, open_memberships
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.events import Where, record
@@ -162,6 +163,9 @@ async def _commit_snapshot(
             row = await cursor.fetchone()
         assert row is not None, f"stack {snapshot.stack_id} vanished"
         old_version, old_count, source_id, release = row
+        if store.known_scope != (source_id, release):  # a cache per release: memory stays flat
+            store.known_specs.clear()
+            store.known_scope = (source_id, release)
         if snapshot.base_version is not None and old_version != snapshot.base_version:
             # Only the instance holding a stack's claim writes it; should a claim
             # ever be lost, the difference is still never applied to another state.
@@ -301,9 +305,6 @@ async def cache_document(
 
 # -- inside a transaction ------------------------------------------------------
 
-#: Hashes per ``IN (...)`` lookup: well within SQLite's and PostgreSQL's parameter limits.
-_LOOKUP_CHUNK = 500
-
 
 async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
     """Which of ``hashes`` the ``specs`` table holds already (stored by any stack,
@@ -311,11 +312,10 @@ async def stored_hashes(store: Store, hashes: Sequence[str]) -> set[str]:
     those this run saw committed (``Store.known_specs``) are not looked up again."""
     wanted = set(hashes)
     found = wanted & store.known_specs.keys()  # set operations in C: ~500,000 per stack
-    rest = list(wanted - found)  # any order: each chunk is one IN (...) lookup
-    for start in range(0, len(rest), _LOOKUP_CHUNK):
-        chunk = rest[start : start + _LOOKUP_CHUNK]
+    rest = list(wanted - found)  # any order: each batch is one lookup
+    for condition, params in hash_batches(store.conn, "hash", rest):
         async with store.conn.execute(
-            f"SELECT hash FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})", chunk
+            f"SELECT hash FROM specs WHERE {condition}", params
         ) as cursor:
             found.update(row[0] for row in await cursor.fetchall())
     return found
@@ -345,16 +345,15 @@ async def _add_members(
                 continue
             text = variants_json.get(s.variants)
             if text is None:
-                text = variants_json[s.variants] = json.dumps(list(s.variants))
+                # Compact: ", " would cost a byte per variant of every stored spec.
+                text = variants_json[s.variants] = json.dumps(
+                    list(s.variants), separators=(",", ":")
+                )
             yield (s.hash, s.name, s.version, s.platform, s.os, s.target, s.compiler, text, at)
 
     # Metadata is written once per hash, ever; a spec seen before keeps its row.
     new = [s for s in snapshot.added if isinstance(s, SpecInfo)]
-    cursor = await conn.executemany(
-        "INSERT INTO specs (hash, name, version, platform, os, target, compiler, variants,"
-        " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
-        rows(),
-    )
+    inserted = await insert_specs(conn, rows())
     # A hash names its content: a stored record must have the name and version
     # this snapshot gives it. Those stored before (by name, or in full when some
     # turned out to be stored already) are compared; a conflict refuses the index.
@@ -362,7 +361,7 @@ async def _add_members(
     # (and known from then on). Specs written just now are neither read nor
     # compared: SQLite finds their ids as it opens their memberships.
     # (A known row is stored, so a SpecInfo found known was not written now either.)
-    all_new = cursor.rowcount == len(new)
+    all_new = inserted == len(new)
     ids: list[int] = []
     unknown: list[SpecInfo | SpecName] = []
     written: list[str] = []
@@ -382,17 +381,13 @@ async def _add_members(
         await _refuse_conflict(conn, snapshot)
     ids.extend(seen[s.hash][0] for s in unknown if s.hash in seen)
     ids.sort()  # in key order: the stack's memberships are appended, not scattered
-    await conn.executemany(
-        "INSERT INTO memberships (stack_id, spec_id, entered, left) VALUES (?, ?, ?, NULL)",
-        ((snapshot.stack_id, spec_id, version) for spec_id in ids),
-    )
+    await open_memberships(conn, snapshot.stack_id, version, ids)
     count = len(ids)
-    for start in range(0, len(written), _LOOKUP_CHUNK):
-        chunk = written[start : start + _LOOKUP_CHUNK]
+    for condition, params in hash_batches(conn, "hash", written):
         cursor = await conn.execute(
             "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
-            f" FROM specs WHERE hash IN ({', '.join('?' * len(chunk))})",
-            (snapshot.stack_id, version, *chunk),
+            f" FROM specs WHERE {condition}",
+            (snapshot.stack_id, version, *params),
         )
         count += cursor.rowcount
     if count != len(snapshot.added):
@@ -400,21 +395,9 @@ async def _add_members(
             f"{len(snapshot.added) - count} of the specs added to stack"
             f" {snapshot.stack_id} are not stored"
         )
-    events = await record(
-        conn, "spec.added", where, specs=_ENTERED, params=(snapshot.stack_id, version)
-    )
+    # One stored row: the events are the memberships this version opened, in hash order.
+    events = await record(conn, "spec.added", where, span=count)
     return count, events
-
-
-#: The memberships a version opened (``_ENTERED``) or closed (``_LEFT``), in hash order.
-_ENTERED = (
-    "FROM memberships m CROSS JOIN specs s WHERE s.id = m.spec_id"
-    " AND m.stack_id = ? AND m.entered = ? ORDER BY s.hash"
-)
-_LEFT = (
-    "FROM memberships m CROSS JOIN specs s WHERE s.id = m.spec_id"
-    " AND m.stack_id = ? AND m.left = ? ORDER BY s.hash"
-)
 
 
 async def _read_rows(
@@ -425,12 +408,9 @@ async def _read_rows(
     given = {s.hash: s for s in specs}
     hashes = list(given)
     found = 0
-    for start in range(0, len(hashes), _LOOKUP_CHUNK):
-        chunk = hashes[start : start + _LOOKUP_CHUNK]
+    for condition, params in hash_batches(conn, "hash", hashes):
         async with conn.execute(
-            "SELECT id, hash, name, version FROM specs"
-            f" WHERE hash IN ({', '.join('?' * len(chunk))})",
-            chunk,
+            f"SELECT id, hash, name, version FROM specs WHERE {condition}", params
         ) as cursor:
             for spec_id, spec_hash, name, version in await cursor.fetchall():
                 spec = given[spec_hash]
@@ -483,18 +463,15 @@ async def _remove_members(
     if not snapshot.removed:
         return 0, 0
     count = 0
-    hashes = list(snapshot.removed)
-    for start in range(0, len(hashes), _LOOKUP_CHUNK):
-        chunk = hashes[start : start + _LOOKUP_CHUNK]
+    for condition, params in hash_batches(conn, "hash", list(snapshot.removed)):
         cursor = await conn.execute(
             "UPDATE memberships SET left = ? WHERE stack_id = ? AND left IS NULL AND spec_id IN"
-            f" (SELECT id FROM specs WHERE hash IN ({', '.join('?' * len(chunk))}))",
-            (version, snapshot.stack_id, *chunk),
+            f" (SELECT id FROM specs WHERE {condition})",
+            (version, snapshot.stack_id, *params),
         )
         count += cursor.rowcount
-    events = await record(
-        conn, "spec.removed", where, specs=_LEFT, params=(snapshot.stack_id, version)
-    )
+    # One stored row: the events are the memberships this version closed, in hash order.
+    events = await record(conn, "spec.removed", where, span=count)
     return count, events
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 
-from mirrorsync import metrics
+from mirrorsync import memory, metrics
 from mirrorsync.config import (
     CatalogSource,
     Config,
@@ -52,7 +52,10 @@ if TYPE_CHECKING:  # the crawler and the pages source are imported when a run us
 log = logging.getLogger("mirrorsync.sync")
 
 #: Indexes decoded and committed at once. Each can be ~150 MB of JSON; this bounds memory.
-INDEX_WORKERS = 2
+#: One: a run's peak is then one stack's (1.14x a lone stack's for 4 stacks of 30,000
+#: specs; 1.65x with two), whatever the number of stacks and releases. Downloads
+#: still overlap it (``HOST_INDEX_WORKERS``), and the work is CPU-bound under one GIL.
+INDEX_WORKERS = 1
 #: Stacks per host fetching their index at once (each holds one index on disk until parsed).
 #: Per host, so stacks waiting on a slow or dead host never hold up the others.
 HOST_INDEX_WORKERS = 2
@@ -76,6 +79,7 @@ async def run_once(
     """
     require_sources(config)  # a receiving site (bundle import only) has none: say so
     sources = [config.source(only_source)] if only_source else list(config.sources)
+    memory.tune()  # freed indexes go back to the system: a run's peak is one stack's
     report = RunReport(started_at=utcnow(), dry_run=dry_run)
     started = time.monotonic()
     _warn_insecure(sources)
@@ -559,6 +563,7 @@ async def _sync_claimed(
             outcome = await _retire(ctx, job, row, started)
         else:
             location, outcome = await _sync_index(ctx, job, row, started, tally, turn)
+            memory.give_back()  # the index and its decoded nodes, freed by now
     except StoreError as exc:
         if exc.ends_run:
             ctx.end_run(exc)
