@@ -475,3 +475,24 @@ def _webhook(
             )
             state = "late" if state == "enabled" else state
     return WebhookHealth(h, state, tuple(problems))
+
+
+def stack_json(s: StackHealth) -> dict[str, object]:
+    """One stack in the JSON vocabulary of ``status --json`` and the web view's API."""
+    r = s.row
+    return {
+        "source": r.source,
+        "release": r.release,
+        "stack": r.stack,
+        "present": r.present,
+        "version": r.version,
+        "spec_count": r.spec_count,
+        "layout": r.layout,
+        "last_checked_at": r.last_checked,
+        "last_changed_at": r.last_changed,
+        "last_error": r.last_error,
+        "syncing": r.syncing,
+        "state": s.state,
+        "manifests": dict(sorted(s.manifests.by_status.items())) if s.manifests else None,
+        "problems": [{"kind": p.kind, "problem": p.what} for p in s.problems],
+    }

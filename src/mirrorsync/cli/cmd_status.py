@@ -21,12 +21,13 @@ from mirrorsync.cli.render import (
 )
 from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
+from mirrorsync.health import stack_json
 from mirrorsync.logs import print_line
 from mirrorsync.store import queries
 
 if TYPE_CHECKING:
     from mirrorsync.config import Config
-    from mirrorsync.health import Health, StackHealth
+    from mirrorsync.health import Health
 
 
 async def status(args: argparse.Namespace) -> int:
@@ -78,7 +79,7 @@ async def status(args: argparse.Namespace) -> int:
         if p.kind == "webhook_dead":
             print_line(f"mirrorsync: {p.line}", logging.WARNING)
     if args.json:
-        print_json([_stack_json(s) for s in h.stacks])
+        print_json([stack_json(s) for s in h.stacks])
         return EXIT_OK
     if h.stacks:
         await _stacks_table(config, args, h)
@@ -171,23 +172,3 @@ async def _stacks_table(config: Config, args: argparse.Namespace, h: Health) -> 
             say(f"{s.subject}: being synced now by {s.row.syncing}")
         for p in h.problems:
             say(p.line)
-
-
-def _stack_json(s: StackHealth) -> dict[str, object]:
-    r = s.row
-    return {
-        "source": r.source,
-        "release": r.release,
-        "stack": r.stack,
-        "present": r.present,
-        "version": r.version,
-        "spec_count": r.spec_count,
-        "layout": r.layout,
-        "last_checked_at": r.last_checked,
-        "last_changed_at": r.last_changed,
-        "last_error": r.last_error,
-        "syncing": r.syncing,
-        "state": s.state,
-        "manifests": dict(sorted(s.manifests.by_status.items())) if s.manifests else None,
-        "problems": [{"kind": p.kind, "problem": p.what} for p in s.problems],
-    }

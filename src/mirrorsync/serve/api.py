@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mirrorsync import health
 from mirrorsync.health import StackHealth
 from mirrorsync.serve import links
 from mirrorsync.serve.pages import (
@@ -35,20 +36,7 @@ def stack_json(s: StackHealth, figures: web_store.StackFigures | None) -> dict[s
     """One stack as ``status --json`` gives it, with its page and its bytes."""
     r = s.row
     return {
-        "source": r.source,
-        "release": r.release,
-        "stack": r.stack,
-        "present": r.present,
-        "version": r.version,
-        "spec_count": r.spec_count,
-        "layout": r.layout,
-        "last_checked_at": r.last_checked,
-        "last_changed_at": r.last_changed,
-        "last_error": r.last_error,
-        "syncing": r.syncing,
-        "state": s.state,
-        "manifests": dict(sorted(s.manifests.by_status.items())) if s.manifests else None,
-        "problems": [{"kind": p.kind, "problem": p.what} for p in s.problems],
+        **health.stack_json(s),
         "bytes": figures.bytes if figures else 0,
         "url": links.stack(r.source, r.release, r.stack),
     }

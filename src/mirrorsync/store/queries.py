@@ -541,18 +541,12 @@ class EventFilter:
     newest_first: bool = False
 
 
-async def events(
-    store: Store,
-    *,
-    since: int = 0,
-    types: list[str] | None = None,
-    limit: int | None = None,
-    where: EventFilter | None = None,
-) -> AsyncGenerator[Event, None]:
-    """Events with id > ``since`` in id order (or as ``where`` says), streamed."""
-    f = where or EventFilter(since=since, types=types or (), limit=limit)
-    sql = f"SELECT {EVENT_COLUMNS} FROM {event_source('?')} e {EVENT_JOINS} WHERE e.id > ?"
-    params: list[object] = [f.since, f.since, f.since]
+def event_conditions(store: Store, f: EventFilter) -> tuple[str, list[object]]:
+    """The ``AND ...`` clauses and their parameters of ``f``'s types, names (globs)
+    and times, over ``EVENT_COLUMNS``/``EVENT_JOINS`` (alias ``e``): one filter for
+    ``events`` and the web view's pages."""
+    sql = ""
+    params: list[object] = []
     if f.types:
         sql += f" AND e.type IN ({', '.join('?' for _ in f.types)})"
         params.extend(f.types)
@@ -572,6 +566,24 @@ async def events(
     if f.until_at is not None:
         sql += " AND e.occurred_at <= ?"
         params.append(f.until_at)
+    return sql, params
+
+
+async def events(
+    store: Store,
+    *,
+    since: int = 0,
+    types: list[str] | None = None,
+    limit: int | None = None,
+    where: EventFilter | None = None,
+) -> AsyncGenerator[Event, None]:
+    """Events with id > ``since`` in id order (or as ``where`` says), streamed."""
+    f = where or EventFilter(since=since, types=types or (), limit=limit)
+    sql = f"SELECT {EVENT_COLUMNS} FROM {event_source('?')} e {EVENT_JOINS} WHERE e.id > ?"
+    params: list[object] = [f.since, f.since, f.since]
+    conditions, more = event_conditions(store, f)
+    sql += conditions
+    params.extend(more)
     sql += " ORDER BY e.id DESC" if f.newest_first else " ORDER BY e.id"
     if f.limit is not None:
         sql += " LIMIT ?"

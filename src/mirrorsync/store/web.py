@@ -22,7 +22,7 @@ from mirrorsync.store.queries import (
     SPEC_COLUMNS,
     Event,
     EventFilter,
-    name_filter,
+    event_conditions,
     spec_from_row,
 )
 
@@ -283,25 +283,9 @@ async def events_page(
     if before is not None:
         sql += " AND e.id < ?"
         params.append(before)
-    if where.types:
-        sql += f" AND e.type IN ({', '.join('?' for _ in where.types)})"
-        params.extend(where.types)
-    for column, value in (
-        ("src.name", where.source),
-        ("e.release", where.release),
-        ("st.name", where.stack),
-        ("s.name", where.package),
-    ):
-        if value is not None:
-            condition, param = name_filter(store, column, value)
-            sql += f" AND {condition}"
-            params.append(param)
-    if where.since_at is not None:
-        sql += " AND e.occurred_at >= ?"
-        params.append(where.since_at)
-    if where.until_at is not None:
-        sql += " AND e.occurred_at <= ?"
-        params.append(where.until_at)
+    conditions, more = event_conditions(store, where)
+    sql += conditions
+    params.extend(more)
     sql += " ORDER BY e.id DESC LIMIT ?"
     params.append(limit)
     async with store.conn.execute(sql, params) as cursor:
