@@ -26,6 +26,7 @@ are shared: compare the ratio, not the absolute figures.
 
 Usage: python benchmarks/bench_mirror.py [--gib 3] [--blob-mib 128] [--concurrency 8] [--repeat 3]
            [--server nginx|fixture] [--json PATH]   (PATH: the median ratios, for bench_scale.py)
+           [--py-spy PROFILE.txt]   (one more, untimed copy, profiled)
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ def main() -> int:
         default="nginx" if os.path.exists("/usr/sbin/nginx") else "fixture",
     )
     parser.add_argument("--json", type=Path, help="write the median ratios here")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="after the timed runs, one more copy under ``py-spy record -f raw`` into this file",
+    )
     args = parser.parse_args()
     for tool in ("curl", "openssl", "sha256sum"):
         if shutil.which(tool) is None:
@@ -204,6 +210,27 @@ def main() -> int:
                 shutil.rmtree(work / "curl", ignore_errors=True)
             httpx_cmd = [sys.executable, "-c", _HTTPX, str(url_list), str(args.concurrency)]
             plain.append(_timed(httpx_cmd, work))
+        if args.py_spy is not None:
+            shutil.rmtree(work / "copy", ignore_errors=True)
+            spy = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "-f",
+                "raw",
+                "--threads",
+            ]
+            _timed(
+                [
+                    *spy,
+                    "-o",
+                    str(args.py_spy.resolve()),
+                    "--",
+                    *mirrorsync,
+                    mirror_config,
+                    "mirror",
+                ],
+                work,
+            )
     finally:
         if nginx is not None:
             nginx.stop()
