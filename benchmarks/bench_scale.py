@@ -25,7 +25,8 @@ The table (--table, also on by default): each row of issue 31 as a ratio, in one
   copy         benchmarks/bench_mirror.py against nginx (--copy): ``mirrorsync mirror``'s
                throughput / ``curl`` + ``sha256sum`` of the same files (and / curl alone)
 
-The table ends the output, each row beside issue 31's target. ``--no-scale --crawl
+The table ends the output, each row beside issue 31's target. --src reaches the
+crawl too; the copy row always runs this checkout's mirrorsync. ``--no-scale --crawl
 --copy`` prints every row in a few minutes on 2 shared cores.
 
 Usage: python benchmarks/bench_scale.py [--specs 10000] [--releases 10] [--repeat 3]
