@@ -1,8 +1,9 @@
 """Benchmark a local copy (``mirrorsync mirror``) against ``curl --parallel`` on loopback.
 
 Generates a v3 build cache of a few GB of binaries (repeated bytes, so it is
-cheap to make, with real sha256 checksums), serves it from the fixture server
-in its own process on 127.0.0.1, syncs it once (``manifests: new``: a copy holds only crawled manifests), then, in
+cheap to make, with real sha256 checksums), serves it on 127.0.0.1 with Debian's
+nginx (bench_crawl.py's instance; ``--server fixture``: the fixture server in its
+own process, the default when nginx is missing), syncs it once (``manifests: new``: a copy holds only crawled manifests), then, in
 alternation and ``--repeat`` times each:
 
   mirrorsync  ``mirrorsync mirror`` into an empty directory: every blob streamed
@@ -10,6 +11,12 @@ alternation and ``--repeat`` times each:
               and renamed; the manifests; the index published last
   curl        ``curl --parallel --parallel-max C`` fetching the same blobs into a
               directory (no checks, no fsync): the HTTP ceiling of this machine
+  curl+sha256 the same curl, then the sha256 of every file it wrote, in one timed
+              shell command: issue 31's baseline (target: mirrorsync at least 0.9x
+              its throughput), hashed twice: with ``openssl dgst -sha256`` (OpenSSL's
+              SHA-NI code, what hashlib runs: the baseline the target is read
+              against) and with coreutils' ``sha256sum`` (about 3.5x slower per byte
+              on a SHA-NI CPU, so a lower bar)
   httpx       plain httpx, C streams at once, reading every body and keeping
               nothing: the ceiling of Python's HTTP stack alone
 
@@ -18,6 +25,8 @@ blobs / wall time of the process) and their ratio. The machines this runs on
 are shared: compare the ratio, not the absolute figures.
 
 Usage: python benchmarks/bench_mirror.py [--gib 3] [--blob-mib 128] [--concurrency 8] [--repeat 3]
+           [--server nginx|fixture] [--json PATH]   (PATH: the median ratios, for bench_scale.py)
+           [--py-spy PROFILE.txt]   (one more, untimed copy, profiled)
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -38,8 +49,12 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 
+from bench_crawl import Nginx  # noqa: E402
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror  # noqa: E402
 from mirrorsync.fixture.specs import Node, synthetic_specs  # noqa: E402
+
+#: Issue 31: a copy at least 0.9x the throughput of curl + sha256sum of the same files.
+TARGET = 0.9
 
 
 def _tarball(size: int) -> Callable[[Node], bytes]:
@@ -110,9 +125,21 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp)")
+    parser.add_argument(
+        "--server",
+        choices=("nginx", "fixture"),
+        default="nginx" if os.path.exists("/usr/sbin/nginx") else "fixture",
+    )
+    parser.add_argument("--json", type=Path, help="write the median ratios here")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="after the timed runs, one more copy under ``py-spy record -f raw`` into this file",
+    )
     args = parser.parse_args()
-    if shutil.which("curl") is None:
-        sys.exit("curl is not installed")
+    for tool in ("curl", "openssl", "sha256sum"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed")
     # Byte-compile mirrorsync first, as pip does on install: no process pays for it.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(SRC)], check=True)
     work = Path(tempfile.mkdtemp(prefix="bench-mirror-", dir=args.dir))
@@ -129,15 +156,22 @@ def main() -> int:
         f"(made in {time.perf_counter() - started:.1f}s)",
         flush=True,
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mirrorsync.fixture", "serve", str(docroot)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
-    )
-    try:
+    nginx: Nginx | None = None
+    server: subprocess.Popen[str] | None = None
+    if args.server == "nginx":
+        work.chmod(0o755)  # nginx's worker drops to an unprivileged user when run as root
+        nginx = Nginx(docroot)
+        url = nginx.url
+    else:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mirrorsync.fixture", "serve", str(docroot)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        )
         assert server.stdout is not None
         url = server.stdout.readline().strip()
+    try:
         mirrorsync = [sys.executable, "-m", "mirrorsync", "-q", "-c"]
         _timed([*mirrorsync, str(_config(work, url, args.concurrency, False)), "once"], work)
         mirror_config = str(_config(work, url, args.concurrency, True))
@@ -149,7 +183,11 @@ def main() -> int:
         )
         url_list = work / "urls.txt"
         url_list.write_text("".join(f"{url}/{p}\n" for p, _ in blobs))
-        ours, theirs, plain = [], [], []
+        ours: list[float] = []
+        theirs: list[float] = []
+        plain: list[float] = []
+        hashed: list[float] = []
+        coreutils: list[float] = []
         for _ in range(args.repeat):
             shutil.rmtree(work / "copy", ignore_errors=True)
             ours.append(_timed([*mirrorsync, mirror_config, "mirror"], work))
@@ -161,13 +199,47 @@ def main() -> int:
             curl = ["curl", "--parallel", "--parallel-max", str(args.concurrency), "-s", "-f"]
             theirs.append(_timed([*curl, "-K", str(curl_config)], work))
             shutil.rmtree(work / "curl", ignore_errors=True)
+            for hasher, into in (("openssl dgst -sha256", hashed), ("sha256sum", coreutils)):
+                (work / "curl").mkdir()
+                fetch_and_hash = (
+                    f"{shlex.join([*curl, '-K', str(curl_config)])}"
+                    f" && find {shlex.quote(str(work / 'curl'))} -type f -print0"
+                    f" | xargs -0 {hasher} > /dev/null"
+                )
+                into.append(_timed(["sh", "-c", fetch_and_hash], work))
+                shutil.rmtree(work / "curl", ignore_errors=True)
             httpx_cmd = [sys.executable, "-c", _HTTPX, str(url_list), str(args.concurrency)]
             plain.append(_timed(httpx_cmd, work))
+        if args.py_spy is not None:
+            shutil.rmtree(work / "copy", ignore_errors=True)
+            spy = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "-f",
+                "raw",
+                "--threads",
+            ]
+            _timed(
+                [
+                    *spy,
+                    "-o",
+                    str(args.py_spy.resolve()),
+                    "--",
+                    *mirrorsync,
+                    mirror_config,
+                    "mirror",
+                ],
+                work,
+            )
     finally:
-        server.terminate()
-        server.wait()
+        if nginx is not None:
+            nginx.stop()
+        if server is not None:
+            server.terminate()
+            server.wait()
         shutil.rmtree(work, ignore_errors=True)
     a, b, c = statistics.median(ours), statistics.median(theirs), statistics.median(plain)
+    d, e = statistics.median(hashed), statistics.median(coreutils)
     print(
         f"mirrorsync mirror: {total / a / 1e6:7.1f} MB/s  (median of {', '.join(f'{x:.2f}' for x in ours)} s)"
     )
@@ -179,8 +251,22 @@ def main() -> int:
         f"(median of {', '.join(f'{x:.2f}' for x in plain)} s)"
     )
     print(
-        f"ratio mirrorsync/curl: {b / a:.2f}, mirrorsync/httpx: {c / a:.2f} (concurrency {args.concurrency})"
+        f"curl + openssl:    {total / d / 1e6:7.1f} MB/s  "
+        f"(median of {', '.join(f'{x:.2f}' for x in hashed)} s)"
     )
+    print(
+        f"curl + sha256sum:  {total / e / 1e6:7.1f} MB/s  "
+        f"(median of {', '.join(f'{x:.2f}' for x in coreutils)} s)"
+    )
+    verdict = "ok" if d / a >= TARGET else "MISSED"
+    print(
+        f"ratio mirrorsync/curl: {b / a:.2f}, mirrorsync/(curl + openssl sha256): {d / a:.2f}"
+        f" {verdict}, mirrorsync/(curl + sha256sum): {e / a:.2f},"
+        f" mirrorsync/httpx: {c / a:.2f} (concurrency {args.concurrency}, {args.server})"
+    )
+    if args.json is not None:
+        ratios = {"curl": b / a, "curl+openssl": d / a, "curl+sha256sum": e / a, "httpx": c / a}
+        args.json.write_text(json.dumps(ratios, indent=2) + "\n")
     return 0
 
 

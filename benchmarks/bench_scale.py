@@ -18,12 +18,20 @@ The table (--table, also on by default): each row of issue 31 as a ratio, in one
                all), SQLite, beyond an empty database's size
   memory       peak RSS of one run from empty over every release vs one run over one stack
   postgresql   first sync of the first release: PostgreSQL wall / SQLite wall (median)
-  start-up     ``mirrorsync --version`` vs ``python -c pass`` (median of --repeat x 5)
-  crawl, copy  benchmarks/bench_crawl.py and bench_mirror.py (--crawl, --copy: slower;
-               their own ratios, printed as they give them)
+  start-up     ``mirrorsync --version``, ``--help`` and ``status`` (an empty database) vs
+               ``python -c pass``, interleaved (median of --repeat x 5)
+  crawl        benchmarks/bench_crawl.py against nginx (--crawl): mirrorsync's manifest rate
+               / bare aiohttp's at 8, 16 and 32 connections (--crawl-specs manifests)
+  copy         benchmarks/bench_mirror.py against nginx (--copy): ``mirrorsync mirror``'s
+               throughput / ``curl`` + ``sha256sum`` of the same files (and / curl alone)
+
+The table ends the output, each row beside issue 31's target. --src reaches the
+crawl too; the copy row always runs this checkout's mirrorsync. ``--no-scale --crawl
+--copy`` prints every row in a few minutes on 2 shared cores.
 
 Usage: python benchmarks/bench_scale.py [--specs 10000] [--releases 10] [--repeat 3]
-           [--full: --specs 100000] [--no-postgres] [--crawl] [--copy]
+           [--full: --specs 100000] [--no-postgres] [--no-scale] [--crawl] [--copy]
+           [--crawl-specs 5000] [--copy-gib 1]
 
 The machines this runs on are shared: compare the ratios, not the absolute figures.
 """
@@ -219,17 +227,6 @@ async def _create_empty(path: Path) -> None:
     await store.close()
 
 
-def _median_wall(argv: list[str], repeat: int) -> float:
-    walls = []
-    for _ in range(repeat):
-        started = time.monotonic()
-        subprocess.run(
-            argv, env={**os.environ, "PYTHONPATH": str(RUN_SRC)}, capture_output=True, check=True
-        )
-        walls.append(time.monotonic() - started)
-    return statistics.median(walls)
-
-
 def table(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, float]:
     """Each row of issue 31's table as a ratio, measured now."""
     rows: dict[str, float] = {}
@@ -296,12 +293,120 @@ def table(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, float]:
     finally:
         for server in servers.values():
             server.stop()
-    # start-up
-    bare = _median_wall([sys.executable, "-c", "pass"], args.repeat * 5)
-    version = _median_wall([sys.executable, "-m", "mirrorsync", "--version"], args.repeat * 5)
-    rows["start-up --version / python -c pass"] = version / bare
+    rows.update(startup(work, args.repeat * 5))
     for name, value in rows.items():
         print(f"{name:40} {value:8.2f}", flush=True)
+    return rows
+
+
+def startup(work: Path, runs: int) -> dict[str, float]:
+    """--version, --help and status on an empty database vs ``python -c pass``, interleaved."""
+    where = work / "startup"
+    where.mkdir(exist_ok=True)
+    (where / "mirrorsync.yaml").write_text(
+        "sources:\n  - {name: s, kind: catalog, url: 'http://127.0.0.1:9/catalog.json',"
+        " bucket_urls: {spack-binaries: 'http://127.0.0.1:9/'}}\n"
+        f"database: {where / 'ms.db'}\n"
+    )
+    anyio.run(_create_empty, where / "ms.db")
+    py = [sys.executable]
+    cases = {
+        "": [*py, "-c", "pass"],
+        "--version": [*py, "-m", "mirrorsync", "--version"],
+        "--help": [*py, "-m", "mirrorsync", "--help"],
+        "status": [*py, "-m", "mirrorsync", "status"],
+    }
+    env = {k: v for k, v in os.environ.items() if k != "MIRRORSYNC_CONFIG"}
+    env["PYTHONPATH"] = str(RUN_SRC)
+    walls: dict[str, list[float]] = {name: [] for name in cases}
+    for k in range(runs + 1):  # the first round warms the page cache and .pyc files
+        for name, argv in cases.items():
+            started = time.monotonic()
+            subprocess.run(argv, cwd=where, env=env, capture_output=True, check=False)
+            if k:
+                walls[name].append(time.monotonic() - started)
+    bare = statistics.median(walls[""])
+    return {
+        f"start-up {name} / python -c pass": statistics.median(walls[name]) / bare
+        for name in cases
+        if name
+    }
+
+
+#: Issue 31's targets: (row name prefix, target, True when a ratio must be at most it);
+#: the first prefix that matches; no target for rows given beside the old figures.
+TARGETS: tuple[tuple[str, float | None, bool], ...] = (
+    ("copy / curl alone", None, False),
+    ("copy / curl + coreutils", None, False),
+    ("storage", 200.0, True),
+    ("memory", 1.25, True),
+    ("postgresql", 1.3, True),
+    ("start-up", 3.0, True),
+    ("crawl", 0.6, False),
+    ("copy", 0.9, False),
+)
+
+
+def summary(rows: dict[str, float]) -> None:
+    print("\nissue 31's table, measured in this run (target; ok or MISSED):")
+    for name, value in rows.items():
+        target, at_most = next((t, m) for prefix, t, m in TARGETS if name.startswith(prefix))
+        if target is None:
+            print(f"  {name:50} {value:8.2f}  (no target)", flush=True)
+            continue
+        met = value <= target if at_most else value >= target
+        bound = "at most" if at_most else "at least"
+        print(
+            f"  {name:50} {value:8.2f}  ({bound} {target:g}; {'ok' if met else 'MISSED'})",
+            flush=True,
+        )
+
+
+def external(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """The crawl and copy rows, from bench_crawl.py and bench_mirror.py run now."""
+    rows: dict[str, float] = {}
+    if args.crawl:
+        out = work / "crawl.json"
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "bench_crawl.py"),
+                "--specs",
+                str(args.crawl_specs),
+                "--repeat",
+                str(args.repeat),
+                "--httpx-repeat",
+                "0",
+                "--json",
+                str(out),
+                "--src",
+                str(RUN_SRC),
+            ],
+            check=True,
+        )
+        for c, ratio in json.loads(out.read_text())["mirrorsync"].items():
+            rows[f"crawl / bare aiohttp, {c} connections"] = ratio
+    if args.copy:
+        out = work / "copy.json"
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "bench_mirror.py"),
+                "--gib",
+                str(args.copy_gib),
+                "--blob-mib",
+                "64",
+                "--repeat",
+                str(args.repeat),
+                "--json",
+                str(out),
+            ],
+            check=True,
+        )
+        ratios = json.loads(out.read_text())
+        rows["copy / curl + openssl sha256 throughput"] = ratios["curl+openssl"]
+        rows["copy / curl + coreutils sha256sum"] = ratios["curl+sha256sum"]
+        rows["copy / curl alone (the old figures' baseline)"] = ratios["curl"]
     return rows
 
 
@@ -321,6 +426,8 @@ def main() -> int:
     parser.add_argument("--no-scale", action="store_true", help="the table only")
     parser.add_argument("--crawl", action="store_true", help="also run bench_crawl.py")
     parser.add_argument("--copy", action="store_true", help="also run bench_mirror.py")
+    parser.add_argument("--crawl-specs", type=int, default=5_000, help="manifests crawled")
+    parser.add_argument("--copy-gib", type=float, default=1.0, help="bytes of binaries copied")
     parser.add_argument("--src", type=Path, help="run this checkout's src (the old figures)")
     args = parser.parse_args()
     if args.src is not None:
@@ -335,17 +442,14 @@ def main() -> int:
             if not args.no_scale:
                 results["scale"] = scale(args, work, pg)
             results["table"] = table(args, work, pg)
+        results["table"].update(external(args, work))
         out = HERE / ".cache" / f"results-scale-{int(time.time())}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
+        summary(results["table"])
         print(f"results in {out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for script, flag in (("bench_crawl.py", args.crawl), ("bench_mirror.py", args.copy)):
-        if flag:
-            subprocess.run(
-                [sys.executable, str(HERE / script), "--repeat", str(args.repeat)], check=False
-            )
     return 0
 
 
