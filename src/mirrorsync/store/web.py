@@ -22,8 +22,8 @@ from mirrorsync.store.queries import (
     SPEC_COLUMNS,
     Event,
     EventFilter,
-    event_conditions,
     event_source,
+    newest_events,
     spec_from_row,
 )
 
@@ -278,54 +278,8 @@ async def events_page(
     store: Store, where: EventFilter, *, before: int | None, limit: int
 ) -> list[Event]:
     """Newest first: up to ``limit`` events with ids below ``before`` (None: the newest)
-    matching ``where`` (its ``limit`` and order are not used).
-
-    A stack version's spec events are stored as one span (``event_rows.span``), so
-    reading them all to keep the newest few would expand the whole history (4 s for
-    120,000 events). Only the newest ``window`` ids below ``before`` are expanded;
-    when the filter leaves fewer than ``limit`` there, the window grows fourfold."""
-    window = max(limit, 1)
-    while True:
-        after = max(await _window_start(store, before, window), where.since)
-        upto = None if before is None else before - 1
-        sql = (
-            f"SELECT {EVENT_COLUMNS} FROM {event_source('?', None if upto is None else '?')} e"
-            f" {EVENT_JOINS} WHERE e.id > ?"
-        )
-        params: list[object] = (
-            [after, after, after] if upto is None else [after, upto, after, upto, after]
-        )
-        if upto is not None:
-            sql += " AND e.id <= ?"
-            params.append(upto)
-        conditions, more = event_conditions(store, where)
-        sql += conditions + " ORDER BY e.id DESC LIMIT ?"
-        params.extend([*more, limit])
-        async with store.conn.execute(sql, params) as cursor:
-            found = [Event(*r) for r in await cursor.fetchall()]
-        if len(found) >= limit or after <= where.since:
-            return found
-        window *= 4
-
-
-async def _window_start(store: Store, before: int | None, window: int) -> int:
-    """The id above which the ``window`` newest event ids below ``before`` lie (0: all)."""
-    sql = "SELECT id, coalesce(span, 1) FROM event_rows"
-    params: list[object] = []
-    if before is not None:
-        sql += " WHERE id < ?"
-        params.append(before)
-    counted = 0
-    async with store.conn.execute(sql + " ORDER BY id DESC", params) as cursor:
-        while rows := await cursor.fetchmany(500):
-            for first, span in rows:
-                last = int(first) + int(span) - 1
-                if before is not None:
-                    last = min(last, before - 1)
-                counted += last - int(first) + 1
-                if counted >= window:
-                    return int(first) - 1
-    return 0
+    matching ``where`` (``queries.newest_events``)."""
+    return await newest_events(store, where, before=before, limit=limit)
 
 
 async def event(store: Store, event_id: int) -> Event | None:
