@@ -206,12 +206,12 @@ def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus])
     index manifest, its blob's length, layout.json), for each configured, published copy."""
     from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
 
-    configured = {m.name for m in config.mirrors}
+    configured = {m.name: m for m in config.mirrors}
     out: dict[str, str] = {}
     for m in copies:
         if m.name not in configured or not m.version:
             continue
-        if "://" in m.path and not m.path.startswith("file://"):
+        if not configured[m.name].is_directory:
             continue  # an object store or registry: verify --mirror reads it, not this check
         if problem := disk_problem(Path(m.path), m.index_checksum):
             out[m.name] = problem
