@@ -29,6 +29,9 @@ EVENTS_PAGE = 100
 EVENTS_PAGE_MAX = 500
 #: Longest value a query parameter may have (names, dates, prefixes).
 MAX_PARAM = 200
+#: The largest id SQLite and PostgreSQL store (a signed 64-bit integer): a larger
+#: one in a URL names nothing, rather than failing the query.
+MAX_ID = 2**63 - 1
 
 
 def param(request: web.Request, name: str) -> str | None:
@@ -174,7 +177,7 @@ def event_filter(request: web.Request) -> tuple[EventFilter, dict[str, object]]:
             raise UsageError(f"type: {t[:40]!r} is not an event type ({', '.join(EVENT_TYPES)})")
     since_id, since_at = 0, None
     if since is not None and since.isascii() and since.isdigit() and len(since) <= 19:
-        since_id = int(since)
+        since_id = min(int(since), MAX_ID)
     elif since is not None:
         since_at = queries.instant(since, end_of_day=False)
     names = {k: param(request, k) for k in ("source", "release", "stack", "package")}
@@ -205,7 +208,7 @@ async def events_of(
     before = param(request, "before")
     before_id = None
     if before is not None:
-        before_id = number(request, "before", low=0, high=2**63 - 1, default=0)
+        before_id = number(request, "before", low=0, high=MAX_ID, default=0)
     found = await web_store.events_page(store, where, before=before_id, limit=limit + 1)
     more = len(found) > limit
     page = found[:limit]
@@ -261,7 +264,7 @@ def event_links(e: queries.Event) -> dict[str, str]:
 async def event(request: web.Request) -> web.Response:
     store = await state(request).store()
     event_id = int(request.match_info["id"])
-    found = await web_store.event(store, event_id)
+    found = await web_store.event(store, event_id) if event_id <= MAX_ID else None
     if found is None:
         raise NotFound(f"no event {event_id}")
     return render(request, "event.html", title=f"event {found.id}", e=found, to=event_links(found))
