@@ -14,7 +14,7 @@ from aiohttp import web
 
 from mirrorsync.config import EVENT_TYPES
 from mirrorsync.errors import UsageError
-from mirrorsync.health import StackHealth
+from mirrorsync.health import Health, StackHealth
 from mirrorsync.serve import chart, links
 from mirrorsync.serve.state import DIFF_LIMIT, NotFound, render, state
 from mirrorsync.store import queries
@@ -63,6 +63,35 @@ async def find_stack(request: web.Request) -> web_store.StackRef:
     return ref
 
 
+def health_of(h: Health, ref: web_store.StackRef) -> StackHealth | None:
+    """The health model's view of one stack (None if it has none)."""
+    subject = f"{ref.source}:{ref.release}/{ref.stack}"
+    return next((s for s in h.stacks if s.subject == subject), None)
+
+
+@dataclass(frozen=True, slots=True)
+class DiffOf:
+    """A diff page asked for by ``from`` and ``to`` (defaults: the latest version and
+    the one before it), with the versions they resolved to."""
+
+    ref: web_store.StackRef
+    given_from: str | None
+    given_to: str | None
+    a: int
+    b: int
+    page: web_store.DiffPage
+
+
+async def diff_of(request: web.Request) -> DiffOf:
+    st = state(request)
+    ref = await find_stack(request)
+    store = await st.store()
+    given_from, given_to = param(request, "from"), param(request, "to")
+    a = await queries.resolve_version(store, ref.id, given_from or str(max(ref.version - 1, 0)))
+    b = await queries.resolve_version(store, ref.id, given_to or str(ref.version))
+    return DiffOf(ref, given_from, given_to, a, b, await st.diff(ref, a, b))
+
+
 @dataclass(frozen=True, slots=True)
 class StackLine:
     """One stack on the overview."""
@@ -106,9 +135,7 @@ async def stack(request: web.Request) -> web.Response:
     store = await st.store()
     history = await queries.history(store, ref.id)
     sizes = await st.bytes_history(ref.source, ref.release, ref.stack) or []
-    h = await st.health()
-    subject = f"{ref.source}:{ref.release}/{ref.stack}"
-    stack_health = next((s for s in h.stacks if s.subject == subject), None)
+    stack_health = health_of(await st.health(), ref)
     by_version = {s.version: s for s in sizes}
     return render(
         request,
@@ -125,22 +152,17 @@ async def stack(request: web.Request) -> web.Response:
 
 
 async def diff(request: web.Request) -> web.Response:
-    st = state(request)
-    ref = await find_stack(request)
-    store = await st.store()
-    given_from, given_to = param(request, "from"), param(request, "to")
-    a = await queries.resolve_version(store, ref.id, given_from or str(max(ref.version - 1, 0)))
-    b = await queries.resolve_version(store, ref.id, given_to or str(ref.version))
-    result = await st.diff(ref, a, b)
+    d = await diff_of(request)
+    ref, a, b = d.ref, d.a, d.b
     return render(
         request,
         "diff.html",
         feeds=links.feeds("stacks", ref.source, ref.release, ref.stack),
         title=f"{ref.release}/{ref.stack} v{a} → v{b}",
         ref=ref,
-        diff=result,
-        given_from=given_from or "",
-        given_to=given_to or "",
+        diff=d.page,
+        given_from=d.given_from or "",
+        given_to=d.given_to or "",
         limit=DIFF_LIMIT,
     )
 
