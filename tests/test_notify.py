@@ -426,6 +426,13 @@ def test_many_stacks_and_hostile_names_stay_bounded() -> None:
     assert base64.b64decode(encoded[10:-2]).decode().endswith("…")
 
 
+def test_separators_and_zero_width_characters_in_names_become_question_marks() -> None:
+    hostile = "a\u2028fake line\u2029b\u200bc\ufeffd\u061ce\x85f"
+    text = plain_text(summarize([_event(1, "spec.added", "develop", hostile, hostile)]))
+    assert not any(ch in text for ch in "\u2028\u2029\u200b\ufeff\u061c\x85")
+    assert "a?fake line?b?c?d?e?f" in text and text.count("\n") == 1
+
+
 def test_ed25519_secret_is_never_in_an_error(tmp_path: Path) -> None:
     os.environ["MIRRORSYNC_TEST_ED25519"] = "whsk_not-base64-at-all"
     try:

@@ -176,6 +176,14 @@ def test_bad_input_answers_400_or_404_in_one_line(served: Served) -> None:
     assert api(served, "/api/") and "error" in json.loads(served.get("/api/events?type=x")[2])
 
 
+def test_ids_past_a_64_bit_integer_name_nothing(served: Served) -> None:
+    """An id of 19 digits above what the database stores: 404 or an empty page, not 500."""
+    too_big = "9" * 19
+    assert served.get(f"/events/{too_big}")[0] == 404
+    assert api(served, f"/api/events?since={too_big}")["events"] == []
+    assert "Traceback" not in text(served, f"/events?since={too_big}")
+
+
 def test_api_speaks_the_cli_json_vocabulary(served: Served, webdb: WebDb) -> None:
     cwd, cfg = webdb.config.parent, str(webdb.config)
     index = api(served, "/api/")

@@ -53,23 +53,9 @@ def parse_secret(text: str) -> bytes:
 def load_secret(config: Config, hook: WebhookConfig) -> bytes:
     """Read and check a webhook's secret; ConfigError names the file and key."""
     key = config.webhook_key(hook.name)
-    if hook.secret_env is not None:
-        field = f"{key}.secret_env"
-        value = os.environ.get(hook.secret_env)
-        if value is None:
-            raise ConfigError(
-                config.path, field, f"environment variable {hook.secret_env} is not set"
-            )
-    elif hook.secret_file is not None:
-        field = f"{key}.secret_file"
+    if hook.secret_env is not None or hook.secret_file is not None:
         # ${CREDENTIALS_DIRECTORY}/webhook-secret is how systemd's LoadCredential= arrives.
-        path = Path(os.path.expandvars(os.path.expanduser(hook.secret_file)))
-        try:
-            value = read_secret_file(path)
-        except (OSError, ValueError) as exc:  # a FIFO or device never blocks the run
-            raise ConfigError(
-                config.path, field, f"cannot read {path}: {unreadable(exc)}"
-            ) from None
+        value, field = _read(config, f"{key}.secret", hook.secret_env, hook.secret_file)
     else:
         field = f"{key}.secret"
         value = hook.secret or ""

@@ -3,8 +3,8 @@
 Events are grouped by release and stack, in the order they first appear; each
 group says what changed (``develop/e4s: +20 -3``), names its first few added and
 removed specs ("first 5 listed") and links to a page when the webhook has a
-``link`` template. Names come from upstream and are untrusted: control and
-bidirectional-override characters are replaced, each name is bounded, and every
+``link`` template. Names come from upstream and are untrusted: unprintable
+characters (controls, bidi, separators, zero-width) are replaced, each name is bounded, and every
 renderer (``formats``) escapes them for its markup through ``Markup``.
 """
 
@@ -29,15 +29,14 @@ _NOTES = {
     "stack.added": "stack added",
     "stack.removed": "stack removed",
 }
-# Bidirectional overrides and isolates: they would reorder the text around a name.
-_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
 
 
 def clean(text: str, limit: int = MAX_NAME) -> str:
-    """An untrusted name made one bounded line: control and bidi characters become ``?``."""
-    out = "".join(
-        "?" if (ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in _BIDI) else c for c in text
-    )
+    """An untrusted name made one bounded line: every character Python does not call
+    printable becomes ``?``: controls, bidi marks and overrides (they would reorder
+    the text around a name), line and paragraph separators (U+2028 starts a new
+    line in many clients), zero-width characters, the byte-order mark."""
+    out = text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 

@@ -23,8 +23,10 @@ from mirrorsync.serve import links
 from mirrorsync.serve.pages import (
     PACKAGE_LIMIT,
     SEARCH_LIMIT,
+    diff_of,
     events_of,
     find_stack,
+    health_of,
     param,
 )
 from mirrorsync.serve.state import NotFound, state
@@ -75,12 +77,10 @@ async def stack(request: web.Request) -> web.Response:
     st = state(request)
     ref = await find_stack(request)
     store = await st.store()
-    h = await st.health()
-    subject = f"{ref.source}:{ref.release}/{ref.stack}"
+    found = health_of(await st.health(), ref)
     figures = await st.figures()
     sizes = await st.bytes_history(ref.source, ref.release, ref.stack) or []
     by_version = {s.version: s.bytes for s in sizes}
-    found = next((s for s in h.stacks if s.subject == subject), None)
     body: dict[str, Any] = (
         stack_json(found, figures.get((ref.source, ref.release, ref.stack))) if found else {}
     )
@@ -92,13 +92,8 @@ async def stack(request: web.Request) -> web.Response:
 
 
 async def diff(request: web.Request) -> web.Response:
-    st = state(request)
-    ref = await find_stack(request)
-    store = await st.store()
-    given_from, given_to = param(request, "from"), param(request, "to")
-    a = await queries.resolve_version(store, ref.id, given_from or str(max(ref.version - 1, 0)))
-    b = await queries.resolve_version(store, ref.id, given_to or str(ref.version))
-    result = await st.diff(ref, a, b)
+    d = await diff_of(request)
+    a, b, result = d.a, d.b, d.page
 
     def specs(items: list[web_store.SizedSpec]) -> list[dict[str, Any]]:
         return [{**dataclasses.asdict(s.spec), "tarball_size": s.size} for s in items]

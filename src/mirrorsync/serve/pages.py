@@ -14,7 +14,7 @@ from aiohttp import web
 
 from mirrorsync.config import EVENT_TYPES
 from mirrorsync.errors import UsageError
-from mirrorsync.health import StackHealth
+from mirrorsync.health import Health, StackHealth
 from mirrorsync.serve import chart, links
 from mirrorsync.serve.state import DIFF_LIMIT, NotFound, render, state
 from mirrorsync.store import queries
@@ -29,6 +29,9 @@ EVENTS_PAGE = 100
 EVENTS_PAGE_MAX = 500
 #: Longest value a query parameter may have (names, dates, prefixes).
 MAX_PARAM = 200
+#: The largest id SQLite and PostgreSQL store (a signed 64-bit integer): a larger
+#: one in a URL names nothing, rather than failing the query.
+MAX_ID = 2**63 - 1
 
 
 def param(request: web.Request, name: str) -> str | None:
@@ -58,6 +61,35 @@ async def find_stack(request: web.Request) -> web_store.StackRef:
     if ref is None:
         raise NotFound(f"no stack {info['source']}:{info['release']}/{info['stack']}")
     return ref
+
+
+def health_of(h: Health, ref: web_store.StackRef) -> StackHealth | None:
+    """The health model's view of one stack (None if it has none)."""
+    subject = f"{ref.source}:{ref.release}/{ref.stack}"
+    return next((s for s in h.stacks if s.subject == subject), None)
+
+
+@dataclass(frozen=True, slots=True)
+class DiffOf:
+    """A diff page asked for by ``from`` and ``to`` (defaults: the latest version and
+    the one before it), with the versions they resolved to."""
+
+    ref: web_store.StackRef
+    given_from: str | None
+    given_to: str | None
+    a: int
+    b: int
+    page: web_store.DiffPage
+
+
+async def diff_of(request: web.Request) -> DiffOf:
+    st = state(request)
+    ref = await find_stack(request)
+    store = await st.store()
+    given_from, given_to = param(request, "from"), param(request, "to")
+    a = await queries.resolve_version(store, ref.id, given_from or str(max(ref.version - 1, 0)))
+    b = await queries.resolve_version(store, ref.id, given_to or str(ref.version))
+    return DiffOf(ref, given_from, given_to, a, b, await st.diff(ref, a, b))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +135,7 @@ async def stack(request: web.Request) -> web.Response:
     store = await st.store()
     history = await queries.history(store, ref.id)
     sizes = await st.bytes_history(ref.source, ref.release, ref.stack) or []
-    h = await st.health()
-    subject = f"{ref.source}:{ref.release}/{ref.stack}"
-    stack_health = next((s for s in h.stacks if s.subject == subject), None)
+    stack_health = health_of(await st.health(), ref)
     by_version = {s.version: s for s in sizes}
     return render(
         request,
@@ -122,22 +152,17 @@ async def stack(request: web.Request) -> web.Response:
 
 
 async def diff(request: web.Request) -> web.Response:
-    st = state(request)
-    ref = await find_stack(request)
-    store = await st.store()
-    given_from, given_to = param(request, "from"), param(request, "to")
-    a = await queries.resolve_version(store, ref.id, given_from or str(max(ref.version - 1, 0)))
-    b = await queries.resolve_version(store, ref.id, given_to or str(ref.version))
-    result = await st.diff(ref, a, b)
+    d = await diff_of(request)
+    ref, a, b = d.ref, d.a, d.b
     return render(
         request,
         "diff.html",
         feeds=links.feeds("stacks", ref.source, ref.release, ref.stack),
         title=f"{ref.release}/{ref.stack} v{a} → v{b}",
         ref=ref,
-        diff=result,
-        given_from=given_from or "",
-        given_to=given_to or "",
+        diff=d.page,
+        given_from=d.given_from or "",
+        given_to=d.given_to or "",
         limit=DIFF_LIMIT,
     )
 
@@ -174,7 +199,7 @@ def event_filter(request: web.Request) -> tuple[EventFilter, dict[str, object]]:
             raise UsageError(f"type: {t[:40]!r} is not an event type ({', '.join(EVENT_TYPES)})")
     since_id, since_at = 0, None
     if since is not None and since.isascii() and since.isdigit() and len(since) <= 19:
-        since_id = int(since)
+        since_id = min(int(since), MAX_ID)
     elif since is not None:
         since_at = queries.instant(since, end_of_day=False)
     names = {k: param(request, k) for k in ("source", "release", "stack", "package")}
@@ -205,7 +230,7 @@ async def events_of(
     before = param(request, "before")
     before_id = None
     if before is not None:
-        before_id = number(request, "before", low=0, high=2**63 - 1, default=0)
+        before_id = number(request, "before", low=0, high=MAX_ID, default=0)
     found = await web_store.events_page(store, where, before=before_id, limit=limit + 1)
     more = len(found) > limit
     page = found[:limit]
@@ -261,7 +286,7 @@ def event_links(e: queries.Event) -> dict[str, str]:
 async def event(request: web.Request) -> web.Response:
     store = await state(request).store()
     event_id = int(request.match_info["id"])
-    found = await web_store.event(store, event_id)
+    found = await web_store.event(store, event_id) if event_id <= MAX_ID else None
     if found is None:
         raise NotFound(f"no event {event_id}")
     return render(request, "event.html", title=f"event {found.id}", e=found, to=event_links(found))

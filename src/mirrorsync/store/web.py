@@ -10,7 +10,7 @@ versions gives every version's bytes at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from mirrorsync.formats.index import SpecInfo
@@ -203,16 +203,9 @@ class PackageSpec:
     left_at: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        s = self.spec
+        """The spec as ``diff --json`` gives it, with where and when it stayed."""
         return {
-            "hash": s.hash,
-            "name": s.name,
-            "version": s.version,
-            "platform": s.platform,
-            "os": s.os,
-            "target": s.target,
-            "compiler": s.compiler,
-            "variants": list(s.variants),
+            **asdict(self.spec),
             "source": self.source,
             "release": self.release,
             "stack": self.stack,
