@@ -14,6 +14,7 @@ any), which prints those names one a line, and nothing if it cannot read them.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -42,6 +43,11 @@ class _Node:
     positional: list[str] = field(default_factory=list)  # fixed values of positionals
     names: dict[str, str] = field(default_factory=dict)  # option -> kind of name it takes
 
+
+#: A name ``_names`` prints: bash's ``compgen -W`` expands each word it is given
+#: (``$(...)``, backquotes, ``$VAR``, a leading ``~``) and splits on blanks, so a
+#: release or stack name from upstream outside this set is left out, never offered.
+_COMPLETABLE = re.compile(r"[A-Za-z0-9_.+@:,=/%-]{1,200}")
 
 #: Options whose value is a name, by the kind ``mirrorsync _names`` lists; ``--name``
 #: depends on the command (a copy for ``mirror``, a webhook for ``webhooks ...``).
@@ -108,7 +114,8 @@ async def names(args: argparse.Namespace) -> int:
     except (MirrorsyncError, OSError):
         pass  # completion says nothing rather than an error in the middle of a line
     for name in sorted(found):
-        say(name)
+        if _COMPLETABLE.fullmatch(name):
+            say(name)
     return EXIT_OK
 
 
