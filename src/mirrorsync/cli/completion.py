@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 
 from mirrorsync.errors import EXIT_OK
@@ -90,7 +91,6 @@ async def names(args: argparse.Namespace) -> int:
     """``mirrorsync _names KIND``: the names a value of that kind can take, one a line,
     from the configuration (sources, copies, webhooks) and the database (releases,
     stacks, sources synced); nothing, and exit 0, if either cannot be read."""
-    from mirrorsync.cli.render import say
     from mirrorsync.config import load_config
     from mirrorsync.errors import MirrorsyncError
 
@@ -113,9 +113,9 @@ async def names(args: argparse.Namespace) -> int:
                     )
     except (MirrorsyncError, OSError):
         pass  # completion says nothing rather than an error in the middle of a line
-    for name in sorted(found):
-        if _COMPLETABLE.fullmatch(name):
-            say(name)
+    # As they are: not through say's human forms, which would turn a stack named like
+    # a timestamp into another name.
+    sys.stdout.write("".join(f"{n}\n" for n in sorted(found) if _COMPLETABLE.fullmatch(n)))
     return EXIT_OK
 
 
