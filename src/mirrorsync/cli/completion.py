@@ -103,7 +103,7 @@ async def names(args: argparse.Namespace) -> int:
             found.update(m.name for m in config.mirrors)
         elif args.kind == "webhook":
             found.update(h.name for h in config.webhooks)
-        if args.kind in ("release", "stack", "source") and _exists(config.database_path):
+        if args.kind in ("release", "stack", "source") and config.database_path.exists():
             from mirrorsync.store import Store, queries
 
             async with await Store.open_read_only(config.database_path) as store:
@@ -117,11 +117,6 @@ async def names(args: argparse.Namespace) -> int:
     # a timestamp into another name.
     sys.stdout.write("".join(f"{n}\n" for n in sorted(found) if _COMPLETABLE.fullmatch(n)))
     return EXIT_OK
-
-
-def _exists(location: object) -> bool:
-    exists = getattr(location, "exists", None)
-    return bool(exists()) if callable(exists) else True  # PostgreSQL: ask it
 
 
 def script(parser: argparse.ArgumentParser, shell: str) -> str:
