@@ -132,3 +132,21 @@ def test_names_complete_from_the_configuration_and_the_database(
     assert offered("verify", "--mirror", "") == ["local-copy"]
     fish = run_cli("completion", "fish", cwd=tmp_path).stdout
     assert "-l release -x -a '(mirrorsync _names release 2>/dev/null)'" in fish
+
+
+def test_names_offers_no_name_the_shell_would_expand(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """bash's ``compgen -W`` runs a ``$(...)`` in a word it is given: a stack name from
+    upstream that the shell would expand or split is left out of ``_names``; the others
+    are printed as stored (not in a timestamp's human form)."""
+    specs = [spec_node("zlib", "1.3", fake_hash("complete:2"))]
+    stacks = {"root": specs, "x$(id)": specs, "2026-01-01T00:00:00": specs}
+    build_catalog_from_specs(docroot, {"develop": stacks})
+    config = write_config(tmp_path / "site.yaml", catalog_config_text(tmp_path, server))
+    assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 0
+    shown = run_cli("-c", str(config), "status", cwd=tmp_path)
+    assert shown.returncode == 0 and "x$(id)" in shown.stdout  # the stack was synced
+    done = run_cli("-c", str(config), "_names", "stack", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == ["2026-01-01T00:00:00", "root"]  # as stored

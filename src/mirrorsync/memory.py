@@ -34,11 +34,20 @@ TRIM_THRESHOLD = 128 * 1024
 def _libc() -> Any:
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes  # here: a command that syncs nothing never pays for it
-    import ctypes.util
+    try:
+        import ctypes.util  # here: a command that syncs nothing never pays for it
+    except ImportError:  # a Python built without ctypes
+        return None
+    return _load(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def _load(name: str) -> Any:
+    """The C library ``name`` if it has glibc's ``mallopt`` and ``malloc_trim``, else
+    None (musl has no ``malloc_trim``; a library that will not load is no error)."""
+    import ctypes
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(name)
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):  # not glibc

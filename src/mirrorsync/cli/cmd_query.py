@@ -27,12 +27,18 @@ from mirrorsync.store.manifests import PAGE
 from mirrorsync.text import escape
 
 
+async def _named_stack(store: Store, args: argparse.Namespace) -> tuple[int, str]:
+    """The stack ``--release``/``--stack``/``--source`` name, and its label (with globs,
+    the stack they named)."""
+    stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
+    return stack_id, await queries.stack_label(store, stack_id)
+
+
 async def history(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await open_store(config))
-        stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
-        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
+        stack_id, label = await _named_stack(store, args)
         rows = await stack.enter_async_context(
             contextlib.aclosing(queries.history_rows(store, stack_id, limit=args.limit))
         )
@@ -59,8 +65,7 @@ async def history(args: argparse.Namespace) -> int:
 async def diff(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with await open_store(config) as store:
-        stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
-        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
+        stack_id, label = await _named_stack(store, args)
         a = await queries.resolve_version(store, stack_id, args.from_)
         b = await queries.resolve_version(store, stack_id, args.to)
         result = await queries.diff(store, stack_id, a, b)
@@ -101,8 +106,7 @@ async def at(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await open_store(config))
-        stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
-        label = await queries.stack_label(store, stack_id)  # globs: the stack they named
+        stack_id, label = await _named_stack(store, args)
         version = await queries.resolve_version(store, stack_id, args.when)
         note = await _before_history(store, stack_id, [(args.when, version)])
         specs = await stack.enter_async_context(

@@ -14,7 +14,9 @@ any), which prints those names one a line, and nothing if it cannot read them.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 
 from mirrorsync.errors import EXIT_OK
@@ -42,6 +44,11 @@ class _Node:
     positional: list[str] = field(default_factory=list)  # fixed values of positionals
     names: dict[str, str] = field(default_factory=dict)  # option -> kind of name it takes
 
+
+#: A name ``_names`` prints: bash's ``compgen -W`` expands each word it is given
+#: (``$(...)``, backquotes, ``$VAR``, a leading ``~``) and splits on blanks, so a
+#: release or stack name from upstream outside this set is left out, never offered.
+_COMPLETABLE = re.compile(r"[A-Za-z0-9_.+@:,=/%-]{1,200}")
 
 #: Options whose value is a name, by the kind ``mirrorsync _names`` lists; ``--name``
 #: depends on the command (a copy for ``mirror``, a webhook for ``webhooks ...``).
@@ -84,7 +91,6 @@ async def names(args: argparse.Namespace) -> int:
     """``mirrorsync _names KIND``: the names a value of that kind can take, one a line,
     from the configuration (sources, copies, webhooks) and the database (releases,
     stacks, sources synced); nothing, and exit 0, if either cannot be read."""
-    from mirrorsync.cli.render import say
     from mirrorsync.config import load_config
     from mirrorsync.errors import MirrorsyncError
 
@@ -97,7 +103,7 @@ async def names(args: argparse.Namespace) -> int:
             found.update(m.name for m in config.mirrors)
         elif args.kind == "webhook":
             found.update(h.name for h in config.webhooks)
-        if args.kind in ("release", "stack", "source") and _exists(config.database_path):
+        if args.kind in ("release", "stack", "source") and config.database_path.exists():
             from mirrorsync.store import Store, queries
 
             async with await Store.open_read_only(config.database_path) as store:
@@ -107,14 +113,10 @@ async def names(args: argparse.Namespace) -> int:
                     )
     except (MirrorsyncError, OSError):
         pass  # completion says nothing rather than an error in the middle of a line
-    for name in sorted(found):
-        say(name)
+    # As they are: not through say's human forms, which would turn a stack named like
+    # a timestamp into another name.
+    sys.stdout.write("".join(f"{n}\n" for n in sorted(found) if _COMPLETABLE.fullmatch(n)))
     return EXIT_OK
-
-
-def _exists(location: object) -> bool:
-    exists = getattr(location, "exists", None)
-    return bool(exists()) if callable(exists) else True  # PostgreSQL: ask it
 
 
 def script(parser: argparse.ArgumentParser, shell: str) -> str:

@@ -28,7 +28,7 @@ _SPEC_COLUMNS = (
     "first_seen",
 )
 _INSERT_SPECS = (
-    f"INSERT INTO specs ({', '.join(_SPEC_COLUMNS)}) VALUES ({', '.join('?' * 9)})"
+    f"INSERT INTO specs ({', '.join(_SPEC_COLUMNS)}) VALUES ({', '.join('?' * len(_SPEC_COLUMNS))})"
     " ON CONFLICT (hash) DO NOTHING"
 )
 #: New spec rows on their way in (PostgreSQL): this session's, emptied before each load.
@@ -62,9 +62,8 @@ async def insert_specs(conn: Connection, rows: Iterable[tuple[object, ...]]) -> 
 
     assert isinstance(conn, PgConnection)
     await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGED} (hash TEXT, name TEXT, version TEXT,"
-        " platform TEXT, os TEXT, target TEXT, compiler TEXT, variants TEXT,"
-        " first_seen TEXT, position BIGINT)"
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGED}"
+        f" ({''.join(f'{c} TEXT, ' for c in _SPEC_COLUMNS)}position BIGINT)"
     )
     await conn.execute(f"TRUNCATE {_STAGED}")
     await conn.copy_rows(

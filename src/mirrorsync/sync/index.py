@@ -158,13 +158,7 @@ class IndexFetcher:
         url = _blob(root, record.checksum_algorithm, record.checksum)
         if record.checksum == previous:
             return FetchedIndex(previous, "v3", url, None)
-        cap = self.limits.cap("index")
-        if record.content_length > cap:
-            raise FetchError(
-                url,
-                f"{record.content_length} bytes per {manifest_url}, over the {cap}-byte limit "
-                "(limits.index); refused",
-            )
+        cap = self._index_cap(url, record.content_length, manifest_url)
         path, _ = await self._download(
             url,
             name,
@@ -179,6 +173,17 @@ class IndexFetcher:
             ),
         )
         return FetchedIndex(record.checksum, "v3", url, path, record.compression)
+
+    def _index_cap(self, url: Url, declared: int, manifest_url: Url) -> int:
+        """``limits.index``; an index its manifest declares larger is refused unread."""
+        cap = self.limits.cap("index")
+        if declared > cap:
+            raise FetchError(
+                url,
+                f"{declared} bytes per {manifest_url}, over the {cap}-byte limit "
+                "(limits.index); refused",
+            )
+        return cap
 
     def registry(self, root: Url) -> OciRepository:
         """The registry repository at an ``oci://`` root, one per root for the run
@@ -203,13 +208,7 @@ class IndexFetcher:
         url = registry.blob_url(layer.sha256)
         if layer.sha256 == previous:
             return FetchedIndex(previous, "oci", url, None)
-        cap = self.limits.cap("index")
-        if layer.size > cap:
-            raise FetchError(
-                url,
-                f"{layer.size} bytes per {manifest_url}, over the {cap}-byte limit "
-                "(limits.index); refused",
-            )
+        cap = self._index_cap(url, layer.size, manifest_url)
         path, _ = await self._download(
             url,
             name,
