@@ -31,6 +31,7 @@ from mirrorsync.bundles.manifest import (
     BundleFile,
     BundleManifest,
     member_name,
+    parse,
 )
 from mirrorsync.bundles.reader import open_bundle, read_members
 from mirrorsync.bundles.state import read_state
@@ -437,3 +438,18 @@ def test_a_control_member_past_the_first_ones_is_bounded_as_they_are(tmp_path: P
     opened = open_bundle(bundle)
     with pytest.raises(BundleError, match=r"bundle\.key\.asc oversize"):
         read_members(opened, lambda d, w: lambda chunk: None, lambda d, w: None)
+
+
+def test_a_manifest_whose_state_counts_are_out_of_range_is_refused() -> None:
+    index_sha = hashlib.sha256(b"{}").hexdigest()
+    files = (BundleFile(INDEX_MANIFEST, 1, hashlib.sha256(b"x").hexdigest()),
+             BundleFile(f"blobs/sha256/{index_sha[:2]}/{index_sha}", 2, index_sha))  # fmt: skip
+    for state_files, state_bytes in ((-1, 0), (0, -1), (1 << 40, 0)):
+        manifest = BundleManifest(
+            "a", 0, None, 1, index_sha, "mirrorsync 0", "2026-01-01T00:00:00Z", files,
+            state_files=state_files, state_bytes=state_bytes,
+        )  # fmt: skip
+        with pytest.raises(BundleError, match=r"state\.files or state\.bytes out of range"):
+            parse(manifest.render())
+    parse(BundleManifest("a", 0, None, 1, index_sha, "mirrorsync 0", "2026-01-01T00:00:00Z",
+                         files, state_files=2, state_bytes=3).render())  # fmt: skip

@@ -210,6 +210,8 @@ def parse(data: bytes) -> BundleManifest:
         raise _bad("from: a full bundle (version 0) names no index, an incremental one does")
     if not 1 <= doc.volumes <= MAX_VOLUMES:
         raise _bad("volumes out of range")
+    if not (0 <= doc.state.files <= MAX_FILES and 0 <= doc.state.bytes < MAX_VERSION):
+        raise _bad("state.files or state.bytes out of range")  # printed by 'bundle show'
     if len(doc.files) > MAX_FILES or len(doc.added) > MAX_FILES or len(doc.removed) > MAX_FILES:
         raise _bad(f"more than {MAX_FILES} entries")
     for h in (*doc.added, *doc.removed):
