@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from mirrorsync.errors import BundleError
+from mirrorsync.mirrors.files import INDEX_MANIFEST
 
 FORMAT = "mirrorsync-bundle"
 FORMAT_VERSION = 1
@@ -51,6 +52,19 @@ _SPEC_MANIFEST = re.compile(r"^v3/manifests/spec/[^/]+/[^/]+-([a-z0-9]{32})\.spe
 def member_name(sha256: str) -> str:
     """The tar member (or file under a ``--dir`` bundle) holding content ``sha256``."""
     return f"{MEMBER_DIR}/{sha256}"
+
+
+def publish_order(path: str, to_index: str) -> tuple[int, str]:
+    """Where a file of a copy goes in a bundle and in its import: blobs first, then spec
+    manifests, other files, the index blob, the index manifest last (what it names is
+    in place before it is)."""
+    if path == INDEX_MANIFEST:
+        return (4, path)
+    if path.endswith(to_index):
+        return (3, path)
+    if path.startswith("blobs/"):
+        return (0, path)
+    return (1 if path.startswith("v3/manifests/spec/") else 2, path)
 
 
 def safe_path(path: str) -> bool:
@@ -236,7 +250,7 @@ def parse(data: bytes) -> BundleManifest:
         if blob and (blob.group(2) != f.sha256 or blob.group(1) != f.sha256[:2]):
             raise _bad(f"{where}: blob {f.path} is named by another digest than its sha256")
         files.append(BundleFile(f.path, f.size, f.sha256, f.volume))
-    if "v3/manifests/index/index.manifest.json" not in seen:
+    if INDEX_MANIFEST not in seen:
         raise _bad("the index manifest of the new version is not in the bundle")
     if f"blobs/sha256/{doc.to.index[:2]}/{doc.to.index}" not in seen:
         raise _bad("the index of the new version is not in the bundle")
