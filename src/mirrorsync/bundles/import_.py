@@ -211,13 +211,12 @@ class _Stager:
             files.remove_quietly(s.temp)
         self.staged = []
 
-    def place(self, to_index: str) -> int:
-        """Rename every staged file into place, the index manifest last; returns how many."""
+    def place(self, to_index: str) -> None:
+        """Rename every staged file into place, the index manifest last."""
         self.staged.sort(key=lambda s: publish_order(s.rel, to_index))
         manifest = next((s for s in self.staged if s.rel == INDEX_MANIFEST), None)
         if manifest is not None:
             self._check_index_manifest(manifest.temp, to_index)
-        placed = 0
         for s in self.staged:
             if s is manifest:
                 try:  # what the new index names is all there (the old state is untouched)
@@ -228,11 +227,9 @@ class _Stager:
                         "('mirrorsync verify --mirror')"
                     ) from None
             files.place(s.temp, s.final, self.modes)
-            placed += 1
             if self.delay:
                 time.sleep(self.delay)
         self.staged = []
-        return placed
 
     def _check_index_manifest(self, temp: Path, to_index: str) -> None:
         data = temp.read_bytes()
