@@ -234,15 +234,15 @@ async def _write(
             state_bytes=sum(size for size, _ in new.values()),
         )
 
+    key = await export_public(request.sign) if request.sign else b""
     reserve = 0
     for _ in range(4):  # the manifest (and signature) share the first volume's room
         volume_of, volumes = _volumes(paths, carried, request.split, reserve)
         manifest = manifest_for(volume_of, volumes)
         data = manifest.render()
-        signature = key = b""
+        signature = b""
         if request.sign:
             signature = await sign_detached(data, request.sign)
-            key = await export_public(request.sign)
             outcome.signed_by = request.sign
         control = sum(member_bytes(len(x)) for x in (data, signature, key) if x)
         if request.split is None or control <= reserve:
