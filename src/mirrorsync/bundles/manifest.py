@@ -91,6 +91,10 @@ class BundleFile:
     sha256: str
     volume: int = 0
 
+    def to_dict(self) -> dict[str, object]:
+        """As the manifest lists it (and ``bundle list|show --json`` print it)."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "volume": self.volume}
+
 
 @dataclass(frozen=True, slots=True)
 class BundleManifest:
@@ -143,10 +147,7 @@ class BundleManifest:
             "state": {"files": self.state_files, "bytes": self.state_bytes},
             "added": sorted(self.added),
             "removed": sorted(self.removed),
-            "files": [
-                {"path": f.path, "size": f.size, "sha256": f.sha256, "volume": f.volume}
-                for f in self.files
-            ],
+            "files": [f.to_dict() for f in self.files],
         }
         return msgspec.json.encode(document) + b"\n"
 
