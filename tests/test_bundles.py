@@ -8,6 +8,7 @@ no network. Spack installing from a received copy is in test_bundle_spack.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -25,6 +26,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, database_value, run_cli, write_config
+from mirrorsync.bundles.manifest import (
+    MAX_KEY_BYTES,
+    BundleFile,
+    BundleManifest,
+    member_name,
+    parse,
+)
 from mirrorsync.bundles.reader import open_bundle, read_members
 from mirrorsync.bundles.state import read_state
 from mirrorsync.errors import BundleError
@@ -32,6 +40,7 @@ from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import export_public_key, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import synthetic_specs
+from mirrorsync.mirrors.files import INDEX_MANIFEST
 
 EXIT_DATA = 65
 SPECS = synthetic_specs(40, seed=28)
@@ -385,3 +394,62 @@ def test_a_site_without_sources_imports_says_once_needs_one_and_its_webhooks_hea
         "A",
     )
     assert event["mirror"]["added"] == 15
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    """A GNU tar header for ``name``; a negative ``size`` written in base-256."""
+    info = tarfile.TarInfo(name)
+    info.size = max(size, 0)
+    block = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    if size < 0:
+        block[124:136] = b"\xff" + (size % (1 << 88)).to_bytes(11, "big")
+        block[148:156] = b" " * 8
+        block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def test_a_tar_member_of_negative_size_is_refused_before_a_byte_is_read(tmp_path: Path) -> None:
+    bundle = tmp_path / "negative.tar"
+    bundle.write_bytes(_tar_header("bundle.json", -5) + b"x" * (4 << 20) + b"\0" * 1024)
+    with pytest.raises(BundleError, match="negative size"):
+        open_bundle(bundle)
+
+
+def test_a_control_member_past_the_first_ones_is_bounded_as_they_are(tmp_path: Path) -> None:
+    index = b"{}"
+    index_sha = hashlib.sha256(index).hexdigest()
+    manifest_sha = hashlib.sha256(b"x").hexdigest()
+    manifest = BundleManifest(
+        "a", 0, None, 1, index_sha, "mirrorsync 0", "2026-01-01T00:00:00Z",
+        (BundleFile(INDEX_MANIFEST, 1, manifest_sha),
+         BundleFile(f"blobs/sha256/{index_sha[:2]}/{index_sha}", 2, index_sha)),
+    )  # fmt: skip
+    bundle = tmp_path / "late-key.tar"
+    with tarfile.open(bundle, "w", format=tarfile.GNU_FORMAT) as out:
+        for name, data in (
+            ("bundle.json", manifest.render()),
+            (member_name(manifest_sha), b"x"),
+            ("bundle.key.asc", b"k" * (MAX_KEY_BYTES + 1)),  # past the leading control members
+            (member_name(index_sha), index),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    opened = open_bundle(bundle)
+    with pytest.raises(BundleError, match=r"bundle\.key\.asc oversize"):
+        read_members(opened, lambda d, w: lambda chunk: None, lambda d, w: None)
+
+
+def test_a_manifest_whose_state_counts_are_out_of_range_is_refused() -> None:
+    index_sha = hashlib.sha256(b"{}").hexdigest()
+    files = (BundleFile(INDEX_MANIFEST, 1, hashlib.sha256(b"x").hexdigest()),
+             BundleFile(f"blobs/sha256/{index_sha[:2]}/{index_sha}", 2, index_sha))  # fmt: skip
+    for state_files, state_bytes in ((-1, 0), (0, -1), (1 << 40, 0)):
+        manifest = BundleManifest(
+            "a", 0, None, 1, index_sha, "mirrorsync 0", "2026-01-01T00:00:00Z", files,
+            state_files=state_files, state_bytes=state_bytes,
+        )  # fmt: skip
+        with pytest.raises(BundleError, match=r"state\.files or state\.bytes out of range"):
+            parse(manifest.render())
+    parse(BundleManifest("a", 0, None, 1, index_sha, "mirrorsync 0", "2026-01-01T00:00:00Z",
+                         files, state_files=2, state_bytes=3).render())  # fmt: skip

@@ -31,6 +31,7 @@ from mirrorsync.bundles.manifest import (
     BundleFile,
     BundleManifest,
     member_name,
+    publish_order,
 )
 from mirrorsync.bundles.tarvol import (
     BLOCK,
@@ -45,7 +46,6 @@ from mirrorsync.config import Config
 from mirrorsync.errors import CopyError, UsageError
 from mirrorsync.gpg import export_public, sign_detached
 from mirrorsync.mirrors import files
-from mirrorsync.mirrors.files import INDEX_MANIFEST
 from mirrorsync.mirrors.publish import published_checksum
 from mirrorsync.mirrors.target import DirView
 from mirrorsync.store import Store
@@ -100,17 +100,6 @@ class ExportRequest:
     as_dir: bool = False
     sign: str | None = None
     paths_only: bool = False
-
-
-def _order(path: str, to_index: str) -> tuple[int, str]:
-    """Blobs first, then spec manifests, other files, the index, its manifest last."""
-    if path == INDEX_MANIFEST:
-        return (4, path)
-    if path.endswith(to_index):
-        return (3, path)
-    if path.startswith("blobs/"):
-        return (0, path)
-    return (1 if path.startswith("v3/manifests/spec/") else 2, path)
 
 
 async def export_bundle(
@@ -179,7 +168,7 @@ async def export_bundle(
         outcome.carried = sorted(carried)
     else:
         assert request.out is not None
-        paths = sorted(carried, key=lambda p: _order(p, row.index_checksum or ""))
+        paths = sorted(carried, key=lambda p: publish_order(p, row.index_checksum or ""))
         await _write(
             root, request, from_index, row.index_checksum, paths, carried, new, outcome, at
         )
@@ -245,15 +234,15 @@ async def _write(
             state_bytes=sum(size for size, _ in new.values()),
         )
 
+    key = await export_public(request.sign) if request.sign else b""
     reserve = 0
     for _ in range(4):  # the manifest (and signature) share the first volume's room
         volume_of, volumes = _volumes(paths, carried, request.split, reserve)
         manifest = manifest_for(volume_of, volumes)
         data = manifest.render()
-        signature = key = b""
+        signature = b""
         if request.sign:
             signature = await sign_detached(data, request.sign)
-            key = await export_public(request.sign)
             outcome.signed_by = request.sign
         control = sum(member_bytes(len(x)) for x in (data, signature, key) if x)
         if request.split is None or control <= reserve:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import anyio
 
-from mirrorsync.bundles.manifest import KEY_NAME, SIGNATURE_NAME, BundleManifest
+from mirrorsync.bundles.manifest import KEY_NAME, SIGNATURE_NAME, BundleManifest, publish_order
 from mirrorsync.bundles.reader import Opened, Sink, read_members
 from mirrorsync.bundles.tarvol import Sha256
 from mirrorsync.config import Config, split_trusted_keys
@@ -140,16 +140,6 @@ class _Staged:
     rel: str
 
 
-def _order(rel: str, to_index: str) -> tuple[int, str]:
-    if rel == INDEX_MANIFEST:
-        return (4, rel)
-    if rel.endswith(to_index):
-        return (3, rel)
-    if rel.startswith("blobs/"):
-        return (0, rel)
-    return (1 if rel.startswith("v3/manifests/spec/") else 2, rel)
-
-
 class _Stager:
     """Streams each member into temporary files beside the files it becomes."""
 
@@ -221,13 +211,12 @@ class _Stager:
             files.remove_quietly(s.temp)
         self.staged = []
 
-    def place(self, to_index: str) -> int:
-        """Rename every staged file into place, the index manifest last; returns how many."""
-        self.staged.sort(key=lambda s: _order(s.rel, to_index))
+    def place(self, to_index: str) -> None:
+        """Rename every staged file into place, the index manifest last."""
+        self.staged.sort(key=lambda s: publish_order(s.rel, to_index))
         manifest = next((s for s in self.staged if s.rel == INDEX_MANIFEST), None)
         if manifest is not None:
             self._check_index_manifest(manifest.temp, to_index)
-        placed = 0
         for s in self.staged:
             if s is manifest:
                 try:  # what the new index names is all there (the old state is untouched)
@@ -238,11 +227,9 @@ class _Stager:
                         "('mirrorsync verify --mirror')"
                     ) from None
             files.place(s.temp, s.final, self.modes)
-            placed += 1
             if self.delay:
                 time.sleep(self.delay)
         self.staged = []
-        return placed
 
     def _check_index_manifest(self, temp: Path, to_index: str) -> None:
         data = temp.read_bytes()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from mirrorsync.errors import BundleError
+from mirrorsync.mirrors.files import INDEX_MANIFEST
 
 FORMAT = "mirrorsync-bundle"
 FORMAT_VERSION = 1
@@ -53,6 +54,19 @@ def member_name(sha256: str) -> str:
     return f"{MEMBER_DIR}/{sha256}"
 
 
+def publish_order(path: str, to_index: str) -> tuple[int, str]:
+    """Where a file of a copy goes in a bundle and in its import: blobs first, then spec
+    manifests, other files, the index blob, the index manifest last (what it names is
+    in place before it is)."""
+    if path == INDEX_MANIFEST:
+        return (4, path)
+    if path.endswith(to_index):
+        return (3, path)
+    if path.startswith("blobs/"):
+        return (0, path)
+    return (1 if path.startswith("v3/manifests/spec/") else 2, path)
+
+
 def safe_path(path: str) -> bool:
     """Whether ``path`` is a file a copy holds: under ``blobs/`` by digest or under
     ``v3/``, plain names only (never absolute, never ``..`` or a hidden name)."""
@@ -76,6 +90,10 @@ class BundleFile:
     size: int
     sha256: str
     volume: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """As the manifest lists it (and ``bundle list|show --json`` print it)."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "volume": self.volume}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +147,7 @@ class BundleManifest:
             "state": {"files": self.state_files, "bytes": self.state_bytes},
             "added": sorted(self.added),
             "removed": sorted(self.removed),
-            "files": [
-                {"path": f.path, "size": f.size, "sha256": f.sha256, "volume": f.volume}
-                for f in self.files
-            ],
+            "files": [f.to_dict() for f in self.files],
         }
         return msgspec.json.encode(document) + b"\n"
 
@@ -210,6 +225,8 @@ def parse(data: bytes) -> BundleManifest:
         raise _bad("from: a full bundle (version 0) names no index, an incremental one does")
     if not 1 <= doc.volumes <= MAX_VOLUMES:
         raise _bad("volumes out of range")
+    if not (0 <= doc.state.files <= MAX_FILES and 0 <= doc.state.bytes < MAX_VERSION):
+        raise _bad("state.files or state.bytes out of range")  # printed by 'bundle show'
     if len(doc.files) > MAX_FILES or len(doc.added) > MAX_FILES or len(doc.removed) > MAX_FILES:
         raise _bad(f"more than {MAX_FILES} entries")
     for h in (*doc.added, *doc.removed):
@@ -234,7 +251,7 @@ def parse(data: bytes) -> BundleManifest:
         if blob and (blob.group(2) != f.sha256 or blob.group(1) != f.sha256[:2]):
             raise _bad(f"{where}: blob {f.path} is named by another digest than its sha256")
         files.append(BundleFile(f.path, f.size, f.sha256, f.volume))
-    if "v3/manifests/index/index.manifest.json" not in seen:
+    if INDEX_MANIFEST not in seen:
         raise _bad("the index manifest of the new version is not in the bundle")
     if f"blobs/sha256/{doc.to.index[:2]}/{doc.to.index}" not in seen:
         raise _bad("the index of the new version is not in the bundle")

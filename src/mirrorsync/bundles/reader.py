@@ -189,6 +189,8 @@ def read_members(
             member: Member | None
             while (member := reader.next()) is not None:
                 if index == 0 and member.name in _CONTROL:
+                    if member.size > _CONTROL[member.name]:  # held in memory: bounded
+                        raise BundleError(f"{where}: member {member.name} oversize")
                     parts: list[bytes] = []
                     reader.data(member, parts.append)
                     if member.name == MANIFEST_NAME and b"".join(parts) != opened.data:

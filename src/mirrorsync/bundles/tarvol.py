@@ -158,6 +158,10 @@ class TarReader:
                 f"{self.where}: damaged tar header after {self.last}; the bundle is damaged"
             ) from None
         name = info.name[:200]
+        if info.size < 0:  # base-256 sizes may be negative: data() would read to the end
+            raise BundleError(
+                f"{self.where}: member {name!r} has a negative size; the bundle is damaged"
+            )
         if info.type not in _FILE_TYPES:
             kind = _KINDS.get(info.type, f"of type {info.type!r}")
             raise BundleError(f"{self.where}: member {name!r} is {kind}; a bundle holds files only")

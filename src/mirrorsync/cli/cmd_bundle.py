@@ -130,12 +130,7 @@ async def _list(args: argparse.Namespace) -> int:
     if args.bundle is not None:  # what one bundle carries, read from it alone
         manifest = open_bundle(Path(args.bundle)).manifest
         if args.json:
-            print_json(
-                [
-                    {"path": f.path, "size": f.size, "sha256": f.sha256, "volume": f.volume}
-                    for f in manifest.files
-                ]
-            )
+            print_json([f.to_dict() for f in manifest.files])
         else:
             print_table(
                 ["path", "size", "sha256", "volume"],
@@ -174,10 +169,7 @@ async def _show(args: argparse.Namespace) -> int:
     summary["signed"] = opened.signature is not None
     if args.json:
         if args.files:
-            summary["paths"] = [
-                {"path": f.path, "size": f.size, "sha256": f.sha256, "volume": f.volume}
-                for f in opened.manifest.files
-            ]
+            summary["paths"] = [f.to_dict() for f in opened.manifest.files]
         print_json(summary)
         return EXIT_OK
     m = opened.manifest
