@@ -453,3 +453,18 @@ def test_a_manifest_whose_state_counts_are_out_of_range_is_refused() -> None:
             parse(manifest.render())
     parse(BundleManifest("a", 0, None, 1, index_sha, "mirrorsync 0", "2026-01-01T00:00:00Z",
                          files, state_files=2, state_bytes=3).render())  # fmt: skip
+
+
+def test_a_wrong_blob_of_the_right_size_already_in_the_copy_is_replaced(site: Site) -> None:
+    # A file left in the receiving directory is trusted by its content, never by its
+    # name and size: a blob with the right name and length but other bytes is rewritten.
+    full = site.export("full.tar")
+    blob = next(p for p in sorted(site.a.rglob("*")) if p.is_file() and "/blobs/" in p.as_posix())
+    rel = blob.relative_to(site.a)
+    planted = site.b / rel
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(bytes(len(blob.read_bytes())))  # zeros, the same length
+    done = site.import_(full)
+    assert done.returncode == 0, done.stderr
+    assert planted.read_bytes() == blob.read_bytes()
+    assert tree(site.b) == tree(site.a)
