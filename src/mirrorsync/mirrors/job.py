@@ -185,6 +185,19 @@ class CopyJob:
                 return
             await self._copy(source, release, source_id)
 
+    def _note_missing_index(self, current: str | None, where: str) -> None:
+        """A published copy whose index is gone from its target: rebuild it, saying so."""
+        row = self.row
+        if row is not None and row.version and current is None and not self.dry_run:
+            self.rebuilding = True
+            log.warning(
+                "mirror %s: the published index (version %d) is missing from %s; "
+                "rebuilding the copy",
+                self.copy.name,
+                row.version,
+                where,
+            )
+
     async def _copy(
         self, source: CatalogSource | MirrorSource, release: str, source_id: int
     ) -> None:
@@ -216,15 +229,7 @@ class CopyJob:
             and await anyio.to_thread.run_sync(view.size, blob_relpath("sha256", current)) is None
         ):
             current = None  # the index manifest names a blob that is gone: no index
-        if row is not None and row.version and current is None and not self.dry_run:
-            self.rebuilding = True
-            log.warning(
-                "mirror %s: the published index (version %d) is missing from %s; "
-                "rebuilding the copy",
-                copy.name,
-                row.version,
-                target.display,
-            )
+        self._note_missing_index(current, target.display)
         if (
             not self.full
             and row is not None

@@ -24,7 +24,6 @@ OCI source the images are copied as they are (manifest bytes, config, layers).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -79,8 +78,6 @@ from mirrorsync.store.mirrors import Published
 from mirrorsync.sync.index import unpack_index
 from mirrorsync.sync.pool import run_pool
 
-log = logging.getLogger("mirrorsync.mirror")
-
 _SPEC_FILE_CAP = 64 << 20  # a spec file unpacked (the public cache's are ~100 KB)
 _STEP = 1 << 20
 
@@ -129,15 +126,7 @@ class OciCopyJob(CopyJob):
         target = opened.oci
         row = self.row
         current = await target.published_index()
-        if row is not None and row.version and current is None and not self.dry_run:
-            self.rebuilding = True
-            log.warning(
-                "mirror %s: the published index (version %d) is missing from %s; "
-                "rebuilding the copy",
-                copy.name,
-                row.version,
-                target.url,
-            )
+        self._note_missing_index(current, target.url)
         if (
             not self.full
             and row is not None
