@@ -85,6 +85,26 @@ def _config(world: World, name: str, body: str) -> Path:
     return write_config(world.tmp / f"{name}.yaml", f"database: {world.tmp / name}.db\n{body}")
 
 
+def _dir_source(world: World) -> str:
+    """Config lines of the signed directory cache as the source ``dir``."""
+    return f"""  - name: dir
+    kind: mirror
+    url: file://{world.directory}
+    manifests: all
+    verify_signatures: true
+    trusted_keys: [{world.key}]
+"""
+
+
+def _oci_source(world: World) -> str:
+    """Config lines of the registry's copy of that cache as the source ``oci``."""
+    return f"""  - name: oci
+    kind: mirror
+    url: {world.registry.url("cache")}
+    manifests: all
+"""
+
+
 def _ok(config: Path, *args: str, cwd: Path, stdout: bool = False) -> str:
     """What a successful CLI run said (``stdout``: only its standard output)."""
     done = run_cli("-c", str(config), *args, cwd=cwd, timeout=120)
@@ -105,17 +125,7 @@ def test_oci_source_gives_the_same_events_as_the_directory_cache(world: World) -
         world,
         "same",
         f"""sources:
-  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-  - name: oci
-    kind: mirror
-    url: {world.registry.url("cache")}
-    manifests: all
-""",
+{_dir_source(world)}{_oci_source(world)}""",
     )
     said = _ok(config, "-v", "once", cwd=world.tmp)
     assert "oci:default/root: 4 spec manifests fetched: 4 ok" in said, said
@@ -222,17 +232,7 @@ def _copy_config(world: World) -> Path:
         world,
         "copies",
         f"""sources:
-  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-  - name: oci
-    kind: mirror
-    url: {world.registry.url("cache")}
-    manifests: all
-mirrors:
+{_dir_source(world)}{_oci_source(world)}mirrors:
   - name: from-dir
     path: {world.registry.url("copies/from-dir")}
     source: dir
@@ -298,13 +298,7 @@ def test_anonymous_bearer_tokens_read_and_push(world: World) -> None:
     anonymous token per repository and access, asked for once, never shown; its
     blobs redirected to another origin (a CDN, S3), which gets no token."""
     with Gateway(world.registry.host, cdn=True) as gateway:
-        extra = f"""  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-mirrors:
+        extra = f"""{_dir_source(world)}mirrors:
   - name: pushed
     path: {gateway.url("tokens/copy")}
     source: dir
@@ -419,13 +413,7 @@ def test_tags_the_index_no_longer_lists_are_deleted(world: World) -> None:
             world,
             "prune",
             f"""sources:
-  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-mirrors:
+{_dir_source(world)}mirrors:
   - name: pruned
     path: {world.registry.url("prune")}
     source: dir
