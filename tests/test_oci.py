@@ -427,3 +427,47 @@ def test_tags_the_index_no_longer_lists_are_deleted(world: World) -> None:
     assert "deleted 2 files" in said, said
     left = sorted(world.registry.tags("prune"))
     assert [t.split("-")[0] for t in left] == ["index.spack", "msdata", "msdata"], left
+
+
+def test_a_long_reason_phrase_is_cut_in_the_error_line() -> None:
+    """A registry's status line may run to kilobytes: its reason phrase is bounded
+    in the one error line (and what is stored of it)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import anyio
+
+    from mirrorsync.config import HttpConfig
+    from mirrorsync.errors import FetchError
+    from mirrorsync.fetch import HttpClient
+    from mirrorsync.fetch.oci import OciRepository
+    from mirrorsync.formats.oci import parse_reference
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(403, "Denied " + "x" * 4000)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"oci+http://127.0.0.1:{server.server_address[1]}/cache"
+
+    async def main() -> str:
+        async with HttpClient(HttpConfig()) as client:
+            try:
+                await OciRepository(client, parse_reference(url)).manifest("index.spack")
+            except FetchError as exc:
+                return str(exc)
+        raise AssertionError("the manifest was fetched")
+
+    try:
+        said = anyio.run(main)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "HTTP 403 Denied xxx" in said, said
+    assert len(said) < 300, said
