@@ -185,6 +185,32 @@ class CopyJob:
                 return
             await self._copy(source, release, source_id)
 
+    async def _chosen(
+        self,
+        source: CatalogSource | MirrorSource,
+        release: str,
+        source_id: int,
+        layouts: tuple[str, ...] = ("v3",),
+    ) -> tuple[list[SyncedStack], Admission, Wanted]:
+        """The copy's stacks, what of them may enter it, and the hashes it is asked for."""
+        copy = self.copy
+        stacks = choose_stacks(
+            copy,
+            source.name,
+            release,
+            await store_mirrors.synced_stacks(self.store, source_id, release),
+            layouts,
+        )
+        # The one rule (mirrors/admit.py): what the crawl recorded decides what may enter.
+        admission = Admission(
+            await store_mirrors.manifest_states(self.store, [s.id for s in stacks]),
+            verifies=source.verify_signatures,
+        )
+        want = await anyio.to_thread.run_sync(
+            wanted, copy, self.config.path, f"mirrors[{self.config.mirrors.index(copy)}]"
+        )
+        return stacks, admission, want
+
     def _note_missing_index(self, current: str | None, where: str) -> None:
         """A published copy whose index is gone from its target: rebuild it, saying so."""
         row = self.row
@@ -202,20 +228,7 @@ class CopyJob:
         self, source: CatalogSource | MirrorSource, release: str, source_id: int
     ) -> None:
         copy = self.copy
-        stacks = choose_stacks(
-            copy,
-            source.name,
-            release,
-            await store_mirrors.synced_stacks(self.store, source_id, release),
-        )
-        # The one rule (mirrors/admit.py): what the crawl recorded decides what may enter.
-        admission = Admission(
-            await store_mirrors.manifest_states(self.store, [s.id for s in stacks]),
-            verifies=source.verify_signatures,
-        )
-        want = await anyio.to_thread.run_sync(
-            wanted, copy, self.config.path, f"mirrors[{self.config.mirrors.index(copy)}]"
-        )
+        stacks, admission, want = await self._chosen(source, release, source_id)
         kept_rows = await store_mirrors.kept(self.store, self.row.id) if self.row else {}
         plan_key = plan_key_of(copy, stacks, admission, want, self._live(kept_rows))
         target = self._target

@@ -60,7 +60,7 @@ from mirrorsync.inflate import gunzip
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import CHANGED, Admission
 from mirrorsync.mirrors.download import SpecRefused
-from mirrorsync.mirrors.job import CopyJob, choose_stacks, first_error, plan_key_of, real_root
+from mirrorsync.mirrors.job import CopyJob, first_error, plan_key_of, real_root
 from mirrorsync.mirrors.oci_images import (
     Layer,
     Prepared,
@@ -71,7 +71,6 @@ from mirrorsync.mirrors.oci_images import (
 from mirrorsync.mirrors.ocitarget import OciCopyTarget, OciTarget, config_json
 from mirrorsync.mirrors.plan import Selection, StackIndex, select
 from mirrorsync.mirrors.publish import build_index, due
-from mirrorsync.mirrors.wanted import wanted
 from mirrorsync.redact import join_url, redact_url
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import Published
@@ -106,19 +105,8 @@ class OciCopyJob(CopyJob):
         copy = self.copy
         self._busy = {}
         self._registries: dict[str, OciRepository] = {}
-        stacks = choose_stacks(
-            copy,
-            source.name,
-            release,
-            await store_mirrors.synced_stacks(self.store, source_id, release),
-            layouts=("v3", "oci"),
-        )
-        admission = Admission(
-            await store_mirrors.manifest_states(self.store, [s.id for s in stacks]),
-            verifies=source.verify_signatures,
-        )
-        want = await anyio.to_thread.run_sync(
-            wanted, copy, self.config.path, f"mirrors[{self.config.mirrors.index(copy)}]"
+        stacks, admission, want = await self._chosen(
+            source, release, source_id, layouts=("v3", "oci")
         )
         plan_key = plan_key_of(copy, stacks, admission, want, [])
         opened = self._target
