@@ -27,6 +27,7 @@ import secrets
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
 
 import anyio
 import anyio.from_thread
@@ -237,7 +238,8 @@ class S3Target:
                     )
                     parts.append((number, part.headers.get("etag", "")))
             body = "".join(
-                f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in parts
+                f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(e)}</ETag></Part>"
+                for n, e in parts
             )
             document = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
             completed = await self.client.send(
