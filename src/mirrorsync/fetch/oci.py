@@ -254,7 +254,9 @@ class OciRepository:
             except (ValueError, UnicodeDecodeError):
                 raise FetchError(page_url, "the tag list is not JSON") from None
             tags = doc.get("tags") if isinstance(doc, dict) else None
-            found.extend(t for t in tags or [] if isinstance(t, str) and is_tag(t))
+            if not isinstance(tags, list):  # null when there are none; a string is no list
+                tags = []
+            found.extend(t for t in tags if isinstance(t, str) and is_tag(t))
             url = self._next_page(reply.headers.get("link", ""))
         return found
 

@@ -470,10 +470,10 @@ class OciCopyJob(CopyJob):
         if listed is None:
             # unchanged: the tags the published index lists
             current = await target.published_index()
-            data = await target.index_blob(self.config.limits.cap("index")) if current else None
+            cap = self.config.limits.cap("index")
+            data = await target.index_blob(cap) if current else None
             if data is None:
                 return
-            cap = self.config.limits.cap("index")
             index = parse_raw_index(unpack_index(data, target.url, "detect", cap), target.url)
             listed = {
                 spec_tag(r.name, r.version, h) for h, r in index.installs.items() if r.in_buildcache
