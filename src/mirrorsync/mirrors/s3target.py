@@ -37,6 +37,7 @@ from mirrorsync.fetch import HttpClient, Tally, Url
 from mirrorsync.fetch.s3 import quote_key, quote_value
 from mirrorsync.mirrors.files import INDEX_MANIFEST, OWNED
 from mirrorsync.mirrors.target import TargetView, regular_stat
+from mirrorsync.units import header_count
 
 if TYPE_CHECKING:
     from mirrorsync.config import MirrorCopy
@@ -135,9 +136,9 @@ class S3Target:
                 root = _xml(answer.content, listed)
                 for item in root.iter(f"{_NS}Contents"):
                     key = item.findtext(f"{_NS}Key") or ""
-                    size = item.findtext(f"{_NS}Size") or ""
-                    if key.startswith(self.prefix) and size.isdigit():
-                        out[key[len(self.prefix) :]] = int(size)
+                    size = header_count(item.findtext(f"{_NS}Size"))
+                    if key.startswith(self.prefix) and size is not None:
+                        out[key[len(self.prefix) :]] = size
                 token = root.findtext(f"{_NS}NextContinuationToken")
                 if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
                     break
