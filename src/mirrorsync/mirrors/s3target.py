@@ -47,6 +47,7 @@ MULTIPART_OVER = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 _SMALL_CAP = 4 << 30  # a manifest, layout, key, or the index blob (the public one: ~200 MB)
 _LIST_CAP = 4 * 1024 * 1024  # one ListObjectsV2 page (1,000 keys)
+MAX_LIST_PAGES = 100_000  # of one part's listing: 100 million keys (a server may page forever)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
@@ -125,7 +126,7 @@ class S3Target:
         out: dict[str, int] = {}
         for part in OWNED:
             token: str | None = None
-            while True:
+            for _ in range(MAX_LIST_PAGES):
                 query = f"list-type=2&prefix={quote_value(self.prefix + part + '/')}"
                 if token is not None:
                     query += f"&continuation-token={quote_value(token)}"
@@ -142,6 +143,10 @@ class S3Target:
                 token = root.findtext(f"{_NS}NextContinuationToken")
                 if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
                     break
+            else:
+                raise CopyError(
+                    f"{self.display}/{part}/: the listing goes on past {MAX_LIST_PAGES} pages"
+                )
         return out
 
     # -- writing ---------------------------------------------------------------
