@@ -471,3 +471,55 @@ def test_a_long_reason_phrase_is_cut_in_the_error_line() -> None:
         server.server_close()
     assert "HTTP 403 Denied xxx" in said, said
     assert len(said) < 300, said
+
+
+def test_a_tag_list_that_links_on_forever_fails_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry whose every tags/list page is empty and links to a next one: the
+    listing stops at its page bound with a FetchError instead of asking for ever."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import anyio
+
+    from mirrorsync.config import HttpConfig
+    from mirrorsync.errors import FetchError
+    from mirrorsync.fetch import HttpClient, oci
+    from mirrorsync.formats.oci import parse_reference
+
+    monkeypatch.setattr(oci, "MAX_TAG_PAGES", 3)
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b'{"name": "cache", "tags": []}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.send_header("link", f'</v2/cache/tags/list?n=1000&last={len(asked)}>; rel="next"')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"oci+http://127.0.0.1:{server.server_address[1]}/cache"
+
+    async def main() -> str:
+        async with HttpClient(HttpConfig()) as client:
+            try:
+                await oci.OciRepository(client, parse_reference(url)).tags()
+            except FetchError as exc:
+                return str(exc)
+        raise AssertionError("the tag list ended")
+
+    try:
+        said = anyio.run(main)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "the tag list goes on past 3 pages" in said, said
+    assert len(asked) == 3
