@@ -32,7 +32,6 @@ Usage: python benchmarks/bench_mirror.py [--gib 3] [--blob-mib 128] [--concurren
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -42,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,19 +48,12 @@ SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 
 from bench_crawl import Nginx  # noqa: E402
+from benchkit import catalog_config, spec_tarball, timed  # noqa: E402
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror  # noqa: E402
-from mirrorsync.fixture.specs import Node, synthetic_specs  # noqa: E402
+from mirrorsync.fixture.specs import synthetic_specs  # noqa: E402
 
 #: Issue 31: a copy at least 0.9x the throughput of curl + sha256sum of the same files.
 TARGET = 0.9
-
-
-def _tarball(size: int) -> Callable[[Node], bytes]:
-    def make(node: Node) -> bytes:
-        block = hashlib.sha256(node["hash"].encode()).digest() * 2048  # 64 KiB, per spec
-        return (block * (size // len(block) + 1))[:size]
-
-    return make
 
 
 def _blobs(docroot: Path) -> list[tuple[str, int]]:
@@ -76,16 +67,7 @@ def _blobs(docroot: Path) -> list[tuple[str, int]]:
 
 
 def _config(work: Path, url: str, concurrency: int, mirrors: bool) -> Path:
-    text = f"""database: {work / "state.db"}
-sources:
-  - name: bench
-    kind: catalog
-    url: {url}/cache_spack_io_index.json
-    bucket_urls: {{spack-binaries: {url}/}}
-    manifests: new
-http: {{concurrency: {concurrency}, per_host_concurrency: {concurrency}, per_host_rate: 100000,
-        timeout: 120}}
-"""
+    text = catalog_config(work, url, concurrency)
     if mirrors:
         text += f"mirrors:\n  - {{name: bench, path: {work / 'copy'}, source: bench, release: develop}}\n"
     path = work / ("mirror.yaml" if mirrors else "sync.yaml")
@@ -107,15 +89,6 @@ async def main(urls, concurrency):
         await asyncio.gather(*(one(u) for u in urls))
 asyncio.run(main(open(sys.argv[1]).read().split(), int(sys.argv[2])))
 """
-
-
-def _timed(cmd: list[str], cwd: Path) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"{cmd[:4]} failed ({result.returncode}): {result.stderr[-2000:]}")
-    return wall
 
 
 def main() -> int:
@@ -147,7 +120,9 @@ def main() -> int:
     count = max(1, int(args.gib * 1024 / args.blob_mib))
     started = time.perf_counter()
     specs = synthetic_specs(count, seed=15)
-    write_v3_mirror(docroot / "develop", specs, signed=False, tarball=_tarball(args.blob_mib << 20))
+    write_v3_mirror(
+        docroot / "develop", specs, signed=False, tarball=spec_tarball(args.blob_mib << 20)
+    )
     write_catalog(docroot, {"develop": {"root": "develop"}})
     blobs = _blobs(docroot)
     total = sum(size for _, size in blobs)
@@ -173,7 +148,7 @@ def main() -> int:
         url = server.stdout.readline().strip()
     try:
         mirrorsync = [sys.executable, "-m", "mirrorsync", "-q", "-c"]
-        _timed([*mirrorsync, str(_config(work, url, args.concurrency, False)), "once"], work)
+        timed([*mirrorsync, str(_config(work, url, args.concurrency, False)), "once"], work)
         mirror_config = str(_config(work, url, args.concurrency, True))
         curl_config = work / "curl.txt"
         curl_config.write_text(
@@ -190,14 +165,14 @@ def main() -> int:
         coreutils: list[float] = []
         for _ in range(args.repeat):
             shutil.rmtree(work / "copy", ignore_errors=True)
-            ours.append(_timed([*mirrorsync, mirror_config, "mirror"], work))
+            ours.append(timed([*mirrorsync, mirror_config, "mirror"], work))
             copied = sum(1 for _ in (work / "copy/blobs").rglob("*") if _.is_file())
             assert copied >= len(set(blobs)), (copied, len(blobs))
             shutil.rmtree(work / "copy", ignore_errors=True)
             shutil.rmtree(work / "curl", ignore_errors=True)
             (work / "curl").mkdir()
             curl = ["curl", "--parallel", "--parallel-max", str(args.concurrency), "-s", "-f"]
-            theirs.append(_timed([*curl, "-K", str(curl_config)], work))
+            theirs.append(timed([*curl, "-K", str(curl_config)], work))
             shutil.rmtree(work / "curl", ignore_errors=True)
             for hasher, into in (("openssl dgst -sha256", hashed), ("sha256sum", coreutils)):
                 (work / "curl").mkdir()
@@ -206,10 +181,10 @@ def main() -> int:
                     f" && find {shlex.quote(str(work / 'curl'))} -type f -print0"
                     f" | xargs -0 {hasher} > /dev/null"
                 )
-                into.append(_timed(["sh", "-c", fetch_and_hash], work))
+                into.append(timed(["sh", "-c", fetch_and_hash], work))
                 shutil.rmtree(work / "curl", ignore_errors=True)
             httpx_cmd = [sys.executable, "-c", _HTTPX, str(url_list), str(args.concurrency)]
-            plain.append(_timed(httpx_cmd, work))
+            plain.append(timed(httpx_cmd, work))
         if args.py_spy is not None:
             shutil.rmtree(work / "copy", ignore_errors=True)
             spy = [
@@ -219,7 +194,7 @@ def main() -> int:
                 "raw",
                 "--threads",
             ]
-            _timed(
+            timed(
                 [
                     *spy,
                     "-o",

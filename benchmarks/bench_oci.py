@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import re
 import shutil
@@ -43,15 +42,17 @@ SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from benchkit import spec_tarball, timed  # noqa: E402
 from mirrorsync.fixture.build import write_v3_mirror  # noqa: E402
 from mirrorsync.fixture.specs import Node, synthetic_specs  # noqa: E402
 from registry import Registry  # noqa: E402
 
 
 def _tarball(size: int) -> Callable[[Node], bytes]:
+    plain = spec_tarball(size)
+
     def make(node: Node) -> bytes:
-        block = hashlib.sha256(node["hash"].encode()).digest() * 2048  # 64 KiB, per spec
-        return gzip.compress((block * (size // len(block) + 1))[:size], compresslevel=0)
+        return gzip.compress(plain(node), compresslevel=0)
 
     return make
 
@@ -66,15 +67,6 @@ def _tarballs(root: Path) -> list[tuple[Path, str, int]]:
             (root / f"blobs/sha256/{checksum[:2]}/{checksum}", checksum, record["contentLength"])
         )
     return out
-
-
-def _timed(cmd: list[str], cwd: Path) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"{cmd[:4]} failed ({result.returncode}): {result.stderr[-2000:]}")
-    return wall
 
 
 def _config(work: Path, url: str, concurrency: int, name: str, path: str | None) -> Path:
@@ -160,18 +152,18 @@ def main() -> int:
             assert server.stdout is not None
             url = server.stdout.readline().strip()
             mirrorsync = [sys.executable, "-m", "mirrorsync", "-q", "-c"]
-            _timed(
+            timed(
                 [*mirrorsync, str(_config(work, url, args.concurrency, "sync", None)), "once"], work
             )
             oci, directory, curl = [], [], []
             for i in range(args.repeat):
                 repo = registry.url(f"bench/oci{i}")
                 config = _config(work, url, args.concurrency, f"oci{i}", repo)
-                oci.append(_timed([*mirrorsync, str(config), "mirror"], work))
+                oci.append(timed([*mirrorsync, str(config), "mirror"], work))
                 assert len(registry.tags(f"bench/oci{i}")) == count + 1
                 shutil.rmtree(work / "copy", ignore_errors=True)
                 config = _config(work, url, args.concurrency, f"dir{i}", str(work / "copy"))
-                directory.append(_timed([*mirrorsync, str(config), "mirror"], work))
+                directory.append(timed([*mirrorsync, str(config), "mirror"], work))
                 shutil.rmtree(work / "copy", ignore_errors=True)
                 curl.append(
                     _curl_upload(registry.host, f"bench/curl{i}", blobs, work, args.concurrency)

@@ -25,7 +25,6 @@ Usage: python benchmarks/bench_s3.py [--gib 0.5] [--blob-mib 32] [--concurrency 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import resource
 import shutil
@@ -35,15 +34,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 
+from benchkit import catalog_config, spec_tarball  # noqa: E402
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror  # noqa: E402
-from mirrorsync.fixture.specs import Node, synthetic_specs  # noqa: E402
+from mirrorsync.fixture.specs import synthetic_specs  # noqa: E402
 
 AWS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -51,14 +50,6 @@ AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-
-
-def _tarball(size: int) -> Callable[[Node], bytes]:
-    def make(node: Node) -> bytes:
-        block = hashlib.sha256(node["hash"].encode()).digest() * 2048  # 64 KiB, per spec
-        return (block * (size // len(block) + 1))[:size]
-
-    return make
 
 
 def _free_port() -> int:
@@ -69,16 +60,7 @@ def _free_port() -> int:
 
 
 def _config(work: Path, url: str, endpoint: str, concurrency: int, path: str) -> Path:
-    text = f"""database: {work / "state.db"}
-sources:
-  - name: bench
-    kind: catalog
-    url: {url}/cache_spack_io_index.json
-    bucket_urls: {{spack-binaries: {url}/}}
-    manifests: new
-http: {{concurrency: {concurrency}, per_host_concurrency: {concurrency}, per_host_rate: 100000,
-        timeout: 120}}
-"""
+    text = catalog_config(work, url, concurrency)
     if path:
         text += (
             f"mirrors:\n  - {{name: bench, path: '{path}', source: bench, release: develop"
@@ -131,7 +113,9 @@ def main() -> int:
     docroot = work / "www"
     count = max(1, int(args.gib * 1024 / args.blob_mib))
     specs = synthetic_specs(count, seed=27)
-    write_v3_mirror(docroot / "develop", specs, signed=False, tarball=_tarball(args.blob_mib << 20))
+    write_v3_mirror(
+        docroot / "develop", specs, signed=False, tarball=spec_tarball(args.blob_mib << 20)
+    )
     write_catalog(docroot, {"develop": {"root": "develop"}})
     env = {**os.environ, "PYTHONPATH": str(SRC), **AWS}
     os.environ.update(AWS)

@@ -85,6 +85,26 @@ def _config(world: World, name: str, body: str) -> Path:
     return write_config(world.tmp / f"{name}.yaml", f"database: {world.tmp / name}.db\n{body}")
 
 
+def _dir_source(world: World) -> str:
+    """Config lines of the signed directory cache as the source ``dir``."""
+    return f"""  - name: dir
+    kind: mirror
+    url: file://{world.directory}
+    manifests: all
+    verify_signatures: true
+    trusted_keys: [{world.key}]
+"""
+
+
+def _oci_source(world: World) -> str:
+    """Config lines of the registry's copy of that cache as the source ``oci``."""
+    return f"""  - name: oci
+    kind: mirror
+    url: {world.registry.url("cache")}
+    manifests: all
+"""
+
+
 def _ok(config: Path, *args: str, cwd: Path, stdout: bool = False) -> str:
     """What a successful CLI run said (``stdout``: only its standard output)."""
     done = run_cli("-c", str(config), *args, cwd=cwd, timeout=120)
@@ -105,17 +125,7 @@ def test_oci_source_gives_the_same_events_as_the_directory_cache(world: World) -
         world,
         "same",
         f"""sources:
-  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-  - name: oci
-    kind: mirror
-    url: {world.registry.url("cache")}
-    manifests: all
-""",
+{_dir_source(world)}{_oci_source(world)}""",
     )
     said = _ok(config, "-v", "once", cwd=world.tmp)
     assert "oci:default/root: 4 spec manifests fetched: 4 ok" in said, said
@@ -222,17 +232,7 @@ def _copy_config(world: World) -> Path:
         world,
         "copies",
         f"""sources:
-  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-  - name: oci
-    kind: mirror
-    url: {world.registry.url("cache")}
-    manifests: all
-mirrors:
+{_dir_source(world)}{_oci_source(world)}mirrors:
   - name: from-dir
     path: {world.registry.url("copies/from-dir")}
     source: dir
@@ -298,13 +298,7 @@ def test_anonymous_bearer_tokens_read_and_push(world: World) -> None:
     anonymous token per repository and access, asked for once, never shown; its
     blobs redirected to another origin (a CDN, S3), which gets no token."""
     with Gateway(world.registry.host, cdn=True) as gateway:
-        extra = f"""  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-mirrors:
+        extra = f"""{_dir_source(world)}mirrors:
   - name: pushed
     path: {gateway.url("tokens/copy")}
     source: dir
@@ -419,13 +413,7 @@ def test_tags_the_index_no_longer_lists_are_deleted(world: World) -> None:
             world,
             "prune",
             f"""sources:
-  - name: dir
-    kind: mirror
-    url: file://{world.directory}
-    manifests: all
-    verify_signatures: true
-    trusted_keys: [{world.key}]
-mirrors:
+{_dir_source(world)}mirrors:
   - name: pruned
     path: {world.registry.url("prune")}
     source: dir
@@ -439,3 +427,99 @@ mirrors:
     assert "deleted 2 files" in said, said
     left = sorted(world.registry.tags("prune"))
     assert [t.split("-")[0] for t in left] == ["index.spack", "msdata", "msdata"], left
+
+
+def test_a_long_reason_phrase_is_cut_in_the_error_line() -> None:
+    """A registry's status line may run to kilobytes: its reason phrase is bounded
+    in the one error line (and what is stored of it)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import anyio
+
+    from mirrorsync.config import HttpConfig
+    from mirrorsync.errors import FetchError
+    from mirrorsync.fetch import HttpClient
+    from mirrorsync.fetch.oci import OciRepository
+    from mirrorsync.formats.oci import parse_reference
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(403, "Denied " + "x" * 4000)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"oci+http://127.0.0.1:{server.server_address[1]}/cache"
+
+    async def main() -> str:
+        async with HttpClient(HttpConfig()) as client:
+            try:
+                await OciRepository(client, parse_reference(url)).manifest("index.spack")
+            except FetchError as exc:
+                return str(exc)
+        raise AssertionError("the manifest was fetched")
+
+    try:
+        said = anyio.run(main)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "HTTP 403 Denied xxx" in said, said
+    assert len(said) < 300, said
+
+
+def test_a_tag_list_that_links_on_forever_fails_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry whose every tags/list page is empty and links to a next one: the
+    listing stops at its page bound with a FetchError instead of asking for ever."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import anyio
+
+    from mirrorsync.config import HttpConfig
+    from mirrorsync.errors import FetchError
+    from mirrorsync.fetch import HttpClient, oci
+    from mirrorsync.formats.oci import parse_reference
+
+    monkeypatch.setattr(oci, "MAX_TAG_PAGES", 3)
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b'{"name": "cache", "tags": []}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.send_header("link", f'</v2/cache/tags/list?n=1000&last={len(asked)}>; rel="next"')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"oci+http://127.0.0.1:{server.server_address[1]}/cache"
+
+    async def main() -> str:
+        async with HttpClient(HttpConfig()) as client:
+            try:
+                await oci.OciRepository(client, parse_reference(url)).tags()
+            except FetchError as exc:
+                return str(exc)
+        raise AssertionError("the tag list ended")
+
+    try:
+        said = anyio.run(main)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "the tag list goes on past 3 pages" in said, said
+    assert len(asked) == 3

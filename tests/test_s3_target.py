@@ -16,9 +16,11 @@ import pytest
 
 from conftest import database_value, run_cli, write_config
 from mirrorsync.config import HttpConfig, S3Settings, parse_config
-from mirrorsync.errors import ConfigError
+from mirrorsync.errors import ConfigError, CopyError
 from mirrorsync.fetch import HttpClient, Tally, Url
+from mirrorsync.mirrors import s3target
 from mirrorsync.mirrors.s3target import S3Target
+from mirrorsync.units import MAX_SIZE
 from s3server import AWS, client, moto_server
 
 
@@ -235,3 +237,80 @@ def test_objects_put_while_workers_list_the_bucket_are_known(
 
     sizes = _run(endpoint, tmp_path, work)
     assert sizes == {str(i): len(b"%d" % i) for i in range(16)}
+
+
+def test_a_listing_size_that_is_no_ascii_count_is_left_out(tmp_path: Path, aws: None) -> None:
+    """A bucket listing's <Size> is the server's text: '²' (a Unicode digit) and a
+    thousand-digit number are no sizes to take, and no traceback."""
+    ns = "http://s3.amazonaws.com/doc/2006-03-01/"
+    answer = (
+        f'<ListBucketResult xmlns="{ns}"><IsTruncated>false</IsTruncated>'
+        "<Contents><Key>big/blobs/odd</Key><Size>\u00b2</Size></Contents>"
+        f"<Contents><Key>big/blobs/huge</Key><Size>{'9' * 1000}</Size></Contents>"
+        "<Contents><Key>big/blobs/ok</Key><Size>12</Size></Contents>"
+        "</ListBucketResult>"
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def work(target: S3Target, tally: Tally) -> dict[str, int]:
+        return await target.inventory()
+
+    try:
+        listed = _run(f"http://127.0.0.1:{server.server_address[1]}", tmp_path, work)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert listed["blobs/ok"] == 12
+    assert "blobs/odd" not in listed
+    assert listed["blobs/huge"] > MAX_SIZE  # no size a blob of the copy has
+
+
+def test_a_listing_that_pages_forever_fails_in_one_line(
+    tmp_path: Path, aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose every ListObjectsV2 page says 'truncated, go on': the listing
+    stops at its page bound with a CopyError instead of asking for ever."""
+    monkeypatch.setattr(s3target, "MAX_LIST_PAGES", 3)
+    ns = "http://s3.amazonaws.com/doc/2006-03-01/"
+    answer = (
+        f'<ListBucketResult xmlns="{ns}"><IsTruncated>true</IsTruncated>'
+        "<NextContinuationToken>again</NextContinuationToken></ListBucketResult>"
+    ).encode()
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def work(target: S3Target, tally: Tally) -> dict[str, int]:
+        return await target.inventory()
+
+    try:
+        with pytest.raises(CopyError, match="the listing goes on past 3 pages"):
+            _run(f"http://127.0.0.1:{server.server_address[1]}", tmp_path, work)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(asked) == 3

@@ -54,6 +54,7 @@ from mirrorsync.fetch.validators import kept_validators
 from mirrorsync.logs import fields
 from mirrorsync.proxies import proxies_for
 from mirrorsync.redact import Url, redact_url
+from mirrorsync.text import bounded
 from mirrorsync.units import header_count, human_duration, human_size, plural, size_problem
 
 #: One DEBUG line per HTTP request, enabled by ``-vv`` (``logs.setup_logging``).
@@ -927,17 +928,22 @@ def _too_large(url: Url, size: int | None, max_bytes: int, limit_name: str | Non
     return FetchError(url, f"{what} the {max_bytes}-byte limit{setting}; refused")
 
 
+#: A server's reason phrase in an error line (a status line may run to 8 KB).
+_REASON_CAP = 120
+
+
 def _check_status(url: Url, response: Response) -> None:
     status = response.status_code
     if status < 400 or status == 304:
         return
+    reason = bounded(response.reason_phrase, _REASON_CAP)
     if is_retryable_status(status):
         raise RetryableStatus(
             url,
             status,
-            response.reason_phrase,
+            reason,
             parse_retry_after(response.headers.get("retry-after")),
         )
     if status in (404, 410):
-        raise NotFoundError(url, f"HTTP {status} {response.reason_phrase}".rstrip(), status)
-    raise FetchError(url, f"HTTP {status} {response.reason_phrase}".rstrip(), status)
+        raise NotFoundError(url, f"HTTP {status} {reason}".rstrip(), status)
+    raise FetchError(url, f"HTTP {status} {reason}".rstrip(), status)

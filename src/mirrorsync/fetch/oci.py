@@ -49,6 +49,7 @@ _TOKEN_CAP = 64 * 1024  # a token answer (JSON); a JWT is a few KiB
 _DOCKER_CONFIG_CAP = 1 << 20
 _TAGS_PAGE = 1000
 _MAX_TAGS = 1_000_000
+MAX_TAG_PAGES = 10_000  # a registry may link page to page without tags, for ever
 _CHALLENGE_RE = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 
 
@@ -238,7 +239,11 @@ class OciRepository:
         """Every tag of the repository (``tags/list``, page by page); [] if it has none."""
         found: list[str] = []
         url: Url | None = self.api.join(f"tags/list?n={_TAGS_PAGE}")
+        pages = 0
         while url is not None and len(found) < _MAX_TAGS:
+            pages += 1
+            if pages > MAX_TAG_PAGES:
+                raise FetchError(url, f"the tag list goes on past {MAX_TAG_PAGES} pages")
             page_url = url
 
             async def get(headers: dict[str, str], page_url: Url = page_url) -> Answered:
@@ -254,7 +259,9 @@ class OciRepository:
             except (ValueError, UnicodeDecodeError):
                 raise FetchError(page_url, "the tag list is not JSON") from None
             tags = doc.get("tags") if isinstance(doc, dict) else None
-            found.extend(t for t in tags or [] if isinstance(t, str) and is_tag(t))
+            if not isinstance(tags, list):  # null when there are none; a string is no list
+                tags = []
+            found.extend(t for t in tags if isinstance(t, str) and is_tag(t))
             url = self._next_page(reply.headers.get("link", ""))
         return found
 

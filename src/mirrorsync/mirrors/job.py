@@ -185,15 +185,21 @@ class CopyJob:
                 return
             await self._copy(source, release, source_id)
 
-    async def _copy(
-        self, source: CatalogSource | MirrorSource, release: str, source_id: int
-    ) -> None:
+    async def _chosen(
+        self,
+        source: CatalogSource | MirrorSource,
+        release: str,
+        source_id: int,
+        layouts: tuple[str, ...] = ("v3",),
+    ) -> tuple[list[SyncedStack], Admission, Wanted]:
+        """The copy's stacks, what of them may enter it, and the hashes it is asked for."""
         copy = self.copy
         stacks = choose_stacks(
             copy,
             source.name,
             release,
             await store_mirrors.synced_stacks(self.store, source_id, release),
+            layouts,
         )
         # The one rule (mirrors/admit.py): what the crawl recorded decides what may enter.
         admission = Admission(
@@ -203,6 +209,26 @@ class CopyJob:
         want = await anyio.to_thread.run_sync(
             wanted, copy, self.config.path, f"mirrors[{self.config.mirrors.index(copy)}]"
         )
+        return stacks, admission, want
+
+    def _note_missing_index(self, current: str | None, where: str) -> None:
+        """A published copy whose index is gone from its target: rebuild it, saying so."""
+        row = self.row
+        if row is not None and row.version and current is None and not self.dry_run:
+            self.rebuilding = True
+            log.warning(
+                "mirror %s: the published index (version %d) is missing from %s; "
+                "rebuilding the copy",
+                self.copy.name,
+                row.version,
+                where,
+            )
+
+    async def _copy(
+        self, source: CatalogSource | MirrorSource, release: str, source_id: int
+    ) -> None:
+        copy = self.copy
+        stacks, admission, want = await self._chosen(source, release, source_id)
         kept_rows = await store_mirrors.kept(self.store, self.row.id) if self.row else {}
         plan_key = plan_key_of(copy, stacks, admission, want, self._live(kept_rows))
         target = self._target
@@ -216,15 +242,7 @@ class CopyJob:
             and await anyio.to_thread.run_sync(view.size, blob_relpath("sha256", current)) is None
         ):
             current = None  # the index manifest names a blob that is gone: no index
-        if row is not None and row.version and current is None and not self.dry_run:
-            self.rebuilding = True
-            log.warning(
-                "mirror %s: the published index (version %d) is missing from %s; "
-                "rebuilding the copy",
-                copy.name,
-                row.version,
-                target.display,
-            )
+        self._note_missing_index(current, target.display)
         if (
             not self.full
             and row is not None

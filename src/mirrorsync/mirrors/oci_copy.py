@@ -24,7 +24,6 @@ OCI source the images are copied as they are (manifest bytes, config, layers).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -61,7 +60,7 @@ from mirrorsync.inflate import gunzip
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import CHANGED, Admission
 from mirrorsync.mirrors.download import SpecRefused
-from mirrorsync.mirrors.job import CopyJob, choose_stacks, first_error, plan_key_of, real_root
+from mirrorsync.mirrors.job import CopyJob, first_error, plan_key_of, real_root
 from mirrorsync.mirrors.oci_images import (
     Layer,
     Prepared,
@@ -72,14 +71,11 @@ from mirrorsync.mirrors.oci_images import (
 from mirrorsync.mirrors.ocitarget import OciCopyTarget, OciTarget, config_json
 from mirrorsync.mirrors.plan import Selection, StackIndex, select
 from mirrorsync.mirrors.publish import build_index, due
-from mirrorsync.mirrors.wanted import wanted
 from mirrorsync.redact import join_url, redact_url
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.mirrors import Published
 from mirrorsync.sync.index import unpack_index
 from mirrorsync.sync.pool import run_pool
-
-log = logging.getLogger("mirrorsync.mirror")
 
 _SPEC_FILE_CAP = 64 << 20  # a spec file unpacked (the public cache's are ~100 KB)
 _STEP = 1 << 20
@@ -109,19 +105,8 @@ class OciCopyJob(CopyJob):
         copy = self.copy
         self._busy = {}
         self._registries: dict[str, OciRepository] = {}
-        stacks = choose_stacks(
-            copy,
-            source.name,
-            release,
-            await store_mirrors.synced_stacks(self.store, source_id, release),
-            layouts=("v3", "oci"),
-        )
-        admission = Admission(
-            await store_mirrors.manifest_states(self.store, [s.id for s in stacks]),
-            verifies=source.verify_signatures,
-        )
-        want = await anyio.to_thread.run_sync(
-            wanted, copy, self.config.path, f"mirrors[{self.config.mirrors.index(copy)}]"
+        stacks, admission, want = await self._chosen(
+            source, release, source_id, layouts=("v3", "oci")
         )
         plan_key = plan_key_of(copy, stacks, admission, want, [])
         opened = self._target
@@ -129,15 +114,7 @@ class OciCopyJob(CopyJob):
         target = opened.oci
         row = self.row
         current = await target.published_index()
-        if row is not None and row.version and current is None and not self.dry_run:
-            self.rebuilding = True
-            log.warning(
-                "mirror %s: the published index (version %d) is missing from %s; "
-                "rebuilding the copy",
-                copy.name,
-                row.version,
-                target.url,
-            )
+        self._note_missing_index(current, target.url)
         if (
             not self.full
             and row is not None
@@ -493,10 +470,10 @@ class OciCopyJob(CopyJob):
         if listed is None:
             # unchanged: the tags the published index lists
             current = await target.published_index()
-            data = await target.index_blob(self.config.limits.cap("index")) if current else None
+            cap = self.config.limits.cap("index")
+            data = await target.index_blob(cap) if current else None
             if data is None:
                 return
-            cap = self.config.limits.cap("index")
             index = parse_raw_index(unpack_index(data, target.url, "detect", cap), target.url)
             listed = {
                 spec_tag(r.name, r.version, h) for h, r in index.installs.items() if r.in_buildcache

@@ -27,6 +27,7 @@ import secrets
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
 
 import anyio
 import anyio.from_thread
@@ -36,6 +37,7 @@ from mirrorsync.fetch import HttpClient, Tally, Url
 from mirrorsync.fetch.s3 import quote_key, quote_value
 from mirrorsync.mirrors.files import INDEX_MANIFEST, OWNED
 from mirrorsync.mirrors.target import TargetView, regular_stat
+from mirrorsync.units import header_count
 
 if TYPE_CHECKING:
     from mirrorsync.config import MirrorCopy
@@ -45,6 +47,7 @@ MULTIPART_OVER = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 _SMALL_CAP = 4 << 30  # a manifest, layout, key, or the index blob (the public one: ~200 MB)
 _LIST_CAP = 4 * 1024 * 1024  # one ListObjectsV2 page (1,000 keys)
+MAX_LIST_PAGES = 100_000  # of one part's listing: 100 million keys (a server may page forever)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
@@ -123,7 +126,7 @@ class S3Target:
         out: dict[str, int] = {}
         for part in OWNED:
             token: str | None = None
-            while True:
+            for _ in range(MAX_LIST_PAGES):
                 query = f"list-type=2&prefix={quote_value(self.prefix + part + '/')}"
                 if token is not None:
                     query += f"&continuation-token={quote_value(token)}"
@@ -134,12 +137,16 @@ class S3Target:
                 root = _xml(answer.content, listed)
                 for item in root.iter(f"{_NS}Contents"):
                     key = item.findtext(f"{_NS}Key") or ""
-                    size = item.findtext(f"{_NS}Size") or ""
-                    if key.startswith(self.prefix) and size.isdigit():
-                        out[key[len(self.prefix) :]] = int(size)
+                    size = header_count(item.findtext(f"{_NS}Size"))
+                    if key.startswith(self.prefix) and size is not None:
+                        out[key[len(self.prefix) :]] = size
                 token = root.findtext(f"{_NS}NextContinuationToken")
                 if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
                     break
+            else:
+                raise CopyError(
+                    f"{self.display}/{part}/: the listing goes on past {MAX_LIST_PAGES} pages"
+                )
         return out
 
     # -- writing ---------------------------------------------------------------
@@ -237,7 +244,8 @@ class S3Target:
                     )
                     parts.append((number, part.headers.get("etag", "")))
             body = "".join(
-                f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in parts
+                f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(e)}</ETag></Part>"
+                for n, e in parts
             )
             document = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
             completed = await self.client.send(
