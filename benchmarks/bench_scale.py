@@ -8,9 +8,14 @@ of its predecessor's builds, as Spack's do), plus four stacks holding overlappin
 parts of the root (fixture ``build-site``'s pattern). The catalogue grows one
 release at a time: each ``mirrorsync once`` (its own process: wall time, CPU from
 wait4, peak RSS from its own VmHWM) syncs the one new release into the same
-database, whose size is read after it. Then a day of churn: the newest release
-loses 1% of its root and gains as many new specs, and one more run syncs it.
-Growth is linear or better when the k-th release costs about what the first did.
+database, whose size is read after it (first sync). Then a day of churn: that
+release loses 1% of its root and gains as many new specs (its stacks follow), and
+one more run syncs it; it stays so. Only the release written is rewritten, and
+each step's site is synced by SQLite and then PostgreSQL. Growth is linear or
+better when the k-th release costs about what the first did: the per-release
+table ends with release 10 / release 1 and a least-squares slope per release (as
+a fraction of release 1's figure) of each cost, the database's growth per
+release included.
 
 The table (--table, also on by default): each row of issue 31 as a ratio, in one run:
 
@@ -31,7 +36,7 @@ crawl too; the copy row always runs this checkout's mirrorsync. ``--no-scale --c
 
 Usage: python benchmarks/bench_scale.py [--specs 10000] [--releases 10] [--repeat 3]
            [--full: --specs 100000] [--no-postgres] [--no-scale] [--crawl] [--copy]
-           [--crawl-specs 5000] [--copy-gib 1]
+           [--crawl-specs 5000] [--copy-gib 1] [--no-table]
 
 The machines this runs on are shared: compare the ratios, not the absolute figures.
 """
@@ -61,7 +66,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import anyio  # noqa: E402
 
-from mirrorsync.fixture.build import build_catalog_from_specs  # noqa: E402
+from mirrorsync.fixture.build import build_catalog_from_specs, write_catalog  # noqa: E402
 from mirrorsync.fixture.server import FixtureServer  # noqa: E402
 from mirrorsync.fixture.specs import synthetic_compilers, synthetic_specs  # noqa: E402
 from mirrorsync.store import Store  # noqa: E402
@@ -111,24 +116,23 @@ def _mirrorsync(config: Path, *args: str) -> Run:
     return Run(wall, usage.ru_utime + usage.ru_stime, peaks[-1] / 1024 if peaks else 0.0)
 
 
-def _write_site(
-    docroot: Path, pool: list[Any], specs: int, shift: int, upto: int, churn: bool
-) -> None:
-    """Releases 0..upto-1 (the last one churned if ``churn``) and the catalogue."""
-    tree: dict[str, dict[str, Any]] = {}
-    uncached: dict[str, dict[str, Any]] = {}
-    for r in range(upto):
-        first = r * shift + (max(1, specs // 100) if churn and r == upto - 1 else 0)
-        root = pool[first : first + specs]
-        members = {"root": root}
-        for j, label in enumerate(STACKS):
-            low, high = j * specs // (len(STACKS) + 1), (j + 1) * specs // (len(STACKS) + 1)
-            members[label] = [
-                n for i, n in enumerate(root, first) if i % (j + 2) == 0 or low <= i - first < high
-            ]
-        tree[f"v{r}"] = members
-        uncached[f"v{r}"] = {label: synthetic_compilers() for label in members}
-    build_catalog_from_specs(docroot, tree, manifests=False, signed=False, uncached=uncached)
+def _write_release(
+    docroot: Path, pool: list[Any], specs: int, shift: int, r: int, churn: bool
+) -> dict[str, str]:
+    """Write release ``v{r}``'s mirrors (its root shifted by 1% if ``churn``): its roots."""
+    first = r * shift + (max(1, specs // 100) if churn else 0)
+    root = pool[first : first + specs]
+    members = {"root": root}
+    for j, label in enumerate(STACKS):
+        low, high = j * specs // (len(STACKS) + 1), (j + 1) * specs // (len(STACKS) + 1)
+        members[label] = [
+            n for i, n in enumerate(root, first) if i % (j + 2) == 0 or low <= i - first < high
+        ]
+    uncached = {f"v{r}": {label: synthetic_compilers() for label in members}}
+    build_catalog_from_specs(
+        docroot, {f"v{r}": members}, manifests=False, signed=False, uncached=uncached
+    )
+    return {label: f"v{r}" if label == "root" else f"v{r}/{label}" for label in members}
 
 
 def _config(path: Path, database: str, server: FixtureServer) -> Path:
@@ -173,53 +177,93 @@ def _db_size(database: str, pg: Any) -> float:
     return int(out.strip().splitlines()[-1].strip()) / 2**20
 
 
+def _line(name: str, step: str, run: Run) -> None:
+    print(
+        f"{name:10} {step:15}: wall {run.wall:6.2f}s cpu {run.cpu:6.2f}s"
+        f" peak {run.peak_mb:6.1f} MB db {run.db_mb:7.1f} MB",
+        flush=True,
+    )
+
+
+def _slope(values: list[float]) -> float:
+    """Least-squares slope of ``values`` against 1, 2, ..., as a fraction of the first."""
+    xs = range(1, len(values) + 1)
+    mx, my = statistics.mean(xs), statistics.mean(values)
+    num = sum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True))
+    den = sum((x - mx) ** 2 for x in xs)
+    return num / den / values[0] if den and values[0] else 0.0
+
+
+def _growth(rows: list[Run], churns: list[Run]) -> dict[str, float]:
+    """Release k's cost against release 1's, and each cost's slope per release."""
+    out: dict[str, float] = {}
+    grown = [b.db_mb - a.db_mb for a, b in zip([Run(0, 0, 0, 0), *churns], rows, strict=False)]
+    for kind, runs in (("sync", rows), ("churn", churns)):
+        for what in ("wall", "cpu", "peak_mb"):
+            values = [getattr(r, what) for r in runs]
+            out[f"{kind}_{what}_last_vs_first"] = values[-1] / values[0]
+            out[f"{kind}_{what}_slope"] = _slope(values)
+    out["db_growth_last_vs_first"] = grown[-1] / grown[0]
+    out["db_growth_slope"] = _slope(grown)
+    return out
+
+
 def scale(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, Any]:
+    """Release k is added (first sync), then churned (a day of churn), for k = 1..N.
+
+    The site is written once per step and synced by each backend in turn; a
+    release keeps its churned state, so each run syncs only what changed.
+    """
     shift = max(1, round(args.specs * (1 - args.overlap)))
     pool = synthetic_specs(args.specs + shift * args.releases + args.specs // 50, seed=31)
-    results: dict[str, Any] = {}
     backends = ["sqlite"] + (["postgresql"] if pg is not None else [])
-    for backend in backends:
-        docroot = work / f"www-{backend}"
-        shutil.rmtree(docroot, ignore_errors=True)
-        docroot.mkdir(parents=True)
-        server = FixtureServer(docroot).start()
-        try:
-            database = (
-                str(work / f"{backend}.db") if backend == "sqlite" else pg.url(pg.new_database())
-            )
-            config = _config(work / f"{backend}.yaml", database, server)
-            rows = []
-            for k in range(1, args.releases + 1):
-                _write_site(docroot, pool, args.specs, shift, k, churn=False)
-                run = _mirrorsync(config, "once")
-                run.db_mb = _db_size(database, pg)
-                rows.append(run)
-                print(
-                    f"{backend:10} release {k:2}: wall {run.wall:6.2f}s cpu {run.cpu:6.2f}s"
-                    f" peak {run.peak_mb:6.1f} MB db {run.db_mb:7.1f} MB",
-                    flush=True,
-                )
-            _write_site(docroot, pool, args.specs, shift, args.releases, churn=True)
-            churn = _mirrorsync(config, "once")
-            churn.db_mb = _db_size(database, pg)
-            print(
-                f"{backend:10} day of churn: wall {churn.wall:6.2f}s cpu {churn.cpu:6.2f}s"
-                f" peak {churn.peak_mb:6.1f} MB db {churn.db_mb:7.1f} MB",
-                flush=True,
-            )
-        finally:
-            server.stop()
-        first, last = rows[0], rows[-1]
-        growth = [b.db_mb - a.db_mb for a, b in zip([Run(0, 0, 0, 0), *rows], rows, strict=False)]
-        results[backend] = {
-            "releases": [r.__dict__ for r in rows],
-            "churn": churn.__dict__,
-            "last_vs_first_wall": last.wall / first.wall,
-            "last_vs_first_cpu": last.cpu / first.cpu,
-            "last_vs_first_peak": last.peak_mb / first.peak_mb,
-            "last_vs_first_db_growth": growth[-1] / growth[0],
+    docroot = work / "www-scale"
+    shutil.rmtree(docroot, ignore_errors=True)
+    docroot.mkdir(parents=True)
+    server = FixtureServer(docroot).start()
+    rows: dict[str, list[Run]] = {b: [] for b in backends}
+    churns: dict[str, list[Run]] = {b: [] for b in backends}
+    try:
+        databases = {
+            b: str(work / f"{b}.db") if b == "sqlite" else pg.url(pg.new_database())
+            for b in backends
         }
+        configs = {b: _config(work / f"{b}.yaml", databases[b], server) for b in backends}
+        roots: dict[str, dict[str, str]] = {}
+        for k in range(1, args.releases + 1):
+            for step, churn, runs in (("sync", False, rows), ("churn", True, churns)):
+                roots[f"v{k - 1}"] = _write_release(docroot, pool, args.specs, shift, k - 1, churn)
+                write_catalog(docroot, roots)
+                for backend in backends:
+                    run = _mirrorsync(configs[backend], "once")
+                    run.db_mb = _db_size(databases[backend], pg)
+                    runs[backend].append(run)
+                    what = f"release {k:2} {'first sync' if step == 'sync' else 'churn'}"
+                    _line(backend, what, run)
+    finally:
+        server.stop()
+    results: dict[str, Any] = {}
+    for backend in backends:
+        results[backend] = {
+            "releases": [r.__dict__ for r in rows[backend]],
+            "churn": [r.__dict__ for r in churns[backend]],
+            **_growth(rows[backend], churns[backend]),
+        }
+        _table(backend, rows[backend], churns[backend], results[backend])
     return results
+
+
+def _table(backend: str, rows: list[Run], churns: list[Run], growth: dict[str, Any]) -> None:
+    """The per-release table, as the README carries it."""
+    print(f"\n{backend}: release | first sync wall, CPU, peak | churn wall, CPU, peak | db")
+    for k, (a, c) in enumerate(zip(rows, churns, strict=True), 1):
+        print(
+            f"| {k} | {a.wall:.1f} s | {a.cpu:.1f} s | {a.peak_mb:.0f} MB"
+            f" | {c.wall:.1f} s | {c.cpu:.1f} s | {c.peak_mb:.0f} MB | {c.db_mb:.0f} MB |"
+        )
+    for name, value in growth.items():
+        if isinstance(value, float):
+            print(f"  {name:32} {value:7.3f}")
 
 
 async def _create_empty(path: Path) -> None:
@@ -424,6 +468,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-scale", action="store_true", help="the table only")
+    parser.add_argument("--no-table", action="store_true", help="the releases only")
     parser.add_argument("--crawl", action="store_true", help="also run bench_crawl.py")
     parser.add_argument("--copy", action="store_true", help="also run bench_mirror.py")
     parser.add_argument("--crawl-specs", type=int, default=5_000, help="manifests crawled")
@@ -441,7 +486,7 @@ def main() -> int:
             results: dict[str, Any] = {}
             if not args.no_scale:
                 results["scale"] = scale(args, work, pg)
-            results["table"] = table(args, work, pg)
+            results["table"] = {} if args.no_table else table(args, work, pg)
         results["table"].update(external(args, work))
         out = HERE / ".cache" / f"results-scale-{int(time.time())}.json"
         out.parent.mkdir(exist_ok=True)

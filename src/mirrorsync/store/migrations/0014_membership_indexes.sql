@@ -1,0 +1,11 @@
+-- Storage per membership (issue 31): the partial index of current memberships
+-- goes. memberships is WITHOUT ROWID, clustered on (stack_id, spec_id, entered),
+-- and its rows (stack, spec, entered, left: ~13 bytes) are as narrow as that
+-- index's entries (~12 bytes), so a scan of a stack's rows filtered on `left IS
+-- NULL` reads what the index read, plus the closed memberships; SQLite's planner
+-- already chose the primary key for every lookup by stack (the index served
+-- only whole-table scans). 12 of the ~202 bytes a stored membership cost in
+-- the issue's synthetic case (4 stacks of 50,000 specs). Every query's answer
+-- is unchanged. IF EXISTS: a database may have lost it another way. The space
+-- it held is reused by later writes (the file shrinks only on VACUUM).
+DROP INDEX IF EXISTS memberships_current;
