@@ -434,6 +434,53 @@ def test_served_from_postgresql(
         assert server.stop()[0] == 0
 
 
+#: Names with a NUL byte in every place a URL gives the store one, and the answer.
+NUL_NAMES = (
+    ("/stacks/a%00b/develop/root", 404),
+    ("/stacks/test/develop/ro%00ot", 404),
+    ("/stacks/test/dev%00elop/root/diff", 404),
+    ("/api/stacks/test/develop/root%00", 404),
+    ("/packages/pkg1%00", 404),
+    ("/api/packages/%00", 404),
+    ("/search?q=pkg%00", 200),
+    ("/api/search?q=%00", 200),
+    ("/events?package=pkg1%00", 400),
+    ("/events?stack=r*%00", 400),
+    ("/api/events?source=test%00", 400),
+    ("/feeds/packages/pkg1%00.atom", 200),
+    ("/feeds/stacks/test/develop/root%00.json", 200),
+    ("/feeds/releases/te%00st/develop.atom", 200),
+)
+
+
+def test_a_name_with_a_nul_byte_matches_nothing_on_both_backends(
+    webdb: WebDb, served: Served, postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's text holds no NUL (psycopg refuses one in a parameter: it was a
+    503): the store answers "no such name" without asking, as SQLite always did."""
+    done = run_cli("-c", str(webdb.config), "db", "migrate-to", postgres_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "pg.yaml"
+    config.write_text(webdb.config.read_text().replace(str(webdb.database), postgres_url))
+    server = Served(config, tmp_path)
+    try:
+        for path, status in NUL_NAMES:
+            for backend, running in (("sqlite", served), ("postgresql", server)):
+                code, _h, body = running.get(path)
+                assert code == status, (backend, path, code, body[:300])
+                assert b"Traceback" not in body
+                if path.endswith(".atom"):  # an empty feed
+                    assert b"<feed" in body and b"<entry>" not in body
+                elif path.endswith(".json"):
+                    assert json.loads(body)["items"] == []
+                elif path.startswith("/api/search"):
+                    assert json.loads(body)["packages"] == []
+                elif path.startswith("/search"):
+                    assert b'href="/packages/pkg1"' not in body
+    finally:
+        assert server.stop()[0] == 0
+
+
 @pytest.mark.parametrize("reader", ["writable", "read-only directory"])
 def test_a_sync_shows_without_a_restart(webdb: WebDb, tmp_path: Path, reader: str) -> None:
     """A sync commits while serve runs: its pages show the new version. Also where

@@ -270,9 +270,19 @@ def sql_glob(glob: str) -> str:
     return glob.replace("[!", "[^")
 
 
+def holds_nul(*names: str) -> bool:
+    """Whether a name (from a URL, a query string) holds a NUL byte: no stored name
+    does (PostgreSQL's text cannot, and psycopg refuses one in a parameter), so such
+    a name matches nothing and is never sent to the database."""
+    return any("\x00" in name for name in names)
+
+
 def name_filter(store: Store, column: str, glob: str) -> tuple[str, str]:
     """SQL that ``column`` matches a name or glob, and its one parameter. A plain name
-    is an equality (an index lookup on both databases), a glob the dialect's GLOB."""
+    is an equality (an index lookup on both databases), a glob the dialect's GLOB;
+    one holding NUL matches nothing (SQLite's GLOB would stop at the NUL)."""
+    if holds_nul(glob):
+        return f"0 = 1 AND {column} = ?", ""
     if not any(ch in glob for ch in "*?["):
         return f"{column} = ?", glob
     return store.dialect.glob(column, "?"), sql_glob(glob)

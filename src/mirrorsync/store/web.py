@@ -23,6 +23,7 @@ from mirrorsync.store.queries import (
     Event,
     EventFilter,
     event_source,
+    holds_nul,
     newest_events,
     spec_from_row,
 )
@@ -52,6 +53,8 @@ async def change_token(store: Store) -> int | None:
 
 async def find_stack(store: Store, source: str, release: str, stack: str) -> StackRef | None:
     """The stack named exactly so (no globs: names from a URL are taken literally)."""
+    if holds_nul(source, release, stack):
+        return None
     async with store.conn.execute(
         "SELECT st.id, src.name, st.release, st.name, st.version, st.spec_count"
         " FROM stacks st JOIN sources src ON src.id = st.source_id"
@@ -221,6 +224,8 @@ class PackageSpec:
 async def package_specs(store: Store, package: str, *, limit: int) -> tuple[list[PackageSpec], int]:
     """Every stay of every spec named ``package`` (exactly) in any stack, the first
     ``limit`` of them (by version, hash, stack, time), and how many there are."""
+    if holds_nul(package):
+        return [], 0
     entered_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.entered")
     left_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.left")
     joins = (
@@ -250,6 +255,8 @@ def _prefix_end(prefix: str) -> str:
 async def package_names(store: Store, prefix: str, *, limit: int) -> list[tuple[str, int]]:
     """Package names starting with ``prefix`` (a range on the names' index), at most
     ``limit``, each with how many specs of it the database holds."""
+    if holds_nul(prefix):
+        return []
     if not prefix:
         sql, params = "SELECT name, count(*) FROM specs", []
     else:
