@@ -51,9 +51,11 @@ def _bytes_per_membership(tmp_path: Path, db: Path) -> float:
 def test_a_first_sync_of_4_stacks_stores_no_event_row_per_spec_and_200_bytes_per_membership(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
-    # The issue's synthetic case at a tenth of its size: 4 stacks of 5,000 specs,
-    # 2,000 of them shared by all, ~6 dependencies each, fixture records.
-    shared, own = 2_000, 3_000
+    # The issue's synthetic case at its own size: 4 stacks of 50,000 specs, 20,000
+    # of them shared by all, ~6 dependencies each, fixture records (~25 s here:
+    # bytes per membership grow with the ids' widths, so a smaller case would
+    # not show the target is met at this one).
+    shared, own = 20_000, 30_000
     pool = synthetic_specs(shared + 4 * own, seed=31)
     stacks = {
         ("root" if k == 0 else f"s{k}"): pool[:shared]
@@ -75,7 +77,7 @@ def test_a_first_sync_of_4_stacks_stores_no_event_row_per_spec_and_200_bytes_per
         by_type = {t: (n, s) for t, n, s in stored}
         (members,) = conn.execute("SELECT count(*) FROM memberships").fetchone()
     assert members == 4 * (shared + own)
-    # One row per stack for its 5,000 spec.added events; no row per spec.
+    # One row per stack for its 50,000 spec.added events; no row per spec.
     assert by_type["spec.added"] == (4, members)
     events = json_lines(run_cli("-c", str(config), "events", "--json", cwd=tmp_path).stdout)
     assert len(events) == 1 + 4 + members  # release.added, stack.added x4, spec.added
