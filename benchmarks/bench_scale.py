@@ -95,6 +95,7 @@ class Run:
     cpu: float
     peak_mb: float
     db_mb: float = 0.0
+    server_cpu: float = 0.0  # PostgreSQL's own CPU seconds during the run
 
 
 def _mirrorsync(config: Path, *args: str) -> Run:
@@ -166,6 +167,30 @@ def _postgres(enabled: bool) -> Iterator[Any]:
         server.stop()
 
 
+def _server_cpu(pg: Any) -> float:
+    """CPU seconds the PostgreSQL server has used so far: the postmaster's own and
+    its reaped backends' (cutime), plus each live child's (the run's backends run
+    in the server, not in the timed process)."""
+    if pg is None:
+        return 0.0
+    postmaster = int((pg.directory / "data" / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif ppid == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def _db_size(database: str, pg: Any) -> float:
     if not database.startswith("postgresql"):
         return (
@@ -180,7 +205,7 @@ def _db_size(database: str, pg: Any) -> float:
 def _line(name: str, step: str, run: Run) -> None:
     print(
         f"{name:10} {step:15}: wall {run.wall:6.2f}s cpu {run.cpu:6.2f}s"
-        f" peak {run.peak_mb:6.1f} MB db {run.db_mb:7.1f} MB",
+        f" (+ server {run.server_cpu:5.2f}s) peak {run.peak_mb:6.1f} MB db {run.db_mb:7.1f} MB",
         flush=True,
     )
 
@@ -199,8 +224,10 @@ def _growth(rows: list[Run], churns: list[Run]) -> dict[str, float]:
     out: dict[str, float] = {}
     grown = [b.db_mb - a.db_mb for a, b in zip([Run(0, 0, 0, 0), *churns], rows, strict=False)]
     for kind, runs in (("sync", rows), ("churn", churns)):
-        for what in ("wall", "cpu", "peak_mb"):
+        for what in ("wall", "cpu", "server_cpu", "peak_mb"):
             values = [getattr(r, what) for r in runs]
+            if not values[0]:
+                continue  # no server (SQLite)
             out[f"{kind}_{what}_last_vs_first"] = values[-1] / values[0]
             out[f"{kind}_{what}_slope"] = _slope(values)
     out["db_growth_last_vs_first"] = grown[-1] / grown[0]
@@ -235,7 +262,10 @@ def scale(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, Any]:
                 roots[f"v{k - 1}"] = _write_release(docroot, pool, args.specs, shift, k - 1, churn)
                 write_catalog(docroot, roots)
                 for backend in backends:
+                    before = _server_cpu(pg) if backend == "postgresql" else 0.0
                     run = _mirrorsync(configs[backend], "once")
+                    if backend == "postgresql":
+                        run.server_cpu = _server_cpu(pg) - before
                     run.db_mb = _db_size(databases[backend], pg)
                     runs[backend].append(run)
                     what = f"release {k:2} {'first sync' if step == 'sync' else 'churn'}"
@@ -255,12 +285,20 @@ def scale(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, Any]:
 
 def _table(backend: str, rows: list[Run], churns: list[Run], growth: dict[str, Any]) -> None:
     """The per-release table, as the README carries it."""
-    print(f"\n{backend}: release | first sync wall, CPU, peak | churn wall, CPU, peak | db")
+    print(
+        f"\n{backend}: release | first sync wall, CPU (+ server's), peak, db growth"
+        " | churn wall, CPU (+ server's), peak | db after"
+    )
+    last = 0.0
     for k, (a, c) in enumerate(zip(rows, churns, strict=True), 1):
+        server_a = f" + {a.server_cpu:.1f}" if backend == "postgresql" else ""
+        server_c = f" + {c.server_cpu:.1f}" if backend == "postgresql" else ""
         print(
-            f"| {k} | {a.wall:.1f} s | {a.cpu:.1f} s | {a.peak_mb:.0f} MB"
-            f" | {c.wall:.1f} s | {c.cpu:.1f} s | {c.peak_mb:.0f} MB | {c.db_mb:.0f} MB |"
+            f"| {k} | {a.wall:.1f} s | {a.cpu:.1f}{server_a} s | {a.peak_mb:.0f} MB"
+            f" | {a.db_mb - last:.1f} MB | {c.wall:.1f} s | {c.cpu:.1f}{server_c} s"
+            f" | {c.peak_mb:.0f} MB | {c.db_mb:.1f} MB |"
         )
+        last = c.db_mb
     for name, value in growth.items():
         if isinstance(value, float):
             print(f"  {name:32} {value:7.3f}")
