@@ -49,7 +49,7 @@ def test_dry_run_on_a_fresh_config_creates_no_file_or_directory(
 def test_dry_run_of_a_big_database_needs_no_copy_and_changes_nothing(
     tmp_path: Path, docroot: Path, server: FixtureServer, small_tmpfs: Path
 ) -> None:
-    big = spec_nodes("big", 9000)
+    big = spec_nodes("big", 10_000)  # over 2 MiB without an index of current members (0014)
     build_catalog_from_specs(
         docroot, {"develop": {"root": spec_nodes("r", 3), "e4s": big}}, manifests=False
     )
