@@ -309,3 +309,53 @@ def test_a_landed_postgresql_database_with_churn_and_pending_webhooks_migrates_t
         wanted = {json.dumps(by_id[i], sort_keys=True) for _, i in old_outbox}
         assert wanted <= {json.dumps(e, sort_keys=True) for e in sent}
         assert _outbox(postgres_url) == []
+
+
+# -- spec rows loaded by COPY -----------------------------------------------------
+
+
+def _row(spec_hash: str, name: str, variants: str = "[]") -> tuple[object, ...]:
+    return (spec_hash, name, "1.0", "linux", "ubuntu22.04", "x86_64", None, variants, "t")
+
+
+def test_spec_rows_copied_on_postgresql_keep_every_byte_and_skip_those_stored_since(
+    postgres_url: str,
+) -> None:
+    from mirrorsync.store.bulk import insert_specs
+    from mirrorsync.store.postgres import copy_text
+
+    # Text COPY joined in C only when no value needs escaping; else psycopg escapes.
+    assert copy_text([("a", 1, None)], 3) == "a\t1\t\\N\n"
+    for odd in ("tab\there", "new\nline", "back\\slash", "cr\rhere", "\\N"):
+        assert copy_text([("a", odd, None)], 3) is None
+    odd_variants = '["a\\tb","c\\\\d","e\\nf","\\\\N"]'  # JSON with escapes in it
+    tricky = "x\ty\\z\nw"
+
+    async def main() -> tuple[int, int, list[tuple[Any, ...]]]:
+        store = await Store.open(PostgresUrl(postgres_url))
+        try:
+            async with store.transaction() as conn:  # all new: one COPY into specs
+                first = await insert_specs(
+                    conn, [_row("a" * 32, "one", odd_variants), _row("b" * 32, tricky)]
+                )
+            async with store.transaction() as conn:  # "b" stored since: staged, skipped
+                second = await insert_specs(
+                    conn, [_row("c" * 32, "three"), _row("b" * 32, "two"), _row("d" * 32, "four")]
+                )
+            async with store.conn.execute(
+                "SELECT id, hash, name, compiler, variants FROM specs ORDER BY id"
+            ) as cursor:
+                rows = [tuple(r) for r in await cursor.fetchall()]
+        finally:
+            await store.close()
+        return first, second, rows
+
+    first, second, rows = anyio.run(main)
+    assert (first, second) == (2, 2)
+    assert [r[1:] for r in rows] == [
+        ("a" * 32, "one", None, odd_variants),
+        ("b" * 32, tricky, None, "[]"),
+        ("c" * 32, "three", None, "[]"),
+        ("d" * 32, "four", None, "[]"),
+    ]
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)  # in the order given
