@@ -17,7 +17,8 @@ The table (--table, also on by default): each row of issue 31 as a ratio, in one
   storage      bytes per stored membership of 4 stacks x --table-specs specs (40% shared by
                all), SQLite, beyond an empty database's size
   memory       peak RSS of one run from empty over every release vs one run over one stack
-  postgresql   first sync of the 4 stacks: PostgreSQL wall / SQLite wall (median), and
+  postgresql   first sync of the 4 stacks: PostgreSQL wall / SQLite wall (median), the
+               same for CPU (PostgreSQL's: the client's and the server's), and
                PostgreSQL's database size / SQLite's, each beyond an empty database's
   start-up     ``mirrorsync --version``, ``--help`` and ``status`` (an empty database) vs
                ``python -c pass``, interleaved (median of --repeat x 5)
@@ -178,6 +179,14 @@ def _db_size(database: str, pg: Any) -> float:
 _PG_EMPTY: list[float] = []
 
 
+def _server_cpu(pg: Any) -> float:
+    """CPU seconds of the PostgreSQL server's processes that have ended (its
+    backends: one per connection, reaped by the postmaster) and the postmaster's."""
+    pid = int((pg.directory / "data" / "postmaster.pid").read_text().split()[0])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def _pg_empty_mb(pg: Any) -> float:
     """The size of a PostgreSQL database with every migration and no history (MB)."""
     if not _PG_EMPTY:
@@ -306,20 +315,28 @@ def table(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, float]:
         # PostgreSQL vs SQLite, first sync of the four stacks, interleaved
         if pg is not None:
             pg_grown = 0.0
+            cpus_sqlite, cpus_pg = [], []
             for _ in range(args.repeat):
                 for p in work.glob("four.db*"):
                     p.unlink()
-                walls_sqlite.append(
-                    _mirrorsync(_config(work / "four.yaml", str(db), servers["four"]), "once").wall
-                )
+                run = _mirrorsync(_config(work / "four.yaml", str(db), servers["four"]), "once")
+                walls_sqlite.append(run.wall)
+                cpus_sqlite.append(run.cpu)
                 url = pg.url(pg.new_database())
-                walls_pg.append(
-                    _mirrorsync(_config(work / "pg.yaml", url, servers["four"]), "once").wall
-                )
+                served = _server_cpu(pg)
+                run = _mirrorsync(_config(work / "pg.yaml", url, servers["four"]), "once")
+                walls_pg.append(run.wall)
+                cpus_pg.append(run.cpu + _server_cpu(pg) - served)
                 pg_grown = _db_size(url, pg) - _pg_empty_mb(pg)
             rows["postgresql / sqlite first sync wall"] = statistics.median(
                 walls_pg
             ) / statistics.median(walls_sqlite)
+            # The server's CPU too (its backends', reaped by the postmaster): on a
+            # loaded machine the wall ratio also measures how long the server waited
+            # for a core, which SQLite, running in the client, never does.
+            rows["postgresql / sqlite first sync CPU"] = statistics.median(
+                cpus_pg
+            ) / statistics.median(cpus_sqlite)
             # Beyond an empty database, as the storage row: PostgreSQL's empty one is
             # ~8 MB of system catalogue, which no amount of history changes.
             rows["postgresql / sqlite database size"] = pg_grown / (
