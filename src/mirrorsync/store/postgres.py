@@ -151,6 +151,10 @@ def connect_error(where: PostgresUrl, exc: psycopg.Error) -> StoreError:
     return DatabaseUnavailableError(f"{where}: database server unavailable: {text}")
 
 
+#: Rows joined into one piece of ``COPY`` text at a time.
+_COPY_CHUNK = 10_000
+
+
 def copy_text(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:
     """``rows`` in ``COPY``'s text format, joined in C (psycopg's ``write_row`` is a
     Python call per row: ~0.25 s for 80,000), or None when a value needs escaping
@@ -325,13 +329,15 @@ class PgConnection:
         self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
         sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-        text = copy_text(rows, len(columns))
         async with self._pg.cursor() as cursor, cursor.copy(sql) as copy:
-            if text is not None:
-                await copy.write(text)
-                return
-            for row in rows:
-                await copy.write_row(row)
+            for start in range(0, len(rows), _COPY_CHUNK):  # a few MB of text at most
+                chunk = rows[start : start + _COPY_CHUNK]
+                text = copy_text(chunk, len(columns))
+                if text is not None:
+                    await copy.write(text)
+                    continue
+                for row in chunk:
+                    await copy.write_row(row)
 
     def _error(self, exc: psycopg.Error) -> StoreError:
         error = database_error(self.where, exc)
