@@ -1,7 +1,8 @@
 """Spec manifests: what the crawler still has to fetch, what it found, and what pages show.
 
 Work lists are read a page at a time by spec id (keyset pagination over the
-``memberships_current`` index), so a stack of 100,000 specs never sits in memory.
+``memberships_current`` index on SQLite, the primary key (stack_id, spec_id, ...)
+on PostgreSQL), so a stack of 100,000 specs never sits in memory.
 """
 
 from __future__ import annotations
