@@ -22,7 +22,9 @@ The table (--table, also on by default): each row of issue 31 as a ratio, in one
   storage      bytes per stored membership of 4 stacks x --table-specs specs (40% shared by
                all), SQLite, beyond an empty database's size
   memory       peak RSS of one run from empty over every release vs one run over one stack
-  postgresql   first sync of the first release: PostgreSQL wall / SQLite wall (median)
+  postgresql   first sync of the 4 stacks: PostgreSQL wall / SQLite wall (median), the
+               same for CPU (PostgreSQL's: the client's and the server's), and
+               PostgreSQL's database size / SQLite's, each beyond an empty database's
   start-up     ``mirrorsync --version``, ``--help`` and ``status`` (an empty database) vs
                ``python -c pass``, interleaved (median of --repeat x 5)
   crawl        benchmarks/bench_crawl.py against nginx (--crawl): mirrorsync's manifest rate
@@ -69,6 +71,7 @@ import anyio  # noqa: E402
 from mirrorsync.fixture.build import build_catalog_from_specs, write_catalog  # noqa: E402
 from mirrorsync.fixture.server import FixtureServer  # noqa: E402
 from mirrorsync.fixture.specs import synthetic_compilers, synthetic_specs  # noqa: E402
+from mirrorsync.location import Location, PostgresUrl  # noqa: E402
 from mirrorsync.store import Store  # noqa: E402
 
 #: The mirrorsync the measured processes run (--src: another checkout's, to compare).
@@ -235,6 +238,18 @@ def _growth(rows: list[Run], churns: list[Run]) -> dict[str, float]:
     return out
 
 
+_PG_EMPTY: list[float] = []
+
+
+def _pg_empty_mb(pg: Any) -> float:
+    """The size of a PostgreSQL database with every migration and no history (MB)."""
+    if not _PG_EMPTY:
+        url = pg.url(pg.new_database())
+        anyio.run(_create_empty, PostgresUrl(url))
+        _PG_EMPTY.append(_db_size(url, pg))
+    return _PG_EMPTY[0]
+
+
 def scale(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, Any]:
     """Release k is added (first sync), then churned (a day of churn), for k = 1..N.
 
@@ -280,6 +295,20 @@ def scale(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, Any]:
             **_growth(rows[backend], churns[backend]),
         }
         _table(backend, rows[backend], churns[backend], results[backend])
+    if "postgresql" in results:
+        last_pg = results["postgresql"]["churn"][-1]["db_mb"]
+        last_sqlite = results["sqlite"]["churn"][-1]["db_mb"]
+        sqlite_empty = work / "scale-empty.db"
+        anyio.run(_create_empty, sqlite_empty)
+        ratio = last_pg / last_sqlite
+        beyond = (last_pg - _pg_empty_mb(pg)) / (last_sqlite - sqlite_empty.stat().st_size / 2**20)
+        results["pg_vs_sqlite_size"] = ratio
+        results["pg_vs_sqlite_size_beyond_empty"] = beyond
+        print(
+            f"after release {args.releases}: PostgreSQL / SQLite database size {ratio:.2f}x,"
+            f" {beyond:.2f}x beyond an empty database ({_pg_empty_mb(pg):.1f} MB on PostgreSQL)",
+            flush=True,
+        )
     return results
 
 
@@ -304,7 +333,7 @@ def _table(backend: str, rows: list[Run], churns: list[Run], growth: dict[str, A
             print(f"  {name:32} {value:7.3f}")
 
 
-async def _create_empty(path: Path) -> None:
+async def _create_empty(path: Location) -> None:
     store = await Store.open(path)  # every migration, no history
     await store.close()
 
@@ -359,19 +388,34 @@ def table(args: argparse.Namespace, work: Path, pg: Any) -> dict[str, float]:
         )
         # PostgreSQL vs SQLite, first sync of the four stacks, interleaved
         if pg is not None:
+            pg_grown = 0.0
+            cpus_sqlite, cpus_pg = [], []
             for _ in range(args.repeat):
                 for p in work.glob("four.db*"):
                     p.unlink()
-                walls_sqlite.append(
-                    _mirrorsync(_config(work / "four.yaml", str(db), servers["four"]), "once").wall
-                )
+                run = _mirrorsync(_config(work / "four.yaml", str(db), servers["four"]), "once")
+                walls_sqlite.append(run.wall)
+                cpus_sqlite.append(run.cpu)
                 url = pg.url(pg.new_database())
-                walls_pg.append(
-                    _mirrorsync(_config(work / "pg.yaml", url, servers["four"]), "once").wall
-                )
+                served = _server_cpu(pg)
+                run = _mirrorsync(_config(work / "pg.yaml", url, servers["four"]), "once")
+                walls_pg.append(run.wall)
+                cpus_pg.append(run.cpu + _server_cpu(pg) - served)
+                pg_grown = _db_size(url, pg) - _pg_empty_mb(pg)
             rows["postgresql / sqlite first sync wall"] = statistics.median(
                 walls_pg
             ) / statistics.median(walls_sqlite)
+            # The server's CPU too (its backends', reaped by the postmaster): on a
+            # loaded machine the wall ratio also measures how long the server waited
+            # for a core, which SQLite, running in the client, never does.
+            rows["postgresql / sqlite first sync CPU"] = statistics.median(
+                cpus_pg
+            ) / statistics.median(cpus_sqlite)
+            # Beyond an empty database, as the storage row: PostgreSQL's empty one is
+            # ~8 MB of system catalogue, which no amount of history changes.
+            rows["postgresql / sqlite database size"] = pg_grown / (
+                (db.stat().st_size - base) / 2**20
+            )
     finally:
         for server in servers.values():
             server.stop()

@@ -1,7 +1,8 @@
 """Spec manifests: what the crawler still has to fetch, what it found, and what pages show.
 
 Work lists are read a page at a time by spec id (keyset pagination over the
-memberships' primary key), so a stack of 100,000 specs never sits in memory.
+memberships' primary key (stack_id, spec_id, ...) on both backends), so a stack of
+100,000 specs never sits in memory.
 """
 
 from __future__ import annotations

@@ -151,6 +151,27 @@ def connect_error(where: PostgresUrl, exc: psycopg.Error) -> StoreError:
     return DatabaseUnavailableError(f"{where}: database server unavailable: {text}")
 
 
+#: Rows joined into one piece of ``COPY`` text at a time.
+_COPY_CHUNK = 10_000
+
+
+def copy_text(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:
+    """``rows`` in ``COPY``'s text format, joined in C (psycopg's ``write_row`` is a
+    Python call per row: ~0.25 s for 80,000), or None when a value needs escaping
+    (a tab, newline, carriage return or backslash: then ``write_row`` escapes)."""
+    if not rows:
+        return ""
+    nulls = sum(row.count(None) for row in rows)
+    text = "\n".join(["\t".join(["\\N" if v is None else str(v) for v in row]) for row in rows])
+    plain = (
+        text.count("\t") == len(rows) * (width - 1)
+        and text.count("\n") == len(rows) - 1
+        and text.count("\\") == nulls  # each NULL's \N, no value's backslash
+        and "\r" not in text
+    )
+    return text + "\n" if plain else None
+
+
 class _Execution:
     """What ``execute`` returns, as aiosqlite's does: await it for the cursor, or
     ``async with`` it to have the cursor closed afterwards."""
@@ -274,16 +295,49 @@ class PgConnection:
             raise self._error(exc) from None
         return PgCursor(cursor)
 
-    async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Any]) -> None:
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+    ) -> None:
         """Load ``rows`` into ``table`` with one ``COPY ... FROM STDIN`` (bulk rows: one
-        round trip per batch, not a statement per row). Names are the store's own."""
-        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        round trip per batch, not a statement per row). Names are the store's own;
+        values are text, integers (not bools) or None."""
         try:
-            async with self._pg.cursor() as cursor, cursor.copy(sql) as copy:
-                for row in rows:
-                    await copy.write_row(row)
+            await self._copy(table, columns, list(rows))
         except psycopg.Error as exc:
             raise self._error(exc) from None
+
+    async def copy_new_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> bool:
+        """As :meth:`copy_rows`, inside the open transaction, all or nothing: False,
+        with nothing loaded, when a row would break a unique constraint (stored
+        already, perhaps by another instance since this one looked)."""
+        await self.execute("SAVEPOINT mirrorsync_copy")
+        try:
+            await self._copy(table, columns, rows)
+        except psycopg.errors.UniqueViolation:
+            await self.execute("ROLLBACK TO SAVEPOINT mirrorsync_copy")
+            loaded = False
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        else:
+            loaded = True
+        await self.execute("RELEASE SAVEPOINT mirrorsync_copy")
+        return loaded
+
+    async def _copy(
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        async with self._pg.cursor() as cursor, cursor.copy(sql) as copy:
+            for start in range(0, len(rows), _COPY_CHUNK):  # a few MB of text at most
+                chunk = rows[start : start + _COPY_CHUNK]
+                text = copy_text(chunk, len(columns))
+                if text is not None:
+                    await copy.write(text)
+                    continue
+                for row in chunk:
+                    await copy.write_row(row)
 
     def _error(self, exc: psycopg.Error) -> StoreError:
         error = database_error(self.where, exc)

@@ -386,7 +386,7 @@ async def _add_members(
     for condition, params in hash_batches(conn, "hash", written):
         cursor = await conn.execute(
             "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
-            f" FROM specs WHERE {condition}",
+            f" FROM specs WHERE {condition} ORDER BY id",  # appended in key order
             (snapshot.stack_id, version, *params),
         )
         count += cursor.rowcount

@@ -1,0 +1,3 @@
+-- PostgreSQL's memberships, narrower and checked per statement (issue 31): see
+-- 0013_postgresql_memberships.postgresql.sql. SQLite's schema is unchanged: its
+-- rows carry no per-row header and its foreign keys are checked in-process.

@@ -1,4 +1,0 @@
--- A placeholder on the storage branch (issue 31): number 13 is the PostgreSQL
--- helper's, and migrations must run without a gap, so this branch holds its
--- place with no statement. Delete this file when that branch's 0013 is merged
--- (or renumber 0014 to 0013 if it never comes).
