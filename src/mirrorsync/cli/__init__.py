@@ -10,21 +10,21 @@ that goes away (``| head``) ends the command quietly with 0.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 
 from mirrorsync import __version__
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Awaitable, Callable, Sequence
+
+    Command = Callable[[argparse.Namespace], Awaitable[int]]
 
 # Start-up is paid by every command, every completion and every timer run: this module
 # imports nothing more at first. ``--version`` answers from here; the parser, logging
 # and each command's module are imported when they are needed (issue 31, start-up).
 # tests/test_startup.py fails when a heavy module (aiohttp, httpx, psycopg, rich, the
 # delivery package) is imported by --version, --help or status.
-
-Command = Callable[["argparse.Namespace"], Awaitable[int]]
 
 #: Each command's module and function, imported only when that command runs: ``status``
 #: does not pay for the delivery chain, ``--help`` for none of them.
@@ -74,12 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     from mirrorsync.cli.parser import NO_CONFIG, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --help and usage errors end here: nothing more imported
+
     from mirrorsync.cli.render import TableStyle, set_table_style
     from mirrorsync.errors import EXIT_OK
     from mirrorsync.logs import setup_logging, stderr_is_terminal
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     if args.command in NO_CONFIG and args.config is not None:
         parser.error(f"{args.command} reads no configuration file: leave out -c {args.config}")
     if args.format == "tsv" and getattr(args, "json", False):
