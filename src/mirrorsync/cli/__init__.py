@@ -124,7 +124,13 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         handler = command_handler(args.command)
     try:
-        code = _run(handler, args)
+        code = None
+        if args.command == "status":  # a SQLite database: read with no event loop
+            from mirrorsync.cli.cmd_status import status_now
+
+            code = _run_now(status_now, args)
+        if code is None:
+            code = _run(handler, args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
     except BrokenPipeError:
         return _reader_gone()
@@ -134,14 +140,34 @@ def _main(argv: Sequence[str] | None) -> int:
 def _run(handler: Command, args: argparse.Namespace) -> int:
     import anyio  # the event loop: only a command that runs needs it
 
-    from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
-    from mirrorsync.logs import print_line
-
-    try:
+    def run() -> int:
         try:
             return anyio.run(_until_signalled, handler, args)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+
+    code = _reported(run)
+    assert code is not None
+    return code
+
+
+def _run_now(
+    handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace
+) -> int | None:
+    """Run a command that needs no event loop (None: it does after all); SIGINT,
+    SIGTERM and SIGHUP end it as they end any command (one line, 128 + N)."""
+    from mirrorsync.cli import signals
+
+    return _reported(lambda: signals.run_stoppable(handler, args))
+
+
+def _reported(run: Callable[[], int | None]) -> int | None:
+    """``run()``, with its error reported on one line and turned into its exit status."""
+    from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
+    from mirrorsync.logs import print_line
+
+    try:
+        return run()
     except BrokenPipeError:
         raise
     except MirrorsyncError as exc:
