@@ -207,8 +207,6 @@ async def read(
 def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus]) -> dict[str, str]:
     """Copy name -> what is wrong with its published state on disk (a cheap check: the
     index manifest, its blob's length, layout.json), for each configured, published copy."""
-    from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
-
     configured = {m.name: m for m in config.mirrors}
     out: dict[str, str] = {}
     for m in copies:
@@ -216,6 +214,8 @@ def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus])
             continue
         if not configured[m.name].is_directory:
             continue  # an object store or registry: verify --mirror reads it, not this check
+        from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
+
         if problem := disk_problem(Path(m.path), m.index_checksum):
             out[m.name] = problem
     return out
