@@ -6,9 +6,10 @@ not use: the HTTP stacks (aiohttp, httpx), the PostgreSQL driver, rich, and
 mirrorsync's delivery, fetch, sync and copy machinery. ``--version`` and
 ``--help`` load neither the configuration's parser nor the store, nor ``typing``,
 ``dataclasses``, ``logging``, ``json`` or ``shutil``, and build no command's parser
-but the one chosen. ``status`` of a SQLite database runs with no event loop
-(asyncio, anyio, aiosqlite: store/readonly.py) and prints, byte for byte, what the
-event-loop path (PostgreSQL's) prints for the same database. The figures
+but the one chosen. ``status`` and ``_names`` (shell completion's names) of a
+SQLite database run with no event loop (asyncio, anyio, aiosqlite:
+store/readonly.py) and print, byte for byte, what the event-loop path
+(PostgreSQL's) prints for the same database. The figures
 (milliseconds, ratio to ``python -c pass``) are printed by
 ``benchmarks/bench_startup.py``; a test asserts imports, never a timing.
 """
@@ -147,19 +148,20 @@ def test_help_builds_only_the_parser_of_the_command_chosen() -> None:
     assert len(lazy.items()) == len(built()) == 21
 
 
-def _status_in_the_loop(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``status`` by the event-loop path PostgreSQL takes (aiosqlite, the same readers),
-    on the same SQLite file: the CLI is told the no-loop path does not apply."""
+def _in_the_loop(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``status`` or ``_names`` by the event-loop path PostgreSQL takes (aiosqlite, the
+    same readers), on the same SQLite file: the CLI is told the no-loop path does not
+    apply."""
     script = (
         "import sys\n"
         "from mirrorsync import cli\n"
-        "from mirrorsync.cli import cmd_status\n"
-        "cmd_status.status_now = lambda args: None\n"
+        "from mirrorsync.cli import cmd_status, completion\n"
+        "cmd_status.status_now = completion.names_now = lambda args: None\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests'}"}
     return subprocess.run(
-        [sys.executable, "-c", script, "-c", str(config), "status", *args],
+        [sys.executable, "-c", script, "-c", str(config), *args],
         cwd=config.parent,
         env=env,
         capture_output=True,
@@ -168,7 +170,7 @@ def _status_in_the_loop(config: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def test_status_with_no_event_loop_prints_what_the_loop_path_prints(
+def test_status_and_names_with_no_event_loop_print_what_the_loop_path_prints(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
     """A database with stacks, a failed sync, a local copy and a webhook whose events
@@ -198,17 +200,20 @@ def test_status_with_no_event_loop_prints_what_the_loop_path_prints(
         server.add_fault("/develop/e4s/*", "status", status=500, times=None)
         assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 1
     for args in (
-        (),
-        ("--json",),
-        ("--check",),
-        ("--check", "--json"),
-        ("--release", "develop", "--stack", "root"),
-        ("--stack", "e4s", "--json"),
-        ("--stack", "nothing"),
+        ("status",),
+        ("status", "--json"),
+        ("status", "--check"),
+        ("status", "--check", "--json"),
+        ("status", "--release", "develop", "--stack", "root"),
+        ("status", "--stack", "e4s", "--json"),
+        ("status", "--stack", "nothing"),
+        ("_names", "stack"),  # what shell completion offers: each TAB pays the start-up
+        ("_names", "release"),
+        ("_names", "source"),
     ):
-        done, modules = imported("-c", str(config), "status", *args, cwd=tmp_path)
+        done, modules = imported("-c", str(config), *args, cwd=tmp_path)
         assert heavy(modules, NO_LOOP) == [], args
-        loop = _status_in_the_loop(config, *args)
+        loop = _in_the_loop(config, *args)
         assert "Traceback" not in loop.stderr + done.stderr, loop.stderr + done.stderr
         importtime = [ln for ln in done.stderr.splitlines() if ln.startswith("import time:")]
         stderr = "".join(f"{ln}\n" for ln in done.stderr.splitlines() if ln not in importtime)
@@ -217,6 +222,8 @@ def test_status_with_no_event_loop_prints_what_the_loop_path_prints(
             loop.stdout,
             loop.stderr,
         ), args
+    names = run_cli("-c", str(config), "_names", "stack", cwd=tmp_path)
+    assert names.stdout == "e4s\nroot\n", names.stdout
     table = run_cli("-c", str(config), "status", cwd=tmp_path)
     assert "develop/e4s" in table.stdout and "failed" in table.stdout, table.stdout
     assert "local" in table.stdout and "down" in table.stdout, table.stdout

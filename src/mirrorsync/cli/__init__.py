@@ -46,6 +46,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: Commands that read a SQLite database with no event loop (store/readonly.py): the
+#: function answers None when the database needs the loop (PostgreSQL), and the
+#: command's own handler runs then.
+NO_LOOP: dict[str, str] = {
+    "status": "cmd_status:status_now",
+    "_names": "completion:names_now",
+}
+
+
 def command_handler(name: str) -> Command:
     """The function that runs command ``name``, its module imported now."""
     import importlib
@@ -125,10 +134,12 @@ def _main(argv: Sequence[str] | None) -> int:
         handler = command_handler(args.command)
     try:
         code = None
-        if args.command == "status":  # a SQLite database: read with no event loop
-            from mirrorsync.cli.cmd_status import status_now
+        if args.command in NO_LOOP:  # a SQLite database: read with no event loop
+            import importlib
 
-            code = _run_now(status_now, args)
+            module, function = NO_LOOP[args.command].split(":")
+            now = getattr(importlib.import_module(f"mirrorsync.cli.{module}"), function)
+            code = _run_now(now, args)
         if code is None:
             code = _run(handler, args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
