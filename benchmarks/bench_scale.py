@@ -442,7 +442,13 @@ def startup(work: Path, runs: int) -> dict[str, float]:
         "--help": [*py, "-m", "mirrorsync", "--help"],
         "status": [*py, "-m", "mirrorsync", "status"],
     }
-    env = {k: v for k, v in os.environ.items() if k != "MIRRORSYNC_CONFIG"}
+    # Without .pyc files each run would compile config.py again: an installed
+    # mirrorsync has them, so the children write them (warm round) and read them.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MIRRORSYNC_CONFIG", "PYTHONDONTWRITEBYTECODE")
+    }
     env["PYTHONPATH"] = str(RUN_SRC)
     walls: dict[str, list[float]] = {name: [] for name in cases}
     for k in range(runs + 1):  # the first round warms the page cache and .pyc files

@@ -4,7 +4,12 @@
 ``python -X importtime``; each fails the test if it imported a heavy module it does
 not use: the HTTP stacks (aiohttp, httpx), the PostgreSQL driver, rich, and
 mirrorsync's delivery, fetch, sync and copy machinery. ``--version`` and
-``--help`` load neither the configuration's parser nor the store. The figures
+``--help`` load neither the configuration's parser nor the store, nor ``typing``,
+``dataclasses``, ``logging``, ``json`` or ``shutil``, and build no command's parser
+but the one chosen. ``status`` and ``_names`` (shell completion's names) of a
+SQLite database run with no event loop (asyncio, anyio, aiosqlite:
+store/readonly.py) and print, byte for byte, what the event-loop path
+(PostgreSQL's) prints for the same database. The figures
 (milliseconds, ratio to ``python -c pass``) are printed by
 ``benchmarks/bench_startup.py``; a test asserts imports, never a timing.
 """
@@ -20,8 +25,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import REPO
+from conftest import QUICK_RETRIES, REPO, catalog_config_text, run_cli, write_config
+from mirrorsync.cli.parser import _LazyParsers, build_parser
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.store import Store
+from receiver import Receiver, new_secret
 
 #: Never needed to print a version, the help or the status of the history.
 HEAVY = (
@@ -37,7 +47,7 @@ HEAVY = (
     "mirrorsync.fixture",
 )
 #: Also not needed before a command runs: the configuration, the store, the event loop.
-NOT_FOR_HELP = (
+NOT_BEFORE_A_COMMAND = (
     *HEAVY,
     "yaml",
     "msgspec",
@@ -47,6 +57,20 @@ NOT_FOR_HELP = (
     "mirrorsync.config",
     "mirrorsync.store",
 )
+#: What --version and --help print needs none of these either (each was imported once).
+NOT_FOR_HELP = (
+    *NOT_BEFORE_A_COMMAND,
+    "typing",
+    "dataclasses",
+    "logging",
+    "json",
+    "datetime",
+    "shutil",
+    "mirrorsync.redact",
+    "mirrorsync.cli.render",
+)
+#: ``status`` of a SQLite database: read with no event loop.
+NO_LOOP = (*HEAVY, "asyncio", "anyio", "aiosqlite", "mirrorsync.store.aio")
 CONFIG = (
     "sources:\n  - {name: s, kind: catalog, url: 'http://127.0.0.1:9/catalog.json',"
     " bucket_urls: {spack-binaries: 'http://127.0.0.1:9/'}}\n"
@@ -99,11 +123,137 @@ def test_status_imports_no_transport_delivery_or_sync(tmp_path: Path, database: 
         anyio.run(create)
     done, modules = imported("status", cwd=tmp_path)
     assert done.returncode == 66, done.stderr[-2000:]
-    assert heavy(modules, HEAVY) == []
+    assert heavy(modules, NO_LOOP) == []
     assert "mirrorsync.config" in modules  # it did read the configuration
+    if database == "empty":
+        assert "mirrorsync.store.readonly" in modules
+
+
+def test_help_builds_only_the_parser_of_the_command_chosen() -> None:
+    """``--help`` lists every command from its summary, building none of their
+    parsers; ``status ...`` builds status's alone; the man page and the completion
+    scripts (``items()``) build them all."""
+    parser = build_parser()
+    (lazy,) = (a.choices for a in parser._actions if isinstance(a.choices, _LazyParsers))
+    assert isinstance(lazy, _LazyParsers)
+
+    def built() -> list[str]:
+        return [name for name, sub in dict.items(lazy) if sub is not None]
+
+    assert "status" in parser.format_help()
+    assert built() == []
+    args = parser.parse_args(["status", "--json"])
+    assert (args.command, args.json) == ("status", True)
+    assert built() == ["status"]
+    assert len(lazy.items()) == len(built()) == 21
+
+
+def _in_the_loop(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``status`` or ``_names`` by the event-loop path PostgreSQL takes (aiosqlite, the
+    same readers), on the same SQLite file: the CLI is told the no-loop path does not
+    apply."""
+    script = (
+        "import sys\n"
+        "from mirrorsync import cli\n"
+        "from mirrorsync.cli import cmd_status, completion\n"
+        "cmd_status.status_now = completion.names_now = lambda args: None\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests'}"}
+    return subprocess.run(
+        [sys.executable, "-c", script, "-c", str(config), *args],
+        cwd=config.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_status_and_names_with_no_event_loop_print_what_the_loop_path_prints(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A database with stacks, a failed sync, a local copy and a webhook whose events
+    wait (its receiver answers 500): every form of ``status`` is the same, byte for
+    byte and exit status, by both paths."""
+    secret = new_secret()
+    secret_file = tmp_path / "hook.secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    specs = {
+        "root": [spec_node(f"lib{i}", "1.0", fake_hash(f"startup:{i}")) for i in range(4)],
+        "e4s": [spec_node(f"e4s{i}", "2.0", fake_hash(f"startup:e{i}")) for i in range(2)],
+    }
+    build_catalog_from_specs(docroot, {"develop": specs})
+    with Receiver(secret, status=500) as down:
+        extra = (
+            f"mirrors:\n  - {{name: local, path: {tmp_path / 'copy'}, source: test,"
+            " release: develop, stacks: [root]}\n"
+            f"webhooks:\n  - {{name: down, url: '{down.url}', secret_file: {secret_file},"
+            " max_age: 1d}"
+        )
+        text = catalog_config_text(tmp_path, server, extra=extra, http=QUICK_RETRIES)
+        config = write_config(tmp_path / "c.yaml", text)
+        assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 1  # the webhook
+        specs["e4s"].append(spec_node("e4s9", "2.0", fake_hash("startup:e9")))
+        build_catalog_from_specs(docroot, {"develop": specs})
+        server.add_fault("/develop/e4s/*", "status", status=500, times=None)
+        assert run_cli("-c", str(config), "once", cwd=tmp_path).returncode == 1
+    for args in (
+        ("status",),
+        ("status", "--json"),
+        ("status", "--check"),
+        ("status", "--check", "--json"),
+        ("status", "--release", "develop", "--stack", "root"),
+        ("status", "--stack", "e4s", "--json"),
+        ("status", "--stack", "nothing"),
+        ("_names", "stack"),  # what shell completion offers: each TAB pays the start-up
+        ("_names", "release"),
+        ("_names", "source"),
+    ):
+        done, modules = imported("-c", str(config), *args, cwd=tmp_path)
+        assert heavy(modules, NO_LOOP) == [], args
+        loop = _in_the_loop(config, *args)
+        assert "Traceback" not in loop.stderr + done.stderr, loop.stderr + done.stderr
+        importtime = [ln for ln in done.stderr.splitlines() if ln.startswith("import time:")]
+        stderr = "".join(f"{ln}\n" for ln in done.stderr.splitlines() if ln not in importtime)
+        assert (done.returncode, done.stdout, stderr) == (
+            loop.returncode,
+            loop.stdout,
+            loop.stderr,
+        ), args
+    names = run_cli("-c", str(config), "_names", "stack", cwd=tmp_path)
+    assert names.stdout == "e4s\nroot\n", names.stdout
+    table = run_cli("-c", str(config), "status", cwd=tmp_path)
+    assert "develop/e4s" in table.stdout and "failed" in table.stdout, table.stdout
+    assert "local" in table.stdout and "down" in table.stdout, table.stdout
 
 
 def test_completion_imports_no_configuration_or_store(tmp_path: Path) -> None:
     done, modules = imported("completion", "bash", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert heavy(modules, NOT_FOR_HELP) == []
+    assert heavy(modules, NOT_BEFORE_A_COMMAND) == []
+
+
+def test_the_configuration_is_read_by_libyaml_with_the_python_parsers_answers() -> None:
+    """libyaml parses the configuration (a tenth of the Python parser's time, 3 ms of
+    every command's start); what it reads is what the Python parser reads, and a
+    document it refuses is refused with the Python parser's words, line and column."""
+    import yaml
+
+    from mirrorsync.cli.topics import STARTER_CONFIG
+    from mirrorsync.config import _FastLoader, _load, _Loader, parse_config
+    from mirrorsync.errors import ConfigError
+
+    assert _FastLoader.__mro__[2] is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    text = STARTER_CONFIG + "x: [1, yes, 0o17, 2024-01-02, ~, 1.5e3, !!str 7, &a {k: v}]\n"
+    assert _load(text) == yaml.load(text, Loader=_Loader)
+    for bad, says in (
+        ("sources: [", "invalid YAML at line 1, column 11: expected the node content"),
+        ("a: *nope\n", "invalid YAML at line 1, column 4: found undefined alias 'nope'"),
+        ("a: 1\na: 2\n", "key 'a' given twice (lines 1 and 2); keep one"),
+        ("sources: " + "[" * 2000, "invalid YAML: nested too deeply"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(bad, "f.yaml")
+        assert says in str(raised.value), (bad[:20], str(raised.value))

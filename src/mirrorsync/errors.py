@@ -8,7 +8,13 @@ of any URL in them masked, whatever a library put into them.
 
 from __future__ import annotations
 
-from mirrorsync.redact import Url, one_line, redact_url, scrub
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from mirrorsync.redact import Url
+
+# The exit statuses are read by --help (and this module by every command): the
+# masking of credentials (mirrorsync.redact, with logging and dataclasses) is
+# imported when the first error is made, not before.
 
 # Documented exit statuses (README, "Exit codes").
 EXIT_OK = 0
@@ -27,6 +33,8 @@ class MirrorsyncError(Exception):
     exit_code: int = EXIT_PARTIAL
 
     def __init__(self, message: str) -> None:
+        from mirrorsync.redact import one_line, scrub
+
         message = one_line(scrub(message))
         super().__init__(message)
         self.message = message
@@ -60,6 +68,8 @@ class FormatError(MirrorsyncError):
     def __init__(self, what: str, problem: str, url: Url | str | None = None) -> None:
         self.what = what
         self.problem = problem
+        from mirrorsync.redact import redact_url
+
         self.url = redact_url(str(url)) if url else None
         super().__init__(self._render())
 
@@ -85,6 +95,8 @@ class FetchError(MirrorsyncError):
 
     def __init__(self, url: Url | str, problem: str, status: int | None = None) -> None:
         super().__init__(f"{url}: {problem}")
+        from mirrorsync.redact import redact_url
+
         self.url = redact_url(str(url))
         self.problem = problem
         self.status = status
@@ -99,6 +111,8 @@ class IntegrityError(MirrorsyncError):
 
     def __init__(self, url: Url | str, problem: str) -> None:
         super().__init__(f"{url}: {problem}")
+        from mirrorsync.redact import redact_url
+
         self.url = redact_url(str(url))
         self.problem = problem
 
@@ -182,6 +196,8 @@ class SignatureError(MirrorsyncError):
 
     def __init__(self, url: Url | str, problem: str) -> None:
         super().__init__(f"{url}: {problem}")
+        from mirrorsync.redact import redact_url
+
         self.url = redact_url(str(url))
         self.problem = problem
 

@@ -10,13 +10,14 @@ state and every problem. A problem is one line, ``SUBJECT: WHAT``; its
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from mirrorsync.config import Config, PagesSource
 from mirrorsync.errors import NoDatabaseError
+from mirrorsync.location import Location
 from mirrorsync.store import Store, queries
 from mirrorsync.store import health as store_health
 from mirrorsync.store import mirrors as mirror_store
@@ -150,12 +151,14 @@ async def assess_config(
     max_pending_age: float = DEFAULT_MAX_PENDING_AGE,
     release: str | None = None,
     stack: str | None = None,
+    opener: Callable[[Location], Awaitable[Store]] = Store.open_read_only,
 ) -> Health:
-    """Open the database read-only and :func:`read` it; with no database yet (no
-    file, or a PostgreSQL database without mirrorsync's schema), the one problem
-    ``no database yet``."""
+    """Open the database read-only (with ``opener``: ``Store.open_read_only``, or
+    ``store.readonly.opened`` for a SQLite file read with no event loop) and
+    :func:`read` it; with no database yet (no file, or a PostgreSQL database without
+    mirrorsync's schema), the one problem ``no database yet``."""
     try:
-        store = await Store.open_read_only(config.database_path)
+        store = await opener(config.database_path)
     except NoDatabaseError:
         return no_database(config)
     async with store:
@@ -204,8 +207,6 @@ async def read(
 def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus]) -> dict[str, str]:
     """Copy name -> what is wrong with its published state on disk (a cheap check: the
     index manifest, its blob's length, layout.json), for each configured, published copy."""
-    from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
-
     configured = {m.name: m for m in config.mirrors}
     out: dict[str, str] = {}
     for m in copies:
@@ -213,6 +214,8 @@ def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus])
             continue
         if not configured[m.name].is_directory:
             continue  # an object store or registry: verify --mirror reads it, not this check
+        from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
+
         if problem := disk_problem(Path(m.path), m.index_checksum):
             out[m.name] = problem
     return out

@@ -19,14 +19,15 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from mirrorsync.choices import LOG_FORMATS as LOG_FORMATS
 from mirrorsync.redact import ScrubFilter, scrub
 from mirrorsync.text import escape
 from mirrorsync.units import humane
 
-LogFormat = Literal["plain", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("plain", "json")
+if TYPE_CHECKING:
+    from mirrorsync.choices import LogFormat
 
 _FIELDS = "mirrorsync_fields"
 # syslog(3) priorities by logging level.

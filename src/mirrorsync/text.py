@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import io
 import re
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 #: Longest error message, reason phrase or problem stored (characters).
 MAX_STORED = 2000

@@ -10,21 +10,21 @@ that goes away (``| head``) ends the command quietly with 0.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 
 from mirrorsync import __version__
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Awaitable, Callable, Sequence
+
+    Command = Callable[[argparse.Namespace], Awaitable[int]]
 
 # Start-up is paid by every command, every completion and every timer run: this module
 # imports nothing more at first. ``--version`` answers from here; the parser, logging
 # and each command's module are imported when they are needed (issue 31, start-up).
 # tests/test_startup.py fails when a heavy module (aiohttp, httpx, psycopg, rich, the
 # delivery package) is imported by --version, --help or status.
-
-Command = Callable[["argparse.Namespace"], Awaitable[int]]
 
 #: Each command's module and function, imported only when that command runs: ``status``
 #: does not pay for the delivery chain, ``--help`` for none of them.
@@ -43,6 +43,15 @@ COMMANDS: dict[str, str] = {
     "export": "cmd_export:export",
     "db": "cmd_db:db",
     "forget": "cmd_db:forget",
+}
+
+
+#: Commands that read a SQLite database with no event loop (store/readonly.py): the
+#: function answers None when the database needs the loop (PostgreSQL), and the
+#: command's own handler runs then.
+NO_LOOP: dict[str, str] = {
+    "status": "cmd_status:status_now",
+    "_names": "completion:names_now",
 }
 
 
@@ -74,12 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     from mirrorsync.cli.parser import NO_CONFIG, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --help and usage errors end here: nothing more imported
+
     from mirrorsync.cli.render import TableStyle, set_table_style
     from mirrorsync.errors import EXIT_OK
     from mirrorsync.logs import setup_logging, stderr_is_terminal
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     if args.command in NO_CONFIG and args.config is not None:
         parser.error(f"{args.command} reads no configuration file: leave out -c {args.config}")
     if args.format == "tsv" and getattr(args, "json", False):
@@ -122,7 +133,15 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         handler = command_handler(args.command)
     try:
-        code = _run(handler, args)
+        code = None
+        if args.command in NO_LOOP:  # a SQLite database: read with no event loop
+            import importlib
+
+            module, function = NO_LOOP[args.command].split(":")
+            now = getattr(importlib.import_module(f"mirrorsync.cli.{module}"), function)
+            code = _run_now(now, args)
+        if code is None:
+            code = _run(handler, args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
     except BrokenPipeError:
         return _reader_gone()
@@ -132,14 +151,34 @@ def _main(argv: Sequence[str] | None) -> int:
 def _run(handler: Command, args: argparse.Namespace) -> int:
     import anyio  # the event loop: only a command that runs needs it
 
-    from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
-    from mirrorsync.logs import print_line
-
-    try:
+    def run() -> int:
         try:
             return anyio.run(_until_signalled, handler, args)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+
+    code = _reported(run)
+    assert code is not None
+    return code
+
+
+def _run_now(
+    handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace
+) -> int | None:
+    """Run a command that needs no event loop (None: it does after all); SIGINT,
+    SIGTERM and SIGHUP end it as they end any command (one line, 128 + N)."""
+    from mirrorsync.cli import signals
+
+    return _reported(lambda: signals.run_stoppable(handler, args))
+
+
+def _reported(run: Callable[[], int | None]) -> int | None:
+    """``run()``, with its error reported on one line and turned into its exit status."""
+    from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
+    from mirrorsync.logs import print_line
+
+    try:
+        return run()
     except BrokenPipeError:
         raise
     except MirrorsyncError as exc:

@@ -7,7 +7,6 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from mirrorsync.cli.common import open_store
 from mirrorsync.cli.render import (
     ago,
     below_table,
@@ -23,18 +22,39 @@ from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.health import stack_json
 from mirrorsync.logs import print_line
-from mirrorsync.store import queries
+from mirrorsync.store import Store, queries
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from mirrorsync.config import Config
     from mirrorsync.health import Health
+    from mirrorsync.location import Location
+
+
+def status_now(args: argparse.Namespace) -> int | None:
+    """``status`` of a SQLite database, read with no event loop (no asyncio, no
+    aiosqlite: store/readonly.py), by the same code as :func:`status`; None for a
+    PostgreSQL database, whose driver needs the loop (the CLI then runs :func:`status`)."""
+    from mirrorsync.location import PostgresUrl
+    from mirrorsync.store import readonly
+
+    config = load_config(args.config)
+    if isinstance(config.database_path, PostgresUrl):
+        return None
+    return readonly.run(_status(config, args, readonly.opened))
 
 
 async def status(args: argparse.Namespace) -> int:
     """Render the health model (``mirrorsync.health``): nothing here decides health."""
+    return await _status(load_config(args.config), args, Store.open_read_only)
+
+
+async def _status(
+    config: Config, args: argparse.Namespace, opener: Callable[[Location], Awaitable[Store]]
+) -> int:
     from mirrorsync import health
 
-    config = load_config(args.config)
     if args.max_age is not None and not args.check:
         raise UsageError("--max-age goes with --check")
     h = await health.assess_config(
@@ -44,6 +64,7 @@ async def status(args: argparse.Namespace) -> int:
         max_pending_age=args.max_pending_age,
         release=args.release,
         stack=args.stack,
+        opener=opener,
     )
     if h.database_exists and (args.release or args.stack) and not h.stacks:
         where = "/".join(x or "*" for x in (args.release, args.stack))
@@ -82,7 +103,7 @@ async def status(args: argparse.Namespace) -> int:
         print_json([stack_json(s) for s in h.stacks])
         return EXIT_OK
     if h.stacks:
-        await _stacks_table(config, args, h)
+        await _stacks_table(config, args, h, opener)
     elif h.problems:  # a receiving site (bundle import): copies only
         say()
         for p in h.problems:
@@ -137,11 +158,16 @@ async def status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _stacks_table(config: Config, args: argparse.Namespace, h: Health) -> None:
+async def _stacks_table(
+    config: Config,
+    args: argparse.Namespace,
+    h: Health,
+    opener: Callable[[Location], Awaitable[Store]],
+) -> None:
     """The stacks' table, then who is syncing now and the problems, one a line."""
     rows = [s.row for s in h.stacks]
     several_sources = len({r.source for r in rows}) > 1
-    async with await open_store(config) as store:  # a spec in several stacks is one spec
+    async with await opener(config.database_path) as store:  # a spec in several stacks: one
         selected = [(r.source, r.release, r.stack) for r in rows]
         distinct = await queries.distinct_specs(
             store, selected if args.release or args.stack else None

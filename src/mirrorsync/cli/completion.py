@@ -18,8 +18,15 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mirrorsync.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from mirrorsync.location import Location
+    from mirrorsync.store import Store
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -87,16 +94,42 @@ def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> _Node:
     return node
 
 
+def names_now(args: argparse.Namespace) -> int | None:
+    """:func:`names` of a SQLite database, read with no event loop (each TAB pays the
+    start-up: store/readonly.py); None for a PostgreSQL one (the CLI runs :func:`names`)."""
+    from mirrorsync.store import readonly
+
+    return readonly.run(_names(args, readonly.opened, loop_free=True))
+
+
 async def names(args: argparse.Namespace) -> int:
     """``mirrorsync _names KIND``: the names a value of that kind can take, one a line,
     from the configuration (sources, copies, webhooks) and the database (releases,
     stacks, sources synced); nothing, and exit 0, if either cannot be read."""
+    from mirrorsync.store import Store
+
+    code = await _names(args, Store.open_read_only)
+    assert code is not None
+    return code
+
+
+async def _names(
+    args: argparse.Namespace,
+    opener: Callable[[Location], Awaitable[Store]],
+    *,
+    loop_free: bool = False,
+) -> int | None:
+    """:func:`names` with ``opener``; ``loop_free``: None for a database that needs the
+    event loop (PostgreSQL), before anything is printed."""
     from mirrorsync.config import load_config
     from mirrorsync.errors import MirrorsyncError
+    from mirrorsync.location import PostgresUrl
 
     found: set[str] = set()
     try:
         config = load_config(args.config)
+        if loop_free and isinstance(config.database_path, PostgresUrl):
+            return None
         if args.kind == "source":
             found.update(s.name for s in config.sources)
         elif args.kind == "mirror":
@@ -104,9 +137,9 @@ async def names(args: argparse.Namespace) -> int:
         elif args.kind == "webhook":
             found.update(h.name for h in config.webhooks)
         if args.kind in ("release", "stack", "source") and config.database_path.exists():
-            from mirrorsync.store import Store, queries
+            from mirrorsync.store import queries
 
-            async with await Store.open_read_only(config.database_path) as store:
+            async with await opener(config.database_path) as store:
                 for row in await queries.status(store):
                     found.add(
                         {"release": row.release, "stack": row.stack}.get(args.kind, row.source)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from mirrorsync import __version__
-from mirrorsync.cli.render import TABLE_FORMATS
-from mirrorsync.errors import EXIT_USAGE, UsageError
-from mirrorsync.logs import LOG_FORMATS
-from mirrorsync.vocab import EVENT_TYPES, did_you_mean
+from mirrorsync.choices import LOG_FORMATS, TABLE_FORMATS
 
-# Built for --help and --version too: nothing here imports the configuration's parser
-# or the store; an option's converter imports what it needs when it is given.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
+    Build = Callable[[argparse.ArgumentParser], None]
+
+# Built for every command and --help: nothing here imports the configuration's parser,
+# the store or the error types; an option's converter imports what it needs when it is
+# given. Each command's own parser is built only when that command is chosen (or
+# for the man page and the completion scripts): ``_LazyParsers``.
 
 
 class Parser(argparse.ArgumentParser):
@@ -22,12 +26,21 @@ class Parser(argparse.ArgumentParser):
     meant (``did you mean 'once'?``), and where help is: the command's own ``--help``."""
 
     def error(self, message: str) -> NoReturn:
+        from mirrorsync.errors import EXIT_USAGE
+
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own, with the width it would take from shutil.get_terminal_size:
+        # importing shutil (bz2, lzma) is a tenth of ``--help``'s start-up.
+        return self.formatter_class(prog=self.prog, width=_terminal_columns() - 2)  # type: ignore[call-arg]
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         choices = action.choices
         if choices is not None and value not in choices:
+            from mirrorsync.vocab import did_you_mean
+
             names = [str(c) for c in choices if not str(c).startswith("_")]  # _names: hidden
             raise argparse.ArgumentError(
                 action,
@@ -46,6 +59,8 @@ class Parser(argparse.ArgumentParser):
         return parsed, extras
 
     def _guess(self, extras: list[str]) -> str:
+        from mirrorsync.vocab import did_you_mean
+
         options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
         for extra in extras:
             if extra.startswith("-"):
@@ -53,6 +68,28 @@ class Parser(argparse.ArgumentParser):
                 if guess:
                     return guess
         return ""
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``, as shutil computes it (COLUMNS, else the
+    terminal on stdout, else 80), without importing shutil."""
+    import os
+
+    def env(name: str) -> int:
+        try:
+            return int(os.environ[name])
+        except (KeyError, ValueError):
+            return 0
+
+    columns = env("COLUMNS")
+    if columns <= 0 or env("LINES") <= 0:
+        try:
+            size = os.get_terminal_size(sys.__stdout__.fileno())  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            size = os.terminal_size((80, 24))
+        if columns <= 0:
+            columns = size.columns or 80
+    return columns
 
 
 #: Largest number the command line takes (ids, limits, versions): the databases' integers.
@@ -104,6 +141,7 @@ def event_id(text: str) -> int:
 
 
 def _date(text: str, *, end_of_day: bool) -> str:
+    from mirrorsync.errors import UsageError
     from mirrorsync.store.queries import instant
 
     try:
@@ -247,8 +285,83 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+class _LazyParsers(dict[str, argparse.ArgumentParser]):
+    """A subcommand's name -> its parser, each built the first time it is looked up.
+
+    ``mirrorsync --help`` lists every command from its one-line summary and builds
+    no command's parser; ``mirrorsync status`` builds only ``status``'s. The man page
+    and the completion scripts walk ``items()``, which builds them all, in order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._builders: dict[str, Callable[[], argparse.ArgumentParser]] = {}
+
+    def later(self, name: str, build: Callable[[], argparse.ArgumentParser]) -> None:
+        self._builders[name] = build
+        super().__setitem__(name, None)  # type: ignore[assignment]  # the key, in order
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        parser = super().__getitem__(name)
+        if parser is None:
+            parser = self._builders.pop(name)()
+            super().__setitem__(name, parser)
+        return parser
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def values(self) -> Any:
+        return [self[name] for name in self]
+
+    def items(self) -> Any:
+        return [(name, self[name]) for name in self]
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser, dest: str, metavar: str
+) -> argparse._SubParsersAction[Parser]:
+    """``add_subparsers``, whose parsers are each built when first looked up."""
+    action = parser.add_subparsers(dest=dest, metavar=metavar, required=True, parser_class=Parser)
+    action._name_parser_map = action.choices = _LazyParsers()  # type: ignore[assignment]
+    return action
+
+
+def _later(
+    action: argparse._SubParsersAction[Parser],
+    name: str,
+    build: Build,
+    help_text: str | None,
+    *,
+    config: bool = True,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> None:
+    """Register command ``name`` as ``add_parser`` would (its line in the parent's help
+    now), its parser built by ``build`` when it is first looked up."""
+    if help_text is not None:
+        action._choices_actions.append(action._ChoicesPseudoAction(name, (), help_text))
+    prog = f"{action._prog_prefix} {name}"
+
+    def make() -> argparse.ArgumentParser:
+        sub = Parser(prog=prog, description=description, epilog=epilog)
+        _common(sub, top=False, config=config)
+        build(sub)
+        return sub
+
+    lazy = action._name_parser_map
+    assert isinstance(lazy, _LazyParsers)
+    lazy.later(name, make)
+
+
+_EPILOG = "examples: mirrorsync --help; exit codes: mirrorsync help exit-codes"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from mirrorsync.cli.topics import TOPICS, epilog
+    from mirrorsync.cli.topics import epilog
 
     parser = Parser(
         prog="mirrorsync",
@@ -258,21 +371,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mirrorsync {__version__}")
     _common(parser, top=True)
-    commands = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, parser_class=Parser
-    )
-
-    def command(name: str, help_text: str, *, config: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
+    commands = _subcommands(parser, "command", "COMMAND")
+    for name, help_text, build, config in _COMMANDS:
+        if help_text is None:  # _names: for the shell completion scripts only (not listed)
+            _later(commands, name, build, None)
+            continue
+        _later(
+            commands,
             name,
-            help=help_text,
+            build,
+            help_text,
+            config=config,
             description=help_text,
-            epilog="examples: mirrorsync --help; exit codes: mirrorsync help exit-codes",
+            epilog=_EPILOG,
         )
-        _common(sub, top=False, config=config)
-        return sub
+    return parser
 
-    once = command("once", "sync every source once, then exit")
+
+def _once(once: argparse.ArgumentParser) -> None:
     once.add_argument("--source", help="sync only this source")
     once.add_argument("--dry-run", action="store_true", help="show what would change; keep nothing")
     once.add_argument(
@@ -285,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     _lock_option(once)
     _json(once)
 
-    mirror = command("mirror", "bring the local copies (config mirrors:) up to the synced state")
+
+def _mirror(mirror: argparse.ArgumentParser) -> None:
     mirror.add_argument("--name", help="only this copy (a name or a glob)")
     mirror.add_argument(
         "--dry-run", action="store_true", help="show what would be downloaded and deleted"
@@ -293,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     _lock_option(mirror)
     _json(mirror)
 
-    status = command("status", "current version, size and health of every stack")
+
+def _status(status: argparse.ArgumentParser) -> None:
     status.add_argument("--release", help="only stacks of this release (a name or a glob)")
     status.add_argument("--stack", help="only stacks with this name (a name or a glob)")
     status.add_argument(
@@ -318,36 +436,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json(status)
 
-    history = command("history", "versions of one stack, with +added/-removed counts")
+
+def _history(history: argparse.ArgumentParser) -> None:
     _stack_options(history)
     history.add_argument("--limit", type=positive_int, metavar="N", help="only the newest N")
     _json(history)
 
-    diff = command("diff", "specs added and removed between two versions or dates")
+
+def _diff(diff: argparse.ArgumentParser) -> None:
     _stack_options(diff)
     diff.add_argument("from_", metavar="FROM", type=version_or_date, help=_WHEN_HELP)
     diff.add_argument("to", metavar="TO", type=version_or_date, help=_WHEN_HELP)
     _json(diff)
 
-    at = command("at", "what one stack held at a version or date")
+
+def _at(at: argparse.ArgumentParser) -> None:
     _stack_options(at)
     at.add_argument("when", metavar="WHEN", type=version_or_date, help=_WHEN_HELP)
     _json(at)
 
-    show = command("show", "where a spec hash has been, and when it came and went")
+
+def _show(show: argparse.ArgumentParser) -> None:
     show.add_argument(
         "hash", metavar="HASH", help="a hash, a unique prefix of 7+ characters, or /HASH"
     )
     _json(show)
 
-    specs = command("specs", "the specs one stack holds now, with sizes and manifest status")
+
+def _specs(specs: argparse.ArgumentParser) -> None:
     _stack_options(specs)
     specs.add_argument(
         "--package", metavar="P", help="only specs of this package (a name or a glob)"
     )
     _json(specs)
 
-    events = command("events", "change events in id order")
+
+def _events(events: argparse.ArgumentParser) -> None:
+    from mirrorsync.vocab import EVENT_TYPES
+
     events.add_argument(
         "--since",
         type=since_arg,
@@ -374,13 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--reverse", action="store_true", help="newest first")
     _json(events)
 
-    command(
-        "demo",
-        "sync a bundled local mirror twice and show what changed (offline; its own "
-        "configuration, in ./mirrorsync-demo)",
-        config=False,
-    )
-    topic = command("help", "a help topic: config, exit-codes, events, copies", config=False)
+
+def _nothing(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _help(topic: argparse.ArgumentParser) -> None:
+    from mirrorsync.cli.topics import TOPICS
+
     topic.add_argument(
         "topic", nargs="?", choices=tuple(TOPICS), metavar="TOPIC", help=", ".join(TOPICS)
     )
@@ -389,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the man page (roff: mirrorsync help --man > mirrorsync.1; man ./mirrorsync.1)",
     )
-    config_cmd = command("config", "the configuration: check it before a timer runs it")
+
+
+def _config(config_cmd: argparse.ArgumentParser) -> None:
     config_actions = config_cmd.add_subparsers(
         dest="config_command", metavar="ACTION", required=True, parser_class=Parser
     )
@@ -411,14 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(init, top=False)
     init.add_argument("path", nargs="?", metavar="PATH", help="the file to write (or -c PATH)")
 
-    completion = command(
-        "completion", 'print shell completion: eval "$(mirrorsync completion bash)"', config=False
-    )
+
+def _completion(completion: argparse.ArgumentParser) -> None:
     completion.add_argument(
         "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
     )
 
-    hooks = command("webhooks", "webhook endpoints: what is pending, retry, test, replay")
+
+def _webhooks(hooks: argparse.ArgumentParser) -> None:
     actions = hooks.add_subparsers(
         dest="webhooks_command", metavar="ACTION", required=True, parser_class=Parser
     )
@@ -451,15 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
     _lock_option(replay)
     _json(replay)
 
-    # For the shell completion scripts only (not listed): the names a value can take.
-    names = commands.add_parser("_names")
-    _common(names, top=False)
+
+def _names(names: argparse.ArgumentParser) -> None:
     names.add_argument("kind", choices=NAME_KINDS)
 
-    forget = command(
-        "forget",
-        "stop listing a webhook or copy that left the configuration; keep its history",
-    )
+
+def _forget(forget: argparse.ArgumentParser) -> None:
     forget.add_argument(
         "kind", choices=("webhook", "mirror"), metavar="KIND", help="webhook or mirror"
     )
@@ -468,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lock_option(forget)
 
-    db = command("db", "the database itself: move the history to PostgreSQL")
+
+def _db(db: argparse.ArgumentParser) -> None:
     db_actions = db.add_subparsers(
         dest="db_command", metavar="ACTION", required=True, parser_class=Parser
     )
@@ -490,9 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     _lock_option(migrate)
     _json(migrate)
 
-    verify = command(
-        "verify", "check that every binary the latest synced indexes list is on the mirror"
-    )
+
+def _verify(verify: argparse.ArgumentParser) -> None:
     verify.add_argument("--source", help="only stacks of this source (a name or a glob)")
     verify.add_argument("--release", help="only stacks of this release (a name or a glob)")
     verify.add_argument("--stack", help="only stacks with this name (a name or a glob)")
@@ -512,9 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json(verify)
 
-    serve = command(
-        "serve", "a read-only web view of the history, with feeds, /metrics and /healthz"
-    )
+
+def _serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--listen",
         default="127.0.0.1:8080",
@@ -532,9 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="a stack or copy last checked longer ago is a problem (/healthz, as status --check)",
     )
-    _bundle_commands(command)
 
-    export = command("export", "write documents from the synced state")
+
+def _export(export: argparse.ArgumentParser) -> None:
     kinds = export.add_subparsers(dest="what", metavar="WHAT", required=True, parser_class=Parser)
     pages = kinds.add_parser(
         "pages",
@@ -560,12 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also remove the pages of packages no longer in the release",
     )
     _json(pages)
-    return parser
 
 
-def _bundle_commands(command: Any) -> None:
+def _bundle(group: argparse.ArgumentParser) -> None:
     """``bundle export|import|list|show`` (cli/cmd_bundle.py): copies for air-gapped sites."""
-    group = command("bundle", "carry a copy to a site with no network: export, import, list, show")
     actions = group.add_subparsers(
         dest="bundle_command", metavar="ACTION", required=True, parser_class=Parser
     )
@@ -638,3 +761,61 @@ def _bundle_commands(command: Any) -> None:
     show.add_argument("bundle", metavar="BUNDLE", help="a bundle: tar, OUT.000 volumes, directory")
     show.add_argument("--files", action="store_true", help="also every file it carries")
     _json(show)
+
+
+#: Every command, in the order ``--help`` lists them: (name, one-line summary, what adds
+#: its own arguments, whether it reads a configuration). A summary of None: not listed.
+_COMMANDS: tuple[tuple[str, str | None, Build, bool], ...] = (
+    ("once", "sync every source once, then exit", _once, True),
+    ("mirror", "bring the local copies (config mirrors:) up to the synced state", _mirror, True),
+    ("status", "current version, size and health of every stack", _status, True),
+    ("history", "versions of one stack, with +added/-removed counts", _history, True),
+    ("diff", "specs added and removed between two versions or dates", _diff, True),
+    ("at", "what one stack held at a version or date", _at, True),
+    ("show", "where a spec hash has been, and when it came and went", _show, True),
+    ("specs", "the specs one stack holds now, with sizes and manifest status", _specs, True),
+    ("events", "change events in id order", _events, True),
+    (
+        "demo",
+        "sync a bundled local mirror twice and show what changed (offline; its own "
+        "configuration, in ./mirrorsync-demo)",
+        _nothing,
+        False,
+    ),
+    ("help", "a help topic: config, exit-codes, events, copies", _help, False),
+    ("config", "the configuration: check it before a timer runs it", _config, True),
+    (
+        "completion",
+        'print shell completion: eval "$(mirrorsync completion bash)"',
+        _completion,
+        False,
+    ),
+    ("webhooks", "webhook endpoints: what is pending, retry, test, replay", _webhooks, True),
+    ("_names", None, _names, True),
+    (
+        "forget",
+        "stop listing a webhook or copy that left the configuration; keep its history",
+        _forget,
+        True,
+    ),
+    ("db", "the database itself: move the history to PostgreSQL", _db, True),
+    (
+        "verify",
+        "check that every binary the latest synced indexes list is on the mirror",
+        _verify,
+        True,
+    ),
+    (
+        "serve",
+        "a read-only web view of the history, with feeds, /metrics and /healthz",
+        _serve,
+        True,
+    ),
+    (
+        "bundle",
+        "carry a copy to a site with no network: export, import, list, show",
+        _bundle,
+        True,
+    ),
+    ("export", "write documents from the synced state", _export, True),
+)

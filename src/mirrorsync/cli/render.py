@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from mirrorsync.choices import TABLE_FORMATS as TABLE_FORMATS
+
 # The one human form of sizes, counts and durations, shared with the log lines.
 from mirrorsync.text import escape, unescaped
 from mirrorsync.units import human_duration as human_duration
@@ -89,7 +91,6 @@ def ago(stored: str | None, now: datetime | None = None) -> str:
 
 
 #: Table formats the command line offers (``--format``).
-TABLE_FORMATS = ("table", "tsv")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,16 @@ always cancels at once.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING, TypeVar
 
-import anyio
+if TYPE_CHECKING:  # the event loop is imported by the commands that run in it
+    import anyio
+
+T = TypeVar("T")
+A = TypeVar("A")
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -43,6 +48,8 @@ class Signals:
     @contextmanager
     def as_event(self) -> Iterator[anyio.Event]:
         """Within this block a first signal sets the event instead of cancelling."""
+        import anyio
+
         event = self._event = anyio.Event()
         if self.received is not None:
             event.set()
@@ -79,3 +86,31 @@ def stop_event() -> Iterator[anyio.Event | None]:
         return
     with signals.as_event() as event:
         yield event
+
+
+class Stopped(BaseException):
+    """One of :data:`HANDLED` ended a command that runs with no event loop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signal.Signals(signum)
+
+
+def run_stoppable(command: Callable[[A], T], args: A) -> T | int:
+    """``command(args)`` with no event loop (``status`` of a SQLite file): a signal of
+    :data:`HANDLED` ends it with its one line and 128 + N, as it ends a command run
+    in the loop (nothing to clean up: it only reads)."""
+    from mirrorsync.logs import print_line
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in HANDLED}
+    try:
+        return command(args)
+    except Stopped as stopped:
+        print_line(f"mirrorsync: {WORDS[stopped.signum]}")
+        return 128 + int(stopped.signum)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

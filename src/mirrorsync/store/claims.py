@@ -31,8 +31,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-import anyio
-
 from mirrorsync.errors import StoreError
 
 if TYPE_CHECKING:
@@ -76,6 +74,8 @@ class AdvisoryClaims(Claims):
     """
 
     def __init__(self, where: PostgresUrl) -> None:
+        import anyio  # PostgreSQL's claims only: a SQLite reader needs no event loop
+
         self.where = where
         self._conn: PgConnection | None = None
         self._opening = anyio.Lock()
@@ -107,6 +107,8 @@ class AdvisoryClaims(Claims):
         if (kind, key) not in self.held or self._conn is None:
             return
         self.held.discard((kind, key))
+        import anyio
+
         try:
             with anyio.CancelScope(shield=True):
                 await self._conn.execute(
@@ -120,6 +122,8 @@ class AdvisoryClaims(Claims):
         conn, self._conn = self._conn, None
         self.held.clear()
         if conn is not None:
+            import anyio
+
             with anyio.CancelScope(shield=True):
                 await conn.close()  # the server drops every claim of the session
 

@@ -25,16 +25,12 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import quote
-
-import aiosqlite
-import anyio
 
 from mirrorsync.errors import (
     DatabaseDamagedError,
@@ -49,7 +45,17 @@ from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dia
 from mirrorsync.store.location import Location, PostgresUrl
 
 if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is opened
+    from collections.abc import Iterable
+    from importlib.resources.abc import Traversable
+
+    import anyio
+
+    from mirrorsync.store.aio import _Connection
     from mirrorsync.store.postgres import PgConnection
+
+# The event loop (anyio) and aiosqlite are imported when a database is opened through
+# them, not with this module: ``status`` reads a SQLite file with neither
+# (store/readonly.py, issue 31's start-up).
 
 log = logging.getLogger("mirrorsync.store")
 
@@ -77,7 +83,7 @@ def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
     """
     common: dict[tuple[int, str], str] = {}
     own: dict[tuple[int, str], str] = {}
-    for entry in resources.files("mirrorsync.store").joinpath("migrations").iterdir():
+    for entry in _migration_files():
         match = _MIGRATION_RE.match(entry.name)
         if not match:
             continue
@@ -90,6 +96,18 @@ def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
         (number, name, dialect.migration(sql) + own.get((number, name), ""))
         for (number, name), sql in common.items()
     )
+
+
+def _migration_files() -> Iterable[Path | Traversable]:
+    """The bundled migration files: the package's directory when it is one on disk
+    (every install; importlib.resources costs a tenth of ``status``'s start-up), else
+    what importlib.resources finds (a zip)."""
+    here = Path(__file__).with_name("migrations")
+    if here.is_dir():
+        return here.iterdir()
+    from importlib import resources
+
+    return resources.files("mirrorsync.store").joinpath("migrations").iterdir()
 
 
 def _statements(script: str) -> list[str]:
@@ -145,39 +163,18 @@ def database_error(path: Path, exc: sqlite3.Error) -> StoreError:
 _WAL_ATTEMPTS = 200
 
 
-class _Connection(aiosqlite.Connection):
-    """aiosqlite's connection, whose every call into SQLite (statements, fetches,
-    commits) raises mirrorsync's errors instead of sqlite3's.
-
-    aiosqlite routes each of them, cursors' included, through ``_execute``: this is
-    the one edge where a SQLite error is translated.
-    """
-
-    dialect = SQLITE
-
-    def __init__(self, connector: Callable[[], sqlite3.Connection], path: Path) -> None:
-        super().__init__(connector, iter_chunk_size=64)
-        self.path = path
-        self.damaged: DatabaseDamagedError | None = None
-
-    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-        except sqlite3.Error as exc:
-            error = database_error(self.path, exc)
-            if isinstance(error, DatabaseDamagedError) and self.damaged is None:
-                self.damaged = error
-            raise error from None
-
-
 async def _connect(path: Path, target: str, *, uri: bool = False) -> _Connection:
     def connector() -> sqlite3.Connection:
         # timeout is SQLite's busy timeout, from the first statement on: another
         # process may be creating the file or switching it to WAL at this moment.
         return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=10.0)
 
+    import anyio
+
+    from mirrorsync.store.aio import _Connection
+
     _require_file(path)
-    conn = _Connection(connector, path)
+    conn = _Connection(connector, path, database_error)
     try:
         await conn
     except sqlite3.Error as exc:
@@ -221,7 +218,7 @@ class Store:
         self.path = path
         self.dialect: Dialect = conn.dialect
         self.read_only = read_only
-        self._write_lock = anyio.Lock()
+        self._write_lock: anyio.Lock | None = None  # made at the first transaction
         self._clock_warned = False
         self.dry_run = False  # every write inside one transaction that close() rolls back
         self.claims: Claims = Claims()  # SQLite: one run holds the database whole
@@ -353,6 +350,8 @@ class Store:
     async def close(self) -> None:
         """Close the connection (a dry run's transaction rolled back first); a store
         that ran into damage ends by raising it."""
+        import anyio
+
         with anyio.CancelScope(shield=True):  # a cancelled run still closes its database
             if self.dry_run:
                 await self._rollback()
@@ -370,6 +369,8 @@ class Store:
     async def _configure(self) -> None:
         if self.dialect is not SQLITE:
             return
+        import anyio
+
         # Switching a new file to WAL while other first opens do the same can answer
         # "database is locked" without SQLite's busy handler being asked (it would
         # deadlock): tried again, briefly, as the busy timeout would have.
@@ -398,6 +399,8 @@ class Store:
         newest = known[-1][0] if known else 0
         if await _read_version(self._conn, self.path) == newest:
             return  # the usual case: no write lock taken
+        import anyio
+
         if not in_transaction:
             await self.conn.execute(self.dialect.begin_write)
         try:
@@ -444,6 +447,10 @@ class Store:
         """A write transaction: all of it commits, or none of it."""
         if self.read_only:
             raise StoreError(f"{self.path}: opened read-only; this command cannot write")
+        import anyio
+
+        if self._write_lock is None:
+            self._write_lock = anyio.Lock()
         async with self._write_lock:
             if self.damaged is not None:
                 raise self.damaged

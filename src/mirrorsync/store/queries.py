@@ -7,12 +7,14 @@ import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mirrorsync.errors import UsageError
-from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store import claims
 from mirrorsync.store.db import Store
+
+if TYPE_CHECKING:
+    from mirrorsync.formats.index import SpecInfo
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME_RE = re.compile(
@@ -160,6 +162,8 @@ EVENT_JOINS = (
 
 def spec_from_row(row: Any) -> SpecInfo:
     """A SpecInfo from the eight columns of ``SPEC_COLUMNS``, in that order."""
+    from mirrorsync.formats.index import SpecInfo  # not for status: its msgspec structs
+
     hash_, name, version, platform, os, target, compiler, variants = row
     return SpecInfo(
         hash_, name, version, platform, os, target, compiler, tuple(json.loads(variants))
