@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -45,9 +46,11 @@ from mirrorsync.fetch.s3 import S3Transport
 from mirrorsync.fetch.throttle import Throttle, origin
 from mirrorsync.fetch.transport import (
     AiohttpTransport,
+    Detached,
     Response,
     as_sent,
     bytes_received,
+    detach,
     read_declared,
 )
 from mirrorsync.fetch.validators import kept_validators
@@ -67,6 +70,11 @@ _STEP = 1 << 20  # most bytes decompressed at once
 # 1 MiB batches a 700 MiB download took 2.1 ns of CPU a byte, with 4 MiB 1.5, as
 # much as hashing and writing on the event loop (1.4; README, "Performance").
 _BATCH = 4 << 20
+# A body of at least this many bytes (declared, not compressed, plain http) is read
+# off the event loop: received, hashed and written by one worker thread with blocking
+# reads into a reused buffer (``_Body.copy_to``), several at once on all cores.
+_OFF_LOOP_MIN = _BATCH
+_RECV = 1 << 20  # bytes received, then hashed and written, at once off the loop
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 # What ``send`` hands back of an answer's headers: an object store's validators and
@@ -454,7 +462,9 @@ class HttpClient:
             if tally is not None:
                 tally.bytes += n
 
-        return _Body(url, response, max_bytes, limit_name, expected_length, count)
+        body = _Body(url, response, max_bytes, limit_name, expected_length, count)
+        body.read_timeout = self._timeouts[1]
+        return body
 
     async def _fetch(
         self,
@@ -744,6 +754,7 @@ class _Body:
         self._digest: Any = None
         self.promised_by = "the manifest"
         self._raw_deflate = False
+        self.read_timeout: float | None = None  # of each read off the loop (``http.timeout``)
         self._decoder = _decoder(url, response.headers.get("content-encoding", ""))
         declared = response.headers.get("content-length", "")
         self._declared: int | None = None  # the body's length, when the headers tell it
@@ -769,6 +780,12 @@ class _Body:
         thread, ``_BATCH`` bytes at a time (hashlib and file writes release the
         GIL), while the socket keeps filling. Bounds are checked as each chunk
         arrives (``_take``), before it is hashed or written."""
+        if self._decoder is None and self._declared is not None and self._declared >= _OFF_LOOP_MIN:
+            timeout = self.read_timeout if self.read_timeout is not None else 3600.0
+            detached = detach(self._response, self._declared, timeout)
+            if detached is not None:
+                await self._copy_off_loop(detached, out)
+                return
         digest, self._digest = self._digest, None  # taken here, in order, off the loop
 
         def sink(batch: list[bytes]) -> None:
@@ -791,6 +808,44 @@ class _Body:
                 await anyio.to_thread.run_sync(sink, batch)
         finally:
             self._digest = digest
+
+    async def _copy_off_loop(self, body: Detached, out: BinaryIO | None) -> None:
+        """``copy_to`` for a body of declared length within the bounds (checked by
+        ``__init__``; never read past it): one worker thread receives it into a reused
+        buffer, hashes and writes it (``recv_into``, hashlib and writes release the
+        GIL), so downloads go on side by side on every core while the loop serves the
+        rest. Bytes are counted as they arrive; a cancelled download (a deadline)
+        stops the thread's read and waits for it before going on."""
+        loop = asyncio.get_running_loop()
+        digest = self._digest
+        count = self._count
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def pull() -> int:
+            try:
+                length = len(body.head)
+                if body.head:
+                    _sink(body.head, digest, out)
+                view = memoryview(bytearray(min(_RECV, body.left) or 1))
+                while n := body.readinto(view):
+                    _sink(view[:n], digest, out)
+                    length += n
+                    loop.call_soon_threadsafe(count, n)
+                return length
+            finally:
+                loop.call_soon_threadsafe(_settle, finished)
+
+        if body.head:
+            count(len(body.head))
+        try:
+            self.length = await anyio.to_thread.run_sync(pull, abandon_on_cancel=True)
+        except BaseException:
+            body.stop()
+            with anyio.CancelScope(shield=True):
+                await finished
+            raise
+        finally:
+            body.close()
 
     async def read(self) -> bytes:
         """The whole body into memory, within the same bounds as iterating it.
@@ -890,6 +945,18 @@ class _Body:
                 self.url, f"{name} is {digest}, but {self.promised_by} says {expected_digest}"
             )
         return digest
+
+
+def _sink(chunk: bytes | memoryview, digest: Any, out: BinaryIO | None) -> None:
+    if digest is not None:
+        digest.update(chunk)
+    if out is not None:
+        out.write(chunk)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _decoder(url: Url, encoding: str) -> Any:

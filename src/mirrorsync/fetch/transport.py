@@ -25,8 +25,10 @@ leaves this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -324,6 +326,7 @@ class _Stream(httpx.AsyncByteStream):
         self._answer = answer
         self._release = release
         self.received = 0  # body bytes read, however they were read
+        self.detached = False  # the body is read off the loop (``detach``)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         # One buffered chunk at a time, as received: ``readany`` would join all
@@ -365,10 +368,104 @@ class _Stream(httpx.AsyncByteStream):
         raise failure
 
     async def aclose(self) -> None:
-        self._answer.release()  # closes the connection if the body was not read to its end
+        if self.detached:  # the loop's parser has not seen the body: never reused
+            self._answer.close()
+        else:
+            self._answer.release()  # closes the connection if the body was not read to its end
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+class Detached:
+    """The rest of a body of known length, read from its socket with blocking calls
+    in a worker thread (``readinto``), off the event loop: the loop no longer reads
+    from the connection, which is closed when the response is.
+
+    ``head`` is what the loop had received already. ``readinto`` never reads past
+    the body's end and raises what the loop's reads raise (httpx's errors, as
+    httpcore words them); ``stop`` (from the loop) makes a read in progress end
+    at once."""
+
+    __slots__ = ("_request", "_sock", "_stream", "head", "left")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        head: bytes,
+        left: int,
+        timeout: float | None,
+        stream: _Stream,
+    ) -> None:
+        sock.settimeout(timeout)  # poll() then recv(): the descriptor stays non-blocking
+        self._sock = sock
+        self._stream = stream
+        self._request = stream._request
+        self.head = head
+        self.left = left  # bytes of the body still on the wire
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` (or the part of it the body still has); 0 once all is read."""
+        want = min(len(view), self.left)
+        filled = 0
+        try:
+            while filled < want:
+                n = self._sock.recv_into(view[filled:want])
+                if n == 0:
+                    raise httpx.RemoteProtocolError(
+                        "peer closed connection without sending complete message body",
+                        request=self._request,
+                    )
+                filled += n
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out reading", request=self._request) from None
+        except OSError as exc:
+            raise httpx.ReadError(_os_text(exc), request=self._request) from None
+        finally:
+            self.left -= filled
+            self._stream.received += filled
+        return filled
+
+    def stop(self) -> None:
+        """End a blocked ``readinto`` now (it raises): the request is given up."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def detach(response: Response, size: int, timeout: float | None) -> Detached | None:
+    """The body of a response from this transport, ``size`` bytes long (its
+    Content-Length), none of it read yet, to be read off the event loop; None
+    when it cannot be (TLS: the loop's SSL object holds the stream; an error
+    already; all of it received), to be read as a stream."""
+    stream = response.stream
+    if not isinstance(stream, _Stream) or stream.received:
+        return None
+    answer = stream._answer
+    connection = answer.connection
+    content = answer.content
+    if connection is None or content.exception() is not None or content.is_eof():
+        return None
+    transport, protocol = connection.transport, connection.protocol
+    if transport is None or protocol is None or transport.is_closing():
+        return None
+    if transport.get_extra_info("sslcontext") is not None:
+        return None
+    raw = transport.get_extra_info("socket")
+    if raw is None or raw.type != socket.SOCK_STREAM:
+        return None
+    if content.total_bytes > size:  # the parser never passes more than Content-Length
+        return None
+    # What arrived is taken first (taking it may ask the transport to read again),
+    # then the loop stops reading: every later byte is the thread's.
+    head = content.read_nowait(-1)
+    protocol.pause_reading()  # and its sock_read timer: the thread times its own reads
+    stream.detached = True
+    stream.received += len(head)
+    sock = socket.socket(raw.family, raw.type, raw.proto, os.dup(raw.fileno()))
+    return Detached(sock, head, size - len(head), timeout, stream)
 
 
 async def read_declared(response: Response, size: int) -> bytes | None:
