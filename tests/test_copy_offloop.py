@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -264,3 +266,16 @@ def test_a_cancelled_large_download_stops_and_the_client_goes_on(tmp_path: Path)
         whole.close()
     assert took < 1.5
     assert length == LARGE
+
+
+def test_a_command_that_fetches_never_imports_httpx_command_line() -> None:
+    """httpx's own command line (click, pygments: ~40 ms of every start) is never
+    imported with the fetch client, whatever is installed beside it."""
+    code = (
+        "import sys, mirrorsync.fetch.client, mirrorsync.delivery, mirrorsync.mirrors.run\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'pygments')))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown.strip() == "[]"
