@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import math
 import os
@@ -75,6 +76,10 @@ _BATCH = 4 << 20
 # reads into a reused buffer (``_Body.copy_to``), several at once on all cores.
 _OFF_LOOP_MIN = _BATCH
 _RECV = 1 << 20  # bytes received, then hashed and written, at once off the loop
+# Off the loop, the disk write of every this many bytes written is started at once:
+# the fsync that follows a download then waits for its last few MiB, not all of it
+# (8 downloads of 64 MiB ending together: 0.29 s of fsync at the end -> 0.06-0.10 s).
+_WRITE_BACK = 8 << 20
 _DRAIN_MAX = 64 * 1024  # error bodies up to this size are read, to keep the connection
 _DRAIN_SECONDS = 1.0  # ... unless they take longer than this to arrive
 # What ``send`` hands back of an answer's headers: an object store's validators and
@@ -827,10 +832,14 @@ class _Body:
                 if body.head:
                     _sink(body.head, digest, out)
                 view = memoryview(bytearray(min(_RECV, body.left) or 1))
+                flushed = 0  # bytes whose write to disk has been started
                 while n := body.readinto(view):
                     _sink(view[:n], digest, out)
                     length += n
                     loop.call_soon_threadsafe(count, n)
+                    if out is not None and length - flushed >= _WRITE_BACK:
+                        _write_back(out, flushed, length - flushed)
+                        flushed = length
                 return length
             finally:
                 loop.call_soon_threadsafe(_settle, finished)
@@ -952,6 +961,21 @@ def _sink(chunk: bytes | memoryview, digest: Any, out: BinaryIO | None) -> None:
         digest.update(chunk)
     if out is not None:
         out.write(chunk)
+
+
+def _write_back(out: BinaryIO, offset: int, length: int) -> None:
+    """Start writing ``out``'s bytes [offset, offset + length) to disk, not waiting
+    for it: Linux's POSIX_FADV_DONTNEED starts the write-back of a range's dirty
+    pages (and drops only pages already clean, none of these). Durability is still
+    the caller's fsync; where the hint is not supported, nothing happens."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    try:
+        out.flush()
+        advise(out.fileno(), offset, length, os.POSIX_FADV_DONTNEED)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def _settle(future: asyncio.Future[None]) -> None:
