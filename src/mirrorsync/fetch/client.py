@@ -819,8 +819,9 @@ class _Body:
         ``__init__``; never read past it): one worker thread receives it into a reused
         buffer, hashes and writes it (``recv_into``, hashlib and writes release the
         GIL), so downloads go on side by side on every core while the loop serves the
-        rest. Bytes are counted as they arrive; a cancelled download (a deadline)
-        stops the thread's read and waits for it before going on."""
+        rest. Bytes are counted as they arrive (every ``_WRITE_BACK`` bytes); a
+        cancelled download (a deadline) stops the thread's read and waits for it
+        before going on."""
         loop = asyncio.get_running_loop()
         digest = self._digest
         count = self._count
@@ -833,13 +834,20 @@ class _Body:
                     _sink(body.head, digest, out)
                 view = memoryview(bytearray(min(_RECV, body.left) or 1))
                 flushed = 0  # bytes whose write to disk has been started
-                while n := body.readinto(view):
-                    _sink(view[:n], digest, out)
-                    length += n
-                    loop.call_soon_threadsafe(count, n)
-                    if out is not None and length - flushed >= _WRITE_BACK:
-                        _write_back(out, flushed, length - flushed)
-                        flushed = length
+                counted = length  # bytes counted (one wake-up of the loop per _WRITE_BACK)
+                try:
+                    while n := body.readinto(view):
+                        length += n  # received: counted, whatever happens next
+                        _sink(view[:n], digest, out)
+                        if length - flushed >= _WRITE_BACK:
+                            loop.call_soon_threadsafe(count, length - counted)
+                            counted = length
+                            if out is not None:
+                                _write_back(out, flushed, length - flushed)
+                            flushed = length
+                finally:
+                    if length > counted:
+                        loop.call_soon_threadsafe(count, length - counted)
                 return length
             finally:
                 loop.call_soon_threadsafe(_settle, finished)
