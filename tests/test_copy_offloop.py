@@ -1,6 +1,6 @@
 """A large blob is received off the event loop (issue 31, copy throughput).
 
-A download of a declared length of 4 MiB and more over plain http is read by
+A download of a declared length of 8 MiB and more over plain http is read by
 one worker thread from its connection's socket (hashed and written there);
 everything else about the request stays the client's one rule: the length
 and sha256 checks, the byte counts, the retry policy and its words for a

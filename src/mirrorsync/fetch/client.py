@@ -73,8 +73,10 @@ _STEP = 1 << 20  # most bytes decompressed at once
 _BATCH = 4 << 20
 # A body of at least this many bytes (declared, not compressed, plain http) is read
 # off the event loop: received, hashed and written by one worker thread with blocking
-# reads into a reused buffer (``_Body.copy_to``), several at once on all cores.
-_OFF_LOOP_MIN = _BATCH
+# reads into a reused buffer (``_Body.copy_to``), several at once on all cores. Its
+# connection is not kept alive after (the loop's parser never saw the body): the next
+# request connects again, one round trip, small beside 8 MiB and more.
+_OFF_LOOP_MIN = 8 << 20
 _RECV = 1 << 20  # bytes received, then hashed and written, at once off the loop
 # Off the loop, the disk write of every this many bytes written is started at once:
 # the fsync that follows a download then waits for its last few MiB, not all of it
