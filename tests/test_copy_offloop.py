@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,9 +26,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from conftest import run_cli, write_config
 from mirrorsync.config import parse_config
 from mirrorsync.errors import FetchError, IntegrityError
 from mirrorsync.fetch import HttpClient, Tally, Url
+from mirrorsync.fixture.server import FixtureServer
 
 LARGE = 12 << 20  # read off the loop
 SMALL = 1 << 20  # read on the loop
@@ -279,3 +283,35 @@ def test_a_command_that_fetches_never_imports_httpx_command_line() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert shown.strip() == "[]"
+
+
+def test_a_copy_without_webhooks_loads_no_delivery_code_and_still_forgets_removed_ones(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """``mirror`` with no webhook configured does not import the delivery code
+    (signing, payloads: start-up time of every copy), yet a webhook that has left
+    the configuration is recorded as such before publishing, as ``Outbox.open``
+    does (no event of this run is queued for it)."""
+    from receiver import Receiver, new_secret
+    from test_mirrors import _config_text, _graph, _publish_upstream
+
+    _publish_upstream(docroot, _graph(), None)
+    text = _config_text(tmp_path, server, "")
+    secret = new_secret()
+    with Receiver(secret) as receiver:
+        hook = (
+            f"webhooks:\n  - name: site\n    url: {receiver.url}\n    secret_env: HOOK_SECRET\n"
+            "    events: [mirror.updated]\n"
+        )
+        config = write_config(tmp_path / "c.yaml", text + hook)
+        once = run_cli("-c", str(config), "once", cwd=tmp_path, env={"HOOK_SECRET": secret})
+        assert once.returncode == 0, once.stderr  # synced, copied, mirror.updated sent
+    config = write_config(tmp_path / "c.yaml", text)  # the webhook removed
+    shutil.rmtree(tmp_path / "copy")  # copied again by the next run
+    done = run_cli("-c", str(config), "mirror", cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "mirrorsync.mirrors.run" in imported
+    assert not {m for m in imported if m.startswith("mirrorsync.delivery")}
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT name, configured FROM webhooks").fetchall() == [("site", 0)]
