@@ -448,6 +448,8 @@ def detach(response: Response, size: int, timeout: float | None) -> Detached | N
     content = answer.content
     if connection is None or content.exception() is not None or content.is_eof():
         return None
+    if "transfer-encoding" in answer.headers:  # framed by the parser, whatever it declares
+        return None
     transport, protocol = connection.transport, connection.protocol
     if transport is None or protocol is None or transport.is_closing():
         return None
