@@ -335,3 +335,42 @@ def test_a_chunked_body_declaring_a_length_is_refused_as_on_the_loop() -> None:
     small, _ = _failure(_chunked_and_declared, SMALL)
     assert "Transfer-Encoding can't be present with Content-Length" in large
     assert large.replace(str(LARGE), "N") == small.replace(str(SMALL), "N")
+
+
+def test_a_large_download_cancelled_while_waiting_for_a_thread_ends_at_once(
+    tmp_path: Path,
+) -> None:
+    """Every worker thread busy: a large download cancelled (a deadline, a run
+    stopping) before its thread started ends at once, and no thread runs it later."""
+    server = Server(_keep_alive)
+    dest = tmp_path / "blob"
+
+    async def main() -> float:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        tokens, limiter.total_tokens = limiter.total_tokens, 1
+        release = threading.Event()
+
+        async def hold() -> None:  # the one thread, busy
+            await anyio.to_thread.run_sync(release.wait)
+
+        try:
+            async with _config() as client, anyio.create_task_group() as tg:
+                tg.start_soon(hold)
+                await anyio.sleep(0.1)
+                started = time.monotonic()
+                with anyio.move_on_after(0.5):
+                    await client.download(server.url(str(LARGE)), dest, expected_length=LARGE)
+                took = time.monotonic() - started
+                release.set()
+                await anyio.sleep(0.2)  # a thread that ran it now would write the file
+        finally:
+            release.set()
+            limiter.total_tokens = tokens
+        return took
+
+    try:
+        took = anyio.run(main)
+    finally:
+        server.close()
+    assert took < 1.5
+    assert dest.stat().st_size == 0

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -828,8 +829,16 @@ class _Body:
         digest = self._digest
         count = self._count
         finished: asyncio.Future[None] = loop.create_future()
+        # "new" until the thread starts ("running"); "given up" once the download is
+        # (a cancellation may come while waiting for a thread: then none ever runs).
+        state = ["new"]
+        lock = threading.Lock()
 
         def pull() -> int:
+            with lock:
+                if state[0] == "given up":
+                    return 0
+                state[0] = "running"
             try:
                 length = len(body.head)
                 if body.head:
@@ -859,9 +868,12 @@ class _Body:
         try:
             self.length = await anyio.to_thread.run_sync(pull, abandon_on_cancel=True)
         except BaseException:
-            body.stop()
-            with anyio.CancelScope(shield=True):
-                await finished
+            with lock:
+                running, state[0] = state[0] == "running", "given up"
+            if running:  # stop its read, and wait: it holds the file and the socket
+                body.stop()
+                with anyio.CancelScope(shield=True):
+                    await finished
             raise
         finally:
             body.close()
