@@ -54,7 +54,7 @@ from benchkit import catalog_config, spec_tarball, timed  # noqa: E402
 from mirrorsync.fixture.build import write_catalog, write_v3_mirror  # noqa: E402
 from mirrorsync.fixture.specs import synthetic_specs  # noqa: E402
 
-#: Issue 31: a copy at least 0.9x the throughput of curl + sha256sum of the same files.
+#: Issue 31: a copy at least 0.9x the throughput of curl + sha256 (openssl) of the same files.
 TARGET = 0.9
 
 
