@@ -33,7 +33,7 @@ def split_clearsigned(data: bytes, what: str = "clear-signed document") -> Clear
     no bare CR anywhere, nothing but whitespace around the block, and one
     BEGIN/END pair of each kind.
     """
-    if _BARE_CR.search(data):
+    if b"\r" in data and _BARE_CR.search(data):
         raise FormatError(what, "has a bare CR (a carriage return not followed by a line feed)")
     for marker in (BEGIN_MESSAGE, BEGIN_SIGNATURE, END_SIGNATURE):
         if data.count(marker) > 1:
@@ -55,16 +55,19 @@ def split_clearsigned(data: bytes, what: str = "clear-signed document") -> Clear
     if i >= len(lines):
         raise FormatError(what, "no blank line after the armour headers")
     body_start = i + 1
+    # Each line without its trailing whitespace, once: the markers are looked up in C.
+    stripped = [line.rstrip() for line in lines]
     try:
-        sig_start = next(
-            j for j in range(body_start, len(lines)) if lines[j].rstrip() == BEGIN_SIGNATURE
-        )
-    except StopIteration:
+        sig_start = stripped.index(BEGIN_SIGNATURE, body_start)
+    except ValueError:
         raise FormatError(what, "no -----BEGIN PGP SIGNATURE----- line") from None
-    if not any(line.rstrip() == END_SIGNATURE for line in lines[sig_start + 1 :]):
+    if END_SIGNATURE not in stripped[sig_start + 1 :]:
         raise FormatError(what, "no -----END PGP SIGNATURE----- line")
-    body_lines = [_undash(line) for line in lines[body_start:sig_start]]
-    body = b"".join(body_lines)
+    body = b"".join(lines[body_start:sig_start])
+    # Dash-escaped lines ("- " at a line's start: after a LF, there being no bare CR)
+    # are undone line by line; a body without any is taken whole.
+    if body.startswith(b"- ") or b"\n- " in body:
+        body = b"".join([_undash(line) for line in lines[body_start:sig_start]])
     # The line break before the signature belongs to the armour, not the message.
     if body.endswith(b"\r\n"):
         body = body[:-2]
