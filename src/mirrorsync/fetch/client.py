@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -485,10 +486,7 @@ class HttpClient:
         allow: frozenset[int] = frozenset(),
     ) -> T:
         """One request, retried per ``http.retries``; ``read`` turns the answer into a result."""
-
-        async def attempt() -> T:
-            return await self._once(method, url, headers, tally, read, content, allow)
-
+        attempt = functools.partial(self._once, method, url, headers, tally, read, content, allow)
         return await self._retrying(url, attempt, tally)
 
     async def _once(
@@ -894,8 +892,12 @@ class _Body:
 
     def _budget(self) -> int:
         """How many more bytes may be taken: up to one past the tighter bound (0: no bound)."""
-        bounds = [b for b in (self._expected, self._max) if b is not None]
-        return min(bounds) + 1 - self.length if bounds else 0
+        expected, most = self._expected, self._max
+        if expected is None:
+            return 0 if most is None else most + 1 - self.length
+        if most is not None and most < expected:
+            return most + 1 - self.length
+        return expected + 1 - self.length
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for raw in self._response.aiter_raw():
@@ -1007,6 +1009,8 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 def _decoder(url: Url, encoding: str) -> Any:
     """A zlib decompressor for the response's Content-Encoding; None for identity."""
+    if not encoding:  # most answers: none given
+        return None
     codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if not codings:

@@ -51,6 +51,11 @@ KEEPALIVE_SECONDS = 5.0
 READ_BUFFER = 1 << 20
 
 
+#: Headers aiohttp would add to a request without them (httpx sets its own).
+_AUTO_SKIP = ("User-Agent", "Accept", "Accept-Encoding")
+_AUTO_HEADERS = frozenset(name.lower() for name in _AUTO_SKIP)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """At most ``connections`` connections, kept alive between requests; http and https.
 
@@ -144,6 +149,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         proxy = None
         if self._proxies is not None:
             proxy = self._proxies.for_url(scheme, f"{url.raw_host}:{url.port}")
+        # aiohttp adds Accept, Accept-Encoding and User-Agent to a request without
+        # them unless told to skip them; httpx's requests carry all three, and
+        # skipping costs a sorted copy of the headers per request (3% of a crawl's
+        # CPU), so aiohttp is told only when one is missing.
+        skip = None if _AUTO_HEADERS.issubset([k.lower() for k, _ in headers]) else _AUTO_SKIP
         self._in_flight += 1
         failure: Exception | None = None
         try:
@@ -151,6 +161,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 method,
                 url,
                 headers=headers,
+                skip_auto_headers=skip,
                 data=body,
                 allow_redirects=False,
                 ssl=tls,
@@ -181,7 +192,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             read_bufsize=READ_BUFFER,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),  # httpx sets them
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )

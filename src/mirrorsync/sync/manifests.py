@@ -46,6 +46,7 @@ from mirrorsync.formats.manifest import (
     SPEC_MEDIA_PREFIX,
     TARBALL_MEDIA_PREFIX,
     BlobRecord,
+    Manifest,
     parse_manifest,
     spec_manifest_path,
     spec_manifest_records,
@@ -110,6 +111,18 @@ class SpecFiles:
     spec_checksum: str  # v3: of the spec blob; v2: of the spec file as served
     manifest_sha256: str  # of the very bytes parsed (and verified, with a keyring)
     signer: str | None  # the primary key gpg accepted the signature of; None: not checked
+
+
+@dataclass(frozen=True, slots=True)
+class V3Manifest:
+    """A v3 spec manifest as fetched and checked: its bytes and the records read from them."""
+
+    url: Url
+    data: bytes
+    tarball: BlobRecord
+    spec: BlobRecord
+    manifest: Manifest
+    signer: str | None  # as in SpecFiles
 
 
 def _role(media_type: str) -> str:
@@ -182,22 +195,32 @@ class StackMirror:
         )
 
     async def _v3(self, ref: SpecRef, tally: Tally) -> SpecFiles:
+        v3 = await self.v3_manifest(ref, tally)
+        tarball, spec = v3.tarball, v3.spec
+        blobs = [self._blob(tarball)] + [
+            self._blob(r) for r in v3.manifest.data if r is not tarball
+        ]
+        return SpecFiles(
+            v3.url,
+            blobs[0],
+            tuple(blobs),
+            spec.checksum_algorithm,
+            spec.checksum,
+            hashlib.sha256(v3.data).hexdigest(),
+            v3.signer,
+        )
+
+    async def v3_manifest(self, ref: SpecRef, tally: Tally) -> V3Manifest:
+        """A v3 spec manifest, fetched, its signature checked (with a keyring) and read:
+        what :meth:`spec_files` gives, before the blobs' URLs are made (the crawl
+        records the records' figures alone)."""
         url = self.root.join(spec_manifest_path(ref.name, ref.version, ref.hash))
         data = await _get(self.client, url, tally)
         signer = await self._check_signature(data, url)
         tarball, spec, manifest = spec_manifest_records(data, url.display)
         if signer is not None:
             await self._check_bound(ref, spec, url, tally)
-        blobs = [self._blob(tarball)] + [self._blob(r) for r in manifest.data if r is not tarball]
-        return SpecFiles(
-            url,
-            blobs[0],
-            tuple(blobs),
-            spec.checksum_algorithm,
-            spec.checksum,
-            hashlib.sha256(data).hexdigest(),
-            signer,
-        )
+        return V3Manifest(url, data, tarball, spec, manifest, signer)
 
     async def _check_bound(self, ref: SpecRef, spec: BlobRecord, url: Url, tally: Tally) -> None:
         """SignatureError unless the (genuine) manifest is this spec's: a signature says
@@ -500,6 +523,19 @@ class ManifestCrawler:
     async def fetch(self, mirror: StackMirror, ref: SpecRef, tally: Tally) -> ManifestResult:
         """One spec: its manifest's figures, or why there are none."""
         try:
+            if mirror.layout == "v3":  # the records' figures alone: no blob URLs made
+                v3 = await mirror.v3_manifest(ref, tally)
+                return ManifestResult(
+                    ref.spec_id,
+                    OK,
+                    tarball_size=v3.tarball.content_length,
+                    tarball_algorithm=v3.tarball.checksum_algorithm,
+                    tarball_checksum=v3.tarball.checksum,
+                    spec_algorithm=v3.spec.checksum_algorithm,
+                    spec_checksum=v3.spec.checksum,
+                    manifest_sha256=hashlib.sha256(v3.data).hexdigest(),
+                    signer=v3.signer,
+                )
             files = await mirror.spec_files(ref, tally)
             size = files.tarball.length
             if size is None:  # v2: the spec file has no sizes
