@@ -117,6 +117,9 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="write the median ratios here")
     parser.add_argument(
+        "--src", type=Path, help="run this checkout's src as mirrorsync (the old figures)"
+    )
+    parser.add_argument(
         "--py-spy",
         type=Path,
         help="after the timed runs, one more copy under ``py-spy record -f raw`` into this file",
@@ -125,8 +128,11 @@ def main() -> int:
     for tool in ("curl", "openssl", "sha256sum"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")
+    run_src = SRC if args.src is None else args.src.resolve()
+    if args.src is not None:
+        os.environ["PYTHONPATH"] = str(run_src)  # the mirrorsync processes timed below
     # Byte-compile mirrorsync first, as pip does on install: no process pays for it.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(SRC)], check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(run_src)], check=True)
     work = Path(tempfile.mkdtemp(prefix="bench-mirror-", dir=args.dir))
     docroot = work / "www"
     count = max(1, int(args.gib * 1024 / args.blob_mib))

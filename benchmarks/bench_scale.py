@@ -532,6 +532,8 @@ def external(args: argparse.Namespace, work: Path) -> dict[str, float]:
                 str(args.repeat),
                 "--json",
                 str(out),
+                "--src",
+                str(RUN_SRC),
             ],
             check=True,
         )
