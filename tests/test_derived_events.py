@@ -7,19 +7,15 @@ every event as before. Sizes, not timings.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from conftest import REPO, catalog_config_text, json_lines, run_cli
+from landed import cli, landed_source
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_compilers, synthetic_specs
@@ -90,30 +86,6 @@ def test_a_first_sync_of_4_stacks_stores_no_event_row_per_spec_and_200_bytes_per
 # -- a database made by the landed version --------------------------------------
 
 
-def _landed_source(tmp_path: Path) -> Path:
-    """The landed version's ``src`` (git archive of ``LANDED``), to run as a process."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", LANDED, "src"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    target = tmp_path / "landed"
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target / "src"
-
-
-def _cli(src: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mirrorsync", "-c", str(config), *args],
-        cwd=config.parent,
-        env={**os.environ, "PYTHONPATH": str(src)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _site(docroot: Path, state: int) -> None:
     pool = synthetic_specs(80, seed=12)
     root = pool[:60] if state == 1 else pool[5:70]  # churn: 5 gone, 10 new
@@ -129,7 +101,7 @@ def _outbox(db: Path) -> list[tuple[Any, ...]]:
 def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_same_events(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:
-    landed = _landed_source(tmp_path)
+    landed = landed_source(tmp_path, LANDED)
     current = REPO / "src"
     secret = new_secret()
     (tmp_path / "hook.secret").write_text(secret)
@@ -145,9 +117,9 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
         db = tmp_path / "state.db"
         for state in (1, 2):
             _site(docroot, state)
-            done = _cli(landed, config, "once")
+            done = cli(landed, config, "once")
             assert done.returncode in (0, 1), done.stderr
-        old_events = json_lines(_cli(landed, config, "events", "--json").stdout)
+        old_events = json_lines(cli(landed, config, "events", "--json").stdout)
         old_outbox = _outbox(db)
         with sqlite3.connect(db) as conn:
             (old_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
@@ -155,9 +127,9 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
         assert {"spec.added", "spec.removed", "stack.added"} <= kinds
         assert old_outbox and old_rows == len(old_events)
 
-        done = _cli(current, config, "once")  # migrates; the site has not changed since
+        done = cli(current, config, "once")  # migrates; the site has not changed since
         assert done.returncode in (0, 1), done.stderr
-        new_events = json_lines(_cli(current, config, "events", "--json").stdout)
+        new_events = json_lines(cli(current, config, "events", "--json").stdout)
         assert new_events == old_events  # the same events, ids, fields and order
         assert _outbox(db) == old_outbox  # still pending, for the same webhooks
         with sqlite3.connect(db) as conn:
@@ -173,7 +145,7 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
         assert e4s_ids and all(by_id[i]["stack"] == "e4s" for i in e4s_ids)
 
         receiver.status = 200
-        done = _cli(current, config, "webhooks", "retry")
+        done = cli(current, config, "webhooks", "retry")
         assert done.returncode == 0, done.stderr
         sent = [e for r in receiver.acknowledged for e in r.events]
         assert sorted(json.dumps(e, sort_keys=True) for e in sent) == sorted(
@@ -187,7 +159,7 @@ def test_a_landed_postgresql_database_migrates_with_the_same_events(
 ) -> None:
     import psycopg
 
-    landed = _landed_source(tmp_path)
+    landed = landed_source(tmp_path, LANDED)
     config = tmp_path / "mirrorsync.yaml"
     config.write_text(
         f"database: '{postgres_url}'\n"
@@ -198,14 +170,14 @@ def test_a_landed_postgresql_database_migrates_with_the_same_events(
     config.chmod(0o600)  # the URL holds a password
     for state in (1, 2):
         _site(docroot, state)
-        done = _cli(landed, config, "once")
+        done = cli(landed, config, "once")
         assert done.returncode == 0, done.stderr
-    old_events = json_lines(_cli(landed, config, "events", "--json").stdout)
+    old_events = json_lines(cli(landed, config, "events", "--json").stdout)
     assert {e["type"] for e in old_events} >= {"spec.added", "spec.removed"}
 
-    done = _cli(REPO / "src", config, "once")  # migrates
+    done = cli(REPO / "src", config, "once")  # migrates
     assert done.returncode == 0, done.stderr
-    assert json_lines(_cli(REPO / "src", config, "events", "--json").stdout) == old_events
+    assert json_lines(cli(REPO / "src", config, "events", "--json").stdout) == old_events
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT count(*) FROM event_rows WHERE span IS NOT NULL").fetchone()
     assert row is not None and row[0] == 6

@@ -9,17 +9,13 @@ at the issue's size in test_derived_events.py.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
 from conftest import REPO, catalog_config_text, database_value, json_lines
+from landed import cli, landed_source
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_specs
@@ -27,29 +23,6 @@ from receiver import Receiver, new_secret
 
 #: The last commit of main before migration 0014: the "landed version".
 LANDED = "6442e9eb3e6aaaae52b1e1e5e7f1a30f950ed5df"
-
-
-def _landed_source(tmp_path: Path) -> Path:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", LANDED, "src"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    target = tmp_path / "landed"
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target / "src"
-
-
-def _cli(src: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mirrorsync", "-c", str(config), *args],
-        cwd=config.parent,
-        env={**os.environ, "PYTHONPATH": str(src)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _site(docroot: Path, state: int) -> list[str]:
@@ -73,7 +46,7 @@ QUERIES: tuple[tuple[str, ...], ...] = (
 def _answers(src: Path, config: Path, hashes: list[str]) -> list[str]:
     out = []
     for args in (*QUERIES, *(("show", h, "--json") for h in hashes[2::30])):
-        done = _cli(src, config, *args)
+        done = cli(src, config, *args)
         assert done.returncode == 0, (args, done.stderr)
         out.append(done.stdout)
     return out
@@ -92,7 +65,7 @@ def _rows(database: str, sql: str) -> list[tuple[Any, ...]]:
 def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_same_answers(
     tmp_path: Path, docroot: Path, server: FixtureServer, backend: str
 ) -> None:
-    landed = _landed_source(tmp_path)
+    landed = landed_source(tmp_path, LANDED)
     current = REPO / "src"
     database = database_value(tmp_path)
     index = (
@@ -114,7 +87,7 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
         config.chmod(0o600)  # a PostgreSQL URL holds a password
         for state in (1, 2):
             hashes = _site(docroot, state)
-            done = _cli(landed, config, "once")
+            done = cli(landed, config, "once")
             assert done.returncode in (0, 1), done.stderr
         old = _answers(landed, config, hashes)
         outbox = "SELECT webhook_id, event_id FROM webhook_outbox"
@@ -123,7 +96,7 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
         kinds = {e["type"] for e in json_lines(old[0])}
         assert {"spec.added", "spec.removed", "stack.added"} <= kinds
 
-        done = _cli(current, config, "once")  # migrates; the site has not changed since
+        done = cli(current, config, "once")  # migrates; the site has not changed since
         assert done.returncode in (0, 1), done.stderr
         assert _rows(database, index) == []
         assert _answers(current, config, hashes) == old
@@ -132,7 +105,7 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
             assert _rows(database, "PRAGMA integrity_check") == [("ok",)]
 
         receiver.status = 200
-        done = _cli(current, config, "webhooks", "retry")
+        done = cli(current, config, "webhooks", "retry")
         assert done.returncode == 0, done.stderr
         by_id = {e["id"]: e for e in json_lines(old[0])}
         sent = [e for r in receiver.acknowledged for e in r.events]

@@ -5,13 +5,8 @@ database made by the landed version. Sizes and errors, not timings.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +15,7 @@ import psycopg
 import pytest
 
 from conftest import REPO, catalog_config_text, json_lines, run_cli
+from landed import cli, landed_source
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_compilers, synthetic_specs
@@ -192,29 +188,6 @@ def test_postgresql_still_refuses_a_membership_naming_no_spec_or_stack(
 # -- a database made by the landed version --------------------------------------
 
 
-def _landed_source(tmp_path: Path) -> Path:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", LANDED, "src"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    target = tmp_path / "landed"
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target / "src"
-
-
-def _cli(src: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mirrorsync", "-c", str(config), *args],
-        cwd=config.parent,
-        env={**os.environ, "PYTHONPATH": str(src)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _site(docroot: Path, state: int) -> None:
     pool = synthetic_specs(80, seed=12)
     root = pool[:60] if state == 1 else pool[5:70]  # churn: 5 gone, 10 new
@@ -229,7 +202,7 @@ def _outbox(url: str) -> list[tuple[Any, ...]]:
 def test_a_landed_postgresql_database_with_churn_and_pending_webhooks_migrates_to_0013(
     tmp_path: Path, docroot: Path, server: FixtureServer, postgres_url: str
 ) -> None:
-    landed = _landed_source(tmp_path)
+    landed = landed_source(tmp_path, LANDED)
     secret = new_secret()
     (tmp_path / "hook.secret").write_text(secret)
     with Receiver(secret, status=500) as receiver:  # deliveries fail: events stay pending
@@ -248,17 +221,17 @@ def test_a_landed_postgresql_database_with_churn_and_pending_webhooks_migrates_t
         config.chmod(0o600)
         for state in (1, 2):
             _site(docroot, state)
-            done = _cli(landed, config, "once")
+            done = cli(landed, config, "once")
             assert done.returncode in (0, 1), done.stderr
-        old_events = json_lines(_cli(landed, config, "events", "--json").stdout)
+        old_events = json_lines(cli(landed, config, "events", "--json").stdout)
         old_outbox = _outbox(postgres_url)
-        old_diff = _cli(
+        old_diff = cli(
             landed, config, "diff", "--release", "develop", "--stack", "root", "v1", "v2", "--json"
         ).stdout
         assert {"spec.added", "spec.removed", "stack.added"} <= {e["type"] for e in old_events}
         assert old_outbox and old_diff
 
-        done = _cli(REPO / "src", config, "once")  # migrates; the site has not changed since
+        done = cli(REPO / "src", config, "once")  # migrates; the site has not changed since
         assert done.returncode in (0, 1), done.stderr
         with psycopg.connect(postgres_url) as conn:
             (version,) = conn.execute("SELECT max(version) FROM schema_migrations").fetchone() or (
@@ -277,9 +250,9 @@ def test_a_landed_postgresql_database_with_churn_and_pending_webhooks_migrates_t
             current = conn.execute("SELECT to_regclass('memberships_current')").fetchone()
         assert version >= 13 and fks == (0,) and current == (None,)
         assert set(types.values()) == {"integer"}
-        assert json_lines(_cli(REPO / "src", config, "events", "--json").stdout) == old_events
+        assert json_lines(cli(REPO / "src", config, "events", "--json").stdout) == old_events
         assert (
-            _cli(
+            cli(
                 REPO / "src",
                 config,
                 "diff",
@@ -297,14 +270,14 @@ def test_a_landed_postgresql_database_with_churn_and_pending_webhooks_migrates_t
 
         # The next version of the site syncs on the migrated database as before.
         _site(docroot, 1)
-        done = _cli(REPO / "src", config, "once")
+        done = cli(REPO / "src", config, "once")
         assert done.returncode in (0, 1), done.stderr
-        events = json_lines(_cli(REPO / "src", config, "events", "--json").stdout)
+        events = json_lines(cli(REPO / "src", config, "events", "--json").stdout)
         assert events[: len(old_events)] == old_events
         assert {e["type"] for e in events[len(old_events) :]} == {"spec.added", "spec.removed"}
 
         receiver.status = 200
-        done = _cli(REPO / "src", config, "webhooks", "retry")
+        done = cli(REPO / "src", config, "webhooks", "retry")
         assert done.returncode == 0, done.stderr
         by_id = {e["id"]: e for e in events}
         sent = [e for r in receiver.acknowledged for e in r.events]
