@@ -36,3 +36,17 @@ def cli(src: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=120,
     )
+
+
+def pending_hooks(tmp_path: Path, url: str, filtered: str = "e4s") -> str:
+    """A configuration's ``webhooks:`` for a receiver that fails every delivery, so
+    the events stay pending across the migration: one webhook taking every event,
+    one (named ``filtered``) only the e4s stack's spec events in batches of 7. The
+    secret is written to ``tmp_path/hook.secret`` by the caller."""
+    secret = f"secret_file: '{tmp_path}/hook.secret'"
+    return (
+        "webhooks:\n"
+        f"  - {{name: all, url: '{url}', {secret}}}\n"
+        f"  - {{name: {filtered}, url: '{url}', {secret},"
+        " events: [spec.added, spec.removed], filter: {stacks: [e4s]}, max_batch: 7}\n"
+    )

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from conftest import REPO, catalog_config_text, json_lines, run_cli
-from landed import cli, landed_source
+from landed import cli, landed_source, pending_hooks
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_compilers, synthetic_specs
@@ -106,12 +106,7 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
     secret = new_secret()
     (tmp_path / "hook.secret").write_text(secret)
     with Receiver(secret, status=500) as receiver:  # deliveries fail: events stay pending
-        hooks = (
-            "webhooks:\n"
-            f"  - {{name: all, url: '{receiver.url}', secret_file: '{tmp_path}/hook.secret'}}\n"
-            f"  - {{name: zlib, url: '{receiver.url}', secret_file: '{tmp_path}/hook.secret',"
-            " events: [spec.added, spec.removed], filter: {stacks: [e4s]}, max_batch: 7}\n"
-        )
+        hooks = pending_hooks(tmp_path, receiver.url, "zlib")
         config = tmp_path / "mirrorsync.yaml"
         config.write_text(catalog_config_text(tmp_path, server, extra=hooks))
         db = tmp_path / "state.db"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import REPO, catalog_config_text, database_value, json_lines
-from landed import cli, landed_source
+from landed import cli, landed_source, pending_hooks
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_specs
@@ -76,12 +76,7 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
     secret = new_secret()
     (tmp_path / "hook.secret").write_text(secret)
     with Receiver(secret, status=500) as receiver:  # deliveries fail: events stay pending
-        hooks = (
-            "webhooks:\n"
-            f"  - {{name: all, url: '{receiver.url}', secret_file: '{tmp_path}/hook.secret'}}\n"
-            f"  - {{name: e4s, url: '{receiver.url}', secret_file: '{tmp_path}/hook.secret',"
-            " events: [spec.added, spec.removed], filter: {stacks: [e4s]}, max_batch: 7}\n"
-        )
+        hooks = pending_hooks(tmp_path, receiver.url)
         config = tmp_path / "mirrorsync.yaml"
         config.write_text(catalog_config_text(tmp_path, server, extra=hooks))
         config.chmod(0o600)  # a PostgreSQL URL holds a password
