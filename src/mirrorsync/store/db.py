@@ -25,11 +25,11 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote
 
 from mirrorsync.errors import (
@@ -321,10 +321,23 @@ class Store:
                 await pg.close()
                 raise
             return cls(pg, path, read_only=True)
-        if not path.exists():
+
+        async def connect(path: Path, target: str) -> _Connection:
+            return await _connect(path, target, uri=True)
+
+        return await cls.open_file_read_only(path, connect)
+
+    @classmethod
+    async def open_file_read_only(
+        cls, path: Path, connect: Callable[[Path, str], Awaitable[Any]]
+    ) -> Store:
+        """A SQLite file opened ``mode=ro`` through ``connect(path, uri)``: aiosqlite's
+        connection here, a synchronous one for ``store/readonly.py``; the same
+        refusals either way."""
+        if not path.exists():  # noqa: ASYNC240 - one stat; readonly.py runs it with no loop
             raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
         location = quote(os.path.abspath(path))  # noqa: ASYNC240 - no I/O, a cwd join
-        conn = await _connect(path, f"file:{location}?mode=ro", uri=True)
+        conn = await connect(path, f"file:{location}?mode=ro")
         try:
             version = await _read_version(conn, path)
         except StoreError as exc:
@@ -334,7 +347,7 @@ class Store:
             # A WAL database in a directory we cannot write, without its -wal and
             # -shm files: no writer has it open (one would have made them), so it
             # can be read as it is on disk.
-            conn = await _connect(path, f"file:{location}?mode=ro&immutable=1", uri=True)
+            conn = await connect(path, f"file:{location}?mode=ro&immutable=1")
             try:
                 version = await _read_version(conn, path)
             except BaseException:

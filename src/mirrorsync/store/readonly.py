@@ -15,20 +15,15 @@ error is translated by the one function that translates them
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
-from mirrorsync.errors import DatabaseDamagedError, NoDatabaseError, StoreError
+from mirrorsync.errors import DatabaseDamagedError, StoreError
 from mirrorsync.location import Location
 from mirrorsync.store.db import (
-    _NO_SHARED_MEMORY,
     Store,
-    _check_version,
-    _read_version,
     _require_file,
     database_error,
 )
@@ -164,31 +159,13 @@ def _connect(path: Path, target: str) -> SyncConnection:
     return SyncConnection(conn, path)
 
 
+async def _connected(path: Path, target: str) -> SyncConnection:
+    return _connect(path, target)
+
+
 def open_read_only(path: Path) -> Store:
-    """The SQLite database for a command that only reads, as ``Store.open_read_only``
-    opens it (the same errors), on a :class:`SyncConnection`. NoDatabaseError if
-    there is none yet, SchemaError if its schema is not this mirrorsync's."""
-    if not path.exists():
-        raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
-    location = quote(os.path.abspath(path))
-    conn = _connect(path, f"file:{location}?mode=ro")
-    try:
-        version = run(_read_version(conn, path))  # type: ignore[arg-type]
-    except StoreError as exc:
-        run(conn.close())
-        if exc.sqlite_error not in _NO_SHARED_MEMORY:
-            raise
-        # A WAL database in a directory we cannot write, without its -wal and -shm
-        # files: no writer has it open, so it can be read as it is on disk.
-        conn = _connect(path, f"file:{location}?mode=ro&immutable=1")
-        try:
-            version = run(_read_version(conn, path))  # type: ignore[arg-type]
-        except BaseException:
-            run(conn.close())
-            raise
-    try:
-        _check_version(path, version, read_only=True)
-    except BaseException:
-        run(conn.close())
-        raise
-    return ReadStore(conn, path, read_only=True)  # type: ignore[arg-type]
+    """The SQLite database for a command that only reads, opened as
+    ``Store.open_read_only`` opens it (the same code, the same errors), on a
+    :class:`SyncConnection`. NoDatabaseError if there is none yet, SchemaError if
+    its schema is not this mirrorsync's."""
+    return run(ReadStore.open_file_read_only(path, _connected))
