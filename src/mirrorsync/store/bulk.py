@@ -93,17 +93,65 @@ async def insert_specs(conn: Connection, rows: Iterable[tuple[object, ...]]) -> 
 
 
 async def open_memberships(
-    conn: Connection, stack_id: int, version: int, spec_ids: Sequence[int]
-) -> None:
-    """Open the memberships of ``spec_ids`` in the stack at ``version``."""
-    rows = ((stack_id, spec_id, version) for spec_id in spec_ids)
+    conn: Connection, stack_id: int, version: int, spec_ids: Sequence[int], written: Sequence[str]
+) -> int:
+    """Open the memberships of ``spec_ids`` and of the specs stored under the hashes
+    ``written`` in the stack at ``version``; how many it opened."""
     if not conn.dialect.postgresql:
         await conn.executemany(
             "INSERT INTO memberships (stack_id, spec_id, entered, left) VALUES (?, ?, ?, NULL)",
-            rows,
+            ((stack_id, spec_id, version) for spec_id in spec_ids),
         )
-        return
-    from mirrorsync.store.postgres import PgConnection
+        count = len(spec_ids)
+        for condition, params in hash_batches(conn, "hash", written):
+            cursor = await conn.execute(
+                "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
+                f" FROM specs WHERE {condition} ORDER BY id",  # appended in key order
+                (stack_id, version, *params),
+            )
+            count += cursor.rowcount
+        return count
+    # One row of membership_groups (migration 0015) holds them all, their ids sorted.
+    # The known ids go as one string split by the server (see hash_batches).
+    known = " ".join(map(str, spec_ids))
+    if written:
+        condition, params = next(hash_batches(conn, "hash", written))
+        ids = (
+            f"SELECT unnest(CAST(string_to_array(CAST(? AS TEXT), ' ') AS INTEGER[]))"
+            f" UNION ALL SELECT CAST(id AS INTEGER) FROM specs WHERE {condition}"
+        )
+    else:
+        ids, params = "SELECT unnest(CAST(string_to_array(CAST(? AS TEXT), ' ') AS INTEGER[]))", []
+    async with conn.execute(
+        "INSERT INTO membership_groups (stack_id, entered, spec_ids)"
+        f" SELECT ?, ?, array_agg(x.id ORDER BY x.id) FROM ({ids}) AS x(id)"
+        " HAVING count(*) > 0 RETURNING cardinality(spec_ids)",
+        (stack_id, version, known, *params),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
-    assert isinstance(conn, PgConnection)
-    await conn.copy_rows("memberships", ("stack_id", "spec_id", "entered"), rows)
+
+async def close_memberships(
+    conn: Connection, stack_id: int, version: int, hashes: Sequence[str]
+) -> int:
+    """Close the stack's open memberships of the specs stored under ``hashes`` at
+    ``version``; how many it closed."""
+    count = 0
+    for condition, params in hash_batches(conn, "hash", hashes):
+        if conn.dialect.postgresql:  # the open rows of membership_groups split (0015)
+            async with conn.execute(
+                "SELECT mirrorsync_close_memberships(?, ?,"
+                f" ARRAY(SELECT CAST(id AS INTEGER) FROM specs WHERE {condition}))",
+                (stack_id, version, *params),
+            ) as cursor:
+                row = await cursor.fetchone()
+            count += int(row[0]) if row else 0
+            continue
+        cursor = await conn.execute(
+            "UPDATE memberships SET left = ? WHERE stack_id = ? AND left IS NULL AND spec_id IN"
+            f" (SELECT id FROM specs WHERE {condition})",
+            (version, stack_id, *params),
+        )
+        count += cursor.rowcount
+    return count

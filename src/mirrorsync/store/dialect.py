@@ -5,7 +5,8 @@ CONFLICT``, ``RETURNING``, ``count(*) FILTER``, ``?`` placeholders, translated
 for PostgreSQL at the connection edge by :mod:`mirrorsync.store.postgres`).
 What cannot be shared is here: how a write transaction starts (and so how
 writers are serialised), string aggregation, a JSON list of ids as rows, glob
-matching, schema introspection, and the types in migrations.
+matching, schema introspection, the types in migrations, and how the memberships
+of one spec are found.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ class Dialect:
         if self.postgresql:
             return "unnest(CAST(? AS BIGINT[])) WITH ORDINALITY AS j(value, key)", list(ids)
         return "json_each(?) j", json.dumps(list(ids))
+
+    def memberships_of(self, spec: str, alias: str = "m") -> tuple[str, str]:
+        """(table, condition) giving the memberships of the spec id ``spec`` as rows
+        ``alias`` with ``stack_id``, ``entered`` and ``left`` (not ``spec_id``: it is
+        ``spec``): ``FROM table alias WHERE condition`` or ``JOIN table alias ON
+        condition``. PostgreSQL keeps no index by spec (migration 0015): each row of
+        membership_groups whose array holds the spec is one of its memberships, the
+        array searched by halves (it is ascending), where the view ``memberships``
+        would unnest every array. ``spec`` is evaluated twice there."""
+        if self.postgresql:
+            ids = f"{alias}.spec_ids"
+            return (
+                "membership_groups",
+                f"{ids}[width_bucket(CAST({spec} AS INTEGER), {ids})] = {spec}",
+            )
+        return "memberships", f"{alias}.spec_id = {spec}"
 
     def glob(self, value: str, pattern: str) -> str:
         """``value`` matches the glob ``pattern`` (SQLite GLOB syntax, case sensitive)."""

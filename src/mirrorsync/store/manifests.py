@@ -1,8 +1,9 @@
 """Spec manifests: what the crawler still has to fetch, what it found, and what pages show.
 
 Work lists are read a page at a time by spec id (keyset pagination over the
-memberships' primary key (stack_id, spec_id, ...) on both backends), so a stack of
-100,000 specs never sits in memory.
+memberships' primary key (stack_id, spec_id, ...) on SQLite, over slices of the
+ascending arrays of membership_groups on PostgreSQL), so a stack of 100,000 specs
+never sits in memory.
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ async def _current_members(
     store: Store, stack_id: int, page: int, condition: str, params: dict[str, object]
 ) -> AsyncIterator[SpecRef]:
     """Keyset pagination over the stack's current members: memory stays one page."""
+    if store.dialect.postgresql:
+        async for ref in _grouped_members(store, stack_id, page, condition, params):
+            yield ref
+        return
     after = 0
     while True:
         async with store.conn.execute(
@@ -160,6 +165,34 @@ async def _current_members(
             rows = list(await cursor.fetchall())
         for row in rows:
             yield SpecRef(*row)
+        if len(rows) < page:
+            return
+        after = int(rows[-1][0])
+
+
+async def _grouped_members(
+    store: Store, stack_id: int, page: int, condition: str, params: dict[str, object]
+) -> AsyncIterator[SpecRef]:
+    """PostgreSQL's pages (migration 0015): the ``page`` least ids after the last
+    page's of all the stack's open rows of membership_groups, each array searched
+    by halves and sliced (ascending), so a page costs its own size, not the
+    stack's; then those of them ``condition`` keeps."""
+    ids = "g.spec_ids"
+    start = f"width_bucket(CAST(:after AS INTEGER), {ids})"
+    after = 0
+    while True:
+        async with store.conn.execute(
+            f"SELECT {_REF_COLUMNS}, (TRUE{condition}) FROM (SELECT x.spec_id"
+            f" FROM membership_groups g CROSS JOIN LATERAL unnest({ids}[{start} + 1"
+            f" : {start} + :page]) AS x(spec_id) WHERE g.stack_id = :stack AND g.left IS NULL"
+            " ORDER BY x.spec_id LIMIT :page) m JOIN specs s ON s.id = m.spec_id"
+            " ORDER BY m.spec_id",
+            {**params, "stack": stack_id, "after": after, "page": page},
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        for row in rows:
+            if row[-1]:
+                yield SpecRef(*row[:-1])
         if len(rows) < page:
             return
         after = int(rows[-1][0])
@@ -345,9 +378,10 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
     the first stack by name that has one.
     """
     marks = ", ".join("?" for _ in view.listed)
+    table, held_by = store.dialect.memberships_of("s.id")
     async with store.conn.execute(
-        f"SELECT s.id, {SPEC_COLUMNS} FROM specs s WHERE s.name = ? AND EXISTS (SELECT 1 FROM memberships m"
-        f"  WHERE m.spec_id = s.id AND m.left IS NULL AND m.stack_id IN ({marks}))"
+        f"SELECT s.id, {SPEC_COLUMNS} FROM specs s WHERE s.name = ? AND EXISTS (SELECT 1 FROM {table} m"
+        f"  WHERE {held_by} AND m.left IS NULL AND m.stack_id IN ({marks}))"
         " ORDER BY s.hash",
         (package, *view.listed),
     ) as cursor:
@@ -360,8 +394,8 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
         chunk = ids[start : start + _CHUNK]
         spec_marks = ", ".join("?" for _ in chunk)
         async with store.conn.execute(
-            f"SELECT spec_id, stack_id FROM memberships WHERE spec_id IN ({spec_marks})"
-            " AND left IS NULL",
+            f"SELECT s.id, m.stack_id FROM specs s JOIN {table} m ON {held_by}"
+            f" WHERE s.id IN ({spec_marks}) AND m.left IS NULL",
             chunk,
         ) as cursor:
             for spec_id, stack_id in await cursor.fetchall():

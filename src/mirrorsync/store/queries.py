@@ -522,10 +522,11 @@ async def intervals(store: Store, spec_hash: str) -> list[Interval]:
     """Every stay of a spec in any stack: when it came and when it went."""
     entered_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.entered")
     left_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.left")
+    table, held = store.dialect.memberships_of("s.id")
     async with store.conn.execute(
         f"SELECT src.name, st.release, st.name, m.entered, {entered_at}, m.left,"
         f" CASE WHEN m.left IS NULL THEN NULL ELSE {left_at} END"
-        " FROM specs s JOIN memberships m ON m.spec_id = s.id"
+        f" FROM specs s JOIN {table} m ON {held}"
         " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
         " WHERE s.hash = ? ORDER BY src.name, st.release, st.name, m.entered",
         (spec_hash,),

@@ -17,6 +17,11 @@ with their indexes, unique and foreign-key constraints set aside, and those are
 rebuilt once at the end (a sorted build and one validating join each, instead
 of a b-tree insertion and a lookup per row), all in the same transaction, so
 nothing is ever committed without them.
+
+SQLite's ``memberships`` (a row per membership) goes into PostgreSQL's
+``membership_groups`` (migration 0015: a row per stack, entered and left
+versions, the spec ids an array), where the view ``memberships`` shows the
+same rows again.
 """
 
 from __future__ import annotations
@@ -382,6 +387,8 @@ async def copy_table(pg: Pg, source: Store, table: SourceTable) -> int:
     Text format: PostgreSQL parses each value as its column's type (SQLite's
     bytes as ``bytea``), so no value needs converting here.
     """
+    if table.name == "memberships":
+        return await _copy_memberships(pg, source)
     copied = 0
     columns = _column_list(table.columns)
     async with pg.cursor() as cursor:
@@ -391,6 +398,33 @@ async def copy_table(pg: Pg, source: Store, table: SourceTable) -> int:
                 for row in batch:
                     await copy.write_row(row)
                     copied += 1
+    return copied
+
+
+async def _copy_memberships(pg: Pg, source: Store) -> int:
+    """SQLite's memberships into membership_groups: those of one stack that entered
+    and left at the same versions are one row, their spec ids ascending."""
+    copied = 0
+    select = (
+        'SELECT stack_id, entered, "left", spec_id FROM memberships'
+        ' ORDER BY stack_id, entered, "left", spec_id'
+    )
+    statement = 'COPY membership_groups (stack_id, entered, "left", spec_ids) FROM STDIN'
+    group: tuple[Any, ...] | None = None
+    ids: list[int] = []
+    async with pg.cursor() as cursor:
+        async with cursor.copy(statement) as copy, source.conn.execute(select) as rows:
+            while batch := await rows.fetchmany(BATCH):
+                for stack_id, entered, left, spec_id in batch:
+                    if (stack_id, entered, left) != group:
+                        if group is not None:
+                            await copy.write_row((*group, ids))
+                        group, ids = (stack_id, entered, left), []
+                    ids.append(spec_id)
+                    copied += 1
+            if group is not None:
+                await copy.write_row((*group, ids))
+        await cursor.execute("ANALYZE membership_groups")
     return copied
 
 

@@ -228,8 +228,9 @@ async def package_specs(store: Store, package: str, *, limit: int) -> tuple[list
         return [], 0
     entered_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.entered")
     left_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.left")
+    table, held = store.dialect.memberships_of("s.id")
     joins = (
-        " FROM specs s JOIN memberships m ON m.spec_id = s.id"
+        f" FROM specs s JOIN {table} m ON {held}"
         " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
     )
     async with store.conn.execute(f"SELECT count(*){joins} WHERE s.name = ?", (package,)) as c:

@@ -17,7 +17,12 @@ from mirrorsync.errors import FormatError, StaleSnapshotError, StoreError
 from mirrorsync.formats.index import SpecInfo, SpecName
 from mirrorsync.redact import redact_url, scrub
 from mirrorsync.store import claims
-from mirrorsync.store.bulk import hash_batches, insert_specs, open_memberships
+from mirrorsync.store.bulk import (
+    close_memberships,
+    hash_batches,
+    insert_specs,
+    open_memberships,
+)
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.events import Where, record
@@ -381,15 +386,7 @@ async def _add_members(
         await _refuse_conflict(conn, snapshot)
     ids.extend(seen[s.hash][0] for s in unknown if s.hash in seen)
     ids.sort()  # in key order: the stack's memberships are appended, not scattered
-    await open_memberships(conn, snapshot.stack_id, version, ids)
-    count = len(ids)
-    for condition, params in hash_batches(conn, "hash", written):
-        cursor = await conn.execute(
-            "INSERT INTO memberships (stack_id, spec_id, entered, left) SELECT ?, id, ?, NULL"
-            f" FROM specs WHERE {condition} ORDER BY id",  # appended in key order
-            (snapshot.stack_id, version, *params),
-        )
-        count += cursor.rowcount
+    count = await open_memberships(conn, snapshot.stack_id, version, ids, written)
     if count != len(snapshot.added):
         raise StoreError(
             f"{len(snapshot.added) - count} of the specs added to stack"
@@ -438,11 +435,13 @@ async def _refuse_conflict(conn: Connection, snapshot: Snapshot) -> None:
                 new = added[spec_hash]
                 if (name, version) == (new.name, new.version):
                     continue
+                table, held_by = conn.dialect.memberships_of(":spec")
                 async with conn.execute(
-                    "SELECT src.name || ':' || st.release || '/' || st.name FROM memberships m"
-                    " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
-                    " WHERE m.spec_id = ? ORDER BY st.id LIMIT 1",
-                    (spec_id,),
+                    "SELECT src.name || ':' || st.release || '/' || st.name"
+                    f" FROM {table} m JOIN stacks st ON st.id = m.stack_id"
+                    " JOIN sources src ON src.id = st.source_id"
+                    f" WHERE {held_by} ORDER BY st.id LIMIT 1",
+                    {"spec": spec_id},
                 ) as held:
                     first = await held.fetchone()
                 origin = f" by {first[0]}" if first else ""
@@ -462,14 +461,7 @@ async def _remove_members(
     """Close the memberships of the removed hashes; (members, events)."""
     if not snapshot.removed:
         return 0, 0
-    count = 0
-    for condition, params in hash_batches(conn, "hash", list(snapshot.removed)):
-        cursor = await conn.execute(
-            "UPDATE memberships SET left = ? WHERE stack_id = ? AND left IS NULL AND spec_id IN"
-            f" (SELECT id FROM specs WHERE {condition})",
-            (version, snapshot.stack_id, *params),
-        )
-        count += cursor.rowcount
+    count = await close_memberships(conn, snapshot.stack_id, version, list(snapshot.removed))
     # One stored row: the events are the memberships this version closed, in hash order.
     events = await record(conn, "spec.removed", where, span=count)
     return count, events

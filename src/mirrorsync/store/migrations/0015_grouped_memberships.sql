@@ -1,0 +1,3 @@
+-- PostgreSQL's memberships, grouped (issue 31, storage): see
+-- 0015_grouped_memberships.postgresql.sql. SQLite's schema is unchanged: a
+-- SQLite row carries no header, so a membership there is as narrow as its key.
