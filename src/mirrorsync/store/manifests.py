@@ -389,14 +389,15 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
     ids = [int(r[0]) for r in specs]
     id_of = {str(r[1]): int(r[0]) for r in specs}
     held: dict[int, set[str]] = {i: set() for i in ids}
+    stack_marks = ", ".join("?" for _ in view.stacks)  # the release's: PostgreSQL reads no other
     sizes: dict[int, tuple[bool, str, int]] = {}  # spec -> best (not root, stack, size)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         spec_marks = ", ".join("?" for _ in chunk)
         async with store.conn.execute(
             f"SELECT s.id, m.stack_id FROM specs s JOIN {table} m ON {held_by}"
-            f" WHERE s.id IN ({spec_marks}) AND m.left IS NULL",
-            chunk,
+            f" WHERE s.id IN ({spec_marks}) AND m.left IS NULL AND m.stack_id IN ({stack_marks})",
+            [*chunk, *view.stacks],
         ) as cursor:
             for spec_id, stack_id in await cursor.fetchall():
                 if stack_id in view.stacks:
