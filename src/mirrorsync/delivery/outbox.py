@@ -25,7 +25,7 @@ from mirrorsync.delivery.signing import Credentials, load_credentials
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, claims, queries, utcnow, webhooks
-from mirrorsync.units import human_duration, human_time
+from mirrorsync.units import Verbatim, human_duration, human_time
 
 log = logging.getLogger("mirrorsync.delivery")
 
@@ -164,7 +164,7 @@ class Outbox:
                     result.elsewhere = holder
                     log.info(
                         "webhook %s: another instance is delivering to it (%s); left to it",
-                        hook.name,
+                        Verbatim(hook.name),
                         holder,
                     )
                     break
@@ -191,13 +191,15 @@ class Outbox:
         assert row is not None, f"webhook {hook.name} was registered"
         if enable and not row.enabled:
             await webhooks.enable(self.store, row.id)
-            log.info("webhook %s enabled again", hook.name)
+            log.info("webhook %s enabled again", Verbatim(hook.name))
             row = await webhooks.get(self.store, hook.name)
             assert row is not None
         if dead:
             revived = await webhooks.revive_dead(self.store, row.id)
             if revived:
-                log.info("webhook %s: sending %d dead deliveries again", hook.name, revived)
+                log.info(
+                    "webhook %s: sending %d dead deliveries again", Verbatim(hook.name), revived
+                )
         now = utcnow()
         latest = schedule.latest_attempt(now)
         if (row.next_attempt_at or "") > latest and await webhooks.cap_next_attempt(
@@ -206,7 +208,7 @@ class Outbox:
             log.warning(
                 "webhook %s: its next attempt was set for %s, further ahead than the longest "
                 "wait: the clock was ahead when it failed; trying again after %s instead",
-                hook.name,
+                Verbatim(hook.name),
                 human_time(row.next_attempt_at),
                 human_time(latest),
             )
@@ -215,7 +217,7 @@ class Outbox:
             result.disabled = row.disabled_reason
             if hook.name not in self._told_disabled:  # once per run, not once per pass
                 self._told_disabled.add(hook.name)
-                log.warning("webhook %s is disabled: %s", hook.name, row.disabled_reason)
+                log.warning("webhook %s is disabled: %s", Verbatim(hook.name), row.disabled_reason)
         elif force or row.next_attempt_at is None or row.next_attempt_at <= now:
             await self._drain(hook, row.id, sender, result)
         await self._purge(hook, row.id)
@@ -232,7 +234,7 @@ class Outbox:
         if purged.delivered:
             log.info(
                 "webhook %s: dropped the records of %d delivered batches (keep_delivered: %s)",
-                hook.name,
+                Verbatim(hook.name),
                 purged.delivered,
                 hook.keep_delivered,
             )
@@ -240,11 +242,11 @@ class Outbox:
             log.warning(
                 "webhook %s: %d dead events in %d batches expired (keep_dead: %s) and will not "
                 "be sent; 'mirrorsync webhooks replay --name %s --since ID' sends events again",
-                hook.name,
+                Verbatim(hook.name),
                 purged.dead_events,
                 purged.dead_deliveries,
                 hook.keep_dead,
-                hook.name,
+                Verbatim(hook.name),
             )
 
     async def _drain(
@@ -293,7 +295,7 @@ class Outbox:
                     self._progress.advance(delivery.event_count)
                 log.info(
                     "webhook %s: delivered events %d-%d (%d) as %s, HTTP %s in %s",
-                    hook.name,
+                    Verbatim(hook.name),
                     delivery.first_event_id,
                     delivery.last_event_id,
                     delivery.event_count,
@@ -332,7 +334,7 @@ class Outbox:
             result.newly_dead += newly_dead
             log.warning(
                 "webhook %s: %s (%s, events %d-%d); next attempt after %s",
-                hook.name,
+                Verbatim(hook.name),
                 problem,
                 delivery.message_id,
                 delivery.first_event_id,
@@ -343,9 +345,9 @@ class Outbox:
                 log.error(
                     "webhook %s: %d events are now dead (older than max_age); "
                     "'mirrorsync webhooks retry --name %s --dead' sends them again",
-                    hook.name,
+                    Verbatim(hook.name),
                     newly_dead,
-                    hook.name,
+                    Verbatim(hook.name),
                 )
             return
 

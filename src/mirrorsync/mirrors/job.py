@@ -54,7 +54,7 @@ from mirrorsync.store.manifests import OK, StackTarget
 from mirrorsync.store.mirrors import Kept, LeftOut, MirrorRow, Published, SyncedStack
 from mirrorsync.sync.index import unpack_index
 from mirrorsync.sync.manifests import open_mirror
-from mirrorsync.units import human_duration, human_size, plural
+from mirrorsync.units import Verbatim, human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.mirror")
 
@@ -181,7 +181,9 @@ class CopyJob:
         async with claims.claim(self.store, claims.Kind.MIRROR, key) as holder:
             if holder is not None:
                 self.outcome.status = "skipped"
-                log.info("mirror %s: another instance is updating it (%s)", copy.name, holder)
+                log.info(
+                    "mirror %s: another instance is updating it (%s)", Verbatim(copy.name), holder
+                )
                 return
             await self._copy(source, release, source_id)
 
@@ -219,9 +221,9 @@ class CopyJob:
             log.warning(
                 "mirror %s: the published index (version %d) is missing from %s; "
                 "rebuilding the copy",
-                self.copy.name,
+                Verbatim(self.copy.name),
                 row.version,
-                where,
+                Verbatim(where),
             )
 
     async def _copy(
@@ -260,7 +262,7 @@ class CopyJob:
                 ).get(copy.name, [])
                 return
             except CopyError as exc:  # a file of the published state is gone: repair it
-                log.warning("mirror %s: %s; checking every file again", copy.name, exc)
+                log.warning("mirror %s: %s; checking every file again", Verbatim(copy.name), exc)
         roots = [real_root(source, s) for s in stacks]
         indexes = [
             await self._index(s, root, f"{source.name}:{release}/{s.name}", s.id)
@@ -274,9 +276,9 @@ class CopyJob:
         if selection.missing:
             log.warning(
                 "mirror %s: %d link/run dependencies are in no index (first: %s); left out",
-                copy.name,
+                Verbatim(copy.name),
                 len(selection.missing),
-                selection.missing[0],
+                Verbatim(selection.missing[0]),
             )
         keys: dict[str, bytes] = {}
         if source.verify_signatures:
@@ -377,9 +379,9 @@ class CopyJob:
             if k.manifest_sha256 is None:
                 log.warning(
                     "mirror %s: cannot keep %s %s: no verified record of its manifest",
-                    self.copy.name,
-                    k.name,
-                    spec_hash,
+                    Verbatim(self.copy.name),
+                    Verbatim(k.name),
+                    Verbatim(spec_hash),
                 )
                 continue
             if seconds is not None and _age(k.left_upstream_at, now) >= seconds:
@@ -416,7 +418,10 @@ class CopyJob:
             await store_mirrors.record_wanted_missing(self.store, self.row.id, missing)
         for spec_hash, name in missing:
             log.warning(
-                "mirror %s: wanted but not in upstream: %s %s", self.copy.name, name, spec_hash
+                "mirror %s: wanted but not in upstream: %s %s",
+                Verbatim(self.copy.name),
+                Verbatim(name),
+                Verbatim(spec_hash),
             )
 
     async def _left_out(self, admission: Admission) -> None:
@@ -426,7 +431,13 @@ class CopyJob:
         if self.row is not None and not self.dry_run:
             await store_mirrors.record_left_out(self.store, self.row.id, left)
         for x in left:
-            log.warning("mirror %s: left out %s %s: %s", self.copy.name, x.name, x.hash, x.reason)
+            log.warning(
+                "mirror %s: left out %s %s: %s",
+                Verbatim(self.copy.name),
+                Verbatim(x.name),
+                Verbatim(x.hash),
+                x.reason,
+            )
         if left and self.copy.on_error == "fail":
             first = left[0]
             raise CopyError(
@@ -748,6 +759,6 @@ def _log(o: MirrorOutcome) -> None:
         error=o.error,
     )
     if o.status == "failed":
-        log.error("mirror %s failed: %s", o.name, o.error, extra=extra)
+        log.error("mirror %s failed: %s", Verbatim(o.name), o.error, extra=extra)
     else:
-        log.info("mirror %s %s: %s", o.name, o.status, figures, extra=extra)
+        log.info("mirror %s %s: %s", Verbatim(o.name), o.status, figures, extra=extra)
