@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fnmatch
 import hashlib
 import json
 import logging
@@ -22,7 +21,6 @@ from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
 from mirrorsync.errors import (
     EXIT_PARTIAL,
     CopyError,
-    CopySourceError,
     FormatError,
     MirrorsyncError,
     NotFoundError,
@@ -45,9 +43,10 @@ from mirrorsync.mirrors.publish import (
     referenced,
     unreferenced,
 )
+from mirrorsync.mirrors.stacks import choose_stacks, real_root
 from mirrorsync.mirrors.target import CopyTarget, TargetView, open_target
 from mirrorsync.mirrors.wanted import Wanted, wanted
-from mirrorsync.redact import Url, redact_url, unmask
+from mirrorsync.redact import Url, redact_url
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.manifests import OK, StackTarget
@@ -660,39 +659,6 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def choose_stacks(
-    copy: MirrorCopy,
-    source: str,
-    release: str,
-    stacks: list[SyncedStack],
-    layouts: tuple[str, ...] = ("v3",),
-) -> list[SyncedStack]:
-    synced = [s for s in stacks if s.present and s.version > 0 and s.index_checksum]
-    if copy.stacks is None:
-        chosen = synced
-    else:
-        chosen = [s for s in synced if any(fnmatch.fnmatchcase(s.name, g) for g in copy.stacks)]
-        for glob in copy.stacks:
-            if not any(fnmatch.fnmatchcase(s.name, glob) for s in synced):
-                raise CopyError(
-                    f"no synced stack matching {glob!r} in {source}:{release}; "
-                    "run 'mirrorsync once' first"
-                )
-    if not chosen:
-        raise CopyError(f"no synced stack in {source}:{release}; run 'mirrorsync once' first")
-    for s in chosen:
-        if s.layout not in layouts:
-            raise CopySourceError(
-                f"{source}:{release}/{s.name} is a {s.layout} build cache; "
-                + (
-                    "copies are made from v3 stacks only"
-                    if layouts == ("v3",)
-                    else f"this copy is made from {' or '.join(layouts)} stacks only"
-                )
-            )
-    return chosen
-
-
 def plan_key_of(
     copy: MirrorCopy,
     stacks: list[SyncedStack],
@@ -712,20 +678,6 @@ def plan_key_of(
         "format": 2,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-def real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
-    """The stack's mirror root with credentials (the database keeps them masked)."""
-    stored = Url(stack.mirror_root or "").rstrip("/").address  # a display form: as is
-    if isinstance(source, MirrorSource):
-        return Url(source.url).rstrip("/").address
-    for base in source.buckets().values():
-        configured = Url(base)
-        if configured.display != configured.address:
-            address = unmask(stored, configured)
-            if address is not None:
-                return address
-    return stored
 
 
 def _log(o: MirrorOutcome) -> None:
