@@ -110,6 +110,20 @@ def test_upstream_and_configured_names_are_printed_verbatim(
     assert f"mirror {MIRROR}: 2 binaries" in dry.stdout, dry.stdout
     _own_figures_are_human(dry.stdout, "mirror --dry-run")
 
+    # A copy that fails: its name in the log line and in the failure line that ends the run.
+    failing = "1.25s"
+    broken = (
+        f"  - {{name: '{failing}', path: {tmp_path / 'b'}, source: test, release: '{RELEASE}', "
+    )
+    broken += "stacks: [nomatch]}\n"
+    write_config(config, catalog_config_text(tmp_path, server, extra=copy + broken))
+    failed = run_cli(*c, "mirror", "--name", failing, cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    why = f"no synced stack matching 'nomatch' in test:{RELEASE}"
+    assert f"ERROR mirrorsync.mirror: mirror {failing} failed: {why}" in failed.stderr
+    assert f"mirrorsync: failed: mirror {failing}: {why}" in failed.stderr, failed.stderr
+    write_config(config, catalog_config_text(tmp_path, server, extra=copy))
+
     # JSON log lines: the message holds the names as they are, and no mark.
     build_catalog_from_specs(docroot, {RELEASE: {s: [lib] for s in STACKS}})
     again = run_cli(*c, "--log-format", "json", "once", cwd=tmp_path)

@@ -87,8 +87,8 @@ async def mirror(args: argparse.Namespace) -> int:
                     f"mirror {verbatim(o.name)}: kept {_names(k.name, k.hash)} "
                     f"(left upstream {human_time(k.left_upstream_at)})"
                 )
-    failures = [o.failure for o in outcomes if o.failure]
-    failures += [r.failure for r in webhooks if r.failure]
+    failures = [line for o in outcomes if (line := o.failure_line(verbatim))]
+    failures += [line for r in webhooks if (line := r.failure_line(verbatim))]
     failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")

@@ -65,7 +65,7 @@ async def once(args: argparse.Namespace) -> int:
             _print_report(report)
         if report.dry_run and args.verbose:
             _print_plan(report)
-    for line in report.failures:
+    for line in report.failure_lines(verbatim):
         print_line(f"mirrorsync: failed: {line}")
     return report.exit_code
 

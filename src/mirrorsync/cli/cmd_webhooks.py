@@ -135,7 +135,7 @@ async def webhooks(args: argparse.Namespace) -> int:
         print_json([r.to_dict() for r in results])
     else:
         print_webhook_results(results)
-    failures = [r.failure for r in results if r.failure]
+    failures = [line for r in results if (line := r.failure_line(verbatim))]
     failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")

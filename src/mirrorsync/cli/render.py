@@ -36,10 +36,10 @@ from mirrorsync.choices import TABLE_FORMATS as TABLE_FORMATS
 
 # The one human form of sizes, counts and durations, shared with the log lines.
 from mirrorsync.text import escape, unescaped
+from mirrorsync.units import Verbatim, humane
 from mirrorsync.units import human_duration as human_duration
 from mirrorsync.units import human_size as human_size
 from mirrorsync.units import human_time as human_time
-from mirrorsync.units import humane
 from mirrorsync.units import parse_time as parse_time
 from mirrorsync.units import plural as plural
 from mirrorsync.units import verbatim as verbatim
@@ -206,6 +206,8 @@ def _human_cell(value: object) -> str:
     own (a duration? a size?): the command says which, or the table refuses it."""
     if isinstance(value, float):
         raise TypeError(f"a table cell needs a human form, not the float {value!r}")
+    if isinstance(value, Verbatim):  # a name, as written
+        return str(value)
     return humane(str(value))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import anyio
@@ -52,11 +52,15 @@ class WebhookResult:
     @property
     def failure(self) -> str | None:
         """One line for stderr when an attempt failed in this pass, else None."""
+        return self.failure_line()
+
+    def failure_line(self, shown: Callable[[str], str] = str) -> str | None:
+        """:attr:`failure`, the webhook's name as ``shown`` gives it (``units.verbatim``)."""
         if self.error is None:
             return None
         if self.disabled:
-            return f"webhook {self.name}: {self.error}"
-        line = f"webhook {self.name}: {self.error}; {self.pending_events} events pending"
+            return f"webhook {shown(self.name)}: {self.error}"
+        line = f"webhook {shown(self.name)}: {self.error}; {self.pending_events} events pending"
         if self.next_attempt_at:
             line += f", next attempt after {human_time(self.next_attempt_at)}"
         if self.dead_events:

@@ -89,7 +89,11 @@ class MirrorOutcome:
 
     @property
     def failure(self) -> str | None:
-        return f"mirror {self.name}: {self.error}" if self.error else None
+        return self.failure_line()
+
+    def failure_line(self, shown: Callable[[str], str] = str) -> str | None:
+        """:attr:`failure`, the copy's name as ``shown`` gives it (``units.verbatim``)."""
+        return f"mirror {shown(self.name)}: {self.error}" if self.error else None
 
 
 def utc_now() -> datetime:
