@@ -8,6 +8,7 @@ no network. Spack installing from a received copy is in test_bundle_spack.py.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -40,7 +42,8 @@ from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import export_public_key, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import synthetic_specs
-from mirrorsync.mirrors.files import INDEX_MANIFEST
+from mirrorsync.formats.manifest import parse_index_manifest
+from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
 
 EXIT_DATA = 65
 SPECS = synthetic_specs(40, seed=28)
@@ -468,3 +471,55 @@ def test_a_wrong_blob_of_the_right_size_already_in_the_copy_is_replaced(site: Si
     assert done.returncode == 0, done.stderr
     assert planted.read_bytes() == blob.read_bytes()
     assert tree(site.b) == tree(site.a)
+
+
+#: Loaded by the importing process (``sitecustomize``): every file under the receiving
+#: directory opened for reading, one path a line, as the interpreter's audit hook sees it.
+_READS_HOOK = """
+import os, sys
+_ROOT = os.environ["READS_UNDER"] + os.sep
+_LOG = open(os.environ["READS_LOG"], "a", buffering=1)
+
+def _hook(event, args):
+    if event != "open" or isinstance(args[0], int):
+        return
+    path, mode, flags = os.fsdecode(os.fspath(args[0])), args[1], args[2]
+    writes = any(c in mode for c in "wax+") if isinstance(mode, str) else flags & 3
+    if path.startswith(_ROOT) and not writes:
+        _LOG.write(path[len(_ROOT):] + "\\n")
+
+sys.addaudithook(_hook)
+"""
+
+
+def test_an_import_reads_each_file_of_the_new_state_once(site: Site) -> None:
+    # The new state is read back to check it holds what its index names (before its
+    # index manifest is put in place) and to record it: one reading does both.
+    full = site.export("full.tar")
+    hook = site.tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_READS_HOOK)
+    log = site.tmp / "reads.txt"
+    env = {"PYTHONPATH": f"{hook}{os.pathsep}{REPO / 'src'}", "READS_UNDER": str(site.b),
+           "READS_LOG": str(log)}  # fmt: skip
+    done = run_cli("-c", str(site.receiver), "bundle", "import", str(full), str(site.b),
+                   cwd=site.tmp, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert tree(site.b) == tree(site.a)
+    reads = log.read_text().splitlines()
+    index_rel = blob_relpath(
+        "sha256", parse_index_manifest((site.b / INDEX_MANIFEST).read_bytes()).checksum
+    )
+    manifests = [r for r in reads if r.endswith(".spec.manifest.json")]
+    assert reads.count(index_rel) == 1, reads
+    assert len(manifests) == len(set(manifests)) == 15, reads  # the copy's 15 specs
+    held = tree(site.b).keys()  # its files (not a directory opened to sync it, a temporary)
+    twice = sorted({r for r in reads if r in held and reads.count(r) > 1})
+    assert twice == [], twice
+    # What B recorded of its state (binaries, bytes of every file the index references)
+    # is what A recorded of the same state, read back after publishing.
+    recorded = "SELECT binaries, bytes FROM mirrors WHERE path LIKE ?"
+    with contextlib.closing(sqlite3.connect(site.tmp / "a.db")) as a:
+        expected = a.execute(recorded, (f"%{site.a.name}",)).fetchall()
+    with contextlib.closing(sqlite3.connect(site.tmp / "b.db")) as b:
+        assert b.execute(recorded, (f"%{site.b.name}",)).fetchall() == expected != []

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from mirrorsync.choices import LOG_FORMATS as LOG_FORMATS
 from mirrorsync.redact import ScrubFilter, scrub
 from mirrorsync.text import escape
-from mirrorsync.units import humane
+from mirrorsync.units import Verbatim, humane, plain, verbatim
 
 if TYPE_CHECKING:
     from mirrorsync.choices import LogFormat
@@ -65,13 +65,22 @@ class PlainFormatter(logging.Formatter):
         self.priority_prefix = priority_prefix
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{record.levelname} {record.name}: {humane(record.getMessage())}"
+        text = f"{record.levelname} {record.name}: {humane(_marked_message(record))}"
         if record.exc_info and record.exc_info[1] is not None:  # a library's words: masked too
             text += scrub(f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
         text = escape(text.replace("\r", "\\r").replace("\n", "\\n"))
         if self.priority_prefix:
             return f"<{_priority(record.levelno)}>{text}"
         return text
+
+
+def _marked_message(record: logging.LogRecord) -> str:
+    """The record's message, its :class:`~mirrorsync.units.Verbatim` arguments (names)
+    marked for :func:`~mirrorsync.units.humane` to leave as they are."""
+    args = record.args
+    if isinstance(args, tuple) and any(isinstance(a, Verbatim) for a in args):
+        return str(record.msg) % tuple(verbatim(a) if isinstance(a, Verbatim) else a for a in args)
+    return record.getMessage()
 
 
 class JsonFormatter(logging.Formatter):
@@ -82,7 +91,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": plain(record.getMessage()),  # names' marks out; nothing rewritten
         }
         if record.exc_info and record.exc_info[1] is not None:
             entry["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"

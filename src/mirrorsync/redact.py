@@ -126,5 +126,18 @@ class ScrubFilter(logging.Filter):
         message = record.getMessage()
         clean = scrub(message)
         if clean != message:
-            record.msg, record.args = clean, None
+            record.msg, record.args = _scrubbed_parts(record, clean) or (clean, None)
         return True
+
+
+def _scrubbed_parts(record: logging.LogRecord, clean: str) -> tuple[str, tuple[object, ...]] | None:
+    """The record's format and arguments, each masked, when together they make ``clean``:
+    an argument keeps its type (a name stays a ``units.Verbatim`` for the plain format)."""
+    if not isinstance(record.args, tuple) or not isinstance(record.msg, str):
+        return None
+    args = tuple(type(a)(scrub(a)) if isinstance(a, str) else a for a in record.args)
+    msg = scrub(record.msg)
+    try:
+        return (msg, args) if msg % args == clean else None
+    except (TypeError, ValueError):
+        return None

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
 
@@ -64,14 +65,20 @@ def human_time(stored: str | None) -> str:
     return f"{stored[:10]} {stored[11:16]}Z"
 
 
+#: Where a figure may start: at the start, after a space or an opening bracket; not inside
+#: a word, a path, a URL, a version or a quoted value (``e4s-2026-12-06T08:00:00Z``,
+#: ``/1.25s/``, ``@1.25s``, ``'1 stacks'``): those are names, whoever wrote them.
+_STARTS = r"(?<![^\s(\[])"
+#: Where a figure may end: at the end, before a space, a closing bracket or a comma; a
+#: full stop, colon or semicolon only as punctuation (before a space or the end).
+_ENDS = r"(?=$|[\s)\],]|[.:;](?:\s|$))"
 #: A raw stored timestamp (seconds, maybe fractions; UTC) inside a human line.
 _RAW_TIME = re.compile(
-    r"\b(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d):\d\d(?:\.\d+)?(?:Z|[+-]00:?00)?(?![\d:.])"
+    _STARTS + r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d):\d\d(?:\.\d+)?(?:Z|[+-]00:?00)?" + _ENDS
 )
 #: A duration printed from a float with two or more decimals (``in 0.00s``): not a
-#: form ``human_duration`` writes (it writes ``35ms``, ``0.4s``, ``12s``); not after
-#: ``@`` or a letter, so a version (``@1.25s``) is not one.
-_RAW_SECONDS = re.compile(r"(?<![\w.@+-])(\d+\.\d{2,})s\b")
+#: form ``human_duration`` writes (it writes ``35ms``, ``0.4s``, ``12s``).
+_RAW_SECONDS = re.compile(_STARTS + r"(\d+\.\d{2,})s" + _ENDS)
 
 
 #: Plural nouns the output counts, and their singular: ``1 attempts`` cannot be printed.
@@ -98,10 +105,42 @@ _SINGULAR = {
     "webhooks": "webhook",
 }
 #: A count of one before a plural noun, a compound one too (``1 spec manifests``); not
-#: inside a number (``0.1``, ``11``, ``v1``).
+#: inside a number (``0.1``, ``11``, ``v1``) or a word.
 _ONE_PLURAL = re.compile(
-    r"(?<![\w.,])1 ((?:spec |distinct |dead |pending )?)(" + "|".join(_SINGULAR) + r")\b"
+    _STARTS + r"1 ((?:spec |distinct |dead |pending )?)(" + "|".join(_SINGULAR) + r")\b"
 )
+
+#: What marks a name inside a human line (:func:`verbatim`): a random token drawn per
+#: process, between two unit separators (whitespace to ``redact``'s URL patterns, so
+#: masking a secret in a marked URL never takes a mark with it). Names from upstream
+#: are text like any other (a control in one is shown escaped); no one outside this
+#: process can write this token, so no name can end its own mark or mark other words.
+_MARK = f"\x1f{os.urandom(8).hex()}\x1f"
+
+
+def verbatim(name: object) -> str:
+    """``name`` marked for :func:`humane` to leave as it is: a stack, release, package,
+    version, hash, URL, path, mirror or webhook name is shown as upstream or the user
+    wrote it, even when it looks like a figure (``e4s-2026-12-06T08:00:00Z``, ``1 stacks``,
+    ``12.50s``). Only for text bound for :func:`humane` (a line for ``render.say`` or
+    ``logs.print_line``, a table cell), which takes the marks out; never for a stored
+    value, JSON, an error or a log record (every handler reads its message: a log
+    message's name is a :class:`Verbatim` argument)."""
+    return f"{_MARK}{str(name).replace(_MARK, '')}{_MARK}"  # a name in a name: one name
+
+
+class Verbatim(str):
+    """A name as a log message's argument (``log.info("mirror %s: ...", Verbatim(name))``):
+    a ``str`` holding the name itself, so a record's message is the plain text to every
+    handler and in JSON; the plain log format (``logs.PlainFormatter``) shows it as
+    :func:`verbatim` does, and so does a table cell."""
+
+    __slots__ = ()
+
+
+def plain(text: str) -> str:
+    """``text`` without the marks of :func:`verbatim` and nothing rewritten (JSON logs)."""
+    return text.replace(_MARK, "") if _MARK in text else text
 
 
 def humane(text: str) -> str:
@@ -109,7 +148,15 @@ def humane(text: str) -> str:
     log lines): a raw timestamp becomes UTC to the minute (``2026-11-20 08:00Z``), a
     float of seconds ``human_duration``'s form, one of a plural noun its singular
     (``1 attempt``). Whatever a command formats by hand, what people read keeps the
-    README's rules; JSON never passes here."""
+    README's rules; JSON never passes here. Names marked by :func:`verbatim` pass as
+    they are, their marks taken out."""
+    if _MARK not in text:
+        return _humane(text)
+    parts = text.split(_MARK)  # even: mirrorsync's words; odd: names
+    return "".join(part if i % 2 else _humane(part) for i, part in enumerate(parts))
+
+
+def _humane(text: str) -> str:
     if "-" in text:
         text = _RAW_TIME.sub(r"\1 \2Z", text)
     if "s" in text and "." in text:

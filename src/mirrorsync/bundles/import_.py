@@ -47,7 +47,13 @@ from mirrorsync.formats.manifest import parse_index_manifest
 from mirrorsync.gpg import Keyring
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.files import INDEX_MANIFEST
-from mirrorsync.mirrors.publish import due, published_checksum, referenced, unreferenced
+from mirrorsync.mirrors.publish import (
+    Referenced,
+    due,
+    published_checksum,
+    referenced,
+    unreferenced,
+)
 from mirrorsync.mirrors.target import DirTarget, DirView
 from mirrorsync.store import Store
 from mirrorsync.store import bundles as store_bundles
@@ -215,16 +221,20 @@ class _Stager:
             files.remove_quietly(s.temp)
         self.staged = []
 
-    def place(self, to_index: str) -> None:
-        """Rename every staged file into place, the index manifest last."""
+    def place(self, to_index: str) -> Referenced | None:
+        """Rename every staged file into place, the index manifest last. The new state,
+        read (and checked) before its index manifest is put in place, is what is then
+        published: returned with that manifest counted (None: the bundle carried none)."""
         self.staged.sort(key=lambda s: publish_order(s.rel, to_index))
         manifest = next((s for s in self.staged if s.rel == INDEX_MANIFEST), None)
+        manifest_size = 0
         if manifest is not None:
-            self._check_index_manifest(manifest.temp, to_index)
+            manifest_size = self._check_index_manifest(manifest.temp, to_index)
+        state = None
         for s in self.staged:
             if s is manifest:
                 try:  # what the new index names is all there (the old state is untouched)
-                    referenced(DirView(self.root), to_index)
+                    state = referenced(DirView(self.root), to_index)
                 except (CopyError, FormatError) as exc:
                     raise BundleError(
                         f"{exc}; the copy does not hold the version the bundle starts from "
@@ -234,8 +244,12 @@ class _Stager:
             if self.delay:
                 time.sleep(self.delay)
         self.staged = []
+        if state is not None:
+            state.sizes[INDEX_MANIFEST] = manifest_size
+        return state
 
-    def _check_index_manifest(self, temp: Path, to_index: str) -> None:
+    def _check_index_manifest(self, temp: Path, to_index: str) -> int:
+        """The staged index manifest names ``to_index``; its size."""
         data = temp.read_bytes()
         try:
             named = parse_index_manifest(data, INDEX_MANIFEST).checksum
@@ -246,6 +260,7 @@ class _Stager:
                 f"{INDEX_MANIFEST} in the bundle names index {named}, not {to_index} as the "
                 "bundle manifest says; refused"
             )
+        return len(data)
 
 
 def _refuse_order(name: str, copy: str, at: int, manifest: BundleManifest) -> BundleError:
@@ -345,13 +360,16 @@ async def import_bundle(
         outcome.written = len(stager.staged)
         if dry_run:
             return outcome
-        await anyio.to_thread.run_sync(stager.place, manifest.to_index)
+        placed = await anyio.to_thread.run_sync(stager.place, manifest.to_index)
     finally:
         stager.abandon()
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime(_TIME_FORMAT)
     row = await store_bundles.ensure_received(store, name, str(directory), manifest.copy)
     target = DirTarget(directory, modes)
-    keep = await anyio.to_thread.run_sync(referenced, target.view())
+    # Read once: the state place() checked is the one now published.
+    keep = (
+        placed if placed is not None else await anyio.to_thread.run_sync(referenced, target.view())
+    )
     digest = hashlib.sha256(opened.data).hexdigest()
     record = store_bundles.Imported(
         manifest.copy,

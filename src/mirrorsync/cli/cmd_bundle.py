@@ -15,7 +15,15 @@ from pathlib import Path
 from mirrorsync.bundles.export import ExportRequest, export_bundle
 from mirrorsync.bundles.import_ import bundle_summary, import_bundle
 from mirrorsync.bundles.reader import open_bundle
-from mirrorsync.cli.render import human_size, plural, print_json, print_raw, print_table, say
+from mirrorsync.cli.render import (
+    human_size,
+    plural,
+    print_json,
+    print_raw,
+    print_table,
+    say,
+    verbatim,
+)
 from mirrorsync.config import load_config, parse_size
 from mirrorsync.errors import EXIT_OK, UsageError
 from mirrorsync.lock import hold
@@ -74,11 +82,11 @@ async def _export(args: argparse.Namespace) -> int:
     else:
         kind = "full" if outcome.from_version == 0 else f"from version {outcome.from_version}"
         say(
-            f"mirror {outcome.copy}: version {outcome.to_version} ({kind}): "
+            f"mirror {verbatim(outcome.copy)}: version {outcome.to_version} ({kind}): "
             f"{plural(outcome.files, 'file')}, {human_size(outcome.bytes)}, "
             f"+{len(outcome.added)} -{len(outcome.removed)}"
-            + (f", signed by {outcome.signed_by}" if outcome.signed_by else "")
-            + f" -> {', '.join(outcome.paths)}"
+            + (f", signed by {verbatim(outcome.signed_by)}" if outcome.signed_by else "")
+            + f" -> {', '.join(map(verbatim, outcome.paths))}"
         )
     return EXIT_OK
 
@@ -117,11 +125,12 @@ async def _import(args: argparse.Namespace) -> int:
         verb = "would import" if outcome.status == "dry run" else "imported"
         kind = "full" if outcome.from_version == 0 else f"from version {outcome.from_version}"
         say(
-            f"mirror {outcome.copy}: {verb} version {outcome.to_version} of {outcome.origin} "
+            f"mirror {verbatim(outcome.copy)}: {verb} version {outcome.to_version} of "
+            f"{verbatim(outcome.origin)} "
             f"({kind}): {plural(outcome.files, 'file')}, {human_size(outcome.bytes)}, "
             f"{outcome.written} written, +{len(outcome.added)} -{len(outcome.removed)}"
             + (f"; now version {outcome.version}" if outcome.version else "")
-            + (f", signed by {outcome.signed_by}" if outcome.signed_by else "")
+            + (f", signed by {verbatim(outcome.signed_by)}" if outcome.signed_by else "")
         )
     return EXIT_OK
 
@@ -134,7 +143,7 @@ async def _list(args: argparse.Namespace) -> int:
         else:
             print_table(
                 ["path", "size", "sha256", "volume"],
-                [(f.path, f.size, f.sha256, f.volume) for f in manifest.files],
+                [(verbatim(f.path), f.size, verbatim(f.sha256), f.volume) for f in manifest.files],
             )
         return EXIT_OK
     config = load_config(args.config)
@@ -149,8 +158,8 @@ async def _list(args: argparse.Namespace) -> int:
             (
                 r["at"][:19].replace("T", " "),
                 r["direction"],
-                r["copy"],
-                r["origin"],
+                verbatim(r["copy"]),
+                verbatim(r["origin"]),
                 r["from"] or "full",
                 r["to"],
                 r["files"],
@@ -174,8 +183,8 @@ async def _show(args: argparse.Namespace) -> int:
         return EXIT_OK
     m = opened.manifest
     joins = "full (for a copy holding nothing)" if m.full else f"from version {m.from_version}"
-    say(f"bundle of copy {m.copy}: version {m.to_version}, {joins}")
-    say(f"  made by {m.created_by} at {m.created_at}")
+    say(f"bundle of copy {verbatim(m.copy)}: version {m.to_version}, {joins}")
+    say(f"  made by {verbatim(m.created_by)} at {m.created_at}")
     say(
         f"  carries {plural(len(m.files), 'file')} ({human_size(m.size)}) in "
         f"{plural(m.volumes, 'volume')}; the new version holds "

@@ -12,6 +12,7 @@ from mirrorsync.cli.render import (
     print_json,
     print_table,
     say,
+    verbatim,
 )
 from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, UsageError
@@ -42,10 +43,10 @@ async def db(args: argparse.Namespace) -> int:
     last_event = report.sequences.get("events.id")
     say(
         f"copied {plural(report.rows, 'row')} of {plural(len(report.tables), 'table')} from "
-        f"{report.source} to {report.target} in {human_duration(report.seconds)}"
+        f"{verbatim(report.source)} to {verbatim(report.target)} in {human_duration(report.seconds)}"
         + (f"; new event ids follow {last_event}" if last_event else "")
     )
-    say(f"next: point database: in {config.path} at {report.target}")
+    say(f"next: point database: in {verbatim(config.path)} at {verbatim(report.target)}")
     return EXIT_OK
 
 
@@ -91,7 +92,7 @@ async def forget(args: argparse.Namespace) -> int:
         if forgotten is None:
             raise UsageError(f"no {args.kind} {name} in {config.database_path}")
         if forgotten:
-            say(f"forgot {args.kind} {name}: no longer listed; its history is kept")
+            say(f"forgot {args.kind} {verbatim(name)}: no longer listed; its history is kept")
         else:
-            say(f"{args.kind} {name} was forgotten already")
+            say(f"{args.kind} {verbatim(name)} was forgotten already")
     return EXIT_OK

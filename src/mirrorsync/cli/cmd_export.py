@@ -11,6 +11,7 @@ from mirrorsync.cli.render import (
     plural,
     print_json,
     say,
+    verbatim,
 )
 from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK
@@ -41,9 +42,12 @@ async def export(args: argparse.Namespace) -> int:
             }
         )
     else:
-        say(f"wrote {plural(len(written), 'page')} under {out / args.release}")
+        say(f"wrote {plural(len(written), 'page')} under {verbatim(out / args.release)}")
         if args.clean:
-            say(f"removed {plural(len(removed), 'page')} of packages no longer in {args.release}")
+            say(
+                f"removed {plural(len(removed), 'page')} of packages no longer in "
+                f"{verbatim(args.release)}"
+            )
     return EXIT_OK
 
 

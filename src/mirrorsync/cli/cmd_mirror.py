@@ -14,6 +14,7 @@ from mirrorsync.cli.render import (
     plural,
     print_json,
     say,
+    verbatim,
 )
 from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
@@ -78,15 +79,16 @@ async def mirror(args: argparse.Namespace) -> int:
     if not args.json:
         for o in outcomes:  # each spec the copy refused, and why
             for x in o.left_out:
-                say(f"mirror {o.name}: left out {x.name} {x.hash}: {x.reason}")
+                say(f"mirror {verbatim(o.name)}: left out {_names(x.name, x.hash)}: {x.reason}")
             for h, n in o.wanted_missing:
-                say(f"mirror {o.name}: wanted but not in upstream: {n or '?'} {h}")
+                say(f"mirror {verbatim(o.name)}: wanted but not in upstream: {_names(n or '?', h)}")
             for k in o.kept:
                 say(
-                    f"mirror {o.name}: kept {k.name} {k.hash} (left upstream {human_time(k.left_upstream_at)})"
+                    f"mirror {verbatim(o.name)}: kept {_names(k.name, k.hash)} "
+                    f"(left upstream {human_time(k.left_upstream_at)})"
                 )
-    failures = [o.failure for o in outcomes if o.failure]
-    failures += [r.failure for r in webhooks if r.failure]
+    failures = [line for o in outcomes if (line := o.failure_line(verbatim))]
+    failures += [line for r in webhooks if (line := r.failure_line(verbatim))]
     failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")
@@ -103,13 +105,18 @@ def dry_run_line(o: MirrorOutcome) -> str:
     c = o.copied
     dependencies = o.binaries - o.matched
     return (
-        f"mirror {o.name}: {plural(o.binaries, 'binary', 'binaries')}: "
+        f"mirror {verbatim(o.name)}: {plural(o.binaries, 'binary', 'binaries')}: "
         f"{o.matched} matched the filters, {dependencies} came in as dependencies; "
         f"tarballs {human_size(o.tarball_bytes)}, the whole copy {human_size(o.bytes)}; "
         f"would download {plural(c.blobs_fetched, 'blob')} ({human_size(c.bytes_fetched)}) "
         f"and {plural(c.manifests_fetched, 'manifest')}; "
         f"would delete up to {plural(o.deleted, 'file')} ({human_size(o.deleted_bytes)})"
     )
+
+
+def _names(*names: str) -> str:
+    """A spec's name and hash (or more names), one space between, shown as written."""
+    return " ".join(verbatim(n) for n in names)
 
 
 def mirror_dict(o: MirrorOutcome) -> dict[str, object]:

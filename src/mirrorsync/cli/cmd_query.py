@@ -18,6 +18,7 @@ from mirrorsync.cli.render import (
     print_json_line,
     print_table,
     say,
+    verbatim,
 )
 from mirrorsync.config import EVENT_TYPES, PagesSource, load_config
 from mirrorsync.errors import EXIT_OK, UsageError
@@ -53,7 +54,7 @@ async def history(args: argparse.Namespace) -> int:
                 Column("+added", 7, right=True),
                 Column("-removed", 8, right=True),
             ],
-            title=label,
+            title=verbatim(label),
         )
         async for r in rows:
             table.row(
@@ -73,14 +74,19 @@ async def diff(args: argparse.Namespace) -> int:
     if args.json:
         print_json(dataclasses.asdict(result))
         return EXIT_OK
-    rows = [("+", s.name, s.version, s.hash, s.os, s.target) for s in result.added]
-    rows += [("-", s.name, s.version, s.hash, s.os, s.target) for s in result.removed]
+    rows = [("+", *_names(s.name, s.version, s.hash, s.os, s.target)) for s in result.added]
+    rows += [("-", *_names(s.name, s.version, s.hash, s.os, s.target)) for s in result.removed]
     print_table(
         ["", "name", "version", "hash", "os", "target"],
         rows,
-        title=f"{label} v{a} -> v{b}: +{len(result.added)} -{len(result.removed)}{note}",
+        title=f"{verbatim(label)} v{a} -> v{b}: +{len(result.added)} -{len(result.removed)}{note}",
     )
     return EXIT_OK
+
+
+def _names(*names: str) -> tuple[str, ...]:
+    """Cells of names (package, version, hash, OS, target): shown as upstream wrote them."""
+    return tuple(verbatim(n) for n in names)
 
 
 async def _before_history(store: Store, stack_id: int, asked: list[tuple[str, int]]) -> str:
@@ -120,10 +126,10 @@ async def at(args: argparse.Namespace) -> int:
         count = await queries.count_at(store, stack_id, version)
         table = TableWriter(
             _SPEC_COLUMNS,
-            title=f"{label} at v{version}: {plural(count, 'spec')}{note}",
+            title=f"{verbatim(label)} at v{version}: {plural(count, 'spec')}{note}",
         )
         async for s in specs:
-            table.row((s.hash, s.name, s.version, s.os, s.target, s.compiler or "none"))
+            table.row(_names(s.hash, s.name, s.version, s.os, s.target, s.compiler or "none"))
     return EXIT_OK
 
 
@@ -154,11 +160,11 @@ async def specs(args: argparse.Namespace) -> int:
         async for r in records:
             table.row(
                 (
-                    r.hash,
-                    f"{r.name}@{r.version}",
+                    verbatim(r.hash),
+                    verbatim(f"{r.name}@{r.version}"),
                     human_size(r.tarball_size),
                     _manifest_text(r.manifest_status, r.source in pages),
-                    _short_checksum(r.tarball_checksum),
+                    verbatim(_short_checksum(r.tarball_checksum)),
                 )
             )
     return EXIT_OK
@@ -205,17 +211,16 @@ async def show(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     say(
-        f"{spec.name}@{spec.version} {spec.hash}  {spec.platform}-{spec.os}-{spec.target}"
-        f"  compiler {spec.compiler or 'none'}  {' '.join(spec.variants)}"
+        f"{verbatim(f'{spec.name}@{spec.version}')} {verbatim(spec.hash)}  "
+        f"{verbatim(f'{spec.platform}-{spec.os}-{spec.target}')}"
+        f"  compiler {verbatim(spec.compiler or 'none')}  {verbatim(' '.join(spec.variants))}"
     )
     say()
     print_table(
         ["source", "release", "stack", "entered", "since", "left", "until"],
         [
             (
-                i.source,
-                i.release,
-                i.stack,
+                *_names(i.source, i.release, i.stack),
                 f"v{i.entered_version}",
                 human_time(i.entered_at),
                 f"v{i.left_version}" if i.left_version else "",
@@ -230,11 +235,11 @@ async def show(args: argparse.Namespace) -> int:
             ["stack", "size", "manifest", "checked", "tarball checksum"],
             [
                 (
-                    f"{r.source}:{r.release}/{r.stack}",
+                    verbatim(f"{r.source}:{r.release}/{r.stack}"),
                     human_size(r.tarball_size),
                     r.manifest_status,
                     human_time(r.fetched_at),
-                    r.tarball_checksum or r.problem or "",
+                    verbatim(r.tarball_checksum) if r.tarball_checksum else r.problem or "",
                 )
                 for r in records
             ],
@@ -287,10 +292,10 @@ async def events(args: argparse.Namespace) -> int:
                     e.id,
                     human_time(e.occurred_at),
                     e.type,
-                    where_,
+                    verbatim(where_),
                     e.stack_version or "",
-                    e.hash or "",
-                    f"{e.name}@{e.version}" if e.name else "",
+                    verbatim(e.hash or ""),
+                    verbatim(f"{e.name}@{e.version}") if e.name else "",
                 )
             )
     return EXIT_OK

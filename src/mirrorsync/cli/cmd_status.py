@@ -17,6 +17,7 @@ from mirrorsync.cli.render import (
     print_json_line,
     print_table,
     say,
+    verbatim,
 )
 from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from mirrorsync.config import Config
-    from mirrorsync.health import Health
+    from mirrorsync.health import Health, Problem
     from mirrorsync.location import Location
 
 
@@ -85,7 +86,7 @@ async def _status(
                     }
                 )
             else:
-                say(p.line)
+                say(_line(p))
         return EXIT_PARTIAL if h.problems else EXIT_OK
     if not h.database_exists:
         raise NoDatabaseError(
@@ -98,7 +99,7 @@ async def _status(
         )
     for p in h.problems:
         if p.kind == "webhook_dead":
-            print_line(f"mirrorsync: {p.line}", logging.WARNING)
+            print_line(f"mirrorsync: {_line(p)}", logging.WARNING)
     if args.json:
         print_json([stack_json(s) for s in h.stacks])
         return EXIT_OK
@@ -107,15 +108,15 @@ async def _status(
     elif h.problems:  # a receiving site (bundle import): copies only
         say()
         for p in h.problems:
-            say(p.line)
+            say(_line(p))
     if h.copies:
         say()
         print_table(
             ["mirror", "path", "version", "binaries", "size", "published", "state"],
             [
                 (
-                    c.row.name,
-                    c.row.path,
+                    verbatim(c.row.name),
+                    verbatim(c.row.path),
                     c.row.version,
                     c.row.binaries,
                     human_size(c.row.bytes),
@@ -128,7 +129,7 @@ async def _status(
         for c in h.copies:  # informational: held after upstream deleted them (keep:)
             for k in c.kept:
                 say(
-                    f"mirror {c.row.name}: kept {k.name}/{k.hash[:7]} "
+                    f"mirror {verbatim(c.row.name)}: kept {verbatim(f'{k.name}/{k.hash[:7]}')} "
                     f"(left upstream {human_time(k.left_upstream_at)})"
                 )
     if h.webhooks:
@@ -137,7 +138,7 @@ async def _status(
             ["webhook", "state", "pending", "oldest pending", "dead", "last success"],
             [
                 (
-                    w.row.name,
+                    verbatim(w.row.name),
                     w.state,
                     w.row.pending_events,
                     human_time(w.row.oldest_pending_at),
@@ -150,7 +151,7 @@ async def _status(
         # An error is long (a URL, a reason): below the table, one a line, so that rows
         # fit 80 columns; a webhook whose problem is listed above has it there already.
         errors = [
-            f"webhook {w.row.name}: last error: {w.row.disabled_reason or w.row.current_error}"
+            f"webhook {verbatim(w.row.name)}: last error: {w.row.disabled_reason or w.row.current_error}"
             for w in h.webhooks
             if (w.row.disabled_reason or w.row.current_error) and not w.problems
         ]
@@ -177,7 +178,7 @@ async def _stacks_table(
         ["stack", "version", "specs", "checked", "changed", "state"],
         [
             (
-                s.subject if several_sources else f"{s.row.release}/{s.row.stack}",
+                verbatim(s.subject if several_sources else f"{s.row.release}/{s.row.stack}"),
                 s.row.version,
                 s.row.spec_count,
                 ago(s.row.last_checked),
@@ -189,12 +190,17 @@ async def _stacks_table(
         title=f"{plural(len(rows), 'stack')} {'holds' if len(rows) == 1 else 'hold'} "
         f"{plural(distinct, 'distinct spec')}"
         + (f" ({plural(members, 'membership')})" if members != distinct else "")
-        + f" in {config.database_path}",
+        + f" in {verbatim(config.database_path)}",
     )
     syncing = [s for s in h.stacks if s.row.syncing]
     if syncing or h.problems:  # problems are long (they name URLs): below the table, one a line
         say()
         for s in syncing:
-            say(f"{s.subject}: being synced now by {s.row.syncing}")
+            say(f"{verbatim(s.subject)}: being synced now by {s.row.syncing}")
         for p in h.problems:
-            say(p.line)
+            say(_line(p))
+
+
+def _line(p: Problem) -> str:
+    """A problem's line, its subject (a stack, source, mirror or webhook) as named."""
+    return f"{verbatim(p.subject)}: {p.what}"

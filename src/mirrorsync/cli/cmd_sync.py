@@ -18,6 +18,7 @@ from mirrorsync.cli.render import (
     print_table,
     print_webhook_results,
     say,
+    verbatim,
 )
 from mirrorsync.cli.signals import stop_event
 from mirrorsync.config import load_config
@@ -64,7 +65,7 @@ async def once(args: argparse.Namespace) -> int:
             _print_report(report)
         if report.dry_run and args.verbose:
             _print_plan(report)
-    for line in report.failures:
+    for line in report.failure_lines(verbatim):
         print_line(f"mirrorsync: failed: {line}")
     return report.exit_code
 
@@ -73,9 +74,9 @@ def _print_plan(report: RunReport) -> None:
     """``once --dry-run -v``: on stdout, each hash a stack would gain or lose."""
     for o in sorted(report.stacks, key=lambda o: o.label):
         for spec_hash in o.added_hashes or ():
-            say(f"{o.label} would add {spec_hash}")
+            say(f"{verbatim(o.label)} would add {verbatim(spec_hash)}")
         for spec_hash in o.removed_hashes or ():
-            say(f"{o.label} would remove {spec_hash}")
+            say(f"{verbatim(o.label)} would remove {verbatim(spec_hash)}")
 
 
 def _report_dict(report: RunReport) -> dict[str, object]:
@@ -124,7 +125,7 @@ def _print_report(report: RunReport) -> None:
     several_sources = len({o.source for o in report.stacks}) > 1
     rows: list[tuple[object, ...]] = [
         (
-            o.label if several_sources else f"{o.release}/{o.stack}",
+            verbatim(o.label if several_sources else f"{o.release}/{o.stack}"),
             o.status,
             o.version,
             o.spec_count,
@@ -149,7 +150,7 @@ def _print_report(report: RunReport) -> None:
             ["mirror", "status", "version", "binaries", "size", "+added", "-removed", "error"],
             [
                 (
-                    m.name,
+                    verbatim(m.name),
                     m.status,
                     m.version,
                     m.binaries,

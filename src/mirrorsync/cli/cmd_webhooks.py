@@ -15,6 +15,7 @@ from mirrorsync.cli.render import (
     print_table,
     print_webhook_results,
     say,
+    verbatim,
 )
 from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, UsageError
@@ -44,8 +45,8 @@ async def webhooks(args: argparse.Namespace) -> int:
             ],
             [
                 (
-                    w.name,
-                    w.url,
+                    verbatim(w.name),
+                    verbatim(w.url),
                     w.state,
                     w.pending_events,
                     w.dead_events,
@@ -57,7 +58,7 @@ async def webhooks(args: argparse.Namespace) -> int:
         )
         below_table(
             [
-                f"webhook {w.name}: last error: {w.current_error}"
+                f"webhook {verbatim(w.name)}: last error: {w.current_error}"
                 for w in listings
                 if w.current_error
             ]
@@ -85,12 +86,14 @@ async def webhooks(args: argparse.Namespace) -> int:
             )
             if answer.acknowledged and not args.json:
                 say(
-                    f"webhook {ping.name}: {ping.origin} acknowledged ping {ping.message_id} "
+                    f"webhook {verbatim(ping.name)}: {verbatim(ping.origin)} acknowledged ping "
+                    f"{verbatim(ping.message_id)} "
                     f"with HTTP {answer.status} in {human_duration(answer.seconds)}"
                 )
             if not answer.acknowledged:
                 print_line(
-                    f"mirrorsync: failed: webhook {ping.name}: {ping.origin}: {answer.problem}"
+                    f"mirrorsync: failed: webhook {verbatim(ping.name)}: {verbatim(ping.origin)}: "
+                    f"{answer.problem}"
                 )
                 code = EXIT_PARTIAL
         if args.json:
@@ -119,7 +122,7 @@ async def webhooks(args: argparse.Namespace) -> int:
                 )
                 if not args.json:
                     say(
-                        f"webhook {name}: {plural(replayed.enqueued, 'event')} queued again"
+                        f"webhook {verbatim(name)}: {plural(replayed.enqueued, 'event')} queued again"
                         f" ({replayed.waiting} already pending, {replayed.dead} dead:"
                         " --dead on retry)"
                     )
@@ -132,7 +135,7 @@ async def webhooks(args: argparse.Namespace) -> int:
         print_json([r.to_dict() for r in results])
     else:
         print_webhook_results(results)
-    failures = [r.failure for r in results if r.failure]
+    failures = [line for r in results if (line := r.failure_line(verbatim))]
     failures += [metrics_error] if metrics_error else []
     for line in failures:
         print_line(f"mirrorsync: failed: {line}")

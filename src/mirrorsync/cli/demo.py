@@ -22,6 +22,7 @@ from mirrorsync.cli.render import (
     human_time,
     plural,
     print_table,
+    verbatim,
 )
 from mirrorsync.config import parse_config
 from mirrorsync.errors import EXIT_OK
@@ -50,7 +51,15 @@ def _config_text(url: str, database: Path) -> str:
 
 def _summary(report: RunReport) -> None:
     rows = [
-        (o.release, o.stack, o.status, o.version, o.spec_count, f"+{o.added}", f"-{o.removed}")
+        (
+            verbatim(o.release),
+            verbatim(o.stack),
+            o.status,
+            o.version,
+            o.spec_count,
+            f"+{o.added}",
+            f"-{o.removed}",
+        )
         for o in sorted(report.stacks, key=lambda o: (o.release, o.stack))
     ]
     print_table(
@@ -108,7 +117,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         out.rule(f"3. What changed, as events (mirrorsync events --since {since})")
         print_table(
             ["stack", "event", "count"],
-            [(s, t, n) for (s, t), n in sorted(counts.items())],
+            [(verbatim(s), t, n) for (s, t), n in sorted(counts.items())],
         )
         root = await queries.find_stack(store, "develop", "root")
         out.rule("4. History of develop/root (mirrorsync history --release develop --stack root)")
@@ -123,8 +132,14 @@ async def run_demo(args: argparse.Namespace) -> int:
         out.rule("5. Diff of develop/root, version 1 -> 2 (mirrorsync diff ... 1 2), first 10")
         print_table(
             ["", "name", "version", "hash", "os", "target"],
-            [("-", s.name, s.version, s.hash, s.os, s.target) for s in diff.removed[:10]]
-            + [("+", s.name, s.version, s.hash, s.os, s.target) for s in diff.added[:10]],
+            [
+                ("-", *map(verbatim, (s.name, s.version, s.hash, s.os, s.target)))
+                for s in diff.removed[:10]
+            ]
+            + [
+                ("+", *map(verbatim, (s.name, s.version, s.hash, s.os, s.target)))
+                for s in diff.added[:10]
+            ],
             title=f"+{len(diff.added)} -{len(diff.removed)}",
         )
     me = _command_name()

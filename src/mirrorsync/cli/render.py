@@ -8,10 +8,14 @@ document, or one object per line for streams; times there are the stored
 RFC 3339 UTC values, at full precision.
 
 Every human line passes one gate, :func:`mirrorsync.units.humane`: :func:`say` for
-lines, :class:`TableWriter` for cells. A command module prints nothing itself
-(``tests/test_cli_render.py`` checks that no ``cli/cmd_*`` module calls ``print``
-or writes to ``sys.stdout``), so a raw timestamp or a ``0.00s`` cannot reach a
-person whatever a command formats by hand.
+lines, :class:`TableWriter` for titles and cells. A command module prints nothing
+itself (``tests/test_cli_render.py`` checks that no ``cli/cmd_*`` module calls
+``print`` or writes to ``sys.stdout``), so a raw timestamp or a ``0.00s`` cannot
+reach a person whatever a command formats by hand. Names are not figures: whatever
+upstream or the user named (a stack, release, package, version, hash, path, mirror,
+webhook) goes into a line or a cell as :func:`verbatim` (``verbatim(row.stack)``) and
+comes out as it was written, however much it looks like a time or a count
+(``tests/test_verbatim_names.py``).
 
 Scripts that want the tables get them as lines (``--no-headers``: no title, no
 header, no rule; one line per row) or tab-separated (``--format tsv``: a header
@@ -32,12 +36,13 @@ from mirrorsync.choices import TABLE_FORMATS as TABLE_FORMATS
 
 # The one human form of sizes, counts and durations, shared with the log lines.
 from mirrorsync.text import escape, unescaped
+from mirrorsync.units import Verbatim, humane
 from mirrorsync.units import human_duration as human_duration
 from mirrorsync.units import human_size as human_size
 from mirrorsync.units import human_time as human_time
-from mirrorsync.units import humane
 from mirrorsync.units import parse_time as parse_time
 from mirrorsync.units import plural as plural
+from mirrorsync.units import verbatim as verbatim
 
 if TYPE_CHECKING:  # rich costs ~0.1 s to import: only the progress displays pay it
     from rich.console import Console
@@ -152,7 +157,7 @@ class TableWriter:
             self.out.write("\t".join(tsv_cell(c.name) for c in columns) + "\n")
             return
         if title:
-            self.out.write(title + "\n")
+            self.out.write(humane(title) + "\n")
         self._write([c.name for c in columns])
         self._write(["-" * w for w in self.widths])
 
@@ -201,6 +206,8 @@ def _human_cell(value: object) -> str:
     own (a duration? a size?): the command says which, or the table refuses it."""
     if isinstance(value, float):
         raise TypeError(f"a table cell needs a human form, not the float {value!r}")
+    if isinstance(value, Verbatim):  # a name, as written
+        return str(value)
     return humane(str(value))
 
 
@@ -210,7 +217,7 @@ def print_webhook_results(results: list[WebhookResult], *, stderr: bool = False)
         ["webhook", "delivered", "requests", "pending", "dead", "next attempt", "error"],
         [
             (
-                r.name,
+                verbatim(r.name),
                 r.delivered_events,
                 r.requests,
                 r.pending_events,

@@ -21,7 +21,7 @@ import anyio
 from mirrorsync.config import RetryConfig, WebhookConfig
 from mirrorsync.delivery.formats import Request
 from mirrorsync.delivery.signing import Credentials
-from mirrorsync.units import human_duration, plural
+from mirrorsync.units import Verbatim, human_duration, plural
 
 log = logging.getLogger("mirrorsync.delivery")
 
@@ -97,7 +97,7 @@ async def send_mail(
             wait = min(retries.backoff_max, retries.backoff_initial * 2 ** (number - 1))
             log.warning(
                 "webhook %s: retrying the mail in %s (attempt %d failed: %s)",
-                hook.name,
+                Verbatim(hook.name),
                 human_duration(wait),
                 number,
                 exc,

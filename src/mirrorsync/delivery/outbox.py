@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import anyio
@@ -25,7 +25,7 @@ from mirrorsync.delivery.signing import Credentials, load_credentials
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
 from mirrorsync.store import Store, claims, queries, utcnow, webhooks
-from mirrorsync.units import human_duration, human_time
+from mirrorsync.units import Verbatim, human_duration, human_time
 
 log = logging.getLogger("mirrorsync.delivery")
 
@@ -52,11 +52,15 @@ class WebhookResult:
     @property
     def failure(self) -> str | None:
         """One line for stderr when an attempt failed in this pass, else None."""
+        return self.failure_line()
+
+    def failure_line(self, shown: Callable[[str], str] = str) -> str | None:
+        """:attr:`failure`, the webhook's name as ``shown`` gives it (``units.verbatim``)."""
         if self.error is None:
             return None
         if self.disabled:
-            return f"webhook {self.name}: {self.error}"
-        line = f"webhook {self.name}: {self.error}; {self.pending_events} events pending"
+            return f"webhook {shown(self.name)}: {self.error}"
+        line = f"webhook {shown(self.name)}: {self.error}; {self.pending_events} events pending"
         if self.next_attempt_at:
             line += f", next attempt after {human_time(self.next_attempt_at)}"
         if self.dead_events:
@@ -164,7 +168,7 @@ class Outbox:
                     result.elsewhere = holder
                     log.info(
                         "webhook %s: another instance is delivering to it (%s); left to it",
-                        hook.name,
+                        Verbatim(hook.name),
                         holder,
                     )
                     break
@@ -191,13 +195,15 @@ class Outbox:
         assert row is not None, f"webhook {hook.name} was registered"
         if enable and not row.enabled:
             await webhooks.enable(self.store, row.id)
-            log.info("webhook %s enabled again", hook.name)
+            log.info("webhook %s enabled again", Verbatim(hook.name))
             row = await webhooks.get(self.store, hook.name)
             assert row is not None
         if dead:
             revived = await webhooks.revive_dead(self.store, row.id)
             if revived:
-                log.info("webhook %s: sending %d dead deliveries again", hook.name, revived)
+                log.info(
+                    "webhook %s: sending %d dead deliveries again", Verbatim(hook.name), revived
+                )
         now = utcnow()
         latest = schedule.latest_attempt(now)
         if (row.next_attempt_at or "") > latest and await webhooks.cap_next_attempt(
@@ -206,7 +212,7 @@ class Outbox:
             log.warning(
                 "webhook %s: its next attempt was set for %s, further ahead than the longest "
                 "wait: the clock was ahead when it failed; trying again after %s instead",
-                hook.name,
+                Verbatim(hook.name),
                 human_time(row.next_attempt_at),
                 human_time(latest),
             )
@@ -215,7 +221,7 @@ class Outbox:
             result.disabled = row.disabled_reason
             if hook.name not in self._told_disabled:  # once per run, not once per pass
                 self._told_disabled.add(hook.name)
-                log.warning("webhook %s is disabled: %s", hook.name, row.disabled_reason)
+                log.warning("webhook %s is disabled: %s", Verbatim(hook.name), row.disabled_reason)
         elif force or row.next_attempt_at is None or row.next_attempt_at <= now:
             await self._drain(hook, row.id, sender, result)
         await self._purge(hook, row.id)
@@ -232,7 +238,7 @@ class Outbox:
         if purged.delivered:
             log.info(
                 "webhook %s: dropped the records of %d delivered batches (keep_delivered: %s)",
-                hook.name,
+                Verbatim(hook.name),
                 purged.delivered,
                 hook.keep_delivered,
             )
@@ -240,11 +246,11 @@ class Outbox:
             log.warning(
                 "webhook %s: %d dead events in %d batches expired (keep_dead: %s) and will not "
                 "be sent; 'mirrorsync webhooks replay --name %s --since ID' sends events again",
-                hook.name,
+                Verbatim(hook.name),
                 purged.dead_events,
                 purged.dead_deliveries,
                 hook.keep_dead,
-                hook.name,
+                Verbatim(hook.name),
             )
 
     async def _drain(
@@ -293,7 +299,7 @@ class Outbox:
                     self._progress.advance(delivery.event_count)
                 log.info(
                     "webhook %s: delivered events %d-%d (%d) as %s, HTTP %s in %s",
-                    hook.name,
+                    Verbatim(hook.name),
                     delivery.first_event_id,
                     delivery.last_event_id,
                     delivery.event_count,
@@ -332,7 +338,7 @@ class Outbox:
             result.newly_dead += newly_dead
             log.warning(
                 "webhook %s: %s (%s, events %d-%d); next attempt after %s",
-                hook.name,
+                Verbatim(hook.name),
                 problem,
                 delivery.message_id,
                 delivery.first_event_id,
@@ -343,9 +349,9 @@ class Outbox:
                 log.error(
                     "webhook %s: %d events are now dead (older than max_age); "
                     "'mirrorsync webhooks retry --name %s --dead' sends them again",
-                    hook.name,
+                    Verbatim(hook.name),
                     newly_dead,
-                    hook.name,
+                    Verbatim(hook.name),
                 )
             return
 

@@ -26,7 +26,7 @@ from mirrorsync.fetch.retry import (
 )
 from mirrorsync.proxies import proxies_for
 from mirrorsync.redact import MASK, Url
-from mirrorsync.units import human_duration, plural
+from mirrorsync.units import Verbatim, human_duration, plural
 
 log = logging.getLogger("mirrorsync.delivery")
 
@@ -176,7 +176,7 @@ class Sender:
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning(
                 "webhook %s: retrying %s in %s (attempt %d failed: %s)",
-                hook.name,
+                Verbatim(hook.name),
                 origin(hook.url),
                 human_duration(wait),
                 state.attempt_number,

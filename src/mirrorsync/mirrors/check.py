@@ -51,10 +51,10 @@ from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import Admission, path_safe
 from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
 from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
-from mirrorsync.mirrors.job import choose_stacks, real_root
 from mirrorsync.mirrors.ondisk import disk_problem as disk_problem
 from mirrorsync.mirrors.publish import due, index_file, publish
 from mirrorsync.mirrors.run import run_mirrors
+from mirrorsync.mirrors.stacks import choose_stacks, real_root
 from mirrorsync.mirrors.target import CopyTarget, TargetView
 from mirrorsync.store import Store
 from mirrorsync.store import mirrors as store_mirrors

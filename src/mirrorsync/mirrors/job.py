@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fnmatch
 import hashlib
 import json
 import logging
@@ -22,7 +21,6 @@ from mirrorsync.config import CatalogSource, Config, MirrorCopy, MirrorSource
 from mirrorsync.errors import (
     EXIT_PARTIAL,
     CopyError,
-    CopySourceError,
     FormatError,
     MirrorsyncError,
     NotFoundError,
@@ -45,16 +43,17 @@ from mirrorsync.mirrors.publish import (
     referenced,
     unreferenced,
 )
+from mirrorsync.mirrors.stacks import choose_stacks, real_root
 from mirrorsync.mirrors.target import CopyTarget, TargetView, open_target
 from mirrorsync.mirrors.wanted import Wanted, wanted
-from mirrorsync.redact import Url, redact_url, unmask
+from mirrorsync.redact import Url, redact_url
 from mirrorsync.store import Store, claims
 from mirrorsync.store import mirrors as store_mirrors
 from mirrorsync.store.manifests import OK, StackTarget
 from mirrorsync.store.mirrors import Kept, LeftOut, MirrorRow, Published, SyncedStack
 from mirrorsync.sync.index import unpack_index
 from mirrorsync.sync.manifests import open_mirror
-from mirrorsync.units import human_duration, human_size, plural
+from mirrorsync.units import Verbatim, human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.mirror")
 
@@ -90,7 +89,11 @@ class MirrorOutcome:
 
     @property
     def failure(self) -> str | None:
-        return f"mirror {self.name}: {self.error}" if self.error else None
+        return self.failure_line()
+
+    def failure_line(self, shown: Callable[[str], str] = str) -> str | None:
+        """:attr:`failure`, the copy's name as ``shown`` gives it (``units.verbatim``)."""
+        return f"mirror {shown(self.name)}: {self.error}" if self.error else None
 
 
 def utc_now() -> datetime:
@@ -181,7 +184,9 @@ class CopyJob:
         async with claims.claim(self.store, claims.Kind.MIRROR, key) as holder:
             if holder is not None:
                 self.outcome.status = "skipped"
-                log.info("mirror %s: another instance is updating it (%s)", copy.name, holder)
+                log.info(
+                    "mirror %s: another instance is updating it (%s)", Verbatim(copy.name), holder
+                )
                 return
             await self._copy(source, release, source_id)
 
@@ -219,9 +224,9 @@ class CopyJob:
             log.warning(
                 "mirror %s: the published index (version %d) is missing from %s; "
                 "rebuilding the copy",
-                self.copy.name,
+                Verbatim(self.copy.name),
                 row.version,
-                where,
+                Verbatim(where),
             )
 
     async def _copy(
@@ -260,7 +265,7 @@ class CopyJob:
                 ).get(copy.name, [])
                 return
             except CopyError as exc:  # a file of the published state is gone: repair it
-                log.warning("mirror %s: %s; checking every file again", copy.name, exc)
+                log.warning("mirror %s: %s; checking every file again", Verbatim(copy.name), exc)
         roots = [real_root(source, s) for s in stacks]
         indexes = [
             await self._index(s, root, f"{source.name}:{release}/{s.name}", s.id)
@@ -274,9 +279,9 @@ class CopyJob:
         if selection.missing:
             log.warning(
                 "mirror %s: %d link/run dependencies are in no index (first: %s); left out",
-                copy.name,
+                Verbatim(copy.name),
                 len(selection.missing),
-                selection.missing[0],
+                Verbatim(selection.missing[0]),
             )
         keys: dict[str, bytes] = {}
         if source.verify_signatures:
@@ -377,9 +382,9 @@ class CopyJob:
             if k.manifest_sha256 is None:
                 log.warning(
                     "mirror %s: cannot keep %s %s: no verified record of its manifest",
-                    self.copy.name,
-                    k.name,
-                    spec_hash,
+                    Verbatim(self.copy.name),
+                    Verbatim(k.name),
+                    Verbatim(spec_hash),
                 )
                 continue
             if seconds is not None and _age(k.left_upstream_at, now) >= seconds:
@@ -416,7 +421,10 @@ class CopyJob:
             await store_mirrors.record_wanted_missing(self.store, self.row.id, missing)
         for spec_hash, name in missing:
             log.warning(
-                "mirror %s: wanted but not in upstream: %s %s", self.copy.name, name, spec_hash
+                "mirror %s: wanted but not in upstream: %s %s",
+                Verbatim(self.copy.name),
+                Verbatim(name),
+                Verbatim(spec_hash),
             )
 
     async def _left_out(self, admission: Admission) -> None:
@@ -426,7 +434,13 @@ class CopyJob:
         if self.row is not None and not self.dry_run:
             await store_mirrors.record_left_out(self.store, self.row.id, left)
         for x in left:
-            log.warning("mirror %s: left out %s %s: %s", self.copy.name, x.name, x.hash, x.reason)
+            log.warning(
+                "mirror %s: left out %s %s: %s",
+                Verbatim(self.copy.name),
+                Verbatim(x.name),
+                Verbatim(x.hash),
+                x.reason,
+            )
         if left and self.copy.on_error == "fail":
             first = left[0]
             raise CopyError(
@@ -649,39 +663,6 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def choose_stacks(
-    copy: MirrorCopy,
-    source: str,
-    release: str,
-    stacks: list[SyncedStack],
-    layouts: tuple[str, ...] = ("v3",),
-) -> list[SyncedStack]:
-    synced = [s for s in stacks if s.present and s.version > 0 and s.index_checksum]
-    if copy.stacks is None:
-        chosen = synced
-    else:
-        chosen = [s for s in synced if any(fnmatch.fnmatchcase(s.name, g) for g in copy.stacks)]
-        for glob in copy.stacks:
-            if not any(fnmatch.fnmatchcase(s.name, glob) for s in synced):
-                raise CopyError(
-                    f"no synced stack matching {glob!r} in {source}:{release}; "
-                    "run 'mirrorsync once' first"
-                )
-    if not chosen:
-        raise CopyError(f"no synced stack in {source}:{release}; run 'mirrorsync once' first")
-    for s in chosen:
-        if s.layout not in layouts:
-            raise CopySourceError(
-                f"{source}:{release}/{s.name} is a {s.layout} build cache; "
-                + (
-                    "copies are made from v3 stacks only"
-                    if layouts == ("v3",)
-                    else f"this copy is made from {' or '.join(layouts)} stacks only"
-                )
-            )
-    return chosen
-
-
 def plan_key_of(
     copy: MirrorCopy,
     stacks: list[SyncedStack],
@@ -701,20 +682,6 @@ def plan_key_of(
         "format": 2,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-def real_root(source: CatalogSource | MirrorSource, stack: SyncedStack) -> str:
-    """The stack's mirror root with credentials (the database keeps them masked)."""
-    stored = Url(stack.mirror_root or "").rstrip("/").address  # a display form: as is
-    if isinstance(source, MirrorSource):
-        return Url(source.url).rstrip("/").address
-    for base in source.buckets().values():
-        configured = Url(base)
-        if configured.display != configured.address:
-            address = unmask(stored, configured)
-            if address is not None:
-                return address
-    return stored
 
 
 def _log(o: MirrorOutcome) -> None:
@@ -748,6 +715,6 @@ def _log(o: MirrorOutcome) -> None:
         error=o.error,
     )
     if o.status == "failed":
-        log.error("mirror %s failed: %s", o.name, o.error, extra=extra)
+        log.error("mirror %s failed: %s", Verbatim(o.name), o.error, extra=extra)
     else:
-        log.info("mirror %s %s: %s", o.name, o.status, figures, extra=extra)
+        log.info("mirror %s %s: %s", Verbatim(o.name), o.status, figures, extra=extra)

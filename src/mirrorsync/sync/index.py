@@ -31,7 +31,7 @@ from mirrorsync.inflate import gunzip
 from mirrorsync.store import Store, utcnow, writes
 from mirrorsync.store import db as store_db
 from mirrorsync.sync.progress import RunProgress
-from mirrorsync.units import human_time
+from mirrorsync.units import Verbatim, human_time
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -129,7 +129,11 @@ class IndexFetcher:
             except NotFoundError:
                 if target.layout == "v3" or target.view is not None:
                     raise
-                log.debug("%s: no v3 index manifest under %s, trying layout v2", name, root)
+                log.debug(
+                    "%s: no v3 index manifest under %s, trying layout v2",
+                    Verbatim(name),
+                    Verbatim(root),
+                )
                 try:
                     return await self._fetch_v2(root, previous, tally, name)
                 except NotFoundError as exc:
@@ -286,14 +290,14 @@ class IndexFetcher:
             )
             if not isinstance(result, Downloaded):
                 path.unlink(missing_ok=True)
-                log.debug("%s: %s not modified", name, index_url)
+                log.debug("%s: %s not modified", Verbatim(name), Verbatim(index_url))
                 assert previous is not None  # validators are sent only with a previous index
                 return FetchedIndex(previous, "v2", index_url, None)
             downloaded = result
             log.info(
                 "%s: %s is missing; %s",
-                name,
-                hash_url,
+                Verbatim(name),
+                Verbatim(hash_url),
                 "index.json downloaded to compare"
                 if not (downloaded.etag or downloaded.last_modified)
                 else "index.json asked for with its validators from now on",

@@ -80,6 +80,7 @@ from mirrorsync.store.manifests import (
 from mirrorsync.sync.outcome import ManifestTally
 from mirrorsync.sync.pool import run_pool
 from mirrorsync.sync.progress import RunProgress
+from mirrorsync.units import Verbatim
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -448,7 +449,7 @@ class ManifestCrawler:
             )
         except (SignatureError, FetchError, FormatError, IntegrityError) as exc:
             counts.failure = f"cannot check signatures: {exc}"
-            log.error("%s: spec manifests not fetched: %s", target.label, counts.failure)
+            log.error("%s: spec manifests not fetched: %s", Verbatim(target.label), counts.failure)
             return counts
         cutoff = await store_manifests.begin_crawl(self.store, target.id, policy, utcnow())
         expected = consumed = 0  # for the crawl phase's progress
@@ -513,7 +514,7 @@ class ManifestCrawler:
                 self.progress.crawl.add_work(consumed - expected)
         if stopped is not None:
             counts.failure = f"spec manifest crawl stopped: {stopped}"
-            log.error("%s: %s", target.label, counts.failure)
+            log.error("%s: %s", Verbatim(target.label), counts.failure)
             return counts
         if policy == "all":
             await store_manifests.finish_crawl(self.store, target.id, utcnow())
@@ -542,7 +543,7 @@ class ManifestCrawler:
                 try:
                     size = await self.client.head(files.tarball.url, tally=tally)
                 except NotFoundError:
-                    log.debug("%s: %s is missing", ref.hash, files.tarball.url)
+                    log.debug("%s: %s is missing", Verbatim(ref.hash), Verbatim(files.tarball.url))
         except (HostDownError, RunDeadlineError):
             raise  # not this spec's fault: the crawl stops (see ``crawl``)
         except NotFoundError as exc:
@@ -568,7 +569,7 @@ class ManifestCrawler:
 
 def _log_counts(label: str, c: ManifestTally) -> None:
     if not c.fetched:
-        log.debug("%s: no spec manifests to fetch", label)
+        log.debug("%s: no spec manifests to fetch", Verbatim(label))
         return
     parts = [
         f"{n} {word}"
@@ -581,10 +582,10 @@ def _log_counts(label: str, c: ManifestTally) -> None:
         )
         if n
     ]
-    text = f"{label}: {c.fetched} spec manifests fetched: {', '.join(parts)}"
+    text = f"{c.fetched} spec manifests fetched: {', '.join(parts)}"
     if c.problem:
-        log.error("%s (first: %s)", text, c.first_problem)
+        log.error("%s: %s (first: %s)", Verbatim(label), text, c.first_problem)
     elif c.missing or c.malformed:
-        log.warning("%s", text)
+        log.warning("%s: %s", Verbatim(label), text)
     else:
-        log.info("%s", text)
+        log.info("%s: %s", Verbatim(label), text)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from mirrorsync.fetch import Tally
 from mirrorsync.logs import fields
-from mirrorsync.units import human_duration, human_size, plural
+from mirrorsync.units import Verbatim, human_duration, human_size, plural
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -109,12 +109,12 @@ def log_outcome(o: StackOutcome) -> None:
         **({"dry_run": True} if o.dry_run else {}),
     )
     if o.status == "failed":
-        log.error("%s failed: %s (%s)", o.label, o.error, figures, extra=extra)
+        log.error("%s failed: %s (%s)", Verbatim(o.label), o.error, figures, extra=extra)
     elif o.status == "skipped":
-        log.info("%s skipped: %s", o.label, o.skipped, extra=extra)
+        log.info("%s skipped: %s", Verbatim(o.label), o.skipped, extra=extra)
     else:  # a dry run kept nothing: say what would have been, not what was
         status = DRY_RUN_WORDS.get(o.status, o.status) if o.dry_run else o.status
-        log.info("%s %s: %s", o.label, status, figures, extra=extra)
+        log.info("%s %s: %s", Verbatim(o.label), status, figures, extra=extra)
 
 
 #: How a dry run's log lines say a stack's status: nothing was changed or removed.

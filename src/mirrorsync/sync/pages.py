@@ -32,6 +32,7 @@ from mirrorsync.store import manifests as store_manifests
 from mirrorsync.sync.index import IndexFetcher
 from mirrorsync.sync.outcome import log_outcome
 from mirrorsync.sync.report import RunReport
+from mirrorsync.units import Verbatim
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -101,11 +102,11 @@ class PagesSync:
         pages, failures = await self.fetch_all(source.urls)
         if failures:
             for message in failures:
-                log.error("source %s failed: %s", source.name, message)
+                log.error("source %s failed: %s", Verbatim(source.name), message)
                 self.report.source_errors.append((source.name, message))
             log.error(
                 "source %s: %d of %d pages failed; nothing recorded this run",
-                source.name,
+                Verbatim(source.name),
                 len(failures),
                 len(source.urls),
             )

@@ -13,6 +13,8 @@ from mirrorsync.fetch import Tally
 from mirrorsync.sync.outcome import StackOutcome, Status
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mirrorsync.delivery.outbox import WebhookResult
     from mirrorsync.mirrors.run import MirrorOutcome
 
@@ -37,18 +39,23 @@ class RunReport:
     @property
     def failures(self) -> list[str]:
         """One line per failed source, stack or webhook delivery, naming it and why."""
+        return self.failure_lines()
+
+    def failure_lines(self, shown: Callable[[str], str] = str) -> list[str]:
+        """:attr:`failures`, each name (source, stack, webhook, copy) as ``shown`` gives
+        it: the CLI's lines for people mark them (``units.verbatim``)."""
         lines = [self.fatal] if self.fatal else []
-        lines += [f"source {name}: {message}" for name, message in self.source_errors]
-        lines += [f"{o.label}: {o.error}" for o in self.stacks if o.status == "failed"]
-        lines += [r.failure for r in self.webhooks if r.failure]
+        lines += [f"source {shown(name)}: {message}" for name, message in self.source_errors]
+        lines += [f"{shown(o.label)}: {o.error}" for o in self.stacks if o.status == "failed"]
+        lines += [line for r in self.webhooks if (line := r.failure_line(shown))]
         lines += [
-            f"{o.label}: {o.manifests.problem}"
+            f"{shown(o.label)}: {o.manifests.problem}"
             for o in self.stacks
             if o.manifests is not None and o.manifests.problem
         ]
         if self.metrics_error:
             lines.append(self.metrics_error)
-        lines += [m.failure for m in self.mirrors if m.failure]
+        lines += [line for m in self.mirrors if (line := m.failure_line(shown))]
         return lines
 
     @property

@@ -44,7 +44,7 @@ from mirrorsync.sync.outcome import (
 from mirrorsync.sync.progress import RunProgress
 from mirrorsync.sync.report import RunReport
 from mirrorsync.sync.trust import log_key_trust
-from mirrorsync.units import human_duration, human_size, plural
+from mirrorsync.units import Verbatim, human_duration, human_size, plural
 
 if TYPE_CHECKING:  # the crawler and the pages source are imported when a run uses them
     from mirrorsync.sync.manifests import ManifestCrawler
@@ -285,7 +285,7 @@ def _warn_insecure(sources: Sequence[Source]) -> None:
             log.warning(
                 "source %s: TLS certificate verification is OFF (insecure: true); "
                 "anyone on the network path can alter what it syncs",
-                source.name,
+                Verbatim(source.name),
             )
 
 
@@ -418,8 +418,8 @@ async def _source_failed(
     """One line; and, when its stacks could not be planned, their ``last_error``, so
     that ``status`` (and ``status --check``) shows them failed rather than fine."""
     error = _as_error(exc)
-    log.error("source %s failed: %s", source.name, error)
-    log.debug("source %s failed", source.name, exc_info=exc)
+    log.error("source %s failed: %s", Verbatim(source.name), error)
+    log.debug("source %s failed", Verbatim(source.name), exc_info=exc)
     ctx.report.source_errors.append((source.name, str(error)))
     if source_id is None:
         return
@@ -434,7 +434,7 @@ async def _source_failed(
         if store_exc.ends_run:
             ctx.end_run(store_exc)
             return
-        log.error("source %s: cannot record its failure: %s", source.name, store_exc)
+        log.error("source %s: cannot record its failure: %s", Verbatim(source.name), store_exc)
 
 
 async def _plan_catalog(
@@ -449,12 +449,12 @@ async def _plan_catalog(
     entries = catalog.stacks
     for extra in catalog.repeated:
         log.warning(
-            "source %s: %s lists stack %r of release %r again (%s); the first entry is used",
-            source.name,
-            url.display,
-            extra.stack,
-            extra.release,
-            Url(extra.url).display,
+            "source %s: %s lists stack %s of release %s again (%s); the first entry is used",
+            Verbatim(source.name),
+            Verbatim(url.display),
+            Verbatim(repr(extra.stack)),
+            Verbatim(repr(extra.release)),
+            Verbatim(Url(extra.url).display),
         )
     listed = {e.release for e in entries}
     wanted = [e for e in entries if source.wants(e.release, e.stack)]
@@ -684,8 +684,8 @@ async def _crawl(
         if isinstance(exc, StoreError) and exc.ends_run:
             ctx.end_run(exc)
         error = _as_error(exc)
-        log.error("%s: spec manifest crawl failed: %s", o.label, error)
-        log.debug("%s: spec manifest crawl failed", o.label, exc_info=exc)
+        log.error("%s: spec manifest crawl failed: %s", Verbatim(o.label), error)
+        log.debug("%s: spec manifest crawl failed", Verbatim(o.label), exc_info=exc)
         o.manifests = ManifestTally(failure=f"spec manifest crawl failed: {error}")
     o.tally.add(tally)
     o.seconds += time.monotonic() - started
@@ -701,7 +701,7 @@ async def _failed(
 ) -> None:
     """Record the stack's failure: its version stays, ``last_error`` says why."""
     error = str(_as_error(exc))
-    log.debug("%s failed", job.label, exc_info=exc)
+    log.debug("%s failed", Verbatim(job.label), exc_info=exc)
     if row is not None:
         try:
             with anyio.CancelScope(shield=True):
@@ -710,7 +710,7 @@ async def _failed(
             if store_exc.ends_run:
                 ctx.end_run(store_exc)
                 return
-            log.error("%s: cannot record its failure: %s", job.label, store_exc)
+            log.error("%s: cannot record its failure: %s", Verbatim(job.label), store_exc)
     version, spec_count = (row.version, row.spec_count) if row is not None else (0, 0)
     outcome = ctx.outcome(job, "failed", version, spec_count, started, tally)
     outcome.error = error

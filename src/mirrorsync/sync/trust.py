@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from mirrorsync.config import PagesSource, Source
+from mirrorsync.units import Verbatim
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -22,5 +23,5 @@ def log_key_trust(sources: Sequence[Source]) -> None:
                 "source %s: signatures are checked against the keys the mirror itself "
                 "publishes (no trusted_keys), so they prove nothing against whoever can "
                 "change the mirror",
-                source.name,
+                Verbatim(source.name),
             )
