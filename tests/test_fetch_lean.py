@@ -478,3 +478,34 @@ def test_the_pool_holds_no_more_connections_than_the_concurrency(
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_lean_request_waits_while_the_session_holds_the_only_connection(
+    scripted: Callable[[list[Reply]], Scripted],
+) -> None:
+    server = scripted([ok(b"session"), ok(b"lean")])
+
+    async def go() -> list[bytes]:
+        transport = AiohttpTransport(connections=1)
+        got: list[bytes] = []
+
+        async def lean() -> None:
+            answer = await transport.send_plain("GET", f"{server.url}/lean", [], TIMEOUTS)
+            got.extend([chunk async for chunk in answer.aiter_raw()])
+            await answer.aclose()
+
+        try:
+            held = await transport.send_plain("GET", f"{server.url}/s", [], TIMEOUTS, b"x")
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(lean)
+                await anyio.sleep(0.2)
+                assert len(server.requests) == 1 and transport.lean_connections == 0
+                got.extend([chunk async for chunk in held.aiter_raw()])
+                await held.aclose()  # the session's connection is free: the lean one may open
+            assert transport.lean_connections == 1
+        finally:
+            await transport.aclose()
+        return got
+
+    assert anyio.run(go) == [b"session", b"lean"]
+    assert [head.split(b" ")[1] for head, _, _ in server.requests] == [b"/s", b"/lean"]

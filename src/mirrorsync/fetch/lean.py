@@ -319,6 +319,10 @@ class LeanPool:
             self._waiters.append(waiter)
             try:
                 await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then given up: the room goes to the next one
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
@@ -358,6 +362,10 @@ class LeanPool:
             return
         connection.close()
         self._closed_one()
+
+    def outside_freed(self) -> None:
+        """One of the connections busy elsewhere (``outside``) is free: room for a waiter."""
+        self._wake()
 
     def _closed_one(self) -> None:
         self._open -= 1

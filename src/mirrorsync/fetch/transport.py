@@ -246,12 +246,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = _translated(exc, request)
         except BaseException:
-            self._in_flight -= 1
-            self._session_busy -= 1
+            self._session_released()
             raise
         if failure is not None:
-            self._in_flight -= 1
-            self._session_busy -= 1
+            self._session_released()
             raise failure
         return Answer(answer, _Stream(request, answer, self._session_released))
 
@@ -261,6 +259,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _session_released(self) -> None:
         self._in_flight -= 1
         self._session_busy -= 1
+        self._lean.outside_freed()
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
