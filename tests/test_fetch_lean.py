@@ -509,3 +509,34 @@ def test_a_lean_request_waits_while_the_session_holds_the_only_connection(
 
     assert anyio.run(go) == [b"session", b"lean"]
     assert [head.split(b" ")[1] for head, _, _ in server.requests] == [b"/s", b"/lean"]
+
+
+TLS = (
+    Path(__file__).parent / "data" / "tls-cert.pem",
+    Path(__file__).parent / "data" / "tls-key.pem",
+)
+
+
+def test_https_goes_the_lean_way_verified_and_a_bad_certificate_is_one_line_not_retried(
+    docroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (docroot / "a.json").write_text("[2]")
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with FixtureServer(docroot, tls=TLS) as server:
+        url = f"{server.url}/a.json"
+        monkeypatch.setenv("SSL_CERT_FILE", str(TLS[0]))
+
+        async def go() -> None:
+            async with client() as fetcher:
+                for _ in range(3):
+                    fetched = await fetcher.get(Url(url))
+                    assert isinstance(fetched, Fetched) and fetched.content == b"[2]"
+                assert fetcher._transport.session_opened is False
+
+        anyio.run(go)
+        assert len({r.peer_port for r in server.requests}) == 1
+        monkeypatch.delenv("SSL_CERT_FILE")  # the usual CA bundle: not this certificate's
+        server.reset_log()
+        exc = failure(url)
+        assert "TLS certificate verification failed" in one_line(exc, server.url)
+        assert "after" not in exc.problem  # not retried

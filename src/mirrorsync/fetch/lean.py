@@ -11,8 +11,8 @@ one call. What comes back is a :class:`LeanResponse`: the same status, reason,
 headers (aiohttp's parsed ``CIMultiDictProxy``) and body (aiohttp's
 ``StreamReader``) as a ``ClientResponse`` carries, read the same way by
 ``fetch/transport.py``, which alone decides what is sent here
-(:func:`plain_target`, :func:`plain_headers`) and turns every error into
-httpx's, as for the session's.
+(:func:`plain_target`, :meth:`LeanPool.header_block`) and turns every error
+into httpx's, as for the session's.
 
 The pool never holds more than ``limit`` connections, idle or busy, less those
 ``outside`` reports busy elsewhere (the session's): a new connection first
@@ -220,10 +220,6 @@ class LeanPool:
         """Connections open now, idle or busy."""
         return self._open
 
-    @property
-    def idle(self) -> int:
-        return self._idle_count
-
     async def request(
         self,
         method: str,
@@ -236,7 +232,8 @@ class LeanPool:
         line and headers; None when no connection could be made (refused, name
         not resolved, TLS not verified: the caller sends it the session's way,
         which words that failure). aiohttp's errors otherwise, as its session
-        raises them (``asyncio.TimeoutError`` for a connection not made in time)."""
+        raises them (``ConnectionTimeoutError`` for a connection not made in
+        time; the parser's ``HttpProcessingError`` for an answer that does not parse)."""
         connect, read, pool_wait = timeouts
         connection = self._take_idle(key)
         if connection is None:
