@@ -10,7 +10,9 @@ aiohttp (its parser and connection pool in C) does the same in ~0.1 ms
 whose body streams from the socket as it arrives; to the client's direct path
 (``send_plain``), as an :class:`Answer`, which reads the same status, headers
 and body without the cost of building an ``httpx.Response`` (both are a
-:class:`Response` to ``fetch/client.py``).
+:class:`Response` to ``fetch/client.py``). A plain GET or HEAD on that
+direct path skips the session too (``lean.py``: aiohttp's protocol and parser
+on connections kept here), and falls back to it for anything else.
 
 Only aiohttp's transport is used: it never follows redirects (httpx does),
 never decompresses (mirrorsync's ``_Body`` does, in bounded steps), keeps no
