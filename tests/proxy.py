@@ -61,6 +61,12 @@ class ForwardProxy:
         self._ready.set()
         self._loop.run_forever()
         self._server.close()
+        # Connections still open (an in-process client's kept-alive one): ended
+        # here, on the loop, rather than left as coroutines to be collected later.
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -10,7 +10,9 @@ aiohttp (its parser and connection pool in C) does the same in ~0.1 ms
 whose body streams from the socket as it arrives; to the client's direct path
 (``send_plain``), as an :class:`Answer`, which reads the same status, headers
 and body without the cost of building an ``httpx.Response`` (both are a
-:class:`Response` to ``fetch/client.py``).
+:class:`Response` to ``fetch/client.py``). A plain GET or HEAD on that
+direct path skips the session too (``lean.py``: aiohttp's protocol and parser
+on connections kept here), and falls back to it for anything else.
 
 Only aiohttp's transport is used: it never follows redirects (httpx does),
 never decompresses (mirrorsync's ``_Body`` does, in bounded steps), keeps no
@@ -37,7 +39,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import httpx
 import yarl
+from aiohttp.http_exceptions import HttpProcessingError
 
+from mirrorsync.fetch.lean import LeanPool, LeanResponse, plain_target
 from mirrorsync.proxies import Proxies
 
 if TYPE_CHECKING:  # aiohttp's type for the headers it parsed
@@ -76,11 +80,31 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         self._in_flight = 0
+        self._session_busy = 0  # of those, sent through the session
+        # Plain GETs and HEADs (``send_plain``): the lean path, with room for the
+        # connections the session has busy (the two never hold more than
+        # ``connections`` busy between them; see ``lean.py``).
+        self._lean = LeanPool(
+            limit=self._connections,
+            keepalive=KEEPALIVE_SECONDS,
+            read_bufsize=READ_BUFFER,
+            outside=self._session_in_use,
+        )
 
     @property
     def in_flight(self) -> int:
         """Requests sent whose response has not been closed yet."""
         return self._in_flight
+
+    @property
+    def session_opened(self) -> bool:
+        """Whether any request went through aiohttp's session (not the lean way)."""
+        return self._session is not None
+
+    @property
+    def lean_connections(self) -> int:
+        """Connections the lean path holds open now, idle or busy."""
+        return self._lean.open
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # A request httpx made to follow a redirect carries its body as a stream
@@ -116,7 +140,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         looking its headers up cost as much again): ``headers`` must hold every
         header to send but Host; ``timeouts`` is (connect, read, pool); ``body``
         (uploads: bytes or an open binary file) is sent as aiohttp sends it.
-        Errors are httpx's, as ever."""
+        Errors are httpx's, as ever.
+
+        A GET or HEAD without a body or proxy, to a URL and with headers sent
+        as they are written (``lean.plain_target``, ``LeanPool.header_block``),
+        goes the lean way (``lean.py``: aiohttp's parser on connections kept
+        here, not its session); so does its answer, read as any. Any other, or
+        one whose connection cannot be made, goes through the session."""
+        if body is None and (method == "GET" or method == "HEAD"):
+            plain = plain_target(url)
+            block = None if plain is None else self._lean.header_block(headers)
+            if plain is not None and block is not None:
+                answer = await self._send_lean(method, *plain, block, timeouts)
+                if answer is not None:
+                    return answer
         try:
             target = yarl.URL(url)
         except ValueError as exc:
@@ -124,6 +161,45 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if not target.host:
             raise httpx.InvalidURL("no host in the URL")
         return await self._send(method, target, headers, body, timeouts, None)
+
+    async def _send_lean(
+        self,
+        method: str,
+        key: tuple[str, str, int],
+        host: str,
+        target: str,
+        block: bytes,
+        timeouts: tuple[float | None, float | None, float | None],
+    ) -> Answer | None:
+        """``send_plain``'s lean way; None: to be sent through the session (a
+        proxy applies, or no connection could be made)."""
+        scheme = key[0]
+        if self._proxies is not None and self._proxies.for_url(scheme, f"{key[1]}:{key[2]}"):
+            return None
+        tls = None
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context(verify=self._verify)
+            tls = self._tls
+        head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii") + block
+        self._in_flight += 1
+        failure: Exception | None = None
+        try:
+            answer = await self._lean.request(method, key, head, tls, timeouts)
+        except (aiohttp.ClientError, TimeoutError, HttpProcessingError) as exc:
+            failure = _translated(exc, None)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+        if failure is not None or answer is None:
+            self._in_flight -= 1
+            if failure is not None:
+                raise failure
+            return None
+        return Answer(answer, _Stream(None, answer, self._released))
+
+    def _session_in_use(self) -> int:
+        return self._session_busy
 
     async def _send(
         self,
@@ -155,6 +231,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # CPU), so aiohttp is told only when one is missing.
         skip = None if _AUTO_HEADERS.issubset([k.lower() for k, _ in headers]) else _AUTO_SKIP
         self._in_flight += 1
+        self._session_busy += 1
         failure: Exception | None = None
         try:
             answer = await session.request(
@@ -171,15 +248,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = _translated(exc, request)
         except BaseException:
-            self._in_flight -= 1
+            self._session_released()
             raise
         if failure is not None:
-            self._in_flight -= 1
+            self._session_released()
             raise failure
-        return Answer(answer, _Stream(request, answer, self._released))
+        return Answer(answer, _Stream(request, answer, self._session_released))
 
     def _released(self) -> None:
         self._in_flight -= 1
+
+    def _session_released(self) -> None:
+        self._in_flight -= 1
+        self._session_busy -= 1
+        self._lean.outside_freed()
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -218,6 +300,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return timeout
 
     async def aclose(self) -> None:
+        self._lean.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -256,6 +339,9 @@ class Response(Protocol):
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})  # httpx's has_redirect_location
 
+#: An answer as aiohttp parsed it: through its session, or the lean way (the same parts).
+Raw = aiohttp.ClientResponse | LeanResponse
+
 
 class Answer:
     """An answer as this transport gives it to the client's direct path: the
@@ -264,7 +350,7 @@ class Answer:
 
     __slots__ = ("_answer", "headers", "reason_phrase", "status_code", "stream")
 
-    def __init__(self, answer: aiohttp.ClientResponse, stream: _Stream) -> None:
+    def __init__(self, answer: Raw, stream: _Stream) -> None:
         self._answer = answer
         self.status_code = answer.status
         reason = answer.reason or ""
@@ -330,9 +416,7 @@ class _Stream(httpx.AsyncByteStream):
     """A response body read as it arrives; closing it gives its connection back
     (kept alive when the body was read to its end, closed otherwise), once."""
 
-    def __init__(
-        self, request: httpx.Request | None, answer: aiohttp.ClientResponse, release: Any
-    ) -> None:
+    def __init__(self, request: httpx.Request | None, answer: Raw, release: Any) -> None:
         self._request = request
         self._answer = answer
         self._release = release
@@ -521,7 +605,8 @@ def as_sent(headers: httpx.Headers) -> list[tuple[str, str]]:
 
 
 def _translated(
-    exc: aiohttp.ClientError | TimeoutError, request: httpx.Request | None
+    exc: aiohttp.ClientError | TimeoutError | HttpProcessingError,
+    request: httpx.Request | None,
 ) -> Exception:
     """aiohttp's exception as the httpx one httpcore raises for the same failure.
 
@@ -547,8 +632,8 @@ def _translated(
     elif isinstance(exc, aiohttp.ClientOSError):
         error = httpx.ReadError(_os_text(exc), request=request)
     elif isinstance(
-        exc, aiohttp.ClientResponseError
-    ):  # a status line or header that does not parse
+        exc, aiohttp.ClientResponseError | HttpProcessingError
+    ):  # a status line or header that does not parse (the lean path: the parser's own error)
         error = httpx.RemoteProtocolError(
             f"malformed response: {exc.message}"[:200], request=request
         )
