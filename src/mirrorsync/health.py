@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mirrorsync.config import Config, PagesSource
 from mirrorsync.errors import NoDatabaseError
 from mirrorsync.location import Location
 from mirrorsync.store import Store, queries
@@ -25,6 +24,34 @@ from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.store.health import UNFETCHED, ManifestCounts
 from mirrorsync.store.mirrors import LeftOut
 from mirrorsync.units import human_duration, human_time, parse_time, plural
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class SourceConfig(Protocol):
+        @property
+        def name(self) -> str: ...
+        @property
+        def manifest_policy(self) -> str: ...
+
+    class CopyConfig(Protocol):
+        @property
+        def name(self) -> str: ...
+        @property
+        def is_directory(self) -> bool: ...
+
+    class Config(Protocol):
+        """What the health model reads of a configuration: a full ``config.Config``, or
+        the ``config_cache.StatusConfig`` that ``status`` reads (its compiled cache)."""
+
+        @property
+        def database_path(self) -> Location: ...
+        @property
+        def sources(self) -> Sequence[SourceConfig]: ...
+        @property
+        def mirrors(self) -> Sequence[CopyConfig]: ...
+
 
 #: How old the oldest undelivered event of a webhook may be (``--max-pending-age``).
 DEFAULT_MAX_PENDING_AGE = 3600.0
@@ -242,9 +269,7 @@ def assess(
     every stack (not a ``--release``/``--stack`` selection), so a configured
     source with none of them has never synced. ``on_disk``: copy name -> what is
     wrong with its files (read by :func:`read`; absent: fine)."""
-    policies = {
-        s.name: ("none" if isinstance(s, PagesSource) else s.manifests) for s in config.sources
-    }
+    policies = {s.name: s.manifest_policy for s in config.sources}
     sources, source_problems = _sources(config, rows, whole)
     failing_sources = {s.name for s in sources if s.state == "failing"}
     stacks = tuple(_stack(r, manifests, policies, failing_sources, now, max_age) for r in rows)

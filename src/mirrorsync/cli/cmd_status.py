@@ -18,7 +18,6 @@ from mirrorsync.cli.render import (
     print_table,
     say,
 )
-from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.health import stack_json
 from mirrorsync.logs import print_line
@@ -27,8 +26,7 @@ from mirrorsync.store import Store, queries
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from mirrorsync.config import Config
-    from mirrorsync.health import Health
+    from mirrorsync.health import Config, Health
     from mirrorsync.location import Location
 
 
@@ -36,17 +34,21 @@ def status_now(args: argparse.Namespace) -> int | None:
     """``status`` of a SQLite database, read with no event loop (no asyncio, no
     aiosqlite: store/readonly.py), by the same code as :func:`status`; None for a
     PostgreSQL database, whose driver needs the loop (the CLI then runs :func:`status`)."""
-    from mirrorsync.location import PostgresUrl
+    from pathlib import Path
+
+    from mirrorsync.config_cache import load_status_config
     from mirrorsync.store import readonly
 
-    config = load_config(args.config)
-    if isinstance(config.database_path, PostgresUrl):
+    config = load_status_config(args.config)  # the compiled configuration's cache, if current
+    if not isinstance(config.database_path, Path):  # PostgreSQL
         return None
     return readonly.run(_status(config, args, readonly.opened))
 
 
 async def status(args: argparse.Namespace) -> int:
     """Render the health model (``mirrorsync.health``): nothing here decides health."""
+    from mirrorsync.config import load_config
+
     return await _status(load_config(args.config), args, Store.open_read_only)
 
 
