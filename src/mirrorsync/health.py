@@ -11,12 +11,12 @@ state and every problem. A problem is one line, ``SUBJECT: WHAT``; its
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from mirrorsync.errors import NoDatabaseError
 from mirrorsync.location import Location
+from mirrorsync.records import record
 from mirrorsync.store import Store, queries
 from mirrorsync.store import health as store_health
 from mirrorsync.store import mirrors as mirror_store
@@ -89,7 +89,7 @@ _MANIFEST_KINDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Problem:
     kind: str  # one of KINDS
     subject: str  # "src:release/stack", "source NAME", "mirror NAME", "webhook NAME", a database
@@ -100,7 +100,7 @@ class Problem:
         return self.line[len(self.subject) + 2 :]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class StackHealth:
     row: queries.StackStatus
     state: (
@@ -114,7 +114,7 @@ class StackHealth:
         return f"{self.row.source}:{self.row.release}/{self.row.stack}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CopyHealth:
     row: mirror_store.MirrorStatus
     state: str  # ok | never published | failed | missing on disk | partial | stale | not in config
@@ -123,21 +123,21 @@ class CopyHealth:
     kept: tuple[mirror_store.Kept, ...] = ()  # held although upstream deleted them (keep:)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class WebhookHealth:
     row: webhook_store.WebhookSummary
     state: str  # enabled | disabled | not in config | dead events | late
     problems: tuple[Problem, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SourceHealth:
     name: str
     state: str  # ok | never synced | failing
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Health:
     database: str
     database_exists: bool

@@ -6,15 +6,15 @@ loading either driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from mirrorsync.records import field, record
 from mirrorsync.redact import redact_url
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PostgresUrl:
     """A PostgreSQL database: ``postgresql://user@host:port/dbname[?sslmode=...]``.
 

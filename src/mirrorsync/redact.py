@@ -12,10 +12,10 @@ display form, which is also what ``str()`` and f-strings give.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from mirrorsync.records import field, record
 
 MASK = "***"
 
@@ -42,7 +42,7 @@ def redact_url(url: str) -> str:
     return scrub(url)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Url:
     """A URL to send requests to (``address``) and its ``display`` form, credentials masked.
 
@@ -117,14 +117,3 @@ def one_line(text: str) -> str:
     if "\n" not in text and "\r" not in text:
         return text
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
-
-
-class ScrubFilter(logging.Filter):
-    """A logging filter that masks credentials in every record, whoever logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = scrub(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True

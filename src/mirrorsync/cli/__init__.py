@@ -96,7 +96,13 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.format == "tsv" and getattr(args, "json", False):
         parser.error("--format tsv and --json: choose one")
     set_table_style(TableStyle(format=args.format, headers=not args.no_headers))
-    setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())
+    setup_logging(  # a command with no event loop (status) imports logging only if it logs
+        args.verbose,
+        args.quiet,
+        args.log_format,
+        interactive=stderr_is_terminal(),
+        lazy=args.command in NO_LOOP,
+    )
     if args.command == "completion":  # needs no configuration: only the parser
         from mirrorsync.cli.completion import script
 
@@ -150,6 +156,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(handler: Command, args: argparse.Namespace) -> int:
     import anyio  # the event loop: only a command that runs needs it
+
+    from mirrorsync.logs import ensure_logging
+
+    ensure_logging()  # set up lazily for a command that ran with no loop until here
 
     def run() -> int:
         try:

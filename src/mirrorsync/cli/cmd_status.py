@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from mirrorsync.cli.render import (
     ago,
@@ -20,9 +18,10 @@ from mirrorsync.cli.render import (
 )
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.health import stack_json
-from mirrorsync.logs import print_line
+from mirrorsync.logs import WARNING, print_line
 from mirrorsync.store import Store, queries
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -100,7 +99,7 @@ async def _status(
         )
     for p in h.problems:
         if p.kind == "webhook_dead":
-            print_line(f"mirrorsync: {p.line}", logging.WARNING)
+            print_line(f"mirrorsync: {p.line}", WARNING)
     if args.json:
         print_json([stack_json(s) for s in h.stacks])
         return EXIT_OK

@@ -24,11 +24,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
 
 from mirrorsync.choices import TABLE_FORMATS as TABLE_FORMATS
+from mirrorsync.records import record
 
 # The one human form of sizes, counts and durations, shared with the log lines.
 from mirrorsync.text import escape, unescaped
@@ -39,7 +38,10 @@ from mirrorsync.units import humane
 from mirrorsync.units import parse_time as parse_time
 from mirrorsync.units import plural as plural
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:  # rich costs ~0.1 s to import: only the progress displays pay it
+    from typing import Any, TextIO
+
     from rich.console import Console
 
     from mirrorsync.delivery import WebhookResult
@@ -93,7 +95,7 @@ def ago(stored: str | None, now: datetime | None = None) -> str:
 #: Table formats the command line offers (``--format``).
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class TableStyle:
     """How every table of this process is printed (``--format``, ``--no-headers``)."""
 
@@ -117,7 +119,7 @@ def tsv_cell(value: str) -> str:
     return escape(value.replace("\\", "\\\\"))
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Column:
     name: str
     width: int = 0  # at least this wide (a streamed table cannot look ahead)

@@ -20,7 +20,6 @@ What differs is said once, in :mod:`mirrorsync.store.dialect`, reached as
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sqlite3
@@ -29,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote
 
 from mirrorsync.errors import (
@@ -40,10 +38,12 @@ from mirrorsync.errors import (
     SchemaError,
     StoreError,
 )
+from mirrorsync.logs import logger
 from mirrorsync.store.claims import AdvisoryClaims, Claims
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
 from mirrorsync.store.location import Location, PostgresUrl
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is opened
     from collections.abc import Iterable
     from importlib.resources.abc import Traversable
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is open
 # them, not with this module: ``status`` reads a SQLite file with neither
 # (store/readonly.py, issue 31's start-up).
 
-log = logging.getLogger("mirrorsync.store")
+log = logger("mirrorsync.store")  # logging imported at its first use (status)
 
 _MIGRATION_RE = re.compile(
     r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<dialect>postgresql))?\.sql$"
@@ -197,7 +197,12 @@ def _require_file(path: Path) -> None:
 
 
 #: The store's connection: aiosqlite's, or the same interface on psycopg's.
-Connection: TypeAlias = "_Connection | PgConnection"
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
+    Connection: TypeAlias = "_Connection | PgConnection"
+else:
+    Connection = "_Connection | PgConnection"
 
 
 #: How SQLite refuses a read-only open of a WAL database whose -shm it cannot make:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from mirrorsync.records import record
 
 #: Key of the transaction-level advisory lock that serialises PostgreSQL migrations.
 MIGRATION_LOCK_KEY = 0x6D69_7273_0001  # "mirs" 1
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Dialect:
     name: str  # "sqlite" | "postgresql": also the suffix of a per-dialect migration body
     #: Starts a write transaction. SQLite's IMMEDIATE takes the write lock at once,

@@ -8,9 +8,8 @@ webhook outbox rows) are written together.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
 
+from mirrorsync.records import record
 from mirrorsync.redact import scrub
 from mirrorsync.store import events
 from mirrorsync.store.db import Connection, Store
@@ -18,8 +17,12 @@ from mirrorsync.text import bounded
 
 UPDATED_EVENT = "mirror.updated"
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True, slots=True)
+
+@record(frozen=True, slots=True)
 class MirrorRow:
     id: int
     name: str
@@ -32,7 +35,7 @@ class MirrorRow:
     plan_key: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SyncedStack:
     """A stack of the copy's source as the last sync left it."""
 
@@ -46,7 +49,7 @@ class SyncedStack:
     id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ManifestState:
     """What the crawl recorded for one spec manifest of a stack (the copy's evidence)."""
 
@@ -56,7 +59,7 @@ class ManifestState:
     signer: str | None  # primary key fingerprint gpg accepted; None: not checked
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class LeftOut:
     """A spec a copy's last run left out, and why."""
 
@@ -65,7 +68,7 @@ class LeftOut:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Published:
     """A new state of a copy, once its index is in place."""
 
@@ -75,7 +78,7 @@ class Published:
     plan_key: str
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Recorded:
     version: int
     added: int
@@ -83,7 +86,7 @@ class Recorded:
     event_id: int | None  # None: the state was the one already recorded
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class MirrorStatus:
     name: str
     path: str
@@ -365,7 +368,7 @@ async def _scalar(conn: Any, sql: str, params: tuple[object, ...]) -> int:
     return int(row[0])
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Kept:
     """A spec the copy held when upstream stopped listing it (``mirror_kept``)."""
 

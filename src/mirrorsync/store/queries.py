@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
 
 from mirrorsync.errors import UsageError
+from mirrorsync.records import record
 from mirrorsync.store import claims
 from mirrorsync.store.db import Store
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     from mirrorsync.formats.index import SpecInfo
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -22,7 +24,7 @@ _DATETIME_RE = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class StackStatus:
     source: str
     release: str
@@ -37,7 +39,7 @@ class StackStatus:
     syncing: str | None = None  # the instance that holds the stack's claim now (PostgreSQL)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class VersionRow:
     version: int
     created_at: str
@@ -47,7 +49,7 @@ class VersionRow:
     index_checksum: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Diff:
     from_version: int
     to_version: int
@@ -55,7 +57,7 @@ class Diff:
     removed: list[SpecInfo]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Interval:
     source: str
     release: str
@@ -66,7 +68,7 @@ class Interval:
     left_at: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Event:
     id: int
     type: str
@@ -539,7 +541,7 @@ async def last_event_id(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class EventFilter:
     """Which events to read: every given condition must hold."""
 
@@ -685,7 +687,7 @@ async def specs_by_prefix(store: Store, prefix: str, *, limit: int = 10) -> list
         return [spec_from_row(r) for r in await cursor.fetchall()]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SpecRecord:
     """A spec in a stack, with what its manifest said (sizes, checksums, status)."""
 

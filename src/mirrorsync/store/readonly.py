@@ -18,7 +18,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from mirrorsync.errors import DatabaseDamagedError, StoreError
 from mirrorsync.location import Location
@@ -29,7 +28,11 @@ from mirrorsync.store.db import (
 )
 from mirrorsync.store.dialect import SQLITE
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class _Cursor:

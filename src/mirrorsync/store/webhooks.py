@@ -9,10 +9,9 @@ outbox rows are deleted when the receiver acknowledges it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
+from mirrorsync.records import record
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
@@ -30,8 +29,12 @@ from mirrorsync.text import bounded
 #: Filter fields and the SQL expression each matches against (see ``enqueue``).
 FILTER_FIELDS = {"type": "e.type", "release": "e.release", "stack": "st.name", "package": "s.name"}
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True, slots=True)
+
+@record(frozen=True, slots=True)
 class Registration:
     """A webhook as configured: which events it wants, as shell globs."""
 
@@ -55,7 +58,7 @@ class Registration:
         return pairs
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class WebhookRow:
     id: int
     name: str
@@ -72,7 +75,7 @@ class WebhookRow:
     last_error_at: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Delivery:
     id: int
     webhook_id: int
@@ -86,7 +89,7 @@ class Delivery:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class WebhookSummary:
     name: str
     url: str
@@ -354,7 +357,7 @@ async def cap_next_attempt(store: Store, webhook_id: int, latest: str) -> bool:
         return cursor.rowcount > 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Purged:
     delivered: int  # delivered batches whose records were dropped
     dead_deliveries: int  # dead batches dropped, with their events' outbox rows
@@ -420,7 +423,7 @@ async def revive_dead(store: Store, webhook_id: int) -> int:
         return max(cursor.rowcount, 0)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Replayed:
     enqueued: int  # events put in the outbox again
     waiting: int  # matching events already pending
