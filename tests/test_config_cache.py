@@ -8,7 +8,7 @@ damaged, foreign or unwritable cache is never an error, only a miss.
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 from pathlib import Path
 
@@ -55,7 +55,7 @@ def full_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def entries(cache: Path) -> list[Path]:
-    return sorted(cache.glob("status-*.json")) if cache.exists() else []
+    return sorted(cache.glob("status-*")) if cache.exists() else []
 
 
 def test_a_hit_is_what_the_full_load_gives(
@@ -186,9 +186,9 @@ def test_a_damaged_or_foreign_entry_is_a_miss(
     elif damage == "truncated":
         entry.write_bytes(good[: len(good) // 2])
     elif damage == "wrong types":
-        data = json.loads(good)
+        data = marshal.loads(good)
         data["config"]["mirrors"] = [["local", "yes"]]
-        entry.write_text(json.dumps(data))
+        entry.write_bytes(marshal.dumps(data))
     elif damage == "group-writable":
         entry.chmod(0o664)
     else:
@@ -221,7 +221,7 @@ def test_status_with_an_unwritable_or_damaged_cache_says_the_same(tmp_path: Path
     assert outputs[0][0] == 66 and "no database yet" in outputs[0][2]
     assert len(list((tmp_path / "fresh" / "mirrorsync").iterdir())) == 1
     (entry,) = (tmp_path / "fresh" / "mirrorsync").iterdir()
-    entry.write_text("{")
+    entry.write_bytes(entry.read_bytes()[:-3])  # truncated
     done = run_cli(
         "-c",
         "c.yaml",

@@ -18,7 +18,7 @@ import pytest
 
 from mirrorsync import health, location, records, redact
 from mirrorsync.cli import render
-from mirrorsync.store import dialect, events, mirrors, queries, webhooks
+from mirrorsync.store import dialect, events, mirrors, overview, queries, webhooks
 from mirrorsync.store import health as store_health
 
 Maker = Callable[..., Any]
@@ -167,6 +167,7 @@ RECORD_MODULES = (
     dialect,
     events,
     mirrors,
+    overview,
     queries,
     webhooks,
     store_health,

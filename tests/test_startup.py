@@ -71,14 +71,25 @@ NOT_FOR_HELP = (
 )
 #: ``status`` of a SQLite database: read with no event loop.
 NO_LOOP = (*HEAVY, "asyncio", "anyio", "aiosqlite", "mirrorsync.store.aio")
+#: The store's writers and history queries: status reads through store/overview.py.
+WRITERS = ("mirrorsync.store.queries", "mirrorsync.store.mirrors", "mirrorsync.store.webhooks")
 #: ``status`` again, its compiled configuration cached (config_cache): not its parser
 #: either, nor typing (TYPE_CHECKING imports only), dataclasses (records.record) or
 #: logging (configured when something logs: logs.setup_logging(lazy=True)).
-WARM = (*NO_LOOP, "yaml", "msgspec", "mirrorsync.config", "typing", "dataclasses", "logging")
+WARM = (
+    *NO_LOOP,
+    "yaml",
+    "msgspec",
+    "mirrorsync.config",
+    "typing",
+    "dataclasses",
+    "logging",
+    *WRITERS,
+)
 #: The same with a published copy: its check on disk reads the copy's index manifest
 #: by the formats' msgspec decoder (mirrors/ondisk.py), which brings typing and
 #: dataclasses with it.
-WARM_WITH_A_COPY = (*NO_LOOP, "yaml", "mirrorsync.config", "logging")
+WARM_WITH_A_COPY = (*NO_LOOP, "yaml", "mirrorsync.config", "logging", *WRITERS)
 CONFIG = (
     "sources:\n  - {name: s, kind: catalog, url: 'http://127.0.0.1:9/catalog.json',"
     " bucket_urls: {spack-binaries: 'http://127.0.0.1:9/'}}\n"

@@ -17,12 +17,10 @@ from pathlib import Path
 from mirrorsync.errors import NoDatabaseError
 from mirrorsync.location import Location
 from mirrorsync.records import record
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, overview  # overview: status's readers alone (start-up)
 from mirrorsync.store import health as store_health
-from mirrorsync.store import mirrors as mirror_store
-from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.store.health import UNFETCHED, ManifestCounts
-from mirrorsync.store.mirrors import LeftOut
+from mirrorsync.store.overview import LeftOut
 from mirrorsync.units import human_duration, human_time, parse_time, plural
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -102,7 +100,7 @@ class Problem:
 
 @record(frozen=True, slots=True)
 class StackHealth:
-    row: queries.StackStatus
+    row: overview.StackStatus
     state: (
         str  # ok | syncing | gone | never synced | failed | manifests failing | incomplete | stale
     )
@@ -116,16 +114,16 @@ class StackHealth:
 
 @record(frozen=True, slots=True)
 class CopyHealth:
-    row: mirror_store.MirrorStatus
+    row: overview.MirrorStatus
     state: str  # ok | never published | failed | missing on disk | partial | stale | not in config
     left_out: tuple[LeftOut, ...]
     problems: tuple[Problem, ...]
-    kept: tuple[mirror_store.Kept, ...] = ()  # held although upstream deleted them (keep:)
+    kept: tuple[overview.Kept, ...] = ()  # held although upstream deleted them (keep:)
 
 
 @record(frozen=True, slots=True)
 class WebhookHealth:
-    row: webhook_store.WebhookSummary
+    row: overview.WebhookSummary
     state: str  # enabled | disabled | not in config | dead events | late
     problems: tuple[Problem, ...]
 
@@ -205,13 +203,13 @@ async def read(
     stack: str | None = None,
 ) -> Health:
     """Every row the assessment needs, then :func:`assess`."""
-    rows = await queries.status(store, release=release, stack=stack)
+    rows = await overview.status(store, release=release, stack=stack)
     manifests = await store_health.manifest_counts(store)
-    copies = await mirror_store.statuses(store)
-    hooks = await webhook_store.summaries(store)
-    left_out = await mirror_store.left_out_by_copy(store)  # what each copy's last run refused
-    kept = await mirror_store.kept_by_copy(store)
-    wanted_missing = await mirror_store.wanted_missing_by_copy(store)
+    copies = await overview.statuses(store)
+    hooks = await overview.summaries(store)
+    left_out = await overview.left_out_by_copy(store)  # what each copy's last run refused
+    kept = await overview.kept_by_copy(store)
+    wanted_missing = await overview.wanted_missing_by_copy(store)
     on_disk = _copies_on_disk(config, copies)
     return assess(
         str(store.path),
@@ -231,7 +229,7 @@ async def read(
     )
 
 
-def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus]) -> dict[str, str]:
+def _copies_on_disk(config: Config, copies: Sequence[overview.MirrorStatus]) -> dict[str, str]:
     """Copy name -> what is wrong with its published state on disk (a cheap check: the
     index manifest, its blob's length, layout.json), for each configured, published copy."""
     configured = {m.name: m for m in config.mirrors}
@@ -252,16 +250,16 @@ def assess(
     database: str,
     config: Config,
     now: datetime,
-    rows: Sequence[queries.StackStatus],
+    rows: Sequence[overview.StackStatus],
     manifests: Mapping[tuple[str, str, str], ManifestCounts],
-    copies: Sequence[mirror_store.MirrorStatus],
+    copies: Sequence[overview.MirrorStatus],
     left_out: Mapping[str, Sequence[LeftOut]],
-    hooks: Sequence[webhook_store.WebhookSummary],
+    hooks: Sequence[overview.WebhookSummary],
     *,
     max_age: float | None,
     max_pending_age: float = DEFAULT_MAX_PENDING_AGE,
     whole: bool = True,
-    kept: Mapping[str, Sequence[mirror_store.Kept]] | None = None,
+    kept: Mapping[str, Sequence[overview.Kept]] | None = None,
     wanted_missing: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     on_disk: Mapping[str, str] | None = None,
 ) -> Health:
@@ -298,7 +296,7 @@ def assess(
 
 
 def _sources(
-    config: Config, rows: Sequence[queries.StackStatus], whole: bool
+    config: Config, rows: Sequence[overview.StackStatus], whole: bool
 ) -> tuple[list[SourceHealth], list[Problem]]:
     """A source is failing when its planning failed: ``sync_source`` records that
     as ``source NAME: ERROR`` on each of its stacks, said here once."""
@@ -331,7 +329,7 @@ def _sources(
 
 
 def _stack(
-    r: queries.StackStatus,
+    r: overview.StackStatus,
     manifests: Mapping[tuple[str, str, str], ManifestCounts],
     policies: Mapping[str, str],
     failing_sources: set[str],
@@ -417,12 +415,12 @@ def _stale(checked: str | None, now: datetime, max_age: float | None) -> str | N
 
 
 def _copy(
-    m: mirror_store.MirrorStatus,
+    m: overview.MirrorStatus,
     configured: bool,
     left_out: Iterable[LeftOut],
     now: datetime,
     max_age: float | None,
-    kept: Iterable[mirror_store.Kept] = (),
+    kept: Iterable[overview.Kept] = (),
     wanted_missing: Iterable[tuple[str, str]] = (),
     on_disk: str | None = None,
 ) -> CopyHealth:
@@ -463,9 +461,7 @@ def _copy(
     return CopyHealth(m, state, left, tuple(problems), tuple(kept))
 
 
-def _webhook(
-    h: webhook_store.WebhookSummary, now: datetime, max_pending_age: float
-) -> WebhookHealth:
+def _webhook(h: overview.WebhookSummary, now: datetime, max_pending_age: float) -> WebhookHealth:
     subject = f"webhook {h.name}"
     problems: list[Problem] = []
 

@@ -19,7 +19,7 @@ from mirrorsync.cli.render import (
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.health import stack_json
 from mirrorsync.logs import WARNING, print_line
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, overview
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ async def _stacks_table(
     several_sources = len({r.source for r in rows}) > 1
     async with await opener(config.database_path) as store:  # a spec in several stacks: one
         selected = [(r.source, r.release, r.stack) for r in rows]
-        distinct = await queries.distinct_specs(
+        distinct = await overview.distinct_specs(
             store, selected if args.release or args.stack else None
         )
     members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships

@@ -21,7 +21,6 @@ line, then one line per row, a tab between cells). The setting is process-wide
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -233,7 +232,12 @@ def _numeric(name: str) -> bool:
 # -- JSON ------------------------------------------------------------------------
 
 
+# json is imported by each printer of it: status's table needs none of it (start-up).
+
+
 def print_json(value: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
@@ -244,6 +248,8 @@ def print_raw(line: str) -> None:
 
 
 def print_json_line(value: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
 
 
@@ -252,6 +258,8 @@ async def print_json_array(
 ) -> None:
     """One JSON document written as its items are read: an array, or ``head`` plus
     ``key`` holding the array. One item per line, so memory does not grow with it."""
+    import json
+
     out = sys.stdout
     if head is not None:
         opening = json.dumps(head, separators=(", ", ": "))[:-1]

@@ -98,6 +98,18 @@ def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
     )
 
 
+def migration_names() -> list[tuple[int, str]]:
+    """(number, name) of every bundled migration, in order: what a check of a
+    database's version needs, from the files' names alone (none is read, no SQL
+    mapped: opening a database for ``status`` checks its version)."""
+    found = set()
+    for entry in _migration_files():
+        match = _MIGRATION_RE.match(entry.name)
+        if match and match["dialect"] is None:
+            found.add((int(match["number"]), match["name"]))
+    return sorted(found)
+
+
 def _migration_files() -> Iterable[Path | Traversable]:
     """The bundled migration files: the package's directory when it is one on disk
     (every install; importlib.resources costs a tenth of ``status``'s start-up), else
@@ -528,14 +540,14 @@ def _check_sequence(path: Location, versions: list[int]) -> None:
     of mirrorsync, whose own migration took a number this one gives another): applying
     the later ones would leave a schema no version of mirrorsync can open. Nothing is
     written. A version newer than this mirrorsync's is left to :func:`_check_version`."""
-    known = migrations(SQLITE)
+    known = migration_names()
     newest = known[-1][0] if known else 0
     if not versions or versions[-1] > newest:
         return
     missing = sorted(set(range(1, versions[-1] + 1)) - set(versions))
     if not missing:
         return
-    names = {number: name for number, name, _ in known}
+    names = dict(known)
     first = f"{missing[0]:04d}_{names.get(missing[0], '?')}"
     raise DatabaseDamagedError(
         f"{path}: the database records migrations up to {versions[-1]} but not {first}"
@@ -546,7 +558,7 @@ def _check_sequence(path: Location, versions: list[int]) -> None:
 
 
 def _check_version(path: Location, current: int, *, read_only: bool) -> None:
-    known = migrations(SQLITE)  # the same numbers in every dialect
+    known = migration_names()  # the same numbers in every dialect
     newest = known[-1][0] if known else 0
     if current > newest:
         raise SchemaError(

@@ -10,7 +10,6 @@ matching, schema introspection, and the types in migrations.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 
@@ -49,6 +48,8 @@ class Dialect:
         the one parameter it binds."""
         if self.postgresql:
             return "unnest(CAST(? AS BIGINT[])) WITH ORDINALITY AS j(value, key)", list(ids)
+        import json  # status never sends a list of IDs (start-up)
+
         return "json_each(?) j", json.dumps(list(ids))
 
     def glob(self, value: str, pattern: str) -> str:
