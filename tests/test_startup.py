@@ -297,3 +297,16 @@ def test_the_configuration_is_read_by_libyaml_with_the_python_parsers_answers() 
         with pytest.raises(ConfigError) as raised:
             parse_config(bad, "f.yaml")
         assert says in str(raised.value), (bad[:20], str(raised.value))
+
+
+def test_a_databases_version_is_checked_against_the_migrations_names() -> None:
+    """Opening a database (status) checks its version against the bundled migrations'
+    numbers and names, read from the file names alone: the same list the migrations
+    themselves give, in every dialect."""
+    from mirrorsync.store.db import migration_names, migrations
+    from mirrorsync.store.dialect import POSTGRESQL, SQLITE
+
+    names = migration_names()
+    assert names and names == sorted(names)
+    for dialect in (SQLITE, POSTGRESQL):
+        assert [(n, name) for n, name, _ in migrations(dialect)] == names
