@@ -10,7 +10,8 @@ state and every problem. A problem is one line, ``SUBJECT: WHAT``; its
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def no_database(config: Config) -> Health:
     )
 
 
-async def assess_config(
+@asynccontextmanager
+async def assessed(
     config: Config,
     now: datetime,
     *,
@@ -177,19 +179,23 @@ async def assess_config(
     release: str | None = None,
     stack: str | None = None,
     opener: Callable[[Location], Awaitable[Store]] = Store.open_read_only,
-) -> Health:
+) -> AsyncIterator[tuple[Health, Store | None]]:
     """Open the database read-only (with ``opener``: ``Store.open_read_only``, or
     ``store.readonly.opened`` for a SQLite file read with no event loop) and
-    :func:`read` it; with no database yet (no file, or a PostgreSQL database without
-    mirrorsync's schema), the one problem ``no database yet``."""
+    :func:`read` it: the health, and the store, open until the block ends (status
+    reads the count of distinct specs on it). With no database yet (no file, or a
+    PostgreSQL database without mirrorsync's schema), the one problem ``no database
+    yet``, and no store."""
     try:
         store = await opener(config.database_path)
     except NoDatabaseError:
-        return no_database(config)
+        yield no_database(config), None
+        return
     async with store:
-        return await read(
+        health = await read(
             store, config, now, max_age, max_pending_age, release=release, stack=stack
         )
+        yield health, store
 
 
 async def read(

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from mirrorsync.records import field, record
-from mirrorsync.redact import redact_url
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -29,6 +28,8 @@ class PostgresUrl:
     password: str | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
+        from mirrorsync.redact import redact_url  # when one is shown (start-up)
+
         return redact_url(self.url)
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from mirrorsync.logs import _FIELDS, _priority, stderr_is_journal
+from mirrorsync.journal import FIELDS, priority, stderr_is_journal
 from mirrorsync.redact import scrub
 from mirrorsync.text import escape
 from mirrorsync.units import humane
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    values = getattr(record, _FIELDS, None)
+    values = getattr(record, FIELDS, None)
     return dict(values) if isinstance(values, dict) else {}
 
 
@@ -39,7 +39,7 @@ class PlainFormatter(logging.Formatter):
             text += scrub(f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
         text = escape(text.replace("\r", "\\r").replace("\n", "\\n"))
         if self.priority_prefix:
-            return f"<{_priority(record.levelno)}>{text}"
+            return f"<{priority(record.levelno)}>{text}"
         return text
 
 
@@ -134,5 +134,5 @@ def line(text: str, level: int) -> str:
         return formatter.format(record)
     text = escape(humane(text))
     if isinstance(formatter, PlainFormatter) and formatter.priority_prefix:
-        return f"<{_priority(level)}>{text}"
+        return f"<{priority(level)}>{text}"
     return text

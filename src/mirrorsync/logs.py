@@ -14,59 +14,34 @@ Code attaches those fields with ``log.info(..., extra=fields(added=3, ...))``.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from mirrorsync.choices import LOG_FORMATS as LOG_FORMATS
+
+# logging's levels, the journal's priorities: shared with the formatters
+# (mirrorsync.logformat, imported with ``logging`` only when logging is configured:
+# a command with no event loop, ``status``, does so only if something logs).
+from mirrorsync.journal import CRITICAL as CRITICAL
+from mirrorsync.journal import DEBUG as DEBUG
+from mirrorsync.journal import ERROR as ERROR
+from mirrorsync.journal import FIELDS, priority
+from mirrorsync.journal import INFO as INFO
+from mirrorsync.journal import WARNING as WARNING
+from mirrorsync.journal import stderr_is_journal as stderr_is_journal
 from mirrorsync.text import escape
 from mirrorsync.units import humane
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     import logging
-    from typing import Any, TextIO
+    from typing import Any
 
     from mirrorsync.choices import LogFormat
-
-# The levels of ``logging``, without importing it: the formatters, the handler and
-# ``logging`` itself (mirrorsync.logformat) are imported when logging is configured,
-# which a lean command (``status``) does only if something logs (issue 31, start-up).
-CRITICAL, ERROR, WARNING, INFO, DEBUG = 50, 40, 30, 20, 10
-
-_FIELDS = "mirrorsync_fields"
-# syslog(3) priorities by logging level.
-_PRIORITY = {
-    CRITICAL: 2,
-    ERROR: 3,
-    WARNING: 4,
-    INFO: 6,
-    DEBUG: 7,
-}
 
 
 def fields(**values: object) -> dict[str, Any]:
     """Structured fields for one log call: ``log.info(msg, extra=fields(added=1))``."""
-    return {_FIELDS: values}
-
-
-def _priority(level: int) -> int:
-    for threshold in sorted(_PRIORITY, reverse=True):
-        if level >= threshold:
-            return _PRIORITY[threshold]
-    return 7
-
-
-def stderr_is_journal(stream: TextIO | None = None) -> bool:
-    """Whether ``stream`` (stderr) is the journal stream systemd connected us to."""
-    value = os.environ.get("JOURNAL_STREAM", "")
-    device, _, inode = value.partition(":")
-    if not (device.isdigit() and inode.isdigit()):
-        return False
-    try:
-        st = os.fstat((stream or sys.stderr).fileno())
-    except (OSError, ValueError, AttributeError):
-        return False
-    return st.st_dev == int(device) and st.st_ino == int(inode)
+    return {FIELDS: values}
 
 
 def stderr_is_terminal() -> bool:
@@ -148,7 +123,7 @@ def print_line(text: str, level: int = ERROR) -> None:
     if _pending is not None and _pending[2] == "plain":  # as logformat.line would say it
         text = escape(humane(text))
         if stderr_is_journal():
-            text = f"<{_priority(level)}>{text}"
+            text = f"<{priority(level)}>{text}"
     else:
         from mirrorsync.logformat import line
 

@@ -58,7 +58,7 @@ async def _status(
 
     if args.max_age is not None and not args.check:
         raise UsageError("--max-age goes with --check")
-    h = await health.assess_config(
+    async with health.assessed(
         config,
         datetime.now(UTC),
         max_age=args.max_age,
@@ -66,7 +66,11 @@ async def _status(
         release=args.release,
         stack=args.stack,
         opener=opener,
-    )
+    ) as (h, store):  # one connection: the health model, then the distinct specs
+        return await _report(config, args, h, store)
+
+
+async def _report(config: Config, args: argparse.Namespace, h: Health, store: Store | None) -> int:
     if h.database_exists and (args.release or args.stack) and not h.stacks:
         where = "/".join(x or "*" for x in (args.release, args.stack))
         raise UsageError(f"no stack {where} in {config.database_path}")
@@ -104,7 +108,8 @@ async def _status(
         print_json([stack_json(s) for s in h.stacks])
         return EXIT_OK
     if h.stacks:
-        await _stacks_table(config, args, h, opener)
+        assert store is not None  # stacks: the database exists
+        await _stacks_table(config, args, h, store)
     elif h.problems:  # a receiving site (bundle import): copies only
         say()
         for p in h.problems:
@@ -159,20 +164,14 @@ async def _status(
     return EXIT_OK
 
 
-async def _stacks_table(
-    config: Config,
-    args: argparse.Namespace,
-    h: Health,
-    opener: Callable[[Location], Awaitable[Store]],
-) -> None:
+async def _stacks_table(config: Config, args: argparse.Namespace, h: Health, store: Store) -> None:
     """The stacks' table, then who is syncing now and the problems, one a line."""
     rows = [s.row for s in h.stacks]
     several_sources = len({r.source for r in rows}) > 1
-    async with await opener(config.database_path) as store:  # a spec in several stacks: one
-        selected = [(r.source, r.release, r.stack) for r in rows]
-        distinct = await overview.distinct_specs(
-            store, selected if args.release or args.stack else None
-        )
+    selected = [(r.source, r.release, r.stack) for r in rows]  # a spec in several stacks: one
+    distinct = await overview.distinct_specs(
+        store, selected if args.release or args.stack else None
+    )
     members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships
     print_table(
         ["stack", "version", "specs", "checked", "changed", "state"],

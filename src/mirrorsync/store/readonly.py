@@ -136,7 +136,7 @@ class ReadStore(Store):
 
 
 async def opened(path: Location) -> Store:
-    """:func:`open_read_only` where an opener of stores is awaited (``health.assess_config``)."""
+    """:func:`open_read_only` where an opener of stores is awaited (``health.assessed``)."""
     if not isinstance(path, Path):
         raise TypeError(f"{path}: not a SQLite file; PostgreSQL is read through the event loop")
     return open_read_only(path)
