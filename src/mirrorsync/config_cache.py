@@ -192,9 +192,8 @@ def _entry_file(path: Path) -> str | None:
     directory = cache_directory()
     if directory is None:
         return None
-    return os.path.join(
-        directory, f"status-{_sha256(os.fsencode(os.path.abspath(path)))[:32]}.json"
-    )
+    name = _sha256(os.fsencode(os.path.abspath(path)))[:32]
+    return os.path.join(directory, f"status-{name}")  # marshal's bytes, not JSON
 
 
 def _key(path: Path, text: str) -> dict[str, object]:
