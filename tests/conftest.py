@@ -5,8 +5,10 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     processes, and with PYTHONDONTWRITEBYTECODE set (as on these machines) each
     would otherwise compile every module it imports again (read, not written)."""
     compileall.compile_dir(str(Path(__file__).parent.parent / "src"), quiet=1)
+    # status's cache of the compiled configuration (mirrorsync.config_cache): in a
+    # directory of the suite's own, for every process it starts, not in ~/.cache.
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mirrorsync-test-cache-")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -140,6 +140,25 @@ def test_syslog_priority_prefixes_only_when_stderr_is_the_journal(
     assert other and not any(line.startswith("<") for line in other.splitlines())
 
 
+def test_status_sets_logging_up_late_and_says_the_same(tmp_path: Path) -> None:
+    """status (no event loop) configures logging only when something logs; its own
+    lines still carry the journal's priority (or none off the journal), whether the
+    configuration is read in full or from its cache."""
+    config = tmp_path / "c.yaml"
+    db = tmp_path / "none.db"
+    config.write_text(
+        f"sources: [{{name: s, kind: catalog, url: 'http://127.0.0.1:9/c.json'}}]\ndatabase: {db}\n"
+    )
+    for journal, prefix in ((True, "<3>"), (False, "")):
+        for _ in range(2):  # the configuration read in full, then from its cache
+            said = run_with_stderr_file(
+                ["-c", str(config), "status"], tmp_path, tmp_path / "err.txt", journal=journal
+            )
+            assert said == (
+                f"{prefix}mirrorsync: error: no database yet at {db}; run 'mirrorsync once' first\n"
+            )
+
+
 def test_errors_are_json_in_json_mode(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{name: a, kind: catalog}]\nhttp: {concurrency: many}\n")

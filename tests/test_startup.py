@@ -71,6 +71,25 @@ NOT_FOR_HELP = (
 )
 #: ``status`` of a SQLite database: read with no event loop.
 NO_LOOP = (*HEAVY, "asyncio", "anyio", "aiosqlite", "mirrorsync.store.aio")
+#: The store's writers and history queries: status reads through store/overview.py.
+WRITERS = ("mirrorsync.store.queries", "mirrorsync.store.mirrors", "mirrorsync.store.webhooks")
+#: ``status`` again, its compiled configuration cached (config_cache): not its parser
+#: either, nor typing (TYPE_CHECKING imports only), dataclasses (records.record) or
+#: logging (configured when something logs: logs.setup_logging(lazy=True)).
+WARM = (
+    *NO_LOOP,
+    "yaml",
+    "msgspec",
+    "mirrorsync.config",
+    "typing",
+    "dataclasses",
+    "logging",
+    *WRITERS,
+)
+#: The same with a published copy: its check on disk reads the copy's index manifest
+#: by the formats' msgspec decoder (mirrors/ondisk.py), which brings typing and
+#: dataclasses with it.
+WARM_WITH_A_COPY = (*NO_LOOP, "yaml", "mirrorsync.config", "logging", *WRITERS)
 CONFIG = (
     "sources:\n  - {name: s, kind: catalog, url: 'http://127.0.0.1:9/catalog.json',"
     " bucket_urls: {spack-binaries: 'http://127.0.0.1:9/'}}\n"
@@ -110,10 +129,17 @@ def test_version_and_help_import_no_configuration_store_or_transport(
     assert heavy(modules, NOT_FOR_HELP) == []
 
 
-@pytest.mark.parametrize("database", ["empty", "none"])
+@pytest.mark.parametrize("database", ["empty", "none", "synced"])
 def test_status_imports_no_transport_delivery_or_sync(tmp_path: Path, database: str) -> None:
+    """Cold (the configuration read in full, then cached) and warm (from the cache:
+    neither YAML nor msgspec), with the same output, byte for byte."""
     db = tmp_path / "ms.db"
     (tmp_path / "mirrorsync.yaml").write_text(f"{CONFIG}database: {db}\n")
+    if database == "synced":  # mirrorsync demo's: 7 stacks synced twice, offline
+        demo = run_cli("demo", cwd=tmp_path)
+        assert demo.returncode == 0, demo.stderr[-2000:]
+        (tmp_path / "mirrorsync.yaml").unlink()
+        (tmp_path / "mirrorsync-demo" / "mirrorsync.yaml").rename(tmp_path / "mirrorsync.yaml")
     if database == "empty":  # a database with no stack yet: status says so, exit 66
 
         async def create() -> None:
@@ -122,11 +148,23 @@ def test_status_imports_no_transport_delivery_or_sync(tmp_path: Path, database: 
 
         anyio.run(create)
     done, modules = imported("status", cwd=tmp_path)
-    assert done.returncode == 66, done.stderr[-2000:]
+    assert done.returncode == (0 if database == "synced" else 66), done.stderr[-2000:]
     assert heavy(modules, NO_LOOP) == []
-    assert "mirrorsync.config" in modules  # it did read the configuration
-    if database == "empty":
+    assert "mirrorsync.config" in modules  # it did read the configuration, in full
+    if database != "none":
         assert "mirrorsync.store.readonly" in modules
+    again, warm = imported("status", cwd=tmp_path)  # the compiled configuration, cached
+    assert heavy(warm, WARM) == []
+    assert "mirrorsync.config_cache" in warm
+    assert (again.returncode, again.stdout, _without_importtime(again.stderr)) == (
+        done.returncode,
+        done.stdout,
+        _without_importtime(done.stderr),
+    )
+
+
+def _without_importtime(stderr: str) -> str:
+    return "".join(f"{ln}\n" for ln in stderr.splitlines() if not ln.startswith("import time:"))
 
 
 def test_help_builds_only_the_parser_of_the_command_chosen() -> None:
@@ -213,6 +251,8 @@ def test_status_and_names_with_no_event_loop_print_what_the_loop_path_prints(
     ):
         done, modules = imported("-c", str(config), *args, cwd=tmp_path)
         assert heavy(modules, NO_LOOP) == [], args
+        if args[0] == "status" and args != ("status",):  # the first status filled the cache
+            assert heavy(modules, WARM_WITH_A_COPY) == [], args
         loop = _in_the_loop(config, *args)
         assert "Traceback" not in loop.stderr + done.stderr, loop.stderr + done.stderr
         importtime = [ln for ln in done.stderr.splitlines() if ln.startswith("import time:")]
@@ -257,3 +297,16 @@ def test_the_configuration_is_read_by_libyaml_with_the_python_parsers_answers() 
         with pytest.raises(ConfigError) as raised:
             parse_config(bad, "f.yaml")
         assert says in str(raised.value), (bad[:20], str(raised.value))
+
+
+def test_a_databases_version_is_checked_against_the_migrations_names() -> None:
+    """Opening a database (status) checks its version against the bundled migrations'
+    numbers and names, read from the file names alone: the same list the migrations
+    themselves give, in every dialect."""
+    from mirrorsync.store.db import migration_names, migrations
+    from mirrorsync.store.dialect import POSTGRESQL, SQLITE
+
+    names = migration_names()
+    assert names and names == sorted(names)
+    for dialect in (SQLITE, POSTGRESQL):
+        assert [(n, name) for n, name, _ in migrations(dialect)] == names

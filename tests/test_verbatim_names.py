@@ -21,8 +21,7 @@ from conftest import catalog_config_text, run_cli, write_config
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.logs import JsonFormatter, PlainFormatter
-from mirrorsync.redact import ScrubFilter
+from mirrorsync.logformat import JsonFormatter, PlainFormatter, ScrubFilter
 from mirrorsync.units import Verbatim, humane, verbatim
 
 RELEASE = "e4s-2026-12-06T08:00:00Z"

@@ -21,6 +21,10 @@ import msgspec
 import msgspec.inspect
 import yaml
 
+from mirrorsync.config_file import DEFAULT_LOCATIONS as DEFAULT_LOCATIONS
+from mirrorsync.config_file import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
+from mirrorsync.config_file import consult, read_config_text, unrepeatable
+from mirrorsync.config_file import find_config as find_config
 from mirrorsync.errors import ConfigError
 from mirrorsync.location import Location, PostgresUrl, is_postgres_url
 from mirrorsync.ociref import parse_reference
@@ -31,7 +35,6 @@ from mirrorsync.vocab import EVENT_TYPES as EVENT_TYPES
 from mirrorsync.vocab import EventType as EventType
 from mirrorsync.vocab import did_you_mean as did_you_mean
 
-DEFAULT_LOCATIONS = (Path("mirrorsync.yaml"), Path("/etc/mirrorsync/mirrorsync.yaml"))
 DEFAULT_BUCKET_URLS: Mapping[str, str] = {"spack-binaries": "https://binaries.spack.io/"}
 PUBLIC_CATALOG_URL = "https://binaries.spack.io/cache_spack_io_index.json"
 
@@ -214,6 +217,11 @@ class CatalogSource(_Strict, tag="catalog", tag_field="kind"):
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
     s3: S3Settings | None = None  # for its s3:// bucket_urls
 
+    @property
+    def manifest_policy(self) -> str:
+        """Which spec manifests its syncs crawl (the health model reads this)."""
+        return self.manifests
+
     def buckets(self) -> dict[str, str]:
         """The built-in bucket mapping, overridden by the configured one."""
         return {**DEFAULT_BUCKET_URLS, **self.bucket_urls}
@@ -241,6 +249,11 @@ class MirrorSource(_Strict, tag="mirror", tag_field="kind"):
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
     s3: S3Settings | None = None  # for an s3:// url
 
+    @property
+    def manifest_policy(self) -> str:
+        """Which spec manifests its syncs crawl (the health model reads this)."""
+        return self.manifests
+
 
 class PagesSource(_Strict, tag="pages", tag_field="kind"):
     """cache.spack.io package pages: each one package's specs in one release, per stack.
@@ -255,6 +268,11 @@ class PagesSource(_Strict, tag="pages", tag_field="kind"):
     name: Name
     urls: list[str]
     insecure: bool = False  # skip TLS certificate checks (logged as a warning on every run)
+
+    @property
+    def manifest_policy(self) -> str:
+        """Pages name no mirror: no spec manifests to crawl."""
+        return "none"
 
 
 Source = CatalogSource | MirrorSource | PagesSource
@@ -525,48 +543,9 @@ class Config(_Strict):
         return self.webhooks[int(self.webhook_key(name)[len("webhooks[") : -1])]
 
 
-def find_config(explicit: str | None) -> Path:
-    """Pick the configuration file by the documented order."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("MIRRORSYNC_CONFIG")
-    if env:
-        return Path(env)
-    for candidate in DEFAULT_LOCATIONS:
-        if candidate.exists():
-            return candidate
-    tried = ", ".join(str(p) for p in DEFAULT_LOCATIONS)
-    raise ConfigError(
-        "no configuration file",  # once: 'mirrorsync: error: ' is the printer's
-        None,
-        f"give -c PATH or MIRRORSYNC_CONFIG (looked at {tried}); "
-        "'mirrorsync config init PATH' writes a starter",
-    )
-
-
-#: The largest configuration file read; anything larger is not one (``-c /dev/zero``).
-MAX_CONFIG_BYTES = 1 << 20
-
-
 def load_config(explicit: str | None = None) -> Config:
     path = find_config(explicit)
-    try:
-        text = _read_config(path).decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(path), None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc}") from None
-    return parse_config(text, str(path))
-
-
-def _read_config(path: Path) -> bytes:
-    """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES`, else ConfigError."""
-    try:
-        return read_regular_file(
-            path, MAX_CONFIG_BYTES, "larger than 1 MiB, not a configuration file"
-        )
-    except ValueError as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc}") from None
+    return parse_config(read_config_text(path), str(path))
 
 
 #: A password or webhook secret file holds one line; anything this large is not one.
@@ -835,7 +814,7 @@ def _check_mirrors(config: Config) -> None:
             directories[where] = key
             _check_copy(config, path, key, copy)
             continue
-        directory = os.path.realpath(copy.directory)  # links resolved: the real trees
+        directory = str(consult("realpath", str(copy.directory)))  # links resolved: real trees
         if directory in directories:
             raise ConfigError(path, f"{key}.path", f"another mirror already writes {copy.path!r}")
         for other, other_key in directories.items():
@@ -929,7 +908,7 @@ def _file_root(source: Source) -> str | None:
     """The real path of a ``file://`` mirror source's root (None for any other source)."""
     if not isinstance(source, MirrorSource) or not source.url.startswith("file:///"):
         return None
-    return os.path.realpath(urllib.parse.unquote(urllib.parse.urlsplit(source.url).path))
+    return str(consult("realpath", urllib.parse.unquote(urllib.parse.urlsplit(source.url).path)))
 
 
 def _check_selection(path: str, key: str, copy: MirrorCopy) -> None:
@@ -954,6 +933,9 @@ def _check_selection(path: str, key: str, copy: MirrorCopy) -> None:
             path, f"{key}.keep", "keep: selected needs environments or hashes to keep"
         )
     from mirrorsync.mirrors.wanted import wanted  # a copy's lockfiles, read as it reads them
+
+    if copy.environments is not None or isinstance(copy.hashes, str):
+        unrepeatable()  # files read: the compiled configuration is not cached
 
     wanted(copy, path, key)
 
@@ -1134,14 +1116,13 @@ def _check_ranges(config: Config) -> None:
 
 def _check_inline_secret(path: str, key: str, secret: str) -> None:
     """An inline secret is accepted only from a file nobody but its owner can read."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
+    mode = consult("mode", path)
+    if not isinstance(mode, int):
         raise ConfigError(
             path,
             key,
             "an inline secret needs a configuration file that is readable by its owner only",
-        ) from None
+        )
     if mode & 0o077:
         raise ConfigError(
             path,
@@ -1357,7 +1338,7 @@ def _check_bundle(config: Config) -> None:
     if not entries:
         raise ConfigError(config.path, "bundle.trusted_keys", "expected at least one key")
     for j, entry in enumerate(entries):
-        if trusted_fingerprint(entry) is None and not expand_path(entry).is_file():
+        if trusted_fingerprint(entry) is None and not consult("isfile", str(expand_path(entry))):
             raise ConfigError(
                 config.path,
                 f"bundle.trusted_keys[{j}]",
@@ -1437,7 +1418,7 @@ def _check_trusted_keys(path: str, key: str, source: CatalogSource | MirrorSourc
     for j, entry in enumerate(entries):
         if trusted_fingerprint(entry) is not None:
             continue
-        if not expand_path(entry).is_file():
+        if not consult("isfile", str(expand_path(entry))):
             raise ConfigError(
                 path,
                 f"{key}.trusted_keys[{j}]",

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from mirrorsync.redact import Url
 
 # The exit statuses are read by --help (and this module by every command): the
-# masking of credentials (mirrorsync.redact, with logging and dataclasses) is
+# masking of credentials (mirrorsync.redact, its regular expressions) is
 # imported when the first error is made, not before.
 
 # Documented exit statuses (README, "Exit codes").

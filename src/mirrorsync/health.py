@@ -10,21 +10,47 @@ state and every problem. A problem is one line, ``SUBJECT: WHAT``; its
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
-from mirrorsync.config import Config, PagesSource
 from mirrorsync.errors import NoDatabaseError
 from mirrorsync.location import Location
-from mirrorsync.store import Store, queries
+from mirrorsync.records import record
+from mirrorsync.store import Store, overview  # overview: status's readers alone (start-up)
 from mirrorsync.store import health as store_health
-from mirrorsync.store import mirrors as mirror_store
-from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.store.health import UNFETCHED, ManifestCounts
-from mirrorsync.store.mirrors import LeftOut
+from mirrorsync.store.overview import LeftOut
 from mirrorsync.units import human_duration, human_time, parse_time, plural
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class SourceConfig(Protocol):
+        @property
+        def name(self) -> str: ...
+        @property
+        def manifest_policy(self) -> str: ...
+
+    class CopyConfig(Protocol):
+        @property
+        def name(self) -> str: ...
+        @property
+        def is_directory(self) -> bool: ...
+
+    class Config(Protocol):
+        """What the health model reads of a configuration: a full ``config.Config``, or
+        the ``config_cache.StatusConfig`` that ``status`` reads (its compiled cache)."""
+
+        @property
+        def database_path(self) -> Location: ...
+        @property
+        def sources(self) -> Sequence[SourceConfig]: ...
+        @property
+        def mirrors(self) -> Sequence[CopyConfig]: ...
+
 
 #: How old the oldest undelivered event of a webhook may be (``--max-pending-age``).
 DEFAULT_MAX_PENDING_AGE = 3600.0
@@ -62,7 +88,7 @@ _MANIFEST_KINDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Problem:
     kind: str  # one of KINDS
     subject: str  # "src:release/stack", "source NAME", "mirror NAME", "webhook NAME", a database
@@ -73,9 +99,9 @@ class Problem:
         return self.line[len(self.subject) + 2 :]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class StackHealth:
-    row: queries.StackStatus
+    row: overview.StackStatus
     state: (
         str  # ok | syncing | gone | never synced | failed | manifests failing | incomplete | stale
     )
@@ -87,30 +113,30 @@ class StackHealth:
         return f"{self.row.source}:{self.row.release}/{self.row.stack}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CopyHealth:
-    row: mirror_store.MirrorStatus
+    row: overview.MirrorStatus
     state: str  # ok | never published | failed | missing on disk | partial | stale | not in config
     left_out: tuple[LeftOut, ...]
     problems: tuple[Problem, ...]
-    kept: tuple[mirror_store.Kept, ...] = ()  # held although upstream deleted them (keep:)
+    kept: tuple[overview.Kept, ...] = ()  # held although upstream deleted them (keep:)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class WebhookHealth:
-    row: webhook_store.WebhookSummary
+    row: overview.WebhookSummary
     state: str  # enabled | disabled | not in config | dead events | late
     problems: tuple[Problem, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SourceHealth:
     name: str
     state: str  # ok | never synced | failing
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Health:
     database: str
     database_exists: bool
@@ -143,7 +169,8 @@ def no_database(config: Config) -> Health:
     )
 
 
-async def assess_config(
+@asynccontextmanager
+async def assessed(
     config: Config,
     now: datetime,
     *,
@@ -152,19 +179,23 @@ async def assess_config(
     release: str | None = None,
     stack: str | None = None,
     opener: Callable[[Location], Awaitable[Store]] = Store.open_read_only,
-) -> Health:
+) -> AsyncIterator[tuple[Health, Store | None]]:
     """Open the database read-only (with ``opener``: ``Store.open_read_only``, or
     ``store.readonly.opened`` for a SQLite file read with no event loop) and
-    :func:`read` it; with no database yet (no file, or a PostgreSQL database without
-    mirrorsync's schema), the one problem ``no database yet``."""
+    :func:`read` it: the health, and the store, open until the block ends (status
+    reads the count of distinct specs on it). With no database yet (no file, or a
+    PostgreSQL database without mirrorsync's schema), the one problem ``no database
+    yet``, and no store."""
     try:
         store = await opener(config.database_path)
     except NoDatabaseError:
-        return no_database(config)
+        yield no_database(config), None
+        return
     async with store:
-        return await read(
+        health = await read(
             store, config, now, max_age, max_pending_age, release=release, stack=stack
         )
+        yield health, store
 
 
 async def read(
@@ -178,13 +209,13 @@ async def read(
     stack: str | None = None,
 ) -> Health:
     """Every row the assessment needs, then :func:`assess`."""
-    rows = await queries.status(store, release=release, stack=stack)
+    rows = await overview.status(store, release=release, stack=stack)
     manifests = await store_health.manifest_counts(store)
-    copies = await mirror_store.statuses(store)
-    hooks = await webhook_store.summaries(store)
-    left_out = await mirror_store.left_out_by_copy(store)  # what each copy's last run refused
-    kept = await mirror_store.kept_by_copy(store)
-    wanted_missing = await mirror_store.wanted_missing_by_copy(store)
+    copies = await overview.statuses(store)
+    hooks = await overview.summaries(store)
+    left_out = await overview.left_out_by_copy(store)  # what each copy's last run refused
+    kept = await overview.kept_by_copy(store)
+    wanted_missing = await overview.wanted_missing_by_copy(store)
     on_disk = _copies_on_disk(config, copies)
     return assess(
         str(store.path),
@@ -204,7 +235,7 @@ async def read(
     )
 
 
-def _copies_on_disk(config: Config, copies: Sequence[mirror_store.MirrorStatus]) -> dict[str, str]:
+def _copies_on_disk(config: Config, copies: Sequence[overview.MirrorStatus]) -> dict[str, str]:
     """Copy name -> what is wrong with its published state on disk (a cheap check: the
     index manifest, its blob's length, layout.json), for each configured, published copy."""
     configured = {m.name: m for m in config.mirrors}
@@ -225,16 +256,16 @@ def assess(
     database: str,
     config: Config,
     now: datetime,
-    rows: Sequence[queries.StackStatus],
+    rows: Sequence[overview.StackStatus],
     manifests: Mapping[tuple[str, str, str], ManifestCounts],
-    copies: Sequence[mirror_store.MirrorStatus],
+    copies: Sequence[overview.MirrorStatus],
     left_out: Mapping[str, Sequence[LeftOut]],
-    hooks: Sequence[webhook_store.WebhookSummary],
+    hooks: Sequence[overview.WebhookSummary],
     *,
     max_age: float | None,
     max_pending_age: float = DEFAULT_MAX_PENDING_AGE,
     whole: bool = True,
-    kept: Mapping[str, Sequence[mirror_store.Kept]] | None = None,
+    kept: Mapping[str, Sequence[overview.Kept]] | None = None,
     wanted_missing: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     on_disk: Mapping[str, str] | None = None,
 ) -> Health:
@@ -242,9 +273,7 @@ def assess(
     every stack (not a ``--release``/``--stack`` selection), so a configured
     source with none of them has never synced. ``on_disk``: copy name -> what is
     wrong with its files (read by :func:`read`; absent: fine)."""
-    policies = {
-        s.name: ("none" if isinstance(s, PagesSource) else s.manifests) for s in config.sources
-    }
+    policies = {s.name: s.manifest_policy for s in config.sources}
     sources, source_problems = _sources(config, rows, whole)
     failing_sources = {s.name for s in sources if s.state == "failing"}
     stacks = tuple(_stack(r, manifests, policies, failing_sources, now, max_age) for r in rows)
@@ -273,7 +302,7 @@ def assess(
 
 
 def _sources(
-    config: Config, rows: Sequence[queries.StackStatus], whole: bool
+    config: Config, rows: Sequence[overview.StackStatus], whole: bool
 ) -> tuple[list[SourceHealth], list[Problem]]:
     """A source is failing when its planning failed: ``sync_source`` records that
     as ``source NAME: ERROR`` on each of its stacks, said here once."""
@@ -306,7 +335,7 @@ def _sources(
 
 
 def _stack(
-    r: queries.StackStatus,
+    r: overview.StackStatus,
     manifests: Mapping[tuple[str, str, str], ManifestCounts],
     policies: Mapping[str, str],
     failing_sources: set[str],
@@ -392,12 +421,12 @@ def _stale(checked: str | None, now: datetime, max_age: float | None) -> str | N
 
 
 def _copy(
-    m: mirror_store.MirrorStatus,
+    m: overview.MirrorStatus,
     configured: bool,
     left_out: Iterable[LeftOut],
     now: datetime,
     max_age: float | None,
-    kept: Iterable[mirror_store.Kept] = (),
+    kept: Iterable[overview.Kept] = (),
     wanted_missing: Iterable[tuple[str, str]] = (),
     on_disk: str | None = None,
 ) -> CopyHealth:
@@ -438,9 +467,7 @@ def _copy(
     return CopyHealth(m, state, left, tuple(problems), tuple(kept))
 
 
-def _webhook(
-    h: webhook_store.WebhookSummary, now: datetime, max_pending_age: float
-) -> WebhookHealth:
+def _webhook(h: overview.WebhookSummary, now: datetime, max_pending_age: float) -> WebhookHealth:
     subject = f"webhook {h.name}"
     problems: list[Problem] = []
 

@@ -6,15 +6,14 @@ loading either driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorsync.redact import redact_url
+from mirrorsync.records import field, record
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PostgresUrl:
     """A PostgreSQL database: ``postgresql://user@host:port/dbname[?sslmode=...]``.
 
@@ -29,6 +28,8 @@ class PostgresUrl:
     password: str | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
+        from mirrorsync.redact import redact_url  # when one is shown (start-up)
+
         return redact_url(self.url)
 
     def __repr__(self) -> str:

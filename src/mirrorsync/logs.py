@@ -14,131 +14,34 @@ Code attaches those fields with ``log.info(..., extra=fields(added=3, ...))``.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import sys
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
 
 from mirrorsync.choices import LOG_FORMATS as LOG_FORMATS
-from mirrorsync.redact import ScrubFilter, scrub
+
+# logging's levels, the journal's priorities: shared with the formatters
+# (mirrorsync.logformat, imported with ``logging`` only when logging is configured:
+# a command with no event loop, ``status``, does so only if something logs).
+from mirrorsync.journal import CRITICAL as CRITICAL
+from mirrorsync.journal import DEBUG as DEBUG
+from mirrorsync.journal import ERROR as ERROR
+from mirrorsync.journal import FIELDS, priority
+from mirrorsync.journal import INFO as INFO
+from mirrorsync.journal import WARNING as WARNING
+from mirrorsync.journal import stderr_is_journal as stderr_is_journal
 from mirrorsync.text import escape
-from mirrorsync.units import Verbatim, humane, plain, verbatim
+from mirrorsync.units import humane
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
-    from mirrorsync.choices import LogFormat
+    import logging
+    from typing import Any
 
-_FIELDS = "mirrorsync_fields"
-# syslog(3) priorities by logging level.
-_PRIORITY = {
-    logging.CRITICAL: 2,
-    logging.ERROR: 3,
-    logging.WARNING: 4,
-    logging.INFO: 6,
-    logging.DEBUG: 7,
-}
+    from mirrorsync.choices import LogFormat
 
 
 def fields(**values: object) -> dict[str, Any]:
     """Structured fields for one log call: ``log.info(msg, extra=fields(added=1))``."""
-    return {_FIELDS: values}
-
-
-def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    values = getattr(record, _FIELDS, None)
-    return dict(values) if isinstance(values, dict) else {}
-
-
-def _priority(level: int) -> int:
-    for threshold in sorted(_PRIORITY, reverse=True):
-        if level >= threshold:
-            return _PRIORITY[threshold]
-    return 7
-
-
-class PlainFormatter(logging.Formatter):
-    """``LEVEL logger: message``, on one line whatever the message holds."""
-
-    def __init__(self, *, priority_prefix: bool = False) -> None:
-        super().__init__()
-        self.priority_prefix = priority_prefix
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = f"{record.levelname} {record.name}: {humane(_marked_message(record))}"
-        if record.exc_info and record.exc_info[1] is not None:  # a library's words: masked too
-            text += scrub(f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
-        text = escape(text.replace("\r", "\\r").replace("\n", "\\n"))
-        if self.priority_prefix:
-            return f"<{_priority(record.levelno)}>{text}"
-        return text
-
-
-def _marked_message(record: logging.LogRecord) -> str:
-    """The record's message, its :class:`~mirrorsync.units.Verbatim` arguments (names)
-    marked for :func:`~mirrorsync.units.humane` to leave as they are."""
-    args = record.args
-    if isinstance(args, tuple) and any(isinstance(a, Verbatim) for a in args):
-        return str(record.msg) % tuple(verbatim(a) if isinstance(a, Verbatim) else a for a in args)
-    return record.getMessage()
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": plain(record.getMessage()),  # names' marks out; nothing rewritten
-        }
-        if record.exc_info and record.exc_info[1] is not None:
-            entry["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        for key, value in _record_fields(record).items():
-            entry.setdefault(key, value)
-        # Every field, not only the message: a URL in ``url`` or ``error`` is masked too.
-        return json.dumps(_scrubbed(entry), separators=(",", ":"), default=lambda v: scrub(str(v)))
-
-
-def _scrubbed(value: Any) -> Any:
-    """``value`` with the credentials of every URL in every string in it masked."""
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {str(k): _scrubbed(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrubbed(v) for v in value]
-    return value
-
-
-class StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at the time of the event.
-
-    A live progress display swaps ``sys.stderr`` for a proxy that prints above
-    the display; looking the stream up on each event lets log lines go through it.
-    """
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stream: TextIO = sys.stderr
-            stream.write(self.format(record) + "\n")
-            stream.flush()
-        except Exception:
-            self.handleError(record)
-
-
-def stderr_is_journal(stream: TextIO | None = None) -> bool:
-    """Whether ``stream`` (stderr) is the journal stream systemd connected us to."""
-    value = os.environ.get("JOURNAL_STREAM", "")
-    device, _, inode = value.partition(":")
-    if not (device.isdigit() and inode.isdigit()):
-        return False
-    try:
-        st = os.fstat((stream or sys.stderr).fileno())
-    except (OSError, ValueError, AttributeError):
-        return False
-    return st.st_dev == int(device) and st.st_ino == int(inode)
+    return {FIELDS: values}
 
 
 def stderr_is_terminal() -> bool:
@@ -148,10 +51,19 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+#: The settings of :func:`setup_logging` not applied yet (a lean command's).
+_pending: tuple[int, int, LogFormat, bool] | None = None
+
+
 def setup_logging(
-    verbose: int = 0, quiet: int = 0, log_format: LogFormat = "plain", *, interactive: bool = False
+    verbose: int = 0,
+    quiet: int = 0,
+    log_format: LogFormat = "plain",
+    *,
+    interactive: bool = False,
+    lazy: bool = False,
 ) -> None:
-    """Configure the ``mirrorsync`` logger tree.
+    """Configure the ``mirrorsync`` logger tree (``logformat.configure``).
 
     The default level is INFO; each ``-v`` lowers it by one step (DEBUG), each
     ``-q`` raises it. ``interactive`` (a person at a terminal, plain format)
@@ -159,38 +71,63 @@ def setup_logging(
     tell the story the INFO lines would repeat. One line per HTTP request (the
     ``mirrorsync.http`` logger) comes only with ``-vv``, wherever stderr goes, so
     ``-v`` and ``-vv`` differ off a terminal too.
+
+    ``lazy``: applied when first needed (a :func:`logger`'s first call, a JSON
+    :func:`print_line`, :func:`ensure_logging`), not now: ``status`` imports
+    ``logging`` only if it logs.
     """
-    base = logging.WARNING if interactive and log_format == "plain" else logging.INFO
-    level = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbose + 10 * quiet))
-    requests = logging.DEBUG if verbose - quiet >= 2 else max(level, logging.INFO)
-    logging.getLogger("mirrorsync.http").setLevel(requests)
-    handler = StderrHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(PlainFormatter(priority_prefix=stderr_is_journal()))
-    root = logging.getLogger("mirrorsync")
-    handler.addFilter(ScrubFilter())  # no credentials in logs, whoever logs them
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    global _pending
+    _pending = (verbose, quiet, log_format, interactive)
+    if not lazy:
+        ensure_logging()
 
 
-def print_line(text: str, level: int = logging.ERROR) -> None:
+def ensure_logging() -> None:
+    """Apply the settings :func:`setup_logging` was given, if not yet."""
+    global _pending
+    if _pending is not None:
+        from mirrorsync.logformat import configure
+
+        settings, _pending = _pending, None
+        configure(*settings)
+
+
+class _Logger:
+    """A ``logging.Logger`` by name, looked up (and logging configured) at its first use."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        import logging
+
+        ensure_logging()
+        return getattr(logging.getLogger(self._name), attribute)
+
+
+def logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` for a module a lean command imports: ``logging``
+    is imported, and configured, when the logger is first used."""
+    return _Logger(name)  # type: ignore[return-value]
+
+
+def print_line(text: str, level: int = ERROR) -> None:
     """A line the CLI prints itself (``mirrorsync: error: ...``), in the log format.
 
     Not filtered by level: an error that decides the exit status is always shown.
     In JSON format it becomes an object like every other line on stderr; under
     journald it gets its priority prefix.
     """
-    handlers = logging.getLogger("mirrorsync").handlers
-    formatter = handlers[0].formatter if handlers else None
-    if isinstance(formatter, JsonFormatter):
-        record = logging.LogRecord("mirrorsync", level, "", 0, text, None, None)
-        text = formatter.format(record)
-    else:
+    if _pending is not None and _pending[2] == "plain":  # as logformat.line would say it
         text = escape(humane(text))
-        if isinstance(formatter, PlainFormatter) and formatter.priority_prefix:
-            text = f"<{_priority(level)}>{text}"
+        if stderr_is_journal():
+            text = f"<{priority(level)}>{text}"
+    else:
+        from mirrorsync.logformat import line
+
+        ensure_logging()
+        text = line(text, level)
     sys.stderr.write(text + "\n")
     sys.stderr.flush()

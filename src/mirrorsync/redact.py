@@ -12,10 +12,10 @@ display form, which is also what ``str()`` and f-strings give.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from mirrorsync.records import field, record
 
 MASK = "***"
 
@@ -42,7 +42,7 @@ def redact_url(url: str) -> str:
     return scrub(url)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Url:
     """A URL to send requests to (``address``) and its ``display`` form, credentials masked.
 
@@ -117,27 +117,3 @@ def one_line(text: str) -> str:
     if "\n" not in text and "\r" not in text:
         return text
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
-
-
-class ScrubFilter(logging.Filter):
-    """A logging filter that masks credentials in every record, whoever logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = scrub(message)
-        if clean != message:
-            record.msg, record.args = _scrubbed_parts(record, clean) or (clean, None)
-        return True
-
-
-def _scrubbed_parts(record: logging.LogRecord, clean: str) -> tuple[str, tuple[object, ...]] | None:
-    """The record's format and arguments, each masked, when together they make ``clean``:
-    an argument keeps its type (a name stays a ``units.Verbatim`` for the plain format)."""
-    if not isinstance(record.args, tuple) or not isinstance(record.msg, str):
-        return None
-    args = tuple(type(a)(scrub(a)) if isinstance(a, str) else a for a in record.args)
-    msg = scrub(record.msg)
-    try:
-        return (msg, args) if msg % args == clean else None
-    except (TypeError, ValueError):
-        return None

@@ -9,6 +9,7 @@ that goes away (``| head``) ends the command quietly with 0.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from mirrorsync import __version__
@@ -75,10 +76,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = EscapedStream(stdout), EscapedStream(stderr)
+    # No cyclic garbage collection while the modules load: the objects they make live
+    # as long as the process, and a full collection among them costs a short command
+    # (status, --help) a millisecond or more. A command that runs on turns it on again.
+    global _collecting
+    _collecting = gc.isenabled()
+    gc.disable()
     try:
         return _main(argv)
     finally:
         sys.stdout, sys.stderr = stdout, stderr
+        _collect_again()
+
+
+#: Whether garbage was collected when :func:`main` began (a caller in-process may not).
+_collecting = True
+
+
+def _collect_again() -> None:
+    if _collecting:
+        gc.enable()
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -91,12 +108,20 @@ def _main(argv: Sequence[str] | None) -> int:
     from mirrorsync.errors import EXIT_OK
     from mirrorsync.logs import setup_logging, stderr_is_terminal
 
+    if args.command not in NO_LOOP:  # a command that may run long collects garbage
+        _collect_again()
     if args.command in NO_CONFIG and args.config is not None:
         parser.error(f"{args.command} reads no configuration file: leave out -c {args.config}")
     if args.format == "tsv" and getattr(args, "json", False):
         parser.error("--format tsv and --json: choose one")
     set_table_style(TableStyle(format=args.format, headers=not args.no_headers))
-    setup_logging(args.verbose, args.quiet, args.log_format, interactive=stderr_is_terminal())
+    setup_logging(  # a command with no event loop (status) imports logging only if it logs
+        args.verbose,
+        args.quiet,
+        args.log_format,
+        interactive=stderr_is_terminal(),
+        lazy=args.command in NO_LOOP,
+    )
     if args.command == "completion":  # needs no configuration: only the parser
         from mirrorsync.cli.completion import script
 
@@ -150,6 +175,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(handler: Command, args: argparse.Namespace) -> int:
     import anyio  # the event loop: only a command that runs needs it
+
+    from mirrorsync.logs import ensure_logging
+
+    ensure_logging()  # set up lazily for a command that ran with no loop until here
+    _collect_again()
 
     def run() -> int:
         try:

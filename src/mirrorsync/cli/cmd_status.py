@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from mirrorsync.cli.render import (
     ago,
@@ -19,17 +17,16 @@ from mirrorsync.cli.render import (
     say,
     verbatim,
 )
-from mirrorsync.config import load_config
 from mirrorsync.errors import EXIT_OK, EXIT_PARTIAL, NoDatabaseError, UsageError
 from mirrorsync.health import stack_json
-from mirrorsync.logs import print_line
-from mirrorsync.store import Store, queries
+from mirrorsync.logs import WARNING, print_line
+from mirrorsync.store import Store, overview
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from mirrorsync.config import Config
-    from mirrorsync.health import Health, Problem
+    from mirrorsync.health import Config, Health, Problem
     from mirrorsync.location import Location
 
 
@@ -37,17 +34,21 @@ def status_now(args: argparse.Namespace) -> int | None:
     """``status`` of a SQLite database, read with no event loop (no asyncio, no
     aiosqlite: store/readonly.py), by the same code as :func:`status`; None for a
     PostgreSQL database, whose driver needs the loop (the CLI then runs :func:`status`)."""
-    from mirrorsync.location import PostgresUrl
+    from pathlib import Path
+
+    from mirrorsync.config_cache import load_status_config
     from mirrorsync.store import readonly
 
-    config = load_config(args.config)
-    if isinstance(config.database_path, PostgresUrl):
+    config = load_status_config(args.config)  # the compiled configuration's cache, if current
+    if not isinstance(config.database_path, Path):  # PostgreSQL
         return None
     return readonly.run(_status(config, args, readonly.opened))
 
 
 async def status(args: argparse.Namespace) -> int:
     """Render the health model (``mirrorsync.health``): nothing here decides health."""
+    from mirrorsync.config import load_config
+
     return await _status(load_config(args.config), args, Store.open_read_only)
 
 
@@ -58,7 +59,7 @@ async def _status(
 
     if args.max_age is not None and not args.check:
         raise UsageError("--max-age goes with --check")
-    h = await health.assess_config(
+    async with health.assessed(
         config,
         datetime.now(UTC),
         max_age=args.max_age,
@@ -66,7 +67,11 @@ async def _status(
         release=args.release,
         stack=args.stack,
         opener=opener,
-    )
+    ) as (h, store):  # one connection: the health model, then the distinct specs
+        return await _report(config, args, h, store)
+
+
+async def _report(config: Config, args: argparse.Namespace, h: Health, store: Store | None) -> int:
     if h.database_exists and (args.release or args.stack) and not h.stacks:
         where = "/".join(x or "*" for x in (args.release, args.stack))
         raise UsageError(f"no stack {where} in {config.database_path}")
@@ -99,12 +104,13 @@ async def _status(
         )
     for p in h.problems:
         if p.kind == "webhook_dead":
-            print_line(f"mirrorsync: {_line(p)}", logging.WARNING)
+            print_line(f"mirrorsync: {_line(p)}", WARNING)
     if args.json:
         print_json([stack_json(s) for s in h.stacks])
         return EXIT_OK
     if h.stacks:
-        await _stacks_table(config, args, h, opener)
+        assert store is not None  # stacks: the database exists
+        await _stacks_table(config, args, h, store)
     elif h.problems:  # a receiving site (bundle import): copies only
         say()
         for p in h.problems:
@@ -159,20 +165,14 @@ async def _status(
     return EXIT_OK
 
 
-async def _stacks_table(
-    config: Config,
-    args: argparse.Namespace,
-    h: Health,
-    opener: Callable[[Location], Awaitable[Store]],
-) -> None:
+async def _stacks_table(config: Config, args: argparse.Namespace, h: Health, store: Store) -> None:
     """The stacks' table, then who is syncing now and the problems, one a line."""
     rows = [s.row for s in h.stacks]
     several_sources = len({r.source for r in rows}) > 1
-    async with await opener(config.database_path) as store:  # a spec in several stacks: one
-        selected = [(r.source, r.release, r.stack) for r in rows]
-        distinct = await queries.distinct_specs(
-            store, selected if args.release or args.stack else None
-        )
+    selected = [(r.source, r.release, r.stack) for r in rows]  # a spec in several stacks: one
+    distinct = await overview.distinct_specs(
+        store, selected if args.release or args.stack else None
+    )
     members = sum(r.spec_count for r in rows)  # a spec in three stacks: three memberships
     print_table(
         ["stack", "version", "specs", "checked", "changed", "state"],

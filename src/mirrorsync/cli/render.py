@@ -25,14 +25,12 @@ line, then one line per row, a tab between cells). The setting is process-wide
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
 
 from mirrorsync.choices import TABLE_FORMATS as TABLE_FORMATS
+from mirrorsync.records import record
 
 # The one human form of sizes, counts and durations, shared with the log lines.
 from mirrorsync.text import escape, unescaped
@@ -44,7 +42,10 @@ from mirrorsync.units import parse_time as parse_time
 from mirrorsync.units import plural as plural
 from mirrorsync.units import verbatim as verbatim
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:  # rich costs ~0.1 s to import: only the progress displays pay it
+    from typing import Any, TextIO
+
     from rich.console import Console
 
     from mirrorsync.delivery import WebhookResult
@@ -98,7 +99,7 @@ def ago(stored: str | None, now: datetime | None = None) -> str:
 #: Table formats the command line offers (``--format``).
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class TableStyle:
     """How every table of this process is printed (``--format``, ``--no-headers``)."""
 
@@ -122,7 +123,7 @@ def tsv_cell(value: str) -> str:
     return escape(value.replace("\\", "\\\\"))
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Column:
     name: str
     width: int = 0  # at least this wide (a streamed table cannot look ahead)
@@ -238,7 +239,12 @@ def _numeric(name: str) -> bool:
 # -- JSON ------------------------------------------------------------------------
 
 
+# json is imported by each printer of it: status's table needs none of it (start-up).
+
+
 def print_json(value: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
@@ -249,6 +255,8 @@ def print_raw(line: str) -> None:
 
 
 def print_json_line(value: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
 
 
@@ -257,6 +265,8 @@ async def print_json_array(
 ) -> None:
     """One JSON document written as its items are read: an array, or ``head`` plus
     ``key`` holding the array. One item per line, so memory does not grow with it."""
+    import json
+
     out = sys.stdout
     if head is not None:
         opening = json.dumps(head, separators=(", ", ": "))[:-1]

@@ -15,13 +15,15 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, TypeVar
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:  # the event loop is imported by the commands that run in it
+    from typing import TypeVar
+
     import anyio
 
-T = TypeVar("T")
-A = TypeVar("A")
+    T = TypeVar("T")
+    A = TypeVar("A")
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

@@ -114,7 +114,10 @@ TOPICS: dict[str, str] = {
         "  http       concurrency, rates, timeouts, retries, proxy\n"
         "  limits     the largest document of each kind read\n"
         "'mirrorsync config init PATH' writes this starter; 'mirrorsync config check'\n"
-        'tries a file. The README\'s "Configuration" section has every key.\n\n' + STARTER_CONFIG
+        'tries a file. The README\'s "Configuration" section has every key.\n'
+        "status keeps what it reads of the file in $XDG_CACHE_HOME/mirrorsync (else\n"
+        "~/.cache/mirrorsync), used while the file and what it names are unchanged;\n"
+        "MIRRORSYNC_NO_CACHE=1 turns that off.\n\n" + STARTER_CONFIG
     ),
     "exit-codes": EXIT_CODES,
     "events": (

@@ -26,19 +26,19 @@ row's id: the stack's id, unique per (source, release, stack), or the webhook's.
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from mirrorsync.errors import StoreError
+from mirrorsync.logs import logger
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from mirrorsync.store.db import Connection, Store
     from mirrorsync.store.location import PostgresUrl
     from mirrorsync.store.postgres import PgConnection
 
-log = logging.getLogger("mirrorsync.store")
+log = logger("mirrorsync.store")  # logging imported at its first use (status)
 
 
 class Kind(enum.IntEnum):

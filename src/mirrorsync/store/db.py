@@ -20,7 +20,6 @@ What differs is said once, in :mod:`mirrorsync.store.dialect`, reached as
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sqlite3
@@ -29,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote
 
 from mirrorsync.errors import (
@@ -40,10 +38,12 @@ from mirrorsync.errors import (
     SchemaError,
     StoreError,
 )
+from mirrorsync.logs import logger
 from mirrorsync.store.claims import AdvisoryClaims, Claims
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
 from mirrorsync.store.location import Location, PostgresUrl
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is opened
     from collections.abc import Iterable
     from importlib.resources.abc import Traversable
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is open
 # them, not with this module: ``status`` reads a SQLite file with neither
 # (store/readonly.py, issue 31's start-up).
 
-log = logging.getLogger("mirrorsync.store")
+log = logger("mirrorsync.store")  # logging imported at its first use (status)
 
 _MIGRATION_RE = re.compile(
     r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<dialect>postgresql))?\.sql$"
@@ -96,6 +96,18 @@ def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
         (number, name, dialect.migration(sql) + own.get((number, name), ""))
         for (number, name), sql in common.items()
     )
+
+
+def migration_names() -> list[tuple[int, str]]:
+    """(number, name) of every bundled migration, in order: what a check of a
+    database's version needs, from the files' names alone (none is read, no SQL
+    mapped: opening a database for ``status`` checks its version)."""
+    found = set()
+    for entry in _migration_files():
+        match = _MIGRATION_RE.match(entry.name)
+        if match and match["dialect"] is None:
+            found.add((int(match["number"]), match["name"]))
+    return sorted(found)
 
 
 def _migration_files() -> Iterable[Path | Traversable]:
@@ -197,7 +209,12 @@ def _require_file(path: Path) -> None:
 
 
 #: The store's connection: aiosqlite's, or the same interface on psycopg's.
-Connection: TypeAlias = "_Connection | PgConnection"
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
+    Connection: TypeAlias = "_Connection | PgConnection"
+else:
+    Connection = "_Connection | PgConnection"
 
 
 #: How SQLite refuses a read-only open of a WAL database whose -shm it cannot make:
@@ -523,14 +540,14 @@ def _check_sequence(path: Location, versions: list[int]) -> None:
     of mirrorsync, whose own migration took a number this one gives another): applying
     the later ones would leave a schema no version of mirrorsync can open. Nothing is
     written. A version newer than this mirrorsync's is left to :func:`_check_version`."""
-    known = migrations(SQLITE)
+    known = migration_names()
     newest = known[-1][0] if known else 0
     if not versions or versions[-1] > newest:
         return
     missing = sorted(set(range(1, versions[-1] + 1)) - set(versions))
     if not missing:
         return
-    names = {number: name for number, name, _ in known}
+    names = dict(known)
     first = f"{missing[0]:04d}_{names.get(missing[0], '?')}"
     raise DatabaseDamagedError(
         f"{path}: the database records migrations up to {versions[-1]} but not {first}"
@@ -541,7 +558,7 @@ def _check_sequence(path: Location, versions: list[int]) -> None:
 
 
 def _check_version(path: Location, current: int, *, read_only: bool) -> None:
-    known = migrations(SQLITE)  # the same numbers in every dialect
+    known = migration_names()  # the same numbers in every dialect
     newest = known[-1][0] if known else 0
     if current > newest:
         raise SchemaError(

@@ -11,16 +11,16 @@ of one spec are found.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from mirrorsync.records import record
 
 #: Key of the transaction-level advisory lock that serialises PostgreSQL migrations.
 MIGRATION_LOCK_KEY = 0x6D69_7273_0001  # "mirs" 1
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Dialect:
     name: str  # "sqlite" | "postgresql": also the suffix of a per-dialect migration body
     #: Starts a write transaction. SQLite's IMMEDIATE takes the write lock at once,
@@ -49,6 +49,8 @@ class Dialect:
         the one parameter it binds."""
         if self.postgresql:
             return "unnest(CAST(? AS BIGINT[])) WITH ORDINALITY AS j(value, key)", list(ids)
+        import json  # status never sends a list of IDs (start-up)
+
         return "json_each(?) j", json.dumps(list(ids))
 
     def memberships_of(self, spec: str, alias: str = "m") -> tuple[str, str]:

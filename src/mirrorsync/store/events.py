@@ -26,15 +26,15 @@ version opened or closed, in hash order (the view ``events``;
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from mirrorsync import records
 from mirrorsync.store import webhooks
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection
 from mirrorsync.store.queries import LAST_EVENT_ID
 
 
-@dataclass(frozen=True, slots=True)
+@records.record(frozen=True, slots=True)
 class Where:
     """What every event of one write shares: its place, the stack version, the time."""
 

@@ -7,15 +7,14 @@ current memberships, whatever the number of problems.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from mirrorsync.records import field, record
 from mirrorsync.store.db import Store
 
 #: The status of a current member that has no manifest on record at all.
 UNFETCHED = "unfetched"
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class ManifestCounts:
     """One stack's current members by manifest status (``ok``, ``missing``,
     ``malformed``, ``bad_signature``, ``error`` or ``unfetched``)."""

@@ -8,18 +8,29 @@ webhook outbox rows) are written together.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
 
+from mirrorsync.records import record
 from mirrorsync.redact import scrub
 from mirrorsync.store import events
 from mirrorsync.store.db import Connection, Store
+from mirrorsync.store.overview import KEPT_COLUMNS as KEPT_COLUMNS
+from mirrorsync.store.overview import Kept as Kept
+from mirrorsync.store.overview import LeftOut as LeftOut
+from mirrorsync.store.overview import MirrorStatus as MirrorStatus
+from mirrorsync.store.overview import kept_by_copy as kept_by_copy
+from mirrorsync.store.overview import left_out_by_copy as left_out_by_copy
+from mirrorsync.store.overview import statuses as statuses
+from mirrorsync.store.overview import wanted_missing_by_copy as wanted_missing_by_copy
 from mirrorsync.text import bounded
 
 UPDATED_EVENT = "mirror.updated"
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True, slots=True)
+
+@record(frozen=True, slots=True)
 class MirrorRow:
     id: int
     name: str
@@ -32,7 +43,7 @@ class MirrorRow:
     plan_key: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SyncedStack:
     """A stack of the copy's source as the last sync left it."""
 
@@ -46,7 +57,7 @@ class SyncedStack:
     id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ManifestState:
     """What the crawl recorded for one spec manifest of a stack (the copy's evidence)."""
 
@@ -56,16 +67,7 @@ class ManifestState:
     signer: str | None  # primary key fingerprint gpg accepted; None: not checked
 
 
-@dataclass(frozen=True, slots=True)
-class LeftOut:
-    """A spec a copy's last run left out, and why."""
-
-    hash: str
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Published:
     """A new state of a copy, once its index is in place."""
 
@@ -75,27 +77,12 @@ class Published:
     plan_key: str
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Recorded:
     version: int
     added: int
     removed: int
     event_id: int | None  # None: the state was the one already recorded
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorStatus:
-    name: str
-    path: str
-    source: str
-    release: str
-    version: int
-    binaries: int
-    bytes: int
-    last_published: str | None
-    last_checked: str | None
-    last_error: str | None
-    index_checksum: str | None = None  # the published index blob (None: nothing yet)
 
 
 _COLUMNS = "id, name, source_id, release, version, binaries, bytes, index_checksum, plan_key"
@@ -171,18 +158,6 @@ async def left_out(store: Store, mirror_id: int) -> list[LeftOut]:
         (mirror_id,),
     ) as cursor:
         return [LeftOut(*tuple(r)) for r in await cursor.fetchall()]
-
-
-async def left_out_by_copy(store: Store) -> dict[str, list[LeftOut]]:
-    """Every copy's left-out specs (its last run's), by copy name."""
-    found: dict[str, list[LeftOut]] = {}
-    async with store.conn.execute(
-        "SELECT m.name, l.hash, l.name, l.reason FROM mirror_left_out l"
-        " JOIN mirrors m ON m.id = l.mirror_id ORDER BY m.name, l.name, l.hash"
-    ) as cursor:
-        for copy, *row in await cursor.fetchall():
-            found.setdefault(copy, []).append(LeftOut(*row))
-    return found
 
 
 async def members(store: Store, mirror_id: int) -> set[str]:
@@ -319,16 +294,6 @@ async def forget_orphans(store: Store, mirror_id: int, paths: Iterable[str]) -> 
         )
 
 
-async def statuses(store: Store) -> list[MirrorStatus]:
-    async with store.conn.execute(
-        "SELECT m.name, m.path, src.name, m.release, m.version, m.binaries, m.bytes,"
-        " m.last_published, m.last_checked, m.last_error, m.index_checksum"
-        " FROM mirrors m JOIN sources src ON src.id = m.source_id"
-        " WHERE m.forgotten_at IS NULL ORDER BY m.name"
-    ) as cursor:
-        return [MirrorStatus(*tuple(r)) for r in await cursor.fetchall()]
-
-
 async def forget(store: Store, name: str, at: str) -> bool | None:
     """End the listing of a copy that left the configuration; its published states,
     kept specs and mirror.updated events stay. True if forgotten now, False if it
@@ -365,46 +330,14 @@ async def _scalar(conn: Any, sql: str, params: tuple[object, ...]) -> int:
     return int(row[0])
 
 
-@dataclass(frozen=True, slots=True)
-class Kept:
-    """A spec the copy held when upstream stopped listing it (``mirror_kept``)."""
-
-    hash: str
-    name: str
-    left_upstream_at: str
-    stack_id: int
-    manifest_sha256: str | None
-    signer: str | None
-    record_json: str
-    left_copy_at: str | None = None
-
-
-_KEPT = "hash, name, left_upstream_at, stack_id, manifest_sha256, signer, record_json, left_copy_at"
-
-
 async def kept(store: Store, mirror_id: int) -> dict[str, Kept]:
     """The specs the copy holds although upstream no longer lists them, by hash."""
     async with store.conn.execute(
-        f"SELECT {_KEPT} FROM mirror_kept WHERE mirror_id = ?"
+        f"SELECT {KEPT_COLUMNS} FROM mirror_kept WHERE mirror_id = ?"
         " AND left_copy_at IS NULL AND back_upstream_at IS NULL",
         (mirror_id,),
     ) as cursor:
         return {str(r[0]): Kept(*tuple(r)) for r in await cursor.fetchall()}
-
-
-async def kept_by_copy(store: Store) -> dict[str, list[Kept]]:
-    """Every copy's kept specs, by copy name (name, then hash)."""
-    found: dict[str, list[Kept]] = {}
-    async with store.conn.execute(
-        "SELECT m.name, "
-        + ", ".join(f"k.{c.strip()}" for c in _KEPT.split(","))
-        + " FROM mirror_kept k JOIN mirrors m ON m.id = k.mirror_id"
-        " WHERE k.left_copy_at IS NULL AND k.back_upstream_at IS NULL"
-        " ORDER BY m.name, k.name, k.hash"
-    ) as cursor:
-        for copy, *row in await cursor.fetchall():
-            found.setdefault(copy, []).append(Kept(*row))
-    return found
 
 
 async def kept_history(store: Store, name: str) -> list[dict[str, Any]]:
@@ -468,18 +401,6 @@ async def record_wanted_missing(
             "INSERT INTO mirror_wanted_missing (mirror_id, hash, name) VALUES (?, ?, ?)",
             ((mirror_id, h, n) for h, n in missing),
         )
-
-
-async def wanted_missing_by_copy(store: Store) -> dict[str, list[tuple[str, str]]]:
-    """Every copy's wanted-but-not-in-upstream hashes (hash, name), by copy name."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    async with store.conn.execute(
-        "SELECT m.name, w.hash, w.name FROM mirror_wanted_missing w"
-        " JOIN mirrors m ON m.id = w.mirror_id ORDER BY m.name, w.name, w.hash"
-    ) as cursor:
-        for copy, spec_hash, name in await cursor.fetchall():
-            found.setdefault(str(copy), []).append((str(spec_hash), str(name)))
-    return found
 
 
 async def names(store: Store) -> list[str]:

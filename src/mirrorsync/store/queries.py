@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
 
 from mirrorsync.errors import UsageError
-from mirrorsync.store import claims
+from mirrorsync.records import record
 from mirrorsync.store.db import Store
+from mirrorsync.store.overview import StackStatus as StackStatus
+from mirrorsync.store.overview import distinct_specs as distinct_specs
+from mirrorsync.store.overview import holding_row as holding_row
+from mirrorsync.store.overview import holds_nul as holds_nul
+from mirrorsync.store.overview import name_filter as name_filter
+from mirrorsync.store.overview import sql_glob as sql_glob
+from mirrorsync.store.overview import status as status
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     from mirrorsync.formats.index import SpecInfo
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -22,22 +29,7 @@ _DATETIME_RE = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StackStatus:
-    source: str
-    release: str
-    stack: str
-    present: bool
-    version: int
-    spec_count: int
-    layout: str | None
-    last_checked: str | None
-    last_changed: str | None
-    last_error: str | None
-    syncing: str | None = None  # the instance that holds the stack's claim now (PostgreSQL)
-
-
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class VersionRow:
     version: int
     created_at: str
@@ -47,7 +39,7 @@ class VersionRow:
     index_checksum: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Diff:
     from_version: int
     to_version: int
@@ -55,7 +47,7 @@ class Diff:
     removed: list[SpecInfo]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Interval:
     source: str
     release: str
@@ -66,7 +58,7 @@ class Interval:
     left_at: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Event:
     id: int
     type: str
@@ -147,11 +139,6 @@ def event_source(after: str, upto: str | None = None) -> str:
     )
 
 
-#: The stored row holding event ``id`` (an SQL expression): its type, place and time.
-def holding_row(event_id: str) -> str:
-    return f"(SELECT x.id FROM event_rows x WHERE x.id <= {event_id} ORDER BY x.id DESC LIMIT 1)"
-
-
 EVENT_JOINS = (
     "JOIN sources src ON src.id = e.source_id"
     " LEFT JOIN stacks st ON st.id = e.stack_id LEFT JOIN specs s ON s.id = e.spec_id"
@@ -162,39 +149,14 @@ EVENT_JOINS = (
 
 def spec_from_row(row: Any) -> SpecInfo:
     """A SpecInfo from the eight columns of ``SPEC_COLUMNS``, in that order."""
+    import json  # not for status either (start-up)
+
     from mirrorsync.formats.index import SpecInfo  # not for status: its msgspec structs
 
     hash_, name, version, platform, os, target, compiler, variants = row
     return SpecInfo(
         hash_, name, version, platform, os, target, compiler, tuple(json.loads(variants))
     )
-
-
-async def status(
-    store: Store, *, release: str | None = None, stack: str | None = None
-) -> list[StackStatus]:
-    """Every stack (or those of ``release`` / named ``stack``), by source, release, name."""
-    sql = (
-        "SELECT src.name, st.release, st.name, st.present, st.version, st.spec_count, st.layout,"
-        " st.last_checked, st.last_changed, st.last_error, st.id"
-        " FROM stacks st JOIN sources src ON src.id = st.source_id WHERE 1 = 1"
-    )
-    params: list[object] = []
-    for column, value in (("st.release", release), ("st.name", stack)):
-        if value is not None:
-            condition, param = name_filter(store, column, value)
-            sql += f" AND {condition}"
-            params.append(param)
-    sql += " ORDER BY src.name, st.release, st.name"
-    async with store.conn.execute(sql, params) as cursor:
-        rows = await cursor.fetchall()
-    held = await claims.holders(store, claims.Kind.STACK)
-    return [
-        StackStatus(
-            r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], held.get(int(r[10]))
-        )
-        for r in rows
-    ]
 
 
 async def stack_labels(store: Store) -> list[str]:
@@ -205,26 +167,6 @@ async def stack_labels(store: Store) -> list[str]:
         " ON src.id = st.source_id"
     ) as cursor:
         return [f"{r[0]}:{r[1]}/{r[2]}" for r in await cursor.fetchall()]
-
-
-async def distinct_specs(store: Store, stacks: Sequence[tuple[str, str, str]] | None = None) -> int:
-    """How many different specs the stacks hold now (a spec in three stacks counts
-    once): all stacks, or those ``(source, release, stack)`` named."""
-    sql = "SELECT count(DISTINCT m.spec_id) FROM memberships m WHERE m.left IS NULL"
-    params: list[object] = []
-    if stacks is not None:
-        wanted = set(stacks)
-        async with store.conn.execute(
-            "SELECT st.id, src.name, st.release, st.name FROM stacks st"
-            " JOIN sources src ON src.id = st.source_id"
-        ) as cursor:
-            params = [r[0] for r in await cursor.fetchall() if (r[1], r[2], r[3]) in wanted]
-        if not params:
-            return 0
-        sql += f" AND m.stack_id IN ({', '.join('?' for _ in params)})"
-    async with store.conn.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
 
 
 async def find_stack(store: Store, release: str, stack: str, source: str | None = None) -> int:
@@ -266,30 +208,6 @@ async def stack_label(store: Store, stack_id: int) -> str:
     ) as cursor:
         row = await cursor.fetchone()
     return f"{row[0]}/{row[1]}" if row else "?"
-
-
-def sql_glob(glob: str) -> str:
-    """A command-line glob (fnmatch syntax, as in the configuration) as a SQL GLOB:
-    the two differ only in how a set is negated (``[!...]`` and ``[^...]``)."""
-    return glob.replace("[!", "[^")
-
-
-def holds_nul(*names: str) -> bool:
-    """Whether a name (from a URL, a query string) holds a NUL byte: no stored name
-    does (PostgreSQL's text cannot, and psycopg refuses one in a parameter), so such
-    a name matches nothing and is never sent to the database."""
-    return any("\x00" in name for name in names)
-
-
-def name_filter(store: Store, column: str, glob: str) -> tuple[str, str]:
-    """SQL that ``column`` matches a name or glob, and its one parameter. A plain name
-    is an equality (an index lookup on both databases), a glob the dialect's GLOB;
-    one holding NUL matches nothing (SQLite's GLOB would stop at the NUL)."""
-    if holds_nul(glob):
-        return f"0 = 1 AND {column} = ?", ""
-    if not any(ch in glob for ch in "*?["):
-        return f"{column} = ?", glob
-    return store.dialect.glob(column, "?"), sql_glob(glob)
 
 
 #: The names a query filter may match, by option: (noun, SQL of the known names).
@@ -540,7 +458,7 @@ async def last_event_id(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class EventFilter:
     """Which events to read: every given condition must hold."""
 
@@ -686,7 +604,7 @@ async def specs_by_prefix(store: Store, prefix: str, *, limit: int = 10) -> list
         return [spec_from_row(r) for r in await cursor.fetchall()]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SpecRecord:
     """A spec in a stack, with what its manifest said (sizes, checksums, status)."""
 

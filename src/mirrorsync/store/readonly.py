@@ -18,7 +18,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from mirrorsync.errors import DatabaseDamagedError, StoreError
 from mirrorsync.location import Location
@@ -29,7 +28,11 @@ from mirrorsync.store.db import (
 )
 from mirrorsync.store.dialect import SQLITE
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class _Cursor:
@@ -133,7 +136,7 @@ class ReadStore(Store):
 
 
 async def opened(path: Location) -> Store:
-    """:func:`open_read_only` where an opener of stores is awaited (``health.assess_config``)."""
+    """:func:`open_read_only` where an opener of stores is awaited (``health.assessed``)."""
     if not isinstance(path, Path):
         raise TypeError(f"{path}: not a SQLite file; PostgreSQL is read through the event loop")
     return open_read_only(path)

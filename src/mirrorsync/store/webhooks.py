@@ -9,14 +9,15 @@ outbox rows are deleted when the receiver acknowledges it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
+from mirrorsync.records import record
 from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.dialect import Dialect
+from mirrorsync.store.overview import WebhookSummary as WebhookSummary
+from mirrorsync.store.overview import summaries as summaries
 from mirrorsync.store.queries import (
     EVENT_COLUMNS,
     EVENT_JOINS,
@@ -30,8 +31,12 @@ from mirrorsync.text import bounded
 #: Filter fields and the SQL expression each matches against (see ``enqueue``).
 FILTER_FIELDS = {"type": "e.type", "release": "e.release", "stack": "st.name", "package": "s.name"}
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True, slots=True)
+
+@record(frozen=True, slots=True)
 class Registration:
     """A webhook as configured: which events it wants, as shell globs."""
 
@@ -55,7 +60,7 @@ class Registration:
         return pairs
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class WebhookRow:
     id: int
     name: str
@@ -72,7 +77,7 @@ class WebhookRow:
     last_error_at: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Delivery:
     id: int
     webhook_id: int
@@ -84,35 +89,6 @@ class Delivery:
     last_event_id: int
     event_count: int
     attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookSummary:
-    name: str
-    url: str
-    configured: bool
-    enabled: bool
-    disabled_reason: str | None
-    pending_events: int
-    pending_deliveries: int  # batches already formed and waiting
-    dead_events: int
-    dead_deliveries: int
-    oldest_dead_at: str | None
-    failures: int
-    next_attempt_at: str | None
-    last_success_at: str | None
-    last_error: str | None
-    last_error_at: str | None
-    oldest_pending_at: str | None = None  # when the oldest event still to send occurred
-
-    @property
-    def current_error(self) -> str | None:
-        """The last error, unless a delivery has succeeded since."""
-        if self.last_error_at and (
-            not self.last_success_at or self.last_error_at > self.last_success_at
-        ):
-            return self.last_error
-        return None
 
 
 _WEBHOOK_COLUMNS = (
@@ -354,7 +330,7 @@ async def cap_next_attempt(store: Store, webhook_id: int, latest: str) -> bool:
         return cursor.rowcount > 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Purged:
     delivered: int  # delivered batches whose records were dropped
     dead_deliveries: int  # dead batches dropped, with their events' outbox rows
@@ -420,7 +396,7 @@ async def revive_dead(store: Store, webhook_id: int) -> int:
         return max(cursor.rowcount, 0)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Replayed:
     enqueued: int  # events put in the outbox again
     waiting: int  # matching events already pending
@@ -441,34 +417,6 @@ async def replay(store: Store, webhook_id: int, since: int) -> Replayed:
         ) as cursor:
             counts = {state: int(n) for state, n in await cursor.fetchall()}
     return Replayed(enqueued, counts.get("pending", 0) - enqueued, counts.get("dead", 0))
-
-
-async def summaries(store: Store) -> list[WebhookSummary]:
-    """Every registered webhook with its pending and dead counts."""
-    async with store.conn.execute(
-        "SELECT w.name, w.url, w.configured, w.enabled, w.disabled_reason,"
-        " (SELECT count(*) FROM webhook_outbox o"
-        "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
-        "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending')),"
-        " (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
-        "   AND d.state = 'pending'),"
-        " (SELECT count(*) FROM webhook_outbox o JOIN webhook_deliveries d"
-        "   ON d.id = o.delivery_id WHERE o.webhook_id = w.id AND d.state = 'dead'),"
-        " (SELECT count(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
-        "   AND d.state = 'dead'),"
-        " (SELECT min(d.oldest_event_at) FROM webhook_deliveries d WHERE d.webhook_id = w.id"
-        "   AND d.state = 'dead'),"
-        " w.failures, w.next_attempt_at, w.last_success_at, w.last_error, w.last_error_at,"
-        " (SELECT min(e.occurred_at) FROM webhook_outbox o"
-        f" JOIN event_rows e ON e.id = {holding_row('o.event_id')}"
-        "   LEFT JOIN webhook_deliveries d ON d.id = o.delivery_id"
-        "   WHERE o.webhook_id = w.id AND (o.delivery_id IS NULL OR d.state = 'pending'))"
-        " FROM webhooks w WHERE w.forgotten_at IS NULL ORDER BY w.name"
-    ) as cursor:
-        return [
-            WebhookSummary(r[0], r[1], bool(r[2]), bool(r[3]), *r[4:])
-            for r in await cursor.fetchall()
-        ]
 
 
 async def forget(store: Store, name: str, at: str) -> bool | None:
