@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from conftest import REPO
 
@@ -50,3 +53,25 @@ def pending_hooks(tmp_path: Path, url: str, filtered: str = "e4s") -> str:
         f"  - {{name: {filtered}, url: '{url}', {secret},"
         " events: [spec.added, spec.removed], filter: {stacks: [e4s]}, max_batch: 7}\n"
     )
+
+
+def answers(src: Path, config: Path, commands: Iterable[tuple[str, ...]]) -> list[str]:
+    """What each command (its arguments) prints, run from ``src``; each must succeed."""
+    out = []
+    for args in commands:
+        done = cli(src, config, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        out.append(done.stdout)
+    return out
+
+
+def rows(database: str, sql: str) -> list[tuple[Any, ...]]:
+    """``sql``'s rows, sorted, read straight from the database (SQLite file or
+    PostgreSQL URL): what the store wrote, not what it answers."""
+    if database.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(database) as conn:
+            return sorted(conn.execute(sql).fetchall())
+    with sqlite3.connect(database) as conn:
+        return sorted(conn.execute(sql).fetchall())

@@ -14,12 +14,10 @@ in test_pg_memberships.py.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 from conftest import REPO, catalog_config_text, database_value, json_lines
-from landed import cli, landed_source, pending_hooks
+from landed import answers, cli, landed_source, pending_hooks, rows
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_specs
@@ -60,23 +58,10 @@ QUERIES: tuple[tuple[str, ...], ...] = (
 
 
 def _answers(src: Path, config: Path, hashes: list[str]) -> list[str]:
-    out = []
     # show: a spec's every stay, found by spec (0-4 left and 0-2 came back)
-    for args in (*QUERIES, *(("show", h, "--json") for h in [*hashes[:6], *hashes[20:80:9]])):
-        done = cli(src, config, *args)
-        assert done.returncode == 0, (args, done.stderr)
-        out.append(done.stdout)
-    return out
-
-
-def _rows(database: str, sql: str) -> list[tuple[Any, ...]]:
-    if database.startswith("postgresql"):
-        import psycopg
-
-        with psycopg.connect(database) as conn:
-            return sorted(conn.execute(sql).fetchall())
-    with sqlite3.connect(database) as conn:
-        return sorted(conn.execute(sql).fetchall())
+    return answers(
+        src, config, (*QUERIES, *(("show", h, "--json") for h in [*hashes[:6], *hashes[20:80:9]]))
+    )
 
 
 MEMBERSHIPS = (
@@ -103,9 +88,9 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_to_grouped_m
             done = cli(landed, config, "once")
             assert done.returncode in (0, 1), done.stderr
         old = _answers(landed, config, hashes)
-        old_members = _rows(database, MEMBERSHIPS)
+        old_members = rows(database, MEMBERSHIPS)
         outbox = "SELECT webhook_id, event_id FROM webhook_outbox"
-        old_outbox = _rows(database, outbox)
+        old_outbox = rows(database, outbox)
         assert old_outbox and any(left is not None for *_, left in old_members)
         back = [r for r in old_members if r[:2] == ("root", hashes[0])]
         assert len(back) == 2  # left at 2, back at 3: two stays
@@ -113,20 +98,20 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_to_grouped_m
         done = cli(current, config, "once")  # migrates; the site has not changed since
         assert done.returncode in (0, 1), done.stderr
         assert _answers(current, config, hashes) == old
-        assert _rows(database, MEMBERSHIPS) == old_members
-        assert _rows(database, outbox) == old_outbox
+        assert rows(database, MEMBERSHIPS) == old_members
+        assert rows(database, outbox) == old_outbox
         if backend == "postgresql":
-            (groups,) = _rows(database, "SELECT count(*) FROM membership_groups")
+            (groups,) = rows(database, "SELECT count(*) FROM membership_groups")
             assert groups[0] < len(old_members) / 5
         else:
-            assert _rows(database, "PRAGMA integrity_check") == [("ok",)]
+            assert rows(database, "PRAGMA integrity_check") == [("ok",)]
 
         # Churn on the migrated database: its stays close and open as SQLite's would
         # (specs of a group leave, all of another, some of one that came back).
         hashes = _site(docroot, 4)
         done = cli(current, config, "once")
         assert done.returncode in (0, 1), done.stderr
-        versions = dict(_rows(database, "SELECT name, version FROM stacks"))
+        versions = dict(rows(database, "SELECT name, version FROM stacks"))
         root = [hashes[i] for i in STATES[4]]
         wanted = {"root": set(root), "e4s": set(root[::3])}
         held = {(r[0], r[1]) for r in old_members if r[3] is None}
@@ -139,7 +124,7 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_to_grouped_m
             for h in hs
             if (st, h) not in held
         ]
-        members = _rows(database, MEMBERSHIPS)
+        members = rows(database, MEMBERSHIPS)
         assert members == sorted(expected)
         events = json_lines(cli(current, config, "events", "--json").stdout)
         old_events = json_lines(old[0])
@@ -157,4 +142,4 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_to_grouped_m
         by_id = {e["id"]: e for e in events}
         sent = {json.dumps(e, sort_keys=True) for r in receiver.acknowledged for e in r.events}
         assert {json.dumps(by_id[i], sort_keys=True) for _, i in old_outbox} <= sent
-        assert _rows(database, outbox) == []
+        assert rows(database, outbox) == []

@@ -10,12 +10,10 @@ at the issue's size in test_derived_events.py.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 from conftest import REPO, catalog_config_text, database_value, json_lines
-from landed import cli, landed_source, pending_hooks
+from landed import answers, cli, landed_source, pending_hooks, rows
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_specs
@@ -44,22 +42,7 @@ QUERIES: tuple[tuple[str, ...], ...] = (
 
 
 def _answers(src: Path, config: Path, hashes: list[str]) -> list[str]:
-    out = []
-    for args in (*QUERIES, *(("show", h, "--json") for h in hashes[2::30])):
-        done = cli(src, config, *args)
-        assert done.returncode == 0, (args, done.stderr)
-        out.append(done.stdout)
-    return out
-
-
-def _rows(database: str, sql: str) -> list[tuple[Any, ...]]:
-    if database.startswith("postgresql"):
-        import psycopg
-
-        with psycopg.connect(database) as conn:
-            return sorted(conn.execute(sql).fetchall())
-    with sqlite3.connect(database) as conn:
-        return sorted(conn.execute(sql).fetchall())
+    return answers(src, config, (*QUERIES, *(("show", h, "--json") for h in hashes[2::30])))
 
 
 def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_same_answers(
@@ -86,18 +69,18 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
             assert done.returncode in (0, 1), done.stderr
         old = _answers(landed, config, hashes)
         outbox = "SELECT webhook_id, event_id FROM webhook_outbox"
-        old_outbox = _rows(database, outbox)
-        assert old_outbox and _rows(database, index)  # pending; the landed schema
+        old_outbox = rows(database, outbox)
+        assert old_outbox and rows(database, index)  # pending; the landed schema
         kinds = {e["type"] for e in json_lines(old[0])}
         assert {"spec.added", "spec.removed", "stack.added"} <= kinds
 
         done = cli(current, config, "once")  # migrates; the site has not changed since
         assert done.returncode in (0, 1), done.stderr
-        assert _rows(database, index) == []
+        assert rows(database, index) == []
         assert _answers(current, config, hashes) == old
-        assert _rows(database, outbox) == old_outbox
+        assert rows(database, outbox) == old_outbox
         if backend == "sqlite":
-            assert _rows(database, "PRAGMA integrity_check") == [("ok",)]
+            assert rows(database, "PRAGMA integrity_check") == [("ok",)]
 
         receiver.status = 200
         done = cli(current, config, "webhooks", "retry")
@@ -107,4 +90,4 @@ def test_a_landed_database_with_churn_and_pending_webhooks_migrates_with_the_sam
         assert sorted(json.dumps(e, sort_keys=True) for e in sent) == sorted(
             json.dumps(by_id[i], sort_keys=True) for _, i in old_outbox
         )
-        assert _rows(database, outbox) == []
+        assert rows(database, outbox) == []
