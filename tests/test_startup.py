@@ -310,3 +310,73 @@ def test_a_databases_version_is_checked_against_the_migrations_names() -> None:
     assert names and names == sorted(names)
     for dialect in (SQLITE, POSTGRESQL):
         assert [(n, name) for n, name, _ in migrations(dialect)] == names
+
+
+#: Run in a child: every ``re.compile`` made from mirrorsync's own code is written out
+#: (its module and pattern), while the modules every command imports load and the
+#: command given runs (in this process, as ``python -m mirrorsync`` runs it).
+_SPY_ON_PATTERNS = """
+import re, sys
+src = sys.argv[1]
+made = []
+real = re.compile
+def spy(pattern, flags=0):
+    where = sys._getframe(1).f_code.co_filename
+    if where.startswith(src):
+        made.append(where[len(src):] + " " + str(pattern))
+    return real(pattern, flags)
+re.compile = spy
+import mirrorsync.text, mirrorsync.units, mirrorsync.redact, mirrorsync.errors
+import mirrorsync.cli.parser, mirrorsync.cli.render
+print(len(made), file=sys.__stderr__)
+from mirrorsync import cli
+try:
+    code = cli.main(sys.argv[2:])
+finally:
+    for m in made:
+        print(m.replace(chr(10), " "), file=sys.__stderr__)
+sys.exit(code)
+"""
+
+
+def _patterns_compiled(*args: str, cwd: Path) -> tuple[int, list[str]]:
+    """(count made by importing the modules, every pattern made by the end) of a child."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("MIRRORSYNC_CONFIG", None)
+    src = str(REPO / "src" / "mirrorsync") + os.sep
+    done = subprocess.run(
+        [sys.executable, "-c", _SPY_ON_PATTERNS, src, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    first, *made = done.stderr.splitlines()
+    return int(first), [line for line in made if not line.startswith("mirrorsync:")]
+
+
+def test_patterns_are_compiled_when_first_used_not_at_start_up(tmp_path: Path) -> None:
+    """The escapes of every write (text.py), the human units' rewrites (units.py), the
+    masks of secrets in URLs (redact.py) and the SQL dialect's translations compile
+    their patterns when a text first needs them (``text.compiled``), not when they are
+    imported: ``--help`` compiles none of mirrorsync's, and a warm ``status`` whose
+    lines hold neither a URL nor a control character only the two it reads with (the
+    migrations' file names, the configuration's ``$VARIABLES``) and, when a line may
+    hold a figure, humane's."""
+    imported, made = _patterns_compiled("--help", cwd=tmp_path)
+    assert (imported, made) == (0, [])
+    (tmp_path / "mirrorsync.yaml").write_text(f"{CONFIG}database: {tmp_path / 'ms.db'}\n")
+
+    async def create() -> None:
+        store = await Store.open(tmp_path / "ms.db")
+        await store.close()
+
+    anyio.run(create)
+    for _ in range(2):  # cold (the full load, which compiles its own), then warm
+        imported, made = _patterns_compiled("status", cwd=tmp_path)
+    assert imported == 0
+    modules = sorted({m.split(" ", 1)[0] for m in made})
+    assert modules == ["config_cache.py", "store/db.py", "text.py"], made
+    assert not [m for m in made if "\x00" in m or "userinfo" in m or "INTEGER" in m], made

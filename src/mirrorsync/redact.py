@@ -16,16 +16,18 @@ import re
 from collections.abc import Callable
 
 from mirrorsync.records import field, record
+from mirrorsync.text import compiled
 
 MASK = "***"
 
-# scheme://userinfo@ : the whole userinfo goes (a lone "user" is often a token).
-_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#@]+)@")
+# scheme://userinfo@ : the whole userinfo goes (a lone "user" is often a token). Both
+# patterns are compiled at their first use (text.compiled): most messages (every error
+# is scrubbed) hold no URL, and a start-up that prints one need not pay for them.
+_USERINFO_RE = r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#@]+)@"
 # ?name=value / &name=value where the name looks like it carries a secret.
-_SECRET_QUERY_RE = re.compile(
+_SECRET_QUERY_RE = (
     r"(?P<name>[?&;][^=&#\s]*(?:token|key|pass|secret|sig|auth|cred|session)[^=&#\s]*=)"
-    r"(?P<value>[^&#\s]*)",
-    re.IGNORECASE,
+    r"(?P<value>[^&#\s]*)"
 )
 
 
@@ -33,8 +35,10 @@ def scrub(text: str) -> str:
     """``text`` with the credentials of every URL in it masked."""
     if "=" not in text and ("@" not in text or "://" not in text):  # nothing either regex finds
         return text
-    text = _USERINFO_RE.sub(lambda m: f"{m['scheme']}{MASK}@", text)
-    return _SECRET_QUERY_RE.sub(lambda m: f"{m['name']}{MASK}" if m["value"] else m[0], text)
+    text = compiled(_USERINFO_RE).sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    return compiled(_SECRET_QUERY_RE, re.IGNORECASE).sub(
+        lambda m: f"{m['name']}{MASK}" if m["value"] else m[0], text
+    )
 
 
 def redact_url(url: str) -> str:

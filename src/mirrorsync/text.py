@@ -20,6 +20,7 @@ tabs; tables and log lines escape newlines and tabs inside values as well.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 
@@ -36,10 +37,20 @@ _SPECIAL = (
     "\u2028\u2029"  # line and paragraph separators
     "\u200b-\u200d\u2060\ufeff"  # zero-width space, non-joiner, joiner, word joiner, BOM
 )
-#: In a value, every C0 control is shown escaped, newline and tab too.
-_IN_VALUE = re.compile(f"[\x00-\x1f{_SPECIAL}]")
+#: In a value, every C0 control is shown escaped, newline and tab too. Both patterns
+#: are compiled when a text first needs them (:func:`compiled`): most text a command
+#: writes has none of these characters.
+_IN_VALUE = f"[\x00-\x1f{_SPECIAL}]"
 #: In a stream, the program's own newlines and tabs pass.
-_IN_STREAM = re.compile(f"[\x00-\x08\x0b-\x1f{_SPECIAL}]")
+_IN_STREAM = f"[\x00-\x08\x0b-\x1f{_SPECIAL}]"
+
+
+@functools.cache
+def compiled(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """``re.compile(pattern, flags)``, done at its first use and kept for the process
+    (``re``'s own cache may drop it). A pattern compiled at import is paid by every
+    start-up, ``status`` and ``--help`` too, whether the text needs it or not."""
+    return re.compile(pattern, flags)
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -51,17 +62,21 @@ def escape(value: str) -> str:
     """``value`` fit to show on one line: controls, bidi, separators, zero-width escaped."""
     if value.isprintable():  # in C; false for every character escaped (and a few more)
         return value
-    return _IN_VALUE.sub(_escaped, value)
+    return compiled(_IN_VALUE).sub(_escaped, value)
 
 
 def escape_output(text: str) -> str:
     """``text`` the program writes: as :func:`escape`, but newlines and tabs pass."""
-    # Most writes are one line and its newline: the line alone takes the fast path.
+    # Most writes are one line and its newline: the line alone takes the fast path. A
+    # table, a help text: their lines without the newlines and tabs (every character
+    # escaped is one that is not printable).
     if (text[:-1] if text.endswith("\n") else text).isprintable():
         return text
-    if _IN_STREAM.search(text) is None:
+    if text.replace("\n", "").replace("\t", "").isprintable():
         return text
-    return _IN_STREAM.sub(_escaped, text)
+    if compiled(_IN_STREAM).search(text) is None:
+        return text
+    return compiled(_IN_STREAM).sub(_escaped, text)
 
 
 def bounded(value: str, limit: int = MAX_STORED) -> str:

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import os
-import re
 from datetime import datetime
+
+from mirrorsync.text import compiled
 
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
 
@@ -73,12 +74,10 @@ _STARTS = r"(?<![^\s(\[])"
 #: full stop, colon or semicolon only as punctuation (before a space or the end).
 _ENDS = r"(?=$|[\s)\],]|[.:;](?:\s|$))"
 #: A raw stored timestamp (seconds, maybe fractions; UTC) inside a human line.
-_RAW_TIME = re.compile(
-    _STARTS + r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d):\d\d(?:\.\d+)?(?:Z|[+-]00:?00)?" + _ENDS
-)
+_RAW_TIME = _STARTS + r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d):\d\d(?:\.\d+)?(?:Z|[+-]00:?00)?" + _ENDS
 #: A duration printed from a float with two or more decimals (``in 0.00s``): not a
 #: form ``human_duration`` writes (it writes ``35ms``, ``0.4s``, ``12s``).
-_RAW_SECONDS = re.compile(_STARTS + r"(\d+\.\d{2,})s" + _ENDS)
+_RAW_SECONDS = _STARTS + r"(\d+\.\d{2,})s" + _ENDS
 
 
 #: Plural nouns the output counts, and their singular: ``1 attempts`` cannot be printed.
@@ -106,9 +105,7 @@ _SINGULAR = {
 }
 #: A count of one before a plural noun, a compound one too (``1 spec manifests``); not
 #: inside a number (``0.1``, ``11``, ``v1``) or a word.
-_ONE_PLURAL = re.compile(
-    _STARTS + r"1 ((?:spec |distinct |dead |pending )?)(" + "|".join(_SINGULAR) + r")\b"
-)
+_ONE_PLURAL = _STARTS + r"1 ((?:spec |distinct |dead |pending )?)(" + "|".join(_SINGULAR) + r")\b"
 
 #: What marks a name inside a human line (:func:`verbatim`): a random token drawn per
 #: process, between two unit separators (whitespace to ``redact``'s URL patterns, so
@@ -157,12 +154,14 @@ def humane(text: str) -> str:
 
 
 def _humane(text: str) -> str:
-    if "-" in text:
-        text = _RAW_TIME.sub(r"\1 \2Z", text)
+    # Each pattern is compiled when a text first may hold what it finds (text.compiled):
+    # a start-up whose lines hold no figure pays for none of them.
+    if "-" in text and ":" in text:
+        text = compiled(_RAW_TIME).sub(r"\1 \2Z", text)
     if "s" in text and "." in text:
-        text = _RAW_SECONDS.sub(lambda m: human_duration(float(m.group(1))), text)
+        text = compiled(_RAW_SECONDS).sub(lambda m: human_duration(float(m.group(1))), text)
     if "1 " in text:
-        text = _ONE_PLURAL.sub(lambda m: f"1 {m.group(1)}{_SINGULAR[m.group(2)]}", text)
+        text = compiled(_ONE_PLURAL).sub(lambda m: f"1 {m.group(1)}{_SINGULAR[m.group(2)]}", text)
     return text
 
 
