@@ -122,15 +122,8 @@ def _scrubbed_parts(record: logging.LogRecord, clean: str) -> tuple[str, tuple[o
 
 
 def configure(verbose: int, quiet: int, log_format: LogFormat, interactive: bool) -> None:
-    """Configure the ``mirrorsync`` logger tree.
-
-    The default level is INFO; each ``-v`` lowers it by one step (DEBUG), each
-    ``-q`` raises it. ``interactive`` (a person at a terminal, plain format)
-    starts one step higher, at WARNING: the progress display and summary table
-    tell the story the INFO lines would repeat. One line per HTTP request (the
-    ``mirrorsync.http`` logger) comes only with ``-vv``, wherever stderr goes, so
-    ``-v`` and ``-vv`` differ off a terminal too.
-    """
+    """Configure the ``mirrorsync`` logger tree now: the levels as
+    :func:`mirrorsync.logs.configure` describes them, one handler on stderr."""
     base = logging.WARNING if interactive and log_format == "plain" else logging.INFO
     level = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbose + 10 * quiet))
     requests = logging.DEBUG if verbose - quiet >= 2 else max(level, logging.INFO)
