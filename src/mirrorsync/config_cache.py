@@ -50,6 +50,7 @@ from mirrorsync.config_file import (
     recording,
     stop_recording,
 )
+from mirrorsync.records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -66,64 +67,30 @@ ALWAYS_READ = ("HOME", "STATE_DIRECTORY")
 _VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)
 
 
+@record(frozen=True, slots=True)
 class SourceView:
     """A source as the health model reads it."""
 
-    __slots__ = ("manifest_policy", "name")
-
-    def __init__(self, name: str, manifest_policy: str) -> None:
-        self.name = name
-        self.manifest_policy = manifest_policy
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SourceView) and (self.name, self.manifest_policy) == (
-            other.name,
-            other.manifest_policy,
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"SourceView({self.name!r}, {self.manifest_policy!r})"
+    name: str
+    manifest_policy: str
 
 
+@record(frozen=True, slots=True)
 class CopyView:
     """A local copy (``mirrors:``) as the health model reads it."""
 
-    __slots__ = ("is_directory", "name")
-
-    def __init__(self, name: str, is_directory: bool) -> None:
-        self.name = name
-        self.is_directory = is_directory
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CopyView) and (self.name, self.is_directory) == (
-            other.name,
-            other.is_directory,
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"CopyView({self.name!r}, {self.is_directory!r})"
+    name: str
+    is_directory: bool
 
 
+@record(frozen=True, slots=True)
 class StatusConfig:
     """What ``status`` and the health model read of a validated configuration."""
 
-    __slots__ = ("database_path", "mirrors", "path", "sources")
-
-    def __init__(
-        self,
-        path: str,
-        database_path: Location,
-        sources: tuple[SourceView, ...],
-        mirrors: tuple[CopyView, ...],
-    ) -> None:
-        self.path = path
-        self.database_path = database_path
-        self.sources = sources
-        self.mirrors = mirrors
+    path: str
+    database_path: Location
+    sources: tuple[SourceView, ...]
+    mirrors: tuple[CopyView, ...]
 
     @classmethod
     def of(cls, config: Config) -> StatusConfig:
@@ -133,17 +100,6 @@ class StatusConfig:
             tuple(SourceView(s.name, s.manifest_policy) for s in config.sources),
             tuple(CopyView(m.name, m.is_directory) for m in config.mirrors),
         )
-
-    def _fields(self) -> tuple[object, ...]:
-        return (self.path, self.database_path, self.sources, self.mirrors)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, StatusConfig) and self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return "StatusConfig({!r}, {!r}, {!r}, {!r})".format(*self._fields())
 
 
 def load_status_config(explicit: str | None = None) -> StatusConfig:
