@@ -193,6 +193,30 @@ def test_postgresql_still_refuses_a_membership_naming_no_spec_or_stack(
         assert orphans == (0,)
 
 
+def test_postgresql_refuses_a_spec_held_twice_by_a_stack_from_one_version(
+    tmp_path: Path, docroot: Path, server: FixtureServer, postgres_url: str
+) -> None:
+    # The primary key (stack_id, spec_id, entered) refused this before 0015; the
+    # groups must too, whoever writes them: the same spec entering the same stack
+    # at the same version twice, in another row or in two rows of one statement.
+    _synced(tmp_path, docroot, server, postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        (spec_id, stack_id, entered) = conn.execute(
+            "SELECT spec_id, stack_id, entered FROM memberships LIMIT 1"
+        ).fetchone() or (0, 0, 0)
+        add = "INSERT INTO membership_groups (stack_id, entered, spec_ids) VALUES"
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(f"{add} (%s, %s, ARRAY[%s])", (stack_id, entered, spec_id))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                f"{add} (%s, 9, ARRAY[%s]), (%s, 9, ARRAY[%s])",
+                (stack_id, spec_id, stack_id, spec_id),
+            )
+        # Entering again at another version (after leaving) is a membership of its own.
+        conn.execute(f"{add} (%s, 9, ARRAY[%s])", (stack_id, spec_id))
+        conn.execute("DELETE FROM membership_groups WHERE entered = 9")
+
+
 # -- a database made by the landed version --------------------------------------
 
 

@@ -16,7 +16,9 @@
 -- * 0013's checks move to the groups: a spec id or stack id naming nothing
 --   stored is refused (SQLSTATE 23503), and so is deleting, truncating or
 --   renumbering a spec or stack a group names; a group's stack never changes
---   and its ids only leave (an update adding one is refused).
+--   and its ids only leave (an update adding one is refused). The old primary
+--   key holds too: a stack's groups of one entered version hold a spec once
+--   (23505).
 -- * Lookups by stack read the stack's few rows through their index; lookups by
 --   spec (a spec's history, a package's pages) read every group's ids: the
 --   index by spec cost more than the table now does.
@@ -71,6 +73,15 @@ BEGIN
     IF EXISTS (SELECT 1 FROM added a WHERE NOT EXISTS (SELECT 1 FROM stacks s WHERE s.id = a.stack_id)) THEN
         RAISE EXCEPTION ''insert into membership_groups: a stack_id names no stored stack''
             USING ERRCODE = ''foreign_key_violation'';
+    END IF;
+    -- The old primary key (stack_id, spec_id, entered): the groups of one stack and
+    -- version hold each spec once (a split moves ids, never copies them).
+    IF EXISTS (SELECT 1 FROM (SELECT DISTINCT stack_id, entered FROM added) k
+            JOIN membership_groups g ON g.stack_id = k.stack_id AND g.entered = k.entered
+            CROSS JOIN LATERAL unnest(g.spec_ids) AS x(id)
+            GROUP BY k.stack_id, k.entered, x.id HAVING count(*) > 1) THEN
+        RAISE EXCEPTION ''insert into membership_groups: a stack holds a spec twice from one version''
+            USING ERRCODE = ''unique_violation'';
     END IF;
     RETURN NULL;
 END';
