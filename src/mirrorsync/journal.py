@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
+from mirrorsync.text import escape
+from mirrorsync.units import humane
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from typing import TextIO
@@ -50,3 +53,10 @@ def stderr_is_journal(stream: TextIO | None = None) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return st.st_dev == int(device) and st.st_ino == int(inode)
+
+
+def plain_line(text: str, level: int, prefixed: bool) -> str:
+    """A line the CLI prints itself in the plain format: humane, escaped, and with
+    the journal's ``<N>`` priority when ``prefixed``."""
+    text = escape(humane(text))
+    return f"<{priority(level)}>{text}" if prefixed else text

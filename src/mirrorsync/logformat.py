@@ -9,7 +9,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from mirrorsync.journal import FIELDS, priority, stderr_is_journal
+from mirrorsync.journal import FIELDS, plain_line, priority, stderr_is_journal
 from mirrorsync.redact import scrub
 from mirrorsync.text import escape
 from mirrorsync.units import Verbatim, humane, plain, verbatim
@@ -147,7 +147,6 @@ def line(text: str, level: int) -> str:
     if isinstance(formatter, JsonFormatter):
         record = logging.LogRecord("mirrorsync", level, "", 0, text, None, None)
         return formatter.format(record)
-    text = escape(humane(text))
-    if isinstance(formatter, PlainFormatter) and formatter.priority_prefix:
-        return f"<{priority(level)}>{text}"
-    return text
+    return plain_line(
+        text, level, isinstance(formatter, PlainFormatter) and formatter.priority_prefix
+    )

@@ -24,12 +24,10 @@ from mirrorsync.choices import LOG_FORMATS as LOG_FORMATS
 from mirrorsync.journal import CRITICAL as CRITICAL
 from mirrorsync.journal import DEBUG as DEBUG
 from mirrorsync.journal import ERROR as ERROR
-from mirrorsync.journal import FIELDS, priority
+from mirrorsync.journal import FIELDS, plain_line
 from mirrorsync.journal import INFO as INFO
 from mirrorsync.journal import WARNING as WARNING
 from mirrorsync.journal import stderr_is_journal as stderr_is_journal
-from mirrorsync.text import escape
-from mirrorsync.units import humane
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -121,9 +119,7 @@ def print_line(text: str, level: int = ERROR) -> None:
     journald it gets its priority prefix.
     """
     if _pending is not None and _pending[2] == "plain":  # as logformat.line would say it
-        text = escape(humane(text))
-        if stderr_is_journal():
-            text = f"<{priority(level)}>{text}"
+        text = plain_line(text, level, stderr_is_journal())
     else:
         from mirrorsync.logformat import line
 
