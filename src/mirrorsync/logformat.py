@@ -123,7 +123,7 @@ def _scrubbed_parts(record: logging.LogRecord, clean: str) -> tuple[str, tuple[o
 
 def configure(verbose: int, quiet: int, log_format: LogFormat, interactive: bool) -> None:
     """Configure the ``mirrorsync`` logger tree now: the levels as
-    :func:`mirrorsync.logs.configure` describes them, one handler on stderr."""
+    :func:`mirrorsync.logs.setup_logging` describes them, one handler on stderr."""
     base = logging.WARNING if interactive and log_format == "plain" else logging.INFO
     level = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbose + 10 * quiet))
     requests = logging.DEBUG if verbose - quiet >= 2 else max(level, logging.INFO)
