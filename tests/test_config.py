@@ -159,7 +159,7 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "mirrorsync.yaml").write_text("sources: [{name: local, kind: catalog}]")
     env_file = tmp_path / "env.yaml"
     env_file.write_text("sources: [{name: env, kind: catalog}]")
-    assert find_config(None) == Path("mirrorsync.yaml")
+    assert find_config(None) == "mirrorsync.yaml"
     monkeypatch.setenv("MIRRORSYNC_CONFIG", str(env_file))
     assert load_config(None).sources[0].name == "env"
     assert load_config(str(tmp_path / "mirrorsync.yaml")).sources[0].name == "local"

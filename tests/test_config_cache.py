@@ -70,7 +70,7 @@ def test_a_hit_is_what_the_full_load_gives(
     assert loads == [str(path)]  # a hit: no full load
     fresh = StatusConfig.of(load_config(str(path)))
     assert first == second == fresh
-    assert second.database_path == tmp_path / "ms.db"
+    assert second.database_path == str(tmp_path / "ms.db")  # text: status makes no Path
     assert [(s.name, s.manifest_policy) for s in second.sources] == [
         ("cat", "all"),
         ("mir", "none"),

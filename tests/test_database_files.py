@@ -196,6 +196,32 @@ def test_read_only_commands_work_on_a_read_only_directory(tmp_path: Path, synced
         assert once.returncode != 0 and str(ro / "state.db") in once.stderr
 
 
+def test_a_database_whose_path_holds_uri_characters_is_read_by_every_reader(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """A command that only reads opens the file by a SQLite ``file:`` URI
+    (``db.sqlite_uri``): ``%``, ``?`` and ``#`` in its directory's name must reach
+    SQLite escaped, or it opens another file, or none, and a space or a non-ASCII
+    letter as written. Both readers: status's (no event loop) and aiosqlite's."""
+    build_catalog_from_specs(docroot, {"develop": {"root": specs("a", 3)}})
+    db = tmp_path / "a%41 b?c#d \u00e9" / "state.db"
+    config = write_config(tmp_path, server, tmp_path / "db" / "state.db")
+    config.write_text(
+        config.read_text().replace(f"database: {tmp_path / 'db' / 'state.db'}", f'database: "{db}"')
+    )
+    assert cli(config, "once").returncode == 0
+    assert db.is_file() and not (tmp_path / "aA b").exists()
+    status = cli(config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert [(s["stack"], s["spec_count"]) for s in json.loads(status.stdout)] == [("root", 3)]
+    events = cli(config, "events", "--json")
+    assert events.returncode == 0, events.stderr
+    added = [
+        e["hash"] for e in map(json.loads, events.stdout.splitlines()) if e["type"] == "spec.added"
+    ]
+    assert sorted(added) == sorted(fake_hash(f"a{i}") for i in range(3))
+
+
 def test_an_older_schema_is_named_and_once_upgrades_it(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:

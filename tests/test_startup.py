@@ -74,8 +74,9 @@ NO_LOOP = (*HEAVY, "asyncio", "anyio", "aiosqlite", "mirrorsync.store.aio")
 #: The store's writers and history queries: status reads through store/overview.py.
 WRITERS = ("mirrorsync.store.queries", "mirrorsync.store.mirrors", "mirrorsync.store.webhooks")
 #: ``status`` again, its compiled configuration cached (config_cache): not its parser
-#: either, nor typing (TYPE_CHECKING imports only), dataclasses (records.record) or
-#: logging (configured when something logs: logs.setup_logging(lazy=True)).
+#: either, nor typing (TYPE_CHECKING imports only), dataclasses (records.record),
+#: logging (configured when something logs: logs.setup_logging(lazy=True)) or pathlib
+#: and urllib.parse (the database named by its text: location.ReadLocation).
 WARM = (
     *NO_LOOP,
     "yaml",
@@ -84,6 +85,8 @@ WARM = (
     "typing",
     "dataclasses",
     "logging",
+    "pathlib",
+    "urllib.parse",
     *WRITERS,
 )
 #: The same with a published copy: its check on disk reads the copy's index manifest

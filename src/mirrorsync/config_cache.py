@@ -40,7 +40,6 @@ import os
 import re
 import stat
 import sys
-from pathlib import Path
 
 from mirrorsync import __version__
 from mirrorsync.config_file import (
@@ -50,12 +49,12 @@ from mirrorsync.config_file import (
     recording,
     stop_recording,
 )
+from mirrorsync.location import PostgresUrl
 from mirrorsync.records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from mirrorsync.config import Config
-    from mirrorsync.location import Location
 
 #: The entry's layout; another one is a miss.
 FORMAT = 1
@@ -85,18 +84,20 @@ class CopyView:
 
 @record(frozen=True, slots=True)
 class StatusConfig:
-    """What ``status`` and the health model read of a validated configuration."""
+    """What ``status`` and the health model read of a validated configuration; a
+    SQLite database by its name as text, however it was read (no ``pathlib``)."""
 
     path: str
-    database_path: Location
+    database_path: str | PostgresUrl
     sources: tuple[SourceView, ...]
     mirrors: tuple[CopyView, ...]
 
     @classmethod
     def of(cls, config: Config) -> StatusConfig:
+        database = config.database_path
         return cls(
             config.path,
-            config.database_path,
+            database if isinstance(database, PostgresUrl) else str(database),
             tuple(SourceView(s.name, s.manifest_policy) for s in config.sources),
             tuple(CopyView(m.name, m.is_directory) for m in config.mirrors),
         )
@@ -120,7 +121,7 @@ def load_status_config(explicit: str | None = None) -> StatusConfig:
     finally:
         stop_recording()
     view = StatusConfig.of(config)
-    if where and key and isinstance(view.database_path, Path) and None not in facts:
+    if where and key and not isinstance(view.database_path, PostgresUrl) and None not in facts:
         _write(where, {"format": FORMAT, "key": key, "facts": facts, "config": _dump(view)})
     return view
 
@@ -144,7 +145,7 @@ def _sha256(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def _entry_file(path: Path) -> str | None:
+def _entry_file(path: str) -> str | None:
     directory = cache_directory()
     if directory is None:
         return None
@@ -152,7 +153,7 @@ def _entry_file(path: Path) -> str | None:
     return os.path.join(directory, f"status-{name}")  # marshal's bytes, not JSON
 
 
-def _key(path: Path, text: str) -> dict[str, object]:
+def _key(path: str, text: str) -> dict[str, object]:
     """Everything besides the file system's answers that the validation depends on."""
     here = os.path.dirname(os.path.abspath(__file__))
     code = []
@@ -232,7 +233,7 @@ def _load(data: object) -> StatusConfig:
         raise ValueError(mirrors)
     return StatusConfig(
         path,
-        Path(database),
+        database,
         tuple(SourceView(n, p) for n, p in sources),
         tuple(CopyView(n, d) for n, d in mirrors),
     )

@@ -16,28 +16,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from mirrorsync.errors import ConfigError
 from mirrorsync.paths import read_regular_file
 
-DEFAULT_LOCATIONS = (Path("mirrorsync.yaml"), Path("/etc/mirrorsync/mirrorsync.yaml"))
+DEFAULT_LOCATIONS = ("mirrorsync.yaml", "/etc/mirrorsync/mirrorsync.yaml")
 
 #: The largest configuration file read; anything larger is not one (``-c /dev/zero``).
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def find_config(explicit: str | None) -> Path:
-    """Pick the configuration file by the documented order."""
+def find_config(explicit: str | None) -> str:
+    """Pick the configuration file by the documented order; its name as given."""
     if explicit:
-        return Path(explicit)
+        return explicit
     env = os.environ.get("MIRRORSYNC_CONFIG")
     if env:
-        return Path(env)
+        return env
     for candidate in DEFAULT_LOCATIONS:
-        if candidate.exists():
+        if os.path.exists(candidate):
             return candidate
-    tried = ", ".join(str(p) for p in DEFAULT_LOCATIONS)
+    tried = ", ".join(DEFAULT_LOCATIONS)
     raise ConfigError(
         "no configuration file",  # once: 'mirrorsync: error: ' is the printer's
         None,
@@ -46,7 +45,7 @@ def find_config(explicit: str | None) -> Path:
     )
 
 
-def read_config_text(path: Path) -> str:
+def read_config_text(path: str) -> str:
     """The file's text: a regular UTF-8 file of at most :data:`MAX_CONFIG_BYTES`, else
     ConfigError saying why."""
     try:
@@ -55,9 +54,9 @@ def read_config_text(path: Path) -> str:
         )
         return data.decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(path), None, "file not found") from None
+        raise ConfigError(path, None, "file not found") from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError; a FIFO, a directory, too large
-        raise ConfigError(str(path), None, f"cannot read: {exc}") from None
+        raise ConfigError(path, None, f"cannot read: {exc}") from None
 
 
 def _mode(path: str) -> int | None:

@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 
 from mirrorsync.errors import NoDatabaseError
-from mirrorsync.location import Location
 from mirrorsync.records import record
 from mirrorsync.store import Store, overview  # overview: status's readers alone (start-up)
 from mirrorsync.store import health as store_health
@@ -27,6 +25,8 @@ from mirrorsync.units import human_duration, human_time, parse_time, plural
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from typing import Protocol
+
+    from mirrorsync.location import ReadLocation
 
     class SourceConfig(Protocol):
         @property
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
         the ``config_cache.StatusConfig`` that ``status`` reads (its compiled cache)."""
 
         @property
-        def database_path(self) -> Location: ...
+        def database_path(self) -> ReadLocation: ...
         @property
         def sources(self) -> Sequence[SourceConfig]: ...
         @property
@@ -178,7 +178,7 @@ async def assessed(
     max_pending_age: float = DEFAULT_MAX_PENDING_AGE,
     release: str | None = None,
     stack: str | None = None,
-    opener: Callable[[Location], Awaitable[Store]] = Store.open_read_only,
+    opener: Callable[[ReadLocation], Awaitable[Store]] = Store.open_read_only,
 ) -> AsyncIterator[tuple[Health, Store | None]]:
     """Open the database read-only (with ``opener``: ``Store.open_read_only``, or
     ``store.readonly.opened`` for a SQLite file read with no event loop) and
@@ -245,6 +245,8 @@ def _copies_on_disk(config: Config, copies: Sequence[overview.MirrorStatus]) -> 
             continue
         if not configured[m.name].is_directory:
             continue  # an object store or registry: verify --mirror reads it, not this check
+        from pathlib import Path  # only where a directory copy is checked (start-up)
+
         from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
 
         if problem := disk_problem(Path(m.path), m.index_checksum):

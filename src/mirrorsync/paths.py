@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def expand_path(text: str) -> Path:
@@ -14,10 +17,12 @@ def expand_path(text: str) -> Path:
     for every path (database, copies, keys, keeplists, lockfiles, secret and password
     files, the metrics file). ``parse_config`` refuses an unset variable in the paths
     it needs (:func:`_unset_variable`); a secret's file is checked when it is read."""
+    from pathlib import Path  # the configuration's paths; status reads them as text
+
     return Path(os.path.expandvars(os.path.expanduser(text)))
 
 
-def read_regular_file(path: Path, limit: int, too_large: str | None) -> bytes:
+def read_regular_file(path: Path | str, limit: int, too_large: str | None) -> bytes:
     """The bytes of ``path``, a regular file of at most ``limit`` bytes; ValueError (why,
     one phrase) if it is a FIFO, device or directory, or larger; OSError as raised.
 

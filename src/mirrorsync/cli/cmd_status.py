@@ -27,20 +27,19 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from mirrorsync.health import Config, Health, Problem
-    from mirrorsync.location import Location
+    from mirrorsync.location import ReadLocation
 
 
 def status_now(args: argparse.Namespace) -> int | None:
     """``status`` of a SQLite database, read with no event loop (no asyncio, no
     aiosqlite: store/readonly.py), by the same code as :func:`status`; None for a
     PostgreSQL database, whose driver needs the loop (the CLI then runs :func:`status`)."""
-    from pathlib import Path
-
     from mirrorsync.config_cache import load_status_config
+    from mirrorsync.location import PostgresUrl
     from mirrorsync.store import readonly
 
     config = load_status_config(args.config)  # the compiled configuration's cache, if current
-    if not isinstance(config.database_path, Path):  # PostgreSQL
+    if isinstance(config.database_path, PostgresUrl):
         return None
     return readonly.run(_status(config, args, readonly.opened))
 
@@ -53,7 +52,7 @@ async def status(args: argparse.Namespace) -> int:
 
 
 async def _status(
-    config: Config, args: argparse.Namespace, opener: Callable[[Location], Awaitable[Store]]
+    config: Config, args: argparse.Namespace, opener: Callable[[ReadLocation], Awaitable[Store]]
 ) -> int:
     from mirrorsync import health
 

@@ -25,7 +25,7 @@ from mirrorsync.errors import EXIT_OK
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from mirrorsync.location import Location
+    from mirrorsync.location import ReadLocation
     from mirrorsync.store import Store
 
 SHELLS = ("bash", "zsh", "fish")
@@ -115,7 +115,7 @@ async def names(args: argparse.Namespace) -> int:
 
 async def _names(
     args: argparse.Namespace,
-    opener: Callable[[Location], Awaitable[Store]],
+    opener: Callable[[ReadLocation], Awaitable[Store]],
     *,
     loop_free: bool = False,
 ) -> int | None:

@@ -31,8 +31,8 @@ class _Connection(aiosqlite.Connection):
     def __init__(
         self,
         connector: Callable[[], sqlite3.Connection],
-        path: Path,
-        translate: Callable[[Path, sqlite3.Error], StoreError],
+        path: Path | str,
+        translate: Callable[[Path | str, sqlite3.Error], StoreError],
     ) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self.path = path

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Coroutine, Generator, Iterable, Sequence
-from pathlib import Path
 
 from mirrorsync.errors import DatabaseDamagedError, StoreError
-from mirrorsync.location import Location
+from mirrorsync.location import PostgresUrl
 from mirrorsync.store.db import (
     Store,
     _require_file,
@@ -30,7 +29,10 @@ from mirrorsync.store.dialect import SQLITE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, TypeVar
+
+    from mirrorsync.location import ReadLocation
 
     T = TypeVar("T")
 
@@ -98,7 +100,7 @@ class SyncConnection:
 
     dialect = SQLITE
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | str) -> None:
         self._sqlite = conn
         self.path = path
         self.damaged: DatabaseDamagedError | None = None
@@ -135,9 +137,9 @@ class ReadStore(Store):
             raise self.damaged
 
 
-async def opened(path: Location) -> Store:
+async def opened(path: ReadLocation) -> Store:
     """:func:`open_read_only` where an opener of stores is awaited (``health.assessed``)."""
-    if not isinstance(path, Path):
+    if isinstance(path, PostgresUrl):
         raise TypeError(f"{path}: not a SQLite file; PostgreSQL is read through the event loop")
     return open_read_only(path)
 
@@ -153,7 +155,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a read on the synchronous store waited for something")
 
 
-def _connect(path: Path, target: str) -> SyncConnection:
+def _connect(path: Path | str, target: str) -> SyncConnection:
     _require_file(path)
     try:
         conn = sqlite3.connect(target, uri=True, isolation_level=None, timeout=10.0)
@@ -162,11 +164,11 @@ def _connect(path: Path, target: str) -> SyncConnection:
     return SyncConnection(conn, path)
 
 
-async def _connected(path: Path, target: str) -> SyncConnection:
+async def _connected(path: Path | str, target: str) -> SyncConnection:
     return _connect(path, target)
 
 
-def open_read_only(path: Path) -> Store:
+def open_read_only(path: Path | str) -> Store:
     """The SQLite database for a command that only reads, opened as
     ``Store.open_read_only`` opens it (the same code, the same errors), on a
     :class:`SyncConnection`. NoDatabaseError if there is none yet, SchemaError if
