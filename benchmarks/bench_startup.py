@@ -2,11 +2,13 @@
 
 Every ``once`` of a timer, every ``status`` of a monitoring check and every shell
 completion pays the interpreter's start plus mirrorsync's imports. This runs, in
-one process each, ``python -c pass`` and ``python -m mirrorsync`` with
-``--version``, ``--help``, ``status`` on an empty database (one with no stack yet:
+one process each, ``python -c pass`` and ``mirrorsync`` as installed (the console
+script beside this interpreter, as the systemd unit runs it: benchkit.installed_command)
+with ``--version``, ``--help``, ``status`` on an empty database (one with no stack yet:
 it answers exit 66), ``status`` with no database at all and ``status`` of a
 database with stacks synced (``mirrorsync demo``'s: 7 stacks, 58 specs, two
-versions each), interleaved round by round, and prints each one's median wall
+versions each), and ``python -m mirrorsync status`` of that database for comparison
+(runpy's share), interleaved round by round, and prints each one's median wall
 time, its ratio to the bare interpreter measured in the same run, and the median
 CPU time (user + system) of each and its ratio (steadier than wall time on a busy
 machine). Target: at most 3x for --version, --help and status.
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import anyio
 
+from benchkit import installed_command
 from mirrorsync.store import Store
 
 
@@ -84,15 +87,16 @@ def main() -> None:
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the children write and read .pyc
         os.environ.pop("MIRRORSYNC_CONFIG", None)
         demo = _synced_database(synced)
-        py = [sys.executable]
+        cli = installed_command()
         cases = {
-            "python -c pass": ([*py, "-c", "pass"], top),
-            "--version": ([*py, "-m", "mirrorsync", "--version"], top),
-            "--help": ([*py, "-m", "mirrorsync", "--help"], top),
-            "status (empty database)": ([*py, "-m", "mirrorsync", "status"], empty),
-            "status (no database)": ([*py, "-m", "mirrorsync", "status"], none),
-            "status (7 stacks synced)": (
-                [*py, "-m", "mirrorsync", "-c", str(demo), "status"],
+            "python -c pass": ([sys.executable, "-c", "pass"], top),
+            "--version": ([*cli, "--version"], top),
+            "--help": ([*cli, "--help"], top),
+            "status (empty database)": ([*cli, "status"], empty),
+            "status (no database)": ([*cli, "status"], none),
+            "status (7 stacks synced)": ([*cli, "-c", str(demo), "status"], synced),
+            "python -m, 7 stacks": (
+                [sys.executable, "-m", "mirrorsync", "-c", str(demo), "status"],
                 synced,
             ),
         }
@@ -109,6 +113,7 @@ def main() -> None:
     base_cpu = statistics.median(cpu["python -c pass"])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"median of {args.runs} runs each, interleaved; ratio to python -c pass; load {load}")
+    print(f"mirrorsync: {' '.join(cli)}")
     print(f"{'':26} {'wall':>10}  {'ratio':>5}  {'cpu':>10}  {'ratio':>5}")
     for name in cases:
         wall, used = statistics.median(times[name]), statistics.median(cpu[name])
