@@ -183,3 +183,24 @@ def test_a_log_records_names_are_plain_text_to_every_handler_and_verbatim_in_its
     assert PlainFormatter().format(secret) == (
         "WARNING mirrorsync.fetch: 12.50s: https://***@host/x failed after 1 attempt"
     )
+
+
+def test_an_error_names_what_failed_as_it_was_typed(tmp_path: Path) -> None:
+    """An error line (``mirrorsync: error: ...``) is its raiser's text: a name in it
+    (a release glob, a stack, a file) stays as typed, however much it looks like one
+    of the figures the gate rewrites. Real processes on ``mirrorsync demo``'s database."""
+    demo = run_cli("demo", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    c = ("-c", str(tmp_path / "mirrorsync-demo" / "mirrorsync.yaml"))
+    cases = {
+        ("events", "--release", "r 1 stacks"): "--release r 1 stacks matches no release",
+        ("specs", "--release", "develop", "--stack", "12.50s*"): "no stack develop/12.50s* in",
+        ("history", "--release", RELEASE, "--stack", "1 stacks"): f"no stack {RELEASE}/1 stacks",
+    }
+    for args, says in cases.items():
+        done = run_cli(*c, *args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith(f"mirrorsync: error: {says}"), (args, done.stderr)
+    missing = tmp_path / "1.25s at 2026-12-06T08:00:00Z.yaml"
+    done = run_cli("-c", str(missing), "status", cwd=tmp_path)
+    assert done.stderr == f"mirrorsync: error: {missing}: file not found\n", done.stderr

@@ -203,22 +203,27 @@ def _run_now(
 
 
 def _reported(run: Callable[[], int | None]) -> int | None:
-    """``run()``, with its error reported on one line and turned into its exit status."""
+    """``run()``, with its error reported on one line and turned into its exit status.
+
+    The error's text is printed as its raiser wrote it (escaped, never rewritten by
+    ``units.humane``): it names what failed (a stack, a release glob, a file, a URL)
+    as the user or upstream wrote it, and formats its own figures."""
     from mirrorsync.errors import EXIT_PARTIAL, MirrorsyncError
     from mirrorsync.logs import print_line
+    from mirrorsync.units import verbatim
 
     try:
         return run()
     except BrokenPipeError:
         raise
     except MirrorsyncError as exc:
-        print_line(f"mirrorsync: error: {exc}")
+        print_line(f"mirrorsync: error: {verbatim(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
         print_line("mirrorsync: interrupted")
         return 130
     except OSError as exc:
-        print_line(f"mirrorsync: error: {exc}")
+        print_line(f"mirrorsync: error: {verbatim(exc)}")
         return EXIT_PARTIAL
 
 
