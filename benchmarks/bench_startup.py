@@ -7,7 +7,8 @@ script beside this interpreter, as the systemd unit runs it: benchkit.installed_
 with ``--version``, ``--help``, ``status`` on an empty database (one with no stack yet:
 it answers exit 66), ``status`` with no database at all and ``status`` of a
 database with stacks synced (``mirrorsync demo``'s: 7 stacks, 58 specs, two
-versions each), and ``python -m mirrorsync status`` of that database for comparison
+versions each), ``status`` of a database with a directory copy published (which it
+also checks on disk), and ``python -m mirrorsync status`` of the demo's for comparison
 (runpy's share), interleaved round by round, and prints each one's median wall
 time, its ratio to the bare interpreter measured in the same run, and the median
 CPU time (user + system) of each and its ratio (steadier than wall time on a busy
@@ -34,6 +35,9 @@ from pathlib import Path
 import anyio
 
 from benchkit import installed_command
+from mirrorsync.fixture.build import build_catalog_from_specs
+from mirrorsync.fixture.server import FixtureServer
+from mirrorsync.fixture.specs import fake_hash, spec_node
 from mirrorsync.store import Store
 
 
@@ -67,16 +71,47 @@ def _synced_database(where: Path) -> Path:
     return where / "mirrorsync-demo" / "mirrorsync.yaml"
 
 
+def _with_a_copy(where: Path) -> Path:
+    """A database with two stacks synced and a directory copy of one published
+    (``once``, then ``mirror``, from a fixture server that is gone afterwards): what
+    ``status`` also checks on disk, the copy's index manifest (mirrors/ondisk.py).
+    Its configuration."""
+    docroot = where / "docroot"
+    specs = {
+        "root": [spec_node(f"lib{i}", "1.0", fake_hash(f"startup:{i}")) for i in range(20)],
+        "e4s": [spec_node(f"e4s{i}", "2.0", fake_hash(f"startup:e{i}")) for i in range(10)],
+    }
+    build_catalog_from_specs(docroot, {"develop": specs})
+    config = where / "mirrorsync.yaml"
+    with FixtureServer(docroot) as server:
+        config.write_text(
+            f"database: {where / 'ms.db'}\n"
+            f"sources:\n  - {{name: s, kind: catalog, url: '{server.url}/cache_spack_io_index.json',"
+            f" bucket_urls: {{spack-binaries: '{server.url}/'}}}}\n"
+            f"mirrors:\n  - {{name: local, path: {where / 'copy'}, source: s, release: develop,"
+            " stacks: [root]}\n"
+            "http: {per_host_rate: 1000}\n"
+        )
+        for command in ("once", "mirror"):
+            subprocess.run(
+                [sys.executable, "-m", "mirrorsync", "-c", str(config), command],
+                cwd=where,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         top = Path(tmp)
-        empty, none, synced = top / "empty", top / "none", top / "synced"
-        empty.mkdir()
-        none.mkdir()
-        synced.mkdir()
+        empty, none, synced, copy = top / "empty", top / "none", top / "synced", top / "copy"
+        for where in (empty, none, synced, copy):
+            where.mkdir()
         config = (
             "sources:\n  - {name: s, kind: catalog, url: 'http://127.0.0.1:9/catalog.json',"
             " bucket_urls: {spack-binaries: 'http://127.0.0.1:9/'}}\n"
@@ -87,6 +122,7 @@ def main() -> None:
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the children write and read .pyc
         os.environ.pop("MIRRORSYNC_CONFIG", None)
         demo = _synced_database(synced)
+        copied = _with_a_copy(copy)
         cli = installed_command()
         cases = {
             "python -c pass": ([sys.executable, "-c", "pass"], top),
@@ -95,6 +131,7 @@ def main() -> None:
             "status (empty database)": ([*cli, "status"], empty),
             "status (no database)": ([*cli, "status"], none),
             "status (7 stacks synced)": ([*cli, "-c", str(demo), "status"], synced),
+            "status (a copy published)": ([*cli, "-c", str(copied), "status"], copy),
             "python -m, 7 stacks": (
                 [sys.executable, "-m", "mirrorsync", "-c", str(demo), "status"],
                 synced,
