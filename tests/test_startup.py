@@ -381,5 +381,5 @@ def test_patterns_are_compiled_when_first_used_not_at_start_up(tmp_path: Path) -
         imported, made = _patterns_compiled("status", cwd=tmp_path)
     assert imported == 0
     modules = sorted({m.split(" ", 1)[0] for m in made})
-    assert modules == ["config_cache.py", "store/db.py", "text.py"], made
+    assert modules == ["config_cache.py", "store/db.py"], made
     assert not [m for m in made if "\x00" in m or "userinfo" in m or "INTEGER" in m], made
