@@ -17,8 +17,9 @@ import pytest
 import mirrorsync.config
 from conftest import run_cli
 from mirrorsync.config import load_config
-from mirrorsync.config_cache import StatusConfig, cache_directory, load_status_config
+from mirrorsync.config_cache import StatusConfig, load_status_config
 from mirrorsync.errors import ConfigError
+from mirrorsync.usercache import cache_directory
 
 CONFIG = """\
 sources:

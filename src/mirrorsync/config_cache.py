@@ -20,25 +20,16 @@ configuration whose validation read a copy's lockfiles or keeplist is not cached
 nor is a PostgreSQL one. Anything else (a change, a file that does not parse, one
 owned by another user or writable by others) is a miss: the full load runs.
 
-Where: ``$XDG_CACHE_HOME/mirrorsync/`` (else ``~/.cache/mirrorsync/``), one file per
-configuration path, the directory 0700 and the file 0600: per user, so nobody else
-can plant an entry, and nothing is written beside a configuration in ``/etc``. An
-entry is ``marshal``'s serialisation of plain values (strings, numbers, booleans,
-None, lists, dicts), as the interpreter's own ``.pyc`` files are: read only from a
-regular file of this user's that nobody else can write, then checked value by
-value (``json`` would cost status another millisecond to import).
-Written atomically (a temporary file, then a rename); a directory that cannot be
-written (a read-only home, a service with none) is simply not used, never an
-error. ``MIRRORSYNC_NO_CACHE=1`` turns it off; deleting the directory is always safe.
+Where and how: one entry per configuration path in the user's cache
+(:mod:`mirrorsync.usercache`: per user, 0600, read only from this user's own file,
+written atomically; ``MIRRORSYNC_NO_CACHE=1`` turns it off), checked here value by
+value.
 """
 
 from __future__ import annotations
 
-import contextlib
-import marshal
 import os
 import re
-import stat
 import sys
 
 from mirrorsync import __version__
@@ -51,6 +42,7 @@ from mirrorsync.config_file import (
 )
 from mirrorsync.location import PostgresUrl
 from mirrorsync.records import record
+from mirrorsync.usercache import entry_file, load, save, sha256_hex
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -58,8 +50,6 @@ if TYPE_CHECKING:
 
 #: The entry's layout; another one is a miss.
 FORMAT = 1
-#: The largest cache file read.
-MAX_ENTRY_BYTES = 1 << 20
 #: Read by the configuration besides the variables its text names (``~``, the default database).
 ALWAYS_READ = ("HOME", "STATE_DIRECTORY")
 #: A variable as ``os.path.expandvars`` finds one (``$NAME``, ``${NAME}``).
@@ -109,7 +99,7 @@ def load_status_config(explicit: str | None = None) -> StatusConfig:
     as it raises), which then fills the cache."""
     path = find_config(explicit)
     text = read_config_text(path)
-    where = None if os.environ.get("MIRRORSYNC_NO_CACHE") else _entry_file(path)
+    where = _entry_file(path)
     key = _key(path, text) if where else None
     if where and key and (hit := _read(where, key)) is not None:
         return hit
@@ -122,35 +112,12 @@ def load_status_config(explicit: str | None = None) -> StatusConfig:
         stop_recording()
     view = StatusConfig.of(config)
     if where and key and not isinstance(view.database_path, PostgresUrl) and None not in facts:
-        _write(where, {"format": FORMAT, "key": key, "facts": facts, "config": _dump(view)})
+        save(where, {"format": FORMAT, "key": key, "facts": facts, "config": _dump(view)})
     return view
 
 
-def cache_directory() -> str | None:
-    """``$XDG_CACHE_HOME/mirrorsync``, else ``~/.cache/mirrorsync``; None without either."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):  # unset, or relative: the XDG spec says ignore it
-        home = os.environ.get("HOME", "")
-        if not os.path.isabs(home):
-            return None
-        base = os.path.join(home, ".cache")
-    return os.path.join(base, "mirrorsync")
-
-
-def _sha256(data: bytes) -> str:
-    try:  # the interpreter's own: hashlib (OpenSSL) costs more to import than status reads
-        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # another interpreter, or a later one (_sha2)
-        from hashlib import sha256
-    return str(sha256(data).hexdigest())
-
-
 def _entry_file(path: str) -> str | None:
-    directory = cache_directory()
-    if directory is None:
-        return None
-    name = _sha256(os.fsencode(os.path.abspath(path)))[:32]
-    return os.path.join(directory, f"status-{name}")  # marshal's bytes, not JSON
+    return entry_file(f"status-{sha256_hex(os.fsencode(os.path.abspath(path)))[:32]}")
 
 
 def _key(path: str, text: str) -> dict[str, object]:
@@ -165,7 +132,7 @@ def _key(path: str, text: str) -> dict[str, object]:
     names = {m.strip("{}") for m in _VARIABLE.findall(text)} | set(ALWAYS_READ)
     return {
         "path": os.path.abspath(path),
-        "sha256": _sha256(text.encode()),
+        "sha256": sha256_hex(text.encode()),
         "environment": {n: os.environ.get(n) for n in sorted(names)},
         "mirrorsync": __version__,
         "code": sorted(code),
@@ -174,35 +141,17 @@ def _key(path: str, text: str) -> dict[str, object]:
 
 
 def _read(file: str, key: dict[str, object]) -> StatusConfig | None:
-    """The entry in ``file`` if it is ours and ``key``'s and every fact in it still
-    holds; None for anything else (absent, foreign, damaged, stale)."""
+    """The entry in ``file`` if it is ``key``'s and every fact in it still holds;
+    None for anything else (absent, foreign, damaged, stale)."""
+    entry = load(file)
     try:
-        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if (
-            not stat.S_ISREG(st.st_mode)
-            or st.st_uid != os.getuid()
-            or st.st_mode & 0o022
-            or st.st_size > MAX_ENTRY_BYTES
-        ):
-            return None
-        data = os.read(fd, MAX_ENTRY_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        entry = marshal.loads(data)
         if not isinstance(entry, dict) or entry["format"] != FORMAT or entry["key"] != key:
             return None
         for question, argument, answer in entry["facts"]:
             if not isinstance(argument, str) or QUESTIONS[question](argument) != answer:
                 return None
         return _load(entry["config"])
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OSError):
+    except (ValueError, TypeError, KeyError, IndexError, OSError):
         return None
 
 
@@ -237,27 +186,3 @@ def _load(data: object) -> StatusConfig:
         tuple(SourceView(n, p) for n, p in sources),
         tuple(CopyView(n, d) for n, d in mirrors),
     )
-
-
-def _write(file: str, entry: dict[str, object]) -> None:
-    """Write ``entry`` to ``file`` atomically, readable by its owner only; a directory
-    that cannot be written is left alone (the cache is only ever a shortcut)."""
-    directory = os.path.dirname(file)
-    temporary = os.path.join(directory, f".{os.path.basename(file)}.{os.getpid()}")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(
-            temporary,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-        )
-        try:
-            data = marshal.dumps(entry)
-            while data:
-                data = data[os.write(fd, data) :]
-        finally:
-            os.close(fd)
-        os.replace(temporary, file)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
