@@ -43,7 +43,7 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.signing import export_public_key, make_signing_key, stop_agent
 from mirrorsync.fixture.specs import synthetic_specs
 from mirrorsync.formats.manifest import parse_index_manifest
-from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
+from mirrorsync.mirrors.layout import INDEX_MANIFEST, blob_relpath
 
 EXIT_DATA = 65
 SPECS = synthetic_specs(40, seed=28)

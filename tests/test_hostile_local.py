@@ -28,7 +28,7 @@ from mirrorsync.fixture.build import write_v2_mirror, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.lock import RunLock, lock_path
-from mirrorsync.mirrors import files
+from mirrorsync.mirrors import files, layout
 from mirrorsync.store import Store
 from mirrorsync.store.db import migrations
 from mirrorsync.store.location import Location, PostgresUrl
@@ -134,11 +134,11 @@ def test_the_copy_file_helpers_never_follow_a_link(tmp_path: Path) -> None:
     with pytest.raises(CopyError, match="ab: a symbolic link inside the copy"):
         files.write_atomic(copy / "blobs/sha256/ab/abcd", b"blob", files.DEFAULT_MODES)
     with pytest.raises(CopyError, match="cd: a symbolic link inside the copy"):
-        files.read_if_present(copy / "blobs/sha256/cd")
+        layout.read_if_present(copy / "blobs/sha256/cd")
     with pytest.raises(CopyError, match="cd: a symbolic link inside the copy"):
         files.size_of(copy / "blobs/sha256/cd")
     with pytest.raises(CopyError, match="ef: not a regular file"):
-        files.read_if_present(copy / "blobs/sha256/ef")  # at once, not blocked on the FIFO
+        layout.read_if_present(copy / "blobs/sha256/ef")  # at once, not blocked on the FIFO
     with pytest.raises(CopyError, match="a symbolic link inside the copy"):
         list(files.walk(copy))
     assert sorted(p.name for p in elsewhere.iterdir()) == ["target"]
@@ -149,7 +149,7 @@ def test_the_copy_file_helpers_never_follow_a_link(tmp_path: Path) -> None:
     (copy / "blobs/sha256/cd").unlink()
     (copy / "blobs/sha256/ef").unlink()
     files.write_atomic(tmp_path / "alias/blobs/sha256/ab/abcd", b"blob", files.DEFAULT_MODES)
-    assert files.read_if_present(tmp_path / "alias/blobs/sha256/ab/abcd") == b"blob"
+    assert layout.read_if_present(tmp_path / "alias/blobs/sha256/ab/abcd") == b"blob"
     assert [rel for rel, _ in files.walk(tmp_path / "alias")] == ["blobs/sha256/ab/abcd"]
 
 

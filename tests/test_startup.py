@@ -89,10 +89,10 @@ WARM = (
     "urllib.parse",
     *WRITERS,
 )
-#: The same with a published copy: its check on disk reads the copy's index manifest
-#: by the formats' msgspec decoder (mirrors/ondisk.py), which brings typing and
-#: dataclasses with it.
-WARM_WITH_A_COPY = (*NO_LOOP, "yaml", "mirrorsync.config", "logging", *WRITERS)
+#: The same with a published copy: its check on disk (mirrors/ondisk.py) reads the
+#: copy's index manifest, whose parsed answer is cached under the bytes' sha256: not
+#: the formats' msgspec decoder (with typing and dataclasses) nor the copy machinery.
+WARM_WITH_A_COPY = (*WARM, "mirrorsync.formats", "mirrorsync.mirrors.files", "hashlib")
 CONFIG = (
     "sources:\n  - {name: s, kind: catalog, url: 'http://127.0.0.1:9/catalog.json',"
     " bucket_urls: {spack-binaries: 'http://127.0.0.1:9/'}}\n"

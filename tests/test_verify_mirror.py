@@ -293,6 +293,67 @@ def test_a_deleted_copy_is_a_problem_and_the_next_mirror_rebuilds_it(
     assert '"status": "unchanged"' in again.stdout.replace('":"', '": "'), again.stdout
 
 
+def test_status_keeps_what_an_index_manifest_names_and_still_sees_each_damage(
+    tmp_path: Path, docroot: Path, server: FixtureServer
+) -> None:
+    """status keeps the parsed answer of a copy's index manifest under the bytes' sha256
+    (mirrors/ondisk.py, so that it need not import the parser): every check still
+    reads the manifest and looks at the blob and layout.json, and each damage shows."""
+    config, _ = _made_copy(tmp_path, docroot, server)
+    copy = tmp_path / "copy"
+    manifest = copy / "v3/manifests/index/index.manifest.json"
+    original = manifest.read_bytes()
+    (record,) = json.loads(original)["data"]
+    blob = copy / f"blobs/sha256/{record['checksum'][:2]}/{record['checksum']}"
+    kept = Path(os.environ["XDG_CACHE_HOME"]) / "mirrorsync" / "index-manifests"
+    kept.unlink(missing_ok=True)
+
+    def check() -> list[str]:
+        done = run_cli("-c", str(config), "status", "--check", cwd=tmp_path)
+        assert done.returncode == (0 if not done.stdout else 1), done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        return [
+            ln.removesuffix(" (the next 'mirrorsync mirror' rebuilds it)")
+            for ln in done.stdout.splitlines()
+        ]
+
+    assert check() == [] and kept.is_file()  # parsed once, kept
+    assert check() == []  # from what was kept
+    other = json.loads(original)
+    other["data"][0]["checksum"] = "f" * 64
+    manifest.write_text(json.dumps(other))  # valid, naming another index
+    assert check() == [
+        f"mirror local: copy damaged on disk: {manifest} names index ffffffffffff, the"
+        f" published one is {record['checksum'][:12]}"
+    ]
+    manifest.write_bytes(original)
+    assert check() == []
+    index = blob.read_bytes()
+    blob.write_bytes(index[:-1])
+    size = record["contentLength"]
+    assert check() == [
+        f"mirror local: copy damaged on disk: its index blob {blob} is {size - 1} bytes,"
+        f" the index manifest says {size}"
+    ]
+    blob.write_bytes(index)
+    shutil.copy(copy / "v3/layout.json", tmp_path / "layout.json")
+    (copy / "v3/layout.json").unlink()
+    assert check() == [f"mirror local: copy damaged on disk: {copy}/v3/layout.json is gone"]
+    shutil.copy(tmp_path / "layout.json", copy / "v3/layout.json")
+    manifest.rename(tmp_path / "elsewhere.json")
+    manifest.symlink_to(tmp_path / "elsewhere.json")  # its bytes are the kept ones
+    (line,) = check()
+    assert line.startswith(f"mirror local: copy unreadable on disk: {manifest}: a symbolic link")
+    manifest.unlink()
+    manifest.write_bytes(original + b" " * (1 << 20))  # an index manifest is not 1 MiB
+    (line,) = check()
+    assert line.startswith(f"mirror local: copy unreadable on disk: {manifest}: larger than")
+    kept.write_bytes(b"\x00 not marshal")  # a damaged entry: parsed again, and kept again
+    manifest.write_bytes(original)
+    assert check() == []
+    assert check() == []
+
+
 def test_repair_rebuilds_a_copy_whose_index_is_gone(
     tmp_path: Path, docroot: Path, server: FixtureServer
 ) -> None:

@@ -245,11 +245,9 @@ def _copies_on_disk(config: Config, copies: Sequence[overview.MirrorStatus]) -> 
             continue
         if not configured[m.name].is_directory:
             continue  # an object store or registry: verify --mirror reads it, not this check
-        from pathlib import Path  # only where a directory copy is checked (start-up)
-
         from mirrorsync.mirrors.ondisk import disk_problem  # reads files; no copy machinery
 
-        if problem := disk_problem(Path(m.path), m.index_checksum):
+        if problem := disk_problem(m.path, m.index_checksum):
             out[m.name] = problem
     return out
 

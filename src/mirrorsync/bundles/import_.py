@@ -46,7 +46,7 @@ from mirrorsync.errors import BundleError, CopyError, FormatError, SignatureErro
 from mirrorsync.formats.manifest import parse_index_manifest
 from mirrorsync.gpg import Keyring
 from mirrorsync.mirrors import files
-from mirrorsync.mirrors.files import INDEX_MANIFEST
+from mirrorsync.mirrors.layout import INDEX_MANIFEST
 from mirrorsync.mirrors.publish import (
     Referenced,
     due,

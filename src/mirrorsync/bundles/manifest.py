@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from mirrorsync.errors import BundleError
-from mirrorsync.mirrors.files import INDEX_MANIFEST
+from mirrorsync.mirrors.layout import INDEX_MANIFEST
 
 FORMAT = "mirrorsync-bundle"
 FORMAT_VERSION = 1

@@ -10,9 +10,10 @@ Importing the package imports none of them: ``status`` reads a copy's files
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (status: ondisk)
 if TYPE_CHECKING:
+    from typing import Any
+
     from mirrorsync.mirrors.run import MirrorOutcome, run_mirrors
 
 __all__ = ["MirrorOutcome", "run_mirrors"]

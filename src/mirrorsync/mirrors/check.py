@@ -50,7 +50,7 @@ from mirrorsync.formats.specfile import (
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import Admission, path_safe
 from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
-from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
+from mirrorsync.mirrors.layout import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
 from mirrorsync.mirrors.ondisk import disk_problem as disk_problem
 from mirrorsync.mirrors.publish import due, index_file, publish
 from mirrorsync.mirrors.run import run_mirrors

@@ -33,7 +33,7 @@ from mirrorsync.formats.specfile import (
     v3_key_manifest,
 )
 from mirrorsync.mirrors.admit import CHANGED, Admission
-from mirrorsync.mirrors.files import KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
+from mirrorsync.mirrors.layout import KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
 from mirrorsync.mirrors.target import CopyTarget
 from mirrorsync.redact import Url, join_url
 

@@ -30,13 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirrorsync.errors import CopyError
+from mirrorsync.mirrors.layout import OWNED, link_error, open_file
 
 TEMP_SUFFIX = ".part"
-LAYOUT = "v3/layout.json"
-INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
-KEY_INDEX_MANIFEST = "v3/manifests/key/keys.manifest.json"
-#: The parts of the directory a copy owns; anything else in it is left alone.
-OWNED = ("blobs", "v3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +50,6 @@ class Modes:
 DEFAULT_MODES = Modes()
 
 
-def blob_relpath(algorithm: str, checksum: str) -> str:
-    return f"blobs/{algorithm}/{checksum[:2]}/{checksum}"
-
-
 def temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
@@ -68,15 +60,6 @@ def disk_error(path: Path, exc: OSError) -> CopyError:
     if exc.errno == errno.ENOSPC:
         reason = "no space left on the device"
     return CopyError(f"{path}: cannot write: {reason}")
-
-
-def link_error(path: Path) -> CopyError:
-    """The one line for a symbolic link found where a copy keeps its files."""
-    return CopyError(
-        f"{path}: a symbolic link inside the copy; mirrorsync never follows links in a "
-        "copy, so it writes and deletes nothing: remove the link (the copy's own path "
-        "may be a link, nothing under it may)"
-    )
 
 
 def _refuse_link(path: Path) -> None:
@@ -176,39 +159,10 @@ def write_atomic(final: Path, data: bytes, modes: Modes) -> None:
     place(temp, final, modes)
 
 
-def _open_file(path: Path) -> int | None:
-    """A descriptor of the regular file at ``path``, None if there is none; a link (never
-    followed) or anything else (a FIFO never blocks: ``O_NONBLOCK``) is CopyError."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise link_error(path) from None
-        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CopyError(f"{path}: not a regular file; a copy holds only files")
-    return fd
-
-
-def read_if_present(path: Path) -> bytes | None:
-    """The file's bytes (None if there is none); a link or a non-regular file is refused."""
-    fd = _open_file(path)
-    if fd is None:
-        return None
-    with os.fdopen(fd, "rb") as file:
-        try:
-            return file.read()
-        except OSError as exc:
-            raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
 def sha256_if_present(path: Path) -> str | None:
     """The file's sha256 in hex, read in chunks; None if absent; a link or non-regular
     file refused, as :func:`read_if_present`."""
-    fd = _open_file(path)
+    fd = open_file(path)
     if fd is None:
         return None
     digest = hashlib.sha256()
@@ -227,17 +181,6 @@ def lstat(path: Path) -> os.stat_result:
         return os.lstat(path)
     except OSError as exc:
         raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-def file_size(path: Path) -> int | None:
-    """The size of a regular file; None if absent or not a regular file (a link...)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def symlink_in(root: Path, rel: str) -> str | None:

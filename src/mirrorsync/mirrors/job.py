@@ -33,7 +33,7 @@ from mirrorsync.logs import fields
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import Admission
 from mirrorsync.mirrors.download import Copier, CopyTally, SpecRefused
-from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
+from mirrorsync.mirrors.layout import INDEX_MANIFEST, blob_relpath
 from mirrorsync.mirrors.plan import Keepable, Selection, StackIndex, select
 from mirrorsync.mirrors.publish import (
     build_index,

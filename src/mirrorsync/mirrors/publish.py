@@ -30,7 +30,7 @@ from mirrorsync.formats.specfile import (
 )
 from mirrorsync.mirrors.admit import path_safe
 from mirrorsync.mirrors.download import manifest_bytes
-from mirrorsync.mirrors.files import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
+from mirrorsync.mirrors.layout import INDEX_MANIFEST, KEY_INDEX_MANIFEST, LAYOUT, blob_relpath
 from mirrorsync.mirrors.target import CopyTarget, TargetView
 
 log = logging.getLogger("mirrorsync.mirror")

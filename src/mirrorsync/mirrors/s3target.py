@@ -35,7 +35,7 @@ import anyio.from_thread
 from mirrorsync.errors import CopyError, FormatError, NotFoundError
 from mirrorsync.fetch import HttpClient, Tally, Url
 from mirrorsync.fetch.s3 import quote_key, quote_value
-from mirrorsync.mirrors.files import INDEX_MANIFEST, OWNED
+from mirrorsync.mirrors.layout import INDEX_MANIFEST, OWNED
 from mirrorsync.mirrors.target import TargetView, regular_stat
 from mirrorsync.units import header_count
 

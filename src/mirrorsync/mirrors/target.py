@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from mirrorsync.errors import CopyError
-from mirrorsync.mirrors import files
-from mirrorsync.mirrors.files import INDEX_MANIFEST, blob_relpath
+from mirrorsync.mirrors import files, layout
+from mirrorsync.mirrors.layout import INDEX_MANIFEST, blob_relpath
 
 if TYPE_CHECKING:
     from mirrorsync.config import MirrorCopy
@@ -175,7 +175,7 @@ class DirView:
         return str(self.root / rel)
 
     def read(self, rel: str) -> bytes | None:
-        return files.read_if_present(self.root / rel)
+        return layout.read_if_present(self.root / rel)
 
     def size(self, rel: str) -> int | None:
         return files.size_of(self.root / rel)
@@ -207,7 +207,7 @@ class DirTarget:
         files.remove_temporaries(self.root)
 
     async def read(self, rel: str) -> bytes | None:
-        return files.read_if_present(self.root / rel)
+        return layout.read_if_present(self.root / rel)
 
     async def exists(self, rel: str, size: int, digest: str, *, trusted: bool) -> bool:
         final = self.root / rel
@@ -271,7 +271,7 @@ class DirTarget:
             except OSError as exc:
                 raise CopyError(f"{path}: cannot delete: {exc.strerror or exc}") from None
             parent = path.parent
-            while parent != self.root and parent.name not in files.OWNED:
+            while parent != self.root and parent.name not in layout.OWNED:
                 try:
                     parent.rmdir()  # only when empty
                 except OSError:
