@@ -251,10 +251,12 @@ def test_status_and_names_with_no_event_loop_print_what_the_loop_path_prints(
         ("_names", "stack"),  # what shell completion offers: each TAB pays the start-up
         ("_names", "release"),
         ("_names", "source"),
+        ("_names", "mirror"),
+        ("_names", "webhook"),
     ):
         done, modules = imported("-c", str(config), *args, cwd=tmp_path)
         assert heavy(modules, NO_LOOP) == [], args
-        if args[0] == "status" and args != ("status",):  # the first status filled the cache
+        if args != ("status",):  # the first status filled the cache: completion reads it too
             assert heavy(modules, WARM_WITH_A_COPY) == [], args
         loop = _in_the_loop(config, *args)
         assert "Traceback" not in loop.stderr + done.stderr, loop.stderr + done.stderr
@@ -267,6 +269,8 @@ def test_status_and_names_with_no_event_loop_print_what_the_loop_path_prints(
         ), args
     names = run_cli("-c", str(config), "_names", "stack", cwd=tmp_path)
     assert names.stdout == "e4s\nroot\n", names.stdout
+    hooks = run_cli("-c", str(config), "_names", "webhook", cwd=tmp_path)
+    assert hooks.stdout == "down\n", hooks.stdout
     table = run_cli("-c", str(config), "status", cwd=tmp_path)
     assert "develop/e4s" in table.stdout and "failed" in table.stdout, table.stdout
     assert "local" in table.stdout and "down" in table.stdout, table.stdout

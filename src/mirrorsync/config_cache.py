@@ -2,7 +2,8 @@
 
 ``status`` (a monitoring check, run every minute) and the health model read three
 things of the configuration: the database, each source's name and manifest policy,
-each copy's name and whether it is a directory (:class:`StatusConfig`). Reading
+each copy's name and whether it is a directory; shell completion (``_names``, at
+every TAB) the names of its webhooks too (:class:`StatusConfig`). Reading
 them by the full load (YAML, msgspec, every check) costs more than the rest of the
 command together; so after a full load they are written to a small file, and
 a later ``status`` whose inputs are all unchanged reads them back without importing
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from mirrorsync.config import Config
 
 #: The entry's layout; another one is a miss.
-FORMAT = 1
+FORMAT = 2
 #: Read by the configuration besides the variables its text names (``~``, the default database).
 ALWAYS_READ = ("HOME", "STATE_DIRECTORY")
 #: A variable as ``os.path.expandvars`` finds one (``$NAME``, ``${NAME}``).
@@ -74,13 +75,15 @@ class CopyView:
 
 @record(frozen=True, slots=True)
 class StatusConfig:
-    """What ``status`` and the health model read of a validated configuration; a
-    SQLite database by its name as text, however it was read (no ``pathlib``)."""
+    """What ``status``, the health model and shell completion read of a validated
+    configuration; a SQLite database by its name as text, however it was read (no
+    ``pathlib``)."""
 
     path: str
     database_path: str | PostgresUrl
     sources: tuple[SourceView, ...]
     mirrors: tuple[CopyView, ...]
+    webhooks: tuple[str, ...]
 
     @classmethod
     def of(cls, config: Config) -> StatusConfig:
@@ -90,6 +93,7 @@ class StatusConfig:
             database if isinstance(database, PostgresUrl) else str(database),
             tuple(SourceView(s.name, s.manifest_policy) for s in config.sources),
             tuple(CopyView(m.name, m.is_directory) for m in config.mirrors),
+            tuple(h.name for h in config.webhooks),
         )
 
 
@@ -161,6 +165,7 @@ def _dump(view: StatusConfig) -> dict[str, object]:
         "database": str(view.database_path),
         "sources": [[s.name, s.manifest_policy] for s in view.sources],
         "mirrors": [[m.name, m.is_directory] for m in view.mirrors],
+        "webhooks": list(view.webhooks),
     }
 
 
@@ -169,7 +174,7 @@ def _load(data: object) -> StatusConfig:
     if not isinstance(data, dict):
         raise ValueError(data)
     path, database = data["path"], data["database"]
-    sources, mirrors = data["sources"], data["mirrors"]
+    sources, mirrors, webhooks = data["sources"], data["mirrors"], data["webhooks"]
     if not (isinstance(path, str) and isinstance(database, str) and database):
         raise ValueError(data)
     if not (isinstance(sources, list) and isinstance(mirrors, list)):
@@ -180,9 +185,12 @@ def _load(data: object) -> StatusConfig:
         raise ValueError(sources)
     if not all(isinstance(n, str) and isinstance(d, bool) for n, d in mirrors):
         raise ValueError(mirrors)
+    if not (isinstance(webhooks, list) and all(isinstance(n, str) for n in webhooks)):
+        raise ValueError(webhooks)
     return StatusConfig(
         path,
         database,
         tuple(SourceView(n, p) for n, p in sources),
         tuple(CopyView(n, d) for n, d in mirrors),
+        tuple(webhooks),
     )

@@ -17,11 +17,11 @@ import argparse
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mirrorsync.errors import EXIT_OK
+from mirrorsync.records import field, record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (each TAB: _names)
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -37,7 +37,7 @@ SHELLS = ("bash", "zsh", "fish")
 _FILE_METAVARS = ("PATH", "FILE")
 
 
-@dataclass
+@record
 class _Node:
     """One command level: its option strings, option choices and subcommands."""
 
@@ -120,14 +120,17 @@ async def _names(
     loop_free: bool = False,
 ) -> int | None:
     """:func:`names` with ``opener``; ``loop_free``: None for a database that needs the
-    event loop (PostgreSQL), before anything is printed."""
-    from mirrorsync.config import load_config
+    event loop (PostgreSQL), before anything is printed. The configuration is read as
+    ``status`` reads it: from its compiled cache when nothing it was made from changed."""
+    import os
+
+    from mirrorsync.config_cache import load_status_config
     from mirrorsync.errors import MirrorsyncError
     from mirrorsync.location import PostgresUrl
 
     found: set[str] = set()
     try:
-        config = load_config(args.config)
+        config = load_status_config(args.config)
         if loop_free and isinstance(config.database_path, PostgresUrl):
             return None
         if args.kind == "source":
@@ -135,12 +138,15 @@ async def _names(
         elif args.kind == "mirror":
             found.update(m.name for m in config.mirrors)
         elif args.kind == "webhook":
-            found.update(h.name for h in config.webhooks)
-        if args.kind in ("release", "stack", "source") and config.database_path.exists():
-            from mirrorsync.store import queries
+            found.update(config.webhooks)
+        database = config.database_path
+        if args.kind in ("release", "stack", "source") and (
+            isinstance(database, PostgresUrl) or os.path.exists(database)  # noqa: ASYNC240 - one stat
+        ):
+            from mirrorsync.store import overview  # status's readers, not the history's
 
-            async with await opener(config.database_path) as store:
-                for row in await queries.status(store):
+            async with await opener(database) as store:
+                for row in await overview.status(store):
                     found.add(
                         {"release": row.release, "stack": row.stack}.get(args.kind, row.source)
                     )
