@@ -444,7 +444,7 @@ def startup(work: Path, runs: int) -> dict[str, float]:
         "--help": [*cli, "--help"],
         "status": [*cli, "status"],
     }
-    # Without .pyc files each run would compile config.py again: an installed
+    # Without .pyc files each run would compile config/ again: an installed
     # mirrorsync has them, so the children write them (warm round) and read them.
     env = {
         k: v

@@ -16,7 +16,7 @@ machine). Target: at most 3x for --version, --help and status.
 
 Every child runs with its ``.pyc`` files written and read (``PYTHONDONTWRITEBYTECODE``
 is dropped from its environment): an installed mirrorsync has them, and without
-them each run would compile config.py again, which is no part of start-up.
+them each run would compile config/ again, which is no part of start-up.
 
 Usage: python benchmarks/bench_startup.py [--runs 10]
 """

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import mirrorsync.config
+import mirrorsync.config_cache
 from conftest import run_cli
 from mirrorsync.config import load_config
-from mirrorsync.config_cache import StatusConfig, load_status_config
+from mirrorsync.config_cache import StatusConfig, _key, load_status_config
 from mirrorsync.errors import ConfigError
 from mirrorsync.usercache import cache_directory
 
@@ -129,6 +130,36 @@ def test_every_change_misses(tmp_path: Path, cache: Path, monkeypatch: pytest.Mo
     key.unlink()  # the full load refuses it now, and a hit must not hide that
     with pytest.raises(ConfigError, match="no such file"):
         load_status_config(str(path))
+
+
+def test_an_edit_to_the_configuration_code_misses(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key stamps every module of the configuration's code, the ``config``
+    package's too: an edit to one of them (in a checkout) is a full load."""
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG)
+    real = Path(mirrorsync.config_cache.__file__).parent
+    stamps = _key(str(path), CONFIG)["code"]
+    assert isinstance(stamps, list)
+    stamped = {name for name, _, _ in stamps}
+    for module in [*real.glob("config*.py"), *(real / "config").glob("*.py")]:
+        assert str(module.relative_to(real)) in stamped
+    code = tmp_path / "code"  # a checkout's package, where an edit can be made
+    (code / "config").mkdir(parents=True)
+    (code / "config_cache.py").write_text("# the cache\n")
+    moved = code / "config" / "checks.py"
+    moved.write_text("# a check\n")
+    monkeypatch.setattr(mirrorsync.config_cache, "__file__", str(code / "config_cache.py"))
+    loads = full_loads(monkeypatch)
+    load_status_config(str(path))
+    load_status_config(str(path))
+    assert len(loads) == 1
+    moved.write_text("# a check, edited\n")
+    load_status_config(str(path))
+    assert len(loads) == 2
+    load_status_config(str(path))
+    assert len(loads) == 2
 
 
 def test_an_inline_secret_is_checked_against_the_files_mode_again(

@@ -84,7 +84,7 @@ RANK = {prefix: rank for rank, (_, prefixes) in enumerate(LAYERS) for prefix in 
 
 #: Imports that go up a layer, each with its reason. Keep this short, and say why.
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("mirrorsync.config", "mirrorsync.mirrors.wanted"): (
+    ("mirrorsync.config.check_copies", "mirrorsync.mirrors.wanted"): (
         "loading a copy's settings reads the lockfiles and keeplists it names, with the "
         "parser the copy uses (a function-level import; wanted needs config's types only "
         "for type checking, so there is no cycle)"

@@ -289,7 +289,9 @@ def test_the_configuration_is_read_by_libyaml_with_the_python_parsers_answers() 
     import yaml
 
     from mirrorsync.cli.topics import STARTER_CONFIG
-    from mirrorsync.config import _FastLoader, _load, _Loader, parse_config
+    from mirrorsync.config import parse_config
+    from mirrorsync.config.yaml_loader import _FastLoader, _Loader
+    from mirrorsync.config.yaml_loader import load_yaml as _load
     from mirrorsync.errors import ConfigError
 
     assert _FastLoader.__mro__[2] is getattr(yaml, "CSafeLoader", yaml.SafeLoader)

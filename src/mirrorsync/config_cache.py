@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 FORMAT = 2
 #: Read by the configuration besides the variables its text names (``~``, the default database).
 ALWAYS_READ = ("HOME", "STATE_DIRECTORY")
+#: Where the configuration's code is, below mirrorsync's directory: its own modules
+#: and the ``config`` package's; each module's size and time are part of the key.
+CODE_PACKAGES = ("", "config")
 #: A variable as ``os.path.expandvars`` finds one (``$NAME``, ``${NAME}``).
 _VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)
 
@@ -128,11 +131,12 @@ def _key(path: str, text: str) -> dict[str, object]:
     """Everything besides the file system's answers that the validation depends on."""
     here = os.path.dirname(os.path.abspath(__file__))
     code = []
-    with os.scandir(here) as entries:  # the configuration's code (an edit in a checkout)
-        for e in entries:
-            if e.name.endswith(".py"):
-                st = e.stat()
-                code.append([e.name, st.st_size, st.st_mtime_ns])
+    for package in CODE_PACKAGES:  # the configuration's code (an edit in a checkout)
+        with os.scandir(os.path.join(here, package)) as entries:
+            for e in entries:
+                if e.name.endswith(".py"):
+                    st = e.stat()
+                    code.append([os.path.join(package, e.name), st.st_size, st.st_mtime_ns])
     names = {m.strip("{}") for m in _VARIABLE.findall(text)} | set(ALWAYS_READ)
     return {
         "path": os.path.abspath(path),
