@@ -31,9 +31,11 @@ from tenacity import (
 from mirrorsync import __version__
 from mirrorsync.config import HttpConfig
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
+from mirrorsync.fetch.answer import Response, bytes_received, read_declared
 from mirrorsync.fetch.breaker import Breakers
 from mirrorsync.fetch.deadline import Watchdog
 from mirrorsync.fetch.files import FileTransport
+from mirrorsync.fetch.offloop import Detached, detach
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,
@@ -47,15 +49,7 @@ from mirrorsync.fetch.retry import (
 )
 from mirrorsync.fetch.s3 import S3Transport
 from mirrorsync.fetch.throttle import Throttle, origin
-from mirrorsync.fetch.transport import (
-    AiohttpTransport,
-    Detached,
-    Response,
-    as_sent,
-    bytes_received,
-    detach,
-    read_declared,
-)
+from mirrorsync.fetch.transport import AiohttpTransport, as_sent
 from mirrorsync.fetch.validators import kept_validators
 from mirrorsync.logs import fields
 from mirrorsync.proxies import proxies_for
