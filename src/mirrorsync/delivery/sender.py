@@ -15,7 +15,7 @@ from mirrorsync import __version__
 from mirrorsync.config import RetryConfig, WebhookConfig
 from mirrorsync.delivery.formats import Request
 from mirrorsync.delivery.signing import Credentials, headers
-from mirrorsync.fetch.client import log_request, requests_logged
+from mirrorsync.fetch.request_log import log_request, requests_logged
 from mirrorsync.fetch.retry import (
     RetryableStatus,
     RetryWait,

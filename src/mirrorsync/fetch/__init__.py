@@ -5,16 +5,9 @@ the retry policy live in private modules behind it.
 """
 
 from mirrorsync.fetch.breaker import Breakers, HostDownError
-from mirrorsync.fetch.client import (
-    Answered,
-    DeadlineError,
-    Downloaded,
-    Fetched,
-    HttpClient,
-    NotModified,
-    RunDeadlineError,
-    Tally,
-)
+from mirrorsync.fetch.client import HttpClient
+from mirrorsync.fetch.deadline import DeadlineError, RunDeadlineError
+from mirrorsync.fetch.results import Answered, Downloaded, Fetched, NotModified, Tally
 from mirrorsync.fetch.throttle import Throttle, origin
 from mirrorsync.redact import Url
 

@@ -10,13 +10,16 @@ before that moment costs a dictionary entry, not a timer. When the timer
 fires, the task of every attempt past its deadline is cancelled, and the
 attempt's ``with`` block turns that cancellation into ``expired`` (as
 ``asyncio.timeout`` does: a cancellation that came from elsewhere, an outer
-cancel scope, say, is never swallowed).
+cancel scope, say, is never swallowed). A request that misses a deadline fails
+with :class:`DeadlineError` (the run's: :class:`RunDeadlineError`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+
+from mirrorsync.errors import FetchError
 
 
 class Watchdog:
@@ -115,3 +118,11 @@ class Attempt:
         # This watchdog cancelled the task once: take that back. Swallow the
         # CancelledError only if nothing else asked to cancel the task meanwhile.
         return self.task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError
+
+
+class DeadlineError(FetchError):
+    """A request ran past ``http.deadline``, or the run past ``http.run_deadline``."""
+
+
+class RunDeadlineError(DeadlineError):
+    """The run reached ``http.run_deadline``: no request is sent or finished after it."""

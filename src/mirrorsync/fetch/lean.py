@@ -9,8 +9,8 @@ aiohttp's own protocol (``client_proto.ResponseHandler``) and its HTTP parser
 (in C), over connections it keeps alive itself, and writes the request head in
 one call. What comes back is a :class:`LeanResponse`: the same status, reason,
 headers (aiohttp's parsed ``CIMultiDictProxy``) and body (aiohttp's
-``StreamReader``) as a ``ClientResponse`` carries, read the same way by
-``fetch/transport.py``, which alone decides what is sent here
+``StreamReader``) as a ``ClientResponse`` carries, read the same way
+(``fetch/answer.py``); ``fetch/transport.py`` alone decides what is sent here
 (:func:`plain_target`, :meth:`LeanPool.header_block`) and turns every error
 into httpx's, as for the session's.
 
@@ -134,7 +134,7 @@ class LeanConnection:
 
 
 class LeanResponse:
-    """What ``fetch/transport.py`` reads of an answer, as a ``ClientResponse``
+    """What ``fetch/answer.py`` reads of an answer, as a ``ClientResponse``
     gives it: status, reason, headers, raw headers, the body's ``StreamReader``
     (``content``), the connection (for a body read off the loop); ``release``
     gives the connection back (kept alive only if the body was read to its end

@@ -32,7 +32,8 @@ from typing import TypeVar
 import anyio
 
 from mirrorsync.errors import FetchError, FormatError, IntegrityError, NotFoundError
-from mirrorsync.fetch.client import Answered, Fetched, HttpClient, Tally
+from mirrorsync.fetch.client import HttpClient
+from mirrorsync.fetch.results import Answered, Fetched, Tally
 from mirrorsync.ociref import (
     MANIFEST_ACCEPT,
     MANIFEST_CAP,

@@ -6,6 +6,7 @@ hosts, as they are to a user; ``https://h`` and ``https://h:443`` are one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
@@ -128,6 +129,17 @@ class _Slot:
     async def __aexit__(self, *exc_info: object) -> None:
         self._limiter.release()
         self._host.limiter.release()
+
+
+class _NoSlot(contextlib.AbstractAsyncContextManager[None]):
+    """No slot at all: a ``file://`` request (the throttle spares servers, a local
+    disk needs none)."""
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+NO_SLOT = _NoSlot()
 
 
 async def _acquire(limiter: anyio.Semaphore) -> None:

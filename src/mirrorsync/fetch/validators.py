@@ -24,7 +24,7 @@ import re
 from datetime import UTC, datetime
 from typing import Protocol
 
-from mirrorsync.fetch.transport import HeaderLookup
+from mirrorsync.fetch.answer import HeaderLookup
 
 #: RFC 9110 8.8.2.2: a date is strong only if at least this much earlier than Date.
 _STRONG_MARGIN_SECONDS = 1.0
