@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, catalog_config_text, run_cli, write_config
-from mirrorsync.cli.parser import build_parser
+from mirrorsync.cli.arguments import build_parser
 from mirrorsync.config import EVENT_TYPES
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer

@@ -26,7 +26,8 @@ import anyio
 import pytest
 
 from conftest import QUICK_RETRIES, REPO, catalog_config_text, run_cli, write_config
-from mirrorsync.cli.parser import _LazyParsers, build_parser
+from mirrorsync.cli.arguments import build_parser
+from mirrorsync.cli.parser import _LazyParsers
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
@@ -336,7 +337,7 @@ def spy(pattern, flags=0):
     return real(pattern, flags)
 re.compile = spy
 import mirrorsync.text, mirrorsync.units, mirrorsync.redact, mirrorsync.errors
-import mirrorsync.cli.parser, mirrorsync.cli.render
+import mirrorsync.cli.parser, mirrorsync.cli.arguments, mirrorsync.cli.render
 print(len(made), file=sys.__stderr__)
 from mirrorsync import cli
 try:

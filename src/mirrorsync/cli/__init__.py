@@ -99,7 +99,7 @@ def _collect_again() -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from mirrorsync.cli.parser import NO_CONFIG, build_parser
+    from mirrorsync.cli.arguments import NO_CONFIG, build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and usage errors end here: nothing more imported

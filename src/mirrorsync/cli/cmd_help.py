@@ -7,8 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mirrorsync.cli.arguments import build_parser
 from mirrorsync.cli.manpage import manpage
-from mirrorsync.cli.parser import build_parser
 from mirrorsync.cli.render import say
 from mirrorsync.cli.topics import STARTER_CONFIG, TOPICS
 from mirrorsync.errors import EXIT_OK, UsageError

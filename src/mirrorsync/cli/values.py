@@ -2,7 +2,7 @@
 line takes (a count, an event id, a duration, a date, a version, a PostgreSQL URL) and
 says what is wrong in one line (``argparse.ArgumentTypeError``, a usage error).
 
-Imported for every command, as ``cli/parser.py`` is: a converter imports what it needs (the
+Imported for every command, as ``cli/arguments.py`` is: a converter imports what it needs (the
 configuration's duration syntax, the store's dates) only when its option is given.
 """
 
