@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from mirrorsync.formats.index import variants_from_parameters  # noqa: E402
-from mirrorsync.store.db import migrations  # noqa: E402
+from mirrorsync.store.schema import migrations  # noqa: E402
 
 BUCKET = "s3://spack-binaries/"
 LANGUAGES = ("c", "cxx", "fortran")

@@ -13,9 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mirrorsync.store.db import migrations
 from mirrorsync.store.location import Location, PostgresUrl
 from mirrorsync.store.postgres import translate
+from mirrorsync.store.schema import migrations
 
 #: Specs gained (+) or lost (-) per stack from seed page 000 to seed page 001.
 SEED_NET_CHANGE = {

@@ -21,7 +21,7 @@ from mirrorsync.errors import EXIT_DAMAGED
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.store.db import migrations
+from mirrorsync.store.schema import migrations
 
 NEWEST = migrations()[-1][0]
 ATTEMPTS = 6  # before the fix 8 of 60 status runs failed: ~3 expected in these 24

@@ -30,8 +30,8 @@ from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.lock import RunLock, lock_path
 from mirrorsync.mirrors import files, layout
 from mirrorsync.store import Store
-from mirrorsync.store.db import migrations
 from mirrorsync.store.location import Location, PostgresUrl
+from mirrorsync.store.schema import migrations
 
 INDEX_MANIFEST = "v3/manifests/index/index.manifest.json"
 

@@ -313,8 +313,8 @@ def test_a_databases_version_is_checked_against_the_migrations_names() -> None:
     """Opening a database (status) checks its version against the bundled migrations'
     numbers and names, read from the file names alone: the same list the migrations
     themselves give, in every dialect."""
-    from mirrorsync.store.db import migration_names, migrations
     from mirrorsync.store.dialect import POSTGRESQL, SQLITE
+    from mirrorsync.store.schema import migration_names, migrations
 
     names = migration_names()
     assert names and names == sorted(names)
@@ -388,5 +388,5 @@ def test_patterns_are_compiled_when_first_used_not_at_start_up(tmp_path: Path) -
         imported, made = _patterns_compiled("status", cwd=tmp_path)
     assert imported == 0
     modules = sorted({m.split(" ", 1)[0] for m in made})
-    assert modules == ["config_cache.py", "store/db.py"], made
+    assert modules == ["config_cache.py", "store/schema.py"], made
     assert not [m for m in made if "\x00" in m or "userinfo" in m or "INTEGER" in m], made

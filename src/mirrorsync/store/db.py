@@ -1,4 +1,4 @@
-"""The database (SQLite, or PostgreSQL): opening it safely, numbered migrations, transactions.
+"""The database (SQLite, or PostgreSQL): opening it safely, applying the numbered migrations (``store/schema.py``), transactions.
 
 Two ways in: ``Store.open`` for the commands that write (``once``, ``webhooks
 retry/replay``), which creates and migrates the database inside one write
@@ -21,7 +21,6 @@ What differs is said once, in :mod:`mirrorsync.store.dialect`, reached as
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,18 +32,16 @@ from mirrorsync.errors import (
     DatabaseFullError,
     DatabasePathError,
     NoDatabaseError,
-    SchemaError,
     StoreError,
 )
 from mirrorsync.location import PostgresUrl
 from mirrorsync.logs import logger
 from mirrorsync.store.claims import AdvisoryClaims, Claims
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
+from mirrorsync.store.schema import check_version, migrations, read_version, statements
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is opened
-    from collections.abc import Iterable
-    from importlib.resources.abc import Traversable
     from pathlib import Path
 
     import anyio
@@ -59,10 +56,6 @@ if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is open
 
 log = logger("mirrorsync.store")  # logging imported at its first use (status)
 
-_MIGRATION_RE = re.compile(
-    r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<dialect>postgresql))?\.sql$"
-)
-
 
 def now() -> datetime:
     """The clock every stored timestamp comes from (tests replace it)."""
@@ -72,78 +65,6 @@ def now() -> datetime:
 def utcnow() -> str:
     """Timestamps are ISO 8601 UTC with microseconds, so they sort as text."""
     return now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
-    """(number, name, sql) of every bundled migration, in order, in ``dialect``.
-
-    One numbered list for both dialects. A migration's body is ``NNNN_name.sql``
-    (written for SQLite, mapped by ``Dialect.migration``), followed by what a
-    ``NNNN_name.<dialect>.sql`` beside it adds for that dialect only.
-    """
-    common: dict[tuple[int, str], str] = {}
-    own: dict[tuple[int, str], str] = {}
-    for entry in _migration_files():
-        match = _MIGRATION_RE.match(entry.name)
-        if not match:
-            continue
-        key = (int(match["number"]), match["name"])
-        if match["dialect"] is None:
-            common[key] = entry.read_text("utf-8")
-        elif match["dialect"] == dialect.name:
-            own[key] = entry.read_text("utf-8")
-    return sorted(
-        (number, name, dialect.migration(sql) + own.get((number, name), ""))
-        for (number, name), sql in common.items()
-    )
-
-
-def migration_names() -> list[tuple[int, str]]:
-    """(number, name) of every bundled migration, in order: what a check of a
-    database's version needs, from the files' names alone (none is read, no SQL
-    mapped: opening a database for ``status`` checks its version)."""
-    found = set()
-    here = _migration_directory()
-    names = os.listdir(here) if here else [entry.name for entry in _migration_files()]
-    for name in names:
-        match = _MIGRATION_RE.match(name)
-        if match and match["dialect"] is None:
-            found.add((int(match["number"]), match["name"]))
-    return sorted(found)
-
-
-def _migration_directory() -> str | None:
-    """The bundled migrations' directory, when it is one on disk (every install;
-    importlib.resources costs a tenth of ``status``'s start-up); else None (a zip)."""
-    here = os.path.join(os.path.dirname(__file__), "migrations")
-    return here if os.path.isdir(here) else None
-
-
-def _migration_files() -> Iterable[Path | Traversable]:
-    """The bundled migration files: in :func:`_migration_directory`, else what
-    importlib.resources finds."""
-    if here := _migration_directory():
-        from pathlib import Path  # migrating: status only lists the names
-
-        return Path(here).iterdir()
-    from importlib import resources
-
-    return resources.files("mirrorsync.store").joinpath("migrations").iterdir()
-
-
-def _statements(script: str) -> list[str]:
-    """A migration script cut into statements, so they can run inside one transaction
-    (``executescript`` would commit first)."""
-    found, pending = [], ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            found.append(pending.strip())
-            pending = ""
-    rest = "\n".join(ln for ln in pending.splitlines() if not ln.strip().startswith("--"))
-    if rest.strip():
-        raise StoreError(f"bundled migration ends in an incomplete statement: {rest.strip()!r}")
-    return found
 
 
 def _damage(exc: sqlite3.Error) -> str | None:
@@ -329,7 +250,7 @@ class Store:
         conn = await PgConnection.connect(where)
         store = cls(conn, where)
         try:
-            if not create and await _read_version(conn, where) == 0:
+            if not create and await read_version(conn, where) == 0:
                 raise NoDatabaseError(f"no database yet at {where}; run 'mirrorsync once' first")
             if dry_run:
                 await conn.execute(store.dialect.begin_write)
@@ -358,7 +279,7 @@ class Store:
 
             pg = await PgConnection.connect(path, read_only=True)
             try:
-                _check_version(path, await _read_version(pg, path), read_only=True)
+                check_version(path, await read_version(pg, path), read_only=True)
             except BaseException:
                 await pg.close()
                 raise
@@ -380,7 +301,7 @@ class Store:
             raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
         conn = await connect(path, sqlite_uri(path, "mode=ro"))
         try:
-            version = await _read_version(conn, path)
+            version = await read_version(conn, path)
         except StoreError as exc:
             await conn.close()
             if exc.sqlite_error not in _NO_SHARED_MEMORY:
@@ -390,12 +311,12 @@ class Store:
             # can be read as it is on disk.
             conn = await connect(path, sqlite_uri(path, "mode=ro&immutable=1"))
             try:
-                version = await _read_version(conn, path)
+                version = await read_version(conn, path)
             except BaseException:
                 await conn.close()
                 raise
         try:
-            _check_version(path, version, read_only=True)
+            check_version(path, version, read_only=True)
         except BaseException:
             await conn.close()
             raise
@@ -451,7 +372,7 @@ class Store:
         (``in_transaction``: inside the one already open, left open)."""
         known = migrations(self.dialect)
         newest = known[-1][0] if known else 0
-        if await _read_version(self._conn, self.path) == newest:
+        if await read_version(self._conn, self.path) == newest:
             return  # the usual case: no write lock taken
         import anyio
 
@@ -464,13 +385,13 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-            current = await _read_version(self._conn, self.path)
-            _check_version(self.path, current, read_only=False)
+            current = await read_version(self._conn, self.path)
+            check_version(self.path, current, read_only=False)
             for number, name, sql in known:
                 if number <= current:
                     continue
                 try:
-                    for statement in _statements(sql):
+                    for statement in statements(sql):
                         await self.conn.execute(statement)
                 except StoreError as exc:
                     cause = str(exc).removeprefix(f"{self.path}: ")
@@ -539,61 +460,3 @@ class Store:
         if not self._clock_warned:
             self._clock_warned = True
             log.warning("%s", message)
-
-
-async def _read_version(conn: Connection, path: ReadLocation) -> int:
-    """The applied schema version: 0 for a database with no schema yet."""
-    async with conn.execute(conn.dialect.tables_sql) as cursor:
-        row = await cursor.fetchone()
-    tables, has_migrations = (int(row[0]), int(row[1])) if row else (0, 0)
-    if not has_migrations:
-        if tables:
-            raise DatabaseDamagedError(
-                f"{path}: not a mirrorsync database, or its schema is damaged (no "
-                "schema_migrations table); check the path, or restore it from a backup"
-            )
-        return 0
-    async with conn.execute("SELECT version FROM schema_migrations ORDER BY version") as cursor:
-        versions = [int(row[0]) for row in await cursor.fetchall()]
-    _check_sequence(path, versions)
-    return versions[-1] if versions else 0
-
-
-def _check_sequence(path: ReadLocation, versions: list[int]) -> None:
-    """Refuse a database whose recorded migrations skip a number (made by a side branch
-    of mirrorsync, whose own migration took a number this one gives another): applying
-    the later ones would leave a schema no version of mirrorsync can open. Nothing is
-    written. A version newer than this mirrorsync's is left to :func:`_check_version`."""
-    known = migration_names()
-    newest = known[-1][0] if known else 0
-    if not versions or versions[-1] > newest:
-        return
-    missing = sorted(set(range(1, versions[-1] + 1)) - set(versions))
-    if not missing:
-        return
-    names = dict(known)
-    first = f"{missing[0]:04d}_{names.get(missing[0], '?')}"
-    raise DatabaseDamagedError(
-        f"{path}: the database records migrations up to {versions[-1]} but not {first}"
-        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-        + "; it was made by another branch of mirrorsync: open it with that one, or "
-        "restore it from a backup (nothing was written)"
-    )
-
-
-def _check_version(path: ReadLocation, current: int, *, read_only: bool) -> None:
-    known = migration_names()  # the same numbers in every dialect
-    newest = known[-1][0] if known else 0
-    if current > newest:
-        raise SchemaError(
-            f"{path}: database schema version {current} is newer than this "
-            f"mirrorsync understands ({newest}); upgrade mirrorsync"
-        )
-    if not read_only or current == newest:
-        return
-    if current == 0:
-        raise NoDatabaseError(f"no database yet at {path}; run 'mirrorsync once' first")
-    raise SchemaError(
-        f"{path}: database schema version {current} is older than this mirrorsync's "
-        f"({newest}); run 'mirrorsync once' to upgrade it"
-    )

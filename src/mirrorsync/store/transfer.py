@@ -39,10 +39,11 @@ import anyio
 import psycopg
 
 from mirrorsync.errors import StoreError, TargetNotEmptyError
-from mirrorsync.store.db import Store, migrations
+from mirrorsync.store.db import Store
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL
 from mirrorsync.store.location import PostgresUrl
 from mirrorsync.store.postgres import PgConnection, database_error
+from mirrorsync.store.schema import migrations
 
 log = logging.getLogger("mirrorsync.store")
 
