@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import marshal
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,6 +158,34 @@ def test_an_edit_to_the_configuration_code_misses(
     load_status_config(str(path))
     assert len(loads) == 1
     moved.write_text("# a check, edited\n")
+    load_status_config(str(path))
+    assert len(loads) == 2
+    load_status_config(str(path))
+    assert len(loads) == 2
+
+
+def test_a_package_installed_or_upgraded_on_the_import_path_misses(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What validates the configuration is also PyYAML's and msgspec's code: an upgrade
+    of either (pip removes the package's directory and writes it anew) is a full load,
+    as an edit of mirrorsync's own code is; another directory on the path is not."""
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG)
+    site = tmp_path / "site-packages"  # where msgspec is found first, from now on
+    (site / "msgspec").mkdir(parents=True)
+    (site / "msgspec" / "__init__.py").write_text("# 0.18.6\n")
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    loads = full_loads(monkeypatch)
+    load_status_config(str(path))
+    load_status_config(str(path))
+    assert len(loads) == 1
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path / "elsewhere")])
+    load_status_config(str(path))
+    assert len(loads) == 1
+    shutil.rmtree(site / "msgspec")  # an upgrade, as pip does it
+    (site / "msgspec").mkdir()
+    (site / "msgspec" / "__init__.py").write_text("# 0.19.0\n")
     load_status_config(str(path))
     assert len(loads) == 2
     load_status_config(str(path))

@@ -14,7 +14,8 @@ configuration that passed ``parse_config``, and it is used only while everything
 that validation depended on is unchanged: the file's path and text (sha256), every
 environment variable the text names (``$VAR``, ``${VAR}``) and ``HOME`` and
 ``STATE_DIRECTORY``, mirrorsync's version and its configuration code (size and
-time of each module), the interpreter, and the answer to every question the
+time of each module), the interpreter, PyYAML's and msgspec's package directories
+(their inode and time: an upgrade makes them anew), and the answer to every question the
 validation asked of the file system (a copy's real path, whether a key file
 exists, the file's own mode: ``config_file.consult``), each asked again. A
 configuration whose validation read a copy's lockfiles or keeplist is not cached,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 
 #: The entry's layout; another one is a miss.
 FORMAT = 2
+#: The libraries whose code validates the configuration besides mirrorsync's own.
+LIBRARIES = ("yaml", "msgspec")
 #: Read by the configuration besides the variables its text names (``~``, the default database).
 ALWAYS_READ = ("HOME", "STATE_DIRECTORY")
 #: Where the configuration's code is, below mirrorsync's directory: its own modules
@@ -145,7 +148,29 @@ def _key(path: str, text: str) -> dict[str, object]:
         "mirrorsync": __version__,
         "code": sorted(code),
         "python": [sys.version, sys.executable],
+        "libraries": _libraries(),
     }
+
+
+def _libraries() -> list[object]:
+    """Where each of :data:`LIBRARIES` would be imported from (its package directory
+    in the first directory of ``sys.path`` that holds one) and that directory's inode
+    and time: an upgrade (pip removes the package and writes it anew) changes them.
+    A stat or two each; nothing is imported. The rest of ``sys.path`` does not count:
+    processes started with another ``PYTHONPATH`` share the entry."""
+    found: list[object] = []
+    for name in LIBRARIES:
+        for directory in sys.path:
+            package = os.path.join(directory or ".", name)
+            try:
+                st = os.stat(package)
+            except OSError:
+                continue
+            found.append([package, st.st_ino, st.st_mtime_ns])
+            break
+        else:
+            found.append([name, None, None])
+    return found
 
 
 def _read(file: str, key: dict[str, object]) -> StatusConfig | None:
