@@ -173,7 +173,7 @@ def test_relative_times_wherever_dates_are_taken(config: Path) -> None:
 
 
 def test_yesterday_is_yesterdays_utc_date(config: Path, tmp_path: Path) -> None:
-    from mirrorsync.store.queries import instant
+    from mirrorsync.store.instants import instant
 
     now = datetime(2026, 11, 22, 0, 30, tzinfo=UTC)
     assert instant("yesterday", end_of_day=False, now=now) == "2026-11-21T00:00:00.000000Z"

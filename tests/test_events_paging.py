@@ -21,7 +21,7 @@ import pytest
 from bigdb import build_history
 from mirrorsync.store import Store
 from mirrorsync.store import web as web_store
-from mirrorsync.store.queries import (
+from mirrorsync.store.eventlog import (
     EVENT_COLUMNS,
     EVENT_JOINS,
     Event,

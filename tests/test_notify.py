@@ -35,7 +35,7 @@ from mirrorsync.delivery.summary import SAMPLE, plain_text, summarize
 from mirrorsync.errors import ConfigError
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.store.queries import Event
+from mirrorsync.store.eventlog import Event
 from receiver import Received, Receiver, new_secret
 from test_webhooks import parse_hooks, publish, specs, write_config
 

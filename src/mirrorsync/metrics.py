@@ -32,7 +32,7 @@ from mirrorsync import __version__, health
 from mirrorsync.config import Config
 from mirrorsync.errors import MetricsError
 from mirrorsync.health import Health
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, eventlog, queries
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync.report import RunReport
 
@@ -284,7 +284,7 @@ async def database_families(store: Store) -> list[Family]:
             (_epoch(s.last_changed) or 0 for s in stacks),
         ),
     ]
-    counts = await queries.event_counts(store)
+    counts = await eventlog.event_counts(store)
     families.append(
         Family(
             PREFIX + "events_total",

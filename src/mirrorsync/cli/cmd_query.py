@@ -23,7 +23,9 @@ from mirrorsync.cli.render import (
 from mirrorsync.config import EVENT_TYPES, PagesSource, load_config
 from mirrorsync.errors import EXIT_OK, UsageError
 from mirrorsync.formats._common import is_spec_hash
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, eventlog, instants, queries
+from mirrorsync.store import names as name_store
+from mirrorsync.store import specs as spec_store
 from mirrorsync.store.manifests import PAGE
 from mirrorsync.text import escape
 
@@ -31,8 +33,8 @@ from mirrorsync.text import escape
 async def _named_stack(store: Store, args: argparse.Namespace) -> tuple[int, str]:
     """The stack ``--release``/``--stack``/``--source`` name, and its label (with globs,
     the stack they named)."""
-    stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
-    return stack_id, await queries.stack_label(store, stack_id)
+    stack_id = await name_store.find_stack(store, args.release, args.stack, args.source)
+    return stack_id, await name_store.stack_label(store, stack_id)
 
 
 async def history(args: argparse.Namespace) -> int:
@@ -92,7 +94,7 @@ def _names(*names: str) -> tuple[str, ...]:
 async def _before_history(store: Store, stack_id: int, asked: list[tuple[str, int]]) -> str:
     """When a date was asked for that falls before a stack's first version (so it
     resolved to version 0): a note saying when the history starts; else ''."""
-    if not any(v == 0 and not queries.is_version(text) for text, v in asked):
+    if not any(v == 0 and not instants.is_version(text) for text, v in asked):
         return ""
     start = await queries.first_version_at(store, stack_id)
     return f" ({'the history starts at ' + human_time(start) if start else 'no history yet'})"
@@ -138,10 +140,10 @@ async def specs(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(await open_store(config))
-        stack_id = await queries.find_stack(store, args.release, args.stack, args.source)
-        await queries.require_match(store, "package", args.package)
+        stack_id = await name_store.find_stack(store, args.release, args.stack, args.source)
+        await name_store.require_match(store, "package", args.package)
         records = await stack.enter_async_context(
-            contextlib.aclosing(queries.stack_specs(store, stack_id, package=args.package))
+            contextlib.aclosing(spec_store.stack_specs(store, stack_id, package=args.package))
         )
         if args.json:
             async for r in records:
@@ -191,7 +193,7 @@ async def show(args: argparse.Namespace) -> int:
         )
     config = load_config(args.config)
     async with await open_store(config) as store:
-        found = await queries.specs_by_prefix(store, wanted, limit=11)
+        found = await spec_store.specs_by_prefix(store, wanted, limit=11)
         if not found:
             raise UsageError(f"no spec {wanted} has been seen in {config.database_path}")
         if len(found) > 1:
@@ -200,7 +202,7 @@ async def show(args: argparse.Namespace) -> int:
             raise UsageError(f"{wanted} is ambiguous: {listed}{more}")
         spec = found[0]
         stays = await queries.intervals(store, spec.hash)
-        records = await queries.spec_records(store, spec.hash)
+        records = await spec_store.spec_records(store, spec.hash)
     if args.json:
         print_json(
             {
@@ -250,7 +252,7 @@ async def show(args: argparse.Namespace) -> int:
 async def events(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     since_id, since_at = (args.since, None) if isinstance(args.since, int) else (0, args.since)
-    where = queries.EventFilter(
+    where = eventlog.EventFilter(
         since=since_id,
         since_at=since_at,
         until_at=args.until,
@@ -264,16 +266,16 @@ async def events(args: argparse.Namespace) -> int:
     )
     async with (
         await open_store(config) as store,
-        contextlib.aclosing(queries.events(store, where=where)) as stream,
+        contextlib.aclosing(eventlog.events(store, where=where)) as stream,
     ):
         for option in ("source", "release", "stack", "package"):  # a glob matching nothing: 2
-            await queries.require_match(store, option, getattr(args, option))
+            await name_store.require_match(store, option, getattr(args, option))
         if args.json:
             async for event in stream:
                 print_json_line(event.to_dict())
             return EXIT_OK
         # Streamed, so sized before the first row: to every stack's label, every type asked.
-        labels = await queries.stack_labels(store)
+        labels = await name_store.stack_labels(store)
         table = TableWriter(
             [
                 Column("id", 7, right=True),

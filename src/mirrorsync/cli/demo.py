@@ -28,7 +28,7 @@ from mirrorsync.config import parse_config
 from mirrorsync.errors import EXIT_OK
 from mirrorsync.fixture.build import build_from_seed
 from mirrorsync.fixture.server import FixtureServer
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, eventlog, names, queries
 from mirrorsync.sync.report import RunReport
 from mirrorsync.sync.run import run_once
 
@@ -103,7 +103,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         out.print("Syncing it for the first time: every stack and spec is new.")
         _summary(await run_once(config))
         async with await Store.open_read_only(database) as store:
-            since = await queries.last_event_id(store)
+            since = await eventlog.last_event_id(store)
 
         out.rule("2. The mirror changes (the second snapshot), and we sync again")
         build_from_seed(docroot, "001")
@@ -112,14 +112,14 @@ async def run_demo(args: argparse.Namespace) -> int:
 
     async with await Store.open_read_only(database) as store:
         counts: Counter[tuple[str, str]] = Counter()
-        async for event in queries.events(store, since=since):
+        async for event in eventlog.events(store, since=since):
             counts[(event.stack or "", event.type)] += 1
         out.rule(f"3. What changed, as events (mirrorsync events --since {since})")
         print_table(
             ["stack", "event", "count"],
             [(verbatim(s), t, n) for (s, t), n in sorted(counts.items())],
         )
-        root = await queries.find_stack(store, "develop", "root")
+        root = await names.find_stack(store, "develop", "root")
         out.rule("4. History of develop/root (mirrorsync history --release develop --stack root)")
         print_table(
             ["version", "created", "specs", "+added", "-removed"],

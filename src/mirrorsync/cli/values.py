@@ -60,7 +60,7 @@ def event_id(text: str) -> int:
 
 def _date(text: str, *, end_of_day: bool) -> str:
     from mirrorsync.errors import UsageError
-    from mirrorsync.store.queries import instant
+    from mirrorsync.store.instants import instant
 
     try:
         return instant(text, end_of_day=end_of_day)
@@ -84,7 +84,7 @@ def until_arg(text: str) -> str:
 def version_or_date(text: str) -> str:
     """A version number (``3`` or ``v3``, as printed), or a date/time checked now
     (resolved against the stack later)."""
-    from mirrorsync.store.queries import is_version
+    from mirrorsync.store.instants import is_version
 
     if is_version(text):
         _whole(text.removeprefix("v"))  # a version number the database can hold

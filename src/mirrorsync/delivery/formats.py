@@ -51,7 +51,7 @@ from mirrorsync.delivery.summary import (
     summarize,
     title,
 )
-from mirrorsync.store.queries import Event
+from mirrorsync.store.eventlog import Event
 
 JSON = "application/json"
 CLOUDEVENTS = "application/cloudevents+json"

@@ -24,7 +24,7 @@ from mirrorsync.delivery.sender import Sender, origin, shown_url
 from mirrorsync.delivery.signing import Credentials, load_credentials
 from mirrorsync.phase import Phase
 from mirrorsync.redact import Url
-from mirrorsync.store import Store, claims, queries, utcnow, webhooks
+from mirrorsync.store import Store, claims, eventlog, utcnow, webhooks
 from mirrorsync.units import Verbatim, human_duration, human_time
 
 log = logging.getLogger("mirrorsync.delivery")
@@ -309,7 +309,7 @@ class Outbox:
                 )
                 continue
             if answer.gone:
-                last = await queries.last_event_id(self.store)
+                last = await eventlog.last_event_id(self.store)
                 reason = (
                     f"{where} answered 410 Gone, so the webhook is disabled and no events are "
                     f"queued for it after event {last}; fix its url, or run 'mirrorsync webhooks "

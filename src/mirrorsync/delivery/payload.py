@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mirrorsync.store.queries import Event
+from mirrorsync.store.eventlog import Event
 
 EVENTS_TYPE = "mirrorsync.events"
 PING_TYPE = "mirrorsync.ping"

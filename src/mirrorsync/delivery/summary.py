@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mirrorsync.store.queries import Event
+from mirrorsync.store.eventlog import Event
 
 #: Names of added (and of removed) specs listed per stack.
 SAMPLE = 5

@@ -1,7 +1,8 @@
 """Local copies of build caches: filtered, verified, incremental, never half-published.
 
 ``plan`` chooses what a copy holds, ``download`` brings it in checked,
-``publish`` writes the index last and deletes last and late, ``run`` does
+``publish`` writes the index last and deletes last and late; ``planner`` plans one
+copy and ``job`` brings it up to date (``outcome``: what it did), and ``run`` does
 all of it for every configured copy.
 
 Importing the package imports none of them: ``status`` reads a copy's files

@@ -60,7 +60,7 @@ from mirrorsync.inflate import gunzip
 from mirrorsync.mirrors import files
 from mirrorsync.mirrors.admit import CHANGED, Admission
 from mirrorsync.mirrors.download import SpecRefused
-from mirrorsync.mirrors.job import CopyJob, first_error, plan_key_of
+from mirrorsync.mirrors.job import CopyJob, first_error
 from mirrorsync.mirrors.oci_images import (
     Layer,
     Prepared,
@@ -70,6 +70,7 @@ from mirrorsync.mirrors.oci_images import (
 )
 from mirrorsync.mirrors.ocitarget import OciCopyTarget, OciTarget, config_json
 from mirrorsync.mirrors.plan import Selection, StackIndex, select
+from mirrorsync.mirrors.planner import plan_key_of
 from mirrorsync.mirrors.publish import build_index, due
 from mirrorsync.mirrors.stacks import real_root
 from mirrorsync.redact import join_url, redact_url

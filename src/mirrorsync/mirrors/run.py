@@ -33,8 +33,8 @@ from mirrorsync.errors import (
 )
 from mirrorsync.fetch import HttpClient, Tally, Throttle
 from mirrorsync.mirrors.job import CopyJob, utc_now
-from mirrorsync.mirrors.job import MirrorOutcome as MirrorOutcome
 from mirrorsync.mirrors.oci_copy import OciCopyJob
+from mirrorsync.mirrors.outcome import MirrorOutcome as MirrorOutcome
 from mirrorsync.phase import Phase
 from mirrorsync.store import Store
 

@@ -28,7 +28,7 @@ from mirrorsync.serve import links
 from mirrorsync.serve.pages import event_links
 from mirrorsync.serve.state import NotFound, state
 from mirrorsync.store import web as web_store
-from mirrorsync.store.queries import Event, EventFilter
+from mirrorsync.store.eventlog import Event, EventFilter
 
 #: Events a feed holds: the newest ones.
 ENTRIES = 50

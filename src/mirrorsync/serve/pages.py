@@ -17,9 +17,11 @@ from mirrorsync.errors import UsageError
 from mirrorsync.health import Health, StackHealth
 from mirrorsync.serve import chart, links
 from mirrorsync.serve.state import DIFF_LIMIT, NotFound, render, state
-from mirrorsync.store import queries
+from mirrorsync.store import eventlog, instants, queries
+from mirrorsync.store import names as name_store
 from mirrorsync.store import web as web_store
-from mirrorsync.store.queries import EventFilter, StackStatus
+from mirrorsync.store.eventlog import EventFilter
+from mirrorsync.store.queries import StackStatus
 
 #: Rows a page shows at most: a package's stays, search results.
 PACKAGE_LIMIT = 1000
@@ -201,12 +203,12 @@ def event_filter(request: web.Request) -> tuple[EventFilter, dict[str, object]]:
     if since is not None and since.isascii() and since.isdigit() and len(since) <= 19:
         since_id = min(int(since), MAX_ID)
     elif since is not None:
-        since_at = queries.instant(since, end_of_day=False)
+        since_at = instants.instant(since, end_of_day=False)
     names = {k: param(request, k) for k in ("source", "release", "stack", "package")}
     where = EventFilter(
         since=since_id,
         since_at=since_at,
-        until_at=None if until is None else queries.instant(until),
+        until_at=None if until is None else instants.instant(until),
         types=types,
         source=names["source"],
         release=names["release"],
@@ -219,13 +221,13 @@ def event_filter(request: web.Request) -> tuple[EventFilter, dict[str, object]]:
 
 async def events_of(
     request: web.Request,
-) -> tuple[list[queries.Event], dict[str, object], list[str], int | None, int]:
+) -> tuple[list[eventlog.Event], dict[str, object], list[str], int | None, int]:
     """One page of events, newest first: (events, filters given, types, next ``before``, limit)."""
     st = state(request)
     store = await st.store()
     where, given = event_filter(request)
     for option in ("source", "release", "stack", "package"):  # a glob matching nothing: 400
-        await queries.require_match(store, option, getattr(where, option))
+        await name_store.require_match(store, option, getattr(where, option))
     limit = number(request, "limit", low=1, high=EVENTS_PAGE_MAX, default=EVENTS_PAGE)
     before = param(request, "before")
     before_id = None
@@ -269,7 +271,7 @@ def _events_feeds(given: Mapping[str, object], types: list[str]) -> tuple[str, s
     return links.feeds("all")
 
 
-def event_links(e: queries.Event) -> dict[str, str]:
+def event_links(e: eventlog.Event) -> dict[str, str]:
     """The pages an event leads to: its stack, the diff it is part of, its package."""
     out: dict[str, str] = {}
     if e.stack is not None:

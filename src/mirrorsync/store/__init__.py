@@ -1,7 +1,8 @@
 """SQLite storage: the only package that writes SQL.
 
 ``db`` opens and migrates the database, ``writes`` records what a sync saw,
-``queries`` answers questions about the history.
+``queries`` answers questions about a stack's history, ``eventlog`` reads the change
+log, ``specs`` the specs and their manifests, ``names`` resolves the names a user gives.
 """
 
 from mirrorsync.store.db import Store, utcnow

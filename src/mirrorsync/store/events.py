@@ -20,7 +20,7 @@ A stack version's spec.added and spec.removed events are not stored one by one
 (migration 0012): one row of ``event_rows`` with ``span`` = their number holds
 their ids, and the events themselves are derived from the memberships the
 version opened or closed, in hash order (the view ``events``;
-:func:`mirrorsync.store.queries.event_source`).
+:func:`mirrorsync.store.eventlog.event_source`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mirrorsync import records
 from mirrorsync.store import webhooks
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection
-from mirrorsync.store.queries import LAST_EVENT_ID
+from mirrorsync.store.eventlog import LAST_EVENT_ID
 
 
 @records.record(frozen=True, slots=True)

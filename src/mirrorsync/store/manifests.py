@@ -15,7 +15,8 @@ from mirrorsync.errors import UsageError
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
 from mirrorsync.store.events import Where, record
-from mirrorsync.store.queries import SPEC_COLUMNS, name_filter, spec_from_row
+from mirrorsync.store.overview import name_filter
+from mirrorsync.store.specs import SPEC_COLUMNS, spec_from_row
 from mirrorsync.text import bounded
 
 OK = "ok"

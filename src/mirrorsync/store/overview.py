@@ -5,8 +5,8 @@ webhooks' summaries, and the count of distinct specs: the readers and row classe
 that ``status``, ``status --check``, the metrics and the web view share, in a
 module of their own, so that ``status`` (a monitoring check, run every minute)
 does not load the store's writers, its event and history queries with them
-(issue 31, start-up). ``queries``, ``mirrors`` and ``webhooks`` export each name
-here as they always did.
+(issue 31, start-up). ``queries`` (``status``, ``StackStatus``), ``mirrors`` and
+``webhooks`` export their names here as they always did.
 """
 
 from __future__ import annotations

@@ -15,18 +15,17 @@ from typing import Any
 
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.store.db import Store
-from mirrorsync.store.queries import (
-    EFFECTIVE_AT,
+from mirrorsync.store.eventlog import (
     EVENT_COLUMNS,
     EVENT_JOINS,
-    SPEC_COLUMNS,
     Event,
     EventFilter,
     event_source,
-    holds_nul,
     newest_events,
-    spec_from_row,
 )
+from mirrorsync.store.overview import holds_nul
+from mirrorsync.store.queries import EFFECTIVE_AT
+from mirrorsync.store.specs import SPEC_COLUMNS, spec_from_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +278,7 @@ async def events_page(
     store: Store, where: EventFilter, *, before: int | None, limit: int
 ) -> list[Event]:
     """Newest first: up to ``limit`` events with ids below ``before`` (None: the newest)
-    matching ``where`` (``queries.newest_events``)."""
+    matching ``where`` (``eventlog.newest_events``)."""
     return await newest_events(store, where, before=before, limit=limit)
 
 

@@ -16,16 +16,10 @@ from mirrorsync.redact import Url, redact_url
 from mirrorsync.store.claims import serialise
 from mirrorsync.store.db import Connection, Store
 from mirrorsync.store.dialect import Dialect
+from mirrorsync.store.eventlog import EVENT_COLUMNS, EVENT_JOINS, LAST_EVENT_ID, Event, event_source
 from mirrorsync.store.overview import WebhookSummary as WebhookSummary
+from mirrorsync.store.overview import holding_row
 from mirrorsync.store.overview import summaries as summaries
-from mirrorsync.store.queries import (
-    EVENT_COLUMNS,
-    EVENT_JOINS,
-    LAST_EVENT_ID,
-    Event,
-    event_source,
-    holding_row,
-)
 from mirrorsync.text import bounded
 
 #: Filter fields and the SQL expression each matches against (see ``enqueue``).
