@@ -4,7 +4,7 @@
 Accept-Encoding and User-Agent only when a request lacks one of them (the
 crawl's requests carry all three, and skipping costs a copy of the headers per
 request): either way the wire shows what mirrorsync set, or nothing, never
-aiohttp's ``Accept-Encoding: gzip, deflate, br`` (a brotli body ``_Body``
+aiohttp's ``Accept-Encoding: gzip, deflate, br`` (a brotli body ``Body``
 cannot decode) or its ``Python/aiohttp`` agent. A real server on loopback
 records each request's head.
 """

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirrorsync.errors import CopyError
-from mirrorsync.mirrors.layout import OWNED, link_error, open_file
+from mirrorsync.mirrors.layout import OWNED, link_error, lstat_if_present, open_file
 
 TEMP_SUFFIX = ".part"
 
@@ -196,12 +196,9 @@ def symlink_in(root: Path, rel: str) -> str | None:
 def size_of(path: Path) -> int | None:
     """The size of the file at ``path`` (never of a link's target: a link is refused);
     None if there is no regular file there."""
-    try:
-        found = os.lstat(path)
-    except FileNotFoundError:
+    found = lstat_if_present(path)
+    if found is None:
         return None
-    except OSError as exc:
-        raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if stat.S_ISLNK(found.st_mode):
         raise link_error(path)
     return found.st_size if stat.S_ISREG(found.st_mode) else None

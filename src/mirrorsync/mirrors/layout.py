@@ -72,12 +72,17 @@ def read_if_present(path: Path | str, limit: int | None = None) -> bytes | None:
     return data
 
 
-def file_size(path: Path | str) -> int | None:
-    """The size of a regular file; None if absent or not a regular file (a link...)."""
+def lstat_if_present(path: Path | str) -> os.stat_result | None:
+    """The status of what is at ``path`` itself (a link is not followed); None if nothing."""
     try:
-        st = os.lstat(path)
+        return os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CopyError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def file_size(path: Path | str) -> int | None:
+    """The size of a regular file; None if absent or not a regular file (a link...)."""
+    st = lstat_if_present(path)
+    return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
