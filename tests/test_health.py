@@ -36,7 +36,7 @@ from mirrorsync.fixture.signing import gpg_clearsign
 from mirrorsync.fixture.specs import Node, fake_hash, spec_node
 from mirrorsync.store.health import ManifestCounts
 from mirrorsync.store.mirrors import LeftOut, MirrorStatus
-from mirrorsync.store.queries import StackStatus
+from mirrorsync.store.overview import StackStatus
 from mirrorsync.store.webhooks import WebhookSummary
 from receiver import Receiver, new_secret
 

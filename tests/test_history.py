@@ -13,7 +13,7 @@ from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, names, queries
 
 # Six states of one stack: each step adds and removes a different number of specs.
 POOL = [spec_node(f"pkg{i % 7}", f"{i}.0", fake_hash(f"h{i}")) for i in range(40)]
@@ -47,7 +47,7 @@ def test_history_diff_and_point_in_time_agree(
 
     async def check() -> list[queries.VersionRow]:
         async with await Store.open(config.database_path, create=False) as store:
-            stack = await queries.find_stack(store, "rel", "main")
+            stack = await names.find_stack(store, "rel", "main")
             rows = await queries.history(store, stack)
             at = {v: {s.hash for s in await queries.members_at(store, stack, v)} for v in truth}
             assert at == truth

@@ -31,7 +31,7 @@ from dbstate import check_consistent, differences, event_stats
 from mirrorsync.fixture.build import CATALOG_NAME, MirrorInfo, build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import synthetic_compilers, synthetic_specs
-from mirrorsync.store import Store, events, queries, utcnow, writes
+from mirrorsync.store import Store, eventlog, events, utcnow, writes
 from mirrorsync.store.claims import Kind
 from mirrorsync.store.location import PostgresUrl
 from receiver import Receiver, new_secret
@@ -396,7 +396,7 @@ def test_events_become_visible_in_id_order_with_two_writers(postgres_url: str) -
             mark = 0
             while True:
                 done = finished.is_set()
-                async for event in queries.events(reader, since=mark):
+                async for event in eventlog.events(reader, since=mark):
                     seen.append(event.id)
                     mark = event.id
                 if done:
@@ -409,7 +409,7 @@ def test_events_become_visible_in_id_order_with_two_writers(postgres_url: str) -
                 writers.start_soon(writer, a, "a", 0.5, None)
                 writers.start_soon(writer, b, "b", 0.0, a_has_ids)
             finished.set()
-        every = [e.id async for e in queries.events(reader)]
+        every = [e.id async for e in eventlog.events(reader)]
         for store in (a, b, reader):
             await store.close()
         return seen, every

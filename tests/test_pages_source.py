@@ -20,7 +20,7 @@ from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, parse_page
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, names, overview, queries, specs
 from mirrorsync.store.location import Location
 from mirrorsync.sync import pages as pages_sync
 from test_sync import all_events
@@ -100,9 +100,9 @@ def h(seed: str) -> str:
 def stacks_state(db: Location) -> dict[tuple[str, str], tuple[int, int, bool]]:
     """(release, stack) -> (version, spec_count, present)."""
 
-    async def read() -> list[queries.StackStatus]:
+    async def read() -> list[overview.StackStatus]:
         async with await Store.open(db, create=False) as store:
-            return await queries.status(store)
+            return await overview.status(store)
 
     return {(s.release, s.stack): (s.version, s.spec_count, s.present) for s in anyio.run(read)}
 
@@ -110,7 +110,7 @@ def stacks_state(db: Location) -> dict[tuple[str, str], tuple[int, int, bool]]:
 def members(db: Location, release: str, stack: str) -> set[str]:
     async def read() -> set[str]:
         async with await Store.open(db, create=False) as store:
-            stack_id = await queries.find_stack(store, release, stack)
+            stack_id = await names.find_stack(store, release, stack)
             versions = await queries.history(store, stack_id)
             latest = max(v.version for v in versions)
             return {s.hash for s in await queries.members_at(store, stack_id, latest)}
@@ -121,7 +121,7 @@ def members(db: Location, release: str, stack: str) -> set[str]:
 def spec_row(db: Location, spec_hash: str) -> SpecInfo | None:
     async def read() -> SpecInfo | None:
         async with await Store.open(db, create=False) as store:
-            return await queries.spec(store, spec_hash)
+            return await specs.spec(store, spec_hash)
 
     return anyio.run(read)
 

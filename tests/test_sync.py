@@ -14,7 +14,7 @@ from mirrorsync.config import parse_config
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v2_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, eventlog
 from mirrorsync.store.location import Location
 
 
@@ -25,7 +25,7 @@ def nodes(prefix: str, n: int, name: str = "zlib") -> list[dict[str, object]]:
 def all_events(db: Location) -> list[dict[str, object]]:
     async def read() -> list[dict[str, object]]:
         async with await Store.open(db, create=False) as store:
-            return [e.to_dict() async for e in queries.events(store)]
+            return [e.to_dict() async for e in eventlog.events(store)]
 
     return anyio.run(read)
 

@@ -27,7 +27,7 @@ from mirrorsync.errors import ConfigError
 from mirrorsync.fixture.build import build_catalog_from_specs
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.store import Store, queries
+from mirrorsync.store import Store, eventlog
 from mirrorsync.store import webhooks as store_webhooks
 from receiver import Receiver, new_secret
 
@@ -90,7 +90,7 @@ def receiver(secret: str) -> Iterator[Receiver]:
 def all_events(config: Config) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
         async with await Store.open(config.database_path, create=False) as store:
-            return [e.to_dict() async for e in queries.events(store)]
+            return [e.to_dict() async for e in eventlog.events(store)]
 
     return anyio.run(read)
 

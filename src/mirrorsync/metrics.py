@@ -32,7 +32,7 @@ from mirrorsync import __version__, health
 from mirrorsync.config import Config
 from mirrorsync.errors import MetricsError
 from mirrorsync.health import Health
-from mirrorsync.store import Store, eventlog, queries
+from mirrorsync.store import Store, eventlog, overview
 from mirrorsync.store import webhooks as webhook_store
 from mirrorsync.sync.report import RunReport
 
@@ -243,7 +243,7 @@ def run_families(report: RunReport, last_success: float | None) -> list[Family]:
 
 async def database_families(store: Store) -> list[Family]:
     """What the database holds after the run."""
-    stacks = await queries.status(store)
+    stacks = await overview.status(store)
 
     def per_stack(name: str, help_text: str, values: Iterable[float]) -> Family:
         return Family(

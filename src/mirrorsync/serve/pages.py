@@ -21,7 +21,7 @@ from mirrorsync.store import eventlog, instants, queries
 from mirrorsync.store import names as name_store
 from mirrorsync.store import web as web_store
 from mirrorsync.store.eventlog import EventFilter
-from mirrorsync.store.queries import StackStatus
+from mirrorsync.store.overview import StackStatus
 
 #: Rows a page shows at most: a package's stays, search results.
 PACKAGE_LIMIT = 1000

@@ -15,13 +15,8 @@ from collections.abc import AsyncGenerator
 from mirrorsync.errors import UsageError
 from mirrorsync.records import record
 from mirrorsync.store.db import Store
-from mirrorsync.store.eventlog import events as events
 from mirrorsync.store.instants import instant, is_version
-from mirrorsync.store.names import find_stack as find_stack
-from mirrorsync.store.overview import StackStatus as StackStatus
-from mirrorsync.store.overview import status as status
 from mirrorsync.store.specs import PAGE, SPEC_COLUMNS, spec_from_row
-from mirrorsync.store.specs import spec as spec
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:

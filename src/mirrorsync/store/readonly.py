@@ -6,7 +6,7 @@ opens the file as ``Store.open_read_only`` does (``mode=ro``, never migrated,
 ``immutable=1`` for a WAL database in a directory it cannot write, the schema
 checked), on a connection whose every call runs at once in this thread.
 
-The store's async readers (``queries.status``, ``mirrors.statuses``, ...) run on
+The store's async readers (``overview.status``, ``mirrors.statuses``, ...) run on
 it unchanged through :func:`run`: their coroutines never wait on anything, so
 each finishes in one step. There is no second copy of a query, and every SQLite
 error is translated by the one function that translates them
