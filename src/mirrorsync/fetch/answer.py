@@ -135,8 +135,8 @@ class Stream(httpx.AsyncByteStream):
     (kept alive when the body was read to its end, closed otherwise), once."""
 
     def __init__(self, request: httpx.Request | None, answer: Raw, release: Any) -> None:
-        self._request = request
-        self._answer = answer
+        self.request = request
+        self.answer = answer
         self._release = release
         self.received = 0  # body bytes read, however they were read
         self.detached = False  # the body is read off the loop (``detach``)
@@ -144,12 +144,12 @@ class Stream(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         # One buffered chunk at a time, as received: ``readany`` would join all
         # that are buffered into a new bytes object, a copy of every byte.
-        content = self._answer.content
+        content = self.answer.content
         while True:
             try:
                 chunk, boundary = await content.readchunk()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                failure = translated(exc, self._request)
+                failure = translated(exc, self.request)
             else:
                 if not chunk:
                     # The end of one HTTP chunk (chunked encoding) with more to come:
@@ -167,14 +167,14 @@ class Stream(httpx.AsyncByteStream):
         a small document's answer costs one await instead of a chain of iterators.
         A body that breaks off fails as it would when iterated."""
         try:
-            whole = await self._answer.content.readexactly(size)
+            whole = await self.answer.content.readexactly(size)
         except asyncio.IncompleteReadError:
             failure: Exception = httpx.RemoteProtocolError(
                 "peer closed connection without sending complete message body",
-                request=self._request,
+                request=self.request,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            failure = translated(exc, self._request)
+            failure = translated(exc, self.request)
         else:
             self.received += size
             return whole
@@ -182,9 +182,9 @@ class Stream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         if self.detached:  # the loop's parser has not seen the body: never reused
-            self._answer.close()
+            self.answer.close()
         else:
-            self._answer.release()  # closes the connection if the body was not read to its end
+            self.answer.release()  # closes the connection if the body was not read to its end
         release, self._release = self._release, None
         if release is not None:
             release()

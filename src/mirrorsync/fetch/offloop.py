@@ -63,7 +63,7 @@ class Detached:
             )
         self._sock = sock
         self._stream = stream
-        self._request = stream._request
+        self._request = stream.request
         self.head = b""
         self.left = 0  # bytes of the body still on the wire
 
@@ -106,7 +106,7 @@ def detach(response: Response, size: int, timeout: float | None) -> Detached | N
     stream = response.stream
     if not isinstance(stream, Stream) or stream.received:
         return None
-    answer = stream._answer
+    answer = stream.answer
     connection = answer.connection
     content = answer.content
     if connection is None or content.exception() is not None or content.is_eof():
