@@ -378,31 +378,33 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
     whose index lists it only with in_buildcache false. A size comes from an ok manifest of the root stack if it has one, else from
     the first stack by name that has one.
     """
-    marks = ", ".join("?" for _ in view.listed)
-    table, held_by = store.dialect.memberships_of("s.id")
+    # The package's current memberships in the release's stacks (PostgreSQL reads no
+    # other), in one query: its specs are those held by a listed stack.
+    stack_marks = ", ".join("?" for _ in view.stacks)
+    among = store.dialect.memberships_among(
+        "m",
+        "SELECT id FROM specs WHERE name = ?",
+        f"g.left IS NULL AND g.stack_id IN ({stack_marks})",
+    )
+    held: dict[int, set[str]] = {}
+    listed: set[int] = set()  # specs a listed stack holds: the page's
     async with store.conn.execute(
-        f"SELECT s.id, {SPEC_COLUMNS} FROM specs s WHERE s.name = ? AND EXISTS (SELECT 1 FROM {table} m"
-        f"  WHERE {held_by} AND m.left IS NULL AND m.stack_id IN ({marks}))"
-        " ORDER BY s.hash",
-        (package, *view.listed),
+        f"WITH {among} SELECT spec_id, stack_id FROM m", (*view.stacks, package)
     ) as cursor:
-        specs = list(await cursor.fetchall())
+        for spec_id, stack_id in await cursor.fetchall():
+            held.setdefault(spec_id, set()).add(view.stacks[stack_id])
+            if stack_id in view.listed:
+                listed.add(spec_id)
+    async with store.conn.execute(
+        f"SELECT s.id, {SPEC_COLUMNS} FROM specs s WHERE s.name = ? ORDER BY s.hash", (package,)
+    ) as cursor:
+        specs = [r for r in await cursor.fetchall() if r[0] in listed]
     ids = [int(r[0]) for r in specs]
     id_of = {str(r[1]): int(r[0]) for r in specs}
-    held: dict[int, set[str]] = {i: set() for i in ids}
-    stack_marks = ", ".join("?" for _ in view.stacks)  # the release's: PostgreSQL reads no other
     sizes: dict[int, tuple[bool, str, int]] = {}  # spec -> best (not root, stack, size)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         spec_marks = ", ".join("?" for _ in chunk)
-        async with store.conn.execute(
-            f"SELECT s.id, m.stack_id FROM specs s JOIN {table} m ON {held_by}"
-            f" WHERE s.id IN ({spec_marks}) AND m.left IS NULL AND m.stack_id IN ({stack_marks})",
-            [*chunk, *view.stacks],
-        ) as cursor:
-            for spec_id, stack_id in await cursor.fetchall():
-                if stack_id in view.stacks:
-                    held[spec_id].add(view.stacks[stack_id])
         hashes = [str(r[1]) for r in specs[start : start + _CHUNK]]
         async with store.conn.execute(
             f"SELECT hash, stack_id FROM listed_uncached WHERE hash IN ({spec_marks})", hashes

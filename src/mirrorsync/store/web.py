@@ -227,21 +227,23 @@ async def package_specs(store: Store, package: str, *, limit: int) -> tuple[list
         return [], 0
     entered_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.entered")
     left_at = EFFECTIVE_AT.format(stack="m.stack_id", v="m.left")
-    table, held = store.dialect.memberships_of("s.id")
+    among = store.dialect.memberships_among("m", "SELECT id FROM specs WHERE name = ?")
     joins = (
-        f" FROM specs s JOIN {table} m ON {held}"
+        " FROM specs s JOIN m ON m.spec_id = s.id"
         " JOIN stacks st ON st.id = m.stack_id JOIN sources src ON src.id = st.source_id"
     )
-    async with store.conn.execute(f"SELECT count(*){joins} WHERE s.name = ?", (package,)) as c:
+    async with store.conn.execute(
+        f"WITH {among} SELECT count(*){joins} WHERE s.name = ?", (package, package)
+    ) as c:
         row = await c.fetchone()
     total = int(row[0]) if row else 0
     async with store.conn.execute(
-        f"SELECT {SPEC_COLUMNS}, src.name, st.release, st.name, sm.tarball_size,"
+        f"WITH {among} SELECT {SPEC_COLUMNS}, src.name, st.release, st.name, sm.tarball_size,"
         f" m.entered, {entered_at}, m.left, CASE WHEN m.left IS NULL THEN NULL ELSE {left_at} END"
         f"{joins} LEFT JOIN spec_manifests sm ON sm.stack_id = m.stack_id AND sm.spec_id = s.id"
         " WHERE s.name = ?"
         " ORDER BY s.version DESC, s.hash, src.name, st.release, st.name, m.entered LIMIT ?",
-        (package, limit),
+        (package, package, limit),
     ) as cursor:
         rows = await cursor.fetchall()
     return [PackageSpec(spec_from_row(r[:8]), *r[8:]) for r in rows], total
