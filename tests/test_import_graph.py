@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "mirrorsync.sync.index",
             "mirrorsync.sync.manifests",
+            "mirrorsync.sync.crawl",
             "mirrorsync.sync.pool",
             "mirrorsync.sync.progress",
             "mirrorsync.sync.outcome",

@@ -1,7 +1,7 @@
 """Orchestration: for each source and stack, fetch what changed and record it.
 
 Importing the package imports none of its modules: the engine (``index``,
-``manifests``, ``pool``) serves the copies and ``verify`` without the run that
+``manifests``, ``crawl``, ``pool``) serves the copies and ``verify`` without the run that
 drives the copies and the webhooks (``run``). The names below come from their
 modules when first asked for.
 """

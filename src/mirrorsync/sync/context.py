@@ -28,7 +28,7 @@ from mirrorsync.sync.progress import RunProgress
 from mirrorsync.sync.report import RunReport
 
 if TYPE_CHECKING:  # the crawler is imported when a run crawls
-    from mirrorsync.sync.manifests import ManifestCrawler
+    from mirrorsync.sync.crawl import ManifestCrawler
 
 log = logging.getLogger("mirrorsync.sync")
 
@@ -97,7 +97,7 @@ class RunContext:
                         revalidate_after=http.revalidate_after_seconds,
                     )
                     if not report.dry_run and _crawls(sources):  # a dry run crawls nothing
-                        from mirrorsync.sync.manifests import ManifestCrawler
+                        from mirrorsync.sync.crawl import ManifestCrawler
 
                         crawlers[insecure] = ManifestCrawler(
                             client, store, workdir, workers=http.host_concurrency, progress=progress
