@@ -31,7 +31,7 @@ from mirrorsync.fetch.validators import conditions, kept_validators
 from mirrorsync.fixture.build import build_catalog_from_specs, write_v2_mirror, write_v3_mirror
 from mirrorsync.fixture.server import FixtureServer
 from mirrorsync.fixture.specs import fake_hash, spec_node
-from mirrorsync.store.writes import CachedDocument
+from mirrorsync.store.httpcache import CachedDocument
 from test_pages_source import page_bytes
 
 FIXED = 1_800_000_000  # 2027-01-15T08:00:00Z: the one-second server's "now"

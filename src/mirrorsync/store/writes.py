@@ -1,8 +1,9 @@
-"""What a sync writes: snapshots of stacks, their events, release changes, HTTP cache.
+"""What a sync writes: snapshots of stacks, their events, release changes.
 
 Each public function is one transaction. A snapshot's memberships, version row
 and events are written together, so a crash leaves either all of them or none.
 URLs and messages are stored with their credentials masked (:mod:`mirrorsync.redact`).
+The HTTP cache a sync keeps is in :mod:`mirrorsync.store.httpcache`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from mirrorsync.errors import FormatError, StaleSnapshotError, StoreError
 from mirrorsync.formats.index import SpecInfo, SpecName
@@ -262,50 +263,6 @@ async def record_releases(
                 where = Where(source_id, name, None, None, at)
                 count += await record(conn, "release.removed", where)
     return count
-
-
-class CachedDocument(NamedTuple):
-    """A document's last full answer: the validators kept from it (see
-    ``fetch.validators``), its body, and when it was fetched in full."""
-
-    etag: str | None
-    last_modified: str | None
-    body: bytes
-    fetched_at: str | None  # ISO 8601 UTC; None: cached before migration 0008
-
-
-async def cached_document(store: Store, url: str) -> CachedDocument | None:
-    async with store.conn.execute(
-        "SELECT etag, last_modified, body, fetched_at FROM http_cache WHERE url = ?",
-        (redact_url(url),),
-    ) as cursor:
-        row = await cursor.fetchone()
-    return CachedDocument(row[0], row[1], bytes(row[2]), row[3]) if row else None
-
-
-async def cache_document(
-    store: Store,
-    url: str,
-    etag: str | None,
-    last_modified: str | None,
-    body: bytes,
-    *,
-    fetched_at: str,
-) -> None:
-    """Keep a full (200) answer's validators and body, or forget the URL when
-    it gave none worth keeping (its next request is then unconditional)."""
-    async with store.transaction() as conn:
-        if etag is None and last_modified is None:
-            await conn.execute("DELETE FROM http_cache WHERE url = ?", (redact_url(url),))
-            return
-        await conn.execute(
-            "INSERT INTO http_cache (url, etag, last_modified, body, fetched_at)"
-            " VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (url) DO UPDATE SET etag = excluded.etag,"
-            " last_modified = excluded.last_modified, body = excluded.body,"
-            " fetched_at = excluded.fetched_at",
-            (redact_url(url), etag, last_modified, body, fetched_at),
-        )
 
 
 # -- inside a transaction ------------------------------------------------------

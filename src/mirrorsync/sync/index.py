@@ -28,7 +28,7 @@ from mirrorsync.formats.index import Index, parse_index
 from mirrorsync.formats.manifest import BlobRecord, parse_index_manifest
 from mirrorsync.formats.oci import INDEX_TAG, is_oci_url, parse_image_manifest
 from mirrorsync.inflate import gunzip
-from mirrorsync.store import Store, utcnow, writes
+from mirrorsync.store import Store, httpcache, utcnow
 from mirrorsync.store import db as store_db
 from mirrorsync.sync.progress import RunProgress
 from mirrorsync.units import Verbatim, human_time
@@ -271,7 +271,7 @@ class IndexFetcher:
             # fetch.validators). The HTTP cache keeps them with the sha256 of the
             # index they were given for, never the index itself.
             cached = (
-                await writes.cached_document(self.store, index_url.display) if previous else None
+                await httpcache.cached_document(self.store, index_url.display) if previous else None
             )
             known = cached.body.decode("ascii", "replace") if cached else None
             asked = self._conditions(index_url, cached if known == previous else None)
@@ -320,7 +320,7 @@ class IndexFetcher:
         Only then: a refused index leaves nothing in the HTTP cache."""
         if fetched.validators is not None:
             etag, last_modified = fetched.validators
-            await writes.cache_document(
+            await httpcache.cache_document(
                 self.store,
                 fetched.index_url.display,
                 etag,
@@ -372,7 +372,7 @@ class IndexFetcher:
         so a refused document leaves nothing behind. An unconditional answer with
         the same body as before is the same document: callers compare checksums.
         """
-        cached = await writes.cached_document(self.store, url.display)
+        cached = await httpcache.cached_document(self.store, url.display)
         asked = self._conditions(url, cached)
         result = await self.client.get(
             url,
@@ -384,7 +384,7 @@ class IndexFetcher:
         )
         if isinstance(result, Fetched):
             value = check(result.content)
-            await writes.cache_document(
+            await httpcache.cache_document(
                 self.store,
                 url.display,
                 result.etag,
@@ -397,7 +397,7 @@ class IndexFetcher:
             raise FetchError(url, "HTTP 304 Not Modified to a request that was not conditional")
         return check(cached.body)
 
-    def _conditions(self, url: Url, cached: writes.CachedDocument | None) -> dict[str, str]:
+    def _conditions(self, url: Url, cached: httpcache.CachedDocument | None) -> dict[str, str]:
         """The conditions for a request from its cached answer (none: unconditional)."""
         asked = conditions(cached, store_db.now(), self.revalidate_after)  # the store's clock
         if cached is not None and (cached.etag or cached.last_modified) and not asked:
