@@ -1,15 +1,16 @@
-"""What a sync writes: snapshots of stacks, their events, release changes.
+"""What a sync writes: snapshots of stacks and their events.
 
 Each public function is one transaction. A snapshot's memberships, version row
 and events are written together, so a crash leaves either all of them or none.
 URLs and messages are stored with their credentials masked (:mod:`mirrorsync.redact`).
-The HTTP cache a sync keeps is in :mod:`mirrorsync.store.httpcache`.
+The HTTP cache a sync keeps is in :mod:`mirrorsync.store.httpcache`, the
+releases a source lists in :mod:`mirrorsync.store.releases`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -221,48 +222,6 @@ async def record_failure(store: Store, stack_id: int, error: str, at: str) -> No
             "UPDATE stacks SET last_error = ?, last_error_at = ?, last_checked = ? WHERE id = ?",
             (bounded(scrub(error)), at, at, stack_id),
         )
-
-
-async def known_releases(store: Store, source_id: int) -> set[str]:
-    async with store.conn.execute(
-        "SELECT name FROM releases WHERE source_id = ? AND present = 1", (source_id,)
-    ) as cursor:
-        return {row[0] for row in await cursor.fetchall()}
-
-
-async def record_releases(
-    store: Store, source_id: int, added: Iterable[str], removed: Iterable[str], at: str
-) -> int:
-    """Mark releases as listed or gone, with one event each; returns the event count.
-
-    A release gets its event only if this transaction changes its state: several
-    instances planning the same catalogue at once record it once between them
-    (on PostgreSQL the second upsert waits for the first and then finds nothing to do).
-    """
-    count = 0
-    async with store.transaction() as conn:
-        await serialise(conn)  # before a release's row is locked: see serialise()
-        for name in added:
-            cursor = await conn.execute(
-                "INSERT INTO releases (source_id, name, present, added_at) VALUES (?, ?, 1, ?)"
-                " ON CONFLICT (source_id, name) DO UPDATE"
-                " SET present = 1, added_at = excluded.added_at, removed_at = NULL"
-                " WHERE releases.present = 0",
-                (source_id, name, at),
-            )
-            if cursor.rowcount > 0:
-                where = Where(source_id, name, None, None, at)
-                count += await record(conn, "release.added", where)
-        for name in removed:
-            cursor = await conn.execute(
-                "UPDATE releases SET present = 0, removed_at = ?"
-                " WHERE source_id = ? AND name = ? AND present = 1",
-                (at, source_id, name),
-            )
-            if cursor.rowcount > 0:
-                where = Where(source_id, name, None, None, at)
-                count += await record(conn, "release.removed", where)
-    return count
 
 
 # -- inside a transaction ------------------------------------------------------

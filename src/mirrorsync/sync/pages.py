@@ -27,7 +27,7 @@ from mirrorsync.fetch import Tally, Url
 from mirrorsync.formats._common import compiler_text
 from mirrorsync.formats.index import SpecInfo
 from mirrorsync.formats.pages import Page, PageSpec, parse_page, split_compiler
-from mirrorsync.store import Store, claims, utcnow, writes
+from mirrorsync.store import Store, claims, releases, utcnow, writes
 from mirrorsync.store import manifests as store_manifests
 from mirrorsync.sync.index import IndexFetcher
 from mirrorsync.sync.outcome import log_outcome
@@ -113,8 +113,8 @@ class PagesSync:
             return
         views = combine(pages)
         self.marks = await claims.checked_marks(self.store, source_id)
-        known = await writes.known_releases(self.store, source_id)
-        self.report.release_events += await writes.record_releases(
+        known = await releases.known_releases(self.store, source_id)
+        self.report.release_events += await releases.record_releases(
             self.store, source_id, sorted(set(views) - known), [], utcnow()
         )
         for release in sorted(views):
@@ -125,7 +125,7 @@ class PagesSync:
             view_of_release = views.get(row.release)
             if row.present and (view_of_release is None or row.name not in view_of_release.stacks):
                 await self.retire(source.name, row)
-        self.report.release_events += await writes.record_releases(
+        self.report.release_events += await releases.record_releases(
             self.store, source_id, [], sorted(known - set(views)), utcnow()
         )
 

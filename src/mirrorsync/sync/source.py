@@ -12,7 +12,7 @@ from mirrorsync.config import CatalogSource, PagesSource, Source
 from mirrorsync.errors import StoreError
 from mirrorsync.fetch import Tally, Url
 from mirrorsync.formats.catalog import parse_catalog_document
-from mirrorsync.store import claims, utcnow, writes
+from mirrorsync.store import claims, releases, utcnow, writes
 from mirrorsync.sync.boundary import as_error
 from mirrorsync.sync.context import RunContext
 from mirrorsync.sync.job import StackJob
@@ -54,7 +54,7 @@ async def sync_source(ctx: RunContext, source: Source) -> None:
             for job in jobs:
                 tg.start_soon(sync_stack, ctx, job)
         if gone_releases:
-            ctx.report.release_events += await writes.record_releases(
+            ctx.report.release_events += await releases.record_releases(
                 ctx.store, planned, [], gone_releases, utcnow()
             )
     except StoreError as exc:
@@ -112,9 +112,9 @@ async def _plan_catalog(
         )
     listed = {e.release for e in entries}
     wanted = [e for e in entries if source.wants(e.release, e.stack)]
-    known = await writes.known_releases(ctx.store, source_id)
+    known = await releases.known_releases(ctx.store, source_id)
     new_releases = sorted({r for r in listed if source.wants(r)} - known)
-    ctx.report.release_events += await writes.record_releases(
+    ctx.report.release_events += await releases.record_releases(
         ctx.store, source_id, new_releases, [], utcnow()
     )
     present = {(e.release, e.stack) for e in entries}
