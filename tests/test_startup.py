@@ -277,6 +277,71 @@ def test_status_and_names_with_no_event_loop_print_what_the_loop_path_prints(
     assert "local" in table.stdout and "down" in table.stdout, table.stdout
 
 
+#: Runs ``mirrorsync ARGS`` through the installed entry point with an object whose
+#: finalizer says when the interpreter tears its modules down; ``--handler`` first:
+#: an exit handler registered before the command, as coverage's would be.
+_TEARDOWN = """
+import os, sys
+class Marker:
+    def __del__(self):
+        os.write(2, b"torn down\\n")
+marker = Marker()
+if sys.argv[1] == "--handler":
+    import atexit
+    atexit.register(os.write, 2, b"exit handler ran\\n")
+del sys.argv[1]  # --handler or --plain
+sys.argv[0] = "mirrorsync"
+from mirrorsync.cli import entry
+entry()
+"""
+
+
+def _ended(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("MIRRORSYNC_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-c", _TEARDOWN, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_command_with_no_event_loop_ends_without_the_interpreters_teardown(
+    tmp_path: Path,
+) -> None:
+    """``entry`` ends ``--help``, a usage error and ``status`` of a SQLite file at
+    once, their output flushed whole, with the status Python's exit would give; with
+    an exit handler registered, or after a command that ran the event loop, Python
+    ends the process as usual (the handler runs, modules are torn down)."""
+    (tmp_path / "mirrorsync.yaml").write_text(f"{CONFIG}database: {tmp_path / 'ms.db'}\n")
+
+    async def create() -> None:
+        store = await Store.open(tmp_path / "ms.db")
+        await store.close()
+
+    anyio.run(create)
+    for args, code in (
+        (("--help",), 0),
+        (("once", "--help"), 0),
+        (("status",), 66),
+        (("status", "--bogus"), 2),
+    ):
+        at_once = _ended("--plain", *args, cwd=tmp_path)
+        assert "torn down" not in at_once.stderr, (args, at_once.stderr)
+        usual = _ended("--handler", *args, cwd=tmp_path)
+        assert usual.stderr.endswith("exit handler ran\ntorn down\n"), (args, usual.stderr)
+        assert (at_once.returncode, at_once.stdout) == (code, usual.stdout), args
+        assert at_once.stderr == usual.stderr.removesuffix("exit handler ran\ntorn down\n")
+    assert len(at_once.stdout) == 0 and "--bogus" in at_once.stderr
+    loop = _ended("--plain", "webhooks", "list", cwd=tmp_path)  # runs in the event loop
+    assert loop.returncode == 0 and loop.stderr.endswith("torn down\n"), loop.stderr
+    logged = _ended("--plain", "completion", "bash", cwd=tmp_path)  # logging: its handler
+    assert logged.returncode == 0 and logged.stderr.endswith("torn down\n"), logged.stderr
+
+
 def test_completion_imports_no_configuration_or_store(tmp_path: Path) -> None:
     done, modules = imported("completion", "bash", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]

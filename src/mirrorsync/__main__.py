@@ -1,3 +1,3 @@
-from mirrorsync.cli import main
+from mirrorsync.cli import entry
 
-raise SystemExit(main())
+entry()
