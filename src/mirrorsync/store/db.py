@@ -36,7 +36,6 @@ from mirrorsync.errors import (
 )
 from mirrorsync.location import PostgresUrl
 from mirrorsync.logs import logger
-from mirrorsync.store.claims import AdvisoryClaims, Claims
 from mirrorsync.store.dialect import MIGRATION_LOCK_KEY, POSTGRESQL, SQLITE, Dialect
 from mirrorsync.store.schema import check_version, migrations, read_version, statements
 
@@ -48,6 +47,7 @@ if TYPE_CHECKING:  # psycopg is imported only when a PostgreSQL database is open
 
     from mirrorsync.location import Location, ReadLocation
     from mirrorsync.store.aio import _Connection
+    from mirrorsync.store.claims import Claims
     from mirrorsync.store.postgres import PgConnection
 
 # The event loop (anyio) and aiosqlite are imported when a database is opened through
@@ -184,7 +184,7 @@ class Store:
         self._write_lock: anyio.Lock | None = None  # made at the first transaction
         self._clock_warned = False
         self.dry_run = False  # every write inside one transaction that close() rolls back
-        self.claims: Claims = Claims()  # SQLite: one run holds the database whole
+        self._claims: Claims | None = None  # made when first asked for (status never is)
         #: Spec rows this store saw committed: hash -> (id, name, version). A spec's
         #: row is written once and never changes or goes, so what a committed
         #: transaction saw stays true for the run: a stack's sync looks up only
@@ -194,6 +194,21 @@ class Store:
         #: emptied when a stack of another release commits, so it never holds more
         #: than one release's specs however many releases a run syncs.
         self.known_scope: tuple[int, str] | None = None
+
+    @property
+    def claims(self) -> Claims:
+        """Who works on a stack or a webhook endpoint (store/claims.py): on SQLite every
+        claim is granted, one run holding the database whole; on PostgreSQL each is an
+        advisory lock (set by :meth:`open`). Made when first asked for."""
+        if self._claims is None:
+            from mirrorsync.store.claims import Claims
+
+            self._claims = Claims()
+        return self._claims
+
+    @claims.setter
+    def claims(self, claims: Claims) -> None:
+        self._claims = claims
 
     @property
     def damaged(self) -> DatabaseDamagedError | None:
@@ -259,6 +274,8 @@ class Store:
                 await store._migrate()
                 # Several instances share a server's database: each stack and webhook
                 # endpoint is claimed before it is worked on (a dry run claims nothing).
+                from mirrorsync.store.claims import AdvisoryClaims
+
                 store.claims = AdvisoryClaims(where)
             store.dry_run = dry_run
         except BaseException:
@@ -330,7 +347,8 @@ class Store:
         with anyio.CancelScope(shield=True):  # a cancelled run still closes its database
             if self.dry_run:
                 await self._rollback()
-            await self.claims.close()
+            if self._claims is not None:
+                await self._claims.close()
             await self.conn.close()
         if self.damaged is not None:
             raise self.damaged

@@ -12,7 +12,6 @@ does not load the store's writers, its event and history queries with them
 from __future__ import annotations
 
 from mirrorsync.records import record
-from mirrorsync.store import claims
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -59,7 +58,11 @@ async def status(
     sql += " ORDER BY src.name, st.release, st.name"
     async with store.conn.execute(sql, params) as cursor:
         rows = await cursor.fetchall()
-    held = await claims.holders(store, claims.Kind.STACK)
+    held: dict[int, str] = {}
+    if store.dialect.postgresql:  # who syncs each stack now; on SQLite one run holds all
+        from mirrorsync.store import claims
+
+        held = await claims.holders(store, claims.Kind.STACK)
     return [
         StackStatus(
             r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], held.get(int(r[10]))
