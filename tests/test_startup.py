@@ -76,8 +76,9 @@ NO_LOOP = (*HEAVY, "asyncio", "anyio", "aiosqlite", "mirrorsync.store.aio")
 WRITERS = ("mirrorsync.store.queries", "mirrorsync.store.mirrors", "mirrorsync.store.webhooks")
 #: ``status`` again, its compiled configuration cached (config_cache): not its parser
 #: either, nor typing (TYPE_CHECKING imports only), dataclasses (records.record),
-#: logging (configured when something logs: logs.setup_logging(lazy=True)) or pathlib
-#: and urllib.parse (the database named by its text: location.ReadLocation).
+#: logging (configured when something logs: logs.setup_logging(lazy=True)), pathlib
+#: and urllib.parse (the database named by its text: location.ReadLocation) or the
+#: store's claims (PostgreSQL's advisory locks).
 WARM = (
     *NO_LOOP,
     "yaml",
@@ -88,6 +89,7 @@ WARM = (
     "logging",
     "pathlib",
     "urllib.parse",
+    "mirrorsync.store.claims",
     *WRITERS,
 )
 #: The same with a published copy: its check on disk (mirrors/ondisk.py) reads the
