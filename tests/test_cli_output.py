@@ -92,6 +92,43 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
     assert stderr == ""
 
 
+@pytest.mark.parametrize(
+    ("command", "closed", "code"),
+    [
+        (("--version",), "1", 0),
+        (("status",), "1", 0),
+        (("status", "--check", "--max-age", "1s"), "1", 1),  # a monitor's check, stale
+        (("status", "--check", "--max-age", "1s"), "1 2", 1),
+        (("status", "--stack", "nothing"), "1", 2),
+        (("events", "--json"), "1", 0),  # the event loop's path
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else str(v),
+)
+def test_a_closed_stdout_or_stderr_drops_the_output_and_keeps_the_status(
+    config: Path, command: tuple[str, ...], closed: str, code: int
+) -> None:
+    """`mirrorsync status --check >&-` (a check whose runner closed stdout, or both
+    streams): what would be printed is dropped, the exit status is the command's,
+    never a traceback (Python makes a closed stream None)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("MIRRORSYNC_CONFIG", None)
+    closes = " ".join(f"{fd}>&-" for fd in closed.split())
+    done = subprocess.run(
+        f"exec {sys.executable} -m mirrorsync -c {config} {' '.join(command)} {closes}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=config.parent,
+        timeout=60,
+    )
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    if code == 2 and closed == "1":
+        assert done.stderr.startswith("mirrorsync: error: no stack"), done.stderr
+
+
 def test_head_in_a_shell_pipeline_prints_one_line_and_nothing_else(config: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(

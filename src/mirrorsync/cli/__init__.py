@@ -78,6 +78,7 @@ def entry() -> NoReturn:
     output is flushed and the process ends at once with its status (``os._exit``),
     as Instagram's servers skip the same teardown. Any other command, an exception
     that escapes, or an interrupt ends as Python ends it."""
+    _open_closed_streams()
     try:
         code = main()
     except SystemExit as exc:  # argparse: --help, a usage error (printed already)
@@ -87,6 +88,18 @@ def entry() -> NoReturn:
     if not _loop_ran and "threading" not in sys.modules and _no_exit_handlers():
         _end_at_once(code)
     sys.exit(code)
+
+
+def _open_closed_streams() -> None:
+    """A standard stream closed before the command started (``>&-``; Python makes it
+    None) is pointed at /dev/null: what would be printed there is dropped, as for a
+    reader gone, and the exit status still says what happened (``status --check``
+    under a monitor that closed stdout), never a traceback."""
+    import os
+
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
 
 def _no_exit_handlers() -> bool:
