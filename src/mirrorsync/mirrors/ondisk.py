@@ -82,8 +82,8 @@ def index_named(manifest: bytes, where: str) -> tuple[str, int]:
     ``parse_index_manifest`` reads it (FormatError as it raises): from the cache when
     these bytes were parsed before by this parser."""
     digest = sha256_hex(manifest)
-    file = entry_file(ENTRY)
-    stamp = _parser_stamp()
+    file = entry_file(ENTRY)  # None: the cache is off
+    stamp = _parser_stamp() if file is not None else []
     known = _known(file, stamp)
     if (answer := known.get(digest)) is not None:
         return answer
@@ -91,7 +91,7 @@ def index_named(manifest: bytes, where: str) -> tuple[str, int]:
 
     record = parse_index_manifest(manifest, where)
     answer = (record.checksum, record.content_length)
-    if file is not None and stamp:
+    if file is not None and stamp:  # stamp empty: no formats directory (a zip)
         known[digest] = answer
         kept = list(known.items())[-KEPT:]  # the latest: a copy's index changes, old ones go
         save(file, {"stamp": stamp, "named": {d: [c, n] for d, (c, n) in kept}})
@@ -100,7 +100,18 @@ def index_named(manifest: bytes, where: str) -> tuple[str, int]:
 
 def _parser_stamp() -> list[object]:
     """mirrorsync's version and each file of the formats package (name, size, time):
-    an answer of another parser is not this one's."""
+    an answer of another parser is not this one's. Made once a process (a status with
+    several copies asks once)."""
+    global _stamp
+    if _stamp is None:
+        _stamp = _stamp_of_formats()
+    return _stamp
+
+
+_stamp: list[object] | None = None
+
+
+def _stamp_of_formats() -> list[object]:
     formats = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "formats")
     stamp: list[object] = [__version__]
     try:
