@@ -294,6 +294,26 @@ def test_status_with_an_unwritable_or_damaged_cache_says_the_same(tmp_path: Path
     assert (done.returncode, done.stdout, done.stderr) == outputs[0]
 
 
+def test_a_cache_directory_others_may_write_is_not_written(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory the cache's files go in must be this user's own, as each file is:
+    one others may write (or a link to one) is left alone, and every status loads in
+    full."""
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG)
+    cache.mkdir(parents=True)
+    cache.chmod(0o777)
+    loads = full_loads(monkeypatch)
+    load_status_config(str(path))
+    load_status_config(str(path))
+    assert len(loads) == 2 and entries(cache) == []
+    cache.chmod(0o700)
+    load_status_config(str(path))
+    load_status_config(str(path))
+    assert len(loads) == 3 and len(entries(cache)) == 1
+
+
 def test_the_cache_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", "/x/cache")
     assert cache_directory() == "/x/cache/mirrorsync"

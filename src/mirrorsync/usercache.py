@@ -25,6 +25,10 @@ import marshal
 import os
 import stat
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 #: The largest entry read.
 MAX_ENTRY_BYTES = 1 << 20
 
@@ -67,12 +71,7 @@ def load(file: str) -> object:
         return None
     try:
         st = os.fstat(fd)
-        if (
-            not stat.S_ISREG(st.st_mode)
-            or st.st_uid != os.getuid()
-            or st.st_mode & 0o022
-            or st.st_size > MAX_ENTRY_BYTES
-        ):
+        if not _ours(st, stat.S_ISREG) or st.st_size > MAX_ENTRY_BYTES:
             return None
         data = os.read(fd, MAX_ENTRY_BYTES + 1)
     except OSError:
@@ -85,13 +84,22 @@ def load(file: str) -> object:
         return None
 
 
+def _ours(st: os.stat_result, kind: Callable[[int], bool]) -> bool:
+    """Whether ``st`` is of ``kind`` (a regular file, a directory), this user's, and
+    writable by nobody else."""
+    return kind(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def save(file: str, value: dict[str, object]) -> None:
     """Write ``value`` to ``file`` atomically, readable by its owner only; a directory
-    that cannot be written is left alone (the cache is only ever a shortcut)."""
+    that cannot be written, or is not this user's own (a link, another user's, one
+    others may write), is left alone (the cache is only ever a shortcut)."""
     directory = os.path.dirname(file)
     temporary = os.path.join(directory, f".{os.path.basename(file)}.{os.getpid()}")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _ours(os.lstat(directory), stat.S_ISDIR):  # a link, someone else's, shared
+            return
         fd = os.open(
             temporary,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
