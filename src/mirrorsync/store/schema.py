@@ -11,6 +11,7 @@ reads the migrations' file names only (``status`` opens a database at every star
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
@@ -56,10 +57,13 @@ def migrations(dialect: Dialect = SQLITE) -> list[tuple[int, str, str]]:
     )
 
 
+@functools.cache
 def migration_names() -> list[tuple[int, str]]:
     """(number, name) of every bundled migration, in order: what a check of a
     database's version needs, from the files' names alone (none is read, no SQL
-    mapped: opening a database for ``status`` checks its version)."""
+    mapped: opening a database for ``status`` checks its version). Listed once a
+    process (an open checks the sequence and the version; the bundle never changes):
+    the same list each time, not to be changed."""
     found = set()
     here = _migration_directory()
     names = os.listdir(here) if here else [entry.name for entry in _migration_files()]
