@@ -248,8 +248,10 @@ async def retried(
     # (same waits, logs and counts; 8% of a crawl's CPU saved).
     try:
         return await attempt()
-    except Exception as exc:  # classified by the retry policy below
-        first: Exception | None = exc
+    except (RetryableStatus, httpx.TransportError, httpx.InvalidURL) as exc:
+        first: Exception | None = exc  # retried, or worded as a FetchError, below
+    # Anything else (a 404's NotFoundError, a FetchError, a deadline) passes as it is,
+    # as _with_retries would pass it, without building the machinery for it.
 
     async def replay_then_attempt() -> T:
         nonlocal first
