@@ -22,6 +22,7 @@ from mirrorsync.errors import FetchError, IntegrityError
 from mirrorsync.fetch.answer import Response, read_declared
 from mirrorsync.fetch.offloop import OFF_LOOP_MIN, copy_off_loop, detach
 from mirrorsync.redact import Url
+from mirrorsync.units import header_count
 
 _STEP = 1 << 20  # most bytes decompressed at once
 # Bytes hashed and written at once, in a worker thread. Each hand-over costs: with
@@ -63,11 +64,11 @@ class Body:
         self._raw_deflate = False
         self.read_timeout: float | None = None  # of each read off the loop (``http.timeout``)
         self._decoder = _decoder(url, response.headers.get("content-encoding", ""))
-        declared = response.headers.get("content-length", "")
+        declared = header_count(response.headers.get("content-length"))
         self._declared: int | None = None  # the body's length, when the headers tell it
-        # identity: the declared length is it (ASCII digits only: int("²") fails)
-        if declared.isascii() and declared.isdigit() and self._decoder is None:
-            size = self._declared = int(declared)
+        # identity: the declared length is it
+        if declared is not None and self._decoder is None:
+            size = self._declared = declared
             if max_bytes is not None and size > max_bytes:
                 raise _too_large(url, size, max_bytes, limit_name)
             if expected_length is not None and size != expected_length:
@@ -243,10 +244,8 @@ async def drain(method: str, response: Response) -> None:
     Raw bytes, never decompressed; a body that fails or dawdles is given up on
     (its connection is then closed): the status is what the caller reports.
     """
-    declared = response.headers.get("content-length", "")
-    if method == "HEAD" or (
-        declared.isascii() and declared.isdigit() and int(declared) <= _DRAIN_MAX
-    ):
+    declared = header_count(response.headers.get("content-length"))
+    if method == "HEAD" or (declared is not None and declared <= _DRAIN_MAX):
         with anyio.move_on_after(_DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError):
             async for _ in response.aiter_raw():
                 pass
