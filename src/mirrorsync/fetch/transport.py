@@ -73,8 +73,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._tls: ssl.SSLContext | None = None
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
-        self._in_flight = 0
-        self._session_busy = 0  # of those, sent through the session
+        self._session_busy = 0  # requests sent through the session, not closed yet
         # Plain GETs and HEADs (``send_plain``): the lean path, with room for the
         # connections the session has busy (the two never hold more than
         # ``connections`` busy between them; see ``lean.py``).
@@ -84,11 +83,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             read_bufsize=READ_BUFFER,
             outside=self._session_in_use,
         )
-
-    @property
-    def in_flight(self) -> int:
-        """Requests sent whose response has not been closed yet."""
-        return self._in_flight
 
     @property
     def session_opened(self) -> bool:
@@ -170,27 +164,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         scheme = key[0]
         if self._proxies is not None and self._proxies.for_url(scheme, f"{key[1]}:{key[2]}"):
             return None
-        tls = None
-        if scheme == "https":
-            if self._tls is None:
-                self._tls = httpx.create_ssl_context(verify=self._verify)
-            tls = self._tls
+        tls = self._tls_context() if scheme == "https" else None
         head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii") + block
-        self._in_flight += 1
         failure: Exception | None = None
         try:
             answer = await self._lean.request(method, key, head, tls, timeouts)
         except (aiohttp.ClientError, TimeoutError, HttpProcessingError) as exc:
-            failure = translated(exc, None)
-        except BaseException:
-            self._in_flight -= 1
-            raise
-        if failure is not None or answer is None:
-            self._in_flight -= 1
-            if failure is not None:
-                raise failure
+            failure = translated(exc, None)  # raised out here: its own cause, if any, kept
+        if failure is not None:
+            raise failure
+        if answer is None:
             return None
-        return Answer(answer, Stream(None, answer, self._released))
+        return Answer(answer, Stream(None, answer, None))
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context of every https request (made at the first), lean or not."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context(verify=self._verify)
+        return self._tls
 
     def _session_in_use(self) -> int:
         return self._session_busy
@@ -206,9 +197,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> Answer:
         scheme = url.scheme
         if scheme == "https":
-            if self._tls is None:
-                self._tls = httpx.create_ssl_context(verify=self._verify)
-            tls: ssl.SSLContext | bool = self._tls
+            tls: ssl.SSLContext | bool = self._tls_context()
         elif scheme == "http":
             tls = True  # unused: no TLS on plain http
         else:
@@ -224,7 +213,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # skipping costs a sorted copy of the headers per request (3% of a crawl's
         # CPU), so aiohttp is told only when one is missing.
         skip = None if _AUTO_HEADERS.issubset([k.lower() for k, _ in headers]) else _AUTO_SKIP
-        self._in_flight += 1
         self._session_busy += 1
         failure: Exception | None = None
         try:
@@ -249,11 +237,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise failure
         return Answer(answer, Stream(request, answer, self._session_released))
 
-    def _released(self) -> None:
-        self._in_flight -= 1
-
     def _session_released(self) -> None:
-        self._in_flight -= 1
         self._session_busy -= 1
         self._lean.outside_freed()
 
