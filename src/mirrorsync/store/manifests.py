@@ -395,10 +395,13 @@ async def package_rows(store: Store, view: ReleaseView, package: str) -> list[Pa
             held.setdefault(spec_id, set()).add(view.stacks[stack_id])
             if stack_id in view.listed:
                 listed.add(spec_id)
+    listed_ids, param = store.dialect.id_list(sorted(listed))
     async with store.conn.execute(
-        f"SELECT s.id, {SPEC_COLUMNS} FROM specs s WHERE s.name = ? ORDER BY s.hash", (package,)
+        f"SELECT s.id, {SPEC_COLUMNS} FROM specs s"
+        f" WHERE s.id IN (SELECT j.value FROM {listed_ids}) ORDER BY s.hash",
+        (param,),
     ) as cursor:
-        specs = [r for r in await cursor.fetchall() if r[0] in listed]
+        specs = list(await cursor.fetchall())
     ids = [int(r[0]) for r in specs]
     id_of = {str(r[1]): int(r[0]) for r in specs}
     sizes: dict[int, tuple[bool, str, int]] = {}  # spec -> best (not root, stack, size)
