@@ -142,7 +142,9 @@ def test_an_edit_to_the_configuration_code_misses(
     path = tmp_path / "c.yaml"
     path.write_text(CONFIG)
     real = Path(mirrorsync.config_cache.__file__).parent
-    stamps = _key(str(path), CONFIG)["code"]
+    key = _key(str(path), CONFIG)
+    assert key is not None
+    stamps = key["code"]
     assert isinstance(stamps, list)
     stamped = {name for name, _, _ in stamps}
     for module in [*real.glob("config*.py"), *(real / "config").glob("*.py")]:

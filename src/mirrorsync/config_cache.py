@@ -44,7 +44,7 @@ from mirrorsync.config_file import (
 )
 from mirrorsync.location import PostgresUrl
 from mirrorsync.records import record
-from mirrorsync.usercache import entry_file, load, save, sha256_hex
+from mirrorsync.usercache import code_stamp, entry_file, load, save, sha256_hex
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -130,23 +130,19 @@ def _entry_file(path: str) -> str | None:
     return entry_file(f"status-{sha256_hex(os.fsencode(os.path.abspath(path)))[:32]}")
 
 
-def _key(path: str, text: str) -> dict[str, object]:
-    """Everything besides the file system's answers that the validation depends on."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = []
-    for package in CODE_PACKAGES:  # the configuration's code (an edit in a checkout)
-        with os.scandir(os.path.join(here, package)) as entries:
-            for e in entries:
-                if e.name.endswith(".py"):
-                    st = e.stat()
-                    code.append([os.path.join(package, e.name), st.st_size, st.st_mtime_ns])
+def _key(path: str, text: str) -> dict[str, object] | None:
+    """Everything besides the file system's answers that the validation depends on;
+    None when the configuration's code cannot be stamped (a zip): nothing is cached."""
+    code = code_stamp(os.path.dirname(os.path.abspath(__file__)), CODE_PACKAGES)
+    if code is None:
+        return None
     names = {m.strip("{}") for m in _VARIABLE.findall(text)} | set(ALWAYS_READ)
     return {
         "path": os.path.abspath(path),
         "sha256": sha256_hex(text.encode()),
         "environment": {n: os.environ.get(n) for n in sorted(names)},
         "mirrorsync": __version__,
-        "code": sorted(code),
+        "code": code,
         "python": [sys.version, sys.executable],
         "libraries": _libraries(),
     }

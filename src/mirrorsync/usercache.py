@@ -27,7 +27,7 @@ import stat
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 #: The largest entry read.
 MAX_ENTRY_BYTES = 1 << 20
@@ -52,6 +52,24 @@ def sha256_hex(data: bytes) -> str:
     except ImportError:  # another interpreter, or a later one (_sha2)
         from hashlib import sha256
     return str(sha256(data).hexdigest())
+
+
+def code_stamp(root: str, packages: Iterable[str]) -> list[list[object]] | None:
+    """The name (below ``root``), size and time of each module in the ``packages``
+    directories of ``root`` (``""``: ``root`` itself), sorted: what an entry made by
+    that code is keyed by, so that an edit in a checkout is a miss. None when a
+    directory cannot be listed (a zip): nothing made by that code is then kept."""
+    stamps: list[list[object]] = []
+    try:
+        for package in packages:
+            with os.scandir(os.path.join(root, package)) as entries:
+                for e in entries:
+                    if e.name.endswith(".py"):
+                        st = e.stat()
+                        stamps.append([os.path.join(package, e.name), st.st_size, st.st_mtime_ns])
+    except OSError:
+        return None
+    return sorted(stamps)
 
 
 def entry_file(name: str) -> str | None:

@@ -28,7 +28,7 @@ from mirrorsync.mirrors.layout import (
     file_size,
     read_if_present,
 )
-from mirrorsync.usercache import entry_file, load, save, sha256_hex
+from mirrorsync.usercache import code_stamp, entry_file, load, save, sha256_hex
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -112,17 +112,9 @@ _stamp: list[object] | None = None
 
 
 def _stamp_of_formats() -> list[object]:
-    formats = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "formats")
-    stamp: list[object] = [__version__]
-    try:
-        with os.scandir(formats) as entries:
-            for e in sorted(entries, key=lambda e: e.name):
-                if e.name.endswith(".py"):
-                    st = e.stat()
-                    stamp.append([e.name, st.st_size, st.st_mtime_ns])
-    except OSError:
-        return []  # no such directory (a zip): nothing is cached
-    return stamp
+    mirrorsync = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = code_stamp(mirrorsync, ("formats",))
+    return [] if code is None else [__version__, *code]  # []: a zip, nothing is cached
 
 
 def _known(file: str | None, stamp: list[object]) -> dict[str, tuple[str, int]]:
