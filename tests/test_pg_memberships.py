@@ -217,6 +217,27 @@ def test_postgresql_refuses_a_spec_held_twice_by_a_stack_from_one_version(
         conn.execute("DELETE FROM membership_groups WHERE entered = 9")
 
 
+def test_postgresql_refuses_moving_a_group_onto_a_version_that_holds_its_spec(
+    tmp_path: Path, docroot: Path, server: FixtureServer, postgres_url: str
+) -> None:
+    # The same key on an update (migration 0016): a group moved to the entered
+    # version of another group of its stack that holds one of its specs would make
+    # that membership twice; moved to a version none of its specs holds, it is one.
+    _synced(tmp_path, docroot, server, postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        (spec_id, stack_id, entered) = conn.execute(
+            "SELECT spec_id, stack_id, entered FROM memberships LIMIT 1"
+        ).fetchone() or (0, 0, 0)
+        conn.execute(
+            "INSERT INTO membership_groups (stack_id, entered, spec_ids) VALUES (%s, 9, ARRAY[%s])",
+            (stack_id, spec_id),
+        )
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("UPDATE membership_groups SET entered = %s WHERE entered = 9", (entered,))
+        conn.execute("UPDATE membership_groups SET entered = 10 WHERE entered = 9")
+        conn.execute("DELETE FROM membership_groups WHERE entered = 10")
+
+
 # -- a database made by the landed version --------------------------------------
 
 

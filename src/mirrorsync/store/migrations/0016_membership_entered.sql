@@ -1,0 +1,3 @@
+-- PostgreSQL's membership groups: the old primary key also on an update (issue 31,
+-- review): see 0016_membership_entered.postgresql.sql. SQLite's table keeps its
+-- primary key (stack_id, spec_id, entered) and needs nothing.
