@@ -94,3 +94,24 @@ def test_a_request_without_them_gets_none_of_aiohttps_defaults() -> None:
     assert "accept" not in bare and "accept-encoding" not in bare and "user-agent" not in bare
     assert "accept" not in partial and "accept-encoding" not in partial
     assert partial["user-agent"] == "test/1"
+
+
+def test_a_header_the_caller_sets_replaces_the_clients_default() -> None:
+    """An OCI manifest GET names its own Accept: the wire carries that one, once, as
+    httpx's client sends it when it follows a redirect (its headers merge), not the
+    default beside it."""
+    port, heads = _recording_server(1)
+    config = parse_config("sources: [{name: m, kind: mirror, url: 'http://h/m'}]\n")
+    accept = "application/vnd.oci.image.manifest.v1+json"
+
+    async def main() -> None:
+        async with HttpClient(config.http) as client:
+            url = Url(f"http://127.0.0.1:{port}/manifest")
+            fetched = await client.get(url, headers={"Accept": accept, "User-Agent": "oci/1"})
+            assert isinstance(fetched, Fetched) and fetched.content == b"ok"
+
+    anyio.run(main)
+    (head,) = heads
+    fields = _fields(head)
+    assert [v for k, v in fields if k == "accept"] == [accept], fields
+    assert [v for k, v in fields if k == "user-agent"] == ["oci/1"], fields

@@ -477,7 +477,10 @@ class HttpClient:
         event hooks, its redirect loop) cost twice what the transport does on a
         small request. A redirect is handed to the client, which follows it as
         it follows any (``follow_redirects``, its limit, its header rules)."""
-        sent = [*self._defaults, *headers.items()] if headers else self._defaults
+        sent = self._defaults
+        if headers:  # the caller's replace the client's of the same name, as httpx merges
+            given = {name.lower() for name in headers}
+            sent = [(k, v) for k, v in sent if k.lower() not in given] + list(headers.items())
         answer = await self._transport.send_plain(method, address, sent, self._timeouts, body)
         if not answer.has_redirect_location:
             return answer, None
